@@ -1,0 +1,63 @@
+//! Limits and switches of the broker core. The io crate fills this from flags and the TOML file.
+
+/// Every limit the core enforces. Defaults are what an embedded single-machine broker should do out of the box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Largest packet the broker accepts, in bytes, fixed header included. Advertised to v5 clients as
+    /// Maximum Packet Size in CONNACK.
+    pub max_packet_size: u32,
+    /// How many QoS 1/2 PUBLISHes a client may have unacknowledged towards the broker (Receive Maximum in CONNACK).
+    pub receive_maximum: u16,
+    /// Upper bound on QoS 1/2 messages in flight towards one client, whatever Receive Maximum it asked for.
+    pub max_inflight: u16,
+    /// Messages queued for one session (online or offline) before the queue-full policy applies: QoS 0 messages are
+    /// dropped, QoS 1/2 messages beyond it are dropped and counted.
+    pub max_queued_messages: usize,
+    /// Bytes of encoded output held for one connection that is not reading; past this QoS 0 messages to it are
+    /// dropped and QoS 1/2 messages stay queued in its session.
+    pub max_outbuf_bytes: usize,
+    /// Maximum simultaneous connections; more get CONNACK "Server busy" / "Server unavailable".
+    pub max_connections: usize,
+    /// Cap on Session Expiry Interval in seconds (v5); also the expiry applied to v3.1.1 persistent sessions.
+    pub max_session_expiry: u32,
+    /// Cap on keep alive in seconds; a client asking for more (or for 0) is told Server Keep Alive (v5).
+    /// 0 means no cap.
+    pub max_keep_alive: u16,
+    /// Milliseconds a new connection may take to send CONNECT before it is closed.
+    pub connect_timeout_ms: u64,
+    /// Whether retained messages are supported (Retain Available).
+    pub retain_available: bool,
+    /// Topic Alias Maximum the broker accepts from clients (0 disables inbound aliases).
+    pub max_topic_alias: u16,
+    /// Highest QoS the broker supports (Maximum QoS in CONNACK).
+    pub maximum_qos: u8,
+    /// Whether wildcard, shared subscriptions and subscription identifiers are available.
+    pub wildcard_subscriptions: bool,
+    pub shared_subscriptions: bool,
+    pub subscription_identifiers: bool,
+    /// Interval of `$SYS/broker/...` statistics publishes in seconds; 0 disables them.
+    pub sys_interval: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_packet_size: 256 * 1024 * 1024 - 1,
+            receive_maximum: 1024,
+            max_inflight: 1024,
+            max_queued_messages: 100_000,
+            max_outbuf_bytes: 4 * 1024 * 1024,
+            max_connections: 100_000,
+            max_session_expiry: u32::MAX,
+            max_keep_alive: 0,
+            connect_timeout_ms: 10_000,
+            retain_available: true,
+            max_topic_alias: 64,
+            maximum_qos: 2,
+            wildcard_subscriptions: true,
+            shared_subscriptions: true,
+            subscription_identifiers: true,
+            sys_interval: 10,
+        }
+    }
+}

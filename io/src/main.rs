@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("mqtt-broker: not yet wired");
+}
