@@ -8,6 +8,7 @@
 
 pub mod broker;
 pub mod codec;
+pub mod harness;
 pub mod hash;
 pub mod packet;
 pub mod time;

@@ -37,6 +37,21 @@ pub struct Config {
     pub subscription_identifiers: bool,
     /// Interval of `$SYS/broker/...` statistics publishes in seconds; 0 disables them.
     pub sys_interval: u32,
+    /// A known bug to plant, so the vopr can prove it finds it. Only with the `planted-bugs` feature.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Bugs the simulator must be able to find (see `vopr`'s self-test).
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A duplicate QoS 2 PUBLISH (same packet id, before PUBREL) is delivered again.
+    Qos2DuplicateDelivered,
+    /// Inflight messages are forgotten when a persistent session reconnects.
+    InflightDroppedOnReconnect,
+    /// `+` matches more than one topic level.
+    PlusMatchesAcrossLevels,
 }
 
 impl Default for Config {
@@ -58,6 +73,8 @@ impl Default for Config {
             shared_subscriptions: true,
             subscription_identifiers: true,
             sys_interval: 10,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 }

@@ -6,13 +6,40 @@
 //! The broker never reads a clock, touches a socket or draws randomness of its own; the same inputs always give the
 //! same outputs.
 
+mod auth;
 mod config;
+mod connect;
+mod connection;
+mod message;
+mod publish;
+mod session;
+mod stats;
+mod subscribe;
+mod sys;
+mod timer;
+mod will;
 
+pub use auth::{AllowAll, AuthDecision, Authenticator, ConnectInfo};
 pub use config::Config;
+#[cfg(feature = "planted-bugs")]
+pub use config::PlantedBug;
+pub use message::{Delivery, Message};
+pub use session::SessionKey;
+pub use stats::Stats;
 
+use crate::hash::HashMap;
+use crate::packet::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use crate::time::Time;
+use crate::topic::{RetainedTree, SubscriptionTree, TopicMatch};
 use bytes::Bytes;
+use connection::{Connection, Phase};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use session::Session;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use timer::{Timer, Timers};
 
 /// The driver's handle for one transport connection. Never reused within one broker's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,7 +70,8 @@ pub enum Input<'a> {
 pub enum Output {
     /// Write these bytes to the connection, in order after anything written before.
     Transmit { conn: ConnectionId, data: Bytes },
-    /// Close the connection once the bytes already handed out for it are written.
+    /// Close the connection once the bytes already handed out for it are written. No more input is expected for it;
+    /// the driver need not send `Closed` for it (it is ignored if it does).
     Close { conn: ConnectionId },
     /// Something worth logging or counting.
     Event(Event),
@@ -56,7 +84,7 @@ pub enum Event {
         conn: ConnectionId,
         client_id: String,
         peer: SocketAddr,
-        protocol: crate::packet::ProtocolVersion,
+        protocol: ProtocolVersion,
         clean_start: bool,
         keep_alive: u16,
     },
@@ -67,18 +95,64 @@ pub enum Event {
     },
 }
 
+/// What happens to a session's will when its connection ends [MQTT-3.1.2-8], [MQTT-3.1.2-10].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WillPolicy {
+    /// Normal DISCONNECT: the will is deleted.
+    Discard,
+    /// Any other end: the will is published, after its delay.
+    Publish,
+}
+
 /// The broker.
 pub struct Broker {
     config: Config,
-    outputs: std::collections::VecDeque<Output>,
+    rng: ChaCha8Rng,
+    now: Time,
+    started_at: Option<Time>,
+    authenticator: Box<dyn Authenticator>,
+    connections: BTreeMap<ConnectionId, Connection>,
+    sessions: BTreeMap<SessionKey, Session>,
+    sessions_by_client_id: HashMap<String, SessionKey>,
+    next_session_key: u64,
+    subscriptions: SubscriptionTree<SessionKey>,
+    retained: RetainedTree<Arc<Message>>,
+    timers: Timers,
+    outputs: VecDeque<Output>,
+    /// Connections with bytes in their `outbuf`, in the order they first got some.
+    dirty: Vec<ConnectionId>,
+    /// Reused buffer for topic matches, so routing does not allocate per message.
+    match_buffer: Vec<TopicMatch<SessionKey>>,
+    /// Connections past CONNACK, for the connection limit.
+    connected_clients: usize,
+    stats: Stats,
 }
 
 impl Broker {
     /// `seed` drives everything the broker chooses at random (assigned client identifiers).
-    pub fn new(config: Config, _seed: u64) -> Broker {
+    pub fn new(config: Config, seed: u64) -> Broker {
+        Broker::with_authenticator(config, seed, Box::new(AllowAll))
+    }
+
+    pub fn with_authenticator(config: Config, seed: u64, authenticator: Box<dyn Authenticator>) -> Broker {
         Broker {
             config,
-            outputs: Default::default(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now: Time::ZERO,
+            started_at: None,
+            authenticator,
+            connections: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            sessions_by_client_id: HashMap::default(),
+            next_session_key: 1,
+            subscriptions: SubscriptionTree::new(),
+            retained: RetainedTree::new(),
+            timers: Timers::default(),
+            outputs: VecDeque::new(),
+            dirty: Vec::new(),
+            match_buffer: Vec::new(),
+            connected_clients: 0,
+            stats: Stats::default(),
         }
     }
 
@@ -86,18 +160,362 @@ impl Broker {
         &self.config
     }
 
-    /// Feed one input at time `now` (monotonic, never decreasing).
-    pub fn handle_input(&mut self, _now: Time, _input: Input<'_>) {}
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Feed one input at time `now` (monotonic; an earlier time than before is treated as no time passing).
+    pub fn handle_input(&mut self, now: Time, input: Input<'_>) {
+        self.now = self.now.max(now);
+        if self.started_at.is_none() {
+            self.started_at = Some(self.now);
+            if self.config.sys_interval > 0 {
+                self.timers.arm(self.now, Timer::Sys);
+            }
+        }
+        match input {
+            Input::Opened { conn, peer } => self.handle_opened(conn, peer),
+            Input::Received { conn, data } => self.handle_received(conn, data),
+            Input::Closed { conn } => {
+                self.end_connection(conn, WillPolicy::Publish, "connection closed by peer")
+            }
+            Input::WriteBlocked { conn } => {
+                if let Some(connection) = self.connections.get_mut(&conn) {
+                    connection.write_blocked = true;
+                }
+            }
+            Input::Writable { conn } => self.handle_writable(conn),
+            Input::Tick => self.fire_timers(),
+            Input::Shutdown => self.shutdown(),
+        }
+    }
 
     /// The next thing the driver must do; drain until `None` after every input.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(output);
+        }
+        while let Some(conn) = self.dirty.pop() {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                continue;
+            };
+            connection.dirty = false;
+            if connection.write_blocked || connection.outbuf.is_empty() {
+                continue;
+            }
+            let data = connection.outbuf.split().freeze();
+            self.stats.bytes_sent += data.len() as u64;
+            return Some(Output::Transmit { conn, data });
+        }
+        None
     }
 
     /// When the broker next needs `Input::Tick`, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        None
+        self.timers.next_deadline()
     }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Number of sessions (online and offline).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn handle_opened(&mut self, conn: ConnectionId, peer: SocketAddr) {
+        let connection = Connection::new(peer, self.config.max_packet_size, self.now);
+        self.connections.insert(conn, connection);
+        self.stats.connections_opened += 1;
+        let deadline = self.now + std::time::Duration::from_millis(self.config.connect_timeout_ms);
+        self.timers.arm(deadline, Timer::ConnectTimeout(conn));
+    }
+
+    fn handle_received(&mut self, conn: ConnectionId, data: &[u8]) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if connection.phase == Phase::Closing {
+            return;
+        }
+        self.stats.bytes_received += data.len() as u64;
+        connection.decoder.feed(data);
+        loop {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return;
+            };
+            match connection.decoder.next_packet() {
+                Ok(Some(packet)) => {
+                    connection.last_activity = self.now;
+                    self.handle_packet(conn, packet);
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    let reason = error.reason_code();
+                    self.handle_decode_error(conn, &error, reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, conn: ConnectionId, packet: Packet) {
+        let Some(phase) = self.connections.get(&conn).map(|c| c.phase) else {
+            return;
+        };
+        match (phase, packet) {
+            (Phase::Closing, _) => {}
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => self.handle_connect(conn, connect),
+            // [MQTT-3.1.0-1]: the first packet must be CONNECT; anything else closes the connection.
+            (Phase::AwaitingConnect, _) => {
+                self.close_connection(conn, WillPolicy::Discard, "first packet was not CONNECT")
+            }
+            (Phase::Authenticating, Packet::Auth(auth)) => self.handle_auth_during_connect(conn, auth),
+            (Phase::Authenticating, _) => {
+                self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "expected AUTH during authentication")
+            }
+            // [MQTT-3.1.0-2]: a second CONNECT is a Protocol Error.
+            (Phase::Connected, Packet::Connect(_)) => {
+                self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "second CONNECT")
+            }
+            (Phase::Connected, Packet::Publish(publish)) => self.handle_publish(conn, publish),
+            (Phase::Connected, Packet::PubAck(ack)) => self.handle_puback(conn, ack),
+            (Phase::Connected, Packet::PubRec(rec)) => self.handle_pubrec(conn, rec),
+            (Phase::Connected, Packet::PubRel(rel)) => self.handle_pubrel(conn, rel),
+            (Phase::Connected, Packet::PubComp(comp)) => self.handle_pubcomp(conn, comp),
+            (Phase::Connected, Packet::Subscribe(subscribe)) => self.handle_subscribe(conn, subscribe),
+            (Phase::Connected, Packet::Unsubscribe(unsubscribe)) => self.handle_unsubscribe(conn, unsubscribe),
+            // [MQTT-3.12.4-1]
+            (Phase::Connected, Packet::PingReq) => {
+                self.send(conn, &Packet::PingResp);
+            }
+            (Phase::Connected, Packet::Disconnect(disconnect)) => self.handle_disconnect(conn, disconnect),
+            (Phase::Connected, Packet::Auth(auth)) => self.handle_reauth(conn, auth),
+            // Server-to-client packets sent by a client.
+            (Phase::Connected, _) => {
+                self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "packet not valid from a client")
+            }
+        }
+    }
+
+    fn handle_decode_error(&mut self, conn: ConnectionId, error: &crate::codec::DecodeError, reason: ReasonCode) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let text = format!("decode error: {error:?}");
+        match connection.phase {
+            Phase::AwaitingConnect => self.reject_connect_on_decode_error(conn, error, &text),
+            _ => self.protocol_error(conn, reason, &text),
+        }
+    }
+
+    /// Ends a connection because of something the client did: a DISCONNECT with the reason for MQTT 5 clients
+    /// [MQTT-4.13.1-1], just a close for older ones; the will is published.
+    fn protocol_error(&mut self, conn: ConnectionId, reason: ReasonCode, text: &str) {
+        self.stats.protocol_errors += 1;
+        self.disconnect_with(conn, reason, text);
+    }
+
+    /// Sends DISCONNECT with `reason` to an MQTT 5 client, then closes the connection with the will published.
+    fn disconnect_with(&mut self, conn: ConnectionId, reason: ReasonCode, text: &str) {
+        let is_v5_connected = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.is_v5() && matches!(c.phase, Phase::Connected | Phase::Authenticating));
+        if is_v5_connected {
+            let disconnect = Disconnect {
+                reason,
+                ..Default::default()
+            };
+            self.send(conn, &Packet::Disconnect(disconnect));
+        }
+        let text = format!("{text} ({reason})");
+        self.close_connection(conn, WillPolicy::Publish, &text);
+    }
+
+    /// Encodes `packet` into the connection's output buffer, honouring the client's Maximum Packet Size
+    /// [MQTT-3.1.2-24]: a packet too large loses its Reason String and User Properties first [MQTT-3.1.2-25]...
+    /// and is not sent at all if still too large. Returns whether it was sent.
+    fn send(&mut self, conn: ConnectionId, packet: &Packet) -> bool {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return false;
+        };
+        if connection.phase == Phase::Closing {
+            return false;
+        }
+        let version = connection.protocol.unwrap_or(ProtocolVersion::V3_1_1);
+        let limit = connection.client_max_packet_size as usize;
+        let too_large = version.is_v5() && crate::codec::encoded_len(packet, version) > limit;
+        // [MQTT-3.1.2-29]: without Request Problem Information, no Reason String / User Properties except on
+        // PUBLISH, CONNACK and DISCONNECT.
+        let problem_info_suppressed = !connection.request_problem_information
+            && !matches!(packet, Packet::Publish(_) | Packet::ConnAck(_) | Packet::Disconnect(_));
+        let trimmed;
+        let mut to_send = packet;
+        if too_large || problem_info_suppressed {
+            let mut copy = packet.clone();
+            strip_optional_properties(&mut copy);
+            trimmed = copy;
+            to_send = &trimmed;
+            if version.is_v5() && crate::codec::encoded_len(to_send, version) > limit {
+                self.stats.messages_dropped += 1;
+                return false;
+            }
+        }
+        if crate::codec::encode(to_send, version, &mut connection.outbuf).is_err() {
+            self.stats.messages_dropped += 1;
+            return false;
+        }
+        if !connection.dirty {
+            connection.dirty = true;
+            self.dirty.push(conn);
+        }
+        true
+    }
+
+    /// Flushes what is buffered for the connection, asks the driver to close it, and detaches its session.
+    fn close_connection(&mut self, conn: ConnectionId, will: WillPolicy, reason: &str) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if !connection.outbuf.is_empty() {
+            let data = connection.outbuf.split().freeze();
+            self.stats.bytes_sent += data.len() as u64;
+            self.outputs.push_back(Output::Transmit { conn, data });
+        }
+        self.outputs.push_back(Output::Close { conn });
+        self.end_connection(conn, will, reason);
+    }
+
+    /// Forgets a connection (the driver already closed it or was told to) and detaches its session: the will is
+    /// handled per `will`, and the session ends now or is left to expire [MQTT-3.1.2-23].
+    fn end_connection(&mut self, conn: ConnectionId, will: WillPolicy, reason: &str) {
+        let Some(connection) = self.connections.remove(&conn) else {
+            return;
+        };
+        self.stats.connections_closed += 1;
+        if connection.phase == Phase::Connected {
+            self.connected_clients = self.connected_clients.saturating_sub(1);
+        }
+        if let Some(key) = connection.session {
+            self.detach_session(key, conn, will);
+        }
+        if connection.phase != Phase::AwaitingConnect || connection.client_id.is_some() {
+            self.outputs.push_back(Output::Event(Event::ClientDisconnected {
+                conn,
+                client_id: connection.client_id,
+                reason: reason.to_string(),
+            }));
+        }
+    }
+
+    fn handle_writable(&mut self, conn: ConnectionId) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        connection.write_blocked = false;
+        if !connection.outbuf.is_empty() && !connection.dirty {
+            connection.dirty = true;
+            self.dirty.push(conn);
+        }
+        if let Some(key) = connection.session {
+            self.pump(key);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for conn in ids {
+            // [MQTT-4.13.2-1]-style courtesy: MQTT 5 clients learn why they are being disconnected.
+            self.disconnect_with_policy(conn, ReasonCode::SERVER_SHUTTING_DOWN, WillPolicy::Discard, "server shutting down");
+        }
+    }
+
+    fn disconnect_with_policy(&mut self, conn: ConnectionId, reason: ReasonCode, will: WillPolicy, text: &str) {
+        let is_v5_connected = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.is_v5() && c.phase == Phase::Connected);
+        if is_v5_connected {
+            let disconnect = Disconnect {
+                reason,
+                ..Default::default()
+            };
+            self.send(conn, &Packet::Disconnect(disconnect));
+        }
+        self.close_connection(conn, will, text);
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(timer) = self.timers.pop_due(self.now) {
+            match timer {
+                Timer::ConnectTimeout(conn) => self.connect_timeout(conn),
+                Timer::KeepAlive(conn) => self.check_keep_alive(conn),
+                Timer::SessionExpiry(key) => self.check_session_expiry(key),
+                Timer::WillDelay(key) => self.check_will_delay(key),
+                Timer::Sys => {
+                    self.publish_sys();
+                    let next = self.now + std::time::Duration::from_secs(u64::from(self.config.sys_interval));
+                    self.timers.arm(next, Timer::Sys);
+                }
+            }
+        }
+    }
+
+    fn connect_timeout(&mut self, conn: ConnectionId) {
+        let waiting = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| matches!(c.phase, Phase::AwaitingConnect | Phase::Authenticating));
+        if waiting {
+            self.close_connection(conn, WillPolicy::Discard, "no CONNECT within the connect timeout");
+        }
+    }
+
+    /// [MQTT-3.1.2-22]: close a connection that sent nothing for one and a half times its keep alive.
+    fn check_keep_alive(&mut self, conn: ConnectionId) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        if connection.keep_alive == 0 || connection.phase != Phase::Connected {
+            return;
+        }
+        let deadline = connection.last_activity + keep_alive_grace(connection.keep_alive);
+        if self.now >= deadline {
+            self.disconnect_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        } else {
+            self.timers.arm(deadline, Timer::KeepAlive(conn));
+        }
+    }
+}
+
+/// For a CONNECT that failed to decode: the version to answer in and the CONNACK reason, when the client got far
+/// enough for an answer to make sense [MQTT-3.1.2-2], [MQTT-3.1.4-1].
+fn connect_refusal_for(error: &crate::codec::DecodeError) -> Option<(ProtocolVersion, ReasonCode)> {
+    let _ = error;
+    None
+}
+
+/// One and a half times the keep alive [MQTT-3.1.2-22].
+fn keep_alive_grace(keep_alive: u16) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::from(keep_alive) * 1500)
+}
+
+/// Removes the properties a receiver can live without (Reason String, User Properties) [MQTT-3.1.2-25].
+fn strip_optional_properties(packet: &mut Packet) {
+    let properties = match packet {
+        Packet::ConnAck(p) => &mut p.properties,
+        Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => &mut p.properties,
+        Packet::SubAck(p) => &mut p.properties,
+        Packet::UnsubAck(p) => &mut p.properties,
+        Packet::Disconnect(p) => &mut p.properties,
+        Packet::Auth(p) => &mut p.properties,
+        _ => return,
+    };
+    properties.reason_string = None;
+    properties.user_properties.clear();
 }

@@ -1,0 +1,495 @@
+//! CONNECT, CONNACK, authentication, session attach/detach and takeover, DISCONNECT from the client.
+
+use super::auth::{AuthDecision, ConnectInfo};
+use super::connection::Phase;
+use super::session::{Session, SessionKey};
+use super::timer::Timer;
+use super::{keep_alive_grace, Broker, ConnectionId, Event, WillPolicy};
+use crate::codec::DecodeError;
+use crate::packet::{Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
+use bytes::Bytes;
+use rand::Rng;
+use std::time::Duration;
+
+/// MQTT 3.1 limits client identifiers to 23 characters.
+const MQTT31_MAX_CLIENT_ID: usize = 23;
+
+impl Broker {
+    pub(super) fn handle_connect(&mut self, conn: ConnectionId, mut connect: Box<Connect>) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        connection.protocol = Some(connect.protocol);
+        let v5 = connect.protocol.is_v5();
+
+        if let Some(reason) = self.connect_refusal(&connect) {
+            self.refuse_connect(conn, reason, "CONNECT refused");
+            return;
+        }
+        if connect.client_id.is_empty() {
+            connect.client_id = self.assign_client_id();
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.client_id_assigned = true;
+            }
+        }
+
+        let info = ConnectInfo {
+            client_id: &connect.client_id,
+            peer: self.connections.get(&conn).map(|c| c.peer).unwrap_or_else(unspecified_addr),
+            username: connect.username.as_deref(),
+            password: connect.password.as_deref(),
+            auth_method: connect.properties.authentication_method.as_deref(),
+            auth_data: connect.properties.authentication_data.as_deref(),
+        };
+        match self.authenticator.authenticate(&info) {
+            AuthDecision::Allow { data } => self.accept_connect(conn, connect, data),
+            AuthDecision::Deny(reason) => self.refuse_connect(conn, reason, "authentication failed"),
+            AuthDecision::Continue { data } => {
+                let method = connect.properties.authentication_method.clone();
+                if !v5 || method.is_none() {
+                    // Enhanced authentication exists only in MQTT 5 with an Authentication Method [MQTT-4.12.0-1].
+                    self.refuse_connect(conn, ReasonCode::BAD_AUTHENTICATION_METHOD, "authentication failed");
+                    return;
+                }
+                if let Some(connection) = self.connections.get_mut(&conn) {
+                    connection.phase = Phase::Authenticating;
+                    connection.auth_method = method.clone();
+                    connection.client_id = Some(connect.client_id.clone());
+                    connection.pending_connect = Some(connect);
+                }
+                self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, data);
+            }
+        }
+    }
+
+    /// Checks of a CONNECT that the codec cannot make because they depend on the broker's configuration.
+    fn connect_refusal(&self, connect: &Connect) -> Option<ReasonCode> {
+        if self.connected_clients >= self.config.max_connections {
+            return Some(ReasonCode::SERVER_BUSY);
+        }
+        match connect.protocol {
+            ProtocolVersion::V3_1 if connect.client_id.is_empty() || connect.client_id.len() > MQTT31_MAX_CLIENT_ID => {
+                return Some(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            // [MQTT-3.1.3-8]: an empty client id requires Clean Session in 3.1.1.
+            ProtocolVersion::V3_1_1 if connect.client_id.is_empty() && !connect.clean_start => {
+                return Some(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            _ => {}
+        }
+        if let Some(will) = &connect.will {
+            // [MQTT-3.2.2-12]: a will QoS above Maximum QoS is refused with 0x9B.
+            if will.qos as u8 > self.config.maximum_qos {
+                return Some(ReasonCode::QOS_NOT_SUPPORTED);
+            }
+            // [MQTT-3.2.2-13]: a retained will when retain is not available is refused with 0x9A.
+            if will.retain && !self.config.retain_available {
+                return Some(ReasonCode::RETAIN_NOT_SUPPORTED);
+            }
+            if crate::topic::validate_topic_name(&will.topic).is_err() {
+                return Some(ReasonCode::TOPIC_NAME_INVALID);
+            }
+        }
+        None
+    }
+
+    /// A fresh client identifier from the seeded RNG, unique among sessions [MQTT-3.1.3-6].
+    fn assign_client_id(&mut self) -> String {
+        loop {
+            let id = format!("auto-{:016x}", self.rng.gen::<u64>());
+            if !self.sessions_by_client_id.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// CONNACK with a failure reason, then close [MQTT-3.2.2-7]. 3.1.1 clients get the nearest return code.
+    fn refuse_connect(&mut self, conn: ConnectionId, reason: ReasonCode, text: &str) {
+        let connack = ConnAck {
+            session_present: false,
+            reason,
+            properties: Properties::default(),
+        };
+        self.send(conn, &Packet::ConnAck(connack));
+        let text = format!("{text} ({reason})");
+        self.close_connection(conn, WillPolicy::Discard, &text);
+    }
+
+    pub(super) fn reject_connect_on_decode_error(&mut self, conn: ConnectionId, error: &DecodeError, text: &str) {
+        match super::connect_refusal_for(error) {
+            // The CONNECT was readable far enough to know the client speaks a version we can answer in.
+            Some((version, reason)) => {
+                if let Some(connection) = self.connections.get_mut(&conn) {
+                    connection.protocol = Some(version);
+                }
+                self.refuse_connect(conn, reason, text);
+            }
+            None => self.close_connection(conn, WillPolicy::Discard, text),
+        }
+    }
+
+    pub(super) fn handle_auth_during_connect(&mut self, conn: ConnectionId, auth: Auth) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let method = connection.auth_method.clone().unwrap_or_default();
+        // [MQTT-4.12.0-5]: the method must stay the same through the exchange.
+        if auth.properties.authentication_method.as_deref() != Some(method.as_str())
+            || auth.reason != ReasonCode::CONTINUE_AUTHENTICATION
+        {
+            self.refuse_connect(conn, ReasonCode::PROTOCOL_ERROR, "bad AUTH during CONNECT");
+            return;
+        }
+        let client_id = connection.client_id.clone().unwrap_or_default();
+        let decision = self.authenticator.continue_auth(
+            &client_id,
+            &method,
+            auth.properties.authentication_data.as_deref(),
+        );
+        match decision {
+            AuthDecision::Allow { data } => {
+                let pending = self.connections.get_mut(&conn).and_then(|c| c.pending_connect.take());
+                if let Some(connect) = pending {
+                    self.accept_connect(conn, connect, data);
+                }
+            }
+            AuthDecision::Continue { data } => {
+                self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, Some(method), data)
+            }
+            AuthDecision::Deny(reason) => self.refuse_connect(conn, reason, "authentication failed"),
+        }
+    }
+
+    /// Re-authentication on a live connection [MQTT-4.12.1].
+    pub(super) fn handle_reauth(&mut self, conn: ConnectionId, auth: Auth) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let Some(method) = connection.auth_method.clone() else {
+            // [MQTT-4.12.0-7]: AUTH without enhanced authentication in CONNECT is a Protocol Error.
+            self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "AUTH without an authentication method");
+            return;
+        };
+        if auth.properties.authentication_method.as_deref() != Some(method.as_str()) {
+            self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "AUTH changed the authentication method");
+            return;
+        }
+        let client_id = connection.client_id.clone().unwrap_or_default();
+        let decision = self.authenticator.continue_auth(
+            &client_id,
+            &method,
+            auth.properties.authentication_data.as_deref(),
+        );
+        match decision {
+            AuthDecision::Allow { data } => self.send_auth(conn, ReasonCode::SUCCESS, Some(method), data),
+            AuthDecision::Continue { data } => {
+                self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, Some(method), data)
+            }
+            AuthDecision::Deny(reason) => self.disconnect_with(conn, reason, "re-authentication failed"),
+        }
+    }
+
+    fn send_auth(&mut self, conn: ConnectionId, reason: ReasonCode, method: Option<String>, data: Option<Bytes>) {
+        let properties = Properties {
+            authentication_method: method,
+            authentication_data: data,
+            ..Default::default()
+        };
+        self.send(conn, &Packet::Auth(Auth { reason, properties }));
+    }
+
+    /// Attaches the connection to its session (new or resumed), sends CONNACK, and resends what was inflight.
+    fn accept_connect(&mut self, conn: ConnectionId, connect: Box<Connect>, auth_data: Option<Bytes>) {
+        let v5 = connect.protocol.is_v5();
+        let client_id = connect.client_id.clone();
+        let assigned = self.connections.get(&conn).is_some_and(|c| c.client_id_assigned);
+
+        // Session expiry: v5 from the property (absent = 0) [MQTT-3.1.2-11]; 3.1.1 Clean Session = 0 keeps the
+        // session with the broker's cap as expiry, Clean Session = 1 ends it with the connection.
+        let requested_expiry = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry = requested_expiry.min(self.config.max_session_expiry);
+
+        let (key, session_present) = self.attach_session(conn, &connect, expiry);
+
+        let keep_alive = self.effective_keep_alive(connect.keep_alive, v5);
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        connection.phase = Phase::Connected;
+        connection.client_id = Some(client_id.clone());
+        connection.session = Some(key);
+        connection.keep_alive = keep_alive;
+        connection.last_activity = self.now;
+        connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        connection.client_topic_alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
+        connection.request_problem_information = connect.properties.request_problem_information != Some(0);
+        if connection.auth_method.is_none() {
+            connection.auth_method = connect.properties.authentication_method.clone();
+        }
+        let peer = connection.peer;
+
+        let mut properties = Properties::default();
+        if v5 {
+            let config = &self.config;
+            if config.receive_maximum != u16::MAX {
+                properties.receive_maximum = Some(config.receive_maximum);
+            }
+            if config.maximum_qos < 2 {
+                properties.maximum_qos = Some(config.maximum_qos);
+            }
+            if !config.retain_available {
+                properties.retain_available = Some(0);
+            }
+            properties.maximum_packet_size = Some(config.max_packet_size);
+            if config.max_topic_alias > 0 {
+                properties.topic_alias_maximum = Some(config.max_topic_alias);
+            }
+            if !config.wildcard_subscriptions {
+                properties.wildcard_subscription_available = Some(0);
+            }
+            if !config.subscription_identifiers {
+                properties.subscription_identifier_available = Some(0);
+            }
+            if !config.shared_subscriptions {
+                properties.shared_subscription_available = Some(0);
+            }
+            if assigned {
+                // [MQTT-3.2.2-16]
+                properties.assigned_client_identifier = Some(client_id.clone());
+            }
+            if keep_alive != connect.keep_alive {
+                // [MQTT-3.2.2-21]: the client must use the Server Keep Alive.
+                properties.server_keep_alive = Some(keep_alive);
+            }
+            if expiry != requested_expiry {
+                properties.session_expiry_interval = Some(expiry);
+            }
+            if let Some(method) = connect.properties.authentication_method.clone() {
+                properties.authentication_method = Some(method);
+                properties.authentication_data = auth_data;
+            }
+        }
+        let connack = ConnAck {
+            session_present,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        };
+        self.send(conn, &Packet::ConnAck(connack));
+
+        self.connected_clients += 1;
+        self.stats.clients_connected_max = self.stats.clients_connected_max.max(self.connected_clients as u64);
+        self.outputs.push_back(super::Output::Event(Event::ClientConnected {
+            conn,
+            client_id,
+            peer,
+            protocol: connect.protocol,
+            clean_start: connect.clean_start,
+            keep_alive,
+        }));
+        if keep_alive > 0 {
+            self.timers.arm(self.now + keep_alive_grace(keep_alive), Timer::KeepAlive(conn));
+        }
+        if session_present {
+            self.resend_inflight(key);
+        }
+        self.pump(key);
+    }
+
+    /// Finds or creates the session for the CONNECT's client id, taking it over from another connection if need be
+    /// [MQTT-3.1.4-3], discarding it on Clean Start [MQTT-3.1.2-4]. Returns the key and Session Present.
+    fn attach_session(&mut self, conn: ConnectionId, connect: &Connect, expiry: u32) -> (SessionKey, bool) {
+        let existing = self.sessions_by_client_id.get(&connect.client_id).copied();
+        if let Some(key) = existing {
+            self.take_over(key, connect.clean_start);
+            if connect.clean_start {
+                self.end_session(key);
+            }
+        }
+        let resumed = if connect.clean_start { None } else { existing.filter(|k| self.sessions.contains_key(k)) };
+        let (key, present) = match resumed {
+            Some(key) => (key, true),
+            None => {
+                let key = SessionKey(self.next_session_key);
+                self.next_session_key += 1;
+                let session = Session::new(connect.client_id.clone(), connect.protocol);
+                self.sessions.insert(key, session);
+                self.sessions_by_client_id.insert(connect.client_id.clone(), key);
+                (key, false)
+            }
+        };
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.protocol = connect.protocol;
+            session.expiry_interval = expiry;
+            session.connection = Some(conn);
+            session.expires_at = None;
+            // [MQTT-3.1.3-9]: reconnecting before the Will Delay Interval passed cancels the pending will.
+            session.pending_will = None;
+            session.will = connect.will.clone();
+        }
+        (key, present)
+    }
+
+    /// Disconnects whichever connection holds the session, because another CONNECT claims its client id.
+    fn take_over(&mut self, key: SessionKey, clean_start: bool) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(old) = session.connection.take() else {
+            return;
+        };
+        // The old connection's will: published now if it has no delay or its session ends with this CONNECT;
+        // otherwise the new connection arrived within the delay, which cancels it [MQTT-3.1.2-8].
+        if let Some(will) = session.will.take() {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            if delay == 0 || clean_start {
+                self.publish_will(will);
+            }
+        }
+        if let Some(connection) = self.connections.get_mut(&old) {
+            connection.session = None;
+        }
+        self.disconnect_with_policy(old, ReasonCode::SESSION_TAKEN_OVER, WillPolicy::Discard, "session taken over");
+    }
+
+    /// Detaches a session from its closed connection: will per policy, then the session ends or waits to expire.
+    pub(super) fn detach_session(&mut self, key: SessionKey, conn: ConnectionId, will_policy: WillPolicy) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.connection != Some(conn) {
+            return;
+        }
+        session.connection = None;
+        let will = session.will.take();
+        let expiry = session.expiry_interval;
+        let mut publish_now = None;
+        if let (Some(will), WillPolicy::Publish) = (will, will_policy) {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            // The will goes out at the delay or when the session ends, whichever is first [MQTT-3.1.3-9].
+            if delay == 0 || expiry == 0 {
+                publish_now = Some(will);
+            } else {
+                let at = self.now + Duration::from_secs(u64::from(delay.min(expiry)));
+                session.pending_will = Some(super::session::PendingWill { will, publish_at: at });
+                self.timers.arm(at, Timer::WillDelay(key));
+            }
+        }
+        if expiry == 0 {
+            self.end_session(key);
+        } else if expiry != u32::MAX {
+            let at = self.now + Duration::from_secs(u64::from(expiry));
+            if let Some(session) = self.sessions.get_mut(&key) {
+                session.expires_at = Some(at);
+            }
+            self.timers.arm(at, Timer::SessionExpiry(key));
+        }
+        if let Some(will) = publish_now {
+            self.publish_will(will);
+        }
+    }
+
+    pub(super) fn check_session_expiry(&mut self, key: SessionKey) {
+        let due = self.sessions.get(&key).is_some_and(|s| {
+            s.connection.is_none() && s.expires_at.is_some_and(|at| at <= self.now)
+        });
+        if due {
+            self.end_session(key);
+        }
+    }
+
+    /// Removes a session and all its state; a will still pending is published, as the session ending is one of
+    /// its triggers [MQTT-3.1.2-8].
+    pub(super) fn end_session(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.remove(&key) else {
+            return;
+        };
+        if self.sessions_by_client_id.get(&session.client_id) == Some(&key) {
+            self.sessions_by_client_id.remove(&session.client_id);
+        }
+        for filter in session.subscriptions.keys() {
+            self.remove_from_tree(filter, key);
+        }
+        self.stats.messages_dropped += session.queue.len() as u64;
+        if let Some(pending) = session.pending_will {
+            self.publish_will(pending.will);
+        }
+    }
+
+    pub(super) fn handle_disconnect(&mut self, conn: ConnectionId, disconnect: Disconnect) {
+        let Some(key) = self.connections.get(&conn).and_then(|c| c.session) else {
+            return;
+        };
+        if let Some(requested) = disconnect.properties.session_expiry_interval {
+            let current = self.sessions.get(&key).map(|s| s.expiry_interval).unwrap_or(0);
+            // [MQTT-3.14.2-2]: a session that was to end with the connection cannot be given an expiry now.
+            if current == 0 && requested != 0 {
+                self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "session expiry set on DISCONNECT");
+                return;
+            }
+            if let Some(session) = self.sessions.get_mut(&key) {
+                session.expiry_interval = requested.min(self.config.max_session_expiry);
+            }
+        }
+        // [MQTT-3.14.4-3]: a normal DISCONNECT deletes the will; 0x04 asks for it to be published.
+        let policy = if disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL {
+            WillPolicy::Publish
+        } else {
+            WillPolicy::Discard
+        };
+        let text = format!("client sent DISCONNECT ({})", disconnect.reason);
+        self.close_connection(conn, policy, &text);
+    }
+
+    /// Keep alive in effect: the broker's cap replaces a larger (or zero) value for MQTT 5 clients, who are told via
+    /// Server Keep Alive [MQTT-3.2.2-21]. Older clients cannot be told, so theirs stands.
+    fn effective_keep_alive(&self, requested: u16, v5: bool) -> u16 {
+        let cap = self.config.max_keep_alive;
+        if v5 && cap != 0 && (requested == 0 || requested > cap) {
+            cap
+        } else {
+            requested
+        }
+    }
+
+    /// Sends again, in order, everything that was inflight when the session's previous connection ended
+    /// [MQTT-4.4.0-1]: PUBLISH with DUP set [MQTT-3.3.1-1], or PUBREL for messages already past PUBREC.
+    fn resend_inflight(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        let Some(conn) = session.connection else {
+            return;
+        };
+        let packets: Vec<Packet> = session
+            .inflight
+            .iter()
+            .map(|entry| match entry.state {
+                super::session::InflightState::AwaitingPubComp => {
+                    Packet::PubRel(crate::packet::PubResponse::new(entry.packet_id, ReasonCode::SUCCESS))
+                }
+                _ => Packet::Publish(entry.delivery.to_publish(entry.packet_id, true, self.now)),
+            })
+            .collect();
+        for packet in packets {
+            match packet {
+                Packet::Publish(publish) => {
+                    self.send_publish(conn, publish);
+                }
+                other => {
+                    self.send(conn, &other);
+                }
+            }
+        }
+    }
+}
+
+fn unspecified_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+}

@@ -1,0 +1,93 @@
+//! Per-connection state: the decoder, the negotiated limits of both sides, topic aliases, and buffered output.
+
+use super::session::SessionKey;
+use crate::codec::Decoder;
+use crate::hash::HashMap;
+use crate::packet::ProtocolVersion;
+use crate::time::Time;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+
+/// Where a connection stands in the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for CONNECT [MQTT-3.1.0-1].
+    AwaitingConnect,
+    /// CONNECT received with an authentication method; AUTH exchange in progress [MQTT-4.12.0-?].
+    Authenticating,
+    /// CONNACK sent; attached to a session.
+    Connected,
+    /// Close has been requested; nothing more is read or sent.
+    Closing,
+}
+
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub phase: Phase,
+    pub decoder: Decoder,
+    /// Known once CONNECT is decoded.
+    pub protocol: Option<ProtocolVersion>,
+    pub client_id: Option<String>,
+    /// The client sent an empty client id and the broker assigned one [MQTT-3.1.3-6].
+    pub client_id_assigned: bool,
+    pub session: Option<SessionKey>,
+    /// Encoded bytes waiting to be handed to the driver.
+    pub outbuf: BytesMut,
+    /// True while the connection id is in the broker's dirty list.
+    pub dirty: bool,
+    /// The driver could not write everything: hold output until `Writable`.
+    pub write_blocked: bool,
+    /// Last time any packet arrived, for keep alive.
+    pub last_activity: Time,
+    /// Keep alive in effect, in seconds (0 = none).
+    pub keep_alive: u16,
+    /// The client's Maximum Packet Size [MQTT-3.1.2-24]; packets larger than this are never sent to it.
+    pub client_max_packet_size: u32,
+    /// The client's Receive Maximum, bounding our inflight QoS 1/2 towards it [MQTT-3.3.4-9].
+    pub client_receive_maximum: u16,
+    /// The client's Topic Alias Maximum: how many aliases we may use towards it [MQTT-3.2.2-17].
+    pub client_topic_alias_maximum: u16,
+    /// Aliases the client set towards us [MQTT-3.3.2-10].
+    pub inbound_aliases: HashMap<u16, String>,
+    /// Aliases we set towards the client.
+    pub outbound_aliases: HashMap<String, u16>,
+    /// Request Problem Information: when false, no Reason String or User Property on anything but PUBLISH,
+    /// CONNACK and DISCONNECT [MQTT-3.1.2-29].
+    pub request_problem_information: bool,
+    /// The authentication method of an enhanced authentication exchange.
+    pub auth_method: Option<String>,
+    /// The CONNECT waiting for an enhanced authentication exchange to finish.
+    pub pending_connect: Option<Box<crate::packet::Connect>>,
+}
+
+impl Connection {
+    pub fn new(peer: SocketAddr, max_packet_size: u32, now: Time) -> Connection {
+        Connection {
+
+            peer,
+            phase: Phase::AwaitingConnect,
+            decoder: Decoder::new(None, max_packet_size as usize),
+            protocol: None,
+            client_id: None,
+            client_id_assigned: false,
+            session: None,
+            outbuf: BytesMut::new(),
+            dirty: false,
+            write_blocked: false,
+            last_activity: now,
+            keep_alive: 0,
+            client_max_packet_size: u32::MAX,
+            client_receive_maximum: u16::MAX,
+            client_topic_alias_maximum: 0,
+            inbound_aliases: HashMap::default(),
+            outbound_aliases: HashMap::default(),
+            request_problem_information: true,
+            auth_method: None,
+            pending_connect: None,
+        }
+    }
+
+    pub fn is_v5(&self) -> bool {
+        self.protocol.is_some_and(ProtocolVersion::is_v5)
+    }
+}

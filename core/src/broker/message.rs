@@ -1,0 +1,88 @@
+//! Application messages as the broker holds them between receipt and delivery.
+
+use crate::packet::{Properties, Publish, QoS};
+use crate::time::Time;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One application message, shared (via `Arc`) by every session it is queued for: the payload is never copied
+/// per subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    /// QoS the publisher sent it with.
+    pub qos: QoS,
+    /// The RETAIN flag as published.
+    pub retain: bool,
+    /// Properties forwarded to subscribers unchanged [MQTT-3.3.2-4], [MQTT-3.3.2-17]; the per-hop ones (Topic Alias,
+    /// Subscription Identifiers) are cleared, and Message Expiry Interval is recomputed from `expires_at`.
+    pub properties: Properties,
+    /// Absolute expiry derived from Message Expiry Interval at receipt.
+    pub expires_at: Option<Time>,
+}
+
+impl Message {
+    /// Builds the stored form of a received PUBLISH whose topic is already resolved (alias applied).
+    pub fn from_publish(publish: Publish, topic: String, now: Time) -> Message {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        Message {
+            topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            expires_at,
+        }
+    }
+
+    pub fn is_expired(&self, now: Time) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Remaining lifetime in whole seconds, rounded up so that a message never outlives its expiry by the rounding
+    /// [MQTT-3.3.2-6].
+    pub fn remaining_expiry_secs(&self, now: Time) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let ms = at.as_millis().saturating_sub(now.as_millis());
+            u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
+        })
+    }
+}
+
+/// One message on its way to one session: the shared message plus what this subscriber's subscriptions made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(publish QoS, granted QoS) [MQTT-3.8.4-8].
+    pub qos: QoS,
+    /// The RETAIN flag to send: set for retained messages sent on subscribe [MQTT-3.3.1-9], else per Retain As
+    /// Published [MQTT-3.3.1-12], [MQTT-3.3.1-13].
+    pub retain: bool,
+    /// Subscription Identifiers of every matching subscription [MQTT-3.3.4-3].
+    pub subscription_ids: Vec<u32>,
+}
+
+impl Delivery {
+    /// The PUBLISH for this delivery, before topic aliasing.
+    pub fn to_publish(&self, packet_id: u16, dup: bool, now: Time) -> Publish {
+        let mut properties = self.message.properties.clone();
+        properties.message_expiry_interval = self.message.remaining_expiry_secs(now);
+        properties.subscription_identifiers = self.subscription_ids.clone();
+        Publish {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.message.topic.clone(),
+            packet_id,
+            properties,
+            payload: self.message.payload.clone(),
+        }
+    }
+}

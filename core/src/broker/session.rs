@@ -1,0 +1,106 @@
+//! Session state (MQTT 5.0 section 4.1): what the broker keeps for a client identifier across network connections.
+
+use super::message::Delivery;
+use super::ConnectionId;
+use crate::packet::{ProtocolVersion, Will};
+use crate::time::Time;
+use crate::topic::Subscription;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The broker's key for a session. Keys are never reused, so a stale timer naming a key cannot hit a newer session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionKey(pub u64);
+
+/// Where an outgoing QoS 1/2 message stands in its acknowledgement flow [MQTT-4.3.2], [MQTT-4.3.3].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightState {
+    /// QoS 1 sent, waiting for PUBACK.
+    AwaitingPubAck,
+    /// QoS 2 sent, waiting for PUBREC.
+    AwaitingPubRec,
+    /// QoS 2 PUBREL sent, waiting for PUBCOMP.
+    AwaitingPubComp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub delivery: Delivery,
+    pub state: InflightState,
+}
+
+/// A will waiting for its Will Delay Interval to pass after the connection closed [MQTT-3.1.3-9].
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    pub will: Will,
+    pub publish_at: Time,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: String,
+    pub protocol: ProtocolVersion,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires [MQTT-3.1.2-23].
+    pub expiry_interval: u32,
+    /// The connection currently attached, if any.
+    pub connection: Option<ConnectionId>,
+    /// Subscriptions by the filter exactly as subscribed (including any `$share/{group}/` prefix).
+    pub subscriptions: BTreeMap<String, Subscription>,
+    /// Messages waiting for the inflight window, in order.
+    pub queue: VecDeque<Delivery>,
+    /// Outgoing QoS 1/2 messages not yet fully acknowledged, in the order first sent: they are resent in this order
+    /// on reconnect [MQTT-4.4.0-1].
+    pub inflight: VecDeque<Inflight>,
+    /// Packet identifiers of incoming QoS 2 messages already delivered onwards, waiting for PUBREL: a repeated
+    /// PUBLISH with one of these is not delivered again [MQTT-4.3.3-9].
+    pub incoming_qos2: BTreeSet<u16>,
+    /// The will of the current connection, kept until it is published or discarded.
+    pub will: Option<Will>,
+    /// The will waiting for its delay after the connection closed.
+    pub pending_will: Option<PendingWill>,
+    /// When an offline session expires, if it does.
+    pub expires_at: Option<Time>,
+    next_packet_id: u16,
+}
+
+impl Session {
+    pub fn new(client_id: String, protocol: ProtocolVersion) -> Session {
+        Session {
+
+            client_id,
+            protocol,
+            expiry_interval: 0,
+            connection: None,
+            subscriptions: BTreeMap::new(),
+            queue: VecDeque::new(),
+            inflight: VecDeque::new(),
+            incoming_qos2: BTreeSet::new(),
+            will: None,
+            pending_will: None,
+            expires_at: None,
+            next_packet_id: 1,
+        }
+    }
+
+    /// A packet identifier not used by any inflight message [MQTT-2.2.1-3]: the next in sequence, skipping ids in
+    /// use. `None` when all 65,535 are taken (the inflight window never allows that, but input must not panic us).
+    pub fn allocate_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = if candidate == u16::MAX { 1 } else { candidate + 1 };
+            if !self.inflight.iter().any(|entry| entry.packet_id == candidate) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
+        self.inflight.iter().position(|entry| entry.packet_id == packet_id)
+    }
+
+    /// Total of queued and inflight messages, for the queue bound.
+    pub fn pending_count(&self) -> usize {
+        self.queue.len() + self.inflight.len()
+    }
+}

@@ -1,0 +1,16 @@
+//! Counters for `$SYS` topics, logs and the simulator's summary.
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    pub clients_connected_max: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    /// Messages not delivered because of a full queue, a slow consumer or a client's Maximum Packet Size.
+    pub messages_dropped: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub protocol_errors: u64,
+    pub wills_published: u64,
+}

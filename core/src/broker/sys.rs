@@ -1,0 +1,44 @@
+//! `$SYS/broker/...` statistics, published as retained messages under the names Mosquitto uses, so existing
+//! dashboards work.
+
+use super::message::Message;
+use super::Broker;
+use crate::packet::{Properties, QoS};
+use bytes::Bytes;
+use std::sync::Arc;
+
+impl Broker {
+    pub(super) fn publish_sys(&mut self) {
+        let uptime = self.now.saturating_sub(self.started_at.unwrap_or(self.now)).as_secs();
+        let stats = &self.stats;
+        let disconnected = self.sessions.values().filter(|s| s.connection.is_none()).count();
+        let stored: usize = self.sessions.values().map(|s| s.pending_count()).sum();
+        let values: Vec<(&str, String)> = vec![
+            ("$SYS/broker/version", format!("mqtt-broker {}", env!("CARGO_PKG_VERSION"))),
+            ("$SYS/broker/uptime", format!("{uptime} seconds")),
+            ("$SYS/broker/clients/connected", self.connected_clients.to_string()),
+            ("$SYS/broker/clients/disconnected", disconnected.to_string()),
+            ("$SYS/broker/clients/total", (self.connected_clients + disconnected).to_string()),
+            ("$SYS/broker/clients/maximum", stats.clients_connected_max.to_string()),
+            ("$SYS/broker/messages/received", stats.messages_received.to_string()),
+            ("$SYS/broker/messages/sent", stats.messages_sent.to_string()),
+            ("$SYS/broker/publish/messages/dropped", stats.messages_dropped.to_string()),
+            ("$SYS/broker/bytes/received", stats.bytes_received.to_string()),
+            ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
+            ("$SYS/broker/subscriptions/count", self.subscriptions.len().to_string()),
+            ("$SYS/broker/retained messages/count", self.retained.len().to_string()),
+            ("$SYS/broker/store/messages/count", stored.to_string()),
+        ];
+        for (topic, value) in values {
+            let message = Message {
+                topic: topic.to_string(),
+                payload: Bytes::from(value),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Properties::default(),
+                expires_at: None,
+            };
+            self.publish_message(Arc::new(message), None);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Will messages: published when a connection ends without a normal DISCONNECT, after the Will Delay Interval.
+
+use super::message::Message;
+use super::session::SessionKey;
+use super::Broker;
+use crate::packet::Will;
+use std::sync::Arc;
+
+impl Broker {
+    /// Publishes a will as an ordinary application message (retained if asked [MQTT-3.1.2-17]).
+    pub(super) fn publish_will(&mut self, will: Will) {
+        let mut properties = will.properties;
+        // Will Delay Interval is about when to publish, not part of the message.
+        properties.will_delay_interval = None;
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| self.now + std::time::Duration::from_secs(u64::from(secs)));
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at,
+        };
+        self.stats.wills_published += 1;
+        self.publish_message(Arc::new(message), None);
+    }
+
+    pub(super) fn check_will_delay(&mut self, key: SessionKey) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.connection.is_some() || !session.pending_will.as_ref().is_some_and(|w| w.publish_at <= now) {
+            return;
+        }
+        if let Some(pending) = session.pending_will.take() {
+            self.publish_will(pending.will);
+        }
+    }
+}
