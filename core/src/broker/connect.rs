@@ -297,6 +297,11 @@ impl Broker {
             self.timers.arm(self.now + keep_alive_grace(keep_alive), Timer::KeepAlive(conn));
         }
         if session_present {
+            if self.planted(super::planted::PlantedBugKind::InflightDroppedOnReconnect) {
+                if let Some(session) = self.sessions.get_mut(&key) {
+                    session.inflight.clear();
+                }
+            }
             self.resend_inflight(key);
         }
         self.pump(key);

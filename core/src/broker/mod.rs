@@ -11,6 +11,7 @@ mod config;
 mod connect;
 mod connection;
 mod message;
+mod planted;
 mod publish;
 mod session;
 mod stats;

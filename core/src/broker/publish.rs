@@ -3,6 +3,7 @@
 
 use super::message::{Delivery, Message};
 use super::session::{Inflight, InflightState, SessionKey};
+use super::planted::PlantedBugKind;
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::topic::TopicMatch;
@@ -66,7 +67,7 @@ impl Broker {
             let Some(session) = self.sessions.get(&key) else {
                 return;
             };
-            if session.incoming_qos2.contains(&packet_id) {
+            if session.incoming_qos2.contains(&packet_id) && !self.planted(PlantedBugKind::Qos2DuplicateDelivered) {
                 // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing.
                 self.send(conn, &Packet::PubRec(PubResponse::new(packet_id, ReasonCode::SUCCESS)));
                 return;
@@ -168,6 +169,8 @@ impl Broker {
             }
         }
         self.match_buffer = matches;
+        #[cfg(feature = "planted-bugs")]
+        self.plant_plus_across_levels(&message, publisher, &mut per_session);
 
         let count = per_session.len() + shared.len();
         for (key, delivery) in per_session.into_iter().chain(shared) {

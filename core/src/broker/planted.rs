@@ -1,0 +1,81 @@
+//! Known bugs that can be switched on with the `planted-bugs` feature, so that the vopr's self-test proves the
+//! simulator catches them. Without the feature every check here is a constant `false` and compiles away.
+
+use super::Broker;
+#[cfg(feature = "planted-bugs")]
+use super::{message::Delivery, message::Message, session::SessionKey};
+#[cfg(feature = "planted-bugs")]
+use std::{collections::BTreeMap, sync::Arc};
+
+/// Mirrors `config::PlantedBug` but exists without the feature, so call sites need no `cfg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PlantedBugKind {
+    Qos2DuplicateDelivered,
+    InflightDroppedOnReconnect,
+}
+
+impl Broker {
+    #[cfg(not(feature = "planted-bugs"))]
+    pub(super) fn planted(&self, _bug: PlantedBugKind) -> bool {
+        false
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn planted(&self, bug: PlantedBugKind) -> bool {
+        use super::config::PlantedBug;
+        matches!(
+            (self.config.planted_bug, bug),
+            (Some(PlantedBug::Qos2DuplicateDelivered), PlantedBugKind::Qos2DuplicateDelivered)
+                | (Some(PlantedBug::InflightDroppedOnReconnect), PlantedBugKind::InflightDroppedOnReconnect)
+        )
+    }
+
+    /// The planted `+` bug: a filter ending in `+` also matches topics one level deeper than it should.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant_plus_across_levels(
+        &mut self,
+        message: &Arc<Message>,
+        publisher: Option<SessionKey>,
+        per_session: &mut BTreeMap<SessionKey, Delivery>,
+    ) {
+        if self.config.planted_bug != Some(super::config::PlantedBug::PlusMatchesAcrossLevels) {
+            return;
+        }
+        let Some((parent, _)) = message.topic.rsplit_once('/') else {
+            return;
+        };
+        for (key, session) in &self.sessions {
+            if per_session.contains_key(key) || publisher == Some(*key) {
+                continue;
+            }
+            let wrongly_matches = session.subscriptions.iter().find(|(filter, _)| {
+                filter.ends_with('+') && naive_match(filter, parent)
+            });
+            if let Some((_, subscription)) = wrongly_matches {
+                per_session.insert(
+                    *key,
+                    Delivery {
+                        message: Arc::clone(message),
+                        qos: message.qos.min(subscription.options.qos),
+                        retain: false,
+                        subscription_ids: subscription.identifier.into_iter().collect(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+fn naive_match(filter: &str, topic: &str) -> bool {
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match (level, topic_levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
