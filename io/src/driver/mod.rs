@@ -193,7 +193,7 @@ impl Driver {
     /// The earliest instant anything is due: the core's timer, the accept back-off, a closing deadline, the
     /// shutdown deadline.
     fn next_deadline(&self) -> Option<Instant> {
-        let core = self.broker.poll_timeout().map(|t| self.clock.to_instant(t));
+        let core = self.broker.poll_timeout().map(|t| self.clock.instant_of(t));
         let closing = self
             .closing
             .iter()
@@ -213,7 +213,7 @@ impl Driver {
     fn on_timers(&mut self) {
         let now = Instant::now();
         if let Some(due) = self.broker.poll_timeout() {
-            if due <= self.clock.to_time(now) {
+            if due <= self.clock.time_of(now) {
                 self.feed(Input::Tick);
             }
         }
@@ -228,12 +228,7 @@ impl Driver {
             .closing
             .iter()
             .copied()
-            .filter(|id| {
-                self.conns
-                    .get(id)
-                    .and_then(Conn::deadline)
-                    .map_or(true, |d| d <= now)
-            })
+            .filter(|id| !matches!(self.conns.get(id).and_then(Conn::deadline), Some(d) if d > now))
             .collect();
         for id in expired {
             if let Some(conn) = self.conns.get(&id) {
