@@ -16,6 +16,7 @@ use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::time::Time;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, HashSet};
@@ -67,15 +68,35 @@ impl fmt::Display for DriverError {
 
 impl std::error::Error for DriverError {}
 
+/// The sans-IO state machine the driver runs: the broker in production, a scripted stand-in in the driver's own
+/// tests (so the I/O paths can be checked independently of the broker's protocol logic).
+pub trait Core {
+    fn handle_input(&mut self, now: Time, input: Input<'_>);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<Time>;
+}
+
+impl Core for Broker {
+    fn handle_input(&mut self, now: Time, input: Input<'_>) {
+        Broker::handle_input(self, now, input);
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Broker::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        Broker::poll_timeout(self)
+    }
+}
+
 struct BoundListener {
     socket: TcpListener,
     local: SocketAddr,
 }
 
 /// The event loop and everything it owns.
-pub struct Driver {
+pub struct Driver<C: Core = Broker> {
     poll: Poll,
-    broker: Broker,
+    broker: C,
     clock: Clock,
     listeners: Vec<BoundListener>,
     signals: Signals,
@@ -95,13 +116,13 @@ pub struct Driver {
     shutdown_deadline: Option<Instant>,
 }
 
-impl Driver {
+impl<C: Core> Driver<C> {
     /// Bind every listener and install the signal handlers. Nothing is accepted until [`Driver::run`].
     pub fn bind(
         settings: &Settings,
-        broker: Broker,
+        broker: C,
         logger: Option<&'static Logger>,
-    ) -> Result<Driver, DriverError> {
+    ) -> Result<Driver<C>, DriverError> {
         let poll = Poll::new().map_err(DriverError::Poll)?;
         let listeners = settings
             .listeners
@@ -564,3 +585,6 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
+
+#[cfg(test)]
+mod tests;
