@@ -1,3 +1,102 @@
-fn main() {
-    eprintln!("mqtt-broker: not yet wired");
+//! `mqtt-broker`: parse the configuration, set up logging, run the driver.
+//!
+//! Exit codes: 0 after a clean shutdown (or a successful `--check-config`), 2 for a bad configuration, 1 for any
+//! failure at run time (address in use, data directory not creatable, ...).
+
+use clap::Parser;
+use mqtt_core::broker::Broker;
+use mqtt_io::config::{self, Cli, Settings};
+use mqtt_io::driver::Driver;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const BAD_CONFIG: u8 = 2;
+const RUNTIME_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    // clap prints its own message and exits with 2 on bad flags (0 for --help/--version).
+    let cli = Cli::parse();
+    let settings = match config::load(&cli) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mqtt-broker: configuration error: {e}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    if cli.check_config {
+        print!("{}", settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    match run(&settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            log::error!("{message}");
+            // The log may be a file; the operator starting the broker by hand looks at the terminal.
+            if settings.log_file.is_some() {
+                eprintln!("mqtt-broker: {message}");
+            }
+            ExitCode::from(RUNTIME_FAILURE)
+        }
+    }
+}
+
+/// Why the broker stopped with exit code 1.
+#[derive(Debug)]
+enum RunError {
+    Log(mqtt_io::log::LogError),
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    Driver(mqtt_io::driver::DriverError),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Log(e) => write!(f, "{e}"),
+            RunError::DataDir { path, source } => write!(
+                f,
+                "cannot create data directory {}: {source}",
+                path.display()
+            ),
+            RunError::Driver(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn run(settings: &Settings) -> Result<(), RunError> {
+    let logger = match mqtt_io::log::init(settings.log_level, settings.log_file.as_deref()) {
+        Ok(logger) => logger,
+        // Only a log file can fail to open, and main reports failures on stderr when logging to a file.
+        Err(e) => return Err(RunError::Log(e)),
+    };
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| RunError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    let seed = settings.seed.unwrap_or_else(seed_from_clock);
+    let broker = Broker::new(settings.limits.clone(), seed);
+    let driver = Driver::bind(settings, broker, Some(logger)).map_err(RunError::Driver)?;
+    let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
+    log::info!(
+        "mqtt-broker {} starting: listeners [{}], data dir {}, seed {seed}",
+        env!("CARGO_PKG_VERSION"),
+        addrs.join(", "),
+        settings.data_dir.display()
+    );
+    for (listener, addr) in settings.listeners.iter().zip(&addrs) {
+        log::info!("listening on {addr} ({})", listener.protocol.as_str());
+    }
+    driver.run().map_err(RunError::Driver)
+}
+
+/// A seed that differs between runs; printed at startup so a run can be reproduced with `--seed`.
+fn seed_from_clock() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_secs().wrapping_mul(1_000_000_007)
+        ^ u64::from(since.subsec_nanos())
+        ^ u64::from(std::process::id())
 }

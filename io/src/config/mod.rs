@@ -1,0 +1,284 @@
+//! The broker's configuration: a TOML file (`--config`), overridden by flags, validated into [`Settings`].
+//!
+//! Precedence, lowest first: built-in defaults, the file, the flags. Every error names the key and where the bad
+//! value came from (`file:line:col` or the flag).
+
+mod error;
+mod limits;
+
+pub use error::{ConfigError, Origin, Problem};
+pub use limits::{LimitFlags, LimitsFile};
+
+use clap::Parser;
+use mqtt_core::broker::Config;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where the broker listens when neither the file nor the flags say.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+/// Where the broker keeps its data when neither the file nor the flags say.
+pub const DEFAULT_DATA_DIR: &str = "./mqtt-data";
+
+/// The transport spoken on a listener. Only plain MQTT over TCP exists so far; the field is there so that
+/// WebSocket and TLS listeners can be added without changing the file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Mqtt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// How much the broker logs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// One `[[listeners]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// The TOML file as written: everything optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub listeners: Option<Spanned<Vec<ListenerFile>>>,
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    #[serde(default)]
+    pub log_level: Option<LogLevel>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// The command line. Flags override the file.
+#[derive(Debug, Default, Clone, Parser)]
+#[command(name = "mqtt-broker", version, about = "MQTT 3.1/3.1.1/5.0 broker")]
+pub struct Cli {
+    /// TOML configuration file (see mqtt-broker.toml for every key)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for MQTT over TCP; repeatable; replaces the file's listeners [default: 127.0.0.1:1883]
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// Directory for persistent data [default: ./mqtt-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log to this file instead of stderr (reopened on SIGHUP)
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Log level [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+    /// Seed for the broker's random choices (assigned client ids) [default: derived from the start time]
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Validate the configuration, print the effective configuration as TOML and exit
+    #[arg(long)]
+    pub check_config: bool,
+    #[command(flatten)]
+    pub limits: LimitFlags,
+}
+
+/// One listener of the effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listeners: Vec<Listener>,
+    pub data_dir: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub log_level: LogLevel,
+    pub limits: Config,
+    /// `None`: derive one from the start time.
+    pub seed: Option<u64>,
+}
+
+/// The file's text and name, for locating errors.
+pub struct Source<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+/// Parse a configuration file's text. `path` is only used in error messages.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|err| error::from_toml(path, text, &err))
+}
+
+/// Read `--config` (if any) and merge it with the flags.
+pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+    match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file = parse_file(path, &text)?;
+            resolve(&file, Some(&Source { path, text: &text }), cli)
+        }
+        None => resolve(&FileConfig::default(), None, cli),
+    }
+}
+
+/// Merge a parsed file (with its source, for error positions) and the flags.
+pub fn resolve(
+    file: &FileConfig,
+    source: Option<&Source<'_>>,
+    cli: &Cli,
+) -> Result<Settings, ConfigError> {
+    let listeners = if !cli.listen.is_empty() {
+        cli.listen
+            .iter()
+            .map(|&address| Listener {
+                address,
+                protocol: Protocol::Mqtt,
+            })
+            .collect()
+    } else {
+        match (&file.listeners, source) {
+            (Some(list), Some(source)) => file_listeners(list, source)?,
+            _ => vec![default_listener()],
+        }
+    };
+    Ok(Settings {
+        listeners,
+        data_dir: cli
+            .data_dir
+            .clone()
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        log_file: cli.log_file.clone().or_else(|| file.log_file.clone()),
+        log_level: cli.log_level.or(file.log_level).unwrap_or_default(),
+        limits: limits::resolve(&file.limits, source, &cli.limits)?,
+        seed: cli.seed,
+    })
+}
+
+fn default_listener() -> Listener {
+    Listener {
+        address: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        protocol: Protocol::Mqtt,
+    }
+}
+
+fn file_listeners(
+    list: &Spanned<Vec<ListenerFile>>,
+    source: &Source<'_>,
+) -> Result<Vec<Listener>, ConfigError> {
+    if list.get_ref().is_empty() {
+        return Err(ConfigError::Invalid {
+            origin: error::file_origin(source.path, source.text, list.span()),
+            key: "listeners".to_string(),
+            problem: Problem::NoListeners,
+        });
+    }
+    list.get_ref()
+        .iter()
+        .map(|entry| {
+            let text = entry.address.get_ref();
+            let address = text
+                .trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::Invalid {
+                    origin: error::file_origin(source.path, source.text, entry.address.span()),
+                    key: "listeners.address".to_string(),
+                    problem: Problem::BadAddress(text.clone()),
+                })?;
+            Ok(Listener {
+                address,
+                protocol: entry.protocol,
+            })
+        })
+        .collect()
+}
+
+impl Settings {
+    /// The effective configuration as a TOML document that `parse_file` accepts back.
+    pub fn to_toml(&self) -> String {
+        let mut root = toml::Table::new();
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut t = toml::Table::new();
+                t.insert("address".into(), toml::Value::String(l.address.to_string()));
+                t.insert(
+                    "protocol".into(),
+                    toml::Value::String(l.protocol.as_str().into()),
+                );
+                toml::Value::Table(t)
+            })
+            .collect();
+        root.insert(
+            "data_dir".into(),
+            toml::Value::String(self.data_dir.display().to_string()),
+        );
+        if let Some(log_file) = &self.log_file {
+            root.insert(
+                "log_file".into(),
+                toml::Value::String(log_file.display().to_string()),
+            );
+        }
+        root.insert(
+            "log_level".into(),
+            toml::Value::String(self.log_level.as_str().into()),
+        );
+        root.insert("listeners".into(), toml::Value::Array(listeners));
+        root.insert(
+            "limits".into(),
+            toml::Value::Table(limits::to_table(&self.limits)),
+        );
+        let seed = match self.seed {
+            Some(seed) => format!("# seed = {seed} (from --seed; flag only)\n"),
+            None => "# seed: derived from the start time (set with --seed)\n".to_string(),
+        };
+        // Table serialization of plain values cannot fail; should it ever, an empty document is still valid TOML.
+        format!("{seed}{}", toml::to_string(&root).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+use super::*;
+use clap::Parser;
+
+fn cli(args: &[&str]) -> Cli {
+    let mut all = vec!["mqtt-broker"];
+    all.extend_from_slice(args);
+    Cli::try_parse_from(all).expect("test arguments parse")
+}
+
+fn from_text(text: &str, args: &[&str]) -> Result<Settings, ConfigError> {
+    let path = Path::new("test.toml");
+    let file = parse_file(path, text)?;
+    resolve(&file, Some(&Source { path, text }), &cli(args))
+}
+
+#[test]
+fn no_arguments_listen_on_localhost_1883_with_default_limits() {
+    let settings = load(&cli(&[])).unwrap();
+    assert_eq!(
+        settings.listeners,
+        vec![Listener {
+            address: DEFAULT_LISTEN.parse().unwrap(),
+            protocol: Protocol::Mqtt
+        }]
+    );
+    assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    assert_eq!(settings.log_level, LogLevel::Info);
+    assert_eq!(settings.log_file, None);
+    assert_eq!(settings.limits, Config::default());
+    assert_eq!(settings.seed, None);
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let settings = from_text("", &[]).unwrap();
+    assert_eq!(settings, load(&cli(&[])).unwrap());
+}
+
+#[test]
+fn file_values_override_defaults() {
+    let text = r#"
+data_dir = "/var/lib/mqtt"
+log_file = "/var/log/mqtt.log"
+log_level = "debug"
+
+[[listeners]]
+address = "0.0.0.0:1883"
+protocol = "mqtt"
+
+[[listeners]]
+address = "[::1]:1884"
+
+[limits]
+max_packet_size = 65536
+maximum_qos = 1
+retain_available = false
+connect_timeout_ms = 500
+"#;
+    let s = from_text(text, &[]).unwrap();
+    assert_eq!(s.listeners.len(), 2);
+    assert_eq!(s.listeners[1].address, "[::1]:1884".parse().unwrap());
+    assert_eq!(s.data_dir, PathBuf::from("/var/lib/mqtt"));
+    assert_eq!(s.log_file, Some(PathBuf::from("/var/log/mqtt.log")));
+    assert_eq!(s.log_level, LogLevel::Debug);
+    assert_eq!(s.limits.max_packet_size, 65536);
+    assert_eq!(s.limits.maximum_qos, 1);
+    assert!(!s.limits.retain_available);
+    assert_eq!(s.limits.connect_timeout_ms, 500);
+    // Untouched keys keep the core's defaults.
+    assert_eq!(s.limits.receive_maximum, Config::default().receive_maximum);
+}
+
+#[test]
+fn flags_override_file() {
+    let text = "data_dir = \"a\"\nlog_level = \"warn\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n[limits]\nmax_inflight = 7\nshared_subscriptions = true\n";
+    let s = from_text(
+        text,
+        &[
+            "--data-dir",
+            "b",
+            "--log-level",
+            "trace",
+            "--listen",
+            "127.0.0.1:2",
+            "--listen",
+            "127.0.0.1:3",
+            "--max-inflight",
+            "9",
+            "--shared-subscriptions",
+            "false",
+            "--seed",
+            "42",
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.data_dir, PathBuf::from("b"));
+    assert_eq!(s.log_level, LogLevel::Trace);
+    let addrs: Vec<_> = s.listeners.iter().map(|l| l.address.port()).collect();
+    assert_eq!(addrs, vec![2, 3], "--listen replaces the file's listeners");
+    assert_eq!(s.limits.max_inflight, 9);
+    assert!(!s.limits.shared_subscriptions);
+    assert_eq!(s.seed, Some(42));
+}
+
+#[test]
+fn unknown_top_level_key_names_key_and_line() {
+    let err = from_text("log_level = \"info\"\nfrobnicate = 3\n", &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("test.toml:2:"), "{msg}");
+    assert!(msg.contains("frobnicate"), "{msg}");
+}
+
+#[test]
+fn unknown_limit_key_names_table_key_and_line() {
+    let err = from_text(
+        "[limits]\nmax_packet_size = 10\nmax_pakcet_size = 10\n",
+        &[],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("test.toml:3:"), "{msg}");
+    assert!(msg.contains("limits.max_pakcet_size"), "{msg}");
+}
+
+#[test]
+fn bad_type_names_key_and_line() {
+    let err = from_text("\n[limits]\nmax_inflight = \"lots\"\n", &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("test.toml:3:"), "{msg}");
+    assert!(msg.contains("limits.max_inflight"), "{msg}");
+}
+
+#[test]
+fn out_of_range_integer_is_rejected() {
+    let err = from_text("[limits]\nreceive_maximum = 70000\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("limits.receive_maximum"), "{err}");
+}
+
+#[test]
+fn zero_where_zero_is_invalid_names_key_and_position() {
+    let err = from_text("[limits]\nmax_packet_size = 0\n", &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.toml:2:19: key `limits.max_packet_size`: must be greater than 0"
+    );
+}
+
+#[test]
+fn zero_allowed_where_it_means_disabled() {
+    let s = from_text(
+        "[limits]\nsys_interval = 0\nmax_topic_alias = 0\nmax_keep_alive = 0\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.limits.sys_interval, 0);
+}
+
+#[test]
+fn maximum_qos_above_two_is_rejected() {
+    let err = from_text("[limits]\nmaximum_qos = 3\n", &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.toml:2:15: key `limits.maximum_qos`: must be at most 2"
+    );
+    let err = resolve(&FileConfig::default(), None, &cli(&["--maximum-qos", "3"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "flag --maximum-qos: key `limits.maximum_qos`: must be at most 2"
+    );
+}
+
+#[test]
+fn invalid_listener_address_names_key_and_line() {
+    let err = from_text("[[listeners]]\naddress = \"localhost:x\"\n", &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("test.toml:2:11: key `listeners.address`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_protocol_is_rejected() {
+    let err = from_text(
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"ws\"\n",
+        &[],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("test.toml:3:"), "{msg}");
+    assert!(msg.contains("listeners.protocol"), "{msg}");
+}
+
+#[test]
+fn empty_listener_list_is_rejected() {
+    let err = from_text("listeners = []\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("at least one listener"), "{err}");
+}
+
+#[test]
+fn bad_log_level_is_rejected() {
+    let err = from_text("log_level = \"loud\"\n", &[]).unwrap_err();
+    assert!(err.to_string().starts_with("test.toml:1:"), "{err}");
+    assert!(err.to_string().contains("log_level"), "{err}");
+}
+
+#[test]
+fn zero_from_flag_is_rejected() {
+    let err = resolve(
+        &FileConfig::default(),
+        None,
+        &cli(&["--max-connections", "0"]),
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::Invalid {
+            origin: Origin::Flag("--max-connections"),
+            problem: Problem::Zero,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let err = load(&cli(&["--config", "/nonexistent/mqtt.toml"])).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+}
+
+#[test]
+fn effective_config_round_trips_through_toml() {
+    let s = from_text(
+        "log_file = \"x.log\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[limits]\nmax_inflight = 3\n",
+        &["--seed", "5"],
+    )
+    .unwrap();
+    let text = s.to_toml();
+    let mut again = from_text(&text, &[]).unwrap();
+    again.seed = Some(5);
+    assert_eq!(again, s, "{text}");
+}
+
+#[test]
+fn example_file_at_repo_root_is_valid_and_all_defaults() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../mqtt-broker.toml"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let file = parse_file(path, &text).unwrap();
+    let s = resolve(&file, Some(&Source { path, text: &text }), &cli(&[])).unwrap();
+    assert_eq!(s, load(&cli(&[])).unwrap());
+    // Uncommenting every setting must still give the defaults: the example documents them.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = parse_file(path, &uncommented).unwrap();
+    let mut s = resolve(
+        &file,
+        Some(&Source {
+            path,
+            text: &uncommented,
+        }),
+        &cli(&[]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.log_file.take(),
+        Some(PathBuf::from("/var/log/mqtt-broker.log"))
+    );
+    assert_eq!(
+        s,
+        load(&cli(&[])).unwrap(),
+        "the example documents the defaults"
+    );
+}
+
+#[test]
+fn line_col_counts_from_one() {
+    assert_eq!(error::line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(error::line_col("ab\ncd", 4), (2, 2));
+    assert_eq!(error::line_col("ab", 99), (1, 3));
+}

@@ -1,0 +1,28 @@
+//! Log lines for the core's [`Event`]s.
+
+use mqtt_core::broker::Event;
+use mqtt_core::packet::ProtocolVersion;
+
+fn version(protocol: ProtocolVersion) -> &'static str {
+    match protocol {
+        ProtocolVersion::V3_1 => "3.1",
+        ProtocolVersion::V3_1_1 => "3.1.1",
+        ProtocolVersion::V5 => "5.0",
+    }
+}
+
+pub fn log_event(event: &Event) {
+    match event {
+        Event::ClientConnected { conn, client_id, peer, protocol, clean_start, keep_alive } => log::info!(
+            "client connected: client_id={client_id:?} addr={peer} protocol=MQTT-{} clean_start={clean_start} \
+             keep_alive={keep_alive}s conn={}",
+            version(*protocol),
+            conn.0
+        ),
+        Event::ClientDisconnected { conn, client_id, reason } => log::info!(
+            "client disconnected: client_id={} reason={reason} conn={}",
+            client_id.as_deref().map_or_else(|| "-".to_string(), |id| format!("{id:?}")),
+            conn.0
+        ),
+    }
+}

@@ -1,0 +1,590 @@
+//! The mio event loop around the sans-IO core.
+//!
+//! Every socket event becomes one `Input`; after each input the core's outputs are drained, transmits are queued
+//! on their connections, and each touched connection is flushed once (so the transmits of one input coalesce into
+//! one vectored write). Whatever the flushes learn (blocked, writable again, dead) goes back to the core as further
+//! inputs until nothing new happens.
+
+mod clock;
+mod conn;
+mod events;
+
+use crate::config::{Listener, Settings};
+use crate::log::Logger;
+use clock::Clock;
+use conn::{Conn, Flush, State};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::time::Time;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One read buffer for all connections: the core copies what it needs out of each chunk.
+const READ_BUF: usize = 64 * 1024;
+/// How long accepting pauses when the process is out of file descriptors (closing connections will free some).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to drain its pending output before it is dropped.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the peer's FIN after ours before dropping the socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How long a graceful shutdown waits for every connection to flush.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE - i`; connection tokens count up from 1, so the two never meet.
+const LISTENER_BASE: usize = usize::MAX - 1;
+
+/// Why the driver could not start or had to stop.
+#[derive(Debug)]
+pub enum DriverError {
+    /// The poller could not be created or polled.
+    Poll(io::Error),
+    /// A listener address could not be bound (in use, not local, no permission).
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    /// The signal handlers could not be installed.
+    Signals(io::Error),
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Poll(e) => write!(f, "event loop failed: {e}"),
+            DriverError::Bind { address, source } => {
+                write!(f, "cannot listen on {address}: {source}")
+            }
+            DriverError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// The sans-IO state machine the driver runs: the broker in production, a scripted stand-in in the driver's own
+/// tests (so the I/O paths can be checked independently of the broker's protocol logic).
+pub trait Core {
+    fn handle_input(&mut self, now: Time, input: Input<'_>);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<Time>;
+}
+
+impl Core for Broker {
+    fn handle_input(&mut self, now: Time, input: Input<'_>) {
+        Broker::handle_input(self, now, input);
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Broker::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        Broker::poll_timeout(self)
+    }
+}
+
+struct BoundListener {
+    socket: TcpListener,
+    local: SocketAddr,
+}
+
+/// The event loop and everything it owns.
+pub struct Driver<C: Core = Broker> {
+    poll: Poll,
+    broker: C,
+    clock: Clock,
+    listeners: Vec<BoundListener>,
+    signals: Signals,
+    logger: Option<&'static Logger>,
+    conns: HashMap<ConnectionId, Conn>,
+    next_conn: u64,
+    read_buf: Vec<u8>,
+    /// Connections with output queued since they were last flushed.
+    dirty: Vec<ConnectionId>,
+    /// Connections in `Flushing` or `Draining`, whose deadlines the loop watches.
+    closing: HashSet<ConnectionId>,
+    /// Accepting is paused until then (out of file descriptors).
+    accept_paused_until: Option<Instant>,
+    /// Whether the current episode of fd exhaustion was logged already.
+    fd_exhaustion_logged: bool,
+    /// Set by SIGINT/SIGTERM: the instant the shutdown gives up waiting.
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<C: Core> Driver<C> {
+    /// Bind every listener and install the signal handlers. Nothing is accepted until [`Driver::run`].
+    pub fn bind(
+        settings: &Settings,
+        broker: C,
+        logger: Option<&'static Logger>,
+    ) -> Result<Driver<C>, DriverError> {
+        let poll = Poll::new().map_err(DriverError::Poll)?;
+        let listeners = settings
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, listener)| bind_one(&poll, i, listener))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DriverError::Signals)?;
+        poll.registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
+            .map_err(DriverError::Signals)?;
+        Ok(Driver {
+            poll,
+            broker,
+            clock: Clock::start(),
+            listeners,
+            signals,
+            logger,
+            conns: HashMap::new(),
+            next_conn: 1,
+            read_buf: vec![0; READ_BUF],
+            dirty: Vec::new(),
+            closing: HashSet::new(),
+            accept_paused_until: None,
+            fd_exhaustion_logged: false,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.local).collect()
+    }
+
+    /// Run until SIGINT/SIGTERM and a graceful shutdown.
+    pub fn run(mut self) -> Result<(), DriverError> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DriverError::Poll(e)),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => {
+                        if self.handle_signals() {
+                            log::warn!(
+                                "second stop signal: exiting without waiting for connections"
+                            );
+                            return Ok(());
+                        }
+                    }
+                    Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
+                        self.accept(LISTENER_BASE - t);
+                    }
+                    Token(t) => {
+                        let id = ConnectionId(t as u64);
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_ready(id);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(id);
+                            self.flush_dirty_and_settle();
+                        }
+                    }
+                }
+            }
+            self.on_timers();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() {
+                    log::info!("shutdown complete");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    log::warn!(
+                        "shutdown: dropping {} connection(s) that did not close in time",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The earliest instant anything is due: the core's timer, the accept back-off, a closing deadline, the
+    /// shutdown deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        let core = self.broker.poll_timeout().map(|t| self.clock.instant_of(t));
+        let closing = self
+            .closing
+            .iter()
+            .filter_map(|id| self.conns.get(id)?.deadline())
+            .min();
+        [
+            core,
+            self.accept_paused_until,
+            closing,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if let Some(due) = self.broker.poll_timeout() {
+            if due <= self.clock.time_of(now) {
+                self.feed(Input::Tick);
+            }
+        }
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+            // Edge-triggered listeners report no new event for connections that queued up during the pause.
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+        let expired: Vec<ConnectionId> = self
+            .closing
+            .iter()
+            .copied()
+            .filter(|id| !matches!(self.conns.get(id).and_then(Conn::deadline), Some(d) if d > now))
+            .collect();
+        for id in expired {
+            if let Some(conn) = self.conns.get(&id) {
+                log::debug!(
+                    "conn {} ({}): close timed out with {} bytes unsent",
+                    id.0,
+                    conn.peer,
+                    conn.pending_bytes()
+                );
+            }
+            self.drop_conn(id);
+        }
+    }
+
+    /// Returns true when the process should exit immediately (a second stop signal).
+    fn handle_signals(&mut self) -> bool {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGHUP => match self.logger.map(Logger::reopen) {
+                    Some(Err(e)) => log::error!("SIGHUP: {e}"),
+                    Some(Ok(())) => log::info!("SIGHUP: log file reopened"),
+                    None => {}
+                },
+                _ if self.shutdown_deadline.is_some() => return true,
+                _ => self.begin_shutdown(),
+            }
+        }
+        false
+    }
+
+    fn begin_shutdown(&mut self) {
+        log::info!("shutting down: {} connection(s) open", self.conns.len());
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        self.shutdown_deadline = Some(deadline);
+        // Stop accepting: dropping the listeners closes their sockets, so new clients are refused at once.
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+        }
+        self.accept_paused_until = None;
+        self.feed(Input::Shutdown);
+        // The core closes every connection it knows; close the rest (not yet CONNECTed) the same way.
+        let open: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state == State::Open)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.start_close(id, deadline);
+        }
+        self.flush_dirty_and_settle();
+    }
+
+    fn accept(&mut self, index: usize) {
+        while self.accept_paused_until.is_none() && self.shutdown_deadline.is_none() {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.socket.accept() {
+                Ok((stream, peer)) => {
+                    if self.fd_exhaustion_logged {
+                        self.fd_exhaustion_logged = false;
+                        log::info!("accepting connections again");
+                    }
+                    self.open(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The peer gave up between its SYN and our accept: nothing to do but take the next one.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    if is_resource_exhaustion(&e) {
+                        if !self.fd_exhaustion_logged {
+                            self.fd_exhaustion_logged = true;
+                            log::warn!("cannot accept connections: {e}; pausing accepts until descriptors free up");
+                        }
+                    } else {
+                        log::error!("accept on {}: {e}", listener.local);
+                    }
+                    // Retrying at once would spin on the same error; the timer resumes accepting.
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        let id = ConnectionId(self.next_conn);
+        self.next_conn += 1;
+        // MQTT is request/response with small packets: Nagle would add latency to every ack.
+        let _ = stream.set_nodelay(true);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token(id), Interest::READABLE)
+        {
+            log::error!("cannot register connection from {peer}: {e}");
+            return;
+        }
+        log::debug!("conn {}: accepted from {peer}", id.0);
+        self.conns.insert(id, Conn::new(stream, peer));
+        self.feed(Input::Opened { conn: id, peer });
+    }
+
+    /// Read until WouldBlock (edge-triggered), feeding each chunk to the core.
+    fn read_ready(&mut self, id: ConnectionId) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let open = conn.state == State::Open;
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    log::debug!("conn {}: closed by peer", id.0);
+                    return self.drop_conn(id);
+                }
+                Ok(n) if open => {
+                    let now = self.clock.now();
+                    self.broker.handle_input(
+                        now,
+                        Input::Received {
+                            conn: id,
+                            data: &self.read_buf[..n],
+                        },
+                    );
+                    self.settle();
+                }
+                // Closing: the core is done with this connection; discard what the peer still sends.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("conn {}: read error: {e}", id.0);
+                    return self.drop_conn(id);
+                }
+            }
+        }
+    }
+
+    /// Feed one input and settle its consequences.
+    fn feed(&mut self, input: Input<'_>) {
+        let now = self.clock.now();
+        self.broker.handle_input(now, input);
+        self.settle();
+    }
+
+    /// Drain the core's outputs, flush what they queued, and feed back what the flushes learned, until quiet.
+    fn settle(&mut self) {
+        loop {
+            while let Some(output) = self.broker.poll_output() {
+                self.apply(output);
+            }
+            let follow_ups = self.flush_dirty();
+            if follow_ups.is_empty() {
+                return;
+            }
+            let now = self.clock.now();
+            for input in follow_ups {
+                self.broker.handle_input(now, input);
+            }
+        }
+    }
+
+    fn flush_dirty_and_settle(&mut self) {
+        let follow_ups = self.flush_dirty();
+        if !follow_ups.is_empty() {
+            let now = self.clock.now();
+            for input in follow_ups {
+                self.broker.handle_input(now, input);
+            }
+            self.settle();
+        }
+    }
+
+    fn apply(&mut self, output: Output) {
+        match output {
+            Output::Transmit { conn: id, data } => match self.conns.get_mut(&id) {
+                Some(conn) if conn.state == State::Open => {
+                    conn.push(data);
+                    self.mark_dirty(id);
+                }
+                // Output after Close, or for a connection already gone: nobody will read it.
+                _ => log::trace!(
+                    "conn {}: dropping {} bytes for a closed connection",
+                    id.0,
+                    data.len()
+                ),
+            },
+            Output::Close { conn: id } => {
+                let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+                let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
+                self.start_close(id, deadline);
+            }
+            Output::Event(event) => events::log_event(&event),
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnectionId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn start_close(&mut self, id: ConnectionId, deadline: Instant) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if conn.state == State::Open {
+                conn.state = State::Flushing { deadline };
+                self.closing.insert(id);
+                self.mark_dirty(id);
+            }
+        }
+    }
+
+    /// Flush every dirty connection once; return the inputs the core must hear about as a result.
+    fn flush_dirty(&mut self) -> Vec<Input<'static>> {
+        let mut follow_ups = Vec::new();
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            conn.dirty = false;
+            let result = conn.flush();
+            let open = conn.state == State::Open;
+            match result {
+                Ok(Flush::Done) => {
+                    if conn.write_blocked {
+                        conn.write_blocked = false;
+                        if open {
+                            follow_ups.push(Input::Writable { conn: id });
+                        }
+                    }
+                    if conn.writable_interest {
+                        conn.writable_interest = false;
+                        set_interest(&self.poll, id, conn, Interest::READABLE);
+                    }
+                    if let State::Flushing { deadline } = conn.state {
+                        conn.shutdown_write();
+                        conn.state = State::Draining {
+                            deadline: deadline.min(Instant::now() + CLOSE_LINGER),
+                        };
+                    }
+                }
+                Ok(Flush::Blocked) => {
+                    if !conn.write_blocked {
+                        conn.write_blocked = true;
+                        if open {
+                            follow_ups.push(Input::WriteBlocked { conn: id });
+                        }
+                    }
+                    if !conn.writable_interest {
+                        conn.writable_interest = true;
+                        set_interest(
+                            &self.poll,
+                            id,
+                            conn,
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                }
+                Err(e) => {
+                    log::debug!("conn {}: write error: {e}", id.0);
+                    self.remove(id);
+                    follow_ups.push(Input::Closed { conn: id });
+                }
+            }
+        }
+        follow_ups
+    }
+
+    /// Forget a connection and tell the core. Sent for every connection exactly once, also after the core's own
+    /// `Close`, so the core never keeps state for a socket that no longer exists.
+    fn drop_conn(&mut self, id: ConnectionId) {
+        if self.remove(id) {
+            self.feed(Input::Closed { conn: id });
+        }
+    }
+
+    fn remove(&mut self, id: ConnectionId) -> bool {
+        self.closing.remove(&id);
+        match self.conns.remove(&id) {
+            Some(mut conn) => {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn token(id: ConnectionId) -> Token {
+    // Connection ids count up from 1 and stay far below the listener and signal tokens on 64-bit targets.
+    Token(id.0 as usize)
+}
+
+fn set_interest(poll: &Poll, id: ConnectionId, conn: &mut Conn, interest: Interest) {
+    if let Err(e) = poll
+        .registry()
+        .reregister(&mut conn.stream, token(id), interest)
+    {
+        // The socket is unusable if the poller rejects it; a later read or write will report that.
+        log::debug!("conn {}: reregister failed: {e}", id.0);
+    }
+}
+
+fn bind_one(poll: &Poll, index: usize, listener: &Listener) -> Result<BoundListener, DriverError> {
+    let bind_err = |source| DriverError::Bind {
+        address: listener.address,
+        source,
+    };
+    let mut socket = TcpListener::bind(listener.address).map_err(bind_err)?;
+    let local = socket.local_addr().map_err(bind_err)?;
+    poll.registry()
+        .register(
+            &mut socket,
+            Token(LISTENER_BASE - index),
+            Interest::READABLE,
+        )
+        .map_err(bind_err)?;
+    Ok(BoundListener { socket, local })
+}
+
+/// Errors that mean "out of descriptors or kernel memory": they pass as connections close.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+#[cfg(test)]
+mod tests;

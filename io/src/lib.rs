@@ -1,0 +1,5 @@
+//! The I/O side of mqtt-broker: configuration, logging and the mio driver around the sans-IO core.
+
+pub mod config;
+pub mod driver;
+pub mod log;

@@ -1,0 +1,237 @@
+//! The real binary's command line: config checking, exit codes, startup, signals.
+
+mod common;
+
+use common::{BrokerProcess, BIN};
+use std::process::Command;
+use std::time::Duration;
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    std::fs::write(file.path(), text).expect("write config");
+    file
+}
+
+#[test]
+fn check_config_on_good_file_prints_effective_config_and_exits_0() {
+    let file = write_config("log_level = \"debug\"\n[[listeners]]\naddress = \"127.0.0.1:18830\"\n[limits]\nmax_inflight = 12\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(file.path())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("log_level = \"debug\""), "{stdout}");
+    assert!(stdout.contains("address = \"127.0.0.1:18830\""), "{stdout}");
+    assert!(stdout.contains("max_inflight = 12"), "{stdout}");
+    // Defaults are spelled out too.
+    assert!(stdout.contains("maximum_qos = 2"), "{stdout}");
+}
+
+#[test]
+fn check_config_on_repo_example_file_exits_0() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../mqtt-broker.toml");
+    let out = Command::new(BIN)
+        .args(["--config", example, "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_on_bad_file_exits_2_naming_key_and_line() {
+    let file = write_config("log_level = \"info\"\n\n[limits]\nmax_inflight = 0\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(file.path())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let location = format!("{}:4:", file.path().display());
+    assert!(stderr.contains(&location), "{stderr}");
+    assert!(stderr.contains("limits.max_inflight"), "{stderr}");
+}
+
+#[test]
+fn unknown_key_exits_2_naming_key_and_line() {
+    let file = write_config("[limits]\nmax_inflight = 5\nmax_inflihgt = 5\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{}:3:", file.path().display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("limits.max_inflihgt"), "{stderr}");
+}
+
+#[test]
+fn bad_flag_values_exit_2() {
+    for args in [
+        &["--maximum-qos", "3"][..],
+        &["--max-packet-size", "abc"],
+        &["--listen", "nowhere"],
+        &["--bogus"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/mqtt-broker.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mqtt-broker.toml"));
+}
+
+#[test]
+fn starts_on_port_0_logs_bound_address_and_exits_0_on_sigterm() {
+    let mut broker = BrokerProcess::start(&[]);
+    assert_ne!(broker.port(), 0);
+    assert!(broker.addr.ip().is_loopback());
+    // Something really listens there.
+    std::net::TcpStream::connect(broker.addr).expect("connect to the logged address");
+    let log = broker.log_text();
+    assert!(
+        log.contains("mqtt-broker ") && log.contains("starting"),
+        "{log}"
+    );
+    assert!(log.contains("data dir"), "{log}");
+    broker.signal(libc::SIGTERM);
+    let status = broker
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", broker.log_text());
+}
+
+#[test]
+fn sigint_also_shuts_down_cleanly() {
+    let mut broker = BrokerProcess::start(&[]);
+    broker.signal(libc::SIGINT);
+    let status = broker
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5 s of SIGINT");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn creates_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    let mut again = BrokerProcess::start_with_data_dir(dir, &nested.clone(), &[]);
+    assert!(nested.is_dir());
+    again.signal(libc::SIGTERM);
+    assert_eq!(
+        again
+            .wait_exit(Duration::from_secs(5))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn address_in_use_exits_1_with_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sighup_reopens_the_log_file_for_logrotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("broker.log");
+    let rotated = dir.path().join("broker.log.1");
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--log-file"])
+        .arg(&log)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .spawn()
+        .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let wait_for = |path: &std::path::Path, needle: &str| {
+        for _ in 0..500 {
+            if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    assert!(wait_for(&log, "listening on"), "startup logged to the file");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: kill(2) on our own child has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert!(
+        wait_for(&log, "reopened"),
+        "a fresh file appears after SIGHUP"
+    );
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("shutdown complete"));
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("shutdown complete"));
+}
+
+#[test]
+fn log_lines_have_utc_timestamp_and_level() {
+    let broker = BrokerProcess::start(&[]);
+    let log = broker.log_text();
+    let line = log.lines().find(|l| l.contains("listening on")).unwrap();
+    // 2026-11-25T06:00:00.123Z INFO  listening on ...
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert_eq!(stamp.len(), 24, "{line}");
+    assert!(
+        stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "{line}"
+    );
+    assert!(rest.starts_with("INFO  listening on"), "{line}");
+}

@@ -1,0 +1,150 @@
+//! Test harness: run the real `mqtt-broker` binary on 127.0.0.1:0 with a temporary data directory, learn its
+//! address from the "listening on" log line, and kill it when dropped.
+
+#![allow(dead_code)] // Each test crate uses its own part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mqtt-broker");
+/// How long the broker may take to start (debug build, busy machine).
+const STARTUP: Duration = Duration::from_secs(20);
+
+pub struct BrokerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Every stderr line so far, for assertions and for failure messages.
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl BrokerProcess {
+    /// Start the broker with `extra` flags added after `--listen 127.0.0.1:0 --data-dir TMP`.
+    pub fn start(extra: &[&str]) -> BrokerProcess {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let path = data_dir.path().to_path_buf();
+        BrokerProcess::start_with_data_dir(data_dir, &path, extra)
+    }
+
+    /// Start with the data directory at `path` (inside the kept temp dir `data_dir`).
+    pub fn start_with_data_dir(
+        data_dir: tempfile::TempDir,
+        path: &std::path::Path,
+        extra: &[&str],
+    ) -> BrokerProcess {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(path)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mqtt-broker");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let addr = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next());
+                let addr = addr.map(str::to_string);
+                // Record the line before announcing the address, so the log is complete up to it.
+                lines.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(STARTUP) {
+            Ok(addr) => addr.parse().expect("bound address parses"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "broker did not log its address; stderr: {:?}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        BrokerProcess {
+            child,
+            addr,
+            log,
+            data_dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Wait for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Receive from `rx` until `pick` returns `Some` or `timeout` passes.
+pub fn wait_for<E, T>(
+    rx: &Receiver<E>,
+    timeout: Duration,
+    mut pick: impl FnMut(E) -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(event) => {
+                if let Some(found) = pick(event) {
+                    return Some(found);
+                }
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
