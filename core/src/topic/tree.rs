@@ -2,16 +2,18 @@
 //!
 //! CONTRACT (owned by the topic-tree work): keep these signatures.
 //!
-//! Layout: every node has its literal children in a deterministic hash map keyed by level string, plus separate
+//! Layout: every node has its literal children keyed by level string (a small Vec, or a deterministic hash map once
+//! there are more than a few: see `children.rs`), plus separate
 //! slots for the `+` child and the `#` child, so a topic walks one literal edge per level and only branches where a
 //! wildcard was subscribed. Matching, insertion, removal and dropping are all iterative: a filter or topic may have
 //! tens of thousands of levels (65,535 bytes of `/`), and recursion that deep would overflow the stack.
 
-use crate::hash::HashMap;
 use crate::packet::SubscriptionOptions;
+use children::Children;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
+mod children;
 #[cfg(test)]
 mod tests;
 
@@ -62,6 +64,10 @@ impl<K: Copy + Ord> SubList<K> {
             SubList::Small(v) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
                 Ok(i) => v.get_mut(i).map(|slot| std::mem::replace(&mut slot.1, sub)),
                 Err(i) if v.len() < SMALL_MAX => {
+                    // Most filters have one subscriber: start exact instead of at the default capacity of 4.
+                    if v.len() < 4 {
+                        v.reserve_exact(1);
+                    }
                     v.insert(i, (key, sub));
                     None
                 }
@@ -232,7 +238,7 @@ impl<K: Copy + Ord> Leaf<K> {
 
 struct Node<K> {
     /// Literal levels, including the empty level (`a//b`) and, for robustness, a `#` that is not last.
-    children: HashMap<Box<str>, Box<Node<K>>>,
+    children: Children<K>,
     /// The `+` child: matches exactly one level, whatever it is (empty included).
     plus: Option<Box<Node<K>>>,
     /// Subscriptions on `<this node>/#`. `#` is always the last level, so it needs no children.
@@ -244,7 +250,7 @@ struct Node<K> {
 impl<K> Default for Node<K> {
     fn default() -> Self {
         Node {
-            children: HashMap::default(),
+            children: Children::default(),
             plus: None,
             hash: None,
             leaf: Leaf::default(),
@@ -356,7 +362,7 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
         for edge in edges(filter) {
             match edge {
                 Edge::Literal(level) => {
-                    node = node.children.entry_ref(level).or_insert_with(Box::default);
+                    node = node.children.get_or_insert(level);
                 }
                 Edge::Plus => node = node.plus.get_or_insert_with(Box::default),
                 Edge::Hash => leaf = Some(node.hash.get_or_insert_with(Box::default)),
@@ -476,7 +482,7 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
                 }
                 depth += 1;
                 let next = match edge {
-                    Edge::Literal(level) => node.children.get(level).map(|b| &**b),
+                    Edge::Literal(level) => node.children.get(level),
                     Edge::Plus => node.plus.as_deref(),
                     Edge::Hash => {
                         target_dead = node.hash.as_deref().is_some_and(Leaf::is_empty);
@@ -500,7 +506,6 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
                 match edge {
                     Edge::Literal(level) => {
                         node.children.remove(level);
-                        shrink(&mut node.children);
                     }
                     Edge::Plus => node.plus = None,
                     Edge::Hash => node.hash = None,
@@ -508,7 +513,7 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
                 return;
             }
             let next = match edge {
-                Edge::Literal(level) => node.children.get_mut(level).map(|b| &mut **b),
+                Edge::Literal(level) => node.children.get_mut(level),
                 Edge::Plus => node.plus.as_deref_mut(),
                 Edge::Hash => None,
             };
@@ -520,19 +525,11 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
     }
 }
 
-/// Hash tables never shrink on their own; after many unsubscribes a node that once had 100k children would keep
-/// the whole table. Shrink once it is mostly empty (a quarter full keeps this amortised).
-fn shrink<V>(map: &mut HashMap<Box<str>, V>) {
-    if map.capacity() > 16 && map.len() * 4 < map.capacity() {
-        map.shrink_to_fit();
-    }
-}
-
 impl<K> Drop for SubscriptionTree<K> {
     /// Dismantles the tree iteratively: the default recursive drop of a very deep filter would overflow the stack.
     fn drop(&mut self) {
         fn detach<K>(node: &mut Node<K>, work: &mut Vec<Node<K>>) {
-            work.extend(node.children.drain().map(|(_, child)| *child));
+            node.children.drain_into(work);
             work.extend(node.plus.take().map(|child| *child));
         }
         let mut work: Vec<Node<K>> = Vec::new();

@@ -33,7 +33,7 @@ fn node_count<K>(tree: &SubscriptionTree<K>) -> usize {
     let mut work = vec![&tree.root];
     while let Some(node) = work.pop() {
         n += 1 + usize::from(node.hash.is_some());
-        work.extend(node.children.values().map(|b| &**b));
+        work.extend(node.children.nodes());
         work.extend(node.plus.as_deref());
     }
     n
@@ -210,6 +210,39 @@ fn many_subscribers_on_one_filter_survive_the_switch_to_a_map_and_back() {
         (0..10).collect::<Vec<_>>()
     );
     assert_eq!(t.len(), 10);
+}
+
+#[test]
+fn wide_nodes_switch_to_a_hash_map_and_back_without_losing_children() {
+    let mut t = SubscriptionTree::new();
+    for id in 0..1000u32 {
+        t.insert(&format!("devices/{id}/telemetry"), None, id, sub(id));
+    }
+    t.insert("devices/+/telemetry", None, 5000, sub(0));
+    for id in (0..1000u32).step_by(97) {
+        assert_eq!(
+            keys(&mut t, &format!("devices/{id}/telemetry")),
+            vec![id, 5000]
+        );
+    }
+    // Remove down through the hash-map-to-Vec threshold, checking the survivors each step of the way.
+    for id in 0..998u32 {
+        assert_eq!(
+            t.remove(&format!("devices/{id}/telemetry"), None, id),
+            Some(sub(id))
+        );
+        if id % 111 == 0 || id > 990 {
+            assert_eq!(keys(&mut t, "devices/999/telemetry"), vec![999, 5000]);
+            assert_eq!(keys(&mut t, &format!("devices/{id}/telemetry")), vec![5000]);
+        }
+    }
+    // root, devices, `+`, its telemetry, and 998/999 with their telemetry nodes.
+    assert_eq!(node_count(&t), 8);
+    for id in 998..1000u32 {
+        t.remove(&format!("devices/{id}/telemetry"), None, id);
+    }
+    t.remove("devices/+/telemetry", None, 5000);
+    assert_eq!(node_count(&t), 1);
 }
 
 #[test]
