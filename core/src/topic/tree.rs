@@ -269,8 +269,9 @@ impl<K> Node<K> {
 enum Edge<'a> {
     Literal(&'a str),
     Plus,
-    /// Only for a `#` that is the last level; anywhere else it is taken literally (an invalid filter must not
-    /// panic, and a literal `#` level can never match a valid topic name, which has no wildcards [MQTT-4.7.3-2]).
+    /// Only for a `#` that is the last level, where it is valid [MQTT-4.7.1-2]; anywhere else it is taken literally
+    /// (an invalid filter must not panic, and a literal `#` level can never match a valid topic name, which has no
+    /// wildcards [MQTT-4.7.0-1]).
     Hash,
 }
 
