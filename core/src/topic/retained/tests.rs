@@ -1,0 +1,240 @@
+//! Tests of the retained store against MQTT 5.0 sections 3.3.1.3, 4.7 and a naive reference matcher.
+
+use super::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn store(topics: &[&str]) -> RetainedTree<usize> {
+    let mut t = RetainedTree::new();
+    for (i, topic) in topics.iter().enumerate() {
+        t.insert(topic, i);
+    }
+    t
+}
+
+fn matching(t: &RetainedTree<usize>, filter: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    t.for_each_match(filter, |topic, _| out.push(topic.to_owned()));
+    out
+}
+
+fn node_count<V>(t: &RetainedTree<V>) -> usize {
+    let mut n = 0;
+    let mut work = vec![&t.root];
+    while let Some(node) = work.pop() {
+        n += 1;
+        work.extend(node.children.values());
+    }
+    n
+}
+
+const SPORT: [&str; 7] = [
+    "sport",
+    "sport/",
+    "sport/tennis/player1",
+    "sport/tennis/player1/ranking",
+    "sport/tennis/player1/score/wimbledon",
+    "sport/tennis/player2",
+    "/finance",
+];
+
+#[test]
+fn insert_replaces_the_previous_retained_message_of_a_topic_mqtt_3_3_1_5() {
+    let mut t = RetainedTree::new();
+    assert_eq!(t.insert("a/b", 1), None);
+    assert_eq!(t.insert("a/b", 2), Some(1));
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.get("a/b"), Some(&2));
+    assert_eq!(t.get("a"), None);
+    assert_eq!(t.get("a/b/c"), None);
+}
+
+#[test]
+fn multi_level_wildcard_visits_parent_and_descendants_in_lexicographic_order_4_7_1_2() {
+    let t = store(&SPORT);
+    assert_eq!(
+        matching(&t, "sport/tennis/player1/#"),
+        [
+            "sport/tennis/player1",
+            "sport/tennis/player1/ranking",
+            "sport/tennis/player1/score/wimbledon"
+        ]
+    );
+    assert_eq!(
+        matching(&t, "sport/#"),
+        [
+            "sport",
+            "sport/",
+            "sport/tennis/player1",
+            "sport/tennis/player1/ranking",
+            "sport/tennis/player1/score/wimbledon",
+            "sport/tennis/player2"
+        ]
+    );
+    assert_eq!(matching(&t, "#").len(), SPORT.len());
+}
+
+#[test]
+fn single_level_wildcard_matches_exactly_one_level_4_7_1_3() {
+    let t = store(&SPORT);
+    assert_eq!(
+        matching(&t, "sport/tennis/+"),
+        ["sport/tennis/player1", "sport/tennis/player2"]
+    );
+    assert_eq!(matching(&t, "sport/+"), ["sport/"]);
+    assert_eq!(matching(&t, "+/+"), ["/finance", "sport/"]);
+    assert_eq!(matching(&t, "/+"), ["/finance"]);
+    assert_eq!(matching(&t, "+"), ["sport"]);
+    assert_eq!(matching(&t, "+/tennis/#").len(), 4);
+}
+
+#[test]
+fn wildcards_at_first_level_skip_dollar_topics_mqtt_4_7_2_1() {
+    let t = store(&["$SYS/monitor/Clients", "$SYS", "a/$x", "b"]);
+    assert_eq!(matching(&t, "#"), ["a/$x", "b"]);
+    assert!(matching(&t, "+/monitor/Clients").is_empty());
+    assert_eq!(matching(&t, "+"), ["b"]);
+    assert_eq!(matching(&t, "$SYS/#"), ["$SYS", "$SYS/monitor/Clients"]);
+    assert_eq!(matching(&t, "$SYS/monitor/+"), ["$SYS/monitor/Clients"]);
+    assert_eq!(matching(&t, "a/+"), ["a/$x"]);
+}
+
+#[test]
+fn exact_filters_and_empty_levels_match_only_their_topic() {
+    let t = store(&["a//b", "a/b", "/a", "a", "a/x/b"]);
+    assert_eq!(matching(&t, "a//b"), ["a//b"]);
+    assert_eq!(matching(&t, "a/+/b"), ["a//b", "a/x/b"]);
+    assert_eq!(matching(&t, "/a"), ["/a"]);
+    assert!(matching(&t, "a/c").is_empty());
+    assert!(
+        matching(&t, "a/#/b").is_empty(),
+        "a misplaced `#` is literal and matches nothing"
+    );
+}
+
+#[test]
+fn remove_returns_the_message_and_prunes_empty_nodes() {
+    let topics = ["a/b/c", "a/b", "a", "a//", "x/y/z", "$SYS/x"];
+    let mut t = store(&topics);
+    assert!(node_count(&t) > 1);
+    assert_eq!(t.remove("a/b/c/d"), None);
+    assert_eq!(t.remove("a/b/c"), Some(0));
+    assert_eq!(
+        t.get("a/b"),
+        Some(&1),
+        "parents stay while they hold messages"
+    );
+    assert_eq!(t.remove("a/b/c"), None);
+    for (i, topic) in topics.iter().enumerate().skip(1) {
+        assert_eq!(t.remove(topic), Some(i));
+    }
+    assert!(t.is_empty());
+    assert_eq!(node_count(&t), 1, "only the root is left");
+}
+
+#[test]
+fn remove_keeps_branches_still_holding_messages() {
+    let mut t = store(&["a/b/c", "a/b/d"]);
+    assert_eq!(t.remove("a/b/c"), Some(0));
+    // root, a, b, d.
+    assert_eq!(node_count(&t), 4);
+    assert_eq!(matching(&t, "#"), ["a/b/d"]);
+}
+
+#[test]
+fn retain_purges_rejected_messages_including_dollar_topics() {
+    let mut t = store(&["a", "a/b", "a/b/c", "$SYS/x", "b"]);
+    t.retain(|topic, v| topic != "a/b" && *v != 3);
+    assert_eq!(t.len(), 3);
+    assert_eq!(matching(&t, "#"), ["a", "a/b/c", "b"]);
+    assert_eq!(t.get("$SYS/x"), None);
+    t.retain(|_, _| false);
+    assert!(t.is_empty());
+    assert_eq!(node_count(&t), 1);
+}
+
+#[test]
+fn very_deep_topics_do_not_overflow_the_stack() {
+    let deep = "/".repeat(65_535);
+    let mut t = RetainedTree::new();
+    t.insert(&deep, 1);
+    t.insert(&format!("{deep}x"), 2);
+    assert_eq!(t.get(&deep), Some(&1));
+    let mut n = 0;
+    t.for_each_match("#", |_, _| n += 1);
+    assert_eq!(n, 2);
+    assert_eq!(t.remove(&format!("{deep}x")), Some(2));
+    t.retain(|_, _| true);
+    assert_eq!(t.len(), 1);
+    drop(t);
+}
+
+/// The reference matcher, straight from MQTT 5.0 section 4.7.
+fn naive_match(filter: &str, topic: &str) -> bool {
+    let f: Vec<&str> = filter.split('/').collect();
+    let t: Vec<&str> = topic.split('/').collect();
+    if t[0].starts_with('$') && (f[0] == "+" || f[0] == "#") {
+        return false;
+    }
+    let mut i = 0;
+    loop {
+        match (f.get(i), t.get(i)) {
+            (Some(&"#"), _) if i + 1 == f.len() => return true,
+            (None, None) => return true,
+            (Some(fl), Some(tl)) if *fl == "+" || fl == tl => i += 1,
+            _ => return false,
+        }
+    }
+}
+
+fn random_path(rng: &mut ChaCha8Rng, wildcards: bool) -> String {
+    const LEVELS: [&str; 5] = ["a", "b", "c", "", "dd"];
+    let depth = rng.gen_range(1..=5);
+    let mut levels: Vec<&str> = (0..depth)
+        .map(|i| {
+            if i == 0 && rng.gen_ratio(1, 8) {
+                "$SYS"
+            } else if wildcards && rng.gen_ratio(1, 4) {
+                "+"
+            } else {
+                LEVELS[rng.gen_range(0..LEVELS.len())]
+            }
+        })
+        .collect();
+    if wildcards && rng.gen_ratio(1, 4) {
+        levels.push("#");
+    }
+    levels.join("/")
+}
+
+#[test]
+fn random_filters_agree_with_a_naive_matcher_and_come_out_sorted_by_level() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5EED_0413);
+    let mut t = RetainedTree::new();
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..2000usize {
+        let topic = random_path(&mut rng, false);
+        assert_eq!(t.insert(&topic, i), model.insert(topic, i));
+        if rng.gen_ratio(1, 4) {
+            let victim = random_path(&mut rng, false);
+            assert_eq!(t.remove(&victim), model.remove(&victim));
+        }
+    }
+    assert_eq!(t.len(), model.len());
+    let mut total = 0;
+    for _ in 0..2000 {
+        let filter = random_path(&mut rng, true);
+        let mut got: Vec<(String, usize)> = Vec::new();
+        t.for_each_match(&filter, |topic, v| got.push((topic.to_owned(), *v)));
+        // Lexicographic by level: compare level lists, not whole strings ("a/b" < "a//" by level, not by byte).
+        let mut want: Vec<(String, usize)> = model
+            .iter()
+            .filter(|(k, _)| naive_match(&filter, k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        want.sort_by(|(a, _), (b, _)| a.split('/').cmp(b.split('/')));
+        assert_eq!(got, want, "filter {filter}");
+        total += got.len();
+    }
+    assert!(total > 2000, "the comparison must not be vacuous: {total}");
+}
