@@ -65,10 +65,7 @@ fn filters() -> Vec<(String, Option<&'static str>)> {
         f.push((format!("site/{n}/#"), None));
     }
     for n in 0..19_800 {
-        f.push((
-            format!("site/{}/floor/{}/+/temp", n % 10_000, n / 10_000),
-            None,
-        ));
+        f.push((format!("site/{}/floor/{}/+/temp", n % 10_000, n / 10_000), None));
     }
     // Dashboards and ingesters watching everyone.
     for _ in 0..100 {
@@ -192,10 +189,7 @@ fn bench(c: &mut Criterion) {
     let mut retained = RetainedTree::new();
     for (i, (filter, _)) in filters().iter().enumerate() {
         // Retained topics shaped like the subscriptions, wildcards replaced by a concrete level.
-        let topic = filter
-            .replace('+', "x")
-            .replace("/#", "/last")
-            .replace('#', "all");
+        let topic = filter.replace('+', "x").replace("/#", "/last").replace('#', "all");
         retained.insert(&topic, i);
     }
     let mut group = c.benchmark_group("retained_100k");

@@ -119,7 +119,11 @@ fn empty_client_id_gets_assigned_identifier_mqtt_3_2_2_16() {
     let assigned = connack.properties.assigned_client_identifier.expect("assigned id");
     assert!(!assigned.is_empty());
     let (_, other) = connect_ok(&mut h, v5(""));
-    assert_ne!(other.properties.assigned_client_identifier, Some(assigned), "ids are unique");
+    assert_ne!(
+        other.properties.assigned_client_identifier,
+        Some(assigned),
+        "ids are unique"
+    );
 }
 
 #[test]
@@ -292,6 +296,9 @@ fn unsupported_protocol_level_is_refused_and_closed_mqtt_3_1_2_2() {
     let mut h = harness();
     let conn = h.open();
     // CONNECT, protocol name "MQTT", level 6.
-    h.send_bytes(conn, &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'a']);
+    h.send_bytes(
+        conn,
+        &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'a'],
+    );
     assert!(h.is_closed(conn));
 }

@@ -29,7 +29,10 @@ fn qos1_publish_is_acknowledged_with_puback_mqtt_4_3_2_2() {
     subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
     let publisher = connected(&mut h, v5("pub"));
     publish(&mut h, publisher, "t", "m", QoS::AtLeastOnce, 42);
-    assert_eq!(h.recv(publisher), Some(Packet::PubAck(PubResponse::new(42, ReasonCode::SUCCESS))));
+    assert_eq!(
+        h.recv(publisher),
+        Some(Packet::PubAck(PubResponse::new(42, ReasonCode::SUCCESS)))
+    );
     let got = publishes(&mut h, sub);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].qos, QoS::AtLeastOnce);
@@ -60,7 +63,10 @@ fn qos2_duplicate_publish_is_delivered_once_mqtt_4_3_3_9() {
     h.send(publisher, Packet::Publish(again));
     assert!(matches!(h.recv(publisher), Some(Packet::PubRec(r)) if r.packet_id == 9));
     h.send(publisher, Packet::PubRel(PubResponse::new(9, ReasonCode::SUCCESS)));
-    assert_eq!(h.recv(publisher), Some(Packet::PubComp(PubResponse::new(9, ReasonCode::SUCCESS))));
+    assert_eq!(
+        h.recv(publisher),
+        Some(Packet::PubComp(PubResponse::new(9, ReasonCode::SUCCESS)))
+    );
     assert_eq!(publishes(&mut h, sub).len(), 1);
 }
 
@@ -74,7 +80,10 @@ fn qos2_outgoing_flow_pubrec_pubrel_pubcomp_mqtt_4_3_3() {
     let got = publishes(&mut h, sub);
     let id = got[0].packet_id;
     h.send(sub, Packet::PubRec(PubResponse::new(id, ReasonCode::SUCCESS)));
-    assert_eq!(h.recv(sub), Some(Packet::PubRel(PubResponse::new(id, ReasonCode::SUCCESS))));
+    assert_eq!(
+        h.recv(sub),
+        Some(Packet::PubRel(PubResponse::new(id, ReasonCode::SUCCESS)))
+    );
     h.send(sub, Packet::PubComp(PubResponse::new(id, ReasonCode::SUCCESS)));
     assert!(h.recv_all(sub).is_empty());
 }
@@ -86,7 +95,10 @@ fn pubrel_for_unknown_id_gets_pubcomp_0x92() {
     h.send(conn, Packet::PubRel(PubResponse::new(5, ReasonCode::SUCCESS)));
     assert_eq!(
         h.recv(conn),
-        Some(Packet::PubComp(PubResponse::new(5, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)))
+        Some(Packet::PubComp(PubResponse::new(
+            5,
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        )))
     );
 }
 
@@ -170,7 +182,10 @@ fn inflight_never_exceeds_client_receive_maximum_mqtt_3_3_4_9() {
     }
     let first = publishes(&mut h, sub);
     assert_eq!(payloads(&first), vec!["1", "2", "3"]);
-    h.send(sub, Packet::PubAck(PubResponse::new(first[0].packet_id, ReasonCode::SUCCESS)));
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse::new(first[0].packet_id, ReasonCode::SUCCESS)),
+    );
     let next = publishes(&mut h, sub);
     assert_eq!(payloads(&next), vec!["4"], "one ack frees exactly one slot");
 }
@@ -229,7 +244,10 @@ fn pubrel_is_resent_on_reconnect_for_messages_past_pubrec() {
     h.recv_all(sub);
     h.drop_connection(sub);
     let (sub, _) = connect_ok(&mut h, connect);
-    assert_eq!(h.recv(sub), Some(Packet::PubRel(PubResponse::new(id, ReasonCode::SUCCESS))));
+    assert_eq!(
+        h.recv(sub),
+        Some(Packet::PubRel(PubResponse::new(id, ReasonCode::SUCCESS)))
+    );
 }
 
 #[test]
@@ -300,7 +318,11 @@ fn user_properties_and_message_properties_pass_through_unchanged_mqtt_3_3_2_17()
     subscribe(&mut h, sub, "t", QoS::AtMostOnce);
     let publisher = connected(&mut h, v5("pub"));
     let mut packet = publish_packet("t", "{}", QoS::AtMostOnce, 0);
-    packet.properties.user_properties = vec![("b".into(), "2".into()), ("a".into(), "1".into()), ("b".into(), "3".into())];
+    packet.properties.user_properties = vec![
+        ("b".into(), "2".into()),
+        ("a".into(), "1".into()),
+        ("b".into(), "3".into()),
+    ];
     packet.properties.payload_format_indicator = Some(1);
     packet.properties.content_type = Some("application/json".into());
     packet.properties.response_topic = Some("reply/here".into());
@@ -308,7 +330,10 @@ fn user_properties_and_message_properties_pass_through_unchanged_mqtt_3_3_2_17()
     h.send(publisher, Packet::Publish(packet.clone()));
     let got = publishes(&mut h, sub);
     let p = &got[0].properties;
-    assert_eq!(p.user_properties, packet.properties.user_properties, "order kept [MQTT-3.3.2-18]");
+    assert_eq!(
+        p.user_properties, packet.properties.user_properties,
+        "order kept [MQTT-3.3.2-18]"
+    );
     assert_eq!(p.payload_format_indicator, Some(1));
     assert_eq!(p.content_type.as_deref(), Some("application/json"));
     assert_eq!(p.response_topic.as_deref(), Some("reply/here"));
@@ -329,7 +354,9 @@ fn inbound_topic_alias_is_resolved_mqtt_3_3_2_12() {
     h.send(publisher, Packet::Publish(second));
     let got = publishes(&mut h, sub);
     assert_eq!(payloads(&got), vec!["1", "2"]);
-    assert!(got.iter().all(|p| p.topic == "long/topic/name" && p.properties.topic_alias.is_none()));
+    assert!(got
+        .iter()
+        .all(|p| p.topic == "long/topic/name" && p.properties.topic_alias.is_none()));
 }
 
 #[test]
@@ -425,7 +452,10 @@ fn slow_consumer_drops_qos0_but_keeps_qos1_queued() {
         publish(&mut h, publisher, "t", &big, QoS::AtMostOnce, 0);
         publish(&mut h, publisher, "t", &format!("q{i}"), QoS::AtLeastOnce, i + 1);
     }
-    assert!(h.broker.stats().messages_dropped > 0, "QoS 0 dropped past the buffer bound");
+    assert!(
+        h.broker.stats().messages_dropped > 0,
+        "QoS 0 dropped past the buffer bound"
+    );
     h.input(mqtt_core::broker::Input::Writable { conn: sub });
     let mut qos1 = Vec::new();
     for _ in 0..20 {

@@ -49,7 +49,10 @@ fn wildcards_do_not_match_dollar_topics_mqtt_4_7_2_1() {
     h.advance(Duration::from_secs(11));
     assert!(publishes(&mut h, all).is_empty(), "# must not match $SYS topics");
     let sys_topics: Vec<String> = publishes(&mut h, sys).into_iter().map(|p| p.topic).collect();
-    assert!(sys_topics.contains(&"$SYS/broker/clients/connected".to_string()), "{sys_topics:?}");
+    assert!(
+        sys_topics.contains(&"$SYS/broker/clients/connected".to_string()),
+        "{sys_topics:?}"
+    );
     assert!(sys_topics.contains(&"$SYS/broker/uptime".to_string()));
 }
 
@@ -60,7 +63,10 @@ fn clients_cannot_publish_to_sys_topics() {
     subscribe(&mut h, sys, "$SYS/fake", QoS::AtMostOnce);
     let p = connected(&mut h, v5("p"));
     publish(&mut h, p, "$SYS/fake", "spoof", QoS::AtLeastOnce, 1);
-    assert_eq!(h.recv(p), Some(Packet::PubAck(PubResponse::new(1, ReasonCode::NOT_AUTHORIZED))));
+    assert_eq!(
+        h.recv(p),
+        Some(Packet::PubAck(PubResponse::new(1, ReasonCode::NOT_AUTHORIZED)))
+    );
     assert!(publishes(&mut h, sys).is_empty());
 }
 
@@ -71,7 +77,10 @@ fn invalid_filter_gets_0x8f_in_suback() {
     let options = SubscriptionOptions::default();
     let filters = vec![("a/#/b".to_string(), options), ("ok".to_string(), options)];
     let suback = subscribe_packet(&mut h, conn, filters, Properties::default());
-    assert_eq!(suback.reasons, vec![ReasonCode::TOPIC_FILTER_INVALID, ReasonCode::GRANTED_QOS_0]);
+    assert_eq!(
+        suback.reasons,
+        vec![ReasonCode::TOPIC_FILTER_INVALID, ReasonCode::GRANTED_QOS_0]
+    );
 }
 
 #[test]
@@ -90,13 +99,19 @@ fn unsubscribe_reports_per_filter_reason_codes_mqtt_3_11_3_1() {
     match h.recv(conn) {
         Some(Packet::UnsubAck(unsuback)) => {
             assert_eq!(unsuback.packet_id, 3);
-            assert_eq!(unsuback.reasons, vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]);
+            assert_eq!(
+                unsuback.reasons,
+                vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+            );
         }
         other => panic!("expected UNSUBACK, got {other:?}"),
     }
     let p = connected(&mut h, v5("p"));
     publish(&mut h, p, "x", "after", QoS::AtMostOnce, 0);
-    assert!(publishes(&mut h, conn).is_empty(), "no delivery after UNSUBACK [MQTT-3.10.4-2]");
+    assert!(
+        publishes(&mut h, conn).is_empty(),
+        "no delivery after UNSUBACK [MQTT-3.10.4-2]"
+    );
 }
 
 #[test]
@@ -129,7 +144,11 @@ fn shared_subscription_spreads_messages_across_group() {
     let got_b = publishes(&mut h, b).len();
     assert_eq!(got_a + got_b, 10, "each message to exactly one group member");
     assert_eq!(got_a, 5);
-    assert_eq!(publishes(&mut h, plain).len(), 10, "non-shared subscribers get every message");
+    assert_eq!(
+        publishes(&mut h, plain).len(),
+        10,
+        "non-shared subscribers get every message"
+    );
 }
 
 #[test]
@@ -192,7 +211,10 @@ fn retain_handling_1_sends_only_for_new_subscription_and_2_never_mqtt_3_3_1_10_a
     subscribe_with(&mut h, sub, "r", if_new);
     assert_eq!(publishes(&mut h, sub).len(), 1);
     subscribe_with(&mut h, sub, "r", if_new);
-    assert!(publishes(&mut h, sub).is_empty(), "existing subscription: not sent again");
+    assert!(
+        publishes(&mut h, sub).is_empty(),
+        "existing subscription: not sent again"
+    );
     let never = connected(&mut h, v5("never"));
     let options = SubscriptionOptions {
         retain_handling: RetainHandling::DoNotSend,

@@ -14,10 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 pub enum LogError {
     /// The log file could not be opened for appending.
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     /// A logger was already installed in this process.
     AlreadyInstalled,
 }
@@ -177,10 +174,7 @@ mod tests {
     fn timestamp_is_rfc3339_utc_with_millis() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_586_400_123);
         assert_eq!(Timestamp(t).to_string(), "2026-11-25T06:00:00.123Z");
-        assert_eq!(
-            Timestamp(UNIX_EPOCH).to_string(),
-            "1970-01-01T00:00:00.000Z"
-        );
+        assert_eq!(Timestamp(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
         // Leap day.
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(Timestamp(t).to_string(), "2000-02-29T00:00:00.000Z");

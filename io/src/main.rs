@@ -55,11 +55,9 @@ impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Log(e) => write!(f, "{e}"),
-            RunError::DataDir { path, source } => write!(
-                f,
-                "cannot create data directory {}: {source}",
-                path.display()
-            ),
+            RunError::DataDir { path, source } => {
+                write!(f, "cannot create data directory {}: {source}", path.display())
+            }
             RunError::Driver(e) => write!(f, "{e}"),
         }
     }
@@ -93,10 +91,6 @@ fn run(settings: &Settings) -> Result<(), RunError> {
 
 /// A seed that differs between runs; printed at startup so a run can be reproduced with `--seed`.
 fn seed_from_clock() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    since.as_secs().wrapping_mul(1_000_000_007)
-        ^ u64::from(since.subsec_nanos())
-        ^ u64::from(std::process::id())
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    since.as_secs().wrapping_mul(1_000_000_007) ^ u64::from(since.subsec_nanos()) ^ u64::from(std::process::id())
 }

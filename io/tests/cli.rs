@@ -7,29 +7,23 @@ use std::process::Command;
 use std::time::Duration;
 
 fn write_config(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
     std::fs::write(file.path(), text).expect("write config");
     file
 }
 
 #[test]
 fn check_config_on_good_file_prints_effective_config_and_exits_0() {
-    let file = write_config("log_level = \"debug\"\n[[listeners]]\naddress = \"127.0.0.1:18830\"\n[limits]\nmax_inflight = 12\n");
+    let file = write_config(
+        "log_level = \"debug\"\n[[listeners]]\naddress = \"127.0.0.1:18830\"\n[limits]\nmax_inflight = 12\n",
+    );
     let out = Command::new(BIN)
         .arg("--config")
         .arg(file.path())
         .arg("--check-config")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("log_level = \"debug\""), "{stdout}");
     assert!(stdout.contains("address = \"127.0.0.1:18830\""), "{stdout}");
@@ -45,12 +39,7 @@ fn check_config_on_repo_example_file_exits_0() {
         .args(["--config", example, "--check-config"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -72,17 +61,10 @@ fn check_config_on_bad_file_exits_2_naming_key_and_line() {
 #[test]
 fn unknown_key_exits_2_naming_key_and_line() {
     let file = write_config("[limits]\nmax_inflight = 5\nmax_inflihgt = 5\n");
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("--config").arg(file.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains(&format!("{}:3:", file.path().display())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("{}:3:", file.path().display())), "{stderr}");
     assert!(stderr.contains("limits.max_inflihgt"), "{stderr}");
 }
 
@@ -94,11 +76,7 @@ fn bad_flag_values_exit_2() {
         &["--listen", "nowhere"],
         &["--bogus"],
     ] {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--check-config")
-            .output()
-            .unwrap();
+        let out = Command::new(BIN).args(args).arg("--check-config").output().unwrap();
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -126,10 +104,7 @@ fn starts_on_port_0_logs_bound_address_and_exits_0_on_sigterm() {
     // Something really listens there.
     std::net::TcpStream::connect(broker.addr).expect("connect to the logged address");
     let log = broker.log_text();
-    assert!(
-        log.contains("mqtt-broker ") && log.contains("starting"),
-        "{log}"
-    );
+    assert!(log.contains("mqtt-broker ") && log.contains("starting"), "{log}");
     assert!(log.contains("data dir"), "{log}");
     broker.signal(libc::SIGTERM);
     let status = broker
@@ -155,12 +130,7 @@ fn creates_the_data_dir() {
     let mut again = BrokerProcess::start_with_data_dir(dir, &nested.clone(), &[]);
     assert!(nested.is_dir());
     again.signal(libc::SIGTERM);
-    assert_eq!(
-        again
-            .wait_exit(Duration::from_secs(5))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
+    assert_eq!(again.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
 }
 
 #[test]
@@ -175,10 +145,7 @@ fn address_in_use_exits_1_with_a_clear_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr}")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
 }
 
 #[test]
@@ -207,18 +174,11 @@ fn sighup_reopens_the_log_file_for_logrotate() {
     std::fs::rename(&log, &rotated).unwrap();
     // SAFETY: kill(2) on our own child has no memory-safety preconditions.
     unsafe { libc::kill(pid, libc::SIGHUP) };
-    assert!(
-        wait_for(&log, "reopened"),
-        "a fresh file appears after SIGHUP"
-    );
+    assert!(wait_for(&log, "reopened"), "a fresh file appears after SIGHUP");
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    assert!(std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("shutdown complete"));
-    assert!(!std::fs::read_to_string(&rotated)
-        .unwrap()
-        .contains("shutdown complete"));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("shutdown complete"));
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("shutdown complete"));
 }
 
 #[test]
@@ -229,9 +189,6 @@ fn log_lines_have_utc_timestamp_and_level() {
     // 2026-11-25T06:00:00.123Z INFO  listening on ...
     let (stamp, rest) = line.split_once(' ').unwrap();
     assert_eq!(stamp.len(), 24, "{line}");
-    assert!(
-        stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
-        "{line}"
-    );
+    assert!(stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{line}");
     assert!(rest.starts_with("INFO  listening on"), "{line}");
 }

@@ -8,14 +8,10 @@ mod common;
 use common::{wait_for, BrokerProcess};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode as ConnectReturnCode5, DisconnectReasonCode, Packet as Packet5,
-    SubscribeReasonCode as SubRc5,
+    ConnectReturnCode as ConnectReturnCode5, DisconnectReasonCode, Packet as Packet5, SubscribeReasonCode as SubRc5,
 };
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::{
-    Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS,
-    SubscribeReasonCode,
-};
+use rumqttc::{Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -117,11 +113,7 @@ fn subscribe5(client: &v5::Client, events: &Events5, filter: &str, qos: QoS5) {
         Ok(v5::Event::Incoming(Packet5::SubAck(ack))) => Some(ack.return_codes),
         _ => None,
     });
-    assert_eq!(
-        granted,
-        Some(vec![SubRc5::Success(qos)]),
-        "SUBACK for {filter}"
-    );
+    assert_eq!(granted, Some(vec![SubRc5::Success(qos)]), "SUBACK for {filter}");
 }
 
 fn next_publish4(events: &Events4) -> Option<rumqttc::Publish> {
@@ -155,10 +147,7 @@ fn closed_within<T, E>(events: &Receiver<Result<T, E>>, timeout: Duration) -> bo
 fn server_disconnect5(events: &Events5) -> Option<DisconnectReasonCode> {
     wait_for(events, WAIT, |e| match e {
         Ok(v5::Event::Incoming(Packet5::Disconnect(d))) => Some(d.reason_code),
-        Err(v5::ConnectionError::MqttState(v5::StateError::ServerDisconnect {
-            reason_code,
-            ..
-        })) => Some(reason_code),
+        Err(v5::ConnectionError::MqttState(v5::StateError::ServerDisconnect { reason_code, .. })) => Some(reason_code),
         _ => None,
     })
 }
@@ -237,9 +226,7 @@ fn v5_publish_subscribe_qos0_1_2() {
     for qos in [QoS5::AtMostOnce, QoS5::AtLeastOnce, QoS5::ExactlyOnce] {
         let topic = format!("e2e/v5/{}", qos as u8);
         subscribe5(&sub, &sub_events, &topic, qos);
-        publisher
-            .publish(topic.as_str(), qos, false, b"five".to_vec())
-            .unwrap();
+        publisher.publish(topic.as_str(), qos, false, b"five".to_vec()).unwrap();
         let got = next_publish5(&sub_events).expect("subscriber receives the message");
         assert_eq!(&got.topic[..], topic.as_bytes());
         assert_eq!(&got.payload[..], b"five");
@@ -295,19 +282,12 @@ fn will_is_published_when_a_client_drops_its_connection() {
     subscribe4(&watcher, &watch_events, "e2e/will/#", QoS::AtLeastOnce);
 
     let mut opts = opts4(&broker, "e2e-will-victim");
-    opts.set_last_will(LastWill::new(
-        "e2e/will/victim",
-        "gone",
-        QoS::AtLeastOnce,
-        false,
-    ));
+    opts.set_last_will(LastWill::new("e2e/will/victim", "gone", QoS::AtLeastOnce, false));
     let (victim, mut connection) = Client::new(opts, 8);
     let deadline = Instant::now() + WAIT;
     loop {
         assert!(Instant::now() < deadline, "victim never got CONNACK");
-        if let Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) =
-            connection.recv_timeout(Duration::from_millis(200))
-        {
+        if let Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) = connection.recv_timeout(Duration::from_millis(200)) {
             break;
         }
     }
@@ -328,18 +308,10 @@ fn will_is_not_published_after_a_normal_disconnect() {
     subscribe4(&watcher, &watch_events, "e2e/will/#", QoS::AtLeastOnce);
 
     let mut opts = opts4(&broker, "e2e-nowill");
-    opts.set_last_will(LastWill::new(
-        "e2e/will/polite",
-        "gone",
-        QoS::AtLeastOnce,
-        false,
-    ));
+    opts.set_last_will(LastWill::new("e2e/will/polite", "gone", QoS::AtLeastOnce, false));
     let (client, events) = connect4(opts);
     client.disconnect().unwrap();
-    assert!(
-        closed_within(&events, WAIT),
-        "client event loop ends after DISCONNECT"
-    );
+    assert!(closed_within(&events, WAIT), "client event loop ends after DISCONNECT");
     assert!(
         next_publish_within(&watch_events, Duration::from_secs(1)).is_none(),
         "no will after DISCONNECT"
@@ -457,10 +429,7 @@ fn graceful_shutdown_sends_disconnect_0x8b_and_exits_0() {
         server_disconnect5(&events5),
         Some(DisconnectReasonCode::ServerShuttingDown)
     );
-    assert!(
-        closed_within(&events4, WAIT),
-        "v3.1.1 connection closed at shutdown"
-    );
+    assert!(closed_within(&events4, WAIT), "v3.1.1 connection closed at shutdown");
     let status = broker.wait_exit(WAIT).expect("broker exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", broker.log_text());
 }

@@ -35,7 +35,11 @@ impl Broker {
 
         let info = ConnectInfo {
             client_id: &connect.client_id,
-            peer: self.connections.get(&conn).map(|c| c.peer).unwrap_or_else(unspecified_addr),
+            peer: self
+                .connections
+                .get(&conn)
+                .map(|c| c.peer)
+                .unwrap_or_else(unspecified_addr),
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
             auth_method: connect.properties.authentication_method.as_deref(),
@@ -115,14 +119,22 @@ impl Broker {
         self.close_connection(conn, WillPolicy::Discard, &text);
     }
 
+    /// A CONNECT that failed to decode: answer with a CONNACK where the client told us enough to understand one
+    /// [MQTT-3.1.4-1], [MQTT-3.1.2-2]; otherwise just close.
     pub(super) fn reject_connect_on_decode_error(&mut self, conn: ConnectionId, error: &DecodeError, text: &str) {
-        match super::connect_refusal_for(error) {
-            // The CONNECT was readable far enough to know the client speaks a version we can answer in.
-            Some((version, reason)) => {
+        let attempted = self.connections.get(&conn).and_then(|c| c.decoder.attempted_version());
+        let answer = match (error, attempted) {
+            // An unknown level is answered in 3.1.1 form, return code 1, which every version understands.
+            (DecodeError::UnsupportedProtocolVersion(_), _) => Some(ProtocolVersion::V3_1_1),
+            (_, Some(ProtocolVersion::V5)) => Some(ProtocolVersion::V5),
+            _ => None,
+        };
+        match answer {
+            Some(version) => {
                 if let Some(connection) = self.connections.get_mut(&conn) {
                     connection.protocol = Some(version);
                 }
-                self.refuse_connect(conn, reason, text);
+                self.refuse_connect(conn, error.reason_code(), text);
             }
             None => self.close_connection(conn, WillPolicy::Discard, text),
         }
@@ -141,11 +153,9 @@ impl Broker {
             return;
         }
         let client_id = connection.client_id.clone().unwrap_or_default();
-        let decision = self.authenticator.continue_auth(
-            &client_id,
-            &method,
-            auth.properties.authentication_data.as_deref(),
-        );
+        let decision =
+            self.authenticator
+                .continue_auth(&client_id, &method, auth.properties.authentication_data.as_deref());
         match decision {
             AuthDecision::Allow { data } => {
                 let pending = self.connections.get_mut(&conn).and_then(|c| c.pending_connect.take());
@@ -167,19 +177,25 @@ impl Broker {
         };
         let Some(method) = connection.auth_method.clone() else {
             // [MQTT-4.12.0-7]: AUTH without enhanced authentication in CONNECT is a Protocol Error.
-            self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "AUTH without an authentication method");
+            self.protocol_error(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            );
             return;
         };
         if auth.properties.authentication_method.as_deref() != Some(method.as_str()) {
-            self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "AUTH changed the authentication method");
+            self.protocol_error(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH changed the authentication method",
+            );
             return;
         }
         let client_id = connection.client_id.clone().unwrap_or_default();
-        let decision = self.authenticator.continue_auth(
-            &client_id,
-            &method,
-            auth.properties.authentication_data.as_deref(),
-        );
+        let decision =
+            self.authenticator
+                .continue_auth(&client_id, &method, auth.properties.authentication_data.as_deref());
         match decision {
             AuthDecision::Allow { data } => self.send_auth(conn, ReasonCode::SUCCESS, Some(method), data),
             AuthDecision::Continue { data } => {
@@ -294,7 +310,8 @@ impl Broker {
             keep_alive,
         }));
         if keep_alive > 0 {
-            self.timers.arm(self.now + keep_alive_grace(keep_alive), Timer::KeepAlive(conn));
+            self.timers
+                .arm(self.now + keep_alive_grace(keep_alive), Timer::KeepAlive(conn));
         }
         if session_present {
             if self.planted(super::planted::PlantedBugKind::InflightDroppedOnReconnect) {
@@ -317,7 +334,11 @@ impl Broker {
                 self.end_session(key);
             }
         }
-        let resumed = if connect.clean_start { None } else { existing.filter(|k| self.sessions.contains_key(k)) };
+        let resumed = if connect.clean_start {
+            None
+        } else {
+            existing.filter(|k| self.sessions.contains_key(k))
+        };
         let (key, present) = match resumed {
             Some(key) => (key, true),
             None => {
@@ -360,7 +381,12 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&old) {
             connection.session = None;
         }
-        self.disconnect_with_policy(old, ReasonCode::SESSION_TAKEN_OVER, WillPolicy::Discard, "session taken over");
+        self.disconnect_with_policy(
+            old,
+            ReasonCode::SESSION_TAKEN_OVER,
+            WillPolicy::Discard,
+            "session taken over",
+        );
     }
 
     /// Detaches a session from its closed connection: will per policy, then the session ends or waits to expire.
@@ -401,9 +427,10 @@ impl Broker {
     }
 
     pub(super) fn check_session_expiry(&mut self, key: SessionKey) {
-        let due = self.sessions.get(&key).is_some_and(|s| {
-            s.connection.is_none() && s.expires_at.is_some_and(|at| at <= self.now)
-        });
+        let due = self
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.connection.is_none() && s.expires_at.is_some_and(|at| at <= self.now));
         if due {
             self.end_session(key);
         }

@@ -63,7 +63,6 @@ pub struct Connection {
 impl Connection {
     pub fn new(peer: SocketAddr, max_packet_size: u32, now: Time) -> Connection {
         Connection {
-
             peer,
             phase: Phase::AwaitingConnect,
             decoder: Decoder::new(None, max_packet_size as usize),

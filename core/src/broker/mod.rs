@@ -177,9 +177,7 @@ impl Broker {
         match input {
             Input::Opened { conn, peer } => self.handle_opened(conn, peer),
             Input::Received { conn, data } => self.handle_received(conn, data),
-            Input::Closed { conn } => {
-                self.end_connection(conn, WillPolicy::Publish, "connection closed by peer")
-            }
+            Input::Closed { conn } => self.end_connection(conn, WillPolicy::Publish, "connection closed by peer"),
             Input::WriteBlocked { conn } => {
                 if let Some(connection) = self.connections.get_mut(&conn) {
                     connection.write_blocked = true;
@@ -432,7 +430,12 @@ impl Broker {
         let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
         for conn in ids {
             // [MQTT-4.13.2-1]-style courtesy: MQTT 5 clients learn why they are being disconnected.
-            self.disconnect_with_policy(conn, ReasonCode::SERVER_SHUTTING_DOWN, WillPolicy::Discard, "server shutting down");
+            self.disconnect_with_policy(
+                conn,
+                ReasonCode::SERVER_SHUTTING_DOWN,
+                WillPolicy::Discard,
+                "server shutting down",
+            );
         }
     }
 
@@ -492,13 +495,6 @@ impl Broker {
             self.timers.arm(deadline, Timer::KeepAlive(conn));
         }
     }
-}
-
-/// For a CONNECT that failed to decode: the version to answer in and the CONNACK reason, when the client got far
-/// enough for an answer to make sense [MQTT-3.1.2-2], [MQTT-3.1.4-1].
-fn connect_refusal_for(error: &crate::codec::DecodeError) -> Option<(ProtocolVersion, ReasonCode)> {
-    let _ = error;
-    None
 }
 
 /// One and a half times the keep alive [MQTT-3.1.2-22].

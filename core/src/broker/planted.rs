@@ -25,8 +25,13 @@ impl Broker {
         use super::config::PlantedBug;
         matches!(
             (self.config.planted_bug, bug),
-            (Some(PlantedBug::Qos2DuplicateDelivered), PlantedBugKind::Qos2DuplicateDelivered)
-                | (Some(PlantedBug::InflightDroppedOnReconnect), PlantedBugKind::InflightDroppedOnReconnect)
+            (
+                Some(PlantedBug::Qos2DuplicateDelivered),
+                PlantedBugKind::Qos2DuplicateDelivered
+            ) | (
+                Some(PlantedBug::InflightDroppedOnReconnect),
+                PlantedBugKind::InflightDroppedOnReconnect
+            )
         )
     }
 
@@ -48,9 +53,10 @@ impl Broker {
             if per_session.contains_key(key) || publisher == Some(*key) {
                 continue;
             }
-            let wrongly_matches = session.subscriptions.iter().find(|(filter, _)| {
-                filter.ends_with('+') && naive_match(filter, parent)
-            });
+            let wrongly_matches = session
+                .subscriptions
+                .iter()
+                .find(|(filter, _)| filter.ends_with('+') && naive_match(filter, parent));
             if let Some((_, subscription)) = wrongly_matches {
                 per_session.insert(
                     *key,

@@ -2,8 +2,8 @@
 //! sessions, queueing and the inflight window towards each client, and the acknowledgements.
 
 use super::message::{Delivery, Message};
-use super::session::{Inflight, InflightState, SessionKey};
 use super::planted::PlantedBugKind;
+use super::session::{Inflight, InflightState, SessionKey};
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::topic::TopicMatch;
@@ -137,7 +137,12 @@ impl Broker {
         // 3.1.1 section 3.3.5 permits. Shared-group picks are separate deliveries.
         let mut per_session: BTreeMap<SessionKey, Delivery> = BTreeMap::new();
         let mut shared: Vec<(SessionKey, Delivery)> = Vec::new();
-        for TopicMatch { key, subscription, shared: is_shared } in matches.iter().copied() {
+        for TopicMatch {
+            key,
+            subscription,
+            shared: is_shared,
+        } in matches.iter().copied()
+        {
             let options = subscription.options;
             // [MQTT-3.8.3-3]: No Local.
             if !is_shared && options.no_local && publisher == Some(key) {
@@ -333,7 +338,10 @@ impl Broker {
             return;
         }
         session.inflight[position].state = InflightState::AwaitingPubComp;
-        self.send(conn, &Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)));
+        self.send(
+            conn,
+            &Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)),
+        );
     }
 
     pub(super) fn handle_pubcomp(&mut self, conn: ConnectionId, comp: PubResponse) {

@@ -66,7 +66,6 @@ pub struct Session {
 impl Session {
     pub fn new(client_id: String, protocol: ProtocolVersion) -> Session {
         Session {
-
             client_id,
             protocol,
             expiry_interval: 0,

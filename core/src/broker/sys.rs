@@ -14,15 +14,24 @@ impl Broker {
         let disconnected = self.sessions.values().filter(|s| s.connection.is_none()).count();
         let stored: usize = self.sessions.values().map(|s| s.pending_count()).sum();
         let values: Vec<(&str, String)> = vec![
-            ("$SYS/broker/version", format!("mqtt-broker {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "$SYS/broker/version",
+                format!("mqtt-broker {}", env!("CARGO_PKG_VERSION")),
+            ),
             ("$SYS/broker/uptime", format!("{uptime} seconds")),
             ("$SYS/broker/clients/connected", self.connected_clients.to_string()),
             ("$SYS/broker/clients/disconnected", disconnected.to_string()),
-            ("$SYS/broker/clients/total", (self.connected_clients + disconnected).to_string()),
+            (
+                "$SYS/broker/clients/total",
+                (self.connected_clients + disconnected).to_string(),
+            ),
             ("$SYS/broker/clients/maximum", stats.clients_connected_max.to_string()),
             ("$SYS/broker/messages/received", stats.messages_received.to_string()),
             ("$SYS/broker/messages/sent", stats.messages_sent.to_string()),
-            ("$SYS/broker/publish/messages/dropped", stats.messages_dropped.to_string()),
+            (
+                "$SYS/broker/publish/messages/dropped",
+                stats.messages_dropped.to_string(),
+            ),
             ("$SYS/broker/bytes/received", stats.bytes_received.to_string()),
             ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
             ("$SYS/broker/subscriptions/count", self.subscriptions.len().to_string()),

@@ -36,9 +36,7 @@ impl Timers {
     /// The next timer due at `now`, removed from the queue.
     pub fn pop_due(&mut self, now: Time) -> Option<Timer> {
         match self.heap.peek() {
-            Some(Reverse((deadline, _, _))) if *deadline <= now => {
-                self.heap.pop().map(|Reverse((_, _, timer))| timer)
-            }
+            Some(Reverse((deadline, _, _))) if *deadline <= now => self.heap.pop().map(|Reverse((_, _, timer))| timer),
             _ => None,
         }
     }

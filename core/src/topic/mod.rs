@@ -6,6 +6,4 @@ mod validate;
 
 pub use retained::RetainedTree;
 pub use tree::{Subscription, SubscriptionTree, TopicMatch};
-pub use validate::{
-    parse_shared_subscription, validate_topic_filter, validate_topic_name, SharedFilter, TopicError,
-};
+pub use validate::{parse_shared_subscription, validate_topic_filter, validate_topic_name, SharedFilter, TopicError};

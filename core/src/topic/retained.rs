@@ -181,9 +181,7 @@ impl<V> RetainedTree<V> {
                         push_children(&mut stack, node, Rest::All, false, here);
                     }
                     // `+` matches exactly one level, the empty one included (MQTT 5.0 section 4.7.1.3).
-                    ("+", after) => {
-                        push_children(&mut stack, node, Rest::Filter(after), false, here)
-                    }
+                    ("+", after) => push_children(&mut stack, node, Rest::Filter(after), false, here),
                     (literal, after) => {
                         if let Some((level, child)) = node.children.get_key_value(literal) {
                             stack.push(Frame {
@@ -290,9 +288,7 @@ impl<V> RetainedTree<V> {
 impl<V> Drop for RetainedTree<V> {
     /// Dismantles the tree iteratively: the default recursive drop of a very deep topic would overflow the stack.
     fn drop(&mut self) {
-        let mut work: Vec<Node<V>> = std::mem::take(&mut self.root.children)
-            .into_values()
-            .collect();
+        let mut work: Vec<Node<V>> = std::mem::take(&mut self.root.children).into_values().collect();
         while let Some(mut node) = work.pop() {
             work.extend(std::mem::take(&mut node.children).into_values());
         }

@@ -351,13 +351,7 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
 
     /// Adds or replaces the subscription of `key` on `filter` (a plain filter, already stripped of `$share/{group}/`;
     /// `group` is `Some` for shared subscriptions). Returns the subscription it replaced, if any.
-    pub fn insert(
-        &mut self,
-        filter: &str,
-        group: Option<&str>,
-        key: K,
-        sub: Subscription,
-    ) -> Option<Subscription> {
+    pub fn insert(&mut self, filter: &str, group: Option<&str>, key: K, sub: Subscription) -> Option<Subscription> {
         let mut node = &mut self.root;
         let mut leaf = None;
         for edge in edges(filter) {
@@ -398,12 +392,7 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
     /// Appends to `out` every non-shared subscription whose filter matches `topic`, and for every matching shared
     /// group exactly one member, chosen round-robin among members for which `available` is true (or among all
     /// members when none is). Order is deterministic.
-    pub fn match_topic(
-        &mut self,
-        topic: &str,
-        mut available: impl FnMut(K) -> bool,
-        out: &mut Vec<TopicMatch<K>>,
-    ) {
+    pub fn match_topic(&mut self, topic: &str, mut available: impl FnMut(K) -> bool, out: &mut Vec<TopicMatch<K>>) {
         let root = &mut self.root;
         let (first, after) = next_level(topic);
         // Wildcards at the first level do not match topics starting with `$` [MQTT-4.7.2-1], so `#` and `+/...`

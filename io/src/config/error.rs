@@ -8,11 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// A position in the TOML file (1-based line and column).
-    File {
-        path: PathBuf,
-        line: usize,
-        col: usize,
-    },
+    File { path: PathBuf, line: usize, col: usize },
     /// A command-line flag, e.g. `--max-packet-size`.
     Flag(&'static str),
 }
@@ -57,10 +53,7 @@ impl fmt::Display for Problem {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file named by `--config` could not be read.
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The TOML did not parse or did not match the schema (bad type, unknown key, unknown variant, ...).
     Syntax {
         origin: Origin,
@@ -91,11 +84,7 @@ impl fmt::Display for ConfigError {
                 key: None,
                 message,
             } => write!(f, "{origin}: {message}"),
-            ConfigError::Invalid {
-                origin,
-                key,
-                problem,
-            } => write!(f, "{origin}: key `{key}`: {problem}"),
+            ConfigError::Invalid { origin, key, problem } => write!(f, "{origin}: key `{key}`: {problem}"),
         }
     }
 }
@@ -130,10 +119,7 @@ pub fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
     let (line_no, _) = line_col(text, span.start);
     let lines: Vec<&str> = text.lines().collect();
     let line = lines.get(line_no.checked_sub(1)?)?.trim();
-    let table = lines[..line_no - 1]
-        .iter()
-        .rev()
-        .find_map(|l| table_header(l.trim()));
+    let table = lines[..line_no - 1].iter().rev().find_map(|l| table_header(l.trim()));
     let own_header = table_header(line);
     let key = match (own_header, line.split_once('=')) {
         (Some(header), _) => return Some(header),

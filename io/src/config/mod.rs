@@ -39,9 +39,7 @@ impl Protocol {
 }
 
 /// How much the broker logs.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -164,11 +162,7 @@ pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
 }
 
 /// Merge a parsed file (with its source, for error positions) and the flags.
-pub fn resolve(
-    file: &FileConfig,
-    source: Option<&Source<'_>>,
-    cli: &Cli,
-) -> Result<Settings, ConfigError> {
+pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Result<Settings, ConfigError> {
     let listeners = if !cli.listen.is_empty() {
         cli.listen
             .iter()
@@ -204,10 +198,7 @@ fn default_listener() -> Listener {
     }
 }
 
-fn file_listeners(
-    list: &Spanned<Vec<ListenerFile>>,
-    source: &Source<'_>,
-) -> Result<Vec<Listener>, ConfigError> {
+fn file_listeners(list: &Spanned<Vec<ListenerFile>>, source: &Source<'_>) -> Result<Vec<Listener>, ConfigError> {
     if list.get_ref().is_empty() {
         return Err(ConfigError::Invalid {
             origin: error::file_origin(source.path, source.text, list.span()),
@@ -219,14 +210,11 @@ fn file_listeners(
         .iter()
         .map(|entry| {
             let text = entry.address.get_ref();
-            let address = text
-                .trim()
-                .parse::<SocketAddr>()
-                .map_err(|_| ConfigError::Invalid {
-                    origin: error::file_origin(source.path, source.text, entry.address.span()),
-                    key: "listeners.address".to_string(),
-                    problem: Problem::BadAddress(text.clone()),
-                })?;
+            let address = text.trim().parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+                origin: error::file_origin(source.path, source.text, entry.address.span()),
+                key: "listeners.address".to_string(),
+                problem: Problem::BadAddress(text.clone()),
+            })?;
             Ok(Listener {
                 address,
                 protocol: entry.protocol,
@@ -245,10 +233,7 @@ impl Settings {
             .map(|l| {
                 let mut t = toml::Table::new();
                 t.insert("address".into(), toml::Value::String(l.address.to_string()));
-                t.insert(
-                    "protocol".into(),
-                    toml::Value::String(l.protocol.as_str().into()),
-                );
+                t.insert("protocol".into(), toml::Value::String(l.protocol.as_str().into()));
                 toml::Value::Table(t)
             })
             .collect();
@@ -257,20 +242,11 @@ impl Settings {
             toml::Value::String(self.data_dir.display().to_string()),
         );
         if let Some(log_file) = &self.log_file {
-            root.insert(
-                "log_file".into(),
-                toml::Value::String(log_file.display().to_string()),
-            );
+            root.insert("log_file".into(), toml::Value::String(log_file.display().to_string()));
         }
-        root.insert(
-            "log_level".into(),
-            toml::Value::String(self.log_level.as_str().into()),
-        );
+        root.insert("log_level".into(), toml::Value::String(self.log_level.as_str().into()));
         root.insert("listeners".into(), toml::Value::Array(listeners));
-        root.insert(
-            "limits".into(),
-            toml::Value::Table(limits::to_table(&self.limits)),
-        );
+        root.insert("limits".into(), toml::Value::Table(limits::to_table(&self.limits)));
         let seed = match self.seed {
             Some(seed) => format!("# seed = {seed} (from --seed; flag only)\n"),
             None => "# seed: derived from the start time (set with --seed)\n".to_string(),

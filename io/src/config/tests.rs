@@ -112,11 +112,7 @@ fn unknown_top_level_key_names_key_and_line() {
 
 #[test]
 fn unknown_limit_key_names_table_key_and_line() {
-    let err = from_text(
-        "[limits]\nmax_packet_size = 10\nmax_pakcet_size = 10\n",
-        &[],
-    )
-    .unwrap_err();
+    let err = from_text("[limits]\nmax_packet_size = 10\nmax_pakcet_size = 10\n", &[]).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("test.toml:3:"), "{msg}");
     assert!(msg.contains("limits.max_pakcet_size"), "{msg}");
@@ -173,19 +169,12 @@ fn maximum_qos_above_two_is_rejected() {
 fn invalid_listener_address_names_key_and_line() {
     let err = from_text("[[listeners]]\naddress = \"localhost:x\"\n", &[]).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.starts_with("test.toml:2:11: key `listeners.address`"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("test.toml:2:11: key `listeners.address`"), "{msg}");
 }
 
 #[test]
 fn unknown_protocol_is_rejected() {
-    let err = from_text(
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"ws\"\n",
-        &[],
-    )
-    .unwrap_err();
+    let err = from_text("[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"ws\"\n", &[]).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("test.toml:3:"), "{msg}");
     assert!(msg.contains("listeners.protocol"), "{msg}");
@@ -206,12 +195,7 @@ fn bad_log_level_is_rejected() {
 
 #[test]
 fn zero_from_flag_is_rejected() {
-    let err = resolve(
-        &FileConfig::default(),
-        None,
-        &cli(&["--max-connections", "0"]),
-    )
-    .unwrap_err();
+    let err = resolve(&FileConfig::default(), None, &cli(&["--max-connections", "0"])).unwrap_err();
     assert!(matches!(
         err,
         ConfigError::Invalid {
@@ -267,15 +251,8 @@ fn example_file_at_repo_root_is_valid_and_all_defaults() {
         &cli(&[]),
     )
     .unwrap();
-    assert_eq!(
-        s.log_file.take(),
-        Some(PathBuf::from("/var/log/mqtt-broker.log"))
-    );
-    assert_eq!(
-        s,
-        load(&cli(&[])).unwrap(),
-        "the example documents the defaults"
-    );
+    assert_eq!(s.log_file.take(), Some(PathBuf::from("/var/log/mqtt-broker.log")));
+    assert_eq!(s, load(&cli(&[])).unwrap(), "the example documents the defaults");
 }
 
 #[test]

@@ -10,9 +10,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn start() -> Clock {
-        Clock {
-            base: Instant::now(),
-        }
+        Clock { base: Instant::now() }
     }
 
     /// Now, in core time. Truncated to the millisecond, so it never runs ahead of the real clock.

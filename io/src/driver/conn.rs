@@ -80,12 +80,7 @@ impl Conn {
     /// Write as much pending output as the socket takes.
     pub fn flush(&mut self) -> io::Result<Flush> {
         while !self.pending.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .pending
-                .iter()
-                .take(MAX_IOV)
-                .map(|b| IoSlice::new(b))
-                .collect();
+            let slices: Vec<IoSlice<'_>> = self.pending.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
             match self.stream.write_vectored(&slices) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => self.consume(n),

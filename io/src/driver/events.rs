@@ -13,15 +13,28 @@ fn version(protocol: ProtocolVersion) -> &'static str {
 
 pub fn log_event(event: &Event) {
     match event {
-        Event::ClientConnected { conn, client_id, peer, protocol, clean_start, keep_alive } => log::info!(
+        Event::ClientConnected {
+            conn,
+            client_id,
+            peer,
+            protocol,
+            clean_start,
+            keep_alive,
+        } => log::info!(
             "client connected: client_id={client_id:?} addr={peer} protocol=MQTT-{} clean_start={clean_start} \
              keep_alive={keep_alive}s conn={}",
             version(*protocol),
             conn.0
         ),
-        Event::ClientDisconnected { conn, client_id, reason } => log::info!(
+        Event::ClientDisconnected {
+            conn,
+            client_id,
+            reason,
+        } => log::info!(
             "client disconnected: client_id={} reason={reason} conn={}",
-            client_id.as_deref().map_or_else(|| "-".to_string(), |id| format!("{id:?}")),
+            client_id
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |id| format!("{id:?}")),
             conn.0
         ),
     }

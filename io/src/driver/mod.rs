@@ -46,10 +46,7 @@ pub enum DriverError {
     /// The poller could not be created or polled.
     Poll(io::Error),
     /// A listener address could not be bound (in use, not local, no permission).
-    Bind {
-        address: SocketAddr,
-        source: io::Error,
-    },
+    Bind { address: SocketAddr, source: io::Error },
     /// The signal handlers could not be installed.
     Signals(io::Error),
 }
@@ -118,11 +115,7 @@ pub struct Driver<C: Core = Broker> {
 
 impl<C: Core> Driver<C> {
     /// Bind every listener and install the signal handlers. Nothing is accepted until [`Driver::run`].
-    pub fn bind(
-        settings: &Settings,
-        broker: C,
-        logger: Option<&'static Logger>,
-    ) -> Result<Driver<C>, DriverError> {
+    pub fn bind(settings: &Settings, broker: C, logger: Option<&'static Logger>) -> Result<Driver<C>, DriverError> {
         let poll = Poll::new().map_err(DriverError::Poll)?;
         let listeners = settings
             .listeners
@@ -173,9 +166,7 @@ impl<C: Core> Driver<C> {
                 match event.token() {
                     SIGNAL_TOKEN => {
                         if self.handle_signals() {
-                            log::warn!(
-                                "second stop signal: exiting without waiting for connections"
-                            );
+                            log::warn!("second stop signal: exiting without waiting for connections");
                             return Ok(());
                         }
                     }
@@ -220,15 +211,10 @@ impl<C: Core> Driver<C> {
             .iter()
             .filter_map(|id| self.conns.get(id)?.deadline())
             .min();
-        [
-            core,
-            self.accept_paused_until,
-            closing,
-            self.shutdown_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [core, self.accept_paused_until, closing, self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_timers(&mut self) {
@@ -319,11 +305,7 @@ impl<C: Core> Driver<C> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up between its SYN and our accept: nothing to do but take the next one.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
                     if is_resource_exhaustion(&e) {
                         if !self.fd_exhaustion_logged {
@@ -436,11 +418,7 @@ impl<C: Core> Driver<C> {
                     self.mark_dirty(id);
                 }
                 // Output after Close, or for a connection already gone: nobody will read it.
-                _ => log::trace!(
-                    "conn {}: dropping {} bytes for a closed connection",
-                    id.0,
-                    data.len()
-                ),
+                _ => log::trace!("conn {}: dropping {} bytes for a closed connection", id.0, data.len()),
             },
             Output::Close { conn: id } => {
                 let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
@@ -508,12 +486,7 @@ impl<C: Core> Driver<C> {
                     }
                     if !conn.writable_interest {
                         conn.writable_interest = true;
-                        set_interest(
-                            &self.poll,
-                            id,
-                            conn,
-                            Interest::READABLE | Interest::WRITABLE,
-                        );
+                        set_interest(&self.poll, id, conn, Interest::READABLE | Interest::WRITABLE);
                     }
                 }
                 Err(e) => {
@@ -552,10 +525,7 @@ fn token(id: ConnectionId) -> Token {
 }
 
 fn set_interest(poll: &Poll, id: ConnectionId, conn: &mut Conn, interest: Interest) {
-    if let Err(e) = poll
-        .registry()
-        .reregister(&mut conn.stream, token(id), interest)
-    {
+    if let Err(e) = poll.registry().reregister(&mut conn.stream, token(id), interest) {
         // The socket is unusable if the poller rejects it; a later read or write will report that.
         log::debug!("conn {}: reregister failed: {e}", id.0);
     }
@@ -569,11 +539,7 @@ fn bind_one(poll: &Poll, index: usize, listener: &Listener) -> Result<BoundListe
     let mut socket = TcpListener::bind(listener.address).map_err(bind_err)?;
     let local = socket.local_addr().map_err(bind_err)?;
     poll.registry()
-        .register(
-            &mut socket,
-            Token(LISTENER_BASE - index),
-            Interest::READABLE,
-        )
+        .register(&mut socket, Token(LISTENER_BASE - index), Interest::READABLE)
         .map_err(bind_err)?;
     Ok(BoundListener { socket, local })
 }

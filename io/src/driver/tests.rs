@@ -27,9 +27,7 @@ impl Core for Echo {
         let mut seen = self.seen.lock().unwrap();
         match input {
             Input::Opened { .. } => seen.opened += 1,
-            Input::Received { conn, data } if data == b"close\n" => {
-                self.out.push_back(Output::Close { conn })
-            }
+            Input::Received { conn, data } if data == b"close\n" => self.out.push_back(Output::Close { conn }),
             Input::Received { conn, data } => self.out.push_back(Output::Transmit {
                 conn,
                 data: bytes::Bytes::copy_from_slice(data),
@@ -70,9 +68,7 @@ fn echo_core_round_trip_backpressure_close_and_sigterm() {
     let addr = rx.recv().unwrap();
 
     let mut client = std::net::TcpStream::connect(addr).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     client.write_all(b"hello").unwrap();
     let mut got = [0u8; 5];
     client.read_exact(&mut got).unwrap();

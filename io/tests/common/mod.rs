@@ -31,11 +31,7 @@ impl BrokerProcess {
     }
 
     /// Start with the data directory at `path` (inside the kept temp dir `data_dir`).
-    pub fn start_with_data_dir(
-        data_dir: tempfile::TempDir,
-        path: &std::path::Path,
-        extra: &[&str],
-    ) -> BrokerProcess {
+    pub fn start_with_data_dir(data_dir: tempfile::TempDir, path: &std::path::Path, extra: &[&str]) -> BrokerProcess {
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(path)
@@ -68,10 +64,7 @@ impl BrokerProcess {
             Ok(addr) => addr.parse().expect("bound address parses"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "broker did not log its address; stderr: {:?}",
-                    log.lock().unwrap()
-                );
+                panic!("broker did not log its address; stderr: {:?}", log.lock().unwrap());
             }
         };
         BrokerProcess {
@@ -130,11 +123,7 @@ impl Drop for BrokerProcess {
 }
 
 /// Receive from `rx` until `pick` returns `Some` or `timeout` passes.
-pub fn wait_for<E, T>(
-    rx: &Receiver<E>,
-    timeout: Duration,
-    mut pick: impl FnMut(E) -> Option<T>,
-) -> Option<T> {
+pub fn wait_for<E, T>(rx: &Receiver<E>, timeout: Duration, mut pick: impl FnMut(E) -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

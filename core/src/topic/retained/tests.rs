@@ -119,11 +119,7 @@ fn remove_returns_the_message_and_prunes_empty_nodes() {
     assert!(node_count(&t) > 1);
     assert_eq!(t.remove("a/b/c/d"), None);
     assert_eq!(t.remove("a/b/c"), Some(0));
-    assert_eq!(
-        t.get("a/b"),
-        Some(&1),
-        "parents stay while they hold messages"
-    );
+    assert_eq!(t.get("a/b"), Some(&1), "parents stay while they hold messages");
     assert_eq!(t.remove("a/b/c"), None);
     for (i, topic) in topics.iter().enumerate().skip(1) {
         assert_eq!(t.remove(topic), Some(i));

@@ -39,10 +39,7 @@ impl<K> Children<K> {
 
     pub(super) fn get_mut(&mut self, level: &str) -> Option<&mut Node<K>> {
         match self {
-            Children::Few(v) => v
-                .iter_mut()
-                .find(|(l, _)| **l == *level)
-                .map(|(_, n)| &mut **n),
+            Children::Few(v) => v.iter_mut().find(|(l, _)| **l == *level).map(|(_, n)| &mut **n),
             Children::Many(m) => m.get_mut(level).map(|n| &mut **n),
         }
     }

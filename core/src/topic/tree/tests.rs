@@ -143,9 +143,7 @@ fn a_key_matched_by_several_filters_appears_once_per_filter() {
 #[test]
 fn remove_returns_the_subscription_and_prunes_empty_nodes() {
     let mut t = SubscriptionTree::new();
-    let filters = [
-        "a/b/c", "a/b", "a/+/c", "a/#", "#", "+", "a//", "x/y/z/#", "$SYS/+",
-    ];
+    let filters = ["a/b/c", "a/b", "a/+/c", "a/#", "#", "+", "a//", "x/y/z/#", "$SYS/+"];
     for (i, f) in filters.iter().enumerate() {
         t.insert(f, None, i as u32, sub(0));
         t.insert(f, Some("g"), i as u32, sub(0));
@@ -198,17 +196,11 @@ fn many_subscribers_on_one_filter_survive_the_switch_to_a_map_and_back() {
     for k in (0..1000u32).rev() {
         t.insert("devices/+/status", None, k, sub(k));
     }
-    assert_eq!(
-        keys(&mut t, "devices/1/status"),
-        (0..1000).collect::<Vec<_>>()
-    );
+    assert_eq!(keys(&mut t, "devices/1/status"), (0..1000).collect::<Vec<_>>());
     for k in 10..1000u32 {
         assert_eq!(t.remove("devices/+/status", None, k), Some(sub(k)));
     }
-    assert_eq!(
-        keys(&mut t, "devices/1/status"),
-        (0..10).collect::<Vec<_>>()
-    );
+    assert_eq!(keys(&mut t, "devices/1/status"), (0..10).collect::<Vec<_>>());
     assert_eq!(t.len(), 10);
 }
 
@@ -220,17 +212,11 @@ fn wide_nodes_switch_to_a_hash_map_and_back_without_losing_children() {
     }
     t.insert("devices/+/telemetry", None, 5000, sub(0));
     for id in (0..1000u32).step_by(97) {
-        assert_eq!(
-            keys(&mut t, &format!("devices/{id}/telemetry")),
-            vec![id, 5000]
-        );
+        assert_eq!(keys(&mut t, &format!("devices/{id}/telemetry")), vec![id, 5000]);
     }
     // Remove down through the hash-map-to-Vec threshold, checking the survivors each step of the way.
     for id in 0..998u32 {
-        assert_eq!(
-            t.remove(&format!("devices/{id}/telemetry"), None, id),
-            Some(sub(id))
-        );
+        assert_eq!(t.remove(&format!("devices/{id}/telemetry"), None, id), Some(sub(id)));
         if id % 111 == 0 || id > 990 {
             assert_eq!(keys(&mut t, "devices/999/telemetry"), vec![999, 5000]);
             assert_eq!(keys(&mut t, &format!("devices/{id}/telemetry")), vec![5000]);
@@ -261,10 +247,7 @@ fn shared_group_round_robin_is_fair_4_8_2() {
         *counts.entry(out[0].key).or_default() += 1;
         order.push(out[0].key);
     }
-    assert_eq!(
-        counts.values().copied().collect::<Vec<_>>(),
-        vec![100, 100, 100]
-    );
+    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
     // Insertion order is the rotation order.
     assert_eq!(&order[..6], &[30, 10, 20, 30, 10, 20]);
 }
@@ -335,11 +318,7 @@ fn each_matching_group_and_filter_delivers_once_alongside_normal_subscribers() {
     let shared: Vec<u32> = out.iter().filter(|m| m.shared).map(|m| m.key).collect();
     let normal: Vec<u32> = out.iter().filter(|m| !m.shared).map(|m| m.key).collect();
     assert_eq!(normal, vec![1]);
-    assert_eq!(
-        shared.len(),
-        3,
-        "g1 on a/b, g2 on a/b, g1 on a/#: {shared:?}"
-    );
+    assert_eq!(shared.len(), 3, "g1 on a/b, g2 on a/b, g1 on a/#: {shared:?}");
     assert_eq!(t.len(), 5);
 }
 
@@ -505,10 +484,7 @@ fn random_filters_and_topics_agree_with_a_naive_matcher() {
                 want_groups,
                 "groups for {topic}"
             );
-            assert!(
-                picks.values().all(|&n| n == 1),
-                "one member per group for {topic}"
-            );
+            assert!(picks.values().all(|&n| n == 1), "one member per group for {topic}");
             normal += got.len();
             shared += picks.len();
         }
