@@ -2,7 +2,7 @@
 //! duplicate and range checks, and encoding.
 
 use super::error::{DecodeError, EncodeError};
-use super::primitive::{varint_len, Counter, Reader, Sink};
+use super::primitive::{Counter, Reader, Sink};
 use crate::packet::Properties;
 
 /// Which packet (or the will) a property block belongs to.
