@@ -12,6 +12,7 @@ mod error;
 pub mod generate;
 mod primitive;
 mod property;
+pub mod selfcheck;
 
 pub use decoder::Decoder;
 pub use encode::{encode, encoded_len};
