@@ -20,14 +20,44 @@ fn decoded(bytes: &[u8], version: Option<ProtocolVersion>) -> Packet {
 fn v311_connect_with_will_and_credentials() {
     // 3.1.1 section 3.1: "MQTT", level 4, flags: username, password, will retain, will QoS 1, will, clean session.
     let bytes: Vec<u8> = vec![
-        0x10, 0x24, // CONNECT, remaining length 36
-        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // protocol name and level
-        0b1110_1110, 0x00, 0x3C, // flags, keep alive 60
-        0x00, 0x03, b'c', b'i', b'd', // client id
-        0x00, 0x04, b'w', b'/', b't', b'p', // will topic
-        0x00, 0x03, b'b', b'y', b'e', // will payload
-        0x00, 0x04, b'u', b's', b'e', b'r', // user name
-        0x00, 0x02, b'p', b'w', // password
+        0x10,
+        0x24, // CONNECT, remaining length 36
+        0x00,
+        0x04,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        0x04, // protocol name and level
+        0b1110_1110,
+        0x00,
+        0x3C, // flags, keep alive 60
+        0x00,
+        0x03,
+        b'c',
+        b'i',
+        b'd', // client id
+        0x00,
+        0x04,
+        b'w',
+        b'/',
+        b't',
+        b'p', // will topic
+        0x00,
+        0x03,
+        b'b',
+        b'y',
+        b'e', // will payload
+        0x00,
+        0x04,
+        b'u',
+        b's',
+        b'e',
+        b'r', // user name
+        0x00,
+        0x02,
+        b'p',
+        b'w', // password
     ];
     let connect = Connect {
         protocol: ProtocolVersion::V3_1_1,
@@ -66,7 +96,8 @@ fn v31_connect_uses_mqisdp() {
 fn v5_connect_with_properties() {
     // MQTT 5.0 section 3.1.2.11: properties after keep alive; Session Expiry 0x11 = 120, Receive Maximum 0x21 = 20.
     let bytes: Vec<u8> = vec![
-        0x10, 0x17, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x1E, // fixed, name, level, flags, ka 30
+        0x10, 0x17, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00,
+        0x1E, // fixed, name, level, flags, ka 30
         0x08, 0x11, 0x00, 0x00, 0x00, 0x78, 0x21, 0x00, 0x14, // properties (length 8)
         0x00, 0x02, b'i', b'd', // client id
     ];
@@ -135,9 +166,15 @@ fn v5_puback_short_form_and_with_reason() {
     let success = Packet::PubAck(PubResponse::new(0x1234, ReasonCode::SUCCESS));
     assert_eq!(encoded(&success, ProtocolVersion::V5), vec![0x40, 0x02, 0x12, 0x34]);
     let no_subs = Packet::PubAck(PubResponse::new(1, ReasonCode::NO_MATCHING_SUBSCRIBERS));
-    assert_eq!(encoded(&no_subs, ProtocolVersion::V5), vec![0x40, 0x03, 0x00, 0x01, 0x10]);
+    assert_eq!(
+        encoded(&no_subs, ProtocolVersion::V5),
+        vec![0x40, 0x03, 0x00, 0x01, 0x10]
+    );
     // Section 3.4.2.1: remaining length 3 (reason without properties) decodes too.
-    assert_eq!(decoded(&[0x40, 0x03, 0x00, 0x01, 0x10], Some(ProtocolVersion::V5)), no_subs);
+    assert_eq!(
+        decoded(&[0x40, 0x03, 0x00, 0x01, 0x10], Some(ProtocolVersion::V5)),
+        no_subs
+    );
 }
 
 #[test]
@@ -152,7 +189,10 @@ fn v311_connack_return_codes() {
         session_present: true,
         ..Default::default()
     });
-    assert_eq!(encoded(&accepted, ProtocolVersion::V3_1_1), vec![0x20, 0x02, 0x01, 0x00]);
+    assert_eq!(
+        encoded(&accepted, ProtocolVersion::V3_1_1),
+        vec![0x20, 0x02, 0x01, 0x00]
+    );
 }
 
 #[test]
@@ -162,19 +202,29 @@ fn v311_acks_and_disconnect_have_no_reason_bytes() {
         properties: Properties::default(),
         reasons: vec![ReasonCode::GRANTED_QOS_1, ReasonCode::TOPIC_FILTER_INVALID],
     });
-    assert_eq!(encoded(&suback, ProtocolVersion::V3_1_1), vec![0x90, 0x04, 0x00, 0x02, 0x01, 0x80]);
+    assert_eq!(
+        encoded(&suback, ProtocolVersion::V3_1_1),
+        vec![0x90, 0x04, 0x00, 0x02, 0x01, 0x80]
+    );
     let unsuback = Packet::UnsubAck(UnsubAck {
         packet_id: 2,
         properties: Properties::default(),
         reasons: vec![ReasonCode::SUCCESS],
     });
-    assert_eq!(encoded(&unsuback, ProtocolVersion::V3_1_1), vec![0xB0, 0x02, 0x00, 0x02]);
+    assert_eq!(
+        encoded(&unsuback, ProtocolVersion::V3_1_1),
+        vec![0xB0, 0x02, 0x00, 0x02]
+    );
     let disconnect = Packet::Disconnect(Disconnect {
         reason: ReasonCode::SERVER_SHUTTING_DOWN,
         properties: Properties::default(),
     });
     assert_eq!(encoded(&disconnect, ProtocolVersion::V3_1_1), vec![0xE0, 0x00]);
-    assert_eq!(encoded(&disconnect, ProtocolVersion::V5), vec![0xE0, 0x01, 0x8B]);
+    assert_eq!(encoded(&disconnect, ProtocolVersion::V5), vec![0xE0, 0x02, 0x8B, 0x00]);
+    // Section 3.14.2.2.1: the short form without property length is valid input.
+    let mut decoder = Decoder::new(Some(ProtocolVersion::V5), 16);
+    decoder.feed(&[0xE0, 0x01, 0x8B]);
+    assert_eq!(decoder.next_packet().expect("decodes"), Some(disconnect));
 }
 
 #[test]

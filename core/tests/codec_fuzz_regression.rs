@@ -15,7 +15,12 @@ fn mutated_packet_streams_never_panic_and_round_trip() {
         let version = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5][round % 3];
         let mut bytes = BytesMut::new();
         let connect = generate::connect(&mut rng, version);
-        encode(&mqtt_core::packet::Packet::Connect(Box::new(connect)), version, &mut bytes).expect("encodes");
+        encode(
+            &mqtt_core::packet::Packet::Connect(Box::new(connect)),
+            version,
+            &mut bytes,
+        )
+        .expect("encodes");
         for _ in 0..rng.gen_range(0..5) {
             let packet = generate::packet(&mut rng, version);
             if !matches!(packet, mqtt_core::packet::Packet::Connect(_)) {
@@ -30,7 +35,10 @@ fn mutated_packet_streams_never_panic_and_round_trip() {
         let chunks: Vec<usize> = (0..4).map(|_| rng.gen_range(1..20)).collect();
         decoded_total += decode_reencode(None, &data, &chunks);
     }
-    assert!(decoded_total > 3000, "most mutated streams still decode something: {decoded_total}");
+    assert!(
+        decoded_total > 3000,
+        "most mutated streams still decode something: {decoded_total}"
+    );
 }
 
 #[test]

@@ -21,13 +21,19 @@ fn v311(bytes: &[u8]) -> DecodeError {
 #[test]
 fn reserved_fixed_header_flags_are_malformed_mqtt_2_1_3_1() {
     // PUBREL must have flags 0010.
-    assert!(matches!(v5(&[0x60, 0x02, 0x00, 0x01]), DecodeError::InvalidFixedHeaderFlags { .. }));
+    assert!(matches!(
+        v5(&[0x60, 0x02, 0x00, 0x01]),
+        DecodeError::InvalidFixedHeaderFlags { .. }
+    ));
     // SUBSCRIBE with flags 0000.
     let e = v5(&[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]);
     assert!(matches!(e, DecodeError::InvalidFixedHeaderFlags { .. }));
     assert_eq!(e.reason_code(), ReasonCode::MALFORMED_PACKET);
     // PINGREQ with a flag bit.
-    assert!(matches!(v311(&[0xC1, 0x00]), DecodeError::InvalidFixedHeaderFlags { .. }));
+    assert!(matches!(
+        v311(&[0xC1, 0x00]),
+        DecodeError::InvalidFixedHeaderFlags { .. }
+    ));
 }
 
 #[test]
@@ -42,7 +48,10 @@ fn dup_on_qos0_publish_is_malformed_mqtt_3_3_1_2() {
 
 #[test]
 fn zero_packet_identifier_is_rejected_mqtt_2_2_1_3() {
-    assert_eq!(v311(&[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00]), DecodeError::ZeroPacketId);
+    assert_eq!(
+        v311(&[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00]),
+        DecodeError::ZeroPacketId
+    );
     assert_eq!(v311(&[0x40, 0x02, 0x00, 0x00]), DecodeError::ZeroPacketId);
 }
 
@@ -55,24 +64,36 @@ fn wildcard_in_publish_topic_is_rejected_mqtt_3_3_2_2() {
 
 #[test]
 fn empty_publish_topic_is_invalid_in_v311_mqtt_4_7_3_1() {
-    assert!(matches!(v311(&[0x30, 0x02, 0x00, 0x00]), DecodeError::InvalidTopicName(_)));
+    assert!(matches!(
+        v311(&[0x30, 0x02, 0x00, 0x00]),
+        DecodeError::InvalidTopicName(_)
+    ));
 }
 
 #[test]
 fn null_character_in_string_is_malformed_mqtt_1_5_4_2() {
-    assert_eq!(v311(&[0x30, 0x05, 0x00, 0x03, b'a', 0x00, b'b']), DecodeError::NullCharacter);
+    assert_eq!(
+        v311(&[0x30, 0x05, 0x00, 0x03, b'a', 0x00, b'b']),
+        DecodeError::NullCharacter
+    );
 }
 
 #[test]
 fn ill_formed_utf8_and_surrogates_are_malformed_mqtt_1_5_4_1() {
     // 0xED 0xA0 0x80 would be U+D800, a surrogate.
-    assert_eq!(v311(&[0x30, 0x05, 0x00, 0x03, 0xED, 0xA0, 0x80]), DecodeError::InvalidUtf8);
+    assert_eq!(
+        v311(&[0x30, 0x05, 0x00, 0x03, 0xED, 0xA0, 0x80]),
+        DecodeError::InvalidUtf8
+    );
     assert_eq!(v311(&[0x30, 0x03, 0x00, 0x01, 0xFF]), DecodeError::InvalidUtf8);
 }
 
 #[test]
 fn variable_byte_integer_longer_than_four_bytes_is_malformed_mqtt_1_5_5_1() {
-    assert_eq!(v311(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), DecodeError::MalformedVariableInteger);
+    assert_eq!(
+        v311(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]),
+        DecodeError::MalformedVariableInteger
+    );
 }
 
 #[test]
@@ -103,54 +124,83 @@ fn truncated_fields_are_malformed() {
 
 #[test]
 fn connect_reserved_flag_is_malformed_mqtt_3_1_2_3() {
-    let e = decode(None, &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'a']).unwrap_err();
+    let e = decode(
+        None,
+        &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'a'],
+    )
+    .unwrap_err();
     assert_eq!(e, DecodeError::InvalidConnectFlags);
 }
 
 #[test]
 fn will_qos_without_will_flag_is_malformed_mqtt_3_1_2_11() {
-    let e = decode(None, &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x0A, 0, 60, 0, 1, b'a']).unwrap_err();
+    let e = decode(
+        None,
+        &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x0A, 0, 60, 0, 1, b'a'],
+    )
+    .unwrap_err();
     assert_eq!(e, DecodeError::InvalidConnectFlags);
 }
 
 #[test]
 fn will_retain_without_will_flag_is_malformed_mqtt_3_1_2_13() {
-    let e = decode(None, &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x22, 0, 60, 0, 1, b'a']).unwrap_err();
+    let e = decode(
+        None,
+        &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x22, 0, 60, 0, 1, b'a'],
+    )
+    .unwrap_err();
     assert_eq!(e, DecodeError::InvalidConnectFlags);
 }
 
 #[test]
 fn will_qos3_is_malformed_mqtt_3_1_2_12() {
-    let bytes = [0x10, 0x12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x1C, 0, 60, 0, 1, b'a', 0, 1, b't', 0, 0];
+    let bytes = [
+        0x10, 0x12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x1C, 0, 60, 0, 1, b'a', 0, 1, b't', 0, 0,
+    ];
     let e = decode(None, &bytes).unwrap_err();
     assert_eq!(e, DecodeError::InvalidQoS);
 }
 
 #[test]
 fn password_without_username_is_malformed_in_v311_mqtt_3_1_2_22() {
-    let bytes = [0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x42, 0, 60, 0, 1, b'a', 0, 1, b'p'];
+    let bytes = [
+        0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x42, 0, 60, 0, 1, b'a', 0, 1, b'p',
+    ];
     assert_eq!(decode(None, &bytes).unwrap_err(), DecodeError::InvalidConnectFlags);
     // MQTT 5 allows it (section 3.1.2.9).
-    let bytes = [0x10, 0x11, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x42, 0, 60, 0, 0, 1, b'a', 0, 1, b'p'];
+    let bytes = [
+        0x10, 0x11, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x42, 0, 60, 0, 0, 1, b'a', 0, 1, b'p',
+    ];
     assert!(decode(None, &bytes).is_ok());
 }
 
 #[test]
 fn unknown_protocol_name_is_rejected_mqtt_3_1_2_1() {
-    let e = decode(None, &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'X', 4, 0x02, 0, 60, 0, 1, b'a']).unwrap_err();
+    let e = decode(
+        None,
+        &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'X', 4, 0x02, 0, 60, 0, 1, b'a'],
+    )
+    .unwrap_err();
     assert_eq!(e, DecodeError::InvalidProtocolName);
 }
 
 #[test]
 fn unsupported_protocol_level_maps_to_0x84_mqtt_3_1_2_2() {
-    let e = decode(None, &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'a']).unwrap_err();
+    let e = decode(
+        None,
+        &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'a'],
+    )
+    .unwrap_err();
     assert_eq!(e, DecodeError::UnsupportedProtocolVersion(6));
     assert_eq!(e.reason_code(), ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
 }
 
 #[test]
 fn first_packet_must_be_connect_mqtt_3_1_0_1() {
-    assert_eq!(decode(None, &[0xC0, 0x00]).unwrap_err(), DecodeError::FirstPacketNotConnect);
+    assert_eq!(
+        decode(None, &[0xC0, 0x00]).unwrap_err(),
+        DecodeError::FirstPacketNotConnect
+    );
 }
 
 #[test]
@@ -165,25 +215,40 @@ fn unsubscribe_without_filters_is_malformed_mqtt_3_10_3_2() {
 
 #[test]
 fn reserved_subscription_option_bits_are_malformed_mqtt_3_8_3_5() {
-    assert_eq!(v5(&[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x40]), DecodeError::InvalidSubscriptionOptions);
+    assert_eq!(
+        v5(&[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x40]),
+        DecodeError::InvalidSubscriptionOptions
+    );
     // 3.1.1: bits 2-7 are reserved.
-    assert_eq!(v311(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x04]), DecodeError::InvalidSubscriptionOptions);
+    assert_eq!(
+        v311(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x04]),
+        DecodeError::InvalidSubscriptionOptions
+    );
 }
 
 #[test]
 fn retain_handling_3_is_rejected() {
-    assert_eq!(v5(&[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x30]), DecodeError::InvalidSubscriptionOptions);
+    assert_eq!(
+        v5(&[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x30]),
+        DecodeError::InvalidSubscriptionOptions
+    );
 }
 
 #[test]
 fn unknown_property_is_malformed() {
-    assert_eq!(v5(&[0x40, 0x05, 0x00, 0x01, 0x00, 0x01, 0x7F]), DecodeError::UnknownProperty(0x7F));
+    assert_eq!(
+        v5(&[0x40, 0x05, 0x00, 0x01, 0x00, 0x01, 0x7F]),
+        DecodeError::UnknownProperty(0x7F)
+    );
 }
 
 #[test]
 fn property_not_allowed_in_packet_is_rejected() {
     // Topic Alias (0x23) in PUBACK.
-    assert_eq!(v5(&[0x40, 0x07, 0x00, 0x01, 0x00, 0x03, 0x23, 0x00, 0x01]), DecodeError::PropertyNotAllowed(0x23));
+    assert_eq!(
+        v5(&[0x40, 0x07, 0x00, 0x01, 0x00, 0x03, 0x23, 0x00, 0x01]),
+        DecodeError::PropertyNotAllowed(0x23)
+    );
 }
 
 #[test]
@@ -203,7 +268,9 @@ fn topic_alias_zero_is_protocol_error_mqtt_3_3_2_8() {
 
 #[test]
 fn receive_maximum_zero_is_protocol_error() {
-    let bytes = [0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 3, 0x21, 0, 0, 0, 1, b'a'];
+    let bytes = [
+        0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 3, 0x21, 0, 0, 0, 1, b'a',
+    ];
     let e = decode(None, &bytes).unwrap_err();
     assert_eq!(e, DecodeError::InvalidPropertyValue(0x21));
 }
@@ -219,7 +286,10 @@ fn subscription_identifier_zero_is_protocol_error() {
 #[test]
 fn invalid_reason_code_for_packet_is_malformed() {
     // 0x04 is a DISCONNECT reason, not a PUBACK reason.
-    assert_eq!(v5(&[0x40, 0x03, 0x00, 0x01, 0x04]), DecodeError::InvalidReasonCode(0x04));
+    assert_eq!(
+        v5(&[0x40, 0x03, 0x00, 0x01, 0x04]),
+        DecodeError::InvalidReasonCode(0x04)
+    );
 }
 
 #[test]

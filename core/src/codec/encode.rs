@@ -126,20 +126,19 @@ fn write_body<S: Sink>(packet: &Packet, version: ProtocolVersion, s: &mut S) -> 
         Packet::PingReq | Packet::PingResp => Ok(()),
         Packet::Disconnect(disconnect) => {
             // Section 3.14.2.1: a Normal disconnection without properties may be sent with no variable header.
+            // When a reason code is written, the property length is written too (even 0): the spec allows leaving
+            // it out, but clients in the field (rumqttc 0.25) fail to parse a DISCONNECT without it.
             if v5 && (disconnect.reason != ReasonCode::NORMAL_DISCONNECTION || !disconnect.properties.is_empty()) {
                 s.put_u8(disconnect.reason.0);
-                if !disconnect.properties.is_empty() {
-                    property::encode(&disconnect.properties, s)?;
-                }
+                property::encode(&disconnect.properties, s)?;
             }
             Ok(())
         }
         Packet::Auth(auth) => {
+            // As for DISCONNECT, the property length accompanies the reason code.
             if auth.reason != ReasonCode::SUCCESS || !auth.properties.is_empty() {
                 s.put_u8(auth.reason.0);
-                if !auth.properties.is_empty() {
-                    property::encode(&auth.properties, s)?;
-                }
+                property::encode(&auth.properties, s)?;
             }
             Ok(())
         }
