@@ -1,0 +1,111 @@
+//! The deterministic simulator. One u64 seed determines everything: the workload, the broker configuration, the
+//! network's delays and chunking, and every fault. The real broker core runs single-threaded under a virtual
+//! clock; a reference model checks every delivery, and a liveness phase without faults checks that every promise
+//! was eventually kept (in the manner of TigerBeetle's VOPR).
+
+pub mod client;
+pub mod model;
+pub mod options;
+pub mod trace;
+pub mod world;
+
+use mqtt_core::broker::Config;
+pub use options::Options;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::fmt;
+use trace::Trace;
+use world::{Counts, World};
+
+/// How a run may be adjusted from the outside.
+#[derive(Debug, Clone, Default)]
+pub struct RunConfig {
+    /// Print the trace as it happens.
+    pub trace: bool,
+    /// Override the number of fault-phase steps.
+    pub steps: Option<usize>,
+    /// Plant a known bug in the core (vopr self-test).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<mqtt_core::broker::PlantedBug>,
+}
+
+/// What a passing run did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub options: Options,
+    pub counts: Counts,
+    pub deliveries: u64,
+    pub simulated_ms: u64,
+    pub trace_hash: u64,
+    pub trace_lines: u64,
+}
+
+/// A broken invariant, with what is needed to understand and reproduce it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seed: u64,
+    pub violation: String,
+    pub trace_tail: Vec<String>,
+    pub trace_hash: u64,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {} FAILED: {}", self.seed, self.violation)?;
+        writeln!(f, "last trace lines:")?;
+        for line in &self.trace_tail {
+            writeln!(f, "  {line}")?;
+        }
+        write!(f, "reproduce: cargo run -p sim -- --seed {} --trace", self.seed)
+    }
+}
+
+fn broker_config(options: &Options) -> Config {
+    Config {
+        receive_maximum: options.receive_maximum,
+        // Large enough that no message is dropped on purpose: every drop the checker sees is a bug.
+        max_queued_messages: 1_000_000,
+        max_packet_size: 1 << 20,
+        ..Config::default()
+    }
+}
+
+/// Runs one simulation.
+pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut options = Options::from_seed(seed, &mut rng);
+    if let Some(steps) = run_config.steps {
+        options.steps = steps;
+    }
+    #[allow(unused_mut)]
+    let mut config = broker_config(&options);
+    #[cfg(feature = "planted-bugs")]
+    {
+        config.planted_bug = run_config.planted_bug;
+    }
+    let mut world = World::new(options.clone(), rng, config, Trace::new(run_config.trace));
+    let outcome = (|| {
+        for _ in 0..world.opts.steps {
+            world.step()?;
+        }
+        world.settle(200_000)
+    })();
+    match outcome {
+        Ok(()) => Ok(Report {
+            seed,
+            options,
+            counts: world.counts.clone(),
+            deliveries: world.model.deliveries,
+            simulated_ms: world.now,
+            trace_hash: world.trace.hash(),
+            trace_lines: world.trace.lines(),
+        }),
+        Err(violation) => Err(Failure {
+            seed,
+            violation: violation.0,
+            trace_tail: world.trace.tail().cloned().collect(),
+            trace_hash: world.trace.hash(),
+        }),
+    }
+}
