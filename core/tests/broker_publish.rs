@@ -119,8 +119,10 @@ fn delivered_qos_is_minimum_of_publish_and_subscription_mqtt_3_8_4_8() {
 fn overlapping_subscriptions_deliver_once_with_max_qos_and_all_ids_mqtt_3_3_4_2_and_3() {
     let mut h = harness();
     let sub = connected(&mut h, v5("sub"));
-    let mut props = Properties::default();
-    props.subscription_identifiers = vec![1];
+    let mut props = Properties {
+        subscription_identifiers: vec![1],
+        ..Default::default()
+    };
     let opts0 = SubscriptionOptions::default();
     subscribe_packet(&mut h, sub, vec![("a/+".into(), opts0)], props.clone());
     props.subscription_identifiers = vec![2];
@@ -392,7 +394,7 @@ fn outbound_topic_aliases_are_used_when_client_allows() {
     let got = publishes(&mut h, sub);
     assert_eq!(got[0].topic, "t/a");
     let alias = got[0].properties.topic_alias.expect("alias set with the topic");
-    assert!(alias >= 1 && alias <= 2, "within the client's maximum [MQTT-3.3.2-7]");
+    assert!((1..=2).contains(&alias), "within the client's maximum [MQTT-3.3.2-7]");
     assert_eq!(got[1].topic, "");
     assert_eq!(got[1].properties.topic_alias, Some(alias));
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Where a client's own outgoing QoS 1/2 message stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
-    AwaitingAck(Publish),
+    AwaitingAck(Box<Publish>),
     AwaitingComp(u16),
 }
 
@@ -53,7 +53,13 @@ pub struct SimClient {
 }
 
 impl SimClient {
-    pub fn new(index: usize, version: ProtocolVersion, persistent: bool, shared_only: bool, receive_maximum: u16) -> Self {
+    pub fn new(
+        index: usize,
+        version: ProtocolVersion,
+        persistent: bool,
+        shared_only: bool,
+        receive_maximum: u16,
+    ) -> Self {
         SimClient {
             index,
             client_id: format!("sim-{index}"),
@@ -147,7 +153,7 @@ impl SimClient {
             .values()
             .map(|entry| match entry {
                 Outgoing::AwaitingAck(publish) => {
-                    let mut again = publish.clone();
+                    let mut again = (**publish).clone();
                     again.dup = true;
                     Packet::Publish(again)
                 }
@@ -163,13 +169,15 @@ impl SimClient {
             QoS::AtMostOnce => true,
             QoS::AtLeastOnce => {
                 self.unacked_in.insert(publish.packet_id);
-                self.pending_acks.push_back(Packet::PubAck(PubResponse::new(publish.packet_id, ReasonCode::SUCCESS)));
+                self.pending_acks
+                    .push_back(Packet::PubAck(PubResponse::new(publish.packet_id, ReasonCode::SUCCESS)));
                 true
             }
             QoS::ExactlyOnce => {
                 self.unacked_in.insert(publish.packet_id);
                 let new = self.incoming_qos2.insert(publish.packet_id);
-                self.pending_acks.push_back(Packet::PubRec(PubResponse::new(publish.packet_id, ReasonCode::SUCCESS)));
+                self.pending_acks
+                    .push_back(Packet::PubRec(PubResponse::new(publish.packet_id, ReasonCode::SUCCESS)));
                 new
             }
         }

@@ -29,6 +29,18 @@ pub struct RunConfig {
     pub planted_bug: Option<mqtt_core::broker::PlantedBug>,
 }
 
+impl RunConfig {
+    pub fn new(trace: bool, steps: Option<usize>) -> RunConfig {
+        // `..Default::default()` fills `planted_bug`, which exists only with the `planted-bugs` feature.
+        #[allow(clippy::needless_update)]
+        RunConfig {
+            trace,
+            steps,
+            ..Default::default()
+        }
+    }
+}
+
 /// What a passing run did.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -109,3 +121,18 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
         }),
     }
 }
+
+/// The planted bugs by their command-line names.
+#[cfg(feature = "planted-bugs")]
+pub fn planted_bug_named(name: &str) -> Option<mqtt_core::broker::PlantedBug> {
+    use mqtt_core::broker::PlantedBug;
+    match name {
+        "qos2-duplicate" => Some(PlantedBug::Qos2DuplicateDelivered),
+        "inflight-dropped" => Some(PlantedBug::InflightDroppedOnReconnect),
+        "plus-across-levels" => Some(PlantedBug::PlusMatchesAcrossLevels),
+        _ => None,
+    }
+}
+
+/// Every planted bug's name.
+pub const PLANTED_BUGS: &[&str] = &["qos2-duplicate", "inflight-dropped", "plus-across-levels"];

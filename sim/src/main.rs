@@ -16,6 +16,11 @@ struct Args {
     /// Number of fault-phase steps (default: chosen by the seed).
     #[arg(long)]
     steps: Option<usize>,
+    /// Plant a known bug in the core: qos2-duplicate, inflight-dropped, plus-across-levels (needs the
+    /// `planted-bugs` feature).
+    #[cfg(feature = "planted-bugs")]
+    #[arg(long)]
+    planted_bug: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -23,11 +28,18 @@ fn main() -> ExitCode {
     if !cfg!(debug_assertions) {
         eprintln!("note: built without debug assertions; fine for speed, but debug builds check more");
     }
-    let config = sim::RunConfig {
-        trace: args.trace,
-        steps: args.steps,
-        ..Default::default()
-    };
+    #[allow(unused_mut)]
+    let mut config = sim::RunConfig::new(args.trace, args.steps);
+    #[cfg(feature = "planted-bugs")]
+    if let Some(name) = &args.planted_bug {
+        match sim::planted_bug_named(name) {
+            Some(bug) => config.planted_bug = Some(bug),
+            None => {
+                eprintln!("unknown planted bug '{name}'");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let started = Instant::now();
     match sim::run(args.seed, &config) {
         Ok(report) => {

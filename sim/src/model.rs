@@ -208,7 +208,10 @@ impl Model {
         let retained_ok = publish.retain
             && self.ever_retained.contains(&id)
             && client_filters.iter().any(|f| {
-                let plain = parse_shared_subscription(f).ok().flatten().map_or(f.as_str(), |s| s.filter);
+                let plain = parse_shared_subscription(f)
+                    .ok()
+                    .flatten()
+                    .map_or(f.as_str(), |s| s.filter);
                 matches(plain, &publish.topic)
             });
         if expected.is_none() && !shared && !retained_ok {
@@ -235,15 +238,23 @@ impl Model {
         *count += 1;
         let published_qos = self.messages.get(&id).map(|m| m.qos);
         if *count > 1 && publish.qos == QoS::ExactlyOnce && !shared {
-            return Err(Violation(format!("client {client} got QoS 2 message {id} twice [MQTT-4.3.3]")));
+            return Err(Violation(format!(
+                "client {client} got QoS 2 message {id} twice [MQTT-4.3.3]"
+            )));
         }
         if *count > 1 && published_qos == Some(QoS::AtMostOnce) {
-            return Err(Violation(format!("client {client} got QoS 0 message {id} twice [MQTT-4.3.1]")));
+            return Err(Violation(format!(
+                "client {client} got QoS 0 message {id} twice [MQTT-4.3.1]"
+            )));
         }
         // [MQTT-4.6.0-6]: per publisher and topic, QoS 1/2 messages arrive in the order the broker received them.
         let order = self.owed_order.get(&key).copied();
-        if let (Some(info), Some(order), QoS::AtLeastOnce | QoS::ExactlyOnce) = (self.messages.get(&id), order, publish.qos) {
-            if *count == 1 {
+        if let (Some(info), Some(order), QoS::AtLeastOnce | QoS::ExactlyOnce) =
+            (self.messages.get(&id), order, publish.qos)
+        {
+            // A message that expired in a queue and was then published again (a QoS 1 resend) legitimately
+            // arrives out of order.
+            if *count == 1 && !info.expires {
                 let order_key = (client, epoch, info.publisher, info.topic.clone());
                 if self.last_order.get(&order_key).is_some_and(|&last| order < last) {
                     return Err(Violation(format!(

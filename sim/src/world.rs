@@ -18,11 +18,21 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[derive(Debug)]
 enum Event {
-    ToBroker { conn: ConnectionId, data: Vec<u8> },
-    ToClient { conn: ConnectionId, data: Bytes },
+    ToBroker {
+        conn: ConnectionId,
+        data: Vec<u8>,
+    },
+    ToClient {
+        conn: ConnectionId,
+        data: Bytes,
+    },
     /// The broker's close reached the client.
-    ClientSeesClose { conn: ConnectionId },
-    Writable { conn: ConnectionId },
+    ClientSeesClose {
+        conn: ConnectionId,
+    },
+    Writable {
+        conn: ConnectionId,
+    },
 }
 
 /// One transport connection as the network sees it.
@@ -82,10 +92,18 @@ impl World {
         let broker_seed = rng.gen();
         let clients = (0..opts.clients)
             .map(|i| {
-                let version = if rng.gen_bool(opts.v5_share) { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
+                let version = if rng.gen_bool(opts.v5_share) {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V3_1_1
+                };
                 let persistent = rng.gen_bool(opts.persistent_share);
                 let shared_only = opts.shared && version.is_v5() && rng.gen_bool(0.3);
-                let receive_maximum = if version.is_v5() { opts.client_receive_maximum } else { u16::MAX };
+                let receive_maximum = if version.is_v5() {
+                    opts.client_receive_maximum
+                } else {
+                    u16::MAX
+                };
                 SimClient::new(i, version, persistent, shared_only, receive_maximum)
             })
             .collect();
@@ -155,7 +173,10 @@ impl World {
         match output {
             Output::Transmit { conn, data } => {
                 let delay = self.delay();
-                let link = self.links.get_mut(&conn).ok_or_else(|| Violation(format!("transmit to unknown {conn:?}")))?;
+                let link = self
+                    .links
+                    .get_mut(&conn)
+                    .ok_or_else(|| Violation(format!("transmit to unknown {conn:?}")))?;
                 if link.closed_by_broker {
                     return Err(Violation(format!("transmit on {conn:?} after the broker closed it")));
                 }
@@ -190,7 +211,10 @@ impl World {
             return;
         }
         // A will exists only once the broker processed the CONNECT that carried it.
-        let armed = self.clients[client].armed_will.take().filter(|id| self.model.wills.get(id) == Some(&WillState::Armed));
+        let armed = self.clients[client]
+            .armed_will
+            .take()
+            .filter(|id| self.model.wills.get(id) == Some(&WillState::Armed));
         if let Some(id) = armed {
             if normal {
                 self.model.wills.insert(id, WillState::Discarded);
@@ -274,7 +298,11 @@ impl World {
         }
         let mut offset = 0;
         while offset < data.len() {
-            let size = if self.opts.chunking { self.rng.gen_range(1..=data.len() - offset) } else { data.len() };
+            let size = if self.opts.chunking {
+                self.rng.gen_range(1..=data.len() - offset)
+            } else {
+                data.len()
+            };
             let chunk = &data[offset..offset + size];
             offset += size;
             let mut packets = Vec::new();
@@ -433,15 +461,20 @@ impl World {
             }
             Packet::PubAck(ack) => {
                 let c = &mut self.clients[client];
-                if matches!(c.outgoing.get(&ack.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::AtLeastOnce) {
+                if matches!(c.outgoing.get(&ack.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::AtLeastOnce)
+                {
                     c.outgoing.remove(&ack.packet_id);
                 }
             }
             Packet::PubRec(rec) => {
                 let c = &mut self.clients[client];
-                if matches!(c.outgoing.get(&rec.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::ExactlyOnce) {
+                if matches!(c.outgoing.get(&rec.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::ExactlyOnce)
+                {
                     c.outgoing.insert(rec.packet_id, Outgoing::AwaitingComp(rec.packet_id));
-                    self.send(client, Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)));
+                    self.send(
+                        client,
+                        Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)),
+                    );
                 }
             }
             Packet::PubComp(comp) => {
@@ -480,7 +513,9 @@ impl World {
         let pending: Vec<(u64, u64)> = self
             .queue
             .iter()
-            .filter(|(_, e)| matches!(e, Event::ToBroker { conn: c, .. } | Event::ToClient { conn: c, .. } if *c == conn))
+            .filter(
+                |(_, e)| matches!(e, Event::ToBroker { conn: c, .. } | Event::ToClient { conn: c, .. } if *c == conn),
+            )
             .map(|(k, _)| *k)
             .collect();
         let mut prefix = None;
@@ -575,7 +610,10 @@ impl World {
     fn client_action(&mut self, client: usize) -> Result<(), Violation> {
         let Some(conn) = self.clients[client].conn else {
             // Reconnect only once the broker is done with the previous connection (no takeover in this model).
-            let previous_open = self.links.values().any(|l| l.client == Some(client) && !l.closed_by_broker);
+            let previous_open = self
+                .links
+                .values()
+                .any(|l| l.client == Some(client) && !l.closed_by_broker);
             if !previous_open && (self.faults || self.rng.gen_bool(0.5)) {
                 let will = self.opts.wills && self.rng.gen_bool(0.5);
                 self.connect(client, will)?;
@@ -620,7 +658,11 @@ impl World {
         let retain = self.opts.retained && self.rng.gen_bool(0.15);
         let clear = retain && self.rng.gen_bool(0.1);
         let seq = c.next_seq;
-        let payload = if clear { Bytes::new() } else { Bytes::from(format!("m{client}:{seq} payload")) };
+        let payload = if clear {
+            Bytes::new()
+        } else {
+            Bytes::from(format!("m{client}:{seq} payload"))
+        };
         let mut properties = Properties::default();
         if c.version.is_v5() {
             if self.opts.expiry && self.rng.gen_bool(0.2) {
@@ -632,7 +674,11 @@ impl World {
         }
         let c = &mut self.clients[client];
         c.next_seq += 1;
-        let packet_id = if qos == QoS::AtMostOnce { 0 } else { c.allocate_packet_id() };
+        let packet_id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            c.allocate_packet_id()
+        };
         let publish = Publish {
             dup: false,
             qos,
@@ -643,7 +689,8 @@ impl World {
             payload,
         };
         if qos != QoS::AtMostOnce {
-            c.outgoing.insert(packet_id, Outgoing::AwaitingAck(publish.clone()));
+            c.outgoing
+                .insert(packet_id, Outgoing::AwaitingAck(Box::new(publish.clone())));
         }
         self.counts.published += 1;
         self.send(client, Packet::Publish(publish));
@@ -653,7 +700,11 @@ impl World {
         let base = FILTERS[self.rng.gen_range(0..FILTERS.len())];
         let c = &self.clients[client];
         let v5 = c.version.is_v5();
-        let filter = if c.shared_only { format!("$share/g{}/{base}", self.rng.gen_range(0..2)) } else { base.into() };
+        let filter = if c.shared_only {
+            format!("$share/g{}/{base}", self.rng.gen_range(0..2))
+        } else {
+            base.into()
+        };
         let max_qos = if self.opts.qos2 { 2 } else { 1 };
         let mut options = SubscriptionOptions {
             qos: QoS::from_u8(self.rng.gen_range(0..=max_qos)).unwrap_or_default(),
@@ -762,27 +813,48 @@ impl World {
         while quiet_rounds < 5 {
             steps += 1;
             if steps > budget {
-                return Err(Violation(format!("liveness: the system did not settle within {budget} steps")));
+                return Err(Violation(format!(
+                    "liveness: the system did not settle within {budget} steps"
+                )));
             }
-            if !self.queue.is_empty() {
+            if let Some((_, event)) = self.queue.first_key_value() {
+                // Keep-alive traffic is not progress.
+                let ping = matches!(event, Event::ToBroker { data, .. } if data[..] == [0xC0, 0x00])
+                    || matches!(event, Event::ToClient { data, .. } if data[..] == [0xD0, 0x00]);
                 self.next_event()?;
+                if !ping {
+                    quiet_rounds = 0;
+                }
                 continue;
             }
             let mut idle = true;
             for client in 0..self.clients.len() {
-                let previous_open = self.links.values().any(|l| l.client == Some(client) && !l.closed_by_broker);
+                let previous_open = self
+                    .links
+                    .values()
+                    .any(|l| l.client == Some(client) && !l.closed_by_broker);
                 if self.clients[client].conn.is_none() && !previous_open {
                     self.connect(client, false)?;
                     idle = false;
                 } else if !self.clients[client].pending_acks.is_empty() {
                     self.flush_acks(client);
                     idle = false;
+                } else if self.clients[client].connacked
+                    && self.now.saturating_sub(self.clients[client].last_sent_ms) > 20_000
+                {
+                    // Keep alive, as a real client does while idle [MQTT-3.1.2-20].
+                    self.send(client, Packet::PingReq);
                 }
             }
             if idle {
-                quiet_rounds += 1;
                 self.now += 1_000;
                 self.fire_timers()?;
+                // A timer that produced work (a will, say) means the system is not quiet yet.
+                let pings_only = self
+                    .queue
+                    .values()
+                    .all(|e| matches!(e, Event::ToBroker { data, .. } if data[..] == [0xC0, 0x00]));
+                quiet_rounds = if pings_only { quiet_rounds + 1 } else { 0 };
             } else {
                 quiet_rounds = 0;
             }
@@ -834,7 +906,9 @@ impl World {
         }
         for (topic, id) in &got {
             if !self.model.retained.contains_key(topic) && !expiring(id) {
-                return Err(Violation(format!("broker retains {id} on '{topic}', the model holds nothing there")));
+                return Err(Violation(format!(
+                    "broker retains {id} on '{topic}', the model holds nothing there"
+                )));
             }
         }
         Ok(())

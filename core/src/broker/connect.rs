@@ -503,7 +503,7 @@ impl Broker {
             .inflight
             .iter()
             .map(|entry| match entry.state {
-                super::session::InflightState::AwaitingPubComp => {
+                super::session::Awaiting::PubComp => {
                     Packet::PubRel(crate::packet::PubResponse::new(entry.packet_id, ReasonCode::SUCCESS))
                 }
                 _ => Packet::Publish(entry.delivery.to_publish(entry.packet_id, true, self.now)),

@@ -3,7 +3,7 @@
 
 use super::message::{Delivery, Message};
 use super::planted::PlantedBugKind;
-use super::session::{Inflight, InflightState, SessionKey};
+use super::session::{Awaiting, Inflight, SessionKey};
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::topic::TopicMatch;
@@ -243,9 +243,9 @@ impl Broker {
             let publish = delivery.to_publish(packet_id, false, self.now);
             outbuf_len += publish.payload.len() + publish.topic.len();
             let state = if delivery.qos == QoS::AtLeastOnce {
-                InflightState::AwaitingPubAck
+                Awaiting::PubAck
             } else {
-                InflightState::AwaitingPubRec
+                Awaiting::PubRec
             };
             session.inflight.push_back(Inflight {
                 packet_id,
@@ -306,7 +306,7 @@ impl Broker {
         };
         let expected = self.sessions.get(&key).and_then(|s| {
             s.inflight_position(ack.packet_id)
-                .filter(|&i| s.inflight[i].state == InflightState::AwaitingPubAck)
+                .filter(|&i| s.inflight[i].state == Awaiting::PubAck)
         });
         if expected.is_some() {
             self.complete_inflight(key, ack.packet_id);
@@ -328,7 +328,7 @@ impl Broker {
             self.send(conn, &Packet::PubRel(PubResponse::new(rec.packet_id, reason)));
             return;
         };
-        if session.inflight[position].state == InflightState::AwaitingPubAck {
+        if session.inflight[position].state == Awaiting::PubAck {
             self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "PUBREC for a QoS 1 message");
             return;
         }
@@ -337,7 +337,7 @@ impl Broker {
             self.pump(key);
             return;
         }
-        session.inflight[position].state = InflightState::AwaitingPubComp;
+        session.inflight[position].state = Awaiting::PubComp;
         self.send(
             conn,
             &Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)),
@@ -350,7 +350,7 @@ impl Broker {
         };
         let expected = self.sessions.get(&key).and_then(|s| {
             s.inflight_position(comp.packet_id)
-                .filter(|&i| s.inflight[i].state == InflightState::AwaitingPubComp)
+                .filter(|&i| s.inflight[i].state == Awaiting::PubComp)
         });
         if expected.is_some() {
             self.complete_inflight(key, comp.packet_id);

@@ -13,20 +13,22 @@ pub struct SessionKey(pub u64);
 
 /// Where an outgoing QoS 1/2 message stands in its acknowledgement flow [MQTT-4.3.2], [MQTT-4.3.3].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InflightState {
+// The variants are named after the packets awaited, as the spec names them.
+#[allow(clippy::enum_variant_names)]
+pub enum Awaiting {
     /// QoS 1 sent, waiting for PUBACK.
-    AwaitingPubAck,
+    PubAck,
     /// QoS 2 sent, waiting for PUBREC.
-    AwaitingPubRec,
+    PubRec,
     /// QoS 2 PUBREL sent, waiting for PUBCOMP.
-    AwaitingPubComp,
+    PubComp,
 }
 
 #[derive(Debug, Clone)]
 pub struct Inflight {
     pub packet_id: u16,
     pub delivery: Delivery,
-    pub state: InflightState,
+    pub state: Awaiting,
 }
 
 /// A will waiting for its Will Delay Interval to pass after the connection closed [MQTT-3.1.3-9].

@@ -32,7 +32,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if session.connection.is_some() || !session.pending_will.as_ref().is_some_and(|w| w.publish_at <= now) {
+        if session.connection.is_some() || session.pending_will.as_ref().is_none_or(|w| w.publish_at > now) {
             return;
         }
         if let Some(pending) = session.pending_will.take() {
