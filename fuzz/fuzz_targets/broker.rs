@@ -1,0 +1,160 @@
+//! The broker core fed an arbitrary sequence of events: connections opening and closing, raw bytes, valid packets
+//! of every kind (so the fuzzer gets past CONNECT), time passing, slow readers. It must never panic, never emit
+//! output for a connection it does not know or has closed, and only ever send decodable bytes.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use mqtt_core::broker::{Broker, Config, ConnectionId, Input, Output};
+use mqtt_core::codec::{encode, generate, Decoder};
+use mqtt_core::packet::{Packet, ProtocolVersion};
+use mqtt_core::time::Time;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Open,
+    Close { conn: u8 },
+    Connect { conn: u8, v5: bool, client: u8 },
+    Packet { conn: u8, seed: u64 },
+    Raw { conn: u8, bytes: Vec<u8> },
+    Advance { ms: u32 },
+    Blocked { conn: u8 },
+    Writable { conn: u8 },
+    Shutdown,
+}
+
+struct Peer {
+    version: ProtocolVersion,
+    decoder: Decoder,
+    /// Decodes what the peer sent, to learn which protocol version the broker will answer in.
+    shadow: Decoder,
+    /// The first CONNECT fixed the version; later ones (protocol errors) do not change it.
+    locked: bool,
+    closed: bool,
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    let config = Config {
+        max_packet_size: 4096,
+        receive_maximum: 4,
+        max_queued_messages: 16,
+        max_outbuf_bytes: 2048,
+        ..Config::default()
+    };
+    let mut broker = Broker::new(config, 7);
+    let mut now = Time::ZERO;
+    let mut peers: BTreeMap<ConnectionId, Peer> = BTreeMap::new();
+    let mut next = 0u64;
+    let pick = |peers: &BTreeMap<ConnectionId, Peer>, n: u8| -> Option<ConnectionId> {
+        if peers.is_empty() {
+            return None;
+        }
+        peers.keys().nth(usize::from(n) % peers.len()).copied()
+    };
+    for op in ops.into_iter().take(200) {
+        let mut bytes = BytesMut::new();
+        let input = match op {
+            Op::Open => {
+                next += 1;
+                let conn = ConnectionId(next);
+                let version = ProtocolVersion::V5;
+                peers.insert(
+                    conn,
+                    Peer {
+                        version,
+                        decoder: Decoder::new(Some(version), usize::MAX),
+                        shadow: Decoder::new(None, 4096),
+                        locked: false,
+                        closed: false,
+                    },
+                );
+                Input::Opened { conn, peer: SocketAddr::from(([127, 0, 0, 1], 1)) }
+            }
+            Op::Close { conn } => match pick(&peers, conn) {
+                Some(conn) => Input::Closed { conn },
+                None => continue,
+            },
+            Op::Connect { conn, v5, client } => {
+                let Some(conn) = pick(&peers, conn) else { continue };
+                let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
+                let connect = mqtt_core::harness::connect_packet(version, &format!("c{}", client % 4));
+                let _ = encode(&Packet::Connect(Box::new(connect)), version, &mut bytes);
+                Input::Received { conn, data: &bytes }
+            }
+            Op::Packet { conn, seed } => {
+                let Some(conn) = pick(&peers, conn) else { continue };
+                let version = peers.get(&conn).map_or(ProtocolVersion::V5, |p| p.version);
+                let packet = generate::packet(&mut ChaCha8Rng::seed_from_u64(seed), version);
+                let _ = encode(&packet, version, &mut bytes);
+                Input::Received { conn, data: &bytes }
+            }
+            Op::Raw { conn, bytes: raw } => {
+                let Some(conn) = pick(&peers, conn) else { continue };
+                bytes.extend_from_slice(&raw);
+                Input::Received { conn, data: &bytes }
+            }
+            Op::Advance { ms } => {
+                now = now + std::time::Duration::from_millis(u64::from(ms % 200_000));
+                Input::Tick
+            }
+            Op::Blocked { conn } => match pick(&peers, conn) {
+                Some(conn) => Input::WriteBlocked { conn },
+                None => continue,
+            },
+            Op::Writable { conn } => match pick(&peers, conn) {
+                Some(conn) => Input::Writable { conn },
+                None => continue,
+            },
+            Op::Shutdown => Input::Shutdown,
+        };
+        if let Input::Received { conn, data } = &input {
+            if let Some(peer) = peers.get_mut(conn).filter(|p| !p.locked) {
+                peer.shadow.feed(data);
+                let unsupported = loop {
+                    match peer.shadow.next_packet() {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break false,
+                        Err(e) => break matches!(e, mqtt_core::codec::DecodeError::UnsupportedProtocolVersion(_)),
+                    }
+                };
+                // An unknown protocol level is answered in 3.1.1 form [MQTT-3.1.2-2].
+                let answer = if unsupported { Some(ProtocolVersion::V3_1_1) } else { peer.shadow.attempted_version() };
+                if let Some(version) = answer {
+                    peer.locked = true;
+                    peer.version = version;
+                    peer.decoder.set_version(version);
+                }
+            }
+        }
+        let closed_by_driver = match &input {
+            Input::Closed { conn } => Some(*conn),
+            _ => None,
+        };
+        broker.handle_input(now, input);
+        if let Some(conn) = closed_by_driver {
+            peers.remove(&conn);
+        }
+        while let Some(output) = broker.poll_output() {
+            match output {
+                Output::Transmit { conn, data } => {
+                    let peer = peers.get_mut(&conn).expect("transmit for a connection the driver opened");
+                    assert!(!peer.closed, "transmit after close");
+                    peer.decoder.feed(&data);
+                    while let Some(_packet) = peer.decoder.next_packet().expect("the broker sends valid packets") {}
+                }
+                Output::Close { conn } => {
+                    let peer = peers.get_mut(&conn).expect("close for a connection the driver opened");
+                    peer.closed = true;
+                }
+                Output::Event(_) => {}
+            }
+        }
+        // Closed connections are gone for good; the driver would never mention them again.
+        peers.retain(|_, peer| !peer.closed);
+    }
+});
