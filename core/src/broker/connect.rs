@@ -152,10 +152,7 @@ impl Broker {
             self.refuse_connect(conn, ReasonCode::PROTOCOL_ERROR, "bad AUTH during CONNECT");
             return;
         }
-        let client_id = connection.client_id.clone().unwrap_or_default();
-        let decision =
-            self.authenticator
-                .continue_auth(&client_id, &method, auth.properties.authentication_data.as_deref());
+        let decision = self.continue_auth(conn, &method, &auth);
         match decision {
             AuthDecision::Allow { data } => {
                 let pending = self.connections.get_mut(&conn).and_then(|c| c.pending_connect.take());
@@ -192,10 +189,7 @@ impl Broker {
             );
             return;
         }
-        let client_id = connection.client_id.clone().unwrap_or_default();
-        let decision =
-            self.authenticator
-                .continue_auth(&client_id, &method, auth.properties.authentication_data.as_deref());
+        let decision = self.continue_auth(conn, &method, &auth);
         match decision {
             AuthDecision::Allow { data } => self.send_auth(conn, ReasonCode::SUCCESS, Some(method), data),
             AuthDecision::Continue { data } => {
@@ -203,6 +197,17 @@ impl Broker {
             }
             AuthDecision::Deny(reason) => self.disconnect_with(conn, reason, "re-authentication failed"),
         }
+    }
+
+    /// One step of an enhanced authentication exchange, answered by the authenticator.
+    fn continue_auth(&mut self, conn: ConnectionId, method: &str, auth: &Auth) -> AuthDecision {
+        let client_id = self
+            .connections
+            .get(&conn)
+            .and_then(|c| c.client_id.clone())
+            .unwrap_or_default();
+        self.authenticator
+            .continue_auth(&client_id, method, auth.properties.authentication_data.as_deref())
     }
 
     fn send_auth(&mut self, conn: ConnectionId, reason: ReasonCode, method: Option<String>, data: Option<Bytes>) {
