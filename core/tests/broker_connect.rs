@@ -302,3 +302,29 @@ fn unsupported_protocol_level_is_refused_and_closed_mqtt_3_1_2_2() {
     );
     assert!(h.is_closed(conn));
 }
+
+#[test]
+fn response_information_is_returned_only_when_requested_mqtt_3_1_2_28() {
+    let mut h = harness();
+    let (_, plain) = connect_ok(&mut h, v5("a"));
+    assert_eq!(plain.properties.response_information, None);
+    let mut asking = v5("b");
+    asking.properties.request_response_information = Some(1);
+    let (_, connack) = connect_ok(&mut h, asking);
+    assert_eq!(connack.properties.response_information.as_deref(), Some("response/b/"));
+}
+
+#[test]
+fn server_disconnect_carries_a_reason_string() {
+    let mut h = harness();
+    let mut connect = v5("a");
+    connect.keep_alive = 1;
+    let conn = connected(&mut h, connect);
+    h.advance(Duration::from_secs(2));
+    let packets = h.recv_all(conn);
+    let reason_string = packets.iter().find_map(|p| match p {
+        Packet::Disconnect(d) => d.properties.reason_string.clone(),
+        _ => None,
+    });
+    assert_eq!(reason_string.as_deref(), Some("keep alive timeout"));
+}

@@ -112,7 +112,10 @@ impl Broker {
         let connack = ConnAck {
             session_present: false,
             reason,
-            properties: Properties::default(),
+            properties: Properties {
+                reason_string: Some(text.to_string()),
+                ..Default::default()
+            },
         };
         self.send(conn, &Packet::ConnAck(connack));
         let text = format!("{text} ({reason})");
@@ -291,6 +294,11 @@ impl Broker {
             }
             if expiry != requested_expiry {
                 properties.session_expiry_interval = Some(expiry);
+            }
+            // [MQTT-3.1.2-28]: Response Information only when asked for. The broker suggests a per-client
+            // response topic prefix; it is a convention, not enforced.
+            if connect.properties.request_response_information == Some(1) {
+                properties.response_information = Some(format!("response/{client_id}/"));
             }
             if let Some(method) = connect.properties.authentication_method.clone() {
                 properties.authentication_method = Some(method);

@@ -326,11 +326,7 @@ impl Broker {
             .get(&conn)
             .is_some_and(|c| c.is_v5() && matches!(c.phase, Phase::Connected | Phase::Authenticating));
         if is_v5_connected {
-            let disconnect = Disconnect {
-                reason,
-                ..Default::default()
-            };
-            self.send(conn, &Packet::Disconnect(disconnect));
+            self.send(conn, &Packet::Disconnect(disconnect_packet(reason, text)));
         }
         let text = format!("{text} ({reason})");
         self.close_connection(conn, WillPolicy::Publish, &text);
@@ -445,11 +441,7 @@ impl Broker {
             .get(&conn)
             .is_some_and(|c| c.is_v5() && c.phase == Phase::Connected);
         if is_v5_connected {
-            let disconnect = Disconnect {
-                reason,
-                ..Default::default()
-            };
-            self.send(conn, &Packet::Disconnect(disconnect));
+            self.send(conn, &Packet::Disconnect(disconnect_packet(reason, text)));
         }
         self.close_connection(conn, will, text);
     }
@@ -494,6 +486,17 @@ impl Broker {
         } else {
             self.timers.arm(deadline, Timer::KeepAlive(conn));
         }
+    }
+}
+
+/// A server DISCONNECT with a Reason String saying why, for the client's logs (section 3.14.2.2.3).
+fn disconnect_packet(reason: ReasonCode, text: &str) -> Disconnect {
+    Disconnect {
+        reason,
+        properties: crate::packet::Properties {
+            reason_string: Some(text.to_string()),
+            ..Default::default()
+        },
     }
 }
 
