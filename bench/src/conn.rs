@@ -1,0 +1,76 @@
+//! The connection test: many idle clients, spread over loopback source addresses (127.0.0.x) to stay clear of
+//! ephemeral port exhaustion; reports the connect rate and, given the broker's pid, memory per connection.
+
+use crate::wire;
+use socket2::{Domain, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+pub struct ConnResults {
+    pub connections: usize,
+    pub seconds: f64,
+    pub rss_before_kb: Option<u64>,
+    pub rss_after_kb: Option<u64>,
+}
+
+impl ConnResults {
+    pub fn per_second(&self) -> f64 {
+        self.connections as f64 / self.seconds.max(1e-9)
+    }
+
+    pub fn bytes_per_connection(&self) -> Option<f64> {
+        let (before, after) = (self.rss_before_kb?, self.rss_after_kb?);
+        Some(after.saturating_sub(before) as f64 * 1024.0 / self.connections.max(1) as f64)
+    }
+}
+
+/// Resident set size of a process, from /proc.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reports the open-file limit, which bounds how many connections this process can open (raise it with
+/// `ulimit -n` before a large run).
+pub fn report_fd_limit() {
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+        if let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) {
+            eprintln!("mqtt-bench: {}", line.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+}
+
+fn connect_from(source: Ipv4Addr, broker: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect(&broker.into())?;
+    Ok(socket.into())
+}
+
+pub fn run(broker: SocketAddr, count: usize, broker_pid: Option<u32>, hold: Duration) -> io::Result<ConnResults> {
+    let rss_before_kb = broker_pid.and_then(rss_kb);
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(count);
+    for i in 0..count {
+        // Up to 20,000 connections per source address.
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8);
+        let mut stream = connect_from(source, broker)?;
+        wire::handshake(&mut stream, &format!("idle-{i}"))?;
+        streams.push(stream);
+        if (i + 1) % 5_000 == 0 {
+            eprintln!("mqtt-bench: {} connections", i + 1);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    std::thread::sleep(hold);
+    let rss_after_kb = broker_pid.and_then(rss_kb);
+    drop(streams);
+    Ok(ConnResults {
+        connections: count,
+        seconds,
+        rss_before_kb,
+        rss_after_kb,
+    })
+}

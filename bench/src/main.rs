@@ -1,0 +1,147 @@
+//! mqtt-bench: bounded load against any MQTT broker on this machine. Progress on stderr, one summary line (or JSON
+//! with `--json`) on stdout.
+
+mod conn;
+mod wire;
+mod workload;
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    FanIn,
+    FanOut,
+    Pairs,
+    Conn,
+}
+
+#[derive(Parser)]
+#[command(about = "Load generator for MQTT brokers: throughput, latency, connections, memory")]
+struct Args {
+    /// Broker address (loopback).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: SocketAddr,
+    #[arg(long, value_enum, default_value = "fan-in")]
+    workload: Kind,
+    /// Publishers (fan-in, pairs), subscribers (fan-out) or connections (conn).
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// Payload bytes (at least 20: timestamp, publisher, sequence).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Messages per second per publisher (default: unlimited).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// QoS 1/2 messages each publisher keeps in flight.
+    #[arg(long, default_value_t = 64)]
+    inflight: u64,
+    /// The broker's pid, to report its resident memory.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rss = || args.broker_pid.and_then(conn::rss_kb);
+    let shape = match args.workload {
+        Kind::FanIn => workload::Shape::FanIn,
+        Kind::FanOut => workload::Shape::FanOut,
+        Kind::Pairs => workload::Shape::Pairs,
+        Kind::Conn => {
+            conn::report_fd_limit();
+            return match conn::run(args.broker, args.clients, args.broker_pid, Duration::from_secs(2)) {
+                Ok(r) => {
+                    let per_conn = r.bytes_per_connection().map_or("null".into(), |b| format!("{b:.0}"));
+                    if args.json {
+                        println!(
+                            "{{\"workload\":\"conn\",\"connections\":{},\"connect_per_sec\":{:.0},\"bytes_per_connection\":{per_conn},\"rss_kb\":{}}}",
+                            r.connections,
+                            r.per_second(),
+                            r.rss_after_kb.unwrap_or(0)
+                        );
+                    } else {
+                        println!(
+                            "conn: {} connections in {:.2}s ({:.0}/s), broker memory per connection {per_conn} bytes",
+                            r.connections,
+                            r.seconds,
+                            r.per_second()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mqtt-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let w = workload::Workload {
+        broker: args.broker,
+        shape,
+        clients: args.clients,
+        qos: args.qos.min(2),
+        payload: args.payload,
+        duration: Duration::from_secs(args.duration),
+        rate: args.rate,
+        inflight: args.inflight.max(1),
+    };
+    eprintln!(
+        "mqtt-bench: {:?} x{} qos{} {}B for {}s against {}",
+        shape, w.clients, w.qos, w.payload, args.duration, w.broker
+    );
+    match workload::run(&w) {
+        Ok(r) => {
+            let rss_kb = rss().unwrap_or(0);
+            if args.json {
+                println!(
+                    "{{\"workload\":\"{shape:?}\",\"clients\":{},\"qos\":{},\"payload\":{},\"sent\":{},\"received\":{},\"lost\":{},\"duplicates\":{},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"rss_kb\":{rss_kb}}}",
+                    w.clients,
+                    w.qos,
+                    w.payload,
+                    r.sent,
+                    r.received,
+                    r.lost(),
+                    r.duplicates,
+                    r.msgs_per_sec(),
+                    r.msgs_per_sec() * w.payload as f64 / 1e6,
+                    r.p50_us,
+                    r.p99_us,
+                    r.p999_us,
+                    r.max_us
+                );
+            } else {
+                println!(
+                    "{shape:?} qos{}: {:.0} msg/s received ({:.2} MB/s), latency p50 {}us p99 {}us p99.9 {}us max {}us, sent {} received {} lost {} dup {}",
+                    w.qos,
+                    r.msgs_per_sec(),
+                    r.msgs_per_sec() * w.payload as f64 / 1e6,
+                    r.p50_us,
+                    r.p99_us,
+                    r.p999_us,
+                    r.max_us,
+                    r.sent,
+                    r.received,
+                    r.lost(),
+                    r.duplicates
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Throughput and latency workloads: fan-in, fan-out and pairs, at QoS 0, 1 or 2. Every payload carries its send
+//! time (nanoseconds since the run's start, one clock for every thread of this process), the publisher and a
+//! sequence number, so subscribers measure end-to-end latency and count losses and duplicates.
+
+use crate::wire::{self, Reader};
+use hdrhistogram::Histogram;
+use std::io::{self, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// N publishers to one subscriber.
+    FanIn,
+    /// One publisher to N subscribers.
+    FanOut,
+    /// N publishers, each to its own subscriber.
+    Pairs,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub broker: SocketAddr,
+    pub shape: Shape,
+    pub clients: usize,
+    pub qos: u8,
+    pub payload: usize,
+    pub duration: Duration,
+    /// Messages per second per publisher; `None` = as fast as the window allows.
+    pub rate: Option<u64>,
+    /// Unacknowledged QoS 1/2 messages a publisher keeps in flight.
+    pub inflight: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Results {
+    pub sent: u64,
+    pub received: u64,
+    pub expected: u64,
+    pub duplicates: u64,
+    pub seconds: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl Results {
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.received as f64 / self.seconds.max(1e-9)
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.expected
+            .saturating_sub(self.received.saturating_sub(self.duplicates))
+    }
+}
+
+const HEADER: usize = 20;
+
+fn now_ns(start: Instant) -> u64 {
+    start.elapsed().as_nanos() as u64
+}
+
+struct Topics {
+    publish: Vec<String>,
+    /// (filter, publishers whose messages this subscriber should get)
+    subscribe: Vec<(String, usize)>,
+}
+
+fn topics(shape: Shape, n: usize) -> Topics {
+    match shape {
+        Shape::FanIn => Topics {
+            publish: (0..n).map(|i| format!("bench/in/{i}")).collect(),
+            subscribe: vec![("bench/in/+".into(), n)],
+        },
+        Shape::FanOut => Topics {
+            publish: vec!["bench/out".into()],
+            subscribe: (0..n).map(|_| ("bench/out".into(), 1)).collect(),
+        },
+        Shape::Pairs => Topics {
+            publish: (0..n).map(|i| format!("bench/pair/{i}")).collect(),
+            subscribe: (0..n).map(|i| (format!("bench/pair/{i}"), 1)).collect(),
+        },
+    }
+}
+
+struct SubscriberOutcome {
+    received: u64,
+    duplicates: u64,
+    histogram: Histogram<u64>,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+fn subscriber(
+    w: &Workload,
+    id: usize,
+    filter: &str,
+    ready: &Barrier,
+    stop: &AtomicBool,
+    start: Instant,
+) -> io::Result<SubscriberOutcome> {
+    let mut stream = TcpStream::connect(w.broker)?;
+    stream.set_nodelay(true)?;
+    wire::handshake(&mut stream, &format!("bench-sub-{id}"))?;
+    stream.write_all(&wire::subscribe(1, filter, w.qos))?;
+    let mut reader = Reader::new(stream.try_clone()?);
+    while reader.next()?.kind() != 9 {}
+    ready.wait();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(io::Error::other)?;
+    let (mut received, mut duplicates, mut first_ns, mut last_ns) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_seq: Vec<u64> = Vec::new();
+    let mut writer = BufWriter::new(stream.try_clone()?);
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut idle_since_stop = 0;
+    loop {
+        let frame = match reader.next() {
+            Ok(frame) => frame,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                writer.flush()?;
+                if stop.load(Ordering::Relaxed) {
+                    idle_since_stop += 1;
+                    if idle_since_stop >= 5 {
+                        break;
+                    }
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match frame.kind() {
+            3 => {
+                let qos = (frame.first >> 1) & 3;
+                let Some((_, packet_id, payload)) = frame.publish() else {
+                    continue;
+                };
+                if payload.len() >= HEADER {
+                    let sent = u64::from_be_bytes(payload[0..8].try_into().unwrap_or_default());
+                    let publisher = u32::from_be_bytes(payload[8..12].try_into().unwrap_or_default()) as usize;
+                    let seq = u64::from_be_bytes(payload[12..20].try_into().unwrap_or_default());
+                    let now = now_ns(start);
+                    let _ = histogram.record(((now.saturating_sub(sent)) / 1000).max(1));
+                    if received == 0 {
+                        first_ns = now;
+                    }
+                    last_ns = now;
+                    received += 1;
+                    if last_seq.len() <= publisher {
+                        last_seq.resize(publisher + 1, 0);
+                    }
+                    if seq <= last_seq[publisher] {
+                        duplicates += 1;
+                    } else {
+                        last_seq[publisher] = seq;
+                    }
+                }
+                match qos {
+                    1 => writer.write_all(&wire::ack(0x40, packet_id))?,
+                    2 => writer.write_all(&wire::ack(0x50, packet_id))?,
+                    _ => {}
+                }
+            }
+            6 => {
+                if let Some(id) = frame.packet_id() {
+                    writer.write_all(&wire::ack(0x70, id))?;
+                }
+            }
+            _ => {}
+        }
+        // Acknowledge as soon as the buffered batch is handled, so the broker's inflight window keeps moving.
+        if !reader.has_frame() {
+            writer.flush()?;
+        }
+    }
+    let _ = stream.write_all(&wire::DISCONNECT);
+    Ok(SubscriberOutcome {
+        received,
+        duplicates,
+        histogram,
+        first_ns,
+        last_ns,
+    })
+}
+
+fn publisher(
+    w: &Workload,
+    id: usize,
+    topic: &str,
+    ready: &Barrier,
+    start: Instant,
+    sent_total: &AtomicU64,
+) -> io::Result<u64> {
+    let stream = TcpStream::connect(w.broker)?;
+    stream.set_nodelay(true)?;
+    let mut handshake_stream = stream.try_clone()?;
+    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"))?;
+    let writer = Arc::new(Mutex::new(BufWriter::new(stream.try_clone()?)));
+    let acked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    // Acknowledgements are read on their own thread so the window refills while we write.
+    let ack_thread = {
+        let (acked, done, writer) = (Arc::clone(&acked), Arc::clone(&done), Arc::clone(&writer));
+        let mut reader = Reader::new(stream.try_clone()?);
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let Ok(frame) = reader.next() else { continue };
+                match frame.kind() {
+                    4 | 7 => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    5 => {
+                        if let (Some(id), Ok(mut w)) = (frame.packet_id(), writer.lock()) {
+                            let _ = w.write_all(&wire::ack(0x62, id));
+                            let _ = w.flush();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    ready.wait();
+    let mut payload = vec![0u8; w.payload.max(HEADER)];
+    payload[8..12].copy_from_slice(&(id as u32).to_be_bytes());
+    let began = Instant::now();
+    let interval = w.rate.map(|r| Duration::from_nanos(1_000_000_000 / r.max(1)));
+    let mut seq = 0u64;
+    let mut packet_id = 0u16;
+    while began.elapsed() < w.duration {
+        if w.qos > 0 {
+            while seq - acked.load(Ordering::Relaxed) >= w.inflight {
+                if let Ok(mut guard) = writer.lock() {
+                    guard.flush()?;
+                }
+                if began.elapsed() >= w.duration + Duration::from_secs(5) {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        seq += 1;
+        packet_id = if packet_id == u16::MAX { 1 } else { packet_id + 1 };
+        payload[0..8].copy_from_slice(&now_ns(start).to_be_bytes());
+        payload[12..20].copy_from_slice(&seq.to_be_bytes());
+        let bytes = wire::publish(topic, w.qos, packet_id, &payload);
+        if let Ok(mut guard) = writer.lock() {
+            guard.write_all(&bytes)?;
+            if seq.is_multiple_of(16) || interval.is_some() {
+                guard.flush()?;
+            }
+        }
+        if let Some(interval) = interval {
+            let due = interval * (seq as u32);
+            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    if let Ok(mut guard) = writer.lock() {
+        guard.flush()?;
+    }
+    let drain = Instant::now();
+    while w.qos > 0 && acked.load(Ordering::Relaxed) < seq && drain.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = ack_thread.join();
+    if let Ok(mut guard) = writer.lock() {
+        let _ = guard.write_all(&wire::DISCONNECT);
+        let _ = guard.flush();
+    }
+    sent_total.fetch_add(seq, Ordering::Relaxed);
+    Ok(seq)
+}
+
+/// Runs one workload; bounded by `duration` plus a few seconds of draining.
+pub fn run(w: &Workload) -> io::Result<Results> {
+    let plan = topics(w.shape, w.clients.max(1));
+    let start = Instant::now();
+    let ready = Barrier::new(plan.publish.len() + plan.subscribe.len());
+    let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let outcomes = std::thread::scope(|scope| {
+        let subs: Vec<_> = plan
+            .subscribe
+            .iter()
+            .enumerate()
+            .map(|(i, (filter, _))| {
+                let (ready, stop) = (&ready, &stop);
+                scope.spawn(move || subscriber(w, i, filter, ready, stop, start))
+            })
+            .collect();
+        let pubs: Vec<_> = plan
+            .publish
+            .iter()
+            .enumerate()
+            .map(|(i, topic)| {
+                let (ready, sent) = (&ready, &sent);
+                scope.spawn(move || publisher(w, i, topic, ready, start, sent))
+            })
+            .collect();
+        let mut errors = Vec::new();
+        for handle in pubs {
+            match handle.join() {
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(io::Error::other("publisher thread panicked")),
+                Ok(Ok(_)) => {}
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let subs: Vec<_> = subs.into_iter().map(|h| h.join()).collect();
+        (subs, errors)
+    });
+    let (subs, mut errors) = outcomes;
+    if let Some(e) = errors.pop() {
+        return Err(e);
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(io::Error::other)?;
+    let (mut received, mut duplicates, mut first, mut last) = (0, 0, u64::MAX, 0);
+    for sub in subs {
+        let sub = sub.map_err(|_| io::Error::other("subscriber thread panicked"))??;
+        received += sub.received;
+        duplicates += sub.duplicates;
+        let _ = histogram.add(&sub.histogram);
+        if sub.received > 0 {
+            first = first.min(sub.first_ns);
+            last = last.max(sub.last_ns);
+        }
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    // Fan-out copies every message to each subscriber; fan-in and pairs deliver each message once.
+    let expected = match w.shape {
+        Shape::FanOut => sent * plan.subscribe.len() as u64,
+        Shape::FanIn | Shape::Pairs => sent,
+    };
+    Ok(Results {
+        sent,
+        received,
+        expected,
+        duplicates,
+        seconds: last.saturating_sub(first) as f64 / 1e9,
+        p50_us: histogram.value_at_quantile(0.50),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+        max_us: histogram.max(),
+    })
+}
