@@ -3,7 +3,7 @@
 
 use crate::wire;
 use socket2::{Domain, Socket, Type};
-use std::io;
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ pub fn report_fd_limit() {
 
 fn connect_from(source: Ipv4Addr, broker: SocketAddr) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    // Ports of an earlier run still in TIME_WAIT must not block binding a new source port.
+    socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     socket.connect(&broker.into())?;
     Ok(socket.into())
@@ -66,6 +68,12 @@ pub fn run(broker: SocketAddr, count: usize, broker_pid: Option<u32>, hold: Dura
     let seconds = started.elapsed().as_secs_f64();
     std::thread::sleep(hold);
     let rss_after_kb = broker_pid.and_then(rss_kb);
+    // DISCONNECT first so the broker closes each connection: the TIME_WAIT state then stays on its side instead
+    // of holding our source ports for the next run.
+    for stream in &mut streams {
+        let _ = stream.write_all(&wire::DISCONNECT);
+    }
+    std::thread::sleep(Duration::from_millis(500));
     drop(streams);
     Ok(ConnResults {
         connections: count,
