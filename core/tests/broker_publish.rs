@@ -471,3 +471,20 @@ fn slow_consumer_drops_qos0_but_keeps_qos1_queued() {
     let expected: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
     assert_eq!(qos1, expected, "every QoS 1 message arrives, in order");
 }
+
+#[test]
+fn alias_is_not_established_by_a_publish_dropped_for_size() {
+    let mut h = harness();
+    let mut connect = v5("sub");
+    connect.properties.topic_alias_maximum = Some(2);
+    connect.properties.maximum_packet_size = Some(60);
+    let sub = connected(&mut h, connect);
+    subscribe(&mut h, sub, "t/a", QoS::AtMostOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t/a", &"x".repeat(100), QoS::AtMostOnce, 0);
+    publish(&mut h, publisher, "t/a", "small", QoS::AtMostOnce, 0);
+    let got = publishes(&mut h, sub);
+    assert_eq!(payloads(&got), vec!["small"]);
+    // The first PUBLISH the client sees on this topic must carry the topic itself [MQTT-3.3.2-12].
+    assert_eq!(got[0].topic, "t/a");
+}

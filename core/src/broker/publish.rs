@@ -266,7 +266,8 @@ impl Broker {
     /// Sends a PUBLISH to a connection, using an outbound topic alias when the client allows them. Returns false
     /// when the packet exceeds the client's Maximum Packet Size and was dropped.
     pub(super) fn send_publish(&mut self, conn: ConnectionId, mut publish: Publish) -> bool {
-        if let Some(connection) = self.connections.get_mut(&conn) {
+        let mut new_alias = None;
+        if let Some(connection) = self.connections.get(&conn) {
             let maximum = connection.client_topic_alias_maximum;
             if maximum > 0 && !publish.topic.is_empty() {
                 if let Some(alias) = connection.outbound_aliases.get(&publish.topic) {
@@ -275,14 +276,18 @@ impl Broker {
                 } else if connection.outbound_aliases.len() < usize::from(maximum) {
                     // [MQTT-3.3.2-12]: the alias is set by sending it along with the topic once.
                     let alias = connection.outbound_aliases.len() as u16 + 1;
-                    connection.outbound_aliases.insert(publish.topic.clone(), alias);
                     publish.properties.topic_alias = Some(alias);
+                    new_alias = Some((publish.topic.clone(), alias));
                 }
             }
         }
         let sent = self.send(conn, &Packet::Publish(publish));
         if sent {
             self.stats.messages_sent += 1;
+            // Only a PUBLISH that went out establishes its alias: one dropped (too large for the client) did not.
+            if let (Some((topic, alias)), Some(connection)) = (new_alias, self.connections.get_mut(&conn)) {
+                connection.outbound_aliases.insert(topic, alias);
+            }
         }
         sent
     }
