@@ -488,3 +488,26 @@ fn alias_is_not_established_by_a_publish_dropped_for_size() {
     // The first PUBLISH the client sees on this topic must carry the topic itself [MQTT-3.3.2-12].
     assert_eq!(got[0].topic, "t/a");
 }
+
+#[test]
+fn queue_keeps_moving_after_a_message_too_large_for_the_client_is_dropped() {
+    let mut h = harness();
+    let mut connect = v5("sub");
+    connect.properties.receive_maximum = Some(1);
+    connect.properties.maximum_packet_size = Some(60);
+    let sub = connected(&mut h, connect);
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "first", QoS::AtLeastOnce, 1);
+    publish(&mut h, publisher, "t", &"x".repeat(100), QoS::AtLeastOnce, 2);
+    publish(&mut h, publisher, "t", "third", QoS::AtLeastOnce, 3);
+    let first = publishes(&mut h, sub);
+    assert_eq!(payloads(&first), vec!["first"]);
+    // Acknowledging the first lets the oversized one be dropped [MQTT-3.1.2-25], and the window must then move on
+    // to the third without waiting for anything else.
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse::new(first[0].packet_id, ReasonCode::SUCCESS)),
+    );
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["third"]);
+}

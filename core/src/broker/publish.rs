@@ -216,14 +216,21 @@ impl Broker {
     /// Moves queued QoS 1/2 messages into the inflight window while the client's Receive Maximum
     /// [MQTT-3.3.4-9], the broker's inflight cap and the output buffer allow.
     pub(super) fn pump(&mut self, key: SessionKey) {
+        // A message dropped as too large for the client frees its window slot at once, so go round again until
+        // a pass sends everything it took (otherwise the rest of the queue would wait for an unrelated event).
+        while self.pump_once(key) {}
+    }
+
+    /// One pass of `pump`; returns true when a message was dropped and the window has room again.
+    fn pump_once(&mut self, key: SessionKey) -> bool {
         let Some(session) = self.sessions.get_mut(&key) else {
-            return;
+            return false;
         };
         let Some(conn) = session.connection else {
-            return;
+            return false;
         };
         let Some(connection) = self.connections.get(&conn) else {
-            return;
+            return false;
         };
         let window = usize::from(connection.client_receive_maximum.min(self.config.max_inflight).max(1));
         let mut to_send = Vec::new();
@@ -254,13 +261,16 @@ impl Broker {
             });
             to_send.push(publish);
         }
+        let mut dropped = false;
         for publish in to_send {
             let packet_id = publish.packet_id;
             if !self.send_publish(conn, publish) {
                 // Too large for the client: behave as if it had been delivered [MQTT-3.1.2-25].
                 self.complete_inflight(key, packet_id);
+                dropped = true;
             }
         }
+        dropped
     }
 
     /// Sends a PUBLISH to a connection, using an outbound topic alias when the client allows them. Returns false
