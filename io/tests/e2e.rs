@@ -452,3 +452,68 @@ fn connects_and_disconnects_are_logged() {
         broker.log_text()
     );
 }
+
+/// Fan-in at QoS 1 into a subscriber slower than its publishers, with a tiny session queue: every acknowledged
+/// message arrives, in order per publisher (MQTT-4.6.0-2), because the broker holds PUBACKs instead of dropping.
+#[test]
+fn slow_subscriber_loses_no_acknowledged_message_under_fan_in() {
+    const PUBLISHERS: usize = 4;
+    const PER_PUBLISHER: u32 = 400;
+    let broker = BrokerProcess::start(&["--max-queued-messages", "4", "--max-inflight", "2"]);
+    let (sub, sub_events) = connect4(opts4(&broker, "e2e-slow-sub"));
+    subscribe4(&sub, &sub_events, "e2e/fanin/+", QoS::AtLeastOnce);
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (client, events) = connect4(opts4(&broker, &format!("e2e-fanin-{p}")));
+        let topic = format!("e2e/fanin/{p}");
+        let sender = client.clone();
+        std::thread::spawn(move || {
+            for seq in 0..PER_PUBLISHER {
+                if sender
+                    .publish(topic.as_str(), QoS::AtLeastOnce, false, seq.to_be_bytes().to_vec())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        publishers.push((client, events));
+    }
+    let mut next_seq = [0u32; PUBLISHERS];
+    let mut received = 0;
+    while received < PUBLISHERS * PER_PUBLISHER as usize {
+        let Some(publish) = next_publish_within(&sub_events, WAIT) else {
+            panic!("stalled after {received} messages: {next_seq:?}");
+        };
+        let p: usize = publish
+            .topic
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("publisher index");
+        let seq = u32::from_be_bytes(publish.payload[..4].try_into().expect("4-byte payload"));
+        // QoS 1 may repeat a message, never skip one.
+        assert!(seq <= next_seq[p], "publisher {p}: got {seq}, expected {}", next_seq[p]);
+        if seq == next_seq[p] {
+            next_seq[p] += 1;
+            received += 1;
+        }
+        if received % 100 == 0 {
+            // Be slow now and then, so the queue fills.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(next_seq, [PER_PUBLISHER; PUBLISHERS]);
+    // Every publisher got all its PUBACKs.
+    for (p, (_, events)) in publishers.iter().enumerate() {
+        let mut acks = 0;
+        while acks < PER_PUBLISHER {
+            match wait_for(events, WAIT, |e| {
+                matches!(e, Ok(Event::Incoming(Packet::PubAck(_)))).then_some(())
+            }) {
+                Some(()) => acks += 1,
+                None => panic!("publisher {p}: only {acks} PUBACKs"),
+            }
+        }
+    }
+}

@@ -10,8 +10,9 @@ pub struct Config {
     pub receive_maximum: u16,
     /// Upper bound on QoS 1/2 messages in flight towards one client, whatever Receive Maximum it asked for.
     pub max_inflight: u16,
-    /// Messages queued for one session (online or offline) before the queue-full policy applies: QoS 0 messages are
-    /// dropped, QoS 1/2 messages beyond it are dropped and counted.
+    /// QoS 1/2 messages queued for one session beyond its inflight window. For an online session a full queue holds
+    /// publishers back: their PUBLISH is acknowledged only once it fits (see `flow`), so nothing acknowledged is
+    /// dropped. An offline session cannot drain, so what does not fit its queue is dropped and counted.
     pub max_queued_messages: usize,
     /// Bytes of encoded output held for one connection that is not reading; past this QoS 0 messages to it are
     /// dropped and QoS 1/2 messages stay queued in its session.

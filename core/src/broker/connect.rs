@@ -434,6 +434,8 @@ impl Broker {
             }
             self.timers.arm(at, Timer::SessionExpiry(key));
         }
+        // Offline, the session no longer holds up publishers: what does not fit its queue is dropped.
+        self.note_queue_drained(key);
         if let Some(will) = publish_now {
             self.publish_will(will);
         }
@@ -462,6 +464,7 @@ impl Broker {
             self.remove_from_tree(filter, key);
         }
         self.stats.messages_dropped += session.queue.len() as u64;
+        self.woken.extend(session.waiters);
         if let Some(pending) = session.pending_will {
             self.publish_will(pending.will);
         }

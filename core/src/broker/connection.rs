@@ -1,11 +1,13 @@
 //! Per-connection state: the decoder, the negotiated limits of both sides, topic aliases, and buffered output.
 
+use super::flow::HeldPublish;
 use super::session::SessionKey;
 use crate::codec::Decoder;
 use crate::hash::HashMap;
 use crate::packet::ProtocolVersion;
 use crate::time::Time;
 use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 /// Where a connection stands in the protocol.
@@ -58,6 +60,9 @@ pub struct Connection {
     pub auth_method: Option<String>,
     /// The CONNECT waiting for an enhanced authentication exchange to finish.
     pub pending_connect: Option<Box<crate::packet::Connect>>,
+    /// QoS 1/2 PUBLISHes received but not yet acknowledged because a subscriber's queue was full, in arrival order
+    /// (see `flow`).
+    pub held: VecDeque<HeldPublish>,
 }
 
 impl Connection {
@@ -83,6 +88,7 @@ impl Connection {
             request_problem_information: true,
             auth_method: None,
             pending_connect: None,
+            held: VecDeque::new(),
         }
     }
 

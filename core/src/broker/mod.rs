@@ -10,6 +10,7 @@ mod auth;
 mod config;
 mod connect;
 mod connection;
+mod flow;
 mod message;
 mod planted;
 mod publish;
@@ -37,7 +38,7 @@ use connection::{Connection, Phase};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use session::Session;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use timer::{Timer, Timers};
@@ -124,6 +125,10 @@ pub struct Broker {
     dirty: Vec<ConnectionId>,
     /// Reused buffer for topic matches, so routing does not allocate per message.
     match_buffer: Vec<TopicMatch<SessionKey>>,
+    /// Reused buffer for the deliveries of one message.
+    plan_buffer: Vec<(SessionKey, Delivery)>,
+    /// Connections whose held PUBLISHes may now fit, retried at the end of the current input (see `flow`).
+    woken: BTreeSet<ConnectionId>,
     /// Connections past CONNACK, for the connection limit.
     connected_clients: usize,
     stats: Stats,
@@ -152,6 +157,8 @@ impl Broker {
             outputs: VecDeque::new(),
             dirty: Vec::new(),
             match_buffer: Vec::new(),
+            plan_buffer: Vec::new(),
+            woken: BTreeSet::new(),
             connected_clients: 0,
             stats: Stats::default(),
         }
@@ -187,6 +194,7 @@ impl Broker {
             Input::Tick => self.fire_timers(),
             Input::Shutdown => self.shutdown(),
         }
+        self.release_woken();
     }
 
     /// The next thing the driver must do; drain until `None` after every input.

@@ -5,7 +5,7 @@ use super::Broker;
 #[cfg(feature = "planted-bugs")]
 use super::{message::Delivery, message::Message, session::SessionKey};
 #[cfg(feature = "planted-bugs")]
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 /// Mirrors `config::PlantedBug` but exists without the feature, so call sites need no `cfg`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Broker {
         &mut self,
         message: &Arc<Message>,
         publisher: Option<SessionKey>,
-        per_session: &mut BTreeMap<SessionKey, Delivery>,
+        plan: &mut Vec<(SessionKey, Delivery)>,
     ) {
         if self.config.planted_bug != Some(super::config::PlantedBug::PlusMatchesAcrossLevels) {
             return;
@@ -50,7 +50,7 @@ impl Broker {
             return;
         };
         for (key, session) in &self.sessions {
-            if per_session.contains_key(key) || publisher == Some(*key) {
+            if plan.iter().any(|(k, _)| k == key) || publisher == Some(*key) {
                 continue;
             }
             let wrongly_matches = session
@@ -58,7 +58,7 @@ impl Broker {
                 .iter()
                 .find(|(filter, _)| filter.ends_with('+') && naive_match(filter, parent));
             if let Some((_, subscription)) = wrongly_matches {
-                per_session.insert(
+                plan.push((
                     *key,
                     Delivery {
                         message: Arc::clone(message),
@@ -66,7 +66,7 @@ impl Broker {
                         retain: false,
                         subscription_ids: subscription.identifier.into_iter().collect(),
                     },
-                );
+                ));
             }
         }
     }

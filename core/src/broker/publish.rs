@@ -1,17 +1,14 @@
 //! PUBLISH in both directions: receipt (topic aliases, QoS 1/2 receive flows, retain), routing to matching
 //! sessions, queueing and the inflight window towards each client, and the acknowledgements.
 
+use super::flow::HeldPublish;
 use super::message::{Delivery, Message};
 use super::planted::PlantedBugKind;
 use super::session::{Awaiting, Inflight, SessionKey};
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::topic::TopicMatch;
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Topics under this prefix are the broker's own; clients cannot publish there.
-const SYS_PREFIX: &str = "$SYS";
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnectionId, publish: Publish) {
@@ -21,7 +18,6 @@ impl Broker {
         let Some(key) = connection.session else {
             return;
         };
-        let v5 = connection.is_v5();
 
         // Topic Alias [MQTT-3.3.2-8..12].
         let topic = match publish.properties.topic_alias {
@@ -63,80 +59,90 @@ impl Broker {
 
         let packet_id = publish.packet_id;
         let qos = publish.qos;
-        if qos == QoS::ExactlyOnce {
+        if qos != QoS::AtMostOnce {
             let Some(session) = self.sessions.get(&key) else {
                 return;
             };
-            if session.incoming_qos2.contains(&packet_id) && !self.planted(PlantedBugKind::Qos2DuplicateDelivered) {
+            if qos == QoS::ExactlyOnce
+                && session.incoming_qos2.contains(&packet_id)
+                && !self.planted(PlantedBugKind::Qos2DuplicateDelivered)
+            {
                 // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing.
                 self.send(conn, &Packet::PubRec(PubResponse::new(packet_id, ReasonCode::SUCCESS)));
                 return;
             }
-            // Section 3.3.4: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
-            if session.incoming_qos2.len() >= usize::from(self.config.receive_maximum) {
+            if self.is_held(conn, packet_id) {
+                // A retransmission of a PUBLISH still held for a full queue: the held copy will be acknowledged.
+                return;
+            }
+            // Section 3.3.4: more unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum [MQTT-3.3.4-7]
+            // (held ones are unacknowledged too).
+            let unacknowledged = session.incoming_qos2.len() + self.held_count(conn);
+            if unacknowledged >= usize::from(self.config.receive_maximum) {
                 self.protocol_error(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
                 return;
             }
         }
-        self.stats.messages_received += 1;
-
-        let reason = if topic.starts_with(SYS_PREFIX) {
-            ReasonCode::NOT_AUTHORIZED
-        } else {
-            let message = Arc::new(Message::from_publish(publish, topic, self.now));
-            let matched = self.publish_message(message, Some(key));
-            if matched == 0 && v5 {
-                ReasonCode::NO_MATCHING_SUBSCRIBERS
-            } else {
-                ReasonCode::SUCCESS
-            }
+        let message = Arc::new(Message::from_publish(publish, topic, self.now));
+        let held = HeldPublish {
+            packet_id,
+            qos,
+            message,
         };
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                self.send(conn, &Packet::PubAck(PubResponse::new(packet_id, reason)));
-            }
-            QoS::ExactlyOnce => {
-                if !reason.is_error() {
-                    if let Some(session) = self.sessions.get_mut(&key) {
-                        session.incoming_qos2.insert(packet_id);
-                    }
-                }
-                self.send(conn, &Packet::PubRec(PubResponse::new(packet_id, reason)));
-            }
-        }
+        self.receive_publish(conn, key, held);
     }
 
-    /// Stores or clears the retained message and routes `message` to every matching session. `publisher` is the
-    /// publishing session (for No Local), `None` for wills and `$SYS`. Returns the number of sessions it went to.
-    pub(super) fn publish_message(&mut self, message: Arc<Message>, publisher: Option<SessionKey>) -> usize {
+    /// Stores or clears the retained message of a PUBLISH with RETAIN set.
+    pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
         if message.retain && self.config.retain_available {
             if message.payload.is_empty() {
                 // [MQTT-3.3.1-6]: an empty retained message clears the topic and is not stored.
                 self.retained.remove(&message.topic);
             } else {
                 // [MQTT-3.3.1-5]: replaces any existing retained message of the topic.
-                self.retained.insert(&message.topic, Arc::clone(&message));
+                self.retained.insert(&message.topic, Arc::clone(message));
             }
         }
-        self.route(message, publisher)
     }
 
-    fn route(&mut self, message: Arc<Message>, publisher: Option<SessionKey>) -> usize {
+    /// Stores or clears the retained message and routes `message` to every matching session, whatever their
+    /// queues hold (wills and `$SYS`: nobody waits for an acknowledgement). `publisher` is the publishing session
+    /// (for No Local), `None` for wills and `$SYS`. Returns the number of sessions it went to.
+    pub(super) fn publish_message(&mut self, message: Arc<Message>, publisher: Option<SessionKey>) -> usize {
+        self.store_retained(&message);
+        let plan = self.plan_route(&message, publisher);
+        let count = plan.len();
+        self.deliver_plan(plan);
+        count
+    }
+
+    /// Who gets `message`, and how: one delivery per matching session, plus one per shared group.
+    pub(super) fn plan_route(
+        &mut self,
+        message: &Arc<Message>,
+        publisher: Option<SessionKey>,
+    ) -> Vec<(SessionKey, Delivery)> {
         let mut matches = std::mem::take(&mut self.match_buffer);
         matches.clear();
         let sessions = &self.sessions;
+        let max_queued = self.config.max_queued_messages;
+        // Shared groups prefer a member that is online and has room in its queue.
         self.subscriptions.match_topic(
             &message.topic,
-            |key| sessions.get(&key).is_some_and(|s| s.connection.is_some()),
+            |key| {
+                sessions
+                    .get(&key)
+                    .is_some_and(|s| s.connection.is_some() && s.queue.len() < max_queued)
+            },
             &mut matches,
         );
 
         // Overlapping non-shared subscriptions of one session make one delivery with the highest QoS and every
         // Subscription Identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3]; 3.1.1 sessions get the same single copy, which
         // 3.1.1 section 3.3.5 permits. Shared-group picks are separate deliveries.
-        let mut per_session: BTreeMap<SessionKey, Delivery> = BTreeMap::new();
-        let mut shared: Vec<(SessionKey, Delivery)> = Vec::new();
+        let mut plan = std::mem::take(&mut self.plan_buffer);
+        plan.clear();
+        let mut shared = Vec::new();
         for TopicMatch {
             key,
             subscription,
@@ -148,40 +154,48 @@ impl Broker {
             if !is_shared && options.no_local && publisher == Some(key) {
                 continue;
             }
-            let qos = message.qos.min(options.qos);
-            // [MQTT-3.3.1-12], [MQTT-3.3.1-13]: Retain As Published.
-            let retain = options.retain_as_published && message.retain;
+            let delivery = Delivery {
+                message: Arc::clone(message),
+                qos: message.qos.min(options.qos),
+                // [MQTT-3.3.1-12], [MQTT-3.3.1-13]: Retain As Published.
+                retain: options.retain_as_published && message.retain,
+                subscription_ids: subscription.identifier.into_iter().collect(),
+            };
             if is_shared {
-                let delivery = Delivery {
-                    message: Arc::clone(&message),
-                    qos,
-                    retain,
-                    subscription_ids: subscription.identifier.into_iter().collect(),
-                };
                 shared.push((key, delivery));
-                continue;
-            }
-            let entry = per_session.entry(key).or_insert_with(|| Delivery {
-                message: Arc::clone(&message),
-                qos,
-                retain,
-                subscription_ids: Vec::new(),
-            });
-            entry.qos = entry.qos.max(qos);
-            entry.retain |= retain;
-            if let Some(id) = subscription.identifier {
-                entry.subscription_ids.push(id);
+            } else {
+                plan.push((key, delivery));
             }
         }
+        // Sorted by session, so one session's overlapping matches sit together and merge.
+        plan.sort_by_key(|(key, _)| *key);
+        plan.dedup_by(|(later_key, later), (key, merged)| {
+            if later_key != key {
+                return false;
+            }
+            merged.qos = merged.qos.max(later.qos);
+            merged.retain |= later.retain;
+            merged.subscription_ids.append(&mut later.subscription_ids);
+            true
+        });
+        plan.append(&mut shared);
         self.match_buffer = matches;
         #[cfg(feature = "planted-bugs")]
-        self.plant_plus_across_levels(&message, publisher, &mut per_session);
+        self.plant_plus_across_levels(message, publisher, &mut plan);
+        plan
+    }
 
-        let count = per_session.len() + shared.len();
-        for (key, delivery) in per_session.into_iter().chain(shared) {
+    pub(super) fn deliver_plan(&mut self, mut plan: Vec<(SessionKey, Delivery)>) {
+        for (key, delivery) in plan.drain(..) {
             self.deliver(key, delivery);
         }
-        count
+        self.plan_buffer = plan;
+    }
+
+    /// Gives an unused plan's buffer back for reuse.
+    pub(super) fn recycle_plan(&mut self, mut plan: Vec<(SessionKey, Delivery)>) {
+        plan.clear();
+        self.plan_buffer = plan;
     }
 
     /// Hands one delivery to a session: QoS 0 goes straight out to an online client with room in its output
@@ -219,6 +233,7 @@ impl Broker {
         // A message dropped as too large for the client frees its window slot at once, so go round again until
         // a pass sends everything it took (otherwise the rest of the queue would wait for an unrelated event).
         while self.pump_once(key) {}
+        self.note_queue_drained(key);
     }
 
     /// One pass of `pump`; returns true when a message was dropped and the window has room again.

@@ -62,6 +62,8 @@ pub struct Session {
     pub pending_will: Option<PendingWill>,
     /// When an offline session expires, if it does.
     pub expires_at: Option<Time>,
+    /// Connections holding PUBLISHes until this session's queue has room again (see `flow`).
+    pub waiters: BTreeSet<ConnectionId>,
     next_packet_id: u16,
 }
 
@@ -79,6 +81,7 @@ impl Session {
             will: None,
             pending_will: None,
             expires_at: None,
+            waiters: BTreeSet::new(),
             next_packet_id: 1,
         }
     }

@@ -9,6 +9,8 @@ pub struct Stats {
     pub messages_sent: u64,
     /// Messages not delivered because of a full queue, a slow consumer or a client's Maximum Packet Size.
     pub messages_dropped: u64,
+    /// QoS 1/2 PUBLISHes whose acknowledgement waited for room in a subscriber's queue.
+    pub publishes_held: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub protocol_errors: u64,

@@ -111,8 +111,8 @@ limits! {
     receive_maximum: u16 = Check::NonZero, "--receive-maximum";
     /// Cap on QoS 1/2 messages in flight towards one client
     max_inflight: u16 = Check::NonZero, "--max-inflight";
-    /// Messages queued per session before the queue-full policy applies
-    max_queued_messages: usize = Check::Any, "--max-queued-messages";
+    /// QoS 1/2 messages queued per session; a full online queue holds publishers back
+    max_queued_messages: usize = Check::NonZero, "--max-queued-messages";
     /// Bytes of output held for a client that is not reading
     max_outbuf_bytes: usize = Check::NonZero, "--max-outbuf-bytes";
     /// Maximum simultaneous connections

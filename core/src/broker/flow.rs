@@ -1,0 +1,184 @@
+//! Flow control of incoming QoS 1/2 PUBLISHes: a message is acknowledged only once every online subscriber's queue
+//! has taken it, so a PUBACK/PUBREC never stands for a message the broker then drops for lack of room.
+//!
+//! When an online subscriber's queue is full, the PUBLISH is held, unacknowledged, on its connection. The publisher
+//! may have at most Receive Maximum unacknowledged QoS 1/2 PUBLISHes [MQTT-3.3.4-7], so it stops by itself until the
+//! subscriber catches up: back-pressure through the protocol, while the broker keeps reading the publisher's other
+//! packets (its own PUBACKs, PINGREQs), so two clients publishing to each other cannot deadlock.
+//!
+//! Offline sessions cannot drain, so holding for them would stall publishers indefinitely: their queues stay bounded
+//! by `max_queued_messages` and what does not fit is dropped and counted (what Mosquitto does with its
+//! `max_queued_messages`).
+
+use super::message::Message;
+use super::session::SessionKey;
+use super::{Broker, ConnectionId};
+use crate::packet::{Packet, PubResponse, QoS, ReasonCode};
+use std::sync::Arc;
+
+/// Topics under this prefix are the broker's own; clients cannot publish there.
+const SYS_PREFIX: &str = "$SYS";
+
+/// A received QoS 1/2 PUBLISH waiting for room in a subscriber's queue. Its topic alias is already resolved, so
+/// later alias changes on the connection do not affect it.
+#[derive(Debug)]
+pub struct HeldPublish {
+    pub packet_id: u16,
+    pub qos: QoS,
+    pub message: Arc<Message>,
+}
+
+/// What became of a PUBLISH offered for routing.
+enum Admission {
+    /// Routed (or refused, with an error reason); acknowledge with this reason.
+    Accepted(ReasonCode),
+    /// This online session's queue is full: hold the PUBLISH until it drains.
+    Blocked(SessionKey),
+}
+
+impl Broker {
+    /// Routes a received PUBLISH and acknowledges it, or holds it when a subscriber has no room. PUBLISHes of one
+    /// connection are admitted in order: once one is held, later QoS 1/2 ones queue behind it [MQTT-4.6.0-2]-style
+    /// ordering per publisher. QoS 0 is never held: it is never queued for subscribers either.
+    pub(super) fn receive_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: HeldPublish) {
+        let queued_behind =
+            publish.qos != QoS::AtMostOnce && self.connections.get(&conn).is_some_and(|c| !c.held.is_empty());
+        if queued_behind {
+            self.stats.publishes_held += 1;
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.held.push_back(publish);
+            }
+            return;
+        }
+        match self.admit(conn, publisher, &publish) {
+            Admission::Accepted(reason) => self.acknowledge_publish(conn, publisher, &publish, reason),
+            Admission::Blocked(full) => {
+                self.stats.publishes_held += 1;
+                self.hold(conn, full, publish);
+            }
+        }
+    }
+
+    /// Number of QoS 1/2 PUBLISHes of this connection held unacknowledged.
+    pub(super) fn held_count(&self, conn: ConnectionId) -> usize {
+        self.connections.get(&conn).map_or(0, |c| c.held.len())
+    }
+
+    /// Whether a QoS 1/2 PUBLISH with this id is already held on the connection (a retransmission of it).
+    pub(super) fn is_held(&self, conn: ConnectionId, packet_id: u16) -> bool {
+        self.connections
+            .get(&conn)
+            .is_some_and(|c| c.held.iter().any(|h| h.packet_id == packet_id))
+    }
+
+    fn admit(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
+        let message = &publish.message;
+        if message.topic.starts_with(SYS_PREFIX) {
+            return Admission::Accepted(ReasonCode::NOT_AUTHORIZED);
+        }
+        let plan = self.plan_route(message, Some(publisher));
+        if publish.qos != QoS::AtMostOnce {
+            let full = plan
+                .iter()
+                .find(|(key, delivery)| delivery.qos != QoS::AtMostOnce && self.queue_full_online(*key))
+                .map(|(key, _)| *key);
+            if let Some(full) = full {
+                self.recycle_plan(plan);
+                return Admission::Blocked(full);
+            }
+        }
+        self.stats.messages_received += 1;
+        self.store_retained(message);
+        let matched = plan.len();
+        self.deliver_plan(plan);
+        let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
+        if matched == 0 && v5 {
+            Admission::Accepted(ReasonCode::NO_MATCHING_SUBSCRIBERS)
+        } else {
+            Admission::Accepted(ReasonCode::SUCCESS)
+        }
+    }
+
+    /// An online session whose queue cannot take another message.
+    pub(super) fn queue_full_online(&self, key: SessionKey) -> bool {
+        self.sessions
+            .get(&key)
+            .is_some_and(|s| s.connection.is_some() && s.queue.len() >= self.config.max_queued_messages)
+    }
+
+    fn hold(&mut self, conn: ConnectionId, full: SessionKey, publish: HeldPublish) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        connection.held.push_front(publish);
+        if let Some(session) = self.sessions.get_mut(&full) {
+            session.waiters.insert(conn);
+        }
+    }
+
+    /// PUBACK, or PUBREC with the id remembered for exactly-once [MQTT-4.3.3-9]; nothing for QoS 0.
+    fn acknowledge_publish(
+        &mut self,
+        conn: ConnectionId,
+        publisher: SessionKey,
+        publish: &HeldPublish,
+        reason: ReasonCode,
+    ) {
+        let packet_id = publish.packet_id;
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.send(conn, &Packet::PubAck(PubResponse::new(packet_id, reason)));
+            }
+            QoS::ExactlyOnce => {
+                if !reason.is_error() {
+                    if let Some(session) = self.sessions.get_mut(&publisher) {
+                        session.incoming_qos2.insert(packet_id);
+                    }
+                }
+                self.send(conn, &Packet::PubRec(PubResponse::new(packet_id, reason)));
+            }
+        }
+    }
+
+    /// Called whenever a session's queue may have shrunk or the session went offline or away: once the queue is
+    /// down to three quarters of its bound (hysteresis, so a publisher is not woken for every single slot), the
+    /// publishers waiting on it are scheduled to retry.
+    pub(super) fn note_queue_drained(&mut self, key: SessionKey) {
+        let resume_at = self.config.max_queued_messages - self.config.max_queued_messages / 4;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.waiters.is_empty() || (session.connection.is_some() && session.queue.len() > resume_at) {
+            return;
+        }
+        let waiters = std::mem::take(&mut session.waiters);
+        self.woken.extend(waiters);
+    }
+
+    /// Retries the held PUBLISHes of every woken connection, in order, until each is empty or blocked again. Run
+    /// at the end of every input rather than from deep inside routing, so waking never recurses.
+    pub(super) fn release_woken(&mut self) {
+        while let Some(conn) = self.woken.pop_first() {
+            self.release_held(conn);
+        }
+    }
+
+    fn release_held(&mut self, conn: ConnectionId) {
+        loop {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return;
+            };
+            let Some(publisher) = connection.session else {
+                return;
+            };
+            let Some(publish) = connection.held.pop_front() else {
+                return;
+            };
+            match self.admit(conn, publisher, &publish) {
+                Admission::Accepted(reason) => self.acknowledge_publish(conn, publisher, &publish, reason),
+                Admission::Blocked(full) => return self.hold(conn, full, publish),
+            }
+        }
+    }
+}
