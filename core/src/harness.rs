@@ -4,6 +4,7 @@
 use crate::broker::{Broker, Config, ConnectionId, Event, Input, Output};
 use crate::codec::{self, DecodeError, Decoder};
 use crate::packet::{Connect, Packet, Properties, ProtocolVersion};
+use crate::persist::{Image, Record};
 use crate::time::Time;
 use bytes::BytesMut;
 use std::collections::{BTreeMap, VecDeque};
@@ -27,6 +28,8 @@ pub struct Harness {
     pub now: Time,
     clients: BTreeMap<ConnectionId, ClientEnd>,
     pub events: Vec<Event>,
+    /// Every persistence record the broker emitted, in order: the harness's "disk", always in sync.
+    pub records: Vec<Record>,
     next_conn: u64,
 }
 
@@ -41,7 +44,26 @@ impl Harness {
             now: Time::ZERO,
             clients: BTreeMap::new(),
             events: Vec::new(),
+            records: Vec::new(),
             next_conn: 1,
+        }
+    }
+
+    /// The broker process dies and starts again from its records: every connection is gone, and the new broker
+    /// is rebuilt from the replayed records. The records are then compacted to what the new broker holds, as
+    /// a restart writes a fresh snapshot.
+    pub fn crash_and_restart(&mut self) {
+        let mut image = Image::default();
+        for record in self.records.drain(..) {
+            image.apply(record);
+        }
+        image.collect_garbage();
+        self.records = image.to_records().collect();
+        let mut broker = Broker::new(self.broker.config().clone(), 1);
+        broker.restore(self.now, image);
+        self.broker = broker;
+        for client in self.clients.values_mut() {
+            client.closed = true;
         }
     }
 
@@ -144,6 +166,7 @@ impl Harness {
                         client.closed = true;
                     }
                 }
+                Output::Persist(record) => self.records.push(record),
                 Output::Event(event) => self.events.push(event),
             }
         }

@@ -11,5 +11,6 @@ pub mod codec;
 pub mod harness;
 pub mod hash;
 pub mod packet;
+pub mod persist;
 pub mod time;
 pub mod topic;

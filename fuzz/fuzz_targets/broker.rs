@@ -151,7 +151,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     let peer = peers.get_mut(&conn).expect("close for a connection the driver opened");
                     peer.closed = true;
                 }
-                Output::Event(_) => {}
+                Output::Event(_) | Output::Persist(_) => {}
             }
         }
         // Closed connections are gone for good; the driver would never mention them again.

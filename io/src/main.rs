@@ -5,9 +5,11 @@
 
 use clap::Parser;
 use mqtt_core::broker::Broker;
-use mqtt_io::config::{self, Cli, Settings};
+use mqtt_io::config::{self, Cli, Settings, Sync};
 use mqtt_io::driver::Driver;
+use mqtt_io::storage::{Storage, SyncMode};
 use std::process::ExitCode;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const BAD_CONFIG: u8 = 2;
@@ -49,6 +51,7 @@ enum RunError {
         source: std::io::Error,
     },
     Driver(mqtt_io::driver::DriverError),
+    Storage(mqtt_io::storage::StorageError),
 }
 
 impl std::fmt::Display for RunError {
@@ -59,6 +62,7 @@ impl std::fmt::Display for RunError {
                 write!(f, "cannot create data directory {}: {source}", path.display())
             }
             RunError::Driver(e) => write!(f, "{e}"),
+            RunError::Storage(e) => write!(f, "cannot recover the data directory: {e}"),
         }
     }
 }
@@ -74,8 +78,12 @@ fn run(settings: &Settings) -> Result<(), RunError> {
         source,
     })?;
     let seed = settings.seed.unwrap_or_else(seed_from_clock);
-    let broker = Broker::new(settings.limits.clone(), seed);
-    let driver = Driver::bind(settings, broker, Some(logger)).map_err(RunError::Driver)?;
+    let mut broker = Broker::new(settings.limits.clone(), seed);
+    let storage = open_storage(settings, &mut broker)?;
+    let mut driver = Driver::bind(settings, broker, Some(logger)).map_err(RunError::Driver)?;
+    if let Some(storage) = storage {
+        driver = driver.with_storage(storage);
+    }
     let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
         "mqtt-broker {} starting: listeners [{}], data dir {}, seed {seed}",
@@ -87,6 +95,34 @@ fn run(settings: &Settings) -> Result<(), RunError> {
         log::info!("listening on {addr} ({})", listener.protocol.as_str());
     }
     driver.run().map_err(RunError::Driver)
+}
+
+/// Recovers the data directory into `broker` and returns the storage to keep writing to (none with `sync = none`).
+fn open_storage(settings: &Settings, broker: &mut Broker) -> Result<Option<Storage>, RunError> {
+    let mode = match settings.sync {
+        Sync::None => {
+            log::warn!("sync = none: nothing is written to disk; sessions and retained messages die with the process");
+            return Ok(None);
+        }
+        Sync::Always => SyncMode::Always,
+        Sync::Interval => SyncMode::Interval(Duration::from_millis(settings.sync_interval_ms)),
+    };
+    let (storage, image, recovery) =
+        Storage::open(&settings.data_dir, mode, settings.repair).map_err(RunError::Storage)?;
+    let (sessions, retained) = (image.sessions.len(), image.retained.len());
+    broker.restore(mqtt_io::driver::wall_clock_now(), image);
+    log::info!(
+        "recovered {sessions} session(s) and {retained} retained message(s) from {} snapshot and {} log record(s) in {} ms{}",
+        recovery.snapshot_records,
+        recovery.log_records,
+        recovery.elapsed.as_millis(),
+        if recovery.truncated_bytes > 0 {
+            format!(" ({} damaged bytes truncated)", recovery.truncated_bytes)
+        } else {
+            String::new()
+        }
+    );
+    Ok(Some(storage))
 }
 
 /// A seed that differs between runs; printed at startup so a run can be reproduced with `--seed`.

@@ -184,6 +184,8 @@ impl World {
                 link.last_to_client = at;
                 self.schedule(at, Event::ToClient { conn, data });
             }
+            // The simulated broker runs without persistence (`Config::persistence` is off).
+            Output::Persist(_) => {}
             Output::Close { conn } => {
                 let delay = self.delay();
                 let Some(link) = self.links.get_mut(&conn) else {

@@ -38,6 +38,9 @@ pub struct Config {
     pub subscription_identifiers: bool,
     /// Interval of `$SYS/broker/...` statistics publishes in seconds; 0 disables them.
     pub sys_interval: u32,
+    /// Whether the broker emits persistence records (`Output::Persist`) for retained messages and sessions with a
+    /// non-zero expiry. Off means memory only.
+    pub persistence: bool,
     /// A known bug to plant, so the vopr can prove it finds it. Only with the `planted-bugs` feature.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -74,6 +77,7 @@ impl Default for Config {
             shared_subscriptions: true,
             subscription_identifiers: true,
             sys_interval: 10,
+            persistence: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -239,7 +239,8 @@ impl Broker {
         };
         let expiry = requested_expiry.min(self.config.max_session_expiry);
 
-        let (key, session_present) = self.attach_session(conn, &connect, expiry);
+        let (key, session_present, had_pending_will) = self.attach_session(conn, &connect, expiry);
+        self.persist_session_attached(key, had_pending_will);
 
         let keep_alive = self.effective_keep_alive(connect.keep_alive, v5);
         let Some(connection) = self.connections.get_mut(&conn) else {
@@ -339,7 +340,8 @@ impl Broker {
 
     /// Finds or creates the session for the CONNECT's client id, taking it over from another connection if need be
     /// [MQTT-3.1.4-3], discarding it on Clean Start [MQTT-3.1.2-4]. Returns the key and Session Present.
-    fn attach_session(&mut self, conn: ConnectionId, connect: &Connect, expiry: u32) -> (SessionKey, bool) {
+    /// The third value says whether a pending will was cancelled.
+    fn attach_session(&mut self, conn: ConnectionId, connect: &Connect, expiry: u32) -> (SessionKey, bool, bool) {
         let existing = self.sessions_by_client_id.get(&connect.client_id).copied();
         if let Some(key) = existing {
             self.take_over(key, connect.clean_start);
@@ -363,16 +365,18 @@ impl Broker {
                 (key, false)
             }
         };
+        let mut had_pending_will = false;
         if let Some(session) = self.sessions.get_mut(&key) {
             session.protocol = connect.protocol;
             session.expiry_interval = expiry;
             session.connection = Some(conn);
             session.expires_at = None;
+            session.offline_since = None;
             // [MQTT-3.1.3-9]: reconnecting before the Will Delay Interval passed cancels the pending will.
-            session.pending_will = None;
+            had_pending_will = session.pending_will.take().is_some();
             session.will = connect.will.clone();
         }
-        (key, present)
+        (key, present, had_pending_will)
     }
 
     /// Disconnects whichever connection holds the session, because another CONNECT claims its client id.
@@ -411,6 +415,7 @@ impl Broker {
             return;
         }
         session.connection = None;
+        session.offline_since = Some(self.now);
         let will = session.will.take();
         let expiry = session.expiry_interval;
         let mut publish_now = None;
@@ -425,6 +430,8 @@ impl Broker {
                 self.timers.arm(at, Timer::WillDelay(key));
             }
         }
+        self.persist_offline(key);
+        self.persist_will_pending(key);
         if expiry == 0 {
             self.end_session(key);
         } else if expiry != u32::MAX {
@@ -463,6 +470,7 @@ impl Broker {
         for filter in session.subscriptions.keys() {
             self.remove_from_tree(filter, key);
         }
+        self.persist_session_end(key, &session);
         self.stats.messages_dropped += session.queue.len() as u64;
         self.woken.extend(session.waiters);
         if let Some(pending) = session.pending_will {
@@ -481,9 +489,11 @@ impl Broker {
                 self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "session expiry set on DISCONNECT");
                 return;
             }
+            let expiry = requested.min(self.config.max_session_expiry);
             if let Some(session) = self.sessions.get_mut(&key) {
-                session.expiry_interval = requested.min(self.config.max_session_expiry);
+                session.expiry_interval = expiry;
             }
+            self.persist_expiry(key, expiry);
         }
         // [MQTT-3.14.4-3]: a normal DISCONNECT deletes the will; 0x04 asks for it to be published.
         let policy = if disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL {

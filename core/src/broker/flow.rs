@@ -135,6 +135,7 @@ impl Broker {
                     if let Some(session) = self.sessions.get_mut(&publisher) {
                         session.incoming_qos2.insert(packet_id);
                     }
+                    self.persist_qos2(publisher, packet_id, true);
                 }
                 self.send(conn, &Packet::PubRec(PubResponse::new(packet_id, reason)));
             }

@@ -10,6 +10,8 @@ use std::time::Duration;
 /// per subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Unique within the broker's lifetime and across restarts; persistence refers to messages by it.
+    pub id: u64,
     pub topic: String,
     pub payload: Bytes,
     /// QoS the publisher sent it with.
@@ -25,7 +27,7 @@ pub struct Message {
 
 impl Message {
     /// Builds the stored form of a received PUBLISH whose topic is already resolved (alias applied).
-    pub fn from_publish(publish: Publish, topic: String, now: Time) -> Message {
+    pub fn from_publish(id: u64, publish: Publish, topic: String, now: Time) -> Message {
         let mut properties = publish.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
@@ -33,6 +35,7 @@ impl Message {
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
         Message {
+            id,
             topic,
             payload: publish.payload,
             qos: publish.qos,
@@ -67,6 +70,8 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription Identifiers of every matching subscription [MQTT-3.3.4-3].
     pub subscription_ids: Vec<u32>,
+    /// Position in the session's queue, assigned when queued; persistence refers to the entry by it.
+    pub seq: u64,
 }
 
 impl Delivery {

@@ -10,6 +10,7 @@ mod auth;
 mod config;
 mod connect;
 mod connection;
+mod durable;
 mod flow;
 mod message;
 mod planted;
@@ -75,6 +76,9 @@ pub enum Output {
     /// Close the connection once the bytes already handed out for it are written. No more input is expected for it;
     /// the driver need not send `Closed` for it (it is ignored if it does).
     Close { conn: ConnectionId },
+    /// Append this record to durable storage. With `sync = "always"`, no `Transmit` handed out after it may reach
+    /// the network before it is on disk.
+    Persist(crate::persist::Record),
     /// Something worth logging or counting.
     Event(Event),
 }
@@ -117,6 +121,10 @@ pub struct Broker {
     sessions: BTreeMap<SessionKey, Session>,
     sessions_by_client_id: HashMap<String, SessionKey>,
     next_session_key: u64,
+    /// Last message id handed out (ids are never reused, also across restarts).
+    next_message_id: u64,
+    /// The message whose `Store` record was written last, so fan-out writes each message once.
+    last_stored_message: Option<u64>,
     subscriptions: SubscriptionTree<SessionKey>,
     retained: RetainedTree<Arc<Message>>,
     timers: Timers,
@@ -151,6 +159,8 @@ impl Broker {
             sessions: BTreeMap::new(),
             sessions_by_client_id: HashMap::default(),
             next_session_key: 1,
+            next_message_id: 0,
+            last_stored_message: None,
             subscriptions: SubscriptionTree::new(),
             retained: RetainedTree::new(),
             timers: Timers::default(),

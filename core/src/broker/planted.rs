@@ -65,6 +65,7 @@ impl Broker {
                         qos: message.qos.min(subscription.options.qos),
                         retain: false,
                         subscription_ids: subscription.identifier.into_iter().collect(),
+                        seq: 0,
                     },
                 ));
             }

@@ -83,7 +83,8 @@ impl Broker {
                 return;
             }
         }
-        let message = Arc::new(Message::from_publish(publish, topic, self.now));
+        let id = self.next_message_id();
+        let message = Arc::new(Message::from_publish(id, publish, topic, self.now));
         let held = HeldPublish {
             packet_id,
             qos,
@@ -95,6 +96,7 @@ impl Broker {
     /// Stores or clears the retained message of a PUBLISH with RETAIN set.
     pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
         if message.retain && self.config.retain_available {
+            self.persist_retained(message);
             if message.payload.is_empty() {
                 // [MQTT-3.3.1-6]: an empty retained message clears the topic and is not stored.
                 self.retained.remove(&message.topic);
@@ -160,6 +162,7 @@ impl Broker {
                 // [MQTT-3.3.1-12], [MQTT-3.3.1-13]: Retain As Published.
                 retain: options.retain_as_published && message.retain,
                 subscription_ids: subscription.identifier.into_iter().collect(),
+                seq: 0,
             };
             if is_shared {
                 shared.push((key, delivery));
@@ -223,7 +226,13 @@ impl Broker {
             self.stats.messages_dropped += 1;
             return;
         }
-        session.queue.push_back(delivery);
+        let mut delivery = delivery;
+        delivery.seq = session.next_seq;
+        session.next_seq += 1;
+        self.record_enqueue(key, &delivery);
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.queue.push_back(delivery);
+        }
         self.pump(key);
     }
 
@@ -249,6 +258,7 @@ impl Broker {
         };
         let window = usize::from(connection.client_receive_maximum.min(self.config.max_inflight).max(1));
         let mut to_send = Vec::new();
+        let mut expired = Vec::new();
         let mut outbuf_len = connection.outbuf.len();
         while session.inflight.len() < window && outbuf_len < self.config.max_outbuf_bytes {
             let Some(delivery) = session.queue.pop_front() else {
@@ -256,6 +266,7 @@ impl Broker {
             };
             // [MQTT-3.3.2-5]: an expired message is not sent.
             if delivery.message.is_expired(self.now) {
+                expired.push(delivery.seq);
                 continue;
             }
             let Some(packet_id) = session.allocate_packet_id() else {
@@ -269,15 +280,22 @@ impl Broker {
             } else {
                 Awaiting::PubRec
             };
+            let seq = delivery.seq;
             session.inflight.push_back(Inflight {
                 packet_id,
                 delivery,
                 state,
             });
-            to_send.push(publish);
+            to_send.push((seq, state, publish));
+        }
+        for seq in expired {
+            self.persist_done(key, seq);
+        }
+        for (seq, state, publish) in &to_send {
+            self.persist_sent(key, *seq, publish.packet_id, *state);
         }
         let mut dropped = false;
-        for publish in to_send {
+        for (_, _, publish) in to_send {
             let packet_id = publish.packet_id;
             if !self.send_publish(conn, publish) {
                 // Too large for the client: behave as if it had been delivered [MQTT-3.1.2-25].
@@ -318,10 +336,14 @@ impl Broker {
     }
 
     fn complete_inflight(&mut self, key: SessionKey, packet_id: u16) {
-        if let Some(session) = self.sessions.get_mut(&key) {
-            if let Some(position) = session.inflight_position(packet_id) {
-                session.inflight.remove(position);
-            }
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(position) = session.inflight_position(packet_id) else {
+            return;
+        };
+        if let Some(entry) = session.inflight.remove(position) {
+            self.persist_done(key, entry.delivery.seq);
         }
     }
 
@@ -363,11 +385,15 @@ impl Broker {
             return;
         }
         if rec.reason.is_error() {
-            session.inflight.remove(position);
+            if let Some(entry) = session.inflight.remove(position) {
+                self.persist_done(key, entry.delivery.seq);
+            }
             self.pump(key);
             return;
         }
         session.inflight[position].state = Awaiting::PubComp;
+        let seq = session.inflight[position].delivery.seq;
+        self.persist_sent(key, seq, rec.packet_id, Awaiting::PubComp);
         self.send(
             conn,
             &Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)),
@@ -398,6 +424,9 @@ impl Broker {
             .sessions
             .get_mut(&key)
             .is_some_and(|s| s.incoming_qos2.remove(&rel.packet_id));
+        if known {
+            self.persist_qos2(key, rel.packet_id, false);
+        }
         let reason = if known {
             ReasonCode::SUCCESS
         } else {

@@ -64,6 +64,12 @@ pub struct Session {
     pub expires_at: Option<Time>,
     /// Connections holding PUBLISHes until this session's queue has room again (see `flow`).
     pub waiters: BTreeSet<ConnectionId>,
+    /// Whether the session is in durable storage (persistence on and a non-zero expiry): its changes are recorded.
+    pub durable: bool,
+    /// When its last connection ended, for expiry across restarts.
+    pub offline_since: Option<Time>,
+    /// Sequence number for the next queued message.
+    pub next_seq: u64,
     next_packet_id: u16,
 }
 
@@ -82,6 +88,9 @@ impl Session {
             pending_will: None,
             expires_at: None,
             waiters: BTreeSet::new(),
+            durable: false,
+            offline_since: None,
+            next_seq: 1,
             next_packet_id: 1,
         }
     }
@@ -97,6 +106,11 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Continue packet id allocation after `last` (recovery).
+    pub fn set_next_packet_id(&mut self, last: u16) {
+        self.next_packet_id = if last == u16::MAX { 1 } else { last + 1 };
     }
 
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {

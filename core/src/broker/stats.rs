@@ -15,4 +15,6 @@ pub struct Stats {
     pub bytes_sent: u64,
     pub protocol_errors: u64,
     pub wills_published: u64,
+    /// Persistence records emitted.
+    pub records_written: u64,
 }

@@ -62,6 +62,7 @@ impl Broker {
             if let Some(session) = self.sessions.get_mut(&key) {
                 session.subscriptions.insert(filter.clone(), subscription);
             }
+            self.persist_subscribe(key, &filter);
             reasons.push(ReasonCode(options.qos as u8));
         }
         let suback = SubAck {
@@ -101,6 +102,7 @@ impl Broker {
                 retain: true,
                 subscription_ids: subscription.identifier.into_iter().collect(),
                 message,
+                seq: 0,
             };
             self.deliver(key, delivery);
         }
@@ -124,6 +126,7 @@ impl Broker {
             if removed {
                 // [MQTT-3.10.4-1], [MQTT-3.10.4-2]: the subscription is deleted; no new messages are added.
                 self.remove_from_tree(filter, key);
+                self.persist_unsubscribe(key, filter);
                 reasons.push(ReasonCode::SUCCESS);
             } else {
                 reasons.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);

@@ -40,6 +40,7 @@ impl Broker {
         ];
         for (topic, value) in values {
             let message = Message {
+                id: self.next_message_id(),
                 topic: topic.to_string(),
                 payload: Bytes::from(value),
                 qos: QoS::AtMostOnce,

@@ -16,6 +16,7 @@ impl Broker {
             .message_expiry_interval
             .map(|secs| self.now + std::time::Duration::from_secs(u64::from(secs)));
         let message = Message {
+            id: self.next_message_id(),
             topic: will.topic,
             payload: will.payload,
             qos: will.qos,
@@ -36,6 +37,7 @@ impl Broker {
             return;
         }
         if let Some(pending) = session.pending_will.take() {
+            self.persist_will_done(key);
             self.publish_will(pending.will);
         }
     }

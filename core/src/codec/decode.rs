@@ -261,7 +261,7 @@ fn decode_pub_response(r: &mut Reader, v5: bool, allowed: &[u8]) -> Result<PubRe
     Ok(response)
 }
 
-fn decode_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, DecodeError> {
+pub(crate) fn decode_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, DecodeError> {
     // [MQTT-3.8.3-5] (v5: bits 6-7 reserved); 3.1.1 [MQTT-3-8.3-4]: bits 2-7 reserved.
     let reserved = if v5 { 0xC0 } else { 0xFC };
     if byte & reserved != 0 {

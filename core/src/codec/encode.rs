@@ -193,7 +193,7 @@ fn write_connect<S: Sink>(connect: &Connect, s: &mut S) -> Result<(), EncodeErro
 }
 
 /// Subscription options byte (section 3.8.3.1); 3.1.1 has only the QoS bits.
-fn options_byte(options: &SubscriptionOptions, v5: bool) -> u8 {
+pub(crate) fn options_byte(options: &SubscriptionOptions, v5: bool) -> u8 {
     let mut byte = options.qos as u8;
     if v5 {
         byte |= u8::from(options.no_local) << 2;

@@ -5,13 +5,13 @@
 //! - `decode` / `encode`: one packet each way, every malformed-packet rule checked on the way in.
 //! - `decoder`: the incremental framer, which enforces the maximum packet size before buffering a body.
 
-mod decode;
+pub(crate) mod decode;
 mod decoder;
-mod encode;
+pub(crate) mod encode;
 mod error;
 pub mod generate;
-mod primitive;
-mod property;
+pub(crate) mod primitive;
+pub(crate) mod property;
 pub mod selfcheck;
 
 pub use decoder::Decoder;

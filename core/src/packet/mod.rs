@@ -36,6 +36,16 @@ impl ProtocolVersion {
     pub fn is_v5(self) -> bool {
         self == ProtocolVersion::V5
     }
+
+    /// The version of a protocol level byte, if it is one this server speaks.
+    pub fn from_level(level: u8) -> Option<ProtocolVersion> {
+        match level {
+            3 => Some(ProtocolVersion::V3_1),
+            4 => Some(ProtocolVersion::V3_1_1),
+            5 => Some(ProtocolVersion::V5),
+            _ => None,
+        }
+    }
 }
 
 /// Quality of service of a PUBLISH or a subscription.

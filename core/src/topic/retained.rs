@@ -222,6 +222,11 @@ impl<V> RetainedTree<V> {
     }
 
     /// Every stored message, `$` topics included, in lexicographic order.
+    pub fn for_each(&self, f: impl FnMut(&str, &V)) {
+        self.for_each_node(f);
+    }
+
+    /// Every stored message, `$` topics included, in lexicographic order.
     fn for_each_node(&self, mut f: impl FnMut(&str, &V)) {
         let mut topic = String::new();
         let mut stack: Vec<(&Node<V>, usize, bool, &str)> = Vec::new();

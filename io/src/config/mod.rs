@@ -38,6 +38,32 @@ impl Protocol {
     }
 }
 
+/// When acknowledged state reaches the disk (see the README's "Durability").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    /// An acknowledgement is sent only after its record is synced to disk.
+    #[default]
+    Always,
+    /// Records are written at once and synced every `sync_interval_ms`.
+    Interval,
+    /// Memory only: nothing is written, nothing survives a restart.
+    None,
+}
+
+impl Sync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sync::Always => "always",
+            Sync::Interval => "interval",
+            Sync::None => "none",
+        }
+    }
+}
+
+/// Default period of `sync = "interval"`.
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1000;
+
 /// How much the broker logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +110,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub log_level: Option<LogLevel>,
     #[serde(default)]
+    pub sync: Option<Sync>,
+    #[serde(default)]
+    pub sync_interval_ms: Option<u64>,
+    #[serde(default)]
     pub limits: LimitsFile,
 }
 
@@ -109,6 +139,15 @@ pub struct Cli {
     /// Seed for the broker's random choices (assigned client ids) [default: derived from the start time]
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Durability: always (acknowledge after fsync), interval, or none (memory only) [default: always]
+    #[arg(long, value_name = "MODE")]
+    pub sync: Option<Sync>,
+    /// Period of `--sync interval`, in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub sync_interval_ms: Option<u64>,
+    /// Start even if the data directory is damaged in the middle, truncating at the damage (data after it is lost)
+    #[arg(long)]
+    pub repair: bool,
     /// Validate the configuration, print the effective configuration as TOML and exit
     #[arg(long)]
     pub check_config: bool,
@@ -133,6 +172,9 @@ pub struct Settings {
     pub limits: Config,
     /// `None`: derive one from the start time.
     pub seed: Option<u64>,
+    pub sync: Sync,
+    pub sync_interval_ms: u64,
+    pub repair: bool,
 }
 
 /// The file's text and name, for locating errors.
@@ -177,7 +219,17 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
             _ => vec![default_listener()],
         }
     };
+    let sync = cli.sync.or(file.sync).unwrap_or_default();
+    let mut limits = limits::resolve(&file.limits, source, &cli.limits)?;
+    limits.persistence = sync != Sync::None;
     Ok(Settings {
+        sync,
+        sync_interval_ms: cli
+            .sync_interval_ms
+            .or(file.sync_interval_ms)
+            .unwrap_or(DEFAULT_SYNC_INTERVAL_MS)
+            .max(1),
+        repair: cli.repair,
         listeners,
         data_dir: cli
             .data_dir
@@ -186,7 +238,7 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         log_file: cli.log_file.clone().or_else(|| file.log_file.clone()),
         log_level: cli.log_level.or(file.log_level).unwrap_or_default(),
-        limits: limits::resolve(&file.limits, source, &cli.limits)?,
+        limits,
         seed: cli.seed,
     })
 }
@@ -245,6 +297,11 @@ impl Settings {
             root.insert("log_file".into(), toml::Value::String(log_file.display().to_string()));
         }
         root.insert("log_level".into(), toml::Value::String(self.log_level.as_str().into()));
+        root.insert("sync".into(), toml::Value::String(self.sync.as_str().into()));
+        root.insert(
+            "sync_interval_ms".into(),
+            toml::Value::Integer(i64::try_from(self.sync_interval_ms).unwrap_or(i64::MAX)),
+        );
         root.insert("listeners".into(), toml::Value::Array(listeners));
         root.insert("limits".into(), toml::Value::Table(limits::to_table(&self.limits)));
         let seed = match self.seed {

@@ -1,4 +1,6 @@
-//! The driver's monotonic clock, expressed as the core's [`Time`] (milliseconds since the driver started).
+//! The driver's monotonic clock, expressed as the core's [`Time`]: milliseconds since the Unix epoch as read once at
+//! start, then advanced by the monotonic clock. Times the core persists (session offline since, will deadlines,
+//! message expiry) therefore still mean the same after a restart.
 
 use mqtt_core::time::Time;
 use std::time::{Duration, Instant};
@@ -6,11 +8,16 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     base: Instant,
+    /// Core time at `base`.
+    base_ms: u64,
 }
 
 impl Clock {
     pub fn start() -> Clock {
-        Clock { base: Instant::now() }
+        Clock {
+            base: Instant::now(),
+            base_ms: wall_clock_now().as_millis(),
+        }
     }
 
     /// Now, in core time. Truncated to the millisecond, so it never runs ahead of the real clock.
@@ -20,16 +27,24 @@ impl Clock {
 
     pub fn time_of(self, instant: Instant) -> Time {
         let ms = instant.saturating_duration_since(self.base).as_millis();
-        Time::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+        Time::from_millis(self.base_ms.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX)))
     }
 
     /// The instant a core deadline falls at. Far-future deadlines that overflow `Instant` become "in a day", which
     /// is as good as never for a poll timeout and is re-evaluated after every wake-up anyway.
     pub fn instant_of(self, time: Time) -> Instant {
         self.base
-            .checked_add(Duration::from_millis(time.as_millis()))
+            .checked_add(Duration::from_millis(time.as_millis().saturating_sub(self.base_ms)))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
     }
+}
+
+/// Wall-clock now as core time (milliseconds since the Unix epoch).
+pub fn wall_clock_now() -> Time {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Time::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -39,10 +54,11 @@ mod tests {
     #[test]
     fn time_and_instant_convert_both_ways() {
         let clock = Clock::start();
-        let t = Time::from_millis(1500);
+        let t = clock.now() + Duration::from_millis(1500);
         let i = clock.instant_of(t);
         assert_eq!(clock.time_of(i), t);
-        assert!(clock.now() < Time::from_millis(60_000));
+        assert!(clock.now() >= wall_clock_now());
+        assert!(clock.now() < wall_clock_now() + Duration::from_secs(60));
         // Deadlines far in the future do not panic.
         let _ = clock.instant_of(Time::from_millis(u64::MAX));
     }

@@ -6,16 +6,19 @@
 //! inputs until nothing new happens.
 
 mod clock;
+pub use clock::wall_clock_now;
 mod conn;
 mod events;
 
 use crate::config::{Listener, Settings};
 use crate::log::Logger;
+use crate::storage::Storage;
 use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -35,6 +38,8 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// How long a graceful shutdown waits for every connection to flush.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait before retrying a failed write to the data directory.
+const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// Listener `i` has token `LISTENER_BASE - i`; connection tokens count up from 1, so the two never meet.
@@ -71,6 +76,10 @@ pub trait Core {
     fn handle_input(&mut self, now: Time, input: Input<'_>);
     fn poll_output(&mut self) -> Option<Output>;
     fn poll_timeout(&self) -> Option<Time>;
+    /// The durable state, for a snapshot.
+    fn image(&self) -> Image {
+        Image::default()
+    }
 }
 
 impl Core for Broker {
@@ -82,6 +91,9 @@ impl Core for Broker {
     }
     fn poll_timeout(&self) -> Option<Time> {
         Broker::poll_timeout(self)
+    }
+    fn image(&self) -> Image {
+        Broker::image(self)
     }
 }
 
@@ -111,6 +123,10 @@ pub struct Driver<C: Core = Broker> {
     fd_exhaustion_logged: bool,
     /// Set by SIGINT/SIGTERM: the instant the shutdown gives up waiting.
     shutdown_deadline: Option<Instant>,
+    /// Where the core's records go; `None` runs from memory only.
+    storage: Option<Storage>,
+    /// When a failed commit is retried.
+    storage_retry_at: Option<Instant>,
 }
 
 impl<C: Core> Driver<C> {
@@ -142,7 +158,15 @@ impl<C: Core> Driver<C> {
             accept_paused_until: None,
             fd_exhaustion_logged: false,
             shutdown_deadline: None,
+            storage: None,
+            storage_retry_at: None,
         })
+    }
+
+    /// Keep the core's records in `storage`.
+    pub fn with_storage(mut self, storage: Storage) -> Driver<C> {
+        self.storage = Some(storage);
+        self
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -186,6 +210,7 @@ impl<C: Core> Driver<C> {
                 }
             }
             self.on_timers();
+            self.commit_and_flush();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
                     log::info!("shutdown complete");
@@ -211,10 +236,18 @@ impl<C: Core> Driver<C> {
             .iter()
             .filter_map(|id| self.conns.get(id)?.deadline())
             .min();
-        [core, self.accept_paused_until, closing, self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        let storage = self.storage.as_ref().and_then(Storage::sync_deadline);
+        [
+            core,
+            self.accept_paused_until,
+            closing,
+            self.shutdown_deadline,
+            storage,
+            self.storage_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_timers(&mut self) {
@@ -388,6 +421,10 @@ impl<C: Core> Driver<C> {
             while let Some(output) = self.broker.poll_output() {
                 self.apply(output);
             }
+            if self.storage.as_ref().is_some_and(Storage::holds_sends) {
+                // Sends wait for the group commit at the end of this loop iteration (`commit_and_flush`).
+                return;
+            }
             let follow_ups = self.flush_dirty();
             if follow_ups.is_empty() {
                 return;
@@ -399,7 +436,42 @@ impl<C: Core> Driver<C> {
         }
     }
 
+    /// The group commit: one write and one sync cover every record of this loop iteration, then the sends they
+    /// held back go out. A failed commit (disk full, say) keeps the records and the sends, and is retried.
+    fn commit_and_flush(&mut self) {
+        let Some(storage) = self.storage.as_mut() else {
+            return;
+        };
+        if self.storage_retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        if let Err(e) = storage.commit() {
+            if self.storage_retry_at.is_none() {
+                log::error!("cannot write to the data directory: {e}; holding acknowledgements until it works again");
+            }
+            self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+            return;
+        }
+        if self.storage_retry_at.take().is_some() {
+            log::info!("the data directory is writable again");
+        }
+        if storage.wants_snapshot() {
+            let image = self.broker.image();
+            if let Err(e) = storage.snapshot(&image) {
+                log::error!("snapshot failed (the log keeps growing until one succeeds): {e}");
+            }
+        }
+        self.flush_dirty_and_settle();
+        // What the flushes fed back may have produced more records.
+        if self.storage.as_ref().is_some_and(Storage::has_pending) {
+            self.commit_and_flush();
+        }
+    }
+
     fn flush_dirty_and_settle(&mut self) {
+        if self.storage.as_ref().is_some_and(Storage::holds_sends) {
+            return;
+        }
         let follow_ups = self.flush_dirty();
         if !follow_ups.is_empty() {
             let now = self.clock.now();
@@ -424,6 +496,11 @@ impl<C: Core> Driver<C> {
                 let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
                 let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
                 self.start_close(id, deadline);
+            }
+            Output::Persist(record) => {
+                if let Some(storage) = self.storage.as_mut() {
+                    storage.append(&record);
+                }
             }
             Output::Event(event) => events::log_event(&event),
         }

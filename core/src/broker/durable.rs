@@ -1,0 +1,450 @@
+//! The broker's side of persistence: recording every change to durable state as a [`Record`] output, rebuilding
+//! the broker from an [`Image`] after a restart, and producing the image a snapshot writes.
+//!
+//! Durable state is the retained messages plus every session with a non-zero expiry (the ones that outlive their
+//! connection). The driver must not send bytes produced after a record before that record is on disk (when it
+//! promises `sync = "always"`): that is what makes a PUBACK mean "stored".
+
+use super::message::{Delivery, Message};
+use super::session::{Awaiting, Inflight, PendingWill, Session, SessionKey};
+use super::timer::Timer;
+use super::{Broker, Output};
+use crate::packet::{QoS, Will};
+use crate::persist::{EntryImage, Image, Record, SentState, SessionImage, StoredMessage, StoredWill};
+use crate::time::Time;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Retained `$SYS` messages are regenerated every interval: not worth a disk write each time.
+const SYS_PREFIX: &str = "$SYS";
+
+impl Broker {
+    pub(super) fn next_message_id(&mut self) -> u64 {
+        self.next_message_id += 1;
+        self.next_message_id
+    }
+
+    fn record(&mut self, record: Record) {
+        self.stats.records_written += 1;
+        self.outputs.push_back(Output::Persist(record));
+    }
+
+    /// The session's key for records, if its changes are recorded.
+    fn durable_key(&self, key: SessionKey) -> Option<u64> {
+        self.sessions.get(&key).filter(|s| s.durable).map(|_| key.0)
+    }
+
+    /// After CONNECT set the session's expiry: start, update or stop recording it.
+    pub(super) fn persist_session_attached(&mut self, key: SessionKey, had_pending_will: bool) {
+        if !self.config.persistence {
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let should_be_durable = session.expiry_interval > 0;
+        match (session.durable, should_be_durable) {
+            (false, true) => {
+                session.durable = true;
+                let image = session_image(session);
+                for record in session_records(key.0, &image) {
+                    self.record(record);
+                }
+                // Entries of a session that was not durable before are written with their messages.
+                let entries: Vec<Delivery> = self.sessions.get(&key).map_or_else(Vec::new, |s| {
+                    s.inflight
+                        .iter()
+                        .map(|i| i.delivery.clone())
+                        .chain(s.queue.iter().cloned())
+                        .collect()
+                });
+                for delivery in entries {
+                    self.record_enqueue(key, &delivery);
+                }
+                self.record_inflight_states(key);
+            }
+            (true, true) => {
+                let expiry = session.expiry_interval;
+                self.record(Record::SessionExpiry { key: key.0, expiry });
+                if had_pending_will {
+                    self.record(Record::WillDone { key: key.0 });
+                }
+            }
+            (true, false) => {
+                session.durable = false;
+                self.record(Record::SessionEnd { key: key.0 });
+            }
+            (false, false) => {}
+        }
+    }
+
+    fn record_inflight_states(&mut self, key: SessionKey) {
+        let states: Vec<Record> = self.sessions.get(&key).map_or_else(Vec::new, |s| {
+            s.inflight
+                .iter()
+                .map(|i| Record::Sent {
+                    key: key.0,
+                    seq: i.delivery.seq,
+                    packet_id: i.packet_id,
+                    state: sent_state(i.state),
+                })
+                .collect()
+        });
+        for record in states {
+            self.record(record);
+        }
+    }
+
+    pub(super) fn persist_expiry(&mut self, key: SessionKey, expiry: u32) {
+        if let Some(k) = self.durable_key(key) {
+            self.record(Record::SessionExpiry { key: k, expiry });
+        }
+    }
+
+    pub(super) fn persist_offline(&mut self, key: SessionKey) {
+        if let Some(k) = self.durable_key(key) {
+            let at = self.now;
+            self.record(Record::SessionOffline { key: k, at });
+        }
+    }
+
+    pub(super) fn persist_session_end(&mut self, key: SessionKey, session: &Session) {
+        if session.durable {
+            self.record(Record::SessionEnd { key: key.0 });
+        }
+    }
+
+    pub(super) fn persist_subscribe(&mut self, key: SessionKey, filter: &str) {
+        let Some(k) = self.durable_key(key) else {
+            return;
+        };
+        if let Some(subscription) = self
+            .sessions
+            .get(&key)
+            .and_then(|s| s.subscriptions.get(filter))
+            .copied()
+        {
+            self.record(Record::Subscribe {
+                key: k,
+                filter: filter.to_string(),
+                subscription,
+            });
+        }
+    }
+
+    pub(super) fn persist_unsubscribe(&mut self, key: SessionKey, filter: &str) {
+        if let Some(k) = self.durable_key(key) {
+            self.record(Record::Unsubscribe {
+                key: k,
+                filter: filter.to_string(),
+            });
+        }
+    }
+
+    pub(super) fn persist_retained(&mut self, message: &Message) {
+        if !self.config.persistence || message.topic.starts_with(SYS_PREFIX) {
+            return;
+        }
+        if message.payload.is_empty() {
+            self.record(Record::RetainClear {
+                topic: message.topic.clone(),
+            });
+        } else {
+            self.record(Record::Retain {
+                message: Box::new(stored_message(message)),
+            });
+        }
+    }
+
+    /// A QoS 1/2 delivery joined a durable session's queue: its message (once per message) and the entry.
+    pub(super) fn record_enqueue(&mut self, key: SessionKey, delivery: &Delivery) {
+        if delivery.qos == QoS::AtMostOnce {
+            return;
+        }
+        let Some(k) = self.durable_key(key) else {
+            return;
+        };
+        let id = delivery.message.id;
+        if self.last_stored_message != Some(id) {
+            self.last_stored_message = Some(id);
+            self.record(Record::Store {
+                id,
+                message: Box::new(stored_message(&delivery.message)),
+            });
+        }
+        self.record(Record::Enqueue {
+            key: k,
+            seq: delivery.seq,
+            id,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            subscription_ids: delivery.subscription_ids.clone(),
+        });
+    }
+
+    pub(super) fn persist_sent(&mut self, key: SessionKey, seq: u64, packet_id: u16, state: Awaiting) {
+        if let Some(k) = self.durable_key(key) {
+            self.record(Record::Sent {
+                key: k,
+                seq,
+                packet_id,
+                state: sent_state(state),
+            });
+        }
+    }
+
+    pub(super) fn persist_done(&mut self, key: SessionKey, seq: u64) {
+        if let Some(k) = self.durable_key(key) {
+            self.record(Record::Done { key: k, seq });
+        }
+    }
+
+    pub(super) fn persist_qos2(&mut self, key: SessionKey, packet_id: u16, received: bool) {
+        if let Some(k) = self.durable_key(key) {
+            self.record(if received {
+                Record::Qos2Received { key: k, packet_id }
+            } else {
+                Record::Qos2Released { key: k, packet_id }
+            });
+        }
+    }
+
+    pub(super) fn persist_will_pending(&mut self, key: SessionKey) {
+        let Some(k) = self.durable_key(key) else {
+            return;
+        };
+        if let Some(pending) = self.sessions.get(&key).and_then(|s| s.pending_will.as_ref()) {
+            let will = Box::new(stored_will(&pending.will, pending.publish_at));
+            self.record(Record::WillPending { key: k, will });
+        }
+    }
+
+    pub(super) fn persist_will_done(&mut self, key: SessionKey) {
+        if let Some(k) = self.durable_key(key) {
+            self.record(Record::WillDone { key: k });
+        }
+    }
+
+    /// The durable state as it stands: what a snapshot writes.
+    pub fn image(&self) -> Image {
+        let mut image = Image::default();
+        self.retained.for_each(|topic, message| {
+            if !topic.starts_with(SYS_PREFIX) {
+                image.retained.insert(topic.to_string(), stored_message(message));
+            }
+        });
+        for (key, session) in self.sessions.iter().filter(|(_, s)| s.durable) {
+            for delivery in session.inflight.iter().map(|i| &i.delivery).chain(session.queue.iter()) {
+                if delivery.qos != QoS::AtMostOnce {
+                    image
+                        .messages
+                        .entry(delivery.message.id)
+                        .or_insert_with(|| stored_message(&delivery.message));
+                }
+            }
+            image.sessions.insert(key.0, session_image(session));
+        }
+        image
+    }
+
+    /// Rebuilds durable state from a recovered image, on a broker that has not run yet. Every session starts
+    /// offline; its expiry counts from when its connection ended (or from now, if the broker stopped while it was
+    /// connected) [MQTT-3.1.2-23].
+    pub fn restore(&mut self, now: Time, image: Image) {
+        self.now = self.now.max(now);
+        let (max_key, max_id) = image.high_water_marks();
+        self.next_session_key = self.next_session_key.max(max_key + 1);
+        self.next_message_id = self.next_message_id.max(max_id);
+        let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
+        for (id, stored) in image.messages {
+            messages.insert(id, Arc::new(message_from(id, stored)));
+        }
+        for (_, stored) in image.retained {
+            let id = self.next_message_id();
+            let message = message_from(id, stored);
+            self.retained.insert(&message.topic.clone(), Arc::new(message));
+        }
+        for (k, s) in image.sessions {
+            let key = SessionKey(k);
+            self.restore_session(key, s, &messages);
+        }
+    }
+
+    fn restore_session(&mut self, key: SessionKey, image: SessionImage, messages: &BTreeMap<u64, Arc<Message>>) {
+        let mut session = Session::new(image.client_id.clone(), image.protocol);
+        session.expiry_interval = image.expiry;
+        session.durable = true;
+        let offline_since = image.offline_since.unwrap_or(self.now);
+        session.offline_since = Some(offline_since);
+        for (filter, subscription) in &image.subscriptions {
+            match crate::topic::parse_shared_subscription(filter) {
+                Ok(Some(shared)) => self
+                    .subscriptions
+                    .insert(shared.filter, Some(shared.group), key, *subscription),
+                _ => self.subscriptions.insert(filter, None, key, *subscription),
+            };
+            session.subscriptions.insert(filter.clone(), *subscription);
+        }
+        let mut last_packet_id = 0;
+        for (seq, entry) in image.entries {
+            let Some(message) = messages.get(&entry.message_id) else {
+                continue;
+            };
+            let delivery = Delivery {
+                message: Arc::clone(message),
+                qos: entry.qos,
+                retain: entry.retain,
+                subscription_ids: entry.subscription_ids,
+                seq,
+            };
+            session.next_seq = session.next_seq.max(seq + 1);
+            match entry.sent {
+                Some((packet_id, state)) => {
+                    last_packet_id = packet_id;
+                    let state = match (state, entry.qos) {
+                        (SentState::Released, _) => Awaiting::PubComp,
+                        (SentState::Published, QoS::ExactlyOnce) => Awaiting::PubRec,
+                        (SentState::Published, _) => Awaiting::PubAck,
+                    };
+                    session.inflight.push_back(Inflight {
+                        packet_id,
+                        delivery,
+                        state,
+                    });
+                }
+                None => session.queue.push_back(delivery),
+            }
+        }
+        session.set_next_packet_id(last_packet_id);
+        session.incoming_qos2 = image.incoming_qos2;
+        if let Some(will) = image.will {
+            let publish_at = will.publish_at;
+            session.pending_will = Some(PendingWill {
+                will: will_from(will),
+                publish_at,
+            });
+            self.timers.arm(publish_at, Timer::WillDelay(key));
+        }
+        if image.expiry != u32::MAX {
+            let at = offline_since + Duration::from_secs(u64::from(image.expiry));
+            session.expires_at = Some(at);
+            self.timers.arm(at, Timer::SessionExpiry(key));
+        }
+        self.sessions_by_client_id.insert(image.client_id, key);
+        self.sessions.insert(key, session);
+    }
+}
+
+fn sent_state(state: Awaiting) -> SentState {
+    match state {
+        Awaiting::PubComp => SentState::Released,
+        Awaiting::PubAck | Awaiting::PubRec => SentState::Published,
+    }
+}
+
+fn stored_message(m: &Message) -> StoredMessage {
+    StoredMessage {
+        topic: m.topic.clone(),
+        payload: m.payload.clone(),
+        qos: m.qos,
+        retain: m.retain,
+        properties: m.properties.clone(),
+        expires_at: m.expires_at,
+    }
+}
+
+fn message_from(id: u64, m: StoredMessage) -> Message {
+    Message {
+        id,
+        topic: m.topic,
+        payload: m.payload,
+        qos: m.qos,
+        retain: m.retain,
+        properties: m.properties,
+        expires_at: m.expires_at,
+    }
+}
+
+fn stored_will(will: &Will, publish_at: Time) -> StoredWill {
+    StoredWill {
+        topic: will.topic.clone(),
+        payload: will.payload.clone(),
+        qos: will.qos,
+        retain: will.retain,
+        properties: will.properties.clone(),
+        publish_at,
+    }
+}
+
+fn will_from(w: StoredWill) -> Will {
+    Will {
+        topic: w.topic,
+        payload: w.payload,
+        qos: w.qos,
+        retain: w.retain,
+        properties: w.properties,
+    }
+}
+
+fn session_image(session: &Session) -> SessionImage {
+    let mut entries = BTreeMap::new();
+    for inflight in &session.inflight {
+        let d = &inflight.delivery;
+        if d.qos == QoS::AtMostOnce {
+            continue;
+        }
+        let entry = entry_image(d, Some((inflight.packet_id, sent_state(inflight.state))));
+        entries.insert(d.seq, entry);
+    }
+    for d in session.queue.iter().filter(|d| d.qos != QoS::AtMostOnce) {
+        entries.insert(d.seq, entry_image(d, None));
+    }
+    SessionImage {
+        client_id: session.client_id.clone(),
+        protocol: session.protocol,
+        expiry: session.expiry_interval,
+        offline_since: session.offline_since,
+        subscriptions: session.subscriptions.clone(),
+        entries,
+        incoming_qos2: session.incoming_qos2.clone(),
+        will: session
+            .pending_will
+            .as_ref()
+            .map(|p| stored_will(&p.will, p.publish_at)),
+    }
+}
+
+fn entry_image(d: &Delivery, sent: Option<(u16, SentState)>) -> EntryImage {
+    EntryImage {
+        message_id: d.message.id,
+        qos: d.qos,
+        retain: d.retain,
+        subscription_ids: d.subscription_ids.clone(),
+        sent,
+    }
+}
+
+/// The records that open a session and give it its subscriptions and incoming QoS 2 state (entries follow).
+fn session_records(key: u64, s: &SessionImage) -> Vec<Record> {
+    let mut out = vec![Record::SessionOpen {
+        key,
+        client_id: s.client_id.clone(),
+        protocol: s.protocol,
+        expiry: s.expiry,
+    }];
+    for (filter, subscription) in &s.subscriptions {
+        out.push(Record::Subscribe {
+            key,
+            filter: filter.clone(),
+            subscription: *subscription,
+        });
+    }
+    for packet_id in &s.incoming_qos2 {
+        out.push(Record::Qos2Received {
+            key,
+            packet_id: *packet_id,
+        });
+    }
+    out
+}

@@ -1,0 +1,9 @@
+//! Durable state as deterministic records (see `record`) and the state they rebuild (see `image`). The broker core
+//! emits records; storage (real files in `io`, a simulated disk in `sim`) keeps them; recovery replays them into an
+//! [`Image`] and hands it to [`crate::broker::Broker::restore`].
+
+mod image;
+mod record;
+
+pub use image::{EntryImage, Image, SessionImage};
+pub use record::{Record, RecordError, SentState, StoredMessage, StoredWill};

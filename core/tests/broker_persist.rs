@@ -1,0 +1,213 @@
+//! Durability through the core: every change to durable state is a record, and a broker rebuilt from the records
+//! (the harness's `crash_and_restart`) carries on as if it had not stopped [MQTT-4.1.0-1]: session state lasts as
+//! long as the session, also across a server restart.
+
+mod common;
+
+use common::*;
+use mqtt_core::broker::{Config, ConnectionId};
+use mqtt_core::harness::Harness;
+use mqtt_core::packet::*;
+use mqtt_core::persist::{Image, Record};
+use std::time::Duration;
+
+fn durable_harness() -> Harness {
+    Harness::new(Config {
+        persistence: true,
+        ..Config::default()
+    })
+}
+
+fn persistent(client_id: &str) -> Connect {
+    let mut connect = v5(client_id);
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    connect
+}
+
+fn resume(h: &mut Harness, client_id: &str) -> (ConnectionId, ConnAck) {
+    connect_ok(h, persistent(client_id))
+}
+
+#[test]
+fn queued_messages_of_an_offline_session_survive_a_restart() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t/#", QoS::ExactlyOnce);
+    h.drop_connection(sub);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t/1", "one", QoS::AtLeastOnce, 1);
+    publish(&mut h, publisher, "t/2", "two", QoS::ExactlyOnce, 2);
+    publish(&mut h, publisher, "t/0", "qos0 is not kept", QoS::AtMostOnce, 0);
+    h.crash_and_restart();
+    let (sub, connack) = resume(&mut h, "sub");
+    // [MQTT-3.2.2-2]: the session was found.
+    assert!(connack.session_present);
+    let got = publishes(&mut h, sub);
+    assert_eq!(payloads(&got), vec!["one", "two"]);
+    assert_eq!(got[1].qos, QoS::ExactlyOnce);
+    // The subscription survived too: new messages still arrive.
+    let publisher = connected(&mut h, v5("pub2"));
+    publish(&mut h, publisher, "t/3", "three", QoS::AtLeastOnce, 1);
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["three"]);
+}
+
+#[test]
+fn inflight_messages_are_resent_with_dup_after_a_restart_mqtt_4_4_0_1() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t", QoS::ExactlyOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "q1", QoS::AtLeastOnce, 1);
+    publish(&mut h, publisher, "t", "q2", QoS::ExactlyOnce, 2);
+    let first = publishes(&mut h, sub);
+    assert_eq!(first.len(), 2);
+    // The QoS 2 one gets as far as PUBREC → PUBREL before the crash.
+    h.send(
+        sub,
+        Packet::PubRec(PubResponse::new(first[1].packet_id, ReasonCode::SUCCESS)),
+    );
+    assert!(matches!(h.recv(sub), Some(Packet::PubRel(_))));
+    h.crash_and_restart();
+    let (sub, _) = resume(&mut h, "sub");
+    let again = h.recv_all(sub);
+    // The unacknowledged QoS 1 PUBLISH again with DUP and the same packet id [MQTT-3.3.1-1], and PUBREL for the
+    // QoS 2 one that was past PUBREC.
+    assert!(
+        matches!(&again[0], Packet::Publish(p) if p.dup && p.packet_id == first[0].packet_id && &p.payload[..] == b"q1")
+    );
+    assert!(matches!(&again[1], Packet::PubRel(r) if r.packet_id == first[1].packet_id));
+    assert_eq!(again.len(), 2);
+}
+
+#[test]
+fn exactly_once_state_of_incoming_qos2_survives_a_restart_mqtt_4_3_3_9() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtMostOnce);
+    let publisher = connected(&mut h, persistent("pub"));
+    publish(&mut h, publisher, "t", "once", QoS::ExactlyOnce, 7);
+    assert!(matches!(h.recv(publisher), Some(Packet::PubRec(r)) if r.packet_id == 7));
+    assert_eq!(publishes(&mut h, sub).len(), 1);
+    h.crash_and_restart();
+    let (sub, _) = resume(&mut h, "sub");
+    let (publisher, _) = resume(&mut h, "pub");
+    // The publisher did not see PUBCOMP, so it sends the PUBLISH again with DUP: not delivered a second time.
+    let mut again = publish_packet("t", "once", QoS::ExactlyOnce, 7);
+    again.dup = true;
+    h.send(publisher, Packet::Publish(again));
+    assert!(matches!(h.recv(publisher), Some(Packet::PubRec(r)) if r.packet_id == 7));
+    h.send(publisher, Packet::PubRel(PubResponse::new(7, ReasonCode::SUCCESS)));
+    assert_eq!(
+        h.recv(publisher),
+        Some(Packet::PubComp(PubResponse::new(7, ReasonCode::SUCCESS)))
+    );
+    assert!(publishes(&mut h, sub).is_empty(), "delivered once only");
+}
+
+#[test]
+fn retained_messages_survive_a_restart_and_clearing_one_is_durable_too() {
+    let mut h = durable_harness();
+    let publisher = connected(&mut h, v5("pub"));
+    retain(&mut h, publisher, "r/keep", "kept");
+    retain(&mut h, publisher, "r/gone", "cleared later");
+    retain(&mut h, publisher, "r/gone", "");
+    h.crash_and_restart();
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "r/#", QoS::AtMostOnce);
+    let got = publishes(&mut h, sub);
+    assert_eq!(payloads(&got), vec!["kept"]);
+    assert!(got[0].retain, "[MQTT-3.3.1-9]");
+}
+
+#[test]
+fn acknowledged_messages_leave_the_store_and_ended_sessions_leave_nothing() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "m", QoS::AtLeastOnce, 1);
+    let got = publishes(&mut h, sub);
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse::new(got[0].packet_id, ReasonCode::SUCCESS)),
+    );
+    let mut image = Image::default();
+    for record in h.records.clone() {
+        image.apply(record);
+    }
+    image.collect_garbage();
+    assert!(image.messages.is_empty() && image.sessions.values().all(|s| s.entries.is_empty()));
+    // A clean session and a session whose expiry is 0 write nothing at all.
+    let before = h.records.len();
+    let clean = connected(&mut h, v5("clean"));
+    subscribe(&mut h, clean, "x", QoS::AtLeastOnce);
+    h.drop_connection(clean);
+    assert_eq!(h.records.len(), before);
+    // Session Expiry Interval 0 on DISCONNECT (section 3.14.2.2.2) ends the durable session: its record says so.
+    let mut disconnect = Disconnect::default();
+    disconnect.properties.session_expiry_interval = Some(0);
+    h.send(sub, Packet::Disconnect(disconnect));
+    assert!(matches!(h.records.last(), Some(Record::SessionEnd { .. })));
+    h.crash_and_restart();
+    let (_, connack) = resume(&mut h, "sub");
+    assert!(!connack.session_present);
+}
+
+#[test]
+fn session_expiry_counts_from_the_disconnect_across_a_restart_mqtt_3_1_2_23() {
+    let mut h = durable_harness();
+    let mut connect = persistent("sub");
+    connect.properties.session_expiry_interval = Some(60);
+    let sub = connected(&mut h, connect.clone());
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    h.drop_connection(sub);
+    h.advance(Duration::from_secs(40));
+    h.crash_and_restart();
+    h.advance(Duration::from_secs(30));
+    let (_, connack) = connect_ok(&mut h, connect);
+    assert!(
+        !connack.session_present,
+        "70 s after the disconnect, a 60 s session has expired"
+    );
+}
+
+#[test]
+fn delayed_will_is_published_after_a_restart_mqtt_3_1_3_9() {
+    let mut h = durable_harness();
+    let watcher = connected(&mut h, persistent("watcher"));
+    subscribe(&mut h, watcher, "wills/#", QoS::AtLeastOnce);
+    let mut connect = persistent("dying");
+    let mut will = Will {
+        topic: "wills/dying".into(),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        ..Default::default()
+    };
+    will.properties.will_delay_interval = Some(30);
+    connect.will = Some(will);
+    let dying = connected(&mut h, connect);
+    h.drop_connection(dying);
+    h.drop_connection(watcher);
+    h.crash_and_restart();
+    h.advance(Duration::from_secs(31));
+    let (watcher, _) = resume(&mut h, "watcher");
+    assert_eq!(payloads(&publishes(&mut h, watcher)), vec!["gone"]);
+}
+
+#[test]
+fn records_round_trip_through_their_encoding() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t/#", QoS::ExactlyOnce);
+    let publisher = connected(&mut h, persistent("pub"));
+    retain(&mut h, publisher, "t/r", "retained");
+    publish(&mut h, publisher, "t/a", "a", QoS::ExactlyOnce, 3);
+    h.drop_connection(sub);
+    assert!(h.records.len() >= 6);
+    for record in &h.records {
+        let mut buf = bytes::BytesMut::new();
+        record.encode(&mut buf).expect("encode");
+        assert_eq!(&Record::decode(buf.freeze()).expect("decode"), record);
+    }
+}

@@ -1,0 +1,220 @@
+//! Start-up: load the newest snapshot, replay its log. A log that ends in a torn or damaged frame with nothing valid
+//! after it (a crash in the middle of a write) is truncated there with a warning; damage followed by valid records
+//! stops start-up with an error naming the file and offset, unless `--repair` says to truncate anyway.
+
+use super::frame::{self, Scan};
+use super::snapshot::{MAGIC, TRAILER};
+use super::{snapshot_path, wal_path, StorageError};
+use mqtt_core::persist::{Image, Record};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What recovery found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Generation of the snapshot and log recovered from (0: none, a fresh data directory).
+    pub generation: u64,
+    pub snapshot_records: u64,
+    pub log_records: u64,
+    /// Bytes cut from the end of the log (a torn write, or damage given up with `--repair`).
+    pub truncated_bytes: u64,
+    /// Records that referred to state already gone.
+    pub orphan_records: u64,
+    pub elapsed: Duration,
+}
+
+pub fn recover(dir: &Path, repair: bool) -> Result<(Image, Recovery), StorageError> {
+    let started = Instant::now();
+    let mut image = Image::default();
+    let mut recovery = Recovery::default();
+    let (snapshots, logs) = generations(dir)?;
+    let newest_snapshot = snapshots.iter().max().copied();
+    let newest_log = logs.iter().max().copied();
+    match (newest_snapshot, newest_log) {
+        (None, Some(g)) if !repair => {
+            return Err(StorageError::Corrupt {
+                path: wal_path(dir, g),
+                offset: 0,
+                detail: "its snapshot is missing".into(),
+            })
+        }
+        (Some(s), Some(g)) if g > s && !repair => {
+            return Err(StorageError::Corrupt {
+                path: wal_path(dir, g),
+                offset: 0,
+                detail: format!("no snapshot {g} for it (newest is {s})"),
+            })
+        }
+        _ => {}
+    }
+    if let Some(generation) = newest_snapshot {
+        recovery.generation = generation;
+        recovery.snapshot_records = load_snapshot(&snapshot_path(dir, generation), repair, &mut image)?;
+        let log = wal_path(dir, generation);
+        if log.exists() {
+            let (records, truncated) = replay_log(&log, repair, &mut image)?;
+            recovery.log_records = records;
+            recovery.truncated_bytes = truncated;
+        }
+    } else if let Some(generation) = newest_log {
+        // --repair without a snapshot: take what the log has.
+        recovery.generation = generation;
+        let (records, truncated) = replay_log(&wal_path(dir, generation), repair, &mut image)?;
+        recovery.log_records = records;
+        recovery.truncated_bytes = truncated;
+    }
+    image.collect_garbage();
+    recovery.orphan_records = image.orphan_records;
+    recovery.elapsed = started.elapsed();
+    Ok((image, recovery))
+}
+
+fn load_snapshot(path: &Path, repair: bool, image: &mut Image) -> Result<u64, StorageError> {
+    let data = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
+    let corrupt = |offset: usize, detail: &str| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        detail: detail.to_string(),
+    };
+    let mut offset = match frame::scan(&data, 0) {
+        Scan::Frame { body, next } if body == MAGIC => next,
+        _ => return Err(corrupt(0, "not a snapshot file (bad header)")),
+    };
+    let mut count = 0u64;
+    loop {
+        let problem = match frame::scan(&data, offset) {
+            Scan::Frame { body, next } if body.starts_with(TRAILER) => {
+                let expected = body
+                    .get(TRAILER.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
+                if expected == Some(count) {
+                    return Ok(count);
+                }
+                let _ = next;
+                "record count in the trailer does not match"
+            }
+            Scan::Frame { body, next } => match Record::decode(bytes::Bytes::copy_from_slice(body)) {
+                Ok(record) => {
+                    image.apply(record);
+                    count += 1;
+                    offset = next;
+                    continue;
+                }
+                Err(_) => "undecodable record",
+            },
+            Scan::End | Scan::Truncated => "the file ends before its trailer (truncated snapshot)",
+            Scan::Corrupt => "checksum mismatch",
+        };
+        if repair {
+            log::warn!(
+                "--repair: {} is damaged at byte {offset} ({problem}); keeping the {count} records before it",
+                path.display()
+            );
+            return Ok(count);
+        }
+        return Err(corrupt(offset, problem));
+    }
+}
+
+/// Replays a log into `image`; returns the records applied and the bytes truncated from its end.
+fn replay_log(path: &Path, repair: bool, image: &mut Image) -> Result<(u64, u64), StorageError> {
+    let data = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
+    let mut offset = 0;
+    let mut records = 0;
+    loop {
+        let damage = match frame::scan(&data, offset) {
+            Scan::End => return Ok((records, 0)),
+            Scan::Frame { body, next } => match Record::decode(bytes::Bytes::copy_from_slice(body)) {
+                Ok(record) => {
+                    image.apply(record);
+                    records += 1;
+                    offset = next;
+                    continue;
+                }
+                Err(e) => format!("undecodable record: {e}"),
+            },
+            Scan::Truncated => "a record cut short".to_string(),
+            Scan::Corrupt => "checksum mismatch".to_string(),
+        };
+        let torn_tail = frame::valid_frame_after(&data, offset).is_none();
+        if !torn_tail && !repair {
+            return Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                offset: offset as u64,
+                detail: damage,
+            });
+        }
+        let cut = (data.len() - offset) as u64;
+        if torn_tail {
+            log::warn!(
+                "{}: {damage} at byte {offset}, the last write before a crash; truncating {cut} bytes",
+                path.display()
+            );
+        } else {
+            log::warn!(
+                "--repair: {}: {damage} at byte {offset}; truncating {cut} bytes, including valid records after it",
+                path.display()
+            );
+        }
+        truncate(path, offset as u64)?;
+        return Ok((records, cut));
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StorageError::io(path, e))
+}
+
+/// Generations of the snapshots and logs present.
+fn generations(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), StorageError> {
+    let mut snapshots = Vec::new();
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(g) = parse(name, "snapshot-", ".snap") {
+            snapshots.push(g);
+        } else if let Some(g) = parse(name, "wal-", ".log") {
+            logs.push(g);
+        }
+    }
+    Ok((snapshots, logs))
+}
+
+fn parse(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// Removes the files of generations before `generation`, and unfinished snapshot files.
+pub fn remove_older(dir: &Path, generation: u64) {
+    let Ok((snapshots, logs)) = generations(dir) else {
+        return;
+    };
+    let old: Vec<PathBuf> = snapshots
+        .into_iter()
+        .filter(|g| *g < generation)
+        .map(|g| snapshot_path(dir, g))
+        .chain(logs.into_iter().filter(|g| *g < generation).map(|g| wal_path(dir, g)))
+        .collect();
+    for path in old {
+        if let Err(e) = std::fs::remove_file(&path) {
+            log::warn!("cannot remove old {}: {e}", path.display());
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_str().is_some_and(|n| n.ends_with(".snap.tmp")) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Recovery on hand-damaged files: torn tail, flipped byte, truncated snapshot, missing snapshot, `--repair`.
+
+use super::*;
+use mqtt_core::packet::{Properties, QoS};
+use mqtt_core::persist::StoredMessage;
+
+fn retain(topic: &str, payload: &str) -> Record {
+    Record::Retain {
+        message: Box::new(StoredMessage {
+            topic: topic.to_string(),
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at: None,
+        }),
+    }
+}
+
+/// A data directory whose log holds `n` retained messages `t/0..n`, committed; returns the log's path and the byte
+/// offset where each record starts.
+fn directory_with_log(n: usize) -> (tempfile::TempDir, PathBuf, Vec<u64>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut storage, image, recovery) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    assert_eq!((image, recovery.generation), (Image::default(), 0));
+    let mut offsets = Vec::new();
+    for i in 0..n {
+        offsets.push(storage.wal_len + storage.pending.len() as u64);
+        storage.append(&retain(&format!("t/{i}"), &format!("payload {i}")));
+        storage.commit().expect("commit");
+    }
+    let path = storage.wal_path.clone();
+    (dir, path, offsets)
+}
+
+fn topics(image: &Image) -> Vec<String> {
+    image.retained.keys().cloned().collect()
+}
+
+#[test]
+fn committed_records_survive_a_restart() {
+    let (dir, _, _) = directory_with_log(3);
+    let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, false).expect("reopen");
+    assert_eq!(topics(&image), ["t/0", "t/1", "t/2"]);
+    assert_eq!((recovery.generation, recovery.log_records), (1, 3));
+    // The restart compacted everything into snapshot 2 and removed generation 1.
+    let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, false).expect("reopen twice");
+    assert_eq!(topics(&image), ["t/0", "t/1", "t/2"]);
+    assert_eq!(
+        (recovery.generation, recovery.snapshot_records, recovery.log_records),
+        (2, 3, 0)
+    );
+    assert!(!wal_path(dir.path(), 1).exists() && !snapshot_path(dir.path(), 1).exists());
+}
+
+#[test]
+fn torn_tail_is_truncated_with_everything_before_it_kept() {
+    let (dir, log, offsets) = directory_with_log(3);
+    let len = std::fs::metadata(&log).expect("log").len();
+    // Cut the last record anywhere inside it.
+    for cut in [offsets[2] + 1, offsets[2] + 8, len - 1] {
+        let copy = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+        }
+        let copied_log = copy.path().join(log.file_name().expect("name"));
+        OpenOptions::new()
+            .write(true)
+            .open(&copied_log)
+            .expect("open")
+            .set_len(cut)
+            .expect("cut");
+        let (_, image, recovery) = Storage::open(copy.path(), SyncMode::Always, false).expect("recover");
+        assert_eq!(topics(&image), ["t/0", "t/1"], "cut at {cut}");
+        assert_eq!(recovery.truncated_bytes, cut - offsets[2]);
+    }
+}
+
+#[test]
+fn flipped_byte_in_the_last_record_is_a_torn_tail() {
+    let (dir, log, offsets) = directory_with_log(3);
+    let mut data = std::fs::read(&log).expect("read");
+    let at = offsets[2] as usize + 10;
+    data[at] ^= 0x01;
+    std::fs::write(&log, &data).expect("write");
+    let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
+    assert_eq!(topics(&image), ["t/0", "t/1"]);
+}
+
+#[test]
+fn flipped_byte_in_the_middle_stops_start_up_naming_file_and_offset() {
+    let (dir, log, offsets) = directory_with_log(3);
+    let mut data = std::fs::read(&log).expect("read");
+    data[offsets[1] as usize + 12] ^= 0x80;
+    std::fs::write(&log, &data).expect("write");
+    let error = match Storage::open(dir.path(), SyncMode::Always, false) {
+        Err(e) => e,
+        Ok(_) => panic!("damage with valid records after it must not be silently truncated"),
+    };
+    let text = error.to_string();
+    assert!(text.contains(&log.display().to_string()), "{text}");
+    assert!(text.contains(&format!("byte {}", offsets[1])), "{text}");
+    assert!(text.contains("--repair"), "{text}");
+    // The files are untouched by the failed start.
+    assert_eq!(std::fs::read(&log).expect("read"), data);
+
+    // --repair keeps what precedes the damage.
+    let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, true).expect("repair");
+    assert_eq!(topics(&image), ["t/0"]);
+    assert_eq!(recovery.truncated_bytes, data.len() as u64 - offsets[1]);
+}
+
+#[test]
+fn truncated_snapshot_stops_start_up() {
+    let (dir, _, _) = directory_with_log(50);
+    // Restart once: generation 2's snapshot holds the 50 messages.
+    drop(Storage::open(dir.path(), SyncMode::Always, false).expect("compact"));
+    let snapshot = snapshot_path(dir.path(), 2);
+    let len = std::fs::metadata(&snapshot).expect("snapshot").len();
+    OpenOptions::new()
+        .write(true)
+        .open(&snapshot)
+        .expect("open")
+        .set_len(len / 2)
+        .expect("cut");
+    let error = match Storage::open(dir.path(), SyncMode::Always, false) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a truncated snapshot must not load as a smaller state"),
+    };
+    assert!(
+        error.contains("snapshot-") && error.contains("truncated snapshot"),
+        "{error}"
+    );
+    let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, true).expect("repair");
+    assert!(!image.retained.is_empty() && image.retained.len() < 50);
+}
+
+#[test]
+fn snapshot_replaces_a_grown_log() {
+    let (dir, _, _) = directory_with_log(5);
+    let (mut storage, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    storage.snapshot(&image).expect("snapshot");
+    assert_eq!(storage.generation, 3);
+    storage.append(&retain("t/new", "after the snapshot"));
+    storage.commit().expect("commit");
+    let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, false).expect("reopen");
+    assert_eq!(image.retained.len(), 6);
+    assert_eq!(
+        (recovery.generation, recovery.snapshot_records, recovery.log_records),
+        (3, 5, 1)
+    );
+}
+
+#[test]
+fn uncommitted_records_hold_sends_only_when_syncing_always() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut always, _, _) = Storage::open(&dir.path().join("a"), SyncMode::Always, false).expect("open");
+    always.append(&retain("t", "x"));
+    assert!(always.holds_sends());
+    always.commit().expect("commit");
+    assert!(!always.holds_sends());
+    let (mut interval, _, _) = Storage::open(
+        &dir.path().join("b"),
+        SyncMode::Interval(Duration::from_secs(60)),
+        false,
+    )
+    .expect("open");
+    interval.append(&retain("t", "x"));
+    assert!(!interval.holds_sends());
+    interval.commit().expect("commit");
+    assert!(
+        interval.sync_deadline().is_some(),
+        "written, sync due within the interval"
+    );
+}
