@@ -98,6 +98,20 @@ impl BrokerProcess {
         None
     }
 
+    /// SIGKILL: the process dies at once, with whatever it had not written lost. Returns the data directory, for a
+    /// restart on it.
+    pub fn crash(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Start again on the data directory a crashed or stopped broker left.
+    pub fn restart(data_dir: tempfile::TempDir, extra: &[&str]) -> BrokerProcess {
+        let path = data_dir.path().to_path_buf();
+        BrokerProcess::start_with_data_dir(data_dir, &path, extra)
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

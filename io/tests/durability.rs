@@ -1,0 +1,246 @@
+//! Crash tests on the real binary: a persistent session's acknowledged messages survive SIGKILL of the broker.
+//! Independent client: rumqttc (MQTT 3.1.1), over real sockets.
+
+mod common;
+
+use common::{wait_for, BrokerProcess};
+use rumqttc::{Client, Connection, ConnectionError, Event, MqttOptions, Packet, QoS};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+type Events = Receiver<Result<Event, ConnectionError>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn pump(mut connection: Connection) -> Events {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            let failed = event.is_err();
+            if tx.send(event).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn connect(broker: &BrokerProcess, id: &str, clean: bool) -> (Client, Events) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(clean);
+    opts.set_inflight(50);
+    let (client, connection) = Client::new(opts, 200);
+    let events = pump(connection);
+    let connected = wait_for(&events, WAIT, |e| match e {
+        Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack.session_present),
+        _ => None,
+    });
+    assert!(connected.is_some(), "{id} connects");
+    (client, events)
+}
+
+/// Publishes `count` messages `{prefix}-{i}` on `topic` as fast as the window allows, on its own thread.
+fn publish_stream(client: Client, topic: &'static str, qos: QoS, prefix: &'static str, count: usize) {
+    std::thread::spawn(move || {
+        for i in 0..count {
+            if client
+                .publish(topic, qos, false, format!("{prefix}-{i}").into_bytes())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+/// Counts acknowledgements: PUBACK for QoS 1, PUBREC for QoS 2 (from then on the broker owns the message). The
+/// broker acknowledges in order, so `n` acks cover messages `0..n`.
+fn count_acks(events: &Events, qos: QoS, until: Instant, stop_at: usize) -> usize {
+    let mut acks = 0;
+    while acks < stop_at && Instant::now() < until {
+        match events.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) if qos == QoS::AtLeastOnce => acks += 1,
+            Ok(Ok(Event::Incoming(Packet::PubRec(_)))) if qos == QoS::ExactlyOnce => acks += 1,
+            Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+    acks
+}
+
+#[test]
+fn acknowledged_messages_survive_sigkill_of_the_broker() {
+    const N: usize = 400;
+    let broker = BrokerProcess::start(&["--sync", "always"]);
+    // A persistent session subscribes (3.1.1 Clean Session 0 [MQTT-3.1.2-4]) and goes offline.
+    let (sub, sub_events) = connect(&broker, "durable-sub", false);
+    sub.subscribe("crash/#", QoS::ExactlyOnce).expect("subscribe");
+    assert!(wait_for(&sub_events, WAIT, |e| matches!(
+        e,
+        Ok(Event::Incoming(Packet::SubAck(_)))
+    )
+    .then_some(()))
+    .is_some());
+    sub.disconnect().expect("disconnect");
+    drop(sub_events);
+
+    let (q1, q1_events) = connect(&broker, "pub-q1", true);
+    let (q2, q2_events) = connect(&broker, "pub-q2", true);
+    publish_stream(q1, "crash/q1", QoS::AtLeastOnce, "q1", N);
+    publish_stream(q2, "crash/q2", QoS::ExactlyOnce, "q2", N);
+    // Kill the broker mid-stream, once some of each are acknowledged.
+    let deadline = Instant::now() + WAIT;
+    let mut acked_q1 = count_acks(&q1_events, QoS::AtLeastOnce, deadline, N / 4);
+    let mut acked_q2 = count_acks(&q2_events, QoS::ExactlyOnce, deadline, N / 4);
+    let data_dir = broker.crash();
+    // Acknowledgements already on their way before the kill count too.
+    acked_q1 += count_acks(
+        &q1_events,
+        QoS::AtLeastOnce,
+        Instant::now() + Duration::from_millis(300),
+        N,
+    );
+    acked_q2 += count_acks(
+        &q2_events,
+        QoS::ExactlyOnce,
+        Instant::now() + Duration::from_millis(300),
+        N,
+    );
+    assert!(
+        acked_q1 > 0 && acked_q2 > 0,
+        "some messages were acknowledged before the kill"
+    );
+    assert!(acked_q1 < N || acked_q2 < N, "the kill happened mid-stream");
+
+    let broker = BrokerProcess::restart(data_dir, &["--sync", "always"]);
+    assert!(
+        broker.wait_for_log("recovered 1 session", WAIT),
+        "{}",
+        broker.log_text()
+    );
+    let (_sub, sub_events) = connect(&broker, "durable-sub", false);
+    let mut received: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(p) = wait_for(&sub_events, Duration::from_secs(2), |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
+        _ => None,
+    }) {
+        *received
+            .entry(String::from_utf8_lossy(&p.payload).into_owned())
+            .or_default() += 1;
+    }
+    for i in 0..acked_q1 {
+        assert!(
+            received.contains_key(&format!("q1-{i}")),
+            "acknowledged QoS 1 message q1-{i} lost"
+        );
+    }
+    for i in 0..acked_q2 {
+        let copies = received.get(&format!("q2-{i}")).copied().unwrap_or(0);
+        assert_eq!(
+            copies, 1,
+            "acknowledged QoS 2 message q2-{i} must arrive exactly once [MQTT-4.3.3]"
+        );
+    }
+    assert!(
+        received
+            .iter()
+            .filter(|(k, _)| k.starts_with("q2-"))
+            .all(|(_, n)| *n == 1),
+        "no QoS 2 duplicates at all"
+    );
+}
+
+#[test]
+fn retained_messages_and_subscriptions_survive_sigkill() {
+    let broker = BrokerProcess::start(&[]);
+    let (client, events) = connect(&broker, "retainer", true);
+    for i in 0..50 {
+        client
+            .publish(
+                format!("state/{i}"),
+                QoS::AtLeastOnce,
+                true,
+                format!("v{i}").into_bytes(),
+            )
+            .expect("publish");
+    }
+    assert_eq!(count_acks(&events, QoS::AtLeastOnce, Instant::now() + WAIT, 50), 50);
+    let data_dir = broker.crash();
+    let broker = BrokerProcess::restart(data_dir, &[]);
+    let (sub, events) = connect(&broker, "reader", true);
+    sub.subscribe("state/#", QoS::AtMostOnce).expect("subscribe");
+    let mut got = 0;
+    while wait_for(&events, Duration::from_secs(2), |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) if p.retain => Some(()),
+        _ => None,
+    })
+    .is_some()
+    {
+        got += 1;
+        if got == 50 {
+            break;
+        }
+    }
+    assert_eq!(got, 50, "every acknowledged retained message is back [MQTT-3.3.1-5]");
+}
+
+#[test]
+fn sync_none_keeps_nothing_across_a_restart() {
+    let broker = BrokerProcess::start(&["--sync", "none"]);
+    let (client, events) = connect(&broker, "retainer", true);
+    client
+        .publish("state/x", QoS::AtLeastOnce, true, b"v".to_vec())
+        .expect("publish");
+    assert_eq!(count_acks(&events, QoS::AtLeastOnce, Instant::now() + WAIT, 1), 1);
+    let data_dir = broker.crash();
+    assert!(
+        std::fs::read_dir(data_dir.path()).expect("dir").next().is_none(),
+        "nothing written"
+    );
+    let broker = BrokerProcess::restart(data_dir, &["--sync", "none"]);
+    let (sub, events) = connect(&broker, "reader", true);
+    sub.subscribe("state/#", QoS::AtMostOnce).expect("subscribe");
+    let got = wait_for(&events, Duration::from_secs(1), |e| match e {
+        Ok(Event::Incoming(Packet::Publish(_))) => Some(()),
+        _ => None,
+    });
+    assert!(got.is_none());
+}
+
+#[test]
+fn damaged_log_stops_start_up_with_the_file_and_offset() {
+    let broker = BrokerProcess::start(&[]);
+    let (client, events) = connect(&broker, "retainer", true);
+    for i in 0..3 {
+        client
+            .publish(format!("s/{i}"), QoS::AtLeastOnce, true, vec![b'x'; 100])
+            .expect("publish");
+    }
+    assert_eq!(count_acks(&events, QoS::AtLeastOnce, Instant::now() + WAIT, 3), 3);
+    let data_dir = broker.crash();
+    let log = std::fs::read_dir(data_dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a log file");
+    let mut bytes = std::fs::read(&log).expect("read");
+    bytes[20] ^= 0xFF; // inside the first record; two valid ones follow
+    std::fs::write(&log, &bytes).expect("write");
+    let output = std::process::Command::new(common::BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&log.display().to_string()) && stderr.contains("byte 0"),
+        "{stderr}"
+    );
+    // With --repair it starts, having truncated the log at the damage.
+    let repaired = BrokerProcess::restart(data_dir, &["--repair"]);
+    assert!(repaired.wait_for_log("recovered", WAIT));
+}
