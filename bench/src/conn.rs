@@ -59,7 +59,7 @@ pub fn run(broker: SocketAddr, count: usize, broker_pid: Option<u32>, hold: Dura
         // Up to 20,000 connections per source address.
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8);
         let mut stream = connect_from(source, broker)?;
-        wire::handshake(&mut stream, &format!("idle-{i}"))?;
+        wire::handshake(&mut stream, &format!("idle-{i}"), true)?;
         streams.push(stream);
         if (i + 1) % 5_000 == 0 {
             eprintln!("mqtt-bench: {} connections", i + 1);

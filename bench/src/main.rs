@@ -49,6 +49,9 @@ struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Subscribers use persistent sessions (Clean Session 0), which a durable broker writes to disk
+    #[arg(long)]
+    persistent: bool,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         duration: Duration::from_secs(args.duration),
         rate: args.rate,
         inflight: args.inflight.max(1),
+        persistent: args.persistent,
     };
     eprintln!(
         "mqtt-bench: {:?} x{} qos{} {}B for {}s against {}",

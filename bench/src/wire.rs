@@ -29,11 +29,12 @@ fn string(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(s.as_bytes());
 }
 
-pub fn connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
+/// CONNECT for MQTT 3.1.1; `clean` is the Clean Session flag (false: a persistent session the broker stores).
+pub fn connect(client_id: &str, keep_alive: u16, clean: bool) -> Vec<u8> {
     let mut body = Vec::new();
     string("MQTT", &mut body);
     body.push(4);
-    body.push(0x02);
+    body.push(if clean { 0x02 } else { 0x00 });
     body.extend_from_slice(&keep_alive.to_be_bytes());
     string(client_id, &mut body);
     packet(0x10, &body)
@@ -156,8 +157,8 @@ impl<R: Read> Reader<R> {
 }
 
 /// Connects and waits for CONNACK accepted.
-pub fn handshake<S: Read + Write>(stream: &mut S, client_id: &str) -> io::Result<()> {
-    stream.write_all(&connect(client_id, 600))?;
+pub fn handshake<S: Read + Write>(stream: &mut S, client_id: &str, clean: bool) -> io::Result<()> {
+    stream.write_all(&connect(client_id, 600, clean))?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
     if connack[0] != 0x20 || connack[3] != 0 {

@@ -32,6 +32,8 @@ pub struct Workload {
     pub rate: Option<u64>,
     /// Unacknowledged QoS 1/2 messages a publisher keeps in flight.
     pub inflight: u64,
+    /// Subscribers use persistent sessions (Clean Session 0).
+    pub persistent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +107,10 @@ fn subscriber(
 ) -> io::Result<SubscriberOutcome> {
     let mut stream = TcpStream::connect(w.broker)?;
     stream.set_nodelay(true)?;
-    wire::handshake(&mut stream, &format!("bench-sub-{id}"))?;
+    // A persistent subscriber's session is stored by a durable broker: what `--persistent` measures. The process id
+    // keeps sessions of earlier runs out of the way.
+    let client_id = format!("bench-sub-{id}-{}", std::process::id());
+    wire::handshake(&mut stream, &client_id, !w.persistent)?;
     stream.write_all(&wire::subscribe(1, filter, w.qos))?;
     let mut reader = Reader::new(stream.try_clone()?);
     while reader.next()?.kind() != 9 {}
@@ -196,7 +201,7 @@ fn publisher(
     let stream = TcpStream::connect(w.broker)?;
     stream.set_nodelay(true)?;
     let mut handshake_stream = stream.try_clone()?;
-    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"))?;
+    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"), true)?;
     let writer = Arc::new(Mutex::new(BufWriter::new(stream.try_clone()?)));
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
