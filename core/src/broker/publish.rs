@@ -291,7 +291,15 @@ impl Broker {
                 }
             }
         }
-        let sent = self.send(conn, &Packet::Publish(publish));
+        // A new alias adds bytes: it must never be what makes a PUBLISH too large for the client [MQTT-3.1.2-25].
+        let mut packet = Packet::Publish(publish);
+        if new_alias.is_some() && !self.fits_client(conn, &packet) {
+            if let Packet::Publish(publish) = &mut packet {
+                publish.properties.topic_alias = None;
+            }
+            new_alias = None;
+        }
+        let sent = self.send(conn, &packet);
         if sent {
             self.stats.messages_sent += 1;
             // Only a PUBLISH that went out establishes its alias: one dropped (too large for the client) did not.
