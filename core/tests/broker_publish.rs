@@ -579,3 +579,16 @@ fn window_moves_when_an_inflight_message_no_longer_fits_after_reconnect_mqtt_3_1
     assert!(connack.session_present);
     assert_eq!(payloads(&publishes(&mut h, sub)), vec!["next"]);
 }
+
+#[test]
+fn publish_from_client_with_subscription_identifier_is_protocol_error_mqtt_3_3_4_6() {
+    let mut h = harness();
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtMostOnce);
+    let conn = connected(&mut h, v5("pub"));
+    let mut packet = publish_packet("t", "x", QoS::AtLeastOnce, 1);
+    packet.properties.subscription_identifiers = vec![7];
+    h.send(conn, Packet::Publish(packet));
+    expect_disconnect(&mut h, conn, ReasonCode::PROTOCOL_ERROR);
+    assert!(publishes(&mut h, sub).is_empty(), "the message is not routed");
+}

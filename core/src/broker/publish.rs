@@ -22,6 +22,15 @@ impl Broker {
             return;
         };
         let v5 = connection.is_v5();
+        // [MQTT-3.3.4-6]: Subscription Identifiers go from server to client only.
+        if !publish.properties.subscription_identifiers.is_empty() {
+            self.protocol_error(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "subscription identifier from a client",
+            );
+            return;
+        }
 
         // Topic Alias [MQTT-3.3.2-8..12].
         let topic = match publish.properties.topic_alias {
