@@ -102,7 +102,9 @@ impl World {
         if let Some(link) = self.links.get_mut(&conn) {
             link.misbehaving = true;
         }
-        let version = if self.rng.gen_bool(0.5) {
+        let kind = self.rng.gen_range(0..9);
+        // Kind 8 needs properties, so MQTT 5.
+        let version = if kind == 8 || self.rng.gen_bool(0.5) {
             ProtocolVersion::V5
         } else {
             ProtocolVersion::V3_1_1
@@ -120,7 +122,6 @@ impl World {
             });
             encoded(&packet, version)
         };
-        let kind = self.rng.gen_range(0..8);
         let (what, data) = match kind {
             // Packet type 0 is reserved [MQTT-2.1.2] (and what follows is noise).
             0 => {
@@ -167,6 +168,16 @@ impl World {
                 let mut data = connect;
                 data.extend([0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]);
                 ("PUBLISH with QoS 3", data)
+            }
+            // [MQTT-3.3.4-6]: a client's PUBLISH must not carry a Subscription Identifier.
+            8 => {
+                let mut data = connect;
+                let properties = Properties {
+                    subscription_identifiers: vec![1],
+                    ..Default::default()
+                };
+                data.extend(publish("a", b"x".to_vec(), properties));
+                ("PUBLISH with a Subscription Identifier", data)
             }
             // [MQTT-3.8.1-1]: SUBSCRIBE's fixed-header flags must be 0010.
             _ => {

@@ -100,10 +100,21 @@ impl World {
         Ok(())
     }
 
-    /// Every misbehaving client must have been disconnected [MQTT-4.13.1-1]: at once, or (for a packet whose claimed
-    /// length never arrives) by the keep-alive timeout, 1.5 times 60 s [MQTT-3.1.2-22]. This runs last, since
-    /// the clock jump also times out every idle well-behaved client.
+    /// Every misbehaving client must have been disconnected [MQTT-4.13.1-1] as soon as its bad packet arrived: each
+    /// kind sends a whole packet (or a fixed header) that breaks a rule the broker checks on receipt, so the
+    /// keep-alive timeout must not be what closes it. Half-open connections abandoned by their client are closed by
+    /// the takeover or at the latest by the keep-alive timeout, 1.5 times 60 s [MQTT-3.1.2-22]. This runs last,
+    /// since the clock jump also times out every idle well-behaved client.
     fn check_misbehaving_closed(&mut self) -> Result<(), Violation> {
+        if let Some((conn, _)) = self
+            .links
+            .iter()
+            .find(|(_, l)| l.misbehaving && !l.zombie && !l.closed_by_broker)
+        {
+            return Err(Violation(format!(
+                "misbehaving client on {conn:?} was not disconnected when its bad packet arrived [MQTT-4.13.1-1]"
+            )));
+        }
         if self
             .links
             .values()
