@@ -511,3 +511,84 @@ fn queue_keeps_moving_after_a_message_too_large_for_the_client_is_dropped() {
     );
     assert_eq!(payloads(&publishes(&mut h, sub)), vec!["third"]);
 }
+
+/// The exact size of the PUBLISH the broker would send for `topic`/`payload` at QoS 1 without any alias.
+fn qos1_publish_len(topic: &str, payload: &str) -> u32 {
+    let packet = Packet::Publish(publish_packet(topic, payload, QoS::AtLeastOnce, 1));
+    mqtt_core::codec::encoded_len(&packet, ProtocolVersion::V5) as u32
+}
+
+#[test]
+fn inflight_message_is_resent_on_reconnect_even_when_a_new_alias_would_not_fit_mqtt_4_4_0_1() {
+    // Found by the simulator (seed 13790): the first connection had no topic aliases and the message fitted the
+    // client's Maximum Packet Size exactly; the reconnecting client allows aliases, and the resend with a new
+    // alias (3 more bytes) no longer fitted, so it was dropped and left in the inflight window for good.
+    let mut h = harness();
+    let payload = "x".repeat(50);
+    let mut connect = v5("sub");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    connect.properties.receive_maximum = Some(1);
+    connect.properties.maximum_packet_size = Some(qos1_publish_len("t", &payload));
+    let sub = connected(&mut h, connect.clone());
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", &payload, QoS::AtLeastOnce, 1);
+    publish(&mut h, publisher, "t", "next", QoS::AtLeastOnce, 2);
+    let first = publishes(&mut h, sub);
+    assert_eq!(payloads(&first), vec![payload.clone()]);
+    h.drop_connection(sub);
+
+    connect.properties.topic_alias_maximum = Some(4);
+    let (sub, connack) = connect_ok(&mut h, connect);
+    assert!(connack.session_present);
+    // [MQTT-4.4.0-1]: the unacknowledged PUBLISH is sent again, with DUP [MQTT-3.3.1-1] and the same packet id;
+    // a topic alias is optional, so it must not be what stops the message from fitting [MQTT-3.1.2-25].
+    let again = publishes(&mut h, sub);
+    assert_eq!(payloads(&again), vec![payload]);
+    assert!(again[0].dup);
+    assert_eq!(again[0].packet_id, first[0].packet_id);
+    assert_eq!(again[0].topic, "t");
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse::new(again[0].packet_id, ReasonCode::SUCCESS)),
+    );
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["next"]);
+}
+
+#[test]
+fn window_moves_when_an_inflight_message_no_longer_fits_after_reconnect_mqtt_3_1_2_25() {
+    // The client reconnects announcing a smaller Maximum Packet Size: the inflight message cannot be resent
+    // [MQTT-3.1.2-25], so it counts as delivered and must not hold its window slot for ever.
+    let mut h = harness();
+    let payload = "x".repeat(50);
+    let mut connect = v5("sub");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    connect.properties.receive_maximum = Some(1);
+    let sub = connected(&mut h, connect.clone());
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", &payload, QoS::AtLeastOnce, 1);
+    publish(&mut h, publisher, "t", "next", QoS::AtLeastOnce, 2);
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec![payload.clone()]);
+    h.drop_connection(sub);
+
+    connect.properties.maximum_packet_size = Some(qos1_publish_len("t", &payload) - 1);
+    let (sub, connack) = connect_ok(&mut h, connect);
+    assert!(connack.session_present);
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["next"]);
+}
+
+#[test]
+fn publish_from_client_with_subscription_identifier_is_protocol_error_mqtt_3_3_4_6() {
+    let mut h = harness();
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtMostOnce);
+    let conn = connected(&mut h, v5("pub"));
+    let mut packet = publish_packet("t", "x", QoS::AtLeastOnce, 1);
+    packet.properties.subscription_identifiers = vec![7];
+    h.send(conn, Packet::Publish(packet));
+    expect_disconnect(&mut h, conn, ReasonCode::PROTOCOL_ERROR);
+    assert!(publishes(&mut h, sub).is_empty(), "the message is not routed");
+}

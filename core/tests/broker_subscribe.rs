@@ -370,3 +370,35 @@ fn retained_will_is_stored() {
     assert_eq!(payloads(&got), vec!["gone"]);
     assert!(got[0].retain);
 }
+
+#[test]
+fn mqtt_3_1_client_retrying_subscribe_and_unsubscribe_with_dup_is_answered() {
+    // MQTT 3.1 (protocol level 3) set DUP on retried SUBSCRIBE / UNSUBSCRIBE (QoS 1 in the fixed header); 3.1.1
+    // reserved those flags [MQTT-2.1.3-1], but a 3.1 client must not be disconnected for them.
+    let mut h = harness();
+    let conn = connected(&mut h, connect_packet_v31("old-client"));
+    h.send_bytes(conn, &[0x8A, 0x06, 0x00, 0x05, 0x00, 0x01, b'a', 0x01]);
+    match h.recv(conn) {
+        Some(Packet::SubAck(suback)) => {
+            assert_eq!(suback.packet_id, 5);
+            assert_eq!(suback.reasons, vec![ReasonCode::GRANTED_QOS_1]);
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    h.send_bytes(conn, &[0xAA, 0x05, 0x00, 0x06, 0x00, 0x01, b'a']);
+    assert!(matches!(h.recv(conn), Some(Packet::UnsubAck(u)) if u.packet_id == 6));
+    assert!(!h.is_closed(conn));
+}
+
+#[test]
+fn mqtt_3_1_1_client_subscribe_with_dup_is_malformed_mqtt_2_1_3_1() {
+    let mut h = harness();
+    let conn = connected(&mut h, v311("new-client"));
+    h.send_bytes(conn, &[0x8A, 0x06, 0x00, 0x05, 0x00, 0x01, b'a', 0x01]);
+    assert!(h.recv_all(conn).iter().all(|p| !matches!(p, Packet::SubAck(_))));
+    assert!(h.is_closed(conn));
+}
+
+fn connect_packet_v31(client_id: &str) -> Connect {
+    mqtt_core::harness::connect_packet(ProtocolVersion::V3_1, client_id)
+}

@@ -301,3 +301,69 @@ fn auth_is_invalid_before_mqtt5() {
 fn packet_type_zero_is_malformed() {
     assert_eq!(v311(&[0x00, 0x00]), DecodeError::InvalidPacketType(0));
 }
+
+#[test]
+fn connack_with_session_present_and_an_error_is_malformed_mqtt_3_2_2_6() {
+    // MQTT 5: Session Present 1 with Reason Code 0x80 (Unspecified error).
+    let e = v5(&[0x20, 0x03, 0x01, 0x80, 0x00]);
+    assert_eq!(e, DecodeError::SessionPresentWithError);
+    assert_eq!(e.reason_code(), ReasonCode::MALFORMED_PACKET);
+    // Either alone is fine.
+    assert!(decode(Some(ProtocolVersion::V5), &[0x20, 0x03, 0x01, 0x00, 0x00]).is_ok());
+    assert!(decode(Some(ProtocolVersion::V5), &[0x20, 0x03, 0x00, 0x80, 0x00]).is_ok());
+}
+
+#[test]
+fn connack_with_session_present_and_a_return_code_is_malformed_in_v311_mqtt_3_2_2_4() {
+    // 3.1.1: Session Present 1 with return code 5 (not authorized).
+    assert_eq!(v311(&[0x20, 0x02, 0x01, 0x05]), DecodeError::SessionPresentWithError);
+    assert!(decode(Some(ProtocolVersion::V3_1_1), &[0x20, 0x02, 0x01, 0x00]).is_ok());
+    assert!(decode(Some(ProtocolVersion::V3_1_1), &[0x20, 0x02, 0x00, 0x05]).is_ok());
+}
+
+#[test]
+fn dup_on_pubrel_subscribe_unsubscribe_is_accepted_only_from_mqtt_3_1_clients_mqtt_2_1_3_1() {
+    // MQTT 3.1 sent these with QoS 1 and DUP set on retries; 3.1.1 and 5 reserve the flags as 0010.
+    let pubrel = [0x6A, 0x02, 0x00, 0x01];
+    let subscribe = [0x8A, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01];
+    let unsubscribe = [0xAA, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'];
+    for bytes in [&pubrel[..], &subscribe[..], &unsubscribe[..]] {
+        assert!(
+            decode(Some(ProtocolVersion::V3_1), bytes).is_ok(),
+            "3.1 retry {bytes:02x?} must decode"
+        );
+        assert!(matches!(v311(bytes), DecodeError::InvalidFixedHeaderFlags { .. }));
+        let mut v5_bytes = bytes.to_vec();
+        if bytes[0] == 0x8A {
+            // An MQTT 5 SUBSCRIBE has a property length after the packet id.
+            v5_bytes = vec![0x8A, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x01];
+        }
+        assert!(matches!(v5(&v5_bytes), DecodeError::InvalidFixedHeaderFlags { .. }));
+    }
+    // Even for 3.1, flags other than QoS 1 (with or without DUP) stay invalid.
+    let e = decode(
+        Some(ProtocolVersion::V3_1),
+        &[0x8B, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01],
+    );
+    assert!(matches!(e, Err(DecodeError::InvalidFixedHeaderFlags { .. })));
+    let e = decode(Some(ProtocolVersion::V3_1), &[0x68, 0x02, 0x00, 0x01]);
+    assert!(matches!(e, Err(DecodeError::InvalidFixedHeaderFlags { .. })));
+    // And DUP stays invalid on packets that never had QoS 1 in 3.1.
+    let e = decode(Some(ProtocolVersion::V3_1), &[0xC8, 0x00]);
+    assert!(matches!(e, Err(DecodeError::InvalidFixedHeaderFlags { .. })));
+}
+
+#[test]
+fn packet_type_zero_is_rejected_on_its_first_byte() {
+    // Section 2.1.2: type 0 is reserved. Nothing after the first byte can make it valid, so the decoder must not
+    // wait for a remaining length or a body.
+    for first in [0x00u8, 0x0F] {
+        let mut decoder = Decoder::new(Some(ProtocolVersion::V5), 1 << 20);
+        decoder.feed(&[first]);
+        assert_eq!(decoder.next_packet(), Err(DecodeError::InvalidPacketType(0)));
+    }
+    // A valid type with only its first byte is simply incomplete.
+    let mut decoder = Decoder::new(Some(ProtocolVersion::V5), 1 << 20);
+    decoder.feed(&[0xC0]);
+    assert_eq!(decoder.next_packet(), Ok(None));
+}

@@ -18,13 +18,33 @@ use std::net::SocketAddr;
 #[derive(Arbitrary, Debug)]
 enum Op {
     Open,
-    Close { conn: u8 },
-    Connect { conn: u8, v5: bool, client: u8 },
-    Packet { conn: u8, seed: u64 },
-    Raw { conn: u8, bytes: Vec<u8> },
-    Advance { ms: u32 },
-    Blocked { conn: u8 },
-    Writable { conn: u8 },
+    Close {
+        conn: u8,
+    },
+    Connect {
+        conn: u8,
+        v5: bool,
+        client: u8,
+    },
+    /// A valid packet, delivered in two reads split at `split` (modulo its length; 0: whole).
+    Packet {
+        conn: u8,
+        seed: u64,
+        split: u16,
+    },
+    Raw {
+        conn: u8,
+        bytes: Vec<u8>,
+    },
+    Advance {
+        ms: u32,
+    },
+    Blocked {
+        conn: u8,
+    },
+    Writable {
+        conn: u8,
+    },
     Shutdown,
 }
 
@@ -73,7 +93,10 @@ fuzz_target!(|ops: Vec<Op>| {
                         closed: false,
                     },
                 );
-                Input::Opened { conn, peer: SocketAddr::from(([127, 0, 0, 1], 1)) }
+                Input::Opened {
+                    conn,
+                    peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+                }
             }
             Op::Close { conn } => match pick(&peers, conn) {
                 Some(conn) => Input::Closed { conn },
@@ -81,16 +104,29 @@ fuzz_target!(|ops: Vec<Op>| {
             },
             Op::Connect { conn, v5, client } => {
                 let Some(conn) = pick(&peers, conn) else { continue };
-                let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
+                let version = if v5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V3_1_1
+                };
                 let connect = mqtt_core::harness::connect_packet(version, &format!("c{}", client % 4));
                 let _ = encode(&Packet::Connect(Box::new(connect)), version, &mut bytes);
                 Input::Received { conn, data: &bytes }
             }
-            Op::Packet { conn, seed } => {
+            Op::Packet { conn, seed, split } => {
                 let Some(conn) = pick(&peers, conn) else { continue };
                 let version = peers.get(&conn).map_or(ProtocolVersion::V5, |p| p.version);
                 let packet = generate::packet(&mut ChaCha8Rng::seed_from_u64(seed), version);
                 let _ = encode(&packet, version, &mut bytes);
+                // TCP delivers in any chunking: the first part now, the rest as this op's input.
+                let at = usize::from(split) % bytes.len().max(1);
+                if at > 0 {
+                    let first = bytes.split_to(at);
+                    apply(&mut broker, now, &mut peers, Input::Received { conn, data: &first });
+                    if !peers.contains_key(&conn) {
+                        continue;
+                    }
+                }
                 Input::Received { conn, data: &bytes }
             }
             Op::Raw { conn, bytes: raw } => {
@@ -112,49 +148,61 @@ fuzz_target!(|ops: Vec<Op>| {
             },
             Op::Shutdown => Input::Shutdown,
         };
-        if let Input::Received { conn, data } = &input {
-            if let Some(peer) = peers.get_mut(conn).filter(|p| !p.locked) {
-                peer.shadow.feed(data);
-                let unsupported = loop {
-                    match peer.shadow.next_packet() {
-                        Ok(Some(_)) => continue,
-                        Ok(None) => break false,
-                        Err(e) => break matches!(e, mqtt_core::codec::DecodeError::UnsupportedProtocolVersion(_)),
-                    }
-                };
-                // An unknown protocol level is answered in 3.1.1 form [MQTT-3.1.2-2].
-                let answer = if unsupported { Some(ProtocolVersion::V3_1_1) } else { peer.shadow.attempted_version() };
-                if let Some(version) = answer {
-                    peer.locked = true;
-                    peer.version = version;
-                    peer.decoder.set_version(version);
-                }
-            }
-        }
-        let closed_by_driver = match &input {
-            Input::Closed { conn } => Some(*conn),
-            _ => None,
-        };
-        broker.handle_input(now, input);
-        if let Some(conn) = closed_by_driver {
-            peers.remove(&conn);
-        }
-        while let Some(output) = broker.poll_output() {
-            match output {
-                Output::Transmit { conn, data } => {
-                    let peer = peers.get_mut(&conn).expect("transmit for a connection the driver opened");
-                    assert!(!peer.closed, "transmit after close");
-                    peer.decoder.feed(&data);
-                    while let Some(_packet) = peer.decoder.next_packet().expect("the broker sends valid packets") {}
-                }
-                Output::Close { conn } => {
-                    let peer = peers.get_mut(&conn).expect("close for a connection the driver opened");
-                    peer.closed = true;
-                }
-                Output::Event(_) | Output::Persist(_) => {}
-            }
-        }
-        // Closed connections are gone for good; the driver would never mention them again.
-        peers.retain(|_, peer| !peer.closed);
+        apply(&mut broker, now, &mut peers, input);
     }
 });
+
+/// Feeds one input, then drains and checks every output: no output for a connection the driver does not know or
+/// that the broker closed, and every Transmit decodes with a client-side decoder.
+fn apply(broker: &mut Broker, now: Time, peers: &mut BTreeMap<ConnectionId, Peer>, input: Input<'_>) {
+    if let Input::Received { conn, data } = &input {
+        if let Some(peer) = peers.get_mut(conn).filter(|p| !p.locked) {
+            peer.shadow.feed(data);
+            let unsupported = loop {
+                match peer.shadow.next_packet() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break false,
+                    Err(e) => break matches!(e, mqtt_core::codec::DecodeError::UnsupportedProtocolVersion(_)),
+                }
+            };
+            // An unknown protocol level is answered in 3.1.1 form [MQTT-3.1.2-2].
+            let answer = if unsupported {
+                Some(ProtocolVersion::V3_1_1)
+            } else {
+                peer.shadow.attempted_version()
+            };
+            if let Some(version) = answer {
+                peer.locked = true;
+                peer.version = version;
+                peer.decoder.set_version(version);
+            }
+        }
+    }
+    let closed_by_driver = match &input {
+        Input::Closed { conn } => Some(*conn),
+        _ => None,
+    };
+    broker.handle_input(now, input);
+    if let Some(conn) = closed_by_driver {
+        peers.remove(&conn);
+    }
+    while let Some(output) = broker.poll_output() {
+        match output {
+            Output::Transmit { conn, data } => {
+                let peer = peers
+                    .get_mut(&conn)
+                    .expect("transmit for a connection the driver opened");
+                assert!(!peer.closed, "transmit after close");
+                peer.decoder.feed(&data);
+                while let Some(_packet) = peer.decoder.next_packet().expect("the broker sends valid packets") {}
+            }
+            Output::Close { conn } => {
+                let peer = peers.get_mut(&conn).expect("close for a connection the driver opened");
+                peer.closed = true;
+            }
+            Output::Event(_) | Output::Persist(_) => {}
+        }
+    }
+    // Closed connections are gone for good; the driver would never mention them again.
+    peers.retain(|_, peer| !peer.closed);
+}

@@ -15,7 +15,11 @@ fn main() {
     };
     let payload_len = args.next().and_then(|n| n.parse().ok()).unwrap_or(64usize);
     let started = Instant::now();
-    let (mut storage, _, _) = match Storage::open(&PathBuf::from(&dir), SyncMode::Interval(std::time::Duration::from_secs(1)), false) {
+    let (mut storage, _, _) = match Storage::open(
+        &PathBuf::from(&dir),
+        SyncMode::Interval(std::time::Duration::from_secs(1)),
+        false,
+    ) {
         Ok(opened) => opened,
         Err(e) => {
             eprintln!("seed_retained: {e}");
@@ -48,5 +52,8 @@ fn main() {
         eprintln!("seed_retained: {e}");
         std::process::exit(1);
     }
-    eprintln!("seed_retained: {count} retained messages in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "seed_retained: {count} retained messages in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -44,7 +44,18 @@ pub struct SimClient {
     /// The broker's Receive Maximum for our publishes.
     pub broker_receive_maximum: u16,
     pub receive_maximum: u16,
+    /// Maximum Packet Size announced in CONNECT (MQTT 5 only); the decoder enforces it on what the broker sends.
+    pub max_packet_size: Option<u32>,
     pub topic_aliases: BTreeMap<u16, String>,
+    /// Topic Alias Maximum the broker granted in CONNACK (0: none) and the aliases set on this connection.
+    pub broker_alias_max: u16,
+    pub out_aliases: BTreeMap<String, u16>,
+    /// Highest QoS asked per filter over the session epoch (including unsubscribed filters, whose in-flight
+    /// messages may still arrive), and SUBSCRIBEs awaiting their SUBACK with what they asked.
+    pub granted: BTreeMap<String, QoS>,
+    pub pending_subscribes: BTreeMap<u16, Vec<(String, QoS)>>,
+    /// Will Delay Interval of the armed will (seconds).
+    pub armed_will_delay: u32,
     pub next_seq: u64,
     pub will_count: u64,
     /// The will id of the current connection.
@@ -69,6 +80,7 @@ impl SimClient {
             conn: None,
             connacked: false,
             decoder: Decoder::new(Some(version), usize::MAX),
+            max_packet_size: None,
             epoch: 0,
             filters: BTreeMap::new(),
             filters_ever: BTreeSet::new(),
@@ -80,6 +92,11 @@ impl SimClient {
             broker_receive_maximum: u16::MAX,
             receive_maximum,
             topic_aliases: BTreeMap::new(),
+            broker_alias_max: 0,
+            out_aliases: BTreeMap::new(),
+            granted: BTreeMap::new(),
+            pending_subscribes: BTreeMap::new(),
+            armed_will_delay: 0,
             next_seq: 1,
             will_count: 0,
             armed_will: None,
@@ -88,7 +105,7 @@ impl SimClient {
     }
 
     /// The CONNECT for a new connection.
-    pub fn connect_packet(&mut self, with_will: bool) -> Connect {
+    pub fn connect_packet(&mut self, with_will: bool, will_delay: u32) -> Connect {
         let mut connect = mqtt_core::harness::connect_packet(self.version, &self.client_id);
         connect.clean_start = !self.persistent;
         connect.keep_alive = 60;
@@ -100,6 +117,7 @@ impl SimClient {
                 connect.properties.receive_maximum = Some(self.receive_maximum);
             }
             connect.properties.topic_alias_maximum = Some(4);
+            connect.properties.maximum_packet_size = self.max_packet_size;
         }
         self.armed_will = None;
         if with_will {
@@ -110,14 +128,23 @@ impl SimClient {
                 payload: Bytes::from(id.clone()),
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                properties: Properties::default(),
+                properties: Properties {
+                    will_delay_interval: (will_delay > 0 && self.version.is_v5()).then_some(will_delay),
+                    ..Properties::default()
+                },
             });
             self.armed_will = Some(id);
+            self.armed_will_delay = if self.version.is_v5() { will_delay } else { 0 };
         }
-        self.decoder = Decoder::new(Some(self.version), usize::MAX);
+        // [MQTT-3.1.2-24]: the broker must not send a packet larger than this; the decoder rejects one.
+        let limit = self.max_packet_size.map_or(usize::MAX, |max| max as usize);
+        self.decoder = Decoder::new(Some(self.version), limit);
         self.connacked = false;
         self.unacked_in.clear();
         self.topic_aliases.clear();
+        self.out_aliases.clear();
+        self.broker_alias_max = 0;
+        self.pending_subscribes.clear();
         self.pending_acks.clear();
         connect
     }
@@ -147,6 +174,7 @@ impl SimClient {
             self.filters_ever.clear();
             self.outgoing.clear();
             self.incoming_qos2.clear();
+            self.granted.clear();
             return Vec::new();
         }
         self.outgoing
@@ -195,5 +223,36 @@ impl SimClient {
             }
             _ => {}
         }
+    }
+
+    /// Replaces the topic by a Topic Alias when the broker allows aliases [MQTT-3.3.2-7]: an alias already set on
+    /// this connection is used with an empty topic (if `use_existing`), a new one is set while the broker's
+    /// maximum allows, and otherwise the topic goes out in full.
+    pub fn apply_topic_alias(&mut self, mut publish: Publish, use_existing: bool) -> Publish {
+        if !self.version.is_v5() || self.broker_alias_max == 0 {
+            return publish;
+        }
+        if let Some(&alias) = self.out_aliases.get(&publish.topic) {
+            publish.properties.topic_alias = Some(alias);
+            if use_existing {
+                publish.topic.clear();
+            }
+        } else if self.out_aliases.len() < usize::from(self.broker_alias_max) {
+            let alias = self.out_aliases.len() as u16 + 1;
+            self.out_aliases.insert(publish.topic.clone(), alias);
+            publish.properties.topic_alias = Some(alias);
+        }
+        publish
+    }
+
+    /// The highest QoS this client may receive a message on `topic` with: the best QoS asked for (and granted, as
+    /// SUBACK cannot grant more) among its filters of this epoch that match [MQTT-3.8.4-8] (`None`: no filter
+    /// matches). Requests in flight count, since the broker may have processed them already.
+    pub fn qos_bound(&self, topic: &str) -> Option<QoS> {
+        self.filters_ever
+            .iter()
+            .filter(|f| crate::model::matches(crate::model::plain_filter(f), topic))
+            .map(|f| self.granted.get(f).copied().unwrap_or(QoS::ExactlyOnce))
+            .max()
     }
 }

@@ -40,15 +40,15 @@ fn main() -> ExitCode {
             }
         }
     }
+    println!("options: {}", sim::options_for(args.seed, &config).0);
     let started = Instant::now();
     match sim::run(args.seed, &config) {
         Ok(report) => {
             let elapsed = started.elapsed().as_secs_f64().max(1e-9);
             let c = &report.counts;
-            println!("options: {}", report.options);
             println!(
                 "clients {} | published {} | deliveries {} | connects {} | faults: cuts {} crashes {} slow readers {} \
-                 time jumps {} misbehaving {}",
+                 time jumps {} misbehaving {} takeovers {}",
                 report.options.clients,
                 c.published,
                 report.deliveries,
@@ -57,7 +57,8 @@ fn main() -> ExitCode {
                 c.crashes,
                 c.slow_readers,
                 c.time_jumps,
-                c.garbage
+                c.garbage,
+                c.takeovers
             );
             println!(
                 "steps {} | simulated {:.1}s in {:.3}s wall ({:.0} steps/s, {:.0}x real time) | trace lines {}",

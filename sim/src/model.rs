@@ -20,6 +20,9 @@ pub struct MessageInfo {
     pub qos: QoS,
     /// Carries a short Message Expiry Interval, so it may legitimately never arrive.
     pub expires: bool,
+    /// The Message Expiry Interval it was published with (seconds) and when the broker first processed it (ms).
+    pub expiry: Option<u32>,
+    pub first_seen_ms: u64,
 }
 
 /// The broker's session for one client, as the model predicts it.
@@ -29,6 +32,8 @@ pub struct SessionModel {
     /// Incremented whenever the broker starts a new session for the client.
     pub epoch: u64,
     pub subscriptions: BTreeMap<String, SubscriptionOptions>,
+    /// Maximum Packet Size the client announced (MQTT 5): larger messages are not sent to it [MQTT-3.1.2-25].
+    pub max_packet_size: Option<u32>,
     /// Session Present the next CONNACK must carry [MQTT-3.2.2-2], [MQTT-3.2.2-3].
     pub expect_present: Option<bool>,
     /// Incoming QoS 2 packet ids routed and not yet released: a PUBLISH reusing one is a duplicate
@@ -44,6 +49,14 @@ pub enum WillState {
     Discarded,
     /// The connection ended otherwise: the will is due.
     Due,
+    /// Ended abnormally with a Will Delay Interval while the session lives on: the will may be published from
+    /// `due_at` (ms) on, unless the session resumes first [MQTT-3.1.3-9]. No delivery is owed (the subscribers
+    /// are those at publication time, which the model does not pin down).
+    Delayed {
+        due_at: u64,
+    },
+    /// The session resumed within the Will Delay Interval: the will must never be published [MQTT-3.1.3-9].
+    Cancelled,
 }
 
 #[derive(Default)]
@@ -65,7 +78,36 @@ pub struct Model {
     pub retained: BTreeMap<String, MsgId>,
     pub ever_retained: BTreeSet<MsgId>,
     pub wills: BTreeMap<MsgId, WillState>,
+    /// The delayed will of each client, if one is pending.
+    pub delayed_wills: BTreeMap<usize, MsgId>,
     pub deliveries: u64,
+    /// The broker may drop messages from full queues (see `Options::max_queued_messages`).
+    pub bounded_queues: bool,
+    /// (client, epoch, message) routed more than once (a QoS 1 resend with DUP is a new publication) while the
+    /// broker may drop: if the first copy was dropped, the resend legitimately arrives after later messages.
+    pub reordered_ok: BTreeSet<(usize, u64, MsgId)>,
+    /// (client, epoch, message) the broker may deliver but does not owe: too close to the client's Maximum
+    /// Packet Size to tell whether it fits.
+    pub optional: BTreeSet<(usize, u64, MsgId)>,
+}
+
+/// What routing one PUBLISH does to the model (see [`Model::plan_publish`]).
+#[derive(Debug, Clone)]
+pub struct RoutingPlan {
+    /// The retained store's change: the topic, and the message now retained there (`None`: cleared).
+    retained: Option<(String, Option<MsgId>)>,
+    id: Option<MsgId>,
+    targets: Vec<((usize, u64, MsgId), Target)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// A matching non-shared subscription promises delivery at this QoS.
+    Owed(QoS),
+    /// A shared subscription's group may pick this client.
+    Shared,
+    /// Too close to the client's Maximum Packet Size to tell whether it fits.
+    Optional,
 }
 
 /// Topic filter matching per section 4.7, including the `$` rule [MQTT-4.7.2-1].
@@ -85,25 +127,55 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
+/// The topic filter without a `$share/{group}/` prefix.
+pub fn plain_filter(filter: &str) -> &str {
+    match parse_shared_subscription(filter) {
+        Ok(Some(shared)) => shared.filter,
+        _ => filter,
+    }
+}
+
 /// The message id at the start of a payload, if any.
 pub fn message_id(payload: &[u8]) -> Option<MsgId> {
     let text = std::str::from_utf8(payload).ok()?;
     let id = text.split(' ').next()?;
-    (id.starts_with('m') || id.starts_with('w')).then(|| id.to_string())
+    // Exactly `m{publisher}:{seq}` or `w{client}:{n}`: other payloads ($SYS values such as "mqtt-broker") are not
+    // the simulator's messages.
+    let (publisher, seq) = id.get(1..)?.split_once(':')?;
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let tagged = id.starts_with('m') || id.starts_with('w');
+    (tagged && numeric(publisher) && numeric(seq)).then(|| id.to_string())
 }
 
 impl Model {
-    pub fn new(clients: usize) -> Model {
+    /// `bounded_queues`: the broker may drop queued messages (small max_queued_messages).
+    pub fn new(clients: usize, bounded_queues: bool) -> Model {
         Model {
             sessions: vec![SessionModel::default(); clients],
+            bounded_queues,
             ..Default::default()
         }
     }
 
     /// The broker processed a CONNECT from `client`.
-    pub fn on_connect(&mut self, client: usize, clean_start: bool) {
+    pub fn on_connect(&mut self, client: usize, clean_start: bool, now: u64) {
+        let present = !clean_start && self.sessions[client].exists;
+        if let Some(id) = self.delayed_wills.remove(&client) {
+            if let Some(state) = self.wills.get_mut(&id) {
+                match *state {
+                    // The session resumed before the delay ran out: no will.
+                    WillState::Delayed { due_at } if present && now < due_at => *state = WillState::Cancelled,
+                    // Clean Start ends the old session, which publishes its will now.
+                    WillState::Delayed { due_at } if !present => {
+                        *state = WillState::Delayed {
+                            due_at: due_at.min(now),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         let session = &mut self.sessions[client];
-        let present = !clean_start && session.exists;
         session.expect_present = Some(present);
         if !present {
             session.epoch += 1;
@@ -141,21 +213,25 @@ impl Model {
 
     /// The broker processed a PUBLISH (or published a will): record who is owed it.
     pub fn on_publish(&mut self, publisher: Option<usize>, publish: &Publish, id: Option<MsgId>) {
-        if publish.retain {
-            match &id {
-                Some(id) if !publish.payload.is_empty() => {
-                    self.retained.insert(publish.topic.clone(), id.clone());
-                    self.ever_retained.insert(id.clone());
-                }
-                _ => {
-                    self.retained.remove(&publish.topic);
-                }
-            }
-        }
-        let Some(id) = id else {
-            return;
+        let plan = self.plan_publish(publisher, publish, id);
+        self.apply_publish(plan);
+    }
+
+    /// Who would be owed `publish` if the broker routed it now. The broker may hold a QoS 1/2 PUBLISH until a
+    /// subscriber's queue has room (and route it then, to the subscriptions of that moment), so the world applies
+    /// a plan only once it knows the broker routed the PUBLISH.
+    pub fn plan_publish(&self, publisher: Option<usize>, publish: &Publish, id: Option<MsgId>) -> RoutingPlan {
+        let mut plan = RoutingPlan {
+            retained: publish.retain.then(|| {
+                let id = id.clone().filter(|_| !publish.payload.is_empty());
+                (publish.topic.clone(), id)
+            }),
+            id: id.clone(),
+            targets: Vec::new(),
         };
-        self.routed += 1;
+        let Some(id) = id else {
+            return plan;
+        };
         for (client, session) in self.sessions.iter().enumerate() {
             if !session.exists {
                 continue;
@@ -164,7 +240,7 @@ impl Model {
             for (filter, options) in &session.subscriptions {
                 match parse_shared_subscription(filter) {
                     Ok(Some(shared)) if matches(shared.filter, &publish.topic) => {
-                        self.shared_allowed.insert((client, session.epoch, id.clone()));
+                        plan.targets.push(((client, session.epoch, id.clone()), Target::Shared));
                     }
                     Ok(None) if matches(filter, &publish.topic) => {
                         // [MQTT-3.8.3-3]: No Local.
@@ -179,14 +255,63 @@ impl Model {
             }
             if let Some(qos) = best {
                 let key = (client, session.epoch, id.clone());
-                // Ordering is owed from the first routing that promised QoS 1 or 2 (a QoS 0 one may be dropped).
-                if qos != QoS::AtMostOnce {
-                    self.owed_order.entry(key.clone()).or_insert(self.routed);
+                // A PUBLISH to this client is at most payload + topic + 35 bytes (fixed header, topic length,
+                // packet id, expiry, a user property, subscription identifiers); one that may not fit its
+                // Maximum Packet Size may be dropped [MQTT-3.1.2-25].
+                let size = publish.payload.len() + publish.topic.len() + 64;
+                if session.max_packet_size.is_some_and(|max| size > max as usize) {
+                    plan.targets.push((key, Target::Optional));
+                } else {
+                    plan.targets.push((key, Target::Owed(qos)));
                 }
-                let entry = self.expected.entry(key).or_insert(qos);
-                *entry = (*entry).max(qos);
             }
         }
+        plan
+    }
+
+    pub fn apply_publish(&mut self, plan: RoutingPlan) {
+        if let Some((topic, id)) = plan.retained {
+            match id {
+                Some(id) => {
+                    self.retained.insert(topic, id.clone());
+                    self.ever_retained.insert(id);
+                }
+                None => {
+                    self.retained.remove(&topic);
+                }
+            }
+        }
+        if plan.id.is_none() {
+            return;
+        }
+        self.routed += 1;
+        for (key, target) in plan.targets {
+            match target {
+                Target::Shared => {
+                    self.shared_allowed.insert(key);
+                }
+                Target::Optional => {
+                    self.optional.insert(key);
+                }
+                Target::Owed(qos) => {
+                    // Ordering is owed from the first routing that promised QoS 1 or 2 (a QoS 0 one may be dropped).
+                    if qos != QoS::AtMostOnce {
+                        self.owed_order.entry(key.clone()).or_insert(self.routed);
+                    }
+                    if self.bounded_queues && self.expected.contains_key(&key) {
+                        self.reordered_ok.insert(key.clone());
+                    }
+                    let entry = self.expected.entry(key).or_insert(qos);
+                    *entry = (*entry).max(qos);
+                }
+            }
+        }
+    }
+
+    /// A QoS 2 PUBLISH the broker held and then dropped unrouted (its connection closed): its packet id is free
+    /// again, as the broker never took it.
+    pub fn forget_qos2(&mut self, client: usize, packet_id: u16) {
+        self.sessions[client].qos2_pending.remove(&packet_id);
     }
 
     /// A client received a PUBLISH. `first_time` is false for a QoS 2 the client already holds (a DUP resend).
@@ -204,7 +329,7 @@ impl Model {
         };
         let key = (client, epoch, id.clone());
         let expected = self.expected.get(&key).copied();
-        let shared = self.shared_allowed.contains(&key);
+        let shared = self.shared_allowed.contains(&key) || self.optional.contains(&key);
         let retained_ok = publish.retain
             && self.ever_retained.contains(&id)
             && client_filters.iter().any(|f| {
@@ -254,7 +379,7 @@ impl Model {
         {
             // A message that expired in a queue and was then published again (a QoS 1 resend) legitimately
             // arrives out of order.
-            if *count == 1 && !info.expires {
+            if *count == 1 && !info.expires && !self.reordered_ok.contains(&key) {
                 let order_key = (client, epoch, info.publisher, info.topic.clone());
                 if self.last_order.get(&order_key).is_some_and(|&last| order < last) {
                     return Err(Violation(format!(
@@ -269,12 +394,19 @@ impl Model {
     }
 
     /// A will arrived somewhere: only legal for a connection that ended without a normal DISCONNECT.
-    pub fn on_will_delivery(&self, id: &str) -> Result<(), Violation> {
+    pub fn on_will_delivery(&self, id: &str, now: u64) -> Result<(), Violation> {
         match self.wills.get(id) {
             Some(WillState::Discarded) => Err(Violation(format!(
                 "will {id} published after a normal DISCONNECT [MQTT-3.1.2-10]"
             ))),
             Some(WillState::Armed) => Err(Violation(format!("will {id} published while its connection was open"))),
+            Some(WillState::Cancelled) => Err(Violation(format!(
+                "will {id} published although its session resumed within the Will Delay Interval [MQTT-3.1.3-9]"
+            ))),
+            Some(WillState::Delayed { due_at }) if now < *due_at => Err(Violation(format!(
+                "will {id} published {}ms before its Will Delay Interval ran out [MQTT-3.1.3-9]",
+                due_at - now
+            ))),
             _ => Ok(()),
         }
     }
@@ -297,5 +429,31 @@ impl Model {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_follows_section_4_7() {
+        assert!(matches("a/+", "a/b"));
+        assert!(!matches("a/+", "a/b/c"), "+ is one level [MQTT-4.7.1-3]");
+        assert!(matches("a/#", "a"), "# includes the parent level [MQTT-4.7.1-2]");
+        assert!(matches("#", "a/b/c"));
+        assert!(!matches("#", "$SYS/x"), "[MQTT-4.7.2-1]");
+        assert!(!matches("+/x", "$SYS/x"), "[MQTT-4.7.2-1]");
+        assert!(matches("$SYS/#", "$SYS/x"));
+        assert!(!matches("a/b", "a"));
+    }
+
+    #[test]
+    fn message_ids_are_strict() {
+        assert_eq!(message_id(b"m3:17 ppp").as_deref(), Some("m3:17"));
+        assert_eq!(message_id(b"w2:1").as_deref(), Some("w2:1"));
+        assert_eq!(message_id(b"mqtt-broker"), None);
+        assert_eq!(message_id(b""), None);
+        assert_eq!(plain_filter("$share/g/a/+"), "a/+");
     }
 }

@@ -5,10 +5,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
 
-/// Topics of several depths so that `+` and `#` matter.
-pub const TOPICS: &[&str] = &["a", "a/b", "a/b/c", "a/c", "b", "b/c", "b/c/d"];
-/// Filters the clients subscribe with (shared ones are built from these).
-pub const FILTERS: &[&str] = &["a", "a/b", "a/+", "a/#", "+/c", "b/#", "+/+", "#", "b/+/d"];
+/// Level names; a seed's topic space uses the first `topic_width` of them at every level.
+const LEVEL_NAMES: &[&str] = &["a", "b", "c", "d"];
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -22,6 +20,15 @@ pub struct Options {
     pub shared: bool,
     pub wills: bool,
     pub expiry: bool,
+    /// Clients subscribe with `+` and `#` (and the broker offers them); otherwise exact filters only.
+    pub wildcards: bool,
+    /// Names per topic level and maximum depth: small spaces make many overlaps, large ones few.
+    pub topic_width: usize,
+    pub topic_depth: usize,
+    /// MQTT 5 wills carry a Will Delay Interval (seconds) sometimes.
+    pub will_delay: bool,
+    /// v5 clients send Topic Aliases when the broker allows them.
+    pub client_aliases: bool,
     /// Steps of the fault phase (each step is one event).
     pub steps: usize,
     /// Per-step probabilities of each fault.
@@ -30,6 +37,8 @@ pub struct Options {
     pub slow_reader_rate: f64,
     pub time_jump_rate: f64,
     pub garbage_rate: f64,
+    /// A client reconnects while its old connection is still open (session takeover).
+    pub takeover_rate: f64,
     /// Maximum network delay of one segment, ms (segments of different connections may overtake each other).
     pub max_delay_ms: u64,
     /// Deliver byte streams in random chunks (down to one byte) rather than whole segments.
@@ -39,6 +48,16 @@ pub struct Options {
     /// Broker limits.
     pub receive_maximum: u16,
     pub client_receive_maximum: u16,
+    /// Broker's cap on messages in flight to one client, whatever its Receive Maximum.
+    pub max_inflight: u16,
+    /// Broker's per-session queue bound; a small one makes the broker drop messages legitimately.
+    pub max_queued_messages: usize,
+    /// Broker's Maximum Packet Size; clients keep their publishes below it, misbehaving ones do not.
+    pub max_packet_size: u32,
+    /// Maximum Packet Size some MQTT 5 clients announce (None: they do not).
+    pub client_max_packet_size: Option<u32>,
+    /// Broker's Topic Alias Maximum for inbound aliases.
+    pub max_topic_alias: u16,
 }
 
 fn rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
@@ -61,18 +80,64 @@ impl Options {
             shared: rng.gen_bool(0.4),
             wills: rng.gen_bool(0.5),
             expiry: rng.gen_bool(0.3),
+            wildcards: rng.gen_bool(0.8),
+            topic_width: rng.gen_range(1..=LEVEL_NAMES.len()),
+            topic_depth: rng.gen_range(1..=3),
+            will_delay: rng.gen_bool(0.3),
+            client_aliases: rng.gen_bool(0.5),
             steps: rng.gen_range(1_000..4_000),
             cut_rate: rate(rng, 0.02),
             crash_rate: rate(rng, 0.01),
             slow_reader_rate: rate(rng, 0.01),
             time_jump_rate: rate(rng, 0.005),
             garbage_rate: rate(rng, 0.005),
+            takeover_rate: rate(rng, 0.01),
             max_delay_ms: [0, 1, 5, 50][rng.gen_range(0..4)],
             chunking: rng.gen_bool(0.5),
             slow_ack_rate: rate(rng, 0.5),
             receive_maximum: [2, 10, 1024][rng.gen_range(0..3)],
             client_receive_maximum: [1, 3, 20, 65535][rng.gen_range(0..4)],
+            max_inflight: [1, 3, 1024][rng.gen_range(0..3)],
+            max_queued_messages: [1_000_000, 1_000_000, 30, 5][rng.gen_range(0..4)],
+            max_packet_size: [1 << 20, 4096, 600][rng.gen_range(0..3)],
+            max_topic_alias: [0, 2, 16][rng.gen_range(0..3)],
+            client_max_packet_size: [None, None, Some(300), Some(1200)][rng.gen_range(0..4)],
         }
+    }
+
+    /// Every topic of the seed's topic space: all paths of 1..=depth levels over `topic_width` names.
+    pub fn topics(&self) -> Vec<String> {
+        let names = &LEVEL_NAMES[..self.topic_width.clamp(1, LEVEL_NAMES.len())];
+        let mut topics: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut level = topics.clone();
+        for _ in 1..self.topic_depth {
+            level = level
+                .iter()
+                .flat_map(|prefix| names.iter().map(move |n| format!("{prefix}/{n}")))
+                .collect();
+            topics.extend(level.iter().cloned());
+        }
+        topics
+    }
+
+    /// A filter for `topic`: itself, or (with wildcards) with levels replaced by `+` or a tail replaced by `#`.
+    pub fn filter_for(&self, topic: &str, rng: &mut ChaCha8Rng) -> String {
+        if !self.wildcards || rng.gen_bool(0.3) {
+            return topic.to_string();
+        }
+        let levels: Vec<&str> = topic.split('/').collect();
+        // [MQTT-4.7.1-2]: `#` is last and alone in its level; [MQTT-4.7.1-3]: `+` fills a whole level.
+        if rng.gen_bool(0.35) {
+            let keep = rng.gen_range(0..=levels.len());
+            let mut out: Vec<&str> = levels[..keep].to_vec();
+            out.push("#");
+            return out.join("/");
+        }
+        levels
+            .iter()
+            .map(|l| if rng.gen_bool(0.4) { "+" } else { l })
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 
@@ -81,8 +146,8 @@ impl fmt::Display for Options {
         write!(
             f,
             "seed={} clients={} v5_share={:.2} persistent_share={:.2} qos2={} retained={} shared={} wills={} \
-             expiry={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} \
-             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={}",
+             expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
+             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -92,17 +157,54 @@ impl fmt::Display for Options {
             self.shared,
             self.wills,
             self.expiry,
+            self.wildcards,
+            self.topic_width,
+            self.topic_depth,
+            self.will_delay,
+            self.client_aliases,
             self.steps,
             self.cut_rate,
             self.crash_rate,
             self.slow_reader_rate,
             self.time_jump_rate,
             self.garbage_rate,
+            self.takeover_rate,
             self.max_delay_ms,
             self.chunking,
             self.slow_ack_rate,
             self.receive_maximum,
-            self.client_receive_maximum
+            self.client_receive_maximum,
+            self.max_inflight,
+            self.max_queued_messages,
+            self.max_packet_size,
+            self.max_topic_alias,
+            self.client_max_packet_size
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_core::topic::{validate_topic_filter, validate_topic_name};
+    use rand::SeedableRng;
+
+    #[test]
+    fn topic_spaces_and_filters_are_valid() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for seed in 0..50 {
+            let options = Options::from_seed(seed, &mut rng);
+            let topics = options.topics();
+            let expected: usize = (1..=options.topic_depth as u32)
+                .map(|d| options.topic_width.pow(d))
+                .sum();
+            assert_eq!(topics.len(), expected);
+            for topic in &topics {
+                assert!(validate_topic_name(topic).is_ok(), "{topic}");
+                let filter = options.filter_for(topic, &mut rng);
+                assert!(validate_topic_filter(&filter).is_ok(), "{filter}");
+                assert!(crate::model::matches(&filter, topic), "{filter} should match {topic}");
+            }
+        }
     }
 }

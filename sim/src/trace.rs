@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-const KEEP: usize = 60;
+const KEEP: usize = 50;
 
 pub struct Trace {
     hash: u64,

@@ -1,20 +1,28 @@
-//! Same seed, same trace: the simulator (and so the broker core) is deterministic.
+//! Same seed, same trace: the simulator (and so the broker core) is deterministic. A failing run must be just as
+//! reproducible as a passing one, so both outcomes are compared by their trace hash.
+
+fn hash(seed: u64, steps: usize) -> (u64, bool) {
+    let config = sim::RunConfig::new(false, Some(steps));
+    match sim::run(seed, &config) {
+        Ok(report) => (report.trace_hash, true),
+        Err(failure) => (failure.trace_hash, false),
+    }
+}
 
 #[test]
 fn same_seed_gives_same_trace_hash() {
     for seed in 1..=5 {
-        let config = sim::RunConfig::new(false, Some(400));
-        let first = sim::run(seed, &config).expect("seed passes");
-        let second = sim::run(seed, &config).expect("seed passes");
-        assert_eq!(first.trace_hash, second.trace_hash, "seed {seed}");
-        assert_eq!(first.trace_lines, second.trace_lines);
+        assert_eq!(hash(seed, 400), hash(seed, 400), "seed {seed}");
     }
 }
 
 #[test]
 fn different_seeds_give_different_traces() {
-    let config = sim::RunConfig::new(false, Some(400));
-    let a = sim::run(1, &config).expect("seed passes").trace_hash;
-    let b = sim::run(2, &config).expect("seed passes").trace_hash;
-    assert_ne!(a, b);
+    let hashes: std::collections::BTreeSet<u64> = (1..=5).map(|seed| hash(seed, 400).0).collect();
+    assert_eq!(hashes.len(), 5);
+}
+
+#[test]
+fn steps_override_changes_the_run() {
+    assert_ne!(hash(1, 200).0, hash(1, 400).0);
 }

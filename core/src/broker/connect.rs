@@ -538,7 +538,16 @@ impl Broker {
         for packet in packets {
             match packet {
                 Packet::Publish(publish) => {
-                    self.send_publish(conn, publish);
+                    let packet_id = publish.packet_id;
+                    if !self.send_publish(conn, publish) {
+                        // Too large for this connection's Maximum Packet Size: it counts as delivered
+                        // [MQTT-3.1.2-25] and must not hold its inflight slot for ever.
+                        if let Some(session) = self.sessions.get_mut(&key) {
+                            if let Some(position) = session.inflight_position(packet_id) {
+                                session.inflight.remove(position);
+                            }
+                        }
+                    }
                 }
                 other => {
                     self.send(conn, &other);

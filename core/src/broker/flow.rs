@@ -59,6 +59,14 @@ impl Broker {
         }
     }
 
+    /// Packet ids of the PUBLISHes held on a connection, in order; `None` if the broker does not know the
+    /// connection (closed). For the simulator's model, which must know when a PUBLISH was really routed.
+    pub fn held_packet_ids(&self, conn: ConnectionId) -> Option<Vec<u16>> {
+        self.connections
+            .get(&conn)
+            .map(|c| c.held.iter().map(|h| h.packet_id).collect())
+    }
+
     /// Number of QoS 1/2 PUBLISHes of this connection held unacknowledged.
     pub(super) fn held_count(&self, conn: ConnectionId) -> usize {
         self.connections.get(&conn).map_or(0, |c| c.held.len())

@@ -353,6 +353,15 @@ impl Broker {
     /// Encodes `packet` into the connection's output buffer, honouring the client's Maximum Packet Size
     /// [MQTT-3.1.2-24]: a packet too large loses its Reason String and User Properties first [MQTT-3.1.2-25]...
     /// and is not sent at all if still too large. Returns whether it was sent.
+    /// Whether `packet` fits the connection's Maximum Packet Size as it stands, before any optional property is
+    /// stripped (only MQTT 5 clients announce one).
+    fn fits_client(&self, conn: ConnectionId, packet: &Packet) -> bool {
+        self.connections.get(&conn).is_some_and(|connection| {
+            let version = connection.protocol.unwrap_or(ProtocolVersion::V3_1_1);
+            !version.is_v5() || crate::codec::encoded_len(packet, version) <= connection.client_max_packet_size as usize
+        })
+    }
+
     fn send(&mut self, conn: ConnectionId, packet: &Packet) -> bool {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return false;

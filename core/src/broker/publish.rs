@@ -18,6 +18,15 @@ impl Broker {
         let Some(key) = connection.session else {
             return;
         };
+        // [MQTT-3.3.4-6]: Subscription Identifiers go from server to client only.
+        if !publish.properties.subscription_identifiers.is_empty() {
+            self.protocol_error(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "subscription identifier from a client",
+            );
+            return;
+        }
 
         // Topic Alias [MQTT-3.3.2-8..12].
         let topic = match publish.properties.topic_alias {
@@ -324,7 +333,15 @@ impl Broker {
                 }
             }
         }
-        let sent = self.send(conn, &Packet::Publish(publish));
+        // A new alias adds bytes: it must never be what makes a PUBLISH too large for the client [MQTT-3.1.2-25].
+        let mut packet = Packet::Publish(publish);
+        if new_alias.is_some() && !self.fits_client(conn, &packet) {
+            if let Packet::Publish(publish) = &mut packet {
+                publish.properties.topic_alias = None;
+            }
+            new_alias = None;
+        }
+        let sent = self.send(conn, &packet);
         if sent {
             self.stats.messages_sent += 1;
             // Only a PUBLISH that went out establishes its alias: one dropped (too large for the client) did not.

@@ -14,7 +14,7 @@ pub fn decode_packet(header: u8, body: Bytes, version: Option<ProtocolVersion>) 
     let kind = header >> 4;
     let flags = header & 0x0F;
     let packet_type = PacketType::from_nibble(kind).ok_or(DecodeError::InvalidPacketType(kind))?;
-    check_flags(packet_type, flags)?;
+    check_flags(packet_type, flags, version)?;
     let mut r = Reader::new(body);
     // Before CONNECT the version is unknown; CONNECT carries its own.
     let v5 = match (packet_type, version) {
@@ -46,13 +46,18 @@ pub fn decode_packet(header: u8, body: Bytes, version: Option<ProtocolVersion>) 
 }
 
 /// Reserved flag bits of the fixed header [MQTT-2.1.3-1]; PUBLISH flags are checked with its fields.
-fn check_flags(packet_type: PacketType, flags: u8) -> Result<(), DecodeError> {
+///
+/// MQTT 3.1 (protocol level 3) had no reserved bits: PUBREL, SUBSCRIBE and UNSUBSCRIBE carried QoS 1 and set DUP
+/// when they were retries (MQTT 3.1 sections 3.7, 3.8 and 3.10), so on a 3.1 connection DUP is accepted there.
+fn check_flags(packet_type: PacketType, flags: u8, version: Option<ProtocolVersion>) -> Result<(), DecodeError> {
+    const DUP: u8 = 0b1000;
     let expected = match packet_type {
         PacketType::Publish => return Ok(()),
         PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
         _ => 0,
     };
-    if flags == expected {
+    let dup_retry = expected == 0b0010 && version == Some(ProtocolVersion::V3_1) && flags == expected | DUP;
+    if flags == expected || dup_retry {
         Ok(())
     } else {
         Err(DecodeError::InvalidFixedHeaderFlags {
@@ -196,6 +201,10 @@ fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
     let session_present = flags & 0x01 != 0;
     if v5 {
         let reason = reason(r, CONNACK_REASONS)?;
+        // [MQTT-3.2.2-6]: a non-zero Reason Code requires Session Present 0.
+        if session_present && reason != ReasonCode::SUCCESS {
+            return Err(DecodeError::SessionPresentWithError);
+        }
         let properties = property::decode(r, Context::ConnAck)?;
         return Ok(ConnAck {
             session_present,
@@ -212,6 +221,10 @@ fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
         5 => ReasonCode::NOT_AUTHORIZED,
         code => return Err(DecodeError::InvalidReasonCode(code)),
     };
+    // [MQTT-3.2.2-4] (3.1.1): a non-zero return code requires Session Present 0.
+    if session_present && reason != ReasonCode::SUCCESS {
+        return Err(DecodeError::SessionPresentWithError);
+    }
     Ok(ConnAck {
         session_present,
         reason,

@@ -70,6 +70,11 @@ impl Decoder {
         let Some(&first) = self.buf.first() else {
             return Ok(None);
         };
+        // Packet type 0 is reserved (section 2.1.2): nothing that follows can make the stream valid, so it is
+        // refused on its first byte rather than after waiting for a length and a body.
+        if first >> 4 == 0 {
+            return Err(DecodeError::InvalidPacketType(0));
+        }
         let mut remaining: usize = 0;
         for (i, shift) in [0usize, 7, 14, 21].into_iter().enumerate() {
             let Some(&byte) = self.buf.get(1 + i) else {

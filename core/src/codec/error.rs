@@ -37,6 +37,9 @@ pub enum DecodeError {
     InvalidConnectFlags,
     /// The CONNACK acknowledge flags have reserved bits set [MQTT-3.2.2-1].
     InvalidConnAckFlags,
+    /// A CONNACK refusing the connection (non-zero reason / return code) with Session Present set
+    /// [MQTT-3.2.2-6] (MQTT 5), [MQTT-3.2.2-4] (3.1.1).
+    SessionPresentWithError,
     /// A property identifier this version does not define.
     UnknownProperty(u8),
     /// A property that this packet may not carry.
@@ -98,6 +101,7 @@ impl fmt::Display for DecodeError {
             UnsupportedProtocolVersion(level) => write!(f, "unsupported protocol level {level}"),
             InvalidConnectFlags => write!(f, "invalid CONNECT flags"),
             InvalidConnAckFlags => write!(f, "invalid CONNACK flags"),
+            SessionPresentWithError => write!(f, "CONNACK with Session Present and a non-zero reason code"),
             UnknownProperty(id) => write!(f, "unknown property {id:#04x}"),
             PropertyNotAllowed(id) => write!(f, "property {id:#04x} not allowed in this packet"),
             DuplicateProperty(id) => write!(f, "property {id:#04x} appears more than once"),

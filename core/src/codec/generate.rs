@@ -198,6 +198,8 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
             } else {
                 connack.reason = pick(rng, &[0x00, 0x84, 0x85, 0x88, 0x86, 0x87]);
             }
+            // [MQTT-3.2.2-6], [MQTT-3.2.2-4]: Session Present only with success.
+            connack.session_present &= connack.reason == ReasonCode::SUCCESS;
             Packet::ConnAck(connack)
         }
         2 => Packet::Publish(publish(rng, version)),

@@ -26,7 +26,15 @@ fn no_arguments_listen_on_localhost_1883_with_default_limits() {
     assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
     assert_eq!(settings.log_level, LogLevel::Info);
     assert_eq!(settings.log_file, None);
-    assert_eq!(settings.limits, Config::default());
+    // Durable by default: records are written and synced before acknowledgements.
+    assert_eq!(settings.sync, Sync::Always);
+    assert_eq!(
+        settings.limits,
+        Config {
+            persistence: true,
+            ..Config::default()
+        }
+    );
     assert_eq!(settings.seed, None);
 }
 

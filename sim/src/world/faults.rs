@@ -1,0 +1,214 @@
+//! Fault injection: connections cut at a random byte, clients crashing, slow readers, time jumps and misbehaving
+//! clients. Each fault is chosen by the seed's fault rates.
+
+use super::*;
+
+impl World {
+    /// The client's side of the connection vanishes (no DISCONNECT): the broker learns through `Closed`.
+    pub(super) fn drop_client_connection(&mut self, client: usize, partial: bool) -> Result<(), Violation> {
+        let Some(conn) = self.clients[client].conn.take() else {
+            return Ok(());
+        };
+        // Bytes in flight are lost; with `partial`, a prefix of the next segment to the broker still arrives,
+        // cutting a packet at an arbitrary byte.
+        let pending: Vec<(u64, u64)> = self
+            .queue
+            .iter()
+            .filter(
+                |(_, e)| matches!(e, Event::ToBroker { conn: c, .. } | Event::ToClient { conn: c, .. } if *c == conn),
+            )
+            .map(|(k, _)| *k)
+            .collect();
+        let mut prefix = None;
+        for key in pending {
+            if let Some(Event::ToBroker { data, .. }) = self.queue.remove(&key) {
+                if partial && prefix.is_none() && !data.is_empty() {
+                    let cut = self.rng.gen_range(0..data.len());
+                    prefix = Some(data[..cut].to_vec());
+                }
+            }
+        }
+        if let Some(prefix) = prefix {
+            self.deliver_to_broker(conn, prefix)?;
+        }
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.client_gone = true;
+        }
+        self.log(format!("c{client} {conn:?} connection lost"));
+        if self.links.get(&conn).is_some_and(|l| !l.closed_by_broker) {
+            self.connection_ended(client, conn, false);
+            if let Some(link) = self.links.get_mut(&conn) {
+                // The broker forgets the connection on `Closed`; nothing more may come from it.
+                link.closed_by_broker = true;
+            }
+            self.broker_input(Input::Closed { conn })?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn inject_faults(&mut self) -> Result<(), Violation> {
+        let n = self.clients.len();
+        if self.rng.gen_bool(self.opts.cut_rate) {
+            let client = self.rng.gen_range(0..n);
+            if self.clients[client].conn.is_some() {
+                self.counts.cuts += 1;
+                self.drop_client_connection(client, true)?;
+            }
+        }
+        if self.rng.gen_bool(self.opts.crash_rate) {
+            let client = self.rng.gen_range(0..n);
+            if self.clients[client].conn.is_some() {
+                self.counts.crashes += 1;
+                self.drop_client_connection(client, false)?;
+            }
+        }
+        if self.rng.gen_bool(self.opts.slow_reader_rate) {
+            let client = self.rng.gen_range(0..n);
+            if let Some(conn) = self.clients[client].conn {
+                if self.links.get(&conn).is_some_and(|l| !l.blocked && !l.closed_by_broker) {
+                    self.counts.slow_readers += 1;
+                    if let Some(link) = self.links.get_mut(&conn) {
+                        link.blocked = true;
+                    }
+                    self.log(format!("c{client} {conn:?} stops reading"));
+                    self.broker_input(Input::WriteBlocked { conn })?;
+                    let at = self.now + self.rng.gen_range(10..3_000);
+                    self.schedule(at, Event::Writable { conn });
+                }
+            }
+        }
+        if self.rng.gen_bool(self.opts.takeover_rate) {
+            let client = self.rng.gen_range(0..n);
+            self.take_over(client)?;
+        }
+        if self.rng.gen_bool(self.opts.time_jump_rate) {
+            self.counts.time_jumps += 1;
+            let jump = self.rng.gen_range(1_000..120_000);
+            self.now += jump;
+            self.log(format!("time jumps {jump}ms"));
+            self.fire_timers()?;
+        }
+        if self.rng.gen_bool(self.opts.garbage_rate) {
+            self.counts.garbage += 1;
+            self.misbehave()?;
+        }
+        Ok(())
+    }
+
+    /// A misbehaving client: each kind breaks one rule of the spec. The broker must close it (checked at the end
+    /// of the run) and keep serving everyone else (checked by the liveness phase).
+    pub(super) fn misbehave(&mut self) -> Result<(), Violation> {
+        let conn = self.open(None)?;
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.misbehaving = true;
+        }
+        let kind = self.rng.gen_range(0..9);
+        // Kind 8 needs properties, so MQTT 5.
+        let version = if kind == 8 || self.rng.gen_bool(0.5) {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V3_1_1
+        };
+        let connect = mqtt_core::harness::connect_packet(version, &format!("bad-{}", conn.0));
+        let connect = encoded(&Packet::Connect(Box::new(connect)), version);
+        let publish = |topic: &str, payload: Vec<u8>, properties: Properties| {
+            let packet = Packet::Publish(Publish {
+                qos: QoS::AtLeastOnce,
+                topic: topic.to_string(),
+                packet_id: 1,
+                payload: payload.into(),
+                properties,
+                ..Default::default()
+            });
+            encoded(&packet, version)
+        };
+        let (what, data) = match kind {
+            // Packet type 0 is reserved [MQTT-2.1.2] (and what follows is noise).
+            0 => {
+                let mut data = connect;
+                data.push(0x00);
+                data.extend((0..self.rng.gen_range(1..64)).map(|_| self.rng.gen::<u8>()));
+                ("garbage after CONNECT", data)
+            }
+            // A header claiming more than the Maximum Packet Size [MQTT-3.2.2-15]... from the client's side.
+            1 => {
+                let mut data = connect;
+                data.extend([0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0, 1, b'x']);
+                ("oversized length claim", data)
+            }
+            // A whole packet one byte over the broker's Maximum Packet Size.
+            2 => {
+                let mut data = connect;
+                let size = self.opts.max_packet_size as usize;
+                let mut packet = publish("a", Vec::new(), Properties::default());
+                let overhead = packet.len();
+                packet = publish("a", vec![b'x'; size + 1 - overhead.min(size)], Properties::default());
+                data.extend(packet);
+                ("packet over the maximum size", data)
+            }
+            // [MQTT-3.1.0-2]: a second CONNECT.
+            3 => {
+                let mut data = connect.clone();
+                data.extend(connect);
+                ("second CONNECT", data)
+            }
+            // [MQTT-3.1.0-1]: the first packet must be CONNECT.
+            4 => (
+                "PUBLISH before CONNECT",
+                publish("a", b"x".to_vec(), Properties::default()),
+            ),
+            // [MQTT-3.3.2-2]: no wildcards in a topic name.
+            5 => {
+                let mut data = connect;
+                data.extend(publish("a/+", b"x".to_vec(), Properties::default()));
+                ("wildcard in a topic name", data)
+            }
+            // [MQTT-3.3.1-4]: QoS 3 is malformed.
+            6 => {
+                let mut data = connect;
+                data.extend([0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]);
+                ("PUBLISH with QoS 3", data)
+            }
+            // [MQTT-3.3.4-6]: a client's PUBLISH must not carry a Subscription Identifier.
+            8 => {
+                let mut data = connect;
+                let properties = Properties {
+                    subscription_identifiers: vec![1],
+                    ..Default::default()
+                };
+                data.extend(publish("a", b"x".to_vec(), properties));
+                ("PUBLISH with a Subscription Identifier", data)
+            }
+            // [MQTT-3.8.1-1]: SUBSCRIBE's fixed-header flags must be 0010.
+            _ => {
+                let mut data = connect;
+                data.extend([0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]);
+                ("SUBSCRIBE with bad flags", data)
+            }
+        };
+        self.log(format!("misbehaving client on {conn:?}: {what}"));
+        self.schedule(self.now, Event::ToBroker { conn, data });
+        Ok(())
+    }
+
+    /// The client believes its connection dead (half-open) and connects again while the broker still holds the old
+    /// one, which must then be closed by the takeover [MQTT-3.1.4-3]. Only without an armed will, so that the model
+    /// need not decide whether the old connection's will is due.
+    fn take_over(&mut self, client: usize) -> Result<(), Violation> {
+        let c = &self.clients[client];
+        let Some(conn) = c.conn else {
+            return Ok(());
+        };
+        if !c.connacked || c.armed_will.is_some() {
+            return Ok(());
+        }
+        self.counts.takeovers += 1;
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.zombie = true;
+            link.client_gone = true;
+        }
+        self.clients[client].conn = None;
+        self.log(format!("c{client} abandons {conn:?} (half-open) and connects again"));
+        self.connect(client, false)
+    }
+}

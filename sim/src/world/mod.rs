@@ -1,0 +1,652 @@
+//! The simulated world: one broker core, simulated clients, a network of per-connection FIFO links with delays
+//! (so connections overtake each other but bytes within one never reorder), a virtual clock, and faults.
+
+use crate::client::{Outgoing, SimClient};
+use crate::model::{message_id, MessageInfo, Model, MsgId, RoutingPlan, Violation, WillState};
+use crate::options::Options;
+use crate::trace::Trace;
+use bytes::{Bytes, BytesMut};
+use mqtt_core::broker::{Broker, Config, ConnectionId, Input, Output};
+use mqtt_core::codec::{encode, Decoder};
+use mqtt_core::packet::*;
+use mqtt_core::time::Time;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+mod faults;
+mod liveness;
+mod receive;
+mod workload;
+
+#[derive(Debug)]
+enum Event {
+    ToBroker {
+        conn: ConnectionId,
+        data: Vec<u8>,
+    },
+    ToClient {
+        conn: ConnectionId,
+        data: Bytes,
+    },
+    /// The broker's close reached the client.
+    ClientSeesClose {
+        conn: ConnectionId,
+    },
+    Writable {
+        conn: ConnectionId,
+    },
+}
+
+/// One transport connection as the network sees it.
+struct Link {
+    /// The simulated client behind it; `None` for a misbehaving one.
+    client: Option<usize>,
+    /// Decodes the client-to-broker stream in step with the broker, so the model sees packets in the broker's order.
+    shadow: Decoder,
+    last_to_broker: u64,
+    last_to_client: u64,
+    closed_by_broker: bool,
+    /// The client side is gone (cut, crashed, or hung up after DISCONNECT).
+    client_gone: bool,
+    saw_disconnect: bool,
+    blocked: bool,
+    /// Topic Aliases the client set on this connection, resolved for the model as the broker resolves them.
+    aliases: BTreeMap<u16, String>,
+    /// A misbehaving client the broker must disconnect.
+    misbehaving: bool,
+    /// Abandoned by its client, which reconnected over a new connection without closing this one (a half-open
+    /// connection): the broker must close it when the new CONNECT takes the session over [MQTT-3.1.4-3], or at
+    /// the latest when keep alive runs out.
+    zombie: bool,
+}
+
+/// Counters for the summary.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub published: u64,
+    pub cuts: u64,
+    pub crashes: u64,
+    pub slow_readers: u64,
+    pub time_jumps: u64,
+    pub garbage: u64,
+    pub takeovers: u64,
+    pub connects: u64,
+    pub steps: u64,
+    /// The liveness check was skipped because the broker legitimately dropped messages (bounded queues).
+    pub liveness_waived: bool,
+}
+
+pub struct World {
+    pub opts: Options,
+    rng: ChaCha8Rng,
+    pub now: u64,
+    broker: Broker,
+    clients: Vec<SimClient>,
+    pub model: Model,
+    pub trace: Trace,
+    queue: BTreeMap<(u64, u64), Event>,
+    sequence: u64,
+    links: BTreeMap<ConnectionId, Link>,
+    next_conn: u64,
+    slow_acks: bool,
+    faults: bool,
+    pub counts: Counts,
+    /// The seed's topic space.
+    topics: Vec<String>,
+    /// QoS 1/2 PUBLISHes the model saw in the chunk now being fed to the broker, with their routing as of
+    /// reading: applied if the broker routed them at once.
+    chunk_publishes: Vec<PendingPublish>,
+    /// PUBLISHes the broker holds for a full subscriber queue (see `mqtt_core::broker` flow control): the model
+    /// routes them when the broker does.
+    awaiting_admission: Vec<PendingPublish>,
+}
+
+/// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
+struct PendingPublish {
+    conn: ConnectionId,
+    client: usize,
+    publish: Publish,
+    id: Option<MsgId>,
+    plan: RoutingPlan,
+}
+
+pub(super) fn encoded(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    // Packets built by the simulator are valid by construction.
+    encode(packet, version, &mut out).expect("simulator packets encode");
+    out.to_vec()
+}
+
+impl World {
+    pub fn new(opts: Options, mut rng: ChaCha8Rng, config: Config, trace: Trace) -> World {
+        let broker_seed = rng.gen();
+        let clients = (0..opts.clients)
+            .map(|i| {
+                let version = if rng.gen_bool(opts.v5_share) {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V3_1_1
+                };
+                let persistent = rng.gen_bool(opts.persistent_share);
+                let shared_only = opts.shared && version.is_v5() && rng.gen_bool(0.3);
+                let receive_maximum = if version.is_v5() {
+                    opts.client_receive_maximum
+                } else {
+                    u16::MAX
+                };
+                let mut client = SimClient::new(i, version, persistent, shared_only, receive_maximum);
+                if version.is_v5() && rng.gen_bool(0.5) {
+                    client.max_packet_size = opts.client_max_packet_size;
+                }
+                client
+            })
+            .collect();
+        let topics = opts.topics();
+        World {
+            model: Model::new(opts.clients, opts.max_queued_messages < 1_000),
+            broker: Broker::new(config, broker_seed),
+            slow_acks: opts.slow_ack_rate > 0.0,
+            opts,
+            rng,
+            now: 0,
+            clients,
+            trace,
+            queue: BTreeMap::new(),
+            sequence: 0,
+            links: BTreeMap::new(),
+            next_conn: 1,
+            faults: true,
+            counts: Counts::default(),
+            topics,
+            chunk_publishes: Vec::new(),
+            awaiting_admission: Vec::new(),
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        let stamped = format!("{:>9}ms {line}", self.now);
+        self.trace.record(stamped);
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.insert((at, self.sequence), event);
+    }
+
+    fn delay(&mut self) -> u64 {
+        if self.opts.max_delay_ms == 0 {
+            0
+        } else {
+            self.rng.gen_range(0..=self.opts.max_delay_ms)
+        }
+    }
+
+    /// Feeds one input to the broker and routes its outputs into the network. A panic is a failure.
+    fn broker_input(&mut self, input: Input<'_>) -> Result<(), Violation> {
+        let now = Time::from_millis(self.now);
+        let broker = &mut self.broker;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            broker.handle_input(now, input);
+            let mut outputs = Vec::new();
+            while let Some(output) = broker.poll_output() {
+                outputs.push(output);
+            }
+            outputs
+        }));
+        let outputs = outcome.map_err(|panic| {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Violation(format!("broker panicked: {text}"))
+        })?;
+        self.settle_admissions();
+        for output in outputs {
+            self.route_output(output)?;
+        }
+        Ok(())
+    }
+
+    /// After each broker input: the PUBLISHes of the chunk just fed were routed at once unless the broker holds
+    /// them; held ones that are no longer held were routed at the end of this input, to the subscriptions of
+    /// that moment, or dropped unrouted if their connection is gone.
+    fn settle_admissions(&mut self) {
+        for pending in std::mem::take(&mut self.chunk_publishes) {
+            let held = self.broker.held_packet_ids(pending.conn);
+            if held.is_some_and(|ids| ids.contains(&pending.publish.packet_id)) {
+                self.log(format!(
+                    "c{} {:?}: broker holds PUBLISH id={}",
+                    pending.client, pending.conn, pending.publish.packet_id
+                ));
+                self.awaiting_admission.push(pending);
+            } else {
+                self.model.apply_publish(pending.plan);
+            }
+        }
+        let mut still_waiting = Vec::new();
+        // The broker retries held PUBLISHes connection by connection, in connection id order, each in arrival order.
+        let mut waiting = std::mem::take(&mut self.awaiting_admission);
+        waiting.sort_by_key(|p| p.conn);
+        for pending in waiting {
+            match self.broker.held_packet_ids(pending.conn) {
+                Some(ids) if ids.contains(&pending.publish.packet_id) => still_waiting.push(pending),
+                Some(_) => {
+                    self.log(format!(
+                        "c{} {:?}: broker routes held PUBLISH id={}",
+                        pending.client, pending.conn, pending.publish.packet_id
+                    ));
+                    let plan = self
+                        .model
+                        .plan_publish(Some(pending.client), &pending.publish, pending.id);
+                    self.model.apply_publish(plan);
+                }
+                None => {
+                    if pending.publish.qos == QoS::ExactlyOnce {
+                        self.model.forget_qos2(pending.client, pending.publish.packet_id);
+                    }
+                }
+            }
+        }
+        self.awaiting_admission = still_waiting;
+    }
+
+    fn route_output(&mut self, output: Output) -> Result<(), Violation> {
+        match output {
+            Output::Transmit { conn, data } => {
+                let delay = self.delay();
+                let link = self
+                    .links
+                    .get_mut(&conn)
+                    .ok_or_else(|| Violation(format!("transmit to unknown {conn:?}")))?;
+                if link.closed_by_broker {
+                    return Err(Violation(format!("transmit on {conn:?} after the broker closed it")));
+                }
+                let at = (self.now + delay).max(link.last_to_client);
+                link.last_to_client = at;
+                self.schedule(at, Event::ToClient { conn, data });
+            }
+            Output::Close { conn } => {
+                let delay = self.delay();
+                let Some(link) = self.links.get_mut(&conn) else {
+                    return Err(Violation(format!("close of unknown {conn:?}")));
+                };
+                link.closed_by_broker = true;
+                let at = (self.now + delay).max(link.last_to_client);
+                let (client, normal) = (link.client, link.saw_disconnect);
+                self.schedule(at, Event::ClientSeesClose { conn });
+                if let Some(client) = client {
+                    self.connection_ended(client, conn, normal);
+                }
+                self.log(format!("broker closes {conn:?}"));
+            }
+            Output::Event(event) => self.log(format!("event {event:?}")),
+            // The simulated broker runs without persistence (`Config::persistence` is off).
+            Output::Persist(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The broker is done with a client's connection: its will is due unless it disconnected normally, and a
+    /// session that ends with the connection is gone.
+    fn connection_ended(&mut self, client: usize, conn: ConnectionId, normal: bool) {
+        let current = self.clients[client].conn == Some(conn) || self.clients[client].conn.is_none();
+        if !current {
+            return;
+        }
+        // A will exists only once the broker processed the CONNECT that carried it.
+        let armed = self.clients[client]
+            .armed_will
+            .take()
+            .filter(|id| self.model.wills.get(id) == Some(&WillState::Armed));
+        if let Some(id) = armed {
+            let delay = u64::from(self.clients[client].armed_will_delay);
+            if normal {
+                self.model.wills.insert(id, WillState::Discarded);
+            } else if delay > 0 && self.clients[client].persistent {
+                let due_at = self.now + delay * 1000;
+                self.model.wills.insert(id.clone(), WillState::Delayed { due_at });
+                self.model.delayed_wills.insert(client, id.clone());
+                self.log(format!(
+                    "c{client} {conn:?} ended abnormally: will {id} due at {due_at}ms"
+                ));
+            } else {
+                self.model.wills.insert(id.clone(), WillState::Due);
+                let will = Publish {
+                    qos: QoS::AtLeastOnce,
+                    topic: format!("will/{client}"),
+                    payload: Bytes::from(id.clone()),
+                    ..Default::default()
+                };
+                self.model.on_publish(None, &will, Some(id.clone()));
+                self.log(format!("c{client} {conn:?} ended abnormally: will {id} due"));
+            }
+        }
+        if !self.clients[client].persistent {
+            self.model.on_session_end(client);
+        }
+    }
+
+    fn fire_timers(&mut self) -> Result<(), Violation> {
+        while self.broker.poll_timeout().is_some_and(|t| t.as_millis() <= self.now) {
+            self.broker_input(Input::Tick)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, client: usize, packet: Packet) {
+        let Some(conn) = self.clients[client].conn else {
+            return;
+        };
+        let version = self.clients[client].version;
+        self.clients[client].last_sent_ms = self.now;
+        self.clients[client].on_ack_sent(&packet);
+        let packet = match packet {
+            Packet::Publish(publish) if self.opts.client_aliases => {
+                let use_existing = self.rng.gen_bool(0.7);
+                Packet::Publish(self.clients[client].apply_topic_alias(publish, use_existing))
+            }
+            other => other,
+        };
+        let data = encoded(&packet, version);
+        let delay = self.delay();
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        let at = (self.now + delay).max(link.last_to_broker);
+        link.last_to_broker = at;
+        self.log(format!("c{client} {conn:?} sends {}", describe(&packet)));
+        self.schedule(at, Event::ToBroker { conn, data });
+    }
+
+    fn open(&mut self, client: Option<usize>) -> Result<ConnectionId, Violation> {
+        let conn = ConnectionId(self.next_conn);
+        self.next_conn += 1;
+        self.links.insert(
+            conn,
+            Link {
+                client,
+                shadow: Decoder::new(None, usize::MAX),
+                last_to_broker: self.now,
+                last_to_client: self.now,
+                closed_by_broker: false,
+                client_gone: false,
+                saw_disconnect: false,
+                blocked: false,
+                aliases: BTreeMap::new(),
+                misbehaving: false,
+                zombie: false,
+            },
+        );
+        let peer = SocketAddr::from(([10, 0, 0, 1], (conn.0 % 60_000) as u16 + 1));
+        self.broker_input(Input::Opened { conn, peer })?;
+        Ok(conn)
+    }
+
+    /// Whether an earlier connection of `client` is still open at the broker (a zombie does not count: the new
+    /// CONNECT is what closes it).
+    fn previous_open(&self, client: usize) -> bool {
+        self.links
+            .values()
+            .any(|l| l.client == Some(client) && !l.closed_by_broker && !l.zombie)
+    }
+
+    fn connect(&mut self, client: usize, with_will: bool) -> Result<(), Violation> {
+        let conn = self.open(Some(client))?;
+        self.counts.connects += 1;
+        self.clients[client].conn = Some(conn);
+        let will_delay = if with_will && self.opts.will_delay && self.rng.gen_bool(0.5) {
+            self.rng.gen_range(1..=5)
+        } else {
+            0
+        };
+        let connect = self.clients[client].connect_packet(with_will, will_delay);
+        self.send(client, Packet::Connect(Box::new(connect)));
+        Ok(())
+    }
+
+    /// Delivers bytes to the broker, in chunks if so chosen, and tells the model about each packet as the broker
+    /// processes it.
+    fn deliver_to_broker(&mut self, conn: ConnectionId, data: Vec<u8>) -> Result<(), Violation> {
+        if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
+            return Ok(());
+        }
+        let mut offset = 0;
+        // Sometimes a whole segment trickles in one byte at a time.
+        let bytewise = self.opts.chunking && self.rng.gen_bool(0.1);
+        while offset < data.len() {
+            let size = if bytewise {
+                1
+            } else if self.opts.chunking {
+                self.rng.gen_range(1..=data.len() - offset)
+            } else {
+                data.len()
+            };
+            let chunk = &data[offset..offset + size];
+            offset += size;
+            let mut packets = Vec::new();
+            if let Some(link) = self.links.get_mut(&conn) {
+                link.shadow.feed(chunk);
+                while let Ok(Some(mut packet)) = link.shadow.next_packet() {
+                    // Resolve inbound Topic Aliases as the broker must [MQTT-3.3.2-12].
+                    if let Packet::Publish(publish) = &mut packet {
+                        if let Some(alias) = publish.properties.topic_alias {
+                            if publish.topic.is_empty() {
+                                publish.topic = link.aliases.get(&alias).cloned().unwrap_or_default();
+                            } else {
+                                link.aliases.insert(alias, publish.topic.clone());
+                            }
+                        }
+                    }
+                    packets.push(packet);
+                }
+            }
+            // The model first, so that a will published because of this input sees the subscriptions as they are.
+            let client = self.links.get(&conn).and_then(|l| l.client);
+            if let Some(client) = client {
+                for packet in &packets {
+                    // When the broker reads a packet matters as much as when it was sent: this is the model's order.
+                    self.log(format!("broker reads c{client} {conn:?}: {}", describe(packet)));
+                    self.model_processes(client, conn, packet);
+                }
+            }
+            self.broker_input(Input::Received { conn, data: chunk })?;
+            if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn model_processes(&mut self, client: usize, conn: ConnectionId, packet: &Packet) {
+        match packet {
+            Packet::Connect(connect) => {
+                self.model.on_connect(client, connect.clean_start, self.now);
+                self.model.sessions[client].max_packet_size = connect.properties.maximum_packet_size;
+                if let Some(will) = &connect.will {
+                    if let Some(id) = message_id(&will.payload) {
+                        self.model.wills.insert(id, WillState::Armed);
+                    }
+                }
+            }
+            Packet::Subscribe(subscribe) => {
+                for (filter, options) in &subscribe.filters {
+                    self.model.on_subscribe(client, filter, *options);
+                }
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                for filter in &unsubscribe.filters {
+                    self.model.on_unsubscribe(client, filter);
+                }
+            }
+            Packet::Publish(publish) => {
+                if !self.model.routes_publish(client, publish) {
+                    return;
+                }
+                let id = message_id(&publish.payload);
+                if let Some(id) = &id {
+                    if !self.model.messages.contains_key(id) {
+                        let info = MessageInfo {
+                            publisher: client,
+                            topic: publish.topic.clone(),
+                            qos: publish.qos,
+                            expires: publish.properties.message_expiry_interval.is_some(),
+                            expiry: publish.properties.message_expiry_interval,
+                            first_seen_ms: self.now,
+                        };
+                        self.model.messages.insert(id.clone(), info);
+                    }
+                }
+                if publish.qos == QoS::AtMostOnce {
+                    self.model.on_publish(Some(client), publish, id);
+                } else {
+                    let plan = self.model.plan_publish(Some(client), publish, id.clone());
+                    self.chunk_publishes.push(PendingPublish {
+                        conn,
+                        client,
+                        publish: publish.clone(),
+                        id,
+                        plan,
+                    });
+                }
+            }
+            Packet::PubRel(rel) => self.model.on_pubrel(client, rel.packet_id),
+            Packet::Disconnect(disconnect) => {
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.saw_disconnect = disconnect.reason == ReasonCode::NORMAL_DISCONNECTION;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn deliver_to_client(&mut self, conn: ConnectionId, data: Bytes) -> Result<(), Violation> {
+        let Some(link) = self.links.get(&conn) else {
+            return Ok(());
+        };
+        let Some(client) = link.client else {
+            return Ok(());
+        };
+        if link.client_gone || self.clients[client].conn != Some(conn) {
+            // Transmits carry whole packets, so a fresh decoder can tell the story of what was lost.
+            let mut decoder = Decoder::new(Some(self.clients[client].version), usize::MAX);
+            decoder.feed(&data);
+            let mut lost = Vec::new();
+            while let Ok(Some(packet)) = decoder.next_packet() {
+                lost.push(describe(&packet));
+            }
+            self.log(format!(
+                "c{client} {conn:?}: lost, the client left: {}",
+                lost.join(", ")
+            ));
+            return Ok(());
+        }
+        self.clients[client].decoder.feed(&data);
+        loop {
+            let packet = match self.clients[client].decoder.next_packet() {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => return Err(Violation(format!("c{client} cannot decode what the broker sent: {e}"))),
+            };
+            self.log(format!("c{client} {conn:?} receives {}", describe(&packet)));
+            self.client_receives(client, packet)?;
+        }
+        if !self.slow_acks || !self.rng.gen_bool(self.opts.slow_ack_rate) {
+            self.flush_acks(client);
+        }
+        Ok(())
+    }
+
+    fn handle_event(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::ToBroker { conn, data } => self.deliver_to_broker(conn, data),
+            Event::ToClient { conn, data } => self.deliver_to_client(conn, data),
+            Event::ClientSeesClose { conn } => {
+                let client = self.links.get(&conn).and_then(|l| l.client);
+                if let Some(client) = client {
+                    if self.clients[client].conn == Some(conn) {
+                        self.clients[client].conn = None;
+                        self.log(format!("c{client} {conn:?} closed by broker"));
+                    }
+                }
+                Ok(())
+            }
+            Event::Writable { conn } => {
+                let open = self.links.get_mut(&conn).filter(|l| l.blocked && !l.closed_by_broker);
+                if let Some(link) = open {
+                    link.blocked = false;
+                    self.broker_input(Input::Writable { conn })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One step: a fault maybe, then either the next network event or a client action.
+    pub fn step(&mut self) -> Result<(), Violation> {
+        self.counts.steps += 1;
+        if self.faults {
+            self.inject_faults()?;
+        }
+        if !self.queue.is_empty() && self.rng.gen_bool(0.6) {
+            return self.next_event();
+        }
+        self.now += self.rng.gen_range(0..3);
+        self.fire_timers()?;
+        let client = self.rng.gen_range(0..self.clients.len());
+        self.client_action(client)
+    }
+
+    fn next_event(&mut self) -> Result<(), Violation> {
+        let Some(((at, _), event)) = self.queue.pop_first() else {
+            return Ok(());
+        };
+        self.now = self.now.max(at);
+        self.fire_timers()?;
+        self.handle_event(event)
+    }
+}
+
+/// A short description of a packet for the trace.
+pub(super) fn describe(packet: &Packet) -> String {
+    match packet {
+        Packet::Connect(c) => format!("CONNECT {} clean={}", c.client_id, c.clean_start),
+        Packet::ConnAck(c) => format!("CONNACK present={} {:?}", c.session_present, c.reason),
+        Packet::Publish(p) => format!(
+            "PUBLISH {}{} q{} id={} dup={} retain={} {} ({} bytes)",
+            p.topic,
+            p.properties
+                .topic_alias
+                .map(|a| format!(" alias={a}"))
+                .unwrap_or_default(),
+            p.qos as u8,
+            p.packet_id,
+            p.dup,
+            p.retain,
+            String::from_utf8_lossy(&p.payload).split(' ').next().unwrap_or(""),
+            p.payload.len()
+        ),
+        Packet::PubAck(r) => format!("PUBACK {}", r.packet_id),
+        Packet::PubRec(r) => format!("PUBREC {}", r.packet_id),
+        Packet::PubRel(r) => format!("PUBREL {}", r.packet_id),
+        Packet::PubComp(r) => format!("PUBCOMP {}", r.packet_id),
+        Packet::Subscribe(s) => format!(
+            "SUBSCRIBE id={} {:?}",
+            s.packet_id,
+            s.filters
+                .iter()
+                .map(|(f, o)| format!("{f} q{}", o.qos as u8))
+                .collect::<Vec<_>>()
+        ),
+        Packet::SubAck(s) => format!("SUBACK {:?}", s.reasons),
+        Packet::Unsubscribe(u) => format!("UNSUBSCRIBE {:?}", u.filters),
+        Packet::UnsubAck(_) => "UNSUBACK".into(),
+        Packet::PingReq => "PINGREQ".into(),
+        Packet::PingResp => "PINGRESP".into(),
+        Packet::Disconnect(d) => format!("DISCONNECT {:?}", d.reason),
+        Packet::Auth(_) => "AUTH".into(),
+    }
+}

@@ -1,0 +1,115 @@
+//! What a simulated client does with each packet the broker sends it, and the per-packet invariants checked
+//! on the way (Session Present, packet identifiers, Receive Maximum, granted QoS, wills).
+
+use super::*;
+use crate::invariants;
+
+impl World {
+    pub(super) fn client_receives(&mut self, client: usize, packet: Packet) -> Result<(), Violation> {
+        match packet {
+            Packet::ConnAck(connack) => {
+                if connack.reason.is_error() {
+                    return Err(Violation(format!("c{client} refused: {:?}", connack.reason)));
+                }
+                let expected = self.model.sessions[client].expect_present.take();
+                invariants::session_present(client, expected, connack.session_present)?;
+                let broker_max = connack.properties.receive_maximum.unwrap_or(u16::MAX);
+                let c = &mut self.clients[client];
+                c.broker_alias_max = connack.properties.topic_alias_maximum.unwrap_or(0);
+                c.broker_receive_maximum = broker_max.min(self.opts.receive_maximum);
+                for resend in c.on_connack(connack.session_present) {
+                    self.send(client, resend);
+                }
+            }
+            Packet::Publish(mut publish) => {
+                let c = &mut self.clients[client];
+                if let Some(alias) = publish.properties.topic_alias {
+                    if publish.topic.is_empty() {
+                        publish.topic = c
+                            .topic_aliases
+                            .get(&alias)
+                            .cloned()
+                            .ok_or_else(|| Violation(format!("c{client}: unknown alias {alias} from broker")))?;
+                    } else {
+                        c.topic_aliases.insert(alias, publish.topic.clone());
+                    }
+                }
+                invariants::inbound_publish(client, c, &publish)?;
+                let first_time = c.on_publish(&publish);
+                invariants::receive_maximum(client, c, self.opts.max_inflight)?;
+                // The session epoch is the model's: a CONNACK lost in a cut leaves the client unaware of a new session.
+                let epoch = self.model.sessions[client].epoch;
+                let filters = c.filters_ever.clone();
+                if publish.topic.starts_with("will/") {
+                    if let Some(id) = message_id(&publish.payload) {
+                        self.model.on_will_delivery(&id, self.now)?;
+                        // A delayed will is checked for timing and for a matching filter only (see `WillState`).
+                        if matches!(self.model.wills.get(&id), Some(WillState::Delayed { .. })) {
+                            if self.clients[client].qos_bound(&publish.topic).is_none() {
+                                return Err(Violation(format!(
+                                    "c{client} got will {id} on '{}' without a matching subscription [MQTT-4.7]",
+                                    publish.topic
+                                )));
+                            }
+                            return Ok(());
+                        }
+                    }
+                }
+                if self.clients[client].version.is_v5() {
+                    let info = message_id(&publish.payload).and_then(|id| self.model.messages.get(&id));
+                    if let Some(info) = info {
+                        invariants::message_expiry(client, info, &publish, self.now)?;
+                    }
+                }
+                self.model.on_delivery(client, epoch, &publish, first_time, &filters)?;
+            }
+            Packet::PubAck(ack) => {
+                let c = &mut self.clients[client];
+                if matches!(c.outgoing.get(&ack.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::AtLeastOnce)
+                {
+                    c.outgoing.remove(&ack.packet_id);
+                }
+            }
+            Packet::PubRec(rec) => {
+                let c = &mut self.clients[client];
+                if matches!(c.outgoing.get(&rec.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::ExactlyOnce)
+                {
+                    c.outgoing.insert(rec.packet_id, Outgoing::AwaitingComp(rec.packet_id));
+                    self.send(
+                        client,
+                        Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)),
+                    );
+                }
+            }
+            Packet::PubComp(comp) => {
+                let c = &mut self.clients[client];
+                if matches!(c.outgoing.get(&comp.packet_id), Some(Outgoing::AwaitingComp(_))) {
+                    c.outgoing.remove(&comp.packet_id);
+                }
+            }
+            Packet::PubRel(rel) => {
+                let ack = Packet::PubComp(PubResponse::new(rel.packet_id, ReasonCode::SUCCESS));
+                self.clients[client].pending_acks.push_back(ack);
+            }
+            Packet::SubAck(suback) => {
+                if let Some(bad) = suback.reasons.iter().find(|r| r.is_error()) {
+                    return Err(Violation(format!("c{client}: SUBACK refused a valid filter: {bad:?}")));
+                }
+                let c = &mut self.clients[client];
+                let filters = c.pending_subscribes.remove(&suback.packet_id).unwrap_or_default();
+                for ((filter, asked), reason) in filters.into_iter().zip(&suback.reasons) {
+                    let granted = QoS::from_u8(reason.0).unwrap_or(QoS::ExactlyOnce);
+                    invariants::granted_qos(client, &filter, asked, granted)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush_acks(&mut self, client: usize) {
+        while let Some(ack) = self.clients[client].pending_acks.pop_front() {
+            self.send(client, ack);
+        }
+    }
+}
