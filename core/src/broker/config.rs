@@ -37,6 +37,11 @@ pub struct Config {
     pub subscription_identifiers: bool,
     /// Interval of `$SYS/broker/...` statistics publishes in seconds; 0 disables them.
     pub sys_interval: u32,
+    /// After a failed authentication, the next failure from the same IP address has its refusing CONNACK held
+    /// this many milliseconds, doubling per further failure (0 disables the slow-down).
+    pub auth_failure_delay_ms: u64,
+    /// Cap on that delay, in milliseconds.
+    pub auth_failure_delay_max_ms: u64,
     /// A known bug to plant, so the vopr can prove it finds it. Only with the `planted-bugs` feature.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -73,6 +78,8 @@ impl Default for Config {
             shared_subscriptions: true,
             subscription_identifiers: true,
             sys_interval: 10,
+            auth_failure_delay_ms: 500,
+            auth_failure_delay_max_ms: 10_000,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -80,7 +80,9 @@ impl Broker {
         }
         self.stats.messages_received += 1;
 
-        let reason = if topic.starts_with(SYS_PREFIX) {
+        // Denied: v5 gets 0x87 in PUBACK/PUBREC; 3.1.1 has no way to say so and is acknowledged normally while the
+        // message is dropped, as Mosquitto does.
+        let reason = if topic.starts_with(SYS_PREFIX) || !self.may_publish(conn, &topic) {
             ReasonCode::NOT_AUTHORIZED
         } else {
             let message = Arc::new(Message::from_publish(publish, topic, self.now));
@@ -188,6 +190,10 @@ impl Broker {
     /// buffer (and is dropped otherwise); QoS 1/2 joins the session's queue, bounded by `max_queued_messages`,
     /// and the inflight window pulls from there.
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery) {
+        // Read access is checked per delivery, so a wide subscription brings only what the client may read.
+        if !self.may_read(key, &delivery.message.topic) {
+            return;
+        }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };

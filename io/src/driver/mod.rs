@@ -15,7 +15,7 @@ use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::broker::{Broker, ConnectionId, Input, ListenerId, Output};
 use mqtt_core::time::Time;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -301,7 +301,7 @@ impl<C: Core> Driver<C> {
                         self.fd_exhaustion_logged = false;
                         log::info!("accepting connections again");
                     }
-                    self.open(stream, peer);
+                    self.open(stream, peer, index);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up between its SYN and our accept: nothing to do but take the next one.
@@ -322,7 +322,7 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: usize) {
         let id = ConnectionId(self.next_conn);
         self.next_conn += 1;
         // MQTT is request/response with small packets: Nagle would add latency to every ack.
@@ -337,7 +337,11 @@ impl<C: Core> Driver<C> {
         }
         log::debug!("conn {}: accepted from {peer}", id.0);
         self.conns.insert(id, Conn::new(stream, peer));
-        self.feed(Input::Opened { conn: id, peer });
+        self.feed(Input::Opened {
+            conn: id,
+            peer,
+            listener: ListenerId(listener),
+        });
     }
 
     /// Read until WouldBlock (edge-triggered), feeding each chunk to the core.
