@@ -9,13 +9,14 @@ mod clock;
 mod conn;
 mod events;
 
+use crate::auth::AuthSource;
 use crate::config::{Listener, Settings};
 use crate::log::Logger;
 use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use mqtt_core::broker::{Broker, ConnectionId, Input, ListenerId, Output};
+use mqtt_core::broker::{Authenticator, Broker, ConnectionId, Input, ListenerId, Output};
 use mqtt_core::time::Time;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -71,6 +72,10 @@ pub trait Core {
     fn handle_input(&mut self, now: Time, input: Input<'_>);
     fn poll_output(&mut self) -> Option<Output>;
     fn poll_timeout(&self) -> Option<Time>;
+    /// Replace the authenticator (SIGHUP reload). Cores without one ignore it.
+    fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        let _ = authenticator;
+    }
 }
 
 impl Core for Broker {
@@ -82,6 +87,9 @@ impl Core for Broker {
     }
     fn poll_timeout(&self) -> Option<Time> {
         Broker::poll_timeout(self)
+    }
+    fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        Broker::set_authenticator(self, authenticator);
     }
 }
 
@@ -98,6 +106,8 @@ pub struct Driver<C: Core = Broker> {
     listeners: Vec<BoundListener>,
     signals: Signals,
     logger: Option<&'static Logger>,
+    /// Where the password and ACL files are reloaded from on SIGHUP.
+    auth_source: Option<AuthSource>,
     conns: HashMap<ConnectionId, Conn>,
     next_conn: u64,
     read_buf: Vec<u8>,
@@ -134,6 +144,7 @@ impl<C: Core> Driver<C> {
             listeners,
             signals,
             logger,
+            auth_source: None,
             conns: HashMap::new(),
             next_conn: 1,
             read_buf: vec![0; READ_BUF],
@@ -143,6 +154,12 @@ impl<C: Core> Driver<C> {
             fd_exhaustion_logged: false,
             shutdown_deadline: None,
         })
+    }
+
+    /// Reload the authenticator from `source` on SIGHUP (in addition to reopening the log file).
+    pub fn reload_auth_from(mut self, source: AuthSource) -> Self {
+        self.auth_source = Some(source);
+        self
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -255,16 +272,33 @@ impl<C: Core> Driver<C> {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             match signal {
-                SIGHUP => match self.logger.map(Logger::reopen) {
-                    Some(Err(e)) => log::error!("SIGHUP: {e}"),
-                    Some(Ok(())) => log::info!("SIGHUP: log file reopened"),
-                    None => {}
-                },
+                SIGHUP => {
+                    match self.logger.map(Logger::reopen) {
+                        Some(Err(e)) => log::error!("SIGHUP: {e}"),
+                        Some(Ok(())) => log::info!("SIGHUP: log file reopened"),
+                        None => {}
+                    }
+                    self.reload_auth();
+                }
                 _ if self.shutdown_deadline.is_some() => return true,
                 _ => self.begin_shutdown(),
             }
         }
         false
+    }
+
+    /// Swaps in freshly loaded password and ACL files; connections stay up. A bad file keeps the old ones.
+    fn reload_auth(&mut self) {
+        let Some(source) = &self.auth_source else {
+            return;
+        };
+        match source.load() {
+            Ok(authenticator) => {
+                self.broker.set_authenticator(Box::new(authenticator));
+                log::info!("SIGHUP: password and ACL files reloaded");
+            }
+            Err(e) => log::error!("SIGHUP: keeping the previous password and ACL files: {e}"),
+        }
     }
 
     fn begin_shutdown(&mut self) {
