@@ -253,6 +253,9 @@ fn example_file_at_repo_root_is_valid_and_all_defaults() {
     )
     .unwrap();
     assert_eq!(s.log_file.take(), Some(PathBuf::from("/var/log/mqtt-broker.log")));
+    // The file paths are examples (their default is "none").
+    assert_eq!(s.password_file.take(), Some(PathBuf::from("/etc/mqtt-broker/passwd")));
+    assert_eq!(s.acl_file.take(), Some(PathBuf::from("/etc/mqtt-broker/acl")));
     assert_eq!(s, load(&cli(&[])).unwrap(), "the example documents the defaults");
 }
 
