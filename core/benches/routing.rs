@@ -2,7 +2,7 @@
 //! measured as messages delivered per second (decode, match, encode for each subscriber, acknowledgements).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mqtt_core::broker::{Broker, Config, ConnectionId, Input, Output};
+use mqtt_core::broker::{Broker, Config, ConnectionId, Input, ListenerId, Output};
 use mqtt_core::codec::encode;
 use mqtt_core::packet::*;
 use mqtt_core::time::Time;
@@ -33,7 +33,14 @@ fn setup(subscribers: u64, qos: QoS) -> Broker {
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));
     for id in 0..=subscribers {
         let conn = ConnectionId(id);
-        broker.handle_input(Time::ZERO, Input::Opened { conn, peer });
+        broker.handle_input(
+            Time::ZERO,
+            Input::Opened {
+                conn,
+                peer,
+                listener: ListenerId(0),
+            },
+        );
         let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, &format!("c{id}"));
         connect.keep_alive = 0;
         let data = bytes_of(&Packet::Connect(Box::new(connect)));

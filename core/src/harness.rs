@@ -1,7 +1,7 @@
 //! An in-memory harness: one broker and any number of clients, no sockets, a virtual clock. Used by the core's unit
 //! tests, by the simulator and by the fuzz targets (in the manner of quinn-proto's `Pair`).
 
-use crate::broker::{Broker, Config, ConnectionId, Event, Input, Output};
+use crate::broker::{Broker, Config, ConnectionId, Event, Input, ListenerId, Output};
 use crate::codec::{self, DecodeError, Decoder};
 use crate::packet::{Connect, Packet, Properties, ProtocolVersion};
 use crate::persist::{Image, Record};
@@ -67,8 +67,14 @@ impl Harness {
         }
     }
 
-    /// Opens a transport connection (no CONNECT yet).
+    /// Opens a transport connection (no CONNECT yet) from 127.0.0.1 on listener 0.
     pub fn open(&mut self) -> ConnectionId {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000 + (self.next_conn % 20000) as u16));
+        self.open_from(peer, ListenerId(0))
+    }
+
+    /// Opens a transport connection from `peer` on `listener`.
+    pub fn open_from(&mut self, peer: SocketAddr, listener: ListenerId) -> ConnectionId {
         let conn = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.clients.insert(
@@ -82,8 +88,7 @@ impl Harness {
                 bytes_received: 0,
             },
         );
-        let peer = SocketAddr::from(([127, 0, 0, 1], 40000 + (conn.0 % 20000) as u16));
-        self.input(Input::Opened { conn, peer });
+        self.input(Input::Opened { conn, peer, listener });
         conn
     }
 

@@ -5,9 +5,11 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use mqtt_core::broker::{AuthDecision, Authenticator, Broker, Config, ConnectInfo};
+use mqtt_core::broker::{AuthDecision, Authenticator, Broker, Config, ConnectInfo, Event, ListenerId};
 use mqtt_core::harness::Harness;
 use mqtt_core::packet::*;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Accepts user "alice" with password "secret"; for method "CHALLENGE" asks for one round trip and accepts the
 /// answer "response".
@@ -70,8 +72,12 @@ fn bad_password_gets_0x86_in_v5_and_return_code_4_in_v311() {
     let (conn, answer) = h.connect(with_credentials(v5("a"), "alice", b"wrong"));
     assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
     assert!(h.is_closed(conn), "[MQTT-3.2.2-7]: closed after a failing CONNACK");
-    // The 3.1.1 encoder maps 0x86 to return code 4; decoding it back gives 0x86 again.
+    // The 3.1.1 encoder maps 0x86 to return code 4; decoding it back gives 0x86 again. (A second failure from the
+    // same address is held on the slow-down timer, hence the wait.)
     let (conn, answer) = h.connect(with_credentials(v311("b"), "mallory", b"secret"));
+    assert!(answer.is_none());
+    h.advance(Duration::from_millis(Config::default().auth_failure_delay_ms));
+    let answer = h.recv(conn);
     assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
     assert!(h.is_closed(conn));
 }
@@ -132,4 +138,93 @@ fn auth_without_method_in_connect_is_protocol_error_mqtt_4_12_0_7() {
     let conn = connected(&mut h, v5("a"));
     h.send(conn, auth_packet(ReasonCode::REAUTHENTICATE, b"x"));
     expect_disconnect(&mut h, conn, ReasonCode::PROTOCOL_ERROR);
+}
+
+fn from_ip(last: u8) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, last], 50000))
+}
+
+/// Connects from `peer` and returns the connection and whatever arrived at once.
+fn connect_from(
+    h: &mut Harness,
+    peer: SocketAddr,
+    connect: Connect,
+) -> (mqtt_core::broker::ConnectionId, Option<Packet>) {
+    let conn = h.open_from(peer, ListenerId(0));
+    h.send(conn, Packet::Connect(Box::new(connect)));
+    let answer = h.recv(conn);
+    (conn, answer)
+}
+
+#[test]
+fn repeated_failures_from_one_address_hold_the_refusal_longer_each_time() {
+    let mut h = harness_with_auth();
+    let base = Config::default().auth_failure_delay_ms;
+    // First failure: refused at once [MQTT-3.2.2-7].
+    let (conn, answer) = connect_from(&mut h, from_ip(1), with_credentials(v5("a"), "alice", b"bad"));
+    assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
+    assert!(h.is_closed(conn));
+    // Then base, 2 * base: nothing before the delay, the refusal and close right after it.
+    for delay in [base, 2 * base] {
+        let (conn, answer) = connect_from(&mut h, from_ip(1), with_credentials(v5("a"), "alice", b"bad"));
+        assert!(answer.is_none(), "refusal must be held");
+        h.advance(Duration::from_millis(delay - 1));
+        assert!(h.recv(conn).is_none() && !h.is_closed(conn), "held for {delay} ms");
+        h.advance(Duration::from_millis(1));
+        assert!(matches!(h.recv(conn), Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
+        assert!(h.is_closed(conn));
+    }
+    // Another address is not slowed down by these failures.
+    let (_, answer) = connect_from(&mut h, from_ip(2), with_credentials(v5("b"), "alice", b"bad"));
+    assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
+    // The failures were reported with the address, for the log.
+    let reported: Vec<(SocketAddr, u64)> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AuthenticationFailed { peer, delay_ms, .. } => Some((*peer, *delay_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            (from_ip(1), 0),
+            (from_ip(1), base),
+            (from_ip(1), 2 * base),
+            (from_ip(2), 0)
+        ]
+    );
+}
+
+#[test]
+fn success_resets_the_slow_down_and_held_connection_ignores_input() {
+    let mut h = harness_with_auth();
+    connect_from(&mut h, from_ip(1), with_credentials(v5("a"), "alice", b"bad"));
+    let (held, answer) = connect_from(&mut h, from_ip(1), with_credentials(v5("a"), "alice", b"bad"));
+    assert!(answer.is_none());
+    // Packets sent while the refusal is held are ignored: no PINGRESP, no second CONNACK.
+    h.send(held, Packet::PingReq);
+    assert!(h.recv(held).is_none());
+    h.advance(Duration::from_secs(60));
+    assert!(matches!(h.recv(held), Some(Packet::ConnAck(c)) if c.reason.is_error()));
+    assert!(h.recv(held).is_none());
+    // A success from the address forgets its failures: the next failure is refused at once again.
+    let (_, answer) = connect_from(&mut h, from_ip(1), with_credentials(v5("ok"), "alice", b"secret"));
+    assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::SUCCESS));
+    let (_, answer) = connect_from(&mut h, from_ip(1), with_credentials(v5("a"), "alice", b"bad"));
+    assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
+}
+
+#[test]
+fn slow_down_can_be_disabled() {
+    let config = Config {
+        auth_failure_delay_ms: 0,
+        ..Config::default()
+    };
+    let mut h = Harness::with_broker(Broker::with_authenticator(config, 1, Box::new(TestAuth)));
+    for _ in 0..5 {
+        let (_, answer) = connect_from(&mut h, from_ip(1), with_credentials(v5("a"), "alice", b"bad"));
+        assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
+    }
 }

@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mqtt_core::broker::{Broker, Config, ConnectionId, Input, Output};
+use mqtt_core::broker::{Broker, Config, ConnectionId, Input, ListenerId, Output};
 use mqtt_core::codec::{encode, generate, Decoder};
 use mqtt_core::packet::{Packet, ProtocolVersion};
 use mqtt_core::time::Time;
@@ -93,10 +93,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         closed: false,
                     },
                 );
-                Input::Opened {
-                    conn,
-                    peer: SocketAddr::from(([127, 0, 0, 1], 1)),
-                }
+                Input::Opened { conn, peer: SocketAddr::from(([127, 0, 0, 1], 1)), listener: ListenerId(0) }
             }
             Op::Close { conn } => match pick(&peers, conn) {
                 Some(conn) => Input::Closed { conn },

@@ -1,5 +1,6 @@
 //! The I/O side of mqtt-broker: configuration, logging and the mio driver around the sans-IO core.
 
+pub mod auth;
 pub mod config;
 pub mod driver;
 pub mod log;

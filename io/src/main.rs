@@ -5,9 +5,12 @@
 
 use clap::Parser;
 use mqtt_core::broker::Broker;
-use mqtt_io::config::{self, Cli, Settings, Sync};
+use mqtt_io::auth::passwd::{self as pwfile, PasswdError};
+use mqtt_io::auth::{prompt, FileAuthenticator};
+use mqtt_io::config::{self, Cli, Command, Settings, Sync};
 use mqtt_io::driver::Driver;
 use mqtt_io::storage::{Storage, SyncMode};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,8 +21,25 @@ const RUNTIME_FAILURE: u8 = 1;
 fn main() -> ExitCode {
     // clap prints its own message and exits with 2 on bad flags (0 for --help/--version).
     let cli = Cli::parse();
+    if let Some(Command::Passwd {
+        file,
+        user,
+        password,
+        delete,
+    }) = &cli.command
+    {
+        return passwd(file, user, password.as_deref(), *delete);
+    }
     let settings = match config::load(&cli) {
         Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mqtt-broker: configuration error: {e}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    // The password and ACL files are configuration too: a bad one stops the broker from starting.
+    let authenticator = match settings.auth_source().load() {
+        Ok(authenticator) => authenticator,
         Err(e) => {
             eprintln!("mqtt-broker: configuration error: {e}");
             return ExitCode::from(BAD_CONFIG);
@@ -29,7 +49,7 @@ fn main() -> ExitCode {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
     }
-    match run(&settings) {
+    match run(&settings, authenticator) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             log::error!("{message}");
@@ -67,7 +87,7 @@ impl std::fmt::Display for RunError {
     }
 }
 
-fn run(settings: &Settings) -> Result<(), RunError> {
+fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunError> {
     let logger = match mqtt_io::log::init(settings.log_level, settings.log_file.as_deref()) {
         Ok(logger) => logger,
         // Only a log file can fail to open, and main reports failures on stderr when logging to a file.
@@ -78,9 +98,11 @@ fn run(settings: &Settings) -> Result<(), RunError> {
         source,
     })?;
     let seed = settings.seed.unwrap_or_else(seed_from_clock);
-    let mut broker = Broker::new(settings.limits.clone(), seed);
+    let mut broker = Broker::with_authenticator(settings.limits.clone(), seed, Box::new(authenticator));
     let storage = open_storage(settings, &mut broker)?;
-    let mut driver = Driver::bind(settings, broker, Some(logger)).map_err(RunError::Driver)?;
+    let mut driver = Driver::bind(settings, broker, Some(logger))
+        .map_err(RunError::Driver)?
+        .reload_auth_from(settings.auth_source());
     if let Some(storage) = storage {
         driver = driver.with_storage(storage);
     }
@@ -92,7 +114,12 @@ fn run(settings: &Settings) -> Result<(), RunError> {
         settings.data_dir.display()
     );
     for (listener, addr) in settings.listeners.iter().zip(&addrs) {
-        log::info!("listening on {addr} ({})", listener.protocol.as_str());
+        let anonymous = if listener.allow_anonymous {
+            "anonymous allowed"
+        } else {
+            "anonymous refused"
+        };
+        log::info!("listening on {addr} ({}, {anonymous})", listener.protocol.as_str());
     }
     driver.run().map_err(RunError::Driver)
 }
@@ -129,4 +156,50 @@ fn open_storage(settings: &Settings, broker: &mut Broker) -> Result<Option<Stora
 fn seed_from_clock() -> u64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     since.as_secs().wrapping_mul(1_000_000_007) ^ u64::from(since.subsec_nanos()) ^ u64::from(std::process::id())
+}
+
+/// `mqtt-broker passwd FILE USER [--password PW | --delete]`: exit 0 on success, 1 on failure.
+fn passwd(file: &Path, user: &str, password: Option<&str>, delete: bool) -> ExitCode {
+    match edit_password_file(file, user, password, delete) {
+        Ok(message) => {
+            eprintln!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("mqtt-broker passwd: {message}");
+            ExitCode::from(RUNTIME_FAILURE)
+        }
+    }
+}
+
+fn edit_password_file(file: &Path, user: &str, password: Option<&str>, delete: bool) -> Result<String, String> {
+    pwfile::check_username(user).map_err(|e| e.to_string())?;
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !delete => String::new(),
+        Err(source) => {
+            let error = PasswdError::Read {
+                path: file.to_path_buf(),
+                source,
+            };
+            return Err(error.to_string());
+        }
+    };
+    // Refuse to edit a file the broker would not load: the mistake is better fixed by hand first.
+    pwfile::PasswordFile::parse(file, &text).map_err(|e| e.to_string())?;
+    if delete {
+        let (text, found) = pwfile::remove_user(&text, user);
+        if !found {
+            return Err(format!("user {user:?} is not in {}", file.display()));
+        }
+        pwfile::write_private(file, &text).map_err(|e| e.to_string())?;
+        return Ok(format!("removed user {user:?} from {}", file.display()));
+    }
+    let password = match password {
+        Some(password) => password.to_string(),
+        None => prompt::read_password().map_err(|e| e.to_string())?,
+    };
+    let phc = pwfile::hash(password.as_bytes()).map_err(|e| e.to_string())?;
+    pwfile::write_private(file, &pwfile::set_user(&text, user, &phc)).map_err(|e| e.to_string())?;
+    Ok(format!("set password of user {user:?} in {}", file.display()))
 }

@@ -192,3 +192,96 @@ fn log_lines_have_utc_timestamp_and_level() {
     assert!(stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{line}");
     assert!(rest.starts_with("INFO  listening on"), "{line}");
 }
+
+fn passwd(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("passwd")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn passwd");
+    let mut input = child.stdin.take().expect("piped stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("passwd output")
+}
+
+fn users_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read password file")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':').map(|(u, _)| u.to_string()))
+        .collect()
+}
+
+#[test]
+fn passwd_creates_a_private_file_and_adds_updates_and_deletes_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.pw");
+    let path = file.to_str().unwrap();
+    let out = passwd(&[path, "alice", "--password", "one"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read_to_string(&file).unwrap();
+    assert!(first.starts_with("alice:$argon2id$"), "{first}");
+    // Without --password and without a terminal: one line of standard input.
+    let out = passwd(&[path, "bob"], Some("two\n"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(users_in(&file), ["alice", "bob"]);
+    // Updating replaces alice's line in place with a new salted hash.
+    assert_eq!(passwd(&[path, "alice", "-b", "three"], None).status.code(), Some(0));
+    assert_eq!(users_in(&file), ["alice", "bob"]);
+    assert_ne!(std::fs::read_to_string(&file).unwrap(), first);
+    assert_eq!(passwd(&[path, "alice", "--delete"], None).status.code(), Some(0));
+    assert_eq!(users_in(&file), ["bob"]);
+    // Deleting a user who is not there fails.
+    let out = passwd(&[path, "alice", "--delete"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in"));
+}
+
+#[test]
+fn passwd_refuses_empty_password_bad_names_and_malformed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.pw");
+    let path = file.to_str().unwrap();
+    assert_eq!(passwd(&[path, "alice"], Some("\n")).status.code(), Some(1));
+    assert_eq!(passwd(&[path, "a:b", "-b", "x"], None).status.code(), Some(1));
+    assert!(!file.exists(), "nothing written on failure");
+    std::fs::write(&file, "# users\ngarbage\n").unwrap();
+    let out = passwd(&[path, "alice", "-b", "x"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{path}:2:")), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# users\ngarbage\n");
+}
+
+#[test]
+fn malformed_password_or_acl_file_stops_the_broker_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "user alice\ntopic read a/#/b\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--check-config", "--acl-file"])
+        .arg(&acl)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:2:", acl.display())), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["--check-config", "--password-file"])
+        .arg(dir.path().join("missing.pw"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pw"));
+}

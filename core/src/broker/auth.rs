@@ -1,6 +1,8 @@
-//! Authentication, pluggable: plain username/password checks and MQTT 5 enhanced authentication (AUTH exchanges,
-//! section 4.12) go through one trait. Implementations must be deterministic for the simulator's sake.
+//! Authentication and authorization, pluggable: plain username/password checks, MQTT 5 enhanced authentication
+//! (AUTH exchanges, section 4.12) and per-topic access control go through one trait. Implementations must be
+//! deterministic for the simulator's sake: the same calls give the same answers.
 
+use super::ListenerId;
 use crate::packet::ReasonCode;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -10,11 +12,21 @@ use std::net::SocketAddr;
 pub struct ConnectInfo<'a> {
     pub client_id: &'a str,
     pub peer: SocketAddr,
+    /// The listener the connection arrived on, for per-listener policies (anonymous access).
+    pub listener: ListenerId,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
     /// Authentication Method of MQTT 5 enhanced authentication.
     pub auth_method: Option<&'a str>,
     pub auth_data: Option<&'a [u8]>,
+}
+
+/// Who is asking for access to a topic: an authenticated client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIdentity<'a> {
+    pub client_id: &'a str,
+    /// The User Name of its CONNECT; `None` for anonymous clients.
+    pub username: Option<&'a str>,
 }
 
 /// The authenticator's verdict.
@@ -38,9 +50,31 @@ pub trait Authenticator {
         let _ = (client_id, method, data);
         AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD)
     }
+
+    /// May `client` publish to `topic`? Asked for every PUBLISH it sends (retained ones included) and for its
+    /// will at CONNECT time.
+    fn authorize_publish(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
+        let _ = (client, topic);
+        true
+    }
+
+    /// May `client` subscribe to `filter` (without any `$share/{group}/` prefix)? Deliveries through an allowed
+    /// subscription are still checked one by one with [`Authenticator::authorize_read`].
+    fn authorize_subscribe(&self, client: ClientIdentity<'_>, filter: &str) -> bool {
+        let _ = (client, filter);
+        true
+    }
+
+    /// May `client` receive a message published to `topic`? Asked per delivery, so a subscription to `#` only
+    /// brings the topics the client may read.
+    fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
+        let _ = (client, topic);
+        true
+    }
 }
 
-/// Lets everyone in; refuses enhanced authentication, which it does not implement [MQTT-4.12.0-1].
+/// Lets everyone in and allows every topic; refuses enhanced authentication, which it does not implement
+/// [MQTT-4.12.0-1].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AllowAll;
 

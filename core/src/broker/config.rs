@@ -41,6 +41,11 @@ pub struct Config {
     /// Whether the broker emits persistence records (`Output::Persist`) for retained messages and sessions with a
     /// non-zero expiry. Off means memory only.
     pub persistence: bool,
+    /// After a failed authentication, the next failure from the same IP address has its refusing CONNACK held
+    /// this many milliseconds, doubling per further failure (0 disables the slow-down).
+    pub auth_failure_delay_ms: u64,
+    /// Cap on that delay, in milliseconds.
+    pub auth_failure_delay_max_ms: u64,
     /// A known bug to plant, so the vopr can prove it finds it. Only with the `planted-bugs` feature.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -78,6 +83,8 @@ impl Default for Config {
             subscription_identifiers: true,
             sys_interval: 10,
             persistence: false,
+            auth_failure_delay_ms: 500,
+            auth_failure_delay_max_ms: 10_000,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -40,14 +40,15 @@ impl Broker {
                 .get(&conn)
                 .map(|c| c.peer)
                 .unwrap_or_else(unspecified_addr),
+            listener: self.connections.get(&conn).map(|c| c.listener).unwrap_or_default(),
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
             auth_method: connect.properties.authentication_method.as_deref(),
             auth_data: connect.properties.authentication_data.as_deref(),
         };
         match self.authenticator.authenticate(&info) {
-            AuthDecision::Allow { data } => self.accept_connect(conn, connect, data),
-            AuthDecision::Deny(reason) => self.refuse_connect(conn, reason, "authentication failed"),
+            AuthDecision::Allow { data } => self.admit(conn, connect, data),
+            AuthDecision::Deny(reason) => self.refuse_authentication(conn, &connect, reason),
             AuthDecision::Continue { data } => {
                 let method = connect.properties.authentication_method.clone();
                 if !v5 || method.is_none() {
@@ -108,7 +109,7 @@ impl Broker {
     }
 
     /// CONNACK with a failure reason, then close [MQTT-3.2.2-7]. 3.1.1 clients get the nearest return code.
-    fn refuse_connect(&mut self, conn: ConnectionId, reason: ReasonCode, text: &str) {
+    pub(super) fn refuse_connect(&mut self, conn: ConnectionId, reason: ReasonCode, text: &str) {
         let connack = ConnAck {
             session_present: false,
             reason,
@@ -160,13 +161,18 @@ impl Broker {
             AuthDecision::Allow { data } => {
                 let pending = self.connections.get_mut(&conn).and_then(|c| c.pending_connect.take());
                 if let Some(connect) = pending {
-                    self.accept_connect(conn, connect, data);
+                    self.admit(conn, connect, data);
                 }
             }
             AuthDecision::Continue { data } => {
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, Some(method), data)
             }
-            AuthDecision::Deny(reason) => self.refuse_connect(conn, reason, "authentication failed"),
+            AuthDecision::Deny(reason) => {
+                match self.connections.get_mut(&conn).and_then(|c| c.pending_connect.take()) {
+                    Some(connect) => self.refuse_authentication(conn, &connect, reason),
+                    None => self.refuse_connect(conn, reason, "authentication failed"),
+                }
+            }
         }
     }
 
@@ -223,7 +229,7 @@ impl Broker {
     }
 
     /// Attaches the connection to its session (new or resumed), sends CONNACK, and resends what was inflight.
-    fn accept_connect(&mut self, conn: ConnectionId, connect: Box<Connect>, auth_data: Option<Bytes>) {
+    pub(super) fn accept_connect(&mut self, conn: ConnectionId, connect: Box<Connect>, auth_data: Option<Bytes>) {
         let v5 = connect.protocol.is_v5();
         let client_id = connect.client_id.clone();
         let assigned = self.connections.get(&conn).is_some_and(|c| c.client_id_assigned);
@@ -248,6 +254,7 @@ impl Broker {
         };
         connection.phase = Phase::Connected;
         connection.client_id = Some(client_id.clone());
+        connection.username = connect.username.clone();
         connection.session = Some(key);
         connection.keep_alive = keep_alive;
         connection.last_activity = self.now;
@@ -370,6 +377,7 @@ impl Broker {
             session.protocol = connect.protocol;
             session.expiry_interval = expiry;
             session.connection = Some(conn);
+            session.username = connect.username.clone();
             session.expires_at = None;
             session.offline_since = None;
             // [MQTT-3.1.3-9]: reconnecting before the Will Delay Interval passed cancels the pending will.

@@ -2,9 +2,10 @@
 
 use super::flow::HeldPublish;
 use super::session::SessionKey;
+use super::ListenerId;
 use crate::codec::Decoder;
 use crate::hash::HashMap;
-use crate::packet::ProtocolVersion;
+use crate::packet::{ProtocolVersion, ReasonCode};
 use crate::time::Time;
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -19,17 +20,24 @@ pub enum Phase {
     Authenticating,
     /// CONNACK sent; attached to a session.
     Connected,
+    /// Authentication failed; the refusing CONNACK is held until a timer fires (guessing slow-down). Input is
+    /// ignored meanwhile.
+    Refusing,
     /// Close has been requested; nothing more is read or sent.
     Closing,
 }
 
 pub struct Connection {
     pub peer: SocketAddr,
+    /// The listener it arrived on.
+    pub listener: ListenerId,
     pub phase: Phase,
     pub decoder: Decoder,
     /// Known once CONNECT is decoded.
     pub protocol: Option<ProtocolVersion>,
     pub client_id: Option<String>,
+    /// The User Name of the CONNECT, for access control.
+    pub username: Option<String>,
     /// The client sent an empty client id and the broker assigned one [MQTT-3.1.3-6].
     pub client_id_assigned: bool,
     pub session: Option<SessionKey>,
@@ -63,16 +71,20 @@ pub struct Connection {
     /// QoS 1/2 PUBLISHes received but not yet acknowledged because a subscriber's queue was full, in arrival order
     /// (see `flow`).
     pub held: VecDeque<HeldPublish>,
+    /// The refusal held while in `Phase::Refusing`.
+    pub pending_refusal: Option<(ReasonCode, &'static str)>,
 }
 
 impl Connection {
-    pub fn new(peer: SocketAddr, max_packet_size: u32, now: Time) -> Connection {
+    pub fn new(peer: SocketAddr, listener: ListenerId, max_packet_size: u32, now: Time) -> Connection {
         Connection {
             peer,
+            listener,
             phase: Phase::AwaitingConnect,
             decoder: Decoder::new(None, max_packet_size as usize),
             protocol: None,
             client_id: None,
+            username: None,
             client_id_assigned: false,
             session: None,
             outbuf: BytesMut::new(),
@@ -89,6 +101,7 @@ impl Connection {
             auth_method: None,
             pending_connect: None,
             held: VecDeque::new(),
+            pending_refusal: None,
         }
     }
 

@@ -26,6 +26,8 @@ pub struct HeldPublish {
     pub packet_id: u16,
     pub qos: QoS,
     pub message: Arc<Message>,
+    /// Refused by authorization: acknowledged with 0x87, routed nowhere.
+    pub denied: bool,
 }
 
 /// What became of a PUBLISH offered for routing.
@@ -50,7 +52,7 @@ impl Broker {
             }
             return;
         }
-        match self.admit(conn, publisher, &publish) {
+        match self.admit_publish(conn, publisher, &publish) {
             Admission::Accepted(reason) => self.acknowledge_publish(conn, publisher, &publish, reason),
             Admission::Blocked(full) => {
                 self.stats.publishes_held += 1;
@@ -79,9 +81,10 @@ impl Broker {
             .is_some_and(|c| c.held.iter().any(|h| h.packet_id == packet_id))
     }
 
-    fn admit(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
+    fn admit_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
         let message = &publish.message;
-        if message.topic.starts_with(SYS_PREFIX) {
+        if publish.denied || message.topic.starts_with(SYS_PREFIX) {
+            self.stats.messages_received += 1;
             return Admission::Accepted(ReasonCode::NOT_AUTHORIZED);
         }
         let plan = self.plan_route(message, Some(publisher));
@@ -184,7 +187,7 @@ impl Broker {
             let Some(publish) = connection.held.pop_front() else {
                 return;
             };
-            match self.admit(conn, publisher, &publish) {
+            match self.admit_publish(conn, publisher, &publish) {
                 Admission::Accepted(reason) => self.acknowledge_publish(conn, publisher, &publish, reason),
                 Admission::Blocked(full) => return self.hold(conn, full, publish),
             }

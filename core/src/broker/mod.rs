@@ -6,6 +6,7 @@
 //! The broker never reads a clock, touches a socket or draws randomness of its own; the same inputs always give the
 //! same outputs.
 
+mod access;
 mod auth;
 mod config;
 mod connect;
@@ -19,10 +20,11 @@ mod session;
 mod stats;
 mod subscribe;
 mod sys;
+mod throttle;
 mod timer;
 mod will;
 
-pub use auth::{AllowAll, AuthDecision, Authenticator, ConnectInfo};
+pub use auth::{AllowAll, AuthDecision, Authenticator, ClientIdentity, ConnectInfo};
 pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
@@ -48,11 +50,20 @@ use timer::{Timer, Timers};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
 
+/// Which of the driver's listeners a connection arrived on (its index in the driver's list), for per-listener
+/// policies such as anonymous access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ListenerId(pub usize);
+
 /// An event from the driver.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A transport connection was accepted.
-    Opened { conn: ConnectionId, peer: SocketAddr },
+    /// A transport connection was accepted on `listener`.
+    Opened {
+        conn: ConnectionId,
+        peer: SocketAddr,
+        listener: ListenerId,
+    },
     /// Bytes arrived on a connection, in any chunking.
     Received { conn: ConnectionId, data: &'a [u8] },
     /// The peer closed the connection, or it failed. The broker forgets it (and may publish its will).
@@ -99,6 +110,15 @@ pub enum Event {
         client_id: Option<String>,
         reason: String,
     },
+    /// A CONNECT was refused by the authenticator; the CONNACK goes out after `delay_ms` (guessing slow-down).
+    AuthenticationFailed {
+        conn: ConnectionId,
+        peer: SocketAddr,
+        client_id: String,
+        username: Option<String>,
+        reason: ReasonCode,
+        delay_ms: u64,
+    },
 }
 
 /// What happens to a session's will when its connection ends [MQTT-3.1.2-8], [MQTT-3.1.2-10].
@@ -139,6 +159,8 @@ pub struct Broker {
     woken: BTreeSet<ConnectionId>,
     /// Connections past CONNACK, for the connection limit.
     connected_clients: usize,
+    /// Recent authentication failures per IP address, for slowing down guessing.
+    auth_throttle: throttle::AuthThrottle,
     stats: Stats,
 }
 
@@ -170,8 +192,15 @@ impl Broker {
             plan_buffer: Vec::new(),
             woken: BTreeSet::new(),
             connected_clients: 0,
+            auth_throttle: throttle::AuthThrottle::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// Replaces the authenticator (e.g. after the password or ACL file was reloaded). Connected clients stay
+    /// connected; their further PUBLISHes, SUBSCRIBEs and deliveries are checked by the new one.
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = authenticator;
     }
 
     pub fn config(&self) -> &Config {
@@ -192,7 +221,7 @@ impl Broker {
             }
         }
         match input {
-            Input::Opened { conn, peer } => self.handle_opened(conn, peer),
+            Input::Opened { conn, peer, listener } => self.handle_opened(conn, peer, listener),
             Input::Received { conn, data } => self.handle_received(conn, data),
             Input::Closed { conn } => self.end_connection(conn, WillPolicy::Publish, "connection closed by peer"),
             Input::WriteBlocked { conn } => {
@@ -244,8 +273,8 @@ impl Broker {
         self.sessions.len()
     }
 
-    fn handle_opened(&mut self, conn: ConnectionId, peer: SocketAddr) {
-        let connection = Connection::new(peer, self.config.max_packet_size, self.now);
+    fn handle_opened(&mut self, conn: ConnectionId, peer: SocketAddr, listener: ListenerId) {
+        let connection = Connection::new(peer, listener, self.config.max_packet_size, self.now);
         self.connections.insert(conn, connection);
         self.stats.connections_opened += 1;
         let deadline = self.now + std::time::Duration::from_millis(self.config.connect_timeout_ms);
@@ -256,7 +285,7 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        if connection.phase == Phase::Closing {
+        if matches!(connection.phase, Phase::Closing | Phase::Refusing) {
             return;
         }
         self.stats.bytes_received += data.len() as u64;
@@ -285,7 +314,7 @@ impl Broker {
             return;
         };
         match (phase, packet) {
-            (Phase::Closing, _) => {}
+            (Phase::Closing | Phase::Refusing, _) => {}
             (Phase::AwaitingConnect, Packet::Connect(connect)) => self.handle_connect(conn, connect),
             // [MQTT-3.1.0-1]: the first packet must be CONNECT; anything else closes the connection.
             (Phase::AwaitingConnect, _) => {
@@ -480,6 +509,7 @@ impl Broker {
                 Timer::KeepAlive(conn) => self.check_keep_alive(conn),
                 Timer::SessionExpiry(key) => self.check_session_expiry(key),
                 Timer::WillDelay(key) => self.check_will_delay(key),
+                Timer::Refusal(conn) => self.send_held_refusal(conn),
                 Timer::Sys => {
                     self.publish_sys();
                     let next = self.now + std::time::Duration::from_secs(u64::from(self.config.sys_interval));

@@ -93,11 +93,15 @@ impl Broker {
             }
         }
         let id = self.next_message_id();
+        // Denied by the ACL: v5 gets 0x87 in PUBACK/PUBREC; 3.1.1 has no way to say so and is acknowledged normally
+        // while the message is dropped, as Mosquitto does. Acknowledged in turn with the others [MQTT-4.6.0-2].
+        let denied = !self.may_publish(conn, &topic);
         let message = Arc::new(Message::from_publish(id, publish, topic, self.now));
         let held = HeldPublish {
             packet_id,
             qos,
             message,
+            denied,
         };
         self.receive_publish(conn, key, held);
     }
@@ -214,6 +218,10 @@ impl Broker {
     /// buffer (and is dropped otherwise); QoS 1/2 joins the session's queue, bounded by `max_queued_messages`,
     /// and the inflight window pulls from there.
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery) {
+        // Read access is checked per delivery, so a wide subscription brings only what the client may read.
+        if !self.may_read(key, &delivery.message.topic) {
+            return;
+        }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };

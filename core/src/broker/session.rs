@@ -41,6 +41,8 @@ pub struct PendingWill {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: String,
+    /// The User Name of the connection that last attached, for access control of its deliveries.
+    pub username: Option<String>,
     pub protocol: ProtocolVersion,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires [MQTT-3.1.2-23].
     pub expiry_interval: u32,
@@ -77,6 +79,7 @@ impl Session {
     pub fn new(client_id: String, protocol: ProtocolVersion) -> Session {
         Session {
             client_id,
+            username: None,
             protocol,
             expiry_interval: 0,
             connection: None,

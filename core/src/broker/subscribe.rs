@@ -49,6 +49,11 @@ impl Broker {
                 reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
                 continue;
             }
+            // [MQTT-3.9.3-1]: 0x87 Not authorized in SUBACK (0x80 Failure for 3.1.1, by the encoder).
+            if !self.may_subscribe(conn, plain) {
+                reasons.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             let mut options = options;
             // The granted QoS may be lower than requested [MQTT-3.8.4-7].
             options.qos = QoS::from_u8(self.config.maximum_qos).map_or(options.qos, |max| options.qos.min(max));

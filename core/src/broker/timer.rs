@@ -13,6 +13,8 @@ pub enum Timer {
     KeepAlive(ConnectionId),
     SessionExpiry(SessionKey),
     WillDelay(SessionKey),
+    /// A held authentication refusal is due.
+    Refusal(ConnectionId),
     Sys,
 }
 

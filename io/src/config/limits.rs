@@ -137,4 +137,8 @@ limits! {
     subscription_identifiers: bool = Check::Any, "--subscription-identifiers";
     /// Seconds between $SYS statistics publishes (0 disables)
     sys_interval: u32 = Check::Any, "--sys-interval";
+    /// Milliseconds the refusal of a repeated failed login from one IP is held, doubling per failure (0 = off)
+    auth_failure_delay_ms: u64 = Check::Any, "--auth-failure-delay-ms";
+    /// Cap on that hold, milliseconds
+    auth_failure_delay_max_ms: u64 = Check::Any, "--auth-failure-delay-max-ms";
 }

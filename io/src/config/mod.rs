@@ -95,6 +95,9 @@ pub struct ListenerFile {
     pub address: Spanned<String>,
     #[serde(default)]
     pub protocol: Protocol,
+    /// Whether clients without a user name may connect here; default: only on loopback addresses.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
 }
 
 /// The TOML file as written: everything optional.
@@ -114,6 +117,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub sync_interval_ms: Option<u64>,
     #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub acl_file: Option<PathBuf>,
+    #[serde(default)]
     pub limits: LimitsFile,
 }
 
@@ -121,6 +128,8 @@ pub struct FileConfig {
 #[derive(Debug, Default, Clone, Parser)]
 #[command(name = "mqtt-broker", version, about = "MQTT 3.1/3.1.1/5.0 broker")]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML configuration file (see mqtt-broker.toml for every key)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -136,6 +145,15 @@ pub struct Cli {
     /// Log level [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+    /// Password file of `user:argon2-hash` lines (manage it with `mqtt-broker passwd`); reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// ACL file in Mosquitto's format (user / topic / pattern lines); reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub acl_file: Option<PathBuf>,
+    /// Whether clients without a user name may connect, on every listener [default: only on loopback listeners]
+    #[arg(long, value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
     /// Seed for the broker's random choices (assigned client ids) [default: derived from the start time]
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -155,11 +173,33 @@ pub struct Cli {
     pub limits: LimitFlags,
 }
 
+/// Subcommands; without one, the broker runs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Add or update a user in a password file (created 0600 if missing), or remove one with --delete. The
+    /// password is read from the terminal without echo, or as one line of standard input.
+    Passwd {
+        /// The password file
+        file: PathBuf,
+        /// The user name
+        user: String,
+        /// Take the password from this argument instead of standard input (visible to other local users in
+        /// the process list: for scripts and tests)
+        #[arg(short = 'b', long, value_name = "PASSWORD", conflicts_with = "delete")]
+        password: Option<String>,
+        /// Remove the user instead
+        #[arg(long)]
+        delete: bool,
+    },
+}
+
 /// One listener of the effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub address: SocketAddr,
     pub protocol: Protocol,
+    /// Whether clients without a user name may connect here.
+    pub allow_anonymous: bool,
 }
 
 /// The effective configuration.
@@ -170,6 +210,8 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     pub log_level: LogLevel,
     pub limits: Config,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
     /// `None`: derive one from the start time.
     pub seed: Option<u64>,
     pub sync: Sync,
@@ -211,6 +253,7 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
             .map(|&address| Listener {
                 address,
                 protocol: Protocol::Mqtt,
+                allow_anonymous: default_anonymous(address),
             })
             .collect()
     } else {
@@ -222,6 +265,12 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
     let sync = cli.sync.or(file.sync).unwrap_or_default();
     let mut limits = limits::resolve(&file.limits, source, &cli.limits)?;
     limits.persistence = sync != Sync::None;
+    let mut listeners: Vec<Listener> = listeners;
+    if let Some(allow) = cli.allow_anonymous {
+        for listener in &mut listeners {
+            listener.allow_anonymous = allow;
+        }
+    }
     Ok(Settings {
         sync,
         sync_interval_ms: cli
@@ -239,15 +288,24 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         log_file: cli.log_file.clone().or_else(|| file.log_file.clone()),
         log_level: cli.log_level.or(file.log_level).unwrap_or_default(),
         limits,
+        password_file: cli.password_file.clone().or_else(|| file.password_file.clone()),
+        acl_file: cli.acl_file.clone().or_else(|| file.acl_file.clone()),
         seed: cli.seed,
     })
 }
 
 fn default_listener() -> Listener {
+    let address = SocketAddr::from(([127, 0, 0, 1], 1883));
     Listener {
-        address: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        address,
         protocol: Protocol::Mqtt,
+        allow_anonymous: default_anonymous(address),
     }
+}
+
+/// Anonymous clients are let in by default only where nobody but local users can reach the broker.
+fn default_anonymous(address: SocketAddr) -> bool {
+    address.ip().is_loopback()
 }
 
 fn file_listeners(list: &Spanned<Vec<ListenerFile>>, source: &Source<'_>) -> Result<Vec<Listener>, ConfigError> {
@@ -270,12 +328,22 @@ fn file_listeners(list: &Spanned<Vec<ListenerFile>>, source: &Source<'_>) -> Res
             Ok(Listener {
                 address,
                 protocol: entry.protocol,
+                allow_anonymous: entry.allow_anonymous.unwrap_or_else(|| default_anonymous(address)),
             })
         })
         .collect()
 }
 
 impl Settings {
+    /// Where the authenticator is loaded from, now and on SIGHUP.
+    pub fn auth_source(&self) -> crate::auth::AuthSource {
+        crate::auth::AuthSource {
+            password_file: self.password_file.clone(),
+            acl_file: self.acl_file.clone(),
+            allow_anonymous: self.listeners.iter().map(|l| l.allow_anonymous).collect(),
+        }
+    }
+
     /// The effective configuration as a TOML document that `parse_file` accepts back.
     pub fn to_toml(&self) -> String {
         let mut root = toml::Table::new();
@@ -286,6 +354,7 @@ impl Settings {
                 let mut t = toml::Table::new();
                 t.insert("address".into(), toml::Value::String(l.address.to_string()));
                 t.insert("protocol".into(), toml::Value::String(l.protocol.as_str().into()));
+                t.insert("allow_anonymous".into(), toml::Value::Boolean(l.allow_anonymous));
                 toml::Value::Table(t)
             })
             .collect();
@@ -302,6 +371,12 @@ impl Settings {
             "sync_interval_ms".into(),
             toml::Value::Integer(i64::try_from(self.sync_interval_ms).unwrap_or(i64::MAX)),
         );
+        if let Some(path) = &self.password_file {
+            root.insert("password_file".into(), toml::Value::String(path.display().to_string()));
+        }
+        if let Some(path) = &self.acl_file {
+            root.insert("acl_file".into(), toml::Value::String(path.display().to_string()));
+        }
         root.insert("listeners".into(), toml::Value::Array(listeners));
         root.insert("limits".into(), toml::Value::Table(limits::to_table(&self.limits)));
         let seed = match self.seed {

@@ -20,7 +20,8 @@ fn no_arguments_listen_on_localhost_1883_with_default_limits() {
         settings.listeners,
         vec![Listener {
             address: DEFAULT_LISTEN.parse().unwrap(),
-            protocol: Protocol::Mqtt
+            protocol: Protocol::Mqtt,
+            allow_anonymous: true,
         }]
     );
     assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
@@ -260,6 +261,9 @@ fn example_file_at_repo_root_is_valid_and_all_defaults() {
     )
     .unwrap();
     assert_eq!(s.log_file.take(), Some(PathBuf::from("/var/log/mqtt-broker.log")));
+    // The file paths are examples (their default is "none").
+    assert_eq!(s.password_file.take(), Some(PathBuf::from("/etc/mqtt-broker/passwd")));
+    assert_eq!(s.acl_file.take(), Some(PathBuf::from("/etc/mqtt-broker/acl")));
     assert_eq!(s, load(&cli(&[])).unwrap(), "the example documents the defaults");
 }
 
@@ -268,4 +272,50 @@ fn line_col_counts_from_one() {
     assert_eq!(error::line_col("ab\ncd", 0), (1, 1));
     assert_eq!(error::line_col("ab\ncd", 4), (2, 2));
     assert_eq!(error::line_col("ab", 99), (1, 3));
+}
+
+#[test]
+fn anonymous_access_defaults_to_loopback_only_and_can_be_set() {
+    let text = "[[listeners]]\naddress = \"127.0.0.1:1883\"\n[[listeners]]\naddress = \"0.0.0.0:1884\"\n\
+                [[listeners]]\naddress = \"[::1]:1885\"\n[[listeners]]\naddress = \"0.0.0.0:1886\"\nallow_anonymous = true\n";
+    let settings = from_text(text, &[]).unwrap();
+    let allowed: Vec<bool> = settings.listeners.iter().map(|l| l.allow_anonymous).collect();
+    assert_eq!(allowed, [true, false, true, true]);
+    // The flag overrides every listener.
+    let settings = from_text(text, &["--allow-anonymous", "false"]).unwrap();
+    assert!(settings.listeners.iter().all(|l| !l.allow_anonymous));
+    let settings = from_text("", &["--listen", "0.0.0.0:1883"]).unwrap();
+    assert!(!settings.listeners[0].allow_anonymous);
+}
+
+#[test]
+fn password_and_acl_files_come_from_file_or_flags() {
+    let settings = from_text("password_file = \"/etc/pw\"\nacl_file = \"/etc/acl\"\n", &[]).unwrap();
+    assert_eq!(settings.password_file, Some(PathBuf::from("/etc/pw")));
+    assert_eq!(settings.acl_file, Some(PathBuf::from("/etc/acl")));
+    let settings = from_text("password_file = \"/etc/pw\"\n", &["--password-file", "/tmp/pw"]).unwrap();
+    assert_eq!(settings.password_file, Some(PathBuf::from("/tmp/pw")));
+    let printed = settings.to_toml();
+    assert!(printed.contains("password_file = \"/tmp/pw\""), "{printed}");
+    assert_eq!(from_text(&printed, &[]).unwrap(), settings);
+}
+
+#[test]
+fn passwd_subcommand_parses() {
+    let parsed = cli(&["passwd", "users.pw", "alice", "-b", "pw"]);
+    match parsed.command {
+        Some(Command::Passwd {
+            file,
+            user,
+            password,
+            delete,
+        }) => {
+            assert_eq!(
+                (file, user, password, delete),
+                ("users.pw".into(), "alice".into(), Some("pw".into()), false)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(Cli::try_parse_from(["mqtt-broker", "passwd", "f", "u", "--delete", "-b", "x"]).is_err());
 }

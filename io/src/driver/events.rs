@@ -37,5 +37,20 @@ pub fn log_event(event: &Event) {
                 .map_or_else(|| "-".to_string(), |id| format!("{id:?}")),
             conn.0
         ),
+        Event::AuthenticationFailed {
+            conn,
+            peer,
+            client_id,
+            username,
+            reason,
+            delay_ms,
+        } => log::warn!(
+            "authentication failed: addr={peer} client_id={client_id:?} username={} reason={reason} \
+             refusal_delay={delay_ms}ms conn={}",
+            username
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |u| format!("{u:?}")),
+            conn.0
+        ),
     }
 }

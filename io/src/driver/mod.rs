@@ -10,6 +10,7 @@ pub use clock::wall_clock_now;
 mod conn;
 mod events;
 
+use crate::auth::AuthSource;
 use crate::config::{Listener, Settings};
 use crate::log::Logger;
 use crate::storage::Storage;
@@ -17,7 +18,7 @@ use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::broker::{Authenticator, Broker, ConnectionId, Input, ListenerId, Output};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -80,6 +81,10 @@ pub trait Core {
     fn image(&self) -> Image {
         Image::default()
     }
+    /// Replace the authenticator (SIGHUP reload). Cores without one ignore it.
+    fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        let _ = authenticator;
+    }
 }
 
 impl Core for Broker {
@@ -94,6 +99,9 @@ impl Core for Broker {
     }
     fn image(&self) -> Image {
         Broker::image(self)
+    }
+    fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        Broker::set_authenticator(self, authenticator);
     }
 }
 
@@ -110,6 +118,8 @@ pub struct Driver<C: Core = Broker> {
     listeners: Vec<BoundListener>,
     signals: Signals,
     logger: Option<&'static Logger>,
+    /// Where the password and ACL files are reloaded from on SIGHUP.
+    auth_source: Option<AuthSource>,
     conns: HashMap<ConnectionId, Conn>,
     next_conn: u64,
     read_buf: Vec<u8>,
@@ -150,6 +160,7 @@ impl<C: Core> Driver<C> {
             listeners,
             signals,
             logger,
+            auth_source: None,
             conns: HashMap::new(),
             next_conn: 1,
             read_buf: vec![0; READ_BUF],
@@ -166,6 +177,12 @@ impl<C: Core> Driver<C> {
     /// Keep the core's records in `storage`.
     pub fn with_storage(mut self, storage: Storage) -> Driver<C> {
         self.storage = Some(storage);
+        self
+    }
+
+    /// Reload the authenticator from `source` on SIGHUP (in addition to reopening the log file).
+    pub fn reload_auth_from(mut self, source: AuthSource) -> Self {
+        self.auth_source = Some(source);
         self
     }
 
@@ -288,16 +305,33 @@ impl<C: Core> Driver<C> {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             match signal {
-                SIGHUP => match self.logger.map(Logger::reopen) {
-                    Some(Err(e)) => log::error!("SIGHUP: {e}"),
-                    Some(Ok(())) => log::info!("SIGHUP: log file reopened"),
-                    None => {}
-                },
+                SIGHUP => {
+                    match self.logger.map(Logger::reopen) {
+                        Some(Err(e)) => log::error!("SIGHUP: {e}"),
+                        Some(Ok(())) => log::info!("SIGHUP: log file reopened"),
+                        None => {}
+                    }
+                    self.reload_auth();
+                }
                 _ if self.shutdown_deadline.is_some() => return true,
                 _ => self.begin_shutdown(),
             }
         }
         false
+    }
+
+    /// Swaps in freshly loaded password and ACL files; connections stay up. A bad file keeps the old ones.
+    fn reload_auth(&mut self) {
+        let Some(source) = &self.auth_source else {
+            return;
+        };
+        match source.load() {
+            Ok(authenticator) => {
+                self.broker.set_authenticator(Box::new(authenticator));
+                log::info!("SIGHUP: password and ACL files reloaded");
+            }
+            Err(e) => log::error!("SIGHUP: keeping the previous password and ACL files: {e}"),
+        }
     }
 
     fn begin_shutdown(&mut self) {
@@ -334,7 +368,7 @@ impl<C: Core> Driver<C> {
                         self.fd_exhaustion_logged = false;
                         log::info!("accepting connections again");
                     }
-                    self.open(stream, peer);
+                    self.open(stream, peer, index);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up between its SYN and our accept: nothing to do but take the next one.
@@ -355,7 +389,7 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: usize) {
         let id = ConnectionId(self.next_conn);
         self.next_conn += 1;
         // MQTT is request/response with small packets: Nagle would add latency to every ack.
@@ -370,7 +404,11 @@ impl<C: Core> Driver<C> {
         }
         log::debug!("conn {}: accepted from {peer}", id.0);
         self.conns.insert(id, Conn::new(stream, peer));
-        self.feed(Input::Opened { conn: id, peer });
+        self.feed(Input::Opened {
+            conn: id,
+            peer,
+            listener: ListenerId(listener),
+        });
     }
 
     /// Read until WouldBlock (edge-triggered), feeding each chunk to the core.

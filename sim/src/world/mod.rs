@@ -6,7 +6,7 @@ use crate::model::{message_id, MessageInfo, Model, MsgId, RoutingPlan, Violation
 use crate::options::Options;
 use crate::trace::Trace;
 use bytes::{Bytes, BytesMut};
-use mqtt_core::broker::{Broker, Config, ConnectionId, Input, Output};
+use mqtt_core::broker::{Broker, Config, ConnectionId, Input, ListenerId, Output};
 use mqtt_core::codec::{encode, Decoder};
 use mqtt_core::packet::*;
 use mqtt_core::time::Time;
@@ -382,7 +382,11 @@ impl World {
             },
         );
         let peer = SocketAddr::from(([10, 0, 0, 1], (conn.0 % 60_000) as u16 + 1));
-        self.broker_input(Input::Opened { conn, peer })?;
+        self.broker_input(Input::Opened {
+            conn,
+            peer,
+            listener: ListenerId(0),
+        })?;
         Ok(conn)
     }
 

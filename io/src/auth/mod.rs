@@ -1,0 +1,134 @@
+//! Authentication and authorization from files: the password file (`passwd`), the ACL file (`acl`) and the
+//! per-listener anonymous policy, wrapped as the core's `Authenticator`. Loading files is I/O and happens here;
+//! the checks themselves are deterministic functions of what was loaded.
+
+mod acl;
+mod cache;
+mod filter;
+pub mod passwd;
+pub mod prompt;
+
+pub use acl::{AclError, AclFile};
+pub use passwd::{PasswdError, PasswordFile};
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use cache::VerifiedCache;
+use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo};
+use mqtt_core::packet::ReasonCode;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why the password or ACL file could not be loaded.
+#[derive(Debug)]
+pub enum AuthFileError {
+    Passwords(PasswdError),
+    Acl(AclError),
+}
+
+impl fmt::Display for AuthFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthFileError::Passwords(e) => write!(f, "{e}"),
+            AuthFileError::Acl(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AuthFileError {}
+
+/// Where the authenticator comes from: loaded at start-up and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSource {
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    /// Per listener, in the driver's order: may clients without a user name connect?
+    pub allow_anonymous: Vec<bool>,
+}
+
+impl AuthSource {
+    pub fn load(&self) -> Result<FileAuthenticator, AuthFileError> {
+        let passwords = match &self.password_file {
+            Some(path) => Some(PasswordFile::load(path).map_err(AuthFileError::Passwords)?),
+            None => None,
+        };
+        let acl = match &self.acl_file {
+            Some(path) => Some(AclFile::load(path).map_err(AuthFileError::Acl)?),
+            None => None,
+        };
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        Ok(FileAuthenticator {
+            passwords,
+            acl,
+            allow_anonymous: self.allow_anonymous.clone(),
+            cache: VerifiedCache::new(key),
+        })
+    }
+}
+
+/// The broker's authenticator when run as `mqtt-broker`.
+///
+/// - No user name: allowed where the listener allows anonymous clients, else 0x87 Not authorized.
+/// - A user name with a password file: the password must verify, else 0x86 Bad User Name or Password (unknown
+///   users included).
+/// - A user name without a password file: treated like anonymous access (as Mosquitto does); the name is still
+///   used for ACL sections, so do not rely on ACL user sections without a password file.
+/// - No ACL file: every topic allowed. With one: what it grants.
+pub struct FileAuthenticator {
+    passwords: Option<PasswordFile>,
+    acl: Option<AclFile>,
+    allow_anonymous: Vec<bool>,
+    cache: VerifiedCache,
+}
+
+impl FileAuthenticator {
+    fn check_password(&mut self, user: &str, password: Option<&[u8]>) -> Option<bool> {
+        let file = self.passwords.as_ref()?;
+        let (Some(phc), Some(password)) = (file.hash_of(user), password) else {
+            return Some(false);
+        };
+        if self.cache.contains(user, phc, password) {
+            return Some(true);
+        }
+        let ok = passwd::verify(phc, password);
+        if ok {
+            let phc = phc.to_string();
+            self.cache.insert(user, &phc, password);
+        }
+        Some(ok)
+    }
+}
+
+impl Authenticator for FileAuthenticator {
+    fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision {
+        if info.auth_method.is_some() {
+            // Enhanced authentication is not offered [MQTT-4.12.0-1].
+            return AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        let anonymous_ok = self.allow_anonymous.get(info.listener.0).copied().unwrap_or(false);
+        let verdict = match info.username {
+            Some(user) => self.check_password(user, info.password).unwrap_or(anonymous_ok),
+            None => anonymous_ok,
+        };
+        match (verdict, info.username, &self.passwords) {
+            (true, _, _) => AuthDecision::Allow { data: None },
+            (false, Some(_), Some(_)) => AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+            (false, _, _) => AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED),
+        }
+    }
+
+    fn authorize_publish(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
+        self.acl.as_ref().is_none_or(|acl| acl.may_publish(client, topic))
+    }
+
+    fn authorize_subscribe(&self, client: ClientIdentity<'_>, filter: &str) -> bool {
+        self.acl.as_ref().is_none_or(|acl| acl.may_subscribe(client, filter))
+    }
+
+    fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
+        self.acl.as_ref().is_none_or(|acl| acl.may_read(client, topic))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+use super::*;
+use mqtt_core::broker::ListenerId;
+use std::net::SocketAddr;
+
+fn info<'a>(listener: usize, username: Option<&'a str>, password: Option<&'a [u8]>) -> ConnectInfo<'a> {
+    ConnectInfo {
+        client_id: "c",
+        peer: SocketAddr::from(([192, 0, 2, 1], 5000)),
+        listener: ListenerId(listener),
+        username,
+        password,
+        auth_method: None,
+        auth_data: None,
+    }
+}
+
+/// Listener 0 is loopback-like (anonymous allowed), listener 1 is not.
+fn authenticator(passwords: Option<&str>, acl: Option<&str>) -> FileAuthenticator {
+    FileAuthenticator {
+        passwords: passwords.map(|t| PasswordFile::parse("pw".as_ref(), t).expect("password file")),
+        acl: acl.map(|t| AclFile::parse("acl".as_ref(), t).expect("acl file")),
+        allow_anonymous: vec![true, false],
+        cache: VerifiedCache::new([1; 32]),
+    }
+}
+
+#[test]
+fn anonymous_access_follows_the_listener() {
+    let mut auth = authenticator(None, None);
+    assert_eq!(
+        auth.authenticate(&info(0, None, None)),
+        AuthDecision::Allow { data: None }
+    );
+    assert_eq!(
+        auth.authenticate(&info(1, None, None)),
+        AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED)
+    );
+    // An unknown listener index is treated as not allowing anonymous clients.
+    assert_eq!(
+        auth.authenticate(&info(9, None, None)),
+        AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED)
+    );
+}
+
+#[test]
+fn passwords_are_checked_against_the_file() {
+    let phc = passwd::hash(b"s3cret").expect("hash");
+    let mut auth = authenticator(Some(&format!("alice:{phc}\n")), None);
+    let allow = AuthDecision::Allow { data: None };
+    let bad = AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    assert_eq!(auth.authenticate(&info(1, Some("alice"), Some(b"s3cret"))), allow);
+    assert_eq!(auth.authenticate(&info(1, Some("alice"), Some(b"wrong"))), bad);
+    assert_eq!(auth.authenticate(&info(1, Some("alice"), None)), bad);
+    // Unknown users are refused even where anonymous access is allowed.
+    assert_eq!(auth.authenticate(&info(0, Some("mallory"), Some(b"s3cret"))), bad);
+    // Enhanced authentication is not offered.
+    let mut enhanced = info(0, None, None);
+    enhanced.auth_method = Some("SCRAM-SHA-1");
+    assert_eq!(
+        auth.authenticate(&enhanced),
+        AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD)
+    );
+}
+
+#[test]
+fn successful_verification_is_cached_per_hash() {
+    let phc = passwd::hash(b"s3cret").expect("hash");
+    let mut auth = authenticator(Some(&format!("alice:{phc}\n")), None);
+    assert!(!auth.cache.contains("alice", &phc, b"s3cret"));
+    assert_eq!(auth.check_password("alice", Some(b"s3cret")), Some(true));
+    assert!(auth.cache.contains("alice", &phc, b"s3cret"));
+    // A failure is not cached, and does not evict the success.
+    assert_eq!(auth.check_password("alice", Some(b"nope")), Some(false));
+    assert!(!auth.cache.contains("alice", &phc, b"nope"));
+    assert_eq!(auth.check_password("alice", Some(b"s3cret")), Some(true));
+}
+
+#[test]
+fn acl_decides_topics_and_no_acl_allows_all() {
+    let open = authenticator(None, None);
+    let who = ClientIdentity {
+        client_id: "c",
+        username: Some("alice"),
+    };
+    assert!(open.authorize_publish(who, "any/thing") && open.authorize_read(who, "x"));
+    assert!(open.authorize_subscribe(who, "#"));
+    let ruled = authenticator(None, Some("user alice\ntopic read in/#\ntopic write out/#\n"));
+    assert!(ruled.authorize_read(who, "in/1") && !ruled.authorize_publish(who, "in/1"));
+    assert!(ruled.authorize_publish(who, "out/1") && !ruled.authorize_read(who, "out/1"));
+    assert!(ruled.authorize_subscribe(who, "in/+") && !ruled.authorize_subscribe(who, "out/#"));
+}
+
+#[test]
+fn loading_reports_the_bad_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic read a\nnonsense here\n").expect("write");
+    let source = AuthSource {
+        password_file: None,
+        acl_file: Some(acl.clone()),
+        allow_anonymous: vec![true],
+    };
+    let error = source.load().err().expect("malformed ACL").to_string();
+    assert_eq!(
+        error,
+        format!(
+            "{}:2: unknown keyword \"nonsense\" (expected user, topic or pattern)",
+            acl.display()
+        )
+    );
+    let missing = AuthSource {
+        password_file: Some(dir.path().join("nope")),
+        acl_file: None,
+        allow_anonymous: vec![],
+    };
+    assert!(matches!(
+        missing.load(),
+        Err(AuthFileError::Passwords(PasswdError::Read { .. }))
+    ));
+}
