@@ -85,6 +85,7 @@ fn broker_config(options: &Options) -> Config {
         max_topic_alias: options.max_topic_alias,
         wildcard_subscriptions: options.wildcards,
         shared_subscriptions: options.shared,
+        persistence: options.persistence,
         ..Config::default()
     }
 }
@@ -142,9 +143,15 @@ pub fn planted_bug_named(name: &str) -> Option<mqtt_core::broker::PlantedBug> {
         "qos2-duplicate" => Some(PlantedBug::Qos2DuplicateDelivered),
         "inflight-dropped" => Some(PlantedBug::InflightDroppedOnReconnect),
         "plus-across-levels" => Some(PlantedBug::PlusMatchesAcrossLevels),
+        "qos2-receipt-not-persisted" => Some(PlantedBug::Qos2ReceiptNotPersisted),
         _ => None,
     }
 }
 
 /// Every planted bug's name.
-pub const PLANTED_BUGS: &[&str] = &["qos2-duplicate", "inflight-dropped", "plus-across-levels"];
+pub const PLANTED_BUGS: &[&str] = &[
+    "qos2-duplicate",
+    "inflight-dropped",
+    "plus-across-levels",
+    "qos2-receipt-not-persisted",
+];

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             let c = &report.counts;
             println!(
                 "clients {} | published {} | deliveries {} | connects {} | faults: cuts {} crashes {} slow readers {} \
-                 time jumps {} misbehaving {} takeovers {}",
+                 time jumps {} misbehaving {} takeovers {} broker restarts {}",
                 report.options.clients,
                 c.published,
                 report.deliveries,
@@ -58,7 +58,8 @@ fn main() -> ExitCode {
                 c.slow_readers,
                 c.time_jumps,
                 c.garbage,
-                c.takeovers
+                c.takeovers,
+                c.broker_restarts
             );
             println!(
                 "steps {} | simulated {:.1}s in {:.3}s wall ({:.0} steps/s, {:.0}x real time) | trace lines {}",

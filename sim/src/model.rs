@@ -59,7 +59,7 @@ pub enum WillState {
     Cancelled,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Model {
     pub sessions: Vec<SessionModel>,
     pub messages: BTreeMap<MsgId, MessageInfo>,

@@ -58,6 +58,10 @@ pub struct Options {
     pub client_max_packet_size: Option<u32>,
     /// Broker's Topic Alias Maximum for inbound aliases.
     pub max_topic_alias: u16,
+    /// The broker writes persistence records to the simulated disk.
+    pub persistence: bool,
+    /// Per-step probability that the broker process crashes and restarts from its disk (with persistence).
+    pub broker_crash_rate: f64,
 }
 
 fn rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
@@ -102,7 +106,17 @@ impl Options {
             max_packet_size: [1 << 20, 4096, 600][rng.gen_range(0..3)],
             max_topic_alias: [0, 2, 16][rng.gen_range(0..3)],
             client_max_packet_size: [None, None, Some(300), Some(1200)][rng.gen_range(0..4)],
+            persistence: false,
+            broker_crash_rate: 0.0,
         }
+        .with_durability(rng)
+    }
+
+    /// Drawn last, so that the other choices of a seed stay what they were before durability existed.
+    fn with_durability(mut self, rng: &mut ChaCha8Rng) -> Options {
+        self.persistence = rng.gen_bool(0.5);
+        self.broker_crash_rate = if self.persistence { rate(rng, 0.004) } else { 0.0 };
+        self
     }
 
     /// Every topic of the seed's topic space: all paths of 1..=depth levels over `topic_width` names.
@@ -147,7 +161,7 @@ impl fmt::Display for Options {
             f,
             "seed={} clients={} v5_share={:.2} persistent_share={:.2} qos2={} retained={} shared={} wills={} \
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
-             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?}",
+             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} persistence={} broker_crash={:.4}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -178,7 +192,9 @@ impl fmt::Display for Options {
             self.max_queued_messages,
             self.max_packet_size,
             self.max_topic_alias,
-            self.client_max_packet_size
+            self.client_max_packet_size,
+            self.persistence,
+            self.broker_crash_rate
         )
     }
 }

@@ -27,6 +27,8 @@ pub struct Outcome {
     pub failures: Vec<sim::Failure>,
     pub elapsed: Duration,
     pub simulated_ms: u64,
+    /// Broker crashes and restarts from the simulated disk, over all passing seeds.
+    pub broker_restarts: u64,
 }
 
 impl Outcome {
@@ -41,12 +43,14 @@ pub fn run(plan: &Plan) -> Outcome {
     let next = Arc::new(AtomicU64::new(plan.first_seed));
     let done = Arc::new(AtomicU64::new(0));
     let simulated = Arc::new(AtomicU64::new(0));
+    let restarts = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let end_seed = plan.seeds.map(|n| plan.first_seed.saturating_add(n));
     std::thread::scope(|scope| {
         for _ in 0..plan.threads.max(1) {
-            let (next, done, simulated, failed, failures) = (&next, &done, &simulated, &failed, &failures);
+            let (next, done, simulated, failed, failures, restarts) =
+                (&next, &done, &simulated, &failed, &failures, &restarts);
             scope.spawn(move || loop {
                 if plan.budget.is_some_and(|b| started.elapsed() >= b) {
                     return;
@@ -61,6 +65,7 @@ pub fn run(plan: &Plan) -> Outcome {
                 match sim::run(seed, &plan.run) {
                     Ok(report) => {
                         simulated.fetch_add(report.simulated_ms, Ordering::Relaxed);
+                        restarts.fetch_add(report.counts.broker_restarts, Ordering::Relaxed);
                     }
                     Err(failure) => {
                         if plan.progress {
@@ -93,5 +98,6 @@ pub fn run(plan: &Plan) -> Outcome {
         failures,
         elapsed: started.elapsed(),
         simulated_ms: simulated.load(Ordering::Relaxed),
+        broker_restarts: restarts.load(Ordering::Relaxed),
     }
 }

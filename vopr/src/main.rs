@@ -68,12 +68,14 @@ fn main() -> ExitCode {
         );
     }
     println!(
-        "vopr: {} seeds, {} failures, {:.1} seeds/s, {:.0} simulated seconds ({:.0}x real time)",
+        "vopr: {} seeds, {} failures, {:.1} seeds/s, {:.0} simulated seconds ({:.0}x real time), {} broker restarts \
+         from the simulated disk",
         outcome.seeds_run,
         outcome.failures.len(),
         outcome.seeds_per_second(),
         outcome.simulated_ms as f64 / 1000.0,
-        outcome.simulated_ms as f64 / 1000.0 / outcome.elapsed.as_secs_f64().max(1e-9)
+        outcome.simulated_ms as f64 / 1000.0 / outcome.elapsed.as_secs_f64().max(1e-9),
+        outcome.broker_restarts
     );
     if outcome.failures.is_empty() {
         ExitCode::SUCCESS

@@ -36,6 +36,11 @@ fn finds_plus_matching_across_levels() {
 }
 
 #[test]
+fn finds_qos2_receipt_not_persisted() {
+    finds("qos2-receipt-not-persisted");
+}
+
+#[test]
 fn parallel_runner_reports_every_seed() {
     let plan = vopr::Plan {
         first_seed: 1,

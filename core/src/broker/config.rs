@@ -61,6 +61,9 @@ pub enum PlantedBug {
     InflightDroppedOnReconnect,
     /// `+` matches more than one topic level.
     PlusMatchesAcrossLevels,
+    /// The receipt of an incoming QoS 2 message (its packet id awaiting PUBREL) is not recorded for persistence, so
+    /// a restart forgets it and a resent PUBLISH is delivered twice.
+    Qos2ReceiptNotPersisted,
 }
 
 impl Default for Config {

@@ -201,6 +201,9 @@ impl Broker {
     }
 
     pub(super) fn persist_qos2(&mut self, key: SessionKey, packet_id: u16, received: bool) {
+        if received && self.planted(super::planted::PlantedBugKind::Qos2ReceiptNotPersisted) {
+            return;
+        }
         if let Some(k) = self.durable_key(key) {
             self.record(if received {
                 Record::Qos2Received { key: k, packet_id }
@@ -275,8 +278,9 @@ impl Broker {
         let mut session = Session::new(image.client_id.clone(), image.protocol);
         session.expiry_interval = image.expiry;
         session.durable = true;
+        // Left unknown (as recorded) if it was connected when the broker stopped; expiry then counts from now.
+        session.offline_since = image.offline_since;
         let offline_since = image.offline_since.unwrap_or(self.now);
-        session.offline_since = Some(offline_since);
         for (filter, subscription) in &image.subscriptions {
             match crate::topic::parse_shared_subscription(filter) {
                 Ok(Some(shared)) => self

@@ -12,6 +12,7 @@ use std::sync::Arc;
 pub(super) enum PlantedBugKind {
     Qos2DuplicateDelivered,
     InflightDroppedOnReconnect,
+    Qos2ReceiptNotPersisted,
 }
 
 impl Broker {
@@ -31,6 +32,9 @@ impl Broker {
             ) | (
                 Some(PlantedBug::InflightDroppedOnReconnect),
                 PlantedBugKind::InflightDroppedOnReconnect
+            ) | (
+                Some(PlantedBug::Qos2ReceiptNotPersisted),
+                PlantedBugKind::Qos2ReceiptNotPersisted
             )
         )
     }

@@ -70,7 +70,10 @@ impl Image {
                 );
                 true
             }
-            Record::SessionExpiry { key, expiry } => self.session(key, |s| s.expiry = expiry),
+            Record::SessionExpiry { key, expiry } => self.session(key, |s| {
+                s.expiry = expiry;
+                s.offline_since = None;
+            }),
             Record::SessionOffline { key, at } => self.session(key, |s| s.offline_since = Some(at)),
             Record::SessionEnd { key } => self.sessions.remove(&key).is_some(),
             Record::Subscribe {

@@ -2,7 +2,9 @@
 //! emits records; storage (real files in `io`, a simulated disk in `sim`) keeps them; recovery replays them into an
 //! [`Image`] and hands it to [`crate::broker::Broker::restore`].
 
+pub mod frame;
 mod image;
+pub mod log;
 mod record;
 
 pub use image::{EntryImage, Image, SessionImage};

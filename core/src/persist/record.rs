@@ -57,7 +57,8 @@ pub enum Record {
         protocol: ProtocolVersion,
         expiry: u32,
     },
-    /// The Session Expiry Interval changed (DISCONNECT may change it).
+    /// The Session Expiry Interval as set by a CONNECT that resumed the session, or changed by DISCONNECT: either way
+    /// the session has a connection at this point.
     SessionExpiry {
         key: u64,
         expiry: u32,

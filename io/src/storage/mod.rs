@@ -9,7 +9,6 @@
 //! does the log of the new generation start and are the old files removed. Recovery loads the newest complete
 //! snapshot and replays its log.
 
-mod frame;
 mod recovery;
 mod snapshot;
 
@@ -135,13 +134,7 @@ impl Storage {
     }
 
     pub fn append(&mut self, record: &Record) {
-        self.encode_buf.clear();
-        if let Err(e) = record.encode(&mut self.encode_buf) {
-            // Only values the wire format could not carry either; the core never produces them.
-            log::error!("cannot encode a persistence record: {e:?}");
-            return;
-        }
-        frame::put(&mut self.pending, &self.encode_buf);
+        mqtt_core::persist::log::append(&mut self.pending, record, &mut self.encode_buf);
     }
 
     /// Whether sends must wait for `commit`: records are pending and their acknowledgements must not overtake them.

@@ -2,9 +2,9 @@
 //! after it (a crash in the middle of a write) is truncated there with a warning; damage followed by valid records
 //! stops start-up with an error naming the file and offset, unless `--repair` says to truncate anyway.
 
-use super::frame::{self, Scan};
 use super::snapshot::{MAGIC, TRAILER};
 use super::{snapshot_path, wal_path, StorageError};
+use mqtt_core::persist::frame::{self, Scan};
 use mqtt_core::persist::{Image, Record};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -121,46 +121,35 @@ fn load_snapshot(path: &Path, repair: bool, image: &mut Image) -> Result<u64, St
 /// Replays a log into `image`; returns the records applied and the bytes truncated from its end.
 fn replay_log(path: &Path, repair: bool, image: &mut Image) -> Result<(u64, u64), StorageError> {
     let data = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
-    let mut offset = 0;
-    let mut records = 0;
-    loop {
-        let damage = match frame::scan(&data, offset) {
-            Scan::End => return Ok((records, 0)),
-            Scan::Frame { body, next } => match Record::decode(bytes::Bytes::copy_from_slice(body)) {
-                Ok(record) => {
-                    image.apply(record);
-                    records += 1;
-                    offset = next;
-                    continue;
-                }
-                Err(e) => format!("undecodable record: {e}"),
-            },
-            Scan::Truncated => "a record cut short".to_string(),
-            Scan::Corrupt => "checksum mismatch".to_string(),
-        };
-        let torn_tail = frame::valid_frame_after(&data, offset).is_none();
-        if !torn_tail && !repair {
-            return Err(StorageError::Corrupt {
-                path: path.to_path_buf(),
-                offset: offset as u64,
-                detail: damage,
-            });
-        }
-        let cut = (data.len() - offset) as u64;
-        if torn_tail {
-            log::warn!(
-                "{}: {damage} at byte {offset}, the last write before a crash; truncating {cut} bytes",
-                path.display()
-            );
-        } else {
-            log::warn!(
-                "--repair: {}: {damage} at byte {offset}; truncating {cut} bytes, including valid records after it",
-                path.display()
-            );
-        }
-        truncate(path, offset as u64)?;
-        return Ok((records, cut));
+    let replay = mqtt_core::persist::log::replay(&data, image);
+    let Some(damage) = replay.damage else {
+        return Ok((replay.records, 0));
+    };
+    if !damage.torn_tail && !repair {
+        return Err(StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset: damage.offset as u64,
+            detail: damage.detail,
+        });
     }
+    let cut = (data.len() - replay.valid_len) as u64;
+    if damage.torn_tail {
+        log::warn!(
+            "{}: {} at byte {}, the last write before a crash; truncating {cut} bytes",
+            path.display(),
+            damage.detail,
+            damage.offset
+        );
+    } else {
+        log::warn!(
+            "--repair: {}: {} at byte {}; truncating {cut} bytes, including valid records after it",
+            path.display(),
+            damage.detail,
+            damage.offset
+        );
+    }
+    truncate(path, replay.valid_len as u64)?;
+    Ok((replay.records, cut))
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {

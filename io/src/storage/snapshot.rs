@@ -1,8 +1,9 @@
 //! Snapshot files: a header frame, one frame per record, and a trailer frame with the record count, so a file cut
 //! short is recognised as such rather than read as a smaller state.
 
-use super::{frame, snapshot_path, StorageError};
+use super::{snapshot_path, StorageError};
 use bytes::BytesMut;
+use mqtt_core::persist::frame;
 use mqtt_core::persist::Image;
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -77,6 +77,15 @@ impl World {
                 }
             }
         }
+        if self.disk.is_some() && self.rng.gen_bool(self.opts.broker_crash_rate) {
+            if self.rng.gen_bool(0.5) {
+                // During the commit of whatever the broker reads next.
+                self.crash_next_chunk = true;
+            } else {
+                let image = self.broker.image();
+                self.restart_broker(false, image, None)?;
+            }
+        }
         if self.rng.gen_bool(self.opts.takeover_rate) {
             let client = self.rng.gen_range(0..n);
             self.take_over(client)?;

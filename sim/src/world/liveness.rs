@@ -63,7 +63,7 @@ impl World {
         }
         // With a small per-session queue the broker may drop QoS 1/2 messages by design (max_queued_messages);
         // which ones is its business, so delivery is then not owed. Safety checks still ran on every delivery.
-        let dropped = self.broker.stats().messages_dropped;
+        let dropped = self.broker.stats().messages_dropped + self.dropped_before_restarts;
         if self.opts.max_queued_messages < 1_000 && dropped > 0 {
             self.counts.liveness_waived = true;
             self.log(format!(
@@ -74,6 +74,7 @@ impl World {
         }
         self.check_drained()?;
         self.check_retained()?;
+        self.check_disk_matches_broker()?;
         self.check_misbehaving_closed()
     }
 

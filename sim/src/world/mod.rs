@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod disk;
 mod faults;
 mod liveness;
 mod receive;
@@ -73,6 +74,8 @@ pub struct Counts {
     pub time_jumps: u64,
     pub garbage: u64,
     pub takeovers: u64,
+    /// Broker crashes and restarts from the simulated disk.
+    pub broker_restarts: u64,
     pub connects: u64,
     pub steps: u64,
     /// The liveness check was skipped because the broker legitimately dropped messages (bounded queues).
@@ -102,6 +105,16 @@ pub struct World {
     /// PUBLISHes the broker holds for a full subscriber queue (see `mqtt_core::broker` flow control): the model
     /// routes them when the broker does.
     awaiting_admission: Vec<PendingPublish>,
+    /// The broker's configuration, to start a new one after a crash.
+    config: Config,
+    /// Where the broker's records go (persistence on), see `disk`.
+    disk: Option<disk::SimDisk>,
+    /// The next chunk the broker reads is the input during whose commit the broker crashes.
+    crash_next_chunk: bool,
+    /// The current input is that one: its records are not committed and its outputs never leave.
+    crash_in_progress: bool,
+    /// Messages dropped by brokers that have since crashed (a new broker's counters start at zero).
+    dropped_before_restarts: u64,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -147,7 +160,7 @@ impl World {
         let topics = opts.topics();
         World {
             model: Model::new(opts.clients, opts.max_queued_messages < 1_000),
-            broker: Broker::new(config, broker_seed),
+            broker: Broker::new(config.clone(), broker_seed),
             slow_acks: opts.slow_ack_rate > 0.0,
             opts,
             rng,
@@ -163,6 +176,11 @@ impl World {
             topics,
             chunk_publishes: Vec::new(),
             awaiting_admission: Vec::new(),
+            disk: config.persistence.then(disk::SimDisk::default),
+            config: config.clone(),
+            crash_next_chunk: false,
+            crash_in_progress: false,
+            dropped_before_restarts: 0,
         }
     }
 
@@ -204,8 +222,27 @@ impl World {
                 .unwrap_or_default();
             Violation(format!("broker panicked: {text}"))
         })?;
-        self.settle_admissions();
+        // The group commit: this input's records reach the disk before any of its outputs reach the network.
+        let mut rest = Vec::with_capacity(outputs.len());
         for output in outputs {
+            match output {
+                Output::Persist(record) => {
+                    if let Some(disk) = self.disk.as_mut() {
+                        disk.append(&record);
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        if self.crash_in_progress {
+            // The process dies before the commit completes: nothing of this input leaves (see `restart_broker`).
+            return Ok(());
+        }
+        if let Some(disk) = self.disk.as_mut() {
+            disk.commit();
+        }
+        self.settle_admissions();
+        for output in rest {
             self.route_output(output)?;
         }
         Ok(())
@@ -450,6 +487,8 @@ impl World {
             }
             // The model first, so that a will published because of this input sees the subscriptions as they are.
             let client = self.links.get(&conn).and_then(|l| l.client);
+            let crash = std::mem::take(&mut self.crash_next_chunk).then(|| (self.model.clone(), self.broker.image()));
+            self.crash_in_progress = crash.is_some();
             if let Some(client) = client {
                 for packet in &packets {
                     // When the broker reads a packet matters as much as when it was sent: this is the model's order.
@@ -458,6 +497,10 @@ impl World {
                 }
             }
             self.broker_input(Input::Received { conn, data: chunk })?;
+            if let Some((model_before, image_before)) = crash {
+                self.crash_in_progress = false;
+                return self.restart_broker(true, image_before, Some(model_before));
+            }
             if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
                 return Ok(());
             }

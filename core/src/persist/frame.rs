@@ -1,4 +1,4 @@
-//! Record framing on disk: `[u32 length][u32 CRC-32 of length and body][body]`, big-endian. The checksum covers the
+//! Record framing in storage: `[u32 length][u32 CRC-32 of length and body][body]`, big-endian. The checksum covers the
 //! length too, so a flipped bit in either is caught; a frame cut short by a crash shows as one that runs past the end.
 
 use bytes::{BufMut, BytesMut};
