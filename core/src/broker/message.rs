@@ -37,7 +37,10 @@ impl Message {
         Message {
             id,
             topic,
-            payload: publish.payload,
+            // The decoded payload is a slice of the connection's receive buffer: holding it (queued, retained)
+            // would pin that whole buffer. One copy per message, shared by every subscriber, bounds memory to the
+            // payloads actually kept.
+            payload: Bytes::copy_from_slice(&publish.payload),
             qos: publish.qos,
             retain: publish.retain,
             properties,

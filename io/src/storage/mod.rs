@@ -103,8 +103,17 @@ impl Storage {
     pub fn open(dir: &Path, mode: SyncMode, repair: bool) -> Result<(Storage, Image, Recovery), StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let (image, recovery) = recovery::recover(dir, repair)?;
-        let generation = recovery.generation + 1;
-        let snapshot_len = snapshot::write(dir, generation, &image)?;
+        // Starting from a snapshot alone (an empty log): carry on with that generation rather than rewrite it, so a
+        // restart after a clean shutdown costs only the read.
+        let reuse = recovery.generation > 0 && recovery.log_records == 0 && recovery.truncated_bytes == 0;
+        let (generation, snapshot_len) = if reuse {
+            let path = snapshot_path(dir, recovery.generation);
+            let len = std::fs::metadata(&path).map_err(|e| StorageError::io(&path, e))?.len();
+            (recovery.generation, len)
+        } else {
+            let generation = recovery.generation + 1;
+            (generation, snapshot::write(dir, generation, &image)?)
+        };
         let wal_path = wal_path(dir, generation);
         let wal = OpenOptions::new()
             .create(true)
