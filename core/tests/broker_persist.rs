@@ -211,3 +211,47 @@ fn records_round_trip_through_their_encoding() {
         assert_eq!(&Record::decode(buf.freeze()).expect("decode"), record);
     }
 }
+
+#[test]
+fn while_storage_is_full_qos1_is_refused_with_0x97_and_qos0_flows() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    h.input(mqtt_core::broker::Input::StorageWritable(false));
+    publish(&mut h, publisher, "t", "not stored", QoS::AtLeastOnce, 1);
+    // Nothing acknowledged may be lost, and the disk cannot hold it: Quota exceeded (MQTT 5.0 section 3.4.2.1).
+    assert_eq!(
+        h.recv(publisher),
+        Some(Packet::PubAck(PubResponse::new(1, ReasonCode::QUOTA_EXCEEDED)))
+    );
+    publish(&mut h, publisher, "t", "best effort", QoS::AtMostOnce, 0);
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["best effort"]);
+    h.input(mqtt_core::broker::Input::StorageWritable(true));
+    publish(&mut h, publisher, "t", "stored", QoS::AtLeastOnce, 2);
+    assert_eq!(
+        h.recv(publisher),
+        Some(Packet::PubAck(PubResponse::new(2, ReasonCode::SUCCESS)))
+    );
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["stored"]);
+}
+
+#[test]
+fn while_storage_is_full_a_v311_publish_waits_unacknowledged() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v311("pub"));
+    h.input(mqtt_core::broker::Input::StorageWritable(false));
+    publish(&mut h, publisher, "t", "later", QoS::AtLeastOnce, 1);
+    publish(&mut h, publisher, "t", "now", QoS::AtMostOnce, 0);
+    // 3.1.1 cannot refuse a PUBLISH: it is held, unacknowledged, while QoS 0 goes through.
+    assert!(h.recv_all(publisher).is_empty());
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["now"]);
+    h.input(mqtt_core::broker::Input::StorageWritable(true));
+    assert_eq!(
+        h.recv(publisher),
+        Some(Packet::PubAck(PubResponse::new(1, ReasonCode::SUCCESS)))
+    );
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["later"]);
+}

@@ -244,3 +244,94 @@ fn damaged_log_stops_start_up_with_the_file_and_offset() {
     let repaired = BrokerProcess::restart(data_dir, &["--repair"]);
     assert!(repaired.wait_for_log("recovered", WAIT));
 }
+
+/// Disk full (injected: the broker's test hook fails writes while `fault-disk-full` exists in its data directory):
+/// QoS 1 is refused with 0x97 Quota exceeded to MQTT 5 publishers, QoS 0 keeps flowing, and when the disk works
+/// again what was held goes out and QoS 1 is accepted again.
+#[test]
+fn full_disk_refuses_qos1_with_0x97_while_qos0_flows_then_recovers() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    let broker = BrokerProcess::start_with_env(dir, &path, &[], &[("MQTT_BROKER_FAULT_INJECTION", "1")]);
+    // A persistent subscriber makes QoS 1 messages durable state; another client reads QoS 0 traffic.
+    let (stored_sub, stored_events) = connect(&broker, "stored-sub", false);
+    stored_sub.subscribe("stored/#", QoS::AtLeastOnce).expect("subscribe");
+    assert!(wait_for(&stored_events, WAIT, |e| matches!(
+        e,
+        Ok(Event::Incoming(Packet::SubAck(_)))
+    )
+    .then_some(()))
+    .is_some());
+    let (flow_sub, flow_events) = connect(&broker, "flow-sub", true);
+    flow_sub.subscribe("flow/#", QoS::AtMostOnce).expect("subscribe");
+    assert!(wait_for(&flow_events, WAIT, |e| matches!(
+        e,
+        Ok(Event::Incoming(Packet::SubAck(_)))
+    )
+    .then_some(()))
+    .is_some());
+
+    let v5_client = |id: &str| {
+        let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", broker.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut connection) = rumqttc::v5::Client::new(opts, 50);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                let failed = event.is_err();
+                if tx.send(event).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        (client, rx)
+    };
+    let puback = |rx: &Receiver<Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>>, timeout| {
+        wait_for(rx, timeout, |e| match e {
+            Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(ack))) => Some(ack.reason),
+            _ => None,
+        })
+    };
+    let (first, first_events) = v5_client("first-pub");
+    let (second, second_events) = v5_client("second-pub");
+    std::thread::sleep(Duration::from_millis(300));
+
+    std::fs::write(path.join("fault-disk-full"), b"").expect("fault file");
+    first
+        .publish("stored/1", QoS5::AtLeastOnce, false, b"one".to_vec())
+        .expect("publish");
+    assert!(broker.wait_for_log("the disk is full", WAIT), "{}", broker.log_text());
+    // Its acknowledgement is held: the record behind it never reached the disk.
+    assert_eq!(puback(&first_events, Duration::from_millis(500)), None);
+    second
+        .publish("stored/2", QoS5::AtLeastOnce, false, b"two".to_vec())
+        .expect("publish");
+    assert_eq!(puback(&second_events, WAIT), Some(PubAckReason::QuotaExceeded));
+    second
+        .publish("flow/1", QoS5::AtMostOnce, false, b"flows".to_vec())
+        .expect("publish");
+    let got = wait_for(&flow_events, WAIT, |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) => Some(p.payload.to_vec()),
+        _ => None,
+    });
+    assert_eq!(
+        got.as_deref(),
+        Some(&b"flows"[..]),
+        "QoS 0 keeps flowing while the disk is full"
+    );
+
+    std::fs::remove_file(path.join("fault-disk-full")).expect("remove fault file");
+    assert!(broker.wait_for_log("writable again", WAIT), "{}", broker.log_text());
+    assert_eq!(puback(&first_events, WAIT), Some(PubAckReason::Success));
+    let stored = wait_for(&stored_events, WAIT, |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) => Some(p.payload.to_vec()),
+        _ => None,
+    });
+    assert_eq!(stored.as_deref(), Some(&b"one"[..]));
+    second
+        .publish("stored/3", QoS5::AtLeastOnce, false, b"three".to_vec())
+        .expect("publish");
+    assert_eq!(puback(&second_events, WAIT), Some(PubAckReason::Success));
+}

@@ -34,8 +34,8 @@ pub struct HeldPublish {
 enum Admission {
     /// Routed (or refused, with an error reason); acknowledge with this reason.
     Accepted(ReasonCode),
-    /// This online session's queue is full: hold the PUBLISH until it drains.
-    Blocked(SessionKey),
+    /// Hold the PUBLISH until this online session's queue drains, or (`None`) until storage is writable again.
+    Blocked(Option<SessionKey>),
 }
 
 impl Broker {
@@ -87,6 +87,16 @@ impl Broker {
             self.stats.messages_received += 1;
             return Admission::Accepted(ReasonCode::NOT_AUTHORIZED);
         }
+        let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
+        if publish.qos != QoS::AtMostOnce && self.storage_full {
+            // Nothing acknowledged may be lost, and the disk cannot take it: refuse with Quota exceeded (MQTT 5), or
+            // hold it unacknowledged (3.1.1 has no way to refuse) until the disk can. QoS 0 keeps flowing.
+            if v5 {
+                self.stats.messages_received += 1;
+                return Admission::Accepted(ReasonCode::QUOTA_EXCEEDED);
+            }
+            return Admission::Blocked(None);
+        }
         let plan = self.plan_route(message, Some(publisher));
         if publish.qos != QoS::AtMostOnce {
             let full = plan
@@ -95,14 +105,13 @@ impl Broker {
                 .map(|(key, _)| *key);
             if let Some(full) = full {
                 self.recycle_plan(plan);
-                return Admission::Blocked(full);
+                return Admission::Blocked(Some(full));
             }
         }
         self.stats.messages_received += 1;
         self.store_retained(message);
         let matched = plan.len();
         self.deliver_plan(plan);
-        let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
         if matched == 0 && v5 {
             Admission::Accepted(ReasonCode::NO_MATCHING_SUBSCRIBERS)
         } else {
@@ -117,13 +126,28 @@ impl Broker {
             .is_some_and(|s| s.connection.is_some() && s.queue.len() >= self.config.max_queued_messages)
     }
 
-    fn hold(&mut self, conn: ConnectionId, full: SessionKey, publish: HeldPublish) {
+    fn hold(&mut self, conn: ConnectionId, waiting_on: Option<SessionKey>, publish: HeldPublish) {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
         connection.held.push_front(publish);
-        if let Some(session) = self.sessions.get_mut(&full) {
-            session.waiters.insert(conn);
+        match waiting_on.and_then(|key| self.sessions.get_mut(&key)) {
+            Some(session) => {
+                session.waiters.insert(conn);
+            }
+            None => {
+                self.storage_waiters.insert(conn);
+            }
+        }
+    }
+
+    /// The driver reports whether durable storage takes writes. While it does not, QoS 1/2 PUBLISHes are refused
+    /// or held (see `admit_publish`); when it does again, the held ones are retried.
+    pub(super) fn set_storage_writable(&mut self, writable: bool) {
+        self.storage_full = !writable;
+        if writable {
+            let waiters = std::mem::take(&mut self.storage_waiters);
+            self.woken.extend(waiters);
         }
     }
 

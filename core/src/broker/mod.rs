@@ -77,6 +77,9 @@ pub enum Input<'a> {
     Tick,
     /// Graceful shutdown: tell MQTT 5 clients "Server shutting down" (0x8B), then close every connection.
     Shutdown,
+    /// Durable storage stopped (disk full, I/O error) or resumed taking writes. While it does not, QoS 1/2
+    /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or held unacknowledged (3.1.1); QoS 0 flows on.
+    StorageWritable(bool),
 }
 
 /// Something the driver must do.
@@ -157,6 +160,10 @@ pub struct Broker {
     plan_buffer: Vec<(SessionKey, Delivery)>,
     /// Connections whose held PUBLISHes may now fit, retried at the end of the current input (see `flow`).
     woken: BTreeSet<ConnectionId>,
+    /// Durable storage does not take writes (see `Input::StorageWritable`).
+    storage_full: bool,
+    /// Connections holding PUBLISHes until storage takes writes again.
+    storage_waiters: BTreeSet<ConnectionId>,
     /// Connections past CONNACK, for the connection limit.
     connected_clients: usize,
     /// Recent authentication failures per IP address, for slowing down guessing.
@@ -191,6 +198,8 @@ impl Broker {
             match_buffer: Vec::new(),
             plan_buffer: Vec::new(),
             woken: BTreeSet::new(),
+            storage_full: false,
+            storage_waiters: BTreeSet::new(),
             connected_clients: 0,
             auth_throttle: throttle::AuthThrottle::default(),
             stats: Stats::default(),
@@ -232,6 +241,7 @@ impl Broker {
             Input::Writable { conn } => self.handle_writable(conn),
             Input::Tick => self.fire_timers(),
             Input::Shutdown => self.shutdown(),
+            Input::StorageWritable(writable) => self.set_storage_writable(writable),
         }
         self.release_woken();
     }

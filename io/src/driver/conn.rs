@@ -47,6 +47,8 @@ pub struct Conn {
     pub writable_interest: bool,
     /// Queued in the driver's to-flush list already.
     pub dirty: bool,
+    /// Holds output whose records the disk refused: sent only once a snapshot made them durable.
+    pub durability_hold: bool,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
 }
@@ -60,6 +62,7 @@ impl Conn {
             write_blocked: false,
             writable_interest: false,
             dirty: false,
+            durability_hold: false,
             pending: VecDeque::new(),
             pending_bytes: 0,
         }

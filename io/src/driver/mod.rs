@@ -480,18 +480,15 @@ impl<C: Core> Driver<C> {
         let Some(storage) = self.storage.as_mut() else {
             return;
         };
-        if self.storage_retry_at.is_some_and(|at| Instant::now() < at) {
+        if storage.is_suspended() {
+            self.try_resume_storage();
+            self.flush_dirty_and_settle();
             return;
         }
         if let Err(e) = storage.commit() {
-            if self.storage_retry_at.is_none() {
-                log::error!("cannot write to the data directory: {e}; holding acknowledgements until it works again");
-            }
-            self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+            self.suspend_storage(&e);
+            self.flush_dirty_and_settle();
             return;
-        }
-        if self.storage_retry_at.take().is_some() {
-            log::info!("the data directory is writable again");
         }
         if storage.wants_snapshot() {
             let image = self.broker.image();
@@ -504,6 +501,63 @@ impl<C: Core> Driver<C> {
         if self.storage.as_ref().is_some_and(Storage::has_pending) {
             self.commit_and_flush();
         }
+    }
+
+    /// The disk refused a commit. What this loop iteration sent stays held (its acknowledgements are not on disk);
+    /// the core stops accepting QoS 1/2 messages, so from now on nothing sent promises durability, and other
+    /// traffic flows. A snapshot taken once the disk works again makes everything durable at once.
+    fn suspend_storage(&mut self, error: &crate::storage::StorageError) {
+        let what = if error.is_disk_full() {
+            "the disk is full"
+        } else {
+            "cannot write"
+        };
+        log::error!(
+            "data directory: {what} ({error}); refusing QoS 1/2 messages (MQTT 5: 0x97 Quota exceeded; 3.1.1: held \
+             unacknowledged) until it can be written again, retrying every {}s",
+            STORAGE_RETRY.as_secs()
+        );
+        if let Some(storage) = self.storage.as_mut() {
+            storage.suspend();
+        }
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.dirty = false;
+                conn.durability_hold = true;
+            }
+        }
+        self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+        self.feed(Input::StorageWritable(false));
+    }
+
+    fn try_resume_storage(&mut self) {
+        if self.storage_retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let image = self.broker.image();
+        let Some(storage) = self.storage.as_mut() else {
+            return;
+        };
+        if let Err(e) = storage.resume(&image) {
+            log::debug!("data directory still not writable: {e}");
+            self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+            return;
+        }
+        self.storage_retry_at = None;
+        log::info!("data directory writable again: state snapshotted, accepting QoS 1/2 messages");
+        let held: Vec<ConnectionId> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| c.durability_hold)
+            .map(|(id, c)| {
+                c.durability_hold = false;
+                *id
+            })
+            .collect();
+        for id in held {
+            self.mark_dirty(id);
+        }
+        self.feed(Input::StorageWritable(true));
     }
 
     fn flush_dirty_and_settle(&mut self) {
@@ -571,6 +625,10 @@ impl<C: Core> Driver<C> {
                 continue;
             };
             conn.dirty = false;
+            if conn.durability_hold {
+                // Waiting for the disk (see `suspend_storage`).
+                continue;
+            }
             let result = conn.flush();
             let open = conn.state == State::Open;
             match result {

@@ -95,6 +95,11 @@ pub struct Storage {
     last_sync: Instant,
     snapshot_len: u64,
     encode_buf: BytesMut,
+    /// The disk refused a write: records are not kept (the snapshot that ends this supersedes them).
+    suspended: bool,
+    /// Test hook (`MQTT_BROKER_FAULT_INJECTION=1`): while `fault-disk-full` exists in the data directory, writes
+    /// fail as if the disk were full.
+    fault_injection: bool,
 }
 
 impl Storage {
@@ -134,6 +139,8 @@ impl Storage {
             last_sync: Instant::now(),
             snapshot_len,
             encode_buf: BytesMut::new(),
+            suspended: false,
+            fault_injection: std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some(),
         };
         Ok((storage, image, recovery))
     }
@@ -143,12 +150,15 @@ impl Storage {
     }
 
     pub fn append(&mut self, record: &Record) {
+        if self.suspended {
+            return;
+        }
         mqtt_core::persist::log::append(&mut self.pending, record, &mut self.encode_buf);
     }
 
     /// Whether sends must wait for `commit`: records are pending and their acknowledgements must not overtake them.
     pub fn holds_sends(&self) -> bool {
-        self.mode == SyncMode::Always && !self.pending.is_empty()
+        self.mode == SyncMode::Always && !self.pending.is_empty() && !self.suspended
     }
 
     pub fn has_pending(&self) -> bool {
@@ -159,6 +169,7 @@ impl Storage {
     /// `interval` mode the sync happens once the period has passed.
     pub fn commit(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
+            self.injected_fault(&self.wal_path)?;
             if let Err(e) = self.wal.write_all(&self.pending) {
                 // Cut off whatever part made it, so the retry does not leave a damaged frame in the middle.
                 let _ = self.wal.set_len(self.wal_len);
@@ -177,6 +188,32 @@ impl Storage {
             self.wal.sync_data().map_err(|e| StorageError::io(&self.wal_path, e))?;
             self.unsynced = false;
             self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// Stop keeping records after a failed write: their effect will be captured by the snapshot of `resume`.
+    pub fn suspend(&mut self) {
+        self.suspended = true;
+        self.pending.clear();
+        self.unsynced = false;
+    }
+
+    /// Snapshot the whole state (which includes everything the suspension dropped) and take records again.
+    pub fn resume(&mut self, image: &Image) -> Result<(), StorageError> {
+        self.injected_fault(&self.dir)?;
+        self.snapshot(image)?;
+        self.suspended = false;
+        Ok(())
+    }
+
+    fn injected_fault(&self, path: &Path) -> Result<(), StorageError> {
+        if self.fault_injection && self.dir.join("fault-disk-full").exists() {
+            return Err(StorageError::io(path, io::Error::from_raw_os_error(libc::ENOSPC)));
         }
         Ok(())
     }

@@ -32,10 +32,21 @@ impl BrokerProcess {
 
     /// Start with the data directory at `path` (inside the kept temp dir `data_dir`).
     pub fn start_with_data_dir(data_dir: tempfile::TempDir, path: &std::path::Path, extra: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_with_env(data_dir, path, extra, &[])
+    }
+
+    /// Like `start_with_data_dir`, with environment variables set for the broker.
+    pub fn start_with_env(
+        data_dir: tempfile::TempDir,
+        path: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(path)
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
