@@ -36,7 +36,7 @@ use crate::hash::HashMap;
 use crate::packet::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use crate::time::Time;
 use crate::topic::{RetainedTree, SubscriptionTree, TopicMatch};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use connection::{Connection, Phase};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -261,6 +261,8 @@ impl Broker {
                 continue;
             }
             let data = connection.outbuf.split().freeze();
+            // The spare capacity left behind shares the transmitted buffer; an idle connection should hold neither.
+            connection.outbuf = BytesMut::new();
             self.stats.bytes_sent += data.len() as u64;
             return Some(Output::Transmit { conn, data });
         }

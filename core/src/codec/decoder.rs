@@ -114,6 +114,11 @@ impl Decoder {
             return Ok(None);
         }
         let mut frame = self.buf.split_to(total).freeze();
+        if self.buf.is_empty() {
+            // Nothing partial is pending: let go of the receive buffer, which the frame shares. An idle connection
+            // then holds no buffer at all, and a kept packet no longer pins spare capacity behind it.
+            self.buf = BytesMut::new();
+        }
         let body = frame.split_off(header.header_len);
         if header.first >> 4 == 1 {
             self.attempted_version = connect_version(&body);

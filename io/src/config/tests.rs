@@ -323,7 +323,10 @@ fn passwd_subcommand_parses() {
 #[test]
 fn sync_mode_comes_from_the_file_or_the_flag_and_switches_persistence() {
     let s = from_text("sync = \"interval\"\nsync_interval_ms = 250\n", &[]).unwrap();
-    assert_eq!((s.sync, s.sync_interval_ms, s.limits.persistence), (Sync::Interval, 250, true));
+    assert_eq!(
+        (s.sync, s.sync_interval_ms, s.limits.persistence),
+        (Sync::Interval, 250, true)
+    );
     let s = from_text("sync = \"interval\"\n", &["--sync", "none"]).unwrap();
     assert_eq!((s.sync, s.limits.persistence), (Sync::None, false));
     assert!(from_text("sync = \"sometimes\"\n", &[]).is_err());
