@@ -382,7 +382,7 @@ impl Broker {
             session.offline_since = None;
             // [MQTT-3.1.3-9]: reconnecting before the Will Delay Interval passed cancels the pending will.
             had_pending_will = session.pending_will.take().is_some();
-            session.will = connect.will.clone();
+            session.will = connect.will.clone().map(Box::new);
         }
         (key, present, had_pending_will)
     }
@@ -400,7 +400,7 @@ impl Broker {
         if let Some(will) = session.will.take() {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             if delay == 0 || clean_start {
-                self.publish_will(will);
+                self.publish_will(*will);
             }
         }
         if let Some(connection) = self.connections.get_mut(&old) {
@@ -431,10 +431,13 @@ impl Broker {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             // The will goes out at the delay or when the session ends, whichever is first [MQTT-3.1.3-9].
             if delay == 0 || expiry == 0 {
-                publish_now = Some(will);
+                publish_now = Some(*will);
             } else {
                 let at = self.now + Duration::from_secs(u64::from(delay.min(expiry)));
-                session.pending_will = Some(super::session::PendingWill { will, publish_at: at });
+                session.pending_will = Some(Box::new(super::session::PendingWill {
+                    will: *will,
+                    publish_at: at,
+                }));
                 self.timers.arm(at, Timer::WillDelay(key));
             }
         }

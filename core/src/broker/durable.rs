@@ -324,10 +324,10 @@ impl Broker {
         session.incoming_qos2 = image.incoming_qos2;
         if let Some(will) = image.will {
             let publish_at = will.publish_at;
-            session.pending_will = Some(PendingWill {
+            session.pending_will = Some(Box::new(PendingWill {
                 will: will_from(will),
                 publish_at,
-            });
+            }));
             self.timers.arm(publish_at, Timer::WillDelay(key));
         }
         if image.expiry != u32::MAX {

@@ -58,10 +58,11 @@ pub struct Session {
     /// Packet identifiers of incoming QoS 2 messages already delivered onwards, waiting for PUBREL: a repeated
     /// PUBLISH with one of these is not delivered again [MQTT-4.3.3-9].
     pub incoming_qos2: BTreeSet<u16>,
-    /// The will of the current connection, kept until it is published or discarded.
-    pub will: Option<Will>,
+    /// The will of the current connection, kept until it is published or discarded. Boxed, like the pending will:
+    /// most sessions have none, and a session is kept per client.
+    pub will: Option<Box<Will>>,
     /// The will waiting for its delay after the connection closed.
-    pub pending_will: Option<PendingWill>,
+    pub pending_will: Option<Box<PendingWill>>,
     /// When an offline session expires, if it does.
     pub expires_at: Option<Time>,
     /// Connections holding PUBLISHes until this session's queue has room again (see `flow`).
