@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             let c = &report.counts;
             println!(
                 "clients {} | published {} | deliveries {} | connects {} | faults: cuts {} crashes {} slow readers {} \
-                 time jumps {} misbehaving {} takeovers {} broker restarts {}",
+                 time jumps {} misbehaving {} takeovers {} broker restarts {} disk full {}",
                 report.options.clients,
                 c.published,
                 report.deliveries,
@@ -59,7 +59,8 @@ fn main() -> ExitCode {
                 c.time_jumps,
                 c.garbage,
                 c.takeovers,
-                c.broker_restarts
+                c.broker_restarts,
+                c.disk_full
             );
             println!(
                 "steps {} | simulated {:.1}s in {:.3}s wall ({:.0} steps/s, {:.0}x real time) | trace lines {}",

@@ -62,6 +62,8 @@ pub struct Options {
     pub persistence: bool,
     /// Per-step probability that the broker process crashes and restarts from its disk (with persistence).
     pub broker_crash_rate: f64,
+    /// Per-step probability that the disk fills up for a while (writes fail as with ENOSPC).
+    pub disk_full_rate: f64,
 }
 
 fn rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
@@ -108,6 +110,7 @@ impl Options {
             client_max_packet_size: [None, None, Some(300), Some(1200)][rng.gen_range(0..4)],
             persistence: false,
             broker_crash_rate: 0.0,
+            disk_full_rate: 0.0,
         }
         .with_durability(rng)
     }
@@ -116,6 +119,7 @@ impl Options {
     fn with_durability(mut self, rng: &mut ChaCha8Rng) -> Options {
         self.persistence = rng.gen_bool(0.5);
         self.broker_crash_rate = if self.persistence { rate(rng, 0.004) } else { 0.0 };
+        self.disk_full_rate = if self.persistence { rate(rng, 0.003) } else { 0.0 };
         self
     }
 
@@ -161,7 +165,7 @@ impl fmt::Display for Options {
             f,
             "seed={} clients={} v5_share={:.2} persistent_share={:.2} qos2={} retained={} shared={} wills={} \
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
-             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} persistence={} broker_crash={:.4}",
+             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} persistence={} broker_crash={:.4} disk_full={:.4}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -194,7 +198,8 @@ impl fmt::Display for Options {
             self.max_topic_alias,
             self.client_max_packet_size,
             self.persistence,
-            self.broker_crash_rate
+            self.broker_crash_rate,
+            self.disk_full_rate
         )
     }
 }

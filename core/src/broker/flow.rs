@@ -141,6 +141,11 @@ impl Broker {
         }
     }
 
+    /// Whether the broker takes QoS 1/2 messages (durable storage is writable), for the simulator's model.
+    pub fn storage_writable(&self) -> bool {
+        !self.storage_full
+    }
+
     /// The driver reports whether durable storage takes writes. While it does not, QoS 1/2 PUBLISHes are refused
     /// or held (see `admit_publish`); when it does again, the held ones are retried.
     pub(super) fn set_storage_writable(&mut self, writable: bool) {

@@ -9,6 +9,7 @@
 
 use super::*;
 use mqtt_core::persist::{frame, log, Image, Record};
+use std::collections::BTreeSet;
 
 #[derive(Default)]
 pub(super) struct SimDisk {
@@ -18,6 +19,20 @@ pub(super) struct SimDisk {
     pending: BytesMut,
     scratch: BytesMut,
     pub commits: u64,
+    /// Writes fail, as on a full disk (ENOSPC).
+    pub full: bool,
+}
+
+/// The broker's storage is suspended after a failed commit (see the driver's `suspend_storage`): the outputs of the
+/// failed commit, and everything after them on the same connections, wait for the disk; records are not kept.
+pub(super) struct Suspension {
+    /// The durable state and the model as of the last good commit: what a crash now goes back to.
+    image_before: Image,
+    model_before: Model,
+    held_conns: BTreeSet<ConnectionId>,
+    held_outputs: Vec<Output>,
+    /// When the disk has room again.
+    resume_at: u64,
 }
 
 impl SimDisk {
@@ -25,12 +40,19 @@ impl SimDisk {
         log::append(&mut self.pending, record, &mut self.scratch);
     }
 
-    pub fn commit(&mut self) {
+    /// Writes the pending records; false when the disk refuses them (they are dropped, as the driver drops them).
+    pub fn commit(&mut self) -> bool {
+        if self.full {
+            let failed = !self.pending.is_empty();
+            self.pending.clear();
+            return !failed;
+        }
         if !self.pending.is_empty() {
             self.log.extend_from_slice(&self.pending);
             self.pending.clear();
             self.commits += 1;
         }
+        true
     }
 
     /// The crash hits while the pending records are being written: a strict prefix of the first frame reaches the
@@ -102,6 +124,12 @@ impl World {
         let Some(mut disk) = self.disk.take() else {
             return Ok(());
         };
+        // With storage suspended, the disk holds the state of the last good commit, and the model goes back there.
+        let (torn, image_before, model_before) = match self.suspension.take() {
+            Some(s) => (false, s.image_before, Some(s.model_before)),
+            None => (torn, image_before, model_before),
+        };
+        disk.full = false;
         let torn_bytes = if torn { disk.tear(&mut self.rng) } else { 0 };
         self.counts.broker_restarts += 1;
         self.log(format!(
@@ -161,6 +189,86 @@ impl World {
         broker.restore(Time::from_millis(self.now), recovered);
         self.broker = broker;
         Ok(())
+    }
+
+    /// A commit failed (disk full): hold the input's outputs, tell the broker, keep the state to go back to on a
+    /// crash. `before`: the model and durable state from before this input.
+    pub(super) fn suspend_storage(&mut self, outputs: Vec<Output>, before: (Model, Image)) -> Result<(), Violation> {
+        // A close is not held (the broker is done with the connection); bytes held for it are lost when the
+        // driver gives up flushing, as the real driver's close deadline does.
+        let (held_outputs, passed): (Vec<Output>, Vec<Output>) =
+            outputs.into_iter().partition(|o| matches!(o, Output::Transmit { .. }));
+        let held_conns: BTreeSet<ConnectionId> = held_outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Transmit { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .collect();
+        let resume_at = self.now + self.rng.gen_range(50..5_000);
+        self.log(format!(
+            "=== disk full: storage suspended until {resume_at}ms, holding {held_conns:?} ==="
+        ));
+        self.counts.disk_full += 1;
+        let (model_before, image_before) = before;
+        self.suspension = Some(Suspension {
+            image_before,
+            model_before,
+            held_conns,
+            held_outputs,
+            resume_at,
+        });
+        for output in passed {
+            self.route_output(output)?;
+        }
+        self.broker_input(Input::StorageWritable(false))
+    }
+
+    /// Outputs for a connection with held output wait behind it; the rest go out.
+    pub(super) fn hold_if_suspended(&mut self, output: Output) -> Option<Output> {
+        let Some(suspension) = self.suspension.as_mut() else {
+            return Some(output);
+        };
+        let conn = match &output {
+            Output::Transmit { conn, .. } => *conn,
+            _ => return Some(output),
+        };
+        if suspension.held_conns.contains(&conn) {
+            suspension.held_outputs.push(output);
+            None
+        } else {
+            Some(output)
+        }
+    }
+
+    /// The disk has room again (or the liveness phase began): snapshot the whole state, release what was held.
+    pub(super) fn resume_storage_if_due(&mut self, force: bool) -> Result<(), Violation> {
+        if !self
+            .suspension
+            .as_ref()
+            .is_some_and(|s| force || self.now >= s.resume_at)
+        {
+            return Ok(());
+        }
+        let Some(suspension) = self.suspension.take() else {
+            return Ok(());
+        };
+        let image = self.broker.image();
+        if let Some(disk) = self.disk.as_mut() {
+            disk.full = false;
+            disk.compact(&image);
+        }
+        self.log("=== disk has room again: snapshot written, held output released ===".into());
+        for output in suspension.held_outputs {
+            let open = match &output {
+                Output::Transmit { conn, .. } => self.links.get(conn).is_some_and(|l| !l.closed_by_broker),
+                _ => true,
+            };
+            if open {
+                self.route_output(output)?;
+            }
+        }
+        self.broker_input(Input::StorageWritable(true))
     }
 
     /// The client's connection died with the broker: the new broker knows nothing of its will (a connection's will

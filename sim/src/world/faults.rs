@@ -77,7 +77,13 @@ impl World {
                 }
             }
         }
-        if self.disk.is_some() && self.rng.gen_bool(self.opts.broker_crash_rate) {
+        if self.disk.is_some() && self.suspension.is_none() && self.rng.gen_bool(self.opts.disk_full_rate) {
+            self.disk_full_next_chunk = true;
+        }
+        // No crash while storage is suspended: what changed since (without promises) is not durable, and the model
+        // cannot tell which of those changes clients have already seen.
+        let crash = self.rng.gen_bool(self.opts.broker_crash_rate);
+        if self.disk.is_some() && self.suspension.is_none() && crash {
             if self.rng.gen_bool(0.5) {
                 // During the commit of whatever the broker reads next.
                 self.crash_next_chunk = true;

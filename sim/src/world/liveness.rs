@@ -9,6 +9,8 @@ impl World {
     pub fn settle(&mut self, budget: u64) -> Result<(), Violation> {
         self.faults = false;
         self.slow_acks = false;
+        self.disk_full_next_chunk = false;
+        self.resume_storage_if_due(true)?;
         self.log("--- liveness phase: faults off ---".into());
         let blocked: Vec<ConnectionId> = self.links.iter().filter(|(_, l)| l.blocked).map(|(c, _)| *c).collect();
         for conn in blocked {

@@ -76,6 +76,8 @@ pub struct Counts {
     pub takeovers: u64,
     /// Broker crashes and restarts from the simulated disk.
     pub broker_restarts: u64,
+    /// Periods of a full disk.
+    pub disk_full: u64,
     pub connects: u64,
     pub steps: u64,
     /// The liveness check was skipped because the broker legitimately dropped messages (bounded queues).
@@ -115,6 +117,12 @@ pub struct World {
     crash_in_progress: bool,
     /// Messages dropped by brokers that have since crashed (a new broker's counters start at zero).
     dropped_before_restarts: u64,
+    /// The disk fills up when the broker reads the next chunk.
+    disk_full_next_chunk: bool,
+    /// The model and durable state from before the input being processed, when that input may fail its commit.
+    before_input: Option<(Model, mqtt_core::persist::Image)>,
+    /// Storage suspended after a failed commit (see `disk`).
+    suspension: Option<disk::Suspension>,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -181,6 +189,9 @@ impl World {
             crash_next_chunk: false,
             crash_in_progress: false,
             dropped_before_restarts: 0,
+            disk_full_next_chunk: false,
+            before_input: None,
+            suspension: None,
         }
     }
 
@@ -238,12 +249,17 @@ impl World {
             // The process dies before the commit completes: nothing of this input leaves (see `restart_broker`).
             return Ok(());
         }
-        if let Some(disk) = self.disk.as_mut() {
-            disk.commit();
-        }
+        let committed = self.disk.as_mut().is_none_or(|disk| disk.commit());
         self.settle_admissions();
+        if !committed && self.suspension.is_none() {
+            if let Some(before) = self.before_input.take() {
+                return self.suspend_storage(rest, before);
+            }
+        }
         for output in rest {
-            self.route_output(output)?;
+            if let Some(output) = self.hold_if_suspended(output) {
+                self.route_output(output)?;
+            }
         }
         Ok(())
     }
@@ -260,6 +276,8 @@ impl World {
                     pending.client, pending.conn, pending.publish.packet_id
                 ));
                 self.awaiting_admission.push(pending);
+            } else if self.refused_for_storage(&pending) {
+                continue;
             } else {
                 self.model.apply_publish(pending.plan);
             }
@@ -271,6 +289,7 @@ impl World {
         for pending in waiting {
             match self.broker.held_packet_ids(pending.conn) {
                 Some(ids) if ids.contains(&pending.publish.packet_id) => still_waiting.push(pending),
+                Some(_) if self.refused_for_storage(&pending) => {}
                 Some(_) => {
                     self.log(format!(
                         "c{} {:?}: broker routes held PUBLISH id={}",
@@ -289,6 +308,22 @@ impl World {
             }
         }
         self.awaiting_admission = still_waiting;
+    }
+
+    /// While its disk is full the broker refuses an MQTT 5 client's QoS 1/2 PUBLISH (0x97) instead of routing it;
+    /// a refused QoS 2 one leaves no packet id awaiting PUBREL.
+    fn refused_for_storage(&mut self, pending: &PendingPublish) -> bool {
+        let refused = !self.broker.storage_writable() && self.clients[pending.client].version.is_v5();
+        if refused {
+            self.log(format!(
+                "c{} {:?}: broker refuses PUBLISH id={} (disk full)",
+                pending.client, pending.conn, pending.publish.packet_id
+            ));
+            if pending.publish.qos == QoS::ExactlyOnce {
+                self.model.forget_qos2(pending.client, pending.publish.packet_id);
+            }
+        }
+        refused
     }
 
     fn route_output(&mut self, output: Output) -> Result<(), Violation> {
@@ -487,8 +522,15 @@ impl World {
             }
             // The model first, so that a will published because of this input sees the subscriptions as they are.
             let client = self.links.get(&conn).and_then(|l| l.client);
-            let crash = std::mem::take(&mut self.crash_next_chunk).then(|| (self.model.clone(), self.broker.image()));
+            let crash_now = self.suspension.is_none() && std::mem::take(&mut self.crash_next_chunk);
+            let crash = crash_now.then(|| (self.model.clone(), self.broker.image()));
             self.crash_in_progress = crash.is_some();
+            if std::mem::take(&mut self.disk_full_next_chunk) && crash.is_none() {
+                if let Some(disk) = self.disk.as_mut() {
+                    disk.full = true;
+                    self.before_input = Some((self.model.clone(), self.broker.image()));
+                }
+            }
             if let Some(client) = client {
                 for packet in &packets {
                     // When the broker reads a packet matters as much as when it was sent: this is the model's order.
@@ -497,6 +539,12 @@ impl World {
                 }
             }
             self.broker_input(Input::Received { conn, data: chunk })?;
+            if self.before_input.take().is_some() && self.suspension.is_none() {
+                // The input wrote nothing, so the full disk went unnoticed: the fault passes.
+                if let Some(disk) = self.disk.as_mut() {
+                    disk.full = false;
+                }
+            }
             if let Some((model_before, image_before)) = crash {
                 self.crash_in_progress = false;
                 return self.restart_broker(true, image_before, Some(model_before));
@@ -643,6 +691,7 @@ impl World {
         }
         self.now += self.rng.gen_range(0..3);
         self.fire_timers()?;
+        self.resume_storage_if_due(false)?;
         let client = self.rng.gen_range(0..self.clients.len());
         self.client_action(client)
     }

@@ -72,8 +72,11 @@ impl World {
             }
             Packet::PubRec(rec) => {
                 let c = &mut self.clients[client];
-                if matches!(c.outgoing.get(&rec.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::ExactlyOnce)
-                {
+                let ours = matches!(c.outgoing.get(&rec.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::ExactlyOnce);
+                if ours && rec.reason.is_error() {
+                    // Refused (0x97 while the broker's disk is full, say): the flow ends here, no PUBREL.
+                    c.outgoing.remove(&rec.packet_id);
+                } else if ours {
                     c.outgoing.insert(rec.packet_id, Outgoing::AwaitingComp(rec.packet_id));
                     self.send(
                         client,
