@@ -411,27 +411,37 @@ impl Broker {
             return false;
         }
         let version = connection.protocol.unwrap_or(ProtocolVersion::V3_1_1);
-        let limit = connection.client_max_packet_size as usize;
-        let too_large = version.is_v5() && crate::codec::encoded_len(packet, version) > limit;
+        // Only MQTT 5 clients announce a Maximum Packet Size.
+        let limit = if version.is_v5() {
+            connection.client_max_packet_size as usize
+        } else {
+            usize::MAX
+        };
         // [MQTT-3.1.2-29]: without Request Problem Information, no Reason String / User Properties except on
         // PUBLISH, CONNACK and DISCONNECT.
         let problem_info_suppressed = !connection.request_problem_information
             && !matches!(packet, Packet::Publish(_) | Packet::ConnAck(_) | Packet::Disconnect(_));
-        let trimmed;
-        let mut to_send = packet;
-        if too_large || problem_info_suppressed {
-            let mut copy = packet.clone();
-            strip_optional_properties(&mut copy);
-            trimmed = copy;
-            to_send = &trimmed;
-            if version.is_v5() && crate::codec::encoded_len(to_send, version) > limit {
+        // Encoded once, straight into the output buffer; measured afterwards (the hot path pays one encode).
+        let start = connection.outbuf.len();
+        let mut sent = false;
+        if !problem_info_suppressed {
+            let fits = crate::codec::encode(packet, version, &mut connection.outbuf).is_ok()
+                && connection.outbuf.len() - start <= limit;
+            if !fits {
+                connection.outbuf.truncate(start);
+            }
+            sent = fits;
+        }
+        if !sent {
+            let mut trimmed = packet.clone();
+            strip_optional_properties(&mut trimmed);
+            let fits = crate::codec::encode(&trimmed, version, &mut connection.outbuf).is_ok()
+                && connection.outbuf.len() - start <= limit;
+            if !fits {
+                connection.outbuf.truncate(start);
                 self.stats.messages_dropped += 1;
                 return false;
             }
-        }
-        if crate::codec::encode(to_send, version, &mut connection.outbuf).is_err() {
-            self.stats.messages_dropped += 1;
-            return false;
         }
         if !connection.dirty {
             connection.dirty = true;
