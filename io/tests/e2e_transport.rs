@@ -732,3 +732,108 @@ fn a_bad_certificate_or_key_file_exits_2_naming_the_file() {
     ));
     assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
 }
+
+// ---------------------------------------------------------------- measurement (not a correctness test)
+
+impl Wire for Box<dyn Wire + Send> {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        (**self).send(data)
+    }
+    fn recv(&mut self) -> io::Result<Vec<u8>> {
+        (**self).recv()
+    }
+}
+
+type AnyClient = Mqtt<Box<dyn Wire + Send>>;
+
+/// Connects per second (TCP + TLS + upgrade + CONNECT/CONNACK, one after another) and QoS 0 throughput (1 KiB
+/// payloads, one publisher to one subscriber) for one transport.
+fn measure(name: &str, connect: &(dyn Fn() -> AnyClient + Sync)) {
+    const CONNECTS: u32 = 200;
+    const MESSAGES: usize = 20_000;
+    let start = Instant::now();
+    for i in 0..CONNECTS {
+        let mut client = connect();
+        assert_eq!(client.connect(&format!("m{i}"), None, None), ReasonCode::SUCCESS);
+    }
+    let connect_rate = f64::from(CONNECTS) / start.elapsed().as_secs_f64();
+    let mut sub = connect();
+    assert_eq!(sub.connect("m-sub", None, None), ReasonCode::SUCCESS);
+    assert_eq!(sub.subscribe("m"), ReasonCode::GRANTED_QOS_1);
+    let mut publ = connect();
+    assert_eq!(publ.connect("m-pub", None, None), ReasonCode::SUCCESS);
+    let one = publ.encode(&Packet::Publish(Publish {
+        topic: "m".into(),
+        payload: Bytes::from(vec![7u8; 1024]),
+        ..Default::default()
+    }));
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 100).collect();
+    let start = Instant::now();
+    let receiver = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < MESSAGES {
+            match sub.recv() {
+                Some(Packet::Publish(_)) => got += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    });
+    for _ in 0..MESSAGES / 100 {
+        publ.wire.send(&batch).expect("send");
+    }
+    let got = receiver.join().expect("receiver");
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{name:>5}: {connect_rate:8.0} connects/s, {:8.0} msgs/s ({:.1} MB/s), {got}/{MESSAGES} delivered",
+        got as f64 / secs,
+        (got * one.len()) as f64 / secs / 1e6
+    );
+}
+
+/// `cargo test --release -p mqtt-io --test e2e_transport -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_connects_and_throughput_per_transport() {
+    let pki = Pki::new();
+    let tls_keys = format!(
+        "cert_file = {:?}\nkey_file = {:?}\n",
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    for protocol in ["mqtt", "mqtts", "ws", "wss"] {
+        let keys = if protocol.ends_with('s') && protocol != "ws" {
+            tls_keys.as_str()
+        } else {
+            ""
+        };
+        let broker = start(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\n{keys}"
+        ));
+        let config = pki.client_config(None);
+        let connect = || -> AnyClient {
+            let wire: Box<dyn Wire + Send> = match protocol {
+                "mqtt" => Box::new(Stream(tcp(&broker))),
+                "mqtts" => Box::new(Stream(tls(&broker, config.clone()).expect("TLS"))),
+                "ws" => Box::new(Ws(ws_connect(
+                    tcp(&broker),
+                    ws_request(&broker, "ws", "/mqtt", Some("mqtt")),
+                )
+                .expect("upgrade")
+                .0)),
+                _ => {
+                    let stream = tls(&broker, config.clone()).expect("TLS");
+                    Box::new(Ws(ws_connect(
+                        stream,
+                        ws_request(&broker, "wss", "/mqtt", Some("mqtt")),
+                    )
+                    .expect("upgrade")
+                    .0))
+                }
+            };
+            Mqtt::new(wire, ProtocolVersion::V5)
+        };
+        measure(protocol, &connect);
+    }
+}

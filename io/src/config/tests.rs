@@ -260,6 +260,14 @@ fn example_file_at_repo_root_is_valid_and_all_defaults() {
     // The file paths are examples (their default is "none").
     assert_eq!(s.password_file.take(), Some(PathBuf::from("/etc/mqtt-broker/passwd")));
     assert_eq!(s.acl_file.take(), Some(PathBuf::from("/etc/mqtt-broker/acl")));
+    // The TLS and WebSocket listeners are examples too, showing their keys' defaults.
+    let examples = s.listeners.split_off(1);
+    assert_eq!(examples.len(), 2);
+    let tls = examples[0].tls.as_ref().expect("the mqtts example");
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/mqtt-broker/server.pem"));
+    assert!(!tls.require_client_cert && !tls.use_identity_as_username);
+    assert_eq!(examples[1].protocol, Protocol::Ws);
+    assert_eq!(examples[1].ws_path.as_deref(), Some(DEFAULT_WS_PATH));
     assert_eq!(s, load(&cli(&[])).unwrap(), "the example documents the defaults");
 }
 

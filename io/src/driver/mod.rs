@@ -455,7 +455,13 @@ impl<C: Core> Driver<C> {
                     let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
                         Ok(data) => data,
                         Err(e) => {
-                            log::debug!("conn {} ({}): {e}", id.0, conn.peer);
+                            // Failed TLS handshakes and certificate problems are worth an operator's attention;
+                            // a peer closing its WebSocket or TLS session is routine.
+                            if e.is_failure() {
+                                log::info!("conn {} ({}): {e}", id.0, conn.peer);
+                            } else {
+                                log::debug!("conn {} ({}): {e}", id.0, conn.peer);
+                            }
                             self.end_transport(id);
                             continue;
                         }

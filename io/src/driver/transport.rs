@@ -43,6 +43,16 @@ pub enum TransportError {
     Identity(IdentityError),
 }
 
+impl TransportError {
+    /// Whether the peer did something wrong (as opposed to closing its session normally).
+    pub fn is_failure(&self) -> bool {
+        !matches!(
+            self,
+            TransportError::TlsClosed | TransportError::Ws(WsClose::PeerClosed)
+        )
+    }
+}
+
 impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
