@@ -45,6 +45,11 @@ fn main() -> ExitCode {
             return ExitCode::from(BAD_CONFIG);
         }
     };
+    // So are the certificates and keys of TLS listeners (the driver loads them again when it binds).
+    if let Err(e) = mqtt_io::tls::load_listeners(&settings.listeners) {
+        eprintln!("mqtt-broker: configuration error: {e}");
+        return ExitCode::from(BAD_CONFIG);
+    }
     if cli.check_config {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
@@ -119,7 +124,19 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
         } else {
             "anonymous refused"
         };
-        log::info!("listening on {addr} ({}, {anonymous})", listener.protocol.as_str());
+        let path = listener
+            .ws_path
+            .as_deref()
+            .map_or(String::new(), |p| format!(" path {p}"));
+        let identity = match &listener.tls {
+            Some(tls) if tls.use_identity_as_username => ", client certificate name as user name",
+            Some(tls) if tls.require_client_cert => ", client certificate required",
+            _ => "",
+        };
+        log::info!(
+            "listening on {addr} ({}{path}, {anonymous}{identity})",
+            listener.protocol.as_str()
+        );
     }
     driver.run().map_err(RunError::Driver)
 }

@@ -43,6 +43,9 @@ pub struct AuthSource {
     pub acl_file: Option<PathBuf>,
     /// Per listener, in the driver's order: may clients without a user name connect?
     pub allow_anonymous: Vec<bool>,
+    /// Per listener: does the transport vouch for the user name (taken from a verified client certificate by the
+    /// driver, which replaces whatever the CONNECT said)? Such user names need no password.
+    pub trusted_username: Vec<bool>,
 }
 
 impl AuthSource {
@@ -61,6 +64,7 @@ impl AuthSource {
             passwords,
             acl,
             allow_anonymous: self.allow_anonymous.clone(),
+            trusted_username: self.trusted_username.clone(),
             cache: VerifiedCache::new(key),
         })
     }
@@ -78,6 +82,7 @@ pub struct FileAuthenticator {
     passwords: Option<PasswordFile>,
     acl: Option<AclFile>,
     allow_anonymous: Vec<bool>,
+    trusted_username: Vec<bool>,
     cache: VerifiedCache,
 }
 
@@ -106,6 +111,11 @@ impl Authenticator for FileAuthenticator {
             return AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
         let anonymous_ok = self.allow_anonymous.get(info.listener.0).copied().unwrap_or(false);
+        let trusted = self.trusted_username.get(info.listener.0).copied().unwrap_or(false);
+        if trusted && info.username.is_some() {
+            // The certificate authenticated this user name; the ACL still applies.
+            return AuthDecision::Allow { data: None };
+        }
         let verdict = match info.username {
             Some(user) => self.check_password(user, info.password).unwrap_or(anonymous_ok),
             None => anonymous_ok,

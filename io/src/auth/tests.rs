@@ -19,7 +19,9 @@ fn authenticator(passwords: Option<&str>, acl: Option<&str>) -> FileAuthenticato
     FileAuthenticator {
         passwords: passwords.map(|t| PasswordFile::parse("pw".as_ref(), t).expect("password file")),
         acl: acl.map(|t| AclFile::parse("acl".as_ref(), t).expect("acl file")),
-        allow_anonymous: vec![true, false],
+        allow_anonymous: vec![true, false, false],
+        // Listener 2 takes user names from client certificates.
+        trusted_username: vec![false, false, true],
         cache: VerifiedCache::new([1; 32]),
     }
 }
@@ -99,6 +101,7 @@ fn loading_reports_the_bad_file() {
         password_file: None,
         acl_file: Some(acl.clone()),
         allow_anonymous: vec![true],
+        trusted_username: vec![false],
     };
     let error = source.load().err().expect("malformed ACL").to_string();
     assert_eq!(
@@ -112,9 +115,36 @@ fn loading_reports_the_bad_file() {
         password_file: Some(dir.path().join("nope")),
         acl_file: None,
         allow_anonymous: vec![],
+        trusted_username: vec![],
     };
     assert!(matches!(
         missing.load(),
         Err(AuthFileError::Passwords(PasswdError::Read { .. }))
     ));
+}
+
+#[test]
+fn a_certificate_user_name_needs_no_password_but_the_acl_still_applies() {
+    let mut auth = authenticator(Some(""), Some("user alice\ntopic readwrite home/alice/#\n"));
+    // Listener 2 vouches for the user name (a verified client certificate): no password file entry needed.
+    assert_eq!(
+        auth.authenticate(&info(2, Some("alice"), None)),
+        AuthDecision::Allow { data: None }
+    );
+    // The same user name on an ordinary listener must still prove itself.
+    assert_eq!(
+        auth.authenticate(&info(1, Some("alice"), None)),
+        AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    );
+    // No user name on the certificate listener: anonymous rules, which are off there.
+    assert_eq!(
+        auth.authenticate(&info(2, None, None)),
+        AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED)
+    );
+    let alice = ClientIdentity {
+        client_id: "c",
+        username: Some("alice"),
+    };
+    assert!(auth.authorize_publish(alice, "home/alice/lamp"));
+    assert!(!auth.authorize_publish(alice, "home/bob/lamp"));
 }

@@ -33,6 +33,18 @@ pub enum Problem {
     BadAddress(String),
     /// The listener list is empty, so the broker could never accept a client.
     NoListeners,
+    /// A key that a listener of this protocol needs is absent (the protocol is named).
+    Missing(&'static str),
+    /// A TLS key on a listener of this (non-TLS) protocol.
+    TlsOnly(&'static str),
+    /// A WebSocket key on a listener of this (non-WebSocket) protocol.
+    WebSocketOnly(&'static str),
+    /// `require_client_cert` without a CA to verify client certificates against.
+    ClientCertNeedsCa,
+    /// `use_identity_as_username` with `require_client_cert = false`.
+    IdentityNeedsClientCert,
+    /// A WebSocket path that is not an absolute HTTP path.
+    BadWsPath(String),
 }
 
 impl fmt::Display for Problem {
@@ -45,6 +57,18 @@ impl fmt::Display for Problem {
                 "invalid socket address {text:?} (expected IP:PORT, e.g. 127.0.0.1:1883)"
             ),
             Problem::NoListeners => write!(f, "at least one listener is required"),
+            Problem::Missing(protocol) => write!(f, "is required for protocol \"{protocol}\""),
+            Problem::TlsOnly(protocol) => write!(
+                f,
+                "applies only to TLS listeners (protocol \"mqtts\" or \"wss\"), not \"{protocol}\""
+            ),
+            Problem::WebSocketOnly(protocol) => write!(
+                f,
+                "applies only to WebSocket listeners (protocol \"ws\" or \"wss\"), not \"{protocol}\""
+            ),
+            Problem::ClientCertNeedsCa => write!(f, "is required when client certificates are required"),
+            Problem::IdentityNeedsClientCert => write!(f, "needs require_client_cert = true"),
+            Problem::BadWsPath(path) => write!(f, "invalid WebSocket path {path:?} (expected e.g. \"/mqtt\")"),
         }
     }
 }

@@ -21,21 +21,56 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 /// Where the broker keeps its data when neither the file nor the flags say.
 pub const DEFAULT_DATA_DIR: &str = "./mqtt-data";
 
-/// The transport spoken on a listener. Only plain MQTT over TCP exists so far; the field is there so that
-/// WebSocket and TLS listeners can be added without changing the file format.
+/// The transport spoken on a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// MQTT over TCP.
     #[default]
     Mqtt,
+    /// MQTT over TLS.
+    Mqtts,
+    /// MQTT over WebSockets (MQTT 5.0 section 6), over TCP.
+    Ws,
+    /// MQTT over WebSockets over TLS.
+    Wss,
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Mqtt => "mqtt",
+            Protocol::Mqtts => "mqtts",
+            Protocol::Ws => "ws",
+            Protocol::Wss => "wss",
         }
     }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Mqtts | Protocol::Wss)
+    }
+
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Protocol::Ws | Protocol::Wss)
+    }
+}
+
+/// The WebSocket path when `ws_path` is not given.
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
+
+/// A TLS listener's certificate, key and client-certificate policy (files are read when the broker starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates are verified against.
+    pub ca_file: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (mutual TLS).
+    pub require_client_cert: bool,
+    /// The client certificate's subject Common Name replaces the CONNECT's user name (and no password is asked).
+    pub use_identity_as_username: bool,
 }
 
 /// When acknowledged state reaches the disk (see the README's "Durability").
@@ -98,6 +133,21 @@ pub struct ListenerFile {
     /// Whether clients without a user name may connect here; default: only on loopback addresses.
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
+    /// TLS (`mqtts`, `wss`): the server certificate chain and key, PEM.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// TLS: CA certificates for client certificates, PEM.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub require_client_cert: Option<bool>,
+    #[serde(default)]
+    pub use_identity_as_username: Option<bool>,
+    /// WebSockets (`ws`, `wss`): the HTTP path of the upgrade request.
+    #[serde(default)]
+    pub ws_path: Option<String>,
 }
 
 /// The TOML file as written: everything optional.
@@ -200,6 +250,23 @@ pub struct Listener {
     pub protocol: Protocol,
     /// Whether clients without a user name may connect here.
     pub allow_anonymous: bool,
+    /// Certificates and client policy: `Some` exactly for `mqtts` and `wss`.
+    pub tls: Option<TlsFiles>,
+    /// The WebSocket path: `Some` exactly for `ws` and `wss`.
+    pub ws_path: Option<String>,
+}
+
+impl Listener {
+    /// A plain MQTT-over-TCP listener.
+    pub fn plain(address: SocketAddr) -> Listener {
+        Listener {
+            address,
+            protocol: Protocol::Mqtt,
+            allow_anonymous: default_anonymous(address),
+            tls: None,
+            ws_path: None,
+        }
+    }
 }
 
 /// The effective configuration.
@@ -248,14 +315,7 @@ pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
 /// Merge a parsed file (with its source, for error positions) and the flags.
 pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Result<Settings, ConfigError> {
     let listeners = if !cli.listen.is_empty() {
-        cli.listen
-            .iter()
-            .map(|&address| Listener {
-                address,
-                protocol: Protocol::Mqtt,
-                allow_anonymous: default_anonymous(address),
-            })
-            .collect()
+        cli.listen.iter().map(|&address| Listener::plain(address)).collect()
     } else {
         match (&file.listeners, source) {
             (Some(list), Some(source)) => file_listeners(list, source)?,
@@ -295,12 +355,7 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
 }
 
 fn default_listener() -> Listener {
-    let address = SocketAddr::from(([127, 0, 0, 1], 1883));
-    Listener {
-        address,
-        protocol: Protocol::Mqtt,
-        allow_anonymous: default_anonymous(address),
-    }
+    Listener::plain(SocketAddr::from(([127, 0, 0, 1], 1883)))
 }
 
 /// Anonymous clients are let in by default only where nobody but local users can reach the broker.
@@ -325,13 +380,73 @@ fn file_listeners(list: &Spanned<Vec<ListenerFile>>, source: &Source<'_>) -> Res
                 key: "listeners.address".to_string(),
                 problem: Problem::BadAddress(text.clone()),
             })?;
+            let invalid = |key: &str, problem: Problem| ConfigError::Invalid {
+                origin: error::file_origin(source.path, source.text, entry.address.span()),
+                key: format!("listeners.{key}"),
+                problem,
+            };
             Ok(Listener {
                 address,
                 protocol: entry.protocol,
                 allow_anonymous: entry.allow_anonymous.unwrap_or_else(|| default_anonymous(address)),
+                tls: listener_tls(entry).map_err(|(key, problem)| invalid(key, problem))?,
+                ws_path: listener_ws_path(entry).map_err(|(key, problem)| invalid(key, problem))?,
             })
         })
         .collect()
+}
+
+/// The TLS settings of one entry: required for `mqtts`/`wss`, refused elsewhere (a certificate on a plain
+/// listener is almost certainly a mistake in the protocol).
+fn listener_tls(entry: &ListenerFile) -> Result<Option<TlsFiles>, (&'static str, Problem)> {
+    let protocol = entry.protocol;
+    if !protocol.is_tls() {
+        let given = [
+            ("cert_file", entry.cert_file.is_some()),
+            ("key_file", entry.key_file.is_some()),
+            ("ca_file", entry.ca_file.is_some()),
+            ("require_client_cert", entry.require_client_cert.is_some()),
+            ("use_identity_as_username", entry.use_identity_as_username.is_some()),
+        ];
+        return match given.into_iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err((key, Problem::TlsOnly(protocol.as_str()))),
+            None => Ok(None),
+        };
+    }
+    let cert_file = entry
+        .cert_file
+        .clone()
+        .ok_or(("cert_file", Problem::Missing(protocol.as_str())))?;
+    let key_file = entry
+        .key_file
+        .clone()
+        .ok_or(("key_file", Problem::Missing(protocol.as_str())))?;
+    let use_identity_as_username = entry.use_identity_as_username.unwrap_or(false);
+    // The identity comes from a verified certificate, so taking it as the user name implies requiring one.
+    let require_client_cert = entry.require_client_cert.unwrap_or(use_identity_as_username);
+    if use_identity_as_username && !require_client_cert {
+        return Err(("use_identity_as_username", Problem::IdentityNeedsClientCert));
+    }
+    if require_client_cert && entry.ca_file.is_none() {
+        return Err(("ca_file", Problem::ClientCertNeedsCa));
+    }
+    Ok(Some(TlsFiles {
+        cert_file,
+        key_file,
+        ca_file: entry.ca_file.clone(),
+        require_client_cert,
+        use_identity_as_username,
+    }))
+}
+
+fn listener_ws_path(entry: &ListenerFile) -> Result<Option<String>, (&'static str, Problem)> {
+    match (&entry.ws_path, entry.protocol.is_websocket()) {
+        (Some(_), false) => Err(("ws_path", Problem::WebSocketOnly(entry.protocol.as_str()))),
+        (None, false) => Ok(None),
+        (None, true) => Ok(Some(DEFAULT_WS_PATH.to_string())),
+        (Some(path), true) if path.starts_with('/') && !path.contains(char::is_whitespace) => Ok(Some(path.clone())),
+        (Some(path), true) => Err(("ws_path", Problem::BadWsPath(path.clone()))),
+    }
 }
 
 impl Settings {
@@ -341,6 +456,11 @@ impl Settings {
             password_file: self.password_file.clone(),
             acl_file: self.acl_file.clone(),
             allow_anonymous: self.listeners.iter().map(|l| l.allow_anonymous).collect(),
+            trusted_username: self
+                .listeners
+                .iter()
+                .map(|l| l.tls.as_ref().is_some_and(|t| t.use_identity_as_username))
+                .collect(),
         }
     }
 
@@ -355,6 +475,25 @@ impl Settings {
                 t.insert("address".into(), toml::Value::String(l.address.to_string()));
                 t.insert("protocol".into(), toml::Value::String(l.protocol.as_str().into()));
                 t.insert("allow_anonymous".into(), toml::Value::Boolean(l.allow_anonymous));
+                if let Some(tls) = &l.tls {
+                    let path = |p: &Path| toml::Value::String(p.display().to_string());
+                    t.insert("cert_file".into(), path(&tls.cert_file));
+                    t.insert("key_file".into(), path(&tls.key_file));
+                    if let Some(ca) = &tls.ca_file {
+                        t.insert("ca_file".into(), path(ca));
+                    }
+                    t.insert(
+                        "require_client_cert".into(),
+                        toml::Value::Boolean(tls.require_client_cert),
+                    );
+                    t.insert(
+                        "use_identity_as_username".into(),
+                        toml::Value::Boolean(tls.use_identity_as_username),
+                    );
+                }
+                if let Some(ws_path) = &l.ws_path {
+                    t.insert("ws_path".into(), toml::Value::String(ws_path.clone()));
+                }
                 toml::Value::Table(t)
             })
             .collect();

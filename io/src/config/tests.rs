@@ -18,11 +18,7 @@ fn no_arguments_listen_on_localhost_1883_with_default_limits() {
     let settings = load(&cli(&[])).unwrap();
     assert_eq!(
         settings.listeners,
-        vec![Listener {
-            address: DEFAULT_LISTEN.parse().unwrap(),
-            protocol: Protocol::Mqtt,
-            allow_anonymous: true,
-        }]
+        vec![Listener::plain(DEFAULT_LISTEN.parse().unwrap())]
     );
     assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
     assert_eq!(settings.log_level, LogLevel::Info);
@@ -183,7 +179,7 @@ fn invalid_listener_address_names_key_and_line() {
 
 #[test]
 fn unknown_protocol_is_rejected() {
-    let err = from_text("[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"ws\"\n", &[]).unwrap_err();
+    let err = from_text("[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"quic\"\n", &[]).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("test.toml:3:"), "{msg}");
     assert!(msg.contains("listeners.protocol"), "{msg}");
@@ -264,6 +260,14 @@ fn example_file_at_repo_root_is_valid_and_all_defaults() {
     // The file paths are examples (their default is "none").
     assert_eq!(s.password_file.take(), Some(PathBuf::from("/etc/mqtt-broker/passwd")));
     assert_eq!(s.acl_file.take(), Some(PathBuf::from("/etc/mqtt-broker/acl")));
+    // The TLS and WebSocket listeners are examples too, showing their keys' defaults.
+    let examples = s.listeners.split_off(1);
+    assert_eq!(examples.len(), 2);
+    let tls = examples[0].tls.as_ref().expect("the mqtts example");
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/mqtt-broker/server.pem"));
+    assert!(!tls.require_client_cert && !tls.use_identity_as_username);
+    assert_eq!(examples[1].protocol, Protocol::Ws);
+    assert_eq!(examples[1].ws_path.as_deref(), Some(DEFAULT_WS_PATH));
     assert_eq!(s, load(&cli(&[])).unwrap(), "the example documents the defaults");
 }
 
@@ -334,4 +338,74 @@ fn sync_mode_comes_from_the_file_or_the_flag_and_switches_persistence() {
     let s = from_text("sync = \"interval\"\nsync_interval_ms = 250\n", &["--repair"]).unwrap();
     let again = from_text(&s.to_toml(), &["--repair"]).unwrap();
     assert_eq!(again, s);
+}
+
+#[test]
+fn tls_and_websocket_listeners_parse_with_their_keys() {
+    let text = r#"
+[[listeners]]
+address = "0.0.0.0:8883"
+protocol = "mqtts"
+cert_file = "/etc/mqtt/server.pem"
+key_file = "/etc/mqtt/server.key"
+ca_file = "/etc/mqtt/ca.pem"
+use_identity_as_username = true
+
+[[listeners]]
+address = "0.0.0.0:8080"
+protocol = "ws"
+
+[[listeners]]
+address = "0.0.0.0:8443"
+protocol = "wss"
+cert_file = "s.pem"
+key_file = "s.key"
+ws_path = "/broker"
+"#;
+    let s = from_text(text, &[]).unwrap();
+    let tls = s.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/mqtt/server.pem"));
+    assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/mqtt/ca.pem")));
+    // The certificate's name is only trustworthy if a certificate is required.
+    assert!(tls.require_client_cert && tls.use_identity_as_username);
+    assert_eq!(s.listeners[0].ws_path, None);
+    assert_eq!(s.listeners[1].tls, None);
+    assert_eq!(s.listeners[1].ws_path.as_deref(), Some(DEFAULT_WS_PATH));
+    assert_eq!(s.listeners[2].ws_path.as_deref(), Some("/broker"));
+    assert!(!s.listeners[2].tls.as_ref().expect("tls").require_client_cert);
+    // The printed configuration reads back the same.
+    let again = from_text(&s.to_toml(), &[]).unwrap();
+    assert_eq!(again.listeners, s.listeners);
+    assert_eq!(again.auth_source().trusted_username, vec![true, false, false]);
+}
+
+#[test]
+fn inconsistent_tls_and_websocket_keys_are_rejected_by_name() {
+    let cases = [
+        ("protocol = \"mqtts\"\nkey_file = \"k\"", "listeners.cert_file", "required"),
+        ("protocol = \"wss\"\ncert_file = \"c\"", "listeners.key_file", "required"),
+        ("cert_file = \"c\"", "listeners.cert_file", "only to TLS"),
+        ("protocol = \"ws\"\nca_file = \"c\"", "listeners.ca_file", "only to TLS"),
+        ("ws_path = \"/x\"", "listeners.ws_path", "only to WebSocket"),
+        ("protocol = \"ws\"\nws_path = \"mqtt\"", "listeners.ws_path", "invalid WebSocket path"),
+        (
+            "protocol = \"mqtts\"\ncert_file = \"c\"\nkey_file = \"k\"\nrequire_client_cert = true",
+            "listeners.ca_file",
+            "required",
+        ),
+        (
+            "protocol = \"mqtts\"\ncert_file = \"c\"\nkey_file = \"k\"\nca_file = \"a\"\nrequire_client_cert = false\nuse_identity_as_username = true",
+            "listeners.use_identity_as_username",
+            "require_client_cert",
+        ),
+    ];
+    for (keys, key, problem) in cases {
+        let text = format!("[[listeners]]\naddress = \"127.0.0.1:1\"\n{keys}\n");
+        let msg = from_text(&text, &[]).unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:2:"), "{msg}");
+        assert!(
+            msg.contains(&format!("key `{key}`")) && msg.contains(problem),
+            "{keys}: {msg}"
+        );
+    }
 }

@@ -1,19 +1,18 @@
-//! One accepted TCP connection: its socket and its write path.
+//! One accepted TCP connection: its socket, its transport (TLS, WebSocket or neither) and its write path.
 //!
 //! The core hands out encoded bytes (`Output::Transmit`); this holds whatever the socket would not take yet, in
 //! order, and writes it with vectored writes so that many small transmits become one system call. It holds at most
-//! what the core handed out: the core bounds its own per-connection output, the driver adds no buffering of its own.
+//! what the core handed out (plus WebSocket frame headers, and what rustls holds of one buffer): the core bounds
+//! its own per-connection output, the driver adds no buffering of its own.
 
-use bytes::{Buf, Bytes};
+use super::outbox::Outbox;
+pub use super::transport::Flush;
+use super::transport::{Scratch, Transport, TransportError};
+use bytes::Bytes;
 use mio::net::TcpStream;
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
-
-/// Most slices handed to one `write_vectored` call (Linux's IOV_MAX is 1024; a few dozen already fill a socket
-/// buffer).
-const MAX_IOV: usize = 64;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +27,6 @@ pub enum State {
     Draining { deadline: Instant },
 }
 
-/// Result of trying to write the pending output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flush {
-    /// Everything handed out so far is in the kernel.
-    Done,
-    /// The socket's send buffer is full; the rest waits for a writable event.
-    Blocked,
-}
-
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
@@ -49,12 +39,12 @@ pub struct Conn {
     pub dirty: bool,
     /// Holds output whose records the disk refused: sent only once a snapshot made them durable.
     pub durability_hold: bool,
-    pending: VecDeque<Bytes>,
-    pending_bytes: usize,
+    transport: Transport,
+    pending: Outbox,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, transport: Transport) -> Conn {
         Conn {
             stream,
             peer,
@@ -63,58 +53,43 @@ impl Conn {
             writable_interest: false,
             dirty: false,
             durability_hold: false,
-            pending: VecDeque::new(),
-            pending_bytes: 0,
+            transport,
+            pending: Outbox::default(),
         }
     }
 
-    /// Queue bytes to write after everything queued before.
+    /// Queue bytes from the core to write after everything queued before.
     pub fn push(&mut self, data: Bytes) {
-        if !data.is_empty() {
-            self.pending_bytes += data.len();
-            self.pending.push_back(data);
-        }
+        self.transport.send(data, &mut self.pending);
     }
 
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.pending.len()
+    }
+
+    /// MQTT bytes for the core out of bytes read from the socket (see [`Transport::receive`]).
+    pub fn receive<'a>(&mut self, raw: &'a [u8], scratch: &'a mut Scratch) -> Result<&'a [u8], TransportError> {
+        self.transport.receive(raw, scratch, &mut self.pending)
+    }
+
+    /// Whether a flush has something to do (transport replies queued by `receive`, say).
+    pub fn wants_write(&self) -> bool {
+        self.transport.wants_write(&self.pending)
     }
 
     /// Write as much pending output as the socket takes.
     pub fn flush(&mut self) -> io::Result<Flush> {
-        while !self.pending.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self.pending.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
-            match self.stream.write_vectored(&slices) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => self.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Flush::Done)
+        self.transport.flush(&mut self.stream, &mut self.pending)
     }
 
-    /// Drop `n` written bytes from the front of the queue.
-    fn consume(&mut self, mut n: usize) {
-        self.pending_bytes = self.pending_bytes.saturating_sub(n);
-        while n > 0 {
-            let Some(front) = self.pending.front_mut() else {
-                return;
-            };
-            if n >= front.len() {
-                n -= front.len();
-                self.pending.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
+    /// The broker closes: queue the transport's goodbye (a WebSocket close frame) after the core's last bytes.
+    pub fn close_transport(&mut self) {
+        self.transport.close(&mut self.pending);
     }
 
-    /// Send FIN after the last byte. Errors mean the peer is gone already, which is what we wanted.
+    /// Say goodbye after the last byte (TLS close_notify) and send FIN.
     pub fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        self.transport.shutdown(&mut self.stream);
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -127,6 +102,7 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
+    use super::super::transport::TransportConfig;
     use super::*;
     use std::io::Read;
 
@@ -135,7 +111,8 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (Conn::new(TcpStream::from_std(server), peer), client)
+        let transport = Transport::new(&TransportConfig::default()).unwrap();
+        (Conn::new(TcpStream::from_std(server), peer, transport), client)
     }
 
     #[test]
@@ -170,8 +147,8 @@ mod tests {
         let (mut conn, _client) = pair();
         conn.push(Bytes::from_static(b"abc"));
         conn.push(Bytes::from_static(b"def"));
-        conn.consume(4);
+        conn.pending.consume(4);
         assert_eq!(conn.pending_bytes(), 2);
-        assert_eq!(conn.pending.front().map(|b| &b[..]), Some(&b"ef"[..]));
+        assert_eq!(conn.pending.front(), Some(&b"ef"[..]));
     }
 }

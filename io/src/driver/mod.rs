@@ -9,6 +9,10 @@ mod clock;
 pub use clock::wall_clock_now;
 mod conn;
 mod events;
+mod identity;
+mod outbox;
+mod transport;
+mod ws;
 
 use crate::auth::AuthSource;
 use crate::config::{Listener, Settings};
@@ -27,7 +31,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use transport::{Scratch, Transport, TransportConfig};
 
 /// One read buffer for all connections: the core copies what it needs out of each chunk.
 const READ_BUF: usize = 64 * 1024;
@@ -55,6 +61,8 @@ pub enum DriverError {
     Bind { address: SocketAddr, source: io::Error },
     /// The signal handlers could not be installed.
     Signals(io::Error),
+    /// A TLS listener's certificate or key could not be loaded.
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for DriverError {
@@ -65,6 +73,7 @@ impl fmt::Display for DriverError {
                 write!(f, "cannot listen on {address}: {source}")
             }
             DriverError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            DriverError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -108,6 +117,8 @@ impl Core for Broker {
 struct BoundListener {
     socket: TcpListener,
     local: SocketAddr,
+    /// How its connections are wrapped (TLS, WebSocket).
+    transport: TransportConfig,
 }
 
 /// The event loop and everything it owns.
@@ -123,6 +134,8 @@ pub struct Driver<C: Core = Broker> {
     conns: HashMap<ConnectionId, Conn>,
     next_conn: u64,
     read_buf: Vec<u8>,
+    /// Decrypted and unframed bytes of the current read.
+    scratch: Scratch,
     /// Connections with output queued since they were last flushed.
     dirty: Vec<ConnectionId>,
     /// Connections in `Flushing` or `Draining`, whose deadlines the loop watches.
@@ -143,11 +156,21 @@ impl<C: Core> Driver<C> {
     /// Bind every listener and install the signal handlers. Nothing is accepted until [`Driver::run`].
     pub fn bind(settings: &Settings, broker: C, logger: Option<&'static Logger>) -> Result<Driver<C>, DriverError> {
         let poll = Poll::new().map_err(DriverError::Poll)?;
+        let tls = crate::tls::load_listeners(&settings.listeners).map_err(DriverError::Tls)?;
         let listeners = settings
             .listeners
             .iter()
+            .zip(tls)
             .enumerate()
-            .map(|(i, listener)| bind_one(&poll, i, listener))
+            .map(|(i, (listener, tls))| {
+                let transport = TransportConfig {
+                    tls,
+                    ws_path: listener.ws_path.as_deref().map(Arc::from),
+                    identity_as_username: listener.tls.as_ref().is_some_and(|t| t.use_identity_as_username),
+                    max_packet_size: settings.limits.max_packet_size as usize,
+                };
+                bind_one(&poll, i, listener, transport)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DriverError::Signals)?;
         poll.registry()
@@ -164,6 +187,7 @@ impl<C: Core> Driver<C> {
             conns: HashMap::new(),
             next_conn: 1,
             read_buf: vec![0; READ_BUF],
+            scratch: Scratch::default(),
             dirty: Vec::new(),
             closing: HashSet::new(),
             accept_paused_until: None,
@@ -368,7 +392,11 @@ impl<C: Core> Driver<C> {
                         self.fd_exhaustion_logged = false;
                         log::info!("accepting connections again");
                     }
-                    self.open(stream, peer, index);
+                    let transport = Transport::new(&listener.transport);
+                    match transport {
+                        Ok(transport) => self.open(stream, peer, index, transport),
+                        Err(e) => log::error!("cannot start TLS for {peer}: {e}"),
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up between its SYN and our accept: nothing to do but take the next one.
@@ -389,7 +417,7 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: usize) {
+    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: usize, transport: Transport) {
         let id = ConnectionId(self.next_conn);
         self.next_conn += 1;
         // MQTT is request/response with small packets: Nagle would add latency to every ack.
@@ -403,7 +431,7 @@ impl<C: Core> Driver<C> {
             return;
         }
         log::debug!("conn {}: accepted from {peer}", id.0);
-        self.conns.insert(id, Conn::new(stream, peer));
+        self.conns.insert(id, Conn::new(stream, peer, transport));
         self.feed(Input::Opened {
             conn: id,
             peer,
@@ -424,14 +452,31 @@ impl<C: Core> Driver<C> {
                     return self.drop_conn(id);
                 }
                 Ok(n) if open => {
+                    let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
+                        Ok(data) => data,
+                        Err(e) => {
+                            // Failed TLS handshakes and certificate problems are worth an operator's attention;
+                            // a peer closing its WebSocket or TLS session is routine.
+                            if e.is_failure() {
+                                log::info!("conn {} ({}): {e}", id.0, conn.peer);
+                            } else {
+                                log::debug!("conn {} ({}): {e}", id.0, conn.peer);
+                            }
+                            self.end_transport(id);
+                            continue;
+                        }
+                    };
+                    // Handshake answers and pongs go out through the same flush as the core's output.
+                    if conn.wants_write() && !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(id);
+                    }
+                    if data.is_empty() {
+                        self.flush_dirty_and_settle();
+                        continue;
+                    }
                     let now = self.clock.now();
-                    self.broker.handle_input(
-                        now,
-                        Input::Received {
-                            conn: id,
-                            data: &self.read_buf[..n],
-                        },
-                    );
+                    self.broker.handle_input(now, Input::Received { conn: id, data });
                     self.settle();
                 }
                 // Closing: the core is done with this connection; discard what the peer still sends.
@@ -607,9 +652,20 @@ impl<C: Core> Driver<C> {
         }
     }
 
+    /// The transport ended the connection (peer's close frame or close_notify, refused upgrade, TLS failure):
+    /// write what it queued (a close frame, an HTTP error, an alert) and close; the core forgets the connection now
+    /// (its later `Closed` from `drop_conn` is ignored).
+    fn end_transport(&mut self, id: ConnectionId) {
+        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+        let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
+        self.start_close(id, deadline);
+        self.feed(Input::Closed { conn: id });
+    }
+
     fn start_close(&mut self, id: ConnectionId, deadline: Instant) {
         if let Some(conn) = self.conns.get_mut(&id) {
             if conn.state == State::Open {
+                conn.close_transport();
                 conn.state = State::Flushing { deadline };
                 self.closing.insert(id);
                 self.mark_dirty(id);
@@ -704,7 +760,12 @@ fn set_interest(poll: &Poll, id: ConnectionId, conn: &mut Conn, interest: Intere
     }
 }
 
-fn bind_one(poll: &Poll, index: usize, listener: &Listener) -> Result<BoundListener, DriverError> {
+fn bind_one(
+    poll: &Poll,
+    index: usize,
+    listener: &Listener,
+    transport: TransportConfig,
+) -> Result<BoundListener, DriverError> {
     let bind_err = |source| DriverError::Bind {
         address: listener.address,
         source,
@@ -714,7 +775,11 @@ fn bind_one(poll: &Poll, index: usize, listener: &Listener) -> Result<BoundListe
     poll.registry()
         .register(&mut socket, Token(LISTENER_BASE - index), Interest::READABLE)
         .map_err(bind_err)?;
-    Ok(BoundListener { socket, local })
+    Ok(BoundListener {
+        socket,
+        local,
+        transport,
+    })
 }
 
 /// Errors that mean "out of descriptors or kernel memory": they pass as connections close.

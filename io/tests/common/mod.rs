@@ -42,10 +42,33 @@ impl BrokerProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> BrokerProcess {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        BrokerProcess::spawn(data_dir, path, &args, env)
+    }
+
+    /// Start with `config` as the configuration file (its listeners, instead of `--listen`), plus `extra` flags.
+    /// `addr` is the first listener's address.
+    pub fn start_with_config(config: &str, extra: &[&str]) -> BrokerProcess {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config_path = data_dir.path().join("broker.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let path = data_dir.path().join("data");
+        let mut args = vec!["--config", config_path.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        BrokerProcess::spawn(data_dir, &path, &args, &[])
+    }
+
+    fn spawn(
+        data_dir: tempfile::TempDir,
+        path: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("--data-dir")
             .arg(path)
-            .args(extra)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
