@@ -22,10 +22,11 @@ def broker_binary() -> str:
     explicit = os.environ.get("MQTT_BROKER_BIN")
     if explicit:
         return explicit
-    for profile in ("release", "debug"):
-        candidate = ROOT / "target" / profile / "mqtt-broker"
-        if candidate.exists():
-            return str(candidate)
+    # The most recently built one: a stale release binary must not stand in for the code under test.
+    built = [ROOT / "target" / profile / "mqtt-broker" for profile in ("release", "debug")]
+    built = [candidate for candidate in built if candidate.exists()]
+    if built:
+        return str(max(built, key=lambda candidate: candidate.stat().st_mtime))
     subprocess.run(["cargo", "build", "--bin", "mqtt-broker"], cwd=ROOT, check=True)
     return str(ROOT / "target" / "debug" / "mqtt-broker")
 
