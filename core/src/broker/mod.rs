@@ -16,6 +16,7 @@ mod flow;
 mod message;
 mod planted;
 mod publish;
+mod quota;
 mod session;
 mod stats;
 mod subscribe;
@@ -29,6 +30,7 @@ pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
 pub use message::{Delivery, Message};
+pub use quota::AccountingMismatch;
 pub use session::SessionKey;
 pub use stats::Stats;
 
@@ -161,6 +163,8 @@ pub struct Broker {
     connected_clients: usize,
     /// Recent authentication failures per IP address, for slowing down guessing.
     auth_throttle: throttle::AuthThrottle,
+    /// Connections and connect rate per address, queued bytes (see `quota`).
+    quotas: quota::Quotas,
     stats: Stats,
 }
 
@@ -193,6 +197,7 @@ impl Broker {
             woken: BTreeSet::new(),
             connected_clients: 0,
             auth_throttle: throttle::AuthThrottle::default(),
+            quotas: quota::Quotas::default(),
             stats: Stats::default(),
         }
     }
@@ -449,9 +454,11 @@ impl Broker {
             return;
         };
         self.stats.connections_closed += 1;
-        if connection.phase == Phase::Connected {
+        let was_connected = connection.phase == Phase::Connected;
+        if was_connected {
             self.connected_clients = self.connected_clients.saturating_sub(1);
         }
+        self.quota_connection_ended(conn, &connection, was_connected);
         if let Some(key) = connection.session {
             self.detach_session(key, conn, will);
         }
