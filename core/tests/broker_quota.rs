@@ -526,6 +526,38 @@ fn total_budget_holds_v311_publishers_until_it_drains() {
 }
 
 #[test]
+fn total_budget_is_made_from_offline_sessions_oldest_messages_first() {
+    let (mut h, sub, publisher) = slow_subscriber(Config {
+        max_queued_bytes_total: 40,
+        ..Config::default()
+    });
+    h.drop_connection(sub);
+    for i in 1..=4u16 {
+        publish(&mut h, publisher, "t", &payload_of(10, i), QoS::AtLeastOnce, i);
+    }
+    assert_eq!(h.broker.queued_bytes_total(), 40);
+    // The budget is used up by an offline session: its oldest message gives way, the new one is accepted.
+    publish(&mut h, publisher, "t", &payload_of(10, 5), QoS::AtLeastOnce, 5);
+    let answers = acks(&mut h, publisher);
+    assert!(answers.iter().all(|(_, r)| *r == ReasonCode::SUCCESS), "{answers:?}");
+    assert_eq!(h.broker.stats().messages_dropped, 1);
+    assert_accounting(&h);
+    let mut connect = v5("slow");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    let sub = connected(&mut h, connect);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        for p in publishes(&mut h, sub) {
+            got.push(String::from_utf8_lossy(&p.payload).trim_end_matches('.').to_string());
+            h.send(sub, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
+        }
+    }
+    assert_eq!(got, vec!["2", "3", "4", "5"]);
+    assert_accounting(&h);
+}
+
+#[test]
 fn queued_bytes_are_released_by_expiry_and_session_end() {
     let (mut h, sub, publisher) = slow_subscriber(Config::default());
     let mut expiring = publish_packet("t", "expires-soon", QoS::AtLeastOnce, 1);

@@ -29,10 +29,12 @@
 //!   (queued and inflight). A session at the bound is full exactly like one at `max_queued_messages`: online, the
 //!   publisher's PUBLISH is held (see `flow`); offline, the message is dropped and counted.
 //! - **Queued bytes in total** (`max_queued_bytes_total`): the sum over all sessions. QoS 0 is never queued, so
-//!   there is nothing cheaper to give up: once the sum reaches the budget, a QoS 1/2 PUBLISH that would queue
-//!   anywhere is refused with PUBACK/PUBREC 0x97 (MQTT 5) or, for 3.1.1, held unacknowledged like one waiting for a
-//!   full queue, until the sum is back under three quarters of the budget. Offline sessions drop what arrives
-//!   for them while the budget is used up. Wills, `$SYS` and retained messages sent on SUBSCRIBE are not
+//!   the first to give up messages are offline sessions, which promised nobody anything: once the sum reaches
+//!   the budget, their oldest queued (never sent) messages are dropped and counted until it is down to three
+//!   quarters. If online sessions alone hold the budget, a QoS 1/2 PUBLISH that would queue anywhere is refused
+//!   with PUBACK/PUBREC 0x97 (MQTT 5) or, for 3.1.1, held unacknowledged like one waiting for a full queue, until
+//!   the sum is back under three quarters. Offline sessions drop what arrives for them while the budget is used
+//!   up. Without the eviction, dead sessions could fill the budget and stop every publisher until they expire. Wills, `$SYS` and retained messages sent on SUBSCRIBE are not
 //!   refused by anyone, so they may overshoot the budget by their own size.
 
 use super::connection::Connection;
@@ -42,7 +44,8 @@ use super::session::{Session, SessionKey};
 use super::{Broker, ConnectionId};
 use crate::packet::{Connect, QoS, ReasonCode};
 use crate::time::Time;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -396,12 +399,48 @@ impl Broker {
         if !self.over_budget() || plan.iter().all(|(_, delivery)| delivery.qos == QoS::AtMostOnce) {
             return BudgetCheck::Room;
         }
+        self.evict_offline_for_budget();
+        if !self.over_budget() {
+            return BudgetCheck::Room;
+        }
         if self.connections.get(&conn).is_some_and(|c| c.is_v5()) {
             self.stats.quota_refusals += 1;
             self.stats.messages_dropped += 1;
             BudgetCheck::Refuse(ReasonCode::QUOTA_EXCEEDED)
         } else {
             BudgetCheck::Wait
+        }
+    }
+
+    /// Makes room in the total budget at the expense of offline sessions, which promised nobody anything: their
+    /// oldest queued (never sent) messages are dropped and counted, across sessions by age, until the total is
+    /// down to three quarters of the budget or no offline session has anything queued. Messages in flight stay:
+    /// they must be resent on reconnect [MQTT-4.4.0-1].
+    fn evict_offline_for_budget(&mut self) {
+        let max = self.config.max_queued_bytes_total;
+        let target = max - max / 4;
+        let mut oldest: BinaryHeap<Reverse<(u64, SessionKey)>> = self
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.connection.is_none())
+            .filter_map(|(key, session)| session.queue.front().map(|d| Reverse((d.message.id, *key))))
+            .collect();
+        while self.quotas.queued_bytes_total > target {
+            let Some(Reverse((_, key))) = oldest.pop() else {
+                return;
+            };
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            let Some(delivery) = session.queue.pop_front() else {
+                continue;
+            };
+            if let Some(next) = session.queue.front() {
+                oldest.push(Reverse((next.message.id, key)));
+            }
+            self.stats.messages_dropped += 1;
+            self.persist_done(key, delivery.seq);
+            self.count_dequeued(key, delivery_bytes(&delivery));
         }
     }
 
