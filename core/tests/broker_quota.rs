@@ -558,6 +558,29 @@ fn total_budget_is_made_from_offline_sessions_oldest_messages_first() {
 }
 
 #[test]
+fn v311_publisher_is_not_held_when_only_offline_inflight_messages_fill_the_budget() {
+    let (mut h, sub, _) = slow_subscriber(Config {
+        max_queued_bytes_total: 10,
+        ..Config::default()
+    });
+    let publisher = connected(&mut h, v311("old"));
+    publish(&mut h, publisher, "t", &payload_of(10, 1), QoS::AtLeastOnce, 1);
+    assert_eq!(publishes(&mut h, sub).len(), 1);
+    // The subscriber leaves with the message in flight: it must be resent on reconnect [MQTT-4.4.0-1], so it
+    // stays, and no amount of waiting would free the budget.
+    h.drop_connection(sub);
+    publish(&mut h, publisher, "t", &payload_of(10, 2), QoS::AtLeastOnce, 2);
+    assert_eq!(
+        acks(&mut h, publisher).len(),
+        2,
+        "acknowledged and dropped rather than held for ever"
+    );
+    assert_eq!(h.broker.stats().messages_dropped, 1);
+    assert_eq!(h.broker.queued_bytes_total(), 10);
+    assert_accounting(&h);
+}
+
+#[test]
 fn queued_bytes_are_released_by_expiry_and_session_end() {
     let (mut h, sub, publisher) = slow_subscriber(Config::default());
     let mut expiring = publish_packet("t", "expires-soon", QoS::AtLeastOnce, 1);

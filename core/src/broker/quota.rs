@@ -33,7 +33,9 @@
 //!   the budget, their oldest queued (never sent) messages are dropped and counted until it is down to three
 //!   quarters. If online sessions alone hold the budget, a QoS 1/2 PUBLISH that would queue anywhere is refused
 //!   with PUBACK/PUBREC 0x97 (MQTT 5) or, for 3.1.1, held unacknowledged like one waiting for a full queue, until
-//!   the sum is back under three quarters. Offline sessions drop what arrives for them while the budget is used
+//!   the sum is back under three quarters. When waiting could never end (offline sessions' inflight messages,
+//!   which must be resent and are not evicted, alone keep the sum above three quarters), 3.1.1 gets a plain
+//!   acknowledgement for a dropped message instead. Offline sessions drop what arrives for them while the budget is used
 //!   up. Without the eviction, dead sessions could fill the budget and stop every publisher until they expire. Wills, `$SYS` and retained messages sent on SUBSCRIBE are not
 //!   refused by anyone, so they may overshoot the budget by their own size.
 
@@ -314,6 +316,12 @@ impl Broker {
     /// A connection is gone: it no longer counts against its address, and waits for nothing.
     pub(super) fn quota_connection_ended(&mut self, conn: ConnectionId, connection: &Connection, was_connected: bool) {
         self.quotas.budget_waiters.remove(&conn);
+        // A session going offline no longer drains: the publishers waiting for the budget look again (and stop
+        // waiting if it has become futile, see `budget_wait_is_futile`).
+        if was_connected && !self.quotas.budget_waiters.is_empty() {
+            let waiters = std::mem::take(&mut self.quotas.budget_waiters);
+            self.woken.extend(waiters);
+        }
         if !was_connected {
             return;
         }
@@ -403,7 +411,9 @@ impl Broker {
         if !self.over_budget() {
             return BudgetCheck::Room;
         }
-        if self.connections.get(&conn).is_some_and(|c| c.is_v5()) {
+        let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
+        if v5 || self.budget_wait_is_futile() {
+            // 3.1.1 cannot be told: a plain acknowledgement for a dropped message, as for ACL denials.
             self.stats.quota_refusals += 1;
             self.stats.messages_dropped += 1;
             BudgetCheck::Refuse(ReasonCode::QUOTA_EXCEEDED)
@@ -442,6 +452,20 @@ impl Broker {
             self.persist_done(key, delivery.seq);
             self.count_dequeued(key, delivery_bytes(&delivery));
         }
+    }
+
+    /// Whether waiting for the budget could never end: what offline sessions hold in flight (which must be resent
+    /// on reconnect [MQTT-4.4.0-1], so it is not evicted) alone keeps the total above the level that wakes waiters.
+    /// Only online sessions drain.
+    fn budget_wait_is_futile(&self) -> bool {
+        let max = self.config.max_queued_bytes_total;
+        let offline: u64 = self
+            .sessions
+            .values()
+            .filter(|session| session.connection.is_none())
+            .map(|session| session.queued_bytes)
+            .sum();
+        offline > max - max / 4
     }
 
     /// Holds a PUBLISH (at the front: it was first in line) until the total budget has room.
