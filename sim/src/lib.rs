@@ -85,6 +85,10 @@ fn broker_config(options: &Options) -> Config {
         max_topic_alias: options.max_topic_alias,
         wildcard_subscriptions: options.wildcards,
         shared_subscriptions: options.shared,
+        max_queued_bytes: options.quotas.max_queued_bytes,
+        max_queued_bytes_total: options.quotas.max_queued_bytes_total,
+        max_subscriptions_per_client: options.quotas.max_subscriptions_per_client,
+        max_topic_levels: options.quotas.max_topic_levels,
         ..Config::default()
     }
 }

@@ -1,7 +1,7 @@
 //! Everything a run varies, derived from its seed ("swarm testing": each seed picks its own mix of features and
 //! fault rates, so that rare combinations get explored).
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
 
@@ -58,6 +58,35 @@ pub struct Options {
     pub client_max_packet_size: Option<u32>,
     /// Broker's Topic Alias Maximum for inbound aliases.
     pub max_topic_alias: u16,
+    /// Broker quotas (issue #9; 0 = unlimited). Drawn from a stream of their own, so that a seed's workload and
+    /// faults are the same whether or not they are on.
+    pub quotas: QuotaOptions,
+}
+
+/// The broker quotas a seed runs with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaOptions {
+    /// Payload bytes per session; a small bound makes the broker hold publishers and drop for offline sessions.
+    pub max_queued_bytes: u64,
+    /// Payload bytes over all sessions; makes the broker refuse (MQTT 5) or hold (3.1.1) and evict.
+    pub max_queued_bytes_total: u64,
+    /// Subscriptions per client: the model predicts which filters get 0x97.
+    pub max_subscriptions_per_client: usize,
+    /// Topic levels: the model predicts which PUBLISHes get 0x90 and which filters 0x8F. Never below 2, the
+    /// depth of the will topics (`will/{client}`).
+    pub max_topic_levels: usize,
+}
+
+impl QuotaOptions {
+    fn from_seed(seed: u64) -> QuotaOptions {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+        QuotaOptions {
+            max_queued_bytes: [0, 0, 0, 300, 5_000][rng.gen_range(0..5)],
+            max_queued_bytes_total: [0, 0, 0, 2_000, 20_000][rng.gen_range(0..5)],
+            max_subscriptions_per_client: [0, 0, 0, 2, 6][rng.gen_range(0..5)],
+            max_topic_levels: [0, 0, 0, 2][rng.gen_range(0..4)],
+        }
+    }
 }
 
 fn rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
@@ -102,7 +131,13 @@ impl Options {
             max_packet_size: [1 << 20, 4096, 600][rng.gen_range(0..3)],
             max_topic_alias: [0, 2, 16][rng.gen_range(0..3)],
             client_max_packet_size: [None, None, Some(300), Some(1200)][rng.gen_range(0..4)],
+            quotas: QuotaOptions::from_seed(seed),
         }
+    }
+
+    /// Whether the broker may drop queued QoS 1/2 messages by design (small queues, byte bounds).
+    pub fn queues_bounded(&self) -> bool {
+        self.max_queued_messages < 1_000 || self.quotas.max_queued_bytes > 0 || self.quotas.max_queued_bytes_total > 0
     }
 
     /// Every topic of the seed's topic space: all paths of 1..=depth levels over `topic_width` names.
@@ -147,7 +182,8 @@ impl fmt::Display for Options {
             f,
             "seed={} clients={} v5_share={:.2} persistent_share={:.2} qos2={} retained={} shared={} wills={} \
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
-             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?}",
+             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
+             max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -178,7 +214,11 @@ impl fmt::Display for Options {
             self.max_queued_messages,
             self.max_packet_size,
             self.max_topic_alias,
-            self.client_max_packet_size
+            self.client_max_packet_size,
+            self.quotas.max_queued_bytes,
+            self.quotas.max_queued_bytes_total,
+            self.quotas.max_subscriptions_per_client,
+            self.quotas.max_topic_levels
         )
     }
 }
@@ -187,7 +227,6 @@ impl fmt::Display for Options {
 mod tests {
     use super::*;
     use mqtt_core::topic::{validate_topic_filter, validate_topic_name};
-    use rand::SeedableRng;
 
     #[test]
     fn topic_spaces_and_filters_are_valid() {

@@ -94,6 +94,7 @@ impl Broker {
         let message = &publish.message;
         if let Some(reason) = publish.refused {
             self.stats.messages_dropped += 1;
+            self.note_publish_refused(conn, publish.packet_id, reason);
             return Admission::Accepted(reason);
         }
         if publish.denied || message.topic.starts_with(SYS_PREFIX) {
@@ -114,6 +115,7 @@ impl Broker {
                 BudgetCheck::Room => {}
                 BudgetCheck::Refuse(reason) => {
                     self.recycle_plan(plan);
+                    self.note_publish_refused(conn, publish.packet_id, reason);
                     return Admission::Accepted(reason);
                 }
                 BudgetCheck::Wait => {

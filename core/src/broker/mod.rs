@@ -121,6 +121,13 @@ pub enum Event {
         reason: ReasonCode,
         delay_ms: u64,
     },
+    /// A QoS 1/2 PUBLISH was refused by a quota (see `quota`) and routed nowhere; its acknowledgement carries
+    /// `reason` (MQTT 5) or is a plain one (3.1.1).
+    PublishRefused {
+        conn: ConnectionId,
+        packet_id: u16,
+        reason: ReasonCode,
+    },
 }
 
 /// What happens to a session's will when its connection ends [MQTT-3.1.2-8], [MQTT-3.1.2-10].

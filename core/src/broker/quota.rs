@@ -43,7 +43,7 @@ use super::connection::Connection;
 use super::flow::HeldPublish;
 use super::message::Delivery;
 use super::session::{Session, SessionKey};
-use super::{Broker, ConnectionId};
+use super::{Broker, ConnectionId, Event, Output};
 use crate::packet::{Connect, QoS, ReasonCode};
 use crate::time::Time;
 use std::cmp::Reverse;
@@ -420,6 +420,15 @@ impl Broker {
         } else {
             BudgetCheck::Wait
         }
+    }
+
+    /// Tells the driver (logs) and the simulator (whose model must not route it) about a refused QoS 1/2 PUBLISH.
+    pub(super) fn note_publish_refused(&mut self, conn: ConnectionId, packet_id: u16, reason: ReasonCode) {
+        self.outputs.push_back(Output::Event(Event::PublishRefused {
+            conn,
+            packet_id,
+            reason,
+        }));
     }
 
     /// Makes room in the total budget at the expense of offline sessions, which promised nobody anything: their

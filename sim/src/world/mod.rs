@@ -12,7 +12,7 @@ use mqtt_core::packet::*;
 use mqtt_core::time::Time;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -146,7 +146,7 @@ impl World {
             .collect();
         let topics = opts.topics();
         World {
-            model: Model::new(opts.clients, opts.max_queued_messages < 1_000),
+            model: Model::new(opts.clients, opts.queues_bounded()).with_quotas(opts.quotas),
             broker: Broker::new(config, broker_seed),
             slow_acks: opts.slow_ack_rate > 0.0,
             opts,
@@ -204,7 +204,21 @@ impl World {
                 .unwrap_or_default();
             Violation(format!("broker panicked: {text}"))
         })?;
-        self.settle_admissions();
+        // PUBLISHes refused by a quota (the total queued-bytes budget) were routed nowhere.
+        let refused: BTreeSet<(ConnectionId, u16)> = outputs
+            .iter()
+            .filter_map(|output| match output {
+                Output::Event(mqtt_core::broker::Event::PublishRefused { conn, packet_id, .. }) => {
+                    Some((*conn, *packet_id))
+                }
+                _ => None,
+            })
+            .collect();
+        self.settle_admissions(&refused);
+        // The quota byte counters are exact on every path that adds or removes a queued message.
+        self.broker
+            .check_queue_accounting()
+            .map_err(|mismatch| Violation(format!("queued-bytes accounting: {mismatch}")))?;
         for output in outputs {
             self.route_output(output)?;
         }
@@ -214,7 +228,7 @@ impl World {
     /// After each broker input: the PUBLISHes of the chunk just fed were routed at once unless the broker holds
     /// them; held ones that are no longer held were routed at the end of this input, to the subscriptions of
     /// that moment, or dropped unrouted if their connection is gone.
-    fn settle_admissions(&mut self) {
+    fn settle_admissions(&mut self, refused: &BTreeSet<(ConnectionId, u16)>) {
         for pending in std::mem::take(&mut self.chunk_publishes) {
             let held = self.broker.held_packet_ids(pending.conn);
             if held.is_some_and(|ids| ids.contains(&pending.publish.packet_id)) {
@@ -223,6 +237,8 @@ impl World {
                     pending.client, pending.conn, pending.publish.packet_id
                 ));
                 self.awaiting_admission.push(pending);
+            } else if refused.contains(&(pending.conn, pending.publish.packet_id)) {
+                self.forget_refused(&pending);
             } else {
                 self.model.apply_publish(pending.plan);
             }
@@ -234,6 +250,9 @@ impl World {
         for pending in waiting {
             match self.broker.held_packet_ids(pending.conn) {
                 Some(ids) if ids.contains(&pending.publish.packet_id) => still_waiting.push(pending),
+                Some(_) if refused.contains(&(pending.conn, pending.publish.packet_id)) => {
+                    self.forget_refused(&pending);
+                }
                 Some(_) => {
                     self.log(format!(
                         "c{} {:?}: broker routes held PUBLISH id={}",
@@ -252,6 +271,18 @@ impl World {
             }
         }
         self.awaiting_admission = still_waiting;
+    }
+
+    /// A PUBLISH the broker refused (quota): routed nowhere, and a QoS 2 packet id is not remembered (the
+    /// PUBREC carried an error).
+    fn forget_refused(&mut self, pending: &PendingPublish) {
+        self.log(format!(
+            "c{} {:?}: broker refuses PUBLISH id={}",
+            pending.client, pending.conn, pending.publish.packet_id
+        ));
+        if pending.publish.qos == QoS::ExactlyOnce {
+            self.model.forget_qos2(pending.client, pending.publish.packet_id);
+        }
     }
 
     fn route_output(&mut self, output: Output) -> Result<(), Violation> {
@@ -477,9 +508,17 @@ impl World {
                 }
             }
             Packet::Subscribe(subscribe) => {
+                let mut predicted = Vec::with_capacity(subscribe.filters.len());
                 for (filter, options) in &subscribe.filters {
-                    self.model.on_subscribe(client, filter, *options);
+                    let refusal = self.model.subscribe_refusal(client, filter);
+                    if refusal.is_none() {
+                        self.model.on_subscribe(client, filter, *options);
+                    }
+                    predicted.push(refusal);
                 }
+                self.model
+                    .predicted_subacks
+                    .insert((client, subscribe.packet_id), predicted);
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in &unsubscribe.filters {
