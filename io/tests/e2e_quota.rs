@@ -221,3 +221,46 @@ fn a_flooding_client_is_limited_and_cut_off_while_another_is_unaffected() {
     }
     assert_eq!(acks, 10);
 }
+
+#[test]
+fn connects_faster_than_the_rate_of_an_address_are_refused() {
+    let broker = BrokerProcess::start(&["--max-connects-per-second-per-address", "2"]);
+    let (_a, a_events) = client5(&broker, "rate-a");
+    assert_eq!(connack5(&a_events), Some(ConnectReturnCode5::Success));
+    let (_b, b_events) = client4(&broker, "rate-b");
+    assert_eq!(connack4(&b_events), Some(rumqttc::ConnectReturnCode::Success));
+    // A burst of one second's worth (2), then 0x9F Connection rate exceeded (3.1.1: 3 Server unavailable).
+    let (_c, c_events) = client5(&broker, "rate-c");
+    assert_eq!(connack5(&c_events), Some(ConnectReturnCode5::ConnectionRateExceeded));
+    let (_d, d_events) = client4(&broker, "rate-d");
+    assert_eq!(
+        connack4(&d_events),
+        Some(rumqttc::ConnectReturnCode::ServiceUnavailable)
+    );
+    // A second later the bucket has refilled.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_e, e_events) = client5(&broker, "rate-e");
+    assert_eq!(connack5(&e_events), Some(ConnectReturnCode5::Success));
+}
+
+/// A socket that never sends CONNECT (or only part of one) is closed after `connect_timeout_ms`.
+#[test]
+fn silent_and_half_connect_sockets_are_closed_after_the_connect_timeout() {
+    use std::io::{Read, Write};
+    let broker = BrokerProcess::start(&["--connect-timeout-ms", "500"]);
+    let mut silent = std::net::TcpStream::connect(broker.addr).unwrap();
+    let mut partial = std::net::TcpStream::connect(broker.addr).unwrap();
+    // A CONNECT fixed header promising 32 bytes, and two of them.
+    partial.write_all(&[0x10, 0x20, 0x00, 0x04]).unwrap();
+    let start = Instant::now();
+    for stream in [&mut silent, &mut partial] {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 16];
+        // The broker closes without a word: end of stream (or a reset).
+        let n = stream.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "expected the broker to close the connection");
+    }
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(400), "closed too early: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "closed too late: {elapsed:?}");
+}
