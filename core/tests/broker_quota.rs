@@ -638,3 +638,31 @@ fn connect_timeout_closes_a_connection_that_sent_only_part_of_connect() {
     h.advance(Duration::from_millis(200));
     assert!(h.is_closed(conn));
 }
+
+#[test]
+fn queued_bytes_are_recounted_after_a_restart() {
+    let (mut h, sub, publisher) = slow_subscriber(Config {
+        persistence: true,
+        max_queued_bytes_total: 1000,
+        ..Config::default()
+    });
+    for i in 1..=3u16 {
+        publish(&mut h, publisher, "t", &payload_of(10, i), QoS::AtLeastOnce, i);
+    }
+    // One in flight (unacknowledged), two queued, then the broker crashes.
+    assert_eq!(publishes(&mut h, sub).len(), 1);
+    h.crash_and_restart();
+    assert_eq!(h.broker.queued_bytes_total(), 30);
+    assert_accounting(&h);
+    let mut connect = v5("slow");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    let sub = connected(&mut h, connect);
+    for _ in 0..5 {
+        for p in publishes(&mut h, sub) {
+            h.send(sub, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
+        }
+    }
+    assert_eq!(h.broker.queued_bytes_total(), 0);
+    assert_accounting(&h);
+}
