@@ -412,7 +412,10 @@ impl World {
                 zombie: false,
             },
         );
-        let peer = SocketAddr::from(([10, 0, 0, 1], (conn.0 % 60_000) as u16 + 1));
+        // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
+        // so that `max_connections_per_address` can be exactly the number of clients.
+        let host = if client.is_some() { 1 } else { 2 };
+        let peer = SocketAddr::from(([10, 0, 0, host], (conn.0 % 60_000) as u16 + 1));
         self.broker_input(Input::Opened {
             conn,
             peer,
