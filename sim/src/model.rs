@@ -214,16 +214,26 @@ impl Model {
         publish.qos != QoS::ExactlyOnce || self.sessions[client].qos2_pending.insert(publish.packet_id)
     }
 
-    /// Whether the broker refuses a topic (or a filter without its shared prefix) for its depth.
+    /// Whether the broker refuses a topic name for its depth or length.
     pub fn topic_refused(&self, topic: &str) -> bool {
+        self.too_deep(topic) || self.too_long(topic)
+    }
+
+    fn too_deep(&self, topic: &str) -> bool {
         let max = self.quotas.max_topic_levels;
         max > 0 && topic.split('/').count() > max
+    }
+
+    fn too_long(&self, topic: &str) -> bool {
+        let max = self.quotas.max_topic_length;
+        max > 0 && topic.len() > max
     }
 
     /// The SUBACK reason the broker gives a filter of `client` beyond a quota, if any: 0x8F for a filter too deep,
     /// 0x97 for a new one beyond `max_subscriptions_per_client` (replacing one is always allowed).
     pub fn subscribe_refusal(&self, client: usize, filter: &str) -> Option<ReasonCode> {
-        if self.topic_refused(plain_filter(filter)) {
+        // Depth without the shared prefix, length with it (that is what the broker stores).
+        if self.too_deep(plain_filter(filter)) || self.too_long(filter) {
             return Some(ReasonCode::TOPIC_FILTER_INVALID);
         }
         let max = self.quotas.max_subscriptions_per_client;

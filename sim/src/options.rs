@@ -75,6 +75,9 @@ pub struct QuotaOptions {
     /// Topic levels: the model predicts which PUBLISHes get 0x90 and which filters 0x8F. Never below 2, the
     /// depth of the will topics (`will/{client}`).
     pub max_topic_levels: usize,
+    /// Topic bytes: the model predicts refusals as for levels. Never below 6, the length of the will topics; the
+    /// longer shared filters (`$share/g0/a/b/c`) are what it refuses.
+    pub max_topic_length: usize,
     /// Limit connections per address to the number of clients (who share one address; misbehaving clients and
     /// the retained probe come from another): never reached by well-behaved clients if the count is exact and a
     /// takeover of a half-open connection does not count the connection it replaces.
@@ -90,6 +93,7 @@ impl QuotaOptions {
             max_subscriptions_per_client: [0, 0, 0, 2, 6][rng.gen_range(0..5)],
             max_topic_levels: [0, 0, 0, 2][rng.gen_range(0..4)],
             per_address_limit: rng.gen_bool(0.3),
+            max_topic_length: [0, 0, 0, 6, 12][rng.gen_range(0..5)],
         }
     }
 }
@@ -188,7 +192,7 @@ impl fmt::Display for Options {
             "seed={} clients={} v5_share={:.2} persistent_share={:.2} qos2={} retained={} shared={} wills={} \
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
-             max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} per_address_limit={}",
+             max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -224,6 +228,7 @@ impl fmt::Display for Options {
             self.quotas.max_queued_bytes_total,
             self.quotas.max_subscriptions_per_client,
             self.quotas.max_topic_levels,
+            self.quotas.max_topic_length,
             self.quotas.per_address_limit
         )
     }
