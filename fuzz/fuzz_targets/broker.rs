@@ -105,7 +105,11 @@ fuzz_target!(|ops: Vec<Op>| {
                 );
                 // A few addresses, so the per-address quotas both refuse and admit.
                 let host = (conn.0 % 4) as u8 + 1;
-                Input::Opened { conn, peer: SocketAddr::from(([127, 0, 0, host], 1)), listener: ListenerId(0) }
+                Input::Opened {
+                    conn,
+                    peer: SocketAddr::from(([127, 0, 0, host], 1)),
+                    listener: ListenerId(0),
+                }
             }
             Op::Close { conn } => match pick(&peers, conn) {
                 Some(conn) => Input::Closed { conn },
