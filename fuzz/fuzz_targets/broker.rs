@@ -64,6 +64,16 @@ fuzz_target!(|ops: Vec<Op>| {
         receive_maximum: 4,
         max_queued_messages: 16,
         max_outbuf_bytes: 2048,
+        // Every quota on, small enough to be hit by arbitrary input.
+        max_connections_per_address: 3,
+        max_connects_per_second_per_address: 20,
+        max_publish_rate: 20,
+        max_publish_bytes_rate: 4096,
+        max_subscriptions_per_client: 4,
+        max_topic_levels: 4,
+        max_topic_length: 32,
+        max_queued_bytes: 1024,
+        max_queued_bytes_total: 4096,
         ..Config::default()
     };
     let mut broker = Broker::new(config, 7);
@@ -93,7 +103,13 @@ fuzz_target!(|ops: Vec<Op>| {
                         closed: false,
                     },
                 );
-                Input::Opened { conn, peer: SocketAddr::from(([127, 0, 0, 1], 1)), listener: ListenerId(0) }
+                // A few addresses, so the per-address quotas both refuse and admit.
+                let host = (conn.0 % 4) as u8 + 1;
+                Input::Opened {
+                    conn,
+                    peer: SocketAddr::from(([127, 0, 0, host], 1)),
+                    listener: ListenerId(0),
+                }
             }
             Op::Close { conn } => match pick(&peers, conn) {
                 Some(conn) => Input::Closed { conn },
@@ -199,6 +215,9 @@ fn apply(broker: &mut Broker, now: Time, peers: &mut BTreeMap<ConnectionId, Peer
             }
             Output::Event(_) | Output::Persist(_) => {}
         }
+    }
+    if let Err(mismatch) = broker.check_queue_accounting() {
+        panic!("queued-bytes accounting: {mismatch}");
     }
     // Closed connections are gone for good; the driver would never mention them again.
     peers.retain(|_, peer| !peer.closed);

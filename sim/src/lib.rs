@@ -86,6 +86,16 @@ fn broker_config(options: &Options) -> Config {
         wildcard_subscriptions: options.wildcards,
         shared_subscriptions: options.shared,
         persistence: options.persistence,
+        max_queued_bytes: options.quotas.max_queued_bytes,
+        max_queued_bytes_total: options.quotas.max_queued_bytes_total,
+        max_subscriptions_per_client: options.quotas.max_subscriptions_per_client,
+        max_topic_levels: options.quotas.max_topic_levels,
+        max_topic_length: options.quotas.max_topic_length,
+        max_connections_per_address: if options.quotas.per_address_limit {
+            options.clients
+        } else {
+            0
+        },
         ..Config::default()
     }
 }

@@ -2,7 +2,8 @@
 //! the order it processed them (the simulator decodes every client-to-broker stream in step with the broker).
 //! Every delivery a client sees is checked against it; the liveness phase checks that every promise was kept.
 
-use mqtt_core::packet::{Publish, QoS, SubscriptionOptions};
+use crate::options::QuotaOptions;
+use mqtt_core::packet::{Publish, QoS, ReasonCode, SubscriptionOptions};
 use mqtt_core::topic::parse_shared_subscription;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,6 +90,10 @@ pub struct Model {
     /// (client, epoch, message) the broker may deliver but does not owe: too close to the client's Maximum
     /// Packet Size to tell whether it fits.
     pub optional: BTreeSet<(usize, u64, MsgId)>,
+    /// The broker's quotas the model predicts (see `subscribe_refusal`, `topic_refused`).
+    pub quotas: QuotaOptions,
+    /// (client, SUBSCRIBE packet id) → the refusal predicted for each of its filters, checked against SUBACK.
+    pub predicted_subacks: BTreeMap<(usize, u16), Vec<Option<ReasonCode>>>,
 }
 
 /// What routing one PUBLISH does to the model (see [`Model::plan_publish`]).
@@ -157,6 +162,12 @@ impl Model {
         }
     }
 
+    /// The broker quotas the model predicts refusals from.
+    pub fn with_quotas(mut self, quotas: QuotaOptions) -> Model {
+        self.quotas = quotas;
+        self
+    }
+
     /// The broker processed a CONNECT from `client`.
     pub fn on_connect(&mut self, client: usize, clean_start: bool, now: u64) {
         let present = !clean_start && self.sessions[client].exists;
@@ -196,7 +207,39 @@ impl Model {
     /// Whether the broker routes this PUBLISH from `client`: a QoS 2 one whose packet id awaits PUBREL is a
     /// duplicate and is not routed again.
     pub fn routes_publish(&mut self, client: usize, publish: &Publish) -> bool {
+        // Refused with 0x90 (QoS 0: dropped): routed nowhere, and a QoS 2 packet id is not remembered.
+        if self.topic_refused(&publish.topic) {
+            return false;
+        }
         publish.qos != QoS::ExactlyOnce || self.sessions[client].qos2_pending.insert(publish.packet_id)
+    }
+
+    /// Whether the broker refuses a topic name for its depth or length.
+    pub fn topic_refused(&self, topic: &str) -> bool {
+        self.too_deep(topic) || self.too_long(topic)
+    }
+
+    fn too_deep(&self, topic: &str) -> bool {
+        let max = self.quotas.max_topic_levels;
+        max > 0 && topic.split('/').count() > max
+    }
+
+    fn too_long(&self, topic: &str) -> bool {
+        let max = self.quotas.max_topic_length;
+        max > 0 && topic.len() > max
+    }
+
+    /// The SUBACK reason the broker gives a filter of `client` beyond a quota, if any: 0x8F for a filter too deep,
+    /// 0x97 for a new one beyond `max_subscriptions_per_client` (replacing one is always allowed).
+    pub fn subscribe_refusal(&self, client: usize, filter: &str) -> Option<ReasonCode> {
+        // Depth without the shared prefix, length with it (that is what the broker stores).
+        if self.too_deep(plain_filter(filter)) || self.too_long(filter) {
+            return Some(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        let max = self.quotas.max_subscriptions_per_client;
+        let subscriptions = &self.sessions[client].subscriptions;
+        (max > 0 && !subscriptions.contains_key(filter) && subscriptions.len() >= max)
+            .then_some(ReasonCode::QUOTA_EXCEEDED)
     }
 
     pub fn on_pubrel(&mut self, client: usize, packet_id: u16) {

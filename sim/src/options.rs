@@ -1,7 +1,7 @@
 //! Everything a run varies, derived from its seed ("swarm testing": each seed picks its own mix of features and
 //! fault rates, so that rare combinations get explored).
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
 
@@ -64,6 +64,44 @@ pub struct Options {
     pub broker_crash_rate: f64,
     /// Per-step probability that the disk fills up for a while (writes fail as with ENOSPC).
     pub disk_full_rate: f64,
+    /// Broker quotas (issue #9; 0 = unlimited). Drawn from a stream of their own, so that a seed's workload and
+    /// faults are the same whether or not they are on.
+    pub quotas: QuotaOptions,
+}
+
+/// The broker quotas a seed runs with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaOptions {
+    /// Payload bytes per session; a small bound makes the broker hold publishers and drop for offline sessions.
+    pub max_queued_bytes: u64,
+    /// Payload bytes over all sessions; makes the broker refuse (MQTT 5) or hold (3.1.1) and evict.
+    pub max_queued_bytes_total: u64,
+    /// Subscriptions per client: the model predicts which filters get 0x97.
+    pub max_subscriptions_per_client: usize,
+    /// Topic levels: the model predicts which PUBLISHes get 0x90 and which filters 0x8F. Never below 2, the
+    /// depth of the will topics (`will/{client}`).
+    pub max_topic_levels: usize,
+    /// Topic bytes: the model predicts refusals as for levels. Never below 6, the length of the will topics; the
+    /// longer shared filters (`$share/g0/a/b/c`) are what it refuses.
+    pub max_topic_length: usize,
+    /// Limit connections per address to the number of clients (who share one address; misbehaving clients and
+    /// the retained probe come from another): never reached by well-behaved clients if the count is exact and a
+    /// takeover of a half-open connection does not count the connection it replaces.
+    pub per_address_limit: bool,
+}
+
+impl QuotaOptions {
+    fn from_seed(seed: u64) -> QuotaOptions {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+        QuotaOptions {
+            max_queued_bytes: [0, 0, 0, 300, 5_000][rng.gen_range(0..5)],
+            max_queued_bytes_total: [0, 0, 0, 2_000, 20_000][rng.gen_range(0..5)],
+            max_subscriptions_per_client: [0, 0, 0, 2, 6][rng.gen_range(0..5)],
+            max_topic_levels: [0, 0, 0, 2][rng.gen_range(0..4)],
+            per_address_limit: rng.gen_bool(0.3),
+            max_topic_length: [0, 0, 0, 6, 12][rng.gen_range(0..5)],
+        }
+    }
 }
 
 fn rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
@@ -111,6 +149,7 @@ impl Options {
             persistence: false,
             broker_crash_rate: 0.0,
             disk_full_rate: 0.0,
+            quotas: QuotaOptions::from_seed(seed),
         }
         .with_durability(rng)
     }
@@ -121,6 +160,11 @@ impl Options {
         self.broker_crash_rate = if self.persistence { rate(rng, 0.004) } else { 0.0 };
         self.disk_full_rate = if self.persistence { rate(rng, 0.003) } else { 0.0 };
         self
+    }
+
+    /// Whether the broker may drop queued QoS 1/2 messages by design (small queues, byte bounds).
+    pub fn queues_bounded(&self) -> bool {
+        self.max_queued_messages < 1_000 || self.quotas.max_queued_bytes > 0 || self.quotas.max_queued_bytes_total > 0
     }
 
     /// Every topic of the seed's topic space: all paths of 1..=depth levels over `topic_width` names.
@@ -165,7 +209,9 @@ impl fmt::Display for Options {
             f,
             "seed={} clients={} v5_share={:.2} persistent_share={:.2} qos2={} retained={} shared={} wills={} \
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
-             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} persistence={} broker_crash={:.4} disk_full={:.4}",
+             max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
+             max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} \
+             persistence={} broker_crash={:.4} disk_full={:.4}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -197,6 +243,12 @@ impl fmt::Display for Options {
             self.max_packet_size,
             self.max_topic_alias,
             self.client_max_packet_size,
+            self.quotas.max_queued_bytes,
+            self.quotas.max_queued_bytes_total,
+            self.quotas.max_subscriptions_per_client,
+            self.quotas.max_topic_levels,
+            self.quotas.max_topic_length,
+            self.quotas.per_address_limit,
             self.persistence,
             self.broker_crash_rate,
             self.disk_full_rate
@@ -208,7 +260,6 @@ impl fmt::Display for Options {
 mod tests {
     use super::*;
     use mqtt_core::topic::{validate_topic_filter, validate_topic_name};
-    use rand::SeedableRng;
 
     #[test]
     fn topic_spaces_and_filters_are_valid() {

@@ -46,6 +46,29 @@ pub struct Config {
     pub auth_failure_delay_ms: u64,
     /// Cap on that delay, in milliseconds.
     pub auth_failure_delay_max_ms: u64,
+    /// Quotas (see `quota`); 0 means unlimited for each.
+    /// Connected clients per source IP address; more get CONNACK 0x97 Quota exceeded (3.1.1: return code 3).
+    pub max_connections_per_address: usize,
+    /// CONNECTs per second per source IP address (a token bucket holding one second's worth); more get CONNACK
+    /// 0x9F Connection rate exceeded (3.1.1: return code 3).
+    pub max_connects_per_second_per_address: u32,
+    /// PUBLISHes per second per connection; more are dropped (QoS 1/2: PUBACK/PUBREC 0x97), a sustained flood
+    /// is disconnected with 0x96.
+    pub max_publish_rate: u32,
+    /// Payload bytes per second per connection, with the same treatment.
+    pub max_publish_bytes_rate: u64,
+    /// Subscriptions per session; more get 0x97 Quota exceeded in SUBACK (3.1.1: 0x80).
+    pub max_subscriptions_per_client: usize,
+    /// Levels of a topic name or filter; deeper ones get 0x90 (PUBLISH) / 0x8F (SUBSCRIBE).
+    pub max_topic_levels: usize,
+    /// Bytes of a topic name or filter; longer ones get 0x90 (PUBLISH) / 0x8F (SUBSCRIBE).
+    pub max_topic_length: usize,
+    /// Payload bytes of the QoS 1/2 messages one session holds (queued and inflight); at the bound the session's
+    /// queue is full, as at `max_queued_messages`.
+    pub max_queued_bytes: u64,
+    /// Payload bytes of the QoS 1/2 messages all sessions hold together; at the bound QoS 1/2 PUBLISHes are
+    /// refused with 0x97 (MQTT 5) or held (3.1.1).
+    pub max_queued_bytes_total: u64,
     /// A known bug to plant, so the vopr can prove it finds it. Only with the `planted-bugs` feature.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -88,6 +111,15 @@ impl Default for Config {
             persistence: false,
             auth_failure_delay_ms: 500,
             auth_failure_delay_max_ms: 10_000,
+            max_connections_per_address: 0,
+            max_connects_per_second_per_address: 0,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
+            max_subscriptions_per_client: 0,
+            max_topic_levels: 0,
+            max_topic_length: 0,
+            max_queued_bytes: 0,
+            max_queued_bytes_total: 0,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -22,6 +22,10 @@ impl Broker {
         connection.protocol = Some(connect.protocol);
         let v5 = connect.protocol.is_v5();
 
+        if let Some(reason) = self.connect_quota_refusal(conn, &connect) {
+            self.refuse_connect(conn, reason, "CONNECT refused by a quota");
+            return;
+        }
         if let Some(reason) = self.connect_refusal(&connect) {
             self.refuse_connect(conn, reason, "CONNECT refused");
             return;
@@ -321,6 +325,7 @@ impl Broker {
         self.send(conn, &Packet::ConnAck(connack));
 
         self.connected_clients += 1;
+        self.quota_connected(conn);
         self.stats.clients_connected_max = self.stats.clients_connected_max.max(self.connected_clients as u64);
         self.outputs.push_back(super::Output::Event(Event::ClientConnected {
             conn,
@@ -337,7 +342,13 @@ impl Broker {
         if session_present {
             if self.planted(super::planted::PlantedBugKind::InflightDroppedOnReconnect) {
                 if let Some(session) = self.sessions.get_mut(&key) {
+                    let bytes = session
+                        .inflight
+                        .iter()
+                        .map(|i| super::quota::delivery_bytes(&i.delivery))
+                        .sum();
                     session.inflight.clear();
+                    self.count_dequeued(key, bytes);
                 }
             }
             self.resend_inflight(key);
@@ -483,6 +494,7 @@ impl Broker {
         }
         self.persist_session_end(key, &session);
         self.stats.messages_dropped += session.queue.len() as u64;
+        self.count_session_ended(session.queued_bytes);
         self.woken.extend(session.waiters);
         if let Some(pending) = session.pending_will {
             self.publish_will(pending.will);
@@ -555,7 +567,9 @@ impl Broker {
                         // [MQTT-3.1.2-25] and must not hold its inflight slot for ever.
                         if let Some(session) = self.sessions.get_mut(&key) {
                             if let Some(position) = session.inflight_position(packet_id) {
-                                session.inflight.remove(position);
+                                if let Some(entry) = session.inflight.remove(position) {
+                                    self.count_dequeued(key, super::quota::delivery_bytes(&entry.delivery));
+                                }
                             }
                         }
                     }

@@ -1,6 +1,7 @@
 //! Per-connection state: the decoder, the negotiated limits of both sides, topic aliases, and buffered output.
 
 use super::flow::HeldPublish;
+use super::quota::PublishLimiter;
 use super::session::SessionKey;
 use super::ListenerId;
 use crate::codec::Decoder;
@@ -73,6 +74,8 @@ pub struct Connection {
     pub held: VecDeque<HeldPublish>,
     /// The refusal held while in `Phase::Refusing`.
     pub pending_refusal: Option<(ReasonCode, &'static str)>,
+    /// The publish rate of this connection (see `quota`).
+    pub publish_limiter: PublishLimiter,
 }
 
 impl Connection {
@@ -102,6 +105,7 @@ impl Connection {
             pending_connect: None,
             held: VecDeque::new(),
             pending_refusal: None,
+            publish_limiter: PublishLimiter::default(),
         }
     }
 

@@ -337,6 +337,7 @@ impl Broker {
         }
         self.sessions_by_client_id.insert(image.client_id, key);
         self.sessions.insert(key, session);
+        self.recount_queued(key);
     }
 }
 

@@ -11,6 +11,7 @@
 //! `max_queued_messages`).
 
 use super::message::Message;
+use super::quota::BudgetCheck;
 use super::session::SessionKey;
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, PubResponse, QoS, ReasonCode};
@@ -28,6 +29,8 @@ pub struct HeldPublish {
     pub message: Arc<Message>,
     /// Refused by authorization: acknowledged with 0x87, routed nowhere.
     pub denied: bool,
+    /// Refused by a quota (see `quota`): acknowledged with this reason, routed nowhere.
+    pub refused: Option<ReasonCode>,
 }
 
 /// What became of a PUBLISH offered for routing.
@@ -36,6 +39,8 @@ enum Admission {
     Accepted(ReasonCode),
     /// Hold the PUBLISH until this online session's queue drains, or (`None`) until storage is writable again.
     Blocked(Option<SessionKey>),
+    /// The total queued-bytes budget is used up: hold the PUBLISH until it has room (see `quota`).
+    OverBudget,
 }
 
 impl Broker {
@@ -57,6 +62,10 @@ impl Broker {
             Admission::Blocked(full) => {
                 self.stats.publishes_held += 1;
                 self.hold(conn, full, publish);
+            }
+            Admission::OverBudget => {
+                self.stats.publishes_held += 1;
+                self.hold_for_budget(conn, publish);
             }
         }
     }
@@ -83,6 +92,11 @@ impl Broker {
 
     fn admit_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
         let message = &publish.message;
+        if let Some(reason) = publish.refused {
+            self.stats.messages_dropped += 1;
+            self.note_publish_refused(conn, publish.packet_id, reason);
+            return Admission::Accepted(reason);
+        }
         if publish.denied || message.topic.starts_with(SYS_PREFIX) {
             self.stats.messages_received += 1;
             return Admission::Accepted(ReasonCode::NOT_AUTHORIZED);
@@ -93,6 +107,7 @@ impl Broker {
             // hold it unacknowledged (3.1.1 has no way to refuse) until the disk can. QoS 0 keeps flowing.
             if v5 {
                 self.stats.messages_received += 1;
+                self.note_publish_refused(conn, publish.packet_id, ReasonCode::QUOTA_EXCEEDED);
                 return Admission::Accepted(ReasonCode::QUOTA_EXCEEDED);
             }
             return Admission::Blocked(None);
@@ -106,6 +121,18 @@ impl Broker {
             if let Some(full) = full {
                 self.recycle_plan(plan);
                 return Admission::Blocked(Some(full));
+            }
+            match self.budget_check(conn, &plan) {
+                BudgetCheck::Room => {}
+                BudgetCheck::Refuse(reason) => {
+                    self.recycle_plan(plan);
+                    self.note_publish_refused(conn, publish.packet_id, reason);
+                    return Admission::Accepted(reason);
+                }
+                BudgetCheck::Wait => {
+                    self.recycle_plan(plan);
+                    return Admission::OverBudget;
+                }
             }
         }
         self.stats.messages_received += 1;
@@ -123,7 +150,7 @@ impl Broker {
     pub(super) fn queue_full_online(&self, key: SessionKey) -> bool {
         self.sessions
             .get(&key)
-            .is_some_and(|s| s.connection.is_some() && s.queue.len() >= self.config.max_queued_messages)
+            .is_some_and(|s| s.connection.is_some() && self.queue_limits().is_full(s))
     }
 
     fn hold(&mut self, conn: ConnectionId, waiting_on: Option<SessionKey>, publish: HeldPublish) {
@@ -186,11 +213,11 @@ impl Broker {
     /// down to three quarters of its bound (hysteresis, so a publisher is not woken for every single slot), the
     /// publishers waiting on it are scheduled to retry.
     pub(super) fn note_queue_drained(&mut self, key: SessionKey) {
-        let resume_at = self.config.max_queued_messages - self.config.max_queued_messages / 4;
+        let limits = self.queue_limits();
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if session.waiters.is_empty() || (session.connection.is_some() && session.queue.len() > resume_at) {
+        if session.waiters.is_empty() || (session.connection.is_some() && !limits.may_resume(session)) {
             return;
         }
         let waiters = std::mem::take(&mut session.waiters);
@@ -219,6 +246,7 @@ impl Broker {
             match self.admit_publish(conn, publisher, &publish) {
                 Admission::Accepted(reason) => self.acknowledge_publish(conn, publisher, &publish, reason),
                 Admission::Blocked(full) => return self.hold(conn, full, publish),
+                Admission::OverBudget => return self.hold_for_budget(conn, publish),
             }
         }
     }

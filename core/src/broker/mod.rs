@@ -16,6 +16,7 @@ mod flow;
 mod message;
 mod planted;
 mod publish;
+mod quota;
 mod session;
 mod stats;
 mod subscribe;
@@ -29,6 +30,7 @@ pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
 pub use message::{Delivery, Message};
+pub use quota::AccountingMismatch;
 pub use session::SessionKey;
 pub use stats::Stats;
 
@@ -122,6 +124,13 @@ pub enum Event {
         reason: ReasonCode,
         delay_ms: u64,
     },
+    /// A QoS 1/2 PUBLISH was refused by a quota (see `quota`) and routed nowhere; its acknowledgement carries
+    /// `reason` (MQTT 5) or is a plain one (3.1.1).
+    PublishRefused {
+        conn: ConnectionId,
+        packet_id: u16,
+        reason: ReasonCode,
+    },
 }
 
 /// What happens to a session's will when its connection ends [MQTT-3.1.2-8], [MQTT-3.1.2-10].
@@ -168,6 +177,8 @@ pub struct Broker {
     connected_clients: usize,
     /// Recent authentication failures per IP address, for slowing down guessing.
     auth_throttle: throttle::AuthThrottle,
+    /// Connections and connect rate per address, queued bytes (see `quota`).
+    quotas: quota::Quotas,
     stats: Stats,
 }
 
@@ -202,6 +213,7 @@ impl Broker {
             storage_waiters: BTreeSet::new(),
             connected_clients: 0,
             auth_throttle: throttle::AuthThrottle::default(),
+            quotas: quota::Quotas::default(),
             stats: Stats::default(),
         }
     }
@@ -471,9 +483,11 @@ impl Broker {
             return;
         };
         self.stats.connections_closed += 1;
-        if connection.phase == Phase::Connected {
+        let was_connected = connection.phase == Phase::Connected;
+        if was_connected {
             self.connected_clients = self.connected_clients.saturating_sub(1);
         }
+        self.quota_connection_ended(conn, &connection, was_connected);
         if let Some(key) = connection.session {
             self.detach_session(key, conn, will);
         }

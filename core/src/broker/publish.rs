@@ -4,6 +4,7 @@
 use super::flow::HeldPublish;
 use super::message::{Delivery, Message};
 use super::planted::PlantedBugKind;
+use super::quota::{delivery_bytes, PublishQuota};
 use super::session::{Awaiting, Inflight, SessionKey};
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, PubResponse, Publish, QoS, ReasonCode};
@@ -92,6 +93,19 @@ impl Broker {
                 return;
             }
         }
+        // Quotas: topic size and publish rate (see `quota`).
+        let refused = match self.publish_quota(conn, &topic, publish.payload.len()) {
+            PublishQuota::Admit => None,
+            PublishQuota::Refuse(_) if qos == QoS::AtMostOnce => {
+                self.stats.messages_dropped += 1;
+                return;
+            }
+            PublishQuota::Refuse(reason) => Some(reason),
+            PublishQuota::Disconnect(reason) => {
+                self.disconnect_with(conn, reason, "publish rate far above the limit");
+                return;
+            }
+        };
         let id = self.next_message_id();
         // Denied by the ACL: v5 gets 0x87 in PUBACK/PUBREC; 3.1.1 has no way to say so and is acknowledged normally
         // while the message is dropped, as Mosquitto does. Acknowledged in turn with the others [MQTT-4.6.0-2].
@@ -102,6 +116,7 @@ impl Broker {
             qos,
             message,
             denied,
+            refused,
         };
         self.receive_publish(conn, key, held);
     }
@@ -140,14 +155,14 @@ impl Broker {
         let mut matches = std::mem::take(&mut self.match_buffer);
         matches.clear();
         let sessions = &self.sessions;
-        let max_queued = self.config.max_queued_messages;
+        let limits = self.queue_limits();
         // Shared groups prefer a member that is online and has room in its queue.
         self.subscriptions.match_topic(
             &message.topic,
             |key| {
                 sessions
                     .get(&key)
-                    .is_some_and(|s| s.connection.is_some() && s.queue.len() < max_queued)
+                    .is_some_and(|s| s.connection.is_some() && !limits.is_full(s))
             },
             &mut matches,
         );
@@ -222,6 +237,7 @@ impl Broker {
         if !self.may_read(key, &delivery.message.topic) {
             return;
         }
+        let (limits, over_budget) = (self.queue_limits(), self.over_budget());
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -239,7 +255,7 @@ impl Broker {
             }
             return;
         }
-        if session.queue.len() >= self.config.max_queued_messages {
+        if limits.is_full(session) || (session.connection.is_none() && over_budget) {
             self.stats.messages_dropped += 1;
             return;
         }
@@ -247,6 +263,7 @@ impl Broker {
         delivery.seq = session.next_seq;
         session.next_seq += 1;
         self.record_enqueue(key, &delivery);
+        self.count_queued(key, delivery_bytes(&delivery));
         if let Some(session) = self.sessions.get_mut(&key) {
             session.queue.push_back(delivery);
         }
@@ -276,6 +293,7 @@ impl Broker {
         let window = usize::from(connection.client_receive_maximum.min(self.config.max_inflight).max(1));
         let mut to_send = Vec::new();
         let mut expired = Vec::new();
+        let mut expired_bytes = 0;
         let mut outbuf_len = connection.outbuf.len();
         while session.inflight.len() < window && outbuf_len < self.config.max_outbuf_bytes {
             let Some(delivery) = session.queue.pop_front() else {
@@ -283,6 +301,7 @@ impl Broker {
             };
             // [MQTT-3.3.2-5]: an expired message is not sent.
             if delivery.message.is_expired(self.now) {
+                expired_bytes += delivery_bytes(&delivery);
                 expired.push(delivery.seq);
                 continue;
             }
@@ -307,6 +326,9 @@ impl Broker {
         }
         for seq in expired {
             self.persist_done(key, seq);
+        }
+        if expired_bytes > 0 {
+            self.count_dequeued(key, expired_bytes);
         }
         for (seq, state, publish) in &to_send {
             self.persist_sent(key, *seq, publish.packet_id, *state);
@@ -369,6 +391,7 @@ impl Broker {
         };
         if let Some(entry) = session.inflight.remove(position) {
             self.persist_done(key, entry.delivery.seq);
+            self.count_dequeued(key, delivery_bytes(&entry.delivery));
         }
     }
 
@@ -412,6 +435,7 @@ impl Broker {
         if rec.reason.is_error() {
             if let Some(entry) = session.inflight.remove(position) {
                 self.persist_done(key, entry.delivery.seq);
+                self.count_dequeued(key, delivery_bytes(&entry.delivery));
             }
             self.pump(key);
             return;

@@ -73,6 +73,8 @@ pub struct Session {
     pub offline_since: Option<Time>,
     /// Sequence number for the next queued message.
     pub next_seq: u64,
+    /// Payload bytes of the messages in `queue` and `inflight` (see `quota`).
+    pub queued_bytes: u64,
     next_packet_id: u16,
 }
 
@@ -95,6 +97,7 @@ impl Session {
             durable: false,
             offline_since: None,
             next_seq: 1,
+            queued_bytes: 0,
             next_packet_id: 1,
         }
     }

@@ -14,6 +14,8 @@ pub struct Stats {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub protocol_errors: u64,
+    /// CONNECTs, PUBLISHes and SUBSCRIBE filters refused by a quota (see `quota`).
+    pub quota_refusals: u64,
     pub wills_published: u64,
     /// Persistence records emitted.
     pub records_written: u64,

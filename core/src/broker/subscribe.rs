@@ -49,6 +49,11 @@ impl Broker {
                 reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
                 continue;
             }
+            // Quotas: topic size (0x8F) and subscriptions per client (0x97) [MQTT-3.9.3-1].
+            if let Some(reason) = self.subscription_quota_refusal(key, &filter, plain) {
+                reasons.push(reason);
+                continue;
+            }
             // [MQTT-3.9.3-1]: 0x87 Not authorized in SUBACK (0x80 Failure for 3.1.1, by the encoder).
             if !self.may_subscribe(conn, plain) {
                 reasons.push(ReasonCode::NOT_AUTHORIZED);

@@ -141,4 +141,22 @@ limits! {
     auth_failure_delay_ms: u64 = Check::Any, "--auth-failure-delay-ms";
     /// Cap on that hold, milliseconds
     auth_failure_delay_max_ms: u64 = Check::Any, "--auth-failure-delay-max-ms";
+    /// Connected clients per source IP address (0 = unlimited)
+    max_connections_per_address: usize = Check::Any, "--max-connections-per-address";
+    /// CONNECTs per second per source IP address (0 = unlimited)
+    max_connects_per_second_per_address: u32 = Check::Any, "--max-connects-per-second-per-address";
+    /// PUBLISHes per second per connection; more are dropped (0 = unlimited)
+    max_publish_rate: u32 = Check::Any, "--max-publish-rate";
+    /// Payload bytes per second per connection; more are dropped (0 = unlimited)
+    max_publish_bytes_rate: u64 = Check::Any, "--max-publish-bytes-rate";
+    /// Subscriptions per client (0 = unlimited)
+    max_subscriptions_per_client: usize = Check::Any, "--max-subscriptions-per-client";
+    /// Levels of a topic name or filter (0 = unlimited)
+    max_topic_levels: usize = Check::Any, "--max-topic-levels";
+    /// Bytes of a topic name or filter (0 = unlimited)
+    max_topic_length: usize = Check::Any, "--max-topic-length";
+    /// Payload bytes of QoS 1/2 messages held per session; a full online session holds publishers back (0 = unlimited)
+    max_queued_bytes: u64 = Check::Any, "--max-queued-bytes";
+    /// Payload bytes of QoS 1/2 messages held by all sessions together (0 = unlimited)
+    max_queued_bytes_total: u64 = Check::Any, "--max-queued-bytes-total";
 }

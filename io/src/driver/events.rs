@@ -52,5 +52,14 @@ pub fn log_event(event: &Event) {
                 .map_or_else(|| "-".to_string(), |u| format!("{u:?}")),
             conn.0
         ),
+        // Debug only: a flood would otherwise write one line per refused message.
+        Event::PublishRefused {
+            conn,
+            packet_id,
+            reason,
+        } => log::debug!(
+            "publish refused by a quota: packet_id={packet_id} reason={reason} conn={}",
+            conn.0
+        ),
     }
 }

@@ -12,7 +12,7 @@ use mqtt_core::packet::*;
 use mqtt_core::time::Time;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -167,7 +167,7 @@ impl World {
             .collect();
         let topics = opts.topics();
         World {
-            model: Model::new(opts.clients, opts.max_queued_messages < 1_000),
+            model: Model::new(opts.clients, opts.queues_bounded()).with_quotas(opts.quotas),
             broker: Broker::new(config.clone(), broker_seed),
             slow_acks: opts.slow_ack_rate > 0.0,
             opts,
@@ -233,6 +233,20 @@ impl World {
                 .unwrap_or_default();
             Violation(format!("broker panicked: {text}"))
         })?;
+        // PUBLISHes refused by a quota (the total queued-bytes budget) were routed nowhere.
+        let refused: BTreeSet<(ConnectionId, u16)> = outputs
+            .iter()
+            .filter_map(|output| match output {
+                Output::Event(mqtt_core::broker::Event::PublishRefused { conn, packet_id, .. }) => {
+                    Some((*conn, *packet_id))
+                }
+                _ => None,
+            })
+            .collect();
+        // The quota byte counters are exact on every path that adds or removes a queued message.
+        self.broker
+            .check_queue_accounting()
+            .map_err(|mismatch| Violation(format!("queued-bytes accounting: {mismatch}")))?;
         // The group commit: this input's records reach the disk before any of its outputs reach the network.
         let mut rest = Vec::with_capacity(outputs.len());
         for output in outputs {
@@ -250,7 +264,7 @@ impl World {
             return Ok(());
         }
         let committed = self.disk.as_mut().is_none_or(|disk| disk.commit());
-        self.settle_admissions();
+        self.settle_admissions(&refused);
         if !committed && self.suspension.is_none() {
             if let Some(before) = self.before_input.take() {
                 return self.suspend_storage(rest, before);
@@ -267,7 +281,7 @@ impl World {
     /// After each broker input: the PUBLISHes of the chunk just fed were routed at once unless the broker holds
     /// them; held ones that are no longer held were routed at the end of this input, to the subscriptions of
     /// that moment, or dropped unrouted if their connection is gone.
-    fn settle_admissions(&mut self) {
+    fn settle_admissions(&mut self, refused: &BTreeSet<(ConnectionId, u16)>) {
         for pending in std::mem::take(&mut self.chunk_publishes) {
             let held = self.broker.held_packet_ids(pending.conn);
             if held.is_some_and(|ids| ids.contains(&pending.publish.packet_id)) {
@@ -276,8 +290,8 @@ impl World {
                     pending.client, pending.conn, pending.publish.packet_id
                 ));
                 self.awaiting_admission.push(pending);
-            } else if self.refused_for_storage(&pending) {
-                continue;
+            } else if refused.contains(&(pending.conn, pending.publish.packet_id)) {
+                self.forget_refused(&pending);
             } else {
                 self.model.apply_publish(pending.plan);
             }
@@ -289,7 +303,9 @@ impl World {
         for pending in waiting {
             match self.broker.held_packet_ids(pending.conn) {
                 Some(ids) if ids.contains(&pending.publish.packet_id) => still_waiting.push(pending),
-                Some(_) if self.refused_for_storage(&pending) => {}
+                Some(_) if refused.contains(&(pending.conn, pending.publish.packet_id)) => {
+                    self.forget_refused(&pending);
+                }
                 Some(_) => {
                     self.log(format!(
                         "c{} {:?}: broker routes held PUBLISH id={}",
@@ -310,20 +326,16 @@ impl World {
         self.awaiting_admission = still_waiting;
     }
 
-    /// While its disk is full the broker refuses an MQTT 5 client's QoS 1/2 PUBLISH (0x97) instead of routing it;
-    /// a refused QoS 2 one leaves no packet id awaiting PUBREL.
-    fn refused_for_storage(&mut self, pending: &PendingPublish) -> bool {
-        let refused = !self.broker.storage_writable() && self.clients[pending.client].version.is_v5();
-        if refused {
-            self.log(format!(
-                "c{} {:?}: broker refuses PUBLISH id={} (disk full)",
-                pending.client, pending.conn, pending.publish.packet_id
-            ));
-            if pending.publish.qos == QoS::ExactlyOnce {
-                self.model.forget_qos2(pending.client, pending.publish.packet_id);
-            }
+    /// A PUBLISH the broker refused (quota): routed nowhere, and a QoS 2 packet id is not remembered (the
+    /// PUBREC carried an error).
+    fn forget_refused(&mut self, pending: &PendingPublish) {
+        self.log(format!(
+            "c{} {:?}: broker refuses PUBLISH id={}",
+            pending.client, pending.conn, pending.publish.packet_id
+        ));
+        if pending.publish.qos == QoS::ExactlyOnce {
+            self.model.forget_qos2(pending.client, pending.publish.packet_id);
         }
-        refused
     }
 
     fn route_output(&mut self, output: Output) -> Result<(), Violation> {
@@ -453,7 +465,10 @@ impl World {
                 zombie: false,
             },
         );
-        let peer = SocketAddr::from(([10, 0, 0, 1], (conn.0 % 60_000) as u16 + 1));
+        // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
+        // so that `max_connections_per_address` can be exactly the number of clients.
+        let host = if client.is_some() { 1 } else { 2 };
+        let peer = SocketAddr::from(([10, 0, 0, host], (conn.0 % 60_000) as u16 + 1));
         self.broker_input(Input::Opened {
             conn,
             peer,
@@ -568,9 +583,17 @@ impl World {
                 }
             }
             Packet::Subscribe(subscribe) => {
+                let mut predicted = Vec::with_capacity(subscribe.filters.len());
                 for (filter, options) in &subscribe.filters {
-                    self.model.on_subscribe(client, filter, *options);
+                    let refusal = self.model.subscribe_refusal(client, filter);
+                    if refusal.is_none() {
+                        self.model.on_subscribe(client, filter, *options);
+                    }
+                    predicted.push(refusal);
                 }
+                self.model
+                    .predicted_subacks
+                    .insert((client, subscribe.packet_id), predicted);
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in &unsubscribe.filters {

@@ -95,12 +95,36 @@ impl World {
                 self.clients[client].pending_acks.push_back(ack);
             }
             Packet::SubAck(suback) => {
-                if let Some(bad) = suback.reasons.iter().find(|r| r.is_error()) {
-                    return Err(Violation(format!("c{client}: SUBACK refused a valid filter: {bad:?}")));
+                // Refusals are only those the model predicts from the quotas, with their reason (3.1.1 has only
+                // 0x80 Failure).
+                let predicted = self
+                    .model
+                    .predicted_subacks
+                    .remove(&(client, suback.packet_id))
+                    .unwrap_or_default();
+                let v5 = self.clients[client].version.is_v5();
+                for (index, reason) in suback.reasons.iter().enumerate() {
+                    match (reason.is_error(), predicted.get(index).copied().flatten()) {
+                        (false, None) => {}
+                        (true, Some(expected)) if !v5 || *reason == expected => {}
+                        (true, expected) => {
+                            return Err(Violation(format!(
+                                "c{client}: SUBACK refused filter {index} with {reason:?}, expected {expected:?}"
+                            )));
+                        }
+                        (false, Some(expected)) => {
+                            return Err(Violation(format!(
+                                "c{client}: SUBACK granted filter {index}, which the quotas refuse ({expected:?})"
+                            )));
+                        }
+                    }
                 }
                 let c = &mut self.clients[client];
                 let filters = c.pending_subscribes.remove(&suback.packet_id).unwrap_or_default();
                 for ((filter, asked), reason) in filters.into_iter().zip(&suback.reasons) {
+                    if reason.is_error() {
+                        continue;
+                    }
                     let granted = QoS::from_u8(reason.0).unwrap_or(QoS::ExactlyOnce);
                     invariants::granted_qos(client, &filter, asked, granted)?;
                 }
