@@ -255,3 +255,29 @@ fn while_storage_is_full_a_v311_publish_waits_unacknowledged() {
     );
     assert_eq!(payloads(&publishes(&mut h, sub)), vec!["later"]);
 }
+
+#[test]
+fn a_retained_message_queued_after_a_snapshot_is_stored_again() {
+    // Found by the simulator: after a snapshot dropped a message no queue referred to any more, queueing the same
+    // (retained) message again for a persistent session wrote only the queue entry, which recovery then lost.
+    let mut h = durable_harness();
+    let first = connected(&mut h, persistent("first"));
+    subscribe(&mut h, first, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    let mut packet = publish_packet("t", "state", QoS::AtLeastOnce, 1);
+    packet.retain = true;
+    h.send(publisher, Packet::Publish(packet));
+    let got = publishes(&mut h, first);
+    h.send(
+        first,
+        Packet::PubAck(PubResponse::new(got[0].packet_id, ReasonCode::SUCCESS)),
+    );
+    h.compact_records();
+    // A second persistent session subscribes: the retained message is queued for it, then the broker restarts.
+    let second = connected(&mut h, persistent("second"));
+    subscribe(&mut h, second, "t", QoS::AtLeastOnce);
+    h.crash_and_restart();
+    // Not acknowledged before the crash: resent from the recovered session, without a new SUBSCRIBE [MQTT-4.4.0-1].
+    let (second, _) = resume(&mut h, "second");
+    assert_eq!(payloads(&publishes(&mut h, second)), vec!["state"]);
+}

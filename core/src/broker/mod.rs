@@ -235,6 +235,9 @@ impl Broker {
     /// Feed one input at time `now` (monotonic; an earlier time than before is treated as no time passing).
     pub fn handle_input(&mut self, now: Time, input: Input<'_>) {
         self.now = self.now.max(now);
+        // A snapshot between inputs may have dropped a message no queue referred to; the next queue entry for it
+        // must write it again.
+        self.last_stored_message = None;
         if self.started_at.is_none() {
             self.started_at = Some(self.now);
             if self.config.sys_interval > 0 {
