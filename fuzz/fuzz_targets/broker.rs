@@ -6,7 +6,9 @@
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mqtt_core::broker::{Broker, Config, ConnectionId, Input, ListenerId, Output};
+use mqtt_core::broker::{
+    AuthDecision, Authenticator, Broker, ClientIdentity, Config, ConnectInfo, ConnectionId, Input, ListenerId, Output,
+};
 use mqtt_core::codec::{encode, generate, Decoder};
 use mqtt_core::packet::{Packet, ProtocolVersion};
 use mqtt_core::time::Time;
@@ -76,7 +78,8 @@ fuzz_target!(|ops: Vec<Op>| {
         max_queued_bytes_total: 4096,
         ..Config::default()
     };
-    let mut broker = Broker::new(config, 7);
+    // Access rules on, so authorization of PUBLISH, SUBSCRIBE and each delivery is fuzzed too.
+    let mut broker = Broker::with_authenticator(config, 7, Box::new(FuzzAcl));
     let mut now = Time::ZERO;
     let mut peers: BTreeMap<ConnectionId, Peer> = BTreeMap::new();
     let mut next = 0u64;
@@ -221,4 +224,30 @@ fn apply(broker: &mut Broker, now: Time, peers: &mut BTreeMap<ConnectionId, Peer
     }
     // Closed connections are gone for good; the driver would never mention them again.
     peers.retain(|_, peer| !peer.closed);
+}
+
+/// Fixed access rules: nobody publishes under `d`, subscribes to a filter starting with `c`, or reads under `b`;
+/// user name `bad` is refused at CONNECT.
+struct FuzzAcl;
+
+impl Authenticator for FuzzAcl {
+    fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision {
+        match (info.auth_method, info.username) {
+            (Some(_), _) => AuthDecision::Deny(mqtt_core::packet::ReasonCode::BAD_AUTHENTICATION_METHOD),
+            (None, Some("bad")) => AuthDecision::Deny(mqtt_core::packet::ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+            (None, _) => AuthDecision::Allow { data: None },
+        }
+    }
+
+    fn authorize_publish(&self, _client: ClientIdentity<'_>, topic: &str) -> bool {
+        !topic.starts_with('d')
+    }
+
+    fn authorize_subscribe(&self, _client: ClientIdentity<'_>, filter: &str) -> bool {
+        !filter.starts_with('c')
+    }
+
+    fn authorize_read(&self, _client: ClientIdentity<'_>, topic: &str) -> bool {
+        !topic.starts_with('b')
+    }
 }

@@ -3,6 +3,7 @@
 //! clock; a reference model checks every delivery, and a liveness phase without faults checks that every promise
 //! was eventually kept (in the manner of TigerBeetle's VOPR).
 
+pub mod acl;
 pub mod client;
 pub mod invariants;
 pub mod model;

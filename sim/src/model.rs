@@ -2,6 +2,7 @@
 //! the order it processed them (the simulator decodes every client-to-broker stream in step with the broker).
 //! Every delivery a client sees is checked against it; the liveness phase checks that every promise was kept.
 
+use crate::acl::SimAcl;
 use crate::options::QuotaOptions;
 use mqtt_core::packet::{Publish, QoS, ReasonCode, SubscriptionOptions};
 use mqtt_core::topic::parse_shared_subscription;
@@ -92,6 +93,8 @@ pub struct Model {
     pub optional: BTreeSet<(usize, u64, MsgId)>,
     /// The broker's quotas the model predicts (see `subscribe_refusal`, `topic_refused`).
     pub quotas: QuotaOptions,
+    /// The access rules the broker enforces.
+    pub acl: SimAcl,
     /// (client, SUBSCRIBE packet id) → the refusal predicted for each of its filters, checked against SUBACK.
     pub predicted_subacks: BTreeMap<(usize, u16), Vec<Option<ReasonCode>>>,
 }
@@ -165,6 +168,7 @@ impl Model {
     /// The broker quotas the model predicts refusals from.
     pub fn with_quotas(mut self, quotas: QuotaOptions) -> Model {
         self.quotas = quotas;
+        self.acl = SimAcl { enabled: quotas.acl };
         self
     }
 
@@ -211,6 +215,10 @@ impl Model {
         if self.topic_refused(&publish.topic) {
             return false;
         }
+        // Denied by the access rules: 0x87 for MQTT 5, acknowledged and dropped for 3.1.1; routed nowhere either way.
+        if !self.acl.may_publish(client, &publish.topic) {
+            return false;
+        }
         publish.qos != QoS::ExactlyOnce || self.sessions[client].qos2_pending.insert(publish.packet_id)
     }
 
@@ -238,8 +246,10 @@ impl Model {
         }
         let max = self.quotas.max_subscriptions_per_client;
         let subscriptions = &self.sessions[client].subscriptions;
-        (max > 0 && !subscriptions.contains_key(filter) && subscriptions.len() >= max)
-            .then_some(ReasonCode::QUOTA_EXCEEDED)
+        if max > 0 && !subscriptions.contains_key(filter) && subscriptions.len() >= max {
+            return Some(ReasonCode::QUOTA_EXCEEDED);
+        }
+        (!self.acl.may_subscribe(client, plain_filter(filter))).then_some(ReasonCode::NOT_AUTHORIZED)
     }
 
     pub fn on_pubrel(&mut self, client: usize, packet_id: u16) {
@@ -276,7 +286,8 @@ impl Model {
             return plan;
         };
         for (client, session) in self.sessions.iter().enumerate() {
-            if !session.exists {
+            // A client that may not read the topic gets nothing through any subscription.
+            if !session.exists || !self.acl.may_read(client, &publish.topic) {
                 continue;
             }
             let mut best: Option<QoS> = None;

@@ -185,7 +185,7 @@ impl World {
         }
 
         self.dropped_before_restarts += self.broker.stats().messages_dropped;
-        let mut broker = Broker::new(self.config.clone(), self.rng.gen());
+        let mut broker = new_broker(&self.opts, self.config.clone(), self.rng.gen());
         broker.restore(Time::from_millis(self.now), recovered);
         self.broker = broker;
         Ok(())

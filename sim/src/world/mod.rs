@@ -134,6 +134,14 @@ struct PendingPublish {
     plan: RoutingPlan,
 }
 
+/// A broker with the seed's access rules.
+pub(super) fn new_broker(opts: &Options, config: Config, seed: u64) -> Broker {
+    let acl = crate::acl::SimAcl {
+        enabled: opts.quotas.acl,
+    };
+    Broker::with_authenticator(config, seed, Box::new(acl))
+}
+
 pub(super) fn encoded(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
     let mut out = BytesMut::new();
     // Packets built by the simulator are valid by construction.
@@ -168,7 +176,7 @@ impl World {
         let topics = opts.topics();
         World {
             model: Model::new(opts.clients, opts.queues_bounded()).with_quotas(opts.quotas),
-            broker: Broker::new(config.clone(), broker_seed),
+            broker: new_broker(&opts, config.clone(), broker_seed),
             slow_acks: opts.slow_ack_rate > 0.0,
             opts,
             rng,
