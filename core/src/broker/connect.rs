@@ -347,7 +347,7 @@ impl Broker {
                         .iter()
                         .map(|i| super::quota::delivery_bytes(&i.delivery))
                         .sum();
-                    session.inflight.clear();
+                    session.clear_inflight();
                     self.count_dequeued(key, bytes);
                 }
             }
@@ -567,7 +567,7 @@ impl Broker {
                         // [MQTT-3.1.2-25] and must not hold its inflight slot for ever.
                         if let Some(session) = self.sessions.get_mut(&key) {
                             if let Some(position) = session.inflight_position(packet_id) {
-                                if let Some(entry) = session.inflight.remove(position) {
+                                if let Some(entry) = session.remove_inflight(position) {
                                     self.count_dequeued(key, super::quota::delivery_bytes(&entry.delivery));
                                 }
                             }

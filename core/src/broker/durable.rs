@@ -311,7 +311,7 @@ impl Broker {
                         (SentState::Published, QoS::ExactlyOnce) => Awaiting::PubRec,
                         (SentState::Published, _) => Awaiting::PubAck,
                     };
-                    session.inflight.push_back(Inflight {
+                    session.push_inflight(Inflight {
                         packet_id,
                         delivery,
                         state,

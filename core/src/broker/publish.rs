@@ -317,7 +317,7 @@ impl Broker {
                 Awaiting::PubRec
             };
             let seq = delivery.seq;
-            session.inflight.push_back(Inflight {
+            session.push_inflight(Inflight {
                 packet_id,
                 delivery,
                 state,
@@ -389,7 +389,7 @@ impl Broker {
         let Some(position) = session.inflight_position(packet_id) else {
             return;
         };
-        if let Some(entry) = session.inflight.remove(position) {
+        if let Some(entry) = session.remove_inflight(position) {
             self.persist_done(key, entry.delivery.seq);
             self.count_dequeued(key, delivery_bytes(&entry.delivery));
         }
@@ -433,7 +433,7 @@ impl Broker {
             return;
         }
         if rec.reason.is_error() {
-            if let Some(entry) = session.inflight.remove(position) {
+            if let Some(entry) = session.remove_inflight(position) {
                 self.persist_done(key, entry.delivery.seq);
                 self.count_dequeued(key, delivery_bytes(&entry.delivery));
             }
