@@ -50,25 +50,22 @@ impl Harness {
     }
 
     /// A snapshot replaces the records while the broker runs on, as storage does when the log has grown.
-    pub fn compact_records(&mut self) {
+    /// Returns the state the records hold.
+    pub fn compact_records(&mut self) -> Image {
         let mut image = Image::default();
         for record in self.records.drain(..) {
             image.apply(record);
         }
         image.collect_garbage();
         self.records = image.to_records().collect();
+        image
     }
 
     /// The broker process dies and starts again from its records: every connection is gone, and the new broker
     /// is rebuilt from the replayed records. The records are then compacted to what the new broker holds, as
     /// a restart writes a fresh snapshot.
     pub fn crash_and_restart(&mut self) {
-        let mut image = Image::default();
-        for record in self.records.drain(..) {
-            image.apply(record);
-        }
-        image.collect_garbage();
-        self.records = image.to_records().collect();
+        let image = self.compact_records();
         let mut broker = Broker::new(self.broker.config().clone(), 1);
         broker.restore(self.now, image);
         self.broker = broker;

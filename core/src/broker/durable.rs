@@ -7,17 +7,15 @@
 
 use super::message::{Delivery, Message};
 use super::session::{Awaiting, Inflight, PendingWill, Session, SessionKey};
+use super::sys::SYS_PREFIX;
 use super::timer::Timer;
 use super::{Broker, Output};
 use crate::packet::{QoS, Will};
-use crate::persist::{EntryImage, Image, Record, SentState, SessionImage, StoredMessage, StoredWill};
+use crate::persist::{session_records, EntryImage, Image, Record, SentState, SessionImage, StoredMessage, StoredWill};
 use crate::time::Time;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Retained `$SYS` messages are regenerated every interval: not worth a disk write each time.
-const SYS_PREFIX: &str = "$SYS";
 
 impl Broker {
     pub(super) fn next_message_id(&mut self) -> u64 {
@@ -46,23 +44,22 @@ impl Broker {
         let should_be_durable = session.expiry_interval > 0;
         match (session.durable, should_be_durable) {
             (false, true) => {
+                // A session that was not durable before is written whole: its messages, then the records a
+                // snapshot would write for it.
                 session.durable = true;
-                let image = session_image(session);
-                for record in session_records(key.0, &image) {
+                let mut messages = BTreeMap::new();
+                collect_stored_messages(session, &mut messages);
+                let records: Vec<Record> = messages
+                    .into_iter()
+                    .map(|(id, message)| Record::Store {
+                        id,
+                        message: Box::new(message),
+                    })
+                    .chain(session_records(key.0, &session_image(session)))
+                    .collect();
+                for record in records {
                     self.record(record);
                 }
-                // Entries of a session that was not durable before are written with their messages.
-                let entries: Vec<Delivery> = self.sessions.get(&key).map_or_else(Vec::new, |s| {
-                    s.inflight
-                        .iter()
-                        .map(|i| i.delivery.clone())
-                        .chain(s.queue.iter().cloned())
-                        .collect()
-                });
-                for delivery in entries {
-                    self.record_enqueue(key, &delivery);
-                }
-                self.record_inflight_states(key);
             }
             (true, true) => {
                 let expiry = session.expiry_interval;
@@ -76,23 +73,6 @@ impl Broker {
                 self.record(Record::SessionEnd { key: key.0 });
             }
             (false, false) => {}
-        }
-    }
-
-    fn record_inflight_states(&mut self, key: SessionKey) {
-        let states: Vec<Record> = self.sessions.get(&key).map_or_else(Vec::new, |s| {
-            s.inflight
-                .iter()
-                .map(|i| Record::Sent {
-                    key: key.0,
-                    seq: i.delivery.seq,
-                    packet_id: i.packet_id,
-                    state: sent_state(i.state),
-                })
-                .collect()
-        });
-        for record in states {
-            self.record(record);
         }
     }
 
@@ -238,14 +218,7 @@ impl Broker {
             }
         });
         for (key, session) in self.sessions.iter().filter(|(_, s)| s.durable) {
-            for delivery in session.inflight.iter().map(|i| &i.delivery).chain(session.queue.iter()) {
-                if delivery.qos != QoS::AtMostOnce {
-                    image
-                        .messages
-                        .entry(delivery.message.id)
-                        .or_insert_with(|| stored_message(&delivery.message));
-                }
-            }
+            collect_stored_messages(session, &mut image.messages);
             image.sessions.insert(key.0, session_image(session));
         }
         image
@@ -430,26 +403,12 @@ fn entry_image(d: &Delivery, sent: Option<(u16, SentState)>) -> EntryImage {
     }
 }
 
-/// The records that open a session and give it its subscriptions and incoming QoS 2 state (entries follow).
-fn session_records(key: u64, s: &SessionImage) -> Vec<Record> {
-    let mut out = vec![Record::SessionOpen {
-        key,
-        client_id: s.client_id.clone(),
-        protocol: s.protocol,
-        expiry: s.expiry,
-    }];
-    for (filter, subscription) in &s.subscriptions {
-        out.push(Record::Subscribe {
-            key,
-            filter: filter.clone(),
-            subscription: *subscription,
-        });
+/// The messages a session's QoS 1/2 queue entries refer to, by id.
+fn collect_stored_messages(session: &Session, out: &mut BTreeMap<u64, StoredMessage>) {
+    for delivery in session.inflight.iter().map(|i| &i.delivery).chain(session.queue.iter()) {
+        if delivery.qos != QoS::AtMostOnce {
+            out.entry(delivery.message.id)
+                .or_insert_with(|| stored_message(&delivery.message));
+        }
     }
-    for packet_id in &s.incoming_qos2 {
-        out.push(Record::Qos2Received {
-            key,
-            packet_id: *packet_id,
-        });
-    }
-    out
 }

@@ -13,12 +13,10 @@
 use super::message::Message;
 use super::quota::BudgetCheck;
 use super::session::SessionKey;
+use super::sys::SYS_PREFIX;
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, PubResponse, QoS, ReasonCode};
 use std::sync::Arc;
-
-/// Topics under this prefix are the broker's own; clients cannot publish there.
-const SYS_PREFIX: &str = "$SYS";
 
 /// A received QoS 1/2 PUBLISH waiting for room in a subscriber's queue. Its topic alias is already resolved, so
 /// later alias changes on the connection do not affect it.
@@ -57,15 +55,25 @@ impl Broker {
             }
             return;
         }
+        if !self.offer_publish(conn, publisher, publish) {
+            self.stats.publishes_held += 1;
+        }
+    }
+
+    /// Admits a PUBLISH and acknowledges it, or holds it where its admission says; returns whether it was taken.
+    fn offer_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: HeldPublish) -> bool {
         match self.admit_publish(conn, publisher, &publish) {
-            Admission::Accepted(reason) => self.acknowledge_publish(conn, publisher, &publish, reason),
+            Admission::Accepted(reason) => {
+                self.acknowledge_publish(conn, publisher, &publish, reason);
+                true
+            }
             Admission::Blocked(full) => {
-                self.stats.publishes_held += 1;
                 self.hold(conn, full, publish);
+                false
             }
             Admission::OverBudget => {
-                self.stats.publishes_held += 1;
                 self.hold_for_budget(conn, publish);
+                false
             }
         }
     }
@@ -243,10 +251,8 @@ impl Broker {
             let Some(publish) = connection.held.pop_front() else {
                 return;
             };
-            match self.admit_publish(conn, publisher, &publish) {
-                Admission::Accepted(reason) => self.acknowledge_publish(conn, publisher, &publish, reason),
-                Admission::Blocked(full) => return self.hold(conn, full, publish),
-                Admission::OverBudget => return self.hold_for_budget(conn, publish),
+            if !self.offer_publish(conn, publisher, publish) {
+                return;
             }
         }
     }

@@ -7,6 +7,10 @@ use crate::packet::{Properties, QoS};
 use bytes::Bytes;
 use std::sync::Arc;
 
+/// Topics under this prefix are the broker's own: clients cannot publish there, and its retained statistics are
+/// regenerated every interval rather than persisted.
+pub(super) const SYS_PREFIX: &str = "$SYS";
+
 impl Broker {
     pub(super) fn publish_sys(&mut self) {
         let uptime = self.now.saturating_sub(self.started_at.unwrap_or(self.now)).as_secs();

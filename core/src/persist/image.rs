@@ -193,7 +193,8 @@ impl Image {
     }
 }
 
-fn session_records(key: u64, s: &SessionImage) -> Vec<Record> {
+/// The records that rebuild one session from nothing (the messages its entries refer to are `Store`d apart).
+pub fn session_records(key: u64, s: &SessionImage) -> Vec<Record> {
     let mut out = vec![Record::SessionOpen {
         key,
         client_id: s.client_id.clone(),

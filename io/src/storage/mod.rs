@@ -119,13 +119,7 @@ impl Storage {
             let generation = recovery.generation + 1;
             (generation, snapshot::write(dir, generation, &image)?)
         };
-        let wal_path = wal_path(dir, generation);
-        let wal = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&wal_path)
-            .map_err(|e| StorageError::io(&wal_path, e))?;
-        sync_dir(dir)?;
+        let (wal, wal_path) = start_log(dir, generation)?;
         recovery::remove_older(dir, generation);
         let storage = Storage {
             dir: dir.to_path_buf(),
@@ -237,14 +231,7 @@ impl Storage {
         let started = Instant::now();
         let generation = self.generation + 1;
         self.snapshot_len = snapshot::write(&self.dir, generation, image)?;
-        let path = wal_path(&self.dir, generation);
-        self.wal = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, e))?;
-        sync_dir(&self.dir)?;
-        self.wal_path = path;
+        (self.wal, self.wal_path) = start_log(&self.dir, generation)?;
         self.wal_len = 0;
         self.unsynced = false;
         self.generation = generation;
@@ -264,6 +251,18 @@ pub(crate) fn wal_path(dir: &Path, generation: u64) -> PathBuf {
 
 pub(crate) fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot-{generation:020}.snap"))
+}
+
+/// Opens (creating it if need be) the log of `generation` for appending, durably.
+fn start_log(dir: &Path, generation: u64) -> Result<(File, PathBuf), StorageError> {
+    let path = wal_path(dir, generation);
+    let wal = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| StorageError::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok((wal, path))
 }
 
 /// Makes a rename or file creation in `dir` durable.
