@@ -3,28 +3,13 @@
 
 mod common;
 
-use common::{wait_for, BrokerProcess};
-use rumqttc::{Client, Connection, ConnectionError, Event, MqttOptions, Packet, QoS};
+use common::{pump4, pump5, wait_for, BrokerProcess, Events4 as Events};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-type Events = Receiver<Result<Event, ConnectionError>>;
-
 const WAIT: Duration = Duration::from_secs(10);
-
-fn pump(mut connection: Connection) -> Events {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for event in connection.iter() {
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 fn connect(broker: &BrokerProcess, id: &str, clean: bool) -> (Client, Events) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
@@ -32,7 +17,7 @@ fn connect(broker: &BrokerProcess, id: &str, clean: bool) -> (Client, Events) {
     opts.set_clean_session(clean);
     opts.set_inflight(50);
     let (client, connection) = Client::new(opts, 200);
-    let events = pump(connection);
+    let events = pump4(connection);
     let connected = wait_for(&events, WAIT, |e| match e {
         Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack.session_present),
         _ => None,
@@ -276,17 +261,8 @@ fn full_disk_refuses_qos1_with_0x97_while_qos0_flows_then_recovers() {
     let v5_client = |id: &str| {
         let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", broker.port());
         opts.set_keep_alive(Duration::from_secs(30));
-        let (client, mut connection) = rumqttc::v5::Client::new(opts, 50);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                let failed = event.is_err();
-                if tx.send(event).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        (client, rx)
+        let (client, connection) = rumqttc::v5::Client::new(opts, 50);
+        (client, pump5(connection))
     };
     let puback = |rx: &Receiver<Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>>, timeout| {
         wait_for(rx, timeout, |e| match e {

@@ -5,51 +5,20 @@
 
 mod common;
 
-use common::{wait_for, BrokerProcess};
+use common::{pump4, pump5, wait_for, BrokerProcess, Events4, Events5};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode as ConnectReturnCode5, DisconnectReasonCode, Packet as Packet5, SubscribeReasonCode as SubRc5,
 };
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::{Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// Generous: a debug broker on a shared, busy machine.
 const WAIT: Duration = Duration::from_secs(10);
-
-type Events4 = Receiver<Result<Event, ConnectionError>>;
-type Events5 = Receiver<Result<v5::Event, v5::ConnectionError>>;
-
-/// Run a v3.1.1 client's event loop on its own thread, forwarding every event; stop at the first error so the
-/// client never reconnects behind the test's back (the channel then reports disconnection).
-fn pump4(mut connection: Connection) -> Events4 {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for event in connection.iter() {
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn pump5(mut connection: v5::Connection) -> Events5 {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for event in connection.iter() {
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 fn opts4(broker: &BrokerProcess, id: &str) -> MqttOptions {
     let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{wait_for, BrokerProcess, BIN};
+use common::{pump4, pump5, wait_for, BrokerProcess, Events4, Events5, BIN};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode as Rc5, Packet as Packet5, PubAckReason, SubscribeReasonCode as SubRc5,
@@ -12,13 +12,9 @@ use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-type Events4 = Receiver<Result<Event, ConnectionError>>;
-type Events5 = Receiver<Result<v5::Event, v5::ConnectionError>>;
 
 fn add_user(file: &Path, user: &str, password: &str) {
     let out = Command::new(BIN)
@@ -48,29 +44,14 @@ fn start(dir: &tempfile::TempDir, extra: &[&str]) -> BrokerProcess {
     BrokerProcess::start(&args)
 }
 
-fn pump<T: Send + 'static, E: Send + 'static>(
-    mut next: impl FnMut() -> Option<Result<T, E>> + Send + 'static,
-) -> Receiver<Result<T, E>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        while let Some(event) = next() {
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 fn client4(broker: &BrokerProcess, id: &str, credentials: Option<(&str, &str)>) -> (Client, Events4) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
     opts.set_keep_alive(Duration::from_secs(30));
     if let Some((user, password)) = credentials {
         opts.set_credentials(user, password);
     }
-    let (client, mut connection) = Client::new(opts, 64);
-    let events = pump(move || connection.iter().next());
+    let (client, connection) = Client::new(opts, 64);
+    let events = pump4(connection);
     (client, events)
 }
 
@@ -80,8 +61,8 @@ fn client5(broker: &BrokerProcess, id: &str, credentials: Option<(&str, &str)>) 
     if let Some((user, password)) = credentials {
         opts.set_credentials(user, password);
     }
-    let (client, mut connection) = v5::Client::new(opts, 64);
-    let events = pump(move || connection.iter().next());
+    let (client, connection) = v5::Client::new(opts, 64);
+    let events = pump5(connection);
     (client, events)
 }
 

@@ -2,47 +2,16 @@
 
 mod common;
 
-use common::{wait_for, BrokerProcess};
+use common::{pump4, pump5, wait_for, BrokerProcess, Events4, Events5};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode as ConnectReturnCode5, DisconnectReasonCode, Packet as Packet5, SubscribeReasonCode as SubRc5,
 };
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::{Client, Connection, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
-use std::sync::mpsc::{self, Receiver};
+use rumqttc::{Client, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-type Events4 = Receiver<Result<Event, ConnectionError>>;
-type Events5 = Receiver<Result<v5::Event, v5::ConnectionError>>;
-
-/// Runs a client's event loop on its own thread until the first error (no reconnects behind the test's back).
-fn pump4(mut connection: Connection) -> Events4 {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for event in connection.iter() {
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn pump5(mut connection: v5::Connection) -> Events5 {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for event in connection.iter() {
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 fn client4(broker: &BrokerProcess, id: &str) -> (Client, Events4) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());

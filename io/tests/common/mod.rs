@@ -185,3 +185,33 @@ pub fn wait_for<E, T>(rx: &Receiver<E>, timeout: Duration, mut pick: impl FnMut(
         }
     }
 }
+
+/// Events of a rumqttc client, as its event loop produced them.
+pub type Events4 = Receiver<Result<rumqttc::Event, rumqttc::ConnectionError>>;
+pub type Events5 = Receiver<Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>>;
+
+/// Runs a v3.1.1 client's event loop on its own thread, forwarding every event; it stops at the first error so the
+/// client never reconnects behind the test's back (the channel then reports disconnection).
+pub fn pump4(mut connection: rumqttc::Connection) -> Events4 {
+    forward(move || connection.iter().next())
+}
+
+/// The same for an MQTT 5 client.
+pub fn pump5(mut connection: rumqttc::v5::Connection) -> Events5 {
+    forward(move || connection.iter().next())
+}
+
+fn forward<T: Send + 'static, E: Send + 'static>(
+    mut next: impl FnMut() -> Option<Result<T, E>> + Send + 'static,
+) -> Receiver<Result<T, E>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Some(event) = next() {
+            let failed = event.is_err();
+            if tx.send(event).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
