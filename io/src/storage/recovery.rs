@@ -48,21 +48,18 @@ pub fn recover(dir: &Path, repair: bool) -> Result<(Image, Recovery), StorageErr
         }
         _ => {}
     }
-    if let Some(generation) = newest_snapshot {
+    // Without a snapshot (only with --repair, see above), take what the newest log has.
+    if let Some(generation) = newest_snapshot.or(newest_log) {
         recovery.generation = generation;
-        recovery.snapshot_records = load_snapshot(&snapshot_path(dir, generation), repair, &mut image)?;
+        if newest_snapshot.is_some() {
+            recovery.snapshot_records = load_snapshot(&snapshot_path(dir, generation), repair, &mut image)?;
+        }
         let log = wal_path(dir, generation);
         if log.exists() {
             let (records, truncated) = replay_log(&log, repair, &mut image)?;
             recovery.log_records = records;
             recovery.truncated_bytes = truncated;
         }
-    } else if let Some(generation) = newest_log {
-        // --repair without a snapshot: take what the log has.
-        recovery.generation = generation;
-        let (records, truncated) = replay_log(&wal_path(dir, generation), repair, &mut image)?;
-        recovery.log_records = records;
-        recovery.truncated_bytes = truncated;
     }
     image.collect_garbage();
     recovery.orphan_records = image.orphan_records;
