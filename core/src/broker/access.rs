@@ -9,6 +9,7 @@ use super::timer::Timer;
 use super::{Broker, ConnectionId, Event, Output};
 use crate::packet::{Connect, ReasonCode};
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl Broker {
@@ -55,8 +56,8 @@ impl Broker {
         }
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection.phase = Phase::Refusing;
-            connection.client_id = Some(connect.client_id.clone());
-            connection.pending_refusal = Some((reason, "authentication failed"));
+            connection.client_id = Some(Arc::from(connect.client_id.as_str()));
+            connection.extras().pending_refusal = Some((reason, "authentication failed"));
         }
         self.timers.arm(self.now + delay, Timer::Refusal(conn));
     }
@@ -69,7 +70,11 @@ impl Broker {
         if connection.phase != Phase::Refusing {
             return;
         }
-        let Some((reason, text)) = connection.pending_refusal.take() else {
+        let Some((reason, text)) = connection
+            .extras
+            .as_mut()
+            .and_then(|extras| extras.pending_refusal.take())
+        else {
             return;
         };
         connection.phase = Phase::AwaitingConnect;
@@ -78,26 +83,24 @@ impl Broker {
 
     /// May the client on `conn` publish to `topic`?
     pub(super) fn may_publish(&self, conn: ConnectionId, topic: &str) -> bool {
-        let Some(connection) = self.connections.get(&conn) else {
-            return false;
-        };
-        let identity = ClientIdentity {
-            client_id: connection.client_id.as_deref().unwrap_or_default(),
-            username: connection.username.as_deref(),
-        };
-        self.authenticator.authorize_publish(identity, topic)
+        self.identity_of(conn)
+            .is_some_and(|identity| self.authenticator.authorize_publish(identity, topic))
     }
 
     /// May the client on `conn` subscribe to `filter` (shared prefix removed)?
     pub(super) fn may_subscribe(&self, conn: ConnectionId, filter: &str) -> bool {
-        let Some(connection) = self.connections.get(&conn) else {
-            return false;
-        };
-        let identity = ClientIdentity {
-            client_id: connection.client_id.as_deref().unwrap_or_default(),
-            username: connection.username.as_deref(),
-        };
-        self.authenticator.authorize_subscribe(identity, filter)
+        self.identity_of(conn)
+            .is_some_and(|identity| self.authenticator.authorize_subscribe(identity, filter))
+    }
+
+    /// Who is on a connected `conn`: its session's client id and user name (the connection does not keep a copy).
+    fn identity_of(&self, conn: ConnectionId) -> Option<ClientIdentity<'_>> {
+        let key = self.connections.get(&conn)?.session?;
+        let session = self.sessions.get(&key)?;
+        Some(ClientIdentity {
+            client_id: &session.client_id,
+            username: session.username.as_deref(),
+        })
     }
 
     /// May the session `key` receive a message on `topic`? Checked per delivery, online or queued.

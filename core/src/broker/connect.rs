@@ -9,6 +9,7 @@ use crate::codec::DecodeError;
 use crate::packet::{Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 use bytes::Bytes;
 use rand::Rng;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// MQTT 3.1 limits client identifiers to 23 characters.
@@ -62,9 +63,9 @@ impl Broker {
                 }
                 if let Some(connection) = self.connections.get_mut(&conn) {
                     connection.phase = Phase::Authenticating;
-                    connection.auth_method = method.clone();
-                    connection.client_id = Some(connect.client_id.clone());
-                    connection.pending_connect = Some(connect);
+                    connection.extras().auth_method = method.clone();
+                    connection.client_id = Some(Arc::from(connect.client_id.as_str()));
+                    connection.extras().pending_connect = Some(connect);
                 }
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, data);
             }
@@ -106,7 +107,7 @@ impl Broker {
     fn assign_client_id(&mut self) -> String {
         loop {
             let id = format!("auto-{:016x}", self.rng.gen::<u64>());
-            if !self.sessions_by_client_id.contains_key(&id) {
+            if !self.sessions_by_client_id.contains_key(id.as_str()) {
                 return id;
             }
         }
@@ -152,7 +153,7 @@ impl Broker {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
-        let method = connection.auth_method.clone().unwrap_or_default();
+        let method = connection.auth_method().unwrap_or_default().to_owned();
         // [MQTT-4.12.0-5]: the method must stay the same through the exchange.
         if auth.properties.authentication_method.as_deref() != Some(method.as_str())
             || auth.reason != ReasonCode::CONTINUE_AUTHENTICATION
@@ -163,7 +164,10 @@ impl Broker {
         let decision = self.continue_auth(conn, &method, &auth);
         match decision {
             AuthDecision::Allow { data } => {
-                let pending = self.connections.get_mut(&conn).and_then(|c| c.pending_connect.take());
+                let pending = self
+                    .connections
+                    .get_mut(&conn)
+                    .and_then(|c| c.extras.as_mut().and_then(|extras| extras.pending_connect.take()));
                 if let Some(connect) = pending {
                     self.admit(conn, connect, data);
                 }
@@ -172,7 +176,11 @@ impl Broker {
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, Some(method), data)
             }
             AuthDecision::Deny(reason) => {
-                match self.connections.get_mut(&conn).and_then(|c| c.pending_connect.take()) {
+                match self
+                    .connections
+                    .get_mut(&conn)
+                    .and_then(|c| c.extras.as_mut().and_then(|extras| extras.pending_connect.take()))
+                {
                     Some(connect) => self.refuse_authentication(conn, &connect, reason),
                     None => self.refuse_connect(conn, reason, "authentication failed"),
                 }
@@ -185,7 +193,7 @@ impl Broker {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
-        let Some(method) = connection.auth_method.clone() else {
+        let Some(method) = connection.auth_method().map(str::to_owned) else {
             // [MQTT-4.12.0-7]: AUTH without enhanced authentication in CONNECT is a Protocol Error.
             self.protocol_error(
                 conn,
@@ -253,12 +261,12 @@ impl Broker {
         self.persist_session_attached(key, had_pending_will);
 
         let keep_alive = self.effective_keep_alive(connect.keep_alive, v5);
+        let shared_client_id = self.sessions.get(&key).map(|session| Arc::clone(&session.client_id));
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
         connection.phase = Phase::Connected;
-        connection.client_id = Some(client_id.clone());
-        connection.username = connect.username.clone();
+        connection.client_id = shared_client_id;
         connection.session = Some(key);
         connection.keep_alive = keep_alive;
         connection.last_activity = self.now;
@@ -266,8 +274,8 @@ impl Broker {
         connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         connection.client_topic_alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
         connection.request_problem_information = connect.properties.request_problem_information != Some(0);
-        if connection.auth_method.is_none() {
-            connection.auth_method = connect.properties.authentication_method.clone();
+        if let (None, Some(method)) = (connection.auth_method(), &connect.properties.authentication_method) {
+            connection.extras().auth_method = Some(method.clone());
         }
         let peer = connection.peer;
 
@@ -336,14 +344,13 @@ impl Broker {
             keep_alive,
         }));
         if keep_alive > 0 {
-            self.timers
-                .arm(self.now + keep_alive_grace(keep_alive), Timer::KeepAlive(conn));
+            self.arm_connection_timer(conn, self.now + keep_alive_grace(keep_alive));
         }
         if session_present {
             if self.planted(super::planted::PlantedBugKind::InflightDroppedOnReconnect) {
                 if let Some(session) = self.sessions.get_mut(&key) {
                     let bytes = session
-                        .inflight
+                        .inflight()
                         .iter()
                         .map(|i| super::quota::delivery_bytes(&i.delivery))
                         .sum();
@@ -360,7 +367,7 @@ impl Broker {
     /// [MQTT-3.1.4-3], discarding it on Clean Start [MQTT-3.1.2-4]. Returns the key and Session Present.
     /// The third value says whether a pending will was cancelled.
     fn attach_session(&mut self, conn: ConnectionId, connect: &Connect, expiry: u32) -> (SessionKey, bool, bool) {
-        let existing = self.sessions_by_client_id.get(&connect.client_id).copied();
+        let existing = self.sessions_by_client_id.get(connect.client_id.as_str()).copied();
         if let Some(key) = existing {
             self.take_over(key, connect.clean_start);
             if connect.clean_start {
@@ -377,9 +384,10 @@ impl Broker {
             None => {
                 let key = SessionKey(self.next_session_key);
                 self.next_session_key += 1;
-                let session = Session::new(connect.client_id.clone(), connect.protocol);
-                self.sessions.insert(key, session);
-                self.sessions_by_client_id.insert(connect.client_id.clone(), key);
+                let client_id: Arc<str> = Arc::from(connect.client_id.as_str());
+                let session = Session::new(Arc::clone(&client_id), connect.protocol);
+                self.sessions.insert(key, Box::new(session));
+                self.sessions_by_client_id.insert(client_id, key);
                 (key, false)
             }
         };
@@ -388,7 +396,7 @@ impl Broker {
             session.protocol = connect.protocol;
             session.expiry_interval = expiry;
             session.connection = Some(conn);
-            session.username = connect.username.clone();
+            session.username = connect.username.as_deref().map(Arc::from);
             session.expires_at = None;
             session.offline_since = None;
             // [MQTT-3.1.3-9]: reconnecting before the Will Delay Interval passed cancels the pending will.
@@ -493,9 +501,9 @@ impl Broker {
             self.remove_from_tree(filter, key);
         }
         self.persist_session_end(key, &session);
-        self.stats.messages_dropped += session.queue.len() as u64;
+        self.stats.messages_dropped += session.queue().len() as u64;
         self.count_session_ended(session.queued_bytes);
-        self.woken.extend(session.waiters);
+        self.woken.extend(session.waiters().iter().copied());
         if let Some(pending) = session.pending_will {
             self.publish_will(pending.will);
         }
@@ -549,7 +557,7 @@ impl Broker {
             return;
         };
         let packets: Vec<Packet> = session
-            .inflight
+            .inflight()
             .iter()
             .map(|entry| match entry.state {
                 super::session::Awaiting::PubComp => {

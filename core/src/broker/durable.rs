@@ -248,7 +248,7 @@ impl Broker {
     }
 
     fn restore_session(&mut self, key: SessionKey, image: SessionImage, messages: &BTreeMap<u64, Arc<Message>>) {
-        let mut session = Session::new(image.client_id.clone(), image.protocol);
+        let mut session = Session::new(Arc::from(image.client_id.as_str()), image.protocol);
         session.expiry_interval = image.expiry;
         session.durable = true;
         // Left unknown (as recorded) if it was connected when the broker stopped; expiry then counts from now.
@@ -290,11 +290,13 @@ impl Broker {
                         state,
                     });
                 }
-                None => session.queue.push_back(delivery),
+                None => session.queue_mut().push_back(delivery),
             }
         }
         session.set_next_packet_id(last_packet_id);
-        session.incoming_qos2 = image.incoming_qos2;
+        if !image.incoming_qos2.is_empty() {
+            *session.incoming_qos2_mut() = image.incoming_qos2;
+        }
         if let Some(will) = image.will {
             let publish_at = will.publish_at;
             session.pending_will = Some(Box::new(PendingWill {
@@ -308,8 +310,8 @@ impl Broker {
             session.expires_at = Some(at);
             self.timers.arm(at, Timer::SessionExpiry(key));
         }
-        self.sessions_by_client_id.insert(image.client_id, key);
-        self.sessions.insert(key, session);
+        self.sessions_by_client_id.insert(Arc::clone(&session.client_id), key);
+        self.sessions.insert(key, Box::new(session));
         self.recount_queued(key);
     }
 }
@@ -367,7 +369,7 @@ fn will_from(w: StoredWill) -> Will {
 
 fn session_image(session: &Session) -> SessionImage {
     let mut entries = BTreeMap::new();
-    for inflight in &session.inflight {
+    for inflight in session.inflight() {
         let d = &inflight.delivery;
         if d.qos == QoS::AtMostOnce {
             continue;
@@ -375,17 +377,17 @@ fn session_image(session: &Session) -> SessionImage {
         let entry = entry_image(d, Some((inflight.packet_id, sent_state(inflight.state))));
         entries.insert(d.seq, entry);
     }
-    for d in session.queue.iter().filter(|d| d.qos != QoS::AtMostOnce) {
+    for d in session.queue().iter().filter(|d| d.qos != QoS::AtMostOnce) {
         entries.insert(d.seq, entry_image(d, None));
     }
     SessionImage {
-        client_id: session.client_id.clone(),
+        client_id: session.client_id.to_string(),
         protocol: session.protocol,
         expiry: session.expiry_interval,
         offline_since: session.offline_since,
         subscriptions: session.subscriptions.clone(),
         entries,
-        incoming_qos2: session.incoming_qos2.clone(),
+        incoming_qos2: session.incoming_qos2().clone(),
         will: session
             .pending_will
             .as_ref()
@@ -405,7 +407,12 @@ fn entry_image(d: &Delivery, sent: Option<(u16, SentState)>) -> EntryImage {
 
 /// The messages a session's QoS 1/2 queue entries refer to, by id.
 fn collect_stored_messages(session: &Session, out: &mut BTreeMap<u64, StoredMessage>) {
-    for delivery in session.inflight.iter().map(|i| &i.delivery).chain(session.queue.iter()) {
+    for delivery in session
+        .inflight()
+        .iter()
+        .map(|i| &i.delivery)
+        .chain(session.queue().iter())
+    {
         if delivery.qos != QoS::AtMostOnce {
             out.entry(delivery.message.id)
                 .or_insert_with(|| stored_message(&delivery.message));

@@ -46,12 +46,11 @@ impl Broker {
     /// connection are admitted in order: once one is held, later QoS 1/2 ones queue behind it [MQTT-4.6.0-2]-style
     /// ordering per publisher. QoS 0 is never held: it is never queued for subscribers either.
     pub(super) fn receive_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: HeldPublish) {
-        let queued_behind =
-            publish.qos != QoS::AtMostOnce && self.connections.get(&conn).is_some_and(|c| !c.held.is_empty());
+        let queued_behind = publish.qos != QoS::AtMostOnce && self.connections.get(&conn).is_some_and(|c| c.has_held());
         if queued_behind {
             self.stats.publishes_held += 1;
             if let Some(connection) = self.connections.get_mut(&conn) {
-                connection.held.push_back(publish);
+                connection.extras().held.push_back(publish);
             }
             return;
         }
@@ -83,19 +82,19 @@ impl Broker {
     pub fn held_packet_ids(&self, conn: ConnectionId) -> Option<Vec<u16>> {
         self.connections
             .get(&conn)
-            .map(|c| c.held.iter().map(|h| h.packet_id).collect())
+            .map(|c| c.held().map(|h| h.packet_id).collect())
     }
 
     /// Number of QoS 1/2 PUBLISHes of this connection held unacknowledged.
     pub(super) fn held_count(&self, conn: ConnectionId) -> usize {
-        self.connections.get(&conn).map_or(0, |c| c.held.len())
+        self.connections.get(&conn).map_or(0, |c| c.held().count())
     }
 
     /// Whether a QoS 1/2 PUBLISH with this id is already held on the connection (a retransmission of it).
     pub(super) fn is_held(&self, conn: ConnectionId, packet_id: u16) -> bool {
         self.connections
             .get(&conn)
-            .is_some_and(|c| c.held.iter().any(|h| h.packet_id == packet_id))
+            .is_some_and(|c| c.held().any(|h| h.packet_id == packet_id))
     }
 
     fn admit_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
@@ -165,10 +164,10 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        connection.held.push_front(publish);
+        connection.extras().held.push_front(publish);
         match waiting_on.and_then(|key| self.sessions.get_mut(&key)) {
             Some(session) => {
-                session.waiters.insert(conn);
+                session.waiters_mut().insert(conn);
             }
             None => {
                 self.storage_waiters.insert(conn);
@@ -208,7 +207,7 @@ impl Broker {
             QoS::ExactlyOnce => {
                 if !reason.is_error() {
                     if let Some(session) = self.sessions.get_mut(&publisher) {
-                        session.incoming_qos2.insert(packet_id);
+                        session.incoming_qos2_mut().insert(packet_id);
                     }
                     self.persist_qos2(publisher, packet_id, true);
                 }
@@ -225,10 +224,10 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if session.waiters.is_empty() || (session.connection.is_some() && !limits.may_resume(session)) {
+        if session.waiters().is_empty() || (session.connection.is_some() && !limits.may_resume(session)) {
             return;
         }
-        let waiters = std::mem::take(&mut session.waiters);
+        let waiters = std::mem::take(session.waiters_mut());
         self.woken.extend(waiters);
     }
 
@@ -248,7 +247,7 @@ impl Broker {
             let Some(publisher) = connection.session else {
                 return;
             };
-            let Some(publish) = connection.held.pop_front() else {
+            let Some(publish) = connection.pop_held() else {
                 return;
             };
             if !self.offer_publish(conn, publisher, publish) {

@@ -149,9 +149,11 @@ pub struct Broker {
     now: Time,
     started_at: Option<Time>,
     authenticator: Box<dyn Authenticator>,
-    connections: BTreeMap<ConnectionId, Connection>,
-    sessions: BTreeMap<SessionKey, Session>,
-    sessions_by_client_id: HashMap<String, SessionKey>,
+    /// Boxed values: a B-tree node is then a few pointers wide, and its empty slots cost 8 bytes each instead of a
+    /// whole connection or session (memory per idle connection).
+    connections: BTreeMap<ConnectionId, Box<Connection>>,
+    sessions: BTreeMap<SessionKey, Box<Session>>,
+    sessions_by_client_id: HashMap<Arc<str>, SessionKey>,
     next_session_key: u64,
     /// Last message id handed out (ids are never reused, also across restarts).
     next_message_id: u64,
@@ -302,10 +304,10 @@ impl Broker {
 
     fn handle_opened(&mut self, conn: ConnectionId, peer: SocketAddr, listener: ListenerId) {
         let connection = Connection::new(peer, listener, self.config.max_packet_size, self.now);
-        self.connections.insert(conn, connection);
+        self.connections.insert(conn, Box::new(connection));
         self.stats.connections_opened += 1;
         let deadline = self.now + std::time::Duration::from_millis(self.config.connect_timeout_ms);
-        self.timers.arm(deadline, Timer::ConnectTimeout(conn));
+        self.arm_connection_timer(conn, deadline);
     }
 
     fn handle_received(&mut self, conn: ConnectionId, data: &[u8]) {
@@ -497,7 +499,7 @@ impl Broker {
         if connection.phase != Phase::AwaitingConnect || connection.client_id.is_some() {
             self.outputs.push_back(Output::Event(Event::ClientDisconnected {
                 conn,
-                client_id: connection.client_id,
+                client_id: connection.client_id.map(|id| id.to_string()),
                 reason: reason.to_string(),
             }));
         }
@@ -544,8 +546,7 @@ impl Broker {
     fn fire_timers(&mut self) {
         while let Some(timer) = self.timers.pop_due(self.now) {
             match timer {
-                Timer::ConnectTimeout(conn) => self.connect_timeout(conn),
-                Timer::KeepAlive(conn) => self.check_keep_alive(conn),
+                Timer::Connection(conn) => self.connection_timer(conn),
                 Timer::SessionExpiry(key) => self.check_session_expiry(key),
                 Timer::WillDelay(key) => self.check_will_delay(key),
                 Timer::Refusal(conn) => self.send_held_refusal(conn),
@@ -555,6 +556,29 @@ impl Broker {
                     self.timers.arm(next, Timer::Sys);
                 }
             }
+        }
+    }
+
+    /// Makes sure a `Timer::Connection` entry fires for `conn` no later than `at`, unless a pending entry fires
+    /// earlier (it re-checks and re-arms when it does). Entries are never cancelled; a stale one costs a wake-up.
+    fn arm_connection_timer(&mut self, conn: ConnectionId, at: Time) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if at < connection.timer_due || connection.timer_due <= self.now {
+            connection.timer_due = connection.timer_due.max(at);
+            self.timers.arm(at, Timer::Connection(conn));
+        }
+    }
+
+    fn connection_timer(&mut self, conn: ConnectionId) {
+        let Some(phase) = self.connections.get(&conn).map(|c| c.phase) else {
+            return;
+        };
+        match phase {
+            Phase::AwaitingConnect | Phase::Authenticating => self.connect_timeout(conn),
+            Phase::Connected => self.check_keep_alive(conn),
+            Phase::Refusing | Phase::Closing => {}
         }
     }
 
@@ -580,7 +604,7 @@ impl Broker {
         if self.now >= deadline {
             self.disconnect_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         } else {
-            self.timers.arm(deadline, Timer::KeepAlive(conn));
+            self.arm_connection_timer(conn, deadline);
         }
     }
 }
@@ -614,4 +638,69 @@ fn strip_optional_properties(packet: &mut Packet) {
     };
     properties.reason_string = None;
     properties.user_properties.clear();
+}
+
+/// Memory per idle connection is a benchmark target (`mqtt-bench --workload conn`); these guard the structure
+/// behind it, which an innocent change can undo (a lookup that allocates, a second timer per connection).
+#[cfg(test)]
+mod idle_footprint {
+    use crate::harness::{connect_packet, Harness};
+    use crate::packet::{Packet, ProtocolVersion};
+    use std::time::Duration;
+
+    fn idle_clients(count: usize) -> (Harness, Vec<super::ConnectionId>) {
+        let mut harness = Harness::new(super::Config {
+            sys_interval: 0,
+            ..super::Config::default()
+        });
+        let conns = (0..count)
+            .map(|i| {
+                let mut connect = connect_packet(ProtocolVersion::V3_1_1, &format!("idle-{i}"));
+                connect.keep_alive = 60;
+                let (conn, connack) = harness.connect(connect);
+                assert!(matches!(connack, Some(Packet::ConnAck(_))));
+                conn
+            })
+            .collect();
+        (harness, conns)
+    }
+
+    #[test]
+    fn an_idle_client_allocates_no_out_of_line_state() {
+        let (mut harness, conns) = idle_clients(3);
+        harness.send(conns[0], Packet::PingReq);
+        assert_eq!(harness.recv(conns[0]), Some(Packet::PingResp));
+        let broker = &harness.broker;
+        for conn in &conns {
+            let connection = &broker.connections[conn];
+            assert!(
+                connection.extras.is_none(),
+                "no aliases, auth, held publishes or rate limiter"
+            );
+            assert!(
+                connection.outbuf.capacity() == 0,
+                "no output buffer kept once handed out"
+            );
+            let session = &broker.sessions[&connection.session.expect("attached")];
+            assert!(session.queue().is_empty() && session.inflight().is_empty());
+            assert!(!session.has_traffic(), "no queue or inflight window allocated");
+            assert!(std::sync::Arc::ptr_eq(
+                connection.client_id.as_ref().expect("set at CONNACK"),
+                &session.client_id
+            ));
+        }
+    }
+
+    #[test]
+    fn one_timer_entry_per_connection_and_keep_alive_still_enforced_mqtt_3_1_2_22() {
+        let (mut harness, conns) = idle_clients(50);
+        // The connect timeout's entry is reused for the keep alive check: one entry per connection.
+        assert_eq!(harness.broker.timers.len(), conns.len());
+        harness.advance(Duration::from_secs(89));
+        assert!(conns.iter().all(|conn| !harness.is_closed(*conn)));
+        assert_eq!(harness.broker.timers.len(), conns.len());
+        // One and a half times the keep alive of 60 s with no packet: closed [MQTT-3.1.2-22].
+        harness.advance(Duration::from_secs(2));
+        assert!(conns.iter().all(|conn| harness.is_closed(*conn)));
+    }
 }

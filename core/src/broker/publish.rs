@@ -35,7 +35,11 @@ impl Broker {
                 self.protocol_error(conn, ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
                 return;
             }
-            Some(alias) if publish.topic.is_empty() => match connection.inbound_aliases.get(&alias) {
+            Some(alias) if publish.topic.is_empty() => match connection
+                .extras
+                .as_ref()
+                .and_then(|extras| extras.inbound_aliases.get(&alias))
+            {
                 Some(topic) => topic.clone(),
                 None => {
                     self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "unknown topic alias");
@@ -43,7 +47,7 @@ impl Broker {
                 }
             },
             Some(alias) => {
-                connection.inbound_aliases.insert(alias, publish.topic.clone());
+                connection.extras().inbound_aliases.insert(alias, publish.topic.clone());
                 publish.topic.clone()
             }
             None if publish.topic.is_empty() => {
@@ -74,7 +78,7 @@ impl Broker {
                 return;
             };
             if qos == QoS::ExactlyOnce
-                && session.incoming_qos2.contains(&packet_id)
+                && session.incoming_qos2().contains(&packet_id)
                 && !self.planted(PlantedBugKind::Qos2DuplicateDelivered)
             {
                 // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing.
@@ -87,7 +91,7 @@ impl Broker {
             }
             // Section 3.3.4: more unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum [MQTT-3.3.4-7]
             // (held ones are unacknowledged too).
-            let unacknowledged = session.incoming_qos2.len() + self.held_count(conn);
+            let unacknowledged = session.incoming_qos2().len() + self.held_count(conn);
             if unacknowledged >= usize::from(self.config.receive_maximum) {
                 self.protocol_error(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
                 return;
@@ -265,7 +269,7 @@ impl Broker {
         self.record_enqueue(key, &delivery);
         self.count_queued(key, delivery_bytes(&delivery));
         if let Some(session) = self.sessions.get_mut(&key) {
-            session.queue.push_back(delivery);
+            session.queue_mut().push_back(delivery);
         }
         self.pump(key);
     }
@@ -295,8 +299,8 @@ impl Broker {
         let mut expired = Vec::new();
         let mut expired_bytes = 0;
         let mut outbuf_len = connection.outbuf.len();
-        while session.inflight.len() < window && outbuf_len < self.config.max_outbuf_bytes {
-            let Some(delivery) = session.queue.pop_front() else {
+        while session.inflight().len() < window && outbuf_len < self.config.max_outbuf_bytes {
+            let Some(delivery) = session.pop_queued() else {
                 break;
             };
             // [MQTT-3.3.2-5]: an expired message is not sent.
@@ -306,7 +310,7 @@ impl Broker {
                 continue;
             }
             let Some(packet_id) = session.allocate_packet_id() else {
-                session.queue.push_front(delivery);
+                session.queue_mut().push_front(delivery);
                 break;
             };
             let publish = delivery.to_publish(packet_id, false, self.now);
@@ -352,12 +356,14 @@ impl Broker {
         if let Some(connection) = self.connections.get(&conn) {
             let maximum = connection.client_topic_alias_maximum;
             if maximum > 0 && !publish.topic.is_empty() {
-                if let Some(alias) = connection.outbound_aliases.get(&publish.topic) {
+                let aliases = connection.extras.as_ref().map(|extras| &extras.outbound_aliases);
+                let in_use = aliases.map_or(0, |aliases| aliases.len());
+                if let Some(alias) = aliases.and_then(|aliases| aliases.get(&publish.topic)) {
                     publish.properties.topic_alias = Some(*alias);
                     publish.topic.clear();
-                } else if connection.outbound_aliases.len() < usize::from(maximum) {
+                } else if in_use < usize::from(maximum) {
                     // [MQTT-3.3.2-12]: the alias is set by sending it along with the topic once.
-                    let alias = connection.outbound_aliases.len() as u16 + 1;
+                    let alias = in_use as u16 + 1;
                     publish.properties.topic_alias = Some(alias);
                     new_alias = Some((publish.topic.clone(), alias));
                 }
@@ -376,7 +382,7 @@ impl Broker {
             self.stats.messages_sent += 1;
             // Only a PUBLISH that went out establishes its alias: one dropped (too large for the client) did not.
             if let (Some((topic, alias)), Some(connection)) = (new_alias, self.connections.get_mut(&conn)) {
-                connection.outbound_aliases.insert(topic, alias);
+                connection.extras().outbound_aliases.insert(topic, alias);
             }
         }
         sent
@@ -406,7 +412,7 @@ impl Broker {
         };
         let expected = self.sessions.get(&key).and_then(|s| {
             s.inflight_position(ack.packet_id)
-                .filter(|&i| s.inflight[i].state == Awaiting::PubAck)
+                .filter(|&i| s.inflight()[i].state == Awaiting::PubAck)
         });
         if expected.is_some() {
             self.complete_inflight(key, ack.packet_id);
@@ -428,7 +434,7 @@ impl Broker {
             self.send(conn, &Packet::PubRel(PubResponse::new(rec.packet_id, reason)));
             return;
         };
-        if session.inflight[position].state == Awaiting::PubAck {
+        if session.inflight()[position].state == Awaiting::PubAck {
             self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, "PUBREC for a QoS 1 message");
             return;
         }
@@ -440,8 +446,8 @@ impl Broker {
             self.pump(key);
             return;
         }
-        session.inflight[position].state = Awaiting::PubComp;
-        let seq = session.inflight[position].delivery.seq;
+        session.set_inflight_state(position, Awaiting::PubComp);
+        let seq = session.inflight()[position].delivery.seq;
         self.persist_sent(key, seq, rec.packet_id, Awaiting::PubComp);
         self.send(
             conn,
@@ -455,7 +461,7 @@ impl Broker {
         };
         let expected = self.sessions.get(&key).and_then(|s| {
             s.inflight_position(comp.packet_id)
-                .filter(|&i| s.inflight[i].state == Awaiting::PubComp)
+                .filter(|&i| s.inflight()[i].state == Awaiting::PubComp)
         });
         if expected.is_some() {
             self.complete_inflight(key, comp.packet_id);
@@ -472,7 +478,7 @@ impl Broker {
         let known = self
             .sessions
             .get_mut(&key)
-            .is_some_and(|s| s.incoming_qos2.remove(&rel.packet_id));
+            .is_some_and(|s| s.incoming_qos2_mut().remove(&rel.packet_id));
         if known {
             self.persist_qos2(key, rel.packet_id, false);
         }

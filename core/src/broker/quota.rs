@@ -196,13 +196,13 @@ pub struct QueueLimits {
 impl QueueLimits {
     /// Whether the session's queue can take no further message.
     pub fn is_full(self, session: &Session) -> bool {
-        session.queue.len() >= self.messages || (self.bytes > 0 && session.queued_bytes >= self.bytes)
+        session.queue().len() >= self.messages || (self.bytes > 0 && session.queued_bytes >= self.bytes)
     }
 
     /// Whether an online session has drained far enough to wake the publishers waiting on it (three quarters of
     /// each bound, so a publisher is not woken for every single slot).
     pub fn may_resume(self, session: &Session) -> bool {
-        let messages_ok = session.queue.len() <= self.messages - self.messages / 4;
+        let messages_ok = session.queue().len() <= self.messages - self.messages / 4;
         let bytes_ok = self.bytes == 0 || session.queued_bytes <= self.bytes - self.bytes / 4;
         messages_ok && bytes_ok
     }
@@ -255,7 +255,7 @@ impl Broker {
             // The connection this CONNECT takes over (same client id, same address) is about to go.
             let replaced = self
                 .sessions_by_client_id
-                .get(&connect.client_id)
+                .get(connect.client_id.as_str())
                 .and_then(|key| self.sessions.get(key))
                 .and_then(|session| session.connection)
                 .and_then(|old| self.connections.get(&old))
@@ -349,10 +349,14 @@ impl Broker {
         let now = self.now;
         let message_rate = u64::from(self.config.max_publish_rate);
         let byte_rate = self.config.max_publish_bytes_rate;
+        if message_rate == 0 && byte_rate == 0 {
+            return PublishQuota::Admit;
+        }
         let Some(connection) = self.connections.get_mut(&conn) else {
             return PublishQuota::Admit;
         };
         match connection
+            .extras()
             .publish_limiter
             .check(now, message_rate, byte_rate, payload_len)
         {
@@ -442,7 +446,7 @@ impl Broker {
             .sessions
             .iter()
             .filter(|(_, session)| session.connection.is_none())
-            .filter_map(|(key, session)| session.queue.front().map(|d| Reverse((d.message.id, *key))))
+            .filter_map(|(key, session)| session.queue().front().map(|d| Reverse((d.message.id, *key))))
             .collect();
         while self.quotas.queued_bytes_total > target {
             let Some(Reverse((_, key))) = oldest.pop() else {
@@ -451,10 +455,10 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(&key) else {
                 continue;
             };
-            let Some(delivery) = session.queue.pop_front() else {
+            let Some(delivery) = session.pop_queued() else {
                 continue;
             };
-            if let Some(next) = session.queue.front() {
+            if let Some(next) = session.queue().front() {
                 oldest.push(Reverse((next.message.id, key)));
             }
             self.stats.messages_dropped += 1;
@@ -482,7 +486,7 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        connection.held.push_front(publish);
+        connection.extras().held.push_front(publish);
         self.quotas.budget_waiters.insert(conn);
     }
 
@@ -507,9 +511,9 @@ impl Broker {
     pub(super) fn recount_queued(&mut self, key: SessionKey) {
         if let Some(session) = self.sessions.get_mut(&key) {
             let bytes: u64 = session
-                .queue
+                .queue()
                 .iter()
-                .chain(session.inflight.iter().map(|entry| &entry.delivery))
+                .chain(session.inflight().iter().map(|entry| &entry.delivery))
                 .map(delivery_bytes)
                 .sum();
             self.quotas.queued_bytes_total =
@@ -545,9 +549,9 @@ impl Broker {
         let mut total = 0;
         for (key, session) in &self.sessions {
             let actual: u64 = session
-                .queue
+                .queue()
                 .iter()
-                .chain(session.inflight.iter().map(|entry| &entry.delivery))
+                .chain(session.inflight().iter().map(|entry| &entry.delivery))
                 .map(delivery_bytes)
                 .sum();
             if actual != session.queued_bytes {

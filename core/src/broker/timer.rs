@@ -9,8 +9,9 @@ use std::collections::BinaryHeap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    ConnectTimeout(ConnectionId),
-    KeepAlive(ConnectionId),
+    /// The connect timeout before CONNACK, the keep alive check after it: one entry per connection serves both,
+    /// so a connection costs one heap entry (see `Broker::arm_connection_timer`).
+    Connection(ConnectionId),
     SessionExpiry(SessionKey),
     WillDelay(SessionKey),
     /// A held authentication refusal is due.
@@ -20,25 +21,38 @@ pub enum Timer {
 
 #[derive(Default)]
 pub struct Timers {
-    /// (deadline, arming sequence, timer): the sequence makes ties fire in arming order, deterministically.
-    heap: BinaryHeap<Reverse<(Time, u64, Timer)>>,
-    sequence: u64,
+    /// (deadline, timer): ties fire in the order of `Timer`, deterministically. 24 bytes an entry, and there is
+    /// one per connection.
+    heap: BinaryHeap<Reverse<(Time, Timer)>>,
 }
 
 impl Timers {
     pub fn arm(&mut self, deadline: Time, timer: Timer) {
-        self.sequence += 1;
-        self.heap.push(Reverse((deadline, self.sequence, timer)));
+        self.heap.push(Reverse((deadline, timer)));
+    }
+
+    /// Entries pending (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heap.len()
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
-        self.heap.peek().map(|Reverse((deadline, _, _))| *deadline)
+        self.heap.peek().map(|Reverse((deadline, _))| *deadline)
     }
 
     /// The next timer due at `now`, removed from the queue.
     pub fn pop_due(&mut self, now: Time) -> Option<Timer> {
         match self.heap.peek() {
-            Some(Reverse((deadline, _, _))) if *deadline <= now => self.heap.pop().map(|Reverse((_, _, timer))| timer),
+            Some(Reverse((deadline, _))) if *deadline <= now => {
+                let timer = self.heap.pop().map(|Reverse((_, timer))| timer);
+                // A burst of connects leaves two entries per connection (connect timeout, keep alive) for a while;
+                // give the room back once most have fired. Amortised O(1): the heap halved since it last grew.
+                if self.heap.capacity() > 1024 && self.heap.len() * 3 < self.heap.capacity() {
+                    self.heap.shrink_to(self.heap.len() * 3 / 2);
+                }
+                timer
+            }
             _ => None,
         }
     }

@@ -13,7 +13,8 @@ use bytes::BytesMut;
 pub struct Decoder {
     buf: BytesMut,
     version: Option<ProtocolVersion>,
-    max_packet_size: usize,
+    /// Kept as u32 (MQTT's own bound, 268,435,460 bytes, fits): one decoder per connection.
+    max_packet_size: u32,
     /// The version a CONNECT declared, known even when the rest of that CONNECT failed to decode, so the server
     /// can answer in the client's version [MQTT-3.1.4-1].
     attempted_version: Option<ProtocolVersion>,
@@ -33,7 +34,7 @@ impl Decoder {
         Decoder {
             buf: BytesMut::new(),
             version,
-            max_packet_size,
+            max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
             attempted_version: None,
         }
     }
@@ -47,7 +48,7 @@ impl Decoder {
     }
 
     pub fn set_max_packet_size(&mut self, max: usize) {
-        self.max_packet_size = max;
+        self.max_packet_size = u32::try_from(max).unwrap_or(u32::MAX);
     }
 
     /// The protocol version of the last CONNECT seen, even one that failed to decode.
@@ -104,10 +105,10 @@ impl Decoder {
         };
         let total = header.header_len + header.remaining;
         // Checked before buffering the body: a hostile length prefix cannot make us allocate.
-        if total > self.max_packet_size {
+        if total > self.max_packet_size as usize {
             return Err(DecodeError::PacketTooLarge {
                 size: total,
-                max: self.max_packet_size,
+                max: self.max_packet_size as usize,
             });
         }
         if self.buf.len() < total {

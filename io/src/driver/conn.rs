@@ -11,7 +11,6 @@ use super::transport::{Scratch, Transport, TransportError};
 use bytes::Bytes;
 use mio::net::TcpStream;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Where a connection is in its life.
@@ -29,7 +28,6 @@ pub enum State {
 
 pub struct Conn {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
     pub state: State,
     /// `Input::WriteBlocked` was sent and `Input::Writable` not yet.
     pub write_blocked: bool,
@@ -44,10 +42,9 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, transport: Transport) -> Conn {
+    pub fn new(stream: TcpStream, transport: Transport) -> Conn {
         Conn {
             stream,
-            peer,
             state: State::Open,
             write_blocked: false,
             writable_interest: false,
@@ -56,6 +53,14 @@ impl Conn {
             transport,
             pending: Outbox::default(),
         }
+    }
+
+    /// The peer's address, for log lines on rare paths: asked of the socket rather than kept, since every idle
+    /// connection would carry it (the core has it too, and logs it at connect).
+    pub fn peer(&self) -> String {
+        self.stream
+            .peer_addr()
+            .map_or_else(|_| "peer gone".to_string(), |addr| addr.to_string())
     }
 
     /// Queue bytes from the core to write after everything queued before.
@@ -109,10 +114,10 @@ mod tests {
     fn pair() -> (Conn, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, peer) = listener.accept().unwrap();
+        let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
         let transport = Transport::new(&TransportConfig::default()).unwrap();
-        (Conn::new(TcpStream::from_std(server), peer, transport), client)
+        (Conn::new(TcpStream::from_std(server), transport), client)
     }
 
     #[test]

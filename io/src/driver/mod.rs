@@ -131,7 +131,8 @@ pub struct Driver<C: Core = Broker> {
     logger: Option<&'static Logger>,
     /// Where the password and ACL files are reloaded from on SIGHUP.
     auth_source: Option<AuthSource>,
-    conns: HashMap<ConnectionId, Conn>,
+    /// Boxed: the map's spare capacity then costs a pointer per slot, not a whole connection.
+    conns: HashMap<ConnectionId, Box<Conn>>,
     next_conn: u64,
     read_buf: Vec<u8>,
     /// Decrypted and unframed bytes of the current read.
@@ -309,14 +310,14 @@ impl<C: Core> Driver<C> {
             .closing
             .iter()
             .copied()
-            .filter(|id| !matches!(self.conns.get(id).and_then(Conn::deadline), Some(d) if d > now))
+            .filter(|id| !matches!(self.conns.get(id).and_then(|conn| conn.deadline()), Some(d) if d > now))
             .collect();
         for id in expired {
             if let Some(conn) = self.conns.get(&id) {
                 log::debug!(
                     "conn {} ({}): close timed out with {} bytes unsent",
                     id.0,
-                    conn.peer,
+                    conn.peer(),
                     conn.pending_bytes()
                 );
             }
@@ -431,7 +432,7 @@ impl<C: Core> Driver<C> {
             return;
         }
         log::debug!("conn {}: accepted from {peer}", id.0);
-        self.conns.insert(id, Conn::new(stream, peer, transport));
+        self.conns.insert(id, Box::new(Conn::new(stream, transport)));
         self.feed(Input::Opened {
             conn: id,
             peer,
@@ -458,9 +459,9 @@ impl<C: Core> Driver<C> {
                             // Failed TLS handshakes and certificate problems are worth an operator's attention;
                             // a peer closing its WebSocket or TLS session is routine.
                             if e.is_failure() {
-                                log::info!("conn {} ({}): {e}", id.0, conn.peer);
+                                log::info!("conn {} ({}): {e}", id.0, conn.peer());
                             } else {
-                                log::debug!("conn {} ({}): {e}", id.0, conn.peer);
+                                log::debug!("conn {} ({}): {e}", id.0, conn.peer());
                             }
                             self.end_transport(id);
                             continue;

@@ -42,7 +42,7 @@ impl Outbox {
         self.bytes = self.bytes.saturating_sub(n);
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
-                return;
+                break;
             };
             if n >= front.len() {
                 n -= front.len();
@@ -51,6 +51,10 @@ impl Outbox {
                 front.advance(n);
                 n = 0;
             }
+        }
+        if self.chunks.is_empty() {
+            // An idle connection keeps no ring buffer: thousands of them would each pin its capacity.
+            self.chunks = VecDeque::new();
         }
     }
 

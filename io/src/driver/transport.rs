@@ -82,10 +82,11 @@ pub struct Scratch {
     identity: Vec<u8>,
 }
 
+/// Boxed layers: a plain TCP connection, the common case, pays three pointers for the ones it does not use.
 pub struct Transport {
     tls: Option<Box<ServerConnection>>,
-    ws: Option<WebSocket>,
-    identity: Option<ConnectRewrite>,
+    ws: Option<Box<WebSocket>>,
+    identity: Option<Box<ConnectRewrite>>,
 }
 
 impl Transport {
@@ -96,10 +97,10 @@ impl Transport {
         };
         Ok(Transport {
             tls,
-            ws: config.ws_path.clone().map(WebSocket::new),
+            ws: config.ws_path.clone().map(|path| Box::new(WebSocket::new(path))),
             identity: config
                 .identity_as_username
-                .then(|| ConnectRewrite::new(config.max_packet_size)),
+                .then(|| Box::new(ConnectRewrite::new(config.max_packet_size))),
         })
     }
 
