@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod driver;
+pub mod fd_limit;
 pub mod log;
 pub mod storage;
 pub mod tls;

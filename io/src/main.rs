@@ -98,6 +98,7 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
         // Only a log file can fail to open, and main reports failures on stderr when logging to a file.
         Err(e) => return Err(RunError::Log(e)),
     };
+    report_open_file_limit(settings.limits.max_connections as u64);
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| RunError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -139,6 +140,26 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
         );
     }
     driver.run().map_err(RunError::Driver)
+}
+
+/// Raises the open-file limit as far as allowed and says so when it bounds connections below `max_connections`.
+fn report_open_file_limit(max_connections: u64) {
+    match mqtt_io::fd_limit::raise_to_hard_limit() {
+        Ok(limit) => {
+            if limit.soft != limit.before {
+                log::info!("open-file limit raised from {} to {}", limit.before, limit.soft);
+            }
+            if limit.connections() < max_connections {
+                log::warn!(
+                    "the open-file limit ({}) allows about {} connections, fewer than max_connections ({max_connections}); \
+                     raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit) to hold more",
+                    limit.soft,
+                    limit.connections()
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
+    }
 }
 
 /// Recovers the data directory into `broker` and returns the storage to keep writing to (none with `sync = none`).

@@ -285,3 +285,58 @@ fn malformed_password_or_acl_file_stops_the_broker_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pw"));
 }
+
+/// Reads the soft and hard "Max open files" of a process from /proc.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn raises_its_open_file_limit_to_the_hard_limit_so_connections_are_not_capped_at_1024() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = open_file_limits(std::process::id());
+    let data = tempfile::tempdir().unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["--listen", "127.0.0.1:0", "--sys-interval", "0", "--data-dir"])
+        .arg(data.path())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // A distribution's usual start: a soft limit far below the hard one.
+            let low = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &low) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("start the broker");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    for line in stderr.lines() {
+        let line = line.expect("log line");
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let (soft, broker_hard) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(broker_hard, hard);
+    assert_eq!(soft, hard, "soft limit raised to the hard limit\n{log}");
+    assert!(log.contains(&format!("open-file limit raised from 256 to {hard}")), "{log}");
+}
