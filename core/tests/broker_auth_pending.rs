@@ -38,7 +38,10 @@ impl Authenticator for DeferredAuth {
 fn deferring_harness(config: Config) -> (Harness, Rc<RefCell<Vec<ConnectionId>>>) {
     let asked = Rc::new(RefCell::new(Vec::new()));
     let auth = DeferredAuth { asked: asked.clone() };
-    (Harness::with_broker(Broker::with_authenticator(config, 1, Box::new(auth))), asked)
+    (
+        Harness::with_broker(Broker::with_authenticator(config, 1, Box::new(auth))),
+        asked,
+    )
 }
 
 fn slow(mut connect: Connect) -> Connect {
@@ -148,7 +151,10 @@ fn denied_delayed_verdict_refuses_like_an_immediate_one_and_processes_nothing_af
     decide(&mut h, old, AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED));
     assert!(matches!(h.recv(old), Some(Packet::ConnAck(c)) if c.reason == ReasonCode::NOT_AUTHORIZED));
     assert!(h.is_closed(old) && h.recv(old).is_none());
-    assert!(h.recv_all(watcher).is_empty(), "the pipelined PUBLISH was never processed");
+    assert!(
+        h.recv_all(watcher).is_empty(),
+        "the pipelined PUBLISH was never processed"
+    );
 
     // The guessing slow-down applies as after an immediate denial: the second failure from 192.0.2.1 is held.
     let again = pipeline(&mut h, from_ip(1), slow(v311("c")), &pipelined);
@@ -188,7 +194,10 @@ fn connect_timeout_applies_while_the_verdict_is_pending() {
     h.advance(Duration::from_millis(timeout - 1));
     assert!(!h.is_closed(conn));
     h.advance(Duration::from_millis(1));
-    assert!(h.is_closed(conn), "a verdict that never comes ends with the connect timeout");
+    assert!(
+        h.is_closed(conn),
+        "a verdict that never comes ends with the connect timeout"
+    );
     assert!(h.recv_all(conn).is_empty(), "no CONNACK, no PINGRESP");
     decide(&mut h, conn, allow());
     assert_eq!(h.broker.session_count(), 0);
@@ -223,7 +232,10 @@ fn flooding_while_the_verdict_is_pending_closes_the_connection() {
         sent += chunk.len();
     }
     assert!(h.is_closed(conn));
-    assert!(h.recv_all(conn).is_empty(), "no CONNACK for a client that was never decided on");
+    assert!(
+        h.recv_all(conn).is_empty(),
+        "no CONNACK for a client that was never decided on"
+    );
     decide(&mut h, conn, allow());
     assert_eq!(h.broker.session_count(), 0);
 }

@@ -607,10 +607,12 @@ impl Broker {
     }
 
     fn connect_timeout(&mut self, conn: ConnectionId) {
-        let waiting = self
-            .connections
-            .get(&conn)
-            .is_some_and(|c| matches!(c.phase, Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying));
+        let waiting = self.connections.get(&conn).is_some_and(|c| {
+            matches!(
+                c.phase,
+                Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying
+            )
+        });
         if waiting {
             self.close_connection(conn, WillPolicy::Discard, "no CONNECT within the connect timeout");
         }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 fn info<'a>(listener: usize, username: Option<&'a str>, password: Option<&'a [u8]>) -> ConnectInfo<'a> {
     ConnectInfo {
+        conn: mqtt_core::broker::ConnectionId(1),
         client_id: "c",
         peer: SocketAddr::from(([192, 0, 2, 1], 5000)),
         listener: ListenerId(listener),
@@ -22,7 +23,8 @@ fn authenticator(passwords: Option<&str>, acl: Option<&str>) -> FileAuthenticato
         allow_anonymous: vec![true, false, false],
         // Listener 2 takes user names from client certificates.
         trusted_username: vec![false, false, true],
-        cache: VerifiedCache::new([1; 32]),
+        cache: Arc::new(Mutex::new(VerifiedCache::new([1; 32]))),
+        verifier: None,
     }
 }
 
