@@ -87,6 +87,11 @@ impl Broker {
         }
     }
 
+    /// Whether the CONNECT on `conn` waits for the authenticator's verdict (`AuthDecision::Pending`).
+    pub fn awaiting_verdict(&self, conn: ConnectionId) -> bool {
+        self.connections.get(&conn).is_some_and(|c| c.phase == Phase::Verifying)
+    }
+
     /// The verdict on a CONNECT the authenticator answered `Pending`. Ignored unless the connection is still open
     /// and waiting for it (it may have closed or timed out meanwhile). The connection goes back to where it stood
     /// when the CONNECT was read, so what follows is exactly what an immediate verdict would have caused; then the
