@@ -41,7 +41,7 @@ impl SimAcl {
         x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         x ^= x >> 31;
-        x % self.defer_one_in == 0
+        x.is_multiple_of(self.defer_one_in)
     }
 
     /// Odd clients may not publish under `d`.
