@@ -6,7 +6,7 @@
 use clap::Parser;
 use mqtt_core::broker::Broker;
 use mqtt_io::auth::passwd::{self as pwfile, PasswdError};
-use mqtt_io::auth::{prompt, FileAuthenticator};
+use mqtt_io::auth::{prompt, FileAuthenticator, Verifier};
 use mqtt_io::config::{self, Cli, Command, Settings, Sync};
 use mqtt_io::driver::Driver;
 use mqtt_io::storage::{Storage, SyncMode};
@@ -77,6 +77,7 @@ enum RunError {
     },
     Driver(mqtt_io::driver::DriverError),
     Storage(mqtt_io::storage::StorageError),
+    Verifier(std::io::Error),
 }
 
 impl std::fmt::Display for RunError {
@@ -88,6 +89,7 @@ impl std::fmt::Display for RunError {
             }
             RunError::Driver(e) => write!(f, "{e}"),
             RunError::Storage(e) => write!(f, "cannot recover the data directory: {e}"),
+            RunError::Verifier(e) => write!(f, "cannot start the password verifier threads: {e}"),
         }
     }
 }
@@ -104,11 +106,17 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
         source,
     })?;
     let seed = settings.seed.unwrap_or_else(seed_from_clock);
+    // Passwords are verified on these threads, not on the event loop.
+    let max_wait = Duration::from_millis(settings.limits.connect_timeout_ms);
+    let verifier = Verifier::start(Verifier::default_threads(), max_wait).map_err(RunError::Verifier)?;
+    let authenticator = authenticator.with_verifier(verifier.queue());
     let mut broker = Broker::with_authenticator(settings.limits.clone(), seed, Box::new(authenticator));
     let storage = open_storage(settings, &mut broker)?;
     let mut driver = Driver::bind(settings, broker, Some(logger))
         .map_err(RunError::Driver)?
-        .reload_auth_from(settings.auth_source());
+        .reload_auth_from(settings.auth_source())
+        .with_verifier(verifier)
+        .map_err(RunError::Driver)?;
     if let Some(storage) = storage {
         driver = driver.with_storage(storage);
     }

@@ -338,5 +338,8 @@ fn raises_its_open_file_limit_to_the_hard_limit_so_connections_are_not_capped_at
     let _ = child.wait();
     assert_eq!(broker_hard, hard);
     assert_eq!(soft, hard, "soft limit raised to the hard limit\n{log}");
-    assert!(log.contains(&format!("open-file limit raised from 256 to {hard}")), "{log}");
+    assert!(
+        log.contains(&format!("open-file limit raised from 256 to {hard}")),
+        "{log}"
+    );
 }

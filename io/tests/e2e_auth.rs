@@ -2,6 +2,7 @@
 //! rumqttc (v3.1.1 and v5). Statement ids are MQTT 5.0's unless a test says 3.1.1.
 
 mod common;
+mod wire;
 
 use common::{pump4, pump5, wait_for, BrokerProcess, Events4, Events5, BIN};
 use rumqttc::v5;
@@ -243,4 +244,77 @@ fn sighup_reloads_password_and_acl_files_without_dropping_clients() {
     bob.publish("private/3", QoS5::AtLeastOnce, false, "still")
         .expect("publish");
     assert_eq!(next_topic5(&alice_events).as_deref(), Some("private/3"));
+}
+
+/// Password verification (Argon2, tens of milliseconds by design) does not stall the event loop: while several
+/// uncached logins are being verified, an already connected client's PINGREQ and PUBLISH round trips stay well
+/// under the time of one verification.
+#[test]
+fn connected_client_stays_responsive_while_uncached_logins_are_verified() {
+    use mqtt_core::packet::{Packet as P, ProtocolVersion, ReasonCode};
+    use std::time::Instant;
+    use wire::{connect_packet, tcp, Mqtt, Stream};
+    const LOGINS: usize = 8;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("users.pw");
+    add_user(&pw, "watcher", "wpw");
+    for i in 0..LOGINS {
+        add_user(&pw, &format!("u{i}"), &format!("p{i}"));
+    }
+    let broker = BrokerProcess::start(&["--password-file", pw.to_str().expect("utf-8 path")]);
+    let v5 = ProtocolVersion::V5;
+    // The watcher's own first login is one uncached verification: the yardstick.
+    let mut watcher = Mqtt::new(Stream(tcp(&broker)), v5);
+    let started = Instant::now();
+    assert_eq!(
+        watcher.connect("watcher", Some("watcher"), Some(b"wpw")),
+        ReasonCode::SUCCESS
+    );
+    let one_verification = started.elapsed();
+    assert_eq!(watcher.subscribe("latency"), ReasonCode::GRANTED_QOS_1);
+
+    let mut logins: Vec<_> = (0..LOGINS)
+        .map(|i| {
+            let mut login = Mqtt::new(Stream(tcp(&broker)), v5);
+            let (user, password) = (format!("u{i}"), format!("p{i}"));
+            login.send(&connect_packet(
+                v5,
+                &format!("login-{i}"),
+                Some(&user),
+                Some(password.as_bytes()),
+            ));
+            login
+        })
+        .collect();
+    let burst = Instant::now();
+    let mut round_trips = Vec::new();
+    while round_trips.len() < 20 || burst.elapsed() < one_verification * LOGINS as u32 {
+        let start = Instant::now();
+        watcher.send(&P::PingReq);
+        assert_eq!(watcher.recv(), Some(P::PingResp));
+        watcher.send(&P::Publish(mqtt_core::packet::Publish {
+            topic: "latency".into(),
+            payload: bytes::Bytes::from_static(b"ping"),
+            ..Default::default()
+        }));
+        assert!(matches!(watcher.recv(), Some(P::Publish(p)) if p.topic == "latency"));
+        round_trips.push(start.elapsed());
+    }
+    for login in &mut logins {
+        assert!(matches!(login.recv(), Some(P::ConnAck(ack)) if ack.reason == ReasonCode::SUCCESS));
+    }
+    let all_logins = burst.elapsed();
+    round_trips.sort();
+    let max = round_trips[round_trips.len() - 1];
+    let median = round_trips[round_trips.len() / 2];
+    eprintln!(
+        "one verification {one_verification:?}; {LOGINS} logins answered within {all_logins:?}; {} round trips \
+         (PINGREQ, then a PUBLISH to itself) meanwhile: median {median:?}, max {max:?}",
+        round_trips.len()
+    );
+    assert!(
+        max < one_verification,
+        "a connected client waited {max:?} for a round trip; one verification takes {one_verification:?}"
+    );
 }

@@ -2,14 +2,21 @@
 //! the broker enforces (as its `Authenticator`) and the model predicts. It exercises the broker's authorization of
 //! PUBLISH (refused: 0x87 for MQTT 5, dropped for 3.1.1), SUBSCRIBE (0x87 / 0x80 in SUBACK) and each delivery (a
 //! subscription to `#` does not bring topics the client may not read), wills included.
+//!
+//! It also answers some CONNECTs `AuthDecision::Pending`, as a password verified off the event loop would be; the
+//! world delivers the verdict a little later (or, as a fault, never: the connect timeout ends the connection).
 
-use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo};
+use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo, ConnectionId};
 use mqtt_core::packet::ReasonCode;
 
 /// The rules, switched on per seed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SimAcl {
     pub enabled: bool,
+    /// One CONNECT in this many waits for a delayed verdict (0 = none).
+    pub defer_one_in: u64,
+    /// Mixed into the choice, so each seed defers different connections.
+    pub salt: u64,
 }
 
 /// The simulated client's index in `sim-{n}`; other identifiers (probes, misbehaving clients) get no rules.
@@ -22,6 +29,21 @@ fn first_level(topic: &str) -> &str {
 }
 
 impl SimAcl {
+    /// Does the CONNECT of `client_id` on `conn` wait for a delayed verdict? Only the simulated clients' do (the
+    /// misbehaving ones and the probes are checked for prompt answers). A pure function, so that the world knows
+    /// without asking the broker.
+    pub fn defers(&self, conn: ConnectionId, client_id: &str) -> bool {
+        if self.defer_one_in == 0 || client_number(client_id).is_none() {
+            return false;
+        }
+        // SplitMix64's finalizer: consecutive connection ids spread evenly.
+        let mut x = conn.0 ^ self.salt;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        x.is_multiple_of(self.defer_one_in)
+    }
+
     /// Odd clients may not publish under `d`.
     pub fn may_publish(&self, client: usize, topic: &str) -> bool {
         !(self.enabled && client % 2 == 1 && first_level(topic) == "d")
@@ -42,6 +64,8 @@ impl Authenticator for SimAcl {
     fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision {
         if info.auth_method.is_some() {
             AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD)
+        } else if self.defers(info.conn, info.client_id) {
+            AuthDecision::Pending
         } else {
             AuthDecision::Allow { data: None }
         }

@@ -168,7 +168,10 @@ impl Model {
     /// The broker quotas the model predicts refusals from.
     pub fn with_quotas(mut self, quotas: QuotaOptions) -> Model {
         self.quotas = quotas;
-        self.acl = SimAcl { enabled: quotas.acl };
+        self.acl = SimAcl {
+            enabled: quotas.acl,
+            ..SimAcl::default()
+        };
         self
     }
 

@@ -90,6 +90,9 @@ pub struct QuotaOptions {
     pub per_address_limit: bool,
     /// The broker enforces the simulation's access rules (`acl::SimAcl`), which the model predicts.
     pub acl: bool,
+    /// One CONNECT in this many (chosen by a hash of the connection id) gets `AuthDecision::Pending` and its
+    /// verdict a little later; 0 = never (see `acl::SimAcl::defers`).
+    pub deferred_auth: u64,
 }
 
 impl QuotaOptions {
@@ -103,6 +106,7 @@ impl QuotaOptions {
             per_address_limit: rng.gen_bool(0.3),
             max_topic_length: [0, 0, 0, 6, 12][rng.gen_range(0..5)],
             acl: rng.gen_bool(0.3),
+            deferred_auth: [0, 0, 2, 5][rng.gen_range(0..4)],
         }
     }
 }
@@ -213,7 +217,7 @@ impl fmt::Display for Options {
             "seed={} clients={} v5_share={:.2} persistent_share={:.2} qos2={} retained={} shared={} wills={} \
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
-             max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} \
+             max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4}",
             self.seed,
             self.clients,
@@ -253,6 +257,7 @@ impl fmt::Display for Options {
             self.quotas.max_topic_length,
             self.quotas.per_address_limit,
             self.quotas.acl,
+            self.quotas.deferred_auth,
             self.persistence,
             self.broker_crash_rate,
             self.disk_full_rate

@@ -1,8 +1,13 @@
 //! Authentication and authorization, pluggable: plain username/password checks, MQTT 5 enhanced authentication
 //! (AUTH exchanges, section 4.12) and per-topic access control go through one trait. Implementations must be
 //! deterministic for the simulator's sake: the same calls give the same answers.
+//!
+//! A verdict that takes long to compute (a password hash such as Argon2, a call to an external service) need not
+//! stall the core: `authenticate` may answer [`AuthDecision::Pending`] and the driver later delivers the verdict
+//! with `Input::AuthDecided` for the CONNECT's [`ConnectInfo::conn`]. Meanwhile the core leaves the connection's
+//! later bytes undecoded (see `Broker::handle_received`).
 
-use super::ListenerId;
+use super::{ConnectionId, ListenerId};
 use crate::packet::ReasonCode;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -10,6 +15,8 @@ use std::net::SocketAddr;
 /// What the authenticator sees of a CONNECT.
 #[derive(Debug, Clone)]
 pub struct ConnectInfo<'a> {
+    /// The connection the CONNECT arrived on: the key under which a [`AuthDecision::Pending`] verdict is delivered.
+    pub conn: ConnectionId,
     pub client_id: &'a str,
     pub peer: SocketAddr,
     /// The listener the connection arrived on, for per-listener policies (anonymous access).
@@ -39,10 +46,14 @@ pub enum AuthDecision {
     /// Refuse with this reason code (0x86 Bad User Name or Password, 0x87 Not authorized, 0x8C Bad
     /// authentication method, ...).
     Deny(ReasonCode),
+    /// Decided later: the driver will deliver the verdict (`Allow` or `Deny`) as `Input::AuthDecided` for this
+    /// connection. Only an answer of [`Authenticator::authenticate`]; from `continue_auth` it counts as
+    /// `Deny(0x87 Not authorized)`. A verdict that never comes ends with the connect timeout.
+    Pending,
 }
 
 pub trait Authenticator {
-    /// Called once per CONNECT.
+    /// Called once per CONNECT. May answer [`AuthDecision::Pending`] and deliver the verdict later.
     fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision;
 
     /// Called for each AUTH packet of an enhanced authentication exchange (during CONNECT or re-authentication).

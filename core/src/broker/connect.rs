@@ -21,7 +21,6 @@ impl Broker {
             return;
         };
         connection.protocol = Some(connect.protocol);
-        let v5 = connect.protocol.is_v5();
 
         if let Some(reason) = self.connect_quota_refusal(conn, &connect) {
             self.refuse_connect(conn, reason, "CONNECT refused by a quota");
@@ -39,6 +38,7 @@ impl Broker {
         }
 
         let info = ConnectInfo {
+            conn,
             client_id: &connect.client_id,
             peer: self
                 .connections
@@ -51,12 +51,19 @@ impl Broker {
             auth_method: connect.properties.authentication_method.as_deref(),
             auth_data: connect.properties.authentication_data.as_deref(),
         };
-        match self.authenticator.authenticate(&info) {
+        let decision = self.authenticator.authenticate(&info);
+        self.follow_decision(conn, connect, decision);
+    }
+
+    /// What follows the authenticator's verdict on a CONNECT: the one path for a verdict given at once and for one
+    /// delivered later (`Input::AuthDecided`).
+    fn follow_decision(&mut self, conn: ConnectionId, connect: Box<Connect>, decision: AuthDecision) {
+        match decision {
             AuthDecision::Allow { data } => self.admit(conn, connect, data),
             AuthDecision::Deny(reason) => self.refuse_authentication(conn, &connect, reason),
             AuthDecision::Continue { data } => {
                 let method = connect.properties.authentication_method.clone();
-                if !v5 || method.is_none() {
+                if !connect.protocol.is_v5() || method.is_none() {
                     // Enhanced authentication exists only in MQTT 5 with an Authentication Method [MQTT-4.12.0-1].
                     self.refuse_connect(conn, ReasonCode::BAD_AUTHENTICATION_METHOD, "authentication failed");
                     return;
@@ -69,6 +76,55 @@ impl Broker {
                 }
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, data);
             }
+            AuthDecision::Pending => {
+                // Nothing the client sent after the CONNECT is decoded until the verdict (see `handle_received`).
+                if let Some(connection) = self.connections.get_mut(&conn) {
+                    connection.phase = Phase::Verifying;
+                    connection.client_id = Some(Arc::from(connect.client_id.as_str()));
+                    connection.extras().pending_connect = Some(connect);
+                }
+            }
+        }
+    }
+
+    /// Whether the CONNECT on `conn` waits for the authenticator's verdict (`AuthDecision::Pending`).
+    pub fn awaiting_verdict(&self, conn: ConnectionId) -> bool {
+        self.connections.get(&conn).is_some_and(|c| c.phase == Phase::Verifying)
+    }
+
+    /// The verdict on a CONNECT the authenticator answered `Pending`. Ignored unless the connection is still open
+    /// and waiting for it (it may have closed or timed out meanwhile). The connection goes back to where it stood
+    /// when the CONNECT was read, so what follows is exactly what an immediate verdict would have caused; then the
+    /// bytes the client sent meanwhile are decoded.
+    pub(super) fn handle_auth_decided(&mut self, conn: ConnectionId, decision: AuthDecision) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if connection.phase != Phase::Verifying {
+            return;
+        }
+        // Before CONNACK the extras hold nothing but the CONNECT: dropping them keeps an idle client's footprint
+        // the same as after an immediate verdict.
+        let Some(connect) = connection.extras.take().and_then(|extras| extras.pending_connect) else {
+            return;
+        };
+        connection.phase = Phase::AwaitingConnect;
+        connection.client_id = None;
+        // Other clients connected while this one waited: the limits checked at CONNECT time are checked again.
+        let decision = match decision {
+            AuthDecision::Allow { .. } => match self.connection_limit_refusal(conn, &connect) {
+                Some(reason) => {
+                    self.refuse_connect(conn, reason, "CONNECT refused by a connection limit");
+                    return;
+                }
+                None => decision,
+            },
+            // A verdict of `Pending` again keeps the connection waiting.
+            other => other,
+        };
+        self.follow_decision(conn, connect, decision);
+        if self.connections.get(&conn).is_some_and(|c| c.phase == Phase::Connected) {
+            self.decode_received(conn);
         }
     }
 
@@ -185,6 +241,8 @@ impl Broker {
                     None => self.refuse_connect(conn, reason, "authentication failed"),
                 }
             }
+            // Never: `continue_auth` turns it into a denial.
+            AuthDecision::Pending => {}
         }
     }
 
@@ -217,6 +275,8 @@ impl Broker {
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, Some(method), data)
             }
             AuthDecision::Deny(reason) => self.disconnect_with(conn, reason, "re-authentication failed"),
+            // Never: `continue_auth` turns it into a denial.
+            AuthDecision::Pending => {}
         }
     }
 
@@ -227,8 +287,14 @@ impl Broker {
             .get(&conn)
             .and_then(|c| c.client_id.clone())
             .unwrap_or_default();
-        self.authenticator
+        match self
+            .authenticator
             .continue_auth(&client_id, method, auth.properties.authentication_data.as_deref())
+        {
+            // Only a CONNECT's verdict may come later (see `AuthDecision::Pending`).
+            AuthDecision::Pending => AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED),
+            decision => decision,
+        }
     }
 
     fn send_auth(&mut self, conn: ConnectionId, reason: ReasonCode, method: Option<String>, data: Option<Bytes>) {

@@ -20,6 +20,9 @@ pub enum Phase {
     AwaitingConnect,
     /// CONNECT received with an authentication method; AUTH exchange in progress [MQTT-4.12.0-?].
     Authenticating,
+    /// CONNECT received; the authenticator's verdict is pending (`AuthDecision::Pending`). Later bytes stay
+    /// undecoded until it comes.
+    Verifying,
     /// CONNACK sent; attached to a session.
     Connected,
     /// Authentication failed; the refusing CONNACK is held until a timer fires (guessing slow-down). Input is
@@ -40,7 +43,7 @@ pub struct Extras {
     pub outbound_aliases: HashMap<String, u16>,
     /// The authentication method of an enhanced authentication exchange.
     pub auth_method: Option<String>,
-    /// The CONNECT waiting for an enhanced authentication exchange to finish.
+    /// The CONNECT waiting for an enhanced authentication exchange to finish, or for a pending verdict.
     pub pending_connect: Option<Box<crate::packet::Connect>>,
     /// QoS 1/2 PUBLISHes received but not yet acknowledged because a subscriber's queue was full, in arrival order
     /// (see `flow`).

@@ -48,6 +48,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use timer::{Timer, Timers};
 
+/// How many bytes a client may send after its CONNECT while the authenticator's verdict is pending; they are held
+/// undecoded until then. Beyond this the connection is closed, so a flood costs bounded memory.
+pub const MAX_BUFFERED_WHILE_VERIFYING: usize = 64 * 1024;
+
 /// The driver's handle for one transport connection. Never reused within one broker's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
@@ -82,6 +86,9 @@ pub enum Input<'a> {
     /// Durable storage stopped (disk full, I/O error) or resumed taking writes. While it does not, QoS 1/2
     /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or held unacknowledged (3.1.1); QoS 0 flows on.
     StorageWritable(bool),
+    /// The verdict on a CONNECT the authenticator answered [`AuthDecision::Pending`] for (`Allow` or `Deny`).
+    /// Ignored if the connection closed or timed out meanwhile.
+    AuthDecided { conn: ConnectionId, decision: AuthDecision },
 }
 
 /// Something the driver must do.
@@ -259,6 +266,7 @@ impl Broker {
             Input::Tick => self.fire_timers(),
             Input::Shutdown => self.shutdown(),
             Input::StorageWritable(writable) => self.set_storage_writable(writable),
+            Input::AuthDecided { conn, decision } => self.handle_auth_decided(conn, decision),
         }
         self.release_woken();
     }
@@ -319,10 +327,25 @@ impl Broker {
         }
         self.stats.bytes_received += data.len() as u64;
         connection.decoder.feed(data);
+        self.decode_received(conn);
+    }
+
+    /// Decodes and handles what the connection's decoder holds, packet by packet. While the CONNECT waits for its
+    /// verdict, the bytes after it stay undecoded: the server must not process anything the client sent after
+    /// CONNECT before it has accepted it (section 3.1.4, [MQTT-3.1.4-6]; 3.1.1: [MQTT-3.1.4-5]). They are decoded
+    /// once the verdict lets the client in; a client that sends more than `MAX_BUFFERED_WHILE_VERIFYING` meanwhile
+    /// is disconnected.
+    fn decode_received(&mut self, conn: ConnectionId) {
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else {
                 return;
             };
+            if connection.phase == Phase::Verifying {
+                if connection.decoder.buffered() > MAX_BUFFERED_WHILE_VERIFYING {
+                    self.close_connection(conn, WillPolicy::Discard, "too much data sent before CONNACK");
+                }
+                return;
+            }
             match connection.decoder.next_packet() {
                 Ok(Some(packet)) => {
                     connection.last_activity = self.now;
@@ -343,7 +366,8 @@ impl Broker {
             return;
         };
         match (phase, packet) {
-            (Phase::Closing | Phase::Refusing, _) => {}
+            // A verifying connection decodes nothing (see `decode_received`).
+            (Phase::Closing | Phase::Refusing | Phase::Verifying, _) => {}
             (Phase::AwaitingConnect, Packet::Connect(connect)) => self.handle_connect(conn, connect),
             // [MQTT-3.1.0-1]: the first packet must be CONNECT; anything else closes the connection.
             (Phase::AwaitingConnect, _) => {
@@ -576,17 +600,19 @@ impl Broker {
             return;
         };
         match phase {
-            Phase::AwaitingConnect | Phase::Authenticating => self.connect_timeout(conn),
+            Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying => self.connect_timeout(conn),
             Phase::Connected => self.check_keep_alive(conn),
             Phase::Refusing | Phase::Closing => {}
         }
     }
 
     fn connect_timeout(&mut self, conn: ConnectionId) {
-        let waiting = self
-            .connections
-            .get(&conn)
-            .is_some_and(|c| matches!(c.phase, Phase::AwaitingConnect | Phase::Authenticating));
+        let waiting = self.connections.get(&conn).is_some_and(|c| {
+            matches!(
+                c.phase,
+                Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying
+            )
+        });
         if waiting {
             self.close_connection(conn, WillPolicy::Discard, "no CONNECT within the connect timeout");
         }

@@ -249,27 +249,47 @@ impl Broker {
             self.stats.quota_refusals += 1;
             return Some(ReasonCode::CONNECTION_RATE_EXCEEDED);
         }
-        let max = self.config.max_connections_per_address;
-        if max > 0 {
-            let connected = self.quotas.connected_by_ip.get(&ip).copied().unwrap_or(0);
-            // The connection this CONNECT takes over (same client id, same address) is about to go.
-            let replaced = self
-                .sessions_by_client_id
-                .get(connect.client_id.as_str())
-                .and_then(|key| self.sessions.get(key))
-                .and_then(|session| session.connection)
-                .and_then(|old| self.connections.get(&old))
-                .is_some_and(|old| old.peer.ip() == ip && !connect.client_id.is_empty());
-            if connected - usize::from(replaced && connected > 0) >= max {
-                self.stats.quota_refusals += 1;
-                return Some(ReasonCode::QUOTA_EXCEEDED);
-            }
+        if self.address_full(ip, connect) {
+            self.stats.quota_refusals += 1;
+            return Some(ReasonCode::QUOTA_EXCEEDED);
         }
         if let Some(will) = &connect.will {
             if self.topic_over_limits(&will.topic) {
                 self.stats.quota_refusals += 1;
                 return Some(ReasonCode::TOPIC_NAME_INVALID);
             }
+        }
+        None
+    }
+
+    /// Does the address already have `max_connections_per_address` connections (not counting the one this
+    /// CONNECT takes over, same client id from the same address)?
+    fn address_full(&self, ip: IpAddr, connect: &Connect) -> bool {
+        let max = self.config.max_connections_per_address;
+        if max == 0 {
+            return false;
+        }
+        let connected = self.quotas.connected_by_ip.get(&ip).copied().unwrap_or(0);
+        let replaced = self
+            .sessions_by_client_id
+            .get(connect.client_id.as_str())
+            .and_then(|key| self.sessions.get(key))
+            .and_then(|session| session.connection)
+            .and_then(|old| self.connections.get(&old))
+            .is_some_and(|old| old.peer.ip() == ip && !connect.client_id.is_empty());
+        connected - usize::from(replaced && connected > 0) >= max
+    }
+
+    /// The connection-count limits again, for a CONNECT whose verdict came later (others may have connected while
+    /// it waited): the address's connections (0x97), then the broker's (0x89).
+    pub(super) fn connection_limit_refusal(&mut self, conn: ConnectionId, connect: &Connect) -> Option<ReasonCode> {
+        let ip = self.connections.get(&conn)?.peer.ip();
+        if self.address_full(ip, connect) {
+            self.stats.quota_refusals += 1;
+            return Some(ReasonCode::QUOTA_EXCEEDED);
+        }
+        if self.connected_clients >= self.config.max_connections {
+            return Some(ReasonCode::SERVER_BUSY);
         }
         None
     }

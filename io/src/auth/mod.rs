@@ -7,16 +7,20 @@ mod cache;
 mod filter;
 pub mod passwd;
 pub mod prompt;
+mod verifier;
 
 pub use acl::{AclError, AclFile};
 pub use passwd::{PasswdError, PasswordFile};
+pub use verifier::{Verdict, Verifier, VerifyQueue};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use cache::VerifiedCache;
-use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo};
+use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo, ConnectionId};
 use mqtt_core::packet::ReasonCode;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Why the password or ACL file could not be loaded.
 #[derive(Debug)]
@@ -65,7 +69,8 @@ impl AuthSource {
             acl,
             allow_anonymous: self.allow_anonymous.clone(),
             trusted_username: self.trusted_username.clone(),
-            cache: VerifiedCache::new(key),
+            cache: Arc::new(Mutex::new(VerifiedCache::new(key))),
+            verifier: None,
         })
     }
 }
@@ -78,29 +83,64 @@ impl AuthSource {
 /// - A user name without a password file: treated like anonymous access (as Mosquitto does); the name is still
 ///   used for ACL sections, so do not rely on ACL user sections without a password file.
 /// - No ACL file: every topic allowed. With one: what it grants.
+///
+/// A password that must be verified with Argon2 (not in the cache) is verified by the [`Verifier`] pool when one is
+/// attached ([`FileAuthenticator::with_verifier`]): the answer is then `Pending` and the verdict comes later.
+/// Everything else is decided at once.
 pub struct FileAuthenticator {
     passwords: Option<PasswordFile>,
     acl: Option<AclFile>,
     allow_anonymous: Vec<bool>,
     trusted_username: Vec<bool>,
-    cache: VerifiedCache,
+    /// Shared with the verifier threads, which remember what they verified.
+    cache: Arc<Mutex<VerifiedCache>>,
+    verifier: Option<VerifyQueue>,
+}
+
+/// The outcome of a password check.
+enum Check {
+    /// No password file: user names are not checked.
+    NoFile,
+    Done(bool),
+    /// Handed to the verifier pool.
+    Pending,
 }
 
 impl FileAuthenticator {
-    fn check_password(&mut self, user: &str, password: Option<&[u8]>) -> Option<bool> {
-        let file = self.passwords.as_ref()?;
-        let (Some(phc), Some(password)) = (file.hash_of(user), password) else {
-            return Some(false);
+    /// Verify uncached passwords on `queue`'s threads instead of the caller's.
+    pub fn with_verifier(mut self, queue: VerifyQueue) -> FileAuthenticator {
+        self.verifier = Some(queue);
+        self
+    }
+
+    fn check_password(&mut self, conn: ConnectionId, user: &str, password: Option<&[u8]>) -> Check {
+        let Some(file) = self.passwords.as_ref() else {
+            return Check::NoFile;
         };
-        if self.cache.contains(user, phc, password) {
-            return Some(true);
+        let (Some(phc), Some(password)) = (file.hash_of(user), password) else {
+            return Check::Done(false);
+        };
+        let cached = (self.cache.lock().unwrap_or_else(|e| e.into_inner())).contains(user, phc, password);
+        if cached {
+            return Check::Done(true);
         }
-        let ok = passwd::verify(phc, password);
-        if ok {
-            let phc = phc.to_string();
-            self.cache.insert(user, &phc, password);
-        }
-        Some(ok)
+        let job = verifier::Job {
+            conn,
+            user: user.to_string(),
+            phc: phc.to_string(),
+            password: password.to_vec(),
+            cache: Arc::clone(&self.cache),
+            queued_at: Instant::now(),
+        };
+        let job = match &self.verifier {
+            Some(queue) => match queue.submit(job) {
+                Ok(()) => return Check::Pending,
+                Err(job) => job,
+            },
+            None => job,
+        };
+        // No pool (tests, tools) or the pool is gone: verify here.
+        Check::Done(verifier::verdict(&job) == AuthDecision::Allow { data: None })
     }
 }
 
@@ -117,7 +157,11 @@ impl Authenticator for FileAuthenticator {
             return AuthDecision::Allow { data: None };
         }
         let verdict = match info.username {
-            Some(user) => self.check_password(user, info.password).unwrap_or(anonymous_ok),
+            Some(user) => match self.check_password(info.conn, user, info.password) {
+                Check::NoFile => anonymous_ok,
+                Check::Done(ok) => ok,
+                Check::Pending => return AuthDecision::Pending,
+            },
             None => anonymous_ok,
         };
         match (verdict, info.username, &self.passwords) {

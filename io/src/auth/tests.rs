@@ -1,9 +1,11 @@
 use super::*;
 use mqtt_core::broker::ListenerId;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 fn info<'a>(listener: usize, username: Option<&'a str>, password: Option<&'a [u8]>) -> ConnectInfo<'a> {
     ConnectInfo {
+        conn: mqtt_core::broker::ConnectionId(1),
         client_id: "c",
         peer: SocketAddr::from(([192, 0, 2, 1], 5000)),
         listener: ListenerId(listener),
@@ -22,7 +24,8 @@ fn authenticator(passwords: Option<&str>, acl: Option<&str>) -> FileAuthenticato
         allow_anonymous: vec![true, false, false],
         // Listener 2 takes user names from client certificates.
         trusted_username: vec![false, false, true],
-        cache: VerifiedCache::new([1; 32]),
+        cache: Arc::new(Mutex::new(VerifiedCache::new([1; 32]))),
+        verifier: None,
     }
 }
 
@@ -64,17 +67,77 @@ fn passwords_are_checked_against_the_file() {
     );
 }
 
+fn cached(auth: &FileAuthenticator, user: &str, phc: &str, password: &[u8]) -> bool {
+    auth.cache.lock().expect("cache lock").contains(user, phc, password)
+}
+
 #[test]
 fn successful_verification_is_cached_per_hash() {
     let phc = passwd::hash(b"s3cret").expect("hash");
     let mut auth = authenticator(Some(&format!("alice:{phc}\n")), None);
-    assert!(!auth.cache.contains("alice", &phc, b"s3cret"));
-    assert_eq!(auth.check_password("alice", Some(b"s3cret")), Some(true));
-    assert!(auth.cache.contains("alice", &phc, b"s3cret"));
+    let conn = ConnectionId(1);
+    assert!(!cached(&auth, "alice", &phc, b"s3cret"));
+    assert!(matches!(
+        auth.check_password(conn, "alice", Some(b"s3cret")),
+        Check::Done(true)
+    ));
+    assert!(cached(&auth, "alice", &phc, b"s3cret"));
     // A failure is not cached, and does not evict the success.
-    assert_eq!(auth.check_password("alice", Some(b"nope")), Some(false));
-    assert!(!auth.cache.contains("alice", &phc, b"nope"));
-    assert_eq!(auth.check_password("alice", Some(b"s3cret")), Some(true));
+    assert!(matches!(
+        auth.check_password(conn, "alice", Some(b"nope")),
+        Check::Done(false)
+    ));
+    assert!(!cached(&auth, "alice", &phc, b"nope"));
+    assert!(matches!(
+        auth.check_password(conn, "alice", Some(b"s3cret")),
+        Check::Done(true)
+    ));
+}
+
+/// Waits for the verifier's next verdict.
+fn next_verdict(verifier: &Verifier) -> Verdict {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(verdict) = verifier.try_verdict() {
+            return verdict;
+        }
+        assert!(Instant::now() < deadline, "no verdict within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn uncached_password_is_verified_by_the_pool_and_then_answered_at_once() {
+    let phc = passwd::hash(b"s3cret").expect("hash");
+    let verifier = Verifier::start(1, std::time::Duration::from_secs(10)).expect("verifier threads");
+    let mut auth = authenticator(Some(&format!("alice:{phc}\n")), None).with_verifier(verifier.queue());
+    let mut login = info(1, Some("alice"), Some(b"s3cret"));
+    login.conn = ConnectionId(7);
+    assert_eq!(auth.authenticate(&login), AuthDecision::Pending);
+    let verdict = next_verdict(&verifier);
+    assert_eq!(verdict.conn, ConnectionId(7));
+    assert_eq!(verdict.decision, AuthDecision::Allow { data: None });
+    // The pool remembered it: the next login is decided at once.
+    assert_eq!(auth.authenticate(&login), AuthDecision::Allow { data: None });
+    // A wrong password is verified by the pool too, and refused with 0x86.
+    let mut wrong = info(1, Some("alice"), Some(b"guess"));
+    wrong.conn = ConnectionId(8);
+    assert_eq!(auth.authenticate(&wrong), AuthDecision::Pending);
+    let verdict = next_verdict(&verifier);
+    assert_eq!(verdict.conn, ConnectionId(8));
+    assert_eq!(
+        verdict.decision,
+        AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    );
+    // What needs no hash is decided at once: an unknown user, anonymous access.
+    assert_eq!(
+        auth.authenticate(&info(1, Some("mallory"), Some(b"x"))),
+        AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    );
+    assert_eq!(
+        auth.authenticate(&info(0, None, None)),
+        AuthDecision::Allow { data: None }
+    );
 }
 
 #[test]

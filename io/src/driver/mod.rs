@@ -14,7 +14,7 @@ mod outbox;
 mod transport;
 mod ws;
 
-use crate::auth::AuthSource;
+use crate::auth::{AuthSource, Verifier};
 use crate::config::{Listener, Settings};
 use crate::log::Logger;
 use crate::storage::Storage;
@@ -49,6 +49,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// Rung by the password verifier threads when a verdict is ready (connection tokens start at 1).
+const WAKER_TOKEN: Token = Token(0);
 /// Listener `i` has token `LISTENER_BASE - i`; connection tokens count up from 1, so the two never meet.
 const LISTENER_BASE: usize = usize::MAX - 1;
 
@@ -131,6 +133,8 @@ pub struct Driver<C: Core = Broker> {
     logger: Option<&'static Logger>,
     /// Where the password and ACL files are reloaded from on SIGHUP.
     auth_source: Option<AuthSource>,
+    /// The threads that verify passwords off the event loop, and their verdicts.
+    verifier: Option<Verifier>,
     /// Boxed: the map's spare capacity then costs a pointer per slot, not a whole connection.
     conns: HashMap<ConnectionId, Box<Conn>>,
     next_conn: u64,
@@ -185,6 +189,7 @@ impl<C: Core> Driver<C> {
             signals,
             logger,
             auth_source: None,
+            verifier: None,
             conns: HashMap::new(),
             next_conn: 1,
             read_buf: vec![0; READ_BUF],
@@ -211,6 +216,15 @@ impl<C: Core> Driver<C> {
         self
     }
 
+    /// Deliver the verdicts of `verifier`'s threads (whose queue the authenticator was given) to the core; a
+    /// reloaded authenticator gets the same queue.
+    pub fn with_verifier(mut self, verifier: Verifier) -> Result<Self, DriverError> {
+        let waker = mio::Waker::new(self.poll.registry(), WAKER_TOKEN).map_err(DriverError::Poll)?;
+        verifier.set_waker(waker);
+        self.verifier = Some(verifier);
+        Ok(self)
+    }
+
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|l| l.local).collect()
@@ -230,6 +244,8 @@ impl<C: Core> Driver<C> {
             }
             for event in events.iter() {
                 match event.token() {
+                    // Verdicts are collected below, after every wake-up.
+                    WAKER_TOKEN => {}
                     SIGNAL_TOKEN => {
                         if self.handle_signals() {
                             log::warn!("second stop signal: exiting without waiting for connections");
@@ -251,6 +267,7 @@ impl<C: Core> Driver<C> {
                     }
                 }
             }
+            self.deliver_verdicts();
             self.on_timers();
             self.commit_and_flush();
             if let Some(deadline) = self.shutdown_deadline {
@@ -325,6 +342,21 @@ impl<C: Core> Driver<C> {
         }
     }
 
+    /// Feeds the verifier's finished verdicts to the core. A verdict for a connection that is gone meanwhile is
+    /// ignored by the core.
+    fn deliver_verdicts(&mut self) {
+        let Some(verifier) = &self.verifier else {
+            return;
+        };
+        let verdicts: Vec<_> = std::iter::from_fn(|| verifier.try_verdict()).collect();
+        for verdict in verdicts {
+            self.feed(Input::AuthDecided {
+                conn: verdict.conn,
+                decision: verdict.decision,
+            });
+        }
+    }
+
     /// Returns true when the process should exit immediately (a second stop signal).
     fn handle_signals(&mut self) -> bool {
         let pending: Vec<i32> = self.signals.pending().collect();
@@ -350,7 +382,12 @@ impl<C: Core> Driver<C> {
         let Some(source) = &self.auth_source else {
             return;
         };
-        match source.load() {
+        // Jobs still queued against the old files are verified against them: a verdict that is a moment old.
+        let queue = self.verifier.as_ref().map(Verifier::queue);
+        match source.load().map(|a| match queue {
+            Some(queue) => a.with_verifier(queue),
+            None => a,
+        }) {
             Ok(authenticator) => {
                 self.broker.set_authenticator(Box::new(authenticator));
                 log::info!("SIGHUP: password and ACL files reloaded");

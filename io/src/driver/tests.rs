@@ -36,7 +36,7 @@ impl Core for Echo {
             Input::Writable { .. } => seen.writable += 1,
             Input::Closed { .. } => seen.closed += 1,
             Input::Shutdown => seen.shutdown = true,
-            Input::Tick | Input::StorageWritable(_) => {}
+            Input::Tick | Input::StorageWritable(_) | Input::AuthDecided { .. } => {}
         }
     }
     fn poll_output(&mut self) -> Option<Output> {

@@ -16,6 +16,15 @@ impl World {
         for conn in blocked {
             self.schedule(self.now, Event::Writable { conn });
         }
+        // Lost verdicts are a fault too: they arrive now (the broker ignores those it timed out already).
+        let lost: Vec<ConnectionId> = self
+            .links
+            .iter_mut()
+            .filter_map(|(c, l)| std::mem::take(&mut l.verdict_lost).then_some(*c))
+            .collect();
+        for conn in lost {
+            self.schedule(self.now, Event::AuthVerdict { conn });
+        }
         let mut quiet_rounds = 0;
         let mut steps = 0;
         while quiet_rounds < 5 {

@@ -39,6 +39,10 @@ enum Event {
     Writable {
         conn: ConnectionId,
     },
+    /// The verdict on a CONNECT the authenticator answered `Pending` (see `acl::SimAcl::defers`).
+    AuthVerdict {
+        conn: ConnectionId,
+    },
 }
 
 /// One transport connection as the network sees it.
@@ -58,6 +62,12 @@ struct Link {
     aliases: BTreeMap<u16, String>,
     /// A misbehaving client the broker must disconnect.
     misbehaving: bool,
+    /// The CONNECT waits for a delayed verdict: it and what followed it, read by the broker's decoder but not yet
+    /// processed, which the model processes when the broker does (at the verdict) [MQTT-3.1.4-6].
+    held: Option<Vec<Packet>>,
+    /// The verdict on its CONNECT was lost (a fault): until the liveness phase delivers it, only the connect
+    /// timeout ends the wait.
+    verdict_lost: bool,
     /// Abandoned by its client, which reconnected over a new connection without closing this one (a half-open
     /// connection): the broker must close it when the new CONNECT takes the session over [MQTT-3.1.4-3], or at
     /// the latest when keep alive runs out.
@@ -136,10 +146,17 @@ struct PendingPublish {
 
 /// A broker with the seed's access rules.
 pub(super) fn new_broker(opts: &Options, config: Config, seed: u64) -> Broker {
-    let acl = crate::acl::SimAcl {
+    Broker::with_authenticator(config, seed, Box::new(sim_acl(opts)))
+}
+
+/// The seed's access rules and deferred verdicts: the same for every broker of the run (restarts included), so
+/// that the world knows which CONNECTs wait.
+pub(super) fn sim_acl(opts: &Options) -> crate::acl::SimAcl {
+    crate::acl::SimAcl {
         enabled: opts.quotas.acl,
-    };
-    Broker::with_authenticator(config, seed, Box::new(acl))
+        defer_one_in: opts.quotas.deferred_auth,
+        salt: opts.seed,
+    }
 }
 
 pub(super) fn encoded(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
@@ -471,6 +488,8 @@ impl World {
                 aliases: BTreeMap::new(),
                 misbehaving: false,
                 zombie: false,
+                held: None,
+                verdict_lost: false,
             },
         );
         // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
@@ -504,6 +523,11 @@ impl World {
         };
         let connect = self.clients[client].connect_packet(with_will, will_delay);
         self.send(client, Packet::Connect(Box::new(connect)));
+        // Clients may send packets right after CONNECT, before CONNACK [MQTT-3.1.4-6]: the broker must not answer
+        // this one before its CONNACK, however late the verdict comes (checked in `client_receives`).
+        if self.opts.quotas.deferred_auth > 0 && self.rng.gen_bool(0.3) {
+            self.send(client, Packet::PingReq);
+        }
         Ok(())
     }
 
@@ -555,10 +579,14 @@ impl World {
                 }
             }
             if let Some(client) = client {
-                for packet in &packets {
+                for packet in packets {
+                    if self.hold_until_verdict(conn, &packet) {
+                        self.log(format!("broker holds c{client} {conn:?}: {}", describe(&packet)));
+                        continue;
+                    }
                     // When the broker reads a packet matters as much as when it was sent: this is the model's order.
-                    self.log(format!("broker reads c{client} {conn:?}: {}", describe(packet)));
-                    self.model_processes(client, conn, packet);
+                    self.log(format!("broker reads c{client} {conn:?}: {}", describe(&packet)));
+                    self.model_processes(client, conn, &packet);
                 }
             }
             self.broker_input(Input::Received { conn, data: chunk })?;
@@ -577,6 +605,62 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Whether the broker leaves `packet` unprocessed until a delayed verdict: a CONNECT the authenticator defers
+    /// (whose verdict is then scheduled, or as a fault lost) and whatever follows it meanwhile.
+    fn hold_until_verdict(&mut self, conn: ConnectionId, packet: &Packet) -> bool {
+        let defers = matches!(packet, Packet::Connect(c) if sim_acl(&self.opts).defers(conn, &c.client_id));
+        let Some(link) = self.links.get_mut(&conn) else {
+            return false;
+        };
+        if let Some(held) = link.held.as_mut() {
+            held.push(packet.clone());
+            return true;
+        }
+        if !defers {
+            return false;
+        }
+        link.held = Some(vec![packet.clone()]);
+        // Lost while faults are on: the connect timeout must end the connection.
+        if self.faults && self.rng.gen_bool(0.05) {
+            link.verdict_lost = true;
+            self.log(format!("{conn:?}: the verdict on its CONNECT will never come"));
+        } else {
+            let at = self.now + self.rng.gen_range(1..=300);
+            self.log(format!("{conn:?}: the verdict on its CONNECT comes at {at}ms"));
+            self.schedule(at, Event::AuthVerdict { conn });
+        }
+        true
+    }
+
+    /// A delayed verdict arrives (always Allow: the simulated clients are entitled). If the broker still waits for
+    /// it, it now processes the CONNECT and what followed, and so does the model; otherwise (closed, timed out,
+    /// broker restarted) the broker must ignore it.
+    fn deliver_verdict(&mut self, conn: ConnectionId) -> Result<(), Violation> {
+        let held = self
+            .links
+            .get_mut(&conn)
+            .and_then(|link| link.held.take())
+            .unwrap_or_default();
+        let client = self.links.get(&conn).and_then(|link| link.client);
+        if self.broker.awaiting_verdict(conn) {
+            if let Some(client) = client {
+                for packet in &held {
+                    self.log(format!(
+                        "broker reads c{client} {conn:?} after the verdict: {}",
+                        describe(packet)
+                    ));
+                    self.model_processes(client, conn, packet);
+                }
+            }
+        } else {
+            self.log(format!("{conn:?}: verdict for a connection no longer waiting"));
+        }
+        self.broker_input(Input::AuthDecided {
+            conn,
+            decision: mqtt_core::broker::AuthDecision::Allow { data: None },
+        })
     }
 
     fn model_processes(&mut self, client: usize, conn: ConnectionId, packet: &Packet) {
@@ -700,6 +784,7 @@ impl World {
                 }
                 Ok(())
             }
+            Event::AuthVerdict { conn } => self.deliver_verdict(conn),
             Event::Writable { conn } => {
                 let open = self.links.get_mut(&conn).filter(|l| l.blocked && !l.closed_by_broker);
                 if let Some(link) = open {

@@ -129,6 +129,12 @@ impl World {
                     invariants::granted_qos(client, &filter, asked, granted)?;
                 }
             }
+            // A PINGREQ sent right after CONNECT is processed only once the CONNECT is accepted [MQTT-3.1.4-6].
+            Packet::PingResp if !self.clients[client].connacked => {
+                return Err(Violation(format!(
+                    "c{client} got PINGRESP before CONNACK [MQTT-3.1.4-6]"
+                )));
+            }
             _ => {}
         }
         Ok(())
