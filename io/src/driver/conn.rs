@@ -35,6 +35,8 @@ pub struct Conn {
     pub writable_interest: bool,
     /// Queued in the driver's to-flush list already.
     pub dirty: bool,
+    /// Queued in the driver's to-read list already.
+    pub readable: bool,
     /// Holds output whose records the disk refused: sent only once a snapshot made them durable.
     pub durability_hold: bool,
     transport: Transport,
@@ -49,6 +51,7 @@ impl Conn {
             write_blocked: false,
             writable_interest: false,
             dirty: false,
+            readable: false,
             durability_hold: false,
             transport,
             pending: Outbox::default(),

@@ -27,7 +27,7 @@ use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -143,6 +143,9 @@ pub struct Driver<C: Core = Broker> {
     scratch: Scratch,
     /// Connections with output queued since they were last flushed.
     dirty: Vec<ConnectionId>,
+    /// Connections whose sockets may hold unread bytes, read one buffer each per turn in this order (see
+    /// `read_turn`).
+    readable: VecDeque<ConnectionId>,
     /// Connections in `Flushing` or `Draining`, whose deadlines the loop watches.
     closing: HashSet<ConnectionId>,
     /// Accepting is paused until then (out of file descriptors).
@@ -195,6 +198,7 @@ impl<C: Core> Driver<C> {
             read_buf: vec![0; READ_BUF],
             scratch: Scratch::default(),
             dirty: Vec::new(),
+            readable: VecDeque::new(),
             closing: HashSet::new(),
             accept_paused_until: None,
             fd_exhaustion_logged: false,
@@ -234,9 +238,13 @@ impl<C: Core> Driver<C> {
     pub fn run(mut self) -> Result<(), DriverError> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            // Unread input waits for nothing: poll only collects new events then.
+            let timeout = if self.readable.is_empty() {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -258,7 +266,7 @@ impl<C: Core> Driver<C> {
                     Token(t) => {
                         let id = ConnectionId(t as u64);
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_ready(id);
+                            self.mark_readable(id);
                         }
                         if event.is_writable() {
                             self.mark_dirty(id);
@@ -267,6 +275,7 @@ impl<C: Core> Driver<C> {
                     }
                 }
             }
+            self.read_turn();
             self.deliver_verdicts();
             self.on_timers();
             self.commit_and_flush();
@@ -460,6 +469,7 @@ impl<C: Core> Driver<C> {
         self.next_conn += 1;
         // MQTT is request/response with small packets: Nagle would add latency to every ack.
         let _ = stream.set_nodelay(true);
+        limit_unsent(&stream);
         if let Err(e) = self
             .poll
             .registry()
@@ -477,54 +487,81 @@ impl<C: Core> Driver<C> {
         });
     }
 
-    /// Read until WouldBlock (edge-triggered), feeding each chunk to the core.
-    fn read_ready(&mut self, id: ConnectionId) {
-        loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
+    fn mark_readable(&mut self, id: ConnectionId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !conn.readable {
+                conn.readable = true;
+                self.readable.push_back(id);
+            }
+        }
+    }
+
+    /// One read per readable connection, round robin. Readiness is edge-triggered, so a connection stays in the
+    /// queue until a read would block; but reading each one dry in turn would let a client that sends without
+    /// pause hold the loop while everyone else's input, and the output it causes, waits (a QoS 0 flood into one
+    /// subscriber measured 5 s p99 that way).
+    fn read_turn(&mut self) {
+        for _ in 0..self.readable.len() {
+            let Some(id) = self.readable.pop_front() else {
                 return;
             };
-            let open = conn.state == State::Open;
-            match conn.stream.read(&mut self.read_buf) {
-                Ok(0) => {
-                    log::debug!("conn {}: closed by peer", id.0);
-                    return self.drop_conn(id);
-                }
-                Ok(n) if open => {
-                    let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
-                        Ok(data) => data,
-                        Err(e) => {
-                            // Failed TLS handshakes and certificate problems are worth an operator's attention;
-                            // a peer closing its WebSocket or TLS session is routine.
-                            if e.is_failure() {
-                                log::info!("conn {} ({}): {e}", id.0, conn.peer());
-                            } else {
-                                log::debug!("conn {} ({}): {e}", id.0, conn.peer());
-                            }
-                            self.end_transport(id);
-                            continue;
+            if self.read_once(id) {
+                self.readable.push_back(id);
+            } else if let Some(conn) = self.conns.get_mut(&id) {
+                conn.readable = false;
+            }
+        }
+    }
+
+    /// Read one buffer and feed it to the core; whether the socket may hold more.
+    fn read_once(&mut self, id: ConnectionId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        let open = conn.state == State::Open;
+        match conn.stream.read(&mut self.read_buf) {
+            Ok(0) => {
+                log::debug!("conn {}: closed by peer", id.0);
+                self.drop_conn(id);
+                false
+            }
+            Ok(n) if open => {
+                let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        // Failed TLS handshakes and certificate problems are worth an operator's attention;
+                        // a peer closing its WebSocket or TLS session is routine.
+                        if e.is_failure() {
+                            log::info!("conn {} ({}): {e}", id.0, conn.peer());
+                        } else {
+                            log::debug!("conn {} ({}): {e}", id.0, conn.peer());
                         }
-                    };
-                    // Handshake answers and pongs go out through the same flush as the core's output.
-                    if conn.wants_write() && !conn.dirty {
-                        conn.dirty = true;
-                        self.dirty.push(id);
+                        self.end_transport(id);
+                        return true;
                     }
-                    if data.is_empty() {
-                        self.flush_dirty_and_settle();
-                        continue;
-                    }
-                    let now = self.clock.now();
-                    self.broker.handle_input(now, Input::Received { conn: id, data });
-                    self.settle();
+                };
+                // Handshake answers and pongs go out through the same flush as the core's output.
+                if conn.wants_write() && !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(id);
                 }
-                // Closing: the core is done with this connection; discard what the peer still sends.
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("conn {}: read error: {e}", id.0);
-                    return self.drop_conn(id);
+                if data.is_empty() {
+                    self.flush_dirty_and_settle();
+                    return true;
                 }
+                let now = self.clock.now();
+                self.broker.handle_input(now, Input::Received { conn: id, data });
+                self.settle();
+                true
+            }
+            // Closing: the core is done with this connection; discard what the peer still sends.
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(e) => {
+                log::debug!("conn {}: read error: {e}", id.0);
+                self.drop_conn(id);
+                false
             }
         }
     }
@@ -785,6 +822,34 @@ impl<C: Core> Driver<C> {
         }
     }
 }
+
+/// Bytes a socket may hold that the kernel has not sent yet. Past this the socket reports itself full, so a slow
+/// subscriber's backlog stays in the core, which bounds it (`max_outbuf_bytes`) and drops QoS 0 beyond it, instead
+/// of in a send buffer that autotuning grows to megabytes, where every message waits its turn however stale.
+const MAX_SOCKET_UNSENT: libc::c_int = 256 * 1024;
+
+#[cfg(target_os = "linux")]
+fn limit_unsent(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let value = MAX_SOCKET_UNSENT;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from the pointer to `value`, which lives across the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        // Only latency under overload depends on it.
+        log::debug!("TCP_NOTSENT_LOWAT: {}", io::Error::last_os_error());
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn limit_unsent(_stream: &TcpStream) {}
 
 fn token(id: ConnectionId) -> Token {
     // Connection ids count up from 1 and stay far below the listener and signal tokens on 64-bit targets.
