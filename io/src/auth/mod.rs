@@ -79,7 +79,8 @@ impl AuthSource {
 ///
 /// - No user name: allowed where the listener allows anonymous clients, else 0x87 Not authorized.
 /// - A user name with a password file: the password must verify, else 0x86 Bad User Name or Password (unknown
-///   users included).
+///   users included, after verifying their password against a stand-in hash: refusing an unknown user takes as
+///   long as refusing a wrong password, so timing does not reveal which user names exist).
 /// - A user name without a password file: treated like anonymous access (as Mosquitto does); the name is still
 ///   used for ACL sections, so do not rely on ACL user sections without a password file.
 /// - No ACL file: every topic allowed. With one: what it grants.
@@ -117,11 +118,15 @@ impl FileAuthenticator {
         let Some(file) = self.passwords.as_ref() else {
             return Check::NoFile;
         };
-        let (Some(phc), Some(password)) = (file.hash_of(user), password) else {
+        let Some(password) = password else {
             return Check::Done(false);
         };
-        let cached = (self.cache.lock().unwrap_or_else(|e| e.into_inner())).contains(user, phc, password);
-        if cached {
+        let (phc, unknown_user) = match (file.hash_of(user), file.stand_in_hash()) {
+            (Some(phc), _) => (phc, false),
+            (None, Some(stand_in)) => (stand_in, true),
+            (None, None) => return Check::Done(false),
+        };
+        if !unknown_user && (self.cache.lock().unwrap_or_else(|e| e.into_inner())).contains(user, phc, password) {
             return Check::Done(true);
         }
         let job = verifier::Job {
@@ -131,6 +136,7 @@ impl FileAuthenticator {
             password: password.to_vec(),
             cache: Arc::clone(&self.cache),
             queued_at: Instant::now(),
+            unknown_user,
         };
         let job = match &self.verifier {
             Some(queue) => match queue.submit(job) {

@@ -129,14 +129,58 @@ fn uncached_password_is_verified_by_the_pool_and_then_answered_at_once() {
         verdict.decision,
         AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
     );
-    // What needs no hash is decided at once: an unknown user, anonymous access.
+    // An unknown user's password is verified too (against a stand-in hash), so that its refusal takes as long as
+    // a wrong password's and the timing does not tell which user names exist; it is refused with the same 0x86.
+    let mut unknown = info(1, Some("mallory"), Some(b"x"));
+    unknown.conn = ConnectionId(9);
+    assert_eq!(auth.authenticate(&unknown), AuthDecision::Pending);
+    let verdict = next_verdict(&verifier);
+    assert_eq!(verdict.conn, ConnectionId(9));
     assert_eq!(
-        auth.authenticate(&info(1, Some("mallory"), Some(b"x"))),
+        verdict.decision,
+        AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    );
+    // Even with a password that verifies against the stand-in (alice's), an unknown user is refused, and the
+    // cache never learns it.
+    let mut impostor = info(1, Some("mallory"), Some(b"s3cret"));
+    impostor.conn = ConnectionId(10);
+    assert_eq!(auth.authenticate(&impostor), AuthDecision::Pending);
+    assert_eq!(
+        next_verdict(&verifier).decision,
+        AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    );
+    assert_eq!(auth.authenticate(&impostor), AuthDecision::Pending);
+    let _ = next_verdict(&verifier);
+    // What needs no hash is decided at once: no password at all, anonymous access.
+    assert_eq!(
+        auth.authenticate(&info(1, Some("mallory"), None)),
         AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
     );
     assert_eq!(
         auth.authenticate(&info(0, None, None)),
         AuthDecision::Allow { data: None }
+    );
+}
+
+#[test]
+fn refusing_an_unknown_user_takes_as_long_as_refusing_a_wrong_password() {
+    let phc = passwd::hash(b"s3cret").expect("hash");
+    let mut auth = authenticator(Some(&format!("alice:{phc}\n")), None);
+    let conn = ConnectionId(1);
+    let time = |auth: &mut FileAuthenticator, user: &str| {
+        let started = Instant::now();
+        assert!(matches!(
+            auth.check_password(conn, user, Some(b"guess")),
+            Check::Done(false)
+        ));
+        started.elapsed()
+    };
+    // Best of three each, against scheduling noise: both run one Argon2 verification with the same parameters.
+    let wrong = (0..3).map(|_| time(&mut auth, "alice")).min().expect("three runs");
+    let unknown = (0..3).map(|_| time(&mut auth, "mallory")).min().expect("three runs");
+    assert!(
+        unknown * 2 > wrong,
+        "unknown user refused in {unknown:?}, wrong password in {wrong:?}"
     );
 }
 

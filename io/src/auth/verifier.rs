@@ -24,6 +24,9 @@ pub(super) struct Job {
     /// possibly one no longer in use, which is harmless).
     pub cache: Arc<Mutex<VerifiedCache>>,
     pub queued_at: Instant,
+    /// The user is not in the password file: `phc` is a stand-in, verified only so that the refusal takes as long
+    /// as any other; the verdict is always a refusal.
+    pub unknown_user: bool,
 }
 
 /// The verdict on one job, for the driver to deliver.
@@ -128,7 +131,8 @@ fn work(jobs: &Mutex<Receiver<Job>>, verdicts: &Sender<Verdict>, waker: &OnceLoc
 
 /// Verifies one job, remembering a verified password in the cache as a synchronous check does.
 pub(super) fn verdict(job: &Job) -> AuthDecision {
-    if passwd::verify(&job.phc, &job.password) {
+    let verified = passwd::verify(&job.phc, &job.password);
+    if verified && !job.unknown_user {
         job.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
