@@ -43,6 +43,56 @@ fn tls_connect_and_publish_subscribe_round_trip() {
     round_trip(&mut sub, &mut publ, "tls/topic");
 }
 
+/// SIGHUP reloads the certificate and key (a renewed certificate needs no restart): new handshakes present the new
+/// certificate, a connection made before keeps working, and a file that cannot be used keeps the previous ones.
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones() {
+    let old = Pki::new();
+    let broker = start(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"mqtts\"\ncert_file = {:?}\nkey_file = {:?}\n",
+        old.path("server.pem"),
+        old.path("server.key")
+    ));
+    assert!(broker.wait_for_log("(mqtts", WAIT), "{}", broker.log_text());
+    let mut before = Mqtt::new(
+        Stream(tls(&broker, old.client_config(None)).expect("handshake with the old certificate")),
+        ProtocolVersion::V5,
+    );
+    assert_eq!(before.connect("hup-before", None, None), ReasonCode::SUCCESS);
+
+    // The renewal: another CA's certificate and key written over the configured files.
+    let renewed = Pki::new();
+    for name in ["server.pem", "server.key"] {
+        std::fs::copy(renewed.path(name), old.path(name)).expect("replace file");
+    }
+    broker.signal(libc::SIGHUP);
+    assert!(
+        broker.wait_for_log("TLS certificates and keys reloaded", WAIT),
+        "{}",
+        broker.log_text()
+    );
+    assert!(
+        tls(&broker, old.client_config(None)).is_err(),
+        "a client trusting only the old CA no longer completes a handshake"
+    );
+    let mut after = Mqtt::new(
+        Stream(tls(&broker, renewed.client_config(None)).expect("handshake with the new certificate")),
+        ProtocolVersion::V3_1_1,
+    );
+    assert_eq!(after.connect("hup-after", None, None), ReasonCode::SUCCESS);
+    round_trip(&mut before, &mut after, "hup/topic");
+
+    // A key that is not PEM: the reload is refused and the renewed certificate stays in use.
+    std::fs::write(old.path("server.key"), "not a key").expect("write");
+    broker.signal(libc::SIGHUP);
+    assert!(
+        broker.wait_for_log("keeping the previous TLS certificates", WAIT),
+        "{}",
+        broker.log_text()
+    );
+    tls(&broker, renewed.client_config(None)).expect("handshake after a failed reload");
+}
+
 #[test]
 fn plain_mqtt_on_a_tls_port_is_refused() {
     let pki = Pki::new();

@@ -129,6 +129,8 @@ pub struct Driver<C: Core = Broker> {
     broker: C,
     clock: Clock,
     listeners: Vec<BoundListener>,
+    /// The listeners as configured: where SIGHUP reloads the TLS certificates and keys from.
+    listener_settings: Vec<Listener>,
     signals: Signals,
     logger: Option<&'static Logger>,
     /// Where the password and ACL files are reloaded from on SIGHUP.
@@ -189,6 +191,7 @@ impl<C: Core> Driver<C> {
             broker,
             clock: Clock::start(),
             listeners,
+            listener_settings: settings.listeners.clone(),
             signals,
             logger,
             auth_source: None,
@@ -378,6 +381,7 @@ impl<C: Core> Driver<C> {
                         None => {}
                     }
                     self.reload_auth();
+                    self.reload_tls();
                 }
                 _ if self.shutdown_deadline.is_some() => return true,
                 _ => self.begin_shutdown(),
@@ -402,6 +406,24 @@ impl<C: Core> Driver<C> {
                 log::info!("SIGHUP: password and ACL files reloaded");
             }
             Err(e) => log::error!("SIGHUP: keeping the previous password and ACL files: {e}"),
+        }
+    }
+
+    /// Swaps in freshly read certificates and keys (a renewed certificate, say) for the connections accepted from
+    /// now on; open connections keep the session they negotiated. A file that cannot be used keeps every
+    /// listener's previous configuration.
+    fn reload_tls(&mut self) {
+        if self.listener_settings.iter().all(|l| l.tls.is_none()) {
+            return;
+        }
+        match crate::tls::load_listeners(&self.listener_settings) {
+            Ok(configs) => {
+                for (listener, tls) in self.listeners.iter_mut().zip(configs) {
+                    listener.transport.tls = tls;
+                }
+                log::info!("SIGHUP: TLS certificates and keys reloaded");
+            }
+            Err(e) => log::error!("SIGHUP: keeping the previous TLS certificates: {e}"),
         }
     }
 

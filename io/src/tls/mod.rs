@@ -1,8 +1,9 @@
 //! TLS for `mqtts` and `wss` listeners: reading the PEM files of a listener into a rustls server configuration,
 //! and the client certificate's identity (its subject Common Name).
 //!
-//! Loading happens once at start-up; every error names the file, so a bad certificate stops the broker with a
-//! configuration error (exit code 2) instead of failing the first handshake.
+//! Loading happens at start-up, where every error names the file, so a bad certificate stops the broker with a
+//! configuration error (exit code 2) instead of failing the first handshake; and again on SIGHUP, where an error
+//! keeps the previous configuration.
 
 mod cn;
 
