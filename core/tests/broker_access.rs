@@ -211,3 +211,53 @@ fn swapping_the_authenticator_applies_to_connected_clients_without_dropping_them
     assert_eq!(payloads(&publishes(&mut h, watcher)), ["after"]);
     assert!(!h.is_closed(alice) && !h.is_closed(watcher));
 }
+
+/// May connect and read anything, publish nothing: the rules after an ACL reload that revoked a client's rights.
+struct NoPublishing;
+
+impl Authenticator for NoPublishing {
+    fn authenticate(&mut self, _info: &ConnectInfo<'_>) -> AuthDecision {
+        AuthDecision::Allow { data: None }
+    }
+    fn authorize_publish(&self, _client: ClientIdentity<'_>, _topic: &str) -> bool {
+        false
+    }
+    fn authorize_subscribe(&self, _client: ClientIdentity<'_>, _filter: &str) -> bool {
+        true
+    }
+    fn authorize_read(&self, _client: ClientIdentity<'_>, _topic: &str) -> bool {
+        true
+    }
+}
+
+/// A will is a PUBLISH by its author [MQTT-3.1.2-8]; it goes out when the connection ends, possibly after a Will
+/// Delay Interval, long after the CONNECT. If the ACL no longer lets the author publish to the will's topic by
+/// then, the will is dropped (and reported), as a PUBLISH would be.
+#[test]
+fn a_will_whose_topic_was_revoked_after_the_connect_is_not_published() {
+    let mut h = harness_with_rules();
+    let watcher = connected(&mut h, v5("w"));
+    subscribe(&mut h, watcher, "#", QoS::AtMostOnce);
+    let immediate = connected(&mut h, will_on(as_user(v5("a"), "alice"), "home/alice/status"));
+    let mut delayed_connect = will_on(as_user(v5("b"), "bob"), "home/bob/status");
+    if let Some(will) = delayed_connect.will.as_mut() {
+        will.properties.will_delay_interval = Some(5);
+    }
+    delayed_connect.properties.session_expiry_interval = Some(60);
+    let delayed = connected(&mut h, delayed_connect);
+    h.drop_connection(delayed);
+
+    h.broker.set_authenticator(Box::new(NoPublishing));
+    h.drop_connection(immediate);
+    h.advance(std::time::Duration::from_secs(6));
+    assert!(publishes(&mut h, watcher).is_empty(), "neither will was published");
+    let refused: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            mqtt_core::broker::Event::WillRefused { client_id, topic } => Some((client_id.as_str(), topic.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [("a", "home/alice/status"), ("b", "home/bob/status")]);
+}

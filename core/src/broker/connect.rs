@@ -485,7 +485,8 @@ impl Broker {
         if let Some(will) = session.will.take() {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             if delay == 0 || clean_start {
-                self.publish_will(*will);
+                let (client_id, username) = (Arc::clone(&session.client_id), session.username.clone());
+                self.publish_will(*will, &client_id, username.as_deref());
             }
         }
         if let Some(connection) = self.connections.get_mut(&old) {
@@ -516,7 +517,8 @@ impl Broker {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             // The will goes out at the delay or when the session ends, whichever is first [MQTT-3.1.3-9].
             if delay == 0 || expiry == 0 {
-                publish_now = Some(*will);
+                // The session may end below, before the will goes out: keep its author's identity.
+                publish_now = Some((*will, Arc::clone(&session.client_id), session.username.clone()));
             } else {
                 let at = self.now + Duration::from_secs(u64::from(delay.min(expiry)));
                 session.pending_will = Some(Box::new(super::session::PendingWill {
@@ -539,8 +541,8 @@ impl Broker {
         }
         // Offline, the session no longer holds up publishers: what does not fit its queue is dropped.
         self.note_queue_drained(key);
-        if let Some(will) = publish_now {
-            self.publish_will(will);
+        if let Some((will, client_id, username)) = publish_now {
+            self.publish_will(will, &client_id, username.as_deref());
         }
     }
 
@@ -571,7 +573,7 @@ impl Broker {
         self.count_session_ended(session.queued_bytes);
         self.woken.extend(session.waiters().iter().copied());
         if let Some(pending) = session.pending_will {
-            self.publish_will(pending.will);
+            self.publish_will(pending.will, &session.client_id, session.username.as_deref());
         }
     }
 

@@ -138,6 +138,9 @@ pub enum Event {
         packet_id: u16,
         reason: ReasonCode,
     },
+    /// A will was due but its author may no longer publish to its topic (the ACL changed since the CONNECT); it
+    /// was dropped.
+    WillRefused { client_id: String, topic: String },
 }
 
 /// What happens to a session's will when its connection ends [MQTT-3.1.2-8], [MQTT-3.1.2-10].

@@ -1,14 +1,26 @@
 //! Will messages: published when a connection ends without a normal DISCONNECT, after the Will Delay Interval.
 
+use super::auth::ClientIdentity;
 use super::message::Message;
 use super::session::SessionKey;
-use super::Broker;
+use super::{Broker, Event};
 use crate::packet::Will;
 use std::sync::Arc;
 
 impl Broker {
-    /// Publishes a will as an ordinary application message (retained if asked [MQTT-3.1.2-17]).
-    pub(super) fn publish_will(&mut self, will: Will) {
+    /// Publishes a will as an ordinary application message (retained if asked [MQTT-3.1.2-17]), if its author may
+    /// still publish to its topic: the ACL was checked at CONNECT, but it may have been reloaded since (a will can
+    /// wait for its delay, or in an offline session, long after the CONNECT).
+    pub(super) fn publish_will(&mut self, will: Will, client_id: &str, username: Option<&str>) {
+        let author = ClientIdentity { client_id, username };
+        if !self.authenticator.authorize_publish(author, &will.topic) {
+            self.stats.messages_dropped += 1;
+            self.outputs.push_back(super::Output::Event(Event::WillRefused {
+                client_id: client_id.to_string(),
+                topic: will.topic,
+            }));
+            return;
+        }
         let mut properties = will.properties;
         // Will Delay Interval is about when to publish, not part of the message.
         properties.will_delay_interval = None;
@@ -37,8 +49,9 @@ impl Broker {
             return;
         }
         if let Some(pending) = session.pending_will.take() {
+            let (client_id, username) = (Arc::clone(&session.client_id), session.username.clone());
             self.persist_will_done(key);
-            self.publish_will(pending.will);
+            self.publish_will(pending.will, &client_id, username.as_deref());
         }
     }
 }

@@ -52,6 +52,10 @@ pub fn log_event(event: &Event) {
                 .map_or_else(|| "-".to_string(), |u| format!("{u:?}")),
             conn.0
         ),
+        Event::WillRefused { client_id, topic } => log::warn!(
+            "will not published: client_id={client_id:?} may no longer publish to {topic:?} (ACL changed since it \
+             connected)"
+        ),
         // Debug only: a flood would otherwise write one line per refused message.
         Event::PublishRefused {
             conn,
