@@ -47,7 +47,7 @@ conn_theirs=$(run 18883 $theirs_pid --workload conn --clients "$conns")
 rows=""
 # workload, clients, QoS, payload, and optionally a fixed rate per publisher (latency at equal offered load).
 for spec in "fan-in 4 0 64" "fan-in 4 1 64" "fan-out 16 0 64" "fan-out 16 1 64" "pairs 4 0 64" "pairs 4 1 64" \
-            "pairs 4 2 64" "pairs 4 1 16384" "pairs 4 1 64 2000" "fan-out 16 1 64 1000"; do
+            "pairs 4 2 64" "pairs 4 1 16384" "fan-out 16 1 16384" "pairs 4 1 64 2000" "fan-out 16 1 64 1000"; do
   set -- $spec
   rate_args=(); label="$1"
   if [ -n "${5:-}" ]; then rate_args=(--rate "$5"); label="$1 @ $5/s each"; fi
@@ -56,6 +56,7 @@ for spec in "fan-in 4 0 64" "fan-in 4 1 64" "fan-out 16 0 64" "fan-out 16 1 64" 
   theirs=$(run 18883 $theirs_pid --workload "$1" --clients "$2" --qos "$3" --payload "$4" "${rate_args[@]}")
   o=$(field "$ours" msgs_per_sec); t=$(field "$theirs" msgs_per_sec)
   ratio=$(python3 -c "print(f'{$o / max($t, 1):.2f}')")
+  printf "%s\t%s\t%s\n" "$label $2 clients QoS $3 $4 B" "$o" "$t" >> "$work/throughput.tsv"
   rows+="| $label | $2 | $3 | $4 B | $o | $t | ${ratio}x | $(field "$ours" p99_us) | $(field "$theirs" p99_us) | $(field "$ours" lost) / $(field "$theirs" lost) |"$'\n'
 done
 
@@ -86,6 +87,11 @@ done
   echo "session, keep alive 600 s, connected one after another from 16 loopback source addresses; the script raises"
   echo "the open-file limit as far as allowed for both brokers and the load generator."
   echo
-  echo "Reproduce: \`bench/compare.sh\` (about 3 minutes; \`--quick\` for a shorter run)."
+  echo "![Messages per second, both brokers, log scale](bench/throughput.svg)"
+  echo
+  echo "Where the broker's time goes under these loads (perf profiles): [bench/PROFILE.md](bench/PROFILE.md)."
+  echo
+  echo "Reproduce: \`bench/compare.sh\` (about 4 minutes; \`--quick\` for a shorter run)."
 } > BENCHMARKS.md
+python3 bench/plot.py "$work/throughput.tsv" > bench/throughput.svg
 cat BENCHMARKS.md
