@@ -74,3 +74,50 @@ fn payloads_are_slices_of_the_input_not_copies() {
     assert_eq!(whole.as_ptr(), decoded.payload.as_ptr());
     assert_eq!(decoded.payload.len(), 4096);
 }
+
+/// A PUBLISH sent as its header then its payload (see `encode_publish_header`) is byte for byte the PUBLISH `encode`
+/// writes, in every version, with properties, across the 1-, 2- and 3-byte remaining length boundaries [MQTT-2.1.4].
+#[test]
+fn publish_header_then_payload_equals_the_whole_encoding() {
+    use mqtt_core::codec::encode_publish_header;
+    use mqtt_core::packet::{Properties, Publish, QoS};
+    let properties = Properties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(60),
+        content_type: Some("application/octet-stream".into()),
+        response_topic: Some("replies/1".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"corr")),
+        subscription_identifiers: vec![1, 300, 268_435_455],
+        topic_alias: Some(7),
+        user_properties: vec![("k".into(), "v".into())],
+        ..Properties::default()
+    };
+    for version in VERSIONS {
+        for payload_len in [0, 1, 100, 127 - 20, 200, 16_383, 16_384, 70_000] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let publish = Publish {
+                    dup: qos != QoS::AtMostOnce,
+                    qos,
+                    retain: true,
+                    topic: "sensors/large".into(),
+                    packet_id: if qos == QoS::AtMostOnce { 0 } else { 42 },
+                    properties: if version.is_v5() {
+                        properties.clone()
+                    } else {
+                        Properties::default()
+                    },
+                    payload: bytes::Bytes::from(vec![0xA5; payload_len]),
+                };
+                let packet = Packet::Publish(publish.clone());
+                let mut whole = BytesMut::new();
+                encode(&packet, version, &mut whole).expect("encodes");
+                let mut split = BytesMut::new();
+                encode_publish_header(&publish, version, &mut split).expect("header encodes");
+                assert_eq!(split.len() + payload_len, whole.len(), "{version:?} {payload_len}");
+                split.extend_from_slice(&publish.payload);
+                assert_eq!(split, whole, "{version:?} payload {payload_len} {qos:?}");
+                assert_eq!(decode_all(version, &split, 1000), vec![packet]);
+            }
+        }
+    }
+}
