@@ -1,0 +1,162 @@
+//! A connection's encoded output waiting to be handed to the driver.
+//!
+//! Small packets are encoded into one contiguous buffer: for them a copy is cheaper than anything else. A PUBLISH
+//! whose payload is at least `Config::shared_payload_min` bytes has only its header encoded; the payload goes out
+//! as the message's own `Bytes`, shared by every subscriber, so fan-out to N connections copies it zero times
+//! instead of N.
+
+use crate::codec::{encode, encode_publish_header};
+use crate::packet::{Packet, ProtocolVersion};
+use bytes::{Bytes, BytesMut};
+
+/// Encoded bytes in order: `chunks` first, then `tail`.
+///
+/// An idle connection holds no allocation: both are empty and emptied containers are replaced, not kept.
+#[derive(Debug, Default)]
+pub struct Outbuf {
+    /// Finished chunks: frozen stretches of the tail and shared payloads, alternating.
+    chunks: Vec<Bytes>,
+    /// Bytes in `chunks`.
+    chunks_len: usize,
+    /// Where small packets are encoded, after everything in `chunks`.
+    tail: BytesMut,
+}
+
+impl Outbuf {
+    /// Every byte held, shared payloads included (what `max_outbuf_bytes` bounds).
+    pub fn len(&self) -> usize {
+        self.chunks_len + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Memory reserved by the containers (tests: an idle connection holds none).
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.tail.capacity() + self.chunks.capacity()
+    }
+
+    /// Appends the wire form of `packet` if it encodes in at most `limit` bytes; otherwise appends nothing and
+    /// returns false. A PUBLISH with at least `shared_payload_min` payload bytes is appended as its encoded header
+    /// followed by its payload, not copied.
+    pub fn encode(
+        &mut self,
+        packet: &Packet,
+        version: ProtocolVersion,
+        limit: usize,
+        shared_payload_min: usize,
+    ) -> bool {
+        let start = self.tail.len();
+        let shared_payload = match packet {
+            Packet::Publish(publish) if publish.payload.len() >= shared_payload_min.max(1) => {
+                let fits = encode_publish_header(publish, version, &mut self.tail).is_ok()
+                    && self.tail.len() - start + publish.payload.len() <= limit;
+                fits.then(|| publish.payload.clone())
+            }
+            _ => {
+                let fits = encode(packet, version, &mut self.tail).is_ok() && self.tail.len() - start <= limit;
+                if fits {
+                    return true;
+                }
+                None
+            }
+        };
+        match shared_payload {
+            Some(payload) => {
+                self.push_chunk(payload);
+                true
+            }
+            None => {
+                self.tail.truncate(start);
+                false
+            }
+        }
+    }
+
+    /// Appends `chunk` after everything held, closing off the tail first so the order stays.
+    fn push_chunk(&mut self, chunk: Bytes) {
+        if !self.tail.is_empty() {
+            // `split` keeps the spare capacity in `tail`, so the next small packets still need no allocation.
+            let head = self.tail.split().freeze();
+            self.chunks_len += head.len();
+            self.chunks.push(head);
+        }
+        self.chunks_len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// Hands out everything held, chunk by chunk in order, and lets go of every buffer: small packets only give
+    /// one chunk.
+    pub fn drain(&mut self, mut emit: impl FnMut(Bytes)) {
+        for chunk in std::mem::take(&mut self.chunks) {
+            emit(chunk);
+        }
+        self.chunks_len = 0;
+        // Taking the tail whole (not `split`) leaves no spare capacity sharing the transmitted buffer behind.
+        let tail = std::mem::take(&mut self.tail);
+        if !tail.is_empty() {
+            emit(tail.freeze());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Properties, Publish, QoS};
+
+    fn publish(payload_len: usize) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: 1,
+            properties: Properties::default(),
+            payload: Bytes::from(vec![1; payload_len]),
+        })
+    }
+
+    fn drained(outbuf: &mut Outbuf) -> Vec<Bytes> {
+        let mut chunks = Vec::new();
+        outbuf.drain(|chunk| chunks.push(chunk));
+        chunks
+    }
+
+    #[test]
+    fn small_packets_make_one_chunk_and_large_payloads_are_shared_in_order() {
+        let version = ProtocolVersion::V5;
+        let mut outbuf = Outbuf::default();
+        let large = publish(4096);
+        assert!(outbuf.encode(&Packet::PingResp, version, usize::MAX, 1024));
+        assert!(outbuf.encode(&large, version, usize::MAX, 1024));
+        assert!(outbuf.encode(&Packet::PingResp, version, usize::MAX, 1024));
+        let mut whole = BytesMut::new();
+        for packet in [&Packet::PingResp, &large, &Packet::PingResp] {
+            encode(packet, version, &mut whole).expect("encodes");
+        }
+        assert_eq!(outbuf.len(), whole.len());
+        let chunks = drained(&mut outbuf);
+        assert_eq!(chunks.len(), 3, "ping + header, payload, ping");
+        let Packet::Publish(large) = large else { unreachable!() };
+        assert_eq!(chunks[1].as_ptr(), large.payload.as_ptr(), "the payload is not copied");
+        assert_eq!(chunks.concat(), whole.to_vec());
+        assert!(outbuf.is_empty() && outbuf.capacity() == 0);
+
+        assert!(outbuf.encode(&publish(100), version, usize::MAX, 1024));
+        assert!(outbuf.encode(&Packet::PingResp, version, usize::MAX, 1024));
+        assert_eq!(drained(&mut outbuf).len(), 1);
+    }
+
+    #[test]
+    fn a_packet_over_the_limit_leaves_nothing_behind() {
+        let mut outbuf = Outbuf::default();
+        assert!(outbuf.encode(&Packet::PingResp, ProtocolVersion::V5, usize::MAX, 1024));
+        assert!(!outbuf.encode(&publish(4096), ProtocolVersion::V5, 4096, 1024));
+        assert!(!outbuf.encode(&publish(500), ProtocolVersion::V5, 500, 1024));
+        assert_eq!(outbuf.len(), 2);
+        assert_eq!(drained(&mut outbuf).len(), 1);
+    }
+}
