@@ -11,7 +11,10 @@ use std::collections::BTreeSet;
 const VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5];
 
 fn decode_all(version: ProtocolVersion, bytes: &[u8], chunk: usize) -> Vec<Packet> {
-    let mut decoder = Decoder::new(Some(version), usize::MAX);
+    decode_all_with(Decoder::new(Some(version), usize::MAX), bytes, chunk)
+}
+
+fn decode_all_with(mut decoder: Decoder, bytes: &[u8], chunk: usize) -> Vec<Packet> {
     let mut packets = Vec::new();
     for piece in bytes.chunks(chunk.max(1)) {
         decoder.feed(piece);
@@ -53,6 +56,15 @@ fn a_stream_decodes_the_same_in_any_chunking() {
         }
         for chunk in [1, 2, 3, 7, 64, 1000] {
             assert_eq!(decode_all(version, &bytes, chunk), packets, "chunk size {chunk}");
+            // Some or all packets received into allocations of their own.
+            for own_allocation_min in [0, 40, 200] {
+                let decoder = Decoder::new(Some(version), usize::MAX).with_own_allocation_min(own_allocation_min);
+                assert_eq!(
+                    decode_all_with(decoder, &bytes, chunk),
+                    packets,
+                    "chunk size {chunk}, own allocations from {own_allocation_min}"
+                );
+            }
         }
     }
 }

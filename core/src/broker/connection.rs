@@ -93,12 +93,19 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(peer: SocketAddr, listener: ListenerId, max_packet_size: u32, now: Time) -> Connection {
+    /// Packets of at least `shared_payload_min` bytes are received into allocations of their own (see `Decoder`).
+    pub fn new(
+        peer: SocketAddr,
+        listener: ListenerId,
+        max_packet_size: u32,
+        shared_payload_min: usize,
+        now: Time,
+    ) -> Connection {
         Connection {
             peer,
             listener,
             phase: Phase::AwaitingConnect,
-            decoder: Decoder::new(None, max_packet_size as usize),
+            decoder: Decoder::new(None, max_packet_size as usize).with_own_allocation_min(shared_payload_min),
             protocol: None,
             client_id: None,
             client_id_assigned: false,

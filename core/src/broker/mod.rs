@@ -315,7 +315,13 @@ impl Broker {
     }
 
     fn handle_opened(&mut self, conn: ConnectionId, peer: SocketAddr, listener: ListenerId) {
-        let connection = Connection::new(peer, listener, self.config.max_packet_size, self.now);
+        let connection = Connection::new(
+            peer,
+            listener,
+            self.config.max_packet_size,
+            self.config.shared_payload_min,
+            self.now,
+        );
         self.connections.insert(conn, Box::new(connection));
         self.stats.connections_opened += 1;
         let deadline = self.now + std::time::Duration::from_millis(self.config.connect_timeout_ms);
