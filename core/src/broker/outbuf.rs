@@ -49,30 +49,21 @@ impl Outbuf {
         shared_payload_min: usize,
     ) -> bool {
         let start = self.tail.len();
-        let shared_payload = match packet {
+        let appended = match packet {
             Packet::Publish(publish) if publish.payload.len() >= shared_payload_min.max(1) => {
                 let fits = encode_publish_header(publish, version, &mut self.tail).is_ok()
                     && self.tail.len() - start + publish.payload.len() <= limit;
-                fits.then(|| publish.payload.clone())
-            }
-            _ => {
-                let fits = encode(packet, version, &mut self.tail).is_ok() && self.tail.len() - start <= limit;
                 if fits {
-                    return true;
+                    self.push_chunk(publish.payload.clone());
                 }
-                None
+                fits
             }
+            _ => encode(packet, version, &mut self.tail).is_ok() && self.tail.len() - start <= limit,
         };
-        match shared_payload {
-            Some(payload) => {
-                self.push_chunk(payload);
-                true
-            }
-            None => {
-                self.tail.truncate(start);
-                false
-            }
+        if !appended {
+            self.tail.truncate(start);
         }
+        appended
     }
 
     /// Appends `chunk` after everything held, closing off the tail first so the order stays.
