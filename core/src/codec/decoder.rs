@@ -164,15 +164,40 @@ impl Decoder {
                 self.start_own_allocation(total);
                 continue;
             }
-            let take = missing.min(data.len());
-            if self.buf.capacity() - self.buf.len() < take {
-                // Room for the whole chunk at once, not packet by packet.
-                self.buf.reserve(data.len());
-            }
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
+            // The rest of this packet and the small packets after it are appended in one copy.
+            let (run, whole) = if all_here {
+                self.small_packets_from(data, missing)
+            } else {
+                (data.len(), 0)
+            };
+            let base = self.buf.len();
+            self.buf.extend_from_slice(&data[..run]);
             if all_here {
-                self.scanned = self.buf.len();
+                self.scanned = base + whole;
+            }
+            data = &data[run..];
+        }
+    }
+
+    /// Walks the packets in `data` from `start` (a packet boundary) while they are small: returns how many bytes of
+    /// `data` to append (up to the first large or invalid packet, or all of it when it ends inside a small packet)
+    /// and where the last whole packet among them ends.
+    fn small_packets_from(&self, data: &[u8], start: usize) -> (usize, usize) {
+        let mut whole = start;
+        loop {
+            let rest = &data[whole..];
+            match fixed_header(|i| rest.get(i).copied()) {
+                Ok(Some(header))
+                    if header.packet_len() < self.own_allocation_min as usize
+                        && header.packet_len() <= self.max_packet_size as usize =>
+                {
+                    if header.packet_len() > rest.len() {
+                        return (data.len(), whole);
+                    }
+                    whole += header.packet_len();
+                }
+                // A large packet, one to refuse, or a header not complete yet: the caller's next turn sees to it.
+                _ => return (whole, whole),
             }
         }
     }
