@@ -11,21 +11,28 @@ use bytes::{Bytes, BytesMut};
 
 /// Encoded bytes in order: `chunks` first, then `tail`.
 ///
-/// An idle connection holds no allocation: both are empty and emptied containers are replaced, not kept.
+/// An idle connection holds no allocation: both are empty and emptied containers are replaced, not kept. The
+/// chunks are boxed so that a connection that never sees a large payload pays one pointer for them.
 #[derive(Debug, Default)]
 pub struct Outbuf {
-    /// Finished chunks: frozen stretches of the tail and shared payloads, alternating.
-    chunks: Vec<Bytes>,
-    /// Bytes in `chunks`.
-    chunks_len: usize,
+    /// Only while a shared payload is held.
+    chunks: Option<Box<Chunks>>,
     /// Where small packets are encoded, after everything in `chunks`.
     tail: BytesMut,
+}
+
+#[derive(Debug, Default)]
+struct Chunks {
+    /// Frozen stretches of the tail and shared payloads, in order.
+    list: Vec<Bytes>,
+    /// Bytes in `list`.
+    len: usize,
 }
 
 impl Outbuf {
     /// Every byte held, shared payloads included (what `max_outbuf_bytes` bounds).
     pub fn len(&self) -> usize {
-        self.chunks_len + self.tail.len()
+        self.chunks.as_ref().map_or(0, |chunks| chunks.len) + self.tail.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -35,7 +42,7 @@ impl Outbuf {
     /// Memory reserved by the containers (tests: an idle connection holds none).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
-        self.tail.capacity() + self.chunks.capacity()
+        self.tail.capacity() + self.chunks.as_ref().map_or(0, |chunks| chunks.list.capacity())
     }
 
     /// Appends the wire form of `packet` if it encodes in at most `limit` bytes; otherwise appends nothing and
@@ -68,23 +75,23 @@ impl Outbuf {
 
     /// Appends `chunk` after everything held, closing off the tail first so the order stays.
     fn push_chunk(&mut self, chunk: Bytes) {
+        let chunks = self.chunks.get_or_insert_with(Box::default);
         if !self.tail.is_empty() {
             // `split` keeps the spare capacity in `tail`, so the next small packets still need no allocation.
             let head = self.tail.split().freeze();
-            self.chunks_len += head.len();
-            self.chunks.push(head);
+            chunks.len += head.len();
+            chunks.list.push(head);
         }
-        self.chunks_len += chunk.len();
-        self.chunks.push(chunk);
+        chunks.len += chunk.len();
+        chunks.list.push(chunk);
     }
 
     /// Hands out everything held, chunk by chunk in order, and lets go of every buffer: small packets only give
     /// one chunk.
     pub fn drain(&mut self, mut emit: impl FnMut(Bytes)) {
-        for chunk in std::mem::take(&mut self.chunks) {
-            emit(chunk);
+        if let Some(chunks) = self.chunks.take() {
+            chunks.list.into_iter().for_each(&mut emit);
         }
-        self.chunks_len = 0;
         // Taking the tail whole (not `split`) leaves no spare capacity sharing the transmitted buffer behind.
         let tail = std::mem::take(&mut self.tail);
         if !tail.is_empty() {
