@@ -30,6 +30,8 @@ pub struct Harness {
     pub events: Vec<Event>,
     /// Every persistence record the broker emitted, in order: the harness's "disk", always in sync.
     pub records: Vec<Record>,
+    /// Every `Transmit` as handed out, when set to `Some` (tests of how output is chunked).
+    pub transmits: Option<Vec<(ConnectionId, bytes::Bytes)>>,
     next_conn: u64,
 }
 
@@ -45,6 +47,7 @@ impl Harness {
             clients: BTreeMap::new(),
             events: Vec::new(),
             records: Vec::new(),
+            transmits: None,
             next_conn: 1,
         }
     }
@@ -158,6 +161,9 @@ impl Harness {
         while let Some(output) = self.broker.poll_output() {
             match output {
                 Output::Transmit { conn, data } => {
+                    if let Some(transmits) = &mut self.transmits {
+                        transmits.push((conn, data.clone()));
+                    }
                     if let Some(client) = self.clients.get_mut(&conn) {
                         client.bytes_received += data.len();
                         client.decoder.feed(&data);

@@ -11,7 +11,10 @@ use std::collections::BTreeSet;
 const VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5];
 
 fn decode_all(version: ProtocolVersion, bytes: &[u8], chunk: usize) -> Vec<Packet> {
-    let mut decoder = Decoder::new(Some(version), usize::MAX);
+    decode_all_with(Decoder::new(Some(version), usize::MAX), bytes, chunk)
+}
+
+fn decode_all_with(mut decoder: Decoder, bytes: &[u8], chunk: usize) -> Vec<Packet> {
     let mut packets = Vec::new();
     for piece in bytes.chunks(chunk.max(1)) {
         decoder.feed(piece);
@@ -53,6 +56,15 @@ fn a_stream_decodes_the_same_in_any_chunking() {
         }
         for chunk in [1, 2, 3, 7, 64, 1000] {
             assert_eq!(decode_all(version, &bytes, chunk), packets, "chunk size {chunk}");
+            // Some or all packets received into allocations of their own.
+            for own_allocation_min in [0, 40, 200] {
+                let decoder = Decoder::new(Some(version), usize::MAX).with_own_allocation_min(own_allocation_min);
+                assert_eq!(
+                    decode_all_with(decoder, &bytes, chunk),
+                    packets,
+                    "chunk size {chunk}, own allocations from {own_allocation_min}"
+                );
+            }
         }
     }
 }
@@ -73,4 +85,51 @@ fn payloads_are_slices_of_the_input_not_copies() {
     let whole = decoded.payload.clone();
     assert_eq!(whole.as_ptr(), decoded.payload.as_ptr());
     assert_eq!(decoded.payload.len(), 4096);
+}
+
+/// A PUBLISH sent as its header then its payload (see `encode_publish_header`) is byte for byte the PUBLISH `encode`
+/// writes, in every version, with properties, across the 1-, 2- and 3-byte remaining length boundaries [MQTT-2.1.4].
+#[test]
+fn publish_header_then_payload_equals_the_whole_encoding() {
+    use mqtt_core::codec::encode_publish_header;
+    use mqtt_core::packet::{Properties, Publish, QoS};
+    let properties = Properties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(60),
+        content_type: Some("application/octet-stream".into()),
+        response_topic: Some("replies/1".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"corr")),
+        subscription_identifiers: vec![1, 300, 268_435_455],
+        topic_alias: Some(7),
+        user_properties: vec![("k".into(), "v".into())],
+        ..Properties::default()
+    };
+    for version in VERSIONS {
+        for payload_len in [0, 1, 100, 127 - 20, 200, 16_383, 16_384, 70_000] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let publish = Publish {
+                    dup: qos != QoS::AtMostOnce,
+                    qos,
+                    retain: true,
+                    topic: "sensors/large".into(),
+                    packet_id: if qos == QoS::AtMostOnce { 0 } else { 42 },
+                    properties: if version.is_v5() {
+                        properties.clone()
+                    } else {
+                        Properties::default()
+                    },
+                    payload: bytes::Bytes::from(vec![0xA5; payload_len]),
+                };
+                let packet = Packet::Publish(publish.clone());
+                let mut whole = BytesMut::new();
+                encode(&packet, version, &mut whole).expect("encodes");
+                let mut split = BytesMut::new();
+                encode_publish_header(&publish, version, &mut split).expect("header encodes");
+                assert_eq!(split.len() + payload_len, whole.len(), "{version:?} {payload_len}");
+                split.extend_from_slice(&publish.payload);
+                assert_eq!(split, whole, "{version:?} payload {payload_len} {qos:?}");
+                assert_eq!(decode_all(version, &split, 1000), vec![packet]);
+            }
+        }
+    }
 }

@@ -66,6 +66,8 @@ fuzz_target!(|ops: Vec<Op>| {
         receive_maximum: 4,
         max_queued_messages: 16,
         max_outbuf_bytes: 2048,
+        // Low, so that fuzzed payloads go out both copied and shared.
+        shared_payload_min: 64,
         // Every quota on, small enough to be hit by arbitrary input.
         max_connections_per_address: 3,
         max_connects_per_second_per_address: 20,

@@ -84,6 +84,7 @@ fn broker_config(options: &Options) -> Config {
         max_queued_messages: options.max_queued_messages,
         max_packet_size: options.max_packet_size,
         max_topic_alias: options.max_topic_alias,
+        shared_payload_min: options.shared_payload_min,
         wildcard_subscriptions: options.wildcards,
         shared_subscriptions: options.shared,
         persistence: options.persistence,

@@ -67,6 +67,9 @@ pub struct Options {
     /// Broker quotas (issue #9; 0 = unlimited). Drawn from a stream of their own, so that a seed's workload and
     /// faults are the same whether or not they are on.
     pub quotas: QuotaOptions,
+    /// `Config::shared_payload_min`: payloads at least this long go out shared rather than copied. The
+    /// simulated payloads are a few bytes, so small values exercise the shared path and `usize::MAX` the copied one.
+    pub shared_payload_min: usize,
 }
 
 /// The broker quotas a seed runs with.
@@ -109,6 +112,12 @@ impl QuotaOptions {
             deferred_auth: [0, 0, 2, 5][rng.gen_range(0..4)],
         }
     }
+}
+
+/// From its own stream, so that the other choices of a seed stay what they were before it existed.
+fn shared_payload_min_from_seed(seed: u64) -> usize {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_d0b1_e5ca_1ab5);
+    [usize::MAX, 1, 6, 12][rng.gen_range(0..4)]
 }
 
 fn rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
@@ -157,6 +166,7 @@ impl Options {
             broker_crash_rate: 0.0,
             disk_full_rate: 0.0,
             quotas: QuotaOptions::from_seed(seed),
+            shared_payload_min: shared_payload_min_from_seed(seed),
         }
         .with_durability(rng)
     }
@@ -218,7 +228,7 @@ impl fmt::Display for Options {
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
-             persistence={} broker_crash={:.4} disk_full={:.4}",
+             persistence={} broker_crash={:.4} disk_full={:.4} shared_payload_min={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -260,7 +270,8 @@ impl fmt::Display for Options {
             self.quotas.deferred_auth,
             self.persistence,
             self.broker_crash_rate,
-            self.disk_full_rate
+            self.disk_full_rate,
+            self.shared_payload_min
         )
     }
 }

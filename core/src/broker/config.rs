@@ -17,6 +17,11 @@ pub struct Config {
     /// Bytes of encoded output held for one connection that is not reading; past this QoS 0 messages to it are
     /// dropped and QoS 1/2 messages stay queued in its session.
     pub max_outbuf_bytes: usize,
+    /// PUBLISH payloads of at least this many bytes are not copied: each subscriber's output holds the encoded header
+    /// followed by the message's payload, shared (see `outbuf`), and a received packet this large is decoded from an
+    /// allocation of its own, so keeping its payload pins nothing else. Smaller payloads are copied, which is
+    /// cheaper for them. `usize::MAX` copies every payload.
+    pub shared_payload_min: usize,
     /// Maximum simultaneous connections; more get CONNACK "Server busy" / "Server unavailable".
     pub max_connections: usize,
     /// Cap on Session Expiry Interval in seconds (v5); also the expiry applied to v3.1.1 persistent sessions.
@@ -97,6 +102,7 @@ impl Default for Config {
             max_inflight: 1024,
             max_queued_messages: 100_000,
             max_outbuf_bytes: 4 * 1024 * 1024,
+            shared_payload_min: 2048,
             max_connections: 100_000,
             max_session_expiry: u32::MAX,
             max_keep_alive: 0,

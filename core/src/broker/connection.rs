@@ -1,6 +1,7 @@
 //! Per-connection state: the decoder, the negotiated limits of both sides, topic aliases, and buffered output.
 
 use super::flow::HeldPublish;
+use super::outbuf::Outbuf;
 use super::quota::PublishLimiter;
 use super::session::SessionKey;
 use super::ListenerId;
@@ -8,7 +9,6 @@ use crate::codec::Decoder;
 use crate::hash::HashMap;
 use crate::packet::{ProtocolVersion, ReasonCode};
 use crate::time::Time;
-use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,7 +68,7 @@ pub struct Connection {
     pub client_id_assigned: bool,
     pub session: Option<SessionKey>,
     /// Encoded bytes waiting to be handed to the driver.
-    pub outbuf: BytesMut,
+    pub outbuf: Outbuf,
     /// True while the connection id is in the broker's dirty list.
     pub dirty: bool,
     /// The driver could not write everything: hold output until `Writable`.
@@ -93,17 +93,24 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(peer: SocketAddr, listener: ListenerId, max_packet_size: u32, now: Time) -> Connection {
+    /// Packets of at least `shared_payload_min` bytes are received into allocations of their own (see `Decoder`).
+    pub fn new(
+        peer: SocketAddr,
+        listener: ListenerId,
+        max_packet_size: u32,
+        shared_payload_min: usize,
+        now: Time,
+    ) -> Connection {
         Connection {
             peer,
             listener,
             phase: Phase::AwaitingConnect,
-            decoder: Decoder::new(None, max_packet_size as usize),
+            decoder: Decoder::new(None, max_packet_size as usize).with_own_allocation_min(shared_payload_min),
             protocol: None,
             client_id: None,
             client_id_assigned: false,
             session: None,
-            outbuf: BytesMut::new(),
+            outbuf: Outbuf::default(),
             dirty: false,
             write_blocked: false,
             last_activity: now,

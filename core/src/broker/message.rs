@@ -27,7 +27,9 @@ pub struct Message {
 
 impl Message {
     /// Builds the stored form of a received PUBLISH whose topic is already resolved (alias applied).
-    pub fn from_publish(id: u64, publish: Publish, topic: String, now: Time) -> Message {
+    /// `shared_payload_min` is the decoder's `own_allocation_min`: a payload that long was received into an
+    /// allocation of its own and is kept as it is.
+    pub fn from_publish(id: u64, publish: Publish, topic: String, now: Time, shared_payload_min: usize) -> Message {
         let mut properties = publish.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
@@ -37,10 +39,7 @@ impl Message {
         Message {
             id,
             topic,
-            // The decoded payload is a slice of the connection's receive buffer: holding it (queued, retained)
-            // would pin that whole buffer. One copy per message, shared by every subscriber, bounds memory to the
-            // payloads actually kept.
-            payload: Bytes::copy_from_slice(&publish.payload),
+            payload: kept_payload(publish.payload, shared_payload_min),
             qos: publish.qos,
             retain: publish.retain,
             properties,
@@ -59,6 +58,18 @@ impl Message {
             let ms = at.as_millis().saturating_sub(now.as_millis());
             u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
         })
+    }
+}
+
+/// A small payload is a slice of the connection's receive buffer: holding it (queued, retained) would pin that
+/// whole buffer, so it is copied, once per message (cheap at that size). A large one owns its allocation (the
+/// decoder received its packet into one of its own), so it is kept without a copy; the packet's few header
+/// bytes are all it holds beyond the payload.
+fn kept_payload(payload: Bytes, shared_payload_min: usize) -> Bytes {
+    if payload.len() >= shared_payload_min.max(1) {
+        payload
+    } else {
+        Bytes::copy_from_slice(&payload)
     }
 }
 
@@ -92,5 +103,22 @@ impl Delivery {
             properties,
             payload: self.message.payload.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_payload;
+    use bytes::Bytes;
+
+    #[test]
+    fn large_payloads_are_kept_and_small_ones_copied() {
+        let large = Bytes::from(vec![1; 4096]);
+        assert_eq!(kept_payload(large.clone(), 2048).as_ptr(), large.as_ptr());
+        let small = Bytes::from(vec![1; 100]);
+        let kept = kept_payload(small.clone(), 2048);
+        assert_ne!(kept.as_ptr(), small.as_ptr());
+        assert_eq!(kept, small);
+        assert_ne!(kept_payload(Bytes::new(), 0).as_ptr(), small.as_ptr());
     }
 }

@@ -14,6 +14,7 @@ mod connection;
 mod durable;
 mod flow;
 mod message;
+mod outbuf;
 mod planted;
 mod publish;
 mod quota;
@@ -38,7 +39,7 @@ use crate::hash::HashMap;
 use crate::packet::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use crate::time::Time;
 use crate::topic::{RetainedTree, SubscriptionTree, TopicMatch};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use connection::{Connection, Phase};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -94,7 +95,9 @@ pub enum Input<'a> {
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Write these bytes to the connection, in order after anything written before.
+    /// Write these bytes to the connection, in order after anything written before. One flush of a connection's
+    /// output may come as several consecutive `Transmit`s (a large payload is handed out as its own shared chunk,
+    /// see `Config::shared_payload_min`); packets span them, so only their concatenation is meaningful.
     Transmit { conn: ConnectionId, data: Bytes },
     /// Close the connection once the bytes already handed out for it are written. No more input is expected for it;
     /// the driver need not send `Closed` for it (it is ignored if it does).
@@ -288,11 +291,12 @@ impl Broker {
             if connection.write_blocked || connection.outbuf.is_empty() {
                 continue;
             }
-            let data = connection.outbuf.split().freeze();
-            // The spare capacity left behind shares the transmitted buffer; an idle connection should hold neither.
-            connection.outbuf = BytesMut::new();
-            self.stats.bytes_sent += data.len() as u64;
-            return Some(Output::Transmit { conn, data });
+            let (outputs, stats) = (&mut self.outputs, &mut self.stats);
+            connection.outbuf.drain(|data| {
+                stats.bytes_sent += data.len() as u64;
+                outputs.push_back(Output::Transmit { conn, data });
+            });
+            return self.outputs.pop_front();
         }
         None
     }
@@ -314,7 +318,13 @@ impl Broker {
     }
 
     fn handle_opened(&mut self, conn: ConnectionId, peer: SocketAddr, listener: ListenerId) {
-        let connection = Connection::new(peer, listener, self.config.max_packet_size, self.now);
+        let connection = Connection::new(
+            peer,
+            listener,
+            self.config.max_packet_size,
+            self.config.shared_payload_min,
+            self.now,
+        );
         self.connections.insert(conn, Box::new(connection));
         self.stats.connections_opened += 1;
         let deadline = self.now + std::time::Duration::from_millis(self.config.connect_timeout_ms);
@@ -466,23 +476,12 @@ impl Broker {
         let problem_info_suppressed = !connection.request_problem_information
             && !matches!(packet, Packet::Publish(_) | Packet::ConnAck(_) | Packet::Disconnect(_));
         // Encoded once, straight into the output buffer; measured afterwards (the hot path pays one encode).
-        let start = connection.outbuf.len();
-        let mut sent = false;
-        if !problem_info_suppressed {
-            let fits = crate::codec::encode(packet, version, &mut connection.outbuf).is_ok()
-                && connection.outbuf.len() - start <= limit;
-            if !fits {
-                connection.outbuf.truncate(start);
-            }
-            sent = fits;
-        }
+        let shared_payload_min = self.config.shared_payload_min;
+        let sent = !problem_info_suppressed && connection.outbuf.encode(packet, version, limit, shared_payload_min);
         if !sent {
             let mut trimmed = packet.clone();
             strip_optional_properties(&mut trimmed);
-            let fits = crate::codec::encode(&trimmed, version, &mut connection.outbuf).is_ok()
-                && connection.outbuf.len() - start <= limit;
-            if !fits {
-                connection.outbuf.truncate(start);
+            if !connection.outbuf.encode(&trimmed, version, limit, shared_payload_min) {
                 self.stats.messages_dropped += 1;
                 return false;
             }
@@ -499,11 +498,11 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        if !connection.outbuf.is_empty() {
-            let data = connection.outbuf.split().freeze();
-            self.stats.bytes_sent += data.len() as u64;
-            self.outputs.push_back(Output::Transmit { conn, data });
-        }
+        let (outputs, stats) = (&mut self.outputs, &mut self.stats);
+        connection.outbuf.drain(|data| {
+            stats.bytes_sent += data.len() as u64;
+            outputs.push_back(Output::Transmit { conn, data });
+        });
         self.outputs.push_back(Output::Close { conn });
         self.end_connection(conn, will, reason);
     }

@@ -114,7 +114,13 @@ impl Broker {
         // Denied by the ACL: v5 gets 0x87 in PUBACK/PUBREC; 3.1.1 has no way to say so and is acknowledged normally
         // while the message is dropped, as Mosquitto does. Acknowledged in turn with the others [MQTT-4.6.0-2].
         let denied = !self.may_publish(conn, &topic);
-        let message = Arc::new(Message::from_publish(id, publish, topic, self.now));
+        let message = Arc::new(Message::from_publish(
+            id,
+            publish,
+            topic,
+            self.now,
+            self.config.shared_payload_min,
+        ));
         let held = HeldPublish {
             packet_id,
             qos,

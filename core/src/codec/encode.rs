@@ -17,6 +17,27 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> 
     write_body(packet, version, out)
 }
 
+/// Appends the fixed header and variable header of `publish` (topic, packet id, properties), without its payload;
+/// the remaining length counts the payload all the same [MQTT-2.1.4], so the payload bytes, sent right after,
+/// complete the packet. `encode` writes a PUBLISH the same way, then its payload.
+pub fn encode_publish_header(
+    publish: &Publish,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let v5 = version.is_v5();
+    let mut counter = Counter::default();
+    write_publish_header(publish, v5, &mut counter)?;
+    let remaining = counter.0 + publish.payload.len();
+    if remaining > VARINT_MAX as usize {
+        return Err(EncodeError::PacketTooLarge);
+    }
+    out.reserve(1 + varint_len(remaining) + counter.0);
+    out.put_u8(publish_first_byte(publish));
+    out.put_varint(remaining)?;
+    write_publish_header(publish, v5, out)
+}
+
 /// The number of bytes `encode` appends, or `usize::MAX` for a packet that cannot be encoded.
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
     match body_len(packet, version) {
@@ -38,11 +59,29 @@ fn body_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, EncodeEr
 fn first_byte(packet: &Packet) -> u8 {
     let kind = packet.packet_type() as u8;
     let flags = match packet {
-        Packet::Publish(p) => (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain),
+        Packet::Publish(p) => return publish_first_byte(p),
         Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
         _ => 0,
     };
     (kind << 4) | flags
+}
+
+/// PUBLISH flags: DUP, QoS, RETAIN (section 3.3.1).
+fn publish_first_byte(publish: &Publish) -> u8 {
+    let flags = (u8::from(publish.dup) << 3) | ((publish.qos as u8) << 1) | u8::from(publish.retain);
+    ((PacketType::Publish as u8) << 4) | flags
+}
+
+/// A PUBLISH's variable header: everything between the fixed header and the payload.
+fn write_publish_header<S: Sink>(publish: &Publish, v5: bool, s: &mut S) -> Result<(), EncodeError> {
+    s.put_string(&publish.topic)?;
+    if publish.qos != QoS::AtMostOnce {
+        s.put_u16(publish.packet_id);
+    }
+    if v5 {
+        property::encode(&publish.properties, s)?;
+    }
+    Ok(())
 }
 
 fn write_body<S: Sink>(packet: &Packet, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
@@ -60,13 +99,7 @@ fn write_body<S: Sink>(packet: &Packet, version: ProtocolVersion, s: &mut S) -> 
             }
         }
         Packet::Publish(publish) => {
-            s.put_string(&publish.topic)?;
-            if publish.qos != QoS::AtMostOnce {
-                s.put_u16(publish.packet_id);
-            }
-            if v5 {
-                property::encode(&publish.properties, s)?;
-            }
+            write_publish_header(publish, v5, s)?;
             s.put_slice(&publish.payload);
             Ok(())
         }

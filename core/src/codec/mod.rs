@@ -15,6 +15,6 @@ pub(crate) mod property;
 pub mod selfcheck;
 
 pub use decoder::Decoder;
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encode_publish_header, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use primitive::VARINT_MAX;

@@ -115,6 +115,8 @@ limits! {
     max_queued_messages: usize = Check::NonZero, "--max-queued-messages";
     /// Bytes of output held for a client that is not reading
     max_outbuf_bytes: usize = Check::NonZero, "--max-outbuf-bytes";
+    /// PUBLISH payloads of at least this many bytes are shared between subscribers, not copied
+    shared_payload_min: usize = Check::Any, "--shared-payload-min";
     /// Maximum simultaneous connections
     max_connections: usize = Check::NonZero, "--max-connections";
     /// Cap on Session Expiry Interval, seconds

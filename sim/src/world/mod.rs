@@ -62,6 +62,9 @@ struct Link {
     aliases: BTreeMap<u16, String>,
     /// A misbehaving client the broker must disconnect.
     misbehaving: bool,
+    /// Decodes, for the log, what the broker sent after the client left: a packet may span several transmits (a
+    /// shared payload comes apart from its header), so the lost stream is decoded as one.
+    lost: Option<Decoder>,
     /// The CONNECT waits for a delayed verdict: it and what followed it, read by the broker's decoder but not yet
     /// processed, which the model processes when the broker does (at the verdict) [MQTT-3.1.4-6].
     held: Option<Vec<Packet>>,
@@ -487,6 +490,7 @@ impl World {
                 blocked: false,
                 aliases: BTreeMap::new(),
                 misbehaving: false,
+                lost: None,
                 zombie: false,
                 held: None,
                 verdict_lost: false,
@@ -734,23 +738,25 @@ impl World {
     }
 
     fn deliver_to_client(&mut self, conn: ConnectionId, data: Bytes) -> Result<(), Violation> {
-        let Some(link) = self.links.get(&conn) else {
+        let Some(link) = self.links.get_mut(&conn) else {
             return Ok(());
         };
         let Some(client) = link.client else {
             return Ok(());
         };
         if link.client_gone || self.clients[client].conn != Some(conn) {
-            // Transmits carry whole packets, so a fresh decoder can tell the story of what was lost.
-            let mut decoder = Decoder::new(Some(self.clients[client].version), usize::MAX);
+            // A packet whose start the client did read is not decoded here: only whole packets are told.
+            let version = self.clients[client].version;
+            let decoder = link.lost.get_or_insert_with(|| Decoder::new(Some(version), usize::MAX));
             decoder.feed(&data);
             let mut lost = Vec::new();
             while let Ok(Some(packet)) = decoder.next_packet() {
                 lost.push(describe(&packet));
             }
             self.log(format!(
-                "c{client} {conn:?}: lost, the client left: {}",
-                lost.join(", ")
+                "c{client} {conn:?}: lost, the client left: {} ({} bytes)",
+                lost.join(", "),
+                data.len()
             ));
             return Ok(());
         }
