@@ -32,5 +32,5 @@ echo "== inclusive time of the broker's stages"
 perf report -i target/profile.data --children --stdio -g none 2>/dev/null |
   grep -E 'decode_received|Decoder::next_packet|receive_publish|deliver_plan|::pump$|handle_puback|complete_inflight|Conn::flush|__GI___writev|epoll_wait|commit_and_flush' |
   grep -v inlined | awk '{printf "%8s  %s\n", $1, $NF}' | sort -rn | uniq | head -n 14
-samples=$(perf report -i target/profile.data --stdio 2>/dev/null | grep -m1 -Eo 'Samples: [0-9.]+K?' || echo "Samples: ?")
-echo "SUMMARY profile: $* ($samples at 499 Hz over 3 s; recording in target/profile.data)"
+samples=$(perf report -i target/profile.data --stdio 2>/dev/null | awk '/^# Samples:.*cpu-clock/ && !n {print $3; n=1}')
+echo "SUMMARY profile: $* (${samples:-?} samples at 499 Hz over 3 s; recording in target/profile.data)"
