@@ -192,3 +192,29 @@ fn a_client_that_sends_without_pause_does_not_hold_back_the_others() {
     // The loop is left running: a SIGTERM here would also stop the other test's driver in this process.
     assert!(!runner.is_finished());
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn accepted_sockets_hold_at_most_256_kib_unsent() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let stream = TcpStream::from_std(accepted);
+    limit_unsent(&stream);
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`, which outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    assert_eq!(value, MAX_SOCKET_UNSENT);
+    assert_eq!(MAX_SOCKET_UNSENT, 256 * 1024);
+}
