@@ -47,7 +47,8 @@ conn_theirs=$(run 18883 $theirs_pid --workload conn --clients "$conns")
 rows=""
 # workload, clients, QoS, payload, and optionally a fixed rate per publisher (latency at equal offered load).
 for spec in "fan-in 4 0 64" "fan-in 4 1 64" "fan-out 16 0 64" "fan-out 16 1 64" "pairs 4 0 64" "pairs 4 1 64" \
-            "pairs 4 2 64" "pairs 4 1 16384" "fan-out 16 1 16384" "pairs 4 1 64 2000" "fan-out 16 1 64 1000"; do
+            "pairs 4 2 64" "pairs 4 1 16" "pairs 4 1 16384" "fan-out 16 1 16384" "fan-out 16 1 65536" \
+            "pairs 4 1 64 2000" "fan-out 16 1 64 1000"; do
   set -- $spec
   rate_args=(); label="$1"
   if [ -n "${5:-}" ]; then rate_args=(--rate "$5"); label="$1 @ $5/s each"; fi

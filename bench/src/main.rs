@@ -31,9 +31,9 @@ struct Args {
     clients: usize,
     #[arg(long, default_value_t = 0)]
     qos: u8,
-    /// Payload bytes (at least 20: timestamp, publisher, sequence).
-    #[arg(long, default_value_t = 64)]
-    payload: usize,
+    /// Payload bytes, 16 (the stamp: send time, publisher, sequence) to 16 MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(workload::HEADER as i64..=16 << 20))]
+    payload: u32,
     /// Seconds of publishing.
     #[arg(long, default_value_t = 5)]
     duration: u64,
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
         shape,
         clients: args.clients,
         qos: args.qos.min(2),
-        payload: args.payload,
+        payload: args.payload as usize,
         duration: Duration::from_secs(args.duration),
         rate: args.rate,
         inflight: args.inflight.max(1),

@@ -60,7 +60,25 @@ impl Results {
     }
 }
 
-const HEADER: usize = 20;
+/// Every payload starts with a stamp: send time (ns since the run began, 8 bytes), publisher (2 bytes) and sequence
+/// number (6 bytes), all big-endian: 16 bytes, so the smallest payload measured is 16 B.
+pub const HEADER: usize = 16;
+
+/// Writes the stamp into the first `HEADER` bytes of `payload`.
+fn stamp(payload: &mut [u8], sent_ns: u64, publisher: u16, seq: u64) {
+    payload[0..8].copy_from_slice(&sent_ns.to_be_bytes());
+    payload[8..10].copy_from_slice(&publisher.to_be_bytes());
+    payload[10..16].copy_from_slice(&seq.to_be_bytes()[2..8]);
+}
+
+/// The stamp of a received payload: (send time, publisher, sequence), if it is long enough to carry one.
+fn read_stamp(payload: &[u8]) -> Option<(u64, usize, u64)> {
+    let sent = u64::from_be_bytes(payload.get(0..8)?.try_into().ok()?);
+    let publisher = u16::from_be_bytes(payload.get(8..10)?.try_into().ok()?);
+    let mut seq = [0u8; 8];
+    seq[2..8].copy_from_slice(payload.get(10..16)?);
+    Some((sent, usize::from(publisher), u64::from_be_bytes(seq)))
+}
 
 fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
@@ -142,10 +160,7 @@ fn subscriber(
                 let Some((_, packet_id, payload)) = frame.publish() else {
                     continue;
                 };
-                if payload.len() >= HEADER {
-                    let sent = u64::from_be_bytes(payload[0..8].try_into().unwrap_or_default());
-                    let publisher = u32::from_be_bytes(payload[8..12].try_into().unwrap_or_default()) as usize;
-                    let seq = u64::from_be_bytes(payload[12..20].try_into().unwrap_or_default());
+                if let Some((sent, publisher, seq)) = read_stamp(payload) {
                     let now = now_ns(start);
                     let _ = histogram.record(((now.saturating_sub(sent)) / 1000).max(1));
                     if received == 0 {
@@ -230,7 +245,7 @@ fn publisher(
     };
     ready.wait();
     let mut payload = vec![0u8; w.payload.max(HEADER)];
-    payload[8..12].copy_from_slice(&(id as u32).to_be_bytes());
+    let publisher = u16::try_from(id).unwrap_or(u16::MAX);
     let began = Instant::now();
     let interval = w.rate.map(|r| Duration::from_nanos(1_000_000_000 / r.max(1)));
     let mut seq = 0u64;
@@ -249,8 +264,7 @@ fn publisher(
         }
         seq += 1;
         packet_id = if packet_id == u16::MAX { 1 } else { packet_id + 1 };
-        payload[0..8].copy_from_slice(&now_ns(start).to_be_bytes());
-        payload[12..20].copy_from_slice(&seq.to_be_bytes());
+        stamp(&mut payload, now_ns(start), publisher, seq);
         let bytes = wire::publish(topic, w.qos, packet_id, &payload);
         if let Ok(mut guard) = writer.lock() {
             guard.write_all(&bytes)?;
@@ -353,4 +367,17 @@ pub fn run(w: &Workload) -> io::Result<Results> {
         p999_us: histogram.value_at_quantile(0.999),
         max_us: histogram.max(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_fits_the_smallest_payload_and_reads_back() {
+        let mut payload = [0xAAu8; HEADER];
+        stamp(&mut payload, 123_456_789_012, 65_000, (1 << 48) - 1);
+        assert_eq!(read_stamp(&payload), Some((123_456_789_012, 65_000, (1 << 48) - 1)));
+        assert_eq!(read_stamp(&payload[..HEADER - 1]), None, "too short to carry a stamp");
+    }
 }
