@@ -66,7 +66,7 @@ impl Message {
 /// decoder received its packet into one of its own), so it is kept without a copy; the packet's few header
 /// bytes are all it holds beyond the payload.
 fn kept_payload(payload: Bytes, shared_payload_min: usize) -> Bytes {
-    if payload.len() >= shared_payload_min.max(1) {
+    if super::outbuf::is_shared(&payload, shared_payload_min) {
         payload
     } else {
         Bytes::copy_from_slice(&payload)

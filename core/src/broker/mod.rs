@@ -291,14 +291,22 @@ impl Broker {
             if connection.write_blocked || connection.outbuf.is_empty() {
                 continue;
             }
-            let (outputs, stats) = (&mut self.outputs, &mut self.stats);
-            connection.outbuf.drain(|data| {
-                stats.bytes_sent += data.len() as u64;
-                outputs.push_back(Output::Transmit { conn, data });
-            });
+            self.hand_out(conn);
             return self.outputs.pop_front();
         }
         None
+    }
+
+    /// Moves everything buffered for `conn` to the outputs, as consecutive `Transmit`s in order.
+    fn hand_out(&mut self, conn: ConnectionId) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let (outputs, stats) = (&mut self.outputs, &mut self.stats);
+        connection.outbuf.drain(|data| {
+            stats.bytes_sent += data.len() as u64;
+            outputs.push_back(Output::Transmit { conn, data });
+        });
     }
 
     /// When the broker next needs `Input::Tick`, if ever.
@@ -495,14 +503,10 @@ impl Broker {
 
     /// Flushes what is buffered for the connection, asks the driver to close it, and detaches its session.
     fn close_connection(&mut self, conn: ConnectionId, will: WillPolicy, reason: &str) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        if !self.connections.contains_key(&conn) {
             return;
-        };
-        let (outputs, stats) = (&mut self.outputs, &mut self.stats);
-        connection.outbuf.drain(|data| {
-            stats.bytes_sent += data.len() as u64;
-            outputs.push_back(Output::Transmit { conn, data });
-        });
+        }
+        self.hand_out(conn);
         self.outputs.push_back(Output::Close { conn });
         self.end_connection(conn, will, reason);
     }

@@ -9,6 +9,12 @@ use crate::codec::{encode, encode_publish_header};
 use crate::packet::{Packet, ProtocolVersion};
 use bytes::{Bytes, BytesMut};
 
+/// Whether `payload` is long enough to be shared rather than copied (`Config::shared_payload_min`); an empty one
+/// never is, as there is nothing to share.
+pub(super) fn is_shared(payload: &Bytes, shared_payload_min: usize) -> bool {
+    payload.len() >= shared_payload_min.max(1)
+}
+
 /// Encoded bytes in order: `chunks` first, then `tail`.
 ///
 /// An idle connection holds no allocation: both are empty and emptied containers are replaced, not kept. The
@@ -57,7 +63,7 @@ impl Outbuf {
     ) -> bool {
         let start = self.tail.len();
         let appended = match packet {
-            Packet::Publish(publish) if publish.payload.len() >= shared_payload_min.max(1) => {
+            Packet::Publish(publish) if is_shared(&publish.payload, shared_payload_min) => {
                 let fits = encode_publish_header(publish, version, &mut self.tail).is_ok()
                     && self.tail.len() - start + publish.payload.len() <= limit;
                 if fits {
