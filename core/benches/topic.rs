@@ -88,7 +88,8 @@ fn filters() -> Vec<(String, Option<&'static str>)> {
 }
 
 fn build(filters: &[(String, Option<&'static str>)]) -> SubscriptionTree<u32> {
-    let mut tree = SubscriptionTree::new();
+    let mut key_rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let mut tree = SubscriptionTree::new(mqtt_core::hash::HashKeys::draw(&mut key_rng));
     for (key, (filter, group)) in filters.iter().enumerate() {
         let key = key as u32;
         tree.insert(filter, *group, key, sub(key));

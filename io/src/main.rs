@@ -13,7 +13,6 @@ use mqtt_io::storage::{Storage, SyncMode};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const BAD_CONFIG: u8 = 2;
 const RUNTIME_FAILURE: u8 = 1;
@@ -78,6 +77,7 @@ enum RunError {
     Driver(mqtt_io::driver::DriverError),
     Storage(mqtt_io::storage::StorageError),
     Verifier(std::io::Error),
+    Seed(getrandom::Error),
 }
 
 impl std::fmt::Display for RunError {
@@ -90,6 +90,10 @@ impl std::fmt::Display for RunError {
             RunError::Driver(e) => write!(f, "{e}"),
             RunError::Storage(e) => write!(f, "cannot recover the data directory: {e}"),
             RunError::Verifier(e) => write!(f, "cannot start the password verifier threads: {e}"),
+            RunError::Seed(e) => write!(
+                f,
+                "cannot read the operating system's randomness for the broker's seed: {e}"
+            ),
         }
     }
 }
@@ -105,7 +109,10 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
         path: settings.data_dir.clone(),
         source,
     })?;
-    let seed = settings.seed.unwrap_or_else(seed_from_clock);
+    let seed = match settings.seed {
+        Some(seed) => seed,
+        None => seed_from_os().map_err(RunError::Seed)?,
+    };
     // Passwords are verified on these threads, not on the event loop.
     let max_wait = Duration::from_millis(settings.limits.connect_timeout_ms);
     let verifier = Verifier::start(Verifier::default_threads(), max_wait).map_err(RunError::Verifier)?;
@@ -122,10 +129,15 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
     }
     let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
-        "mqtt-broker {} starting: listeners [{}], data dir {}, seed {seed}",
+        "mqtt-broker {} starting: listeners [{}], data dir {}, {}",
         env!("CARGO_PKG_VERSION"),
         addrs.join(", "),
-        settings.data_dir.display()
+        settings.data_dir.display(),
+        // The seed keys the hash maps and draws assigned client identifiers: a secret unless the operator chose it.
+        match settings.seed {
+            Some(seed) => format!("seed {seed} (from --seed: hash keys and assigned client ids are predictable)"),
+            None => "seed from the operating system's randomness (not logged)".to_string(),
+        }
     );
     for (listener, addr) in settings.listeners.iter().zip(&addrs) {
         let anonymous = if listener.allow_anonymous {
@@ -198,10 +210,12 @@ fn open_storage(settings: &Settings, broker: &mut Broker) -> Result<Option<Stora
     Ok(Some(storage))
 }
 
-/// A seed that differs between runs; printed at startup so a run can be reproduced with `--seed`.
-fn seed_from_clock() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    since.as_secs().wrapping_mul(1_000_000_007) ^ u64::from(since.subsec_nanos()) ^ u64::from(std::process::id())
+/// A secret seed from the operating system's randomness (getrandom): it keys the hash maps of client-chosen names
+/// and draws assigned client identifiers, so it must not be guessable from the start time or the pid.
+fn seed_from_os() -> Result<u64, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// `mqtt-broker passwd FILE USER [--password PW | --delete]`: exit 0 on success, 1 on failure.

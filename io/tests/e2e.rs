@@ -486,3 +486,45 @@ fn slow_subscriber_loses_no_acknowledged_message_under_fan_in() {
         }
     }
 }
+
+/// The Assigned Client Identifier of a v5 client connecting with an empty id [MQTT-3.1.3-6], [MQTT-3.2.2-16].
+fn assigned_client_id(broker: &BrokerProcess) -> String {
+    let (client, connection) = v5::Client::new(opts5(broker, ""), 64);
+    let events = pump5(connection);
+    let ack = wait_for(&events, WAIT, |e| match e {
+        Ok(v5::Event::Incoming(Packet5::ConnAck(ack))) => Some(ack),
+        _ => None,
+    })
+    .expect("CONNACK");
+    assert_eq!(ack.code, ConnectReturnCode5::Success);
+    let _ = client.disconnect();
+    ack.properties
+        .and_then(|p| p.assigned_client_identifier)
+        .expect("an empty client id gets an Assigned Client Identifier [MQTT-3.2.2-16]")
+}
+
+/// Without `--seed`, the seed (hash keys, assigned identifiers) comes from the operating system and is not logged:
+/// two brokers started the same way assign different identifiers, and nothing a client can read (the log, the start
+/// time, the pid) reveals the seed.
+#[test]
+fn production_seed_is_secret_and_assigned_ids_differ_between_runs() {
+    let first = BrokerProcess::start(&[]);
+    let second = BrokerProcess::start(&[]);
+    let (a, b) = (assigned_client_id(&first), assigned_client_id(&second));
+    assert_ne!(a, b, "assigned client identifiers must not repeat across starts");
+    for broker in [&first, &second] {
+        assert!(broker.wait_for_log("seed from the operating system's randomness (not logged)", WAIT));
+        let log = broker.log.lock().unwrap();
+        let shows_a_seed = |line: &String| {
+            line.split("seed ")
+                .skip(1)
+                .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        };
+        assert!(!log.iter().any(shows_a_seed), "the seed must not be logged: {log:?}");
+    }
+    // With --seed the operator chose it: it is logged, with a warning that ids become predictable.
+    let seeded = BrokerProcess::start(&["--seed", "42"]);
+    assert!(seeded.wait_for_log("seed 42 (from --seed", WAIT));
+    let (x, y) = (assigned_client_id(&seeded), assigned_client_id(&seeded));
+    assert_ne!(x, y, "two clients of one broker never get the same identifier");
+}

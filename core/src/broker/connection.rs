@@ -9,7 +9,7 @@ use crate::codec::Decoder;
 use crate::hash::HashMap;
 use crate::packet::{ProtocolVersion, ReasonCode};
 use crate::time::Time;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,8 +39,9 @@ pub enum Phase {
 pub struct Extras {
     /// Aliases the client set towards us [MQTT-3.3.2-10].
     pub inbound_aliases: HashMap<u16, String>,
-    /// Aliases we set towards the client.
-    pub outbound_aliases: HashMap<String, u16>,
+    /// Aliases we set towards the client. Keyed by topic names other clients chose, so a B-tree: a hash map with
+    /// fixed keys could be flooded with colliding topics (up to 65,535 of them).
+    pub outbound_aliases: BTreeMap<String, u16>,
     /// The authentication method of an enhanced authentication exchange.
     pub auth_method: Option<String>,
     /// The CONNECT waiting for an enhanced authentication exchange to finish, or for a pending verdict.

@@ -35,7 +35,7 @@ pub use quota::AccountingMismatch;
 pub use session::SessionKey;
 pub use stats::Stats;
 
-use crate::hash::HashMap;
+use crate::hash::{HashKeys, KeyedHashMap};
 use crate::packet::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use crate::time::Time;
 use crate::topic::{RetainedTree, SubscriptionTree, TopicMatch};
@@ -166,7 +166,7 @@ pub struct Broker {
     /// whole connection or session (memory per idle connection).
     connections: BTreeMap<ConnectionId, Box<Connection>>,
     sessions: BTreeMap<SessionKey, Box<Session>>,
-    sessions_by_client_id: HashMap<Arc<str>, SessionKey>,
+    sessions_by_client_id: KeyedHashMap<Arc<str>, SessionKey>,
     next_session_key: u64,
     /// Last message id handed out (ids are never reused, also across restarts).
     next_message_id: u64,
@@ -204,6 +204,10 @@ impl Broker {
     }
 
     pub fn with_authenticator(config: Config, seed: u64, authenticator: Box<dyn Authenticator>) -> Broker {
+        // The hash keys come from their own stream of the seed, so the identifier stream is what it always was.
+        let mut key_rng = ChaCha8Rng::seed_from_u64(seed);
+        key_rng.set_stream(1);
+        let hash_keys = HashKeys::draw(&mut key_rng);
         Broker {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -212,11 +216,11 @@ impl Broker {
             authenticator,
             connections: BTreeMap::new(),
             sessions: BTreeMap::new(),
-            sessions_by_client_id: HashMap::default(),
+            sessions_by_client_id: KeyedHashMap::with_hasher(hash_keys),
             next_session_key: 1,
             next_message_id: 0,
             last_stored_message: None,
-            subscriptions: SubscriptionTree::new(),
+            subscriptions: SubscriptionTree::new(hash_keys),
             retained: RetainedTree::new(),
             timers: Timers::default(),
             outputs: VecDeque::new(),

@@ -8,6 +8,7 @@
 //! wildcard was subscribed. Matching, insertion, removal and dropping are all iterative: a filter or topic may have
 //! tens of thousands of levels (65,535 bytes of `/`), and recursion that deep would overflow the stack.
 
+use crate::hash::HashKeys;
 use crate::packet::SubscriptionOptions;
 use children::Children;
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct TopicMatch<K> {
 pub struct SubscriptionTree<K> {
     root: Node<K>,
     len: usize,
+    /// Secret keys for the wide nodes' hash maps (topic levels are client-chosen).
+    hash_keys: HashKeys,
 }
 
 /// Above this many subscribers on one filter the sorted Vec turns into a BTreeMap, so that thousands of sessions
@@ -335,17 +338,13 @@ impl<T> Stack<T> {
     }
 }
 
-impl<K: Copy + Ord + Hash> Default for SubscriptionTree<K> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
-    pub fn new() -> Self {
+    /// An empty tree whose wide nodes hash levels with `hash_keys` (the broker's, see `hash`).
+    pub fn new(hash_keys: HashKeys) -> Self {
         SubscriptionTree {
             root: Node::default(),
             len: 0,
+            hash_keys,
         }
     }
 
@@ -357,7 +356,7 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
         for edge in edges(filter) {
             match edge {
                 Edge::Literal(level) => {
-                    node = node.children.get_or_insert(level);
+                    node = node.children.get_or_insert(level, self.hash_keys);
                 }
                 Edge::Plus => node = node.plus.get_or_insert_with(Box::default),
                 Edge::Hash => leaf = Some(node.hash.get_or_insert_with(Box::default)),

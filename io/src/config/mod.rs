@@ -204,7 +204,7 @@ pub struct Cli {
     /// Whether clients without a user name may connect, on every listener [default: only on loopback listeners]
     #[arg(long, value_name = "BOOL")]
     pub allow_anonymous: Option<bool>,
-    /// Seed for the broker's random choices (assigned client ids) [default: derived from the start time]
+    /// Seed for the broker's random choices (hash keys, assigned client ids) [default: secret, from the OS]
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// Durability: always (acknowledge after fsync), interval, or none (memory only) [default: always]
@@ -279,7 +279,7 @@ pub struct Settings {
     pub limits: Config,
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
-    /// `None`: derive one from the start time.
+    /// `None`: draw one from the operating system's randomness.
     pub seed: Option<u64>,
     pub sync: Sync,
     pub sync_interval_ms: u64,
@@ -520,7 +520,7 @@ impl Settings {
         root.insert("limits".into(), toml::Value::Table(limits::to_table(&self.limits)));
         let seed = match self.seed {
             Some(seed) => format!("# seed = {seed} (from --seed; flag only)\n"),
-            None => "# seed: derived from the start time (set with --seed)\n".to_string(),
+            None => "# seed: from the operating system's randomness (set with --seed)\n".to_string(),
         };
         // Table serialization of plain values cannot fail; should it ever, an empty document is still valid TOML.
         format!("{seed}{}", toml::to_string(&root).unwrap_or_default())

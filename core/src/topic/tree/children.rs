@@ -2,18 +2,18 @@
 //!
 //! Most nodes have one or two children (`devices/{id}` has just `telemetry`), and an empty-ish hash table costs
 //! about 100 bytes before holding anything. So up to `FEW_MAX` children live in a small Vec searched linearly (as
-//! fast as hashing a short level), and wider nodes switch to the deterministic hash map, keeping lookups O(1) for
+//! fast as hashing a short level), and wider nodes switch to a hash map with the broker's secret keys (levels are client-chosen), keeping lookups O(1) for
 //! levels like `devices/{id}` with 100k ids. Neither form is iterated when matching, so order never leaks out.
 
 use super::Node;
-use crate::hash::HashMap;
+use crate::hash::{HashKeys, KeyedHashMap};
 
 /// Above this many children a node switches to a hash map.
 const FEW_MAX: usize = 8;
 
 pub(super) enum Children<K> {
     Few(Vec<(Box<str>, Box<Node<K>>)>),
-    Many(HashMap<Box<str>, Box<Node<K>>>),
+    Many(KeyedHashMap<Box<str>, Box<Node<K>>>),
 }
 
 impl<K> Default for Children<K> {
@@ -44,10 +44,11 @@ impl<K> Children<K> {
         }
     }
 
-    pub(super) fn get_or_insert(&mut self, level: &str) -> &mut Node<K> {
+    pub(super) fn get_or_insert(&mut self, level: &str, hash_keys: HashKeys) -> &mut Node<K> {
         if let Children::Few(v) = self {
             if v.len() >= FEW_MAX && !v.iter().any(|(l, _)| **l == *level) {
-                let m: HashMap<Box<str>, Box<Node<K>>> = v.drain(..).collect();
+                let mut m = KeyedHashMap::with_capacity_and_hasher(v.len() + 1, hash_keys);
+                m.extend(v.drain(..));
                 *self = Children::Many(m);
             }
         }

@@ -6,6 +6,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
+fn test_keys() -> crate::hash::HashKeys {
+    crate::hash::HashKeys::draw(&mut ChaCha8Rng::seed_from_u64(99))
+}
+
 fn sub(id: u32) -> Subscription {
     Subscription {
         options: SubscriptionOptions::default(),
@@ -22,7 +26,7 @@ fn keys(tree: &mut SubscriptionTree<u32>, topic: &str) -> Vec<u32> {
 }
 
 fn matches(filter: &str, topic: &str) -> bool {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     t.insert(filter, None, 1u32, sub(1));
     !keys(&mut t, topic).is_empty()
 }
@@ -107,7 +111,7 @@ fn literal_wildcard_characters_inside_a_level_are_not_wildcards() {
 
 #[test]
 fn subscribing_again_replaces_and_returns_the_old_subscription_mqtt_3_8_4_3() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     assert_eq!(t.insert("a/+", None, 7u32, sub(1)), None);
     let mut s2 = sub(2);
     s2.options.qos = QoS::ExactlyOnce;
@@ -131,7 +135,7 @@ fn subscribing_again_replaces_and_returns_the_old_subscription_mqtt_3_8_4_3() {
 
 #[test]
 fn a_key_matched_by_several_filters_appears_once_per_filter() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     for f in ["a/b", "a/+", "a/#", "#", "+/b"] {
         t.insert(f, None, 1u32, sub(0));
     }
@@ -142,7 +146,7 @@ fn a_key_matched_by_several_filters_appears_once_per_filter() {
 
 #[test]
 fn remove_returns_the_subscription_and_prunes_empty_nodes() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     let filters = ["a/b/c", "a/b", "a/+/c", "a/#", "#", "+", "a//", "x/y/z/#", "$SYS/+"];
     for (i, f) in filters.iter().enumerate() {
         t.insert(f, None, i as u32, sub(0));
@@ -162,7 +166,7 @@ fn remove_returns_the_subscription_and_prunes_empty_nodes() {
 
 #[test]
 fn remove_keeps_nodes_other_filters_still_use() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     t.insert("a/b/c", None, 1u32, sub(0));
     t.insert("a/b", None, 2, sub(0));
     t.insert("a/b/#", None, 3, sub(0));
@@ -178,7 +182,7 @@ fn remove_keeps_nodes_other_filters_still_use() {
 
 #[test]
 fn removing_unknown_subscriptions_is_a_no_op() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     t.insert("a/b", None, 1u32, sub(0));
     assert_eq!(t.remove("a/b", None, 2), None);
     assert_eq!(t.remove("a/b", Some("g"), 1), None);
@@ -191,7 +195,7 @@ fn removing_unknown_subscriptions_is_a_no_op() {
 
 #[test]
 fn many_subscribers_on_one_filter_survive_the_switch_to_a_map_and_back() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     // Descending keys: the worst order for a sorted Vec.
     for k in (0..1000u32).rev() {
         t.insert("devices/+/status", None, k, sub(k));
@@ -206,7 +210,7 @@ fn many_subscribers_on_one_filter_survive_the_switch_to_a_map_and_back() {
 
 #[test]
 fn wide_nodes_switch_to_a_hash_map_and_back_without_losing_children() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     for id in 0..1000u32 {
         t.insert(&format!("devices/{id}/telemetry"), None, id, sub(id));
     }
@@ -233,7 +237,7 @@ fn wide_nodes_switch_to_a_hash_map_and_back_without_losing_children() {
 
 #[test]
 fn shared_group_round_robin_is_fair_4_8_2() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     for k in [30u32, 10, 20] {
         t.insert("jobs/+", Some("workers"), k, sub(k));
     }
@@ -254,7 +258,7 @@ fn shared_group_round_robin_is_fair_4_8_2() {
 
 #[test]
 fn shared_group_skips_unavailable_members() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     for k in 1..=3u32 {
         t.insert("q", Some("g"), k, sub(k));
     }
@@ -269,7 +273,7 @@ fn shared_group_skips_unavailable_members() {
 
 #[test]
 fn shared_group_with_no_available_member_still_rotates_over_all() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     for k in 1..=3u32 {
         t.insert("q", Some("g"), k, sub(k));
     }
@@ -285,7 +289,7 @@ fn shared_group_with_no_available_member_still_rotates_over_all() {
 
 #[test]
 fn shared_group_rotation_continues_after_a_member_leaves() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     for k in 1..=4u32 {
         t.insert("q", Some("g"), k, sub(k));
     }
@@ -307,7 +311,7 @@ fn shared_group_rotation_continues_after_a_member_leaves() {
 
 #[test]
 fn each_matching_group_and_filter_delivers_once_alongside_normal_subscribers() {
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     t.insert("a/b", None, 1u32, sub(0));
     t.insert("a/b", Some("g1"), 2, sub(0));
     t.insert("a/b", Some("g1"), 3, sub(0));
@@ -326,7 +330,7 @@ fn each_matching_group_and_filter_delivers_once_alongside_normal_subscribers() {
 fn match_order_is_deterministic_and_independent_of_insertion_order() {
     let filters = ["#", "a/#", "a/+", "+/b", "a/b", "+/+", "a/b/#"];
     let build = |order: &[usize]| {
-        let mut t = SubscriptionTree::new();
+        let mut t = SubscriptionTree::new(test_keys());
         for &i in order {
             for k in [5u32, 1, 9] {
                 t.insert(filters[i], None, k * 10 + i as u32, sub(i as u32));
@@ -348,7 +352,7 @@ fn very_deep_filters_do_not_overflow_the_stack() {
     // 65,535 bytes of `/` is a legal filter: 65,536 empty levels.
     let deep = "/".repeat(65_535);
     let deep_plus = ["+"; 30_000].join("/");
-    let mut t = SubscriptionTree::new();
+    let mut t = SubscriptionTree::new(test_keys());
     t.insert(&deep, None, 1u32, sub(0));
     t.insert(&format!("{deep}#"), None, 2, sub(0));
     t.insert(&deep_plus, None, 3, sub(0));
@@ -419,7 +423,7 @@ fn random_filter(rng: &mut ChaCha8Rng) -> String {
 #[test]
 fn random_filters_and_topics_agree_with_a_naive_matcher() {
     let mut rng = ChaCha8Rng::seed_from_u64(0x5EED_0407);
-    let mut tree: SubscriptionTree<u32> = SubscriptionTree::new();
+    let mut tree: SubscriptionTree<u32> = SubscriptionTree::new(test_keys());
     // id -> (filter, group, key); id is carried as the subscription identifier.
     let mut live: BTreeMap<u32, (String, Option<&'static str>, u32)> = BTreeMap::new();
     for id in 0..3000u32 {
