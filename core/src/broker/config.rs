@@ -29,6 +29,13 @@ pub struct Config {
     /// Cap on keep alive in seconds; a client asking for more (or for 0) is told Server Keep Alive (v5).
     /// 0 means no cap.
     pub max_keep_alive: u16,
+    /// Largest CONNECT (and AUTH before CONNACK) accepted, in bytes: checked on the fixed header, before the body is
+    /// buffered, so an unauthenticated client cannot make the broker hold a Maximum-Packet-Size packet. Fits a will
+    /// with a modest payload by default.
+    pub max_connect_size: u32,
+    /// Budget for all bytes buffered from connections not yet past CONNACK; the connection that exceeds it is
+    /// closed. 0: no budget.
+    pub max_preconnect_bytes: usize,
     /// Milliseconds a new connection may take to send CONNECT before it is closed.
     pub connect_timeout_ms: u64,
     /// Whether retained messages are supported (Retain Available).
@@ -106,6 +113,8 @@ impl Default for Config {
             max_connections: 100_000,
             max_session_expiry: u32::MAX,
             max_keep_alive: 0,
+            max_connect_size: 64 * 1024,
+            max_preconnect_bytes: 64 * 1024 * 1024,
             connect_timeout_ms: 10_000,
             retain_available: true,
             max_topic_alias: 64,

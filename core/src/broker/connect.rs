@@ -332,6 +332,11 @@ impl Broker {
             return;
         };
         connection.phase = Phase::Connected;
+        self.release_preconnect_bytes(conn);
+        self.lift_connect_size_limit(conn);
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         connection.client_id = shared_client_id;
         connection.session = Some(key);
         connection.keep_alive = keep_alive;

@@ -82,6 +82,8 @@ pub struct Connection {
     pub keep_alive: u16,
     /// The client's Maximum Packet Size [MQTT-3.1.2-24]; packets larger than this are never sent to it.
     pub client_max_packet_size: u32,
+    /// Bytes this connection holds that count against the pre-CONNACK budget (0 once connected; see `preconnect`).
+    pub preconnect_bytes: u32,
     /// The client's Receive Maximum, bounding our inflight QoS 1/2 towards it [MQTT-3.3.4-9].
     pub client_receive_maximum: u16,
     /// The client's Topic Alias Maximum: how many aliases we may use towards it [MQTT-3.2.2-17].
@@ -118,6 +120,7 @@ impl Connection {
             timer_due: Time::ZERO,
             keep_alive: 0,
             client_max_packet_size: u32::MAX,
+            preconnect_bytes: 0,
             client_receive_maximum: u16::MAX,
             client_topic_alias_maximum: 0,
             request_problem_information: true,

@@ -16,6 +16,7 @@ mod flow;
 mod message;
 mod outbuf;
 mod planted;
+mod preconnect;
 mod publish;
 mod quota;
 mod session;
@@ -144,6 +145,13 @@ pub enum Event {
     /// A will was due but its author may no longer publish to its topic (the ACL changed since the CONNECT); it
     /// was dropped.
     WillRefused { client_id: String, topic: String },
+    /// A connection not yet past CONNACK took the bytes buffered from all such connections over
+    /// `max_preconnect_bytes` and was closed (see `preconnect`).
+    PreconnectBudgetExceeded {
+        conn: ConnectionId,
+        peer: SocketAddr,
+        buffered_total: usize,
+    },
 }
 
 /// What happens to a session's will when its connection ends [MQTT-3.1.2-8], [MQTT-3.1.2-10].
@@ -190,6 +198,8 @@ pub struct Broker {
     storage_waiters: BTreeSet<ConnectionId>,
     /// Connections past CONNACK, for the connection limit.
     connected_clients: usize,
+    /// Bytes buffered from connections not yet past CONNACK (see `preconnect`).
+    preconnect_bytes: usize,
     /// Recent authentication failures per IP address, for slowing down guessing.
     auth_throttle: throttle::AuthThrottle,
     /// Connections and connect rate per address, queued bytes (see `quota`).
@@ -231,6 +241,7 @@ impl Broker {
             storage_full: false,
             storage_waiters: BTreeSet::new(),
             connected_clients: 0,
+            preconnect_bytes: 0,
             auth_throttle: throttle::AuthThrottle::default(),
             quotas: quota::Quotas::default(),
             stats: Stats::default(),
@@ -330,10 +341,11 @@ impl Broker {
     }
 
     fn handle_opened(&mut self, conn: ConnectionId, peer: SocketAddr, listener: ListenerId) {
+        // Until its CONNECT is accepted a connection may send at most `max_connect_size` bytes in one packet.
         let connection = Connection::new(
             peer,
             listener,
-            self.config.max_packet_size,
+            self.config.max_connect_size.min(self.config.max_packet_size),
             self.config.shared_payload_min,
             self.now,
         );
@@ -353,6 +365,7 @@ impl Broker {
         self.stats.bytes_received += data.len() as u64;
         connection.decoder.feed(data);
         self.decode_received(conn);
+        self.account_preconnect_bytes(conn);
     }
 
     /// Decodes and handles what the connection's decoder holds, packet by packet. While the CONNECT waits for its
@@ -518,6 +531,7 @@ impl Broker {
     /// Forgets a connection (the driver already closed it or was told to) and detaches its session: the will is
     /// handled per `will`, and the session ends now or is left to expire [MQTT-3.1.2-23].
     fn end_connection(&mut self, conn: ConnectionId, will: WillPolicy, reason: &str) {
+        self.release_preconnect_bytes(conn);
         let Some(connection) = self.connections.remove(&conn) else {
             return;
         };

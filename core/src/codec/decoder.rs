@@ -247,6 +247,10 @@ impl Decoder {
         let total = header.packet_len();
         // Checked before buffering the body: a hostile length prefix cannot make us allocate.
         if total > self.max_packet_size as usize {
+            // A CONNECT too large is still answered in its own version (CONNACK 0x95) when its level is readable.
+            if header.first >> 4 == 1 {
+                self.attempted_version = source.get(header.header_len..).and_then(connect_version);
+            }
             return Err(DecodeError::PacketTooLarge {
                 size: total,
                 max: self.max_packet_size as usize,

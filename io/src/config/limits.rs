@@ -123,6 +123,10 @@ limits! {
     max_session_expiry: u32 = Check::Any, "--max-session-expiry";
     /// Cap on keep alive, seconds (0 = no cap)
     max_keep_alive: u16 = Check::Any, "--max-keep-alive";
+    /// Largest CONNECT accepted, bytes (before CONNACK; checked before the body is buffered)
+    max_connect_size: u32 = Check::NonZero, "--max-connect-size";
+    /// Bytes buffered from all connections not yet past CONNACK; the one that exceeds it is closed (0 = unlimited)
+    max_preconnect_bytes: usize = Check::Any, "--max-preconnect-bytes";
     /// Milliseconds a new connection has to send CONNECT
     connect_timeout_ms: u64 = Check::NonZero, "--connect-timeout-ms";
     /// Whether retained messages are supported (true|false)

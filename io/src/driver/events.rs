@@ -56,6 +56,15 @@ pub fn log_event(event: &Event) {
             "will not published: client_id={client_id:?} may no longer publish to {topic:?} (ACL changed since it \
              connected)"
         ),
+        Event::PreconnectBudgetExceeded {
+            conn,
+            peer,
+            buffered_total,
+        } => log::warn!(
+            "connection closed before CONNACK: bytes buffered from connections not yet accepted \
+             ({buffered_total}) exceed max_preconnect_bytes; addr={peer} conn={}",
+            conn.0
+        ),
         // Debug only: a flood would otherwise write one line per refused message.
         Event::PublishRefused {
             conn,

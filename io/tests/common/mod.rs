@@ -109,6 +109,17 @@ impl BrokerProcess {
         }
     }
 
+    /// The broker's resident memory in bytes (VmRSS), for the abuse tests' budgets.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
