@@ -290,6 +290,9 @@ impl Broker {
             Input::AuthDecided { conn, decision } => self.handle_auth_decided(conn, decision),
         }
         self.release_woken();
+        if self.timers.wants_compaction() {
+            self.compact_timers();
+        }
     }
 
     /// The next thing the driver must do; drain until `None` after every input.
@@ -589,6 +592,28 @@ impl Broker {
             self.send(conn, &Packet::Disconnect(disconnect_packet(reason, text)));
         }
         self.close_connection(conn, will, text);
+    }
+
+    /// Drops the timer entries that would do nothing when they fire: their connection or session is gone, or a
+    /// later disconnect re-armed the session's expiry or will at another deadline. Keeps the queue proportional to
+    /// live connections and sessions however often clients come and go.
+    fn compact_timers(&mut self) {
+        let (connections, sessions) = (&self.connections, &self.sessions);
+        self.timers.compact(|deadline, timer| match timer {
+            Timer::Connection(conn) | Timer::Refusal(conn) => connections.contains_key(&conn),
+            Timer::SessionExpiry(key) => sessions
+                .get(&key)
+                .is_some_and(|s| s.connection.is_none() && s.expires_at == Some(deadline)),
+            Timer::WillDelay(key) => sessions.get(&key).is_some_and(|s| {
+                s.connection.is_none() && s.pending_will.as_ref().is_some_and(|w| w.publish_at == deadline)
+            }),
+            Timer::Sys => true,
+        });
+    }
+
+    /// Timer entries pending, stale ones included (tests and metrics).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
     }
 
     fn fire_timers(&mut self) {

@@ -19,11 +19,16 @@ pub enum Timer {
     Sys,
 }
 
+/// Below this many entries the queue is never compacted: a few stale entries cost less than a pass.
+const COMPACT_MIN: usize = 1024;
+
 #[derive(Default)]
 pub struct Timers {
     /// (deadline, timer): ties fire in the order of `Timer`, deterministically. 24 bytes an entry, and there is
     /// one per connection.
     heap: BinaryHeap<Reverse<(Time, Timer)>>,
+    /// Entries left after the last compaction: the queue is compacted again once it doubles.
+    live_after_compaction: usize,
 }
 
 impl Timers {
@@ -31,10 +36,28 @@ impl Timers {
         self.heap.push(Reverse((deadline, timer)));
     }
 
-    /// Entries pending (tests).
-    #[cfg(test)]
+    /// Entries pending, stale ones included.
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Whether enough entries were armed since the last compaction that a pass pays for itself: entries are never
+    /// cancelled, and a session that reconnects and disconnects again leaves an expiry entry per disconnect that
+    /// may lie far in the future. Doubling keeps the pass amortised O(1) per `arm`.
+    pub fn wants_compaction(&self) -> bool {
+        self.heap.len() > COMPACT_MIN.max(2 * self.live_after_compaction)
+    }
+
+    /// Drops every entry `is_live` says can no longer do anything when it fires, and duplicates (a session that
+    /// disconnects twice within one millisecond arms the same deadline twice).
+    pub fn compact(&mut self, mut is_live: impl FnMut(Time, Timer) -> bool) {
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
+        entries.retain(|Reverse((deadline, timer))| is_live(*deadline, *timer));
+        entries.sort_unstable();
+        entries.dedup();
+        entries.shrink_to(entries.len() * 3 / 2);
+        self.heap = BinaryHeap::from(entries);
+        self.live_after_compaction = self.heap.len();
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
