@@ -225,3 +225,35 @@ fn v311_publisher_is_held_the_same_way() {
     }
     assert_eq!(pubacks(&mut h, publisher).len(), 1100 - 1025);
 }
+
+/// [MQTT-3.12.4-1] owes a PINGRESP for every PINGREQ, but a client that floods PINGREQs without reading would
+/// make the broker hold its replies without bound: past `max_outbuf_bytes` plus the reply slack it is disconnected,
+/// while a client that pipelines a reasonable number is answered in full once it reads.
+#[test]
+fn a_ping_flood_without_reading_is_disconnected_a_modest_pipeline_is_answered() {
+    let config = Config {
+        max_outbuf_bytes: 16 * 1024,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let patient = connected(&mut h, v5("patient"));
+    let flooder = connected(&mut h, v5("flooder"));
+    for conn in [patient, flooder] {
+        h.input(mqtt_core::broker::Input::WriteBlocked { conn });
+    }
+    let pings = [0xC0u8, 0x00].repeat(1000);
+    h.send_bytes(patient, &pings);
+    for _ in 0..50 {
+        h.send_bytes(flooder, &pings);
+    }
+    assert!(
+        h.is_closed(flooder),
+        "50,000 unread PINGRESPs exceed 16 KiB + the reply slack"
+    );
+    assert_eq!(h.broker.stats().unread_reply_closes, 1);
+    assert!(!h.is_closed(patient));
+    h.input(mqtt_core::broker::Input::Writable { conn: patient });
+    let replies = h.recv_all(patient);
+    assert_eq!(replies.len(), 1000);
+    assert!(replies.iter().all(|p| matches!(p, Packet::PingResp)));
+}

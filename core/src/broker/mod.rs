@@ -54,6 +54,10 @@ use timer::{Timer, Timers};
 /// undecoded until then. Beyond this the connection is closed, so a flood costs bounded memory.
 pub const MAX_BUFFERED_WHILE_VERIFYING: usize = 64 * 1024;
 
+/// How far replies to a client's own packets may take its output buffer past `max_outbuf_bytes` before the client
+/// is disconnected for not reading them (see `close_if_replies_unread`): room for thousands of pipelined replies.
+pub const REPLY_SLACK: usize = 64 * 1024;
+
 /// The driver's handle for one transport connection. Never reused within one broker's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
@@ -391,6 +395,7 @@ impl Broker {
                 Ok(Some(packet)) => {
                     connection.last_activity = self.now;
                     self.handle_packet(conn, packet);
+                    self.close_if_replies_unread(conn);
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -399,6 +404,21 @@ impl Broker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Deliveries to a connection stop at `max_outbuf_bytes` (see `publish`), but the replies to its own packets
+    /// (PINGRESP, PUBACK, SUBACK, ...) are owed whatever it holds. A client that keeps sending without reading them
+    /// would grow its buffer without bound, so past the limit plus `REPLY_SLACK` it is disconnected.
+    fn close_if_replies_unread(&mut self, conn: ConnectionId) {
+        let limit = self.config.max_outbuf_bytes.saturating_add(REPLY_SLACK);
+        if self.connections.get(&conn).is_some_and(|c| c.outbuf.len() > limit) {
+            self.stats.unread_reply_closes += 1;
+            self.close_connection(
+                conn,
+                WillPolicy::Publish,
+                "replies beyond max_outbuf_bytes unread: the client sends without reading",
+            );
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Connections closed because bytes buffered before CONNACK exceeded `max_preconnect_bytes`.
     pub preconnect_budget_closes: u64,
+    /// Connections closed for sending without reading their replies (see `REPLY_SLACK`).
+    pub unread_reply_closes: u64,
     /// CONNECTs, PUBLISHes and SUBSCRIBE filters refused by a quota (see `quota`).
     pub quota_refusals: u64,
     pub wills_published: u64,
