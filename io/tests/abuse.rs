@@ -10,7 +10,7 @@ use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
 use rumqttc::v5::mqttbytes::QoS;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 const MIB: u64 = 1024 * 1024;
@@ -163,4 +163,85 @@ fn half_sent_connects_share_one_budget() {
         "peak RSS {peak} grew more than 16 MiB over {before}"
     );
     witness.round_trip(2);
+}
+
+/// A client that floods PINGREQs and never reads: the kernel's buffers fill, then the broker's output for it, and
+/// past max_outbuf_bytes plus the reply slack it is disconnected instead of growing.
+#[test]
+fn a_ping_flood_without_reading_is_disconnected() {
+    let broker = BrokerProcess::start(&["--max-outbuf-bytes", "262144"]);
+    let witness = Witness::connect(&broker);
+    let before = broker.rss_bytes();
+    let mut s = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A minimal v3.1.1 CONNECT, keep alive 60 s.
+    s.write_all(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'p'])
+        .unwrap();
+    let pings = [0xC0u8, 0x00].repeat(32 * 1024);
+    let mut peak = before;
+    let mut closed = false;
+    // Bounded in time: the broker must close within seconds (after closing it discards what still arrives for up
+    // to its close linger, then resets the connection, which is when our writes fail).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if s.write_all(&pings).is_err() {
+            closed = true;
+            break;
+        }
+        peak = peak.max(broker.rss_bytes());
+    }
+    witness.round_trip(1);
+    let after = broker.rss_bytes();
+    report("ping flood without reading", before, peak, after);
+    assert!(closed, "the flooder is disconnected");
+    assert!(broker.wait_for_log("replies beyond max_outbuf_bytes unread", WAIT));
+    assert!(
+        peak < before + 32 * MIB,
+        "peak RSS {peak} grew more than 32 MiB over {before}"
+    );
+}
+
+/// Slow loris: a CONNECT sent a byte at a time never extends the connect timeout, and a thousand connections that
+/// send nothing hold little and are closed by it.
+#[test]
+fn slow_and_silent_connections_end_at_the_connect_timeout() {
+    let broker = BrokerProcess::start(&["--connect-timeout-ms", "1500"]);
+    let witness = Witness::connect(&broker);
+    let before = broker.rss_bytes();
+    let silent: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(("127.0.0.1", broker.port())).expect("connect"))
+        .collect();
+    let mut loris = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+    let connect = connect_header(200);
+    let started = Instant::now();
+    let mut loris_closed_after = None;
+    for byte in connect.iter().cycle().take(40) {
+        if loris.write_all(&[*byte]).is_err() {
+            loris_closed_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let peak = broker.rss_bytes();
+    witness.round_trip(1);
+    // Every silent connection sees end of stream once the timeout closed it.
+    for mut s in silent {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(s.read(&mut buf), Ok(0) | Err(_)),
+            "a silent connection is closed by the connect timeout"
+        );
+    }
+    let after = broker.rss_bytes();
+    report("1000 silent + slow loris", before, peak, after);
+    let closed_after = loris_closed_after.expect("the byte-at-a-time CONNECT is closed");
+    assert!(
+        closed_after < Duration::from_secs(4),
+        "closed after {closed_after:?}, not at the 1.5 s connect timeout"
+    );
+    assert!(
+        peak < before + 32 * MIB,
+        "peak RSS {peak} grew more than 32 MiB over {before}"
+    );
 }
