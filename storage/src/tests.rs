@@ -3,6 +3,7 @@
 use super::*;
 use mqtt_core::packet::{Properties, QoS};
 use mqtt_core::persist::StoredMessage;
+use std::fs::OpenOptions;
 
 fn retain(topic: &str, payload: &str) -> Record {
     Record::Retain {
