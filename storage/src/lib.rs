@@ -17,6 +17,7 @@ pub mod fs;
 mod planted;
 mod recovery;
 mod snapshot;
+mod wal;
 
 pub use fs::{FileSystem, StdFs, WriteFile};
 #[cfg(feature = "planted-bugs")]
@@ -97,13 +98,14 @@ pub struct Storage<F: FileSystem = StdFs> {
     wal: F::File,
     wal_path: PathBuf,
     wal_len: u64,
-    /// Encoded frames not yet written.
-    pending: BytesMut,
+    /// Records not yet written: the next group commit.
+    pending: wal::Pending,
+    /// The next commit, framed.
+    framed: BytesMut,
     /// Written but not yet synced (interval mode).
     unsynced: bool,
     last_sync: Instant,
     snapshot_len: u64,
-    encode_buf: BytesMut,
     /// The disk refused a write: records are not kept (the snapshot that ends this supersedes them).
     suspended: bool,
     /// Test hook (`MQTT_BROKER_FAULT_INJECTION=1`): while `fault-disk-full` exists in the data directory, writes
@@ -173,11 +175,11 @@ impl<F: FileSystem> Storage<F> {
             wal,
             wal_path,
             wal_len: 0,
-            pending: BytesMut::new(),
+            pending: wal::Pending::default(),
+            framed: BytesMut::new(),
             unsynced: false,
             last_sync: Instant::now(),
             snapshot_len,
-            encode_buf: BytesMut::new(),
             suspended: false,
             fault_injection: false,
             min_compact_bytes: MIN_COMPACT_BYTES,
@@ -202,6 +204,12 @@ impl<F: FileSystem> Storage<F> {
         self.generation
     }
 
+    /// Plants a known bug from now on (the vopr's self-test).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: Option<PlantedBug>) {
+        self.planted = bug;
+    }
+
     /// The file system, for the simulator's fault injection.
     pub fn fs(&self) -> &F {
         &self.fs
@@ -211,7 +219,7 @@ impl<F: FileSystem> Storage<F> {
         if self.suspended {
             return;
         }
-        mqtt_core::persist::log::append(&mut self.pending, record, &mut self.encode_buf);
+        self.pending.push(record);
     }
 
     /// Whether sends must wait for `commit`: records are pending and their acknowledgements must not overtake them.
@@ -228,12 +236,13 @@ impl<F: FileSystem> Storage<F> {
     pub fn commit(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
             self.injected_fault(&self.wal_path)?;
-            if let Err(e) = self.wal.write_all(&self.pending) {
+            self.pending.frame(&mut self.framed);
+            if let Err(e) = self.wal.write_all(&self.framed) {
                 // Cut off whatever part made it, so the retry does not leave a damaged frame in the middle.
                 let _ = self.wal.set_len(self.wal_len);
                 return Err(StorageError::io(&self.wal_path, e));
             }
-            self.wal_len += self.pending.len() as u64;
+            self.wal_len += self.framed.len() as u64;
             self.pending.clear();
             self.unsynced = true;
         }
@@ -309,11 +318,13 @@ impl<F: FileSystem> Storage<F> {
     }
 }
 
-pub(crate) fn wal_path(dir: &Path, generation: u64) -> PathBuf {
+/// The log of `generation` in `dir`.
+pub fn wal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("wal-{generation:020}.log"))
 }
 
-pub(crate) fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
+/// The snapshot of `generation` in `dir`.
+pub fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot-{generation:020}.snap"))
 }
 

@@ -133,7 +133,7 @@ fn replay_log<F: FileSystem>(
         return Ok((replay_skipping_damage(&data, image), 0));
     }
     let _ = planted;
-    let replay = mqtt_core::persist::log::replay(&data, image);
+    let replay = super::wal::replay(&data, image);
     let Some(damage) = replay.damage else {
         return Ok((replay.records, 0));
     };
@@ -173,7 +173,7 @@ fn replay_skipping_damage(data: &[u8], image: &mut Image) -> u64 {
     loop {
         match frame::scan(data, offset) {
             Scan::Frame { body, next } => {
-                if let Ok(record) = Record::decode(bytes::Bytes::copy_from_slice(body)) {
+                for record in super::wal::decode(body).unwrap_or_default() {
                     image.apply(record);
                     records += 1;
                 }
