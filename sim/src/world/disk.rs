@@ -212,7 +212,8 @@ impl World {
     /// Kills the broker (the power goes out) and starts a new one from what recovery makes of the disk.
     /// `candidates`: the models of the states recovery may legally restore (before and after the input whose
     /// commit the crash interrupted; just the current one for a crash between inputs). The first that matches
-    /// becomes the model.
+    /// becomes the model. The last is the current one, in which the PUBLISHes the broker holds now die unrouted;
+    /// the caller has done the same for the others (see `forget_held`).
     pub(super) fn restart_broker(&mut self, candidates: Vec<Model>, during: &str) -> Result<(), Violation> {
         let Some(mut disk) = self.disk.take() else {
             return Ok(());
@@ -234,11 +235,10 @@ impl World {
         let held = std::mem::take(&mut self.awaiting_admission);
         let mut mismatches = Vec::new();
         let mut chosen = None;
-        for mut model in candidates {
-            for pending in &held {
-                if pending.publish.qos == QoS::ExactlyOnce {
-                    model.forget_qos2(pending.client, pending.publish.packet_id);
-                }
+        let last = candidates.len().saturating_sub(1);
+        for (i, mut model) in candidates.into_iter().enumerate() {
+            if i == last {
+                forget_held(&mut model, &held);
             }
             match self.image_matches_model(&recovered, &model) {
                 Ok(()) => {
@@ -396,6 +396,16 @@ impl World {
         }
         if !self.clients[client].persistent {
             self.model.on_session_end(client);
+        }
+    }
+}
+
+/// Held PUBLISHes die unrouted with their connections when the broker crashes: a QoS 2 one's packet id is free
+/// again.
+pub(super) fn forget_held(model: &mut Model, held: &[PendingPublish]) {
+    for pending in held {
+        if pending.publish.qos == QoS::ExactlyOnce {
+            model.forget_qos2(pending.client, pending.publish.packet_id);
         }
     }
 }

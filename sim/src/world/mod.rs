@@ -587,7 +587,9 @@ impl World {
             let armed = match (self.power_cut_in, self.disk.as_ref()) {
                 (Some(ops), Some(disk)) if self.suspension.is_none() => {
                     disk.fs.arm_power_cut(ops);
-                    Some(self.model.clone())
+                    let mut before = self.model.clone();
+                    disk::forget_held(&mut before, &self.awaiting_admission);
+                    Some(before)
                 }
                 _ => None,
             };
