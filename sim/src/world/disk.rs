@@ -24,6 +24,8 @@ const RETRY_MS: u64 = 1_000;
 pub(super) struct SimDisk {
     pub fs: SimFs,
     storage: Storage<SimFs>,
+    /// A power cut waits for the next compaction, to strike during its `n`-th storage operation.
+    cut_in_compaction: Option<u32>,
     compact_bytes: u64,
     #[cfg(feature = "planted-bugs")]
     planted: Option<mqtt_storage::PlantedBug>,
@@ -32,12 +34,23 @@ pub(super) struct SimDisk {
 /// What the group commit of one input did.
 pub(super) enum Commit {
     Done,
+    /// Committed, then compacted into the snapshot of this new generation.
+    Compacted(u64),
     /// The disk refused the records (ENOSPC, EIO): the driver suspends storage.
     Failed(StorageError),
     /// The armed power cut struck; `committed`: after the records were synced (during the compaction after them).
     PowerCut {
         committed: bool,
     },
+}
+
+/// Where an armed power cut strikes (see `World::power_cut_in`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PowerCut {
+    /// During the `n`-th storage operation from now (of chunks the broker reads).
+    AfterOps(u32),
+    /// During the `n`-th storage operation of the next compaction (snapshot, rename, generation switch).
+    InCompaction(u32),
 }
 
 /// The broker's storage is suspended after a failed commit (see the driver's `suspend_storage`): the outputs of the
@@ -66,6 +79,7 @@ impl SimDisk {
         SimDisk {
             fs,
             storage,
+            cut_in_compaction: None,
             compact_bytes: opts.disk.compact_bytes,
             #[cfg(feature = "planted-bugs")]
             planted: None,
@@ -76,6 +90,22 @@ impl SimDisk {
     pub fn plant(&mut self, bug: Option<mqtt_storage::PlantedBug>) {
         self.planted = bug;
         self.storage.plant(bug);
+    }
+
+    /// Arms `cut` for the storage operations of one input; see `disarm`.
+    pub fn arm(&mut self, cut: PowerCut) {
+        match cut {
+            PowerCut::AfterOps(ops) => self.fs.arm_power_cut(ops),
+            PowerCut::InCompaction(ops) => self.cut_in_compaction = Some(ops),
+        }
+    }
+
+    /// Takes back what `arm` armed and did not strike, for the next input.
+    pub fn disarm(&mut self, cut: PowerCut) -> Option<PowerCut> {
+        match cut {
+            PowerCut::AfterOps(_) => self.fs.disarm_power_cut().map(PowerCut::AfterOps),
+            PowerCut::InCompaction(_) => self.cut_in_compaction.take().map(PowerCut::InCompaction),
+        }
     }
 
     pub fn append(&mut self, record: &Record) {
@@ -91,15 +121,28 @@ impl SimDisk {
                 Commit::Failed(e)
             };
         }
-        if self.storage.wants_snapshot() {
+        let compacted = self.storage.wants_snapshot() && {
+            let cut = self.cut_in_compaction.take();
+            if let Some(ops) = cut {
+                self.fs.arm_power_cut(ops);
+            }
             // A failed snapshot is only logged by the driver: the log keeps growing until one succeeds.
-            let _ = self.storage.snapshot(&image());
-        }
+            let done = self.storage.snapshot(&image()).is_ok();
+            if cut.is_some() {
+                // Spent, whether it struck or the compaction had fewer operations.
+                self.fs.disarm_power_cut();
+            }
+            done
+        };
         // Also where storage ignores the failure (removing the files of older generations).
         if self.fs.crashed() {
             return Commit::PowerCut { committed: true };
         }
-        Commit::Done
+        if compacted {
+            Commit::Compacted(self.storage.generation())
+        } else {
+            Commit::Done
+        }
     }
 
     /// Snapshot the whole state and take records again (the driver's `try_resume_storage`).

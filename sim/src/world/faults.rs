@@ -245,9 +245,13 @@ impl World {
         if self.suspension.is_none() && self.power_cut_in.is_none() && crash {
             if self.rng.gen_bool(self.opts.disk.mid_write_share) {
                 // During the storage operations (commit, snapshot, generation switch) of a chunk read later.
-                let ops = self.rng.gen_range(0..12);
-                self.power_cut_in = Some(ops);
-                self.log(format!("the power will go out during storage operation {ops} from now"));
+                let cut = if self.rng.gen_bool(0.5) {
+                    disk::PowerCut::AfterOps(self.rng.gen_range(0..12))
+                } else {
+                    disk::PowerCut::InCompaction(self.rng.gen_range(0..8))
+                };
+                self.power_cut_in = Some(cut);
+                self.log(format!("the power will go out: {cut:?}"));
             } else {
                 let model = self.model.clone();
                 self.restart_broker(vec![model], "")?;

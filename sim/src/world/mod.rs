@@ -127,7 +127,7 @@ pub struct World {
     disk: Option<disk::SimDisk>,
     /// A power cut waits to strike during the storage operations of a chunk the broker reads: after this many
     /// more of them (see `simfs`).
-    power_cut_in: Option<u32>,
+    power_cut_in: Option<disk::PowerCut>,
     /// The armed power cut struck during the current input: its outputs never leave; `true` if its records had
     /// been synced (it struck during the compaction after them).
     power_cut_struck: Option<bool>,
@@ -301,6 +301,7 @@ impl World {
         self.settle_admissions(&refused);
         match commit {
             disk::Commit::Done => {}
+            disk::Commit::Compacted(generation) => self.log(format!("log compacted into snapshot {generation}")),
             disk::Commit::Failed(error) => return self.suspend_storage(rest, &error),
             disk::Commit::PowerCut { committed } => {
                 // The process dies: nothing of this input leaves (see `restart_broker`).
@@ -584,9 +585,9 @@ impl World {
             // The model first, so that a will published because of this input sees the subscriptions as they are.
             let client = self.links.get(&conn).and_then(|l| l.client);
             // An armed power cut may strike during this chunk's storage operations: keep the model from before.
-            let armed = match (self.power_cut_in, self.disk.as_ref()) {
-                (Some(ops), Some(disk)) if self.suspension.is_none() => {
-                    disk.fs.arm_power_cut(ops);
+            let armed = match (self.power_cut_in, self.disk.as_mut()) {
+                (Some(cut), Some(disk)) if self.suspension.is_none() => {
+                    disk.arm(cut);
                     let mut before = self.model.clone();
                     disk::forget_held(&mut before, &self.awaiting_admission);
                     Some(before)
@@ -618,7 +619,10 @@ impl World {
                     };
                     return self.restart_broker(candidates, during);
                 }
-                self.power_cut_in = self.disk.as_ref().and_then(|d| d.fs.disarm_power_cut());
+                self.power_cut_in = match (self.power_cut_in, self.disk.as_mut()) {
+                    (Some(cut), Some(disk)) => disk.disarm(cut),
+                    _ => None,
+                };
             }
             if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
                 return Ok(());
