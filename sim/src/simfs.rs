@@ -31,8 +31,34 @@ pub struct DiskFaults {
 struct Inode {
     /// What reads see (the page cache).
     data: Vec<u8>,
-    /// What a power cut keeps.
-    durable: Vec<u8>,
+    /// `data[..synced]` is what a power cut keeps, unless the file was cut shorter than that since its last
+    /// sync: then `before_cut` is (files are appended to, so this is all a sync needs to remember, without a copy
+    /// of the file per sync).
+    synced: usize,
+    before_cut: Option<Vec<u8>>,
+}
+
+impl Inode {
+    fn sync(&mut self) {
+        self.synced = self.data.len();
+        self.before_cut = None;
+    }
+
+    fn set_len(&mut self, len: usize) {
+        if len < self.synced && self.before_cut.is_none() {
+            self.before_cut = Some(self.data[..self.synced].to_vec());
+        }
+        self.data.resize(len, 0);
+        self.synced = self.synced.min(len);
+    }
+
+    /// The synced bytes that reads still see.
+    fn synced_data(&self) -> &[u8] {
+        match &self.before_cut {
+            Some(_) => &[],
+            None => &self.data[..self.synced],
+        }
+    }
 }
 
 /// A bit flipped in synced data: where, for checking that recovery names it.
@@ -155,19 +181,23 @@ impl SimFs {
         disk.flips.retain(|id, _| live.contains(id));
         let mut lost = 0u64;
         for inode in disk.inodes.values_mut() {
-            let kept = if inode.data.starts_with(&inode.durable) {
-                // Appended since the last sync: the write may be torn anywhere (or gone, or all there).
-                let extra = inode.data.len() - inode.durable.len();
-                let keep = if extra == 0 { 0 } else { disk.rng.gen_range(0..=extra) };
-                inode.data[..inode.durable.len() + keep].to_vec()
-            } else if disk.rng.gen_bool(0.5) {
-                inode.data.clone()
-            } else {
-                inode.durable.clone()
-            };
-            lost += (inode.data.len() as u64).abs_diff(kept.len() as u64);
-            inode.data = kept.clone();
-            inode.durable = kept;
+            let before = inode.data.len() as u64;
+            match inode.before_cut.take() {
+                // Cut since the last sync: the cut happened or not.
+                Some(old) => {
+                    if disk.rng.gen_bool(0.5) {
+                        inode.data = old;
+                    }
+                }
+                None => {
+                    // Appended since the last sync: the write may be torn anywhere (or gone, or all there).
+                    let extra = inode.data.len() - inode.synced;
+                    let keep = if extra == 0 { 0 } else { disk.rng.gen_range(0..=extra) };
+                    inode.data.truncate(inode.synced + keep);
+                }
+            }
+            lost += before.abs_diff(inode.data.len() as u64);
+            inode.sync();
         }
         disk.counts.lost_bytes += lost;
         lost
@@ -184,8 +214,8 @@ impl SimFs {
             .filter_map(|(path, id)| {
                 let inode = disk.inodes.get(id)?;
                 // Only synced bytes that are still what reads see.
-                let synced = inode.durable.len().min(inode.data.len());
-                let range = pick(path, &inode.durable[..synced])?;
+                let synced = inode.synced_data().len();
+                let range = pick(path, inode.synced_data())?;
                 (range.start < range.end && range.end <= synced).then(|| (path.clone(), *id, range))
             })
             .collect();
@@ -197,7 +227,6 @@ impl SimFs {
         let bit = 1u8 << disk.rng.gen_range(0..8);
         let inode = disk.inodes.get_mut(&id)?;
         inode.data[at] ^= bit;
-        inode.durable[at] ^= bit;
         disk.flips.entry(id).or_default().push((at as u64, bit));
         disk.counts.flips += 1;
         Some(Flip {
@@ -235,9 +264,6 @@ impl SimFs {
             for (at, bit) in flips {
                 let at = at as usize;
                 if let Some(byte) = inode.data.get_mut(at) {
-                    *byte ^= bit;
-                }
-                if let Some(byte) = inode.durable.get_mut(at) {
                     *byte ^= bit;
                 }
             }
@@ -339,7 +365,7 @@ impl WriteFile for SimFile {
             return Err(crashed_error());
         }
         let inode = disk.inodes.get_mut(&self.inode).ok_or_else(crashed_error)?;
-        inode.data.resize(len as usize, 0);
+        inode.set_len(len as usize);
         Ok(())
     }
 
@@ -353,7 +379,7 @@ impl WriteFile for SimFile {
             return Err(crashed_error());
         }
         let inode = disk.inodes.get_mut(&self.inode).ok_or_else(crashed_error)?;
-        inode.durable = inode.data.clone();
+        inode.sync();
         Ok(())
     }
 }
@@ -425,8 +451,8 @@ impl FileSystem for SimFs {
             return Err(crashed_error());
         }
         let inode = disk.inodes.get_mut(&id).ok_or_else(crashed_error)?;
-        inode.data.truncate(len as usize);
-        inode.durable = inode.data.clone();
+        inode.set_len(len as usize);
+        inode.sync();
         Ok(())
     }
 
@@ -475,5 +501,123 @@ impl FileSystem for SimFs {
             disk.durable_names.insert(path.clone(), *id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn disk(seed: u64, faults: DiskFaults) -> SimFs {
+        let fs = SimFs::new(ChaCha8Rng::seed_from_u64(seed), faults);
+        fs.create_dir_all(Path::new("/d")).expect("mkdir");
+        fs
+    }
+
+    fn path(name: &str) -> PathBuf {
+        Path::new("/d").join(name)
+    }
+
+    #[test]
+    fn a_power_cut_keeps_what_was_synced_and_tears_the_rest_anywhere() {
+        let mut kept_lengths = BTreeSet::new();
+        for seed in 0..200 {
+            let fs = disk(seed, DiskFaults::default());
+            let mut file = fs.open_append(&path("f")).expect("open");
+            fs.sync_dir(Path::new("/d")).expect("sync dir");
+            file.write_all(b"abc").expect("write");
+            file.sync_data().expect("sync");
+            file.write_all(b"defgh").expect("write");
+            fs.power_cut();
+            let data = fs.read(&path("f")).expect("the file's name was synced");
+            assert!(b"abcdefgh".starts_with(&data) && data.len() >= 3, "{data:?}");
+            kept_lengths.insert(data.len());
+        }
+        // Lost whole, torn in the middle, kept whole.
+        assert!(kept_lengths.contains(&3) && kept_lengths.contains(&8) && kept_lengths.len() > 3);
+    }
+
+    #[test]
+    fn names_survive_a_power_cut_only_once_the_directory_is_synced() {
+        let fs = disk(1, DiskFaults::default());
+        let mut file = fs.create(&path("tmp")).expect("create");
+        file.write_all(b"x").expect("write");
+        file.sync_all().expect("sync");
+        fs.power_cut();
+        assert!(!fs.exists(&path("tmp")), "created, never made durable in its directory");
+
+        let mut file = fs.create(&path("tmp")).expect("create");
+        file.write_all(b"x").expect("write");
+        file.sync_all().expect("sync");
+        fs.sync_dir(Path::new("/d")).expect("sync dir");
+        fs.rename(&path("tmp"), &path("final")).expect("rename");
+        fs.power_cut();
+        assert!(
+            fs.exists(&path("tmp")) && !fs.exists(&path("final")),
+            "the rename was not synced"
+        );
+
+        fs.rename(&path("tmp"), &path("final")).expect("rename");
+        fs.sync_dir(Path::new("/d")).expect("sync dir");
+        fs.power_cut();
+        assert_eq!(fs.list(Path::new("/d")).expect("list"), ["final"]);
+        assert_eq!(fs.read(&path("final")).expect("read"), b"x");
+    }
+
+    #[test]
+    fn an_armed_power_cut_strikes_at_its_operation_and_everything_after_fails() {
+        let fs = disk(2, DiskFaults::default());
+        let mut file = fs.open_append(&path("f")).expect("open");
+        fs.arm_power_cut(2);
+        file.write_all(b"one").expect("first operation");
+        file.sync_data().expect("second operation");
+        assert!(!fs.crashed());
+        assert!(file.write_all(b"two").is_err(), "the third operation is cut");
+        assert!(fs.crashed());
+        assert!(
+            fs.read(&path("f")).is_err() && file.sync_data().is_err(),
+            "the process is dead"
+        );
+        fs.power_cut();
+        assert!(!fs.crashed());
+    }
+
+    #[test]
+    fn bits_flip_only_in_synced_data_and_healing_undoes_them() {
+        let fs = disk(3, DiskFaults::default());
+        let mut file = fs.open_append(&path("f")).expect("open");
+        file.write_all(&[0u8; 64]).expect("write");
+        file.sync_data().expect("sync");
+        file.write_all(&[0u8; 64]).expect("unsynced write");
+        let flip = fs
+            .flip_bit(|_, synced| Some(0..synced.len()))
+            .expect("synced data to flip");
+        assert!(flip.offset < 64, "{flip:?}");
+        let data = fs.read(&path("f")).expect("read");
+        assert_eq!(data.iter().filter(|b| **b != 0).count(), 1);
+        assert_eq!(fs.flips(), [flip]);
+        fs.heal_flips();
+        assert!(fs.read(&path("f")).expect("read").iter().all(|b| *b == 0));
+        assert!(fs.flips().is_empty());
+    }
+
+    #[test]
+    fn injected_errors_are_bounded_and_a_full_disk_refuses_writes() {
+        let faults = DiskFaults {
+            eio_rate: 0.5,
+            max_eio: 3,
+        };
+        let fs = disk(4, faults);
+        let mut file = fs
+            .open_append(&path("f"))
+            .unwrap_or_else(|_| fs.open_append(&path("f")).expect("open"));
+        let failures = (0..100).filter(|_| file.sync_data().is_err()).count();
+        assert!(failures <= 3 && fs.counts().eio <= 3, "{failures}");
+        fs.set_full(true);
+        let error = file.write_all(b"x").expect_err("the disk is full");
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+        fs.set_full(false);
+        file.write_all(b"x").expect("room again");
     }
 }

@@ -588,8 +588,12 @@ impl World {
             let armed = match (self.power_cut_in, self.disk.as_mut()) {
                 (Some(cut), Some(disk)) if self.suspension.is_none() => {
                     disk.arm(cut);
-                    let mut before = self.model.clone();
-                    disk::forget_held(&mut before, &self.awaiting_admission);
+                    // A cut in a compaction strikes after the commit: only the state after the input is legal.
+                    let before = matches!(cut, disk::PowerCut::AfterOps(_)).then(|| {
+                        let mut before = self.model.clone();
+                        disk::forget_held(&mut before, &self.awaiting_admission);
+                        before
+                    });
                     Some(before)
                 }
                 _ => None,
@@ -612,10 +616,9 @@ impl World {
                     // Synced, the input's records must survive; else recovery may restore the state before or
                     // after it (its outputs never left).
                     let model_after = self.model.clone();
-                    let (candidates, during) = if committed {
-                        (vec![model_after], " during a compaction")
-                    } else {
-                        (vec![model_before, model_after], " during a commit")
+                    let (candidates, during) = match model_before {
+                        Some(model_before) if !committed => (vec![model_before, model_after], " during a commit"),
+                        _ => (vec![model_after], " during a compaction"),
                     };
                     return self.restart_broker(candidates, during);
                 }
