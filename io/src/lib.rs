@@ -5,5 +5,6 @@ pub mod config;
 pub mod driver;
 pub mod fd_limit;
 pub mod log;
-pub mod storage;
+/// Durable files for the core's records (the `mqtt-storage` crate), under the name the driver has always used.
+pub use mqtt_storage as storage;
 pub mod tls;

@@ -8,6 +8,7 @@ pub mod client;
 pub mod invariants;
 pub mod model;
 pub mod options;
+pub mod simfs;
 pub mod trace;
 pub mod world;
 
@@ -26,9 +27,17 @@ pub struct RunConfig {
     pub trace: bool,
     /// Override the number of fault-phase steps.
     pub steps: Option<usize>,
-    /// Plant a known bug in the core (vopr self-test).
+    /// Plant a known bug in the core or the storage code (vopr self-test).
     #[cfg(feature = "planted-bugs")]
-    pub planted_bug: Option<mqtt_core::broker::PlantedBug>,
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// A known bug the vopr's self-test plants, in the core or in the storage code.
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    Core(mqtt_core::broker::PlantedBug),
+    Storage(mqtt_storage::PlantedBug),
 }
 
 impl RunConfig {
@@ -119,9 +128,17 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
     let mut config = broker_config(&options);
     #[cfg(feature = "planted-bugs")]
     {
-        config.planted_bug = run_config.planted_bug;
+        config.planted_bug = match run_config.planted_bug {
+            Some(PlantedBug::Core(bug)) => Some(bug),
+            _ => None,
+        };
     }
+    #[allow(unused_mut)]
     let mut world = World::new(options.clone(), rng, config, Trace::new(run_config.trace));
+    #[cfg(feature = "planted-bugs")]
+    if let Some(PlantedBug::Storage(bug)) = run_config.planted_bug {
+        world.plant_storage_bug(bug);
+    }
     let outcome = (|| {
         for _ in 0..world.opts.steps {
             world.step()?;
@@ -149,15 +166,23 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
 
 /// The planted bugs by their command-line names.
 #[cfg(feature = "planted-bugs")]
-pub fn planted_bug_named(name: &str) -> Option<mqtt_core::broker::PlantedBug> {
-    use mqtt_core::broker::PlantedBug;
-    match name {
-        "qos2-duplicate" => Some(PlantedBug::Qos2DuplicateDelivered),
-        "inflight-dropped" => Some(PlantedBug::InflightDroppedOnReconnect),
-        "plus-across-levels" => Some(PlantedBug::PlusMatchesAcrossLevels),
-        "qos2-receipt-not-persisted" => Some(PlantedBug::Qos2ReceiptNotPersisted),
+pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
+    use mqtt_core::broker::PlantedBug as Core;
+    use mqtt_storage::PlantedBug as Storage;
+    let core = match name {
+        "qos2-duplicate" => Some(Core::Qos2DuplicateDelivered),
+        "inflight-dropped" => Some(Core::InflightDroppedOnReconnect),
+        "plus-across-levels" => Some(Core::PlusMatchesAcrossLevels),
+        "qos2-receipt-not-persisted" => Some(Core::Qos2ReceiptNotPersisted),
         _ => None,
-    }
+    };
+    let storage = match name {
+        "sync-skipped-before-ack" => Some(Storage::SyncSkippedBeforeAck),
+        "snapshot-renamed-before-sync" => Some(Storage::SnapshotRenamedBeforeSync),
+        "recovery-skips-damaged-frame" => Some(Storage::RecoverySkipsDamagedFrame),
+        _ => None,
+    };
+    core.map(PlantedBug::Core).or(storage.map(PlantedBug::Storage))
 }
 
 /// Every planted bug's name.
@@ -166,4 +191,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "inflight-dropped",
     "plus-across-levels",
     "qos2-receipt-not-persisted",
+    "sync-skipped-before-ack",
+    "snapshot-renamed-before-sync",
+    "recovery-skips-damaged-frame",
 ];

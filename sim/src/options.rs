@@ -70,6 +70,44 @@ pub struct Options {
     /// `Config::shared_payload_min`: payloads at least this long go out shared rather than copied. The
     /// simulated payloads are a few bytes, so small values exercise the shared path and `usize::MAX` the copied one.
     pub shared_payload_min: usize,
+    /// The simulated disk's faults (with persistence).
+    pub disk: DiskOptions,
+}
+
+/// How the simulated disk under the real storage code misbehaves in a seed (see `simfs`). Drawn from a stream of
+/// their own, so that a seed's other choices stay what they were before they existed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskOptions {
+    /// Per-operation probability of EIO on a write, sync, create, rename or directory sync, and the most a run
+    /// sees.
+    pub eio_rate: f64,
+    pub max_eio: u32,
+    /// Per-step probability that a bit flips in synced data (bit rot), and the most a run sees.
+    pub flip_rate: f64,
+    pub max_flips: u32,
+    /// Share of broker crashes that strike in the middle of the storage operations of an input (a commit, a
+    /// snapshot, a generation switch) rather than between inputs.
+    pub mid_write_share: f64,
+    /// The log is compacted into a new snapshot once it outgrows this (and twice the snapshot): small values make
+    /// generation switches, and crashes during them, frequent.
+    pub compact_bytes: u64,
+}
+
+impl DiskOptions {
+    fn from_seed(seed: u64, persistence: bool) -> DiskOptions {
+        if !persistence {
+            return DiskOptions::default();
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xd15c_fa17_5eed_0001);
+        DiskOptions {
+            eio_rate: rate(&mut rng, 0.01),
+            max_eio: rng.gen_range(1..=20),
+            flip_rate: rate(&mut rng, 0.002),
+            max_flips: rng.gen_range(1..=4),
+            mid_write_share: [0.0, 0.5, 0.9][rng.gen_range(0..3)],
+            compact_bytes: [512, 4_096, 64 * 1024][rng.gen_range(0..3)],
+        }
+    }
 }
 
 /// The broker quotas a seed runs with.
@@ -167,6 +205,7 @@ impl Options {
             disk_full_rate: 0.0,
             quotas: QuotaOptions::from_seed(seed),
             shared_payload_min: shared_payload_min_from_seed(seed),
+            disk: DiskOptions::default(),
         }
         .with_durability(rng)
     }
@@ -176,6 +215,7 @@ impl Options {
         self.persistence = rng.gen_bool(0.5);
         self.broker_crash_rate = if self.persistence { rate(rng, 0.004) } else { 0.0 };
         self.disk_full_rate = if self.persistence { rate(rng, 0.003) } else { 0.0 };
+        self.disk = DiskOptions::from_seed(self.seed, self.persistence);
         self
     }
 
@@ -228,7 +268,8 @@ impl fmt::Display for Options {
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
-             persistence={} broker_crash={:.4} disk_full={:.4} shared_payload_min={}",
+             persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} \
+             compact_bytes={} shared_payload_min={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -271,6 +312,12 @@ impl fmt::Display for Options {
             self.persistence,
             self.broker_crash_rate,
             self.disk_full_rate,
+            self.disk.eio_rate,
+            self.disk.max_eio,
+            self.disk.flip_rate,
+            self.disk.max_flips,
+            self.disk.mid_write_share,
+            self.disk.compact_bytes,
             self.shared_payload_min
         )
     }

@@ -20,7 +20,7 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Plant a known bug (qos2-duplicate, inflight-dropped, plus-across-levels); needs `--features planted-bugs`.
+    /// Plant a known bug (see `sim::PLANTED_BUGS`: core and storage bugs); needs `--features planted-bugs`.
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
     planted_bug: Option<String>,

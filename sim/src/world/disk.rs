@@ -1,159 +1,304 @@
-//! The simulated disk and broker crashes.
+//! The simulated disk and broker crashes: the real storage code (`mqtt_storage`, the same as the binary's) on a
+//! simulated file system with faults (`crate::simfs`).
 //!
-//! The broker's records are framed exactly as on a real disk (`mqtt_core::persist::log`) and committed at the end of
-//! every broker input, before that input's outputs reach the network: the group commit of `sync = "always"`. A crash
-//! kills the broker either between inputs or in the middle of committing one: then that input's records are torn at
-//! a random byte (maybe with a flipped bit) and its outputs never leave. The restarted broker is rebuilt from what
-//! replaying the disk gives, and that must be exactly the durable state as of the last commit: nothing
-//! acknowledged lost, nothing unacknowledged half-applied.
+//! The broker's records are committed at the end of every broker input, before that input's outputs reach the
+//! network, and the log is compacted into a new snapshot (a generation switch) as the driver does: the group commit
+//! of `sync = "always"`. A crash kills the broker between inputs or, armed on the disk, in the middle of the
+//! storage operations of an input (its commit, or the snapshot and generation switch after it): then that input's
+//! outputs never leave, and what it wrote may be torn anywhere. The restarted broker is rebuilt by the real
+//! recovery, which must either refuse to start, naming a file and offset where the disk really damaged synced data,
+//! or restore exactly the state the model says was committed (`durability`).
 
 use super::*;
-use mqtt_core::persist::{frame, log, Image, Record};
-use std::collections::BTreeSet;
+use crate::simfs::{DiskFaults, SimFs};
+use mqtt_core::persist::frame::{self, Scan};
+use mqtt_core::persist::{Image, Record};
+use mqtt_storage::{snapshot_path, wal_path, Storage, StorageError, SyncMode};
+use std::path::{Path, PathBuf};
 
-#[derive(Default)]
+/// Where the broker keeps its data on the simulated disk.
+const DATA_DIR: &str = "/data";
+/// The driver retries a suspended storage this often (`io`'s `STORAGE_RETRY`).
+const RETRY_MS: u64 = 1_000;
+
 pub(super) struct SimDisk {
-    /// Synced bytes.
-    pub log: Vec<u8>,
-    /// Framed records of the current input, not yet committed.
-    pending: BytesMut,
-    scratch: BytesMut,
-    pub commits: u64,
-    /// Writes fail, as on a full disk (ENOSPC).
-    pub full: bool,
+    pub fs: SimFs,
+    storage: Storage<SimFs>,
+    /// A power cut waits for the next compaction, to strike during its `n`-th storage operation.
+    cut_in_compaction: Option<u32>,
+    compact_bytes: u64,
+    #[cfg(feature = "planted-bugs")]
+    planted: Option<mqtt_storage::PlantedBug>,
+}
+
+/// What the group commit of one input did.
+pub(super) enum Commit {
+    Done,
+    /// Committed, then compacted into the snapshot of this new generation.
+    Compacted(u64),
+    /// The disk refused the records (ENOSPC, EIO): the driver suspends storage.
+    Failed(StorageError),
+    /// The armed power cut struck; `committed`: after the records were synced (during the compaction after them).
+    PowerCut {
+        committed: bool,
+    },
+}
+
+/// Where an armed power cut strikes (see `World::power_cut_in`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PowerCut {
+    /// During the `n`-th storage operation from now (of chunks the broker reads).
+    AfterOps(u32),
+    /// During the `n`-th storage operation of the next compaction (snapshot, rename, generation switch).
+    InCompaction(u32),
 }
 
 /// The broker's storage is suspended after a failed commit (see the driver's `suspend_storage`): the outputs of the
 /// failed commit, and everything after them on the same connections, wait for the disk; records are not kept.
 pub(super) struct Suspension {
-    /// The durable state and the model as of the last good commit: what a crash now goes back to.
-    image_before: Image,
-    model_before: Model,
     held_conns: BTreeSet<ConnectionId>,
     held_outputs: Vec<Output>,
-    /// When the disk has room again.
-    resume_at: u64,
+    /// When the driver next tries to write the snapshot that ends the suspension.
+    retry_at: u64,
 }
 
 impl SimDisk {
-    pub fn append(&mut self, record: &Record) {
-        log::append(&mut self.pending, record, &mut self.scratch);
-    }
-
-    /// Writes the pending records; false when the disk refuses them (they are dropped, as the driver drops them).
-    pub fn commit(&mut self) -> bool {
-        if self.full {
-            let failed = !self.pending.is_empty();
-            self.pending.clear();
-            return !failed;
-        }
-        if !self.pending.is_empty() {
-            self.log.extend_from_slice(&self.pending);
-            self.pending.clear();
-            self.commits += 1;
-        }
-        true
-    }
-
-    /// The crash hits while the pending records are being written: a strict prefix of the first frame reaches the
-    /// disk (so no record of the torn input survives whole), sometimes with a bit flipped.
-    fn tear(&mut self, rng: &mut ChaCha8Rng) -> usize {
-        let written = match frame::scan(&self.pending, 0) {
-            frame::Scan::Frame { next, .. } if next > 1 => rng.gen_range(1..next),
-            _ => 0,
+    /// A fresh data directory on a fresh disk.
+    pub fn new(opts: &Options, rng: ChaCha8Rng) -> SimDisk {
+        let faults = DiskFaults {
+            eio_rate: opts.disk.eio_rate,
+            max_eio: opts.disk.max_eio,
         };
-        let start = self.log.len();
-        self.log.extend_from_slice(&self.pending[..written]);
-        if written > 0 && rng.gen_bool(0.3) {
-            let at = start + rng.gen_range(0..written);
-            if let Some(byte) = self.log.get_mut(at) {
-                *byte ^= 1 << rng.gen_range(0..8);
-            }
+        let fs = SimFs::new(rng, faults);
+        fs.set_quiet(true);
+        // A fresh directory on a working disk opens.
+        let (mut storage, _, _) = Storage::open_in(fs.clone(), Path::new(DATA_DIR), SyncMode::Always, false)
+            .expect("a fresh simulated data directory opens");
+        fs.set_quiet(false);
+        storage.set_min_compact_bytes(opts.disk.compact_bytes);
+        SimDisk {
+            fs,
+            storage,
+            cut_in_compaction: None,
+            compact_bytes: opts.disk.compact_bytes,
+            #[cfg(feature = "planted-bugs")]
+            planted: None,
         }
-        self.pending.clear();
-        written
     }
 
-    /// Replays the disk as recovery does; a torn tail is truncated, damage with valid data after it is a violation.
-    fn recover(&mut self) -> Result<Image, Violation> {
-        let mut image = Image::default();
-        let replay = log::replay(&self.log, &mut image);
-        if let Some(damage) = &replay.damage {
-            if !damage.torn_tail {
-                return Err(Violation(format!(
-                    "recovery: damage in the middle of the log at byte {} ({}), but only the tail was torn",
-                    damage.offset, damage.detail
-                )));
-            }
-            self.log.truncate(replay.valid_len);
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: Option<mqtt_storage::PlantedBug>) {
+        self.planted = bug;
+        self.storage.plant(bug);
+    }
+
+    /// Arms `cut` for the storage operations of one input; see `disarm`.
+    pub fn arm(&mut self, cut: PowerCut) {
+        match cut {
+            PowerCut::AfterOps(ops) => self.fs.arm_power_cut(ops),
+            PowerCut::InCompaction(ops) => self.cut_in_compaction = Some(ops),
         }
-        image.collect_garbage();
+    }
+
+    /// Takes back what `arm` armed and did not strike, for the next input.
+    pub fn disarm(&mut self, cut: PowerCut) -> Option<PowerCut> {
+        match cut {
+            PowerCut::AfterOps(_) => self.fs.disarm_power_cut().map(PowerCut::AfterOps),
+            PowerCut::InCompaction(_) => self.cut_in_compaction.take().map(PowerCut::InCompaction),
+        }
+    }
+
+    pub fn append(&mut self, record: &Record) {
+        self.storage.append(record);
+    }
+
+    /// The driver's group commit, then its compaction if the log has grown (`commit_and_flush`).
+    pub fn commit(&mut self, image: impl FnOnce() -> Image) -> Commit {
+        if let Err(e) = self.storage.commit() {
+            return if self.fs.crashed() {
+                Commit::PowerCut { committed: false }
+            } else {
+                Commit::Failed(e)
+            };
+        }
+        let compacted = self.storage.wants_snapshot() && {
+            let cut = self.cut_in_compaction.take();
+            if let Some(ops) = cut {
+                self.fs.arm_power_cut(ops);
+            }
+            // A failed snapshot is only logged by the driver: the log keeps growing until one succeeds.
+            let done = self.storage.snapshot(&image()).is_ok();
+            if cut.is_some() {
+                // Spent, whether it struck or the compaction had fewer operations.
+                self.fs.disarm_power_cut();
+            }
+            done
+        };
+        // Also where storage ignores the failure (removing the files of older generations).
+        if self.fs.crashed() {
+            return Commit::PowerCut { committed: true };
+        }
+        if compacted {
+            Commit::Compacted(self.storage.generation())
+        } else {
+            Commit::Done
+        }
+    }
+
+    /// Snapshot the whole state and take records again (the driver's `try_resume_storage`).
+    fn resume(&mut self, image: &Image) -> Result<(), StorageError> {
+        self.storage.resume(image)
+    }
+
+    /// Flips a bit in synced data of a snapshot or log (not in a log's last frame, which recovery cannot tell from
+    /// a torn write: see `mqtt_storage`'s recovery).
+    pub fn flip_bit(fs: &SimFs) -> Option<crate::simfs::Flip> {
+        fs.flip_bit(|path, synced| {
+            let name = path.file_name()?.to_str()?;
+            if name.ends_with(".snap") {
+                return Some(0..synced.len());
+            }
+            if !name.ends_with(".log") {
+                return None;
+            }
+            // Up to the start of the last whole frame.
+            let (mut offset, mut last) = (0, 0);
+            while let Scan::Frame { next, .. } = frame::scan(synced, offset) {
+                last = offset;
+                offset = next;
+            }
+            Some(0..last)
+        })
+    }
+
+    fn open(&self, dir: &Path) -> Result<(Storage<SimFs>, Image, mqtt_storage::Recovery), StorageError> {
+        #[cfg(feature = "planted-bugs")]
+        return Storage::open_with_bug(self.fs.clone(), dir, SyncMode::Always, false, self.planted);
+        #[cfg(not(feature = "planted-bugs"))]
+        Storage::open_in(self.fs.clone(), dir, SyncMode::Always, false)
+    }
+
+    /// The real recovery after a power cut. A refusal is legal only where the disk flipped a bit in synced data:
+    /// then the operator restores the damaged file (the flips are undone) and starts again. A restore from a file
+    /// with a flipped bit in it, which the checksums must catch, is a violation too.
+    fn recover(&mut self, log: &mut Vec<String>) -> Result<Image, Violation> {
+        let dir = PathBuf::from(DATA_DIR);
+        self.fs.set_quiet(true);
+        let mut healed = false;
+        let (mut storage, image, recovery, flips) = loop {
+            let flips = self.fs.flips();
+            match self.open(&dir) {
+                Ok((storage, image, recovery)) => break (storage, image, recovery, flips),
+                Err(StorageError::Corrupt { path, offset, detail }) => {
+                    let damaged = flips.iter().find(|f| f.path == path && f.offset >= offset);
+                    match damaged {
+                        Some(flip) if !healed => {
+                            log.push(format!(
+                                "recovery refuses to start: {} is corrupt at byte {offset} ({detail}); the disk \
+                                 flipped a bit at byte {}: the file is restored and the broker started again",
+                                path.display(),
+                                flip.offset
+                            ));
+                            self.fs.heal_flips();
+                            healed = true;
+                        }
+                        _ => {
+                            return Err(Violation(format!(
+                                "recovery refused to start: {} is corrupt at byte {offset} ({detail}), but the \
+                                 disk damaged no synced data there (flips: {flips:?}) [durability]",
+                                path.display()
+                            )))
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(Violation(format!(
+                        "recovery failed on a working disk: {e} [durability]"
+                    )))
+                }
+            }
+        };
+        let read = [
+            snapshot_path(&dir, recovery.generation),
+            wal_path(&dir, recovery.generation),
+        ];
+        if let Some(flip) = flips.iter().find(|f| read.contains(&f.path)) {
+            return Err(Violation(format!(
+                "recovery restored generation {} without noticing the bit flipped in {} at byte {} [durability]",
+                recovery.generation,
+                flip.path.display(),
+                flip.offset
+            )));
+        }
+        log.push(format!(
+            "recovered generation {}: {} snapshot and {} log records, {} torn bytes truncated",
+            recovery.generation, recovery.snapshot_records, recovery.log_records, recovery.truncated_bytes
+        ));
+        self.fs.set_quiet(false);
+        storage.set_min_compact_bytes(self.compact_bytes);
+        #[cfg(feature = "planted-bugs")]
+        storage.plant(self.planted);
+        self.storage = storage;
         Ok(image)
-    }
-
-    /// A fresh snapshot of the recovered state replaces the log, as the real broker does on start-up.
-    fn compact(&mut self, image: &Image) {
-        self.log.clear();
-        let mut out = BytesMut::new();
-        for record in image.to_records() {
-            log::append(&mut out, &record, &mut self.scratch);
-        }
-        self.log.extend_from_slice(&out);
     }
 }
 
 impl World {
-    /// The durable state the disk holds must be what the broker holds.
-    pub(super) fn check_disk_matches_broker(&mut self) -> Result<(), Violation> {
-        let Some(disk) = self.disk.as_mut() else {
-            return Ok(());
-        };
-        let recovered = disk.recover()?;
-        compare_images(&recovered, &self.broker.image(), "the records on disk rebuild")
+    /// Plants a known bug in the storage code (the vopr's self-test).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_storage_bug(&mut self, bug: mqtt_storage::PlantedBug) {
+        if let Some(disk) = self.disk.as_mut() {
+            disk.plant(Some(bug));
+        }
     }
 
-    /// Kills the broker and starts a new one from the disk. `torn`: the crash hit while the current input's records
-    /// were being written (they are torn, its outputs dropped) and `model_before` is the model as it was before
-    /// that input.
-    pub(super) fn restart_broker(
-        &mut self,
-        torn: bool,
-        image_before: Image,
-        model_before: Option<Model>,
-    ) -> Result<(), Violation> {
+    /// Kills the broker (the power goes out) and starts a new one from what recovery makes of the disk.
+    /// `candidates`: the models of the states recovery may legally restore (before and after the input whose
+    /// commit the crash interrupted; just the current one for a crash between inputs). The first that matches
+    /// becomes the model. The last is the current one, in which the PUBLISHes the broker holds now die unrouted;
+    /// the caller has done the same for the others (see `forget_held`).
+    pub(super) fn restart_broker(&mut self, candidates: Vec<Model>, during: &str) -> Result<(), Violation> {
         let Some(mut disk) = self.disk.take() else {
             return Ok(());
         };
-        // With storage suspended, the disk holds the state of the last good commit, and the model goes back there.
-        let (torn, image_before, model_before) = match self.suspension.take() {
-            Some(s) => (false, s.image_before, Some(s.model_before)),
-            None => (torn, image_before, model_before),
-        };
-        disk.full = false;
-        let torn_bytes = if torn { disk.tear(&mut self.rng) } else { 0 };
+        debug_assert!(self.suspension.is_none(), "no crash while storage is suspended");
+        let lost = disk.fs.power_cut();
         self.counts.broker_restarts += 1;
         self.log(format!(
-            "=== broker crash{} ===",
-            if torn {
-                format!(" during a commit ({torn_bytes} bytes of it on disk)")
-            } else {
-                String::new()
-            }
+            "=== broker crash (power cut){during}: {lost} unsynced bytes lost or torn ==="
         ));
-        let recovered = disk.recover()?;
-        compare_images(&recovered, &image_before, "recovery after a crash rebuilds")?;
-        disk.compact(&recovered);
-        self.disk = Some(disk);
-        if let Some(model) = model_before {
-            self.model = model;
+        let mut lines = Vec::new();
+        let recovered = disk.recover(&mut lines);
+        for line in lines {
+            self.log(line);
         }
-        self.chunk_publishes.clear();
+        let recovered = recovered?;
+        self.disk = Some(disk);
         // Held PUBLISHes die unrouted with their connections: a QoS 2 one's packet id is free again.
-        for pending in std::mem::take(&mut self.awaiting_admission) {
-            if pending.publish.qos == QoS::ExactlyOnce {
-                self.model.forget_qos2(pending.client, pending.publish.packet_id);
+        let held = std::mem::take(&mut self.awaiting_admission);
+        let mut mismatches = Vec::new();
+        let mut chosen = None;
+        let last = candidates.len().saturating_sub(1);
+        for (i, mut model) in candidates.into_iter().enumerate() {
+            if i == last {
+                forget_held(&mut model, &held);
+            }
+            match self.image_matches_model(&recovered, &model) {
+                Ok(()) => {
+                    chosen = Some(model);
+                    break;
+                }
+                Err(mismatch) => mismatches.push(mismatch),
             }
         }
+        let Some(model) = chosen else {
+            return Err(Violation(format!(
+                "recovery after a crash restored a state the model does not allow: {} [durability]",
+                mismatches.join("; or ")
+            )));
+        };
+        self.model = model;
+        self.chunk_publishes.clear();
 
         // Every connection dies with the process: what was on its way to the broker is lost; what the broker had
         // already sent still arrives, then the close.
@@ -191,9 +336,8 @@ impl World {
         Ok(())
     }
 
-    /// A commit failed (disk full): hold the input's outputs, tell the broker, keep the state to go back to on a
-    /// crash. `before`: the model and durable state from before this input.
-    pub(super) fn suspend_storage(&mut self, outputs: Vec<Output>, before: (Model, Image)) -> Result<(), Violation> {
+    /// A commit failed (disk full, EIO): hold the input's outputs, tell the broker.
+    pub(super) fn suspend_storage(&mut self, outputs: Vec<Output>, error: &StorageError) -> Result<(), Violation> {
         // A close is not held (the broker is done with the connection); bytes held for it are lost when the
         // driver gives up flushing, as the real driver's close deadline does.
         let (held_outputs, passed): (Vec<Output>, Vec<Output>) =
@@ -205,23 +349,63 @@ impl World {
                 _ => None,
             })
             .collect();
-        let resume_at = self.now + self.rng.gen_range(50..5_000);
+        let retry_at = self.now + RETRY_MS;
         self.log(format!(
-            "=== disk full: storage suspended until {resume_at}ms, holding {held_conns:?} ==="
+            "=== storage suspended ({error}{}), holding {held_conns:?} ===",
+            if error.is_disk_full() { ", disk full" } else { "" }
         ));
         self.counts.disk_full += 1;
-        let (model_before, image_before) = before;
+        if let Some(disk) = self.disk.as_mut() {
+            disk.storage.suspend();
+        }
         self.suspension = Some(Suspension {
-            image_before,
-            model_before,
             held_conns,
             held_outputs,
-            resume_at,
+            retry_at,
         });
         for output in passed {
             self.route_output(output)?;
         }
         self.broker_input(Input::StorageWritable(false))
+    }
+
+    /// The driver's retry (or the liveness phase began, when the disk works): snapshot the whole state, release
+    /// what was held.
+    pub(super) fn resume_storage_if_due(&mut self, force: bool) -> Result<(), Violation> {
+        if !self
+            .suspension
+            .as_ref()
+            .is_some_and(|s| force || self.now >= s.retry_at)
+        {
+            return Ok(());
+        }
+        let image = self.broker.image();
+        if let Some(disk) = self.disk.as_mut() {
+            if let Err(e) = disk.resume(&image) {
+                if force {
+                    return Err(Violation(format!("storage cannot resume on a working disk: {e}")));
+                }
+                self.log(format!("storage still suspended: {e}"));
+                if let Some(s) = self.suspension.as_mut() {
+                    s.retry_at = self.now + RETRY_MS;
+                }
+                return Ok(());
+            }
+        }
+        let Some(suspension) = self.suspension.take() else {
+            return Ok(());
+        };
+        self.log("=== disk writable again: snapshot written, held output released ===".into());
+        for output in suspension.held_outputs {
+            let open = match &output {
+                Output::Transmit { conn, .. } => self.links.get(conn).is_some_and(|l| !l.closed_by_broker),
+                _ => true,
+            };
+            if open {
+                self.route_output(output)?;
+            }
+        }
+        self.broker_input(Input::StorageWritable(true))
     }
 
     /// Outputs for a connection with held output wait behind it; the rest go out.
@@ -239,36 +423,6 @@ impl World {
         } else {
             Some(output)
         }
-    }
-
-    /// The disk has room again (or the liveness phase began): snapshot the whole state, release what was held.
-    pub(super) fn resume_storage_if_due(&mut self, force: bool) -> Result<(), Violation> {
-        if !self
-            .suspension
-            .as_ref()
-            .is_some_and(|s| force || self.now >= s.resume_at)
-        {
-            return Ok(());
-        }
-        let Some(suspension) = self.suspension.take() else {
-            return Ok(());
-        };
-        let image = self.broker.image();
-        if let Some(disk) = self.disk.as_mut() {
-            disk.full = false;
-            disk.compact(&image);
-        }
-        self.log("=== disk has room again: snapshot written, held output released ===".into());
-        for output in suspension.held_outputs {
-            let open = match &output {
-                Output::Transmit { conn, .. } => self.links.get(conn).is_some_and(|l| !l.closed_by_broker),
-                _ => true,
-            };
-            if open {
-                self.route_output(output)?;
-            }
-        }
-        self.broker_input(Input::StorageWritable(true))
     }
 
     /// The client's connection died with the broker: the new broker knows nothing of its will (a connection's will
@@ -289,82 +443,12 @@ impl World {
     }
 }
 
-fn compare_images(found: &Image, expected: &Image, what: &str) -> Result<(), Violation> {
-    let mut found = found.clone();
-    let mut expected = expected.clone();
-    if found.orphan_records != 0 {
-        return Err(Violation(format!(
-            "{what}: {} records refer to state that does not exist",
-            found.orphan_records
-        )));
+/// Held PUBLISHes die unrouted with their connections when the broker crashes: a QoS 2 one's packet id is free
+/// again.
+pub(super) fn forget_held(model: &mut Model, held: &[PendingPublish]) {
+    for pending in held {
+        if pending.publish.qos == QoS::ExactlyOnce {
+            model.forget_qos2(pending.client, pending.publish.packet_id);
+        }
     }
-    found.orphan_records = 0;
-    expected.orphan_records = 0;
-    if found == expected {
-        return Ok(());
-    }
-    let detail = if found.retained != expected.retained {
-        format!(
-            "retained topics {:?} vs {:?}",
-            found.retained.keys().collect::<Vec<_>>(),
-            expected.retained.keys().collect::<Vec<_>>()
-        )
-    } else if found.sessions.keys().ne(expected.sessions.keys()) {
-        format!(
-            "sessions {:?} vs {:?}",
-            found.sessions.keys().collect::<Vec<_>>(),
-            expected.sessions.keys().collect::<Vec<_>>()
-        )
-    } else if let Some((key, (a, b))) = found
-        .sessions
-        .iter()
-        .zip(expected.sessions.values())
-        .map(|((k, a), b)| (k, (a, b)))
-        .find(|(_, (a, b))| a != b)
-    {
-        let field = if a.client_id != b.client_id || a.protocol != b.protocol || a.expiry != b.expiry {
-            format!(
-                "identity/expiry {:?}/{}",
-                (&a.client_id, a.protocol, a.expiry),
-                b.expiry
-            )
-        } else if a.offline_since != b.offline_since {
-            format!("offline since {:?} vs {:?}", a.offline_since, b.offline_since)
-        } else if a.subscriptions != b.subscriptions {
-            format!(
-                "subscriptions {:?} vs {:?}",
-                a.subscriptions.keys().collect::<Vec<_>>(),
-                b.subscriptions.keys().collect::<Vec<_>>()
-            )
-        } else if a.entries != b.entries {
-            let diff: Vec<String> = a
-                .entries
-                .iter()
-                .filter(|(seq, e)| b.entries.get(seq) != Some(e))
-                .map(|(seq, e)| format!("{seq}: {e:?}"))
-                .chain(
-                    b.entries
-                        .iter()
-                        .filter(|(seq, _)| !a.entries.contains_key(seq))
-                        .map(|(seq, e)| format!("missing {seq}: {e:?}")),
-                )
-                .take(4)
-                .collect();
-            format!("queue entries differ: {diff:?}")
-        } else if a.incoming_qos2 != b.incoming_qos2 {
-            format!("incoming QoS 2 ids {:?} vs {:?}", a.incoming_qos2, b.incoming_qos2)
-        } else {
-            format!("pending will {:?} vs {:?}", a.will, b.will)
-        };
-        format!("session {key} ({}): {field}", a.client_id)
-    } else {
-        format!(
-            "stored messages {:?} vs {:?}",
-            found.messages.keys().collect::<Vec<_>>(),
-            expected.messages.keys().collect::<Vec<_>>()
-        )
-    };
-    Err(Violation(format!(
-        "{what} a different state than the broker had: {detail} [durability]"
-    )))
 }

@@ -77,21 +77,7 @@ impl World {
                 }
             }
         }
-        if self.disk.is_some() && self.suspension.is_none() && self.rng.gen_bool(self.opts.disk_full_rate) {
-            self.disk_full_next_chunk = true;
-        }
-        // No crash while storage is suspended: what changed since (without promises) is not durable, and the model
-        // cannot tell which of those changes clients have already seen.
-        let crash = self.rng.gen_bool(self.opts.broker_crash_rate);
-        if self.disk.is_some() && self.suspension.is_none() && crash {
-            if self.rng.gen_bool(0.5) {
-                // During the commit of whatever the broker reads next.
-                self.crash_next_chunk = true;
-            } else {
-                let image = self.broker.image();
-                self.restart_broker(false, image, None)?;
-            }
-        }
+        self.inject_disk_faults()?;
         if self.rng.gen_bool(self.opts.takeover_rate) {
             let client = self.rng.gen_range(0..n);
             self.take_over(client)?;
@@ -225,5 +211,52 @@ impl World {
         self.clients[client].conn = None;
         self.log(format!("c{client} abandons {conn:?} (half-open) and connects again"));
         self.connect(client, false)
+    }
+
+    /// The disk's faults: it fills up for a while, bits flip in synced data, the power goes out between inputs or
+    /// (armed) in the middle of a later input's storage operations. Injected EIO is the disk's own (`simfs`).
+    fn inject_disk_faults(&mut self) -> Result<(), Violation> {
+        let Some(fs) = self.disk.as_ref().map(|d| d.fs.clone()) else {
+            return Ok(());
+        };
+        if self.disk_full_until.is_some_and(|until| self.now >= until) {
+            self.disk_full_until = None;
+            fs.set_full(false);
+            self.log("the disk has room again".into());
+        }
+        if self.disk_full_until.is_none() && self.rng.gen_bool(self.opts.disk_full_rate) {
+            let until = self.now + self.rng.gen_range(50..5_000);
+            fs.set_full(true);
+            self.disk_full_until = Some(until);
+            self.log(format!("the disk is full until {until}ms"));
+        }
+        if fs.counts().flips < self.opts.disk.max_flips && self.rng.gen_bool(self.opts.disk.flip_rate) {
+            if let Some(flip) = disk::SimDisk::flip_bit(&fs) {
+                self.log(format!(
+                    "the disk flips a bit in {} at byte {}",
+                    flip.path.display(),
+                    flip.offset
+                ));
+            }
+        }
+        // No crash while storage is suspended: what changed since (without promises) is not durable, and the model
+        // cannot tell which of those changes clients have already seen.
+        let crash = self.rng.gen_bool(self.opts.broker_crash_rate);
+        if self.suspension.is_none() && self.power_cut_in.is_none() && crash {
+            if self.rng.gen_bool(self.opts.disk.mid_write_share) {
+                // During the storage operations (commit, snapshot, generation switch) of a chunk read later.
+                let cut = if self.rng.gen_bool(0.5) {
+                    disk::PowerCut::AfterOps(self.rng.gen_range(0..12))
+                } else {
+                    disk::PowerCut::InCompaction(self.rng.gen_range(0..8))
+                };
+                self.power_cut_in = Some(cut);
+                self.log(format!("the power will go out: {cut:?}"));
+            } else {
+                let model = self.model.clone();
+                self.restart_broker(vec![model], "")?;
+            }
+        }
+        Ok(())
     }
 }

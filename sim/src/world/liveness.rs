@@ -9,7 +9,12 @@ impl World {
     pub fn settle(&mut self, budget: u64) -> Result<(), Violation> {
         self.faults = false;
         self.slow_acks = false;
-        self.disk_full_next_chunk = false;
+        self.power_cut_in = None;
+        self.disk_full_until = None;
+        if let Some(disk) = self.disk.as_ref() {
+            disk.fs.set_full(false);
+            disk.fs.set_quiet(true);
+        }
         self.resume_storage_if_due(true)?;
         self.log("--- liveness phase: faults off ---".into());
         let blocked: Vec<ConnectionId> = self.links.iter().filter(|(_, l)| l.blocked).map(|(c, _)| *c).collect();
@@ -86,8 +91,13 @@ impl World {
         }
         self.check_drained()?;
         self.check_retained()?;
-        self.check_disk_matches_broker()?;
-        self.check_misbehaving_closed()
+        self.check_misbehaving_closed()?;
+        // Last: the power goes out once more, and recovery must restore what the model says was committed.
+        if self.disk.is_some() {
+            let model = self.model.clone();
+            self.restart_broker(vec![model], " at the end of the run")?;
+        }
+        Ok(())
     }
 
     /// Once quiet, every connected client's own QoS 1/2 publishes are acknowledged (PUBACK, or PUBREC then PUBCOMP)

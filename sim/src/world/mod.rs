@@ -10,13 +10,14 @@ use mqtt_core::broker::{Broker, Config, ConnectionId, Input, ListenerId, Output}
 use mqtt_core::codec::{encode, Decoder};
 use mqtt_core::packet::*;
 use mqtt_core::time::Time;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod disk;
+mod durability;
 mod faults;
 mod liveness;
 mod receive;
@@ -124,16 +125,16 @@ pub struct World {
     config: Config,
     /// Where the broker's records go (persistence on), see `disk`.
     disk: Option<disk::SimDisk>,
-    /// The next chunk the broker reads is the input during whose commit the broker crashes.
-    crash_next_chunk: bool,
-    /// The current input is that one: its records are not committed and its outputs never leave.
-    crash_in_progress: bool,
+    /// A power cut waits to strike during the storage operations of a chunk the broker reads: after this many
+    /// more of them (see `simfs`).
+    power_cut_in: Option<disk::PowerCut>,
+    /// The armed power cut struck during the current input: its outputs never leave; `true` if its records had
+    /// been synced (it struck during the compaction after them).
+    power_cut_struck: Option<bool>,
     /// Messages dropped by brokers that have since crashed (a new broker's counters start at zero).
     dropped_before_restarts: u64,
-    /// The disk fills up when the broker reads the next chunk.
-    disk_full_next_chunk: bool,
-    /// The model and durable state from before the input being processed, when that input may fail its commit.
-    before_input: Option<(Model, mqtt_core::persist::Image)>,
+    /// The disk is full until then (ms).
+    disk_full_until: Option<u64>,
     /// Storage suspended after a failed commit (see `disk`).
     suspension: Option<disk::Suspension>,
 }
@@ -194,6 +195,10 @@ impl World {
             })
             .collect();
         let topics = opts.topics();
+        // From a stream of its own, so that the rest of the seed stays what it was.
+        let disk = config
+            .persistence
+            .then(|| disk::SimDisk::new(&opts, ChaCha8Rng::seed_from_u64(opts.seed ^ 0xd15c_0000_0000_0002)));
         World {
             model: Model::new(opts.clients, opts.queues_bounded()).with_quotas(opts.quotas),
             broker: new_broker(&opts, config.clone(), broker_seed),
@@ -212,13 +217,12 @@ impl World {
             topics,
             chunk_publishes: Vec::new(),
             awaiting_admission: Vec::new(),
-            disk: config.persistence.then(disk::SimDisk::default),
+            disk,
             config: config.clone(),
-            crash_next_chunk: false,
-            crash_in_progress: false,
+            power_cut_in: None,
+            power_cut_struck: None,
             dropped_before_restarts: 0,
-            disk_full_next_chunk: false,
-            before_input: None,
+            disk_full_until: None,
             suspension: None,
         }
     }
@@ -287,15 +291,22 @@ impl World {
                 other => rest.push(other),
             }
         }
-        if self.crash_in_progress {
-            // The process dies before the commit completes: nothing of this input leaves (see `restart_broker`).
-            return Ok(());
-        }
-        let committed = self.disk.as_mut().is_none_or(|disk| disk.commit());
+        // While suspended the driver writes nothing (the records are dropped: the snapshot that ends the
+        // suspension has their effect).
+        let broker = &self.broker;
+        let commit = match self.disk.as_mut() {
+            Some(disk) if self.suspension.is_none() => disk.commit(|| broker.image()),
+            _ => disk::Commit::Done,
+        };
         self.settle_admissions(&refused);
-        if !committed && self.suspension.is_none() {
-            if let Some(before) = self.before_input.take() {
-                return self.suspend_storage(rest, before);
+        match commit {
+            disk::Commit::Done => {}
+            disk::Commit::Compacted(generation) => self.log(format!("log compacted into snapshot {generation}")),
+            disk::Commit::Failed(error) => return self.suspend_storage(rest, &error),
+            disk::Commit::PowerCut { committed } => {
+                // The process dies: nothing of this input leaves (see `restart_broker`).
+                self.power_cut_struck = Some(committed);
+                return Ok(());
             }
         }
         for output in rest {
@@ -573,15 +584,20 @@ impl World {
             }
             // The model first, so that a will published because of this input sees the subscriptions as they are.
             let client = self.links.get(&conn).and_then(|l| l.client);
-            let crash_now = self.suspension.is_none() && std::mem::take(&mut self.crash_next_chunk);
-            let crash = crash_now.then(|| (self.model.clone(), self.broker.image()));
-            self.crash_in_progress = crash.is_some();
-            if std::mem::take(&mut self.disk_full_next_chunk) && crash.is_none() {
-                if let Some(disk) = self.disk.as_mut() {
-                    disk.full = true;
-                    self.before_input = Some((self.model.clone(), self.broker.image()));
+            // An armed power cut may strike during this chunk's storage operations: keep the model from before.
+            let armed = match (self.power_cut_in, self.disk.as_mut()) {
+                (Some(cut), Some(disk)) if self.suspension.is_none() => {
+                    disk.arm(cut);
+                    // A cut in a compaction strikes after the commit: only the state after the input is legal.
+                    let before = matches!(cut, disk::PowerCut::AfterOps(_)).then(|| {
+                        let mut before = self.model.clone();
+                        disk::forget_held(&mut before, &self.awaiting_admission);
+                        before
+                    });
+                    Some(before)
                 }
-            }
+                _ => None,
+            };
             if let Some(client) = client {
                 for packet in packets {
                     if self.hold_until_verdict(conn, &packet) {
@@ -594,15 +610,22 @@ impl World {
                 }
             }
             self.broker_input(Input::Received { conn, data: chunk })?;
-            if self.before_input.take().is_some() && self.suspension.is_none() {
-                // The input wrote nothing, so the full disk went unnoticed: the fault passes.
-                if let Some(disk) = self.disk.as_mut() {
-                    disk.full = false;
+            if let Some(model_before) = armed {
+                if let Some(committed) = self.power_cut_struck.take() {
+                    self.power_cut_in = None;
+                    // Synced, the input's records must survive; else recovery may restore the state before or
+                    // after it (its outputs never left).
+                    let model_after = self.model.clone();
+                    let (candidates, during) = match model_before {
+                        Some(model_before) if !committed => (vec![model_before, model_after], " during a commit"),
+                        _ => (vec![model_after], " during a compaction"),
+                    };
+                    return self.restart_broker(candidates, during);
                 }
-            }
-            if let Some((model_before, image_before)) = crash {
-                self.crash_in_progress = false;
-                return self.restart_broker(true, image_before, Some(model_before));
+                self.power_cut_in = match (self.power_cut_in, self.disk.as_mut()) {
+                    (Some(cut), Some(disk)) => disk.disarm(cut),
+                    _ => None,
+                };
             }
             if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
                 return Ok(());

@@ -3,10 +3,9 @@
 //! stops start-up with an error naming the file and offset, unless `--repair` says to truncate anyway.
 
 use super::snapshot::{MAGIC, TRAILER};
-use super::{snapshot_path, wal_path, StorageError};
+use super::{snapshot_path, wal_path, FileSystem, Planted, StorageError};
 use mqtt_core::persist::frame::{self, Scan};
 use mqtt_core::persist::{Image, Record};
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,11 +23,16 @@ pub struct Recovery {
     pub elapsed: Duration,
 }
 
-pub fn recover(dir: &Path, repair: bool) -> Result<(Image, Recovery), StorageError> {
+pub fn recover<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    repair: bool,
+    planted: Option<Planted>,
+) -> Result<(Image, Recovery), StorageError> {
     let started = Instant::now();
     let mut image = Image::default();
     let mut recovery = Recovery::default();
-    let (snapshots, logs) = generations(dir)?;
+    let (snapshots, logs) = generations(fs, dir)?;
     let newest_snapshot = snapshots.iter().max().copied();
     let newest_log = logs.iter().max().copied();
     match (newest_snapshot, newest_log) {
@@ -52,11 +56,11 @@ pub fn recover(dir: &Path, repair: bool) -> Result<(Image, Recovery), StorageErr
     if let Some(generation) = newest_snapshot.or(newest_log) {
         recovery.generation = generation;
         if newest_snapshot.is_some() {
-            recovery.snapshot_records = load_snapshot(&snapshot_path(dir, generation), repair, &mut image)?;
+            recovery.snapshot_records = load_snapshot(fs, &snapshot_path(dir, generation), repair, &mut image)?;
         }
         let log = wal_path(dir, generation);
-        if log.exists() {
-            let (records, truncated) = replay_log(&log, repair, &mut image)?;
+        if fs.exists(&log) {
+            let (records, truncated) = replay_log(fs, &log, repair, &mut image, planted)?;
             recovery.log_records = records;
             recovery.truncated_bytes = truncated;
         }
@@ -67,8 +71,8 @@ pub fn recover(dir: &Path, repair: bool) -> Result<(Image, Recovery), StorageErr
     Ok((image, recovery))
 }
 
-fn load_snapshot(path: &Path, repair: bool, image: &mut Image) -> Result<u64, StorageError> {
-    let data = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
+fn load_snapshot<F: FileSystem>(fs: &F, path: &Path, repair: bool, image: &mut Image) -> Result<u64, StorageError> {
+    let data = fs.read(path).map_err(|e| StorageError::io(path, e))?;
     let corrupt = |offset: usize, detail: &str| StorageError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
@@ -116,9 +120,20 @@ fn load_snapshot(path: &Path, repair: bool, image: &mut Image) -> Result<u64, St
 }
 
 /// Replays a log into `image`; returns the records applied and the bytes truncated from its end.
-fn replay_log(path: &Path, repair: bool, image: &mut Image) -> Result<(u64, u64), StorageError> {
-    let data = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
-    let replay = mqtt_core::persist::log::replay(&data, image);
+fn replay_log<F: FileSystem>(
+    fs: &F,
+    path: &Path,
+    repair: bool,
+    image: &mut Image,
+    planted: Option<Planted>,
+) -> Result<(u64, u64), StorageError> {
+    let data = fs.read(path).map_err(|e| StorageError::io(path, e))?;
+    #[cfg(feature = "planted-bugs")]
+    if planted == Some(super::PlantedBug::RecoverySkipsDamagedFrame) {
+        return Ok((replay_skipping_damage(&data, image), 0));
+    }
+    let _ = planted;
+    let replay = super::wal::replay(&data, image);
     let Some(damage) = replay.damage else {
         return Ok((replay.records, 0));
     };
@@ -145,28 +160,40 @@ fn replay_log(path: &Path, repair: bool, image: &mut Image) -> Result<(u64, u64)
             damage.offset
         );
     }
-    truncate(path, replay.valid_len as u64)?;
+    fs.truncate(path, replay.valid_len as u64)
+        .map_err(|e| StorageError::io(path, e))?;
     Ok((replay.records, cut))
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| StorageError::io(path, e))?;
-    file.set_len(len)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| StorageError::io(path, e))
+/// Planted bug: replays every frame that reads, stepping over damaged ones to the next valid frame.
+#[cfg(feature = "planted-bugs")]
+fn replay_skipping_damage(data: &[u8], image: &mut Image) -> u64 {
+    let mut offset = 0;
+    let mut records = 0;
+    loop {
+        match frame::scan(data, offset) {
+            Scan::Frame { body, next } => {
+                for record in super::wal::decode(body).unwrap_or_default() {
+                    image.apply(record);
+                    records += 1;
+                }
+                offset = next;
+            }
+            Scan::End => return records,
+            Scan::Truncated | Scan::Corrupt => match frame::valid_frame_after(data, offset) {
+                Some(next) => offset = next,
+                None => return records,
+            },
+        }
+    }
 }
 
 /// Generations of the snapshots and logs present.
-fn generations(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), StorageError> {
+fn generations<F: FileSystem>(fs: &F, dir: &Path) -> Result<(Vec<u64>, Vec<u64>), StorageError> {
     let mut snapshots = Vec::new();
     let mut logs = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
-        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list(dir).map_err(|e| StorageError::io(dir, e))? {
+        let name = name.as_str();
         if let Some(g) = parse(name, "snapshot-", ".snap") {
             snapshots.push(g);
         } else if let Some(g) = parse(name, "wal-", ".log") {
@@ -181,8 +208,8 @@ fn parse(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 }
 
 /// Removes the files of generations before `generation`, and unfinished snapshot files.
-pub fn remove_older(dir: &Path, generation: u64) {
-    let Ok((snapshots, logs)) = generations(dir) else {
+pub fn remove_older<F: FileSystem>(fs: &F, dir: &Path, generation: u64) {
+    let Ok((snapshots, logs)) = generations(fs, dir) else {
         return;
     };
     let old: Vec<PathBuf> = snapshots
@@ -192,15 +219,13 @@ pub fn remove_older(dir: &Path, generation: u64) {
         .chain(logs.into_iter().filter(|g| *g < generation).map(|g| wal_path(dir, g)))
         .collect();
     for path in old {
-        if let Err(e) = std::fs::remove_file(&path) {
+        if let Err(e) = fs.remove(&path) {
             log::warn!("cannot remove old {}: {e}", path.display());
         }
     }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_str().is_some_and(|n| n.ends_with(".snap.tmp")) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+    if let Ok(names) = fs.list(dir) {
+        for name in names.iter().filter(|n| n.ends_with(".snap.tmp")) {
+            let _ = fs.remove(&dir.join(name));
         }
     }
 }

@@ -1,24 +1,30 @@
 //! Snapshot files: a header frame, one frame per record, and a trailer frame with the record count, so a file cut
 //! short is recognised as such rather than read as a smaller state.
 
-use super::{snapshot_path, StorageError};
+use super::{snapshot_path, FileSystem, Planted, StorageError, WriteFile};
 use bytes::BytesMut;
 use mqtt_core::persist::frame;
 use mqtt_core::persist::Image;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
+
+/// Frames are written in chunks of about this size.
+const CHUNK: usize = 1 << 20;
 
 pub const MAGIC: &[u8] = b"mqtt-broker snapshot v1";
 pub const TRAILER: &[u8] = b"end of snapshot";
 
 /// Writes the snapshot of `generation` atomically; returns its size in bytes.
-pub fn write(dir: &Path, generation: u64, image: &Image) -> Result<u64, StorageError> {
+pub fn write<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    generation: u64,
+    image: &Image,
+    planted: Option<Planted>,
+) -> Result<u64, StorageError> {
     let path = snapshot_path(dir, generation);
     let tmp = path.with_extension("snap.tmp");
     let io_err = |e| StorageError::io(&tmp, e);
-    let file = File::create(&tmp).map_err(io_err)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = fs.create(&tmp).map_err(io_err)?;
     let mut frames = BytesMut::new();
     let mut body = BytesMut::new();
     frame::put(&mut frames, MAGIC);
@@ -32,7 +38,7 @@ pub fn write(dir: &Path, generation: u64, image: &Image) -> Result<u64, StorageE
         }
         frame::put(&mut frames, &body);
         count += 1;
-        if frames.len() >= 1 << 20 {
+        if frames.len() >= CHUNK {
             out.write_all(&frames).map_err(io_err)?;
             size += frames.len() as u64;
             frames.clear();
@@ -43,8 +49,16 @@ pub fn write(dir: &Path, generation: u64, image: &Image) -> Result<u64, StorageE
     frame::put(&mut frames, &trailer);
     out.write_all(&frames).map_err(io_err)?;
     size += frames.len() as u64;
-    let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
+    #[cfg(feature = "planted-bugs")]
+    if planted == Some(super::PlantedBug::SnapshotRenamedBeforeSync) {
+        // The bug: the new name (made durable by the caller's directory sync) may point at unsynced contents.
+        fs.rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
+        fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        out.sync_all().map_err(|e| StorageError::io(&path, e))?;
+        return Ok(size);
+    }
+    let _ = planted;
+    out.sync_all().map_err(io_err)?;
+    fs.rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
     Ok(size)
 }

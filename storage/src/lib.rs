@@ -8,17 +8,26 @@
 //! A new snapshot is written as a temporary file, synced, renamed into place and the directory synced; only then
 //! does the log of the new generation start and are the old files removed. Recovery loads the newest complete
 //! snapshot and replays its log.
+//!
+//! All file access goes through [`FileSystem`]: the binary uses [`StdFs`], the simulator a simulated disk with
+//! faults, so both run this same code.
 
+pub mod fs;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 mod recovery;
 mod snapshot;
+mod wal;
 
+pub use fs::{FileSystem, StdFs, WriteFile};
+#[cfg(feature = "planted-bugs")]
+pub use planted::PlantedBug;
 pub use recovery::Recovery;
 
 use bytes::BytesMut;
 use mqtt_core::persist::{Image, Record};
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -81,60 +90,101 @@ impl StorageError {
 /// The log grows to at least this before a snapshot replaces it.
 const MIN_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
 
-pub struct Storage {
+pub struct Storage<F: FileSystem = StdFs> {
+    fs: F,
     dir: PathBuf,
     mode: SyncMode,
     generation: u64,
-    wal: File,
+    wal: F::File,
     wal_path: PathBuf,
     wal_len: u64,
-    /// Encoded frames not yet written.
-    pending: BytesMut,
+    /// Records not yet written: the next group commit.
+    pending: wal::Pending,
+    /// The next commit, framed.
+    framed: BytesMut,
     /// Written but not yet synced (interval mode).
     unsynced: bool,
     last_sync: Instant,
     snapshot_len: u64,
-    encode_buf: BytesMut,
     /// The disk refused a write: records are not kept (the snapshot that ends this supersedes them).
     suspended: bool,
     /// Test hook (`MQTT_BROKER_FAULT_INJECTION=1`): while `fault-disk-full` exists in the data directory, writes
     /// fail as if the disk were full.
     fault_injection: bool,
+    /// The log grows to at least this before a snapshot replaces it.
+    min_compact_bytes: u64,
+    #[cfg(feature = "planted-bugs")]
+    planted: Option<PlantedBug>,
 }
 
-impl Storage {
+impl Storage<StdFs> {
     /// Recovers the state in `dir` (creating it if need be), writes it out as a fresh snapshot, and opens the log
     /// of the new generation.
     pub fn open(dir: &Path, mode: SyncMode, repair: bool) -> Result<(Storage, Image, Recovery), StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-        let (image, recovery) = recovery::recover(dir, repair)?;
+        let mut opened = Storage::open_in(StdFs, dir, mode, repair)?;
+        opened.0.fault_injection = std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some();
+        Ok(opened)
+    }
+}
+
+impl<F: FileSystem> Storage<F> {
+    /// [`Storage::open`] on the file system `fs`.
+    pub fn open_in(fs: F, dir: &Path, mode: SyncMode, repair: bool) -> Result<(Self, Image, Recovery), StorageError> {
+        Self::open_planted(fs, dir, mode, repair, None)
+    }
+
+    /// [`Storage::open_in`] with a known bug planted (the vopr's self-test).
+    #[cfg(feature = "planted-bugs")]
+    pub fn open_with_bug(
+        fs: F,
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        bug: Option<PlantedBug>,
+    ) -> Result<(Self, Image, Recovery), StorageError> {
+        Self::open_planted(fs, dir, mode, repair, bug)
+    }
+
+    fn open_planted(
+        fs: F,
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        planted: Option<Planted>,
+    ) -> Result<(Self, Image, Recovery), StorageError> {
+        fs.create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let (image, recovery) = recovery::recover(&fs, dir, repair, planted)?;
         // Starting from a snapshot alone (an empty log): carry on with that generation rather than rewrite it, so a
         // restart after a clean shutdown costs only the read.
         let reuse = recovery.generation > 0 && recovery.log_records == 0 && recovery.truncated_bytes == 0;
         let (generation, snapshot_len) = if reuse {
             let path = snapshot_path(dir, recovery.generation);
-            let len = std::fs::metadata(&path).map_err(|e| StorageError::io(&path, e))?.len();
+            let len = fs.len(&path).map_err(|e| StorageError::io(&path, e))?;
             (recovery.generation, len)
         } else {
             let generation = recovery.generation + 1;
-            (generation, snapshot::write(dir, generation, &image)?)
+            (generation, snapshot::write(&fs, dir, generation, &image, planted)?)
         };
-        let (wal, wal_path) = start_log(dir, generation)?;
-        recovery::remove_older(dir, generation);
+        let (wal, wal_path) = start_log(&fs, dir, generation)?;
+        recovery::remove_older(&fs, dir, generation);
         let storage = Storage {
+            fs,
             dir: dir.to_path_buf(),
             mode,
             generation,
             wal,
             wal_path,
             wal_len: 0,
-            pending: BytesMut::new(),
+            pending: wal::Pending::default(),
+            framed: BytesMut::new(),
             unsynced: false,
             last_sync: Instant::now(),
             snapshot_len,
-            encode_buf: BytesMut::new(),
             suspended: false,
-            fault_injection: std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some(),
+            fault_injection: false,
+            min_compact_bytes: MIN_COMPACT_BYTES,
+            #[cfg(feature = "planted-bugs")]
+            planted,
         };
         Ok((storage, image, recovery))
     }
@@ -143,11 +193,33 @@ impl Storage {
         self.mode
     }
 
+    /// Compact once the log outgrows this and twice the snapshot (default 64 MiB): the simulator uses a small
+    /// value so that snapshots and generation switches happen, and crash, within a run.
+    pub fn set_min_compact_bytes(&mut self, bytes: u64) {
+        self.min_compact_bytes = bytes;
+    }
+
+    /// The generation whose snapshot and log are being written.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Plants a known bug from now on (the vopr's self-test).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: Option<PlantedBug>) {
+        self.planted = bug;
+    }
+
+    /// The file system, for the simulator's fault injection.
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
     pub fn append(&mut self, record: &Record) {
         if self.suspended {
             return;
         }
-        mqtt_core::persist::log::append(&mut self.pending, record, &mut self.encode_buf);
+        self.pending.push(record);
     }
 
     /// Whether sends must wait for `commit`: records are pending and their acknowledgements must not overtake them.
@@ -164,12 +236,13 @@ impl Storage {
     pub fn commit(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
             self.injected_fault(&self.wal_path)?;
-            if let Err(e) = self.wal.write_all(&self.pending) {
+            self.pending.frame(&mut self.framed);
+            if let Err(e) = self.wal.write_all(&self.framed) {
                 // Cut off whatever part made it, so the retry does not leave a damaged frame in the middle.
                 let _ = self.wal.set_len(self.wal_len);
                 return Err(StorageError::io(&self.wal_path, e));
             }
-            self.wal_len += self.pending.len() as u64;
+            self.wal_len += self.framed.len() as u64;
             self.pending.clear();
             self.unsynced = true;
         }
@@ -178,7 +251,7 @@ impl Storage {
             SyncMode::Interval(period) => self.last_sync.elapsed() >= period,
             SyncMode::None => false,
         };
-        if self.unsynced && due {
+        if self.unsynced && due && !self.planted_skips_sync() {
             self.wal.sync_data().map_err(|e| StorageError::io(&self.wal_path, e))?;
             self.unsynced = false;
             self.last_sync = Instant::now();
@@ -206,7 +279,7 @@ impl Storage {
     }
 
     fn injected_fault(&self, path: &Path) -> Result<(), StorageError> {
-        if self.fault_injection && self.dir.join("fault-disk-full").exists() {
+        if self.fault_injection && self.fs.exists(&self.dir.join("fault-disk-full")) {
             return Err(StorageError::io(path, io::Error::from_raw_os_error(libc::ENOSPC)));
         }
         Ok(())
@@ -222,7 +295,7 @@ impl Storage {
 
     /// Whether the log has grown enough that a snapshot should replace it.
     pub fn wants_snapshot(&self) -> bool {
-        self.wal_len > MIN_COMPACT_BYTES.max(2 * self.snapshot_len)
+        self.wal_len > self.min_compact_bytes.max(2 * self.snapshot_len)
     }
 
     /// Writes `image` as the snapshot of a new generation and starts its log. Pending records must have been
@@ -230,12 +303,12 @@ impl Storage {
     pub fn snapshot(&mut self, image: &Image) -> Result<(), StorageError> {
         let started = Instant::now();
         let generation = self.generation + 1;
-        self.snapshot_len = snapshot::write(&self.dir, generation, image)?;
-        (self.wal, self.wal_path) = start_log(&self.dir, generation)?;
+        self.snapshot_len = snapshot::write(&self.fs, &self.dir, generation, image, self.planted())?;
+        (self.wal, self.wal_path) = start_log(&self.fs, &self.dir, generation)?;
         self.wal_len = 0;
         self.unsynced = false;
         self.generation = generation;
-        recovery::remove_older(&self.dir, generation);
+        recovery::remove_older(&self.fs, &self.dir, generation);
         log::info!(
             "snapshot {generation}: {} bytes in {} ms",
             self.snapshot_len,
@@ -245,31 +318,45 @@ impl Storage {
     }
 }
 
-pub(crate) fn wal_path(dir: &Path, generation: u64) -> PathBuf {
+/// The log of `generation` in `dir`.
+pub fn wal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("wal-{generation:020}.log"))
 }
 
-pub(crate) fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
+/// The snapshot of `generation` in `dir`.
+pub fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot-{generation:020}.snap"))
 }
 
 /// Opens (creating it if need be) the log of `generation` for appending, durably.
-fn start_log(dir: &Path, generation: u64) -> Result<(File, PathBuf), StorageError> {
+fn start_log<F: FileSystem>(fs: &F, dir: &Path, generation: u64) -> Result<(F::File, PathBuf), StorageError> {
     let path = wal_path(dir, generation);
-    let wal = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| StorageError::io(&path, e))?;
-    sync_dir(dir)?;
+    let wal = fs.open_append(&path).map_err(|e| StorageError::io(&path, e))?;
+    fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     Ok((wal, path))
 }
 
-/// Makes a rename or file creation in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
+/// The planted bug, if any (`None` is all there is without the `planted-bugs` feature).
+#[cfg(feature = "planted-bugs")]
+type Planted = PlantedBug;
+#[cfg(not(feature = "planted-bugs"))]
+type Planted = std::convert::Infallible;
+
+impl<F: FileSystem> Storage<F> {
+    fn planted(&self) -> Option<Planted> {
+        #[cfg(feature = "planted-bugs")]
+        return self.planted;
+        #[cfg(not(feature = "planted-bugs"))]
+        None
+    }
+
+    /// Planted bug: the group commit's sync is skipped, so an acknowledgement leaves before its record is durable.
+    fn planted_skips_sync(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.planted == Some(PlantedBug::SyncSkippedBeforeAck);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
 }
 
 #[cfg(test)]

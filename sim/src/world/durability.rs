@@ -1,0 +1,125 @@
+//! What a recovered broker must hold, decided by the reference model (not by the core's own view of its state): the
+//! retained messages, every persistent session with its subscriptions and incoming QoS 2 packet ids, and the
+//! QoS 1/2 messages it still owes each persistent session.
+
+use super::*;
+use crate::model::message_id;
+use mqtt_core::persist::Image;
+
+impl World {
+    /// Whether `image` (what recovery restored) is the committed state as `model` describes it; the first
+    /// difference otherwise.
+    pub(super) fn image_matches_model(&self, image: &Image, model: &Model) -> Result<(), String> {
+        if image.orphan_records != 0 {
+            return Err(format!(
+                "{} records refer to state that does not exist",
+                image.orphan_records
+            ));
+        }
+        let sessions: BTreeMap<&str, &mqtt_core::persist::SessionImage> =
+            image.sessions.values().map(|s| (s.client_id.as_str(), s)).collect();
+        for (index, client) in self.clients.iter().enumerate() {
+            let expected = &model.sessions[index];
+            let found = sessions.get(client.client_id.as_str());
+            // Only a persistent session outlives its connection, and so the broker [MQTT-3.1.2-5].
+            let durable = client.persistent && expected.exists;
+            let Some(session) = found else {
+                if durable {
+                    return Err(format!("session of {} lost", client.client_id));
+                }
+                continue;
+            };
+            if !durable {
+                return Err(format!("session of {} restored, but it had ended", client.client_id));
+            }
+            let filters: BTreeMap<&str, QoS> = session
+                .subscriptions
+                .iter()
+                .map(|(f, s)| (f.as_str(), s.options.qos))
+                .collect();
+            let owed: BTreeMap<&str, QoS> = expected
+                .subscriptions
+                .iter()
+                .map(|(f, o)| (f.as_str(), o.qos))
+                .collect();
+            if filters != owed {
+                return Err(format!(
+                    "{}: subscriptions {filters:?}, but the model has {owed:?}",
+                    client.client_id
+                ));
+            }
+            // A resent QoS 2 PUBLISH must still be recognised [MQTT-4.3.3-9].
+            if session.incoming_qos2 != expected.qos2_pending {
+                return Err(format!(
+                    "{}: incoming QoS 2 ids {:?}, but the model has {:?}",
+                    client.client_id, session.incoming_qos2, expected.qos2_pending
+                ));
+            }
+            let held: BTreeSet<String> = session
+                .entries
+                .values()
+                .filter_map(|e| image.messages.get(&e.message_id))
+                .filter_map(|m| message_id(&m.payload))
+                .collect();
+            // Nothing queued that was never routed to it: retained copies and wills are the model's to check
+            // when they arrive.
+            let routed = |id: &String| {
+                let key = (index, expected.epoch, id.clone());
+                model.expected.contains_key(&key)
+                    || model.shared_allowed.contains(&key)
+                    || model.optional.contains(&key)
+                    || model.ever_retained.contains(id)
+                    || id.starts_with('w')
+            };
+            if let Some(id) = held.iter().find(|id| !routed(id)) {
+                return Err(format!(
+                    "{}: message {id} is in its queue, but was never routed to it",
+                    client.client_id
+                ));
+            }
+            if model.bounded_queues {
+                // Which queued messages the broker dropped is its business.
+                continue;
+            }
+            let missing = model.expected.iter().find(|((c, epoch, id), qos)| {
+                *c == index
+                    && *epoch == expected.epoch
+                    && **qos != QoS::AtMostOnce
+                    && !model.delivered.contains_key(&(*c, *epoch, id.clone()))
+                    && !model.optional.contains(&(*c, *epoch, id.clone()))
+                    && !model.messages.get(id).is_some_and(|m| m.expires)
+                    && !held.contains(id)
+            });
+            if let Some(((_, _, id), _)) = missing {
+                return Err(format!(
+                    "{}: message {id} is owed and was never delivered, but is not in its queue",
+                    client.client_id
+                ));
+            }
+        }
+        let retained: BTreeMap<&str, Option<String>> = image
+            .retained
+            .iter()
+            .map(|(topic, m)| (topic.as_str(), message_id(&m.payload)))
+            .collect();
+        for (topic, id) in &model.retained {
+            let expires = model.messages.get(id).is_some_and(|m| m.expires);
+            match retained.get(topic.as_str()) {
+                Some(Some(found)) if found == id => {}
+                None if expires => {}
+                other => {
+                    return Err(format!(
+                        "retained message on {topic}: {other:?}, but the model has {id}"
+                    ))
+                }
+            }
+        }
+        if let Some(topic) = retained
+            .keys()
+            .find(|t| !t.starts_with('$') && !model.retained.contains_key(**t))
+        {
+            return Err(format!("retained message on {topic}, which the model has cleared"));
+        }
+        Ok(())
+    }
+}
