@@ -4,6 +4,8 @@ pub mod auth;
 pub mod config;
 pub mod driver;
 pub mod fd_limit;
+pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod storage;
 pub mod tls;

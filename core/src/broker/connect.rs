@@ -4,7 +4,7 @@ use super::auth::{AuthDecision, ConnectInfo};
 use super::connection::Phase;
 use super::session::{Session, SessionKey};
 use super::timer::Timer;
-use super::{keep_alive_grace, Broker, ConnectionId, Event, WillPolicy};
+use super::{keep_alive_grace, Broker, ConnectionId, DropCause, Event, WillPolicy};
 use crate::codec::DecodeError;
 use crate::packet::{Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 use bytes::Bytes;
@@ -180,6 +180,7 @@ impl Broker {
             },
         };
         self.send(conn, &Packet::ConnAck(connack));
+        self.stats.connect_refused(reason);
         let text = format!("{text} ({reason})");
         self.close_connection(conn, WillPolicy::Discard, &text);
     }
@@ -569,7 +570,8 @@ impl Broker {
             self.remove_from_tree(filter, key);
         }
         self.persist_session_end(key, &session);
-        self.stats.messages_dropped += session.queue().len() as u64;
+        self.stats
+            .dropped(DropCause::SessionEnded, session.queue().len() as u64);
         self.count_session_ended(session.queued_bytes);
         self.woken.extend(session.waiters().iter().copied());
         if let Some(pending) = session.pending_will {

@@ -97,6 +97,8 @@ pub struct Storage {
     encode_buf: BytesMut,
     /// The disk refused a write: records are not kept (the snapshot that ends this supersedes them).
     suspended: bool,
+    /// fdatasync calls on the log so far (for metrics).
+    fsyncs: u64,
     /// Test hook (`MQTT_BROKER_FAULT_INJECTION=1`): while `fault-disk-full` exists in the data directory, writes
     /// fail as if the disk were full.
     fault_injection: bool,
@@ -134,6 +136,7 @@ impl Storage {
             snapshot_len,
             encode_buf: BytesMut::new(),
             suspended: false,
+            fsyncs: 0,
             fault_injection: std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some(),
         };
         Ok((storage, image, recovery))
@@ -180,10 +183,16 @@ impl Storage {
         };
         if self.unsynced && due {
             self.wal.sync_data().map_err(|e| StorageError::io(&self.wal_path, e))?;
+            self.fsyncs += 1;
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
         Ok(())
+    }
+
+    /// How many times the log was synced to disk.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
     }
 
     pub fn is_suspended(&self) -> bool {
