@@ -651,6 +651,10 @@ impl<C: Core> Driver<C> {
                 let now = self.clock.now();
                 self.broker.handle_input(now, Input::Received { conn: id, data });
                 self.settle();
+                if self.conns.get(&id).is_some_and(|c| c.transport_ended()) {
+                    log::debug!("conn {}: WebSocket closed by peer after its last MQTT bytes", id.0);
+                    self.end_transport(id);
+                }
                 true
             }
             // Closing: the core is done with this connection; discard what the peer still sends.
