@@ -35,7 +35,7 @@ for (const transport of transports) {
         await client.endAsync();
       });
 
-      it('subscribes and delivers QoS 0, 1 and 2 at the QoS published', async () => {
+      it('subscribes and delivers QoS 0, 1 and 2 at the QoS published [MQTT-3.8.4-8]', async () => {
         const sub = await open('qos-sub');
         const grants = await sub.client.subscribeAsync(`${tag}/qos/#`, { qos: 2 });
         assert.deepEqual(
@@ -57,7 +57,7 @@ for (const transport of transports) {
         await Promise.all([sub.client.endAsync(), pub.client.endAsync()]);
       });
 
-      it('keeps a retained message for later subscribers and clears it with an empty payload [MQTT-3.3.1-5] [MQTT-3.3.1-10]', async () => {
+      it('keeps a retained message for later subscribers and clears it with an empty payload [MQTT-3.3.1-5] [MQTT-3.3.1-6]', async () => {
         const topic = `${tag}/retained`;
         const pub = await open('ret-pub');
         await pub.client.publishAsync(topic, 'kept', { qos: 1, retain: true });
@@ -65,7 +65,7 @@ for (const transport of transports) {
         await first.client.subscribeAsync(topic, { qos: 1 });
         const [message] = await first.inbox.take(1);
         assert.equal(message.payload, 'kept');
-        assert.equal(message.packet.retain, true, 'sent because of a new subscription: RETAIN set [MQTT-3.3.1-8]');
+        assert.equal(message.packet.retain, true, 'sent because of a new subscription: RETAIN set [MQTT-3.3.1-8] (3.1.1)');
         await pub.client.publishAsync(topic, '', { qos: 1, retain: true });
         const second = await open('ret-sub2');
         await second.client.subscribeAsync(topic, { qos: 1 });
@@ -89,7 +89,7 @@ for (const transport of transports) {
         await watcher.client.endAsync();
       });
 
-      it('resumes a persistent session: Session Present, and messages queued while offline arrive', async () => {
+      it('resumes a persistent session: Session Present, and messages queued while offline arrive [MQTT-4.4.0-1]', async () => {
         const topic = `${tag}/resume`;
         const first = await open('resume', { ...persistent });
         await first.client.subscribeAsync(topic, { qos: 1 });
@@ -98,7 +98,7 @@ for (const transport of transports) {
         await pub.client.publishAsync(topic, 'one', { qos: 1 });
         await pub.client.publishAsync(topic, 'two', { qos: 1 });
         const again = await open('resume', { ...persistent });
-        assert.equal(again.connack.sessionPresent, true, '[MQTT-3.2.2-2]');
+        assert.equal(again.connack.sessionPresent, true, '[MQTT-3.2.2-3]');
         const got = await again.inbox.take(2);
         assert.deepEqual(
           got.map((m) => [m.payload, m.packet.qos]),
