@@ -204,7 +204,7 @@ def find_tests():
     for path in source_files():
         rel = path.relative_to(ROOT).as_posix()
         text = path.read_text(errors="replace")
-        if "MQTT-" not in text:
+        if "MQTT-" not in text and "mqtt_" not in text:
             continue
         if path.suffix == ".rs":
             tests = rust_tests(path, text)
