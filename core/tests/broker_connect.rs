@@ -86,6 +86,7 @@ fn session_expiry_zero_ends_session_at_disconnect_mqtt_3_1_2_23() {
     assert!(!connack.session_present);
 }
 
+/// The session is discarded once its connection is closed and the Session Expiry Interval has passed [MQTT-4.1.0-2].
 #[test]
 fn session_expires_after_its_interval() {
     let mut h = harness();
