@@ -73,7 +73,7 @@ pub struct TlsFiles {
     pub use_identity_as_username: bool,
 }
 
-/// When acknowledged state reaches the disk (see the README's "Durability").
+/// When acknowledged state reaches the disk (see docs/guide/durability.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Sync {
