@@ -12,6 +12,7 @@ Inputs, all in docs/conformance/:
 - explanations.txt: `version<TAB>id<TAB>reason` for statements that no server test can check (client obligations,
   features the broker does not offer).
 
+The simulator's checkers (CHECKERS) count as tests too: they run on every step of every seed.
 A test cites a statement by writing its id (`[MQTT-3.3.1-4]`) in its name, its doc comment, its body or its assertion
 messages. An id means the MQTT 5.0 statement unless it exists only in 3.1.1 or is followed by `(3.1.1)`. Tests are
 Rust `#[test]` functions, Python `test_*` functions under tests/ and MQTT.js `it(...)` cases under tests/mqttjs/.
@@ -34,6 +35,8 @@ EQUIVALENTS = HERE / "mqtt-v3.1.1-equivalents.txt"
 EXPLANATIONS = HERE / "explanations.txt"
 SCANNED = ("core", "io", "sim", "vopr", "tests", "fuzz", "bench")
 SKIPPED_DIRS = {"target", "node_modules", ".git"}
+# The simulator's checkers run on every step of every seed (vopr in CI): each of their functions counts as a test.
+CHECKERS = ("sim/src/invariants.rs", "sim/src/world/liveness.rs")
 CITATION = re.compile(r"MQTT-(\d+\.\d+\.\d+-\d+)\]?(\s*\(3\.1\.1\))?")
 
 
@@ -117,9 +120,9 @@ def strip_rust_line(line: str, in_block_comment: bool) -> tuple[str, bool]:
     return "".join(out), in_block_comment
 
 
-def rust_tests(path: Path, text: str):
-    """(test name, line of its `fn`, citations) for every `#[test]` function: citations in the comments and
-    attributes right above it and anywhere in its body."""
+def rust_tests(path: Path, text: str, all_functions: bool = False):
+    """(test name, line of its `fn`, citations) for every `#[test]` function (every function with
+    `all_functions`): citations in the comments and attributes right above it and anywhere in its body."""
     pending: list[tuple[str, str]] = []  # citations in the comment/attribute block above the next item
     is_test = False
     depth = 0
@@ -139,7 +142,7 @@ def rust_tests(path: Path, text: str):
                     is_test = True
             else:
                 match = re.search(r"\bfn\s+(\w+)", code)
-                if is_test and match:
+                if (is_test or all_functions) and match:
                     current = [match.group(1), number, depth, pending + found, False]
                 pending, is_test = [], False
         else:
@@ -206,7 +209,9 @@ def find_tests():
         text = path.read_text(errors="replace")
         if "MQTT-" not in text and "mqtt_" not in text:
             continue
-        if path.suffix == ".rs":
+        if rel in CHECKERS:
+            tests = ((f"{name} (simulator check)", line, cites) for name, line, cites in rust_tests(path, text, True))
+        elif path.suffix == ".rs":
             tests = rust_tests(path, text)
         elif path.suffix == ".py" and "/tests/" in f"/{rel}":
             tests = python_tests(path, text)

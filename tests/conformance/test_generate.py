@@ -92,3 +92,12 @@ def test_the_committed_lists_parse_and_have_no_duplicates():
         statements = generate.read_statements(path)
         assert len(statements) > 100
         assert all(ident.startswith("MQTT-") and text for ident, text in statements.items())
+
+
+def test_simulator_checkers_count_every_function():
+    checker = "/// [MQTT-3.3.4-9]\npub fn receive_maximum(x: u8) {\n    assert!(x > 0, \"[MQTT-3.8.4-8]\");\n}\n"
+    assert list(generate.rust_tests(Path("x.rs"), checker)) == []
+    found = list(generate.rust_tests(Path("x.rs"), checker, all_functions=True))
+    assert [(name, [c[0] for c in cites]) for name, _, cites in found] == [
+        ("receive_maximum", ["3.3.4-9", "3.8.4-8"])
+    ]
