@@ -162,6 +162,7 @@ fn takeover_disconnects_existing_client_with_0x8e_mqtt_3_1_4_3() {
     assert_eq!(h.recv(second), Some(Packet::PingResp));
 }
 
+/// A second connection with the same ClientId closes the first [MQTT-3.1.4-2] (3.1.1).
 #[test]
 fn takeover_of_v311_client_closes_without_disconnect_packet() {
     let mut h = harness();
@@ -220,6 +221,7 @@ fn connect_timeout_closes_silent_connection() {
     assert!(h.is_closed(conn));
 }
 
+/// A server without QoS 2 says so with Maximum QoS in the CONNACK [MQTT-3.2.2-9].
 #[test]
 fn connack_advertises_limits_to_v5_clients() {
     let config = Config {

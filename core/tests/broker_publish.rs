@@ -88,6 +88,7 @@ fn qos2_outgoing_flow_pubrec_pubrel_pubcomp_mqtt_4_3_3() {
     assert!(h.recv_all(sub).is_empty());
 }
 
+/// A PUBREL is answered with a PUBCOMP carrying the same Packet Identifier [MQTT-4.3.3-11], [MQTT-2.2.1-5].
 #[test]
 fn pubrel_for_unknown_id_gets_pubcomp_0x92() {
     let mut h = harness();
@@ -231,6 +232,8 @@ fn unacknowledged_messages_are_resent_with_dup_on_reconnect_mqtt_4_4_0_1() {
     assert_eq!(ids, first_ids, "same packet identifiers");
 }
 
+/// Past PUBREC the sender resends the PUBREL, with the original Packet Identifier, and not the PUBLISH [MQTT-4.4.0-1],
+/// [MQTT-4.3.3-4], [MQTT-4.3.3-6].
 #[test]
 fn pubrel_is_resent_on_reconnect_for_messages_past_pubrec() {
     let mut h = harness();
