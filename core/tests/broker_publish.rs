@@ -316,6 +316,8 @@ fn expired_message_is_not_delivered_mqtt_3_3_2_5() {
     assert_eq!(got[0].properties.message_expiry_interval, Some(90));
 }
 
+/// Payload Format Indicator [MQTT-3.3.2-4], Response Topic [MQTT-3.3.2-15], Correlation Data [MQTT-3.3.2-16], Content
+/// Type [MQTT-3.3.2-20] and User Properties in their order [MQTT-3.3.2-18] reach the subscriber unaltered.
 #[test]
 fn user_properties_and_message_properties_pass_through_unchanged_mqtt_3_3_2_17() {
     let mut h = harness();

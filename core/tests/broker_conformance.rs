@@ -1,0 +1,183 @@
+//! Single statements of MQTT 5.0 that no broader test pins down, one test each, named after what they prove and
+//! citing the statement (see CONFORMANCE.md).
+
+mod common;
+
+use common::*;
+use mqtt_core::packet::*;
+
+fn unsubscribe(h: &mut mqtt_core::harness::Harness, conn: mqtt_core::broker::ConnectionId, id: u16, filters: &[&str]) {
+    h.send(
+        conn,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: id,
+            properties: Properties::default(),
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+        }),
+    );
+}
+
+#[test]
+fn unsubscribe_of_an_unknown_filter_still_gets_an_unsuback_with_its_packet_id() {
+    // [MQTT-3.10.4-4], [MQTT-3.10.4-5]; 0x11 No subscription existed is an UNSUBACK reason code [MQTT-3.11.3-2].
+    let mut h = harness();
+    let conn = connected(&mut h, v5("a"));
+    unsubscribe(&mut h, conn, 77, &["never/subscribed"]);
+    match h.recv(conn) {
+        Some(Packet::UnsubAck(ack)) => {
+            assert_eq!(ack.packet_id, 77, "[MQTT-3.10.4-5]");
+            assert_eq!(ack.reasons, vec![ReasonCode::NO_SUBSCRIPTION_EXISTED]);
+        }
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsubscribe_with_several_filters_is_answered_by_one_unsuback() {
+    // [MQTT-3.10.4-6]; the filter is compared as a string, wildcards included [MQTT-3.10.4-1].
+    let mut h = harness();
+    let conn = connected(&mut h, v5("a"));
+    subscribe(&mut h, conn, "a/+", QoS::AtMostOnce);
+    subscribe(&mut h, conn, "b/#", QoS::AtMostOnce);
+    unsubscribe(&mut h, conn, 3, &["a/+", "a/x", "b/#"]);
+    let answers = h.recv_all(conn);
+    assert_eq!(answers.len(), 1, "one UNSUBACK for three filters: {answers:?}");
+    match &answers[0] {
+        Packet::UnsubAck(ack) => assert_eq!(
+            ack.reasons,
+            vec![
+                ReasonCode::SUCCESS,
+                ReasonCode::NO_SUBSCRIPTION_EXISTED,
+                ReasonCode::SUCCESS
+            ]
+        ),
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "a/x", "gone", QoS::AtMostOnce, 0);
+    assert!(
+        publishes(&mut h, conn).is_empty(),
+        "the deleted subscription delivers nothing"
+    );
+}
+
+#[test]
+fn a_zero_byte_retained_message_is_not_stored() {
+    // [MQTT-3.3.1-7]: and it removes what was retained [MQTT-3.3.1-6].
+    let mut h = harness();
+    let publisher = connected(&mut h, v5("pub"));
+    retain(&mut h, publisher, "r", "kept");
+    retain(&mut h, publisher, "r", "");
+    retain(&mut h, publisher, "s", "");
+    assert_eq!(h.broker.gauges().retained_messages, 0);
+    let late = connected(&mut h, v5("late"));
+    subscribe(&mut h, late, "#", QoS::AtMostOnce);
+    assert!(publishes(&mut h, late).is_empty());
+}
+
+#[test]
+fn a_will_without_will_retain_is_published_as_a_non_retained_message() {
+    // [MQTT-3.1.2-14], after an abnormal end [MQTT-3.1.2-8].
+    let mut h = harness();
+    let watcher = connected(&mut h, v5("w"));
+    subscribe_with(
+        &mut h,
+        watcher,
+        "wills",
+        SubscriptionOptions {
+            retain_as_published: true,
+            ..Default::default()
+        },
+    );
+    let mut connect = v5("c");
+    connect.will = Some(Will {
+        topic: "wills".into(),
+        payload: bytes::Bytes::from_static(b"gone"),
+        ..Default::default()
+    });
+    let client = connected(&mut h, connect);
+    h.drop_connection(client);
+    let got = publishes(&mut h, watcher);
+    assert_eq!(payloads(&got), vec!["gone"]);
+    assert!(!got[0].retain);
+    let late = connected(&mut h, v5("late"));
+    subscribe(&mut h, late, "wills", QoS::AtMostOnce);
+    assert!(publishes(&mut h, late).is_empty(), "nothing was retained");
+}
+
+#[test]
+fn a_second_connect_gets_no_second_connack() {
+    // [MQTT-3.2.0-2]; the second CONNECT is a Protocol Error [MQTT-3.1.0-2].
+    let mut h = harness();
+    let conn = connected(&mut h, v5("a"));
+    h.send(conn, Packet::Connect(Box::new(v5("a"))));
+    let answers = h.recv_all(conn);
+    assert!(!answers.iter().any(|p| matches!(p, Packet::ConnAck(_))), "{answers:?}");
+    assert!(h.is_closed(conn));
+}
+
+#[test]
+fn qos0_goes_out_with_dup_0_and_no_packet_identifier() {
+    // [MQTT-4.3.1-1], [MQTT-3.3.1-2], [MQTT-2.2.1-2]; the DUP of the incoming PUBLISH is not carried over [MQTT-3.3.1-3].
+    let mut h = harness();
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "t", QoS::ExactlyOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "zero", QoS::AtMostOnce, 0);
+    let mut resent = publish_packet("t", "one", QoS::AtLeastOnce, 5);
+    resent.dup = true;
+    h.send(publisher, Packet::Publish(resent));
+    let got = publishes(&mut h, sub);
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].qos, got[0].dup, got[0].packet_id), (QoS::AtMostOnce, false, 0));
+    assert_eq!(
+        (got[1].qos, got[1].dup),
+        (QoS::AtLeastOnce, false),
+        "a first delivery is not a resend"
+    );
+}
+
+#[test]
+fn the_server_gives_each_unacknowledged_publish_its_own_non_zero_packet_identifier() {
+    // [MQTT-2.2.1-4], [MQTT-4.3.2-1], [MQTT-4.3.3-1]; the ones unacknowledged stay taken [MQTT-4.3.2-3].
+    let mut h = harness();
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "t", QoS::ExactlyOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    for (i, qos) in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        publish(&mut h, publisher, "t", "m", qos, i as u16 + 1);
+    }
+    let got = publishes(&mut h, sub);
+    let mut ids: Vec<u16> = got.iter().map(|p| p.packet_id).collect();
+    assert_eq!(ids.len(), 4);
+    assert!(ids.iter().all(|&id| id != 0));
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "identifiers in use are not reused: {got:?}");
+}
+
+#[test]
+fn a_full_receive_window_holds_back_only_publishes() {
+    // [MQTT-4.9.0-2], [MQTT-3.3.4-9]; PINGREQ and SUBSCRIBE are still answered [MQTT-4.9.0-3], [MQTT-3.3.4-10].
+    let mut h = harness();
+    let mut connect = v5("sub");
+    connect.properties.receive_maximum = Some(1);
+    let sub = connected(&mut h, connect);
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "1", QoS::AtLeastOnce, 1);
+    publish(&mut h, publisher, "t", "2", QoS::AtLeastOnce, 2);
+    let first = publishes(&mut h, sub);
+    assert_eq!(payloads(&first), vec!["1"]);
+    h.send(sub, Packet::PingReq);
+    assert_eq!(h.recv(sub), Some(Packet::PingResp));
+    subscribe(&mut h, sub, "other", QoS::AtMostOnce);
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse::new(first[0].packet_id, ReasonCode::SUCCESS)),
+    );
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["2"]);
+}
