@@ -181,3 +181,176 @@ fn a_full_receive_window_holds_back_only_publishes() {
     );
     assert_eq!(payloads(&publishes(&mut h, sub)), vec!["2"]);
 }
+
+fn persistent(client_id: &str) -> Connect {
+    let mut connect = v5(client_id);
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    connect
+}
+
+#[test]
+fn a_session_is_found_by_its_client_id_and_resumed_with_what_arrived_meanwhile() {
+    // [MQTT-3.1.3-2], [MQTT-3.1.2-5], [MQTT-3.1.4-4]; the message went into the offline session [MQTT-4.5.0-1].
+    let mut h = harness();
+    let conn = connected(&mut h, persistent("keeper"));
+    let suback = subscribe(&mut h, conn, "t", QoS::AtLeastOnce);
+    assert_eq!(
+        suback.reasons,
+        vec![ReasonCode::GRANTED_QOS_1],
+        "SUBACK answers SUBSCRIBE [MQTT-3.8.4-1]"
+    );
+    h.send(conn, Packet::Disconnect(Disconnect::default()));
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "meanwhile", QoS::AtLeastOnce, 1);
+    let (conn, connack) = connect_ok(&mut h, persistent("keeper"));
+    assert!(connack.session_present);
+    assert_eq!(payloads(&publishes(&mut h, conn)), vec!["meanwhile"]);
+}
+
+#[test]
+fn disconnect_0x00_discards_the_will() {
+    // [MQTT-3.14.4-3], [MQTT-3.1.2-10].
+    let mut h = harness();
+    let watcher = connected(&mut h, v5("w"));
+    subscribe(&mut h, watcher, "wills", QoS::AtMostOnce);
+    let mut connect = v5("c");
+    connect.will = Some(Will {
+        topic: "wills".into(),
+        payload: bytes::Bytes::from_static(b"gone"),
+        ..Default::default()
+    });
+    let client = connected(&mut h, connect);
+    h.send(client, Packet::Disconnect(Disconnect::default()));
+    h.drop_connection(client);
+    assert!(publishes(&mut h, watcher).is_empty());
+}
+
+#[test]
+fn topic_aliases_stay_within_the_client_maximum_and_are_not_sent_without_one() {
+    // [MQTT-3.1.2-26], [MQTT-3.3.2-11]: at most the client's Topic Alias Maximum; [MQTT-3.1.2-27]: none without.
+    let mut h = harness();
+    let mut connect = v5("aliased");
+    connect.properties.topic_alias_maximum = Some(1);
+    let aliased = connected(&mut h, connect);
+    let plain = connected(&mut h, v5("plain"));
+    for conn in [aliased, plain] {
+        subscribe(&mut h, conn, "t/#", QoS::AtMostOnce);
+    }
+    let publisher = connected(&mut h, v5("pub"));
+    for topic in ["t/a", "t/b", "t/a", "t/b", "t/c"] {
+        publish(&mut h, publisher, topic, "m", QoS::AtMostOnce, 0);
+    }
+    let got = publishes(&mut h, aliased);
+    assert_eq!(got.len(), 5);
+    assert!(
+        got.iter().all(|p| p.properties.topic_alias.unwrap_or(1) == 1),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|p| p.properties.topic_alias == Some(1)),
+        "the one alias is used"
+    );
+    assert!(publishes(&mut h, plain)
+        .iter()
+        .all(|p| p.properties.topic_alias.is_none()));
+}
+
+#[test]
+fn a_message_too_large_for_the_client_is_not_sent_to_it() {
+    // [MQTT-3.1.2-24], [MQTT-3.1.2-25].
+    let mut h = harness();
+    let mut connect = v5("small");
+    connect.properties.maximum_packet_size = Some(64);
+    let small = connected(&mut h, connect);
+    subscribe(&mut h, small, "t", QoS::AtMostOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", &"x".repeat(200), QoS::AtMostOnce, 0);
+    publish(&mut h, publisher, "t", "fits", QoS::AtMostOnce, 0);
+    assert_eq!(payloads(&publishes(&mut h, small)), vec!["fits"]);
+}
+
+#[test]
+fn no_auth_packet_and_no_authentication_method_without_one_in_the_connect() {
+    // [MQTT-4.12.0-6].
+    let mut h = harness();
+    let (conn, connack) = connect_ok(&mut h, v5("plain"));
+    assert_eq!(connack.properties.authentication_method, None);
+    h.send(conn, Packet::PingReq);
+    assert_eq!(h.recv_all(conn), vec![Packet::PingResp]);
+}
+
+#[test]
+fn qos1_packet_identifier_reused_after_puback_is_a_new_message() {
+    // [MQTT-4.3.2-5], with the PUBACK carrying the PUBLISH's identifier [MQTT-4.3.2-4].
+    let mut h = harness();
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtMostOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    for payload in ["first", "second"] {
+        publish(&mut h, publisher, "t", payload, QoS::AtLeastOnce, 9);
+        assert!(matches!(h.recv(publisher), Some(Packet::PubAck(a)) if a.packet_id == 9));
+    }
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["first", "second"]);
+}
+
+#[test]
+fn qos2_duplicates_before_pubrel_are_acknowledged_not_delivered_and_after_pubcomp_the_id_is_new() {
+    // [MQTT-4.3.3-10], [MQTT-4.3.3-8], [MQTT-4.3.3-11], [MQTT-4.3.3-12].
+    let mut h = harness();
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtMostOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    for _ in 0..2 {
+        publish(&mut h, publisher, "t", "once", QoS::ExactlyOnce, 4);
+        assert!(matches!(h.recv(publisher), Some(Packet::PubRec(r)) if r.packet_id == 4));
+    }
+    h.send(publisher, Packet::PubRel(PubResponse::new(4, ReasonCode::SUCCESS)));
+    assert!(matches!(h.recv(publisher), Some(Packet::PubComp(c)) if c.packet_id == 4));
+    publish(&mut h, publisher, "t", "again", QoS::ExactlyOnce, 4);
+    assert!(matches!(h.recv(publisher), Some(Packet::PubRec(r)) if r.packet_id == 4));
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["once", "again"]);
+}
+
+#[test]
+fn a_server_limited_to_qos1_grants_qos1_to_a_qos2_subscribe_and_refuses_a_qos2_will() {
+    // [MQTT-3.2.2-10]: SUBSCRIBE with QoS 2 is still accepted; [MQTT-3.2.2-12]: a Will QoS above it is refused (0x9B).
+    let mut h = mqtt_core::harness::Harness::new(mqtt_core::broker::Config {
+        maximum_qos: 1,
+        ..mqtt_core::broker::Config::default()
+    });
+    let conn = connected(&mut h, v5("sub"));
+    assert_eq!(
+        subscribe(&mut h, conn, "t", QoS::ExactlyOnce).reasons,
+        vec![ReasonCode::GRANTED_QOS_1]
+    );
+    let mut connect = v5("will2");
+    connect.will = Some(Will {
+        topic: "w".into(),
+        payload: bytes::Bytes::from_static(b"x"),
+        qos: QoS::ExactlyOnce,
+        ..Default::default()
+    });
+    let (conn, answer) = h.connect(connect);
+    assert!(matches!(answer, Some(Packet::ConnAck(a)) if a.reason == ReasonCode::QOS_NOT_SUPPORTED));
+    assert!(h.is_closed(conn));
+}
+
+#[test]
+fn a_server_without_retain_refuses_a_retained_will() {
+    // [MQTT-3.2.2-13]: CONNACK 0x9A and close.
+    let mut h = mqtt_core::harness::Harness::new(mqtt_core::broker::Config {
+        retain_available: false,
+        ..mqtt_core::broker::Config::default()
+    });
+    let mut connect = v5("retained-will");
+    connect.will = Some(Will {
+        topic: "w".into(),
+        payload: bytes::Bytes::from_static(b"x"),
+        retain: true,
+        ..Default::default()
+    });
+    let (conn, answer) = h.connect(connect);
+    assert!(matches!(answer, Some(Packet::ConnAck(a)) if a.reason == ReasonCode::RETAIN_NOT_SUPPORTED));
+    assert!(h.is_closed(conn));
+}
