@@ -354,3 +354,23 @@ fn a_server_without_retain_refuses_a_retained_will() {
     assert!(matches!(answer, Some(Packet::ConnAck(a)) if a.reason == ReasonCode::RETAIN_NOT_SUPPORTED));
     assert!(h.is_closed(conn));
 }
+
+#[test]
+fn topics_are_matched_as_written_without_normalization_or_stripping() {
+    // [MQTT-4.7.3-4]: a composed and a decomposed "é" are different topics; [MQTT-1.5.4-3]: a leading U+FEFF stays.
+    let mut h = harness();
+    let composed = connected(&mut h, v5("composed"));
+    subscribe(&mut h, composed, "caf\u{e9}", QoS::AtMostOnce);
+    let bom = connected(&mut h, v5("bom"));
+    subscribe(&mut h, bom, "\u{feff}t", QoS::AtMostOnce);
+    let plain = connected(&mut h, v5("plain"));
+    subscribe(&mut h, plain, "t", QoS::AtMostOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "cafe\u{301}", "decomposed", QoS::AtMostOnce, 0);
+    publish(&mut h, publisher, "\u{feff}t", "with bom", QoS::AtMostOnce, 0);
+    assert!(publishes(&mut h, composed).is_empty());
+    let got = publishes(&mut h, bom);
+    assert_eq!(payloads(&got), vec!["with bom"]);
+    assert_eq!(got[0].topic, "\u{feff}t");
+    assert!(publishes(&mut h, plain).is_empty());
+}

@@ -103,3 +103,114 @@ fn reserved_subscription_option_bits_are_malformed_mqtt_3_8_3_5() {
     assert!(decode(V5, &[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x01]).is_ok());
     refused(V5, &[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0xC1]);
 }
+
+/// `packet` encoded, with the one byte `Z` (which only the field under test contains) replaced by 0xFF, which is
+/// never valid UTF-8.
+fn with_ill_formed_utf8(packet: &mqtt_core::packet::Packet, version: ProtocolVersion) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    mqtt_core::codec::encode(packet, version, &mut out).expect("encodes");
+    let mut bytes = out.to_vec();
+    let at: Vec<usize> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'Z')
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "exactly one marker");
+    assert!(
+        decode(Some(version), &bytes).is_ok(),
+        "the packet with the marker decodes"
+    );
+    bytes[at[0]] = 0xFF;
+    bytes
+}
+
+#[test]
+fn ill_formed_utf8_is_malformed_in_every_string_field() {
+    use mqtt_core::packet::*;
+    let connect = |f: &dyn Fn(&mut Connect)| {
+        let mut c = Connect {
+            protocol: ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive: 60,
+            properties: Properties::default(),
+            client_id: "c".into(),
+            will: None,
+            username: None,
+            password: None,
+        };
+        f(&mut c);
+        Packet::Connect(Box::new(c))
+    };
+    let publish = |f: &dyn Fn(&mut Publish)| {
+        let mut p = Publish {
+            topic: "t".into(),
+            ..Default::default()
+        };
+        f(&mut p);
+        Packet::Publish(p)
+    };
+    let cases: Vec<(&str, Packet)> = vec![
+        ("client id [MQTT-3.1.3-4]", connect(&|c| c.client_id = "Z".into())),
+        (
+            "will topic [MQTT-3.1.3-11]",
+            connect(&|c| {
+                c.will = Some(Will {
+                    topic: "Z".into(),
+                    ..Default::default()
+                })
+            }),
+        ),
+        ("user name [MQTT-3.1.3-12]", connect(&|c| c.username = Some("Z".into()))),
+        ("topic name [MQTT-3.3.2-1]", publish(&|p| p.topic = "Z".into())),
+        (
+            "response topic [MQTT-3.3.2-13]",
+            publish(&|p| p.properties.response_topic = Some("Z".into())),
+        ),
+        (
+            "content type [MQTT-3.3.2-19]",
+            publish(&|p| p.properties.content_type = Some("Z".into())),
+        ),
+        (
+            "user property value [MQTT-1.5.7-1]",
+            publish(&|p| p.properties.user_properties = vec![("k".into(), "Z".into())]),
+        ),
+        (
+            "subscribe filter [MQTT-3.8.3-1]",
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec![("Z".into(), SubscriptionOptions::default())],
+            }),
+        ),
+        (
+            "unsubscribe filter [MQTT-3.10.3-1]",
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec!["Z".into()],
+            }),
+        ),
+    ];
+    for (field, packet) in cases {
+        let bytes = with_ill_formed_utf8(&packet, ProtocolVersion::V5);
+        let error = decode(V5, &bytes).expect_err(field);
+        assert_eq!(error.reason_code(), ReasonCode::MALFORMED_PACKET, "{field}: {error:?}");
+    }
+}
+
+#[test]
+fn a_response_topic_with_a_wildcard_is_refused() {
+    // [MQTT-3.3.2-14]; wildcards belong in Topic Filters only [MQTT-4.7.0-1].
+    use mqtt_core::packet::*;
+    for response in ["a/+", "a/#"] {
+        let mut publish = Publish {
+            topic: "t".into(),
+            ..Default::default()
+        };
+        publish.properties.response_topic = Some(response.into());
+        let mut out = bytes::BytesMut::new();
+        mqtt_core::codec::encode(&Packet::Publish(publish), ProtocolVersion::V5, &mut out).expect("encodes");
+        assert_eq!(refused(V5, &out), ReasonCode::PROTOCOL_ERROR);
+    }
+}
