@@ -374,3 +374,105 @@ fn topics_are_matched_as_written_without_normalization_or_stripping() {
     assert_eq!(got[0].topic, "\u{feff}t");
     assert!(publishes(&mut h, plain).is_empty());
 }
+
+fn small_client(client_id: &str, maximum_packet_size: u32) -> Connect {
+    let mut connect = v5(client_id);
+    connect.properties.maximum_packet_size = Some(maximum_packet_size);
+    connect
+}
+
+#[test]
+fn a_refusing_connack_drops_its_reason_string_when_the_client_could_not_take_it() {
+    // [MQTT-3.2.2-19], [MQTT-3.2.2-20]; the refusal itself still arrives and the connection closes [MQTT-3.2.2-7].
+    let mut h = mqtt_core::harness::Harness::new(mqtt_core::broker::Config {
+        max_connections: 1,
+        ..mqtt_core::broker::Config::default()
+    });
+    connected(&mut h, v5("first"));
+    let (conn, answer) = h.connect(v5("roomy"));
+    assert!(matches!(&answer, Some(Packet::ConnAck(a)) if a.properties.reason_string.is_some()));
+    assert!(h.is_closed(conn));
+    let (conn, answer) = h.connect(small_client("small", 8));
+    match answer {
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.reason, ReasonCode::SERVER_BUSY);
+            assert_eq!(a.properties.reason_string, None);
+            assert!(a.properties.user_properties.is_empty());
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    assert!(h.is_closed(conn));
+}
+
+#[test]
+fn a_server_disconnect_drops_its_reason_string_when_the_client_could_not_take_it() {
+    // [MQTT-3.14.2-3], [MQTT-3.14.2-4]; after its DISCONNECT the server closes [MQTT-3.14.4-2] and sends nothing
+    // more [MQTT-3.14.4-1].
+    let mut h = harness();
+    let (probe, connack) = connect_ok(&mut h, v5("probe"));
+    let connack_len = mqtt_core::codec::encoded_len(&Packet::ConnAck(connack), ProtocolVersion::V5) as u32;
+    h.send(probe, Packet::Connect(Box::new(v5("probe"))));
+    let told = h.recv_all(probe);
+    assert!(
+        matches!(told.as_slice(), [Packet::Disconnect(d)] if d.properties.reason_string.is_some()),
+        "a client without a limit is told why: {told:?}"
+    );
+    let conn = connected(&mut h, small_client("small", connack_len));
+    h.send(conn, Packet::Connect(Box::new(v5("small"))));
+    let answers = h.recv_all(conn);
+    match answers.as_slice() {
+        [Packet::Disconnect(d)] => {
+            assert_eq!(d.reason, ReasonCode::PROTOCOL_ERROR);
+            assert_eq!(d.properties.reason_string, None);
+        }
+        other => panic!("expected exactly one DISCONNECT, got {other:?}"),
+    }
+    assert!(h.is_closed(conn));
+}
+
+#[test]
+fn acknowledgements_to_a_small_client_carry_no_reason_string_or_user_properties() {
+    // PUBACK [MQTT-3.4.2-2], [MQTT-3.4.2-3]; PUBREC [MQTT-3.5.2-2], [MQTT-3.5.2-3]; PUBREL [MQTT-3.6.2-2],
+    // [MQTT-3.6.2-3]; PUBCOMP [MQTT-3.7.2-2], [MQTT-3.7.2-3]; SUBACK [MQTT-3.9.2-1], [MQTT-3.9.2-2]; UNSUBACK
+    // [MQTT-3.11.2-1], [MQTT-3.11.2-2]: a client with a small Maximum Packet Size still gets every acknowledgement.
+    let mut h = harness();
+    let small = connected(&mut h, small_client("small", 16));
+    subscribe(&mut h, small, "t", QoS::ExactlyOnce);
+    publish(&mut h, small, "u", "1", QoS::AtLeastOnce, 1);
+    publish(&mut h, small, "t", "2", QoS::ExactlyOnce, 2);
+    h.send(small, Packet::PubRel(PubResponse::new(2, ReasonCode::SUCCESS)));
+    unsubscribe(&mut h, small, 3, &["nothing"]);
+    let mut received = h.recv_all(small);
+    let delivered: Vec<u16> = received
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered.len(), 1, "its own QoS 2 message comes back: {received:?}");
+    h.send(
+        small,
+        Packet::PubRec(PubResponse::new(delivered[0], ReasonCode::SUCCESS)),
+    );
+    received.extend(h.recv_all(small));
+    let mut kinds = Vec::new();
+    for packet in &received {
+        let properties = match packet {
+            Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => &p.properties,
+            Packet::UnsubAck(p) => &p.properties,
+            Packet::SubAck(p) => &p.properties,
+            _ => continue,
+        };
+        assert_eq!(properties.reason_string, None, "{packet:?}");
+        assert!(properties.user_properties.is_empty(), "{packet:?}");
+        kinds.push(std::mem::discriminant(packet));
+    }
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    kinds.dedup();
+    assert_eq!(
+        kinds.len(),
+        5,
+        "PUBACK, PUBREC, PUBREL, PUBCOMP and UNSUBACK: {received:?}"
+    );
+}

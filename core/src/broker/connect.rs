@@ -21,6 +21,9 @@ impl Broker {
             return;
         };
         connection.protocol = Some(connect.protocol);
+        // A refusing CONNACK must fit the client's Maximum Packet Size too: its Reason String is left out
+        // otherwise [MQTT-3.2.2-19], [MQTT-3.2.2-20].
+        connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
 
         if let Some(reason) = self.connect_quota_refusal(conn, &connect) {
             self.refuse_connect(conn, reason, "CONNECT refused by a quota");
