@@ -476,3 +476,119 @@ fn acknowledgements_to_a_small_client_carry_no_reason_string_or_user_properties(
         "PUBACK, PUBREC, PUBREL, PUBCOMP and UNSUBACK: {received:?}"
     );
 }
+
+#[test]
+fn client_identifiers_of_23_letters_and_digits_are_allowed_in_both_versions() {
+    // [MQTT-3.1.3-5].
+    let mut h = harness();
+    let id = "abcdefghijklmnopqrsWXYZ";
+    assert_eq!(id.len(), 23);
+    connect_ok(&mut h, v5(id));
+    connect_ok(&mut h, v311("0123456789ABCDEFGHIJklm"));
+}
+
+#[test]
+fn subscribing_again_resends_the_retained_message_without_losing_others() {
+    // [MQTT-3.8.4-4]: Retain Handling 0 re-sends retained messages when the subscription is replaced [MQTT-3.8.4-3].
+    let mut h = harness();
+    let publisher = connected(&mut h, v5("pub"));
+    retain(&mut h, publisher, "r", "kept");
+    let sub = connected(&mut h, v5("sub"));
+    subscribe(&mut h, sub, "r", QoS::AtMostOnce);
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["kept"]);
+    subscribe(&mut h, sub, "r", QoS::AtLeastOnce);
+    publish(&mut h, publisher, "r", "live", QoS::AtMostOnce, 0);
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["kept", "live"]);
+}
+
+#[test]
+fn unsubscribing_does_not_cancel_a_qos1_delivery_already_started() {
+    // [MQTT-3.10.4-3]: the unacknowledged message is still resent on reconnect [MQTT-4.4.0-1].
+    let mut h = harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "started", QoS::AtLeastOnce, 1);
+    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["started"]);
+    unsubscribe(&mut h, sub, 2, &["t"]);
+    assert!(matches!(h.recv(sub), Some(Packet::UnsubAck(_))));
+    h.drop_connection(sub);
+    let (sub, _) = connect_ok(&mut h, persistent("sub"));
+    let resent = publishes(&mut h, sub);
+    assert_eq!(payloads(&resent), vec!["started"]);
+    assert!(resent[0].dup);
+}
+
+#[test]
+fn a_publish_refused_by_the_client_is_not_resent() {
+    // [MQTT-4.4.0-2]: a PUBACK of 0x80 or above acknowledges the message too.
+    let mut h = harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "refused", QoS::AtLeastOnce, 1);
+    let got = publishes(&mut h, sub);
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse::new(got[0].packet_id, ReasonCode::UNSPECIFIED_ERROR)),
+    );
+    h.drop_connection(sub);
+    let (sub, _) = connect_ok(&mut h, persistent("sub"));
+    assert!(publishes(&mut h, sub).is_empty());
+}
+
+#[test]
+fn a_shared_subscription_member_gets_its_granted_qos_and_a_refusal_is_not_passed_on() {
+    // [MQTT-4.8.2-3]: delivered at the member's granted QoS; [MQTT-4.8.2-6]: a PUBACK of 0x80 or above discards the
+    // message, no other member gets it.
+    let mut h = harness();
+    let low = connected(&mut h, v5("low"));
+    subscribe(&mut h, low, "$share/g/t", QoS::AtMostOnce);
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "at most once", QoS::AtLeastOnce, 1);
+    let got = publishes(&mut h, low);
+    assert_eq!((got.len(), got[0].qos), (1, QoS::AtMostOnce));
+
+    let mut h = harness();
+    let first = connected(&mut h, v5("first"));
+    let second = connected(&mut h, v5("second"));
+    for member in [first, second] {
+        subscribe(&mut h, member, "$share/g/t", QoS::AtLeastOnce);
+    }
+    let publisher = connected(&mut h, v5("pub"));
+    publish(&mut h, publisher, "t", "m", QoS::AtLeastOnce, 1);
+    let (taker, other) = {
+        let a = publishes(&mut h, first);
+        let b = publishes(&mut h, second);
+        if a.is_empty() {
+            ((second, b), first)
+        } else {
+            assert!(b.is_empty(), "one member per message");
+            ((first, a), second)
+        }
+    };
+    h.send(
+        taker.0,
+        Packet::PubAck(PubResponse::new(taker.1[0].packet_id, ReasonCode::UNSPECIFIED_ERROR)),
+    );
+    assert!(publishes(&mut h, other).is_empty());
+    assert!(publishes(&mut h, taker.0).is_empty());
+}
+
+#[test]
+fn no_disconnect_goes_out_before_a_successful_connack() {
+    // [MQTT-3.14.0-1]: a refused CONNECT is answered with CONNACK only, and the connection closes [MQTT-4.13.2-1].
+    let mut h = mqtt_core::harness::Harness::new(mqtt_core::broker::Config {
+        max_connections: 1,
+        ..mqtt_core::broker::Config::default()
+    });
+    connected(&mut h, v5("first"));
+    let conn = h.open();
+    h.send(conn, Packet::Connect(Box::new(v5("second"))));
+    let answers = h.recv_all(conn);
+    assert!(
+        matches!(answers.as_slice(), [Packet::ConnAck(a)] if a.reason.0 >= 0x80),
+        "{answers:?}"
+    );
+    assert!(h.is_closed(conn));
+}

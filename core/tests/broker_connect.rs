@@ -113,6 +113,7 @@ fn disconnect_cannot_set_expiry_when_connect_had_zero_mqtt_3_14_2_2() {
     expect_disconnect(&mut h, conn, ReasonCode::PROTOCOL_ERROR);
 }
 
+/// A zero-length ClientID gets a unique one, returned as Assigned Client Identifier [MQTT-3.1.3-6], [MQTT-3.1.3-7].
 #[test]
 fn empty_client_id_gets_assigned_identifier_mqtt_3_2_2_16() {
     let mut h = harness();
@@ -172,6 +173,7 @@ fn takeover_of_v311_client_closes_without_disconnect_packet() {
     assert!(h.recv_all(first).is_empty(), "3.1.1 has no server DISCONNECT");
 }
 
+/// Without a Server Keep Alive the client's own Keep Alive is the one enforced [MQTT-3.2.2-22].
 #[test]
 fn keep_alive_timeout_after_one_and_a_half_times_mqtt_3_1_2_22() {
     let mut h = harness();

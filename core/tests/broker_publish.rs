@@ -116,6 +116,7 @@ fn delivered_qos_is_minimum_of_publish_and_subscription_mqtt_3_8_4_8() {
     assert_eq!(got[1].qos, QoS::AtMostOnce);
 }
 
+/// One copy, carrying the Subscription Identifiers of all matching subscriptions [MQTT-3.3.4-4].
 #[test]
 fn overlapping_subscriptions_deliver_once_with_max_qos_and_all_ids_mqtt_3_3_4_2_and_3() {
     let mut h = harness();
