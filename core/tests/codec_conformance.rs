@@ -214,3 +214,27 @@ fn a_response_topic_with_a_wildcard_is_refused() {
         assert_eq!(refused(V5, &out), ReasonCode::PROTOCOL_ERROR);
     }
 }
+
+#[test]
+fn connect_payload_fields_must_match_their_flags_and_order() {
+    // User Name present iff its flag [MQTT-3.1.2-16], [MQTT-3.1.2-17]; Password likewise [MQTT-3.1.2-18],
+    // [MQTT-3.1.2-19]; in the order client id, will, user name, password [MQTT-3.1.3-1], the client id first and
+    // always present [MQTT-3.1.3-3]. A field the flags do not announce is left over (Malformed), a field they do
+    // announce but is missing cuts the packet short (Malformed).
+    let user = [0x00, 0x01, b'u'];
+    let password = [0x00, 0x01, b'p'];
+    let both: Vec<u8> = user.iter().chain(&password).copied().collect();
+    assert!(
+        decode(V5, &connect_v5(0x02 | 0x80 | 0x40, &both)).is_ok(),
+        "user name then password decodes"
+    );
+    refused(V5, &connect_v5(0x02, &user));
+    refused(V5, &connect_v5(0x02 | 0x80, &[]));
+    refused(V5, &connect_v5(0x02 | 0x80, &both));
+    refused(V5, &connect_v5(0x02 | 0x80 | 0x40, &user));
+    // Without its client id field the CONNECT ends early.
+    let body = [0x00, 0x04, b'M', b'Q', b'T', b'T', 5, 0x02, 0x00, 0x3c, 0x00];
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    refused(V5, &packet);
+}
