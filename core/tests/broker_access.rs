@@ -87,6 +87,8 @@ fn denied_qos2_publish_gets_pubrec_0x87_in_v5() {
     assert!(matches!(h.recv(alice), Some(Packet::PubComp(c)) if c.reason == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
 }
 
+/// 3.1.1 cannot refuse a PUBLISH: an unauthorized one gets a positive acknowledgement and goes nowhere
+/// [MQTT-3.3.5-2].
 #[test]
 fn denied_publish_from_v311_client_is_acknowledged_and_dropped() {
     let mut h = harness_with_rules();

@@ -82,6 +82,7 @@ fn bad_password_gets_0x86_in_v5_and_return_code_4_in_v311() {
     assert!(h.is_closed(conn));
 }
 
+/// An Authentication Method the server does not support: CONNACK 0x8C and close [MQTT-4.12.0-1].
 #[test]
 fn unknown_authentication_method_gets_0x8c() {
     let mut h = harness();
@@ -92,6 +93,8 @@ fn unknown_authentication_method_gets_0x8c() {
     assert!(h.is_closed(conn));
 }
 
+/// AUTH 0x18 for more data [MQTT-4.12.0-2]; the CONNACK repeats the Authentication Method [MQTT-4.12.0-5]; a failed
+/// re-authentication ends the connection [MQTT-4.12.1-2].
 #[test]
 fn enhanced_authentication_exchange_mqtt_4_12() {
     let mut h = harness_with_auth();
@@ -121,6 +124,7 @@ fn enhanced_authentication_exchange_mqtt_4_12() {
     expect_disconnect(&mut h, conn, ReasonCode::NOT_AUTHORIZED);
 }
 
+/// The server may reject the authentication at any step, with a CONNACK of 0x80 or above, and close [MQTT-4.12.0-4].
 #[test]
 fn failed_enhanced_authentication_is_refused() {
     let mut h = harness_with_auth();

@@ -86,6 +86,7 @@ fn session_expiry_zero_ends_session_at_disconnect_mqtt_3_1_2_23() {
     assert!(!connack.session_present);
 }
 
+/// The session is discarded once its connection is closed and the Session Expiry Interval has passed [MQTT-4.1.0-2].
 #[test]
 fn session_expires_after_its_interval() {
     let mut h = harness();
@@ -112,6 +113,7 @@ fn disconnect_cannot_set_expiry_when_connect_had_zero_mqtt_3_14_2_2() {
     expect_disconnect(&mut h, conn, ReasonCode::PROTOCOL_ERROR);
 }
 
+/// A zero-length ClientID gets a unique one, returned as Assigned Client Identifier [MQTT-3.1.3-6], [MQTT-3.1.3-7].
 #[test]
 fn empty_client_id_gets_assigned_identifier_mqtt_3_2_2_16() {
     let mut h = harness();
@@ -161,6 +163,7 @@ fn takeover_disconnects_existing_client_with_0x8e_mqtt_3_1_4_3() {
     assert_eq!(h.recv(second), Some(Packet::PingResp));
 }
 
+/// A second connection with the same ClientId closes the first [MQTT-3.1.4-2] (3.1.1).
 #[test]
 fn takeover_of_v311_client_closes_without_disconnect_packet() {
     let mut h = harness();
@@ -170,6 +173,7 @@ fn takeover_of_v311_client_closes_without_disconnect_packet() {
     assert!(h.recv_all(first).is_empty(), "3.1.1 has no server DISCONNECT");
 }
 
+/// Without a Server Keep Alive the client's own Keep Alive is the one enforced [MQTT-3.2.2-22].
 #[test]
 fn keep_alive_timeout_after_one_and_a_half_times_mqtt_3_1_2_22() {
     let mut h = harness();
@@ -219,6 +223,7 @@ fn connect_timeout_closes_silent_connection() {
     assert!(h.is_closed(conn));
 }
 
+/// A server without QoS 2 says so with Maximum QoS in the CONNACK [MQTT-3.2.2-9].
 #[test]
 fn connack_advertises_limits_to_v5_clients() {
     let config = Config {

@@ -88,6 +88,7 @@ fn qos2_outgoing_flow_pubrec_pubrel_pubcomp_mqtt_4_3_3() {
     assert!(h.recv_all(sub).is_empty());
 }
 
+/// A PUBREL is answered with a PUBCOMP carrying the same Packet Identifier [MQTT-4.3.3-11], [MQTT-2.2.1-5].
 #[test]
 fn pubrel_for_unknown_id_gets_pubcomp_0x92() {
     let mut h = harness();
@@ -115,6 +116,7 @@ fn delivered_qos_is_minimum_of_publish_and_subscription_mqtt_3_8_4_8() {
     assert_eq!(got[1].qos, QoS::AtMostOnce);
 }
 
+/// One copy, carrying the Subscription Identifiers of all matching subscriptions [MQTT-3.3.4-4].
 #[test]
 fn overlapping_subscriptions_deliver_once_with_max_qos_and_all_ids_mqtt_3_3_4_2_and_3() {
     let mut h = harness();
@@ -231,6 +233,8 @@ fn unacknowledged_messages_are_resent_with_dup_on_reconnect_mqtt_4_4_0_1() {
     assert_eq!(ids, first_ids, "same packet identifiers");
 }
 
+/// Past PUBREC the sender resends the PUBREL, with the original Packet Identifier, and not the PUBLISH [MQTT-4.4.0-1],
+/// [MQTT-4.3.3-4], [MQTT-4.3.3-6].
 #[test]
 fn pubrel_is_resent_on_reconnect_for_messages_past_pubrec() {
     let mut h = harness();
@@ -313,6 +317,8 @@ fn expired_message_is_not_delivered_mqtt_3_3_2_5() {
     assert_eq!(got[0].properties.message_expiry_interval, Some(90));
 }
 
+/// Payload Format Indicator [MQTT-3.3.2-4], Response Topic [MQTT-3.3.2-15], Correlation Data [MQTT-3.3.2-16], Content
+/// Type [MQTT-3.3.2-20] and User Properties in their order [MQTT-3.3.2-18] reach the subscriber unaltered.
 #[test]
 fn user_properties_and_message_properties_pass_through_unchanged_mqtt_3_3_2_17() {
     let mut h = harness();

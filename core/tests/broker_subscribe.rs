@@ -70,6 +70,8 @@ fn clients_cannot_publish_to_sys_topics() {
     assert!(publishes(&mut h, sys).is_empty());
 }
 
+/// One reason code per filter [MQTT-3.8.4-6], in the order of the filters [MQTT-3.9.3-1]: a SUBSCRIBE with several
+/// filters is handled as several SUBSCRIBEs answered together [MQTT-3.8.4-5].
 #[test]
 fn invalid_filter_gets_0x8f_in_suback() {
     let mut h = harness();
@@ -355,6 +357,7 @@ fn will_on_keep_alive_timeout_is_published() {
     assert_eq!(payloads(&publishes(&mut h, watcher)), vec!["gone"]);
 }
 
+/// Will Retain 1: the will is published as a retained message [MQTT-3.1.2-15].
 #[test]
 fn retained_will_is_stored() {
     let mut h = harness();

@@ -4,7 +4,9 @@ pub mod auth;
 pub mod config;
 pub mod driver;
 pub mod fd_limit;
+pub mod http;
 pub mod log;
+pub mod metrics;
 /// Durable files for the core's records (the `mqtt-storage` crate), under the name the driver has always used.
 pub use mqtt_storage as storage;
 pub mod tls;

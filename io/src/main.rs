@@ -127,6 +127,10 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
     if let Some(storage) = storage {
         driver = driver.with_storage(storage);
     }
+    let http = match settings.http_listen {
+        Some(address) => Some(driver.serve_http(address).map_err(RunError::Driver)?),
+        None => None,
+    };
     let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
         "mqtt-broker {} starting: listeners [{}], data dir {}, {}",
@@ -158,6 +162,9 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
             "listening on {addr} ({}{path}, {anonymous}{identity})",
             listener.protocol.as_str()
         );
+    }
+    if let Some(address) = http {
+        log::info!("metrics on http://{address}/metrics, health on http://{address}/health");
     }
     driver.run().map_err(RunError::Driver)
 }

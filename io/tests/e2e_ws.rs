@@ -6,7 +6,7 @@ mod wire;
 
 use bytes::Bytes;
 use common::BrokerProcess;
-use mqtt_core::packet::{Packet, ProtocolVersion, ReasonCode, Subscribe, SubscriptionOptions};
+use mqtt_core::packet::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions, Will};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -74,6 +74,46 @@ fn websocket_ping_is_answered_and_close_is_echoed() {
             Err(e) => panic!("unclean close: {e}"),
         }
     }
+}
+
+#[test]
+fn disconnect_sent_with_the_close_frame_in_one_write_still_discards_the_will() {
+    // MQTT.js ends a WebSocket session with DISCONNECT and the close frame back to back, so the broker often reads
+    // both at once: the DISCONNECT must still count, and the will is then not published [MQTT-3.1.2-10].
+    let broker = ws_broker();
+    let (mut watcher, _) = ws_client(&broker);
+    assert_eq!(watcher.connect("watcher", None, None), ReasonCode::SUCCESS);
+    assert_eq!(watcher.subscribe("will/t"), ReasonCode::GRANTED_QOS_1);
+    for round in 0..5 {
+        let (mut leaver, _) = ws_client(&broker);
+        let mut connect = connect_packet(ProtocolVersion::V5, &format!("leaver-{round}"), None, None);
+        if let Packet::Connect(c) = &mut connect {
+            c.will = Some(Will {
+                topic: "will/t".into(),
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Default::default(),
+            });
+        }
+        leaver.send(&connect);
+        assert!(matches!(leaver.recv(), Some(Packet::ConnAck(a)) if a.reason == ReasonCode::SUCCESS));
+        let disconnect = leaver.encode(&Packet::Disconnect(Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: Default::default(),
+        }));
+        let ws = &mut leaver.wire.0;
+        // `write` only buffers; `close` queues the close frame and flushes both with one write.
+        ws.write(Message::Binary(disconnect.into())).expect("queue DISCONNECT");
+        ws.close(None).expect("close");
+        while ws.read().is_ok() {}
+    }
+    // A marker published afterwards is the first thing the watcher gets: no will came before it.
+    let (mut marker, _) = ws_client(&broker);
+    assert_eq!(marker.connect("marker", None, None), ReasonCode::SUCCESS);
+    marker.publish("will/t", &b"marker"[..]);
+    let (_, payload) = watcher.expect_publish();
+    assert_eq!(&payload[..], b"marker", "a will was published after a DISCONNECT");
 }
 
 #[test]

@@ -108,6 +108,8 @@ pub struct Storage<F: FileSystem = StdFs> {
     snapshot_len: u64,
     /// The disk refused a write: records are not kept (the snapshot that ends this supersedes them).
     suspended: bool,
+    /// fdatasync calls on the log so far (for metrics).
+    fsyncs: u64,
     /// Test hook (`MQTT_BROKER_FAULT_INJECTION=1`): while `fault-disk-full` exists in the data directory, writes
     /// fail as if the disk were full.
     fault_injection: bool,
@@ -181,6 +183,7 @@ impl<F: FileSystem> Storage<F> {
             last_sync: Instant::now(),
             snapshot_len,
             suspended: false,
+            fsyncs: 0,
             fault_injection: false,
             min_compact_bytes: MIN_COMPACT_BYTES,
             #[cfg(feature = "planted-bugs")]
@@ -253,10 +256,16 @@ impl<F: FileSystem> Storage<F> {
         };
         if self.unsynced && due && !self.planted_skips_sync() {
             self.wal.sync_data().map_err(|e| StorageError::io(&self.wal_path, e))?;
+            self.fsyncs += 1;
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
         Ok(())
+    }
+
+    /// How many times the log was synced to disk.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
     }
 
     pub fn is_suspended(&self) -> bool {

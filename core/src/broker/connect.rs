@@ -4,7 +4,7 @@ use super::auth::{AuthDecision, ConnectInfo};
 use super::connection::Phase;
 use super::session::{Session, SessionKey};
 use super::timer::Timer;
-use super::{keep_alive_grace, Broker, ConnectionId, Event, WillPolicy};
+use super::{keep_alive_grace, Broker, ConnectionId, DropCause, Event, WillPolicy};
 use crate::codec::DecodeError;
 use crate::packet::{Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 use bytes::Bytes;
@@ -21,6 +21,9 @@ impl Broker {
             return;
         };
         connection.protocol = Some(connect.protocol);
+        // A refusing CONNACK must fit the client's Maximum Packet Size too: its Reason String is left out
+        // otherwise [MQTT-3.2.2-19], [MQTT-3.2.2-20].
+        connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
 
         if let Some(reason) = self.connect_quota_refusal(conn, &connect) {
             self.refuse_connect(conn, reason, "CONNECT refused by a quota");
@@ -180,6 +183,7 @@ impl Broker {
             },
         };
         self.send(conn, &Packet::ConnAck(connack));
+        self.stats.connect_refused(reason);
         let text = format!("{text} ({reason})");
         self.close_connection(conn, WillPolicy::Discard, &text);
     }
@@ -574,7 +578,8 @@ impl Broker {
             self.remove_from_tree(filter, key);
         }
         self.persist_session_end(key, &session);
-        self.stats.messages_dropped += session.queue().len() as u64;
+        self.stats
+            .dropped(DropCause::SessionEnded, session.queue().len() as u64);
         self.count_session_ended(session.queued_bytes);
         self.woken.extend(session.waiters().iter().copied());
         if let Some(pending) = session.pending_will {

@@ -100,12 +100,12 @@ impl Broker {
     fn admit_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
         let message = &publish.message;
         if let Some(reason) = publish.refused {
-            self.stats.messages_dropped += 1;
+            self.stats.dropped(super::DropCause::Quota, 1);
             self.note_publish_refused(conn, publish.packet_id, reason);
             return Admission::Accepted(reason);
         }
         if publish.denied || message.topic.starts_with(SYS_PREFIX) {
-            self.stats.messages_received += 1;
+            self.stats.received(publish.qos, message.payload.len());
             return Admission::Accepted(ReasonCode::NOT_AUTHORIZED);
         }
         let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
@@ -113,7 +113,7 @@ impl Broker {
             // Nothing acknowledged may be lost, and the disk cannot take it: refuse with Quota exceeded (MQTT 5), or
             // hold it unacknowledged (3.1.1 has no way to refuse) until the disk can. QoS 0 keeps flowing.
             if v5 {
-                self.stats.messages_received += 1;
+                self.stats.received(publish.qos, message.payload.len());
                 self.note_publish_refused(conn, publish.packet_id, ReasonCode::QUOTA_EXCEEDED);
                 return Admission::Accepted(ReasonCode::QUOTA_EXCEEDED);
             }
@@ -142,7 +142,7 @@ impl Broker {
                 }
             }
         }
-        self.stats.messages_received += 1;
+        self.stats.received(publish.qos, message.payload.len());
         self.store_retained(message);
         let matched = plan.len();
         self.deliver_plan(plan);

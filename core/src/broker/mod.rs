@@ -34,7 +34,7 @@ pub use config::PlantedBug;
 pub use message::{Delivery, Message};
 pub use quota::AccountingMismatch;
 pub use session::SessionKey;
-pub use stats::Stats;
+pub use stats::{DropCause, Gauges, Stats};
 
 use crate::hash::{HashKeys, KeyedHashMap};
 use crate::packet::{Disconnect, Packet, ProtocolVersion, ReasonCode};
@@ -530,7 +530,7 @@ impl Broker {
             let mut trimmed = packet.clone();
             strip_optional_properties(&mut trimmed);
             if !connection.outbuf.encode(&trimmed, version, limit, shared_payload_min) {
-                self.stats.messages_dropped += 1;
+                self.stats.dropped(DropCause::PacketTooLarge, 1);
                 return false;
             }
         }

@@ -6,7 +6,7 @@ use super::message::{Delivery, Message};
 use super::planted::PlantedBugKind;
 use super::quota::{delivery_bytes, PublishQuota};
 use super::session::{Awaiting, Inflight, SessionKey};
-use super::{Broker, ConnectionId};
+use super::{Broker, ConnectionId, DropCause};
 use crate::packet::{Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::topic::TopicMatch;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ impl Broker {
         let refused = match self.publish_quota(conn, &topic, publish.payload.len()) {
             PublishQuota::Admit => None,
             PublishQuota::Refuse(_) if qos == QoS::AtMostOnce => {
-                self.stats.messages_dropped += 1;
+                self.stats.dropped(DropCause::Quota, 1);
                 return;
             }
             PublishQuota::Refuse(reason) => Some(reason),
@@ -261,12 +261,13 @@ impl Broker {
                     let publish = delivery.to_publish(0, false, self.now);
                     self.send_publish(conn, publish);
                 }
-                _ => self.stats.messages_dropped += 1,
+                Some(_) => self.stats.dropped(DropCause::SlowConsumer, 1),
+                None => self.stats.dropped(DropCause::Offline, 1),
             }
             return;
         }
         if limits.is_full(session) || (session.connection.is_none() && over_budget) {
-            self.stats.messages_dropped += 1;
+            self.stats.dropped(DropCause::QueueFull, 1);
             return;
         }
         let mut delivery = delivery;
@@ -358,6 +359,7 @@ impl Broker {
     /// Sends a PUBLISH to a connection, using an outbound topic alias when the client allows them. Returns false
     /// when the packet exceeds the client's Maximum Packet Size and was dropped.
     pub(super) fn send_publish(&mut self, conn: ConnectionId, mut publish: Publish) -> bool {
+        let (qos, payload_len) = (publish.qos, publish.payload.len());
         let mut new_alias = None;
         if let Some(connection) = self.connections.get(&conn) {
             let maximum = connection.client_topic_alias_maximum;
@@ -385,7 +387,7 @@ impl Broker {
         }
         let sent = self.send(conn, &packet);
         if sent {
-            self.stats.messages_sent += 1;
+            self.stats.sent(qos, payload_len);
             // Only a PUBLISH that went out establishes its alias: one dropped (too large for the client) did not.
             if let (Some((topic, alias)), Some(connection)) = (new_alias, self.connections.get_mut(&conn)) {
                 connection.extras().outbound_aliases.insert(topic, alias);

@@ -43,7 +43,7 @@ use super::connection::Connection;
 use super::flow::HeldPublish;
 use super::message::Delivery;
 use super::session::{Session, SessionKey};
-use super::{Broker, ConnectionId, Event, Output};
+use super::{Broker, ConnectionId, DropCause, Event, Output};
 use crate::packet::{Connect, QoS, ReasonCode};
 use crate::time::Time;
 use std::cmp::Reverse;
@@ -73,6 +73,12 @@ pub struct Quotas {
     queued_bytes_total: u64,
     /// Connections holding a 3.1.1 PUBLISH until the total budget has room again.
     budget_waiters: BTreeSet<ConnectionId>,
+}
+
+impl Quotas {
+    pub(super) fn queued_bytes_total(&self) -> u64 {
+        self.queued_bytes_total
+    }
 }
 
 /// One address's connect-rate bucket: up to one second's worth of CONNECTs, refilled continuously.
@@ -439,7 +445,7 @@ impl Broker {
         if v5 || self.budget_wait_is_futile() {
             // 3.1.1 cannot be told: a plain acknowledgement for a dropped message, as for ACL denials.
             self.stats.quota_refusals += 1;
-            self.stats.messages_dropped += 1;
+            self.stats.dropped(DropCause::Quota, 1);
             BudgetCheck::Refuse(ReasonCode::QUOTA_EXCEEDED)
         } else {
             BudgetCheck::Wait
@@ -481,7 +487,7 @@ impl Broker {
             if let Some(next) = session.queue().front() {
                 oldest.push(Reverse((next.message.id, key)));
             }
-            self.stats.messages_dropped += 1;
+            self.stats.dropped(DropCause::Evicted, 1);
             self.persist_done(key, delivery.seq);
             self.count_dequeued(key, delivery_bytes(&delivery));
         }

@@ -2,7 +2,7 @@
 //! dashboards work.
 
 use super::message::Message;
-use super::Broker;
+use super::{Broker, Gauges};
 use crate::packet::{Properties, QoS};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -12,6 +12,34 @@ use std::sync::Arc;
 pub(super) const SYS_PREFIX: &str = "$SYS";
 
 impl Broker {
+    /// The broker's current sizes, for metrics. Walks every session and retained message: call it when asked
+    /// (a scrape), not per input.
+    pub fn gauges(&self) -> Gauges {
+        // The broker's own `$SYS` statistics are left out: they say nothing about the clients' load.
+        let (mut retained_messages, mut retained_bytes) = (0u64, 0u64);
+        self.retained.for_each(|topic, message| {
+            if !topic.starts_with(SYS_PREFIX) {
+                retained_messages += 1;
+                retained_bytes += message.payload.len() as u64;
+            }
+        });
+        let (mut queued, mut inflight) = (0u64, 0u64);
+        for session in self.sessions.values() {
+            queued += session.queue().len() as u64;
+            inflight += session.inflight().len() as u64;
+        }
+        Gauges {
+            clients_connected: self.connected_clients as u64,
+            sessions: self.sessions.len() as u64,
+            subscriptions: self.subscriptions.len() as u64,
+            retained_messages,
+            retained_bytes,
+            queued_messages: queued,
+            queued_bytes: self.quotas.queued_bytes_total(),
+            inflight_messages: inflight,
+        }
+    }
+
     pub(super) fn publish_sys(&mut self) {
         let uptime = self.now.saturating_sub(self.started_at.unwrap_or(self.now)).as_secs();
         let stats = &self.stats;

@@ -14,7 +14,7 @@ impl Broker {
     pub(super) fn publish_will(&mut self, will: Will, client_id: &str, username: Option<&str>) {
         let author = ClientIdentity { client_id, username };
         if !self.authenticator.authorize_publish(author, &will.topic) {
-            self.stats.messages_dropped += 1;
+            self.stats.dropped(super::DropCause::WillDenied, 1);
             self.outputs.push_back(super::Output::Event(Event::WillRefused {
                 client_id: client_id.to_string(),
                 topic: will.topic,

@@ -104,7 +104,12 @@ pub fn decode(reader: &mut Reader, context: Context) -> Result<Properties, Decod
             0x01 => set_once(&mut p.payload_format_indicator, id, flag(b, id)?)?,
             0x02 => set_once(&mut p.message_expiry_interval, id, b.u32()?)?,
             0x03 => set_once(&mut p.content_type, id, b.string()?)?,
-            0x08 => set_once(&mut p.response_topic, id, b.string()?)?,
+            0x08 => {
+                // The Response Topic is the Topic Name of the response: no wildcards [MQTT-3.3.2-14], not empty.
+                let topic = b.string()?;
+                crate::topic::validate_topic_name(&topic).map_err(|_| DecodeError::InvalidPropertyValue(id))?;
+                set_once(&mut p.response_topic, id, topic)?
+            }
             0x09 => set_once(&mut p.correlation_data, id, b.binary()?)?,
             0x0B => {
                 let value = b.varint()?;

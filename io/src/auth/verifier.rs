@@ -53,7 +53,7 @@ impl VerifyQueue {
 pub struct Verifier {
     queue: VerifyQueue,
     verdicts: Receiver<Verdict>,
-    waker: Arc<OnceLock<mio::Waker>>,
+    waker: Arc<OnceLock<Arc<mio::Waker>>>,
 }
 
 impl Verifier {
@@ -64,7 +64,7 @@ impl Verifier {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (verdict_tx, verdicts) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let waker: Arc<OnceLock<mio::Waker>> = Arc::new(OnceLock::new());
+        let waker: Arc<OnceLock<Arc<mio::Waker>>> = Arc::new(OnceLock::new());
         for i in 0..threads.max(1) {
             let job_rx = Arc::clone(&job_rx);
             let verdict_tx = verdict_tx.clone();
@@ -90,7 +90,7 @@ impl Verifier {
     }
 
     /// The waker the threads ring after each verdict (set once, by the driver that owns the poller).
-    pub fn set_waker(&self, waker: mio::Waker) {
+    pub fn set_waker(&self, waker: Arc<mio::Waker>) {
         let _ = self.waker.set(waker);
     }
 
@@ -100,7 +100,12 @@ impl Verifier {
     }
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>, verdicts: &Sender<Verdict>, waker: &OnceLock<mio::Waker>, max_wait: Duration) {
+fn work(
+    jobs: &Mutex<Receiver<Job>>,
+    verdicts: &Sender<Verdict>,
+    waker: &OnceLock<Arc<mio::Waker>>,
+    max_wait: Duration,
+) {
     loop {
         // A poisoned lock means another worker panicked while waiting for a job; the receiver is still sound.
         let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {

@@ -73,7 +73,7 @@ pub struct TlsFiles {
     pub use_identity_as_username: bool,
 }
 
-/// When acknowledged state reaches the disk (see the README's "Durability").
+/// When acknowledged state reaches the disk (see docs/guide/durability.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Sync {
@@ -172,6 +172,15 @@ pub struct FileConfig {
     pub acl_file: Option<PathBuf>,
     #[serde(default)]
     pub limits: LimitsFile,
+    #[serde(default)]
+    pub http: Option<HttpFile>,
+}
+
+/// The `[http]` table: the optional metrics and health listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub listen: Option<Spanned<String>>,
 }
 
 /// The command line. Flags override the file.
@@ -216,6 +225,9 @@ pub struct Cli {
     /// Start even if the data directory is damaged in the middle, truncating at the damage (data after it is lost)
     #[arg(long)]
     pub repair: bool,
+    /// Serve /metrics (Prometheus) and /health over HTTP on this address [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
     /// Validate the configuration, print the effective configuration as TOML and exit
     #[arg(long)]
     pub check_config: bool,
@@ -284,6 +296,8 @@ pub struct Settings {
     pub sync: Sync,
     pub sync_interval_ms: u64,
     pub repair: bool,
+    /// Where `/metrics` and `/health` are served; `None`: nowhere (the default).
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// The file's text and name, for locating errors.
@@ -331,7 +345,28 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
             listener.allow_anonymous = allow;
         }
     }
+    let http_listen = match (
+        cli.http_listen,
+        file.http.as_ref().and_then(|h| h.listen.as_ref()),
+        source,
+    ) {
+        (Some(address), _, _) => Some(address),
+        (None, Some(text), Some(source)) => {
+            Some(
+                text.get_ref()
+                    .trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        origin: error::file_origin(source.path, source.text, text.span()),
+                        key: "http.listen".to_string(),
+                        problem: Problem::BadAddress(text.get_ref().clone()),
+                    })?,
+            )
+        }
+        _ => None,
+    };
     Ok(Settings {
+        http_listen,
         sync,
         sync_interval_ms: cli
             .sync_interval_ms
@@ -517,6 +552,11 @@ impl Settings {
             root.insert("acl_file".into(), toml::Value::String(path.display().to_string()));
         }
         root.insert("listeners".into(), toml::Value::Array(listeners));
+        if let Some(address) = self.http_listen {
+            let mut http = toml::Table::new();
+            http.insert("listen".into(), toml::Value::String(address.to_string()));
+            root.insert("http".into(), toml::Value::Table(http));
+        }
         root.insert("limits".into(), toml::Value::Table(limits::to_table(&self.limits)));
         let seed = match self.seed {
             Some(seed) => format!("# seed = {seed} (from --seed; flag only)\n"),

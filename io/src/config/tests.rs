@@ -260,6 +260,8 @@ fn example_file_at_repo_root_is_valid_and_all_defaults() {
     // The file paths are examples (their default is "none").
     assert_eq!(s.password_file.take(), Some(PathBuf::from("/etc/mqtt-broker/passwd")));
     assert_eq!(s.acl_file.take(), Some(PathBuf::from("/etc/mqtt-broker/acl")));
+    // The HTTP listener is off by default; the example shows the usual address.
+    assert_eq!(s.http_listen.take(), Some("127.0.0.1:9234".parse().unwrap()));
     // The TLS and WebSocket listeners are examples too, showing their keys' defaults.
     let examples = s.listeners.split_off(1);
     assert_eq!(examples.len(), 2);
@@ -269,6 +271,33 @@ fn example_file_at_repo_root_is_valid_and_all_defaults() {
     assert_eq!(examples[1].protocol, Protocol::Ws);
     assert_eq!(examples[1].ws_path.as_deref(), Some(DEFAULT_WS_PATH));
     assert_eq!(s, load(&cli(&[])).unwrap(), "the example documents the defaults");
+}
+
+#[test]
+fn http_listen_comes_from_the_file_or_the_flag_and_a_bad_address_names_its_key() {
+    let path = Path::new("b.toml");
+    let text = "[http]\nlisten = \"127.0.0.1:9234\"\n";
+    let file = parse_file(path, text).unwrap();
+    let source = Source { path, text };
+    let s = resolve(&file, Some(&source), &cli(&[])).unwrap();
+    assert_eq!(s.http_listen, Some("127.0.0.1:9234".parse().unwrap()));
+    assert!(
+        s.to_toml().contains("[http]\nlisten = \"127.0.0.1:9234\""),
+        "{}",
+        s.to_toml()
+    );
+    let s = resolve(&file, Some(&source), &cli(&["--http-listen", "127.0.0.1:9999"])).unwrap();
+    assert_eq!(s.http_listen, Some("127.0.0.1:9999".parse().unwrap()));
+    assert_eq!(load(&cli(&[])).unwrap().http_listen, None, "off by default");
+
+    let text = "[http]\nlisten = \"nowhere\"\n";
+    let file = parse_file(path, text).unwrap();
+    let err = resolve(&file, Some(&Source { path, text }), &cli(&[])).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("http.listen") && message.contains("b.toml:2"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -80,6 +80,12 @@ impl Conn {
         self.transport.receive(raw, scratch, &mut self.pending)
     }
 
+    /// The transport ended while the connection was open: the peer's WebSocket close frame came with MQTT bytes
+    /// (which were handed on first).
+    pub fn transport_ended(&self) -> bool {
+        self.state == State::Open && self.transport.peer_closed()
+    }
+
     /// Whether a flush has something to do (transport replies queued by `receive`, say).
     pub fn wants_write(&self) -> bool {
         self.transport.wants_write(&self.pending)

@@ -16,13 +16,15 @@ mod ws;
 
 use crate::auth::{AuthSource, Verifier};
 use crate::config::{Listener, Settings};
+use crate::http::{Health, Shared};
 use crate::log::Logger;
+use crate::metrics::{ListenerLabel, Metrics};
 use crate::storage::Storage;
 use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use mqtt_core::broker::{Authenticator, Broker, ConnectionId, Input, ListenerId, Output};
+use mqtt_core::broker::{Authenticator, Broker, ConnectionId, Gauges, Input, ListenerId, Output, Stats};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -92,6 +94,14 @@ pub trait Core {
     fn image(&self) -> Image {
         Image::default()
     }
+    /// Counters, for metrics.
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+    /// Current sizes, for metrics.
+    fn gauges(&self) -> Gauges {
+        Gauges::default()
+    }
     /// Replace the authenticator (SIGHUP reload). Cores without one ignore it.
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         let _ = authenticator;
@@ -113,6 +123,12 @@ impl Core for Broker {
     }
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         Broker::set_authenticator(self, authenticator);
+    }
+    fn stats(&self) -> Stats {
+        Broker::stats(self).clone()
+    }
+    fn gauges(&self) -> Gauges {
+        Broker::gauges(self)
     }
 }
 
@@ -160,6 +176,12 @@ pub struct Driver<C: Core = Broker> {
     storage: Option<Storage>,
     /// When a failed commit is retried.
     storage_retry_at: Option<Instant>,
+    /// Rung by other threads (verifier, HTTP) that have something for the loop; created when first needed (a
+    /// poller has at most one).
+    waker: Option<Arc<mio::Waker>>,
+    /// The optional HTTP listener's metrics and its line to the loop (see `crate::http`).
+    metrics: Option<Metrics>,
+    http: Option<Arc<Shared>>,
 }
 
 impl<C: Core> Driver<C> {
@@ -208,6 +230,9 @@ impl<C: Core> Driver<C> {
             shutdown_deadline: None,
             storage: None,
             storage_retry_at: None,
+            waker: None,
+            metrics: None,
+            http: None,
         })
     }
 
@@ -226,10 +251,58 @@ impl<C: Core> Driver<C> {
     /// Deliver the verdicts of `verifier`'s threads (whose queue the authenticator was given) to the core; a
     /// reloaded authenticator gets the same queue.
     pub fn with_verifier(mut self, verifier: Verifier) -> Result<Self, DriverError> {
-        let waker = mio::Waker::new(self.poll.registry(), WAKER_TOKEN).map_err(DriverError::Poll)?;
-        verifier.set_waker(waker);
+        verifier.set_waker(self.waker()?);
         self.verifier = Some(verifier);
         Ok(self)
+    }
+
+    fn waker(&mut self) -> Result<Arc<mio::Waker>, DriverError> {
+        if let Some(waker) = &self.waker {
+            return Ok(Arc::clone(waker));
+        }
+        let waker = Arc::new(mio::Waker::new(self.poll.registry(), WAKER_TOKEN).map_err(DriverError::Poll)?);
+        self.waker = Some(Arc::clone(&waker));
+        Ok(waker)
+    }
+
+    /// Serve `/metrics` and `/health` on `address` (see `crate::http`); returns the address bound.
+    pub fn serve_http(&mut self, address: SocketAddr) -> Result<SocketAddr, DriverError> {
+        let labels = self
+            .listeners
+            .iter()
+            .zip(&self.listener_settings)
+            .map(|(bound, settings)| ListenerLabel {
+                address: bound.local.to_string(),
+                transport: settings.protocol.as_str(),
+            })
+            .collect();
+        let metrics = Metrics::new(labels);
+        let shared = Arc::new(Shared::new(self.waker()?));
+        let local = crate::http::start(address, metrics.registry(), Arc::clone(&shared))
+            .map_err(|source| DriverError::Bind { address, source })?;
+        self.metrics = Some(metrics);
+        self.http = Some(shared);
+        Ok(local)
+    }
+
+    /// The HTTP thread waits for fresh values: copy the core's counters in and say how the broker is.
+    fn answer_http(&mut self) {
+        let (Some(http), Some(metrics)) = (&self.http, &self.metrics) else {
+            return;
+        };
+        if !http.is_asked() {
+            return;
+        }
+        metrics.refresh(&self.broker.stats(), &self.broker.gauges());
+        if let Some(storage) = &self.storage {
+            metrics.set_fsyncs(storage.fsyncs());
+        }
+        http.answer(Health {
+            accepting: self.shutdown_deadline.is_none()
+                && self.accept_paused_until.is_none()
+                && !self.listeners.is_empty(),
+            storage_writable: !self.storage.as_ref().is_some_and(Storage::is_suspended),
+        });
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -282,6 +355,7 @@ impl<C: Core> Driver<C> {
             self.deliver_verdicts();
             self.on_timers();
             self.commit_and_flush();
+            self.answer_http();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
                     log::info!("shutdown complete");
@@ -502,6 +576,9 @@ impl<C: Core> Driver<C> {
         }
         log::debug!("conn {}: accepted from {peer}", id.0);
         self.conns.insert(id, Box::new(Conn::new(stream, transport)));
+        if let Some(metrics) = &mut self.metrics {
+            metrics.on_open(id, listener);
+        }
         self.feed(Input::Opened {
             conn: id,
             peer,
@@ -574,6 +651,10 @@ impl<C: Core> Driver<C> {
                 let now = self.clock.now();
                 self.broker.handle_input(now, Input::Received { conn: id, data });
                 self.settle();
+                if self.conns.get(&id).is_some_and(|c| c.transport_ended()) {
+                    log::debug!("conn {}: WebSocket closed by peer after its last MQTT bytes", id.0);
+                    self.end_transport(id);
+                }
                 true
             }
             // Closing: the core is done with this connection; discard what the peer still sends.
@@ -627,15 +708,25 @@ impl<C: Core> Driver<C> {
             self.flush_dirty_and_settle();
             return;
         }
+        let (wrote, started) = (storage.has_pending(), Instant::now());
         if let Err(e) = storage.commit() {
             self.suspend_storage(&e);
             self.flush_dirty_and_settle();
             return;
         }
+        if let Some(metrics) = self.metrics.as_ref().filter(|_| wrote) {
+            metrics.on_commit(started.elapsed());
+        }
         if storage.wants_snapshot() {
             let image = self.broker.image();
-            if let Err(e) = storage.snapshot(&image) {
-                log::error!("snapshot failed (the log keeps growing until one succeeds): {e}");
+            let started = Instant::now();
+            match storage.snapshot(&image) {
+                Ok(()) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.on_snapshot(started.elapsed());
+                    }
+                }
+                Err(e) => log::error!("snapshot failed (the log keeps growing until one succeeds): {e}"),
             }
         }
         self.flush_dirty_and_settle();
@@ -662,6 +753,9 @@ impl<C: Core> Driver<C> {
         if let Some(storage) = self.storage.as_mut() {
             storage.suspend();
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.set_storage_writable(false);
+        }
         for id in std::mem::take(&mut self.dirty) {
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.dirty = false;
@@ -680,10 +774,15 @@ impl<C: Core> Driver<C> {
         let Some(storage) = self.storage.as_mut() else {
             return;
         };
+        let started = Instant::now();
         if let Err(e) = storage.resume(&image) {
             log::debug!("data directory still not writable: {e}");
             self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
             return;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.on_snapshot(started.elapsed());
+            metrics.set_storage_writable(true);
         }
         self.storage_retry_at = None;
         log::info!("data directory writable again: state snapshotted, accepting QoS 1/2 messages");
@@ -736,7 +835,12 @@ impl<C: Core> Driver<C> {
                     storage.append(&record);
                 }
             }
-            Output::Event(event) => events::log_event(&event),
+            Output::Event(event) => {
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.on_event(&event);
+                }
+                events::log_event(&event);
+            }
         }
     }
 
@@ -835,6 +939,9 @@ impl<C: Core> Driver<C> {
 
     fn remove(&mut self, id: ConnectionId) -> bool {
         self.closing.remove(&id);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.on_close(id);
+        }
         match self.conns.remove(&id) {
             Some(mut conn) => {
                 let _ = self.poll.registry().deregister(&mut conn.stream);

@@ -90,6 +90,11 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// The peer closed its WebSocket after the bytes `receive` returned last (see there).
+    pub fn peer_closed(&self) -> bool {
+        self.ws.as_ref().is_some_and(|ws| ws.is_closed())
+    }
+
     pub fn new(config: &TransportConfig) -> Result<Transport, rustls::Error> {
         let tls = match &config.tls {
             Some(tls) => Some(Box::new(ServerConnection::new(Arc::clone(tls))?)),
@@ -133,7 +138,13 @@ impl Transport {
         }
         if let Some(ws) = self.ws.as_mut() {
             scratch.ws.clear();
-            ws.receive(data, &mut scratch.ws, out).map_err(TransportError::Ws)?;
+            match ws.receive(data, &mut scratch.ws, out) {
+                // The MQTT bytes framed before the peer's close frame still count: a DISCONNECT followed at once
+                // by the close frame (as MQTT.js sends them) must reach the core, or the will it discards would
+                // be published [MQTT-3.1.2-10]. The caller learns of the close from `peer_closed`.
+                Err(WsClose::PeerClosed) if !scratch.ws.is_empty() => {}
+                result => result.map_err(TransportError::Ws)?,
+            }
             data = &scratch.ws;
         }
         if let Some(rewrite) = self.identity.as_mut() {

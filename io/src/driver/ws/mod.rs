@@ -132,6 +132,11 @@ impl WebSocket {
     }
 
     /// The broker closes: a normal close frame after everything sent so far (none if the upgrade never finished).
+    /// Whether a close frame went out or came in.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
     pub fn close(&mut self, out: &mut Outbox) {
         if self.is_open() {
             out.push(frame::close_with(CloseCode::Normal));
