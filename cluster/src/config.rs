@@ -4,7 +4,7 @@
 use mqtt_core::broker::Config as BrokerConfig;
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
-/// A node's configuration. Membership is static: every node of a cluster must be given the same set of ids.
+/// A node's configuration (build it with [`NodeConfig::new`], then set fields). Membership is static: every node of a cluster must be given the same set of ids.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// This node's id, non-zero, unique in the cluster.
@@ -32,6 +32,9 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// Largest peer message accepted, header included.
     pub max_peer_message: usize,
+    /// A known bug to plant (simulator self-test only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<crate::planted::ClusterBug>,
 }
 
 impl NodeConfig {
@@ -50,6 +53,8 @@ impl NodeConfig {
             seed: 0,
             snapshot_entries: 10_000,
             max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 

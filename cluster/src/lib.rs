@@ -13,13 +13,15 @@
 
 pub mod config;
 pub mod node;
-pub mod planted;
+mod planted;
 mod release;
 mod storage;
 pub mod wire;
 
 pub use config::{NodeConfig, Recovered};
 pub use node::{ClusterEvent, Node, NodeInput, NodeOutput, NodeStatus, Role};
+#[cfg(feature = "planted-bugs")]
+pub use planted::ClusterBug;
 pub use wire::PeerError;
 
 /// raft-rs's protobuf types (entries, hard state, snapshots, messages), for drivers that store them.

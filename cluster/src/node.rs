@@ -220,7 +220,7 @@ impl Node {
         store.set_hard_state(hs.clone());
         // Committed entries found on disk are applied at once, so the image is current before the first tick.
         let mut applied = snapshot_index;
-        let replay: Vec<Entry> = recovered_replay(&store, &recovered.entries, snapshot_index, hs.commit);
+        let replay: Vec<Entry> = recovered_replay(&config, &store, &recovered.entries, hs.commit);
         for entry in &replay {
             digest = wire::fold_digest(digest, entry.index, entry.term, &entry.data);
             apply_entry_data(&mut image, entry, &mut events);
@@ -470,7 +470,7 @@ impl Node {
         }
         let index = self.raft.raft.raft_log.last_index();
         let term = self.raft.raft.term;
-        if crate::planted::release_before_commit() {
+        if crate::planted::release_before_commit(&self.config) {
             self.outputs.extend(after.into_iter().map(NodeOutput::Client));
             self.event(ClusterEvent::Released {
                 index,
@@ -691,7 +691,7 @@ fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 256,
         // A leader that has not heard from a quorum within an election timeout steps down (and stops serving).
-        check_quorum: !crate::planted::keep_serving_without_quorum(),
+        check_quorum: !crate::planted::keep_serving_without_quorum(config),
         // A node cut off and rejoining does not disrupt a healthy leader with a higher term.
         pre_vote: true,
         ..raft::Config::default()
@@ -699,12 +699,11 @@ fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
 }
 
 /// The recovered entries applied at start-up: those after the snapshot, up to the commit index.
-fn recovered_replay(store: &LogStore, recovered: &[Entry], snapshot_index: u64, commit: u64) -> Vec<Entry> {
-    if crate::planted::reapply_after_snapshot() {
+fn recovered_replay(config: &NodeConfig, store: &LogStore, recovered: &[Entry], commit: u64) -> Vec<Entry> {
+    if crate::planted::reapply_after_snapshot(config) {
         // Planted: every recovered entry up to the commit, including those the snapshot already holds.
         return recovered.iter().filter(|e| e.index <= commit).cloned().collect();
     }
-    let _ = snapshot_index;
     store.entries_through(commit).cloned().collect()
 }
 
