@@ -4,8 +4,8 @@
 //! - Commit rule: when a node releases outputs that waited for entry (index, term), a majority of the disks hold
 //!   that entry durably.
 //! - One leader per term: no two nodes start serving in the same term.
-//! - No stale leader: a node does not release client output once another node has served a higher term for longer
-//!   than a leader cut off from its quorum needs to notice (check-quorum).
+//! - No stale leader: a node does not serve clients once another node has served a higher term for longer than a
+//!   leader cut off from its quorum needs to notice (check-quorum).
 //! - Agreement: nodes at the same applied index have the same digest of applied entries (and, at the end, equal
 //!   images).
 //! - Delivery: every acknowledged QoS 1/2 message reaches every subscriber, QoS 2 exactly once, across any
@@ -86,18 +86,19 @@ impl Checker {
         self.serving.remove(&node);
     }
 
-    /// Node `node` hands a client some output at `now`; `grace` is how long a cut-off leader may take to notice.
-    pub fn client_output(&self, node: u64, now: u64, grace: u64) -> Result<(), String> {
-        let Some((term, _)) = self.serving.get(&node) else {
-            return Ok(());
-        };
-        for (other, (other_term, since)) in &self.serving {
-            if other_term > term && now > since + grace {
-                return Err(format!(
-                    "stale leader: n{node} (term {term}) still serves clients {} ms after n{other} began serving term \
-                     {other_term}",
-                    now - since
-                ));
+    /// No node still serves (accepts clients, hands them output) once another has served a higher term for longer
+    /// than `grace`, how long a leader cut off from its quorum may take to notice. Its clients would wait forever
+    /// for acknowledgements it can never commit instead of moving to the real leader.
+    pub fn no_stale_leader(&self, now: u64, grace: u64) -> Result<(), String> {
+        for (node, (term, _)) in &self.serving {
+            for (other, (other_term, since)) in &self.serving {
+                if other_term > term && now > since + grace {
+                    return Err(format!(
+                        "stale leader: n{node} (term {term}) still serves clients {} ms after n{other} began serving \
+                         term {other_term}",
+                        now - since
+                    ));
+                }
             }
         }
         Ok(())
@@ -106,8 +107,8 @@ impl Checker {
     pub fn applied(&mut self, node: u64, applied: u64, digest: u64) -> Result<(), String> {
         match self.digests.get(&applied) {
             Some((first_node, first)) if *first != digest => Err(format!(
-                "n{node} and n{first_node} applied different entries up to index {applied} (digests {digest:#x} vs \
-                 {first:#x})"
+                "n{node} applied other entries up to index {applied} than n{first_node} had (digests {digest:#x} vs \
+                 {first:#x}): an entry applied twice, skipped or different"
             )),
             Some(_) => Ok(()),
             None => {

@@ -36,7 +36,9 @@ pub struct ClusterOptions {
 
 impl ClusterOptions {
     pub fn from_seed(nodes: Option<usize>, rng: &mut ChaCha8Rng) -> ClusterOptions {
-        let nodes = nodes.unwrap_or(if rng.gen_bool(0.7) { 3 } else { 5 });
+        // Drawn even when given, so `--nodes` does not shift the rest of the seed's choices.
+        let chosen = if rng.gen_bool(0.7) { 3 } else { 5 };
+        let nodes = nodes.unwrap_or(chosen);
         let max_delay = *[2, 5, 20, 60][..].get(rng.gen_range(0..4)).unwrap_or(&5);
         ClusterOptions {
             nodes,

@@ -44,7 +44,7 @@ struct SimNode {
     node: Option<Node>,
     disk: Disk,
     restart_at: Option<u64>,
-    /// Crash after this many more outputs (a crash in the middle of acting on a node's outputs).
+    /// Crash right after this many more writes (in the middle of acting on a node's outputs).
     crash_after_outputs: Option<u32>,
 }
 
@@ -344,6 +344,7 @@ impl World {
         if self.phase == Phase::Faults {
             self.inject_faults()?;
         }
+        self.check.no_stale_leader(self.now, self.opts.stale_grace_ms())?;
         self.now += 1;
         Ok(())
     }
@@ -449,16 +450,29 @@ impl World {
     fn drain(&mut self, i: usize) -> Result<(), String> {
         let id = self.nodes[i].id;
         loop {
-            if let Some(left) = self.nodes[i].crash_after_outputs.as_mut() {
+            let Some(output) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
+                break;
+            };
+            let is_write = matches!(
+                output,
+                NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. }
+            );
+            // A crash planned "in the middle" strikes right after the node's k-th next write, before the sync.
+            if let (true, Some(left)) = (is_write, self.nodes[i].crash_after_outputs.as_mut()) {
                 if *left == 0 {
-                    self.crash(i, "in the middle of its outputs");
+                    self.nodes[i].disk.write(match output {
+                        NodeOutput::PersistEntries(e) => Write::Entries(e),
+                        NodeOutput::PersistHardState(hs) => Write::HardState(hs),
+                        NodeOutput::PersistSnapshot { snapshot, discard_log } => {
+                            Write::Snapshot { snapshot, discard_log }
+                        }
+                        _ => unreachable!("is_write"),
+                    });
+                    self.crash(i, "right after a write, before its sync");
                     return Ok(());
                 }
                 *left -= 1;
             }
-            let Some(output) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
-                break;
-            };
             match output {
                 NodeOutput::PersistEntries(entries) => self.nodes[i].disk.write(Write::Entries(entries)),
                 NodeOutput::PersistHardState(hs) => self.nodes[i].disk.write(Write::HardState(hs)),
@@ -485,7 +499,6 @@ impl World {
                 self.net.send(now, id, to, message, &mut self.rng);
             }
             NodeOutput::Client(Output::Transmit { conn, data }) => {
-                self.check.client_output(id, self.now, self.opts.stale_grace_ms())?;
                 if let Some(&(_, c)) = self.conns.get(&conn) {
                     let reply = self.clients[c].on_bytes(&data, &mut self.check)?;
                     self.send_from_client(c, reply);
@@ -589,7 +602,7 @@ impl World {
             };
             if self.nodes[i].node.is_some() {
                 if self.rng.gen_bool(self.opts.mid_output_crash_share) {
-                    let after = self.rng.gen_range(0..8);
+                    let after = self.rng.gen_range(0..4);
                     self.nodes[i].crash_after_outputs = Some(after);
                 } else {
                     self.crash(i, "between inputs");
