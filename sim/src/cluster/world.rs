@@ -403,7 +403,9 @@ impl World {
         }
         // Now and then a client picks any node that is up, as one behind a load balancer would: a node that does
         // not lead must close it, and it tries again.
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].node.is_some()).collect();
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].node.is_some())
+            .collect();
         let i = if self.rng.gen_bool(0.1) {
             up[self.rng.gen_range(0..up.len())]
         } else {
