@@ -32,6 +32,9 @@ pub struct ClusterOptions {
     pub election_tick: usize,
     pub heartbeat_tick: usize,
     pub snapshot_entries: u64,
+    /// Share of nodes with a slow disk, and how slow at most (ms per sync).
+    pub slow_disk_share: f64,
+    pub slow_disk_ms: u64,
 }
 
 impl ClusterOptions {
@@ -66,6 +69,8 @@ impl ClusterOptions {
             election_tick: 10,
             heartbeat_tick: 2,
             snapshot_entries: [8, 32, 256][rng.gen_range(0..3)],
+            slow_disk_share: [0.0, 0.3, 1.0][rng.gen_range(0..3)],
+            slow_disk_ms: rng.gen_range(1..=20),
         }
     }
 
@@ -90,7 +95,7 @@ impl fmt::Display for ClusterOptions {
             "nodes {} | clients: {} publishers (inflight {}, every ~{} ms, qos2 {:.0}%), {} subscribers, {} volatile, \
              v5 {:.0}% | network: loss {}‰ dup {}‰ delay 1-{} ms | per-ms rates: crash {} partition {} garbage {} \
              client drop {} (mid-output crashes {:.0}%) | fault phase {} ms | ticks {}+0..{} ms, election {} \
-             heartbeat {} | snapshot every {} entries",
+             heartbeat {} | snapshot every {} entries | slow disks {:.0}% (syncs up to {} ms)",
             self.nodes,
             self.publishers,
             self.inflight_max,
@@ -112,7 +117,9 @@ impl fmt::Display for ClusterOptions {
             self.tick_jitter_ms,
             self.election_tick,
             self.heartbeat_tick,
-            self.snapshot_entries
+            self.snapshot_entries,
+            self.slow_disk_share * 100.0,
+            self.slow_disk_ms
         )
     }
 }

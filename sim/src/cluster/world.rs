@@ -45,7 +45,13 @@ struct SimNode {
     disk: Disk,
     restart_at: Option<u64>,
     /// Crash right after this many more writes (in the middle of acting on a node's outputs).
-    crash_after_outputs: Option<u32>,
+    crash_after_writes: Option<u32>,
+    /// Outputs the driver has taken from the node and not yet acted on (waiting for a sync).
+    pending: VecDeque<NodeOutput>,
+    /// How long a sync takes, ms (0: at once).
+    disk_latency: u64,
+    /// When the sync under way completes.
+    sync_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,12 +127,20 @@ impl World {
             opts,
         };
         for id in 1..=world.opts.nodes as u64 {
+            let slow = world.rng.gen_bool(world.opts.slow_disk_share);
             world.nodes.push(SimNode {
                 id,
                 node: None,
                 disk: Disk::default(),
                 restart_at: None,
-                crash_after_outputs: None,
+                crash_after_writes: None,
+                pending: VecDeque::new(),
+                disk_latency: if slow {
+                    world.rng.gen_range(1..=world.opts.slow_disk_ms)
+                } else {
+                    0
+                },
+                sync_at: None,
             });
             world.start(id as usize - 1);
         }
@@ -298,7 +312,7 @@ impl World {
         self.partition_until = None;
         self.line("liveness phase: network healed, every node up".into());
         for i in 0..self.nodes.len() {
-            self.nodes[i].crash_after_outputs = None;
+            self.nodes[i].crash_after_writes = None;
             if self.nodes[i].node.is_none() {
                 self.start(i);
             }
@@ -334,9 +348,13 @@ impl World {
             if self.nodes[i].restart_at.is_some_and(|t| t <= self.now) {
                 self.start(i);
             }
+            if self.nodes[i].sync_at.is_some_and(|t| t <= self.now) {
+                self.flush(i)?;
+            }
             // Background flush: an unsynced write does not stay volatile forever.
-            if self.nodes[i].disk.has_unsynced() && self.rng.gen_bool(0.25) {
+            if self.nodes[i].disk.has_unsynced() && self.nodes[i].sync_at.is_none() && self.rng.gen_bool(0.25) {
                 self.nodes[i].disk.sync();
+                self.flush(i)?;
             }
         }
         self.clients_act()?;
@@ -454,51 +472,72 @@ impl World {
         self.drain(i)
     }
 
-    /// Acts on node `i`'s outputs in order, syncing its disk before anything that is not a write (the node's
-    /// ordering rule).
+    /// Takes node `i`'s outputs into its driver queue and acts on what it can (see `flush`).
     fn drain(&mut self, i: usize) -> Result<(), String> {
-        let id = self.nodes[i].id;
-        loop {
-            let Some(output) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
-                break;
-            };
-            let is_write = matches!(
-                output,
-                NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. }
-            );
-            // A crash planned "in the middle" strikes right after the node's k-th next write, before the sync.
-            if let (true, Some(left)) = (is_write, self.nodes[i].crash_after_outputs.as_mut()) {
-                if *left == 0 {
-                    self.nodes[i].disk.write(match output {
-                        NodeOutput::PersistEntries(e) => Write::Entries(e),
-                        NodeOutput::PersistHardState(hs) => Write::HardState(hs),
-                        NodeOutput::PersistSnapshot { snapshot, discard_log } => {
-                            Write::Snapshot { snapshot, discard_log }
-                        }
-                        _ => unreachable!("is_write"),
-                    });
-                    self.crash(i, "right after a write, before its sync");
-                    return Ok(());
-                }
-                *left -= 1;
-            }
-            match output {
-                NodeOutput::PersistEntries(entries) => self.nodes[i].disk.write(Write::Entries(entries)),
-                NodeOutput::PersistHardState(hs) => self.nodes[i].disk.write(Write::HardState(hs)),
-                NodeOutput::PersistSnapshot { snapshot, discard_log } => {
-                    self.nodes[i].disk.write(Write::Snapshot { snapshot, discard_log })
-                }
-                other => {
-                    self.nodes[i].disk.sync();
-                    self.act(i, id, other)?;
-                }
-            }
+        while let Some(output) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) {
+            self.nodes[i].pending.push_back(output);
         }
+        self.flush(i)?;
+        let id = self.nodes[i].id;
         if let Some(node) = self.nodes[i].node.as_ref() {
             let (applied, digest) = (node.applied(), node.applied_digest());
             self.check.applied(id, applied, digest)?;
         }
         Ok(())
+    }
+
+    /// Acts on node `i`'s queued outputs in order. Writes go to the disk's volatile buffer; anything else waits
+    /// until the disk has synced what came before it (the node's ordering rule), which on a slow disk takes
+    /// `disk_latency` ms, while the node takes further inputs.
+    fn flush(&mut self, i: usize) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        while let Some(output) = self.nodes[i].pending.pop_front() {
+            let write = match output {
+                NodeOutput::PersistEntries(entries) => Some(Write::Entries(entries)),
+                NodeOutput::PersistHardState(hs) => Some(Write::HardState(hs)),
+                NodeOutput::PersistSnapshot { snapshot, discard_log } => {
+                    Some(Write::Snapshot { snapshot, discard_log })
+                }
+                other => {
+                    if self.nodes[i].disk.has_unsynced() && !self.sync_done(i) {
+                        self.nodes[i].pending.push_front(other);
+                        return Ok(());
+                    }
+                    self.act(i, id, other)?;
+                    None
+                }
+            };
+            let Some(write) = write else { continue };
+            self.nodes[i].disk.write(write);
+            // A crash planned "in the middle" strikes right after the node's k-th next write, before its sync.
+            if let Some(left) = self.nodes[i].crash_after_writes.as_mut() {
+                if *left == 0 {
+                    self.crash(i, "right after a write, before its sync");
+                    return Ok(());
+                }
+                *left -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether node `i`'s disk has synced: at once on a fast disk, `disk_latency` ms after the sync began on a
+    /// slow one.
+    fn sync_done(&mut self, i: usize) -> bool {
+        let node = &mut self.nodes[i];
+        let done = match node.sync_at {
+            _ if node.disk_latency == 0 => true,
+            None => {
+                node.sync_at = Some(self.now + node.disk_latency);
+                false
+            }
+            Some(at) => at <= self.now,
+        };
+        if done {
+            node.sync_at = None;
+            node.disk.sync();
+        }
+        done
     }
 
     fn act(&mut self, i: usize, id: u64, output: NodeOutput) -> Result<(), String> {
@@ -566,7 +605,7 @@ impl World {
         self.line(format!("n{id} starts (applied {})", node.applied()));
         self.nodes[i].node = Some(node);
         self.nodes[i].restart_at = None;
-        self.nodes[i].crash_after_outputs = None;
+        self.nodes[i].crash_after_writes = None;
         if self.now > 0 {
             self.counts.restarts += 1;
         }
@@ -575,7 +614,9 @@ impl World {
     fn crash(&mut self, i: usize, how: &str) {
         let id = self.nodes[i].id;
         self.nodes[i].node = None;
-        self.nodes[i].crash_after_outputs = None;
+        self.nodes[i].crash_after_writes = None;
+        self.nodes[i].pending.clear();
+        self.nodes[i].sync_at = None;
         let lost = self.nodes[i].disk.crash(&mut self.rng);
         self.counts.crashes += 1;
         self.counts.writes_lost += lost as u64;
@@ -612,7 +653,7 @@ impl World {
             if self.nodes[i].node.is_some() {
                 if self.rng.gen_bool(self.opts.mid_output_crash_share) {
                     let after = self.rng.gen_range(0..4);
-                    self.nodes[i].crash_after_outputs = Some(after);
+                    self.nodes[i].crash_after_writes = Some(after);
                 } else {
                     self.crash(i, "between inputs");
                 }
@@ -723,7 +764,12 @@ impl World {
                 message: &Bytes::from(data),
             },
         )?;
-        if self.counts.refused != before + 1 {
+        let queued = self.nodes[i]
+            .pending
+            .iter()
+            .any(|o| matches!(o, NodeOutput::Event(ClusterEvent::PeerRefused { .. })));
+        // Refused at once; or the refusal waits in the driver's queue behind a sync; or the node crashed meanwhile.
+        if self.counts.refused != before + 1 && !queued && self.nodes[i].node.is_some() {
             return Err(format!("n{} did not refuse a garbage peer message", i + 1));
         }
         Ok(())
