@@ -230,10 +230,10 @@ impl RaftDisk {
         self.snapshot_index
     }
 
-    /// Makes `snapshot` the start of a new generation: the entries it covers are dropped, later ones kept (a
-    /// follower that received a leader's snapshot past its own log keeps none). Pending appends are committed
-    /// first, so nothing queued before the snapshot is lost.
-    pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), DiskError> {
+    /// Makes `snapshot` the start of a new generation: the entries it covers are dropped, later ones kept if they
+    /// continue it (log compaction); with `discard_log` (a leader's snapshot replacing a log that disagreed) none
+    /// are. Pending appends are committed first, so nothing queued before the snapshot is lost.
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot, discard_log: bool) -> Result<(), DiskError> {
         self.commit()?;
         let meta = snapshot.get_metadata();
         if meta.index <= self.snapshot_index {
@@ -244,10 +244,11 @@ impl RaftDisk {
         let snap = snap_path(&self.dir, generation);
         self.snapshot_len = write_snapshot(&snap, snapshot)?;
         // Entries past the snapshot survive only if they continue it (same term at its index, or later).
-        let continues = self
-            .entries
-            .iter()
-            .any(|e| e.index == meta.index && e.term == meta.term);
+        let continues = !discard_log
+            && self
+                .entries
+                .iter()
+                .any(|e| e.index == meta.index && e.term == meta.term);
         if continues {
             self.entries.retain(|e| e.index > meta.index);
         } else {

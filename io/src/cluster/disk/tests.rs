@@ -190,7 +190,7 @@ fn snapshot_compacts_the_log_and_recovery_starts_from_it() {
     let (mut disk, _) = open(dir.path());
     // Large enough to take several chunks.
     let image: Vec<u8> = (0..SNAP_CHUNK * 2 + 7).map(|i| i as u8).collect();
-    disk.save_snapshot(&snapshot(3, 1, &image)).expect("snapshot");
+    disk.save_snapshot(&snapshot(3, 1, &image), false).expect("snapshot");
     disk.append(&[entry(6, 1, "e6")]);
     disk.commit().expect("commit");
     assert!(!log_path(dir.path(), 0).exists(), "the compacted log is removed");
@@ -207,7 +207,7 @@ fn snapshot_compacts_the_log_and_recovery_starts_from_it() {
 fn a_leaders_snapshot_past_the_log_replaces_it() {
     let (dir, _) = directory_with(2);
     let (mut disk, _) = open(dir.path());
-    disk.save_snapshot(&snapshot(10, 3, b"image")).expect("snapshot");
+    disk.save_snapshot(&snapshot(10, 3, b"image"), true).expect("snapshot");
     let (_, recovered) = open(dir.path());
     assert!(recovered.entries.is_empty());
     assert_eq!(recovered.hard_state.commit, 10, "the snapshot is committed");
@@ -215,10 +215,18 @@ fn a_leaders_snapshot_past_the_log_replaces_it() {
 }
 
 #[test]
+fn a_leaders_snapshot_with_discard_log_drops_even_matching_entries() {
+    let (dir, _) = directory_with(5);
+    let (mut disk, _) = open(dir.path());
+    disk.save_snapshot(&snapshot(3, 1, b"image"), true).expect("snapshot");
+    assert!(open(dir.path()).1.entries.is_empty());
+}
+
+#[test]
 fn crash_between_snapshot_and_new_log_recovers_from_the_previous_log() {
     let (dir, _) = directory_with(5);
     let (mut disk, _) = open(dir.path());
-    disk.save_snapshot(&snapshot(3, 1, b"image")).expect("snapshot");
+    disk.save_snapshot(&snapshot(3, 1, b"image"), false).expect("snapshot");
     drop(disk);
     // As if the process died after the snapshot's rename, before the new log's: restore generation 0's log.
     let (full, _) = directory_with(5);
@@ -236,7 +244,8 @@ fn crash_between_snapshot_and_new_log_recovers_from_the_previous_log() {
 fn truncated_snapshot_stops_start_up() {
     let (dir, _) = directory_with(2);
     let (mut disk, _) = open(dir.path());
-    disk.save_snapshot(&snapshot(2, 1, &[7u8; 5000])).expect("snapshot");
+    disk.save_snapshot(&snapshot(2, 1, &[7u8; 5000]), false)
+        .expect("snapshot");
     let path = snap_path(dir.path(), 1);
     let len = std::fs::metadata(&path).expect("snap").len();
     OpenOptions::new()
