@@ -2,3 +2,4 @@
 //! data directory (`disk`), and the node-to-node links (`transport`).
 
 pub mod disk;
+pub mod transport;

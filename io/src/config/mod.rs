@@ -7,7 +7,7 @@ mod cluster;
 mod error;
 mod limits;
 
-pub use cluster::{ClusterFile, ClusterSettings, Peer};
+pub use cluster::{ClusterFile, ClusterSettings, Peer, MAX_CLUSTER_ID_LEN};
 
 pub use error::{ConfigError, Origin, Problem};
 pub use limits::{LimitFlags, LimitsFile};
