@@ -1,0 +1,80 @@
+//! What a node is told at start-up: who it is, who its peers are, its timing, the broker's configuration, and the
+//! durable Raft state the driver read back from disk.
+
+use mqtt_core::broker::Config as BrokerConfig;
+use raft::eraftpb::{Entry, HardState, Snapshot};
+
+/// A node's configuration (build it with [`NodeConfig::new`], then set fields). Membership is static: every node of a cluster must be given the same set of ids.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id, non-zero, unique in the cluster.
+    pub node_id: u64,
+    /// The other nodes' ids (this node's own id may be listed too; it is ignored). With this node: 3 or 5 voters.
+    pub peers: Vec<u64>,
+    /// Every peer message carries it; a message with another one is refused (a node of another cluster, or a data
+    /// directory copied from one).
+    pub cluster_id: u64,
+    /// Raft ticks without a leader's word before a follower campaigns. raft-rs would draw it from
+    /// `[election_tick, 2 * election_tick)` with a thread RNG; the node pins the range to one value and breaks
+    /// symmetry with seeded jitter on the tick length instead, so a seed decides everything.
+    pub election_tick: usize,
+    /// Raft ticks between a leader's heartbeats; less than `election_tick`.
+    pub heartbeat_tick: usize,
+    /// Milliseconds per Raft tick (before jitter).
+    pub tick_ms: u64,
+    /// Each tick lasts `tick_ms` plus a seeded draw from `0..=tick_jitter_ms`.
+    pub tick_jitter_ms: u64,
+    /// The broker the leader runs. `persistence` must be on: its records are what the cluster replicates.
+    pub broker: BrokerConfig,
+    /// Seeds the broker (assigned client ids) and the tick jitter; mixed with `node_id`.
+    pub seed: u64,
+    /// Take a snapshot of the applied image (and compact the log) after this many applied entries.
+    pub snapshot_entries: u64,
+    /// Largest peer message accepted, header included.
+    pub max_peer_message: usize,
+    /// A known bug to plant (simulator self-test only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<crate::planted::ClusterBug>,
+}
+
+impl NodeConfig {
+    /// Defaults for a node of a cluster with the given members: 100 ms ticks, an election after 10 silent ticks
+    /// (about a second), heartbeats every 2 ticks.
+    pub fn new(node_id: u64, peers: Vec<u64>, cluster_id: u64) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            peers,
+            cluster_id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            tick_ms: 100,
+            tick_jitter_ms: 20,
+            broker: BrokerConfig::default(),
+            seed: 0,
+            snapshot_entries: 10_000,
+            max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+
+    /// Every member, this node included, sorted.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut voters: Vec<u64> = self.peers.iter().copied().chain([self.node_id]).collect();
+        voters.sort_unstable();
+        voters.dedup();
+        voters
+    }
+}
+
+/// The durable Raft state the driver read back at start-up; `Recovered::default()` for a new node.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// The last `PersistHardState`.
+    pub hard_state: HardState,
+    /// The last `PersistSnapshot`, if any (its data holds the image; see `wire::decode_snapshot_data`).
+    pub snapshot: Option<Snapshot>,
+    /// The log as persisted by `PersistEntries` (later entries replace earlier ones from their index on), in index
+    /// order. Entries at or below the snapshot's index may be included; they are skipped.
+    pub entries: Vec<Entry>,
+}

@@ -1,0 +1,725 @@
+//! The sans-IO cluster node: raft-rs's `RawNode` beside the broker core, driven like the core itself.
+//!
+//! One way in, one way out: the driver calls [`Node::handle_input`] with the current time, then drains
+//! [`Node::poll_output`] until it returns `None`, then waits until [`Node::poll_timeout`] (or the next input) and
+//! calls `handle_input(now, NodeInput::Tick)`.
+//!
+//! **The ordering rule.** Outputs are in order and the driver acts on them in that order: a `Persist*` output must
+//! be durable (written and synced) before the driver acts on any output after it, a peer message or a client
+//! transmit alike. This is what makes a vote or an append acknowledgement a promise, and it is the same rule as
+//! `sync = "always"`. A driver may batch: write several `Persist*` outputs, sync once, then act on what follows.
+//!
+//! Who does what: every node applies committed entries to an [`Image`] (a hot standby). The leader also runs the
+//! broker: once the first entry of its own term is applied (so every earlier entry is too), it rebuilds the broker
+//! with `Broker::restore` from that image and starts serving clients. Each broker input's records become one Raft
+//! entry; the client outputs that follow the first record wait until that entry is committed and applied (see
+//! `release`). A leader that steps down (a higher term, or no word from a quorum within an election timeout:
+//! raft-rs's check-quorum) drops its held outputs, closes its clients' connections and its broker.
+
+use crate::config::{NodeConfig, Recovered};
+use crate::release::Held;
+use crate::storage::LogStore;
+use crate::wire::{self, DataError, PeerError};
+use bytes::Bytes;
+use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::persist::{Image, Record};
+use mqtt_core::time::Time;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::{RawNode, StateRole};
+use rand::Rng;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// An event from the driver.
+#[derive(Debug)]
+pub enum NodeInput<'a> {
+    /// A client transport event, as for a single broker. Clients are served only by the leader; a connection
+    /// opened on any other node is closed at once (`ClusterEvent::ClientRefused`).
+    Client(Input<'a>),
+    /// One whole peer message as it came off the wire from node `from` (the transport's framing removed).
+    Peer { from: u64, message: &'a [u8] },
+    /// Time has passed; fire the Raft tick and the broker's timers that are due.
+    Tick,
+    /// The transport could not reach `peer` (connection refused or dropped); raft-rs then probes it gently.
+    PeerUnreachable { peer: u64 },
+}
+
+/// What the driver must do, in order (see the ordering rule in the module documentation).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeOutput {
+    /// A broker output for a client connection: `Transmit`, `Close` or `Event`, never `Persist` (records travel
+    /// as Raft entries). Released only under the commit rule.
+    Client(Output),
+    /// Send this message to peer `to`. It is self-contained (header and protobuf body); the transport adds its
+    /// own length prefix. It may be dropped: Raft retries.
+    Peer { to: u64, message: Bytes },
+    /// Append these entries to the durable log. The first one's index may be at or below the last stored entry:
+    /// everything from that index on is replaced.
+    PersistEntries(Vec<Entry>),
+    /// Store the hard state (term, vote, commit) durably, replacing the previous one.
+    PersistHardState(HardState),
+    /// Store this snapshot durably, replacing the previous one. Then, with `discard_log`, drop every log entry
+    /// (the snapshot came from the leader and replaces a log that disagreed); without it, entries at or below the
+    /// snapshot's index may be dropped (log compaction) and later ones must be kept.
+    PersistSnapshot { snapshot: Snapshot, discard_log: bool },
+    /// Something worth logging.
+    Event(ClusterEvent),
+}
+
+/// A node's role in the Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(role: StateRole) -> Role {
+        match role {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// A notable happening in the cluster layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterEvent {
+    RoleChanged {
+        role: Role,
+        term: u64,
+        leader: Option<u64>,
+    },
+    /// This node leads and has rebuilt its broker from the image at `applied`: it serves clients from now on.
+    Serving {
+        term: u64,
+        applied: u64,
+    },
+    /// This node stopped leading: `dropped` held outputs were never sent, `closed` client connections closed.
+    Deposed {
+        term: u64,
+        dropped: usize,
+        closed: usize,
+    },
+    /// Held outputs of entry `index` of `term` are released now (the entry is committed and applied).
+    Released {
+        index: u64,
+        term: u64,
+        outputs: usize,
+    },
+    /// A client connected to a node that is not serving; its connection was closed.
+    ClientRefused {
+        conn: ConnectionId,
+        leader: Option<u64>,
+    },
+    /// A peer message was refused; nothing of it was applied.
+    PeerRefused {
+        from: u64,
+        error: PeerError,
+    },
+    /// A committed entry's data did not decode (it cannot have been written by a node of this version); it was
+    /// skipped.
+    EntryUndecodable {
+        index: u64,
+        error: DataError,
+    },
+    /// This node snapshotted its image at `index` and compacted its log.
+    SnapshotTaken {
+        index: u64,
+    },
+    /// This node installed a snapshot from the leader at `index`.
+    SnapshotInstalled {
+        index: u64,
+    },
+    /// A recovered snapshot did not decode; the node started from an empty image (the leader will send another).
+    SnapshotUndecodable {
+        error: DataError,
+    },
+}
+
+/// Replication progress, for `cluster status` and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub commit: u64,
+    pub applied: u64,
+    pub serving: bool,
+    /// For a leader: each member's highest log index known to be replicated on it.
+    pub match_index: BTreeMap<u64, u64>,
+}
+
+/// How many Raft ticks one `Tick` input may catch up on after the driver slept long: beyond this the node resumes
+/// from now rather than firing a burst of elections.
+const MAX_CATCH_UP_TICKS: u32 = 64;
+
+/// A cluster node. See the module documentation for how to drive it.
+pub struct Node {
+    config: NodeConfig,
+    raft: RawNode<LogStore>,
+    image: Image,
+    applied: u64,
+    /// Digest of every entry applied so far (see `wire::fold_digest`).
+    digest: u64,
+    last_snapshot: u64,
+    /// Set once this node leads: the index of its term's first entry, applied before it may serve.
+    serve_after: Option<u64>,
+    broker: Option<Broker>,
+    held: Held,
+    /// Client connections the broker knows (opened while serving, not yet closed).
+    clients: BTreeSet<ConnectionId>,
+    outputs: VecDeque<NodeOutput>,
+    role: Role,
+    term: u64,
+    leader: Option<u64>,
+    now: Time,
+    next_tick: Option<Time>,
+    rng: ChaCha8Rng,
+    /// Brokers built so far, so each gets its own seed.
+    brokers_built: u64,
+}
+
+impl Node {
+    /// A node from its configuration and what the driver recovered from disk.
+    ///
+    /// # Panics
+    /// On a configuration raft-rs refuses (a zero id, `heartbeat_tick >= election_tick`): a caller's bug, checked
+    /// by the driver's configuration loading first.
+    pub fn new(config: NodeConfig, recovered: Recovered) -> Node {
+        let mut store = LogStore::new(ConfState::from((config.voters(), Vec::<u64>::new())));
+        let mut image = Image::default();
+        let mut digest = 0;
+        let mut events = Vec::new();
+        if let Some(snapshot) = recovered.snapshot.filter(|s| !s.is_empty()) {
+            match wire::decode_snapshot_data(&snapshot.data) {
+                Ok((d, i)) => {
+                    digest = d;
+                    image = i;
+                    store.install_snapshot(snapshot);
+                }
+                Err(error) => events.push(ClusterEvent::SnapshotUndecodable { error }),
+            }
+        }
+        let snapshot_index = store.snapshot_index();
+        let mut hs = recovered.hard_state;
+        // The snapshot holds committed state only, so the commit index is at least its index (raft-rs insists).
+        hs.commit = hs.commit.max(snapshot_index);
+        store.append(&recovered.entries);
+        hs.commit = hs
+            .commit
+            .min(raft::Storage::last_index(&store).unwrap_or(snapshot_index));
+        store.set_hard_state(hs.clone());
+        // Committed entries found on disk are applied at once, so the image is current before the first tick.
+        let mut applied = snapshot_index;
+        let replay: Vec<Entry> = recovered_replay(&config, &store, &recovered.entries, hs.commit);
+        for entry in &replay {
+            digest = wire::fold_digest(digest, entry.index, entry.term, &entry.data);
+            apply_entry_data(&mut image, entry, &mut events);
+            applied = applied.max(entry.index);
+        }
+        let raft_config = raft_config(&config, applied);
+        // Configuration errors are the caller's (see `# Panics`); nothing from disk or the network reaches here.
+        let raft = RawNode::new(&raft_config, store, &slog::Logger::root(slog::Discard, slog::o!()))
+            .unwrap_or_else(|e| panic!("invalid cluster node configuration: {e}"));
+        let rng = ChaCha8Rng::seed_from_u64(config.seed ^ config.node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let term = hs.term;
+        let mut node = Node {
+            config,
+            raft,
+            image,
+            applied,
+            digest,
+            last_snapshot: snapshot_index,
+            serve_after: None,
+            broker: None,
+            held: Held::default(),
+            clients: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            role: Role::Follower,
+            term,
+            leader: None,
+            now: Time::ZERO,
+            next_tick: None,
+            rng,
+            brokers_built: 0,
+        };
+        node.outputs.extend(events.into_iter().map(NodeOutput::Event));
+        node
+    }
+
+    /// Feed one input at time `now`, then drain [`Node::poll_output`].
+    pub fn handle_input(&mut self, now: Time, input: NodeInput<'_>) {
+        self.now = self.now.max(now);
+        if self.next_tick.is_none() {
+            self.next_tick = Some(self.now + self.tick_length());
+        }
+        match input {
+            NodeInput::Client(input) => self.handle_client(input),
+            NodeInput::Peer { from, message } => self.handle_peer(from, message),
+            NodeInput::Tick => self.handle_tick(),
+            NodeInput::PeerUnreachable { peer } => self.raft.report_unreachable(peer),
+        }
+        self.process_ready();
+    }
+
+    /// The next thing the driver must do; drain until `None` after every input.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<NodeOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When the node next needs `NodeInput::Tick`. Before its first input: at once.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let raft = self.next_tick.unwrap_or(Time::ZERO);
+        let broker = self.broker.as_ref().and_then(|b| b.poll_timeout());
+        Some(broker.map_or(raft, |b| b.min(raft)))
+    }
+
+    /// Whether this node leads and serves clients.
+    pub fn is_leader(&self) -> bool {
+        self.broker.is_some()
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// The leader as far as this node knows.
+    pub fn leader(&self) -> Option<u64> {
+        self.leader
+    }
+
+    /// The committed state as applied on this node.
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// The index of the last applied entry.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Digest of every entry applied (equal on nodes that applied the same entries).
+    pub fn applied_digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The leader's broker while it serves.
+    pub fn broker(&self) -> Option<&Broker> {
+        self.broker.as_ref()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let raft = &self.raft.raft;
+        let match_index = if self.role == Role::Leader {
+            raft.prs().iter().map(|(id, p)| (*id, p.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        NodeStatus {
+            id: self.config.node_id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            serving: self.broker.is_some(),
+            match_index,
+        }
+    }
+
+    fn tick_length(&mut self) -> Duration {
+        let jitter = if self.config.tick_jitter_ms > 0 {
+            self.rng.gen_range(0..=self.config.tick_jitter_ms)
+        } else {
+            0
+        };
+        Duration::from_millis(self.config.tick_ms.max(1) + jitter)
+    }
+
+    fn handle_tick(&mut self) {
+        let mut fired = 0;
+        while let Some(next) = self.next_tick.filter(|t| *t <= self.now) {
+            if fired == MAX_CATCH_UP_TICKS {
+                self.next_tick = Some(self.now + self.tick_length());
+                break;
+            }
+            self.raft.tick();
+            fired += 1;
+            self.next_tick = Some(next + self.tick_length());
+        }
+        if let Some(broker) = self.broker.as_mut() {
+            if broker.poll_timeout().is_some_and(|t| t <= self.now) {
+                broker.handle_input(self.now, Input::Tick);
+                self.drain_broker();
+            }
+        }
+    }
+
+    fn handle_peer(&mut self, from: u64, data: &[u8]) {
+        let result = wire::decode_peer_message(data, self.config.cluster_id, self.config.max_peer_message)
+            .and_then(|message| self.check_peer(from, message))
+            .and_then(|message| self.raft.step(message).map_err(|e| PeerError::Refused(e.to_string())));
+        if let Err(error) = result {
+            self.event(ClusterEvent::PeerRefused { from, error });
+        }
+    }
+
+    fn check_peer(&self, from: u64, message: Message) -> Result<Message, PeerError> {
+        if message.from != from || from == self.config.node_id || !self.config.peers.contains(&from) {
+            return Err(PeerError::UnknownSender {
+                claimed: message.from,
+                connection: from,
+            });
+        }
+        if message.to != self.config.node_id {
+            return Err(PeerError::WrongRecipient { to: message.to });
+        }
+        if raft::raw_node::is_local_msg(message.msg_type) {
+            return Err(PeerError::Refused(format!("local message type {:?}", message.msg_type)));
+        }
+        Ok(message)
+    }
+
+    fn handle_client(&mut self, input: Input<'_>) {
+        if let Input::Opened { conn, .. } = input {
+            if self.broker.is_none() {
+                self.outputs.push_back(NodeOutput::Client(Output::Close { conn }));
+                self.event(ClusterEvent::ClientRefused {
+                    conn,
+                    leader: self.leader,
+                });
+                return;
+            }
+            self.clients.insert(conn);
+        }
+        let conn = match &input {
+            Input::Opened { conn, .. }
+            | Input::Received { conn, .. }
+            | Input::Closed { conn }
+            | Input::WriteBlocked { conn }
+            | Input::Writable { conn }
+            | Input::AuthDecided { conn, .. } => Some(*conn),
+            Input::Tick | Input::Shutdown | Input::StorageWritable(_) => None,
+        };
+        // A connection this broker does not know was opened before a leader change and is closed already.
+        if conn.is_some_and(|c| !self.clients.contains(&c)) {
+            return;
+        }
+        if let Input::Closed { conn } = input {
+            self.clients.remove(&conn);
+        }
+        let Some(broker) = self.broker.as_mut() else {
+            return;
+        };
+        broker.handle_input(self.now, input);
+        self.drain_broker();
+    }
+
+    /// Moves the broker's outputs on: records into one proposed entry, the outputs after the first record held
+    /// until it commits, the ones before it out at once (behind anything already held).
+    fn drain_broker(&mut self) {
+        let Some(broker) = self.broker.as_mut() else {
+            return;
+        };
+        let mut records: Vec<Record> = Vec::new();
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        while let Some(output) = broker.poll_output() {
+            if let Output::Close { conn } = output {
+                self.clients.remove(&conn);
+            }
+            match output {
+                Output::Persist(record) => records.push(record),
+                other if records.is_empty() => before.push(other),
+                other => after.push(other),
+            }
+        }
+        if let Some(free) = self.held.queue_behind(before) {
+            self.outputs.extend(free.into_iter().map(NodeOutput::Client));
+        }
+        if records.is_empty() {
+            if let Some(free) = self.held.queue_behind(after) {
+                self.outputs.extend(free.into_iter().map(NodeOutput::Client));
+            }
+            return;
+        }
+        let data = wire::encode_records(&records);
+        if let Err(e) = self.raft.propose(Vec::new(), data) {
+            // Only a node that is no longer leader drops a proposal: the broker's state is ahead of the log now.
+            self.depose(&format!("proposal dropped: {e}"));
+            return;
+        }
+        let index = self.raft.raft.raft_log.last_index();
+        let term = self.raft.raft.term;
+        if crate::planted::release_before_commit(&self.config) {
+            self.outputs.extend(after.into_iter().map(NodeOutput::Client));
+            self.event(ClusterEvent::Released {
+                index,
+                term,
+                outputs: 0,
+            });
+            return;
+        }
+        self.held.hold(index, term, after);
+    }
+
+    /// Handles everything raft-rs has ready, in raft-rs's order: messages a leader may send before its own write,
+    /// a snapshot, committed entries, new entries and hard state to persist, messages that must follow the write.
+    fn process_ready(&mut self) {
+        while self.raft.has_ready() {
+            let mut ready = self.raft.ready();
+            self.send(ready.take_messages());
+            if !ready.snapshot().is_empty() {
+                self.install_snapshot(ready.snapshot().clone());
+            }
+            let committed = ready.take_committed_entries();
+            self.apply(committed);
+            if !ready.entries().is_empty() {
+                self.raft.mut_store().append(ready.entries());
+                self.outputs.push_back(NodeOutput::PersistEntries(ready.take_entries()));
+            }
+            if let Some(hs) = ready.hs() {
+                self.raft.mut_store().set_hard_state(hs.clone());
+                self.outputs.push_back(NodeOutput::PersistHardState(hs.clone()));
+            }
+            self.send(ready.take_persisted_messages());
+            let mut light = self.raft.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                // The commit index need not be durable (a restarted node learns it again); it is kept in memory.
+                self.raft.mut_store().set_commit(commit);
+            }
+            self.send(light.take_messages());
+            let committed = light.take_committed_entries();
+            self.apply(committed);
+            self.raft.advance_apply_to(self.applied);
+            self.observe_role();
+        }
+        self.observe_role();
+        self.maybe_serve();
+        self.maybe_snapshot();
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            let to = message.to;
+            let bytes = wire::encode_peer_message(self.config.cluster_id, &message);
+            self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        match wire::decode_snapshot_data(&snapshot.data) {
+            Ok((digest, image)) => {
+                self.image = image;
+                self.digest = digest;
+                self.applied = index;
+                self.last_snapshot = index;
+                self.raft.mut_store().install_snapshot(snapshot.clone());
+                self.outputs.push_back(NodeOutput::PersistSnapshot {
+                    snapshot,
+                    discard_log: true,
+                });
+                self.event(ClusterEvent::SnapshotInstalled { index });
+            }
+            Err(error) => {
+                // raft-rs has already moved its log to the snapshot; without its image this node cannot apply
+                // anything after it. A leader only sends snapshots this version wrote, so this is corruption in
+                // transit that the protobuf layer did not catch: keep the old image and say so.
+                self.event(ClusterEvent::SnapshotUndecodable { error });
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            self.digest = wire::fold_digest(self.digest, entry.index, entry.term, &entry.data);
+            let mut events = Vec::new();
+            if entry.get_entry_type() == EntryType::EntryNormal {
+                apply_entry_data(&mut self.image, &entry, &mut events);
+            }
+            for e in events {
+                self.event(e);
+            }
+            self.applied = entry.index;
+            self.release(entry.index, entry.term);
+        }
+    }
+
+    /// Releases the outputs that waited for entries up to `index`. An entry of another term at an index this
+    /// leader proposed means its proposal was overwritten: it was deposed, and nothing it held may go out.
+    fn release(&mut self, index: u64, term: u64) {
+        if self.held.term_of(index).is_some_and(|t| t != term) {
+            self.depose("a held entry was overwritten by another leader's");
+            return;
+        }
+        for (index, term, outputs) in self.held.release_through(index) {
+            self.event(ClusterEvent::Released {
+                index,
+                term,
+                outputs: outputs.len(),
+            });
+            self.outputs.extend(outputs.into_iter().map(NodeOutput::Client));
+        }
+    }
+
+    fn observe_role(&mut self) {
+        let raft = &self.raft.raft;
+        let role = Role::from(raft.state);
+        let term = raft.term;
+        let leader = Some(raft.leader_id).filter(|id| *id != raft::INVALID_ID);
+        if (role, term, leader) == (self.role, self.term, self.leader) {
+            return;
+        }
+        let was_leader = self.role == Role::Leader;
+        let new_term = term != self.term;
+        self.role = role;
+        self.term = term;
+        self.leader = leader;
+        self.event(ClusterEvent::RoleChanged { role, term, leader });
+        if was_leader && (role != Role::Leader || new_term) {
+            self.depose("stepped down");
+        }
+        if role == Role::Leader && self.serve_after.is_none() {
+            // raft-rs appended this term's first (empty) entry on becoming leader: serving waits for it.
+            self.serve_after = Some(self.raft.raft.raft_log.last_index());
+        }
+    }
+
+    fn maybe_serve(&mut self) {
+        if self.broker.is_some() || self.role != Role::Leader {
+            return;
+        }
+        let Some(after) = self.serve_after else {
+            return;
+        };
+        if self.applied < after {
+            return;
+        }
+        self.brokers_built += 1;
+        let seed = self.config.seed ^ (self.config.node_id << 32) ^ self.brokers_built;
+        let mut broker = Broker::new(self.config.broker.clone(), seed);
+        broker.restore(self.now, self.image.clone());
+        self.broker = Some(broker);
+        self.event(ClusterEvent::Serving {
+            term: self.term,
+            applied: self.applied,
+        });
+    }
+
+    /// Stops leading: held outputs are dropped, client connections closed, the broker (whose state may be ahead
+    /// of the committed log) discarded.
+    fn depose(&mut self, _why: &str) {
+        self.serve_after = None;
+        if self.broker.take().is_none() && self.held.is_empty() && self.clients.is_empty() {
+            return;
+        }
+        let dropped = self.held.drop_all();
+        let clients = std::mem::take(&mut self.clients);
+        let closed = clients.len();
+        for conn in clients {
+            self.outputs.push_back(NodeOutput::Client(Output::Close { conn }));
+        }
+        self.event(ClusterEvent::Deposed {
+            term: self.term,
+            dropped,
+            closed,
+        });
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.applied < self.last_snapshot + self.config.snapshot_entries.max(1) {
+            return;
+        }
+        let index = self.applied;
+        let Ok(term) = raft::Storage::term(self.raft.store(), index) else {
+            return;
+        };
+        let mut snapshot = Snapshot {
+            data: wire::encode_snapshot_data(self.digest, &self.image),
+            ..Snapshot::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.raft.store().conf_state().clone());
+        self.raft.mut_store().compact(snapshot.clone());
+        self.last_snapshot = index;
+        self.outputs.push_back(NodeOutput::PersistSnapshot {
+            snapshot,
+            discard_log: false,
+        });
+        self.event(ClusterEvent::SnapshotTaken { index });
+    }
+
+    fn event(&mut self, event: ClusterEvent) {
+        self.outputs.push_back(NodeOutput::Event(event));
+    }
+}
+
+fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
+    raft::Config {
+        id: config.node_id,
+        election_tick: config.election_tick,
+        heartbeat_tick: config.heartbeat_tick,
+        // One value in the range: raft-rs's thread RNG then has nothing to choose (see `NodeConfig::election_tick`).
+        min_election_tick: config.election_tick,
+        max_election_tick: config.election_tick + 1,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        // A leader that has not heard from a quorum within an election timeout steps down (and stops serving).
+        check_quorum: !crate::planted::keep_serving_without_quorum(config),
+        // A node cut off and rejoining does not disrupt a healthy leader with a higher term.
+        pre_vote: true,
+        ..raft::Config::default()
+    }
+}
+
+/// The recovered entries applied at start-up: those after the snapshot, up to the commit index.
+fn recovered_replay(config: &NodeConfig, store: &LogStore, recovered: &[Entry], commit: u64) -> Vec<Entry> {
+    if crate::planted::reapply_after_snapshot(config) {
+        // Planted: every recovered entry up to the commit, including those the snapshot already holds.
+        return recovered.iter().filter(|e| e.index <= commit).cloned().collect();
+    }
+    store.entries_through(commit).cloned().collect()
+}
+
+fn apply_entry_data(image: &mut Image, entry: &Entry, events: &mut Vec<ClusterEvent>) {
+    if entry.data.is_empty() {
+        return;
+    }
+    match wire::decode_records(&entry.data) {
+        Ok(records) => {
+            for record in records {
+                image.apply(record);
+            }
+        }
+        Err(error) => events.push(ClusterEvent::EntryUndecodable {
+            index: entry.index,
+            error,
+        }),
+    }
+}

@@ -1,0 +1,153 @@
+//! The node's in-memory copy of its Raft log, hard state and latest snapshot: what raft-rs reads through its
+//! `Storage` trait. The driver keeps the durable copy (see `NodeOutput::Persist*`); this one is rebuilt from it at
+//! start-up. Unlike raft-rs's `MemStorage`, the snapshot it serves carries the image, not only metadata.
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+pub struct LogStore {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// The latest snapshot; the log starts right after its index.
+    snapshot: Snapshot,
+    /// Consecutive entries from `snapshot index + 1`.
+    entries: Vec<Entry>,
+}
+
+impl LogStore {
+    pub fn new(conf_state: ConfState) -> LogStore {
+        LogStore {
+            hard_state: HardState::default(),
+            conf_state,
+            snapshot: Snapshot::default(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
+    fn snapshot_term(&self) -> u64 {
+        self.snapshot.get_metadata().term
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Replaces everything with a snapshot (one received from the leader, or recovered from disk).
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.get_metadata();
+        if self.hard_state.commit < meta.index {
+            self.hard_state.commit = meta.index;
+        }
+        if self.hard_state.term < meta.term {
+            self.hard_state.term = meta.term;
+        }
+        self.conf_state = meta.get_conf_state().clone();
+        self.entries.clear();
+        self.snapshot = snapshot;
+    }
+
+    /// Records a snapshot the node took of its own applied state and drops the entries it covers.
+    pub fn compact(&mut self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        let first = self.first();
+        if index >= first {
+            let drop = ((index - first + 1) as usize).min(self.entries.len());
+            self.entries.drain(..drop);
+        }
+        self.snapshot = snapshot;
+    }
+
+    /// Appends entries, replacing any conflicting suffix (raft-rs hands out overlapping entries after a leader
+    /// change). Entries at or below the snapshot are already covered by it and skipped.
+    pub fn append(&mut self, entries: &[Entry]) {
+        let snapshot_index = self.snapshot_index();
+        let entries: Vec<&Entry> = entries.iter().filter(|e| e.index > snapshot_index).collect();
+        let Some(first_new) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        let keep = (first_new - self.first()) as usize;
+        // raft-rs never leaves a gap; if it did, the entries could not be served consistently, so keep the prefix.
+        debug_assert!(keep <= self.entries.len(), "append leaves a gap at {first_new}");
+        self.entries.truncate(keep.min(self.entries.len()));
+        self.entries.extend(entries.into_iter().cloned());
+    }
+
+    fn first(&self) -> u64 {
+        self.snapshot_index() + 1
+    }
+
+    fn last(&self) -> u64 {
+        self.snapshot_index() + self.entries.len() as u64
+    }
+
+    /// The entries at or below `commit` and above the snapshot, for applying at start-up.
+    pub fn entries_through(&self, commit: u64) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().take_while(move |e| e.index <= commit)
+    }
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let from = (low - self.first()) as usize;
+        let to = (high - self.first()) as usize;
+        let mut out = self.entries[from..to].to_vec();
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snapshot_index() {
+            return Ok(self.snapshot_term());
+        }
+        if idx < self.first() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.entries[(idx - self.first()) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.snapshot_index() < request_index || self.snapshot_index() == 0 {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        Ok(self.snapshot.clone())
+    }
+}

@@ -1,0 +1,305 @@
+//! A three-node cluster driven in memory (instant network, an always-synced "disk" per node): election, the commit
+//! rule for a client's acknowledgement, and refusal of bad peer messages.
+
+use bytes::BytesMut;
+use mqtt_cluster::eraftpb::{Entry, HardState, Snapshot};
+use mqtt_cluster::wire::{self, PeerError};
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, Recovered};
+use mqtt_core::broker::{ConnectionId, Input, ListenerId, Output};
+use mqtt_core::codec::{self, Decoder};
+use mqtt_core::packet::{Packet, ProtocolVersion, Publish, QoS};
+use mqtt_core::time::Time;
+use std::collections::VecDeque;
+
+const CLUSTER: u64 = 0xc1;
+
+#[derive(Default)]
+struct Disk {
+    hs: HardState,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    disks: Vec<Disk>,
+    now: Time,
+    /// (from, to, message) in flight.
+    network: VecDeque<(u64, u64, bytes::Bytes)>,
+    /// Client outputs, by node index.
+    client_outputs: Vec<Vec<Output>>,
+    events: Vec<(u64, ClusterEvent)>,
+}
+
+fn config(id: u64) -> NodeConfig {
+    let mut config = NodeConfig::new(id, vec![1, 2, 3], CLUSTER);
+    config.tick_ms = 10;
+    config.broker.persistence = true;
+    config.seed = 7;
+    config
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            nodes: (1..=3).map(|id| Node::new(config(id), Recovered::default())).collect(),
+            disks: (0..3).map(|_| Disk::default()).collect(),
+            now: Time::ZERO,
+            network: VecDeque::new(),
+            client_outputs: vec![Vec::new(); 3],
+            events: Vec::new(),
+        }
+    }
+
+    fn input(&mut self, i: usize, input: NodeInput<'_>) {
+        self.nodes[i].handle_input(self.now, input);
+        self.drain(i);
+    }
+
+    fn drain(&mut self, i: usize) {
+        let id = i as u64 + 1;
+        while let Some(output) = self.nodes[i].poll_output() {
+            match output {
+                NodeOutput::Peer { to, message } => self.network.push_back((id, to, message)),
+                NodeOutput::PersistEntries(entries) => {
+                    let disk = &mut self.disks[i];
+                    let first = entries[0].index;
+                    disk.entries.retain(|e| e.index < first);
+                    disk.entries.extend(entries);
+                }
+                NodeOutput::PersistHardState(hs) => self.disks[i].hs = hs,
+                NodeOutput::PersistSnapshot { snapshot, discard_log } => {
+                    let index = snapshot.get_metadata().index;
+                    let disk = &mut self.disks[i];
+                    disk.entries.retain(|e| !discard_log && e.index > index);
+                    disk.snapshot = Some(snapshot);
+                }
+                NodeOutput::Client(output) => self.client_outputs[i].push(output),
+                NodeOutput::Event(event) => self.events.push((id, event)),
+            }
+        }
+    }
+
+    /// Delivers every message in flight, then advances the clock by `ms`, ticking every node.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            while let Some((from, to, message)) = self.network.pop_front() {
+                self.input(
+                    to as usize - 1,
+                    NodeInput::Peer {
+                        from,
+                        message: &message,
+                    },
+                );
+            }
+            self.now = Time(self.now.0 + 1);
+            for i in 0..3 {
+                if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                    self.input(i, NodeInput::Tick);
+                }
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..3).filter(|i| self.nodes[*i].is_leader()).collect();
+        assert!(leaders.len() <= 1, "two nodes serve at once: {leaders:?}");
+        leaders.first().copied()
+    }
+}
+
+fn encode(packet: &Packet) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    codec::encode(packet, ProtocolVersion::V5, &mut out).expect("encodable packet");
+    out.to_vec()
+}
+
+fn packets(outputs: &[Output], conn: ConnectionId) -> Vec<Packet> {
+    let mut decoder = Decoder::new(Some(ProtocolVersion::V5), usize::MAX);
+    for output in outputs {
+        if let Output::Transmit { conn: c, data } = output {
+            if *c == conn {
+                decoder.feed(data);
+            }
+        }
+    }
+    std::iter::from_fn(|| decoder.next_packet().expect("the broker sends valid packets")).collect()
+}
+
+#[test]
+fn a_leader_is_elected_and_serves_after_its_first_entry_is_applied() {
+    let mut cluster = Cluster::new();
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("a leader within 2 s of virtual time");
+    let status = cluster.nodes[leader].status();
+    assert!(status.serving && status.applied >= 1, "{status:?}");
+    assert_eq!(status.match_index.len(), 3);
+    // Every node applied the leader's first entry and agrees on what it applied.
+    cluster.run(200);
+    let digests: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.applied(), n.applied_digest()))
+        .collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[test]
+fn a_client_of_a_follower_is_closed() {
+    let mut cluster = Cluster::new();
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let follower = (leader + 1) % 3;
+    let conn = ConnectionId(9);
+    let peer = "127.0.0.1:5000".parse().expect("address");
+    cluster.input(
+        follower,
+        NodeInput::Client(Input::Opened {
+            conn,
+            peer,
+            listener: ListenerId(0),
+        }),
+    );
+    assert_eq!(cluster.client_outputs[follower], vec![Output::Close { conn }]);
+}
+
+#[test]
+fn a_qos1_puback_waits_for_the_commit_and_every_node_applies_the_message() {
+    let mut cluster = Cluster::new();
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let conn = ConnectionId(1);
+    let peer = "127.0.0.1:5000".parse().expect("address");
+    cluster.input(
+        leader,
+        NodeInput::Client(Input::Opened {
+            conn,
+            peer,
+            listener: ListenerId(0),
+        }),
+    );
+    let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, "sub");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let data = encode(&Packet::Connect(Box::new(connect)));
+    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    // The session is durable: its CONNACK waits for the SessionOpen record to commit, which needs the followers.
+    assert!(
+        packets(&cluster.client_outputs[leader], conn).is_empty(),
+        "CONNACK released before commit"
+    );
+    cluster.run(50);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], conn)[..],
+        [Packet::ConnAck(_)]
+    ));
+
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "t/1".into(),
+        packet_id: 5,
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"hello"),
+    };
+    let data = encode(&Packet::Publish(publish));
+    cluster.client_outputs[leader].clear();
+    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    assert!(
+        packets(&cluster.client_outputs[leader], conn).is_empty(),
+        "PUBACK released before commit"
+    );
+    cluster.run(50);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], conn)[..],
+        [Packet::PubAck(_)]
+    ));
+    cluster.run(100);
+    for node in &cluster.nodes {
+        assert!(
+            node.image().retained.contains_key("t/1"),
+            "node {} lacks the retained message",
+            node.node_id()
+        );
+    }
+}
+
+#[test]
+fn a_restarted_node_recovers_its_image_from_its_disk() {
+    let mut cluster = Cluster::new();
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let before = (cluster.nodes[leader].applied(), cluster.nodes[leader].applied_digest());
+    let disk = &cluster.disks[leader];
+    let recovered = Recovered {
+        hard_state: disk.hs.clone(),
+        snapshot: disk.snapshot.clone(),
+        entries: disk.entries.clone(),
+    };
+    let node = Node::new(config(leader as u64 + 1), recovered);
+    assert_eq!((node.applied(), node.applied_digest()), before);
+}
+
+#[test]
+fn bad_peer_messages_are_refused_with_a_typed_error() {
+    let mut cluster = Cluster::new();
+    cluster.run(2_000);
+    let good = {
+        let m = mqtt_cluster::eraftpb::Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            ..Default::default()
+        };
+        wire::encode_peer_message(CLUSTER, &m)
+    };
+    let mut wrong_cluster = good.to_vec();
+    wrong_cluster[5..13].copy_from_slice(&0xbadu64.to_be_bytes());
+    let mut garbage_body = good[..wire::PEER_HEADER_LEN].to_vec();
+    garbage_body.extend_from_slice(&[0xff; 7]);
+    let oversized = vec![0u8; wire::DEFAULT_MAX_PEER_MESSAGE + 1];
+    type Expect = fn(&PeerError) -> bool;
+    let cases: Vec<(u64, Vec<u8>, Expect)> = vec![
+        (2, wrong_cluster, |e| {
+            matches!(e, PeerError::WrongCluster { got: 0xbad, .. })
+        }),
+        (2, garbage_body, |e| matches!(e, PeerError::Malformed(_))),
+        (2, good[..5].to_vec(), |e| matches!(e, PeerError::Truncated { len: 5 })),
+        (2, b"GET / HTTP/1.1\r\n\r\n".to_vec(), |e| {
+            matches!(e, PeerError::BadMagic)
+        }),
+        (2, oversized, |e| matches!(e, PeerError::TooLarge { .. })),
+        // A message that claims another sender than the connection it came on, and one from a non-member.
+        (3, good.to_vec(), |e| {
+            matches!(
+                e,
+                PeerError::UnknownSender {
+                    claimed: 2,
+                    connection: 3
+                }
+            )
+        }),
+        (9, good.to_vec(), |e| {
+            matches!(e, PeerError::UnknownSender { connection: 9, .. })
+        }),
+    ];
+    for (from, data, expected) in cases {
+        cluster.events.clear();
+        let applied = cluster.nodes[0].applied();
+        cluster.input(0, NodeInput::Peer { from, message: &data });
+        let refused: Vec<&PeerError> = cluster
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ClusterEvent::PeerRefused { error, .. } => Some(error),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            refused.len() == 1 && expected(refused[0]),
+            "unexpected refusal: {refused:?}"
+        );
+        assert_eq!(cluster.nodes[0].applied(), applied);
+    }
+}
