@@ -50,11 +50,24 @@ fn main() -> ExitCode {
         eprintln!("mqtt-broker: configuration error: {e}");
         return ExitCode::from(BAD_CONFIG);
     }
+    if settings.cluster.is_some() {
+        if let Some(key) = cluster_unsupported(&settings) {
+            eprintln!(
+                "mqtt-broker: configuration error: {key} is not available with [cluster] yet (the replicated broker \
+                 runs without authentication: use loopback listeners with anonymous access)"
+            );
+            return ExitCode::from(BAD_CONFIG);
+        }
+    }
     if cli.check_config {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
     }
-    match run(&settings, authenticator) {
+    let result = match &settings.cluster {
+        Some(cluster) => run_cluster(&settings, cluster),
+        None => run(&settings, authenticator),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             log::error!("{message}");
@@ -78,6 +91,7 @@ enum RunError {
     Driver(mqtt_io::driver::DriverError),
     Storage(mqtt_io::storage::StorageError),
     Verifier(std::io::Error),
+    Cluster(String),
 }
 
 impl std::fmt::Display for RunError {
@@ -90,6 +104,7 @@ impl std::fmt::Display for RunError {
             RunError::Driver(e) => write!(f, "{e}"),
             RunError::Storage(e) => write!(f, "cannot recover the data directory: {e}"),
             RunError::Verifier(e) => write!(f, "cannot start the password verifier threads: {e}"),
+            RunError::Cluster(e) => write!(f, "cannot recover the cluster data directory: {e}"),
         }
     }
 }
@@ -147,6 +162,59 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
             listener.protocol.as_str()
         );
     }
+    driver.run().map_err(RunError::Driver)
+}
+
+/// The first setting a cluster node cannot honour yet: the node's broker runs without an authenticator, so a
+/// setting that asks for authentication must not be silently ignored.
+fn cluster_unsupported(settings: &Settings) -> Option<&'static str> {
+    if settings.password_file.is_some() {
+        return Some("password_file");
+    }
+    if settings.acl_file.is_some() {
+        return Some("acl_file");
+    }
+    if settings.listeners.iter().any(|l| !l.allow_anonymous) {
+        return Some("a listener refusing anonymous clients (allow_anonymous = false)");
+    }
+    None
+}
+
+/// One node of a Raft cluster: the Raft log in the data directory, the links to the other nodes, the broker on the
+/// leader.
+fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result<(), RunError> {
+    use mqtt_io::cluster::node as cluster_node;
+    let logger = mqtt_io::log::init(settings.log_level, settings.log_file.as_deref()).map_err(RunError::Log)?;
+    report_open_file_limit(settings.limits.max_connections as u64);
+    let seed = settings.seed.unwrap_or_else(seed_from_clock);
+    let config = cluster_node::node_config(cluster, settings.limits.clone(), seed);
+    let (core, recovered) = cluster_node::open(&settings.data_dir, cluster, config, settings.repair)
+        .map_err(|e| RunError::Cluster(e.to_string()))?;
+    log::info!(
+        "cluster {:?}: node {} of {:?}, term {}, commit {}, snapshot at {}, {} log entries recovered{}",
+        cluster.cluster_id,
+        cluster.node_id,
+        cluster.voter_ids(),
+        recovered.hard_state.term,
+        recovered.hard_state.commit,
+        recovered.snapshot.get_metadata().index,
+        recovered.entries.len(),
+        if recovered.truncated_bytes > 0 {
+            format!(" ({} damaged bytes truncated)", recovered.truncated_bytes)
+        } else {
+            String::new()
+        }
+    );
+    let driver = Driver::bind(settings, core, Some(logger)).map_err(RunError::Driver)?;
+    let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
+    log::info!(
+        "mqtt-broker {} starting as cluster node {}: listeners [{}], nodes on {}, data dir {}, seed {seed}",
+        env!("CARGO_PKG_VERSION"),
+        cluster.node_id,
+        addrs.join(", "),
+        cluster.listen,
+        settings.data_dir.display()
+    );
     driver.run().map_err(RunError::Driver)
 }
 
