@@ -142,7 +142,12 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
         addrs.join(", "),
         settings.data_dir.display()
     );
-    for (listener, addr) in settings.listeners.iter().zip(&addrs) {
+    log_listeners(settings, &addrs);
+    driver.run().map_err(RunError::Driver)
+}
+
+fn log_listeners(settings: &Settings, addrs: &[String]) {
+    for (listener, addr) in settings.listeners.iter().zip(addrs) {
         let anonymous = if listener.allow_anonymous {
             "anonymous allowed"
         } else {
@@ -162,7 +167,6 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
             listener.protocol.as_str()
         );
     }
-    driver.run().map_err(RunError::Driver)
 }
 
 /// The first setting a cluster node cannot honour yet: the node's broker runs without an authenticator, so a
@@ -215,6 +219,7 @@ fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result
         cluster.listen,
         settings.data_dir.display()
     );
+    log_listeners(settings, &addrs);
     driver.run().map_err(RunError::Driver)
 }
 
