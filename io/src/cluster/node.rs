@@ -11,6 +11,7 @@ use super::transport::{PeerEvent, PeerTransport, TransportConfig};
 use crate::config::ClusterSettings;
 use crate::driver::{Core, CORE_TOKEN_BASE};
 use mio::{Registry, Token};
+use mqtt_cluster::eraftpb::HardState;
 use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput};
 use mqtt_core::broker::{Config as BrokerConfig, Input, Output};
 use mqtt_core::persist::Image;
@@ -84,6 +85,8 @@ pub fn open(
         peer_events: Vec::new(),
         failure: None,
         now: Time::ZERO,
+        hard_state: recovered.hard_state.clone(),
+        lazy_hard_state: None,
     };
     Ok((core, recovered))
 }
@@ -105,6 +108,10 @@ pub struct ClusterCore {
     peer_events: Vec<PeerEvent>,
     failure: Option<String>,
     now: Time,
+    /// The newest hard state the node asked to persist.
+    hard_state: HardState,
+    /// A hard state that differs from the last written one only in its commit index: written with the next sync.
+    lazy_hard_state: Option<HardState>,
 }
 
 impl ClusterCore {
@@ -133,8 +140,19 @@ impl ClusterCore {
                     self.unsynced = true;
                 }
                 NodeOutput::PersistHardState(hard_state) => {
-                    self.disk.set_hard_state(&hard_state);
-                    self.unsynced = true;
+                    // Term and vote are promises: durable before anything after them is acted on. The commit index
+                    // is not (Raft re-learns it from the leader after a restart; the recovered commit is only ever
+                    // lower), so a hard state that moves only the commit index rides along with the next sync
+                    // instead of costing one of its own: on the leader that is one sync less per released batch.
+                    let same_vote = hard_state.term == self.hard_state.term && hard_state.vote == self.hard_state.vote;
+                    self.hard_state = hard_state.clone();
+                    if same_vote {
+                        self.lazy_hard_state = Some(hard_state);
+                    } else {
+                        self.lazy_hard_state = None;
+                        self.disk.set_hard_state(&hard_state);
+                        self.unsynced = true;
+                    }
                 }
                 NodeOutput::PersistSnapshot { snapshot, discard_log } => {
                     // Written and synced at once (with everything queued before it).
@@ -152,8 +170,8 @@ impl ClusterCore {
         match output {
             NodeOutput::Client(output) => self.ready.push_back(output),
             NodeOutput::Peer { to, message } => {
-                if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
-                    transport.send(registry, to, &message, Instant::now(), &mut self.peer_events);
+                if let Some(transport) = self.transport.as_mut() {
+                    transport.send(to, &message);
                 }
             }
             NodeOutput::Event(event) => log_event(&event),
@@ -170,6 +188,9 @@ impl ClusterCore {
             return;
         }
         if self.unsynced {
+            if let Some(hard_state) = self.lazy_hard_state.take() {
+                self.disk.set_hard_state(&hard_state);
+            }
             if let Err(e) = self.disk.commit() {
                 self.fail(&e);
                 self.held.clear();
@@ -185,6 +206,13 @@ impl ClusterCore {
     fn fail(&mut self, error: &DiskError) {
         log::error!("cluster: the Raft log cannot be written ({error}); this node stops");
         self.failure = Some(format!("cluster: the Raft log cannot be written: {error}"));
+    }
+
+    /// The messages of this loop turn go out, one write per link.
+    fn flush_links(&mut self) {
+        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            transport.flush(registry, Instant::now(), &mut self.peer_events);
+        }
     }
 
     /// Feeds what the links reported to the node.
@@ -287,9 +315,11 @@ impl Core for ClusterCore {
         }
         self.deliver_peer_events();
         self.commit();
+        self.flush_links();
         // Sending what the commit released may have failed a link; the node hears of it now.
         self.deliver_peer_events();
         self.commit();
+        self.flush_links();
     }
 
     fn io_deadline(&self) -> Option<Instant> {

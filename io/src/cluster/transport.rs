@@ -157,16 +157,9 @@ impl PeerTransport {
         Token(self.config.token_base + 1 + index)
     }
 
-    /// Queues `message` for `to` and writes what the socket takes; false if it was dropped (unknown peer, a full
-    /// queue, or larger than the bound).
-    pub fn send(
-        &mut self,
-        registry: &Registry,
-        to: u64,
-        message: &[u8],
-        now: Instant,
-        events: &mut Vec<PeerEvent>,
-    ) -> bool {
+    /// Queues `message` for `to`; false if it was dropped (unknown peer, a full queue, or larger than the bound).
+    /// Nothing is written until [`PeerTransport::flush`]: the messages of one loop turn leave in one write per link.
+    pub fn send(&mut self, to: u64, message: &[u8]) -> bool {
         let max = self.config.max_message;
         let Some(link) = self.links.get_mut(&to) else {
             log::warn!("cluster: no link to node {to}; message dropped");
@@ -197,10 +190,14 @@ impl PeerTransport {
         framed.put_slice(message);
         link.queue.push_back(framed.freeze());
         link.queued_bytes += framed_len;
-        if link.connected {
+        true
+    }
+
+    /// Writes what every connected link has queued, as far as the sockets take it.
+    pub fn flush(&mut self, registry: &Registry, now: Instant, events: &mut Vec<PeerEvent>) {
+        for link in self.links.values_mut().filter(|l| l.connected && !l.queue.is_empty()) {
             flush_link(link, registry, now, events);
         }
-        true
     }
 
     /// Handles a readiness event on one of the links' tokens.
@@ -548,20 +545,38 @@ fn on_link_event(
     }
 }
 
-/// Writes queued frames until the socket is full or the queue empty.
+/// Frames written per system call at most.
+const WRITE_BATCH: usize = 64;
+
+/// Writes queued frames until the socket is full or the queue empty, many frames per write.
 fn flush_link(link: &mut Link, registry: &Registry, now: Instant, events: &mut Vec<PeerEvent>) {
     loop {
-        let (Some(stream), Some(front)) = (link.stream.as_mut(), link.queue.front()) else {
+        let Some(stream) = link.stream.as_mut() else {
             return;
         };
-        match stream.write(&front[link.written..]) {
+        if link.queue.is_empty() {
+            return;
+        }
+        let mut slices = Vec::with_capacity(WRITE_BATCH.min(link.queue.len()));
+        for (i, frame) in link.queue.iter().take(WRITE_BATCH).enumerate() {
+            let from = if i == 0 { link.written } else { 0 };
+            slices.push(io::IoSlice::new(&frame[from..]));
+        }
+        match stream.write_vectored(&slices) {
             Ok(0) => return,
-            Ok(n) => {
-                link.written += n;
-                if link.written == front.len() {
-                    link.queued_bytes -= front.len();
-                    link.queue.pop_front();
-                    link.written = 0;
+            Ok(mut n) => {
+                while n > 0 {
+                    let Some(front) = link.queue.front() else { break };
+                    let rest = front.len() - link.written;
+                    if n >= rest {
+                        n -= rest;
+                        link.queued_bytes -= front.len();
+                        link.queue.pop_front();
+                        link.written = 0;
+                    } else {
+                        link.written += n;
+                        n = 0;
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -83,8 +83,9 @@ fn messages(n: &Node) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn send(n: &mut Node, to: u64, data: &[u8]) -> bool {
-    let registry = n.poll.registry();
-    n.transport.send(registry, to, data, Instant::now(), &mut n.events)
+    let sent = n.transport.send(to, data);
+    n.transport.flush(n.poll.registry(), Instant::now(), &mut n.events);
+    sent
 }
 
 #[test]
