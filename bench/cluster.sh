@@ -69,7 +69,9 @@ echo
 echo "QoS 1, 64 B payloads, subscribers with persistent sessions (Clean Session 0). One broker with \`sync = \"always\"\`"
 echo "against a 3-node cluster (\`examples/cluster/\`-style configuration, all on this machine and its one disk),"
 echo "measured by \`bench/cluster.sh\` in the same run, ${duration}s each. In the cluster every acknowledgement waits until"
-echo "its record is committed on two of three nodes, each synced; the clients talk to the leader."
+echo "its record is committed on two of three nodes, each synced; the clients talk to the leader. Load average when"
+echo "measured: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (all three nodes, the single broker and the load"
+echo "generator share them), so the rows vary from run to run; compare the two columns of one row."
 echo
 echo "| workload | clients | single node msg/s | 3-node cluster msg/s | ratio | p99 µs (single) | p99 µs (cluster) | lost (single / cluster) |"
 echo "|---|---|---|---|---|---|---|---|"
