@@ -204,3 +204,28 @@ fn acknowledged_messages_survive_sigkill_of_the_leader() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn a_data_directory_of_another_cluster_is_refused_at_start_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A directory that node 1 of cluster "other" has used.
+    drop(mqtt_io::cluster::disk::RaftDisk::open(&data, "other", 1, false).expect("other cluster's directory"));
+    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let config = dir.path().join("node1.toml");
+    std::fs::write(&config, node_config(1, &peers)).expect("config");
+    let output = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run mqtt-broker");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let file = data.join("cluster.id").display().to_string();
+    assert!(
+        stderr.contains(&file) && stderr.contains("\"other\"") && stderr.contains("\"test\""),
+        "{stderr}"
+    );
+}

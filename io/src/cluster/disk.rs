@@ -31,8 +31,6 @@ const TAG_ENTRY: u8 = 1;
 const TAG_HARD_STATE: u8 = 2;
 /// Snapshot data is written in frames of at most this, so no single frame approaches the frame size limit.
 const SNAP_CHUNK: usize = 1 << 20;
-/// The log grows to at least this before [`RaftDisk::wants_compaction`] says a snapshot should replace it.
-const MIN_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Why the Raft files could not be read or written.
 #[derive(Debug)]
@@ -103,7 +101,6 @@ pub struct RaftDisk {
     log: File,
     log_path: PathBuf,
     log_len: u64,
-    snapshot_len: u64,
     /// Frames not yet written.
     pending: BytesMut,
     scratch: Vec<u8>,
@@ -122,11 +119,9 @@ impl RaftDisk {
         let (snapshots, logs) = generations(dir)?;
         let generation = snapshots.iter().chain(&logs).max().copied().unwrap_or(0);
         let mut recovered = Recovered::default();
-        let mut snapshot_len = 0;
         if snapshots.contains(&generation) {
             let path = snap_path(dir, generation);
             recovered.snapshot = read_snapshot(&path)?;
-            snapshot_len = std::fs::metadata(&path).map_err(io_err(&path))?.len();
         } else if generation > 0 && !repair {
             return Err(DiskError::Corrupt {
                 path: log_path(dir, generation),
@@ -162,7 +157,6 @@ impl RaftDisk {
             log: open_append(dir, &source)?,
             log_path: source.clone(),
             log_len,
-            snapshot_len,
             pending: BytesMut::new(),
             scratch: Vec::new(),
             hard_state: recovered.hard_state.clone(),
@@ -220,11 +214,6 @@ impl RaftDisk {
         Ok(())
     }
 
-    /// Whether the log has grown enough that a snapshot should replace it.
-    pub fn wants_compaction(&self) -> bool {
-        self.log_len > MIN_COMPACT_BYTES.max(2 * self.snapshot_len)
-    }
-
     /// The index of the snapshot the files start from.
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot_index
@@ -242,7 +231,7 @@ impl RaftDisk {
         }
         let generation = self.generation + 1;
         let snap = snap_path(&self.dir, generation);
-        self.snapshot_len = write_snapshot(&snap, snapshot)?;
+        write_snapshot(&snap, snapshot)?;
         // Entries past the snapshot survive only if they continue it (same term at its index, or later).
         let continues = !discard_log
             && self
@@ -424,7 +413,7 @@ fn apply_frame(body: &[u8], snapshot_index: u64, recovered: &mut Recovered) -> R
     }
 }
 
-fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<u64, DiskError> {
+fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), DiskError> {
     let mut out = BytesMut::new();
     let mut scratch = Vec::new();
     frame::put(&mut out, SNAP_MAGIC);
@@ -442,7 +431,7 @@ fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<u64, DiskError> {
     let tmp = path.with_extension("snap.tmp");
     write_synced(&tmp, &out)?;
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    Ok(out.len() as u64)
+    Ok(())
 }
 
 /// Reads a snapshot file; any damage is an error (a snapshot is written whole and renamed into place, so a torn

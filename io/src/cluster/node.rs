@@ -333,3 +333,6 @@ impl Core for ClusterCore {
         self.failure.take()
     }
 }
+
+#[cfg(test)]
+mod tests;

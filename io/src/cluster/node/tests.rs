@@ -1,0 +1,159 @@
+//! Three cluster cores in one process, on real loopback links and real files, each driven like the driver drives
+//! it: the commit rule holds at the driver's edge (a durable CONNACK leaves `poll_output` only once its record is
+//! in the Raft log files of a majority, the leader's included).
+
+use super::*;
+use crate::config::Peer;
+use bytes::BytesMut;
+use mio::{Events, Poll};
+use mqtt_core::broker::{ConnectionId, ListenerId};
+use mqtt_core::codec;
+use mqtt_core::packet::{Packet, ProtocolVersion};
+use mqtt_core::persist::frame::{self, Scan};
+use mqtt_core::persist::Record;
+use protobuf::Message as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+struct TestNode {
+    poll: Poll,
+    core: ClusterCore,
+    dir: tempfile::TempDir,
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn cluster() -> Vec<TestNode> {
+    let peers: Vec<Peer> = (1..=3)
+        .map(|id| Peer {
+            id,
+            address: free_addr(),
+        })
+        .collect();
+    peers
+        .iter()
+        .map(|own| {
+            let settings = ClusterSettings {
+                node_id: own.id,
+                cluster_id: "test".into(),
+                peers: peers.clone(),
+                listen: own.address,
+                tick: Duration::from_millis(20),
+                election_ticks: 10,
+                heartbeat_ticks: 2,
+            };
+            let config = node_config(&settings, BrokerConfig::default(), 7);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mut core, _) = open(dir.path(), &settings, config, false).expect("open");
+            let poll = Poll::new().expect("poll");
+            core.attach(poll.registry()).expect("attach");
+            TestNode { poll, core, dir }
+        })
+        .collect()
+}
+
+/// One loop turn of every node, as the driver runs it; every client output handed out goes through `check`.
+fn turn(nodes: &mut [TestNode], start: Instant, check: &mut dyn FnMut(usize, &[TestNode], Output)) {
+    let mut events = Events::with_capacity(64);
+    for i in 0..nodes.len() {
+        let now = Time::from_millis(start.elapsed().as_millis() as u64);
+        let node = &mut nodes[i];
+        node.poll
+            .poll(&mut events, Some(Duration::from_millis(1)))
+            .expect("poll");
+        for event in events.iter() {
+            assert!(node.core.owns(event.token()), "only the core's sockets are registered");
+            node.core.io_event(now, event);
+        }
+        if node.core.poll_timeout().is_some_and(|t| t <= now) {
+            node.core.handle_input(now, Input::Tick);
+        }
+        node.core.end_turn(now);
+        while let Some(output) = nodes[i].core.poll_output() {
+            check(i, nodes, output);
+        }
+    }
+}
+
+fn leader(nodes: &[TestNode]) -> Option<usize> {
+    nodes.iter().position(|n| n.core.node().is_leader())
+}
+
+/// Whether the Raft log files in `dir` hold an entry whose records open the session of `client_id`.
+fn log_holds_session(dir: &Path, client_id: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|file| {
+        let name = file.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("raft-") && name.ends_with(".log")) {
+            return false;
+        }
+        let data = std::fs::read(file.path()).unwrap_or_default();
+        let mut offset = 0;
+        while let Scan::Frame { body, next } = frame::scan(&data, offset) {
+            offset = next;
+            let Some((1, entry)) = body.split_first() else { continue };
+            let Ok(entry) = mqtt_cluster::eraftpb::Entry::parse_from_bytes(entry) else {
+                continue;
+            };
+            let records = mqtt_cluster::wire::decode_records(&entry.data).unwrap_or_default();
+            if records
+                .iter()
+                .any(|r| matches!(r, Record::SessionOpen { client_id: c, .. } if c == client_id))
+            {
+                return true;
+            }
+        }
+        false
+    })
+}
+
+#[test]
+fn a_durable_connack_leaves_the_core_only_once_a_majority_of_log_files_hold_its_record() {
+    let mut nodes = cluster();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(20);
+    while leader(&nodes).is_none() {
+        assert!(Instant::now() < deadline, "no leader elected");
+        turn(&mut nodes, start, &mut |_, _, _| {});
+    }
+    let l = leader(&nodes).expect("leader");
+    let conn = ConnectionId(1);
+    let now = Time::from_millis(start.elapsed().as_millis() as u64);
+    nodes[l].core.handle_input(
+        now,
+        Input::Opened {
+            conn,
+            peer: "127.0.0.1:5000".parse().expect("address"),
+            listener: ListenerId(0),
+        },
+    );
+    let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, "durable");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let mut data = BytesMut::new();
+    codec::encode(&Packet::Connect(Box::new(connect)), ProtocolVersion::V5, &mut data).expect("encode");
+    nodes[l].core.handle_input(now, Input::Received { conn, data: &data });
+    // Nothing for the client before a loop turn's group commit, whatever else happens.
+    assert_eq!(nodes[l].core.poll_output(), None, "output before the group commit");
+    let mut released = false;
+    while !released {
+        assert!(Instant::now() < deadline, "the CONNACK never left");
+        turn(&mut nodes, start, &mut |i, nodes, output| {
+            if i == l && matches!(output, Output::Transmit { conn: c, .. } if c == conn) {
+                let holders: Vec<usize> = (0..nodes.len())
+                    .filter(|&n| log_holds_session(nodes[n].dir.path(), "durable"))
+                    .collect();
+                assert!(
+                    holders.contains(&l) && holders.len() >= 2,
+                    "CONNACK released while only nodes {holders:?} have the session on disk"
+                );
+                released = true;
+            }
+        });
+    }
+}
