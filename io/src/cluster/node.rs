@@ -12,7 +12,7 @@ use crate::config::ClusterSettings;
 use crate::driver::{Core, CORE_TOKEN_BASE};
 use mio::{Registry, Token};
 use mqtt_cluster::eraftpb::HardState;
-use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput};
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError};
 use mqtt_core::broker::{Config as BrokerConfig, Input, Output};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
@@ -174,9 +174,27 @@ impl ClusterCore {
                     transport.send(to, &message);
                 }
             }
-            NodeOutput::Event(event) => log_event(&event),
+            NodeOutput::Event(event) => {
+                log_event(&event);
+                if let ClusterEvent::PeerRefused { from, error } = &event {
+                    self.drop_bad_peer(*from, error);
+                }
+            }
             // Handled in `pump`: never held.
             NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {}
+        }
+    }
+
+    /// A message that is not a well-formed Raft message of this cluster from the node it claims to be from
+    /// drops the connection it came on (nothing of it was applied). A message raft-rs merely declined (stale) does
+    /// not: that happens between healthy nodes.
+    fn drop_bad_peer(&mut self, from: u64, error: &PeerError) {
+        if matches!(error, PeerError::Refused(_)) {
+            return;
+        }
+        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            log::error!("cluster: dropping the connection of node {from} ({error})");
+            transport.drop_peer(registry, from);
         }
     }
 

@@ -271,6 +271,19 @@ impl PeerTransport {
         self.links.get(&peer).map_or(0, |l| l.dropped)
     }
 
+    /// Drops the accepted connection(s) of node `from` (it sent something unacceptable); it will dial again.
+    pub fn drop_peer(&mut self, registry: &Registry, from: u64) {
+        let tokens: Vec<usize> = self
+            .inbound
+            .iter()
+            .filter(|(_, c)| c.from == Some(from))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            self.drop_inbound(registry, token);
+        }
+    }
+
     fn accept(&mut self, registry: &Registry, now: Instant, events: &mut Vec<PeerEvent>) {
         loop {
             let (mut stream, peer_addr) = match self.listener.accept() {
@@ -420,7 +433,7 @@ fn take_frames(
     }
 }
 
-fn encode_hello(node_id: u64, cluster_id: &str) -> Bytes {
+pub(crate) fn encode_hello(node_id: u64, cluster_id: &str) -> Bytes {
     let mut body = BytesMut::new();
     body.put_slice(HELLO_MAGIC);
     body.put_u8(HELLO_VERSION);

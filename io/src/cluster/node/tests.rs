@@ -157,3 +157,79 @@ fn a_durable_connack_leaves_the_core_only_once_a_majority_of_log_files_hold_its_
         });
     }
 }
+
+fn elect(nodes: &mut [TestNode], start: Instant) -> usize {
+    let deadline = start + Duration::from_secs(20);
+    while leader(nodes).is_none() {
+        assert!(Instant::now() < deadline, "no leader elected");
+        turn(nodes, start, &mut |_, _, _| {});
+    }
+    leader(nodes).expect("leader")
+}
+
+#[test]
+fn a_malformed_message_from_a_peer_is_refused_and_its_connection_dropped() {
+    use std::io::{Read, Write};
+    let mut nodes = cluster();
+    let start = Instant::now();
+    let l = elect(&mut nodes, start);
+    // The bad messages claim to come from a member that is down (so that no real connection of its replaces theirs).
+    let claimed_index = (l + 2) % 3;
+    let claimed = nodes[claimed_index].core.node().node_id();
+    let target_id = nodes[(l + 1) % 3].core.node().node_id();
+    drop(nodes.remove(claimed_index));
+    let target = nodes
+        .iter()
+        .position(|n| n.core.node().node_id() == target_id)
+        .expect("target runs");
+    let applied = nodes[target].core.node().applied();
+    let addr = nodes[target].core.peer_addr().expect("attached");
+    // For each: a hello as a member, then one frame that is not a Raft message of this cluster.
+    let mut bad_header = mqtt_cluster::wire::encode_peer_message(
+        cluster_id_digest("another cluster"),
+        &mqtt_cluster::eraftpb::Message::default(),
+    )
+    .to_vec();
+    let garbage = b"\xff\xff\xff\xff not protobuf".to_vec();
+    let mut truncated =
+        mqtt_cluster::wire::encode_peer_message(cluster_id_digest("test"), &mqtt_cluster::eraftpb::Message::default())
+            .to_vec();
+    truncated.truncate(5);
+    for (what, body) in [
+        ("another cluster id", std::mem::take(&mut bad_header)),
+        ("not a peer message", garbage),
+        ("shorter than its header", truncated),
+    ] {
+        let mut raw = std::net::TcpStream::connect(addr).expect("connect");
+        raw.write_all(&crate::cluster::transport::encode_hello(claimed, "test"))
+            .expect("hello");
+        raw.write_all(&(body.len() as u32).to_be_bytes()).expect("len");
+        raw.write_all(&body).expect("body");
+        raw.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let closed = loop {
+            turn(&mut nodes, start, &mut |_, _, _| {});
+            let mut b = [0u8; 8];
+            match raw.read(&mut b) {
+                Ok(0) => break true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {}
+                _ => break false,
+            }
+        };
+        assert!(closed, "{what}: the connection is dropped");
+    }
+    // Nothing was applied from them, and the cluster goes on: every node applies the same entries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        turn(&mut nodes, start, &mut |_, _, _| {});
+        let digests: Vec<(u64, u64)> = nodes
+            .iter()
+            .map(|n| (n.core.node().applied(), n.core.node().applied_digest()))
+            .collect();
+        if digests.windows(2).all(|w| w[0] == w[1]) && leader(&nodes).is_some() {
+            assert!(nodes[target].core.node().applied() >= applied);
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes disagree: {digests:?}");
+    }
+}
