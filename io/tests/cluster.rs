@@ -138,7 +138,7 @@ fn acknowledged_messages_survive_sigkill_of_the_leader() {
         .collect();
     let killed = nodes[leader].take().expect("leader runs");
     let killed_log = killed.log_text();
-    drop(killed.crash());
+    let killed_dir = killed.crash();
     acked_q1 += count_acks(
         &q1_events,
         QoS::AtLeastOnce,
@@ -196,6 +196,24 @@ fn acknowledged_messages_survive_sigkill_of_the_leader() {
             .all(|(_, n)| *n == 1),
         "no QoS 2 duplicates at all"
     );
+
+    // The killed node restarts on its files (the Raft log as the kill left it) and rejoins as a follower.
+    let config = killed_dir.path().join("broker.toml");
+    let data = killed_dir.path().join("data");
+    let config_arg = config.to_str().expect("utf-8 path").to_string();
+    let restarted = BrokerProcess::start_with_data_dir(killed_dir, &data, &["--config", &config_arg]);
+    let new_leader_id = new_leader + 1;
+    assert!(
+        restarted.wait_for_log(&format!("leader Some({new_leader_id})"), WAIT),
+        "the restarted node follows node {new_leader_id}: {}",
+        restarted.log_text()
+    );
+    let recovered = restarted.log_text();
+    let line = recovered
+        .lines()
+        .find(|l| l.contains("log entries recovered"))
+        .unwrap_or_default();
+    assert!(!line.contains(" 0 log entries"), "its Raft log was read back: {line}");
     eprintln!(
         "cluster failover: {acked_q1} QoS 1 and {acked_q2} QoS 2 acknowledged before the kill, {} distinct \
          received from node {} after it; {:.1} s in all",
