@@ -186,6 +186,8 @@ pub struct Node {
     rng: ChaCha8Rng,
     /// Brokers built so far, so each gets its own seed.
     brokers_built: u64,
+    /// Peers sent a snapshot in the current ready (see `process_ready`).
+    snapshots_sent: Vec<u64>,
 }
 
 impl Node {
@@ -251,6 +253,7 @@ impl Node {
             next_tick: None,
             rng,
             brokers_built: 0,
+            snapshots_sent: Vec::new(),
         };
         node.outputs.extend(events.into_iter().map(NodeOutput::Event));
         node
@@ -511,6 +514,12 @@ impl Node {
             let committed = light.take_committed_entries();
             self.apply(committed);
             self.raft.advance_apply_to(self.applied);
+            // A snapshot travels as one message that may be lost, and raft-rs pauses the follower until told how it
+            // went. Reporting it finished at once resumes probing: if it was lost, the follower rejects the next
+            // append and the leader sends the snapshot again.
+            for to in std::mem::take(&mut self.snapshots_sent) {
+                self.raft.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
             self.observe_role();
         }
         self.observe_role();
@@ -521,6 +530,9 @@ impl Node {
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
             let to = message.to;
+            if message.msg_type == raft::eraftpb::MessageType::MsgSnapshot {
+                self.snapshots_sent.push(to);
+            }
             let bytes = wire::encode_peer_message(self.config.cluster_id, &message);
             self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
         }

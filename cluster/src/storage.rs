@@ -151,3 +151,67 @@ impl raft::Storage for LogStore {
         Ok(self.snapshot.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Entry::default()
+        }
+    }
+
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = term;
+        s
+    }
+
+    #[test]
+    fn append_replaces_a_conflicting_suffix() {
+        let mut store = LogStore::new(ConfState::default());
+        store.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        store.append(&[entry(2, 2)]);
+        assert_eq!(store.last_index(), Ok(2));
+        assert_eq!(store.term(2), Ok(2));
+        assert!(store.term(3).is_err());
+    }
+
+    #[test]
+    fn compaction_keeps_later_entries_and_the_snapshot_term() {
+        let mut store = LogStore::new(ConfState::default());
+        store.append(&(1..=10).map(|i| entry(i, 1 + i / 5)).collect::<Vec<_>>());
+        store.compact(snapshot(6, 2));
+        assert_eq!(store.first_index(), Ok(7));
+        assert_eq!(store.last_index(), Ok(10));
+        // The term of the entry just before the first is kept for log matching.
+        assert_eq!(store.term(6), Ok(2));
+        assert_eq!(store.term(5), Err(raft::Error::Store(StorageError::Compacted)));
+        assert_eq!(
+            store.entries(5, 8, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        );
+        let got = store
+            .entries(7, 11, None, GetEntriesContext::empty(false))
+            .expect("entries 7..=10");
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_the_log_and_raises_the_commit() {
+        let mut store = LogStore::new(ConfState::default());
+        store.append(&[entry(1, 1), entry(2, 1)]);
+        store.install_snapshot(snapshot(9, 3));
+        assert_eq!((store.first_index(), store.last_index()), (Ok(10), Ok(9)));
+        assert_eq!(store.initial_state().map(|s| s.hard_state.commit), Ok(9));
+        // Entries the snapshot covers are skipped; later ones follow it.
+        store.append(&[entry(9, 3), entry(10, 3)]);
+        assert_eq!(store.last_index(), Ok(10));
+        assert_eq!(store.snapshot(0, 2).map(|s| s.get_metadata().index), Ok(9));
+    }
+}

@@ -29,6 +29,8 @@ struct Cluster {
     /// Client outputs, by node index.
     client_outputs: Vec<Vec<Output>>,
     events: Vec<(u64, ClusterEvent)>,
+    /// A node cut off from the others: messages from and to it are dropped.
+    isolated: Option<u64>,
 }
 
 fn config(id: u64) -> NodeConfig {
@@ -48,6 +50,7 @@ impl Cluster {
             network: VecDeque::new(),
             client_outputs: vec![Vec::new(); 3],
             events: Vec::new(),
+            isolated: None,
         }
     }
 
@@ -84,6 +87,9 @@ impl Cluster {
     fn run(&mut self, ms: u64) {
         for _ in 0..ms {
             while let Some((from, to, message)) = self.network.pop_front() {
+                if self.isolated == Some(from) || self.isolated == Some(to) {
+                    continue;
+                }
                 self.input(
                     to as usize - 1,
                     NodeInput::Peer {
@@ -223,6 +229,64 @@ fn a_qos1_puback_waits_for_the_commit_and_every_node_applies_the_message() {
             node.node_id()
         );
     }
+}
+
+#[test]
+fn a_leader_cut_off_from_its_quorum_drops_held_acknowledgements_and_closes_its_clients() {
+    let mut cluster = Cluster::new();
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let conn = ConnectionId(1);
+    let peer = "127.0.0.1:5000".parse().expect("address");
+    cluster.input(
+        leader,
+        NodeInput::Client(Input::Opened {
+            conn,
+            peer,
+            listener: ListenerId(0),
+        }),
+    );
+    let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, "pub");
+    connect.properties.session_expiry_interval = Some(3600);
+    connect.clean_start = false;
+    let data = encode(&Packet::Connect(Box::new(connect)));
+    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    cluster.run(50);
+    cluster.client_outputs[leader].clear();
+    cluster.isolated = Some(leader as u64 + 1);
+    // Retained, so it changes durable state (a QoS 1 message nobody subscribed to changes nothing and is
+    // acknowledged at once).
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "t/2".into(),
+        packet_id: 9,
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"lost"),
+    };
+    let data = encode(&Packet::Publish(publish));
+    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    cluster.run(1_000);
+    // check-quorum deposed it: the PUBACK that waited for a commit never went out, and the client was closed.
+    assert!(!cluster.nodes[leader].is_leader());
+    assert!(
+        packets(&cluster.client_outputs[leader], conn).is_empty(),
+        "a held PUBACK was released"
+    );
+    assert!(cluster.client_outputs[leader].contains(&Output::Close { conn }));
+    let deposed = cluster.events.iter().any(|(id, e)| {
+        *id == leader as u64 + 1 && matches!(e, ClusterEvent::Deposed { dropped, closed: 1, .. } if *dropped >= 1)
+    });
+    assert!(
+        deposed,
+        "no Deposed event with the dropped output: {:?}",
+        cluster.events
+    );
+    // The other two elected a new leader, which does not have the uncommitted message.
+    let new_leader = cluster.leader().expect("a new leader among the majority");
+    assert_ne!(new_leader, leader);
+    assert!(!cluster.nodes[new_leader].image().retained.contains_key("t/2"));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod client;
+pub mod cluster;
 pub mod invariants;
 pub mod model;
 pub mod options;

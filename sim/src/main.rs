@@ -16,6 +16,9 @@ struct Args {
     /// Number of fault-phase steps (default: chosen by the seed).
     #[arg(long)]
     steps: Option<usize>,
+    /// Simulate a cluster of this many nodes (3 or 5) instead of one broker.
+    #[arg(long)]
+    nodes: Option<usize>,
     /// Plant a known bug in the core: qos2-duplicate, inflight-dropped, plus-across-levels (needs the
     /// `planted-bugs` feature).
     #[cfg(feature = "planted-bugs")]
@@ -27,6 +30,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if !cfg!(debug_assertions) {
         eprintln!("note: built without debug assertions; fine for speed, but debug builds check more");
+    }
+    if let Some(nodes) = args.nodes {
+        return run_cluster(&args, nodes);
     }
     #[allow(unused_mut)]
     let mut config = sim::RunConfig::new(args.trace, args.steps);
@@ -76,6 +82,84 @@ fn main() -> ExitCode {
         }
         Err(failure) => {
             eprintln!("{failure}");
+            println!("trace hash: {:#018x}", failure.trace_hash);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cluster(args: &Args, nodes: usize) -> ExitCode {
+    if nodes != 3 && nodes != 5 {
+        eprintln!("--nodes must be 3 or 5");
+        return ExitCode::from(2);
+    }
+    // `..Default::default()` fills `planted_bug`, which exists only with the `planted-bugs` feature.
+    #[allow(unused_mut, clippy::needless_update)]
+    let mut config = sim::cluster::ClusterRunConfig {
+        trace: args.trace,
+        nodes: Some(nodes),
+        fault_ms: args.steps.map(|s| s as u64),
+        ..Default::default()
+    };
+    #[cfg(feature = "planted-bugs")]
+    if let Some(name) = &args.planted_bug {
+        match sim::cluster::cluster_bug_named(name) {
+            Some(bug) => config.planted_bug = Some(bug),
+            None => {
+                eprintln!(
+                    "unknown planted cluster bug '{name}' (one of {:?})",
+                    sim::cluster::CLUSTER_BUGS
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("options: {}", sim::cluster::cluster_options_for(args.seed, &config).0);
+    let started = Instant::now();
+    match sim::cluster::run_cluster(args.seed, &config) {
+        Ok(report) => {
+            let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+            let c = &report.counts;
+            println!(
+                "published {} | acknowledged {} | leader terms {} | crashes {} ({} unsynced writes lost) | restarts {} \
+                 | partitions {} | garbage refused {} | client connects {} (refused by non-leaders {}) | snapshots {} \
+                 taken, {} installed | releases checked against the disks {} | peer messages {}",
+                c.published,
+                c.acknowledged,
+                c.leader_terms,
+                c.crashes,
+                c.writes_lost,
+                c.restarts,
+                c.partitions,
+                c.refused,
+                c.client_connects,
+                c.client_refusals,
+                c.snapshots,
+                c.snapshots_installed,
+                c.releases_checked,
+                c.peer_messages
+            );
+            println!(
+                "simulated {:.1}s in {:.3}s wall ({:.0}x real time); leader {} ms after healing | trace lines {}",
+                report.simulated_ms as f64 / 1000.0,
+                elapsed,
+                report.simulated_ms as f64 / 1000.0 / elapsed,
+                c.leaderless_ms_after_heal,
+                report.trace_lines
+            );
+            println!("trace hash: {:#018x}", report.trace_hash);
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("seed {} FAILED: {}", failure.seed, failure.violation);
+            eprintln!("last trace lines:");
+            for line in &failure.trace_tail {
+                eprintln!("  {line}");
+            }
+            eprintln!(
+                "reproduce: cargo run -p sim -- --seed {} --nodes {nodes} --trace",
+                failure.seed
+            );
             println!("trace hash: {:#018x}", failure.trace_hash);
             ExitCode::FAILURE
         }

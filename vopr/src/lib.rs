@@ -1,6 +1,8 @@
 //! Runs many simulator seeds in parallel (one seed per thread at a time, each single-threaded and deterministic)
 //! and collects the failures with the command that reproduces each.
 
+pub mod cluster;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -20,6 +20,12 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Run cluster seeds (3 or 5 nodes under partitions and crashes) instead of single-broker ones.
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: always this many nodes (default: each seed chooses 3 or 5).
+    #[arg(long)]
+    nodes: Option<usize>,
     /// Plant a known bug (qos2-duplicate, inflight-dropped, plus-across-levels); needs `--features planted-bugs`.
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
@@ -35,6 +41,9 @@ fn main() -> ExitCode {
         (None, None) => Some(100),
         (seeds, _) => seeds,
     };
+    if args.cluster {
+        return run_cluster(&args, seeds, threads);
+    }
     #[allow(unused_mut)]
     let mut run = sim::RunConfig::default();
     #[cfg(feature = "planted-bugs")]
@@ -76,6 +85,66 @@ fn main() -> ExitCode {
         outcome.simulated_ms as f64 / 1000.0,
         outcome.simulated_ms as f64 / 1000.0 / outcome.elapsed.as_secs_f64().max(1e-9),
         outcome.broker_restarts
+    );
+    if outcome.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_cluster(args: &Args, seeds: Option<u64>, threads: usize) -> ExitCode {
+    #[allow(unused_mut)]
+    let mut run = sim::cluster::ClusterRunConfig {
+        nodes: args.nodes,
+        ..Default::default()
+    };
+    #[cfg(feature = "planted-bugs")]
+    if let Some(name) = &args.planted_bug {
+        match sim::cluster::cluster_bug_named(name) {
+            Some(bug) => run.planted_bug = Some(bug),
+            None => {
+                eprintln!(
+                    "unknown planted cluster bug '{name}'; known: {:?}",
+                    sim::cluster::CLUSTER_BUGS
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let plan = vopr::cluster::ClusterPlan {
+        first_seed: args.first_seed,
+        seeds,
+        budget: args.time_budget.map(Duration::from_secs),
+        threads,
+        run,
+        progress: true,
+    };
+    eprintln!(
+        "vopr --cluster: seeds from {} ({:?} seeds, budget {:?}s) on {threads} threads",
+        plan.first_seed, seeds, args.time_budget
+    );
+    let outcome = vopr::cluster::run_cluster(&plan);
+    let nodes = args.nodes.map_or(String::new(), |n| format!(" --nodes {n}"));
+    for failure in &outcome.failures {
+        let nodes = sim::cluster::cluster_options_for(failure.seed, &plan.run).0.nodes;
+        println!(
+            "FAILED cluster seed {}: {}\n  reproduce: cargo run -p sim -- --seed {} --nodes {nodes} --trace",
+            failure.seed, failure.violation, failure.seed
+        );
+    }
+    println!(
+        "vopr --cluster{nodes}: {} seeds, {} failures, {:.2} seeds/s, {:.0} simulated seconds ({:.0}x real time), {} \
+         crashes, {} partitions, {} leader terms, {} acknowledged messages checked",
+        outcome.seeds_run,
+        outcome.failures.len(),
+        outcome.seeds_per_second(),
+        outcome.simulated_ms as f64 / 1000.0,
+        outcome.simulated_ms as f64 / 1000.0 / outcome.elapsed.as_secs_f64().max(1e-9),
+        outcome.crashes,
+        outcome.partitions,
+        outcome.leader_terms,
+        outcome.acknowledged
     );
     if outcome.failures.is_empty() {
         ExitCode::SUCCESS

@@ -1,0 +1,134 @@
+//! The cluster invariants, checked from outside the nodes: the simulator knows every node's durable disk, so it
+//! knows the commit index independently of what any leader claims.
+//!
+//! - Commit rule: when a node releases outputs that waited for entry (index, term), a majority of the disks hold
+//!   that entry durably.
+//! - One leader per term: no two nodes start serving in the same term.
+//! - No stale leader: a node does not serve clients once another node has served a higher term for longer than a
+//!   leader cut off from its quorum needs to notice (check-quorum).
+//! - Agreement: nodes at the same applied index have the same digest of applied entries (and, at the end, equal
+//!   images).
+//! - Delivery: every acknowledged QoS 1/2 message reaches every subscriber, QoS 2 exactly once, across any
+//!   sequence of leader changes (checked at the end of the liveness phase; duplicates at once).
+
+use super::disk::Disk;
+use bytes::Bytes;
+use mqtt_core::packet::QoS;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Default)]
+pub struct Checker {
+    /// Every QoS 1/2 message a publisher sent, with its QoS.
+    published: BTreeMap<Bytes, QoS>,
+    /// Messages whose PUBACK / PUBREC the publisher got.
+    acknowledged: BTreeSet<Bytes>,
+    /// Deliveries per (subscriber, message).
+    delivered: BTreeMap<(usize, Bytes), u32>,
+    /// Who served which term.
+    leaders: BTreeMap<u64, u64>,
+    /// Nodes serving now: id -> (term, since ms).
+    serving: BTreeMap<u64, (u64, u64)>,
+    /// The first digest seen at each applied index.
+    digests: BTreeMap<u64, (u64, u64)>,
+    pub releases_checked: u64,
+}
+
+impl Checker {
+    pub fn published(&mut self, payload: &Bytes, qos: QoS) {
+        self.published.insert(payload.clone(), qos);
+    }
+
+    pub fn acknowledged(&mut self, payload: &Bytes) {
+        self.acknowledged.insert(payload.clone());
+    }
+
+    pub fn acknowledged_count(&self) -> usize {
+        self.acknowledged.len()
+    }
+
+    pub fn delivered(&mut self, subscriber: usize, payload: &Bytes) -> Result<(), String> {
+        let Some(published) = self.published.get(payload) else {
+            return Err(format!("c{subscriber} received {payload:?}, which nobody published"));
+        };
+        let n = self.delivered.entry((subscriber, payload.clone())).or_insert(0);
+        *n += 1;
+        if *published == QoS::ExactlyOnce && *n > 1 {
+            return Err(format!(
+                "QoS 2 message {payload:?} delivered {n} times to c{subscriber}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Node `node` releases outputs that waited for entry (index, term).
+    pub fn released(&mut self, node: u64, index: u64, term: u64, disks: &[&Disk]) -> Result<(), String> {
+        self.releases_checked += 1;
+        let holding = disks.iter().filter(|d| d.holds(index, term)).count();
+        if holding * 2 <= disks.len() {
+            return Err(format!(
+                "n{node} released outputs of entry {index} (term {term}) held durably by only {holding} of {} nodes: \
+                 an acknowledgement for an uncommitted record",
+                disks.len()
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn serving(&mut self, node: u64, term: u64, now: u64) -> Result<(), String> {
+        if let Some(other) = self.leaders.insert(term, node).filter(|o| *o != node) {
+            return Err(format!("n{node} and n{other} both served clients in term {term}"));
+        }
+        self.serving.insert(node, (term, now));
+        Ok(())
+    }
+
+    pub fn stopped_serving(&mut self, node: u64) {
+        self.serving.remove(&node);
+    }
+
+    /// No node still serves (accepts clients, hands them output) once another has served a higher term for longer
+    /// than `grace`, how long a leader cut off from its quorum may take to notice. Its clients would wait forever
+    /// for acknowledgements it can never commit instead of moving to the real leader.
+    pub fn no_stale_leader(&self, now: u64, grace: u64) -> Result<(), String> {
+        for (node, (term, _)) in &self.serving {
+            for (other, (other_term, since)) in &self.serving {
+                if other_term > term && now > since + grace {
+                    return Err(format!(
+                        "stale leader: n{node} (term {term}) still serves clients {} ms after n{other} began serving \
+                         term {other_term}",
+                        now - since
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn applied(&mut self, node: u64, applied: u64, digest: u64) -> Result<(), String> {
+        match self.digests.get(&applied) {
+            Some((first_node, first)) if *first != digest => Err(format!(
+                "n{node} applied other entries up to index {applied} than n{first_node} had (digests {digest:#x} vs \
+                 {first:#x}): an entry applied twice, skipped or different"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.digests.insert(applied, (node, digest));
+                Ok(())
+            }
+        }
+    }
+
+    /// Every acknowledged message reached every subscriber (QoS 2 exactly once was checked as they came).
+    pub fn all_delivered(&self, subscribers: &[usize]) -> Result<(), String> {
+        for payload in &self.acknowledged {
+            for sub in subscribers {
+                if !self.delivered.contains_key(&(*sub, payload.clone())) {
+                    return Err(format!(
+                        "acknowledged message {payload:?} never reached subscriber c{sub}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,722 @@
+//! The cluster world: nodes with their disks, the network between them, the clients, the fault schedule, and the
+//! loop that drives them one virtual millisecond at a time.
+
+use super::check::Checker;
+use super::client::{Client, Kind};
+use super::disk::{Disk, Write};
+use super::net::{Net, NetFaults};
+use super::options::ClusterOptions;
+use crate::trace::Trace;
+use bytes::Bytes;
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput};
+use mqtt_core::broker::{Config as BrokerConfig, ConnectionId, Input, ListenerId, Output};
+use mqtt_core::packet::{ProtocolVersion, QoS};
+use mqtt_core::time::Time;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, VecDeque};
+
+const CLUSTER_ID: u64 = 0x005e_edc1;
+
+/// What a run did, for the report.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterCounts {
+    pub published: u64,
+    pub acknowledged: u64,
+    pub crashes: u64,
+    pub writes_lost: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub garbage: u64,
+    pub refused: u64,
+    pub leader_terms: u64,
+    pub client_connects: u64,
+    pub client_refusals: u64,
+    pub peer_messages: u64,
+    pub releases_checked: u64,
+    pub snapshots: u64,
+    pub snapshots_installed: u64,
+    pub leaderless_ms_after_heal: u64,
+}
+
+struct SimNode {
+    id: u64,
+    node: Option<Node>,
+    disk: Disk,
+    restart_at: Option<u64>,
+    /// Crash right after this many more writes (in the middle of acting on a node's outputs).
+    crash_after_outputs: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Setup,
+    Faults,
+    Liveness,
+}
+
+pub struct World {
+    seed: u64,
+    opts: ClusterOptions,
+    rng: ChaCha8Rng,
+    pub now: u64,
+    nodes: Vec<SimNode>,
+    net: Net,
+    clients: Vec<Client>,
+    /// Open client connections: connection -> (node index, client index).
+    conns: BTreeMap<ConnectionId, (usize, usize)>,
+    /// Client bytes on their way to a node (delivered within the same millisecond, in order).
+    to_nodes: VecDeque<(ConnectionId, Vec<u8>)>,
+    next_conn: u64,
+    check: Checker,
+    pub trace: Trace,
+    pub counts: ClusterCounts,
+    phase: Phase,
+    partition_until: Option<u64>,
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+    planted: Option<PlantedBug>,
+}
+
+#[cfg(feature = "planted-bugs")]
+type PlantedBug = mqtt_cluster::ClusterBug;
+#[cfg(not(feature = "planted-bugs"))]
+type PlantedBug = std::convert::Infallible;
+
+impl World {
+    pub fn new(
+        seed: u64,
+        opts: ClusterOptions,
+        mut rng: ChaCha8Rng,
+        trace: Trace,
+        planted: Option<PlantedBug>,
+    ) -> World {
+        let mut clients = Vec::new();
+        let kinds = std::iter::repeat_n(Kind::Subscriber, opts.subscribers)
+            .chain(std::iter::repeat_n(Kind::Publisher, opts.publishers))
+            .chain(std::iter::repeat_n(Kind::Volatile, opts.volatiles));
+        for (index, kind) in kinds.enumerate() {
+            let version = if rng.gen_bool(opts.v5_share) {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V3_1_1
+            };
+            clients.push(Client::new(index, kind, version, opts.inflight_max));
+        }
+        let mut world = World {
+            seed,
+            net: Net::new(opts.net),
+            nodes: Vec::new(),
+            clients,
+            conns: BTreeMap::new(),
+            to_nodes: VecDeque::new(),
+            next_conn: 1,
+            check: Checker::default(),
+            trace,
+            counts: ClusterCounts::default(),
+            phase: Phase::Setup,
+            partition_until: None,
+            planted,
+            now: 0,
+            rng,
+            opts,
+        };
+        for id in 1..=world.opts.nodes as u64 {
+            world.nodes.push(SimNode {
+                id,
+                node: None,
+                disk: Disk::default(),
+                restart_at: None,
+                crash_after_outputs: None,
+            });
+            world.start(id as usize - 1);
+        }
+        world
+    }
+
+    fn node_config(&self, id: u64) -> NodeConfig {
+        let peers = (1..=self.opts.nodes as u64).filter(|p| *p != id).collect();
+        let mut config = NodeConfig::new(id, peers, CLUSTER_ID);
+        config.tick_ms = self.opts.tick_ms;
+        config.tick_jitter_ms = self.opts.tick_jitter_ms;
+        config.election_tick = self.opts.election_tick;
+        config.heartbeat_tick = self.opts.heartbeat_tick;
+        config.snapshot_entries = self.opts.snapshot_entries;
+        config.seed = self.seed;
+        config.broker = BrokerConfig {
+            persistence: true,
+            // Offline subscribers keep everything (a bounded queue would drop legitimately).
+            max_queued_messages: 1_000_000,
+            max_queued_bytes: u64::MAX,
+            max_queued_bytes_total: u64::MAX,
+            sys_interval: 0,
+            ..BrokerConfig::default()
+        };
+        #[cfg(feature = "planted-bugs")]
+        {
+            config.planted_bug = self.planted;
+        }
+        config
+    }
+
+    fn line(&mut self, text: String) {
+        let line = format!("{:>7} {text}", self.now);
+        self.trace.record(line);
+    }
+
+    /// The whole run: setup, faults, liveness.
+    pub fn run(&mut self) -> Result<(), String> {
+        self.line(format!("seed {} {}", self.seed, self.opts));
+        let result = self.phases();
+        self.counts.acknowledged = self.check.acknowledged_count() as u64;
+        self.counts.releases_checked = self.check.releases_checked;
+        result.map_err(|v| format!("{v} (at {} ms)", self.now))
+    }
+
+    fn phases(&mut self) -> Result<(), String> {
+        let setup_bound = self.now + 10 * self.opts.election_bound_ms();
+        while !self.setup_done() {
+            if self.now > setup_bound {
+                return Err("liveness: the clients could not connect and subscribe on a healthy cluster".into());
+            }
+            self.step()?;
+        }
+        self.phase = Phase::Faults;
+        self.line("fault phase".into());
+        let end = self.now + self.opts.fault_ms;
+        while self.now < end {
+            self.step()?;
+        }
+        self.heal()?;
+        let healed_at = self.now;
+        let bound = healed_at + 60_000;
+        let mut leader_seen = false;
+        loop {
+            self.step()?;
+            if !leader_seen
+                && self
+                    .nodes
+                    .iter()
+                    .any(|n| n.node.as_ref().is_some_and(|n| n.is_leader()))
+            {
+                leader_seen = true;
+                self.counts.leaderless_ms_after_heal = self.now - healed_at;
+                if self.now - healed_at > self.opts.election_bound_ms() {
+                    return Err(format!(
+                        "liveness: no leader until {} ms after the network healed (bound {} ms)",
+                        self.now - healed_at,
+                        self.opts.election_bound_ms()
+                    ));
+                }
+            }
+            if leader_seen && self.now.is_multiple_of(10) && self.converged() {
+                break;
+            }
+            if self.now > bound {
+                let owed = self.check.all_delivered(&self.subscribers()).err().unwrap_or_default();
+                let busy: Vec<String> = self
+                    .clients
+                    .iter()
+                    .filter(|c| !c.is_quiet() || !c.connacked)
+                    .map(|c| c.name())
+                    .collect();
+                let nodes: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| match &n.node {
+                        Some(node) => {
+                            let s = node.status();
+                            format!(
+                                "n{} {:?} term {} commit {} applied {} {:?}",
+                                s.id, s.role, s.term, s.commit, s.applied, s.match_index
+                            )
+                        }
+                        None => format!("n{} down", n.id),
+                    })
+                    .collect();
+                return Err(format!(
+                    "liveness: not converged 60 s after healing (leader seen: {leader_seen}; clients not done: {busy:?}; \
+                     {owed}; nodes: {nodes:?})"
+                ));
+            }
+        }
+        self.check.all_delivered(&self.subscribers())?;
+        self.compare_images()?;
+        self.line("converged".into());
+        Ok(())
+    }
+
+    fn subscribers(&self) -> Vec<usize> {
+        self.clients
+            .iter()
+            .filter(|c| c.kind == Kind::Subscriber)
+            .map(|c| c.index)
+            .collect()
+    }
+
+    fn setup_done(&self) -> bool {
+        self.clients.iter().all(|c| c.connacked && c.is_quiet())
+    }
+
+    fn converged(&self) -> bool {
+        let applied: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref().map(|n| n.applied()))
+            .collect();
+        applied.len() == self.nodes.len()
+            && applied.windows(2).all(|w| w[0] == w[1])
+            && self.clients.iter().all(|c| c.connacked && c.is_quiet())
+            && self.check.all_delivered(&self.subscribers()).is_ok()
+    }
+
+    fn compare_images(&self) -> Result<(), String> {
+        let mut first: Option<(u64, mqtt_core::persist::Image)> = None;
+        for n in &self.nodes {
+            let Some(node) = &n.node else { continue };
+            let mut image = node.image().clone();
+            image.collect_garbage();
+            image.orphan_records = 0;
+            match &first {
+                None => first = Some((n.id, image)),
+                Some((other, first_image)) if *first_image != image => {
+                    return Err(format!(
+                        "n{} and n{other} hold different images at applied index {}",
+                        n.id,
+                        node.applied()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self) -> Result<(), String> {
+        self.phase = Phase::Liveness;
+        self.net.heal();
+        self.net.faults = NetFaults::CALM;
+        self.partition_until = None;
+        self.line("liveness phase: network healed, every node up".into());
+        for i in 0..self.nodes.len() {
+            self.nodes[i].crash_after_outputs = None;
+            if self.nodes[i].node.is_none() {
+                self.start(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// One virtual millisecond.
+    fn step(&mut self) -> Result<(), String> {
+        while let Some((from, to, message)) = self.net.next_due(self.now) {
+            let i = to as usize - 1;
+            if self.nodes[i].node.is_some() {
+                self.counts.peer_messages += 1;
+                self.input(
+                    i,
+                    NodeInput::Peer {
+                        from,
+                        message: &message,
+                    },
+                )?;
+            }
+        }
+        self.deliver_client_bytes()?;
+        for i in 0..self.nodes.len() {
+            let due = self.nodes[i]
+                .node
+                .as_ref()
+                .and_then(|n| n.poll_timeout())
+                .is_some_and(|t| t.0 <= self.now);
+            if due {
+                self.input(i, NodeInput::Tick)?;
+            }
+            if self.nodes[i].restart_at.is_some_and(|t| t <= self.now) {
+                self.start(i);
+            }
+            // Background flush: an unsynced write does not stay volatile forever.
+            if self.nodes[i].disk.has_unsynced() && self.rng.gen_bool(0.25) {
+                self.nodes[i].disk.sync();
+            }
+        }
+        self.clients_act()?;
+        self.deliver_client_bytes()?;
+        if self.phase == Phase::Faults {
+            self.inject_faults()?;
+        }
+        self.check.no_stale_leader(self.now, self.opts.stale_grace_ms())?;
+        self.now += 1;
+        Ok(())
+    }
+
+    fn deliver_client_bytes(&mut self) -> Result<(), String> {
+        while let Some((conn, data)) = self.to_nodes.pop_front() {
+            let Some(&(i, _)) = self.conns.get(&conn) else { continue };
+            self.input(i, NodeInput::Client(Input::Received { conn, data: &data }))?;
+        }
+        Ok(())
+    }
+
+    fn clients_act(&mut self) -> Result<(), String> {
+        for c in 0..self.clients.len() {
+            let client = &self.clients[c];
+            if client.conn.is_none() {
+                if client.reconnect_at <= self.now {
+                    self.connect(c)?;
+                }
+                continue;
+            }
+            let publishing = self.phase == Phase::Faults;
+            if publishing && client.can_publish() && self.rng.gen_range(0..self.opts.publish_every_ms) == 0 {
+                let qos = if self.rng.gen_bool(self.opts.qos2_share) {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                let data = self.clients[c].publish(qos, &mut self.check);
+                self.counts.published += 1;
+                self.send_from_client(c, data);
+            }
+            let client = &self.clients[c];
+            if publishing && client.kind == Kind::Volatile && client.connacked && self.rng.gen_range(0..20) == 0 {
+                let data = self.clients[c].chatter();
+                self.send_from_client(c, data);
+            }
+        }
+        Ok(())
+    }
+
+    fn send_from_client(&mut self, c: usize, data: Vec<u8>) {
+        if let (Some((conn, _)), false) = (self.clients[c].conn, data.is_empty()) {
+            self.to_nodes.push_back((conn, data));
+        }
+    }
+
+    /// Connects client `c` to a node that says it leads (any of them, if several do); retries later if none.
+    fn connect(&mut self, c: usize) -> Result<(), String> {
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].node.as_ref().is_some_and(|n| n.is_leader()))
+            .collect();
+        if leaders.is_empty() {
+            self.clients[c].reconnect_at = self.now + self.rng.gen_range(5..30);
+            return Ok(());
+        }
+        let i = leaders[self.rng.gen_range(0..leaders.len())];
+        let conn = ConnectionId(self.next_conn);
+        self.next_conn += 1;
+        self.counts.client_connects += 1;
+        self.conns.insert(conn, (i, c));
+        let data = self.clients[c].on_open(conn, i);
+        self.line(format!(
+            "{} connects to n{} ({:?})",
+            self.clients[c].name(),
+            i + 1,
+            conn
+        ));
+        let peer = format!("10.0.0.{}:1883", c + 1)
+            .parse()
+            .map_err(|e| format!("address: {e}"))?;
+        self.input(
+            i,
+            NodeInput::Client(Input::Opened {
+                conn,
+                peer,
+                listener: ListenerId(0),
+            }),
+        )?;
+        self.to_nodes.push_back((conn, data));
+        Ok(())
+    }
+
+    fn close_client(&mut self, conn: ConnectionId) {
+        if let Some((_, c)) = self.conns.remove(&conn) {
+            let at = self.now + self.rng.gen_range(1..40);
+            self.clients[c].on_closed(at);
+            self.line(format!("{} disconnected ({conn:?})", self.clients[c].name()));
+        }
+    }
+
+    fn input(&mut self, i: usize, input: NodeInput<'_>) -> Result<(), String> {
+        let now = Time(self.now);
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return Ok(());
+        };
+        node.handle_input(now, input);
+        self.drain(i)
+    }
+
+    /// Acts on node `i`'s outputs in order, syncing its disk before anything that is not a write (the node's
+    /// ordering rule).
+    fn drain(&mut self, i: usize) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        loop {
+            let Some(output) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
+                break;
+            };
+            let is_write = matches!(
+                output,
+                NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. }
+            );
+            // A crash planned "in the middle" strikes right after the node's k-th next write, before the sync.
+            if let (true, Some(left)) = (is_write, self.nodes[i].crash_after_outputs.as_mut()) {
+                if *left == 0 {
+                    self.nodes[i].disk.write(match output {
+                        NodeOutput::PersistEntries(e) => Write::Entries(e),
+                        NodeOutput::PersistHardState(hs) => Write::HardState(hs),
+                        NodeOutput::PersistSnapshot { snapshot, discard_log } => {
+                            Write::Snapshot { snapshot, discard_log }
+                        }
+                        _ => unreachable!("is_write"),
+                    });
+                    self.crash(i, "right after a write, before its sync");
+                    return Ok(());
+                }
+                *left -= 1;
+            }
+            match output {
+                NodeOutput::PersistEntries(entries) => self.nodes[i].disk.write(Write::Entries(entries)),
+                NodeOutput::PersistHardState(hs) => self.nodes[i].disk.write(Write::HardState(hs)),
+                NodeOutput::PersistSnapshot { snapshot, discard_log } => {
+                    self.nodes[i].disk.write(Write::Snapshot { snapshot, discard_log })
+                }
+                other => {
+                    self.nodes[i].disk.sync();
+                    self.act(i, id, other)?;
+                }
+            }
+        }
+        if let Some(node) = self.nodes[i].node.as_ref() {
+            let (applied, digest) = (node.applied(), node.applied_digest());
+            self.check.applied(id, applied, digest)?;
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, i: usize, id: u64, output: NodeOutput) -> Result<(), String> {
+        match output {
+            NodeOutput::Peer { to, message } => {
+                let now = self.now;
+                self.net.send(now, id, to, message, &mut self.rng);
+            }
+            NodeOutput::Client(Output::Transmit { conn, data }) => {
+                if let Some(&(_, c)) = self.conns.get(&conn) {
+                    let reply = self.clients[c].on_bytes(&data, &mut self.check)?;
+                    self.send_from_client(c, reply);
+                }
+            }
+            NodeOutput::Client(Output::Close { conn }) => self.close_client(conn),
+            NodeOutput::Client(Output::Event(_)) => {}
+            NodeOutput::Client(Output::Persist(record)) => {
+                return Err(format!(
+                    "n{id} handed a record to the driver instead of replicating it: {record:?}"
+                ))
+            }
+            NodeOutput::Event(event) => self.on_event(i, id, event)?,
+            NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {
+                unreachable!("writes are handled by drain")
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, _i: usize, id: u64, event: ClusterEvent) -> Result<(), String> {
+        match &event {
+            ClusterEvent::Released { index, term, .. } => {
+                let disks: Vec<&Disk> = self.nodes.iter().map(|n| &n.disk).collect();
+                self.check.released(id, *index, *term, &disks)?;
+                return Ok(());
+            }
+            ClusterEvent::Serving { term, .. } => {
+                self.counts.leader_terms += 1;
+                self.check.serving(id, *term, self.now)?;
+            }
+            ClusterEvent::Deposed { .. } => self.check.stopped_serving(id),
+            ClusterEvent::RoleChanged { .. } => {}
+            ClusterEvent::PeerRefused { .. } => {
+                self.counts.refused += 1;
+                if self.counts.refused > self.counts.garbage {
+                    return Err(format!("n{id} refused a peer message no one corrupted: {event:?}"));
+                }
+            }
+            ClusterEvent::ClientRefused { .. } => self.counts.client_refusals += 1,
+            ClusterEvent::SnapshotTaken { .. } => self.counts.snapshots += 1,
+            ClusterEvent::SnapshotInstalled { .. } => self.counts.snapshots_installed += 1,
+            ClusterEvent::EntryUndecodable { .. } | ClusterEvent::SnapshotUndecodable { .. } => {
+                return Err(format!("n{id}: {event:?}"))
+            }
+            _ => {}
+        }
+        self.line(format!("n{id} {event:?}"));
+        Ok(())
+    }
+
+    fn start(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let recovered = self.nodes[i].disk.recover();
+        let node = Node::new(self.node_config(id), recovered);
+        self.line(format!("n{id} starts (applied {})", node.applied()));
+        self.nodes[i].node = Some(node);
+        self.nodes[i].restart_at = None;
+        self.nodes[i].crash_after_outputs = None;
+        if self.now > 0 {
+            self.counts.restarts += 1;
+        }
+    }
+
+    fn crash(&mut self, i: usize, how: &str) {
+        let id = self.nodes[i].id;
+        self.nodes[i].node = None;
+        self.nodes[i].crash_after_outputs = None;
+        let lost = self.nodes[i].disk.crash(&mut self.rng);
+        self.counts.crashes += 1;
+        self.counts.writes_lost += lost as u64;
+        self.net.drop_to(id);
+        self.check.stopped_serving(id);
+        let conns: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, (n, _))| *n == i)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            self.close_client(conn);
+        }
+        let down = self.rng.gen_range(20..2_000);
+        self.nodes[i].restart_at = Some(self.now + down);
+        self.line(format!(
+            "n{id} crashes {how}, {lost} unsynced writes lost; restarts in {down} ms"
+        ));
+    }
+
+    fn leader_index(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| self.nodes[*i].node.as_ref().is_some_and(|n| n.is_leader()))
+    }
+
+    fn inject_faults(&mut self) -> Result<(), String> {
+        let n = self.nodes.len();
+        if self.rng.gen_bool(self.opts.crash_rate) {
+            // Half the crashes strike the leader: that is where the interesting failovers are.
+            let i = match self.leader_index() {
+                Some(l) if self.rng.gen_bool(0.5) => l,
+                _ => self.rng.gen_range(0..n),
+            };
+            if self.nodes[i].node.is_some() {
+                if self.rng.gen_bool(self.opts.mid_output_crash_share) {
+                    let after = self.rng.gen_range(0..4);
+                    self.nodes[i].crash_after_outputs = Some(after);
+                } else {
+                    self.crash(i, "between inputs");
+                }
+            }
+        }
+        if self.partition_until.is_some_and(|t| t <= self.now) {
+            self.net.heal();
+            self.partition_until = None;
+            self.line("partition healed".into());
+        }
+        if self.partition_until.is_none() && self.rng.gen_bool(self.opts.partition_rate) {
+            self.partition();
+        }
+        if self.rng.gen_bool(self.opts.garbage_rate) {
+            self.garbage()?;
+        }
+        if self.rng.gen_bool(self.opts.client_drop_rate) && !self.conns.is_empty() {
+            let k = self.rng.gen_range(0..self.conns.len());
+            if let Some((&conn, &(i, _))) = self.conns.iter().nth(k) {
+                self.close_client(conn);
+                self.input(i, NodeInput::Client(Input::Closed { conn }))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn partition(&mut self) {
+        let n = self.nodes.len() as u64;
+        let ids: Vec<u64> = (1..=n).collect();
+        let leader = self.leader_index().map(|i| i as u64 + 1);
+        let victim = match leader {
+            Some(l) if self.rng.gen_bool(0.5) => l,
+            _ => self.rng.gen_range(1..=n),
+        };
+        let others: Vec<u64> = ids.iter().copied().filter(|x| *x != victim).collect();
+        let kind = self.rng.gen_range(0..4);
+        let what = match kind {
+            0 => {
+                self.net.split(&[victim], &others);
+                format!(
+                    "n{victim} isolated{}",
+                    if Some(victim) == leader { " (the leader)" } else { "" }
+                )
+            }
+            1 => {
+                for o in &others {
+                    self.net.cut(victim, *o);
+                }
+                format!("n{victim} cannot send (one-way)")
+            }
+            2 => {
+                for o in &others {
+                    self.net.cut(*o, victim);
+                }
+                format!("n{victim} cannot receive (one-way)")
+            }
+            _ => {
+                // A minority with the victim against a majority.
+                let minority_size = (ids.len() - 1) / 2;
+                let mut minority = vec![victim];
+                minority.extend(others.iter().copied().take(minority_size.saturating_sub(1)));
+                let majority: Vec<u64> = ids.iter().copied().filter(|x| !minority.contains(x)).collect();
+                self.net.split(&minority, &majority);
+                format!("split {minority:?} | {majority:?}")
+            }
+        };
+        let duration = self.rng.gen_range(100..3_000);
+        self.partition_until = Some(self.now + duration);
+        self.counts.partitions += 1;
+        self.line(format!("partition for {duration} ms: {what}"));
+    }
+
+    /// A peer message that is not one: it must be refused, and nothing applied.
+    fn garbage(&mut self) -> Result<(), String> {
+        let n = self.nodes.len();
+        let i = self.rng.gen_range(0..n);
+        let from = (i + 1) % n + 1;
+        let data: Vec<u8> = match self.rng.gen_range(0..3) {
+            0 => (0..self.rng.gen_range(0..40)).map(|_| self.rng.gen()).collect(),
+            1 => {
+                let mut m = mqtt_cluster::wire::PEER_MAGIC.to_vec();
+                m.push(mqtt_cluster::wire::PEER_VERSION);
+                m.extend_from_slice(&(CLUSTER_ID + 1).to_be_bytes());
+                m
+            }
+            _ => {
+                let mut m = mqtt_cluster::wire::PEER_MAGIC.to_vec();
+                m.push(mqtt_cluster::wire::PEER_VERSION);
+                m.extend_from_slice(&CLUSTER_ID.to_be_bytes());
+                m.extend_from_slice(&[0xff; 9]);
+                m
+            }
+        };
+        if self.nodes[i].node.is_none() {
+            return Ok(());
+        }
+        self.counts.garbage += 1;
+        self.line(format!(
+            "garbage peer message ({} bytes) to n{} from n{from}",
+            data.len(),
+            i + 1
+        ));
+        let before = self.counts.refused;
+        self.input(
+            i,
+            NodeInput::Peer {
+                from: from as u64,
+                message: &Bytes::from(data),
+            },
+        )?;
+        if self.counts.refused != before + 1 {
+            return Err(format!("n{} did not refuse a garbage peer message", i + 1));
+        }
+        Ok(())
+    }
+}
