@@ -332,6 +332,9 @@ impl Core for ClusterCore {
             transport.on_timers(registry, Instant::now(), &mut self.peer_events);
         }
         self.deliver_peer_events();
+        // What needed no sync leaves before it: the leader's appends then reach the followers while it syncs its own
+        // copy, so the two syncs of a commit overlap instead of following each other.
+        self.flush_links();
         self.commit();
         self.flush_links();
         // Sending what the commit released may have failed a link; the node hears of it now.
