@@ -191,6 +191,17 @@ fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result
     let logger = mqtt_io::log::init(settings.log_level, settings.log_file.as_deref()).map_err(RunError::Log)?;
     report_open_file_limit(settings.limits.max_connections as u64);
     let seed = settings.seed.unwrap_or_else(seed_from_clock);
+    if settings.sync == Sync::Interval {
+        log::warn!(
+            "sync = interval does not apply to a cluster node: its Raft log is synced before every acknowledgement"
+        );
+    }
+    if single_broker_files(&settings.data_dir) {
+        log::warn!(
+            "{} holds a single broker's log and snapshots, which a cluster node neither reads nor changes",
+            settings.data_dir.display()
+        );
+    }
     let config = cluster_node::node_config(cluster, settings.limits.clone(), seed);
     let (core, recovered) = cluster_node::open(&settings.data_dir, cluster, config, settings.repair)
         .map_err(|e| RunError::Cluster(e.to_string()))?;
@@ -221,6 +232,17 @@ fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result
     );
     log_listeners(settings, &addrs);
     driver.run().map_err(RunError::Driver)
+}
+
+/// Whether `dir` holds the files of a single broker (`wal-*.log`, `snapshot-*.snap`).
+fn single_broker_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("wal-") || name.starts_with("snapshot-")
+        })
+    })
 }
 
 /// Raises the open-file limit as far as allowed and says so when it bounds connections below `max_connections`.

@@ -513,3 +513,44 @@ fn cluster_refuses_memory_only_sync() {
     assert!(msg.starts_with("flag --sync"), "{msg}");
     assert!(from_text(CLUSTER, &["--sync", "interval"]).is_ok());
 }
+
+#[test]
+fn example_cluster_files_form_one_cluster() {
+    let settings: Vec<Settings> = (1..=3)
+        .map(|i| {
+            let path = PathBuf::from(format!(
+                "{}/../examples/cluster/node{i}.toml",
+                env!("CARGO_MANIFEST_DIR")
+            ));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = parse_file(&path, &text).unwrap();
+            resolve(
+                &file,
+                Some(&Source {
+                    path: &path,
+                    text: &text,
+                }),
+                &cli(&[]),
+            )
+            .unwrap()
+        })
+        .collect();
+    let clusters: Vec<&ClusterSettings> = settings
+        .iter()
+        .map(|s| s.cluster.as_ref().expect("[cluster]"))
+        .collect();
+    for (i, c) in clusters.iter().enumerate() {
+        assert_eq!(c.node_id, i as u64 + 1);
+        assert_eq!((&c.peers, &c.cluster_id), (&clusters[0].peers, &clusters[0].cluster_id));
+        assert_eq!(c.listen, c.peers[i].address);
+        assert!(c.listen.ip().is_loopback() && settings[i].listeners[0].address.ip().is_loopback());
+    }
+    let client_ports: std::collections::BTreeSet<u16> =
+        settings.iter().map(|s| s.listeners[0].address.port()).collect();
+    let dirs: std::collections::BTreeSet<&PathBuf> = settings.iter().map(|s| &s.data_dir).collect();
+    assert_eq!(
+        (client_ports.len(), dirs.len()),
+        (3, 3),
+        "each node its own listener and data directory"
+    );
+}
