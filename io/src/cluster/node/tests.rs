@@ -27,6 +27,22 @@ fn free_addr() -> SocketAddr {
 }
 
 fn cluster() -> Vec<TestNode> {
+    cluster_with(|_| {})
+}
+
+fn settings_of(own: &Peer, peers: &[Peer]) -> ClusterSettings {
+    ClusterSettings {
+        node_id: own.id,
+        cluster_id: "test".into(),
+        peers: peers.to_vec(),
+        listen: own.address,
+        tick: Duration::from_millis(20),
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+    }
+}
+
+fn cluster_with(tune: impl Fn(&mut NodeConfig)) -> Vec<TestNode> {
     let peers: Vec<Peer> = (1..=3)
         .map(|id| Peer {
             id,
@@ -36,16 +52,9 @@ fn cluster() -> Vec<TestNode> {
     peers
         .iter()
         .map(|own| {
-            let settings = ClusterSettings {
-                node_id: own.id,
-                cluster_id: "test".into(),
-                peers: peers.clone(),
-                listen: own.address,
-                tick: Duration::from_millis(20),
-                election_ticks: 10,
-                heartbeat_ticks: 2,
-            };
-            let config = node_config(&settings, BrokerConfig::default(), 7);
+            let settings = settings_of(own, &peers);
+            let mut config = node_config(&settings, BrokerConfig::default(), 7);
+            tune(&mut config);
             let dir = tempfile::tempdir().expect("tempdir");
             let (mut core, _) = open(dir.path(), &settings, config, false).expect("open");
             let poll = Poll::new().expect("poll");
@@ -232,4 +241,86 @@ fn a_malformed_message_from_a_peer_is_refused_and_its_connection_dropped() {
         }
         assert!(Instant::now() < deadline, "nodes disagree: {digests:?}");
     }
+}
+
+/// Opens a durable session of `client_id` on the leader and runs the cluster until its CONNACK leaves.
+fn connect_durable(nodes: &mut [TestNode], start: Instant, l: usize, conn: ConnectionId, client_id: &str) {
+    let now = Time::from_millis(start.elapsed().as_millis() as u64);
+    nodes[l].core.handle_input(
+        now,
+        Input::Opened {
+            conn,
+            peer: "127.0.0.1:5000".parse().expect("address"),
+            listener: ListenerId(0),
+        },
+    );
+    let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, client_id);
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let mut data = BytesMut::new();
+    codec::encode(&Packet::Connect(Box::new(connect)), ProtocolVersion::V5, &mut data).expect("encode");
+    nodes[l].core.handle_input(now, Input::Received { conn, data: &data });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut acked = false;
+    while !acked {
+        assert!(Instant::now() < deadline, "no CONNACK for {client_id}");
+        turn(nodes, start, &mut |i, _, output| {
+            acked |= i == l && matches!(output, Output::Transmit { conn: c, .. } if c == conn);
+        });
+    }
+}
+
+#[test]
+fn snapshots_compact_the_log_files_and_a_restarted_node_recovers_its_image_from_them() {
+    let mut nodes = cluster_with(|config| config.snapshot_entries = 3);
+    let start = Instant::now();
+    let l = elect(&mut nodes, start);
+    let clients: Vec<String> = (0..8).map(|i| format!("durable-{i}")).collect();
+    for (i, client) in clients.iter().enumerate() {
+        connect_durable(&mut nodes, start, l, ConnectionId(i as u64 + 1), client);
+    }
+    // Let every node apply everything.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes
+        .iter()
+        .any(|n| n.core.node().image().sessions.len() < clients.len())
+    {
+        assert!(Instant::now() < deadline, "the followers never applied every session");
+        turn(&mut nodes, start, &mut |_, _, _| {});
+    }
+    let f = (l + 1) % 3;
+    let files: Vec<String> = std::fs::read_dir(nodes[f].dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|n| n.ends_with(".snap")) && !files.contains(&"raft-00000000000000000000.log".to_string()),
+        "a snapshot replaced the first log: {files:?}"
+    );
+    // The follower restarts from its files alone: snapshot, then the log after it.
+    let id = nodes[f].core.node().node_id();
+    let before = nodes[f].core.node().image().clone();
+    let TestNode { core, dir, .. } = nodes.remove(f);
+    drop(core);
+    let peers: Vec<Peer> = (1..=3)
+        .map(|id| Peer {
+            id,
+            address: free_addr(),
+        })
+        .collect();
+    let settings = settings_of(&peers[id as usize - 1], &peers);
+    let config = node_config(&settings, BrokerConfig::default(), 7);
+    let (core, recovered) = open(dir.path(), &settings, config, false).expect("reopen");
+    assert!(recovered.snapshot.get_metadata().index > 0, "recovered from a snapshot");
+    let mut sessions: Vec<&str> = core
+        .node()
+        .image()
+        .sessions
+        .values()
+        .map(|s| s.client_id.as_str())
+        .collect();
+    sessions.sort_unstable();
+    assert_eq!(sessions, clients.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(core.node().image().sessions, before.sessions);
 }
