@@ -111,7 +111,11 @@ fn acknowledged_messages_survive_sigkill_of_the_leader() {
         Err(_) => Some(false),
         _ => None,
     });
-    assert_ne!(acked, Some(true), "a follower does not serve clients");
+    assert_eq!(
+        acked,
+        Some(false),
+        "a follower closes a client's connection without a CONNACK"
+    );
 
     // A persistent session subscribes (3.1.1 Clean Session 0 [MQTT-3.1.2-4]) and goes offline.
     let (sub, sub_events) = connect(node, "durable-sub", false);
