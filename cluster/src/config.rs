@@ -24,7 +24,8 @@ pub struct NodeConfig {
     pub tick_ms: u64,
     /// Each tick lasts `tick_ms` plus a seeded draw from `0..=tick_jitter_ms`.
     pub tick_jitter_ms: u64,
-    /// The broker the leader runs. `persistence` must be on: its records are what the cluster replicates.
+    /// The broker the leader runs. `persistence` is switched on whatever it says: its records are what the
+    /// cluster replicates.
     pub broker: BrokerConfig,
     /// Seeds the broker (assigned client ids) and the tick jitter; mixed with `node_id`.
     pub seed: u64,

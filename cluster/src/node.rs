@@ -196,7 +196,9 @@ impl Node {
     /// # Panics
     /// On a configuration raft-rs refuses (a zero id, `heartbeat_tick >= election_tick`): a caller's bug, checked
     /// by the driver's configuration loading first.
-    pub fn new(config: NodeConfig, recovered: Recovered) -> Node {
+    pub fn new(mut config: NodeConfig, recovered: Recovered) -> Node {
+        // The broker's records are what the cluster replicates: without them nothing would be durable anywhere.
+        config.broker.persistence = true;
         let mut store = LogStore::new(ConfState::from((config.voters(), Vec::<u64>::new())));
         let mut image = Image::default();
         let mut digest = 0;

@@ -401,7 +401,16 @@ impl World {
             self.clients[c].reconnect_at = self.now + self.rng.gen_range(5..30);
             return Ok(());
         }
-        let i = leaders[self.rng.gen_range(0..leaders.len())];
+        // Now and then a client picks any node that is up, as one behind a load balancer would: a node that does
+        // not lead must close it, and it tries again.
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].node.is_some())
+            .collect();
+        let i = if self.rng.gen_bool(0.1) {
+            up[self.rng.gen_range(0..up.len())]
+        } else {
+            leaders[self.rng.gen_range(0..leaders.len())]
+        };
         let conn = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.counts.client_connects += 1;
