@@ -61,6 +61,10 @@ for spec in "fan-in 4 0 64" "fan-in 4 1 64" "fan-out 16 0 64" "fan-out 16 1 64" 
   rows+="| $label | $2 | $3 | $4 B | $o | $t | ${ratio}x | $(field "$ours" p99_us) | $(field "$theirs" p99_us) | $(field "$ours" lost) / $(field "$theirs" lost) |"$'\n'
 done
 
+# The cluster section: its own brokers (a durable single node and a 3-node cluster), after the comparison's.
+kill $ours_pid $theirs_pid 2>/dev/null || true
+cluster_section=$(bench/cluster.sh "$duration")
+
 {
   echo "# Benchmarks"
   echo
@@ -93,6 +97,8 @@ done
   echo "![Messages per second, both brokers, log scale](bench/throughput.svg)"
   echo
   echo "Where the broker's time goes under these loads (perf profiles): [bench/PROFILE.md](bench/PROFILE.md)."
+  echo
+  echo "$cluster_section"
   echo
   echo "Reproduce: \`bench/compare.sh\` (about 4 minutes; \`--quick\` for a shorter run)."
 } > BENCHMARKS.md

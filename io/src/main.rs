@@ -49,11 +49,24 @@ fn main() -> ExitCode {
         eprintln!("mqtt-broker: configuration error: {e}");
         return ExitCode::from(BAD_CONFIG);
     }
+    if settings.cluster.is_some() {
+        if let Some(key) = cluster_unsupported(&settings) {
+            eprintln!(
+                "mqtt-broker: configuration error: {key} is not available with [cluster] yet (the replicated broker \
+                 runs without authentication: use loopback listeners with anonymous access)"
+            );
+            return ExitCode::from(BAD_CONFIG);
+        }
+    }
     if cli.check_config {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
     }
-    match run(&settings, authenticator) {
+    let result = match &settings.cluster {
+        Some(cluster) => run_cluster(&settings, cluster),
+        None => run(&settings, authenticator),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             log::error!("{message}");
@@ -78,6 +91,7 @@ enum RunError {
     Storage(mqtt_io::storage::StorageError),
     Verifier(std::io::Error),
     Seed(getrandom::Error),
+    Cluster(String),
 }
 
 impl std::fmt::Display for RunError {
@@ -94,6 +108,7 @@ impl std::fmt::Display for RunError {
                 f,
                 "cannot read the operating system's randomness for the broker's seed: {e}"
             ),
+            RunError::Cluster(e) => write!(f, "cannot recover the cluster data directory: {e}"),
         }
     }
 }
@@ -137,13 +152,25 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
         env!("CARGO_PKG_VERSION"),
         addrs.join(", "),
         settings.data_dir.display(),
-        // The seed keys the hash maps and draws assigned client identifiers: a secret unless the operator chose it.
-        match settings.seed {
-            Some(seed) => format!("seed {seed} (from --seed: hash keys and assigned client ids are predictable)"),
-            None => "seed from the operating system's randomness (not logged)".to_string(),
-        }
+        seed_note(settings.seed)
     );
-    for (listener, addr) in settings.listeners.iter().zip(&addrs) {
+    log_listeners(settings, &addrs);
+    if let Some(address) = http {
+        log::info!("metrics on http://{address}/metrics, health on http://{address}/health");
+    }
+    driver.run().map_err(RunError::Driver)
+}
+
+/// The seed keys the hash maps and draws assigned client identifiers: a secret unless the operator chose it.
+fn seed_note(seed: Option<u64>) -> String {
+    match seed {
+        Some(seed) => format!("seed {seed} (from --seed: hash keys and assigned client ids are predictable)"),
+        None => "seed from the operating system's randomness (not logged)".to_string(),
+    }
+}
+
+fn log_listeners(settings: &Settings, addrs: &[String]) {
+    for (listener, addr) in settings.listeners.iter().zip(addrs) {
         let anonymous = if listener.allow_anonymous {
             "anonymous allowed"
         } else {
@@ -163,10 +190,89 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
             listener.protocol.as_str()
         );
     }
-    if let Some(address) = http {
-        log::info!("metrics on http://{address}/metrics, health on http://{address}/health");
+}
+
+/// The first setting a cluster node cannot honour yet: the node's broker runs without an authenticator, so a
+/// setting that asks for authentication must not be silently ignored.
+fn cluster_unsupported(settings: &Settings) -> Option<&'static str> {
+    if settings.password_file.is_some() {
+        return Some("password_file");
     }
+    if settings.acl_file.is_some() {
+        return Some("acl_file");
+    }
+    if settings.http_listen.is_some() {
+        return Some("[http] listen (metrics and health of a cluster node are not served yet)");
+    }
+    if settings.listeners.iter().any(|l| !l.allow_anonymous) {
+        return Some("a listener refusing anonymous clients (allow_anonymous = false)");
+    }
+    None
+}
+
+/// One node of a Raft cluster: the Raft log in the data directory, the links to the other nodes, the broker on the
+/// leader.
+fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result<(), RunError> {
+    use mqtt_io::cluster::node as cluster_node;
+    let logger = mqtt_io::log::init(settings.log_level, settings.log_file.as_deref()).map_err(RunError::Log)?;
+    report_open_file_limit(settings.limits.max_connections as u64);
+    let seed = match settings.seed {
+        Some(seed) => seed,
+        None => seed_from_os().map_err(RunError::Seed)?,
+    };
+    if settings.sync == Sync::Interval {
+        log::warn!(
+            "sync = interval does not apply to a cluster node: its Raft log is synced before every acknowledgement"
+        );
+    }
+    if single_broker_files(&settings.data_dir) {
+        log::warn!(
+            "{} holds a single broker's log and snapshots, which a cluster node neither reads nor changes",
+            settings.data_dir.display()
+        );
+    }
+    let config = cluster_node::node_config(cluster, settings.limits.clone(), seed);
+    let (core, recovered) = cluster_node::open(&settings.data_dir, cluster, config, settings.repair)
+        .map_err(|e| RunError::Cluster(e.to_string()))?;
+    log::info!(
+        "cluster {:?}: node {} of {:?}, term {}, commit {}, snapshot at {}, {} log entries recovered{}",
+        cluster.cluster_id,
+        cluster.node_id,
+        cluster.voter_ids(),
+        recovered.hard_state.term,
+        recovered.hard_state.commit,
+        recovered.snapshot.get_metadata().index,
+        recovered.entries.len(),
+        if recovered.truncated_bytes > 0 {
+            format!(" ({} damaged bytes truncated)", recovered.truncated_bytes)
+        } else {
+            String::new()
+        }
+    );
+    let driver = Driver::bind(settings, core, Some(logger)).map_err(RunError::Driver)?;
+    let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
+    log::info!(
+        "mqtt-broker {} starting as cluster node {}: listeners [{}], nodes on {}, data dir {}, {}",
+        env!("CARGO_PKG_VERSION"),
+        cluster.node_id,
+        addrs.join(", "),
+        cluster.listen,
+        settings.data_dir.display(),
+        seed_note(settings.seed)
+    );
+    log_listeners(settings, &addrs);
     driver.run().map_err(RunError::Driver)
+}
+
+/// Whether `dir` holds the files of a single broker (`wal-*.log`, `snapshot-*.snap`).
+fn single_broker_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("wal-") || name.starts_with("snapshot-")
+        })
+    })
 }
 
 /// Raises the open-file limit as far as allowed and says so when it bounds connections below `max_connections`.

@@ -45,6 +45,18 @@ pub enum Problem {
     IdentityNeedsClientCert,
     /// A WebSocket path that is not an absolute HTTP path.
     BadWsPath(String),
+    /// An empty or overlong cluster id.
+    BadClusterId(String),
+    /// Two `[cluster] peers` entries with the same id or address.
+    DuplicatePeer(String),
+    /// A voter count other than 3 or 5.
+    VoterCount(usize),
+    /// `node_id` is not among the `peers`.
+    NotAPeer(u64),
+    /// The heartbeat interval is not shorter than the election timeout.
+    HeartbeatNotBelowElection { heartbeat: u64, election: u64 },
+    /// A cluster node must keep its Raft log on disk.
+    ClusterNeedsDisk,
 }
 
 impl fmt::Display for Problem {
@@ -69,6 +81,22 @@ impl fmt::Display for Problem {
             Problem::ClientCertNeedsCa => write!(f, "is required when client certificates are required"),
             Problem::IdentityNeedsClientCert => write!(f, "needs require_client_cert = true"),
             Problem::BadWsPath(path) => write!(f, "invalid WebSocket path {path:?} (expected e.g. \"/mqtt\")"),
+            Problem::BadClusterId(id) => write!(
+                f,
+                "invalid cluster id {id:?} (expected 1 to {} bytes)",
+                super::cluster::MAX_CLUSTER_ID_LEN
+            ),
+            Problem::DuplicatePeer(what) => write!(f, "{what} appears twice among the peers"),
+            Problem::VoterCount(n) => write!(f, "lists {n} voter(s); a cluster has 3 or 5 (this node included)"),
+            Problem::NotAPeer(id) => write!(f, "{id} is not the id of any entry of cluster.peers"),
+            Problem::HeartbeatNotBelowElection { heartbeat, election } => write!(
+                f,
+                "heartbeat_ticks ({heartbeat}) must be less than election_ticks ({election})"
+            ),
+            Problem::ClusterNeedsDisk => write!(
+                f,
+                "cannot be \"none\" with [cluster]: a node must keep its Raft log on disk to vote and acknowledge"
+            ),
         }
     }
 }

@@ -3,8 +3,11 @@
 //! Precedence, lowest first: built-in defaults, the file, the flags. Every error names the key and where the bad
 //! value came from (`file:line:col` or the flag).
 
+mod cluster;
 mod error;
 mod limits;
+
+pub use cluster::{ClusterFile, ClusterSettings, Peer, MAX_CLUSTER_ID_LEN};
 
 pub use error::{ConfigError, Origin, Problem};
 pub use limits::{LimitFlags, LimitsFile};
@@ -172,6 +175,9 @@ pub struct FileConfig {
     pub acl_file: Option<PathBuf>,
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Absent: a single broker.
+    #[serde(default)]
+    pub cluster: Option<Spanned<ClusterFile>>,
     #[serde(default)]
     pub http: Option<HttpFile>,
 }
@@ -298,6 +304,8 @@ pub struct Settings {
     pub repair: bool,
     /// Where `/metrics` and `/health` are served; `None`: nowhere (the default).
     pub http_listen: Option<SocketAddr>,
+    /// `Some`: this broker is one node of a Raft cluster.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// The file's text and name, for locating errors.
@@ -337,6 +345,21 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         }
     };
     let sync = cli.sync.or(file.sync).unwrap_or_default();
+    let cluster = match (&file.cluster, source) {
+        (Some(table), Some(source)) => Some(cluster::resolve(table.get_ref(), source)?),
+        _ => None,
+    };
+    if let (Some(table), Some(source), Sync::None) = (&file.cluster, source, sync) {
+        let origin = match cli.sync {
+            Some(_) => Origin::Flag("--sync"),
+            None => error::file_origin(source.path, source.text, table.span()),
+        };
+        return Err(ConfigError::Invalid {
+            origin,
+            key: "sync".to_string(),
+            problem: Problem::ClusterNeedsDisk,
+        });
+    }
     let mut limits = limits::resolve(&file.limits, source, &cli.limits)?;
     limits.persistence = sync != Sync::None;
     let mut listeners: Vec<Listener> = listeners;
@@ -386,6 +409,7 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         password_file: cli.password_file.clone().or_else(|| file.password_file.clone()),
         acl_file: cli.acl_file.clone().or_else(|| file.acl_file.clone()),
         seed: cli.seed,
+        cluster,
     })
 }
 
@@ -558,6 +582,9 @@ impl Settings {
             root.insert("http".into(), toml::Value::Table(http));
         }
         root.insert("limits".into(), toml::Value::Table(limits::to_table(&self.limits)));
+        if let Some(cluster) = &self.cluster {
+            root.insert("cluster".into(), toml::Value::Table(cluster.to_toml()));
+        }
         let seed = match self.seed {
             Some(seed) => format!("# seed = {seed} (from --seed; flag only)\n"),
             None => "# seed: from the operating system's randomness (set with --seed)\n".to_string(),

@@ -438,3 +438,148 @@ fn inconsistent_tls_and_websocket_keys_are_rejected_by_name() {
         );
     }
 }
+
+const CLUSTER: &str = r#"
+[cluster]
+node_id = 2
+cluster_id = "demo"
+peers = [
+  { id = 1, address = "127.0.0.1:7001" },
+  { id = 2, address = "127.0.0.1:7002" },
+  { id = 3, address = "127.0.0.1:7003" },
+]
+"#;
+
+#[test]
+fn no_cluster_table_is_a_single_broker() {
+    assert_eq!(from_text("", &[]).unwrap().cluster, None);
+}
+
+#[test]
+fn cluster_table_gives_voters_own_listen_address_and_default_timing() {
+    let c = from_text(CLUSTER, &[]).unwrap().cluster.expect("cluster");
+    assert_eq!((c.node_id, c.cluster_id.as_str()), (2, "demo"));
+    assert_eq!(c.voter_ids(), [1, 2, 3]);
+    assert_eq!(
+        c.listen,
+        "127.0.0.1:7002".parse().unwrap(),
+        "defaults to the node's own peer address"
+    );
+    assert_eq!(c.others().map(|p| p.id).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!((c.tick.as_millis(), c.election_ticks, c.heartbeat_ticks), (100, 10, 2));
+    let timed = format!("{CLUSTER}listen = \"0.0.0.0:7102\"\ntick_ms = 50\nelection_ticks = 20\nheartbeat_ticks = 4\n");
+    let c = from_text(&timed, &[]).unwrap().cluster.expect("cluster");
+    assert_eq!(c.listen, "0.0.0.0:7102".parse().unwrap());
+    assert_eq!((c.tick.as_millis(), c.election_ticks, c.heartbeat_ticks), (50, 20, 4));
+}
+
+#[test]
+fn cluster_config_round_trips_through_toml() {
+    let settings = from_text(CLUSTER, &[]).unwrap();
+    let text = settings.to_toml();
+    assert_eq!(from_text(&text, &[]).unwrap(), settings, "{text}");
+}
+
+/// Each mistake is reported with the file, the line of the offending value and the dotted key.
+#[test]
+fn bad_cluster_tables_name_file_line_and_key() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "node_id = 2",
+            "node_id = 4",
+            "cluster.node_id",
+            "not the id of any entry",
+        ),
+        ("node_id = 2", "node_id = 0", "cluster.node_id", "greater than 0"),
+        (
+            "cluster_id = \"demo\"",
+            "cluster_id = \"\"",
+            "cluster.cluster_id",
+            "invalid cluster id",
+        ),
+        ("id = 3,", "id = 2,", "cluster.peers.id", "appears twice"),
+        ("7003", "7002", "cluster.peers.address", "appears twice"),
+        (
+            "127.0.0.1:7003",
+            "localhost:7003",
+            "cluster.peers.address",
+            "invalid socket address",
+        ),
+        (
+            "  { id = 3, address = \"127.0.0.1:7003\" },\n",
+            "",
+            "cluster.peers",
+            "2 voter(s)",
+        ),
+    ];
+    for (from, to, key, problem) in cases {
+        let text = CLUSTER.replacen(from, to, 1);
+        let msg = from_text(&text, &[]).unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:"), "{msg}");
+        assert!(msg.contains(&format!("key `{key}`")), "{text}\n=> {msg}");
+        assert!(msg.contains(problem), "{text}\n=> {msg}");
+    }
+    let four = CLUSTER.replacen("},\n]", "},\n  { id = 4, address = \"127.0.0.1:7004\" },\n]", 1);
+    assert!(from_text(&four, &[]).unwrap_err().to_string().contains("4 voter(s)"));
+    let timing = format!("{CLUSTER}election_ticks = 3\nheartbeat_ticks = 3\n");
+    let msg = from_text(&timing, &[]).unwrap_err().to_string();
+    assert!(
+        msg.contains("cluster.heartbeat_ticks") && msg.contains("less than"),
+        "{msg}"
+    );
+    let unknown = format!("{CLUSTER}voters = 3\n");
+    let msg = from_text(&unknown, &[]).unwrap_err().to_string();
+    assert!(msg.contains("voters"), "{msg}");
+}
+
+#[test]
+fn cluster_refuses_memory_only_sync() {
+    let msg = from_text(&format!("sync = \"none\"\n{CLUSTER}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("key `sync`") && msg.contains("Raft log"), "{msg}");
+    let msg = from_text(CLUSTER, &["--sync", "none"]).unwrap_err().to_string();
+    assert!(msg.starts_with("flag --sync"), "{msg}");
+    assert!(from_text(CLUSTER, &["--sync", "interval"]).is_ok());
+}
+
+#[test]
+fn example_cluster_files_form_one_cluster() {
+    let settings: Vec<Settings> = (1..=3)
+        .map(|i| {
+            let path = PathBuf::from(format!(
+                "{}/../examples/cluster/node{i}.toml",
+                env!("CARGO_MANIFEST_DIR")
+            ));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = parse_file(&path, &text).unwrap();
+            resolve(
+                &file,
+                Some(&Source {
+                    path: &path,
+                    text: &text,
+                }),
+                &cli(&[]),
+            )
+            .unwrap()
+        })
+        .collect();
+    let clusters: Vec<&ClusterSettings> = settings
+        .iter()
+        .map(|s| s.cluster.as_ref().expect("[cluster]"))
+        .collect();
+    for (i, c) in clusters.iter().enumerate() {
+        assert_eq!(c.node_id, i as u64 + 1);
+        assert_eq!((&c.peers, &c.cluster_id), (&clusters[0].peers, &clusters[0].cluster_id));
+        assert_eq!(c.listen, c.peers[i].address);
+        assert!(c.listen.ip().is_loopback() && settings[i].listeners[0].address.ip().is_loopback());
+    }
+    let client_ports: std::collections::BTreeSet<u16> =
+        settings.iter().map(|s| s.listeners[0].address.port()).collect();
+    let dirs: std::collections::BTreeSet<&PathBuf> = settings.iter().map(|s| &s.data_dir).collect();
+    assert_eq!(
+        (client_ports.len(), dirs.len()),
+        (3, 3),
+        "each node its own listener and data directory"
+    );
+}

@@ -61,6 +61,8 @@ const LISTENER_BASE: usize = usize::MAX - 1;
 pub enum DriverError {
     /// The poller could not be created or polled.
     Poll(io::Error),
+    /// The core's own sockets could not be set up (a cluster node's peer listener), or its disk failed.
+    Core(String),
     /// A listener address could not be bound (in use, not local, no permission).
     Bind { address: SocketAddr, source: io::Error },
     /// The signal handlers could not be installed.
@@ -78,6 +80,7 @@ impl fmt::Display for DriverError {
             }
             DriverError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             DriverError::Tls(e) => write!(f, "{e}"),
+            DriverError::Core(e) => write!(f, "{e}"),
         }
     }
 }
@@ -106,7 +109,41 @@ pub trait Core {
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         let _ = authenticator;
     }
+
+    // Sockets and files of the core's own (a cluster node's links and Raft log), driven by the same loop. A
+    // single broker has none.
+
+    /// Register the core's sockets with the loop's poller, with tokens from [`CORE_TOKEN_BASE`] up.
+    fn attach(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        let _ = registry;
+        Ok(())
+    }
+    /// Whether a readiness event is for one of the core's sockets.
+    fn owns(&self, token: Token) -> bool {
+        let _ = token;
+        false
+    }
+    /// A readiness event on one of the core's sockets.
+    fn io_event(&mut self, now: Time, event: &mio::event::Event) {
+        let _ = (now, event);
+    }
+    /// Once per loop turn, after every input of the turn: the core's group commit and its own timers.
+    fn end_turn(&mut self, now: Time) {
+        let _ = now;
+    }
+    /// When the core's own timers (not its protocol timers, see `poll_timeout`) are next due.
+    fn io_deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// Why the core cannot go on (its disk failed), if so: the driver stops.
+    fn failure(&mut self) -> Option<String> {
+        None
+    }
 }
+
+/// Tokens from here up belong to the core's own sockets (connection ids count up from 1, listeners and signals
+/// count down from the top: neither comes near).
+pub const CORE_TOKEN_BASE: usize = 1 << 40;
 
 impl Core for Broker {
     fn handle_input(&mut self, now: Time, input: Input<'_>) {
@@ -186,8 +223,11 @@ pub struct Driver<C: Core = Broker> {
 
 impl<C: Core> Driver<C> {
     /// Bind every listener and install the signal handlers. Nothing is accepted until [`Driver::run`].
-    pub fn bind(settings: &Settings, broker: C, logger: Option<&'static Logger>) -> Result<Driver<C>, DriverError> {
+    pub fn bind(settings: &Settings, mut broker: C, logger: Option<&'static Logger>) -> Result<Driver<C>, DriverError> {
         let poll = Poll::new().map_err(DriverError::Poll)?;
+        broker
+            .attach(poll.registry())
+            .map_err(|e| DriverError::Core(e.to_string()))?;
         let tls = crate::tls::load_listeners(&settings.listeners).map_err(DriverError::Tls)?;
         let listeners = settings
             .listeners
@@ -339,6 +379,11 @@ impl<C: Core> Driver<C> {
                     Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
                         self.accept(LISTENER_BASE - t);
                     }
+                    token if self.broker.owns(token) => {
+                        let now = self.clock.now();
+                        self.broker.io_event(now, event);
+                        self.settle();
+                    }
                     Token(t) => {
                         let id = ConnectionId(t as u64);
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -354,6 +399,12 @@ impl<C: Core> Driver<C> {
             self.read_turn();
             self.deliver_verdicts();
             self.on_timers();
+            let now = self.clock.now();
+            self.broker.end_turn(now);
+            self.settle();
+            if let Some(failure) = self.broker.failure() {
+                return Err(DriverError::Core(failure));
+            }
             self.commit_and_flush();
             self.answer_http();
             if let Some(deadline) = self.shutdown_deadline {
@@ -384,6 +435,7 @@ impl<C: Core> Driver<C> {
         let storage = self.storage.as_ref().and_then(Storage::sync_deadline);
         [
             core,
+            self.broker.io_deadline(),
             self.accept_paused_until,
             closing,
             self.shutdown_deadline,

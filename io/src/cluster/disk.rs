@@ -1,0 +1,531 @@
+//! The Raft log, hard state and snapshot of one node, on real files in the data directory, with the framing, CRC
+//! and torn-tail rules of the broker's own log (`mqtt_core::persist::frame`).
+//!
+//! Files, named by a generation number like the broker's own:
+//! - `cluster.id`: one frame naming the cluster and node this directory belongs to; written once, checked at every
+//!   start, so a directory from another cluster (or another node) is refused instead of voted with.
+//! - `raft-G.snap`: the Raft snapshot that generation G starts from (metadata: index, term, voters; then the
+//!   snapshot's data, the broker image, in chunks), with a trailer giving its length;
+//! - `raft-G.log`: frames appended since, each an entry or a hard state (tag byte + protobuf). An entry whose index
+//!   is not past the last one replaces it and everything after it, as Raft's log does when a new leader overwrites
+//!   an uncommitted suffix; the last hard state wins.
+//!
+//! Appends are buffered and written with one write and one `fdatasync` per [`RaftDisk::commit`]: a group commit,
+//! after which what Raft asked to persist is durable. A snapshot starts a new generation: snapshot file written,
+//! synced, renamed; a new log holding the entries after the snapshot and the hard state, synced; then the old
+//! files removed. Recovery reads the newest snapshot and its log.
+
+use bytes::BytesMut;
+use mqtt_core::persist::frame::{self, Scan};
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, HardState, Snapshot, SnapshotMetadata};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const ID_MAGIC: &[u8] = b"mqtt-broker cluster v1";
+const SNAP_MAGIC: &[u8] = b"mqtt-broker raft snapshot v1";
+const SNAP_TRAILER: &[u8] = b"end of raft snapshot";
+const TAG_ENTRY: u8 = 1;
+const TAG_HARD_STATE: u8 = 2;
+/// Snapshot data is written in frames of at most this, so no single frame approaches the frame size limit.
+const SNAP_CHUNK: usize = 1 << 20;
+
+/// Why the Raft files could not be read or written.
+#[derive(Debug)]
+pub enum DiskError {
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Damage with valid data after it, or a file that is not what its name says.
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    /// The directory belongs to another cluster or another node.
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+impl fmt::Display for DiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            DiskError::Corrupt { path, offset, detail } => write!(
+                f,
+                "{} is corrupt at byte {offset}: {detail}; valid data follows, so start-up stops rather than drop it \
+                 (start with --repair to truncate the file there)",
+                path.display()
+            ),
+            DiskError::Foreign { path, found, expected } => write!(
+                f,
+                "{} says this data directory belongs to {found}, but this node is {expected}; refusing to start \
+                 (point data_dir at this node's own directory)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DiskError {}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> DiskError + '_ {
+    move |source| DiskError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a data directory held: everything `Node::new` needs to resume where this node stopped.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    /// The newest snapshot (empty metadata: none yet).
+    pub snapshot: Snapshot,
+    /// The entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+    /// Bytes cut from the end of the log: a torn last write (or damage given up with `--repair`).
+    pub truncated_bytes: u64,
+}
+
+/// The Raft files of one node.
+pub struct RaftDisk {
+    dir: PathBuf,
+    generation: u64,
+    log: File,
+    log_path: PathBuf,
+    log_len: u64,
+    /// Frames not yet written.
+    pending: BytesMut,
+    scratch: Vec<u8>,
+    /// What the files hold, kept so a compaction can rewrite the log's tail.
+    hard_state: HardState,
+    entries: Vec<Entry>,
+    snapshot_index: u64,
+}
+
+impl RaftDisk {
+    /// Opens `dir` for node `node_id` of `cluster_id`: checks (or, in a fresh directory, writes) `cluster.id`, and
+    /// recovers the snapshot, entries and hard state.
+    pub fn open(dir: &Path, cluster_id: &str, node_id: u64, repair: bool) -> Result<(RaftDisk, Recovered), DiskError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        check_identity(dir, cluster_id, node_id)?;
+        let (snapshots, logs) = generations(dir)?;
+        let generation = snapshots.iter().chain(&logs).max().copied().unwrap_or(0);
+        let mut recovered = Recovered::default();
+        if snapshots.contains(&generation) {
+            let path = snap_path(dir, generation);
+            recovered.snapshot = read_snapshot(&path)?;
+        } else if generation > 0 && !repair {
+            return Err(DiskError::Corrupt {
+                path: log_path(dir, generation),
+                offset: 0,
+                detail: format!("its snapshot raft-{generation:020}.snap is missing"),
+            });
+        }
+        let snapshot_index = recovered.snapshot.get_metadata().index;
+        let path = log_path(dir, generation);
+        // A crash between a compaction's snapshot and its new log leaves the snapshot without a log: the previous
+        // generation's log still holds the hard state and the entries, and is rewritten as this generation's.
+        let previous = log_path(dir, generation.wrapping_sub(1));
+        let source = if !path.exists() && generation > 0 && previous.exists() {
+            log::warn!(
+                "{} is missing (a crash during compaction): recovering from {}",
+                path.display(),
+                previous.display()
+            );
+            previous
+        } else {
+            path.clone()
+        };
+        let log_len = if source.exists() {
+            let (len, cut) = replay(&source, snapshot_index, repair, &mut recovered)?;
+            recovered.truncated_bytes = cut;
+            len
+        } else {
+            0
+        };
+        let mut disk = RaftDisk {
+            dir: dir.to_path_buf(),
+            generation,
+            log: open_append(dir, &source)?,
+            log_path: source.clone(),
+            log_len,
+            pending: BytesMut::new(),
+            scratch: Vec::new(),
+            hard_state: recovered.hard_state.clone(),
+            entries: recovered.entries.clone(),
+            snapshot_index,
+        };
+        if source != path {
+            disk.rewrite(generation)?;
+        }
+        Ok((disk, recovered))
+    }
+
+    /// Queues entries for the next commit; an entry at or below the last index replaces the suffix from there.
+    pub fn append(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            self.put(TAG_ENTRY, entry);
+            overwrite(&mut self.entries, entry.clone());
+        }
+    }
+
+    /// Queues the hard state for the next commit.
+    pub fn set_hard_state(&mut self, hard_state: &HardState) {
+        self.put(TAG_HARD_STATE, hard_state);
+        self.hard_state = hard_state.clone();
+    }
+
+    fn put(&mut self, tag: u8, message: &dyn protobuf::Message) {
+        self.scratch.clear();
+        self.scratch.push(tag);
+        // Writing a protobuf message to a Vec fails only for messages over 2 GiB, which a bounded Raft entry
+        // (the broker's records are bounded by its packet size) cannot be.
+        if message.write_to_vec(&mut self.scratch).is_ok() {
+            frame::put(&mut self.pending, &self.scratch);
+        }
+    }
+
+    /// Whether appends wait for [`RaftDisk::commit`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes and syncs everything queued: one write and one `fdatasync` for all of it.
+    pub fn commit(&mut self) -> Result<(), DiskError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.log.write_all(&self.pending) {
+            // Cut off whatever part made it, so a retry does not leave a torn frame in the middle of the log.
+            let _ = self.log.set_len(self.log_len);
+            return Err(io_err(&self.log_path)(e));
+        }
+        self.log.sync_data().map_err(io_err(&self.log_path))?;
+        self.log_len += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The index of the snapshot the files start from.
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    /// Makes `snapshot` the start of a new generation: the entries it covers are dropped, later ones kept if they
+    /// continue it (log compaction); with `discard_log` (a leader's snapshot replacing a log that disagreed) none
+    /// are. Pending appends are committed first, so nothing queued before the snapshot is lost.
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot, discard_log: bool) -> Result<(), DiskError> {
+        self.commit()?;
+        let meta = snapshot.get_metadata();
+        if meta.index <= self.snapshot_index {
+            // Older than what the files already start from: nothing to do.
+            return Ok(());
+        }
+        let generation = self.generation + 1;
+        let snap = snap_path(&self.dir, generation);
+        write_snapshot(&snap, snapshot)?;
+        // Entries past the snapshot survive only if they continue it (same term at its index, or later).
+        let continues = !discard_log
+            && self
+                .entries
+                .iter()
+                .any(|e| e.index == meta.index && e.term == meta.term);
+        if continues {
+            self.entries.retain(|e| e.index > meta.index);
+        } else {
+            self.entries.clear();
+        }
+        if self.hard_state.commit < meta.index {
+            self.hard_state.commit = meta.index;
+        }
+        self.snapshot_index = meta.index;
+        self.rewrite(generation)
+    }
+
+    /// Writes the entries and hard state held as the log of `generation` (a temporary file, synced, renamed into
+    /// place), appends there from now on, and removes the files of older generations.
+    fn rewrite(&mut self, generation: u64) -> Result<(), DiskError> {
+        let path = log_path(&self.dir, generation);
+        let mut body = BytesMut::new();
+        let mut scratch = Vec::new();
+        for entry in &self.entries {
+            put_message(&mut body, &mut scratch, TAG_ENTRY, entry);
+        }
+        put_message(&mut body, &mut scratch, TAG_HARD_STATE, &self.hard_state);
+        let tmp = path.with_extension("log.tmp");
+        write_synced(&tmp, &body)?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        self.log = open_append(&self.dir, &path)?;
+        self.log_path = path;
+        self.log_len = body.len() as u64;
+        self.generation = generation;
+        let (snapshots, logs) = generations(&self.dir)?;
+        let old = snapshots
+            .into_iter()
+            .filter(|g| *g < generation)
+            .map(|g| snap_path(&self.dir, g))
+            .chain(
+                logs.into_iter()
+                    .filter(|g| *g < generation)
+                    .map(|g| log_path(&self.dir, g)),
+            );
+        for path in old {
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("cannot remove old {}: {e}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put_message(out: &mut BytesMut, scratch: &mut Vec<u8>, tag: u8, message: &dyn protobuf::Message) {
+    scratch.clear();
+    scratch.push(tag);
+    if message.write_to_vec(scratch).is_ok() {
+        frame::put(out, scratch);
+    }
+}
+
+/// Raft's log rule: an entry at index i replaces whatever was at i and after.
+fn overwrite(entries: &mut Vec<Entry>, entry: Entry) {
+    if let Some(first) = entries.first().map(|e| e.index) {
+        if entry.index < first {
+            entries.clear();
+        } else {
+            entries.truncate((entry.index - first) as usize);
+        }
+    }
+    entries.push(entry);
+}
+
+fn identity_text(cluster_id: &str, node_id: u64) -> String {
+    format!("cluster {cluster_id:?} node {node_id}")
+}
+
+fn check_identity(dir: &Path, cluster_id: &str, node_id: u64) -> Result<(), DiskError> {
+    let path = dir.join("cluster.id");
+    let expected = identity_text(cluster_id, node_id);
+    match std::fs::read(&path) {
+        Ok(data) => {
+            let found = match frame::scan(&data, 0) {
+                Scan::Frame { body, .. } if body.starts_with(ID_MAGIC) => {
+                    String::from_utf8_lossy(&body[ID_MAGIC.len()..]).into_owned()
+                }
+                _ => {
+                    return Err(DiskError::Corrupt {
+                        path,
+                        offset: 0,
+                        detail: "not a cluster identity file".into(),
+                    })
+                }
+            };
+            if found != expected {
+                return Err(DiskError::Foreign { path, found, expected });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut body = ID_MAGIC.to_vec();
+            body.extend_from_slice(expected.as_bytes());
+            let mut out = BytesMut::new();
+            frame::put(&mut out, &body);
+            let tmp = dir.join("cluster.id.tmp");
+            write_synced(&tmp, &out)?;
+            std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            sync_dir(dir)
+        }
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Replays a log into `recovered`; returns the valid length and the bytes cut from its end.
+fn replay(path: &Path, snapshot_index: u64, repair: bool, recovered: &mut Recovered) -> Result<(u64, u64), DiskError> {
+    let data = std::fs::read(path).map_err(io_err(path))?;
+    let mut offset = 0;
+    let problem = loop {
+        match frame::scan(&data, offset) {
+            Scan::End => return Ok((offset as u64, 0)),
+            Scan::Frame { body, next } => {
+                if let Err(detail) = apply_frame(body, snapshot_index, recovered) {
+                    break detail;
+                }
+                offset = next;
+            }
+            Scan::Truncated => break "a frame cut short".to_string(),
+            Scan::Corrupt => break "checksum mismatch".to_string(),
+        }
+    };
+    let torn_tail = frame::valid_frame_after(&data, offset).is_none();
+    if !torn_tail && !repair {
+        return Err(DiskError::Corrupt {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            detail: problem,
+        });
+    }
+    let cut = (data.len() - offset) as u64;
+    log::warn!(
+        "{}: {problem} at byte {offset}{}; truncating {cut} bytes",
+        path.display(),
+        if torn_tail {
+            ", the last write before a crash"
+        } else {
+            " (--repair: valid frames after it are dropped)"
+        }
+    );
+    let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    file.set_len(offset as u64)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(path))?;
+    Ok((offset as u64, cut))
+}
+
+fn apply_frame(body: &[u8], snapshot_index: u64, recovered: &mut Recovered) -> Result<(), String> {
+    let (tag, message) = body.split_first().ok_or("an empty frame")?;
+    match *tag {
+        TAG_ENTRY => {
+            let entry = Entry::parse_from_bytes(message).map_err(|e| format!("undecodable entry: {e}"))?;
+            // A log rewritten by compaction starts after the snapshot; older entries are covered by it.
+            if entry.index > snapshot_index {
+                let next = recovered.entries.last().map_or(snapshot_index + 1, |e| e.index + 1);
+                if entry.index > next {
+                    return Err(format!("entry {} follows entry {}: a gap", entry.index, next - 1));
+                }
+                overwrite(&mut recovered.entries, entry);
+            }
+            Ok(())
+        }
+        TAG_HARD_STATE => {
+            recovered.hard_state =
+                HardState::parse_from_bytes(message).map_err(|e| format!("undecodable hard state: {e}"))?;
+            Ok(())
+        }
+        other => Err(format!("unknown frame tag {other}")),
+    }
+}
+
+fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), DiskError> {
+    let mut out = BytesMut::new();
+    let mut scratch = Vec::new();
+    frame::put(&mut out, SNAP_MAGIC);
+    snapshot
+        .get_metadata()
+        .write_to_vec(&mut scratch)
+        .map_err(|e| io_err(path)(io::Error::other(e)))?;
+    frame::put(&mut out, &scratch);
+    for chunk in snapshot.get_data().chunks(SNAP_CHUNK) {
+        frame::put(&mut out, chunk);
+    }
+    let mut trailer = SNAP_TRAILER.to_vec();
+    trailer.extend_from_slice(&(snapshot.get_data().len() as u64).to_be_bytes());
+    frame::put(&mut out, &trailer);
+    let tmp = path.with_extension("snap.tmp");
+    write_synced(&tmp, &out)?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Reads a snapshot file; any damage is an error (a snapshot is written whole and renamed into place, so a torn
+/// one is not a crash artefact but corruption).
+fn read_snapshot(path: &Path) -> Result<Snapshot, DiskError> {
+    let data = std::fs::read(path).map_err(io_err(path))?;
+    let corrupt = |offset: usize, detail: &str| DiskError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        detail: detail.to_string(),
+    };
+    let mut offset = match frame::scan(&data, 0) {
+        Scan::Frame { body, next } if body == SNAP_MAGIC => next,
+        _ => return Err(corrupt(0, "not a Raft snapshot file (bad header)")),
+    };
+    let mut snapshot = Snapshot::default();
+    match frame::scan(&data, offset) {
+        Scan::Frame { body, next } => {
+            let meta = SnapshotMetadata::parse_from_bytes(body).map_err(|_| corrupt(offset, "undecodable metadata"))?;
+            snapshot.set_metadata(meta);
+            offset = next;
+        }
+        _ => return Err(corrupt(offset, "damaged metadata")),
+    }
+    let mut payload = Vec::new();
+    loop {
+        match frame::scan(&data, offset) {
+            Scan::Frame { body, .. } if body.starts_with(SNAP_TRAILER) => {
+                let expected = body
+                    .get(SNAP_TRAILER.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
+                if expected != Some(payload.len() as u64) {
+                    return Err(corrupt(offset, "data length in the trailer does not match"));
+                }
+                snapshot.set_data(payload.into());
+                return Ok(snapshot);
+            }
+            Scan::Frame { body, next } => {
+                payload.extend_from_slice(body);
+                offset = next;
+            }
+            Scan::End | Scan::Truncated => return Err(corrupt(offset, "the file ends before its trailer")),
+            Scan::Corrupt => return Err(corrupt(offset, "checksum mismatch")),
+        }
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), DiskError> {
+    let mut file = File::create(path).map_err(io_err(path))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(path))
+}
+
+fn open_append(dir: &Path, path: &Path) -> Result<File, DiskError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), DiskError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+pub(crate) fn log_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("raft-{generation:020}.log"))
+}
+
+pub(crate) fn snap_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("raft-{generation:020}.snap"))
+}
+
+/// Generations of the Raft snapshots and logs present.
+fn generations(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), DiskError> {
+    let mut snapshots = Vec::new();
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let number = |suffix: &str| name.strip_prefix("raft-")?.strip_suffix(suffix)?.parse::<u64>().ok();
+        if let Some(g) = number(".snap") {
+            snapshots.push(g);
+        } else if let Some(g) = number(".log") {
+            logs.push(g);
+        }
+    }
+    Ok((snapshots, logs))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! Recovery of the Raft files: restarts, overwritten suffixes, torn tails, damaged frames, compaction (including a
+//! crash in the middle of one), and a directory from another cluster.
+
+use super::*;
+
+fn entry(index: u64, term: u64, data: &str) -> Entry {
+    Entry {
+        index,
+        term,
+        data: data.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
+}
+
+fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote,
+        commit,
+        ..Default::default()
+    }
+}
+
+fn open(dir: &Path) -> (RaftDisk, Recovered) {
+    RaftDisk::open(dir, "demo", 1, false).expect("open")
+}
+
+fn indexes(entries: &[Entry]) -> Vec<(u64, u64)> {
+    entries.iter().map(|e| (e.index, e.term)).collect()
+}
+
+/// A directory whose log holds entries 1..=n of term 1, one commit each, and hard state (1, 1, n); returns the byte
+/// offset where each commit's frames start.
+fn directory_with(n: u64) -> (tempfile::TempDir, Vec<u64>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut disk, recovered) = open(dir.path());
+    assert_eq!(recovered, Recovered::default(), "a fresh directory holds nothing");
+    let mut offsets = Vec::new();
+    for i in 1..=n {
+        offsets.push(disk.log_len);
+        disk.append(&[entry(i, 1, &format!("e{i}"))]);
+        disk.set_hard_state(&hard_state(1, 1, i));
+        disk.commit().expect("commit");
+    }
+    (dir, offsets)
+}
+
+#[test]
+fn committed_entries_and_hard_state_survive_a_restart() {
+    let (dir, _) = directory_with(3);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(indexes(&recovered.entries), [(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(recovered.entries[2].data.as_ref(), b"e3");
+    assert_eq!(recovered.hard_state, hard_state(1, 1, 3));
+    assert_eq!(recovered.truncated_bytes, 0);
+}
+
+#[test]
+fn uncommitted_appends_are_not_on_disk() {
+    let (dir, _) = directory_with(1);
+    let (mut disk, _) = open(dir.path());
+    disk.append(&[entry(2, 1, "queued")]);
+    assert!(disk.has_pending());
+    drop(disk);
+    assert_eq!(indexes(&open(dir.path()).1.entries), [(1, 1)]);
+}
+
+#[test]
+fn a_new_leaders_entries_replace_the_uncommitted_suffix() {
+    let (dir, _) = directory_with(4);
+    let (mut disk, _) = open(dir.path());
+    disk.append(&[entry(3, 2, "new3"), entry(4, 2, "new4"), entry(5, 2, "new5")]);
+    disk.set_hard_state(&hard_state(2, 2, 2));
+    disk.commit().expect("commit");
+    let (_, recovered) = open(dir.path());
+    assert_eq!(indexes(&recovered.entries), [(1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]);
+    assert_eq!(recovered.entries[2].data.as_ref(), b"new3");
+    assert_eq!(recovered.hard_state, hard_state(2, 2, 2));
+}
+
+#[test]
+fn torn_tail_is_truncated_keeping_every_earlier_commit() {
+    let (dir, offsets) = directory_with(3);
+    let log = log_path(dir.path(), 0);
+    let len = std::fs::metadata(&log).expect("log").len();
+    // Commit 3 wrote two frames: entry 3, then the hard state.
+    let data = std::fs::read(&log).expect("read");
+    let Scan::Frame { next: entry_end, .. } = frame::scan(&data, offsets[2] as usize) else {
+        panic!("entry 3's frame")
+    };
+    for cut in [
+        offsets[2] + 1,
+        offsets[2] + 8,
+        entry_end as u64 - 1,
+        entry_end as u64 + 3,
+        len - 1,
+    ] {
+        let copy = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+        }
+        let copied = log_path(copy.path(), 0);
+        OpenOptions::new()
+            .write(true)
+            .open(&copied)
+            .expect("open")
+            .set_len(cut)
+            .expect("cut");
+        let (mut disk, recovered) = open(copy.path());
+        let (kept, valid) = if cut < entry_end as u64 {
+            (vec![(1, 1), (2, 1)], offsets[2])
+        } else {
+            (vec![(1, 1), (2, 1), (3, 1)], entry_end as u64)
+        };
+        assert_eq!(indexes(&recovered.entries), kept, "cut at {cut}");
+        assert_eq!(recovered.hard_state, hard_state(1, 1, 2), "cut at {cut}");
+        assert_eq!(recovered.truncated_bytes, cut - valid);
+        // The truncated log takes appends again and reads back whole.
+        disk.append(&[entry(3, 2, "again")]);
+        disk.commit().expect("commit");
+        assert_eq!(indexes(&open(copy.path()).1.entries), [(1, 1), (2, 1), (3, 2)]);
+    }
+}
+
+#[test]
+fn flipped_bit_in_the_last_frame_is_a_torn_tail() {
+    let (dir, _) = directory_with(3);
+    let log = log_path(dir.path(), 0);
+    let mut data = std::fs::read(&log).expect("read");
+    let last = data.len() - 2;
+    data[last] ^= 0x10;
+    std::fs::write(&log, &data).expect("write");
+    let (_, recovered) = open(dir.path());
+    // The last frame is commit 3's hard state: entry 3 is kept, the hard state falls back to commit 2's.
+    assert_eq!(indexes(&recovered.entries), [(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(recovered.hard_state, hard_state(1, 1, 2));
+}
+
+#[test]
+fn damage_in_the_middle_stops_start_up_naming_file_and_offset_unless_repaired() {
+    let (dir, offsets) = directory_with(3);
+    let log = log_path(dir.path(), 0);
+    let mut data = std::fs::read(&log).expect("read");
+    data[offsets[1] as usize + 12] ^= 0x80;
+    std::fs::write(&log, &data).expect("write");
+    let text = match RaftDisk::open(dir.path(), "demo", 1, false) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("damage followed by valid frames must not be silently truncated"),
+    };
+    assert!(text.contains(&log.display().to_string()), "{text}");
+    assert!(text.contains(&format!("byte {}", offsets[1])), "{text}");
+    assert!(text.contains("--repair"), "{text}");
+    assert_eq!(
+        std::fs::read(&log).expect("read"),
+        data,
+        "a refused start leaves the file as it was"
+    );
+    let (_, recovered) = RaftDisk::open(dir.path(), "demo", 1, true).expect("repair");
+    assert_eq!(indexes(&recovered.entries), [(1, 1)]);
+}
+
+#[test]
+fn frame_with_valid_checksum_but_garbage_inside_is_refused() {
+    let (dir, _) = directory_with(1);
+    let (mut disk, _) = open(dir.path());
+    frame::put(&mut disk.pending, &[9, 1, 2, 3]);
+    disk.commit().expect("commit");
+    disk.append(&[entry(2, 1, "after")]);
+    disk.commit().expect("commit");
+    drop(disk);
+    let text = match RaftDisk::open(dir.path(), "demo", 1, false) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an unknown frame tag is corruption"),
+    };
+    assert!(text.contains("unknown frame tag 9"), "{text}");
+}
+
+fn snapshot(index: u64, term: u64, data: &[u8]) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.mut_metadata().index = index;
+    s.mut_metadata().term = term;
+    s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+    s.data = data.to_vec().into();
+    s
+}
+
+#[test]
+fn snapshot_compacts_the_log_and_recovery_starts_from_it() {
+    let (dir, _) = directory_with(5);
+    let (mut disk, _) = open(dir.path());
+    // Large enough to take several chunks.
+    let image: Vec<u8> = (0..SNAP_CHUNK * 2 + 7).map(|i| i as u8).collect();
+    disk.save_snapshot(&snapshot(3, 1, &image), false).expect("snapshot");
+    disk.append(&[entry(6, 1, "e6")]);
+    disk.commit().expect("commit");
+    assert!(!log_path(dir.path(), 0).exists(), "the compacted log is removed");
+    let (disk, recovered) = open(dir.path());
+    assert_eq!(disk.snapshot_index(), 3);
+    assert_eq!(recovered.snapshot.get_metadata().index, 3);
+    assert_eq!(recovered.snapshot.get_metadata().get_conf_state().voters, [1, 2, 3]);
+    assert_eq!(recovered.snapshot.data.as_ref(), &image[..]);
+    assert_eq!(indexes(&recovered.entries), [(4, 1), (5, 1), (6, 1)]);
+    assert_eq!(recovered.hard_state, hard_state(1, 1, 5));
+}
+
+#[test]
+fn a_leaders_snapshot_past_the_log_replaces_it() {
+    let (dir, _) = directory_with(2);
+    let (mut disk, _) = open(dir.path());
+    disk.save_snapshot(&snapshot(10, 3, b"image"), true).expect("snapshot");
+    let (_, recovered) = open(dir.path());
+    assert!(recovered.entries.is_empty());
+    assert_eq!(recovered.hard_state.commit, 10, "the snapshot is committed");
+    assert_eq!(recovered.hard_state.term, 1, "term and vote are kept");
+}
+
+#[test]
+fn a_leaders_snapshot_with_discard_log_drops_even_matching_entries() {
+    let (dir, _) = directory_with(5);
+    let (mut disk, _) = open(dir.path());
+    disk.save_snapshot(&snapshot(3, 1, b"image"), true).expect("snapshot");
+    assert!(open(dir.path()).1.entries.is_empty());
+}
+
+#[test]
+fn crash_between_snapshot_and_new_log_recovers_from_the_previous_log() {
+    let (dir, _) = directory_with(5);
+    let (mut disk, _) = open(dir.path());
+    disk.save_snapshot(&snapshot(3, 1, b"image"), false).expect("snapshot");
+    drop(disk);
+    // As if the process died after the snapshot's rename, before the new log's: restore generation 0's log.
+    let (full, _) = directory_with(5);
+    std::fs::copy(log_path(full.path(), 0), log_path(dir.path(), 0)).expect("copy");
+    std::fs::remove_file(log_path(dir.path(), 1)).expect("remove");
+    let (_, recovered) = open(dir.path());
+    assert_eq!(indexes(&recovered.entries), [(4, 1), (5, 1)]);
+    assert_eq!(recovered.hard_state, hard_state(1, 1, 5));
+    // It was rewritten as generation 1's log: the next start reads it directly.
+    assert!(log_path(dir.path(), 1).exists() && !log_path(dir.path(), 0).exists());
+    assert_eq!(open(dir.path()).1, recovered);
+}
+
+#[test]
+fn truncated_snapshot_stops_start_up() {
+    let (dir, _) = directory_with(2);
+    let (mut disk, _) = open(dir.path());
+    disk.save_snapshot(&snapshot(2, 1, &[7u8; 5000]), false)
+        .expect("snapshot");
+    let path = snap_path(dir.path(), 1);
+    let len = std::fs::metadata(&path).expect("snap").len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(len - 30)
+        .expect("cut");
+    let text = match RaftDisk::open(dir.path(), "demo", 1, false) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a truncated snapshot must not load"),
+    };
+    assert!(text.contains("raft-") && text.contains("before its trailer"), "{text}");
+}
+
+#[test]
+fn directory_of_another_cluster_or_node_is_refused_naming_the_file() {
+    let (dir, _) = directory_with(1);
+    for (cluster, node) in [("other", 1), ("demo", 2)] {
+        let text = match RaftDisk::open(dir.path(), cluster, node, false) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{cluster}/{node} must not open demo/1's directory"),
+        };
+        assert!(
+            text.contains(&dir.path().join("cluster.id").display().to_string()),
+            "{text}"
+        );
+        assert!(text.contains("cluster \"demo\" node 1"), "{text}");
+    }
+    // Nothing was changed by the refusals.
+    assert_eq!(indexes(&open(dir.path()).1.entries), [(1, 1)]);
+}

@@ -1,0 +1,7 @@
+//! This broker as one node of a Raft cluster, on real sockets and files: the node's Raft log and hard state in the
+//! data directory (`disk`), the node-to-node links (`transport`), and the two around `mqtt_cluster::Node` as the
+//! driver's core (`node`).
+
+pub mod disk;
+pub mod node;
+pub mod transport;

@@ -1,0 +1,359 @@
+//! A cluster node as the driver's core: the sans-IO [`mqtt_cluster::Node`] with its Raft log on disk
+//! ([`RaftDisk`]) and its links to the other nodes ([`PeerTransport`]), all on the driver's one loop and clock.
+//!
+//! The ordering rule of the node (a `Persist*` output is durable before anything after it is acted on) is kept by
+//! a group commit: persist outputs are queued on the disk as they come; every other output that follows one is held
+//! in order; once per loop turn (`end_turn`) the disk writes and syncs everything queued, once, and the held outputs
+//! go out: peer messages to the links, client outputs to the driver.
+
+use super::disk::{DiskError, RaftDisk, Recovered};
+use super::transport::{PeerEvent, PeerTransport, TransportConfig};
+use crate::config::ClusterSettings;
+use crate::driver::{Core, CORE_TOKEN_BASE};
+use mio::{Registry, Token};
+use mqtt_cluster::eraftpb::HardState;
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError};
+use mqtt_core::broker::{Config as BrokerConfig, Input, Output};
+use mqtt_core::persist::Image;
+use mqtt_core::time::Time;
+use std::collections::VecDeque;
+use std::io;
+use std::path::Path;
+use std::time::Instant;
+
+/// The cluster id as the node's peer messages carry it: a 64-bit digest (FNV-1a) of the configured name, so the
+/// operator names clusters and the wire carries a fixed-size id. The links' hello carries the name itself.
+pub fn cluster_id_digest(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The node's configuration from the `[cluster]` table and the broker limits.
+pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -> NodeConfig {
+    let mut config = NodeConfig::new(
+        cluster.node_id,
+        cluster.voter_ids(),
+        cluster_id_digest(&cluster.cluster_id),
+    );
+    config.tick_ms = cluster.tick.as_millis() as u64;
+    // Jitter breaks the symmetry of simultaneous elections (raft-rs's own randomisation is pinned; see NodeConfig).
+    config.tick_jitter_ms = (config.tick_ms / 5).max(1);
+    config.election_tick = cluster.election_ticks;
+    config.heartbeat_tick = cluster.heartbeat_ticks;
+    config.broker = broker;
+    config.broker.persistence = true;
+    config.seed = seed;
+    config
+}
+
+/// Opens the node's Raft files in `dir` and builds the node from them.
+pub fn open(
+    dir: &Path,
+    cluster: &ClusterSettings,
+    config: NodeConfig,
+    repair: bool,
+) -> Result<(ClusterCore, Recovered), DiskError> {
+    let (disk, recovered) = RaftDisk::open(dir, &cluster.cluster_id, cluster.node_id, repair)?;
+    let for_node = mqtt_cluster::Recovered {
+        hard_state: recovered.hard_state.clone(),
+        snapshot: (recovered.snapshot.get_metadata().index > 0).then(|| recovered.snapshot.clone()),
+        entries: recovered.entries.clone(),
+    };
+    let max_message = config.max_peer_message;
+    let node = Node::new(config, for_node);
+    let transport = TransportConfig {
+        node_id: cluster.node_id,
+        cluster_id: cluster.cluster_id.clone(),
+        peers: cluster.others().map(|p| (p.id, p.address)).collect(),
+        listen: cluster.listen,
+        max_message,
+        token_base: CORE_TOKEN_BASE,
+    };
+    let core = ClusterCore {
+        node,
+        disk,
+        transport_config: transport,
+        transport: None,
+        registry: None,
+        unsynced: false,
+        held: VecDeque::new(),
+        ready: VecDeque::new(),
+        peer_events: Vec::new(),
+        failure: None,
+        now: Time::ZERO,
+        hard_state: recovered.hard_state.clone(),
+        lazy_hard_state: None,
+    };
+    Ok((core, recovered))
+}
+
+/// The driver's core in cluster mode.
+pub struct ClusterCore {
+    node: Node,
+    disk: RaftDisk,
+    transport_config: TransportConfig,
+    /// Bound when the driver attaches its poller.
+    transport: Option<PeerTransport>,
+    registry: Option<Registry>,
+    /// Persist outputs queued on the disk and not yet synced.
+    unsynced: bool,
+    /// Outputs that came after an unsynced persist, in order.
+    held: VecDeque<NodeOutput>,
+    /// Client outputs released, for the driver's `poll_output`.
+    ready: VecDeque<Output>,
+    peer_events: Vec<PeerEvent>,
+    failure: Option<String>,
+    now: Time,
+    /// The newest hard state the node asked to persist.
+    hard_state: HardState,
+    /// A hard state that differs from the last written one only in its commit index: written with the next sync.
+    lazy_hard_state: Option<HardState>,
+}
+
+impl ClusterCore {
+    /// The node, for status and tests.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The address other nodes connect to (port 0 resolved), once attached.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.transport.as_ref().map(PeerTransport::local_addr)
+    }
+
+    fn input(&mut self, now: Time, input: NodeInput<'_>) {
+        self.now = self.now.max(now);
+        self.node.handle_input(self.now, input);
+        self.pump();
+    }
+
+    /// Moves the node's outputs on under the ordering rule.
+    fn pump(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                NodeOutput::PersistEntries(entries) => {
+                    self.disk.append(&entries);
+                    self.unsynced = true;
+                }
+                NodeOutput::PersistHardState(hard_state) => {
+                    // Term and vote are promises: durable before anything after them is acted on. The commit index
+                    // is not (Raft re-learns it from the leader after a restart; the recovered commit is only ever
+                    // lower), so a hard state that moves only the commit index rides along with the next sync
+                    // instead of costing one of its own: on the leader that is one sync less per released batch.
+                    let same_vote = hard_state.term == self.hard_state.term && hard_state.vote == self.hard_state.vote;
+                    self.hard_state = hard_state.clone();
+                    if same_vote {
+                        self.lazy_hard_state = Some(hard_state);
+                    } else {
+                        self.lazy_hard_state = None;
+                        self.disk.set_hard_state(&hard_state);
+                        self.unsynced = true;
+                    }
+                }
+                NodeOutput::PersistSnapshot { snapshot, discard_log } => {
+                    // Written and synced at once (with everything queued before it).
+                    if let Err(e) = self.disk.save_snapshot(&snapshot, discard_log) {
+                        self.fail(&e);
+                    }
+                }
+                other if self.unsynced || !self.held.is_empty() => self.held.push_back(other),
+                other => self.act(other),
+            }
+        }
+    }
+
+    fn act(&mut self, output: NodeOutput) {
+        match output {
+            NodeOutput::Client(output) => self.ready.push_back(output),
+            NodeOutput::Peer { to, message } => {
+                if let Some(transport) = self.transport.as_mut() {
+                    transport.send(to, &message);
+                }
+            }
+            NodeOutput::Event(event) => {
+                log_event(&event);
+                if let ClusterEvent::PeerRefused { from, error } = &event {
+                    self.drop_bad_peer(*from, error);
+                }
+            }
+            // Handled in `pump`: never held.
+            NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {}
+        }
+    }
+
+    /// A message that is not a well-formed Raft message of this cluster from the node it claims to be from
+    /// drops the connection it came on (nothing of it was applied). A message raft-rs merely declined (stale) does
+    /// not: that happens between healthy nodes.
+    fn drop_bad_peer(&mut self, from: u64, error: &PeerError) {
+        if matches!(error, PeerError::Refused(_)) {
+            return;
+        }
+        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            log::error!("cluster: dropping the connection of node {from} ({error})");
+            transport.drop_peer(registry, from);
+        }
+    }
+
+    /// The group commit: one write and one sync for everything persisted since the last, then what waited on it.
+    fn commit(&mut self) {
+        if self.failure.is_some() {
+            // Nothing more may be promised.
+            self.held.clear();
+            return;
+        }
+        if self.unsynced {
+            if let Some(hard_state) = self.lazy_hard_state.take() {
+                self.disk.set_hard_state(&hard_state);
+            }
+            if let Err(e) = self.disk.commit() {
+                self.fail(&e);
+                self.held.clear();
+                return;
+            }
+            self.unsynced = false;
+        }
+        while let Some(output) = self.held.pop_front() {
+            self.act(output);
+        }
+    }
+
+    fn fail(&mut self, error: &DiskError) {
+        log::error!("cluster: the Raft log cannot be written ({error}); this node stops");
+        self.failure = Some(format!("cluster: the Raft log cannot be written: {error}"));
+    }
+
+    /// The messages of this loop turn go out, one write per link.
+    fn flush_links(&mut self) {
+        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            transport.flush(registry, Instant::now(), &mut self.peer_events);
+        }
+    }
+
+    /// Feeds what the links reported to the node.
+    fn deliver_peer_events(&mut self) {
+        while !self.peer_events.is_empty() {
+            let events = std::mem::take(&mut self.peer_events);
+            for event in events {
+                match event {
+                    PeerEvent::Message { from, data } => self.input(self.now, NodeInput::Peer { from, message: &data }),
+                    PeerEvent::Unreachable { peer } => self.input(self.now, NodeInput::PeerUnreachable { peer }),
+                }
+            }
+        }
+    }
+}
+
+fn log_event(event: &ClusterEvent) {
+    match event {
+        ClusterEvent::RoleChanged { role, term, leader } => {
+            log::info!("cluster: now {role:?} in term {term}, leader {leader:?}")
+        }
+        ClusterEvent::Serving { term, applied } => {
+            log::info!("cluster: leading term {term}, serving clients from the image at index {applied}")
+        }
+        ClusterEvent::Deposed { term, dropped, closed } => log::warn!(
+            "cluster: stopped leading in term {term}: {dropped} uncommitted output(s) dropped, {closed} client(s) closed"
+        ),
+        ClusterEvent::PeerRefused { from, error } => {
+            log::error!("cluster: message from node {from} refused, nothing applied: {error}")
+        }
+        ClusterEvent::ClientRefused { conn, leader } => {
+            log::info!("cluster: client conn {} refused: not the leader (leader: {leader:?})", conn.0)
+        }
+        ClusterEvent::Released { .. } => log::trace!("cluster: {event:?}"),
+        other => log::info!("cluster: {other:?}"),
+    }
+}
+
+impl Core for ClusterCore {
+    fn handle_input(&mut self, now: Time, input: Input<'_>) {
+        let input = match input {
+            // The node's tick fires Raft's tick and the broker's timers alike.
+            Input::Tick => NodeInput::Tick,
+            other => NodeInput::Client(other),
+        };
+        self.input(now, input);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.ready.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        self.node.poll_timeout()
+    }
+
+    fn image(&self) -> Image {
+        self.node.image().clone()
+    }
+
+    fn attach(&mut self, registry: &Registry) -> io::Result<()> {
+        let transport = PeerTransport::bind(registry, self.transport_config.clone(), Instant::now()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen for cluster nodes on {}: {e}",
+                    self.transport_config.listen
+                ),
+            )
+        })?;
+        self.transport = Some(transport);
+        self.registry = Some(registry.try_clone()?);
+        Ok(())
+    }
+
+    fn owns(&self, token: Token) -> bool {
+        self.transport.as_ref().is_some_and(|t| t.owns(token))
+    }
+
+    fn io_event(&mut self, now: Time, event: &mio::event::Event) {
+        self.now = self.now.max(now);
+        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            transport.handle_event(
+                registry,
+                event.token(),
+                readable,
+                event.is_writable(),
+                Instant::now(),
+                &mut self.peer_events,
+            );
+        }
+        self.deliver_peer_events();
+    }
+
+    fn end_turn(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            transport.on_timers(registry, Instant::now(), &mut self.peer_events);
+        }
+        self.deliver_peer_events();
+        // What needed no sync leaves before it: the leader's appends then reach the followers while it syncs its own
+        // copy, so the two syncs of a commit overlap instead of following each other.
+        self.flush_links();
+        self.commit();
+        self.flush_links();
+        // Sending what the commit released may have failed a link; the node hears of it now.
+        self.deliver_peer_events();
+        self.commit();
+        self.flush_links();
+    }
+
+    fn io_deadline(&self) -> Option<Instant> {
+        let pending = self.unsynced || !self.held.is_empty() || !self.peer_events.is_empty();
+        let held = pending.then(Instant::now);
+        let links = self.transport.as_ref().and_then(PeerTransport::next_deadline);
+        held.into_iter().chain(links).min()
+    }
+
+    fn failure(&mut self) -> Option<String> {
+        self.failure.take()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! A 3-node cluster of real `mqtt-broker` processes on loopback: the leader is SIGKILLed in the middle of a QoS 1
+//! and a QoS 2 publish stream; once another node leads, every acknowledged message is in its state (a persistent
+//! subscriber gets each of them; the QoS 2 ones exactly once). Independent client: rumqttc (MQTT 3.1.1).
+
+mod common;
+
+use common::{pump4, wait_for, BrokerProcess, Events4 as Events};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// Messages per stream: enough that the kill lands mid-stream on a fast machine, few enough for a busy one.
+const N: usize = 300;
+
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+fn node_config(id: u64, peers: &[SocketAddr]) -> String {
+    let peers: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("  {{ id = {}, address = \"{a}\" }},", i + 1))
+        .collect();
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[cluster]\nnode_id = {id}\ncluster_id = \"test\"\n\
+         tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\npeers = [\n{}\n]\n",
+        peers.join("\n")
+    )
+}
+
+/// The node that logs that it serves clients (after `since` log lines of each node).
+fn wait_for_leader(nodes: &[Option<BrokerProcess>], since: &[usize], timeout: Duration) -> Option<usize> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for (i, node) in nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            let log = node.log.lock().unwrap();
+            if log.iter().skip(since[i]).any(|l| l.contains("serving clients")) {
+                return Some(i);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn connect(node: &BrokerProcess, id: &str, clean: bool) -> (Client, Events) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", node.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(clean);
+    opts.set_inflight(50);
+    let (client, connection) = Client::new(opts, 200);
+    let events = pump4(connection);
+    let connected = wait_for(&events, WAIT, |e| match e {
+        Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack.session_present),
+        _ => None,
+    });
+    assert!(connected.is_some(), "{id} connects: {}", node.log_text());
+    (client, events)
+}
+
+fn publish_stream(client: Client, topic: &'static str, qos: QoS, prefix: &'static str) {
+    std::thread::spawn(move || {
+        for i in 0..N {
+            if client
+                .publish(topic, qos, false, format!("{prefix}-{i}").into_bytes())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+/// PUBACKs (QoS 1) or PUBRECs (QoS 2) received; the broker acknowledges in order, so `n` acks cover `0..n`.
+fn count_acks(events: &Events, qos: QoS, until: Instant, stop_at: usize) -> usize {
+    let mut acks = 0;
+    while acks < stop_at && Instant::now() < until {
+        match events.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) if qos == QoS::AtLeastOnce => acks += 1,
+            Ok(Ok(Event::Incoming(Packet::PubRec(_)))) if qos == QoS::ExactlyOnce => acks += 1,
+            Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+    acks
+}
+
+#[test]
+fn acknowledged_messages_survive_sigkill_of_the_leader() {
+    let started = Instant::now();
+    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
+        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+        .collect();
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
+    let node = nodes[leader].as_ref().expect("leader runs");
+
+    // A follower refuses clients (part 2 relays them): the connection is closed without a CONNACK.
+    let follower = nodes[(leader + 1) % 3].as_ref().expect("follower runs");
+    let mut opts = MqttOptions::new("lost", "127.0.0.1", follower.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (_c, connection) = Client::new(opts, 10);
+    let refused = pump4(connection);
+    let acked = wait_for(&refused, Duration::from_secs(2), |e| match e {
+        Ok(Event::Incoming(Packet::ConnAck(_))) => Some(true),
+        Err(_) => Some(false),
+        _ => None,
+    });
+    assert_eq!(
+        acked,
+        Some(false),
+        "a follower closes a client's connection without a CONNACK"
+    );
+
+    // A persistent session subscribes (3.1.1 Clean Session 0 [MQTT-3.1.2-4]) and goes offline.
+    let (sub, sub_events) = connect(node, "durable-sub", false);
+    sub.subscribe("crash/#", QoS::ExactlyOnce).expect("subscribe");
+    assert!(wait_for(&sub_events, WAIT, |e| matches!(
+        e,
+        Ok(Event::Incoming(Packet::SubAck(_)))
+    )
+    .then_some(()))
+    .is_some());
+    sub.disconnect().expect("disconnect");
+    drop(sub_events);
+
+    let (q1, q1_events) = connect(node, "pub-q1", true);
+    let (q2, q2_events) = connect(node, "pub-q2", true);
+    publish_stream(q1, "crash/q1", QoS::AtLeastOnce, "q1");
+    publish_stream(q2, "crash/q2", QoS::ExactlyOnce, "q2");
+    let deadline = Instant::now() + WAIT;
+    let mut acked_q1 = count_acks(&q1_events, QoS::AtLeastOnce, deadline, N / 4);
+    let mut acked_q2 = count_acks(&q2_events, QoS::ExactlyOnce, deadline, N / 4);
+    let since: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.as_ref().map_or(0, |n| n.log.lock().unwrap().len()))
+        .collect();
+    let killed = nodes[leader].take().expect("leader runs");
+    let killed_log = killed.log_text();
+    let killed_dir = killed.crash();
+    acked_q1 += count_acks(
+        &q1_events,
+        QoS::AtLeastOnce,
+        Instant::now() + Duration::from_millis(300),
+        N,
+    );
+    acked_q2 += count_acks(
+        &q2_events,
+        QoS::ExactlyOnce,
+        Instant::now() + Duration::from_millis(300),
+        N,
+    );
+    assert!(
+        acked_q1 > 0 && acked_q2 > 0,
+        "some messages were acknowledged before the kill"
+    );
+    assert!(acked_q1 < N || acked_q2 < N, "the kill happened mid-stream");
+
+    let new_leader = wait_for_leader(&nodes, &since, WAIT).unwrap_or_else(|| {
+        let logs: Vec<String> = nodes.iter().flatten().map(|n| n.log_text()).collect();
+        panic!(
+            "no new leader after the kill:\n{}\n---\n{killed_log}",
+            logs.join("\n---\n")
+        )
+    });
+    let node = nodes[new_leader].as_ref().expect("new leader runs");
+    let (_sub, sub_events) = connect(node, "durable-sub", false);
+    let mut received: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(p) = wait_for(&sub_events, Duration::from_secs(3), |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
+        _ => None,
+    }) {
+        *received
+            .entry(String::from_utf8_lossy(&p.payload).into_owned())
+            .or_default() += 1;
+    }
+    for i in 0..acked_q1 {
+        assert!(
+            received.contains_key(&format!("q1-{i}")),
+            "acknowledged QoS 1 message q1-{i} lost (acked {acked_q1}, received {})",
+            received.len()
+        );
+    }
+    for i in 0..acked_q2 {
+        let copies = received.get(&format!("q2-{i}")).copied().unwrap_or(0);
+        assert_eq!(
+            copies, 1,
+            "acknowledged QoS 2 message q2-{i} must arrive exactly once [MQTT-4.3.3]"
+        );
+    }
+    assert!(
+        received
+            .iter()
+            .filter(|(k, _)| k.starts_with("q2-"))
+            .all(|(_, n)| *n == 1),
+        "no QoS 2 duplicates at all"
+    );
+
+    // The killed node restarts on its files (the Raft log as the kill left it) and rejoins as a follower.
+    let config = killed_dir.path().join("broker.toml");
+    let data = killed_dir.path().join("data");
+    let config_arg = config.to_str().expect("utf-8 path").to_string();
+    let restarted = BrokerProcess::start_with_data_dir(killed_dir, &data, &["--config", &config_arg]);
+    let new_leader_id = new_leader + 1;
+    assert!(
+        restarted.wait_for_log(&format!("leader Some({new_leader_id})"), WAIT),
+        "the restarted node follows node {new_leader_id}: {}",
+        restarted.log_text()
+    );
+    let recovered = restarted.log_text();
+    let line = recovered
+        .lines()
+        .find(|l| l.contains("log entries recovered"))
+        .unwrap_or_default();
+    assert!(!line.contains(" 0 log entries"), "its Raft log was read back: {line}");
+    eprintln!(
+        "cluster failover: {acked_q1} QoS 1 and {acked_q2} QoS 2 acknowledged before the kill, {} distinct \
+         received from node {} after it; {:.1} s in all",
+        received.len(),
+        new_leader + 1,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_data_directory_of_another_cluster_is_refused_at_start_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A directory that node 1 of cluster "other" has used.
+    drop(mqtt_io::cluster::disk::RaftDisk::open(&data, "other", 1, false).expect("other cluster's directory"));
+    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let config = dir.path().join("node1.toml");
+    std::fs::write(&config, node_config(1, &peers)).expect("config");
+    let output = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run mqtt-broker");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let file = data.join("cluster.id").display().to_string();
+    assert!(
+        stderr.contains(&file) && stderr.contains("\"other\"") && stderr.contains("\"test\""),
+        "{stderr}"
+    );
+}
