@@ -413,7 +413,7 @@ impl World {
                 self.log(format!("broker closes {conn:?}"));
             }
             Output::Event(event) => self.log(format!("event {event:?}")),
-            // The simulated broker runs without persistence (`Config::persistence` is off).
+            // Records were taken out and committed by `broker_input` before any output was routed.
             Output::Persist(_) => {}
         }
         Ok(())
