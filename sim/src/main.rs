@@ -68,6 +68,14 @@ fn main() -> ExitCode {
                 c.broker_restarts,
                 c.disk_full
             );
+            if report.options.persistence {
+                let d = &c.disk;
+                println!(
+                    "disk: power cuts {} (mid-write {}) | unsynced bytes lost {} | bit flips {} | EIO {} | ENOSPC {} | \
+                     recovery refusals {}",
+                    d.power_cuts, c.mid_write_crashes, d.lost_bytes, d.flips, d.eio, d.enospc, c.recovery_refusals
+                );
+            }
             println!(
                 "steps {} | simulated {:.1}s in {:.3}s wall ({:.0} steps/s, {:.0}x real time) | trace lines {}",
                 c.steps,

@@ -88,6 +88,9 @@ pub struct DiskOptions {
     /// Share of broker crashes that strike in the middle of the storage operations of an input (a commit, a
     /// snapshot, a generation switch) rather than between inputs.
     pub mid_write_share: f64,
+    /// Per-step probability of a power cut armed to strike during the next compaction (snapshot writing, rename,
+    /// generation switch), on top of the broker crashes.
+    pub compaction_cut_rate: f64,
     /// The log is compacted into a new snapshot once it outgrows this (and twice the snapshot): small values make
     /// generation switches, and crashes during them, frequent.
     pub compact_bytes: u64,
@@ -102,10 +105,11 @@ impl DiskOptions {
         DiskOptions {
             eio_rate: rate(&mut rng, 0.01),
             max_eio: rng.gen_range(1..=20),
-            flip_rate: rate(&mut rng, 0.002),
+            flip_rate: rate(&mut rng, 0.005),
             max_flips: rng.gen_range(1..=4),
-            mid_write_share: [0.0, 0.5, 0.9][rng.gen_range(0..3)],
-            compact_bytes: [512, 4_096, 64 * 1024][rng.gen_range(0..3)],
+            mid_write_share: [0.3, 0.6, 0.9][rng.gen_range(0..3)],
+            compaction_cut_rate: rate(&mut rng, 0.004),
+            compact_bytes: [256, 1_024, 8_192][rng.gen_range(0..3)],
         }
     }
 }
@@ -268,7 +272,7 @@ impl fmt::Display for Options {
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
-             persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} \
+             persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={}",
             self.seed,
             self.clients,
@@ -317,6 +321,7 @@ impl fmt::Display for Options {
             self.disk.flip_rate,
             self.disk.max_flips,
             self.disk.mid_write_share,
+            self.disk.compaction_cut_rate,
             self.disk.compact_bytes,
             self.shared_payload_min
         )

@@ -94,6 +94,8 @@ struct Disk {
     quiet: bool,
     /// Mutating operations left before the armed power cut strikes.
     crash_in: Option<u32>,
+    /// Mutating operations left before one fails with EIO (a test's scripted fault), and whether it takes effect.
+    eio_in: Option<(u32, bool)>,
     /// The power is cut: every operation fails until `power_cut` restores a disk.
     crashed: bool,
     /// Flipped bits in synced data, by inode: offset and the bit's mask.
@@ -128,6 +130,7 @@ impl SimFs {
             full: false,
             quiet: false,
             crash_in: None,
+            eio_in: None,
             crashed: false,
             flips: BTreeMap::new(),
             counts: DiskCounts::default(),
@@ -150,6 +153,12 @@ impl SimFs {
     /// The power goes out during the `ops`-th mutating operation from now (0: the next one).
     pub fn arm_power_cut(&self, ops: u32) {
         self.0.borrow_mut().crash_in = Some(ops);
+    }
+
+    /// The `ops`-th mutating operation from now fails with EIO, having taken effect or not: a scripted fault
+    /// for tests.
+    pub fn fail_op(&self, ops: u32, effect: bool) {
+        self.0.borrow_mut().eio_in = Some((ops, effect));
     }
 
     /// Takes the armed power cut back; returns how many operations it still had to wait.
@@ -286,6 +295,12 @@ impl Disk {
         if self.crashed {
             return Err(crashed_error());
         }
+        if let Some((left, effect)) = self.eio_in {
+            self.eio_in = left.checked_sub(1).map(|left| (left, effect));
+            if left == 0 {
+                return Ok(Step::Eio { effect });
+            }
+        }
         if self.quiet {
             return Ok(Step::Go);
         }
@@ -302,7 +317,9 @@ impl Disk {
             && self.rng.gen_bool(self.faults.eio_rate)
         {
             self.counts.eio += 1;
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+            // Whether the failed operation took effect anyway is as uncertain as on a real disk.
+            let effect = self.rng.gen_bool(0.5);
+            return Ok(Step::Eio { effect });
         }
         Ok(Step::Go)
     }
@@ -335,6 +352,25 @@ enum Step {
     Go,
     /// The power goes out during it: it happens in part (a write) or not at all, and fails.
     PowerCut,
+    /// It fails with EIO, having taken effect or not (a rename done, a sync done, a file created).
+    Eio {
+        effect: bool,
+    },
+}
+
+impl Step {
+    /// Whether the operation takes effect (a write may also take effect in part, see `write_all`).
+    fn happens(&self) -> bool {
+        matches!(self, Step::Go | Step::Eio { effect: true })
+    }
+
+    fn result(self) -> io::Result<()> {
+        match self {
+            Step::Go => Ok(()),
+            Step::PowerCut => Err(crashed_error()),
+            Step::Eio { .. } => Err(io::Error::from_raw_os_error(libc::EIO)),
+        }
+    }
 }
 
 impl WriteFile for SimFile {
@@ -350,23 +386,22 @@ impl WriteFile for SimFile {
         let inode = disk.inodes.get_mut(&self.inode).ok_or_else(crashed_error)?;
         inode.data.extend_from_slice(&data[..written]);
         match (step, full) {
-            (Step::PowerCut, _) => Err(crashed_error()),
             (Step::Go, true) => {
                 disk.counts.enospc += 1;
                 Err(io::Error::from_raw_os_error(libc::ENOSPC))
             }
-            (Step::Go, false) => Ok(()),
+            (step, _) => step.result(),
         }
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         let mut disk = self.fs.0.borrow_mut();
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if step.happens() {
+            let inode = disk.inodes.get_mut(&self.inode).ok_or_else(crashed_error)?;
+            inode.set_len(len as usize);
         }
-        let inode = disk.inodes.get_mut(&self.inode).ok_or_else(crashed_error)?;
-        inode.set_len(len as usize);
-        Ok(())
+        step.result()
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -375,12 +410,12 @@ impl WriteFile for SimFile {
 
     fn sync_all(&mut self) -> io::Result<()> {
         let mut disk = self.fs.0.borrow_mut();
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if step.happens() {
+            let inode = disk.inodes.get_mut(&self.inode).ok_or_else(crashed_error)?;
+            inode.sync();
         }
-        let inode = disk.inodes.get_mut(&self.inode).ok_or_else(crashed_error)?;
-        inode.sync();
-        Ok(())
+        step.result()
     }
 }
 
@@ -398,10 +433,12 @@ impl FileSystem for SimFs {
     fn create(&self, path: &Path) -> io::Result<SimFile> {
         let mut disk = self.0.borrow_mut();
         disk.check_dir(path)?;
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if !step.happens() {
+            return Err(step.result().expect_err("an operation that does not happen fails"));
         }
         let inode = disk.new_inode(path);
+        step.result()?;
         Ok(SimFile {
             fs: self.clone(),
             inode,
@@ -411,13 +448,15 @@ impl FileSystem for SimFs {
     fn open_append(&self, path: &Path) -> io::Result<SimFile> {
         let mut disk = self.0.borrow_mut();
         disk.check_dir(path)?;
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if !step.happens() {
+            return Err(step.result().expect_err("an operation that does not happen fails"));
         }
         let inode = match disk.names.get(path) {
             Some(id) => *id,
             None => disk.new_inode(path),
         };
+        step.result()?;
         Ok(SimFile {
             fs: self.clone(),
             inode,
@@ -447,34 +486,34 @@ impl FileSystem for SimFs {
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
         let mut disk = self.0.borrow_mut();
         let id = disk.inode_of(path)?;
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if step.happens() {
+            let inode = disk.inodes.get_mut(&id).ok_or_else(crashed_error)?;
+            inode.set_len(len as usize);
+            inode.sync();
         }
-        let inode = disk.inodes.get_mut(&id).ok_or_else(crashed_error)?;
-        inode.set_len(len as usize);
-        inode.sync();
-        Ok(())
+        step.result()
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut disk = self.0.borrow_mut();
         let id = disk.inode_of(from)?;
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if step.happens() {
+            disk.names.remove(from);
+            disk.names.insert(to.to_path_buf(), id);
         }
-        disk.names.remove(from);
-        disk.names.insert(to.to_path_buf(), id);
-        Ok(())
+        step.result()
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut disk = self.0.borrow_mut();
         disk.inode_of(path)?;
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if step.happens() {
+            disk.names.remove(path);
         }
-        disk.names.remove(path);
-        Ok(())
+        step.result()
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -492,15 +531,15 @@ impl FileSystem for SimFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut disk = self.0.borrow_mut();
-        if let Step::PowerCut = disk.begin()? {
-            return Err(crashed_error());
+        let step = disk.begin()?;
+        if step.happens() {
+            let disk = &mut *disk;
+            disk.durable_names.retain(|p, _| p.parent() != Some(dir));
+            for (path, id) in disk.names.iter().filter(|(p, _)| p.parent() == Some(dir)) {
+                disk.durable_names.insert(path.clone(), *id);
+            }
         }
-        let disk = &mut *disk;
-        disk.durable_names.retain(|p, _| p.parent() != Some(dir));
-        for (path, id) in disk.names.iter().filter(|(p, _)| p.parent() == Some(dir)) {
-            disk.durable_names.insert(path.clone(), *id);
-        }
-        Ok(())
+        step.result()
     }
 }
 

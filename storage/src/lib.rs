@@ -110,6 +110,10 @@ pub struct Storage<F: FileSystem = StdFs> {
     suspended: bool,
     /// fdatasync calls on the log so far (for metrics).
     fsyncs: u64,
+    /// A generation whose snapshot is in place but whose log could not be started (its directory sync failed, so
+    /// the new snapshot may or may not be durable). Recovery would prefer that snapshot to the current log, so no
+    /// commit goes to the current log: the next one starts this generation's first, or fails.
+    switch_pending: Option<u64>,
     /// Test hook (`MQTT_BROKER_FAULT_INJECTION=1`): while `fault-disk-full` exists in the data directory, writes
     /// fail as if the disk were full.
     fault_injection: bool,
@@ -184,6 +188,7 @@ impl<F: FileSystem> Storage<F> {
             snapshot_len,
             suspended: false,
             fsyncs: 0,
+            switch_pending: None,
             fault_injection: false,
             min_compact_bytes: MIN_COMPACT_BYTES,
             #[cfg(feature = "planted-bugs")]
@@ -239,6 +244,7 @@ impl<F: FileSystem> Storage<F> {
     pub fn commit(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
             self.injected_fault(&self.wal_path)?;
+            self.finish_switch()?;
             self.pending.frame(&mut self.framed);
             if let Err(e) = self.wal.write_all(&self.framed) {
                 // Cut off whatever part made it, so the retry does not leave a damaged frame in the middle.
@@ -313,16 +319,29 @@ impl<F: FileSystem> Storage<F> {
         let started = Instant::now();
         let generation = self.generation + 1;
         self.snapshot_len = snapshot::write(&self.fs, &self.dir, generation, image, self.planted())?;
-        (self.wal, self.wal_path) = start_log(&self.fs, &self.dir, generation)?;
-        self.wal_len = 0;
-        self.unsynced = false;
-        self.generation = generation;
-        recovery::remove_older(&self.fs, &self.dir, generation);
+        self.switch_pending = Some(generation);
+        self.finish_switch()?;
         log::info!(
             "snapshot {generation}: {} bytes in {} ms",
             self.snapshot_len,
             started.elapsed().as_millis()
         );
+        Ok(())
+    }
+}
+
+impl<F: FileSystem> Storage<F> {
+    /// Starts the log of the generation whose snapshot was put in place, durably, and moves to it.
+    fn finish_switch(&mut self) -> Result<(), StorageError> {
+        let Some(generation) = self.switch_pending else {
+            return Ok(());
+        };
+        (self.wal, self.wal_path) = start_log(&self.fs, &self.dir, generation)?;
+        self.switch_pending = None;
+        self.wal_len = 0;
+        self.unsynced = false;
+        self.generation = generation;
+        recovery::remove_older(&self.fs, &self.dir, generation);
         Ok(())
     }
 }

@@ -45,7 +45,7 @@ fn finds_by(name: &str, expected_violation: &str) -> u64 {
 }
 
 /// Acknowledgements leave before their records are synced: a power cut loses acknowledged state, which the model
-/// still holds (found at seed 3).
+/// still holds (found at seed 2).
 #[test]
 fn finds_sync_skipped_before_ack() {
     finds_by(
@@ -55,7 +55,7 @@ fn finds_sync_skipped_before_ack() {
 }
 
 /// A snapshot renamed into place before its contents are synced: a power cut leaves a truncated snapshot, and
-/// recovery refuses to start although the disk damaged nothing that was synced (found at seed 9).
+/// recovery refuses to start although the disk damaged nothing that was synced (found at seed 5).
 #[test]
 fn finds_snapshot_renamed_before_sync() {
     finds_by(

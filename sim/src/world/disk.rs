@@ -24,6 +24,8 @@ const RETRY_MS: u64 = 1_000;
 pub(super) struct SimDisk {
     pub fs: SimFs,
     storage: Storage<SimFs>,
+    /// Recoveries that refused to start.
+    refusals: u64,
     /// A power cut waits for the next compaction, to strike during its `n`-th storage operation.
     cut_in_compaction: Option<u32>,
     compact_bytes: u64,
@@ -79,6 +81,7 @@ impl SimDisk {
         SimDisk {
             fs,
             storage,
+            refusals: 0,
             cut_in_compaction: None,
             compact_bytes: opts.disk.compact_bytes,
             #[cfg(feature = "planted-bugs")]
@@ -193,6 +196,7 @@ impl SimDisk {
                     let damaged = flips.iter().find(|f| f.path == path && f.offset >= offset);
                     match damaged {
                         Some(flip) if !healed => {
+                            self.refusals += 1;
                             log.push(format!(
                                 "recovery refuses to start: {} is corrupt at byte {offset} ({detail}); the disk \
                                  flipped a bit at byte {}: the file is restored and the broker started again",
@@ -273,6 +277,8 @@ impl World {
             self.log(line);
         }
         let recovered = recovered?;
+        self.counts.recovery_refusals = disk.refusals;
+        self.counts.disk = disk.fs.counts();
         self.disk = Some(disk);
         // Held PUBLISHes die unrouted with their connections: a QoS 2 one's packet id is free again.
         let held = std::mem::take(&mut self.awaiting_admission);

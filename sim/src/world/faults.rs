@@ -237,10 +237,23 @@ impl World {
                     flip.path.display(),
                     flip.offset
                 ));
+                // Damage is only found by a recovery: often let one come before a compaction replaces the file.
+                if self.suspension.is_none() && self.rng.gen_bool(0.5) {
+                    let model = self.model.clone();
+                    self.restart_broker(vec![model], " after the bit flip")?;
+                }
             }
         }
         // No crash while storage is suspended: what changed since (without promises) is not durable, and the model
         // cannot tell which of those changes clients have already seen.
+        if self.suspension.is_none()
+            && self.power_cut_in.is_none()
+            && self.rng.gen_bool(self.opts.disk.compaction_cut_rate)
+        {
+            let cut = disk::PowerCut::InCompaction(self.rng.gen_range(0..8));
+            self.power_cut_in = Some(cut);
+            self.log(format!("the power will go out: {cut:?}"));
+        }
         let crash = self.rng.gen_bool(self.opts.broker_crash_rate);
         if self.suspension.is_none() && self.power_cut_in.is_none() && crash {
             if self.rng.gen_bool(self.opts.disk.mid_write_share) {

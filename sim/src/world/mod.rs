@@ -90,8 +90,14 @@ pub struct Counts {
     pub takeovers: u64,
     /// Broker crashes and restarts from the simulated disk.
     pub broker_restarts: u64,
-    /// Periods of a full disk.
+    /// Suspensions of storage after a failed write (a full disk, EIO).
     pub disk_full: u64,
+    /// What the simulated disk did (see `simfs`), as of the end of the run.
+    pub disk: crate::simfs::DiskCounts,
+    /// Power cuts that struck in the middle of a commit or compaction.
+    pub mid_write_crashes: u64,
+    /// Recoveries that refused to start (legally: the disk had flipped a bit in synced data).
+    pub recovery_refusals: u64,
     pub connects: u64,
     pub steps: u64,
     /// The liveness check was skipped because the broker legitimately dropped messages (bounded queues).
@@ -407,7 +413,7 @@ impl World {
                 self.log(format!("broker closes {conn:?}"));
             }
             Output::Event(event) => self.log(format!("event {event:?}")),
-            // The simulated broker runs without persistence (`Config::persistence` is off).
+            // Records were taken out and committed by `broker_input` before any output was routed.
             Output::Persist(_) => {}
         }
         Ok(())
@@ -620,6 +626,7 @@ impl World {
                         Some(model_before) if !committed => (vec![model_before, model_after], " during a commit"),
                         _ => (vec![model_after], " during a compaction"),
                     };
+                    self.counts.mid_write_crashes += 1;
                     return self.restart_broker(candidates, during);
                 }
                 self.power_cut_in = match (self.power_cut_in, self.disk.as_mut()) {
