@@ -392,7 +392,8 @@ impl World {
                 } else {
                     QoS::AtLeastOnce
                 };
-                let data = self.clients[c].publish(qos, &mut self.check);
+                let retain = self.rng.gen_bool(0.2);
+                let data = self.clients[c].publish(qos, retain, &mut self.check);
                 self.counts.published += 1;
                 self.send_from_client(c, data);
             }
