@@ -631,9 +631,9 @@ impl World {
             ClusterEvent::ClientRefused { .. } => self.counts.client_refusals += 1,
             ClusterEvent::SnapshotTaken { .. } => self.counts.snapshots += 1,
             ClusterEvent::SnapshotInstalled { .. } => self.counts.snapshots_installed += 1,
-            ClusterEvent::EntryUndecodable { .. } | ClusterEvent::SnapshotUndecodable { .. } => {
-                return Err(format!("n{id}: {event:?}"))
-            }
+            ClusterEvent::EntryUndecodable { .. }
+            | ClusterEvent::SnapshotUndecodable { .. }
+            | ClusterEvent::RecoveredLogGap { .. } => return Err(format!("n{id}: {event:?}")),
             _ => {}
         }
         self.line(format!("n{id} {event:?}"));
