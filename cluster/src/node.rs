@@ -142,6 +142,11 @@ pub enum ClusterEvent {
     SnapshotUndecodable {
         error: DataError,
     },
+    /// The recovered log has a hole before entry `index` (or does not follow the snapshot): the entries from there
+    /// on were not taken; the leader will send them again.
+    RecoveredLogGap {
+        index: u64,
+    },
 }
 
 /// Replication progress, for `cluster status` and tests.
@@ -217,7 +222,9 @@ impl Node {
         let mut hs = recovered.hard_state;
         // The snapshot holds committed state only, so the commit index is at least its index (raft-rs insists).
         hs.commit = hs.commit.max(snapshot_index);
-        store.append(&recovered.entries);
+        if let Err(index) = store.append(&recovered.entries) {
+            events.push(ClusterEvent::RecoveredLogGap { index });
+        }
         hs.commit = hs
             .commit
             .min(raft::Storage::last_index(&store).unwrap_or(snapshot_index));
@@ -499,7 +506,8 @@ impl Node {
             let committed = ready.take_committed_entries();
             self.apply(committed);
             if !ready.entries().is_empty() {
-                self.raft.mut_store().append(ready.entries());
+                let appended = self.raft.mut_store().append(ready.entries());
+                debug_assert!(appended.is_ok(), "raft-rs handed out entries with a gap: {appended:?}");
                 self.outputs.push_back(NodeOutput::PersistEntries(ready.take_entries()));
             }
             if let Some(hs) = ready.hs() {

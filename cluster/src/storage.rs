@@ -70,18 +70,27 @@ impl LogStore {
     }
 
     /// Appends entries, replacing any conflicting suffix (raft-rs hands out overlapping entries after a leader
-    /// change). Entries at or below the snapshot are already covered by it and skipped.
-    pub fn append(&mut self, entries: &[Entry]) {
+    /// change). Entries at or below the snapshot are already covered by it and skipped. Entries that would leave a
+    /// gap (a damaged log read back from disk; raft-rs never produces one) are not appended: `Err(index)` names
+    /// the first one.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), u64> {
         let snapshot_index = self.snapshot_index();
         let entries: Vec<&Entry> = entries.iter().filter(|e| e.index > snapshot_index).collect();
         let Some(first_new) = entries.first().map(|e| e.index) else {
-            return;
+            return Ok(());
         };
         let keep = (first_new - self.first()) as usize;
-        // raft-rs never leaves a gap; if it did, the entries could not be served consistently, so keep the prefix.
-        debug_assert!(keep <= self.entries.len(), "append leaves a gap at {first_new}");
-        self.entries.truncate(keep.min(self.entries.len()));
-        self.entries.extend(entries.into_iter().cloned());
+        if keep > self.entries.len() {
+            return Err(first_new);
+        }
+        self.entries.truncate(keep);
+        for entry in entries {
+            if entry.index != self.last() + 1 {
+                return Err(entry.index);
+            }
+            self.entries.push(entry.clone());
+        }
+        Ok(())
     }
 
     fn first(&self) -> u64 {
@@ -175,8 +184,8 @@ mod tests {
     #[test]
     fn append_replaces_a_conflicting_suffix() {
         let mut store = LogStore::new(ConfState::default());
-        store.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        store.append(&[entry(2, 2)]);
+        assert_eq!(store.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]), Ok(()));
+        assert_eq!(store.append(&[entry(2, 2)]), Ok(()));
         assert_eq!(store.last_index(), Ok(2));
         assert_eq!(store.term(2), Ok(2));
         assert!(store.term(3).is_err());
@@ -185,7 +194,10 @@ mod tests {
     #[test]
     fn compaction_keeps_later_entries_and_the_snapshot_term() {
         let mut store = LogStore::new(ConfState::default());
-        store.append(&(1..=10).map(|i| entry(i, 1 + i / 5)).collect::<Vec<_>>());
+        assert_eq!(
+            store.append(&(1..=10).map(|i| entry(i, 1 + i / 5)).collect::<Vec<_>>()),
+            Ok(())
+        );
         store.compact(snapshot(6, 2));
         assert_eq!(store.first_index(), Ok(7));
         assert_eq!(store.last_index(), Ok(10));
@@ -205,13 +217,17 @@ mod tests {
     #[test]
     fn an_installed_snapshot_replaces_the_log_and_raises_the_commit() {
         let mut store = LogStore::new(ConfState::default());
-        store.append(&[entry(1, 1), entry(2, 1)]);
+        assert_eq!(store.append(&[entry(1, 1), entry(2, 1)]), Ok(()));
         store.install_snapshot(snapshot(9, 3));
         assert_eq!((store.first_index(), store.last_index()), (Ok(10), Ok(9)));
         assert_eq!(store.initial_state().map(|s| s.hard_state.commit), Ok(9));
         // Entries the snapshot covers are skipped; later ones follow it.
-        store.append(&[entry(9, 3), entry(10, 3)]);
+        assert_eq!(store.append(&[entry(9, 3), entry(10, 3)]), Ok(()));
         assert_eq!(store.last_index(), Ok(10));
+        // A log with a hole (damaged on disk) is not taken: nothing after the hole is appended.
+        assert_eq!(store.append(&[entry(11, 3), entry(13, 3)]), Err(13));
+        assert_eq!(store.last_index(), Ok(11));
+        assert_eq!(store.append(&[entry(20, 3)]), Err(20));
         assert_eq!(store.snapshot(0, 2).map(|s| s.get_metadata().index), Ok(9));
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - Commit rule: when a node releases outputs that waited for entry (index, term), a majority of the disks hold
 //!   that entry durably.
-//! - One leader per term: no two nodes start serving in the same term.
+//! - One leader per term: no two nodes start serving in the same term, and outputs are released only by the node
+//!   that served the term of their entry.
 //! - No stale leader: a node does not serve clients once another node has served a higher term for longer than a
 //!   leader cut off from its quorum needs to notice (check-quorum).
 //! - Agreement: nodes at the same applied index have the same digest of applied entries (and, at the end, equal
@@ -63,6 +64,12 @@ impl Checker {
     /// Node `node` releases outputs that waited for entry (index, term).
     pub fn released(&mut self, node: u64, index: u64, term: u64, disks: &[&Disk]) -> Result<(), String> {
         self.releases_checked += 1;
+        if self.leaders.get(&term) != Some(&node) {
+            return Err(format!(
+                "n{node} released outputs of entry {index} of term {term}, which it did not serve (leader: {:?})",
+                self.leaders.get(&term)
+            ));
+        }
         let holding = disks.iter().filter(|d| d.holds(index, term)).count();
         if holding * 2 <= disks.len() {
             return Err(format!(

@@ -27,6 +27,7 @@ enum Stage {
 struct Out {
     payload: Bytes,
     qos: QoS,
+    retain: bool,
     stage: Stage,
 }
 
@@ -124,8 +125,9 @@ impl Client {
         self.reconnect_at = reconnect_at;
     }
 
-    /// A new QoS 1/2 message; returns its bytes (empty when not connected).
-    pub fn publish(&mut self, qos: QoS, check: &mut Checker) -> Vec<u8> {
+    /// A new QoS 1/2 message (retained: it also replaces the topic's retained message, one more kind of durable
+    /// state to replicate); returns its bytes.
+    pub fn publish(&mut self, qos: QoS, retain: bool, check: &mut Checker) -> Vec<u8> {
         let payload = Bytes::from(format!("{}:{}", self.index, self.next_seq));
         self.next_seq += 1;
         let packet_id = self.packet_id();
@@ -135,10 +137,13 @@ impl Client {
             Out {
                 payload: payload.clone(),
                 qos,
+                retain,
                 stage: Stage::AwaitAck,
             },
         );
-        self.encode(&[Packet::Publish(self.publish_packet(packet_id, qos, payload, false))])
+        self.encode(&[Packet::Publish(
+            self.publish_packet(packet_id, qos, retain, payload, false),
+        )])
     }
 
     /// A QoS 0 message and a ping (volatile clients).
@@ -157,11 +162,11 @@ impl Client {
         self.encode(&[Packet::Publish(publish), Packet::PingReq])
     }
 
-    fn publish_packet(&self, packet_id: u16, qos: QoS, payload: Bytes, dup: bool) -> Publish {
+    fn publish_packet(&self, packet_id: u16, qos: QoS, retain: bool, payload: Bytes, dup: bool) -> Publish {
         Publish {
             dup,
             qos,
-            retain: false,
+            retain,
             topic: format!("t/{}", self.index),
             packet_id,
             properties: Properties::default(),
@@ -201,7 +206,7 @@ impl Client {
                 for (id, out) in &self.outgoing {
                     replies.push(match out.stage {
                         Stage::AwaitAck => {
-                            Packet::Publish(self.publish_packet(*id, out.qos, out.payload.clone(), true))
+                            Packet::Publish(self.publish_packet(*id, out.qos, out.retain, out.payload.clone(), true))
                         }
                         Stage::AwaitComp => Packet::PubRel(PubResponse::new(*id, ReasonCode::SUCCESS)),
                     });
