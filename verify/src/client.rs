@@ -163,21 +163,23 @@ impl ClientView {
         self.to_client.clear();
     }
 
-    /// The client reacts to `packet` on its current connection (`old == false`) or on the old one. Returns a
-    /// violation it noticed, if any.
-    pub fn receive(&mut self, index: usize, packet: Pkt, old: bool) -> Option<Violation> {
-        if old {
-            let link = self
-                .old
-                .as_mut()
-                .expect("a packet for the old link comes from its queue");
-            if link.disconnect.is_some() {
-                link.after_disconnect = true;
-            }
-            if let Pkt::Disconnect { reason } = packet {
-                link.disconnect = Some(reason);
-            }
+    /// What arrives on a connection the client has replaced is only watched: the client moved to its new
+    /// connection (where the broker resends what is unacknowledged) and no longer acts on the old one.
+    pub fn receive_on_old(&mut self, packet: &Pkt) {
+        let link = self
+            .old
+            .as_mut()
+            .expect("a packet for the old link comes from its queue");
+        if link.disconnect.is_some() {
+            link.after_disconnect = true;
         }
+        if let Pkt::Disconnect { reason } = *packet {
+            link.disconnect = Some(reason);
+        }
+    }
+
+    /// The client reacts to `packet` on its current connection. Returns a violation it noticed, if any.
+    pub fn receive(&mut self, index: usize, packet: Pkt) -> Option<Violation> {
         let mut violation = None;
         let mut replies = Vec::new();
         match packet {
@@ -249,15 +251,10 @@ impl ClientView {
                 }
                 replies.push(Pkt::PubRel { pid });
             }
-            Pkt::Disconnect { .. } if !old => self.closing = true,
+            Pkt::Disconnect { .. } => self.closing = true,
             _ => {}
         }
-        let queue = if old {
-            &mut self.old.as_mut().expect("checked above").to_broker
-        } else {
-            &mut self.to_broker
-        };
-        queue.extend(replies);
+        self.to_broker.extend(replies);
         violation
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod client;
 pub mod model;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod scenario;
 pub mod world;
 
@@ -69,4 +71,9 @@ pub fn story(scenario: &Scenario, config: &Config, path: &[Action]) -> Vec<Strin
 /// Whether the property named `name` is checked at terminal states only (stateright's `eventually`).
 pub fn is_eventually(name: &str) -> bool {
     PROPERTIES.iter().any(|p| p.name == name && p.kind == Kind::Eventually)
+}
+
+/// The index in [`PROPERTIES`] of the property named `name`.
+pub fn property_index(name: &str) -> Option<usize> {
+    PROPERTIES.iter().position(|p| p.name == name)
 }

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         println!("verify [--ci] [--scenario NAME] [--separately] [--threads N]");
         println!("  --ci          the bounded scenarios CI runs");
         println!("  --separately  one exploration per property (states and time per property)");
+        println!("  --planted BUG (with --features planted-bugs) check the core with a planted bug, or `all`");
         return ExitCode::SUCCESS;
     }
     let threads = value("--threads")
@@ -28,6 +29,10 @@ fn main() -> ExitCode {
     let mut scenarios = if flag("--ci") { scenario::ci() } else { scenario::full() };
     if let Some(name) = value("--scenario") {
         scenarios.retain(|s| s.name == name);
+    }
+    #[cfg(feature = "planted-bugs")]
+    if let Some(name) = value("--planted") {
+        return run_planted(&name, threads);
     }
     let config: Config = world::config();
     let mut failures = 0;
@@ -80,6 +85,51 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Checks each planted bug's scenario for the property it must break; prints the counterexample as a story.
+#[cfg(feature = "planted-bugs")]
+fn run_planted(name: &str, threads: usize) -> ExitCode {
+    let mut missed = 0;
+    let mut cases = verify::planted::cases();
+    cases.retain(|c| name == "all" || c.name == name);
+    for case in &cases {
+        let config = Config {
+            planted_bug: Some(case.bug),
+            ..world::config()
+        };
+        let index = verify::property_index(case.property).expect("a known property");
+        let outcome = check(&case.scenario, &config, Some(index), threads);
+        match &outcome.results[0].1 {
+            Some(path) => {
+                println!(
+                    "== planted {}: found in {} states, {:.1}s: {}; counterexample ({} steps):",
+                    case.name,
+                    outcome.unique_states,
+                    outcome.elapsed.as_secs_f64(),
+                    case.property,
+                    path.len()
+                );
+                for line in story(&case.scenario, &config, path) {
+                    println!("      {line}");
+                }
+            }
+            None => {
+                missed += 1;
+                println!("== planted {}: MISSED ({} states)", case.name, outcome.unique_states);
+            }
+        }
+    }
+    println!(
+        "verify planted: {} of {} planted bugs found",
+        cases.len() - missed,
+        cases.len()
+    );
+    if missed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -80,6 +80,8 @@ pub struct World<'s> {
     /// The broker's connection for each client's current and old link.
     current: Vec<Option<ConnectionId>>,
     old: Vec<Option<ConnectionId>>,
+    /// The broker has accepted the client's current connection (sent its CONNACK), so its session is online.
+    attached: Vec<bool>,
     decoders: BTreeMap<ConnectionId, Decoder>,
     next_conn: u64,
     restarts: u64,
@@ -99,6 +101,7 @@ impl<'s> World<'s> {
             durable: Image::default(),
             current: vec![None; scenario.clients.len()],
             old: vec![None; scenario.clients.len()],
+            attached: vec![true; scenario.clients.len()],
             decoders: BTreeMap::new(),
             next_conn: 1,
             restarts: 0,
@@ -111,7 +114,7 @@ impl<'s> World<'s> {
                 timer_armed: false,
                 violations: BTreeSet::new(),
             },
-            story: story.then(Vec::new),
+            story: None,
         };
         for client in 0..scenario.clients.len() {
             let conn = world.open();
@@ -125,7 +128,8 @@ impl<'s> World<'s> {
         for client in &mut world.view.clients {
             client.to_client.clear();
         }
-        world.tell("setup: every client connected (Clean Start, session never expires), subscribers subscribed");
+        world.story = story.then(Vec::new);
+        world.tell("setup done: every client connected (Clean Start 1, a session that never expires), every subscriber subscribed");
         world.finish_step();
         world
     }
@@ -161,6 +165,7 @@ impl<'s> World<'s> {
                     self.decoders.remove(&conn);
                 }
                 self.view.clients[client].go_offline();
+                self.attached[client] = false;
                 self.view.cuts_left -= 1;
             }
             Action::Reconnect(client) => {
@@ -225,7 +230,22 @@ impl<'s> World<'s> {
             side_label(side)
         ));
         let real = self.real_packet(client, &packet);
+        let shared = match packet {
+            Pkt::Publish { msg, .. } if !self.scenario.shared_members().is_empty() => {
+                let online: Vec<usize> = self
+                    .scenario
+                    .shared_members()
+                    .into_iter()
+                    .filter(|&m| self.attached[m])
+                    .collect();
+                Some((msg, self.shared_holders(msg), online))
+            }
+            _ => None,
+        };
         self.send(conn, &real);
+        if let Some((msg, before, online)) = shared {
+            self.check_shared_routing(msg, &before, &online);
+        }
     }
 
     fn deliver_to_client(&mut self, client: usize, side: Side) {
@@ -242,8 +262,13 @@ impl<'s> World<'s> {
             self.name(client),
             side_label(side)
         ));
-        if let Some(violation) = self.view.clients[client].receive(client, packet, side == Side::Old) {
-            self.violate(violation);
+        match side {
+            Side::Current => {
+                if let Some(violation) = self.view.clients[client].receive(client, packet) {
+                    self.violate(violation);
+                }
+            }
+            Side::Old => self.view.clients[client].receive_on_old(&packet),
         }
     }
 
@@ -258,6 +283,7 @@ impl<'s> World<'s> {
         for client in 0..self.scenario.clients.len() {
             self.current[client] = None;
             self.old[client] = None;
+            self.attached[client] = false;
             let view = &mut self.view.clients[client];
             view.go_offline();
             // An old link the broker had not closed yet dies without a DISCONNECT: takeover never happened.
@@ -361,6 +387,9 @@ impl<'s> World<'s> {
         }
         for packet in packets {
             let pkt = abstract_packet(&packet);
+            if side == Side::Current && matches!(pkt, Pkt::ConnAck { reason: 0, .. }) {
+                self.attached[client] = true;
+            }
             self.check_ack_durable(client, &pkt);
             let view = &mut self.view.clients[client];
             match side {
@@ -389,6 +418,7 @@ impl<'s> World<'s> {
             Side::Current => {
                 view.closing = true;
                 view.to_broker.clear();
+                self.attached[client] = false;
             }
             Side::Old => {
                 let old = view.old.as_mut().expect("an old conn has an old link");
@@ -429,27 +459,27 @@ impl<'s> World<'s> {
         if !(plain_ok && shared_ok) {
             self.violate(Violation::AckedNotDurable { msg });
         }
-        if !members.is_empty() {
-            self.check_shared_routing(msg, &members);
-        }
     }
 
-    /// A shared-subscription message is held by exactly one member, an online one if any member is online.
-    fn check_shared_routing(&mut self, msg: u8, members: &[usize]) {
+    /// The members of the shared group that hold message `msg` (queued, inflight or received).
+    fn shared_holders(&self, msg: u8) -> BTreeSet<usize> {
         let live = self.broker.image();
-        let holders: Vec<usize> = members
-            .iter()
-            .copied()
+        self.scenario
+            .shared_members()
+            .into_iter()
             .filter(|&m| {
                 image_holds(&live, self.scenario.clients[m].client_id, msg)
                     || self.view.clients[m].received.contains(&msg)
             })
-            .collect();
-        let online = |m: usize| self.current[m].is_some() && self.view.clients[m].link != Link::Offline;
-        let misrouted = holders.len() > 1
-            || holders
-                .first()
-                .is_some_and(|&h| !online(h) && members.iter().any(|&m| online(m)));
+            .collect()
+    }
+
+    /// Routing a shared-subscription message gives it to one member, an online one if any member is online
+    /// [MQTT-4.8.2-4]; `before` is who held it before the PUBLISH arrived, `online` who was online then.
+    fn check_shared_routing(&mut self, msg: u8, before: &BTreeSet<usize>, online: &[usize]) {
+        let after = self.shared_holders(msg);
+        let new: Vec<usize> = after.difference(before).copied().collect();
+        let misrouted = after.len() > 1 || new.first().is_some_and(|m| !online.contains(m) && !online.is_empty());
         if misrouted {
             self.violate(Violation::SharedMisrouted { msg });
         }

@@ -492,6 +492,10 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&old) {
             connection.session = None;
         }
+        if self.planted(super::planted::PlantedBugKind::TakeoverWithoutDisconnect) {
+            self.close_connection(old, WillPolicy::Discard, "session taken over");
+            return;
+        }
         self.disconnect_with_policy(
             old,
             ReasonCode::SESSION_TAKEN_OVER,

@@ -139,7 +139,7 @@ impl Broker {
 
     /// A QoS 1/2 delivery joined a durable session's queue: its message (once per message) and the entry.
     pub(super) fn record_enqueue(&mut self, key: SessionKey, delivery: &Delivery) {
-        if delivery.qos == QoS::AtMostOnce {
+        if delivery.qos == QoS::AtMostOnce || self.planted(super::planted::PlantedBugKind::EnqueueNotRecorded) {
             return;
         }
         let Some(k) = self.durable_key(key) else {
