@@ -13,6 +13,7 @@ mod connect;
 mod connection;
 mod durable;
 mod flow;
+mod footprint;
 mod message;
 mod outbuf;
 mod planted;
@@ -30,6 +31,7 @@ pub use auth::{AllowAll, AuthDecision, Authenticator, ClientIdentity, ConnectInf
 pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
+pub use footprint::Footprint;
 pub use message::{Delivery, Message};
 pub use quota::AccountingMismatch;
 pub use session::SessionKey;

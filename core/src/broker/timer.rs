@@ -31,8 +31,7 @@ impl Timers {
         self.heap.push(Reverse((deadline, timer)));
     }
 
-    /// Entries pending (tests).
-    #[cfg(test)]
+    /// Entries pending (tests, and the broker's footprint).
     pub fn len(&self) -> usize {
         self.heap.len()
     }
