@@ -111,7 +111,7 @@ pub struct ClientView {
     next_pid: u16,
     /// Subscriber: messages handed to the application, in order of arrival.
     pub received: Vec<u8>,
-    /// QoS 2 packet ids received and not yet released [MQTT-4.3.3-3].
+    /// QoS 2 packet ids received and not yet released (section 4.3.3).
     pub awaiting_release: BTreeSet<u16>,
 }
 

@@ -175,12 +175,12 @@ pub struct Prop {
 }
 
 pub const QOS2_AT_MOST_ONCE: &str = "QoS 2: no message handed to a subscriber twice [MQTT-4.3.3-9]";
-pub const QOS1_AT_LEAST_ONCE: &str = "QoS 1: eventually every message reaches every subscriber [MQTT-4.3.2-1]";
+pub const QOS1_AT_LEAST_ONCE: &str = "QoS 1: eventually every message reaches every subscriber (section 4.3.2)";
 pub const ORDER: &str = "order: first deliveries in the publisher's order [MQTT-4.6.0-5]";
 pub const DURABLE_ACK: &str = "no PUBACK/PUBREC before the message is recorded";
-pub const SESSION_KEPT: &str = "a persistent session survives cuts, takeovers and crashes [MQTT-3.2.2-2]";
+pub const SESSION_KEPT: &str = "a persistent session survives cuts, takeovers and crashes [MQTT-3.2.2-3]";
 pub const TAKEOVER: &str = "takeover: the old connection gets DISCONNECT 0x8E and nothing after [MQTT-3.1.4-3]";
-pub const SHARED_ONE: &str = "shared: each message to exactly one member, an online one if any [MQTT-4.8.2-4]";
+pub const SHARED_ONE: &str = "shared: each message to exactly one member, an online one if any (section 4.8.2)";
 pub const QUIET_OWES_NOTHING: &str = "once no fault is left to happen, nothing is owed (quiet ⇒ all delivered)";
 pub const EVENTUALLY_DELIVERED: &str = "eventually every owed message is delivered and every publish completed";
 

@@ -475,7 +475,7 @@ impl<'s> World<'s> {
     }
 
     /// Routing a shared-subscription message gives it to one member, an online one if any member is online
-    /// [MQTT-4.8.2-4]; `before` is who held it before the PUBLISH arrived, `online` who was online then.
+    /// (section 4.8.2); `before` is who held it before the PUBLISH arrived, `online` who was online then.
     fn check_shared_routing(&mut self, msg: u8, before: &BTreeSet<usize>, online: &[usize]) {
         let after = self.shared_holders(msg);
         let new: Vec<usize> = after.difference(before).copied().collect();

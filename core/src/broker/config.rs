@@ -97,7 +97,7 @@ pub enum PlantedBug {
     EnqueueNotRecorded,
     /// A session takeover closes the old connection without DISCONNECT 0x8E [MQTT-3.1.4-3] (found by `verify`).
     TakeoverWithoutDisconnect,
-    /// A message to a shared subscription goes to every member of the group, not one [MQTT-4.8.2-4] (found by
+    /// A message to a shared subscription goes to every member of the group, not one (section 4.8.2) (found by
     /// `verify`).
     SharedToEveryMember,
 }
