@@ -308,6 +308,7 @@ impl Broker {
         if image.expiry != u32::MAX {
             let at = offline_since + Duration::from_secs(u64::from(image.expiry));
             session.expires_at = Some(at);
+            session.expiry_timer_due = Some(at);
             self.timers.arm(at, Timer::SessionExpiry(key));
         }
         self.sessions_by_client_id.insert(Arc::clone(&session.client_id), key);
