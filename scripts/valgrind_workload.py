@@ -20,6 +20,8 @@ WAIT = 60.0
 def client(client_id, port, version=mqtt.MQTTv5, transport="tcp", path=None, ca=None, clean=True, expiry=None):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, transport=transport,
                     clean_session=None if version == mqtt.MQTTv5 else clean)
+    # The TCP connect and the TLS handshake, which under memcheck on a busy machine take longer than Paho's 5 s.
+    c.connect_timeout = WAIT
     if path:
         c.ws_set_options(path=path)
     if ca:
