@@ -99,6 +99,14 @@ pub enum PlantedBug {
     /// The receipt of an incoming QoS 2 message (its packet id awaiting PUBREL) is not recorded for persistence, so
     /// a restart forgets it and a resent PUBLISH is delivered twice.
     Qos2ReceiptNotPersisted,
+    /// A QoS 1/2 message joins a persistent session's queue without its `Enqueue` record, so the PUBACK/PUBREC
+    /// promises a message that a crash loses (found by `verify`).
+    EnqueueNotRecorded,
+    /// A session takeover closes the old connection without DISCONNECT 0x8E [MQTT-3.1.4-3] (found by `verify`).
+    TakeoverWithoutDisconnect,
+    /// A message to a shared subscription goes to every member of the group, not one (section 4.8.2) (found by
+    /// `verify`).
+    SharedToEveryMember,
 }
 
 impl Default for Config {

@@ -501,6 +501,10 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&old) {
             connection.session = None;
         }
+        if self.planted(super::planted::PlantedBugKind::TakeoverWithoutDisconnect) {
+            self.close_connection(old, WillPolicy::Discard, "session taken over");
+            return;
+        }
         self.disconnect_with_policy(
             old,
             ReasonCode::SESSION_TAKEN_OVER,
@@ -546,7 +550,7 @@ impl Broker {
             if let Some(session) = self.sessions.get_mut(&key) {
                 session.expires_at = Some(at);
             }
-            self.timers.arm(at, Timer::SessionExpiry(key));
+            self.arm_expiry_timer(key, at);
         }
         // Offline, the session no longer holds up publishers: what does not fit its queue is dropped.
         self.note_queue_drained(key);
@@ -556,12 +560,28 @@ impl Broker {
     }
 
     pub(super) fn check_session_expiry(&mut self, key: SessionKey) {
-        let due = self
-            .sessions
-            .get(&key)
-            .is_some_and(|s| s.connection.is_none() && s.expires_at.is_some_and(|at| at <= self.now));
-        if due {
-            self.end_session(key);
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        // This entry fired; a later one may still be pending, which costs at most one more wake-up.
+        session.expiry_timer_due = None;
+        match (session.connection, session.expires_at) {
+            (None, Some(at)) if at <= self.now => self.end_session(key),
+            // Offline again since this entry was armed, with a later deadline that no entry covers yet.
+            (None, Some(at)) => self.arm_expiry_timer(key, at),
+            _ => {}
+        }
+    }
+
+    /// Makes sure a `Timer::SessionExpiry` entry fires for the session no later than `at`: a pending entry that fires
+    /// earlier re-checks (and re-arms) then, so none is added.
+    pub(super) fn arm_expiry_timer(&mut self, key: SessionKey, at: crate::time::Time) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.expiry_timer_due.is_none_or(|due| due > at) {
+            session.expiry_timer_due = Some(at);
+            self.timers.arm(at, Timer::SessionExpiry(key));
         }
     }
 

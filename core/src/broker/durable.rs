@@ -139,7 +139,7 @@ impl Broker {
 
     /// A QoS 1/2 delivery joined a durable session's queue: its message (once per message) and the entry.
     pub(super) fn record_enqueue(&mut self, key: SessionKey, delivery: &Delivery) {
-        if delivery.qos == QoS::AtMostOnce {
+        if delivery.qos == QoS::AtMostOnce || self.planted(super::planted::PlantedBugKind::EnqueueNotRecorded) {
             return;
         }
         let Some(k) = self.durable_key(key) else {
@@ -308,6 +308,7 @@ impl Broker {
         if image.expiry != u32::MAX {
             let at = offline_since + Duration::from_secs(u64::from(image.expiry));
             session.expires_at = Some(at);
+            session.expiry_timer_due = Some(at);
             self.timers.arm(at, Timer::SessionExpiry(key));
         }
         self.sessions_by_client_id.insert(Arc::clone(&session.client_id), key);

@@ -13,6 +13,7 @@ mod connect;
 mod connection;
 mod durable;
 mod flow;
+mod footprint;
 mod message;
 mod outbuf;
 mod planted;
@@ -31,6 +32,7 @@ pub use auth::{AllowAll, AuthDecision, Authenticator, ClientIdentity, ConnectInf
 pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
+pub use footprint::Footprint;
 pub use message::{Delivery, Message};
 pub use quota::AccountingMismatch;
 pub use session::SessionKey;
@@ -797,5 +799,46 @@ mod idle_footprint {
         // One and a half times the keep alive of 60 s with no packet: closed [MQTT-3.1.2-22].
         harness.advance(Duration::from_secs(2));
         assert!(conns.iter().all(|conn| harness.is_closed(*conn)));
+    }
+
+    /// Timer entries cannot be cancelled: a session that drops and comes back within its expiry must not leave
+    /// one entry per drop behind, and must still expire on time [MQTT-3.1.2-23].
+    #[test]
+    fn a_flapping_session_keeps_one_expiry_timer_entry_and_still_expires_mqtt_3_1_2_23() {
+        use crate::packet::Properties;
+        let mut harness = crate::harness::Harness::new(super::Config {
+            sys_interval: 0,
+            ..super::Config::default()
+        });
+        let connect = |clean_start| crate::packet::Connect {
+            clean_start,
+            keep_alive: 0,
+            properties: Properties {
+                session_expiry_interval: Some(3600),
+                ..Properties::default()
+            },
+            ..connect_packet(ProtocolVersion::V5, "flapper")
+        };
+        let mut most = 0;
+        for round in 0..100 {
+            let (conn, connack) = harness.connect(connect(round == 0));
+            assert!(matches!(connack, Some(Packet::ConnAck(_))));
+            harness.drop_connection(conn);
+            harness.advance(Duration::from_secs(1));
+            most = most.max(harness.broker.timers.len());
+        }
+        // One connect-timeout entry per connection fires within its 10 s; one expiry entry stays.
+        assert!(most <= 12, "{most} timer entries for one session");
+        assert_eq!(harness.broker.session_count(), 1);
+        // The last drop was 1 s ago: the session expires 3600 s after it, not after the first drop.
+        harness.advance(Duration::from_secs(3598));
+        assert_eq!(harness.broker.session_count(), 1, "not yet expired");
+        harness.advance(Duration::from_secs(2));
+        assert_eq!(
+            harness.broker.session_count(),
+            0,
+            "expired 3600 s after its last connection ended"
+        );
+        assert_eq!(harness.broker.timers.len(), 0);
     }
 }

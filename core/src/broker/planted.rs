@@ -13,6 +13,8 @@ pub(super) enum PlantedBugKind {
     Qos2DuplicateDelivered,
     InflightDroppedOnReconnect,
     Qos2ReceiptNotPersisted,
+    EnqueueNotRecorded,
+    TakeoverWithoutDisconnect,
 }
 
 impl Broker {
@@ -35,7 +37,11 @@ impl Broker {
             ) | (
                 Some(PlantedBug::Qos2ReceiptNotPersisted),
                 PlantedBugKind::Qos2ReceiptNotPersisted
-            )
+            ) | (Some(PlantedBug::EnqueueNotRecorded), PlantedBugKind::EnqueueNotRecorded)
+                | (
+                    Some(PlantedBug::TakeoverWithoutDisconnect),
+                    PlantedBugKind::TakeoverWithoutDisconnect
+                )
         )
     }
 
@@ -62,6 +68,41 @@ impl Broker {
                 .iter()
                 .find(|(filter, _)| filter.ends_with('+') && naive_match(filter, parent));
             if let Some((_, subscription)) = wrongly_matches {
+                plan.push((
+                    *key,
+                    Delivery {
+                        message: Arc::clone(message),
+                        qos: message.qos.min(subscription.options.qos),
+                        retain: false,
+                        subscription_ids: subscription.identifier.into_iter().collect(),
+                        seq: 0,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// The planted shared-subscription bug: every other member of a group that got the message gets it too.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant_shared_to_every_member(
+        &mut self,
+        message: &Arc<Message>,
+        plan: &mut Vec<(SessionKey, Delivery)>,
+    ) {
+        if self.config.planted_bug != Some(super::config::PlantedBug::SharedToEveryMember) {
+            return;
+        }
+        for (key, session) in &self.sessions {
+            if plan.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            let member = session.subscriptions.iter().find(|(filter, _)| {
+                let mut levels = filter.splitn(3, '/');
+                levels.next() == Some("$share") && levels.nth(1).is_some_and(|f| naive_match(f, &message.topic))
+            });
+            if let Some((_, subscription)) = member {
                 plan.push((
                     *key,
                     Delivery {

@@ -223,6 +223,8 @@ impl Broker {
         self.match_buffer = matches;
         #[cfg(feature = "planted-bugs")]
         self.plant_plus_across_levels(message, publisher, &mut plan);
+        #[cfg(feature = "planted-bugs")]
+        self.plant_shared_to_every_member(message, &mut plan);
         plan
     }
 

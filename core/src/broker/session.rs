@@ -86,6 +86,10 @@ pub struct Session {
     pub pending_will: Option<Box<PendingWill>>,
     /// When an offline session expires, if it does.
     pub expires_at: Option<Time>,
+    /// The deadline of the earliest `Timer::SessionExpiry` entry still pending for this session. Entries cannot be
+    /// cancelled, so without this a client that reconnects and drops again within its expiry would leave one entry
+    /// per drop behind until each one's deadline (a week's expiry and a drop a second: 600,000 entries).
+    pub expiry_timer_due: Option<Time>,
     /// Whether the session is in durable storage (persistence on and a non-zero expiry): its changes are recorded.
     pub durable: bool,
     /// When its last connection ended, for expiry across restarts.
@@ -110,6 +114,7 @@ impl Session {
             will: None,
             pending_will: None,
             expires_at: None,
+            expiry_timer_due: None,
             durable: false,
             offline_since: None,
             next_seq: 1,

@@ -49,6 +49,11 @@ impl AuthThrottle {
         self.by_ip.remove(&ip);
     }
 
+    /// Addresses with failures remembered.
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
     fn evict_oldest(&mut self) {
         let oldest = self.by_ip.iter().min_by_key(|(_, f)| f.last).map(|(ip, _)| *ip);
         if let Some(ip) = oldest {

@@ -36,7 +36,7 @@ impl Timers {
         self.heap.push(Reverse((deadline, timer)));
     }
 
-    /// Entries pending, stale ones included.
+    /// Entries pending, stale ones included (tests, and the broker's footprint).
     pub fn len(&self) -> usize {
         self.heap.len()
     }

@@ -217,6 +217,17 @@ impl<V> RetainedTree<V> {
         self.len
     }
 
+    /// Nodes below the root: what must shrink back once retained messages are cleared.
+    pub fn node_count(&self) -> usize {
+        let mut count = 0;
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            count += node.children.len();
+            stack.extend(node.children.values());
+        }
+        count
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -437,6 +437,19 @@ impl<K: Copy + Ord + Hash> SubscriptionTree<K> {
         self.len
     }
 
+    /// Nodes below the root: what must shrink back once subscriptions are removed (see `prune`).
+    pub fn node_count(&self) -> usize {
+        let mut count = 0;
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            let children = node.children.nodes();
+            count += children.len() + usize::from(node.plus.is_some());
+            stack.extend(children);
+            stack.extend(node.plus.as_deref());
+        }
+        count
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

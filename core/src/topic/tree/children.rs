@@ -101,7 +101,6 @@ impl<K> Children<K> {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn nodes(&self) -> Vec<&Node<K>> {
         match self {
             Children::Few(v) => v.iter().map(|(_, n)| &**n).collect(),
