@@ -53,6 +53,8 @@ pub struct Report {
     pub simulated_ms: u64,
     pub trace_hash: u64,
     pub trace_lines: u64,
+    /// Work units spent (steps, network events, broker Ticks), against the budget (see `world::budget`).
+    pub work: u64,
 }
 
 /// A broken invariant, with what is needed to understand and reproduce it.
@@ -137,6 +139,7 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
             simulated_ms: world.now,
             trace_hash: world.trace.hash(),
             trace_lines: world.trace.lines(),
+            work: world.budget.work,
         }),
         Err(violation) => Err(Failure {
             seed,
@@ -156,6 +159,7 @@ pub fn planted_bug_named(name: &str) -> Option<mqtt_core::broker::PlantedBug> {
         "inflight-dropped" => Some(PlantedBug::InflightDroppedOnReconnect),
         "plus-across-levels" => Some(PlantedBug::PlusMatchesAcrossLevels),
         "qos2-receipt-not-persisted" => Some(PlantedBug::Qos2ReceiptNotPersisted),
+        "keep-alive-spin" => Some(PlantedBug::KeepAliveRearmsStaleDeadline),
         _ => None,
     }
 }
@@ -166,4 +170,5 @@ pub const PLANTED_BUGS: &[&str] = &[
     "inflight-dropped",
     "plus-across-levels",
     "qos2-receipt-not-persisted",
+    "keep-alive-spin",
 ];

@@ -92,6 +92,9 @@ pub enum PlantedBug {
     /// The receipt of an incoming QoS 2 message (its packet id awaiting PUBREL) is not recorded for persistence, so
     /// a restart forgets it and a resent PUBLISH is delivered twice.
     Qos2ReceiptNotPersisted,
+    /// A keep-alive check that finds the connection alive re-arms its timer for the deadline that just passed
+    /// instead of the new one, so it is due again at once, forever: the driver spins (the broker still works).
+    KeepAliveRearmsStaleDeadline,
 }
 
 impl Default for Config {

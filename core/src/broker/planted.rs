@@ -13,6 +13,7 @@ pub(super) enum PlantedBugKind {
     Qos2DuplicateDelivered,
     InflightDroppedOnReconnect,
     Qos2ReceiptNotPersisted,
+    KeepAliveRearmsStaleDeadline,
 }
 
 impl Broker {
@@ -35,6 +36,9 @@ impl Broker {
             ) | (
                 Some(PlantedBug::Qos2ReceiptNotPersisted),
                 PlantedBugKind::Qos2ReceiptNotPersisted
+            ) | (
+                Some(PlantedBug::KeepAliveRearmsStaleDeadline),
+                PlantedBugKind::KeepAliveRearmsStaleDeadline
             )
         )
     }

@@ -30,9 +30,7 @@ impl World {
         while quiet_rounds < 5 {
             steps += 1;
             if steps > budget {
-                return Err(Violation(format!(
-                    "liveness: the system did not settle within {budget} steps"
-                )));
+                return Err(self.stall(&format!("the liveness phase did not settle within {budget} steps")));
             }
             if let Some((_, event)) = self.queue.first_key_value() {
                 // Keep-alive traffic is not progress.

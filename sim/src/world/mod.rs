@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod budget;
 mod disk;
 mod faults;
 mod liveness;
@@ -136,6 +137,8 @@ pub struct World {
     before_input: Option<(Model, mqtt_core::persist::Image)>,
     /// Storage suspended after a failed commit (see `disk`).
     suspension: Option<disk::Suspension>,
+    /// Work and time the run may take before it counts as stalled (see `budget`).
+    pub budget: budget::Budget,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -194,6 +197,7 @@ impl World {
             })
             .collect();
         let topics = opts.topics();
+        let opts_steps = opts.steps;
         World {
             model: Model::new(opts.clients, opts.queues_bounded()).with_quotas(opts.quotas),
             broker: new_broker(&opts, config.clone(), broker_seed),
@@ -220,6 +224,7 @@ impl World {
             disk_full_next_chunk: false,
             before_input: None,
             suspension: None,
+            budget: budget::Budget::for_steps(opts_steps),
         }
     }
 
@@ -444,6 +449,7 @@ impl World {
 
     fn fire_timers(&mut self) -> Result<(), Violation> {
         while self.broker.poll_timeout().is_some_and(|t| t.as_millis() <= self.now) {
+            self.spend_tick()?;
             self.broker_input(Input::Tick)?;
         }
         Ok(())
@@ -805,6 +811,7 @@ impl World {
     /// One step: a fault maybe, then either the next network event or a client action.
     pub fn step(&mut self) -> Result<(), Violation> {
         self.counts.steps += 1;
+        self.spend()?;
         if self.faults {
             self.inject_faults()?;
         }
@@ -822,6 +829,7 @@ impl World {
         let Some(((at, _), event)) = self.queue.pop_first() else {
             return Ok(());
         };
+        self.spend()?;
         self.now = self.now.max(at);
         self.fire_timers()?;
         self.handle_event(event)
