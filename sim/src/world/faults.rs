@@ -201,7 +201,8 @@ impl World {
                 ("SUBSCRIBE with bad flags", data)
             }
         };
-        self.log(format!("misbehaving client on {conn:?}: {what}"));
+        let digest = self.trace.absorb(&data);
+        self.log(format!("misbehaving client on {conn:?}: {what} {digest}"));
         self.schedule(self.now, Event::ToBroker { conn, data });
         Ok(())
     }

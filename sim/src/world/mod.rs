@@ -21,6 +21,7 @@ mod disk;
 mod faults;
 mod liveness;
 mod receive;
+mod tracing;
 mod workload;
 
 #[derive(Debug)]
@@ -285,6 +286,7 @@ impl World {
         for output in outputs {
             match output {
                 Output::Persist(record) => {
+                    self.trace_record(&record);
                     if let Some(disk) = self.disk.as_mut() {
                         disk.append(&record);
                     }
@@ -384,6 +386,8 @@ impl World {
                 }
                 let at = (self.now + delay).max(link.last_to_client);
                 link.last_to_client = at;
+                let digest = self.trace.absorb(&data);
+                self.log(format!("broker sends {conn:?} {} bytes {digest}", data.len()));
                 self.schedule(at, Event::ToClient { conn, data });
             }
             Output::Close { conn } => {
@@ -476,7 +480,8 @@ impl World {
         };
         let at = (self.now + delay).max(link.last_to_broker);
         link.last_to_broker = at;
-        self.log(format!("c{client} {conn:?} sends {}", describe(&packet)));
+        let digest = self.trace.absorb(&data);
+        self.log(format!("c{client} {conn:?} sends {} {digest}", describe(&packet)));
         self.schedule(at, Event::ToBroker { conn, data });
     }
 
@@ -559,6 +564,9 @@ impl World {
                 data.len()
             };
             let chunk = &data[offset..offset + size];
+            // The bytes are in the hash from their sending (`send`, `misbehave`); how they are cut into inputs is
+            // added here, without a line of its own (there would be more of those than of all others).
+            self.trace.absorb(&(size as u32).to_le_bytes());
             offset += size;
             let mut packets = Vec::new();
             if let Some(link) = self.links.get_mut(&conn) {
