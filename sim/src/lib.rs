@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod client;
+pub mod coverage;
 pub mod invariants;
 pub mod model;
 pub mod options;
@@ -55,6 +56,8 @@ pub struct Report {
     pub trace_lines: u64,
     /// Work units spent (steps, network events, broker Ticks), against the budget (see `world::budget`).
     pub work: u64,
+    /// What the run really exercised.
+    pub coverage: coverage::Coverage,
 }
 
 /// A broken invariant, with what is needed to understand and reproduce it.
@@ -132,6 +135,7 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
     })();
     match outcome {
         Ok(()) => Ok(Report {
+            coverage: world.finish_coverage(),
             seed,
             options,
             counts: world.counts.clone(),

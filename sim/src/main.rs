@@ -71,6 +71,7 @@ fn main() -> ExitCode {
                 report.simulated_ms as f64 / 1000.0 / elapsed,
                 report.trace_lines
             );
+            println!("covered: {}", report.coverage);
             println!("trace hash: {:#018x}", report.trace_hash);
             ExitCode::SUCCESS
         }

@@ -20,6 +20,9 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Fail if any feature or fault of the coverage table happened in no seed.
+    #[arg(long)]
+    require_coverage: bool,
     /// Plant a known bug (qos2-duplicate, inflight-dropped, plus-across-levels); needs `--features planted-bugs`.
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
@@ -77,6 +80,19 @@ fn main() -> ExitCode {
         outcome.simulated_ms as f64 / 1000.0 / outcome.elapsed.as_secs_f64().max(1e-9),
         outcome.broker_restarts
     );
+    print!("{}", outcome.coverage);
+    let missing = outcome.coverage.missing();
+    if args.require_coverage && !missing.is_empty() {
+        for feature in &missing {
+            println!("NOT COVERED: {}", feature.text());
+        }
+        println!(
+            "vopr: {} features never exercised in {} seeds",
+            missing.len(),
+            outcome.seeds_run
+        );
+        return ExitCode::FAILURE;
+    }
     if outcome.failures.is_empty() {
         ExitCode::SUCCESS
     } else {

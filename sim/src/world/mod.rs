@@ -20,6 +20,7 @@ mod budget;
 mod disk;
 mod faults;
 mod liveness;
+mod observe;
 mod receive;
 mod tracing;
 mod workload;
@@ -140,6 +141,8 @@ pub struct World {
     suspension: Option<disk::Suspension>,
     /// Work and time the run may take before it counts as stalled (see `budget`).
     pub budget: budget::Budget,
+    /// What the run really did (see `observe`).
+    coverage: crate::coverage::Coverage,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -226,6 +229,7 @@ impl World {
             before_input: None,
             suspension: None,
             budget: budget::Budget::for_steps(opts_steps),
+            coverage: Default::default(),
         }
     }
 
@@ -324,6 +328,7 @@ impl World {
                     "c{} {:?}: broker holds PUBLISH id={}",
                     pending.client, pending.conn, pending.publish.packet_id
                 ));
+                self.observe_held_publish();
                 self.awaiting_admission.push(pending);
             } else if refused.contains(&(pending.conn, pending.publish.packet_id)) {
                 self.forget_refused(&pending);
@@ -404,7 +409,10 @@ impl World {
                 }
                 self.log(format!("broker closes {conn:?}"));
             }
-            Output::Event(event) => self.log(format!("event {event:?}")),
+            Output::Event(event) => {
+                self.observe_event(&event);
+                self.log(format!("event {event:?}"));
+            }
             // The simulated broker runs without persistence (`Config::persistence` is off).
             Output::Persist(_) => {}
         }
@@ -473,6 +481,7 @@ impl World {
             }
             other => other,
         };
+        self.observe_sent(&packet);
         let data = encoded(&packet, version);
         let delay = self.delay();
         let Some(link) = self.links.get_mut(&conn) else {
@@ -616,6 +625,7 @@ impl World {
             }
             if let Some((model_before, image_before)) = crash {
                 self.crash_in_progress = false;
+                self.observe_torn_commit();
                 return self.restart_broker(true, image_before, Some(model_before));
             }
             if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
@@ -649,6 +659,7 @@ impl World {
             self.log(format!("{conn:?}: the verdict on its CONNECT comes at {at}ms"));
             self.schedule(at, Event::AuthVerdict { conn });
         }
+        self.observe_deferred_verdict();
         true
     }
 
@@ -782,6 +793,7 @@ impl World {
                 Err(e) => return Err(Violation(format!("c{client} cannot decode what the broker sent: {e}"))),
             };
             self.log(format!("c{client} {conn:?} receives {}", describe(&packet)));
+            self.observe_delivery(client, &packet);
             self.client_receives(client, packet)?;
         }
         if !self.slow_acks || !self.rng.gen_bool(self.opts.slow_ack_rate) {
