@@ -56,6 +56,9 @@ pub struct SimClient {
     pub pending_subscribes: BTreeMap<u16, Vec<(String, QoS)>>,
     /// Will Delay Interval of the armed will (seconds).
     pub armed_will_delay: u32,
+    /// QoS and Retain of the armed will.
+    pub armed_will_qos: QoS,
+    pub armed_will_retain: bool,
     pub next_seq: u64,
     pub will_count: u64,
     /// The will id of the current connection.
@@ -97,6 +100,8 @@ impl SimClient {
             granted: BTreeMap::new(),
             pending_subscribes: BTreeMap::new(),
             armed_will_delay: 0,
+            armed_will_qos: QoS::AtLeastOnce,
+            armed_will_retain: false,
             next_seq: 1,
             will_count: 0,
             armed_will: None,
@@ -104,8 +109,9 @@ impl SimClient {
         }
     }
 
-    /// The CONNECT for a new connection.
-    pub fn connect_packet(&mut self, with_will: bool, will_delay: u32) -> Connect {
+    /// The CONNECT for a new connection; the will (if any) has `will_delay` and, as `will_options`, its QoS and
+    /// Retain flag.
+    pub fn connect_packet(&mut self, with_will: bool, will_delay: u32, will_options: (QoS, bool)) -> Connect {
         let mut connect = mqtt_core::harness::connect_packet(self.version, &self.client_id);
         connect.clean_start = !self.persistent;
         connect.keep_alive = 60;
@@ -126,8 +132,8 @@ impl SimClient {
             connect.will = Some(Will {
                 topic: format!("will/{}", self.index),
                 payload: Bytes::from(id.clone()),
-                qos: QoS::AtLeastOnce,
-                retain: false,
+                qos: will_options.0,
+                retain: will_options.1,
                 properties: Properties {
                     will_delay_interval: (will_delay > 0 && self.version.is_v5()).then_some(will_delay),
                     ..Properties::default()
@@ -135,6 +141,7 @@ impl SimClient {
             });
             self.armed_will = Some(id);
             self.armed_will_delay = if self.version.is_v5() { will_delay } else { 0 };
+            (self.armed_will_qos, self.armed_will_retain) = will_options;
         }
         // [MQTT-3.1.2-24]: the broker must not send a packet larger than this; the decoder rejects one.
         let limit = self.max_packet_size.map_or(usize::MAX, |max| max as usize);

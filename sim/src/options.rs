@@ -114,6 +114,14 @@ impl QuotaOptions {
     }
 }
 
+/// Most seeds have 2 to 8 clients (many overlaps per topic); one in ten has up to 64, so that large subscriber
+/// lists, wide fan-out and many connections from one address are exercised. From its own stream, so that the
+/// other choices of a seed stay what they were.
+fn many_clients_from_seed(seed: u64) -> Option<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c62_272e_07bb_0142);
+    rng.gen_bool(0.1).then(|| rng.gen_range(9..=64))
+}
+
 /// From its own stream, so that the other choices of a seed stay what they were before it existed.
 fn shared_payload_min_from_seed(seed: u64) -> usize {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_d0b1_e5ca_1ab5);
@@ -169,6 +177,19 @@ impl Options {
             shared_payload_min: shared_payload_min_from_seed(seed),
         }
         .with_durability(rng)
+        .with_many_clients(seed)
+    }
+
+    fn with_many_clients(mut self, seed: u64) -> Options {
+        if let Some(clients) = many_clients_from_seed(seed) {
+            self.clients = clients;
+            // The will topics (`will/{client}`) stay within the topic length quota, as with fewer clients.
+            if self.quotas.max_topic_length > 0 {
+                let longest = format!("will/{}", clients - 1).len();
+                self.quotas.max_topic_length = self.quotas.max_topic_length.max(longest);
+            }
+        }
+        self
     }
 
     /// Drawn last, so that the other choices of a seed stay what they were before durability existed.

@@ -208,16 +208,17 @@ impl World {
     }
 
     /// The client believes its connection dead (half-open) and connects again while the broker still holds the old
-    /// one, which must then be closed by the takeover [MQTT-3.1.4-3]. Only without an armed will, so that the model
-    /// need not decide whether the old connection's will is due.
+    /// one, which must then be closed by the takeover [MQTT-3.1.4-3]. Its will goes with the old connection and is
+    /// decided when the broker takes it over (see `wills`).
     fn take_over(&mut self, client: usize) -> Result<(), Violation> {
         let c = &self.clients[client];
         let Some(conn) = c.conn else {
             return Ok(());
         };
-        if !c.connacked || c.armed_will.is_some() {
+        if !c.connacked {
             return Ok(());
         }
+        self.abandon_with_will(client, conn);
         self.counts.takeovers += 1;
         if let Some(link) = self.links.get_mut(&conn) {
             link.zombie = true;

@@ -161,7 +161,7 @@ impl World {
         let filters = if self.opts.wildcards {
             vec!["#".to_string()]
         } else {
-            self.topics.clone()
+            self.probe_topics()
         };
         let mut data = encoded(&Packet::Connect(Box::new(connect)), ProtocolVersion::V5);
         for (packet_id, filter) in (1..).zip(filters) {

@@ -23,6 +23,7 @@ mod liveness;
 mod observe;
 mod receive;
 mod tracing;
+mod wills;
 mod workload;
 
 #[derive(Debug)]
@@ -143,6 +144,10 @@ pub struct World {
     pub budget: budget::Budget,
     /// What the run really did (see `observe`).
     coverage: crate::coverage::Coverage,
+    /// Wills of connections abandoned for a takeover, decided when the broker takes them over (see `wills`).
+    zombie_wills: BTreeMap<ConnectionId, wills::ZombieWill>,
+    /// QoS and Retain of each will published, for the coverage of will options.
+    will_options_of: BTreeMap<MsgId, (QoS, bool)>,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -230,6 +235,8 @@ impl World {
             suspension: None,
             budget: budget::Budget::for_steps(opts_steps),
             coverage: Default::default(),
+            zombie_wills: BTreeMap::new(),
+            will_options_of: BTreeMap::new(),
         }
     }
 
@@ -424,6 +431,7 @@ impl World {
     fn connection_ended(&mut self, client: usize, conn: ConnectionId, normal: bool) {
         let current = self.clients[client].conn == Some(conn) || self.clients[client].conn.is_none();
         if !current {
+            self.zombie_ended(client, conn);
             return;
         }
         // A will exists only once the broker processed the CONNECT that carried it.
@@ -443,14 +451,7 @@ impl World {
                     "c{client} {conn:?} ended abnormally: will {id} due at {due_at}ms"
                 ));
             } else {
-                self.model.wills.insert(id.clone(), WillState::Due);
-                let will = Publish {
-                    qos: QoS::AtLeastOnce,
-                    topic: format!("will/{client}"),
-                    payload: Bytes::from(id.clone()),
-                    ..Default::default()
-                };
-                self.model.on_publish(None, &will, Some(id.clone()));
+                self.will_due(client, &id);
                 self.log(format!("c{client} {conn:?} ended abnormally: will {id} due"));
             }
         }
@@ -545,7 +546,8 @@ impl World {
         } else {
             0
         };
-        let connect = self.clients[client].connect_packet(with_will, will_delay);
+        let will_options = self.will_options(with_will, will_delay);
+        let connect = self.clients[client].connect_packet(with_will, will_delay, will_options);
         self.send(client, Packet::Connect(Box::new(connect)));
         // Clients may send packets right after CONNECT, before CONNACK [MQTT-3.1.4-6]: the broker must not answer
         // this one before its CONNACK, however late the verdict comes (checked in `client_receives`).
@@ -693,8 +695,10 @@ impl World {
     }
 
     fn model_processes(&mut self, client: usize, conn: ConnectionId, packet: &Packet) {
+        self.observe_read(packet);
         match packet {
             Packet::Connect(connect) => {
+                self.takeover_decides_will(client, connect.clean_start);
                 self.model.on_connect(client, connect.clean_start, self.now);
                 self.model.sessions[client].max_packet_size = connect.properties.maximum_packet_size;
                 if let Some(will) = &connect.will {

@@ -30,8 +30,16 @@ impl World {
                     self.hit(Feature::SharedDelivered);
                 }
                 if p.topic.starts_with("will/") {
-                    let delayed = message_id(&p.payload)
-                        .is_some_and(|id| matches!(self.model.wills.get(&id), Some(WillState::Delayed { .. })));
+                    let id = message_id(&p.payload).unwrap_or_default();
+                    match self.will_options_of.get(&id) {
+                        Some((QoS::AtMostOnce, _)) => self.hit(Feature::WillQos0),
+                        Some((QoS::ExactlyOnce, _)) => self.hit(Feature::WillQos2),
+                        _ => {}
+                    }
+                    if self.will_options_of.get(&id).is_some_and(|(_, retain)| *retain) {
+                        self.hit(Feature::WillRetained);
+                    }
+                    let delayed = matches!(self.model.wills.get(&id), Some(WillState::Delayed { .. }));
                     self.hit(if delayed {
                         Feature::WillAfterDelay
                     } else {
@@ -45,6 +53,13 @@ impl World {
             Packet::PubRec(a) if a.reason.is_error() => self.hit(Feature::PublishRefused),
             Packet::Disconnect(_) => self.hit(Feature::ServerDisconnect),
             _ => {}
+        }
+    }
+
+    /// A packet the broker is about to process (the model's view).
+    pub(super) fn observe_read(&mut self, packet: &Packet) {
+        if matches!(packet, Packet::Disconnect(d) if d.reason == ReasonCode::DISCONNECT_WITH_WILL) {
+            self.hit(Feature::DisconnectWithWill);
         }
     }
 
@@ -91,6 +106,9 @@ impl World {
             if count > 0 {
                 self.coverage.hit(feature);
             }
+        }
+        if self.clients.iter().filter(|c| c.epoch > 0).count() > 32 {
+            self.hit(Feature::ManyClients);
         }
         if self.model.wills.values().any(|w| *w == WillState::Cancelled) {
             self.hit(Feature::WillCancelled);

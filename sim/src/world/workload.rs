@@ -22,7 +22,18 @@ impl World {
             50..=56 => self.unsubscribe(client),
             57..=58 => {
                 self.flush_acks(client);
-                self.send(client, Packet::Disconnect(Disconnect::default()));
+                // Sometimes an MQTT 5 client asks for its will to be published [MQTT-3.14.4-3].
+                let c = &self.clients[client];
+                let with_will = c.version.is_v5() && c.armed_will.is_some() && self.rng.gen_bool(0.3);
+                let disconnect = Disconnect {
+                    reason: if with_will {
+                        ReasonCode::DISCONNECT_WITH_WILL
+                    } else {
+                        ReasonCode::NORMAL_DISCONNECTION
+                    },
+                    ..Default::default()
+                };
+                self.send(client, Packet::Disconnect(disconnect));
                 // A client hangs up after DISCONNECT; the broker closes its side.
                 self.clients[client].conn = None;
                 if let Some(link) = self.links.get_mut(&conn) {
