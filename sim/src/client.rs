@@ -32,6 +32,9 @@ pub struct SimClient {
     pub filters: BTreeMap<String, SubscriptionOptions>,
     /// Every filter it has used in this epoch (retained deliveries may match any of them).
     pub filters_ever: BTreeSet<String>,
+    /// Subscription Identifiers it has given in this epoch, each with its filter (MQTT 5), and the next one.
+    pub subscription_ids: BTreeMap<u32, String>,
+    pub next_subscription_id: u32,
     pub outgoing: BTreeMap<u16, Outgoing>,
     pub next_packet_id: u16,
     /// QoS 2 packet ids received and not yet released [MQTT-4.3.3-9]: survives reconnects like the session.
@@ -87,6 +90,8 @@ impl SimClient {
             epoch: 0,
             filters: BTreeMap::new(),
             filters_ever: BTreeSet::new(),
+            subscription_ids: BTreeMap::new(),
+            next_subscription_id: 1,
             outgoing: BTreeMap::new(),
             next_packet_id: 1,
             incoming_qos2: BTreeSet::new(),
@@ -179,6 +184,7 @@ impl SimClient {
             self.epoch += 1;
             self.filters.clear();
             self.filters_ever.clear();
+            self.subscription_ids.clear();
             self.outgoing.clear();
             self.incoming_qos2.clear();
             self.granted.clear();

@@ -42,6 +42,7 @@ features! {
     DisconnectWithWill => "a DISCONNECT with Will Message (0x04)",
     TakeoverWithWill => "a takeover of a connection with a will",
     ManyClients => "more than 32 clients connected in one run",
+    SubscriptionIdDelivered => "a Subscription Identifier delivered",
     SessionResumed => "a session resumed (Session Present 1)",
     Redelivered => "a message resent with DUP",
     ExpiryDelivered => "a message with an expiry interval delivered",

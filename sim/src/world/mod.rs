@@ -22,6 +22,7 @@ mod faults;
 mod liveness;
 mod observe;
 mod receive;
+mod subids;
 mod tracing;
 mod wills;
 mod workload;
@@ -429,9 +430,11 @@ impl World {
     /// The broker is done with a client's connection: its will is due unless it disconnected normally, and a
     /// session that ends with the connection is gone.
     fn connection_ended(&mut self, client: usize, conn: ConnectionId, normal: bool) {
+        if self.zombie_ended(client, conn) {
+            return;
+        }
         let current = self.clients[client].conn == Some(conn) || self.clients[client].conn.is_none();
         if !current {
-            self.zombie_ended(client, conn);
             return;
         }
         // A will exists only once the broker processed the CONNECT that carried it.
@@ -798,6 +801,7 @@ impl World {
             };
             self.log(format!("c{client} {conn:?} receives {}", describe(&packet)));
             self.observe_delivery(client, &packet);
+            self.check_subscription_ids(client, &packet)?;
             self.client_receives(client, packet)?;
         }
         if !self.slow_acks || !self.rng.gen_bool(self.opts.slow_ack_rate) {

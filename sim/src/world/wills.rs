@@ -110,13 +110,13 @@ impl World {
     }
 
     /// The broker closed an abandoned connection before any takeover (keep alive ran out): its will is due as for
-    /// any abnormal end, at once or after its delay.
-    pub(super) fn zombie_ended(&mut self, client: usize, conn: ConnectionId) {
+    /// any abnormal end, at once or after its delay. Returns whether `conn` was such a connection.
+    pub(super) fn zombie_ended(&mut self, client: usize, conn: ConnectionId) -> bool {
         let Some(will) = self.zombie_wills.remove(&conn) else {
-            return;
+            return false;
         };
         if will.restarts != self.counts.broker_restarts || self.model.wills.get(&will.id) != Some(&WillState::Armed) {
-            return;
+            return true;
         }
         if will.delay > 0 && self.clients[client].persistent {
             let due_at = self.now + u64::from(will.delay) * 1000;
@@ -130,5 +130,6 @@ impl World {
             self.log(format!("abandoned {conn:?} of c{client} closed: will {} due", will.id));
             self.publish_will(client, &will.id, will.qos, will.retain);
         }
+        true
     }
 }

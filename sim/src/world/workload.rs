@@ -144,9 +144,17 @@ impl World {
             .insert(packet_id, vec![(filter.clone(), options.qos)]);
         let best = c.granted.entry(filter.clone()).or_insert(options.qos);
         *best = (*best).max(options.qos);
+        let mut properties = Properties::default();
+        // MQTT 5 clients often name their subscriptions; deliveries must then carry the name [MQTT-3.3.4-3].
+        if v5 && self.rng.gen_bool(0.5) {
+            let id = c.next_subscription_id;
+            c.next_subscription_id += 1;
+            c.subscription_ids.insert(id, filter.clone());
+            properties.subscription_identifiers.push(id);
+        }
         let subscribe = Subscribe {
             packet_id,
-            properties: Properties::default(),
+            properties,
             filters: vec![(filter, options)],
         };
         self.send(client, Packet::Subscribe(subscribe));
