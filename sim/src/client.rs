@@ -19,8 +19,9 @@ pub struct SimClient {
     pub index: usize,
     pub client_id: String,
     pub version: ProtocolVersion,
-    /// Keeps its session across connections (Clean Start 0 and a long Session Expiry).
+    /// Keeps its session across connections (Clean Start 0 and a Session Expiry, `session_expiry` seconds).
     pub persistent: bool,
+    pub session_expiry: u32,
     /// Uses only shared subscriptions (so its deliveries are checked as a group member's).
     pub shared_only: bool,
     pub conn: Option<ConnectionId>,
@@ -82,6 +83,7 @@ impl SimClient {
             client_id: format!("sim-{index}"),
             version,
             persistent,
+            session_expiry: 86_400,
             shared_only,
             conn: None,
             connacked: false,
@@ -122,7 +124,7 @@ impl SimClient {
         connect.keep_alive = 60;
         if self.version.is_v5() {
             if self.persistent {
-                connect.properties.session_expiry_interval = Some(86_400);
+                connect.properties.session_expiry_interval = Some(self.session_expiry);
             }
             if self.receive_maximum != u16::MAX {
                 connect.properties.receive_maximum = Some(self.receive_maximum);

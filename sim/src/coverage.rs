@@ -43,6 +43,8 @@ features! {
     TakeoverWithWill => "a takeover of a connection with a will",
     ManyClients => "more than 32 clients connected in one run",
     SubscriptionIdDelivered => "a Subscription Identifier delivered",
+    SessionExpired => "a session expired while offline",
+    ExpirySetByDisconnect => "a Session Expiry Interval set by DISCONNECT",
     SessionResumed => "a session resumed (Session Present 1)",
     Redelivered => "a message resent with DUP",
     ExpiryDelivered => "a message with an expiry interval delivered",

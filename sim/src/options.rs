@@ -67,6 +67,9 @@ pub struct Options {
     /// Broker quotas (issue #9; 0 = unlimited). Drawn from a stream of their own, so that a seed's workload and
     /// faults are the same whether or not they are on.
     pub quotas: QuotaOptions,
+    /// Some MQTT 5 clients keep their session for seconds only and change that on DISCONNECT (see
+    /// `world::expiry`); only without persistence.
+    pub short_expiry: bool,
     /// `Config::shared_payload_min`: payloads at least this long go out shared rather than copied. The
     /// simulated payloads are a few bytes, so small values exercise the shared path and `usize::MAX` the copied one.
     pub shared_payload_min: usize,
@@ -175,9 +178,17 @@ impl Options {
             disk_full_rate: 0.0,
             quotas: QuotaOptions::from_seed(seed),
             shared_payload_min: shared_payload_min_from_seed(seed),
+            short_expiry: false,
         }
         .with_durability(rng)
         .with_many_clients(seed)
+        .with_short_expiry(seed)
+    }
+
+    fn with_short_expiry(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x2545_f491_4f6c_dd1d);
+        self.short_expiry = !self.persistence && rng.gen_bool(0.5);
+        self
     }
 
     fn with_many_clients(mut self, seed: u64) -> Options {
@@ -249,7 +260,7 @@ impl fmt::Display for Options {
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
-             persistence={} broker_crash={:.4} disk_full={:.4} shared_payload_min={}",
+             persistence={} broker_crash={:.4} disk_full={:.4} shared_payload_min={} short_expiry={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -292,7 +303,8 @@ impl fmt::Display for Options {
             self.persistence,
             self.broker_crash_rate,
             self.disk_full_rate,
-            self.shared_payload_min
+            self.shared_payload_min,
+            self.short_expiry
         )
     }
 }

@@ -218,7 +218,7 @@ impl World {
         if !c.connacked {
             return Ok(());
         }
-        self.abandon_with_will(client, conn);
+        self.abandon(client, conn);
         self.counts.takeovers += 1;
         if let Some(link) = self.links.get_mut(&conn) {
             link.zombie = true;

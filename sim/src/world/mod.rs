@@ -18,6 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod budget;
 mod disk;
+mod expiry;
 mod faults;
 mod liveness;
 mod observe;
@@ -149,6 +150,8 @@ pub struct World {
     zombie_wills: BTreeMap<ConnectionId, wills::ZombieWill>,
     /// QoS and Retain of each will published, for the coverage of will options.
     will_options_of: BTreeMap<MsgId, (QoS, bool)>,
+    /// Session expiry as the broker should apply it (see `expiry`).
+    expiries: expiry::Expiries,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -185,6 +188,7 @@ pub(super) fn encoded(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
 impl World {
     pub fn new(opts: Options, mut rng: ChaCha8Rng, config: Config, trace: Trace) -> World {
         let broker_seed = rng.gen();
+        let (opts_steps, short_expiry, clients_count) = (opts.steps, opts.short_expiry, opts.clients);
         let clients = (0..opts.clients)
             .map(|i| {
                 let version = if rng.gen_bool(opts.v5_share) {
@@ -200,6 +204,9 @@ impl World {
                     u16::MAX
                 };
                 let mut client = SimClient::new(i, version, persistent, shared_only, receive_maximum);
+                if let Some(interval) = expiry::short_expiry(i).filter(|_| short_expiry) {
+                    client.session_expiry = interval;
+                }
                 if version.is_v5() && rng.gen_bool(0.5) {
                     client.max_packet_size = opts.client_max_packet_size;
                 }
@@ -207,7 +214,6 @@ impl World {
             })
             .collect();
         let topics = opts.topics();
-        let opts_steps = opts.steps;
         World {
             model: Model::new(opts.clients, opts.queues_bounded()).with_quotas(opts.quotas),
             broker: new_broker(&opts, config.clone(), broker_seed),
@@ -238,6 +244,7 @@ impl World {
             coverage: Default::default(),
             zombie_wills: BTreeMap::new(),
             will_options_of: BTreeMap::new(),
+            expiries: expiry::Expiries::new(clients_count),
         }
     }
 
@@ -443,7 +450,8 @@ impl World {
             .take()
             .filter(|id| self.model.wills.get(id) == Some(&WillState::Armed));
         if let Some(id) = armed {
-            let delay = u64::from(self.clients[client].armed_will_delay);
+            // The will goes out after its delay or when the session ends, whichever is first [MQTT-3.1.3-9].
+            let delay = u64::from(self.clients[client].armed_will_delay.min(self.session_expiry(client)));
             if normal {
                 self.model.wills.insert(id, WillState::Discarded);
             } else if delay > 0 && self.clients[client].persistent {
@@ -461,6 +469,7 @@ impl World {
         if !self.clients[client].persistent {
             self.model.on_session_end(client);
         }
+        self.expiry_on_end(client, conn);
     }
 
     fn fire_timers(&mut self) -> Result<(), Violation> {
@@ -701,6 +710,7 @@ impl World {
         self.observe_read(packet);
         match packet {
             Packet::Connect(connect) => {
+                self.expiry_on_connect(client, conn, connect);
                 self.takeover_decides_will(client, connect.clean_start);
                 self.model.on_connect(client, connect.clean_start, self.now);
                 self.model.sessions[client].max_packet_size = connect.properties.maximum_packet_size;
@@ -761,6 +771,7 @@ impl World {
             }
             Packet::PubRel(rel) => self.model.on_pubrel(client, rel.packet_id),
             Packet::Disconnect(disconnect) => {
+                self.expiry_on_disconnect(client, disconnect);
                 if let Some(link) = self.links.get_mut(&conn) {
                     link.saw_disconnect = disconnect.reason == ReasonCode::NORMAL_DISCONNECTION;
                 }

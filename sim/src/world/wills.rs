@@ -4,10 +4,15 @@
 use super::*;
 use crate::coverage::Feature;
 
-/// The will of a half-open connection its client abandoned (see `faults::take_over`).
+/// A half-open connection its client abandoned (see `faults::take_over`), with its will if it has one.
 #[derive(Debug, Clone)]
 pub struct ZombieWill {
     pub client: usize,
+    pub will: Option<AbandonedWill>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AbandonedWill {
     pub id: MsgId,
     /// Will Delay Interval, seconds.
     pub delay: u32,
@@ -55,20 +60,23 @@ impl World {
 
     /// A takeover: the client's connection `conn`, still open at the broker, is abandoned for a new one; its armed
     /// will moves with it.
-    pub(super) fn abandon_with_will(&mut self, client: usize, conn: ConnectionId) {
+    pub(super) fn abandon(&mut self, client: usize, conn: ConnectionId) {
         let c = &mut self.clients[client];
-        let Some(id) = c.armed_will.take() else {
-            return;
-        };
-        let will = ZombieWill {
-            client,
+        let will = c.armed_will.take().map(|id| AbandonedWill {
             id,
             delay: c.armed_will_delay,
             qos: c.armed_will_qos,
             retain: c.armed_will_retain,
             restarts: self.counts.broker_restarts,
-        };
-        self.zombie_wills.insert(conn, will);
+        });
+        self.zombie_wills.insert(conn, ZombieWill { client, will });
+    }
+
+    /// An abandoned will that is still armed at the broker (none after a restart, see `restarts`).
+    fn still_armed(&self, will: Option<AbandonedWill>) -> Option<AbandonedWill> {
+        will.filter(|w| {
+            w.restarts == self.counts.broker_restarts && self.model.wills.get(&w.id) == Some(&WillState::Armed)
+        })
     }
 
     /// Every topic a retained message may be on: the topic space and the will topics (retained wills).
@@ -88,13 +96,12 @@ impl World {
             .map(|(conn, _)| *conn)
             .collect();
         for conn in taken {
-            let Some(will) = self.zombie_wills.remove(&conn) else {
+            let Some(zombie) = self.zombie_wills.remove(&conn) else {
                 continue;
             };
-            if will.restarts != self.counts.broker_restarts || self.model.wills.get(&will.id) != Some(&WillState::Armed)
-            {
+            let Some(will) = self.still_armed(zombie.will) else {
                 continue;
-            }
+            };
             self.coverage.hit(Feature::TakeoverWithWill);
             if will.delay == 0 || clean_start {
                 self.log(format!("c{client} takes over {conn:?}: its will {} is due", will.id));
@@ -109,17 +116,23 @@ impl World {
         }
     }
 
-    /// The broker closed an abandoned connection before any takeover (keep alive ran out): its will is due as for
-    /// any abnormal end, at once or after its delay. Returns whether `conn` was such a connection.
+    /// The broker closed an abandoned connection before any takeover (keep alive ran out): its session goes offline
+    /// and its will is due as for any abnormal end, after its delay or when the session ends, whichever is first.
+    /// Returns whether `conn` was such a connection.
     pub(super) fn zombie_ended(&mut self, client: usize, conn: ConnectionId) -> bool {
-        let Some(will) = self.zombie_wills.remove(&conn) else {
+        let Some(zombie) = self.zombie_wills.remove(&conn) else {
             return false;
         };
-        if will.restarts != self.counts.broker_restarts || self.model.wills.get(&will.id) != Some(&WillState::Armed) {
+        let delay = zombie
+            .will
+            .as_ref()
+            .map_or(0, |w| w.delay.min(self.session_expiry(client)));
+        self.expiry_on_end(client, conn);
+        let Some(will) = self.still_armed(zombie.will) else {
             return true;
-        }
-        if will.delay > 0 && self.clients[client].persistent {
-            let due_at = self.now + u64::from(will.delay) * 1000;
+        };
+        if delay > 0 && self.clients[client].persistent {
+            let due_at = self.now + u64::from(delay) * 1000;
             self.model.wills.insert(will.id.clone(), WillState::Delayed { due_at });
             self.model.delayed_wills.insert(client, will.id.clone());
             self.log(format!(

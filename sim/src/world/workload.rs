@@ -31,7 +31,10 @@ impl World {
                     } else {
                         ReasonCode::NORMAL_DISCONNECTION
                     },
-                    ..Default::default()
+                    properties: Properties {
+                        session_expiry_interval: self.disconnect_expiry(client),
+                        ..Default::default()
+                    },
                 };
                 self.send(client, Packet::Disconnect(disconnect));
                 // A client hangs up after DISCONNECT; the broker closes its side.
