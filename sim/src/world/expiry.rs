@@ -34,7 +34,7 @@ impl Expiries {
 
 /// The short Session Expiry Interval (seconds) of `client` in a seed with short expiries: every other client.
 pub(super) fn short_expiry(client: usize) -> Option<u32> {
-    (client % 2 == 0).then_some(2 + (client as u32 / 2) % 4 * 2)
+    client.is_multiple_of(2).then_some(2 + (client as u32 / 2) % 4 * 2)
 }
 
 impl World {
