@@ -92,6 +92,7 @@ fn broker_config(options: &Options) -> Config {
         shared_payload_min: options.shared_payload_min,
         wildcard_subscriptions: options.wildcards,
         shared_subscriptions: options.shared,
+        retain_available: !options.retain_unavailable,
         persistence: options.persistence,
         max_queued_bytes: options.quotas.max_queued_bytes,
         max_queued_bytes_total: options.quotas.max_queued_bytes_total,

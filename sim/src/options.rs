@@ -70,6 +70,12 @@ pub struct Options {
     /// Some MQTT 5 clients keep their session for seconds only and change that on DISCONNECT (see
     /// `world::expiry`); only without persistence.
     pub short_expiry: bool,
+    /// The broker supports no retained messages (`Config::retain_available` off): clients then publish none, and
+    /// a misbehaving one that does is disconnected.
+    pub retain_unavailable: bool,
+    /// Some MQTT 5 clients connect with an empty client identifier and get one assigned (only without access
+    /// rules, which name clients by identifier).
+    pub assigned_ids: bool,
     /// `Config::shared_payload_min`: payloads at least this long go out shared rather than copied. The
     /// simulated payloads are a few bytes, so small values exercise the shared path and `usize::MAX` the copied one.
     pub shared_payload_min: usize,
@@ -179,6 +185,8 @@ impl Options {
             quotas: QuotaOptions::from_seed(seed),
             shared_payload_min: shared_payload_min_from_seed(seed),
             short_expiry: false,
+            retain_unavailable: false,
+            assigned_ids: false,
         }
         .with_durability(rng)
         .with_many_clients(seed)
@@ -188,6 +196,11 @@ impl Options {
     fn with_short_expiry(mut self, seed: u64) -> Options {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x2545_f491_4f6c_dd1d);
         self.short_expiry = !self.persistence && rng.gen_bool(0.5);
+        self.retain_unavailable = rng.gen_bool(0.15);
+        if self.retain_unavailable {
+            self.retained = false;
+        }
+        self.assigned_ids = !self.quotas.acl && rng.gen_bool(0.3);
         self
     }
 
@@ -260,7 +273,8 @@ impl fmt::Display for Options {
              expiry={} wildcards={} topics={}x{} will_delay={} client_aliases={} steps={} cut={:.4} crash={:.4} slow_reader={:.4} time_jump={:.4} garbage={:.4} takeover={:.4} \
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
-             persistence={} broker_crash={:.4} disk_full={:.4} shared_payload_min={} short_expiry={}",
+             persistence={} broker_crash={:.4} disk_full={:.4} shared_payload_min={} short_expiry={} \
+             retain_unavailable={} assigned_ids={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -304,7 +318,9 @@ impl fmt::Display for Options {
             self.broker_crash_rate,
             self.disk_full_rate,
             self.shared_payload_min,
-            self.short_expiry
+            self.short_expiry,
+            self.retain_unavailable,
+            self.assigned_ids
         )
     }
 }

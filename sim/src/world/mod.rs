@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod budget;
+mod connack;
 mod disk;
 mod expiry;
 mod faults;
@@ -152,6 +153,8 @@ pub struct World {
     will_options_of: BTreeMap<MsgId, (QoS, bool)>,
     /// Session expiry as the broker should apply it (see `expiry`).
     expiries: expiry::Expiries,
+    /// Client identifiers the broker assigned so far (see `connack`).
+    assigned_ids: BTreeSet<String>,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -189,6 +192,7 @@ impl World {
     pub fn new(opts: Options, mut rng: ChaCha8Rng, config: Config, trace: Trace) -> World {
         let broker_seed = rng.gen();
         let (opts_steps, short_expiry, clients_count) = (opts.steps, opts.short_expiry, opts.clients);
+        let assigned_ids = opts.assigned_ids;
         let clients = (0..opts.clients)
             .map(|i| {
                 let version = if rng.gen_bool(opts.v5_share) {
@@ -206,6 +210,10 @@ impl World {
                 let mut client = SimClient::new(i, version, persistent, shared_only, receive_maximum);
                 if let Some(interval) = expiry::short_expiry(i).filter(|_| short_expiry) {
                     client.session_expiry = interval;
+                }
+                if assigned_ids && version.is_v5() && !persistent && i % 3 == 2 {
+                    // [MQTT-3.1.3-6]: the broker assigns one, and says which in CONNACK [MQTT-3.2.2-16].
+                    client.client_id.clear();
                 }
                 if version.is_v5() && rng.gen_bool(0.5) {
                     client.max_packet_size = opts.client_max_packet_size;
@@ -245,6 +253,7 @@ impl World {
             zombie_wills: BTreeMap::new(),
             will_options_of: BTreeMap::new(),
             expiries: expiry::Expiries::new(clients_count),
+            assigned_ids: BTreeSet::new(),
         }
     }
 
@@ -813,6 +822,7 @@ impl World {
             self.log(format!("c{client} {conn:?} receives {}", describe(&packet)));
             self.observe_delivery(client, &packet);
             self.check_subscription_ids(client, &packet)?;
+            self.check_connack(client, &packet)?;
             self.client_receives(client, packet)?;
         }
         if !self.slow_acks || !self.rng.gen_bool(self.opts.slow_ack_rate) {
