@@ -165,6 +165,7 @@ pub fn planted_bug_named(name: &str) -> Option<mqtt_core::broker::PlantedBug> {
         "plus-across-levels" => Some(PlantedBug::PlusMatchesAcrossLevels),
         "qos2-receipt-not-persisted" => Some(PlantedBug::Qos2ReceiptNotPersisted),
         "keep-alive-spin" => Some(PlantedBug::KeepAliveRearmsStaleDeadline),
+        "disconnect-expiry-ignored" => Some(PlantedBug::DisconnectExpiryIgnored),
         _ => None,
     }
 }
@@ -176,4 +177,5 @@ pub const PLANTED_BUGS: &[&str] = &[
     "plus-across-levels",
     "qos2-receipt-not-persisted",
     "keep-alive-spin",
+    "disconnect-expiry-ignored",
 ];

@@ -92,3 +92,15 @@ fn finds_keep_alive_spin_as_a_stall() {
     let (seed, took) = found_by("keep-alive-spin", "stalled", std::time::Duration::from_secs(120));
     eprintln!("keep-alive-spin found at seed {seed} in {took:?}");
 }
+
+/// A Session Expiry Interval set on DISCONNECT that the broker ignores: the session outlives (or falls short of)
+/// what the client asked, so a later CONNECT gets the wrong Session Present.
+#[test]
+fn finds_disconnect_expiry_ignored_by_session_present() {
+    let (seed, took) = found_by(
+        "disconnect-expiry-ignored",
+        "Session Present",
+        std::time::Duration::from_secs(300),
+    );
+    eprintln!("disconnect-expiry-ignored found at seed {seed} in {took:?}");
+}

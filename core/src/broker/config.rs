@@ -95,6 +95,8 @@ pub enum PlantedBug {
     /// A keep-alive check that finds the connection alive re-arms its timer for the deadline that just passed
     /// instead of the new one, so it is due again at once, forever: the driver spins (the broker still works).
     KeepAliveRearmsStaleDeadline,
+    /// A Session Expiry Interval sent on DISCONNECT is ignored: the session keeps the one from CONNECT.
+    DisconnectExpiryIgnored,
 }
 
 impl Default for Config {

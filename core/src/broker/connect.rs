@@ -581,7 +581,9 @@ impl Broker {
         let Some(key) = self.connections.get(&conn).and_then(|c| c.session) else {
             return;
         };
-        if let Some(requested) = disconnect.properties.session_expiry_interval {
+        let requested = disconnect.properties.session_expiry_interval;
+        let requested = requested.filter(|_| !self.planted(super::planted::PlantedBugKind::DisconnectExpiryIgnored));
+        if let Some(requested) = requested {
             let current = self.sessions.get(&key).map(|s| s.expiry_interval).unwrap_or(0);
             // [MQTT-3.14.2-2]: a session that was to end with the connection cannot be given an expiry now.
             if current == 0 && requested != 0 {

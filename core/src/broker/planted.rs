@@ -14,6 +14,7 @@ pub(super) enum PlantedBugKind {
     InflightDroppedOnReconnect,
     Qos2ReceiptNotPersisted,
     KeepAliveRearmsStaleDeadline,
+    DisconnectExpiryIgnored,
 }
 
 impl Broker {
@@ -39,6 +40,9 @@ impl Broker {
             ) | (
                 Some(PlantedBug::KeepAliveRearmsStaleDeadline),
                 PlantedBugKind::KeepAliveRearmsStaleDeadline
+            ) | (
+                Some(PlantedBug::DisconnectExpiryIgnored),
+                PlantedBugKind::DisconnectExpiryIgnored
             )
         )
     }
