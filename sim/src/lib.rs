@@ -166,6 +166,7 @@ pub fn planted_bug_named(name: &str) -> Option<mqtt_core::broker::PlantedBug> {
         "qos2-receipt-not-persisted" => Some(PlantedBug::Qos2ReceiptNotPersisted),
         "keep-alive-spin" => Some(PlantedBug::KeepAliveRearmsStaleDeadline),
         "disconnect-expiry-ignored" => Some(PlantedBug::DisconnectExpiryIgnored),
+        "takeover-publishes-delayed-will" => Some(PlantedBug::TakeoverPublishesDelayedWill),
         _ => None,
     }
 }
@@ -178,4 +179,5 @@ pub const PLANTED_BUGS: &[&str] = &[
     "qos2-receipt-not-persisted",
     "keep-alive-spin",
     "disconnect-expiry-ignored",
+    "takeover-publishes-delayed-will",
 ];

@@ -104,3 +104,16 @@ fn finds_disconnect_expiry_ignored_by_session_present() {
     );
     eprintln!("disconnect-expiry-ignored found at seed {seed} in {took:?}");
 }
+
+/// A takeover that publishes the old connection's will although the session resumes within its Will Delay: the
+/// will model (decided when the broker takes the connection over) finds it.
+#[test]
+fn finds_takeover_publishing_a_delayed_will() {
+    let expected = "published although its session resumed";
+    let (seed, took) = found_by(
+        "takeover-publishes-delayed-will",
+        expected,
+        std::time::Duration::from_secs(300),
+    );
+    eprintln!("takeover-publishes-delayed-will found at seed {seed} in {took:?}");
+}

@@ -97,6 +97,8 @@ pub enum PlantedBug {
     KeepAliveRearmsStaleDeadline,
     /// A Session Expiry Interval sent on DISCONNECT is ignored: the session keeps the one from CONNECT.
     DisconnectExpiryIgnored,
+    /// A takeover publishes the old connection's will even when the session resumes within its Will Delay.
+    TakeoverPublishesDelayedWill,
 }
 
 impl Default for Config {

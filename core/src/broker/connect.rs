@@ -474,6 +474,7 @@ impl Broker {
 
     /// Disconnects whichever connection holds the session, because another CONNECT claims its client id.
     fn take_over(&mut self, key: SessionKey, clean_start: bool) {
+        let always = self.planted(super::planted::PlantedBugKind::TakeoverPublishesDelayedWill);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -484,7 +485,7 @@ impl Broker {
         // otherwise the new connection arrived within the delay, which cancels it [MQTT-3.1.2-8].
         if let Some(will) = session.will.take() {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            if delay == 0 || clean_start {
+            if delay == 0 || clean_start || always {
                 let (client_id, username) = (Arc::clone(&session.client_id), session.username.clone());
                 self.publish_will(*will, &client_id, username.as_deref());
             }

@@ -15,6 +15,7 @@ pub(super) enum PlantedBugKind {
     Qos2ReceiptNotPersisted,
     KeepAliveRearmsStaleDeadline,
     DisconnectExpiryIgnored,
+    TakeoverPublishesDelayedWill,
 }
 
 impl Broker {
@@ -43,6 +44,9 @@ impl Broker {
             ) | (
                 Some(PlantedBug::DisconnectExpiryIgnored),
                 PlantedBugKind::DisconnectExpiryIgnored
+            ) | (
+                Some(PlantedBug::TakeoverPublishesDelayedWill),
+                PlantedBugKind::TakeoverPublishesDelayedWill
             )
         )
     }
