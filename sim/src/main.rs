@@ -16,8 +16,7 @@ struct Args {
     /// Number of fault-phase steps (default: chosen by the seed).
     #[arg(long)]
     steps: Option<usize>,
-    /// Plant a known bug in the core: qos2-duplicate, inflight-dropped, plus-across-levels (needs the
-    /// `planted-bugs` feature).
+    /// Plant a known bug in the core, by its name in `sim::PLANTED_BUGS` (needs the `planted-bugs` feature).
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
     planted_bug: Option<String>,

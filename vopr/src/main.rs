@@ -23,7 +23,7 @@ struct Args {
     /// Fail if any feature or fault of the coverage table happened in no seed.
     #[arg(long)]
     require_coverage: bool,
-    /// Plant a known bug (qos2-duplicate, inflight-dropped, plus-across-levels); needs `--features planted-bugs`.
+    /// Plant a known bug, by its name in `sim::PLANTED_BUGS`; needs `--features planted-bugs`.
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
     planted_bug: Option<String>,
