@@ -20,6 +20,8 @@ pub struct Expiries {
     /// The connection the broker attached the session to (its CONNECT was processed): only its end takes the
     /// session offline.
     attached: Vec<Option<ConnectionId>>,
+    /// Messages published twice (see `World::republished_into_new_session`).
+    republished: BTreeSet<MsgId>,
 }
 
 impl Expiries {
@@ -28,6 +30,7 @@ impl Expiries {
             interval: vec![0; clients],
             deadline: vec![None; clients],
             attached: vec![None; clients],
+            republished: BTreeSet::new(),
         }
     }
 }
@@ -89,6 +92,42 @@ impl World {
             u32::MAX => {}
             interval => self.expiries.deadline[client] = Some(self.now + u64::from(interval) * 1000),
         }
+    }
+
+    /// A client that missed the CONNACK of a new session (its old one expired, or ended by its DISCONNECT) still
+    /// holds its unacknowledged QoS 2 PUBLISHes and resends them with DUP into a session that has no record of
+    /// their packet ids: the broker rightly routes them as new publications, so such a message may reach a
+    /// subscriber twice, and after later ones (only in seeds with short expiries, the only way a persistent
+    /// session ends unseen by its client).
+    pub(super) fn republished_into_new_session(&mut self, client: usize, publish: &Publish) {
+        let resent = publish.qos == QoS::ExactlyOnce && publish.dup;
+        if !self.opts.short_expiry || !resent || self.model.sessions[client].qos2_pending.contains(&publish.packet_id) {
+            return;
+        }
+        let Some(id) = message_id(&publish.payload).filter(|id| self.model.messages.contains_key(id)) else {
+            return;
+        };
+        self.log(format!("c{client}: {id} resent into a new session, a new publication"));
+        for (subscriber, session) in self.model.sessions.iter().enumerate() {
+            self.model.reordered_ok.insert((subscriber, session.epoch, id.clone()));
+        }
+        self.expiries.republished.insert(id);
+    }
+
+    /// A delivery of a message published twice (see `republished_into_new_session`) is not a duplicate.
+    pub(super) fn forgive_republished(&mut self, client: usize, packet: &Packet) {
+        let Packet::Publish(publish) = packet else {
+            return;
+        };
+        let Some(id) = message_id(&publish.payload).filter(|id| self.expiries.republished.contains(id)) else {
+            return;
+        };
+        // A QoS 2 resend of a copy the client holds is no new delivery (see `SimClient::on_publish`).
+        if publish.qos == QoS::ExactlyOnce && self.clients[client].incoming_qos2.contains(&publish.packet_id) {
+            return;
+        }
+        let epoch = self.model.sessions[client].epoch;
+        self.model.delivered.remove(&(client, epoch, id));
     }
 
     /// A Session Expiry Interval for a client's DISCONNECT, sometimes: only from clients that asked for a non-zero

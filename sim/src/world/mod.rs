@@ -748,6 +748,7 @@ impl World {
                 }
             }
             Packet::Publish(publish) => {
+                self.republished_into_new_session(client, publish);
                 if !self.model.routes_publish(client, publish) {
                     return;
                 }
@@ -823,6 +824,7 @@ impl World {
             self.observe_delivery(client, &packet);
             self.check_subscription_ids(client, &packet)?;
             self.check_connack(client, &packet)?;
+            self.forgive_republished(client, &packet);
             self.client_receives(client, packet)?;
         }
         if !self.slow_acks || !self.rng.gen_bool(self.opts.slow_ack_rate) {
