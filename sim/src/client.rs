@@ -19,8 +19,9 @@ pub struct SimClient {
     pub index: usize,
     pub client_id: String,
     pub version: ProtocolVersion,
-    /// Keeps its session across connections (Clean Start 0 and a long Session Expiry).
+    /// Keeps its session across connections (Clean Start 0 and a Session Expiry, `session_expiry` seconds).
     pub persistent: bool,
+    pub session_expiry: u32,
     /// Uses only shared subscriptions (so its deliveries are checked as a group member's).
     pub shared_only: bool,
     pub conn: Option<ConnectionId>,
@@ -32,6 +33,9 @@ pub struct SimClient {
     pub filters: BTreeMap<String, SubscriptionOptions>,
     /// Every filter it has used in this epoch (retained deliveries may match any of them).
     pub filters_ever: BTreeSet<String>,
+    /// Subscription Identifiers it has given in this epoch, each with its filter (MQTT 5), and the next one.
+    pub subscription_ids: BTreeMap<u32, String>,
+    pub next_subscription_id: u32,
     pub outgoing: BTreeMap<u16, Outgoing>,
     pub next_packet_id: u16,
     /// QoS 2 packet ids received and not yet released [MQTT-4.3.3-9]: survives reconnects like the session.
@@ -56,6 +60,9 @@ pub struct SimClient {
     pub pending_subscribes: BTreeMap<u16, Vec<(String, QoS)>>,
     /// Will Delay Interval of the armed will (seconds).
     pub armed_will_delay: u32,
+    /// QoS and Retain of the armed will.
+    pub armed_will_qos: QoS,
+    pub armed_will_retain: bool,
     pub next_seq: u64,
     pub will_count: u64,
     /// The will id of the current connection.
@@ -76,6 +83,7 @@ impl SimClient {
             client_id: format!("sim-{index}"),
             version,
             persistent,
+            session_expiry: 86_400,
             shared_only,
             conn: None,
             connacked: false,
@@ -84,6 +92,8 @@ impl SimClient {
             epoch: 0,
             filters: BTreeMap::new(),
             filters_ever: BTreeSet::new(),
+            subscription_ids: BTreeMap::new(),
+            next_subscription_id: 1,
             outgoing: BTreeMap::new(),
             next_packet_id: 1,
             incoming_qos2: BTreeSet::new(),
@@ -97,6 +107,8 @@ impl SimClient {
             granted: BTreeMap::new(),
             pending_subscribes: BTreeMap::new(),
             armed_will_delay: 0,
+            armed_will_qos: QoS::AtLeastOnce,
+            armed_will_retain: false,
             next_seq: 1,
             will_count: 0,
             armed_will: None,
@@ -104,14 +116,15 @@ impl SimClient {
         }
     }
 
-    /// The CONNECT for a new connection.
-    pub fn connect_packet(&mut self, with_will: bool, will_delay: u32) -> Connect {
+    /// The CONNECT for a new connection; the will (if any) has `will_delay` and, as `will_options`, its QoS and
+    /// Retain flag.
+    pub fn connect_packet(&mut self, with_will: bool, will_delay: u32, will_options: (QoS, bool)) -> Connect {
         let mut connect = mqtt_core::harness::connect_packet(self.version, &self.client_id);
         connect.clean_start = !self.persistent;
         connect.keep_alive = 60;
         if self.version.is_v5() {
             if self.persistent {
-                connect.properties.session_expiry_interval = Some(86_400);
+                connect.properties.session_expiry_interval = Some(self.session_expiry);
             }
             if self.receive_maximum != u16::MAX {
                 connect.properties.receive_maximum = Some(self.receive_maximum);
@@ -126,8 +139,8 @@ impl SimClient {
             connect.will = Some(Will {
                 topic: format!("will/{}", self.index),
                 payload: Bytes::from(id.clone()),
-                qos: QoS::AtLeastOnce,
-                retain: false,
+                qos: will_options.0,
+                retain: will_options.1,
                 properties: Properties {
                     will_delay_interval: (will_delay > 0 && self.version.is_v5()).then_some(will_delay),
                     ..Properties::default()
@@ -135,6 +148,7 @@ impl SimClient {
             });
             self.armed_will = Some(id);
             self.armed_will_delay = if self.version.is_v5() { will_delay } else { 0 };
+            (self.armed_will_qos, self.armed_will_retain) = will_options;
         }
         // [MQTT-3.1.2-24]: the broker must not send a packet larger than this; the decoder rejects one.
         let limit = self.max_packet_size.map_or(usize::MAX, |max| max as usize);
@@ -172,6 +186,7 @@ impl SimClient {
             self.epoch += 1;
             self.filters.clear();
             self.filters_ever.clear();
+            self.subscription_ids.clear();
             self.outgoing.clear();
             self.incoming_qos2.clear();
             self.granted.clear();

@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod client;
 pub mod cluster;
+pub mod coverage;
 pub mod invariants;
 pub mod model;
 pub mod options;
@@ -63,6 +64,10 @@ pub struct Report {
     pub simulated_ms: u64,
     pub trace_hash: u64,
     pub trace_lines: u64,
+    /// Work units spent (steps, network events, broker Ticks), against the budget (see `world::budget`).
+    pub work: u64,
+    /// What the run really exercised.
+    pub coverage: coverage::Coverage,
 }
 
 /// A broken invariant, with what is needed to understand and reproduce it.
@@ -97,6 +102,7 @@ fn broker_config(options: &Options) -> Config {
         shared_payload_min: options.shared_payload_min,
         wildcard_subscriptions: options.wildcards,
         shared_subscriptions: options.shared,
+        retain_available: !options.retain_unavailable,
         persistence: options.persistence,
         max_queued_bytes: options.quotas.max_queued_bytes,
         max_queued_bytes_total: options.quotas.max_queued_bytes_total,
@@ -148,6 +154,7 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
     })();
     match outcome {
         Ok(()) => Ok(Report {
+            coverage: world.finish_coverage(),
             seed,
             options,
             counts: world.counts.clone(),
@@ -155,6 +162,7 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
             simulated_ms: world.now,
             trace_hash: world.trace.hash(),
             trace_lines: world.trace.lines(),
+            work: world.budget.work,
         }),
         Err(violation) => Err(Failure {
             seed,
@@ -175,6 +183,9 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "inflight-dropped" => Some(Core::InflightDroppedOnReconnect),
         "plus-across-levels" => Some(Core::PlusMatchesAcrossLevels),
         "qos2-receipt-not-persisted" => Some(Core::Qos2ReceiptNotPersisted),
+        "keep-alive-spin" => Some(Core::KeepAliveRearmsStaleDeadline),
+        "disconnect-expiry-ignored" => Some(Core::DisconnectExpiryIgnored),
+        "takeover-publishes-delayed-will" => Some(Core::TakeoverPublishesDelayedWill),
         _ => None,
     };
     let storage = match name {
@@ -195,4 +206,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "sync-skipped-before-ack",
     "snapshot-renamed-before-sync",
     "recovery-skips-damaged-frame",
+    "keep-alive-spin",
+    "disconnect-expiry-ignored",
+    "takeover-publishes-delayed-will",
 ];

@@ -19,8 +19,7 @@ struct Args {
     /// Simulate a cluster of this many nodes (3 or 5) instead of one broker.
     #[arg(long)]
     nodes: Option<usize>,
-    /// Plant a known bug in the core: qos2-duplicate, inflight-dropped, plus-across-levels (needs the
-    /// `planted-bugs` feature).
+    /// Plant a known bug in the core, by its name in `sim::PLANTED_BUGS` (needs the `planted-bugs` feature).
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
     planted_bug: Option<String>,
@@ -85,6 +84,7 @@ fn main() -> ExitCode {
                 report.simulated_ms as f64 / 1000.0 / elapsed,
                 report.trace_lines
             );
+            println!("covered: {}", report.coverage);
             println!("trace hash: {:#018x}", report.trace_hash);
             ExitCode::SUCCESS
         }

@@ -67,6 +67,15 @@ pub struct Options {
     /// Broker quotas (issue #9; 0 = unlimited). Drawn from a stream of their own, so that a seed's workload and
     /// faults are the same whether or not they are on.
     pub quotas: QuotaOptions,
+    /// Some MQTT 5 clients keep their session for seconds only and change that on DISCONNECT (see
+    /// `world::expiry`); only without persistence.
+    pub short_expiry: bool,
+    /// The broker supports no retained messages (`Config::retain_available` off): clients then publish none, and
+    /// a misbehaving one that does is disconnected.
+    pub retain_unavailable: bool,
+    /// Some MQTT 5 clients connect with an empty client identifier and get one assigned (only without access
+    /// rules, which name clients by identifier).
+    pub assigned_ids: bool,
     /// `Config::shared_payload_min`: payloads at least this long go out shared rather than copied. The
     /// simulated payloads are a few bytes, so small values exercise the shared path and `usize::MAX` the copied one.
     pub shared_payload_min: usize,
@@ -156,6 +165,14 @@ impl QuotaOptions {
     }
 }
 
+/// Most seeds have 2 to 8 clients (many overlaps per topic); one in ten has up to 64, so that large subscriber
+/// lists, wide fan-out and many connections from one address are exercised. From its own stream, so that the
+/// other choices of a seed stay what they were.
+fn many_clients_from_seed(seed: u64) -> Option<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c62_272e_07bb_0142);
+    rng.gen_bool(0.1).then(|| rng.gen_range(9..=64))
+}
+
 /// From its own stream, so that the other choices of a seed stay what they were before it existed.
 fn shared_payload_min_from_seed(seed: u64) -> usize {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_d0b1_e5ca_1ab5);
@@ -210,8 +227,36 @@ impl Options {
             quotas: QuotaOptions::from_seed(seed),
             shared_payload_min: shared_payload_min_from_seed(seed),
             disk: DiskOptions::default(),
+            short_expiry: false,
+            retain_unavailable: false,
+            assigned_ids: false,
         }
         .with_durability(rng)
+        .with_many_clients(seed)
+        .with_short_expiry(seed)
+    }
+
+    fn with_short_expiry(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x2545_f491_4f6c_dd1d);
+        self.short_expiry = !self.persistence && rng.gen_bool(0.5);
+        self.retain_unavailable = rng.gen_bool(0.15);
+        if self.retain_unavailable {
+            self.retained = false;
+        }
+        self.assigned_ids = !self.quotas.acl && rng.gen_bool(0.3);
+        self
+    }
+
+    fn with_many_clients(mut self, seed: u64) -> Options {
+        if let Some(clients) = many_clients_from_seed(seed) {
+            self.clients = clients;
+            // The will topics (`will/{client}`) stay within the topic length quota, as with fewer clients.
+            if self.quotas.max_topic_length > 0 {
+                let longest = format!("will/{}", clients - 1).len();
+                self.quotas.max_topic_length = self.quotas.max_topic_length.max(longest);
+            }
+        }
+        self
     }
 
     /// Drawn last, so that the other choices of a seed stay what they were before durability existed.
@@ -273,7 +318,8 @@ impl fmt::Display for Options {
              max_delay={}ms chunking={} slow_ack={:.2} receive_max={} client_receive_max={} max_inflight={} max_queued={} max_packet={} max_topic_alias={} client_max_packet={:?} \
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
-             compact_bytes={} shared_payload_min={}",
+             compact_bytes={} shared_payload_min={} short_expiry={} \
+             retain_unavailable={} assigned_ids={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -323,7 +369,10 @@ impl fmt::Display for Options {
             self.disk.mid_write_share,
             self.disk.compaction_cut_rate,
             self.disk.compact_bytes,
-            self.shared_payload_min
+            self.shared_payload_min,
+            self.short_expiry,
+            self.retain_unavailable,
+            self.assigned_ids
         )
     }
 }

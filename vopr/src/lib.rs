@@ -31,6 +31,8 @@ pub struct Outcome {
     pub simulated_ms: u64,
     /// Broker crashes and restarts from the simulated disk, over all passing seeds.
     pub broker_restarts: u64,
+    /// In how many passing seeds each feature and fault happened.
+    pub coverage: sim::coverage::Table,
 }
 
 impl Outcome {
@@ -48,11 +50,12 @@ pub fn run(plan: &Plan) -> Outcome {
     let restarts = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
+    let coverage = Mutex::new(sim::coverage::Table::default());
     let end_seed = plan.seeds.map(|n| plan.first_seed.saturating_add(n));
     std::thread::scope(|scope| {
         for _ in 0..plan.threads.max(1) {
-            let (next, done, simulated, failed, failures, restarts) =
-                (&next, &done, &simulated, &failed, &failures, &restarts);
+            let (next, done, simulated, failed, failures, restarts, coverage) =
+                (&next, &done, &simulated, &failed, &failures, &restarts, &coverage);
             scope.spawn(move || loop {
                 if plan.budget.is_some_and(|b| started.elapsed() >= b) {
                     return;
@@ -68,6 +71,9 @@ pub fn run(plan: &Plan) -> Outcome {
                     Ok(report) => {
                         simulated.fetch_add(report.simulated_ms, Ordering::Relaxed);
                         restarts.fetch_add(report.counts.broker_restarts, Ordering::Relaxed);
+                        if let Ok(mut table) = coverage.lock() {
+                            table.add(report.coverage);
+                        }
                     }
                     Err(failure) => {
                         if plan.progress {
@@ -101,5 +107,6 @@ pub fn run(plan: &Plan) -> Outcome {
         elapsed: started.elapsed(),
         simulated_ms: simulated.load(Ordering::Relaxed),
         broker_restarts: restarts.load(Ordering::Relaxed),
+        coverage: coverage.into_inner().unwrap_or_default(),
     }
 }

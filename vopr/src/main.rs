@@ -26,7 +26,10 @@ struct Args {
     /// With --cluster: always this many nodes (default: each seed chooses 3 or 5).
     #[arg(long)]
     nodes: Option<usize>,
-    /// Plant a known bug (see `sim::PLANTED_BUGS`: core and storage bugs); needs `--features planted-bugs`.
+    /// Fail if any feature or fault of the coverage table happened in no seed.
+    #[arg(long)]
+    require_coverage: bool,
+    /// Plant a known bug, by its name in `sim::PLANTED_BUGS` (core and storage bugs); needs `--features planted-bugs`.
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
     planted_bug: Option<String>,
@@ -86,6 +89,19 @@ fn main() -> ExitCode {
         outcome.simulated_ms as f64 / 1000.0 / outcome.elapsed.as_secs_f64().max(1e-9),
         outcome.broker_restarts
     );
+    print!("{}", outcome.coverage);
+    let missing = outcome.coverage.missing();
+    if args.require_coverage && !missing.is_empty() {
+        for feature in &missing {
+            println!("NOT COVERED: {}", feature.text());
+        }
+        println!(
+            "vopr: {} features never exercised in {} seeds",
+            missing.len(),
+            outcome.seeds_run
+        );
+        return ExitCode::FAILURE;
+    }
     if outcome.failures.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -104,3 +104,66 @@ fn parallel_runner_reports_every_seed() {
     let outcome = vopr::run(&plan);
     assert_eq!(outcome.seeds_run, 20);
 }
+
+/// A planted bug found by the violation it should trigger (not merely by any failure), within a bounded number of
+/// seeds and of wall time: the seed that finds it and the time it took.
+fn found_by(name: &str, expected: &str, max_wall: std::time::Duration) -> (u64, std::time::Duration) {
+    let bug = sim::planted_bug_named(name).expect("known planted bug");
+    let planted = sim::RunConfig {
+        planted_bug: Some(bug),
+        ..Default::default()
+    };
+    let clean = sim::RunConfig::default();
+    let started = std::time::Instant::now();
+    for seed in 1..=MAX_SEEDS {
+        assert!(
+            started.elapsed() < max_wall,
+            "planted bug {name} not found within {max_wall:?} (at seed {seed})"
+        );
+        match sim::run(seed, &planted) {
+            Err(failure) if failure.violation.contains(expected) => {
+                assert!(sim::run(seed, &clean).is_ok(), "seed {seed} fails without the bug too");
+                return (seed, started.elapsed());
+            }
+            Err(failure) => panic!(
+                "seed {seed}: {name} found by the wrong violation: {}",
+                failure.violation
+            ),
+            Ok(_) => {}
+        }
+    }
+    panic!("planted bug {name} not found in {MAX_SEEDS} seeds");
+}
+
+/// A keep-alive timer that re-arms itself for a deadline already past makes the broker ask for Ticks forever at one
+/// instant: the run must fail as stalled (naming the timer), not hang.
+#[test]
+fn finds_keep_alive_spin_as_a_stall() {
+    let (seed, took) = found_by("keep-alive-spin", "stalled", std::time::Duration::from_secs(120));
+    eprintln!("keep-alive-spin found at seed {seed} in {took:?}");
+}
+
+/// A Session Expiry Interval set on DISCONNECT that the broker ignores: the session outlives (or falls short of)
+/// what the client asked, so a later CONNECT gets the wrong Session Present.
+#[test]
+fn finds_disconnect_expiry_ignored_by_session_present() {
+    let (seed, took) = found_by(
+        "disconnect-expiry-ignored",
+        "Session Present",
+        std::time::Duration::from_secs(300),
+    );
+    eprintln!("disconnect-expiry-ignored found at seed {seed} in {took:?}");
+}
+
+/// A takeover that publishes the old connection's will although the session resumes within its Will Delay: the
+/// will model (decided when the broker takes the connection over) finds it.
+#[test]
+fn finds_takeover_publishing_a_delayed_will() {
+    let expected = "published although its session resumed";
+    let (seed, took) = found_by(
+        "takeover-publishes-delayed-will",
+        expected,
+        std::time::Duration::from_secs(300),
+    );
+    eprintln!("takeover-publishes-delayed-will found at seed {seed} in {took:?}");
+}

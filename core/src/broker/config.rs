@@ -107,6 +107,13 @@ pub enum PlantedBug {
     /// A message to a shared subscription goes to every member of the group, not one (section 4.8.2) (found by
     /// `verify`).
     SharedToEveryMember,
+    /// A keep-alive check that finds the connection alive re-arms its timer for the deadline that just passed
+    /// instead of the new one, so it is due again at once, forever: the driver spins (the broker still works).
+    KeepAliveRearmsStaleDeadline,
+    /// A Session Expiry Interval sent on DISCONNECT is ignored: the session keeps the one from CONNECT.
+    DisconnectExpiryIgnored,
+    /// A takeover publishes the old connection's will even when the session resumes within its Will Delay.
+    TakeoverPublishesDelayedWill,
 }
 
 impl Default for Config {

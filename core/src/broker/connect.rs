@@ -483,6 +483,7 @@ impl Broker {
 
     /// Disconnects whichever connection holds the session, because another CONNECT claims its client id.
     fn take_over(&mut self, key: SessionKey, clean_start: bool) {
+        let always = self.planted(super::planted::PlantedBugKind::TakeoverPublishesDelayedWill);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -493,7 +494,7 @@ impl Broker {
         // otherwise the new connection arrived within the delay, which cancels it [MQTT-3.1.2-8].
         if let Some(will) = session.will.take() {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            if delay == 0 || clean_start {
+            if delay == 0 || clean_start || always {
                 let (client_id, username) = (Arc::clone(&session.client_id), session.username.clone());
                 self.publish_will(*will, &client_id, username.as_deref());
             }
@@ -611,7 +612,9 @@ impl Broker {
         let Some(key) = self.connections.get(&conn).and_then(|c| c.session) else {
             return;
         };
-        if let Some(requested) = disconnect.properties.session_expiry_interval {
+        let requested = disconnect.properties.session_expiry_interval;
+        let requested = requested.filter(|_| !self.planted(super::planted::PlantedBugKind::DisconnectExpiryIgnored));
+        if let Some(requested) = requested {
             let current = self.sessions.get(&key).map(|s| s.expiry_interval).unwrap_or(0);
             // [MQTT-3.14.2-2]: a session that was to end with the connection cannot be given an expiry now.
             if current == 0 && requested != 0 {

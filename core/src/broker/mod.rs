@@ -339,6 +339,12 @@ impl Broker {
         self.timers.next_deadline()
     }
 
+    /// The next timer and its deadline, described (e.g. `Connection(ConnectionId(3))`), for diagnostics: the
+    /// simulator names it when a run stalls.
+    pub fn next_timer(&self) -> Option<(Time, String)> {
+        self.timers.peek().map(|(at, timer)| (at, format!("{timer:?}")))
+    }
+
     /// Number of open connections.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
@@ -638,7 +644,9 @@ impl Broker {
         self.timers.len()
     }
 
+    /// Fires the timers due now; one armed for now meanwhile waits for the next Tick (see `Timers::firing`).
     fn fire_timers(&mut self) {
+        self.timers.begin_firing(self.now);
         while let Some(timer) = self.timers.pop_due(self.now) {
             match timer {
                 Timer::Connection(conn) => self.connection_timer(conn),
@@ -652,6 +660,7 @@ impl Broker {
                 }
             }
         }
+        self.timers.end_firing();
     }
 
     /// Makes sure a `Timer::Connection` entry fires for `conn` no later than `at`, unless a pending entry fires
@@ -700,6 +709,9 @@ impl Broker {
         let deadline = connection.last_activity + keep_alive_grace(connection.keep_alive);
         if self.now >= deadline {
             self.disconnect_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        } else if self.planted(planted::PlantedBugKind::KeepAliveRearmsStaleDeadline) {
+            let stale = connection.timer_due;
+            self.arm_connection_timer(conn, stale);
         } else {
             self.arm_connection_timer(conn, deadline);
         }

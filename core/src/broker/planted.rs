@@ -15,6 +15,9 @@ pub(super) enum PlantedBugKind {
     Qos2ReceiptNotPersisted,
     EnqueueNotRecorded,
     TakeoverWithoutDisconnect,
+    KeepAliveRearmsStaleDeadline,
+    DisconnectExpiryIgnored,
+    TakeoverPublishesDelayedWill,
 }
 
 impl Broker {
@@ -41,6 +44,18 @@ impl Broker {
                 | (
                     Some(PlantedBug::TakeoverWithoutDisconnect),
                     PlantedBugKind::TakeoverWithoutDisconnect
+                )
+                | (
+                    Some(PlantedBug::KeepAliveRearmsStaleDeadline),
+                    PlantedBugKind::KeepAliveRearmsStaleDeadline
+                )
+                | (
+                    Some(PlantedBug::DisconnectExpiryIgnored),
+                    PlantedBugKind::DisconnectExpiryIgnored
+                )
+                | (
+                    Some(PlantedBug::TakeoverPublishesDelayedWill),
+                    PlantedBugKind::TakeoverPublishesDelayedWill
                 )
         )
     }

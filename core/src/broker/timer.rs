@@ -29,11 +29,38 @@ pub struct Timers {
     heap: BinaryHeap<Reverse<(Time, Timer)>>,
     /// Entries left after the last compaction: the queue is compacted again once it doubles.
     live_after_compaction: usize,
+    /// While a Tick fires (`begin_firing`), the time it fires for: entries armed meanwhile for no later than that
+    /// wait in `deferred` for the next Tick, so one Tick does bounded work. A timer that kept re-arming itself for
+    /// `now` would otherwise never let `handle_input` return; this way it shows as a driver asked to tick again
+    /// and again at one instant, which the simulator reports as a stall.
+    firing: Option<Time>,
+    deferred: Vec<(Time, Timer)>,
 }
 
 impl Timers {
     pub fn arm(&mut self, deadline: Time, timer: Timer) {
-        self.heap.push(Reverse((deadline, timer)));
+        match self.firing {
+            Some(now) if deadline <= now => self.deferred.push((deadline, timer)),
+            _ => self.heap.push(Reverse((deadline, timer))),
+        }
+    }
+
+    /// A Tick at `now` starts firing the entries due (see `firing`).
+    pub fn begin_firing(&mut self, now: Time) {
+        self.firing = Some(now);
+    }
+
+    /// The Tick is done: entries it armed for its own instant are due at the next one.
+    pub fn end_firing(&mut self) {
+        self.firing = None;
+        for (deadline, timer) in self.deferred.drain(..) {
+            self.heap.push(Reverse((deadline, timer)));
+        }
+    }
+
+    /// The next entry, for diagnostics (the simulator names what a stalled run was waiting for).
+    pub fn peek(&self) -> Option<(Time, Timer)> {
+        self.heap.peek().map(|Reverse(entry)| *entry)
     }
 
     /// Entries pending, stale ones included (tests, and the broker's footprint).
@@ -78,5 +105,31 @@ impl Timers {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One Tick does bounded work: an entry armed while firing, for the Tick's own instant, is left for the next
+    /// Tick (so a timer that keeps re-arming itself for now cannot keep `handle_input` from returning).
+    #[test]
+    fn an_entry_armed_for_now_while_firing_waits_for_the_next_tick() {
+        let mut timers = Timers::default();
+        let now = Time::from_millis(100);
+        timers.arm(now, Timer::Sys);
+        timers.begin_firing(now);
+        assert_eq!(timers.pop_due(now), Some(Timer::Sys));
+        timers.arm(now, Timer::Sys);
+        timers.arm(Time::from_millis(200), Timer::Refusal(ConnectionId(1)));
+        assert_eq!(timers.pop_due(now), None, "re-armed for now: not in this Tick");
+        timers.end_firing();
+        assert_eq!(timers.next_deadline(), Some(now), "due at the next Tick");
+        assert_eq!(timers.pop_due(now), Some(Timer::Sys));
+        assert_eq!(
+            timers.peek(),
+            Some((Time::from_millis(200), Timer::Refusal(ConnectionId(1))))
+        );
     }
 }

@@ -103,7 +103,8 @@ impl World {
         if let Some(link) = self.links.get_mut(&conn) {
             link.misbehaving = true;
         }
-        let kind = self.rng.gen_range(0..9);
+        let retain_refused = self.opts.retain_unavailable && self.rng.gen_bool(0.3);
+        let kind = if retain_refused { 9 } else { self.rng.gen_range(0..9) };
         // Kind 8 needs properties, so MQTT 5.
         let version = if kind == 8 || self.rng.gen_bool(0.5) {
             ProtocolVersion::V5
@@ -180,6 +181,21 @@ impl World {
                 data.extend(publish("a", b"x".to_vec(), properties));
                 ("PUBLISH with a Subscription Identifier", data)
             }
+            // [MQTT-3.3.1-19]: a retained PUBLISH to a broker that said Retain Available 0 (0x9A).
+            9 => {
+                let mut data = connect;
+                let packet = Packet::Publish(Publish {
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    topic: "a".into(),
+                    packet_id: 1,
+                    payload: b"x".to_vec().into(),
+                    ..Default::default()
+                });
+                data.extend(encoded(&packet, version));
+                self.coverage.hit(crate::coverage::Feature::RetainRefused);
+                ("retained PUBLISH while retain is unavailable", data)
+            }
             // [MQTT-3.8.1-1]: SUBSCRIBE's fixed-header flags must be 0010.
             _ => {
                 let mut data = connect;
@@ -187,22 +203,25 @@ impl World {
                 ("SUBSCRIBE with bad flags", data)
             }
         };
-        self.log(format!("misbehaving client on {conn:?}: {what}"));
+        let digest = self.trace.absorb(&data);
+        self.log(format!("misbehaving client on {conn:?}: {what} {digest}"));
         self.schedule(self.now, Event::ToBroker { conn, data });
         Ok(())
     }
 
     /// The client believes its connection dead (half-open) and connects again while the broker still holds the old
-    /// one, which must then be closed by the takeover [MQTT-3.1.4-3]. Only without an armed will, so that the model
-    /// need not decide whether the old connection's will is due.
+    /// one, which must then be closed by the takeover [MQTT-3.1.4-3]. Its will goes with the old connection and is
+    /// decided when the broker takes it over (see `wills`).
     fn take_over(&mut self, client: usize) -> Result<(), Violation> {
         let c = &self.clients[client];
         let Some(conn) = c.conn else {
             return Ok(());
         };
-        if !c.connacked || c.armed_will.is_some() {
+        // Without a client identifier of its own, a new CONNECT is a new client: it takes nothing over.
+        if !c.connacked || c.client_id.is_empty() {
             return Ok(());
         }
+        self.abandon(client, conn);
         self.counts.takeovers += 1;
         if let Some(link) = self.links.get_mut(&conn) {
             link.zombie = true;

@@ -35,9 +35,7 @@ impl World {
         while quiet_rounds < 5 {
             steps += 1;
             if steps > budget {
-                return Err(Violation(format!(
-                    "liveness: the system did not settle within {budget} steps"
-                )));
+                return Err(self.stall(&format!("the liveness phase did not settle within {budget} steps")));
             }
             if let Some((_, event)) = self.queue.first_key_value() {
                 // Keep-alive traffic is not progress.
@@ -173,7 +171,7 @@ impl World {
         let filters = if self.opts.wildcards {
             vec!["#".to_string()]
         } else {
-            self.topics.clone()
+            self.probe_topics()
         };
         let mut data = encoded(&Packet::Connect(Box::new(connect)), ProtocolVersion::V5);
         for (packet_id, filter) in (1..).zip(filters) {

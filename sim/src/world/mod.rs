@@ -16,11 +16,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod budget;
+mod connack;
 mod disk;
 mod durability;
+mod expiry;
 mod faults;
 mod liveness;
+mod observe;
 mod receive;
+mod subids;
+mod tracing;
+mod wills;
 mod workload;
 
 #[derive(Debug)]
@@ -143,6 +150,18 @@ pub struct World {
     disk_full_until: Option<u64>,
     /// Storage suspended after a failed commit (see `disk`).
     suspension: Option<disk::Suspension>,
+    /// Work and time the run may take before it counts as stalled (see `budget`).
+    pub budget: budget::Budget,
+    /// What the run really did (see `observe`).
+    coverage: crate::coverage::Coverage,
+    /// Wills of connections abandoned for a takeover, decided when the broker takes them over (see `wills`).
+    zombie_wills: BTreeMap<ConnectionId, wills::ZombieWill>,
+    /// QoS and Retain of each will published, for the coverage of will options.
+    will_options_of: BTreeMap<MsgId, (QoS, bool)>,
+    /// Session expiry as the broker should apply it (see `expiry`).
+    expiries: expiry::Expiries,
+    /// Client identifiers the broker assigned so far (see `connack`).
+    assigned_ids: BTreeSet<String>,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -179,6 +198,8 @@ pub(super) fn encoded(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
 impl World {
     pub fn new(opts: Options, mut rng: ChaCha8Rng, config: Config, trace: Trace) -> World {
         let broker_seed = rng.gen();
+        let (opts_steps, short_expiry, clients_count) = (opts.steps, opts.short_expiry, opts.clients);
+        let assigned_ids = opts.assigned_ids;
         let clients = (0..opts.clients)
             .map(|i| {
                 let version = if rng.gen_bool(opts.v5_share) {
@@ -194,6 +215,13 @@ impl World {
                     u16::MAX
                 };
                 let mut client = SimClient::new(i, version, persistent, shared_only, receive_maximum);
+                if let Some(interval) = expiry::short_expiry(i).filter(|_| short_expiry) {
+                    client.session_expiry = interval;
+                }
+                if assigned_ids && version.is_v5() && !persistent && i % 3 == 2 {
+                    // [MQTT-3.1.3-6]: the broker assigns one, and says which in CONNACK [MQTT-3.2.2-16].
+                    client.client_id.clear();
+                }
                 if version.is_v5() && rng.gen_bool(0.5) {
                     client.max_packet_size = opts.client_max_packet_size;
                 }
@@ -230,6 +258,12 @@ impl World {
             dropped_before_restarts: 0,
             disk_full_until: None,
             suspension: None,
+            budget: budget::Budget::for_steps(opts_steps),
+            coverage: Default::default(),
+            zombie_wills: BTreeMap::new(),
+            will_options_of: BTreeMap::new(),
+            expiries: expiry::Expiries::new(clients_count),
+            assigned_ids: BTreeSet::new(),
         }
     }
 
@@ -290,6 +324,7 @@ impl World {
         for output in outputs {
             match output {
                 Output::Persist(record) => {
+                    self.trace_record(&record);
                     if let Some(disk) = self.disk.as_mut() {
                         disk.append(&record);
                     }
@@ -334,6 +369,7 @@ impl World {
                     "c{} {:?}: broker holds PUBLISH id={}",
                     pending.client, pending.conn, pending.publish.packet_id
                 ));
+                self.observe_held_publish();
                 self.awaiting_admission.push(pending);
             } else if refused.contains(&(pending.conn, pending.publish.packet_id)) {
                 self.forget_refused(&pending);
@@ -396,6 +432,8 @@ impl World {
                 }
                 let at = (self.now + delay).max(link.last_to_client);
                 link.last_to_client = at;
+                let digest = self.trace.absorb(&data);
+                self.log(format!("broker sends {conn:?} {} bytes {digest}", data.len()));
                 self.schedule(at, Event::ToClient { conn, data });
             }
             Output::Close { conn } => {
@@ -412,7 +450,10 @@ impl World {
                 }
                 self.log(format!("broker closes {conn:?}"));
             }
-            Output::Event(event) => self.log(format!("event {event:?}")),
+            Output::Event(event) => {
+                self.observe_event(&event);
+                self.log(format!("event {event:?}"));
+            }
             // Records were taken out and committed by `broker_input` before any output was routed.
             Output::Persist(_) => {}
         }
@@ -422,6 +463,9 @@ impl World {
     /// The broker is done with a client's connection: its will is due unless it disconnected normally, and a
     /// session that ends with the connection is gone.
     fn connection_ended(&mut self, client: usize, conn: ConnectionId, normal: bool) {
+        if self.zombie_ended(client, conn) {
+            return;
+        }
         let current = self.clients[client].conn == Some(conn) || self.clients[client].conn.is_none();
         if !current {
             return;
@@ -432,7 +476,8 @@ impl World {
             .take()
             .filter(|id| self.model.wills.get(id) == Some(&WillState::Armed));
         if let Some(id) = armed {
-            let delay = u64::from(self.clients[client].armed_will_delay);
+            // The will goes out after its delay or when the session ends, whichever is first [MQTT-3.1.3-9].
+            let delay = u64::from(self.clients[client].armed_will_delay.min(self.session_expiry(client)));
             if normal {
                 self.model.wills.insert(id, WillState::Discarded);
             } else if delay > 0 && self.clients[client].persistent {
@@ -443,24 +488,19 @@ impl World {
                     "c{client} {conn:?} ended abnormally: will {id} due at {due_at}ms"
                 ));
             } else {
-                self.model.wills.insert(id.clone(), WillState::Due);
-                let will = Publish {
-                    qos: QoS::AtLeastOnce,
-                    topic: format!("will/{client}"),
-                    payload: Bytes::from(id.clone()),
-                    ..Default::default()
-                };
-                self.model.on_publish(None, &will, Some(id.clone()));
+                self.will_due(client, &id);
                 self.log(format!("c{client} {conn:?} ended abnormally: will {id} due"));
             }
         }
         if !self.clients[client].persistent {
             self.model.on_session_end(client);
         }
+        self.expiry_on_end(client, conn);
     }
 
     fn fire_timers(&mut self) -> Result<(), Violation> {
         while self.broker.poll_timeout().is_some_and(|t| t.as_millis() <= self.now) {
+            self.spend_tick()?;
             self.broker_input(Input::Tick)?;
         }
         Ok(())
@@ -480,6 +520,7 @@ impl World {
             }
             other => other,
         };
+        self.observe_sent(&packet);
         let data = encoded(&packet, version);
         let delay = self.delay();
         let Some(link) = self.links.get_mut(&conn) else {
@@ -487,7 +528,8 @@ impl World {
         };
         let at = (self.now + delay).max(link.last_to_broker);
         link.last_to_broker = at;
-        self.log(format!("c{client} {conn:?} sends {}", describe(&packet)));
+        let digest = self.trace.absorb(&data);
+        self.log(format!("c{client} {conn:?} sends {} {digest}", describe(&packet)));
         self.schedule(at, Event::ToBroker { conn, data });
     }
 
@@ -542,7 +584,8 @@ impl World {
         } else {
             0
         };
-        let connect = self.clients[client].connect_packet(with_will, will_delay);
+        let will_options = self.will_options(with_will, will_delay);
+        let connect = self.clients[client].connect_packet(with_will, will_delay, will_options);
         self.send(client, Packet::Connect(Box::new(connect)));
         // Clients may send packets right after CONNECT, before CONNACK [MQTT-3.1.4-6]: the broker must not answer
         // this one before its CONNACK, however late the verdict comes (checked in `client_receives`).
@@ -570,6 +613,9 @@ impl World {
                 data.len()
             };
             let chunk = &data[offset..offset + size];
+            // The bytes are in the hash from their sending (`send`, `misbehave`); how they are cut into inputs is
+            // added here, without a line of its own (there would be more of those than of all others).
+            self.trace.absorb(&(size as u32).to_le_bytes());
             offset += size;
             let mut packets = Vec::new();
             if let Some(link) = self.links.get_mut(&conn) {
@@ -627,6 +673,7 @@ impl World {
                         _ => (vec![model_after], " during a compaction"),
                     };
                     self.counts.mid_write_crashes += 1;
+                    self.observe_torn_commit();
                     return self.restart_broker(candidates, during);
                 }
                 self.power_cut_in = match (self.power_cut_in, self.disk.as_mut()) {
@@ -665,6 +712,7 @@ impl World {
             self.log(format!("{conn:?}: the verdict on its CONNECT comes at {at}ms"));
             self.schedule(at, Event::AuthVerdict { conn });
         }
+        self.observe_deferred_verdict();
         true
     }
 
@@ -698,8 +746,11 @@ impl World {
     }
 
     fn model_processes(&mut self, client: usize, conn: ConnectionId, packet: &Packet) {
+        self.observe_read(packet);
         match packet {
             Packet::Connect(connect) => {
+                self.expiry_on_connect(client, conn, connect);
+                self.takeover_decides_will(client, connect.clean_start);
                 self.model.on_connect(client, connect.clean_start, self.now);
                 self.model.sessions[client].max_packet_size = connect.properties.maximum_packet_size;
                 if let Some(will) = &connect.will {
@@ -727,6 +778,7 @@ impl World {
                 }
             }
             Packet::Publish(publish) => {
+                self.republished_into_new_session(client, publish);
                 if !self.model.routes_publish(client, publish) {
                     return;
                 }
@@ -759,6 +811,7 @@ impl World {
             }
             Packet::PubRel(rel) => self.model.on_pubrel(client, rel.packet_id),
             Packet::Disconnect(disconnect) => {
+                self.expiry_on_disconnect(client, disconnect);
                 if let Some(link) = self.links.get_mut(&conn) {
                     link.saw_disconnect = disconnect.reason == ReasonCode::NORMAL_DISCONNECTION;
                 }
@@ -798,6 +851,10 @@ impl World {
                 Err(e) => return Err(Violation(format!("c{client} cannot decode what the broker sent: {e}"))),
             };
             self.log(format!("c{client} {conn:?} receives {}", describe(&packet)));
+            self.observe_delivery(client, &packet);
+            self.check_subscription_ids(client, &packet)?;
+            self.check_connack(client, &packet)?;
+            self.forgive_republished(client, &packet);
             self.client_receives(client, packet)?;
         }
         if !self.slow_acks || !self.rng.gen_bool(self.opts.slow_ack_rate) {
@@ -835,6 +892,7 @@ impl World {
     /// One step: a fault maybe, then either the next network event or a client action.
     pub fn step(&mut self) -> Result<(), Violation> {
         self.counts.steps += 1;
+        self.spend()?;
         if self.faults {
             self.inject_faults()?;
         }
@@ -852,6 +910,7 @@ impl World {
         let Some(((at, _), event)) = self.queue.pop_first() else {
             return Ok(());
         };
+        self.spend()?;
         self.now = self.now.max(at);
         self.fire_timers()?;
         self.handle_event(event)

@@ -22,7 +22,21 @@ impl World {
             50..=56 => self.unsubscribe(client),
             57..=58 => {
                 self.flush_acks(client);
-                self.send(client, Packet::Disconnect(Disconnect::default()));
+                // Sometimes an MQTT 5 client asks for its will to be published [MQTT-3.14.4-3].
+                let c = &self.clients[client];
+                let with_will = c.version.is_v5() && c.armed_will.is_some() && self.rng.gen_bool(0.3);
+                let disconnect = Disconnect {
+                    reason: if with_will {
+                        ReasonCode::DISCONNECT_WITH_WILL
+                    } else {
+                        ReasonCode::NORMAL_DISCONNECTION
+                    },
+                    properties: Properties {
+                        session_expiry_interval: self.disconnect_expiry(client),
+                        ..Default::default()
+                    },
+                };
+                self.send(client, Packet::Disconnect(disconnect));
                 // A client hangs up after DISCONNECT; the broker closes its side.
                 self.clients[client].conn = None;
                 if let Some(link) = self.links.get_mut(&conn) {
@@ -133,9 +147,17 @@ impl World {
             .insert(packet_id, vec![(filter.clone(), options.qos)]);
         let best = c.granted.entry(filter.clone()).or_insert(options.qos);
         *best = (*best).max(options.qos);
+        let mut properties = Properties::default();
+        // MQTT 5 clients often name their subscriptions; deliveries must then carry the name [MQTT-3.3.4-3].
+        if v5 && self.rng.gen_bool(0.5) {
+            let id = c.next_subscription_id;
+            c.next_subscription_id += 1;
+            c.subscription_ids.insert(id, filter.clone());
+            properties.subscription_identifiers.push(id);
+        }
         let subscribe = Subscribe {
             packet_id,
-            properties: Properties::default(),
+            properties,
             filters: vec![(filter, options)],
         };
         self.send(client, Packet::Subscribe(subscribe));
