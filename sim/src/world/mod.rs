@@ -345,6 +345,17 @@ impl World {
             disk::Commit::Compacted(generation) => self.log(format!("log compacted into snapshot {generation}")),
             disk::Commit::Failed(error) => return self.suspend_storage(rest, &error),
             disk::Commit::PowerCut { committed } => {
+                // The broker's state changed as the input's closes say (a will published on a DISCONNECT with
+                // Will, a session ended with its connection) whether or not the outputs leave: the model follows
+                // before `restart_broker` chooses what recovery may restore.
+                for output in &rest {
+                    if let Output::Close { conn } = output {
+                        if let Some((Some(client), normal)) = self.links.get(conn).map(|l| (l.client, l.saw_disconnect))
+                        {
+                            self.connection_ended(client, *conn, normal);
+                        }
+                    }
+                }
                 // The process dies: nothing of this input leaves (see `restart_broker`).
                 self.power_cut_struck = Some(committed);
                 return Ok(());
