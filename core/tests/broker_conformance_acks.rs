@@ -322,3 +322,147 @@ fn request_problem_information_0_keeps_reason_strings_off_other_packets_mqtt_3_1
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn an_empty_property_set_is_sent_as_property_length_zero_mqtt_2_2_2_1() {
+    // [MQTT-2.2.2-1]: a SUBACK without properties carries Property Length 0 before its reason codes.
+    let mut out = bytes::BytesMut::new();
+    let suback = Packet::SubAck(SubAck {
+        packet_id: 9,
+        properties: Properties::default(),
+        reasons: vec![ReasonCode(1)],
+    });
+    mqtt_core::codec::encode(&suback, ProtocolVersion::V5, &mut out).unwrap();
+    assert_eq!(
+        &out[..],
+        &[0x90, 4, 0, 9, 0, 1],
+        "fixed header, packet id, property length 0, reason"
+    );
+}
+
+#[test]
+fn a_wills_user_properties_keep_their_order_mqtt_3_1_3_10() {
+    // [MQTT-3.1.3-10]: the Will Properties' User Properties are forwarded in their order.
+    let mut h = harness();
+    let watcher = connected(&mut h, v5("uwatch"));
+    subscribe(&mut h, watcher, "will/u", QoS::AtMostOnce);
+    let order = vec![
+        ("b".to_string(), "1".to_string()),
+        ("a".to_string(), "2".to_string()),
+        ("b".to_string(), "3".to_string()),
+    ];
+    let mut connect = v5("uauthor");
+    connect.will = Some(Will {
+        topic: "will/u".into(),
+        payload: "bye".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties {
+            user_properties: order.clone(),
+            ..Properties::default()
+        },
+    });
+    let author = connected(&mut h, connect);
+    h.drop_connection(author);
+    let got = publishes(&mut h, watcher);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].properties.user_properties, order);
+}
+
+#[test]
+fn the_send_quota_never_exceeds_the_clients_receive_maximum_mqtt_4_9_0_1() {
+    // [MQTT-4.9.0-1]: the broker's send quota towards a client starts at (at most) its Receive Maximum.
+    let mut h = harness();
+    let mut connect = v5("slow");
+    connect.properties.receive_maximum = Some(2);
+    let sub = connected(&mut h, connect);
+    subscribe(&mut h, sub, "q", QoS::AtLeastOnce);
+    let publ = connected(&mut h, v5("fast"));
+    for id in 1..=5 {
+        publish(&mut h, publ, "q", &format!("m{id}"), QoS::AtLeastOnce, id);
+    }
+    let first = publishes(&mut h, sub);
+    assert_eq!(
+        payloads(&first),
+        vec!["m1", "m2"],
+        "two in flight, as the Receive Maximum allows"
+    );
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse {
+            packet_id: first[0].packet_id,
+            reason: ReasonCode(0),
+            properties: Properties::default(),
+        }),
+    );
+    assert_eq!(
+        payloads(&publishes(&mut h, sub)),
+        vec!["m3"],
+        "one acknowledgement frees one slot"
+    );
+}
+
+#[test]
+fn a_qos2_message_sent_is_not_expired_and_its_pubrel_uses_a_pubrel_reason_mqtt_4_3_3_7() {
+    // [MQTT-4.3.3-7]: once a QoS 2 PUBLISH was sent, its Message Expiry no longer applies: it is resent after
+    // expiring. [MQTT-3.6.2-1]: the PUBREL the broker sends carries a PUBREL reason code (0x00).
+    let mut h = harness();
+    let mut sub_connect = v5("exp2");
+    sub_connect.clean_start = false;
+    sub_connect.properties.session_expiry_interval = Some(600);
+    let sub = connected(&mut h, sub_connect.clone());
+    subscribe(&mut h, sub, "e", QoS::ExactlyOnce);
+    let publ = connected(&mut h, v5("epub"));
+    let mut message = publish_packet("e", "short-lived", QoS::ExactlyOnce, 1);
+    message.properties.message_expiry_interval = Some(2);
+    h.send(publ, Packet::Publish(message));
+    let sent = publishes(&mut h, sub);
+    assert_eq!(sent.len(), 1);
+    h.drop_connection(sub);
+    h.advance(Duration::from_secs(10));
+    let (sub, _) = connect_ok(&mut h, sub_connect);
+    let again = publishes(&mut h, sub);
+    assert_eq!(
+        payloads(&again),
+        vec!["short-lived"],
+        "resent although its expiry passed"
+    );
+    h.send(
+        sub,
+        Packet::PubRec(PubResponse {
+            packet_id: again[0].packet_id,
+            reason: ReasonCode(0),
+            properties: Properties::default(),
+        }),
+    );
+    match h.recv(sub) {
+        Some(Packet::PubRel(rel)) => assert_eq!(rel.reason, ReasonCode(0)),
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_connects_and_bad_flags_close_without_connack_mqtt_3_1_4_1_v311() {
+    // [MQTT-3.1.4-1] (3.1.1): a CONNECT that does not conform is answered by closing, without CONNACK (the
+    // reserved flag bit set here). [MQTT-2.2.2-2] (3.1.1): invalid fixed-header flags close the connection.
+    let mut h = harness();
+    let conn = h.open();
+    // CONNECT, 3.1.1, connect flags 0x03: the reserved bit 0 is set.
+    h.send_bytes(
+        conn,
+        &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'x'],
+    );
+    assert!(h.recv(conn).is_none(), "no CONNACK");
+    assert!(h.is_closed(conn));
+    // [MQTT-3.1.4-1]: the same for MQTT 5, which may first learn the reason (CONNACK 0x81 Malformed Packet).
+    let conn = h.open();
+    h.send_bytes(conn, &[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x03, 0, 60, 0, 0, 1, b'x']);
+    if let Some(packet) = h.recv(conn) {
+        assert!(matches!(packet, Packet::ConnAck(ref ack) if ack.reason.0 >= 0x80), "got {packet:?}");
+    }
+    assert!(h.is_closed(conn));
+    let conn = connected(&mut h, v311("flags"));
+    // SUBSCRIBE with fixed-header flags 0 instead of 2.
+    h.send_bytes(conn, &[0x80, 6, 0, 1, 0, 1, b't', 0]);
+    assert!(h.is_closed(conn));
+}
