@@ -93,7 +93,7 @@ fn unknown_authentication_method_gets_0x8c() {
     assert!(h.is_closed(conn));
 }
 
-/// AUTH 0x18 for more data [MQTT-4.12.0-2]; the CONNACK repeats the Authentication Method [MQTT-4.12.0-5]; a failed
+/// AUTH 0x18 for more data [MQTT-4.12.0-2], AUTH reasons from the AUTH table only [MQTT-3.15.2-1]; the CONNACK repeats the Authentication Method [MQTT-4.12.0-5]; a failed
 /// re-authentication ends the connection [MQTT-4.12.1-2].
 #[test]
 fn enhanced_authentication_exchange_mqtt_4_12() {
@@ -231,4 +231,26 @@ fn slow_down_can_be_disabled() {
         let (_, answer) = connect_from(&mut h, from_ip(1), with_credentials(v5("a"), "alice", b"bad"));
         assert!(matches!(answer, Some(Packet::ConnAck(c)) if c.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD));
     }
+}
+
+/// The AUTH packets the broker sends carry no Reason String or User Properties, so neither can take one beyond the
+/// client's Maximum Packet Size [MQTT-3.15.2-2], [MQTT-3.15.2-3]: with a Maximum Packet Size just large enough for
+/// the method and data, the exchange still completes.
+#[test]
+fn auth_packets_fit_the_clients_maximum_packet_size_mqtt_3_15_2_2() {
+    let mut h = harness_with_auth();
+    let mut connect = v5("small");
+    connect.properties.authentication_method = Some("CHALLENGE".into());
+    connect.properties.maximum_packet_size = Some(40);
+    let (conn, answer) = h.connect(connect);
+    let Some(Packet::Auth(auth)) = answer else {
+        panic!("expected AUTH 0x18, got {answer:?}");
+    };
+    assert!(auth.properties.reason_string.is_none() && auth.properties.user_properties.is_empty());
+    let encoded = Packet::Auth(auth.clone());
+    let mut out = bytes::BytesMut::new();
+    mqtt_core::codec::encode(&encoded, ProtocolVersion::V5, &mut out).unwrap();
+    assert!(out.len() <= 40, "AUTH of {} bytes exceeds the client's 40", out.len());
+    h.send(conn, auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, b"response"));
+    assert!(matches!(h.recv(conn), Some(Packet::ConnAck(c)) if c.reason == ReasonCode::SUCCESS));
 }

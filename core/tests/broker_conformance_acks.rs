@@ -444,7 +444,9 @@ fn a_qos2_message_sent_is_not_expired_and_its_pubrel_uses_a_pubrel_reason_mqtt_4
 #[test]
 fn malformed_connects_and_bad_flags_close_without_connack_mqtt_3_1_4_1_v311() {
     // [MQTT-3.1.4-1] (3.1.1): a CONNECT that does not conform is answered by closing, without CONNACK (the
-    // reserved flag bit set here). [MQTT-2.2.2-2] (3.1.1): invalid fixed-header flags close the connection.
+    // reserved flag bit set here); no 3.1.1 return code describes a malformed CONNECT, so the connection is closed
+    // without a CONNACK [MQTT-3.2.2-6] (3.1.1). [MQTT-2.2.2-2] (3.1.1): invalid fixed-header flags close the
+    // connection.
     let mut h = harness();
     let conn = h.open();
     // CONNECT, 3.1.1, connect flags 0x03: the reserved bit 0 is set.
@@ -456,13 +458,41 @@ fn malformed_connects_and_bad_flags_close_without_connack_mqtt_3_1_4_1_v311() {
     assert!(h.is_closed(conn));
     // [MQTT-3.1.4-1]: the same for MQTT 5, which may first learn the reason (CONNACK 0x81 Malformed Packet).
     let conn = h.open();
-    h.send_bytes(conn, &[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x03, 0, 60, 0, 0, 1, b'x']);
+    h.send_bytes(
+        conn,
+        &[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x03, 0, 60, 0, 0, 1, b'x'],
+    );
     if let Some(packet) = h.recv(conn) {
-        assert!(matches!(packet, Packet::ConnAck(ref ack) if ack.reason.0 >= 0x80), "got {packet:?}");
+        assert!(
+            matches!(packet, Packet::ConnAck(ref ack) if ack.reason.0 >= 0x80),
+            "got {packet:?}"
+        );
     }
     assert!(h.is_closed(conn));
     let conn = connected(&mut h, v311("flags"));
     // SUBSCRIBE with fixed-header flags 0 instead of 2.
     h.send_bytes(conn, &[0x80, 6, 0, 1, 0, 1, b't', 0]);
     assert!(h.is_closed(conn));
+}
+
+#[test]
+fn an_expired_qos2_message_still_completes_its_acknowledgements_mqtt_4_3_3_13() {
+    // [MQTT-4.3.3-13]: the broker, as receiver, continues the QoS 2 sequence (PUBREL -> PUBCOMP) even after the
+    // message's expiry passed.
+    let mut h = harness();
+    let publ = connected(&mut h, v5("late"));
+    let mut message = publish_packet("x", "expiring", QoS::ExactlyOnce, 21);
+    message.properties.message_expiry_interval = Some(1);
+    h.send(publ, Packet::Publish(message));
+    assert!(matches!(h.recv(publ), Some(Packet::PubRec(r)) if r.packet_id == 21));
+    h.advance(Duration::from_secs(5));
+    h.send(
+        publ,
+        Packet::PubRel(PubResponse {
+            packet_id: 21,
+            reason: ReasonCode(0),
+            properties: Properties::default(),
+        }),
+    );
+    assert!(matches!(h.recv(publ), Some(Packet::PubComp(c)) if c.packet_id == 21 && c.reason == ReasonCode(0)));
 }
