@@ -22,6 +22,11 @@ pub struct BrokerProcess {
     pub data_dir: tempfile::TempDir,
 }
 
+/// The I/O driver the suite runs against (`MQTT_TEST_IO`), if one is asked for.
+pub fn test_io() -> Option<String> {
+    std::env::var("MQTT_TEST_IO").ok().filter(|v| !v.is_empty())
+}
+
 impl BrokerProcess {
     /// Start the broker with `extra` flags added after `--listen 127.0.0.1:0 --data-dir TMP`.
     pub fn start(extra: &[&str]) -> BrokerProcess {
@@ -65,10 +70,14 @@ impl BrokerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> BrokerProcess {
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(path)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.arg("--data-dir").arg(path).args(args);
+        // The suite runs against either I/O driver: MQTT_TEST_IO=uring|epoll (default: the broker's choice).
+        let io = test_io();
+        if let Some(io) = &io {
+            command.arg("--io").arg(io);
+        }
+        let mut child = command
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -101,6 +110,15 @@ impl BrokerProcess {
                 panic!("broker did not log its address; stderr: {:?}", log.lock().unwrap());
             }
         };
+        if let Some(io) = io {
+            let name = if io == "uring" { "io_uring" } else { "epoll" };
+            let said = log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&format!("io driver: {name}")));
+            assert!(said, "broker did not say it runs on {name}: {:?}", log.lock().unwrap());
+        }
         BrokerProcess {
             child,
             addr,
