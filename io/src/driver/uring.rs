@@ -29,11 +29,11 @@ use std::time::Duration;
 /// `MQTT_BROKER_IO_URING_ENTRIES`; 0 makes ring creation fail, which is how the fallback to epoll is tested.
 const RING_ENTRIES: u32 = 4096;
 pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
-/// Provided receive buffers: how many and how large. A connection holds one from its completion until the read
-/// turn that reads it, so this bounds the input waiting in the driver (16 MiB); when all are taken, receives end
-/// with ENOBUFS and are re-armed once buffers come back.
+/// Provided receive buffers: how many and how large. A connection holds them from their completions until the
+/// read turn that reads them, so this bounds the input waiting in the driver (8 MiB, resident once used); when
+/// all are taken, receives end with ENOBUFS and are re-armed once buffers come back.
 const RECV_BUFS: u16 = 2048;
-const RECV_BUF_SIZE: usize = 8 * 1024;
+const RECV_BUF_SIZE: usize = 4 * 1024;
 const BUF_GROUP: u16 = 0;
 /// Most TLS records queued for the ring per connection before TLS stops taking plaintext (the rest stays in the
 /// outbox, as it stays there when a socket is full under epoll).
@@ -237,7 +237,6 @@ impl Ring {
         };
         let ring = IoUring::builder()
             .setup_cqsize(entries.saturating_mul(4))
-            .setup_single_issuer()
             .setup_coop_taskrun()
             .build(entries)?;
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
@@ -383,23 +382,32 @@ impl Ring {
         }
     }
 
-    /// One buffer of what the connection received: `Ok(0)` at end of file, `WouldBlock` when nothing waits.
+    /// What the connection received, up to `buf.len()` (the same one read buffer per connection per turn as
+    /// under epoll, gathered from as many provided buffers as fit): `Ok(0)` at end of file, `WouldBlock` when
+    /// nothing waits.
     pub fn read(&mut self, id: ConnectionId, buf: &mut [u8]) -> io::Result<usize> {
         let Some(rc) = self.conns.get_mut(&id) else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
-        match rc.received.pop_front() {
-            Some(Received::Data { bid, len }) => {
-                let data = self.bufs.buf(bid, len);
-                let n = data.len().min(buf.len());
-                buf[..n].copy_from_slice(&data[..n]);
-                self.bufs.give(bid);
-                self.bufs_returned = true;
-                Ok(n)
+        let mut n = 0;
+        while let Some(Received::Data { bid, len }) = rc.received.front() {
+            let (bid, len) = (*bid, *len);
+            if n + len > buf.len() {
+                break;
             }
+            buf[n..n + len].copy_from_slice(self.bufs.buf(bid, len));
+            n += len;
+            rc.received.pop_front();
+            self.bufs.give(bid);
+            self.bufs_returned = true;
+        }
+        if n > 0 {
+            return Ok(n);
+        }
+        match rc.received.pop_front() {
             Some(Received::Eof) => Ok(0),
             Some(Received::Error(e)) => Err(e),
-            None => Err(io::ErrorKind::WouldBlock.into()),
+            Some(Received::Data { .. }) | None => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 

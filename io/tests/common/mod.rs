@@ -49,7 +49,14 @@ impl BrokerProcess {
     ) -> BrokerProcess {
         let mut args = vec!["--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        BrokerProcess::spawn(data_dir, path, &args, env)
+        BrokerProcess::spawn(data_dir, path, &args, env, test_io())
+    }
+
+    /// Start on the I/O driver `io` (auto, uring, epoll) whatever `MQTT_TEST_IO` says, with `env` set.
+    pub fn start_on_io(io: &str, env: &[(&str, &str)]) -> BrokerProcess {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let path = data_dir.path().to_path_buf();
+        BrokerProcess::spawn(data_dir, &path, &["--listen", "127.0.0.1:0"], env, Some(io.to_string()))
     }
 
     /// Start with `config` as the configuration file (its listeners, instead of `--listen`), plus `extra` flags.
@@ -61,7 +68,7 @@ impl BrokerProcess {
         let path = data_dir.path().join("data");
         let mut args = vec!["--config", config_path.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
-        BrokerProcess::spawn(data_dir, &path, &args, &[])
+        BrokerProcess::spawn(data_dir, &path, &args, &[], test_io())
     }
 
     fn spawn(
@@ -69,11 +76,10 @@ impl BrokerProcess {
         path: &std::path::Path,
         args: &[&str],
         env: &[(&str, &str)],
+        io: Option<String>,
     ) -> BrokerProcess {
         let mut command = Command::new(BIN);
         command.arg("--data-dir").arg(path).args(args);
-        // The suite runs against either I/O driver: MQTT_TEST_IO=uring|epoll (default: the broker's choice).
-        let io = test_io();
         if let Some(io) = &io {
             command.arg("--io").arg(io);
         }
@@ -110,7 +116,7 @@ impl BrokerProcess {
                 panic!("broker did not log its address; stderr: {:?}", log.lock().unwrap());
             }
         };
-        if let Some(io) = io {
+        if let Some(io) = io.filter(|io| io != "auto") {
             let name = if io == "uring" { "io_uring" } else { "epoll" };
             let said = log
                 .lock()
