@@ -99,7 +99,7 @@ impl Sync {
     }
 }
 
-/// Which I/O driver runs the event loop (see docs/guide/io.md).
+/// Which I/O driver runs the event loop (see docs/guide/operations.md, "I/O driver").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IoDriver {
