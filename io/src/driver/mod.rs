@@ -732,7 +732,13 @@ impl<C: Core> Driver<C> {
             let Some(id) = self.readable.pop_front() else {
                 return;
             };
-            if self.read_once(id) {
+            let more = self.read_once(id)
+                && match &self.io {
+                    Io::Epoll => true,
+                    // Completions say exactly what is there: no read that would only learn "nothing more".
+                    Io::Uring(ring) => ring.has_received(id),
+                };
+            if more {
                 self.readable.push_back(id);
             } else if let Some(conn) = self.conns.get_mut(&id) {
                 conn.readable = false;

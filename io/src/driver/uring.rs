@@ -197,9 +197,24 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; the ring that used it is gone (dropped first).
-        unsafe {
-            libc::munmap(self.entries.cast(), self.map_len);
+        // Closing the ring's descriptor cancels its receives asynchronously: the kernel may still write into these
+        // buffers after the ring is dropped. They are left to the process's exit (a driver is dropped once, when
+        // the broker stops) rather than freed under the kernel's hands.
+        std::mem::forget(std::mem::take(&mut self.data));
+        let _ = self.map_len;
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // The same for sends in flight: the kernel may still read their bytes.
+        for (_, sending) in self.orphans.drain() {
+            std::mem::forget(sending);
+        }
+        for (_, mut rc) in self.conns.drain() {
+            if let Some(sending) = rc.sending.take() {
+                std::mem::forget(sending);
+            }
         }
     }
 }
@@ -238,6 +253,7 @@ impl Ring {
         let ring = IoUring::builder()
             .setup_cqsize(entries.saturating_mul(4))
             .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .build(entries)?;
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
             return Err(io::Error::new(
@@ -411,6 +427,11 @@ impl Ring {
         }
     }
 
+    /// Whether a read would find something (the shared loop keeps the connection in its read queue then).
+    pub fn has_received(&self, id: ConnectionId) -> bool {
+        self.conns.get(&id).is_some_and(|rc| !rc.received.is_empty())
+    }
+
     /// Queue the connection's pending bytes for sending at the next `wait` (see the module comment for what the
     /// result means).
     pub fn flush(&mut self, id: ConnectionId, conn: &mut Conn) -> io::Result<Flush> {
@@ -442,7 +463,16 @@ impl Ring {
     ) -> io::Result<Vec<Completion>> {
         self.prepare(conns)?;
         let result = match timeout {
-            Some(t) if t.is_zero() => self.ring.submit(),
+            Some(t) if t.is_zero() => {
+                let sq = self.ring.submission();
+                if sq.is_empty() && !sq.cq_overflow() && !sq.taskrun() {
+                    // Nothing to issue and no wait: the completion queue is read without entering the kernel.
+                    Ok(0)
+                } else {
+                    drop(sq);
+                    self.ring.submit()
+                }
+            }
             Some(t) => {
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
@@ -498,7 +528,8 @@ impl Ring {
                 continue;
             };
             rc.queued = false;
-            if rc.sending.is_some() {
+            if rc.sending.is_some() || conn.durability_hold {
+                // In flight already, or its newest bytes wait for the disk (`suspend_storage`).
                 continue;
             }
             let wire = conn.wire(&mut rc.wire)?;
