@@ -64,6 +64,8 @@ done
 # The cluster section: its own brokers (a durable single node and a 3-node cluster), after the comparison's.
 kill $ours_pid $theirs_pid 2>/dev/null || true
 cluster_section=$(bench/cluster.sh "$duration")
+# The I/O drivers section: epoll and io_uring side by side (with CPU and system calls per message), own brokers.
+io_section=$(bench/io_drivers.sh "$duration")
 
 {
   echo "# Benchmarks"
@@ -99,6 +101,8 @@ cluster_section=$(bench/cluster.sh "$duration")
   echo "Where the broker's time goes under these loads (perf profiles): [bench/PROFILE.md](bench/PROFILE.md)."
   echo
   echo "$cluster_section"
+  echo
+  echo "$io_section"
   echo
   echo "Reproduce: \`bench/compare.sh\` (about 4 minutes; \`--quick\` for a shorter run)."
 } > BENCHMARKS.md

@@ -29,10 +29,10 @@ max_inflight_messages 64
 max_connections -1
 CONF
 ./target/release/mqtt-broker --io epoll --listen 127.0.0.1:18885 --data-dir "$work/epoll" --sys-interval 0 \
-  --log-level warn --max-connections 100000 2>"$work/epoll.log" &
+  --log-level warn --max-connections 100000 --max-connections-per-address 0 2>"$work/epoll.log" &
 epoll_pid=$!
 ./target/release/mqtt-broker --io uring --listen 127.0.0.1:18886 --data-dir "$work/uring" --sys-interval 0 \
-  --log-level info --max-connections 100000 2>"$work/uring.log" &
+  --log-level info --max-connections 100000 --max-connections-per-address 0 2>"$work/uring.log" &
 uring_pid=$!
 "$MOSQUITTO" -c "$work/mosquitto.conf" >/dev/null 2>&1 &
 mosq_pid=$!
@@ -89,6 +89,7 @@ for spec in "fan-in 4 0 64" "fan-in 4 1 64" "fan-out 16 0 64" "fan-out 16 1 64" 
   u=$(measure 18886 "$uring_pid" "${args[@]}")
   m=$(measure 18887 "$mosq_pid" "${args[@]}")
   rows+="| $label | $2 | $3 | $4 B | $e | $u | $m |"$'\n'
+  echo "| $label | $2 | $3 | $4 B | $e | $u | $m |" >&2
 done
 
 echo "## I/O drivers: epoll and io_uring"

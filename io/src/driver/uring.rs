@@ -4,7 +4,7 @@
 //! Only how bytes move differs from epoll; everything else (transports, outboxes, group commit, closing, signals,
 //! accept back-off) is the driver's shared code in `mod.rs`. Each listener has one multishot accept; each
 //! connection one multishot receive that takes its buffers from a provided buffer ring, and at most one send in
-//! flight (a `sendmsg` of up to [`MAX_IOV`] chunks of its outbox). The mio poller stays for what other threads and
+//! flight (a `sendmsg` of up to [`MAX_SEND_IOV`] chunks of its outbox). The mio poller stays for what other threads and
 //! the core bring (the waker, the signal pipe, a cluster node's sockets): its epoll descriptor is polled by the
 //! ring, and read without blocking when it fires.
 //!
@@ -14,7 +14,7 @@
 //! (`Flush::Blocked`, so the core hears `WriteBlocked` exactly as under epoll).
 
 use super::conn::Conn;
-use super::outbox::{Outbox, MAX_IOV};
+use super::outbox::Outbox;
 use super::transport::Flush;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -35,6 +35,12 @@ pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
 const RECV_BUFS: u16 = 2048;
 const RECV_BUF_SIZE: usize = 4 * 1024;
 const BUF_GROUP: u16 = 0;
+/// Most chunks in one send (Linux's IOV_MAX). Higher than epoll's per-write limit because a connection has one
+/// send per turn here, where epoll's writes loop until the socket is full: a subscriber of many small messages
+/// would otherwise get 64 of them per turn.
+const MAX_SEND_IOV: usize = 1024;
+/// Bytes one send aims for: the socket holds this much unsent (TCP_NOTSENT_LOWAT, `MAX_SOCKET_UNSENT`).
+const SEND_BYTES: usize = 256 * 1024;
 /// Most TLS records queued for the ring per connection before TLS stops taking plaintext (the rest stays in the
 /// outbox, as it stays there when a socket is full under epoll).
 const WIRE_LIMIT: usize = 256 * 1024;
@@ -536,7 +542,7 @@ impl Ring {
             if wire.is_empty() {
                 continue;
             }
-            let chunks: Vec<Bytes> = wire.chunks().take(MAX_IOV).cloned().collect();
+            let chunks = send_chunks(wire);
             let mut iov: Box<[libc::iovec]> = chunks
                 .iter()
                 .map(|c| libc::iovec {
@@ -656,6 +662,32 @@ impl Ring {
         }
         self.completions.push(Completion::Flushable(id));
     }
+}
+
+/// The front of `wire` for one send: its chunks as they are, up to [`SEND_BYTES`], unless that takes more than
+/// [`MAX_SEND_IOV`] of them (thousands of small PUBLISHes or PUBACKs for one subscriber): then they are copied into
+/// one buffer, so that a send carries as much as epoll's write loop would in one turn.
+fn send_chunks(wire: &Outbox) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    let mut bytes = 0;
+    for chunk in wire.chunks() {
+        if bytes >= SEND_BYTES {
+            return chunks;
+        }
+        if chunks.len() == MAX_SEND_IOV {
+            let mut joined = Vec::with_capacity(SEND_BYTES + 64 * 1024);
+            for chunk in wire.chunks() {
+                if joined.len() >= SEND_BYTES {
+                    break;
+                }
+                joined.extend_from_slice(chunk);
+            }
+            return vec![Bytes::from(joined)];
+        }
+        bytes += chunk.len();
+        chunks.push(chunk.clone());
+    }
+    chunks
 }
 
 /// Multishot receive needs Linux 6.0; older kernels run on epoll.
