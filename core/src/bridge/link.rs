@@ -100,6 +100,8 @@ pub struct Link {
     pub keep_alive: Duration,
     pub last_sent: Time,
     pub last_received: Time,
+    /// The driver cannot write more to this connection for now (`Input::Blocked`).
+    pub blocked: bool,
     /// Bytes to transmit, collected during one input.
     pub tx: BytesMut,
 }
@@ -125,6 +127,7 @@ impl Link {
             keep_alive: Duration::ZERO,
             last_sent: Time::ZERO,
             last_received: Time::ZERO,
+            blocked: false,
             tx: BytesMut::new(),
         }
     }
@@ -149,6 +152,7 @@ impl Link {
     pub fn closed(&mut self) {
         self.state = LinkState::Down;
         self.connect_deadline = None;
+        self.blocked = false;
         self.tx.clear();
     }
 

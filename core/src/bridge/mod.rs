@@ -61,6 +61,9 @@ pub enum Input<'a> {
     Received(Side, &'a [u8]),
     /// That side's connection closed or failed (or could not be opened). Ignored when it is not open.
     Closed(Side),
+    /// The driver holds too many unwritten bytes for that side (`true`: publish nothing more there, so messages
+    /// wait in the bridge's bounded queue) or wrote them out (`false`).
+    Blocked(Side, bool),
     /// Time passed.
     Tick,
 }
@@ -208,6 +211,10 @@ impl Bridge {
                 if self.link(side).state != LinkState::Down {
                     self.on_lost(side, "connection closed".to_string());
                 }
+            }
+            Input::Blocked(side, blocked) => {
+                self.link_mut(side).blocked = blocked;
+                self.pump(side);
             }
             Input::Tick => self.on_tick(),
         }
@@ -613,7 +620,7 @@ impl Bridge {
         let now = self.now;
         loop {
             let link = self.link_mut(side);
-            if !link.is_up() {
+            if !link.is_up() || link.blocked {
                 return;
             }
             let Some(front) = link.front() else { return };

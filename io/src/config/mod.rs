@@ -3,10 +3,12 @@
 //! Precedence, lowest first: built-in defaults, the file, the flags. Every error names the key and where the bad
 //! value came from (`file:line:col` or the flag).
 
+mod bridge;
 mod cluster;
 mod error;
 mod limits;
 
+pub use bridge::{BridgeFile, BridgeSettings, BridgeTls};
 pub use cluster::{ClusterFile, ClusterSettings, Peer, MAX_CLUSTER_ID_LEN};
 
 pub use error::{ConfigError, Origin, Problem};
@@ -180,6 +182,9 @@ pub struct FileConfig {
     pub cluster: Option<Spanned<ClusterFile>>,
     #[serde(default)]
     pub http: Option<HttpFile>,
+    /// Connections to other brokers (see `bridge`).
+    #[serde(default)]
+    pub bridges: Vec<BridgeFile>,
 }
 
 /// The `[http]` table: the optional metrics and health listener.
@@ -306,6 +311,8 @@ pub struct Settings {
     pub http_listen: Option<SocketAddr>,
     /// `Some`: this broker is one node of a Raft cluster.
     pub cluster: Option<ClusterSettings>,
+    /// Bridges to other brokers.
+    pub bridges: Vec<BridgeSettings>,
 }
 
 /// The file's text and name, for locating errors.
@@ -388,7 +395,12 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         }
         _ => None,
     };
+    let bridges = match source {
+        Some(source) => bridge::resolve(&file.bridges, source)?,
+        None => Vec::new(),
+    };
     Ok(Settings {
+        bridges,
         http_listen,
         sync,
         sync_interval_ms: cli
