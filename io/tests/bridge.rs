@@ -3,6 +3,7 @@
 //! of a QoS 1 stream, and no loop with direction `both`. Independent clients: rumqttc (MQTT 3.1.1).
 
 mod common;
+mod wire;
 
 use common::{pump4, wait_for, BrokerProcess, Events4 as Events};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
@@ -29,13 +30,14 @@ impl Mosquitto {
             .expect("free port")
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
-        Mosquitto::spawn(port, dir)
+        Mosquitto::spawn(port, dir, "")
     }
 
-    fn spawn(port: u16, dir: tempfile::TempDir) -> Mosquitto {
+    /// `listener` lines are added to the listener's section (TLS files, say).
+    fn spawn(port: u16, dir: tempfile::TempDir, listener: &str) -> Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+            "listener {port} 127.0.0.1\n{listener}allow_anonymous true\npersistence true\npersistence_location {}/\n\
              max_queued_messages 10000\nlog_dest stderr\nuser {}\n",
             dir.path().display(),
             // As root Mosquitto would switch to the user "mosquitto", who cannot write the test's directory.
@@ -65,7 +67,7 @@ impl Mosquitto {
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        Mosquitto::spawn(self.port, dir)
+        Mosquitto::spawn(self.port, dir, "")
     }
 }
 
@@ -78,6 +80,11 @@ impl Drop for Mosquitto {
 
 /// Our broker with one bridge to `remote`; `topics` are `[[bridges.topics]]` tables.
 fn bridged_broker(remote: &Mosquitto, version: &str, topics: &str) -> BrokerProcess {
+    bridged_broker_with(remote, version, "", topics)
+}
+
+/// The same with more `[[bridges]]` keys (`extra`, TLS say).
+fn bridged_broker_with(remote: &Mosquitto, version: &str, extra: &str, topics: &str) -> BrokerProcess {
     let config = format!(
         r#"
 [[listeners]]
@@ -91,6 +98,7 @@ protocol_version = "{version}"
 keep_alive = 5
 reconnect_delay_min_ms = 100
 reconnect_delay_max_ms = 500
+{extra}
 {topics}
 "#,
         port = remote.port
@@ -300,4 +308,76 @@ fn direction_both_does_not_loop_mqttv5() {
 #[test]
 fn direction_both_does_not_loop_mqttv311_with_the_bridge_bit() {
     no_loop_with_both("mqttv311");
+}
+
+#[test]
+fn a_tls_bridge_verifies_mosquittos_certificate_and_carries_messages() {
+    let pki = wire::Pki::new();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let (tls_port, plain_port) = (free(), free());
+    // The bridge takes the TLS listener; the test's clients the plain one.
+    let listener = format!(
+        "certfile {}\nkeyfile {}\nlistener {plain_port} 127.0.0.1\n",
+        pki.path("server.pem").display(),
+        pki.path("server.key").display()
+    );
+    let remote = Mosquitto::spawn(tls_port, tempfile::tempdir().expect("temp dir"), &listener);
+    let tls = format!(
+        "protocol = \"mqtts\"\nca_file = {:?}\nserver_name = \"localhost\"\n",
+        pki.path("ca.pem")
+    );
+    let broker = bridged_broker_with(&remote, "mqttv5", &tls, RULES);
+    let (_far, far_events) = subscribe(plain_port, "far-sub", true, "site1/sensors/#");
+    let (_near, near_events) = subscribe(broker.port(), "near-sub", true, "from-cloud/#");
+    let (near_pub, _e1) = client(broker.port(), "near-pub", true);
+    let (far_pub, _e2) = client(plain_port, "far-pub", true);
+    near_pub
+        .publish("sensors/tls", QoS::ExactlyOnce, false, "out")
+        .expect("publish");
+    far_pub
+        .publish("site1/cmd/tls", QoS::ExactlyOnce, false, "in")
+        .expect("publish");
+    let far = collect(&far_events, Duration::from_secs(2));
+    let near = collect(&near_events, Duration::from_secs(1));
+    assert_eq!(
+        far,
+        [("site1/sensors/tls".to_string(), "out".to_string(), QoS::ExactlyOnce)]
+    );
+    assert_eq!(
+        near,
+        [("from-cloud/cmd/tls".to_string(), "in".to_string(), QoS::ExactlyOnce)]
+    );
+}
+
+#[test]
+fn a_tls_bridge_refuses_a_certificate_from_another_ca() {
+    let (pki, other) = (wire::Pki::new(), wire::Pki::new());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listener = format!(
+        "certfile {}\nkeyfile {}\n",
+        pki.path("server.pem").display(),
+        pki.path("server.key").display()
+    );
+    let remote = Mosquitto::spawn(port, tempfile::tempdir().expect("temp dir"), &listener);
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[bridges]]\nname = \"cloud\"\naddress = \"127.0.0.1:{}\"\n\
+         protocol = \"mqtts\"\nca_file = {:?}\nserver_name = \"localhost\"\nreconnect_delay_min_ms = 100\n{RULES}",
+        remote.port,
+        other.path("ca.pem")
+    );
+    let broker = BrokerProcess::start_with_config(&config, &[]);
+    assert!(
+        broker.wait_for_log("bridge cloud: Remote connection lost", WAIT),
+        "{}",
+        broker.log_text()
+    );
+    assert!(!broker.log_text().contains("connected to the Remote broker"));
 }
