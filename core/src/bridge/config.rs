@@ -80,6 +80,12 @@ pub struct BridgeConfig {
     pub reconnect_max: Duration,
     /// How long a connection attempt (transport and CONNACK) may take.
     pub connect_timeout: Duration,
+    /// A known bug for the simulator's self-test: unacknowledged messages are not resent after a reconnect.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_no_resend: bool,
+    /// A known bug for the simulator's self-test: the remote subscriptions lack No Local.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_remote_echo: bool,
 }
 
 impl BridgeConfig {
@@ -101,6 +107,10 @@ impl BridgeConfig {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            #[cfg(feature = "planted-bugs")]
+            planted_no_resend: false,
+            #[cfg(feature = "planted-bugs")]
+            planted_remote_echo: false,
         }
     }
 }

@@ -475,6 +475,15 @@ impl Bridge {
                 (filter, options)
             })
             .collect();
+        #[cfg(feature = "planted-bugs")]
+        let filters: Vec<(String, SubscriptionOptions)> = if side == Side::Remote && self.config.planted_remote_echo {
+            filters
+                .into_iter()
+                .map(|(f, o)| (f, SubscriptionOptions { no_local: false, ..o }))
+                .collect()
+        } else {
+            filters
+        };
         if filters.is_empty() {
             return;
         }
@@ -493,6 +502,10 @@ impl Bridge {
     /// Everything published on `side` and not acknowledged, again, in its original order [MQTT-4.4.0-1]: PUBLISH
     /// with DUP [MQTT-3.3.1-1] until PUBREC, PUBREL after it.
     fn resend(&mut self, side: Side) {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_no_resend {
+            return;
+        }
         let now = self.now;
         let link = self.link_mut(side);
         let mut order: Vec<(u64, u16)> = link.sent.iter().map(|(id, s)| (s.seq, *id)).collect();

@@ -5,6 +5,8 @@ use super::{Bridge, BridgeConfig, Event, Input, Output, Side};
 use crate::broker::{Config, ConnectionId};
 use crate::harness::Harness;
 use crate::time::Time;
+use bytes::Bytes;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 pub struct BridgePair {
@@ -17,6 +19,11 @@ pub struct BridgePair {
     pub remote_reachable: bool,
     /// The bridge's events, in order.
     pub events: Vec<Event>,
+    /// When set, bytes between the bridge and the remote wait on the wire (`to_remote`, `to_bridge`) until
+    /// [`BridgePair::deliver`] moves them, and a cut loses what is still on it. Otherwise they arrive at once.
+    pub hold_wire: bool,
+    pub to_remote: VecDeque<Bytes>,
+    pub to_bridge: VecDeque<Bytes>,
 }
 
 impl BridgePair {
@@ -36,6 +43,9 @@ impl BridgePair {
             remote_conn: None,
             remote_reachable: true,
             events: Vec::new(),
+            hold_wire: false,
+            to_remote: VecDeque::new(),
+            to_bridge: VecDeque::new(),
         };
         pair.step();
         pair
@@ -80,6 +90,10 @@ impl BridgePair {
                     .collect();
                 let now = self.now();
                 for chunk in data {
+                    if side == Side::Remote && self.hold_wire {
+                        self.to_bridge.push_back(chunk);
+                        continue;
+                    }
                     moved = true;
                     self.bridge.handle_input(now, Input::Received(side, &chunk));
                 }
@@ -106,6 +120,11 @@ impl BridgePair {
                 let conn = self.harness(side).open();
                 *self.conn(side) = Some(conn);
                 self.bridge.handle_input(now, Input::Opened(side));
+            }
+            Output::Transmit(Side::Remote, data) if self.hold_wire => {
+                if self.remote_conn.is_some() {
+                    self.to_remote.push_back(data);
+                }
             }
             Output::Transmit(side, data) => {
                 if let Some(conn) = *self.conn(side) {
@@ -150,8 +169,35 @@ impl BridgePair {
         self.step();
     }
 
-    /// The network between the bridge and the remote fails: both ends see the connection close.
+    /// Moves the oldest chunk on the wire towards the remote (`to_remote`) or towards the bridge; false if there
+    /// was none.
+    pub fn deliver(&mut self, to_remote: bool) -> bool {
+        let now = self.now();
+        let chunk = if to_remote {
+            self.to_remote.pop_front()
+        } else {
+            self.to_bridge.pop_front()
+        };
+        let Some(chunk) = chunk else { return false };
+        match (to_remote, self.remote_conn) {
+            (true, Some(conn)) => self.remote.send_bytes(conn, &chunk),
+            (false, Some(_)) => self.bridge.handle_input(now, Input::Received(Side::Remote, &chunk)),
+            (_, None) => {}
+        }
+        self.step();
+        true
+    }
+
+    /// Delivers everything on the wire, and what that causes, until it is empty.
+    pub fn deliver_all(&mut self) {
+        while self.deliver(true) || self.deliver(false) {}
+    }
+
+    /// The network between the bridge and the remote fails: both ends see the connection close, and what was on
+    /// the wire is lost.
     pub fn cut_remote(&mut self) {
+        self.to_remote.clear();
+        self.to_bridge.clear();
         if let Some(conn) = self.remote_conn.take() {
             self.remote.drop_connection(conn);
         }
@@ -162,6 +208,8 @@ impl BridgePair {
 
     /// The remote broker process dies and restarts from its records.
     pub fn restart_remote(&mut self) {
+        self.to_remote.clear();
+        self.to_bridge.clear();
         self.remote.crash_and_restart();
         self.remote_conn = None;
         let now = self.now();
