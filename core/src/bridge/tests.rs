@@ -360,3 +360,19 @@ fn remote_keep_alive_pings_and_a_silent_remote_is_dropped() {
     assert_eq!(silent, 1);
     assert_eq!(p.bridge.stats().remote_connects, before);
 }
+
+#[test]
+fn a_v311_bridge_to_a_remote_refusing_the_bridge_bit_retries_without_it() {
+    let mut config = BridgeConfig::new("v311", vec![rule("a/#", Direction::Both, QoS::AtLeastOnce, "", "")]);
+    config.protocol = ProtocolVersion::V3_1_1;
+    let mut p = BridgePair::new(config, durable());
+    // Our own broker does not know protocol level 0x84: the first CONNACK refuses it, the retry goes through.
+    p.advance(Duration::from_secs(5));
+    assert!(p.bridge.is_up(Side::Remote), "{:?}", p.events);
+    let sub = subscriber(&mut p.remote, "far", "a/#", QoS::AtLeastOnce);
+    let publ = publisher(&mut p.local, "near");
+    publish(&mut p.local, publ, "a/x", QoS::AtLeastOnce, 1, "hello");
+    p.step();
+    let got = take(&mut p.remote, sub);
+    assert_eq!(got, vec![("a/x".into(), "hello".into(), QoS::AtLeastOnce)]);
+}
