@@ -47,6 +47,8 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.broker = broker;
     config.broker.persistence = true;
     config.seed = seed;
+    // Every node serves clients: one that does not lead relays them to the leader.
+    config.relay_clients = true;
     config
 }
 
@@ -264,6 +266,16 @@ fn log_event(event: &ClusterEvent) {
         ClusterEvent::ClientRefused { conn, leader } => {
             log::info!("cluster: client conn {} refused: not the leader (leader: {leader:?})", conn.0)
         }
+        ClusterEvent::ClientRelayed { conn, global, leader } => {
+            log::info!("cluster: client conn {} relayed to node {leader} as conn {:#x}", conn.0, global.0)
+        }
+        ClusterEvent::RelaysClosed { peer, closed } => {
+            log::info!("cluster: {closed} relayed connection(s) through node {peer} closed")
+        }
+        ClusterEvent::RelayGap { conn, expected, got } => log::warn!(
+            "cluster: relayed conn {:#x} closed: message {got} arrived where {expected} was due (the link dropped one)",
+            conn.0
+        ),
         ClusterEvent::Released { .. } => log::trace!("cluster: {event:?}"),
         other => log::info!("cluster: {other:?}"),
     }
