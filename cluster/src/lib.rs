@@ -13,6 +13,7 @@
 //! - `storage`: the in-memory Raft log raft-rs reads; `release`: the commit rule for client outputs.
 
 pub mod config;
+pub mod failover;
 pub mod node;
 mod planted;
 pub mod relay;

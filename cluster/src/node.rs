@@ -17,6 +17,7 @@
 //! raft-rs's check-quorum) drops its held outputs, closes its clients' connections and its broker.
 
 use crate::config::{NodeConfig, Recovered};
+use crate::failover::Watch;
 use crate::relay::{self, RelayKind, RelayMessage, Relayed, Remote};
 use crate::release::Held;
 use crate::storage::LogStore;
@@ -206,6 +207,10 @@ pub struct Node {
     relayed: BTreeMap<ConnectionId, Relayed>,
     /// On the leader: the broker's connections whose clients another node holds, by cluster-wide id.
     remote: BTreeMap<ConnectionId, Remote>,
+    /// The client connections this node holds the sockets of (served or relayed), watched for a failover.
+    watch: BTreeMap<ConnectionId, Watch>,
+    /// Peers whose link broke and that have not been heard from since: no new client is relayed to them.
+    unreachable: BTreeSet<u64>,
     outputs: VecDeque<NodeOutput>,
     role: Role,
     term: u64,
@@ -280,6 +285,8 @@ impl Node {
             clients: BTreeSet::new(),
             relayed: BTreeMap::new(),
             remote: BTreeMap::new(),
+            watch: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
             outputs: VecDeque::new(),
             role: Role::Follower,
             term,
@@ -306,6 +313,7 @@ impl Node {
             NodeInput::Tick => self.handle_tick(),
             NodeInput::PeerUnreachable { peer } => {
                 self.raft.report_unreachable(peer);
+                self.unreachable.insert(peer);
                 // Relay messages to or from it may have been lost with the connection: the relayed streams end.
                 self.close_relays_via(peer);
             }
@@ -417,6 +425,7 @@ impl Node {
     }
 
     fn handle_peer(&mut self, from: u64, data: &[u8]) {
+        self.unreachable.remove(&from);
         if relay::is_relay(data) {
             self.handle_relay(from, data);
             return;
@@ -446,6 +455,20 @@ impl Node {
     }
 
     fn handle_client(&mut self, input: Input<'_>) {
+        match &input {
+            Input::Opened { conn, .. } => {
+                self.watch.insert(*conn, Watch::default());
+            }
+            Input::Received { conn, data } => {
+                if let Some(watch) = self.watch.get_mut(conn) {
+                    watch.upstream(data);
+                }
+            }
+            Input::Closed { conn } => {
+                self.watch.remove(conn);
+            }
+            _ => {}
+        }
         if let Some(conn) = input_conn(&input) {
             if self.relayed.contains_key(&conn) {
                 self.relay_input(conn, &input);
@@ -457,7 +480,7 @@ impl Node {
                 return;
             }
             if self.broker.is_none() {
-                self.outputs.push_back(NodeOutput::Client(Output::Close { conn }));
+                self.hand_to_driver(Output::Close { conn });
                 self.event(ClusterEvent::ClientRefused {
                     conn,
                     leader: self.leader,
@@ -720,7 +743,14 @@ impl Node {
         let clients = std::mem::take(&mut self.clients);
         let closed = clients.len();
         for conn in clients {
-            self.emit_client(Output::Close { conn });
+            match self.remote.remove(&conn) {
+                Some(remote) => {
+                    let seq = remote.next_out;
+                    let kind = RelayKind::Failover;
+                    self.send_relay(remote.origin, RelayMessage { conn, seq, kind });
+                }
+                None => self.close_for_failover(conn),
+            }
         }
         self.remote.clear();
         self.event(ClusterEvent::Deposed {
@@ -772,7 +802,7 @@ impl Node {
             Output::Persist(_) | Output::Event(_) => None,
         };
         let Some(remote) = conn.and_then(|c| self.remote.get_mut(&c)) else {
-            self.outputs.push_back(NodeOutput::Client(output));
+            self.hand_to_driver(output);
             return;
         };
         let origin = remote.origin;
@@ -787,6 +817,31 @@ impl Node {
         self.send_relay(origin, RelayMessage { conn, seq, kind });
     }
 
+    /// A client output for the driver (a connection whose socket this node holds).
+    fn hand_to_driver(&mut self, output: Output) {
+        match &output {
+            Output::Transmit { conn, data } => {
+                if let Some(watch) = self.watch.get_mut(conn) {
+                    watch.downstream(data);
+                }
+            }
+            Output::Close { conn } => {
+                self.watch.remove(conn);
+            }
+            Output::Persist(_) | Output::Event(_) => {}
+        }
+        self.outputs.push_back(NodeOutput::Client(output));
+    }
+
+    /// Closes a client connection whose session state lived on a broker that stopped serving: an MQTT 5 client
+    /// past its CONNACK is told first (DISCONNECT 0x8B, see `failover`), so it reconnects at once.
+    fn close_for_failover(&mut self, conn: ConnectionId) {
+        if let Some(data) = self.watch.get(&conn).and_then(Watch::disconnect) {
+            self.hand_to_driver(Output::Transmit { conn, data });
+        }
+        self.hand_to_driver(Output::Close { conn });
+    }
+
     fn send_relay(&mut self, to: u64, message: RelayMessage) {
         let bytes = relay::encode(self.config.cluster_id, &message);
         self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
@@ -798,6 +853,10 @@ impl Node {
         let Some(leader) = self.leader.filter(|l| *l != self.config.node_id) else {
             return false;
         };
+        if self.unreachable.contains(&leader) {
+            // Its link broke: the client is better off trying again (here or elsewhere) than waiting on it.
+            return false;
+        }
         if !self.config.relay_clients || self.role == Role::Leader {
             return false;
         }
@@ -864,8 +923,7 @@ impl Node {
         }
         for conn in &local {
             self.relay_input(*conn, &Input::Closed { conn: *conn });
-            self.outputs
-                .push_back(NodeOutput::Client(Output::Close { conn: *conn }));
+            self.close_for_failover(*conn);
         }
         for conn in &remote {
             self.remote.remove(conn);
@@ -919,17 +977,19 @@ impl Node {
                 got: message.seq,
             });
             self.relay_input(conn, &Input::Closed { conn });
-            self.outputs.push_back(NodeOutput::Client(Output::Close { conn }));
+            self.hand_to_driver(Output::Close { conn });
             return;
         }
         relayed.next_in += 1;
         match message.kind {
-            RelayKind::Transmit(data) => self
-                .outputs
-                .push_back(NodeOutput::Client(Output::Transmit { conn, data })),
+            RelayKind::Transmit(data) => self.hand_to_driver(Output::Transmit { conn, data }),
+            RelayKind::Failover => {
+                self.relayed.remove(&conn);
+                self.close_for_failover(conn);
+            }
             _ => {
                 self.relayed.remove(&conn);
-                self.outputs.push_back(NodeOutput::Client(Output::Close { conn }));
+                self.hand_to_driver(Output::Close { conn });
             }
         }
     }

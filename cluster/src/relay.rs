@@ -62,6 +62,9 @@ pub enum RelayKind {
     Transmit(Bytes),
     /// Leader to follower: close the client's connection once what was transmitted is written.
     Close,
+    /// Leader to follower: the leader stopped serving; close the client's connection as in a failover (an MQTT 5
+    /// client first gets DISCONNECT 0x8B, see `failover`).
+    Failover,
 }
 
 impl RelayKind {
@@ -74,12 +77,13 @@ impl RelayKind {
             RelayKind::Writable => 5,
             RelayKind::Transmit(_) => 6,
             RelayKind::Close => 7,
+            RelayKind::Failover => 8,
         }
     }
 
     /// Whether it travels from the leader to the follower that holds the client.
     pub fn is_downstream(&self) -> bool {
-        matches!(self, RelayKind::Transmit(_) | RelayKind::Close)
+        matches!(self, RelayKind::Transmit(_) | RelayKind::Close | RelayKind::Failover)
     }
 
     /// The leader's broker input for a message from a follower.
@@ -94,7 +98,7 @@ impl RelayKind {
             RelayKind::Closed => Input::Closed { conn },
             RelayKind::WriteBlocked => Input::WriteBlocked { conn },
             RelayKind::Writable => Input::Writable { conn },
-            RelayKind::Transmit(_) | RelayKind::Close => return None,
+            RelayKind::Transmit(_) | RelayKind::Close | RelayKind::Failover => return None,
         })
     }
 
@@ -229,6 +233,7 @@ pub fn decode(data: &[u8], cluster_id: u64) -> Result<RelayMessage, RelayError> 
         5 => RelayKind::Writable,
         6 => RelayKind::Transmit(Bytes::copy_from_slice(b)),
         7 => RelayKind::Close,
+        8 => RelayKind::Failover,
         other => return Err(RelayError::UnknownKind(other)),
     };
     if !matches!(
@@ -276,6 +281,7 @@ mod tests {
             RelayKind::Writable,
             RelayKind::Transmit(Bytes::from_static(b"\x20\x02\x00\x00")),
             RelayKind::Close,
+            RelayKind::Failover,
         ];
         for kind in kinds {
             let message = RelayMessage {

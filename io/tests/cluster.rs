@@ -324,3 +324,161 @@ fn a_data_directory_of_another_cluster_is_refused_at_start_naming_the_file() {
         "{stderr}"
     );
 }
+
+mod failover {
+    //! The leader is SIGKILLed under MQTT 5 clients held by the followers: they are told (DISCONNECT 0x8B), and a
+    //! persistent session resumes on another node with Session Present and its unacknowledged messages resent.
+
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet as Packet5};
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::{self, ConnectionError, StateError};
+
+    fn opts(node: &BrokerProcess, id: &str) -> v5::MqttOptions {
+        let mut opts = v5::MqttOptions::new(id, "127.0.0.1", node.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_clean_start(false);
+        opts.set_session_expiry_interval(Some(300));
+        opts.set_connection_timeout(1);
+        opts
+    }
+
+    /// Connects; `Some(session_present)` on a CONNACK, `None` if the node closed the connection without one.
+    fn try_connect(opts: v5::MqttOptions) -> Option<(v5::Client, common::Events5, bool)> {
+        let (client, connection) = v5::Client::new(opts, 64);
+        let events = common::pump5(connection);
+        let present = wait_for(&events, Duration::from_secs(2), |e| match e {
+            Ok(v5::Event::Incoming(Packet5::ConnAck(ack))) => Some(Some(ack.session_present)),
+            Err(_) => Some(None),
+            _ => None,
+        })
+        .flatten()?;
+        Some((client, events, present))
+    }
+
+    #[test]
+    fn a_persistent_session_resumes_on_another_node_after_the_leader_is_killed() {
+        let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
+            .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+            .collect();
+        let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
+        let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+        for f in [a, b] {
+            let node = nodes[f].as_ref().expect("runs");
+            assert!(
+                node.wait_for_log(&format!("leader Some({})", leader + 1), WAIT),
+                "{}",
+                node.log_text()
+            );
+        }
+
+        // The subscriber on follower a acknowledges nothing: what it got stays owed to its session.
+        let mut sub_opts = opts(nodes[a].as_ref().expect("runs"), "fo-sub");
+        sub_opts.set_manual_acks(true);
+        let (sub, sub_events, present) = try_connect(sub_opts).expect("the follower relays the CONNECT");
+        assert!(!present);
+        sub.subscribe("fo/#", QoS5::ExactlyOnce).expect("subscribe");
+        assert!(wait_for(&sub_events, WAIT, |e| matches!(
+            e,
+            Ok(v5::Event::Incoming(Packet5::SubAck(_)))
+        )
+        .then_some(()))
+        .is_some());
+
+        const M: usize = 10;
+        let (publisher, pub_events, _) =
+            try_connect(opts(nodes[b].as_ref().expect("runs"), "fo-pub")).expect("publisher connects");
+        for i in 0..M {
+            publisher
+                .publish("fo/q1", QoS5::AtLeastOnce, false, format!("a-{i}"))
+                .expect("publish");
+            publisher
+                .publish("fo/q2", QoS5::ExactlyOnce, false, format!("b-{i}"))
+                .expect("publish");
+        }
+        let mut acked = 0;
+        while acked < 2 * M {
+            match wait_for(&pub_events, WAIT, |e| match e {
+                Ok(v5::Event::Incoming(Packet5::PubAck(_) | Packet5::PubComp(_))) => Some(()),
+                _ => None,
+            }) {
+                Some(()) => acked += 1,
+                None => panic!("only {acked} acknowledged"),
+            }
+        }
+        let mut first = 0;
+        while first < 2 * M {
+            if wait_for(&sub_events, WAIT, |e| {
+                matches!(e, Ok(v5::Event::Incoming(Packet5::Publish(_)))).then_some(())
+            })
+            .is_none()
+            {
+                break;
+            }
+            first += 1;
+        }
+        assert_eq!(first, 2 * M, "the subscriber got every message before the kill");
+
+        let killed = nodes[leader].take().expect("leader runs");
+        let killed_at = Instant::now();
+        let _dir = killed.crash();
+
+        // The follower holding the subscriber tells it why its connection ends [MQTT-3.14.2-1].
+        let reason = wait_for(&sub_events, WAIT, |e| match e {
+            Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
+                Some(Some(reason_code))
+            }
+            Err(e) => {
+                eprintln!("subscriber connection ended: {e:?}");
+                Some(None)
+            }
+            _ => None,
+        });
+        assert_eq!(
+            reason,
+            Some(Some(DisconnectReasonCode::ServerShuttingDown)),
+            "{}",
+            nodes[a].as_ref().map(|n| n.log_text()).unwrap_or_default()
+        );
+
+        // It reconnects, to either survivor in turn, until a node serves its session again [MQTT-3.2.2-2].
+        let mut attempt = 0;
+        let (_sub, sub_events) = loop {
+            assert!(
+                killed_at.elapsed() < WAIT,
+                "no node resumed the session within {WAIT:?}"
+            );
+            let node = nodes[[a, b][attempt % 2]].as_ref().expect("runs");
+            attempt += 1;
+            match try_connect(opts(node, "fo-sub")) {
+                Some((client, events, present)) => {
+                    assert!(present, "the session survived the leader's loss");
+                    break (client, events);
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let failover = killed_at.elapsed();
+
+        // Every message it had not acknowledged is sent again [MQTT-4.4.0-1], each QoS 2 one exactly once.
+        let mut again: BTreeMap<String, usize> = BTreeMap::new();
+        while let Some(p) = wait_for(&sub_events, Duration::from_secs(3), |e| match e {
+            Ok(v5::Event::Incoming(Packet5::Publish(p))) => Some(p),
+            _ => None,
+        }) {
+            *again
+                .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                .or_default() += 1;
+        }
+        for i in 0..M {
+            assert!(again.contains_key(&format!("a-{i}")), "QoS 1 a-{i} resent: {again:?}");
+            assert_eq!(again.get(&format!("b-{i}")), Some(&1), "QoS 2 b-{i} once: {again:?}");
+        }
+        eprintln!(
+            "cluster failover: leader SIGKILLed -> CONNACK with Session Present on node {} after {} ms ({attempt} attempt(s))",
+            [a, b][(attempt - 1) % 2] + 1,
+            failover.as_millis()
+        );
+    }
+}
