@@ -313,7 +313,9 @@ impl Node {
             NodeInput::Tick => self.handle_tick(),
             NodeInput::PeerUnreachable { peer } => {
                 self.raft.report_unreachable(peer);
-                self.unreachable.insert(peer);
+                if self.unreachable.insert(peer) {
+                    self.hasten_election(peer);
+                }
                 // Relay messages to or from it may have been lost with the connection: the relayed streams end.
                 self.close_relays_via(peer);
             }
@@ -421,6 +423,21 @@ impl Node {
                 broker.handle_input(self.now, Input::Tick);
                 self.drain_broker();
             }
+        }
+    }
+
+    /// A follower whose link to its leader broke (the leader's process died, most likely) runs its election clock
+    /// on to two ticks short of the timeout, instead of waiting a whole election timeout of silence first. Safe
+    /// whatever the cause (an election is always safe in Raft); if the leader lives, its next heartbeat (every
+    /// `heartbeat_tick`, less than two ticks away) resets the clock and nothing happens. Both followers see the
+    /// link break at once, so their leases run out together and the pre-vote of the first is not refused by the
+    /// other's lease: a failover takes about one election timeout less.
+    fn hasten_election(&mut self, peer: u64) {
+        if self.role != Role::Follower || self.leader != Some(peer) {
+            return;
+        }
+        for _ in 0..self.config.election_tick.saturating_sub(2) {
+            self.raft.tick();
         }
     }
 
