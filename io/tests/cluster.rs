@@ -298,6 +298,35 @@ fn clients_on_followers_are_relayed_to_the_leader() {
         relayed.contains("relayed to node"),
         "the follower logs its relayed clients: {relayed}"
     );
+
+    // `cluster status`, from any node's configuration: every member, one leader, each follower's lag.
+    let config = follower_b.data_dir.path().join("broker.toml");
+    let output = std::process::Command::new(common::BIN)
+        .args(["--config", config.to_str().expect("utf-8 path"), "cluster", "status"])
+        .output()
+        .expect("run mqtt-broker cluster status");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let leader_id = leader + 1;
+    assert!(
+        report.contains(&format!("leader: node {leader_id} in term")),
+        "{report}"
+    );
+    assert_eq!(report.matches(" Leader term ").count(), 1, "{report}");
+    assert_eq!(report.matches(" Follower term ").count(), 2, "{report}");
+    assert!(report.contains("(serving clients)"), "{report}");
+    for id in 1..=3 {
+        assert!(
+            report.contains(&format!("  node {id}: replicated through ")),
+            "{report}"
+        );
+    }
+    assert!(report.contains("lag "), "{report}");
+    eprintln!("{report}");
 }
 
 #[test]

@@ -243,6 +243,12 @@ impl ClusterCore {
                 match event {
                     PeerEvent::Message { from, data } => self.input(self.now, NodeInput::Peer { from, message: &data }),
                     PeerEvent::Unreachable { peer } => self.input(self.now, NodeInput::PeerUnreachable { peer }),
+                    PeerEvent::StatusRequest { token } => {
+                        let answer = super::status::encode_answer(&self.node.status());
+                        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+                            transport.answer_status(registry, token, &answer);
+                        }
+                    }
                 }
             }
         }
