@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// Largest peer message accepted, header included.
     pub max_peer_message: usize,
+    /// Whether a node that does not lead relays its clients to the leader (see `relay`); without it, such a node
+    /// closes their connections at once and only the leader serves clients.
+    pub relay_clients: bool,
     /// A known bug to plant (simulator self-test only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::planted::ClusterBug>,
@@ -54,6 +57,7 @@ impl NodeConfig {
             seed: 0,
             snapshot_entries: 10_000,
             max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
+            relay_clients: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

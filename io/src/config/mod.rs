@@ -292,6 +292,18 @@ pub enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// Ask the nodes of the cluster named in the configuration's [cluster] table (over their node-to-node ports)
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// `mqtt-broker cluster ...`
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum ClusterAction {
+    /// Members, their role, term, commit and applied index, the leader and each follower's lag behind it
+    Status,
 }
 
 /// One listener of the effective configuration.
