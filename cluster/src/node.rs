@@ -347,6 +347,11 @@ impl Node {
         self.applied
     }
 
+    /// QoS 0 PUBLISH packets dropped because held output reached `NodeConfig::max_held_bytes`, since start.
+    pub fn held_qos0_dropped(&self) -> u64 {
+        self.held.dropped_qos0()
+    }
+
     /// Digest of every entry applied (equal on nodes that applied the same entries).
     pub fn applied_digest(&self) -> u64 {
         self.digest

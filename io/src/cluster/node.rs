@@ -25,7 +25,7 @@ use mqtt_core::time::Time;
 use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The cluster id as the node's peer messages carry it: a 64-bit digest (FNV-1a) of the configured name, so the
 /// operator names clusters and the wire carries a fixed-size id. The links' hello carries the name itself.
@@ -50,6 +50,7 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.tick_jitter_ms = (config.tick_ms / 5).max(1);
     config.election_tick = cluster.election_ticks;
     config.heartbeat_tick = cluster.heartbeat_ticks;
+    config.max_held_bytes = cluster.max_held_bytes;
     config.broker = broker;
     config.broker.persistence = true;
     config.seed = seed;
@@ -99,6 +100,7 @@ pub fn open(
         now: Time::ZERO,
         hard_state: recovered.hard_state.clone(),
         lazy_hard_state: None,
+        qos0_dropped_logged: (0, None),
     };
     Ok((core, recovered))
 }
@@ -129,6 +131,8 @@ pub struct ClusterCore {
     hard_state: HardState,
     /// A hard state that differs from the last written one only in its commit index: written with the next sync.
     lazy_hard_state: Option<HardState>,
+    /// QoS 0 messages dropped at the held-output bound as last logged, and when (logged at most every 10 s).
+    qos0_dropped_logged: (u64, Option<Instant>),
 }
 
 impl ClusterCore {
@@ -272,6 +276,20 @@ impl ClusterCore {
         self.failure = Some(format!("cluster: the Raft log cannot be written: {error}"));
     }
 
+    fn log_qos0_drops(&mut self) {
+        let dropped = self.node.held_qos0_dropped();
+        let (logged, at) = self.qos0_dropped_logged;
+        if dropped == logged || at.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        log::warn!(
+            "cluster: {} QoS 0 message(s) dropped (total {dropped}): client output waiting for commits reached \
+             max_held_bytes",
+            dropped - logged
+        );
+        self.qos0_dropped_logged = (dropped, Some(Instant::now()));
+    }
+
     /// The messages of this loop turn go out, one write per link.
     fn flush_links(&mut self) {
         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
@@ -393,6 +411,7 @@ impl Core for ClusterCore {
         }
         self.commit();
         self.flush_links();
+        self.log_qos0_drops();
     }
 
     fn io_deadline(&self) -> Option<Instant> {
