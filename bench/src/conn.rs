@@ -25,6 +25,22 @@ impl ConnResults {
     }
 }
 
+/// CPU seconds a process has used (user + system), from /proc/<pid>/stat: fields 14 and 15, in clock ticks of
+/// 1/100 s (USER_HZ, 100 on every Linux ABI this runs on).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// utime + stime of one /proc/<pid>/stat line, in clock ticks.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may contain spaces: count fields after its closing one.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Resident set size of a process, from /proc.
 pub fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -82,4 +98,16 @@ pub fn run(broker: SocketAddr, count: usize, broker_pid: Option<u32>, hold: Dura
         rss_before_kb,
         rss_after_kb,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ticks;
+
+    #[test]
+    fn cpu_ticks_are_fields_14_and_15_even_with_spaces_in_the_name() {
+        let stat = "4242 (mqtt broker) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 3 0 100 0 0";
+        assert_eq!(cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(cpu_ticks("4242 (x) S 1 2"), None, "a truncated line has no times");
+    }
 }

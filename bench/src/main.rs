@@ -105,12 +105,21 @@ fn main() -> ExitCode {
         "mqtt-bench: {:?} x{} qos{} {}B for {}s against {}",
         shape, w.clients, w.qos, w.payload, args.duration, w.broker
     );
+    let cpu_before = args.broker_pid.and_then(conn::cpu_seconds);
     match workload::run(&w) {
         Ok(r) => {
             let rss_kb = rss().unwrap_or(0);
+            // Broker CPU per million deliveries: on 2 shared cores throughput is partly the load generator's, CPU
+            // per delivery is the broker's own cost. Includes connecting and draining, a small share at 64 B rates.
+            let cpu_per_m = match (cpu_before, args.broker_pid.and_then(conn::cpu_seconds)) {
+                (Some(before), Some(after)) if r.received > 0 => {
+                    format!("{:.3}", (after - before) * 1e6 / r.received as f64)
+                }
+                _ => "null".into(),
+            };
             if args.json {
                 println!(
-                    "{{\"workload\":\"{shape:?}\",\"clients\":{},\"qos\":{},\"payload\":{},\"sent\":{},\"received\":{},\"lost\":{},\"duplicates\":{},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"rss_kb\":{rss_kb}}}",
+                    "{{\"workload\":\"{shape:?}\",\"clients\":{},\"qos\":{},\"payload\":{},\"sent\":{},\"received\":{},\"lost\":{},\"duplicates\":{},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"rss_kb\":{rss_kb},\"cpu_s_per_million\":{cpu_per_m}}}",
                     w.clients,
                     w.qos,
                     w.payload,
@@ -127,7 +136,7 @@ fn main() -> ExitCode {
                 );
             } else {
                 println!(
-                    "{shape:?} qos{}: {:.0} msg/s received ({:.2} MB/s), latency p50 {}us p99 {}us p99.9 {}us max {}us, sent {} received {} lost {} dup {}",
+                    "{shape:?} qos{}: {:.0} msg/s received ({:.2} MB/s), latency p50 {}us p99 {}us p99.9 {}us max {}us, sent {} received {} lost {} dup {}, broker CPU s per million {cpu_per_m}",
                     w.qos,
                     r.msgs_per_sec(),
                     r.msgs_per_sec() * w.payload as f64 / 1e6,

@@ -247,6 +247,7 @@ fn publisher(
     let mut payload = vec![0u8; w.payload.max(HEADER)];
     let publisher = u16::try_from(id).unwrap_or(u16::MAX);
     let began = Instant::now();
+    let began_ns = now_ns(start);
     let interval = w.rate.map(|r| Duration::from_nanos(1_000_000_000 / r.max(1)));
     let mut seq = 0u64;
     let mut packet_id = 0u16;
@@ -264,18 +265,25 @@ fn publisher(
         }
         seq += 1;
         packet_id = if packet_id == u16::MAX { 1 } else { packet_id + 1 };
-        stamp(&mut payload, now_ns(start), publisher, seq);
+        // A paced message is stamped with the time it was scheduled, not the time it went out: a broker that stalls
+        // the publisher (a full inflight window, a full socket) is charged the whole delay of every message that
+        // waited behind the stall, so latency is not understated by coordinated omission.
+        let sent_ns = match interval {
+            Some(interval) => {
+                let due = interval * ((seq - 1) as u32);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                began_ns + due.as_nanos() as u64
+            }
+            None => now_ns(start),
+        };
+        stamp(&mut payload, sent_ns, publisher, seq);
         let bytes = wire::publish(topic, w.qos, packet_id, &payload);
         if let Ok(mut guard) = writer.lock() {
             guard.write_all(&bytes)?;
             if seq.is_multiple_of(16) || interval.is_some() {
                 guard.flush()?;
-            }
-        }
-        if let Some(interval) = interval {
-            let due = interval * (seq as u32);
-            if let Some(wait) = due.checked_sub(began.elapsed()) {
-                std::thread::sleep(wait);
             }
         }
     }
