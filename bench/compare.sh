@@ -113,7 +113,7 @@ if [ "$fd_room" -lt "$conns" ]; then
 fi
 conn=()
 for i in $(seq 0 $((n - 1))); do
-  conn+=("$(run "$i" --workload conn --clients "$conns" || echo '{"connections":"failed","connect_per_sec":"-","bytes_per_connection":null}')")
+  conn+=("$(run "$i" --workload conn --clients "$conns" || echo '{"connections":"failed","connect_per_sec":"-","bytes_per_connection":null,"alive_after_hold":null}')")
 done
 
 rows=""
@@ -197,6 +197,7 @@ sep_cols=$(printf -- "---|%.0s" "${names[@]}")
   echo "|---|${sep_cols}"
   printf "| %s held%s |" "$conns" "$conn_note"; for c in "${conn[@]}"; do printf " %s |" "$(field "$c" connections)"; done; echo
   printf "| connects/s |"; for c in "${conn[@]}"; do printf " %s |" "$(field "$c" connect_per_sec)"; done; echo
+  printf "| answered a PINGREQ after the hold |"; for c in "${conn[@]}"; do printf " %s |" "$(field "$c" alive_after_hold)"; done; echo
   printf "| broker memory per idle connection (bytes, RSS growth / connections) |"; for c in "${conn[@]}"; do printf " %s |" "$(field "$c" bytes_per_connection)"; done; echo
   echo
   echo "Reading the table: unpaced rows measure saturation throughput (their latency is queueing delay at overload);"

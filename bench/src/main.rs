@@ -49,6 +49,9 @@ struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// MQTT protocol level of every client: 4 (3.1.1) or 5 (5.0).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
+    protocol: u8,
     /// Subscribers use persistent sessions (Clean Session 0), which a durable broker writes to disk
     #[arg(long)]
     persistent: bool,
@@ -63,22 +66,30 @@ fn main() -> ExitCode {
         Kind::Pairs => workload::Shape::Pairs,
         Kind::Conn => {
             conn::report_fd_limit();
-            return match conn::run(args.broker, args.clients, args.broker_pid, Duration::from_secs(2)) {
+            return match conn::run(
+                args.broker,
+                args.clients,
+                args.broker_pid,
+                Duration::from_secs(2),
+                args.protocol == 5,
+            ) {
                 Ok(r) => {
                     let per_conn = r.bytes_per_connection().map_or("null".into(), |b| format!("{b:.0}"));
                     if args.json {
                         println!(
-                            "{{\"workload\":\"conn\",\"connections\":{},\"connect_per_sec\":{:.0},\"bytes_per_connection\":{per_conn},\"rss_kb\":{}}}",
+                            "{{\"workload\":\"conn\",\"connections\":{},\"connect_per_sec\":{:.0},\"bytes_per_connection\":{per_conn},\"rss_kb\":{},\"alive_after_hold\":{}}}",
                             r.connections,
                             r.per_second(),
-                            r.rss_after_kb.unwrap_or(0)
+                            r.rss_after_kb.unwrap_or(0),
+                            r.alive
                         );
                     } else {
                         println!(
-                            "conn: {} connections in {:.2}s ({:.0}/s), broker memory per connection {per_conn} bytes",
+                            "conn: {} connections in {:.2}s ({:.0}/s), broker memory per connection {per_conn} bytes, {} answered a ping after the hold",
                             r.connections,
                             r.seconds,
-                            r.per_second()
+                            r.per_second(),
+                            r.alive
                         );
                     }
                     ExitCode::SUCCESS
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
         rate: args.rate,
         inflight: args.inflight.max(1),
         persistent: args.persistent,
+        v5: args.protocol == 5,
     };
     eprintln!(
         "mqtt-bench: {:?} x{} qos{} {}B for {}s against {}",

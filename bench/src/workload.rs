@@ -34,6 +34,8 @@ pub struct Workload {
     pub inflight: u64,
     /// Subscribers use persistent sessions (Clean Session 0).
     pub persistent: bool,
+    /// Every client speaks MQTT 5.0 (else 3.1.1).
+    pub v5: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -128,8 +130,8 @@ fn subscriber(
     // A persistent subscriber's session is stored by a durable broker: what `--persistent` measures. The process id
     // keeps sessions of earlier runs out of the way.
     let client_id = format!("bench-sub-{id}-{}", std::process::id());
-    wire::handshake(&mut stream, &client_id, !w.persistent)?;
-    stream.write_all(&wire::subscribe(1, filter, w.qos))?;
+    wire::handshake(&mut stream, &client_id, !w.persistent, w.v5)?;
+    stream.write_all(&wire::subscribe(1, filter, w.qos, w.v5))?;
     let mut reader = Reader::new(stream.try_clone()?);
     while reader.next()?.kind() != 9 {}
     ready.wait();
@@ -157,7 +159,7 @@ fn subscriber(
         match frame.kind() {
             3 => {
                 let qos = (frame.first >> 1) & 3;
-                let Some((_, packet_id, payload)) = frame.publish() else {
+                let Some((_, packet_id, payload)) = frame.publish(w.v5) else {
                     continue;
                 };
                 if let Some((sent, publisher, seq)) = read_stamp(payload) {
@@ -216,7 +218,7 @@ fn publisher(
     let stream = TcpStream::connect(w.broker)?;
     stream.set_nodelay(true)?;
     let mut handshake_stream = stream.try_clone()?;
-    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"), true)?;
+    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"), true, w.v5)?;
     let writer = Arc::new(Mutex::new(BufWriter::new(stream.try_clone()?)));
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -279,7 +281,7 @@ fn publisher(
             None => now_ns(start),
         };
         stamp(&mut payload, sent_ns, publisher, seq);
-        let bytes = wire::publish(topic, w.qos, packet_id, &payload);
+        let bytes = wire::publish(topic, w.qos, packet_id, &payload, w.v5);
         if let Ok(mut guard) = writer.lock() {
             guard.write_all(&bytes)?;
             if seq.is_multiple_of(16) || interval.is_some() {
