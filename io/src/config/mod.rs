@@ -3,10 +3,12 @@
 //! Precedence, lowest first: built-in defaults, the file, the flags. Every error names the key and where the bad
 //! value came from (`file:line:col` or the flag).
 
+mod bridge;
 mod cluster;
 mod error;
 mod limits;
 
+pub use bridge::{BridgeFile, BridgeSettings, BridgeTls};
 pub use cluster::{ClusterFile, ClusterSettings, Peer, MAX_CLUSTER_ID_LEN};
 
 pub use error::{ConfigError, Origin, Problem};
@@ -205,6 +207,9 @@ pub struct FileConfig {
     pub http: Option<HttpFile>,
     #[serde(default)]
     pub io: Option<IoDriver>,
+    /// Connections to other brokers (see `bridge`).
+    #[serde(default)]
+    pub bridges: Vec<BridgeFile>,
 }
 
 /// The `[http]` table: the optional metrics and health listener.
@@ -287,6 +292,18 @@ pub enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// Ask the nodes of the cluster named in the configuration's [cluster] table (over their node-to-node ports)
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// `mqtt-broker cluster ...`
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum ClusterAction {
+    /// Members, their role, term, commit and applied index, the leader and each follower's lag behind it
+    Status,
 }
 
 /// One listener of the effective configuration.
@@ -336,6 +353,8 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// Which I/O driver runs the event loop.
     pub io: IoDriver,
+    /// Bridges to other brokers.
+    pub bridges: Vec<BridgeSettings>,
 }
 
 /// The file's text and name, for locating errors.
@@ -418,7 +437,12 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         }
         _ => None,
     };
+    let bridges = match source {
+        Some(source) => bridge::resolve(&file.bridges, source)?,
+        None => Vec::new(),
+    };
     Ok(Settings {
+        bridges,
         http_listen,
         sync,
         sync_interval_ms: cli
