@@ -31,9 +31,10 @@ const RING_ENTRIES: u32 = 4096;
 pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
 /// Provided receive buffers: how many and how large. A connection holds them from their completions until the
 /// read turn that reads them, so this bounds the input waiting in the driver (8 MiB, resident once used); when
-/// all are taken, receives end with ENOBUFS and are re-armed once buffers come back.
-const RECV_BUFS: u16 = 2048;
-const RECV_BUF_SIZE: usize = 4 * 1024;
+/// all are taken, receives end with ENOBUFS and are re-armed once buffers come back. Many and small: thousands
+/// of quiet clients each hold one for a PUBLISH of a few dozen bytes, and running out costs re-arming.
+const RECV_BUFS: u16 = 4096;
+const RECV_BUF_SIZE: usize = 2 * 1024;
 const BUF_GROUP: u16 = 0;
 /// Most chunks in one send (Linux's IOV_MAX). Higher than epoll's per-write limit because a connection has one
 /// send per turn here, where epoll's writes loop until the socket is full: a subscriber of many small messages
