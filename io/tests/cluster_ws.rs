@@ -45,12 +45,22 @@ fn websocket_clients_on_two_followers_meet_through_the_leader() {
     };
     let (a, b) = (&nodes[(leader + 1) % 3], &nodes[(leader + 2) % 3]);
     for f in [a, b] {
-        assert!(f.wait_for_log(&format!("leader Some({})", leader + 1), WAIT), "{}", f.log_text());
+        assert!(
+            f.wait_for_log(&format!("leader Some({})", leader + 1), WAIT),
+            "{}",
+            f.log_text()
+        );
     }
     let (mut sub, _) = ws_client(a);
     let (mut publ, _) = ws_client(b);
-    assert_eq!(sub.connect("ws-relay-sub", None, None), mqtt_core::packet::ReasonCode::SUCCESS);
-    assert_eq!(publ.connect("ws-relay-pub", None, None), mqtt_core::packet::ReasonCode::SUCCESS);
+    assert_eq!(
+        sub.connect("ws-relay-sub", None, None),
+        mqtt_core::packet::ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        publ.connect("ws-relay-pub", None, None),
+        mqtt_core::packet::ReasonCode::SUCCESS
+    );
     round_trip(&mut sub, &mut publ, "ws/relayed");
     for f in [a, b] {
         assert!(f.log_text().contains("relayed to node"), "{}", f.log_text());
