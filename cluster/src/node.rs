@@ -47,6 +47,10 @@ pub enum NodeInput<'a> {
     Tick,
     /// The transport could not reach `peer` (connection refused or dropped); raft-rs then probes it gently.
     PeerUnreachable { peer: u64 },
+    /// With `NodeConfig::propose_per_turn`: propose the records of the inputs since the last `Flush` as one entry.
+    /// A driver sends it once per loop turn, before it writes and syncs (so one entry, one append message per
+    /// follower and one sync carry the whole turn). Without that setting each input's records are proposed at once.
+    Flush,
 }
 
 /// What the driver must do, in order (see the ordering rule in the module documentation).
@@ -58,6 +62,10 @@ pub enum NodeOutput {
     /// Send this message to peer `to`. It is self-contained (header and protobuf body); the transport adds its
     /// own length prefix. It may be dropped: Raft retries.
     Peer { to: u64, message: Bytes },
+    /// Send this message to peer `to` without waiting for the `Persist*` outputs before it: a leader's appends
+    /// and heartbeats, which raft-rs lets leave while the leader writes the same entries (raft thesis 10.2.1), so
+    /// the leader's and the followers' syncs overlap. A driver may also treat it as `Peer` (later is always safe).
+    PeerEarly { to: u64, message: Bytes },
     /// Append these entries to the durable log. The first one's index may be at or below the last stored entry:
     /// everything from that index on is replaced.
     PersistEntries(Vec<Entry>),
@@ -182,6 +190,11 @@ pub struct NodeStatus {
     pub serving: bool,
     /// For a leader: each member's highest log index known to be replicated on it.
     pub match_index: BTreeMap<u64, u64>,
+    /// Client outputs waiting for a commit, and the bytes of their transmits.
+    pub held_outputs: usize,
+    pub held_bytes: usize,
+    /// QoS 0 PUBLISH packets dropped because held output reached `NodeConfig::max_held_bytes`, since start.
+    pub held_qos0_dropped: u64,
 }
 
 /// How many Raft ticks one `Tick` input may catch up on after the driver slept long: beyond this the node resumes
@@ -201,6 +214,8 @@ pub struct Node {
     serve_after: Option<u64>,
     broker: Option<Broker>,
     held: Held,
+    /// Records produced since the last proposal (see `NodeConfig::propose_per_turn`).
+    unproposed: Vec<Record>,
     /// Client connections the broker knows (opened while serving, not yet closed), relayed ones included.
     clients: BTreeSet<ConnectionId>,
     /// On a node that does not serve: its client connections relayed to the leader, by local id.
@@ -272,6 +287,7 @@ impl Node {
             .unwrap_or_else(|e| panic!("invalid cluster node configuration: {e}"));
         let rng = ChaCha8Rng::seed_from_u64(config.seed ^ config.node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let term = hs.term;
+        let held = Held::new(config.max_held_bytes);
         let mut node = Node {
             config,
             raft,
@@ -281,7 +297,8 @@ impl Node {
             last_snapshot: snapshot_index,
             serve_after: None,
             broker: None,
-            held: Held::default(),
+            held,
+            unproposed: Vec::new(),
             clients: BTreeSet::new(),
             relayed: BTreeMap::new(),
             remote: BTreeMap::new(),
@@ -319,6 +336,7 @@ impl Node {
                 // Relay messages to or from it may have been lost with the connection: the relayed streams end.
                 self.close_relays_via(peer);
             }
+            NodeInput::Flush => self.propose(),
         }
         self.process_ready();
     }
@@ -369,6 +387,11 @@ impl Node {
         self.applied
     }
 
+    /// QoS 0 PUBLISH packets dropped because held output reached `NodeConfig::max_held_bytes`, since start.
+    pub fn held_qos0_dropped(&self) -> u64 {
+        self.held.dropped_qos0()
+    }
+
     /// Digest of every entry applied (equal on nodes that applied the same entries).
     pub fn applied_digest(&self) -> u64 {
         self.digest
@@ -395,6 +418,9 @@ impl Node {
             applied: self.applied,
             serving: self.broker.is_some(),
             match_index,
+            held_outputs: self.held.len(),
+            held_bytes: self.held.bytes(),
+            held_qos0_dropped: self.held.dropped_qos0(),
         }
     }
 
@@ -551,16 +577,31 @@ impl Node {
                 other => after.push(other),
             }
         }
-        if let Some(free) = self.held.queue_behind(before) {
-            self.emit_clients(free);
-        }
+        let free = self.held.pass_or_queue(before);
+        self.emit_clients(free);
         if records.is_empty() {
-            if let Some(free) = self.held.queue_behind(after) {
-                self.emit_clients(free);
-            }
+            let free = self.held.pass_or_queue(after);
+            self.emit_clients(free);
             return;
         }
-        let data = wire::encode_records(&records);
+        self.held.hold(&records, after);
+        self.unproposed.extend(records);
+        if !self.config.propose_per_turn {
+            self.propose();
+        }
+    }
+
+    /// Whether records wait for `NodeInput::Flush` to be proposed (with `NodeConfig::propose_per_turn`).
+    pub fn has_unproposed(&self) -> bool {
+        !self.unproposed.is_empty()
+    }
+
+    /// Proposes the records gathered since the last proposal as one entry; the outputs held for them wait for it.
+    fn propose(&mut self) {
+        if self.unproposed.is_empty() {
+            return;
+        }
+        let data = wire::encode_records(&std::mem::take(&mut self.unproposed));
         if let Err(e) = self.raft.propose(Vec::new(), data) {
             // Only a node that is no longer leader drops a proposal: the broker's state is ahead of the log now.
             self.depose(&format!("proposal dropped: {e}"));
@@ -569,7 +610,8 @@ impl Node {
         let index = self.raft.raft.raft_log.last_index();
         let term = self.raft.raft.term;
         if crate::planted::release_before_commit(&self.config) {
-            self.emit_clients(after);
+            let outputs = self.held.take_open();
+            self.emit_clients(outputs);
             self.event(ClusterEvent::Released {
                 index,
                 term,
@@ -577,7 +619,7 @@ impl Node {
             });
             return;
         }
-        self.held.hold(index, term, after);
+        self.held.seal(index, term);
     }
 
     /// Handles everything raft-rs has ready, in raft-rs's order: messages a leader may send before its own write,
@@ -585,7 +627,9 @@ impl Node {
     fn process_ready(&mut self) {
         while self.raft.has_ready() {
             let mut ready = self.raft.ready();
-            self.send(ready.take_messages());
+            // A leader's appends and heartbeats may leave before its own write of the same entries (raft thesis
+            // 10.2.1; raft-rs hands them out as `messages`, apart from those that must follow the write).
+            self.send_early(ready.take_messages());
             if !ready.snapshot().is_empty() {
                 self.install_snapshot(ready.snapshot().clone());
             }
@@ -624,13 +668,25 @@ impl Node {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
+        self.send_with(messages, false);
+    }
+
+    fn send_early(&mut self, messages: Vec<Message>) {
+        self.send_with(messages, true);
+    }
+
+    fn send_with(&mut self, messages: Vec<Message>, early: bool) {
         for message in messages {
             let to = message.to;
             if message.msg_type == raft::eraftpb::MessageType::MsgSnapshot {
                 self.snapshots_sent.push(to);
             }
             let bytes = wire::encode_peer_message(self.config.cluster_id, &message);
-            self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
+            if early {
+                self.outputs.push_back(NodeOutput::PeerEarly { to, message: bytes });
+            } else {
+                self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
+            }
         }
     }
 
@@ -753,6 +809,7 @@ impl Node {
     /// of the committed log) discarded.
     fn depose(&mut self, _why: &str) {
         self.serve_after = None;
+        self.unproposed.clear();
         if self.broker.take().is_none() && self.held.is_empty() && self.clients.is_empty() {
             return;
         }

@@ -63,7 +63,9 @@ impl Cluster {
         let id = i as u64 + 1;
         while let Some(output) = self.nodes[i].poll_output() {
             match output {
-                NodeOutput::Peer { to, message } => self.network.push_back((id, to, message)),
+                NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
+                    self.network.push_back((id, to, message))
+                }
                 NodeOutput::PersistEntries(entries) => {
                     let disk = &mut self.disks[i];
                     let first = entries[0].index;
