@@ -63,6 +63,7 @@ fn websocket_clients_on_two_followers_meet_through_the_leader() {
     );
     round_trip(&mut sub, &mut publ, "ws/relayed");
     for f in [a, b] {
-        assert!(f.log_text().contains("relayed to node"), "{}", f.log_text());
+        // The log is read on another thread: wait for the line rather than race it.
+        assert!(f.wait_for_log("relayed to node", WAIT), "{}", f.log_text());
     }
 }
