@@ -59,6 +59,9 @@ fn main() -> ExitCode {
             return ExitCode::from(BAD_CONFIG);
         }
     }
+    if let Some(Command::Cluster { action }) = &cli.command {
+        return cluster_command(&settings, *action);
+    }
     if cli.check_config {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
@@ -386,4 +389,19 @@ fn edit_password_file(file: &Path, user: &str, password: Option<&str>, delete: b
     let phc = pwfile::hash(password.as_bytes()).map_err(|e| e.to_string())?;
     pwfile::write_private(file, &pwfile::set_user(&text, user, &phc)).map_err(|e| e.to_string())?;
     Ok(format!("set password of user {user:?} in {}", file.display()))
+}
+
+/// `mqtt-broker cluster status`: every member's view, asked over its node-to-node port.
+fn cluster_command(settings: &Settings, action: config::ClusterAction) -> ExitCode {
+    let Some(cluster) = &settings.cluster else {
+        eprintln!("mqtt-broker: the configuration has no [cluster] table (pass the --config of a cluster node)");
+        return ExitCode::from(BAD_CONFIG);
+    };
+    match action {
+        config::ClusterAction::Status => {
+            let members: Vec<_> = cluster.peers.iter().map(|p| (p.id, p.address)).collect();
+            print!("{}", mqtt_io::cluster::status::report(&cluster.cluster_id, &members));
+            ExitCode::SUCCESS
+        }
+    }
 }
