@@ -166,7 +166,8 @@ kill "${pids[@]}" 2>/dev/null || true
 if [ "$cluster" = 1 ]; then
   cluster_section=$(bench/cluster.sh "$duration")
 else
-  cluster_section=$(sed -n '/^## Cluster/,/^Reproduce:/p' BENCHMARKS.md | sed '$d')
+  # Every section from the cluster's on (later ones too), without this script's own closing line.
+  cluster_section=$(sed -n '/^## Cluster/,$p' BENCHMARKS.md | grep -v '^Reproduce: `bench/compare.sh`')
 fi
 
 peer_names=$(slash "${names[@]:1}")
