@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the same workloads against mqtt-broker, Mosquitto and rumqttd on this machine, side by side and alternating,
-# and writes the tables to BENCHMARKS.md. Usage: bench/compare.sh [--quick] [--no-cluster] [--runs N].
+# and writes the tables to BENCHMARKS.md. Usage: bench/compare.sh [--quick] [--no-cluster] [--no-rumqttd] [--runs N].
 # --no-cluster keeps the cluster section already in BENCHMARKS.md instead of measuring it again; --runs N measures
 # every row N times (the brokers alternating each time) and reports each broker's median. Everything stays on
 # loopback and is bounded in time.
@@ -8,13 +8,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=5
 cluster=1
+rumqttd=1
 runs=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) duration=2 ;;
     --no-cluster) cluster=0 ;;
+    --no-rumqttd) rumqttd=0 ;;
     --runs) runs=$2; shift ;;
-    *) echo "usage: bench/compare.sh [--quick] [--no-cluster] [--runs N]" >&2; exit 2 ;;
+    *) echo "usage: bench/compare.sh [--quick] [--no-cluster] [--no-rumqttd] [--runs N]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -26,13 +28,13 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 # the install fails (offline), the comparison runs without it and says so.
 RUMQTTD_VERSION=0.20.0
 RUMQTTD=bench/.peers/bin/rumqttd
-if [ ! -x "$RUMQTTD" ] || ! "$RUMQTTD" --version 2>/dev/null | grep -q "$RUMQTTD_VERSION"; then
+if [ "$rumqttd" = 1 ] && { [ ! -x "$RUMQTTD" ] || ! "$RUMQTTD" --version 2>/dev/null | grep -q "$RUMQTTD_VERSION"; }; then
   echo "compare.sh: installing rumqttd $RUMQTTD_VERSION into bench/.peers (a few minutes, once)" >&2
   cargo install --quiet rumqttd --version "$RUMQTTD_VERSION" --locked --root bench/.peers >&2 ||
     echo "compare.sh: rumqttd could not be installed (offline?); comparing with Mosquitto only" >&2
 fi
 have_rumqttd=0
-[ -x "$RUMQTTD" ] && have_rumqttd=1
+[ "$rumqttd" = 1 ] && [ -x "$RUMQTTD" ] && have_rumqttd=1
 
 cargo build --release --quiet --bin mqtt-broker --bin mqtt-bench
 ulimit -n 65536 2>/dev/null || true

@@ -48,7 +48,7 @@ fn setup(subscribers: u64, qos: QoS) -> Broker {
         if id > 0 {
             let subscribe = Packet::Subscribe(Subscribe {
                 packet_id: 1,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![(
                     "bench/+/data".into(),
                     SubscriptionOptions {

@@ -56,7 +56,10 @@ fn auth_packet(reason: ReasonCode, data: &'static [u8]) -> Packet {
         authentication_data: Some(Bytes::from_static(data)),
         ..Default::default()
     };
-    Packet::Auth(Auth { reason, properties })
+    Packet::Auth(Auth {
+        reason,
+        properties: properties.into(),
+    })
 }
 
 #[test]

@@ -92,7 +92,7 @@ fn pipelined_subscribe_and_publish_wait_for_the_delayed_connack_mqtt_3_1_4_6() {
     let pipelined = [
         Packet::Subscribe(Subscribe {
             packet_id: 1,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: vec![(
                 "t".into(),
                 SubscriptionOptions {

@@ -11,7 +11,7 @@ fn unsubscribe(h: &mut mqtt_core::harness::Harness, conn: mqtt_core::broker::Con
         conn,
         Packet::Unsubscribe(Unsubscribe {
             packet_id: id,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: filters.iter().map(|f| f.to_string()).collect(),
         }),
     );

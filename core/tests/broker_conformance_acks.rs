@@ -17,7 +17,7 @@ fn suback_and_unsuback_carry_the_packet_id_and_one_reason_per_filter_mqtt_2_2_1_
             conn,
             Packet::Subscribe(Subscribe {
                 packet_id: 4242,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![
                     (
                         "a/b".into(),
@@ -48,7 +48,7 @@ fn suback_and_unsuback_carry_the_packet_id_and_one_reason_per_filter_mqtt_2_2_1_
             conn,
             Packet::Unsubscribe(Unsubscribe {
                 packet_id: 777,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec!["a/b".into(), "c/+".into()],
             }),
         );
@@ -86,7 +86,7 @@ fn a_publish_is_answered_as_its_qos_requires_mqtt_3_3_4_1() {
             Packet::PubRel(PubResponse {
                 packet_id: 12,
                 reason: ReasonCode(0),
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
         );
         match h.recv(conn) {
@@ -150,7 +150,7 @@ fn the_first_qos2_delivery_has_dup_0_and_stays_unacknowledged_until_pubrec_then_
         Packet::PubRec(PubResponse {
             packet_id: id,
             reason: ReasonCode(0),
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
     );
     assert!(matches!(h.recv(sub), Some(Packet::PubRel(rel)) if rel.packet_id == id));
@@ -243,7 +243,7 @@ fn an_invalid_share_name_is_refused_mqtt_4_8_2_2() {
             conn,
             Packet::Subscribe(Subscribe {
                 packet_id: 3,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![(filter.into(), SubscriptionOptions::default())],
             }),
         );
@@ -309,7 +309,7 @@ fn request_problem_information_0_keeps_reason_strings_off_other_packets_mqtt_3_1
         conn,
         Packet::Subscribe(Subscribe {
             packet_id: 5,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: vec![("$share/bad+/t".into(), SubscriptionOptions::default())],
         }),
     );
@@ -329,7 +329,7 @@ fn an_empty_property_set_is_sent_as_property_length_zero_mqtt_2_2_2_1() {
     let mut out = bytes::BytesMut::new();
     let suback = Packet::SubAck(SubAck {
         packet_id: 9,
-        properties: Properties::default(),
+        properties: Default::default(),
         reasons: vec![ReasonCode(1)],
     });
     mqtt_core::codec::encode(&suback, ProtocolVersion::V5, &mut out).unwrap();
@@ -392,7 +392,7 @@ fn the_send_quota_never_exceeds_the_clients_receive_maximum_mqtt_4_9_0_1() {
         Packet::PubAck(PubResponse {
             packet_id: first[0].packet_id,
             reason: ReasonCode(0),
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
     );
     assert_eq!(
@@ -432,7 +432,7 @@ fn a_qos2_message_sent_is_not_expired_and_its_pubrel_uses_a_pubrel_reason_mqtt_4
         Packet::PubRec(PubResponse {
             packet_id: again[0].packet_id,
             reason: ReasonCode(0),
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
     );
     match h.recv(sub) {
@@ -491,7 +491,7 @@ fn an_expired_qos2_message_still_completes_its_acknowledgements_mqtt_4_3_3_13() 
         Packet::PubRel(PubResponse {
             packet_id: 21,
             reason: ReasonCode(0),
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
     );
     assert!(matches!(h.recv(publ), Some(Packet::PubComp(c)) if c.packet_id == 21 && c.reason == ReasonCode(0)));

@@ -118,7 +118,11 @@ fn disconnect_cannot_set_expiry_when_connect_had_zero_mqtt_3_14_2_2() {
 fn empty_client_id_gets_assigned_identifier_mqtt_3_2_2_16() {
     let mut h = harness();
     let (_, connack) = connect_ok(&mut h, v5(""));
-    let assigned = connack.properties.assigned_client_identifier.expect("assigned id");
+    let assigned = connack
+        .properties
+        .assigned_client_identifier
+        .clone()
+        .expect("assigned id");
     assert!(!assigned.is_empty());
     let (_, other) = connect_ok(&mut h, v5(""));
     assert_ne!(
@@ -133,7 +137,7 @@ fn assigned_identifiers_are_deterministic_for_a_seed() {
     let ids = |seed| {
         let mut h = Harness::with_broker(mqtt_core::broker::Broker::new(Config::default(), seed));
         let (_, connack) = connect_ok(&mut h, v5(""));
-        connack.properties.assigned_client_identifier
+        connack.properties.assigned_client_identifier.clone()
     };
     assert_eq!(ids(7), ids(7));
     assert_ne!(ids(7), ids(8));

@@ -308,7 +308,7 @@ fn subscriptions_beyond_the_limit_get_quota_exceeded_mqtt_3_9_3_1() {
         sub,
         Packet::Unsubscribe(Unsubscribe {
             packet_id: 8,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: vec!["b".to_string()],
         }),
     );
@@ -615,7 +615,8 @@ fn queued_bytes_are_released_by_expiry_and_session_end() {
             properties: Properties {
                 session_expiry_interval: Some(0),
                 ..Properties::default()
-            },
+            }
+            .into(),
         }),
     );
     assert_eq!(h.broker.queued_bytes_total(), 0);

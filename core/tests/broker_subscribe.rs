@@ -94,7 +94,7 @@ fn unsubscribe_reports_per_filter_reason_codes_mqtt_3_11_3_1() {
         conn,
         Packet::Unsubscribe(Unsubscribe {
             packet_id: 3,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: vec!["x".into(), "never".into()],
         }),
     );
@@ -165,7 +165,7 @@ fn no_local_on_shared_subscription_is_protocol_error_mqtt_3_8_3_4() {
         conn,
         Packet::Subscribe(Subscribe {
             packet_id: 1,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: vec![("$share/g/t".into(), options)],
         }),
     );

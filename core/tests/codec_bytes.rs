@@ -154,7 +154,7 @@ fn v5_subscribe_with_options() {
     };
     let packet = Packet::Subscribe(Subscribe {
         packet_id: 1,
-        properties: Properties::default(),
+        properties: Default::default(),
         filters: vec![("a/".into(), options)],
     });
     assert_eq!(encoded(&packet, ProtocolVersion::V5), bytes);
@@ -182,7 +182,7 @@ fn v311_connack_return_codes() {
     let refused = Packet::ConnAck(ConnAck {
         session_present: false,
         reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(encoded(&refused, ProtocolVersion::V3_1_1), vec![0x20, 0x02, 0x00, 0x04]);
     let accepted = Packet::ConnAck(ConnAck {
@@ -199,7 +199,7 @@ fn v311_connack_return_codes() {
 fn v311_acks_and_disconnect_have_no_reason_bytes() {
     let suback = Packet::SubAck(SubAck {
         packet_id: 2,
-        properties: Properties::default(),
+        properties: Default::default(),
         reasons: vec![ReasonCode::GRANTED_QOS_1, ReasonCode::TOPIC_FILTER_INVALID],
     });
     assert_eq!(
@@ -208,7 +208,7 @@ fn v311_acks_and_disconnect_have_no_reason_bytes() {
     );
     let unsuback = Packet::UnsubAck(UnsubAck {
         packet_id: 2,
-        properties: Properties::default(),
+        properties: Default::default(),
         reasons: vec![ReasonCode::SUCCESS],
     });
     assert_eq!(
@@ -217,7 +217,7 @@ fn v311_acks_and_disconnect_have_no_reason_bytes() {
     );
     let disconnect = Packet::Disconnect(Disconnect {
         reason: ReasonCode::SERVER_SHUTTING_DOWN,
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(encoded(&disconnect, ProtocolVersion::V3_1_1), vec![0xE0, 0x00]);
     assert_eq!(encoded(&disconnect, ProtocolVersion::V5), vec![0xE0, 0x02, 0x8B, 0x00]);

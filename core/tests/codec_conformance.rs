@@ -179,7 +179,7 @@ fn ill_formed_utf8_is_malformed_in_every_string_field() {
             "subscribe filter [MQTT-3.8.3-1]",
             Packet::Subscribe(Subscribe {
                 packet_id: 1,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![("Z".into(), SubscriptionOptions::default())],
             }),
         ),
@@ -187,7 +187,7 @@ fn ill_formed_utf8_is_malformed_in_every_string_field() {
             "unsubscribe filter [MQTT-3.10.3-1]",
             Packet::Unsubscribe(Unsubscribe {
                 packet_id: 1,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec!["Z".into()],
             }),
         ),

@@ -13,7 +13,7 @@ use mqtt_core::bridge::{BridgeConfig, Direction, Rule};
 use mqtt_core::broker::{Config, ConnectionId};
 use mqtt_core::harness::{connect_packet, Harness};
 use mqtt_core::packet::{
-    Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,7 +56,7 @@ fn connect(h: &mut Harness, id: &str, filter: Option<&str>, resume: bool) -> Con
             conn,
             Packet::Subscribe(Subscribe {
                 packet_id: 1,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![(filter.to_string(), options)],
             }),
         );

@@ -103,7 +103,7 @@ impl Driver {
             conn,
             &Packet::Subscribe(Subscribe {
                 packet_id: 1,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![(
                     filter,
                     SubscriptionOptions {
@@ -138,7 +138,7 @@ impl Driver {
                 conn,
                 &Packet::Disconnect(Disconnect {
                     reason: ReasonCode::NORMAL_DISCONNECTION,
-                    properties: Properties::default(),
+                    properties: Default::default(),
                 }),
             ),
             // The connection drops: the will is published after its delay.
@@ -198,7 +198,7 @@ impl Driver {
             conn,
             &Packet::Disconnect(Disconnect {
                 reason: ReasonCode::NORMAL_DISCONNECTION,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
         );
         self.advance(Duration::from_secs(u64::from(EXPIRIES[3]) + 60));

@@ -509,7 +509,7 @@ impl<'s> World<'s> {
         let response = |pid: u16| PubResponse {
             packet_id: pid,
             reason: ReasonCode::SUCCESS,
-            properties: Properties::default(),
+            properties: Default::default(),
         };
         match *pkt {
             Pkt::Connect { clean_start } => connect_packet(self.scenario.clients[client].client_id, clean_start),
@@ -587,7 +587,7 @@ fn connect_packet(client_id: &str, clean_start: bool) -> Packet {
 fn subscribe_packet(filter: &str, qos: QoS) -> Packet {
     Packet::Subscribe(Subscribe {
         packet_id: 1,
-        properties: Properties::default(),
+        properties: Default::default(),
         filters: vec![(
             filter.to_string(),
             SubscriptionOptions {

@@ -490,7 +490,7 @@ impl Bridge {
         let packet_id = self.link_mut(side).allocate_id();
         let subscribe = Packet::Subscribe(Subscribe {
             packet_id,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters,
         });
         let now = self.now;
@@ -573,9 +573,11 @@ impl Bridge {
             None
         };
         let mut properties = publish.properties;
-        // Both belong to the connection it came on.
-        properties.subscription_identifiers.clear();
-        properties.topic_alias = None;
+        // Both belong to the connection it came on. Checked first: a write allocates a message's empty properties.
+        if !properties.subscription_identifiers.is_empty() || properties.topic_alias.is_some() {
+            properties.subscription_identifiers.clear();
+            properties.topic_alias = None;
+        }
         let forwarded = Publish {
             dup: false,
             qos,

@@ -57,7 +57,7 @@ fn subscriber(h: &mut Harness, id: &str, filter: &str, qos: QoS) -> ConnectionId
         conn,
         Packet::Subscribe(Subscribe {
             packet_id: 1,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: vec![(filter.into(), options)],
         }),
     );

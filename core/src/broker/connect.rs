@@ -180,7 +180,8 @@ impl Broker {
             properties: Properties {
                 reason_string: Some(text.to_string()),
                 ..Default::default()
-            },
+            }
+            .into(),
         };
         self.send(conn, &Packet::ConnAck(connack));
         self.stats.connect_refused(reason);
@@ -307,7 +308,13 @@ impl Broker {
             authentication_data: data,
             ..Default::default()
         };
-        self.send(conn, &Packet::Auth(Auth { reason, properties }));
+        self.send(
+            conn,
+            &Packet::Auth(Auth {
+                reason,
+                properties: properties.into(),
+            }),
+        );
     }
 
     /// Attaches the connection to its session (new or resumed), sends CONNACK, and resends what was inflight.
@@ -403,7 +410,7 @@ impl Broker {
         let connack = ConnAck {
             session_present,
             reason: ReasonCode::SUCCESS,
-            properties,
+            properties: properties.into(),
         };
         self.send(conn, &Packet::ConnAck(connack));
 

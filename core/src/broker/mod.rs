@@ -725,7 +725,8 @@ fn disconnect_packet(reason: ReasonCode, text: &str) -> Disconnect {
         properties: crate::packet::Properties {
             reason_string: Some(text.to_string()),
             ..Default::default()
-        },
+        }
+        .into(),
     }
 }
 

@@ -209,7 +209,7 @@ fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
         return Ok(ConnAck {
             session_present,
             reason,
-            properties,
+            properties: properties.into(),
         });
     }
     let reason = match r.u8()? {
@@ -228,7 +228,7 @@ fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
     Ok(ConnAck {
         session_present,
         reason,
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 
@@ -268,7 +268,7 @@ fn decode_pub_response(r: &mut Reader, v5: bool, allowed: &[u8]) -> Result<PubRe
     if v5 && !r.is_empty() {
         response.reason = reason(r, allowed)?;
         if !r.is_empty() {
-            response.properties = property::decode(r, Context::PubResponse)?;
+            response.properties = property::decode(r, Context::PubResponse)?.into();
         }
     }
     Ok(response)
@@ -315,7 +315,7 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
     }
     Ok(Subscribe {
         packet_id,
-        properties,
+        properties: properties.into(),
         filters,
     })
 }
@@ -334,7 +334,7 @@ fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     }
     Ok(SubAck {
         packet_id,
-        properties,
+        properties: properties.into(),
         reasons,
     })
 }
@@ -356,7 +356,7 @@ fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErr
     }
     Ok(Unsubscribe {
         packet_id,
-        properties,
+        properties: properties.into(),
         filters,
     })
 }
@@ -376,7 +376,7 @@ fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
     }
     Ok(UnsubAck {
         packet_id,
-        properties,
+        properties: properties.into(),
         reasons,
     })
 }
@@ -387,7 +387,7 @@ fn decode_disconnect(r: &mut Reader, v5: bool) -> Result<Disconnect, DecodeError
     if v5 && !r.is_empty() {
         disconnect.reason = reason(r, DISCONNECT_REASONS)?;
         if !r.is_empty() {
-            disconnect.properties = property::decode(r, Context::Disconnect)?;
+            disconnect.properties = property::decode(r, Context::Disconnect)?.into();
         }
     }
     Ok(disconnect)
@@ -399,7 +399,7 @@ fn decode_auth(r: &mut Reader) -> Result<Auth, DecodeError> {
     if !r.is_empty() {
         auth.reason = reason(r, AUTH_REASONS)?;
         if !r.is_empty() {
-            auth.properties = property::decode(r, Context::Auth)?;
+            auth.properties = property::decode(r, Context::Auth)?.into();
         }
     }
     Ok(auth)

@@ -188,7 +188,7 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
             };
             if v5 {
                 connack.reason = pick(rng, &[0x00, 0x80, 0x85, 0x86, 0x87, 0x89, 0x9C]);
-                connack.properties = reason_props(rng);
+                connack.properties = reason_props(rng).into();
                 connack.properties.assigned_client_identifier = maybe(rng, |r| text(r, 10));
                 connack.properties.server_keep_alive = maybe(rng, |r| r.gen());
                 connack.properties.maximum_qos = maybe(rng, |r| r.gen_range(0..=1));
@@ -212,7 +212,7 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
                     &[0x00, 0x92]
                 };
                 response.reason = pick(rng, codes);
-                response.properties = reason_props(rng);
+                response.properties = reason_props(rng).into();
             }
             match n {
                 3 => Packet::PubAck(response),
@@ -248,7 +248,7 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
             }
             Packet::Subscribe(Subscribe {
                 packet_id: packet_id(rng),
-                properties,
+                properties: properties.into(),
                 filters,
             })
         }
@@ -261,7 +261,7 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
             };
             Packet::SubAck(SubAck {
                 packet_id: packet_id(rng),
-                properties: if v5 { reason_props(rng) } else { Properties::default() },
+                properties: (if v5 { reason_props(rng) } else { Properties::default() }).into(),
                 reasons: (0..count).map(|_| pick(rng, codes)).collect(),
             })
         }
@@ -272,7 +272,8 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
                 properties: Properties {
                     user_properties: if v5 { user_properties(rng) } else { Vec::new() },
                     ..Default::default()
-                },
+                }
+                .into(),
                 filters: (0..count).map(|_| filter(rng)).collect(),
             })
         }
@@ -282,7 +283,7 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
                 ..Default::default()
             };
             if v5 {
-                unsuback.properties = reason_props(rng);
+                unsuback.properties = reason_props(rng).into();
                 let count = rng.gen_range(1..4);
                 unsuback.reasons = (0..count).map(|_| pick(rng, &[0x00, 0x11, 0x80, 0x87])).collect();
             }
@@ -294,7 +295,7 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
             let mut disconnect = Disconnect::default();
             if v5 {
                 disconnect.reason = pick(rng, &[0x00, 0x04, 0x81, 0x82, 0x8B, 0x8D, 0x8E, 0x93, 0x95]);
-                disconnect.properties = reason_props(rng);
+                disconnect.properties = reason_props(rng).into();
                 disconnect.properties.session_expiry_interval = maybe(rng, |r| r.gen());
                 disconnect.properties.server_reference = maybe(rng, |r| text(r, 8));
             }
@@ -306,7 +307,7 @@ pub fn packet<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Packet {
             properties.authentication_data = maybe(rng, |r| binary(r, 8));
             Packet::Auth(Auth {
                 reason: pick(rng, &[0x00, 0x18, 0x19]),
-                properties,
+                properties: properties.into(),
             })
         }
     }

@@ -122,7 +122,7 @@ pub struct ConnAck {
     pub session_present: bool,
     /// For 3.1.1 the codec maps this to and from the CONNACK return code.
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -144,7 +144,7 @@ pub struct Publish {
 pub struct PubResponse {
     pub packet_id: u16,
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl PubResponse {
@@ -152,7 +152,7 @@ impl PubResponse {
         PubResponse {
             packet_id,
             reason,
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         }
     }
 }
@@ -160,14 +160,14 @@ impl PubResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Subscribe {
     pub packet_id: u16,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     pub filters: Vec<(String, SubscriptionOptions)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SubAck {
     pub packet_id: u16,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// One per filter, in order. 3.1.1 only knows 0x00, 0x01, 0x02 and 0x80.
     pub reasons: Vec<ReasonCode>,
 }
@@ -175,14 +175,14 @@ pub struct SubAck {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Unsubscribe {
     pub packet_id: u16,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     pub filters: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnsubAck {
     pub packet_id: u16,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// One per filter in 5.0; empty (no payload on the wire) in 3.1.1.
     pub reasons: Vec<ReasonCode>,
 }
@@ -190,13 +190,13 @@ pub struct UnsubAck {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Disconnect {
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Auth {
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// Any MQTT control packet.

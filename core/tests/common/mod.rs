@@ -45,7 +45,7 @@ pub fn subscribe_packet(
         conn,
         Packet::Subscribe(Subscribe {
             packet_id: 7,
-            properties,
+            properties: properties.into(),
             filters,
         }),
     );

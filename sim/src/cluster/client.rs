@@ -218,7 +218,7 @@ impl Client {
                     };
                     replies.push(Packet::Subscribe(Subscribe {
                         packet_id: 1,
-                        properties: Properties::default(),
+                        properties: Default::default(),
                         filters: vec![("t/#".to_string(), options)],
                     }));
                 }

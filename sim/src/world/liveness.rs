@@ -177,13 +177,13 @@ impl World {
         for (packet_id, filter) in (1..).zip(filters) {
             let subscribe = Subscribe {
                 packet_id,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![(filter.clone(), SubscriptionOptions::default())],
             };
             data.extend(encoded(&Packet::Subscribe(subscribe), ProtocolVersion::V5));
             let unsubscribe = mqtt_core::packet::Unsubscribe {
                 packet_id,
-                properties: Properties::default(),
+                properties: Default::default(),
                 filters: vec![filter],
             };
             data.extend(encoded(&Packet::Unsubscribe(unsubscribe), ProtocolVersion::V5));

@@ -34,7 +34,8 @@ impl World {
                     properties: Properties {
                         session_expiry_interval: self.disconnect_expiry(client),
                         ..Default::default()
-                    },
+                    }
+                    .into(),
                 };
                 self.send(client, Packet::Disconnect(disconnect));
                 // A client hangs up after DISCONNECT; the broker closes its side.
@@ -157,7 +158,7 @@ impl World {
         }
         let subscribe = Subscribe {
             packet_id,
-            properties,
+            properties: properties.into(),
             filters: vec![(filter, options)],
         };
         self.send(client, Packet::Subscribe(subscribe));
@@ -176,7 +177,7 @@ impl World {
         let packet_id = c.allocate_packet_id();
         let unsubscribe = Unsubscribe {
             packet_id,
-            properties: Properties::default(),
+            properties: Default::default(),
             filters: vec![filter],
         };
         self.send(client, Packet::Unsubscribe(unsubscribe));
