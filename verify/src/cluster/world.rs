@@ -317,6 +317,8 @@ impl<'s> ClusterWorld<'s> {
         self.view.histories[i] = h.finish();
         let node = &mut self.nodes[i];
         node.handle_input(self.clocks[i], input);
+        // One input per driver loop turn: the turn ends with a Flush, which proposes its records as one entry.
+        node.handle_input(self.clocks[i], NodeInput::Flush);
         let mut outputs = Vec::new();
         while let Some(output) = node.poll_output() {
             outputs.push(output);
@@ -329,7 +331,8 @@ impl<'s> ClusterWorld<'s> {
         let i = idx(id);
         for output in outputs {
             match output {
-                NodeOutput::Peer { to, message } => {
+                // An early message may leave before the writes ahead of it; delivering it after them is always safe.
+                NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
                     self.view.channels.entry((id, to)).or_default().push_back(message);
                 }
                 NodeOutput::PersistEntries(entries) => {
@@ -444,6 +447,8 @@ fn node_config(scenario: &ClusterScenario, id: u64) -> NodeConfig {
     config.tick_jitter_ms = 0;
     config.broker = crate::world::config();
     config.snapshot_entries = 1_000;
+    // As the binary runs a node (io/src/cluster/node.rs).
+    config.propose_per_turn = true;
     #[cfg(feature = "planted-bugs")]
     {
         config.planted_bug = scenario.planted;
@@ -458,6 +463,7 @@ fn input_kind(input: &NodeInput<'_>) -> u8 {
         NodeInput::Peer { .. } => 1,
         NodeInput::Tick => 2,
         NodeInput::PeerUnreachable { .. } => 3,
+        NodeInput::Flush => 4,
     }
 }
 
