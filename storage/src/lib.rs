@@ -16,6 +16,7 @@ pub mod fs;
 #[cfg(feature = "planted-bugs")]
 mod planted;
 mod recovery;
+mod sanity;
 mod snapshot;
 mod wal;
 

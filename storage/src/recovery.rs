@@ -94,19 +94,22 @@ fn load_snapshot<F: FileSystem>(fs: &F, path: &Path, repair: bool, image: &mut I
                     return Ok(count);
                 }
                 let _ = next;
-                "record count in the trailer does not match"
+                "record count in the trailer does not match".to_string()
             }
             Scan::Frame { body, next } => match Record::decode(bytes::Bytes::copy_from_slice(body)) {
-                Ok(record) => {
-                    image.apply(record);
-                    count += 1;
-                    offset = next;
-                    continue;
-                }
-                Err(_) => "undecodable record",
+                Ok(record) => match super::sanity::check(image, std::slice::from_ref(&record)) {
+                    Ok(()) => {
+                        image.apply(record);
+                        count += 1;
+                        offset = next;
+                        continue;
+                    }
+                    Err(detail) => detail,
+                },
+                Err(_) => "undecodable record".to_string(),
             },
-            Scan::End | Scan::Truncated => "the file ends before its trailer (truncated snapshot)",
-            Scan::Corrupt => "checksum mismatch",
+            Scan::End | Scan::Truncated => "the file ends before its trailer (truncated snapshot)".to_string(),
+            Scan::Corrupt => "checksum mismatch".to_string(),
         };
         if repair {
             log::warn!(
@@ -115,7 +118,7 @@ fn load_snapshot<F: FileSystem>(fs: &F, path: &Path, repair: bool, image: &mut I
             );
             return Ok(count);
         }
-        return Err(corrupt(offset, problem));
+        return Err(corrupt(offset, &problem));
     }
 }
 

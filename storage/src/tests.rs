@@ -174,3 +174,50 @@ fn uncommitted_records_hold_sends_only_when_syncing_always() {
         "written, sync due within the interval"
     );
 }
+
+/// A checksum-valid record that cannot be right: a queue entry whose message is missing, or a session key the
+/// restored broker would overflow. With valid records after it, start-up stops naming the file and the offset;
+/// no panic, no image that silently lacks the entry.
+#[test]
+fn an_entry_whose_message_is_missing_or_an_overflowing_key_stops_start_up() {
+    let bad_records = [
+        Record::Enqueue {
+            key: 1,
+            seq: 1,
+            id: 42,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+        },
+        Record::SessionOpen {
+            key: u64::MAX,
+            client_id: "c".into(),
+            protocol: mqtt_core::packet::ProtocolVersion::V5,
+            expiry: 0,
+        },
+    ];
+    for (bad, detail) in bad_records
+        .into_iter()
+        .zip(["message 42, which is missing", "session key"])
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut storage, _, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+        storage.append(&retain("t/0", "before"));
+        storage.commit().expect("commit");
+        let offset = storage.wal_len;
+        storage.append(&bad);
+        storage.commit().expect("commit");
+        storage.append(&retain("t/1", "after"));
+        storage.commit().expect("commit");
+        let log = storage.wal_path.clone();
+        drop(storage);
+        let error = match Storage::open(dir.path(), SyncMode::Always, false) {
+            Err(e) => e,
+            Ok(_) => panic!("a record that cannot be applied must stop start-up ({detail})"),
+        };
+        let text = error.to_string();
+        assert!(text.contains(&log.display().to_string()), "{text}");
+        assert!(text.contains(&format!("byte {offset}")), "{text}");
+        assert!(text.contains(detail), "{text}");
+    }
+}

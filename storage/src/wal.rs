@@ -97,17 +97,19 @@ pub fn replay(data: &[u8], image: &mut Image) -> Replay {
                     damage: None,
                 }
             }
-            Scan::Frame { body, next } => match decode(body) {
-                Ok(commit) => {
-                    records += commit.len() as u64;
-                    for record in commit {
-                        image.apply(record);
+            Scan::Frame { body, next } => {
+                match decode(body).and_then(|c| crate::sanity::check(image, &c).map(|()| c)) {
+                    Ok(commit) => {
+                        records += commit.len() as u64;
+                        for record in commit {
+                            image.apply(record);
+                        }
+                        offset = next;
+                        continue;
                     }
-                    offset = next;
-                    continue;
+                    Err(detail) => detail,
                 }
-                Err(detail) => detail,
-            },
+            }
             Scan::Truncated => "a record cut short".to_string(),
             Scan::Corrupt => "checksum mismatch".to_string(),
         };

@@ -7,6 +7,7 @@
 //! ([`story`]).
 
 pub mod client;
+pub mod cluster;
 pub mod model;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         println!("verify [--ci] [--scenario NAME] [--separately] [--threads N]");
         println!("  --ci          the bounded scenarios CI runs");
         println!("  --separately  one exploration per property (states and time per property)");
+        println!("  --cluster-bounds T1,T2,T3,CUTS,MESSAGES,CONNECTS  one cluster scenario with these bounds");
         println!("  --planted BUG (with --features planted-bugs) check the core with a planted bug, or `all`");
         return ExitCode::SUCCESS;
     }
@@ -77,9 +78,26 @@ fn main() -> ExitCode {
             }
         }
     }
+    let mut clusters = if flag("--ci") {
+        verify::cluster::scenario::ci()
+    } else {
+        verify::cluster::scenario::full()
+    };
+    if let Some(name) = value("--scenario") {
+        clusters.retain(|s| s.name == name);
+    }
+    if let Some(bounds) = value("--cluster-bounds") {
+        clusters =
+            vec![verify::cluster::scenario::custom(&bounds).expect("--cluster-bounds T1,T2,T3,CUTS,MESSAGES,CONNECTS")];
+    }
+    for scenario in &clusters {
+        let (states, failed) = run_cluster(scenario, threads);
+        total_states += states;
+        failures += failed;
+    }
     println!(
         "verify: {} scenarios, {} distinct states, {} failed properties, {:.1}s",
-        scenarios.len(),
+        scenarios.len() + clusters.len(),
         total_states,
         failures,
         started.elapsed().as_secs_f64()
@@ -89,6 +107,40 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Explores one cluster scenario and prints its verdicts; returns the distinct states and the failed properties.
+fn run_cluster(scenario: &verify::cluster::scenario::ClusterScenario, threads: usize) -> (usize, usize) {
+    println!(
+        "== {}: 3 nodes, ticks {:?}, {} cuts, {} messages, {} connects",
+        scenario.name, scenario.ticks, scenario.cuts, scenario.messages, scenario.connects
+    );
+    let outcome = verify::cluster::check(scenario, threads);
+    println!(
+        "   {} states ({} distinct), depth {}, {:.1}s",
+        outcome.states,
+        outcome.unique_states,
+        outcome.max_depth,
+        outcome.elapsed.as_secs_f64()
+    );
+    let mut failed = 0;
+    for (name, holds, path) in &outcome.results {
+        if *holds {
+            println!("   holds  {name}");
+            continue;
+        }
+        failed += 1;
+        match path {
+            Some(path) => {
+                println!("   FAILS  {name}; counterexample ({} steps):", path.len());
+                for line in verify::cluster::story(scenario, path) {
+                    println!("      {line}");
+                }
+            }
+            None => println!("   FAILS  {name}: not reached within the bounds"),
+        }
+    }
+    (outcome.unique_states, failed)
 }
 
 /// Checks each planted bug's scenario for the property it must break; prints the counterexample as a story.
@@ -124,11 +176,38 @@ fn run_planted(name: &str, threads: usize) -> ExitCode {
             }
         }
     }
-    println!(
-        "verify planted: {} of {} planted bugs found",
-        cases.len() - missed,
-        cases.len()
-    );
+    let mut total = cases.len();
+    if name == "all" || name == "cluster-release-before-commit" {
+        total += 1;
+        let scenario = verify::cluster::scenario::planted_release_before_commit();
+        let outcome = verify::cluster::check(&scenario, threads);
+        let found = outcome
+            .results
+            .iter()
+            .find(|(n, _, _)| *n == verify::cluster::RELEASED_AFTER_COMMIT)
+            .and_then(|(_, holds, path)| (!holds).then_some(path.clone()).flatten());
+        match found {
+            Some(path) => {
+                println!(
+                    "== planted cluster-release-before-commit: found in {} states, {:.1}s; counterexample ({} steps):",
+                    outcome.unique_states,
+                    outcome.elapsed.as_secs_f64(),
+                    path.len()
+                );
+                for line in verify::cluster::story(&scenario, &path) {
+                    println!("      {line}");
+                }
+            }
+            None => {
+                missed += 1;
+                println!(
+                    "== planted cluster-release-before-commit: MISSED ({} states)",
+                    outcome.unique_states
+                );
+            }
+        }
+    }
+    println!("verify planted: {} of {} planted bugs found", total - missed, total);
     if missed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -69,3 +69,39 @@ fn finds_shared_to_every_member() {
 fn every_planted_case_is_tested() {
     assert_eq!(cases().len(), 6, "add a finds_* test for the new case");
 }
+
+/// The cluster's planted bug: PUBACKs released when their entry is proposed, not when it commits. The correct
+/// cluster holds the same scenario (and the CI one) without a counterexample.
+#[test]
+fn finds_cluster_release_before_commit() {
+    use verify::cluster::{check, scenario, story, RELEASED_AFTER_COMMIT, SOME_ACK};
+    let planted = scenario::planted_release_before_commit();
+    let outcome = check(&planted, 1);
+    let (_, holds, path) = outcome
+        .results
+        .iter()
+        .find(|(name, _, _)| *name == RELEASED_AFTER_COMMIT)
+        .expect("the property is checked");
+    assert!(
+        !holds,
+        "the planted release-before-commit was not found ({} states)",
+        outcome.unique_states
+    );
+    let path = path.as_ref().expect("a counterexample");
+    let lines = story(&planted, path);
+    assert!(
+        lines.iter().any(|l| l.contains("client gets PUBACK")),
+        "the story ends in the early PUBACK: {lines:#?}"
+    );
+    let correct = scenario::ClusterScenario {
+        planted: None,
+        ..planted
+    };
+    let outcome = check(&correct, 1);
+    let holds = |name: &str| outcome.results.iter().any(|(n, holds, _)| *n == name && *holds);
+    assert!(
+        holds(RELEASED_AFTER_COMMIT),
+        "the correct cluster releases only after commit"
+    );
+    assert!(holds(SOME_ACK), "and the message is acknowledged all the same");
+}

@@ -63,9 +63,52 @@ pub fn scan(data: &[u8], offset: usize) -> Scan<'_> {
 
 /// Whether any valid frame starts after `offset`: tells corruption in the middle of a log (valid data follows,
 /// which must not be silently dropped) from a torn tail (nothing valid follows).
+///
+/// Linear in the length of `data`, whatever it holds: checking each candidate offset by checksumming its body (as
+/// `scan` does) would be quadratic when damage reads as many long lengths. Instead the checksum of any byte range
+/// comes from prefix checksums kept every `STRIDE` bytes, shifted by CRC-32's combine rule, in O(STRIDE + log n).
 pub fn valid_frame_after(data: &[u8], offset: usize) -> Option<usize> {
-    (offset + 1..data.len().saturating_sub(HEADER - 1))
-        .find(|&at| matches!(scan(data, at), Scan::Frame { body, .. } if !body.is_empty()))
+    const STRIDE: usize = 64;
+    let base = offset.checked_add(1)?;
+    let region = data.get(base..)?;
+    if region.len() < HEADER {
+        return None;
+    }
+    // checkpoints[k]: the CRC-32 of region[..k * STRIDE].
+    let mut checkpoints = Vec::with_capacity(region.len() / STRIDE + 1);
+    let mut hasher = crc32fast::Hasher::new();
+    checkpoints.push(hasher.clone().finalize());
+    for chunk in region.chunks(STRIDE) {
+        hasher.update(chunk);
+        checkpoints.push(hasher.clone().finalize());
+    }
+    let prefix = |end: usize| {
+        let k = end / STRIDE;
+        let mut h = crc32fast::Hasher::new_with_initial_len(checkpoints[k], (k * STRIDE) as u64);
+        h.update(&region[k * STRIDE..end]);
+        h.finalize()
+    };
+    // crc(A ++ B) = combine(crc(A), crc(B), |B|) = shift(crc(A), |B|) ^ crc(B), so crc(B) = crc(A ++ B) ^ shift(..).
+    let range = |start: usize, end: usize| prefix(end) ^ combine(prefix(start), 0, end - start);
+    (0..=region.len() - HEADER).find_map(|at| {
+        let rest = &region[at..];
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let body_len = len as usize;
+        if body_len == 0 || body_len > MAX_BODY || rest.len() - HEADER < body_len {
+            return None;
+        }
+        let body = range(at + HEADER, at + HEADER + body_len);
+        let whole = combine(crc32fast::hash(&len.to_be_bytes()), body, body_len);
+        (whole == crc).then_some(base + at)
+    })
+}
+
+/// The CRC-32 of `A ++ B` from the CRC-32s of `A` and `B` and the length of `B`.
+fn combine(a: u32, b: u32, b_len: usize) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial_len(a, 0);
+    h.combine(&crc32fast::Hasher::new_with_initial_len(b, b_len as u64));
+    h.finalize()
 }
 
 #[cfg(test)]
@@ -102,5 +145,52 @@ mod tests {
         bad[9] ^= 0x40;
         assert_eq!(scan(&bad, 0), Scan::Corrupt);
         assert_eq!(valid_frame_after(&bad, 0), Some(next));
+    }
+
+    /// The search the prefix checksums replace: every offset, each body checksummed.
+    fn valid_frame_after_naive(data: &[u8], offset: usize) -> Option<usize> {
+        (offset + 1..data.len().saturating_sub(HEADER - 1))
+            .find(|&at| matches!(scan(data, at), Scan::Frame { body, .. } if !body.is_empty()))
+    }
+
+    #[test]
+    fn the_linear_search_finds_what_checksumming_every_offset_finds() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        for round in 0..300 {
+            let mut out = BytesMut::new();
+            for i in 0..rng.gen_range(1..6) {
+                let body: Vec<u8> = (0..rng.gen_range(0..300)).map(|_| rng.gen()).collect();
+                put(&mut out, &body);
+                if i == 0 && round % 3 == 0 {
+                    // Garbage whose lengths are small enough to fit: the costly case for the old search.
+                    out.extend((0..rng.gen_range(0..200)).map(|j| if j % 4 == 3 { rng.gen() } else { 0 }));
+                }
+            }
+            let mut data = out.to_vec();
+            for _ in 0..rng.gen_range(0..4) {
+                let at = rng.gen_range(0..data.len());
+                data[at] ^= rng.gen_range(1..=255u8);
+            }
+            for offset in [0, 1, 5, data.len() / 2, data.len().saturating_sub(9), data.len()] {
+                assert_eq!(
+                    valid_frame_after(&data, offset),
+                    valid_frame_after_naive(&data, offset),
+                    "round {round}, offset {offset}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_search_is_linear_on_damage_that_reads_as_long_lengths() {
+        // 512 KiB in which every fourth offset announces a 192 KiB body that fits: checksumming each would read
+        // about 16 GB; the prefix checksums read the data once.
+        let n = 512 * 1024;
+        let data: Vec<u8> = (0..n).map(|i| [0x00, 0x03, 0x00, 0x00][i % 4]).collect();
+        assert_eq!(valid_frame_after(&data, 0), None);
+        let mut out = BytesMut::from(&data[..]);
+        put(&mut out, b"valid at last");
+        assert_eq!(valid_frame_after(&out, 0), Some(n));
     }
 }
