@@ -166,8 +166,10 @@ kill "${pids[@]}" 2>/dev/null || true
 if [ "$cluster" = 1 ]; then
   cluster_section=$(bench/cluster.sh "$duration")
 else
-  cluster_section=$(sed -n '/^## Cluster/,/^## I\/O drivers/p' BENCHMARKS.md | sed '$d')
+  cluster_section=$(sed -n '/^## Cluster: /,/^## I\/O drivers/p' BENCHMARKS.md | sed '$d')
 fi
+# The failover section is measured by tests/cluster/failover_time.py, not here: carried over as it stands.
+failover_section=$(sed -n '/^## Cluster failover/,/^Reproduce: `python3 tests\/cluster\/failover_time.py/p' BENCHMARKS.md)
 # The I/O drivers section: epoll and io_uring side by side (with CPU and system calls per message), own brokers.
 io_section=$(bench/io_drivers.sh "$duration")
 
@@ -221,6 +223,10 @@ sep_cols=$(printf -- "---|%.0s" "${names[@]}")
   echo
   echo "$io_section"
   echo
+  if [ -n "$failover_section" ]; then
+    echo "$failover_section"
+    echo
+  fi
   echo "Reproduce: \`bench/compare.sh\` (about 14 minutes with rumqttd and the I/O drivers; \`--quick\` for a shorter run, \`--runs 3\` for medians)."
 } > BENCHMARKS.md
 python3 bench/plot.py "$work/throughput.tsv" "${names[@]}" > bench/throughput.svg
