@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// Largest peer message accepted, header included.
     pub max_peer_message: usize,
+    /// Whether a node that does not lead relays its clients to the leader (see `relay`); without it, such a node
+    /// closes their connections at once and only the leader serves clients.
+    pub relay_clients: bool,
     /// Bytes of client output the leader may hold waiting for commits; beyond it QoS 0 PUBLISHes are dropped
     /// (counted in `NodeStatus::held_qos0_dropped`) rather than held (see `release`).
     pub max_held_bytes: usize,
@@ -63,6 +66,7 @@ impl NodeConfig {
             seed: 0,
             snapshot_entries: 10_000,
             max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
+            relay_clients: false,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             propose_per_turn: false,
             #[cfg(feature = "planted-bugs")]

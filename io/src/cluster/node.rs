@@ -54,6 +54,8 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.broker = broker;
     config.broker.persistence = true;
     config.seed = seed;
+    // Every node serves clients: one that does not lead relays them to the leader.
+    config.relay_clients = true;
     // One entry per loop turn (`end_turn` flushes): one append message per follower and one sync carry the turn.
     config.propose_per_turn = true;
     config
@@ -305,6 +307,12 @@ impl ClusterCore {
                 match event {
                     PeerEvent::Message { from, data } => self.input(self.now, NodeInput::Peer { from, message: &data }),
                     PeerEvent::Unreachable { peer } => self.input(self.now, NodeInput::PeerUnreachable { peer }),
+                    PeerEvent::StatusRequest { token } => {
+                        let answer = super::status::encode_answer(&self.node.status());
+                        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+                            transport.answer_status(registry, token, &answer);
+                        }
+                    }
                 }
             }
         }
@@ -328,6 +336,16 @@ fn log_event(event: &ClusterEvent) {
         ClusterEvent::ClientRefused { conn, leader } => {
             log::info!("cluster: client conn {} refused: not the leader (leader: {leader:?})", conn.0)
         }
+        ClusterEvent::ClientRelayed { conn, global, leader } => {
+            log::info!("cluster: client conn {} relayed to node {leader} as conn {:#x}", conn.0, global.0)
+        }
+        ClusterEvent::RelaysClosed { peer, closed } => {
+            log::info!("cluster: {closed} relayed connection(s) through node {peer} closed")
+        }
+        ClusterEvent::RelayGap { conn, expected, got } => log::warn!(
+            "cluster: relayed conn {:#x} closed: message {got} arrived where {expected} was due (the link dropped one)",
+            conn.0
+        ),
         ClusterEvent::Released { .. } => log::trace!("cluster: {event:?}"),
         other => log::info!("cluster: {other:?}"),
     }
