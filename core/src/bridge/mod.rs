@@ -696,6 +696,15 @@ impl Bridge {
             return;
         }
         let refused = ack.reason.0 >= 0x80;
+        if refused && expected != Awaiting::PubComp && ack.reason == ReasonCode::QUOTA_EXCEEDED {
+            // Transient (the broker's disk is full, a queue is at its bound): keep the message and try again on a
+            // new connection, where it is resent; dropping it would lose what its source was told is taken.
+            self.close(
+                side,
+                "the broker refused a message with 0x97 Quota exceeded".to_string(),
+            );
+            return;
+        }
         let origin = sent.origin;
         let topic = sent.publish.topic.clone();
         match expected {
@@ -709,7 +718,8 @@ impl Bridge {
         }
         if expected != Awaiting::PubComp {
             if refused {
-                // The broker refused it (not authorized, quota): nothing is gained by keeping the source waiting.
+                // The broker refused it for good (not authorized, topic invalid): nothing is gained by keeping the
+                // source waiting.
                 self.stats.dropped += 1;
                 self.event(Event::Dropped {
                     from: side.other(),

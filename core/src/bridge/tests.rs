@@ -376,3 +376,27 @@ fn a_v311_bridge_to_a_remote_refusing_the_bridge_bit_retries_without_it() {
     let got = take(&mut p.remote, sub);
     assert_eq!(got, vec![("a/x".into(), "hello".into(), QoS::AtLeastOnce)]);
 }
+
+#[test]
+fn a_message_refused_with_quota_exceeded_is_retried_not_dropped() {
+    let mut p = pair(vec![rule("cmd/#", Direction::In, QoS::AtLeastOnce, "", "")]);
+    let sub = subscriber(&mut p.local, "device", "cmd/#", QoS::AtLeastOnce);
+    let publ = publisher(&mut p.remote, "cloud");
+    // The local disk stops taking writes: QoS 1/2 PUBLISHes are refused with 0x97.
+    p.local.input(crate::broker::Input::StorageWritable(false));
+    publish(&mut p.remote, publ, "cmd/x", QoS::AtLeastOnce, 1, "later");
+    p.step();
+    p.advance(Duration::from_secs(3));
+    assert!(take(&mut p.local, sub).is_empty());
+    assert_eq!(p.bridge.stats().dropped, 0);
+    assert!(p
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { side: Side::Local, reason, .. } if reason.contains("0x97"))));
+    p.local.input(crate::broker::Input::StorageWritable(true));
+    p.advance(Duration::from_secs(3));
+    let got = take(&mut p.local, sub);
+    assert_eq!(got, vec![("cmd/x".into(), "later".into(), QoS::AtLeastOnce)]);
+    p.step();
+    assert_eq!(p.bridge.unacknowledged(Side::Local), 0);
+}

@@ -22,7 +22,7 @@ use mqtt_core::bridge::{self, Bridge, Output as BridgeOutput, Side};
 use mqtt_core::broker::{Authenticator, ConnectionId, Gauges, Input, Output, Stats};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
-use remote::{Read_, Remote};
+use remote::{ReadResult, Remote};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -243,7 +243,7 @@ impl<C: Core> Bridged<C> {
                 return;
             }
             match remote.read(&mut self.read_buf) {
-                Read_::Data(n) => {
+                ReadResult::Data(n) => {
                     budget = budget.saturating_sub(n.max(1));
                     let data = &self.read_buf[..n];
                     if n > 0 {
@@ -255,11 +255,11 @@ impl<C: Core> Bridged<C> {
                     self.flush_remote(i);
                     self.run_bridge(i);
                 }
-                Read_::WouldBlock => {
+                ReadResult::WouldBlock => {
                     remote.readable = false;
                     return;
                 }
-                Read_::Closed(why) => {
+                ReadResult::Closed(why) => {
                     self.remote_failed(i, why);
                     return;
                 }

@@ -25,7 +25,7 @@ pub struct Remote {
 }
 
 /// What a read produced.
-pub enum Read_ {
+pub enum ReadResult {
     Data(usize),
     WouldBlock,
     Closed(String),
@@ -123,41 +123,41 @@ impl Remote {
     }
 
     /// One read into `buf` (plaintext after TLS).
-    pub fn read(&mut self, buf: &mut [u8]) -> Read_ {
+    pub fn read(&mut self, buf: &mut [u8]) -> ReadResult {
         let Some(tls) = &mut self.tls else {
             return match self.stream.read(buf) {
-                Ok(0) => Read_::Closed("closed by the remote".into()),
-                Ok(n) => Read_::Data(n),
+                Ok(0) => ReadResult::Closed("closed by the remote".into()),
+                Ok(n) => ReadResult::Data(n),
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-                    Read_::WouldBlock
+                    ReadResult::WouldBlock
                 }
-                Err(e) => Read_::Closed(e.to_string()),
+                Err(e) => ReadResult::Closed(e.to_string()),
             };
         };
         // Plaintext already decrypted comes first.
         match tls.reader().read(buf) {
-            Ok(n) if n > 0 => return Read_::Data(n),
-            Ok(_) => return Read_::Closed("TLS session closed by the remote".into()),
+            Ok(n) if n > 0 => return ReadResult::Data(n),
+            Ok(_) => return ReadResult::Closed("TLS session closed by the remote".into()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Read_::Closed(e.to_string()),
+            Err(e) => return ReadResult::Closed(e.to_string()),
         }
         match tls.read_tls(&mut self.stream) {
-            Ok(0) => return Read_::Closed("closed by the remote".into()),
+            Ok(0) => return ReadResult::Closed("closed by the remote".into()),
             Ok(_) => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-                return Read_::WouldBlock
+                return ReadResult::WouldBlock
             }
-            Err(e) => return Read_::Closed(e.to_string()),
+            Err(e) => return ReadResult::Closed(e.to_string()),
         }
         if let Err(e) = tls.process_new_packets() {
-            return Read_::Closed(format!("TLS: {e}"));
+            return ReadResult::Closed(format!("TLS: {e}"));
         }
         match tls.reader().read(buf) {
-            Ok(n) if n > 0 => Read_::Data(n),
-            Ok(_) => Read_::Closed("TLS session closed by the remote".into()),
+            Ok(n) if n > 0 => ReadResult::Data(n),
+            Ok(_) => ReadResult::Closed("TLS session closed by the remote".into()),
             // Handshake records only: the caller reads again (and flushes what the handshake wants to send).
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read_::Data(0),
-            Err(e) => Read_::Closed(e.to_string()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadResult::Data(0),
+            Err(e) => ReadResult::Closed(e.to_string()),
         }
     }
 }

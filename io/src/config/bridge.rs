@@ -244,6 +244,66 @@ fn resolve_one(i: usize, file: &BridgeFile, source: &Source<'_>) -> Result<Bridg
     Ok(BridgeSettings { address, tls, core })
 }
 
+/// The bridges as `[[bridges]]` tables for `--check-config`, without the passwords (the output is for reading,
+/// and may end up in a ticket).
+pub fn to_toml(bridges: &[BridgeSettings]) -> toml::Value {
+    let int = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    let text = |s: &str| toml::Value::String(s.to_string());
+    let list = bridges
+        .iter()
+        .map(|b| {
+            let c = &b.core;
+            let mut t = toml::Table::new();
+            t.insert("name".into(), text(&c.name));
+            t.insert("address".into(), text(&b.address));
+            match &b.tls {
+                Some(tls) => {
+                    t.insert("protocol".into(), text("mqtts"));
+                    t.insert("ca_file".into(), text(&tls.ca_file.display().to_string()));
+                    t.insert("server_name".into(), text(&tls.server_name));
+                }
+                None => {
+                    t.insert("protocol".into(), text("mqtt"));
+                }
+            }
+            t.insert("client_id".into(), text(&c.client_id));
+            if let Some(user) = &c.username {
+                t.insert("username".into(), text(user));
+            }
+            let version = if c.protocol.is_v5() { "mqttv5" } else { "mqttv311" };
+            t.insert("protocol_version".into(), text(version));
+            t.insert("clean_start".into(), toml::Value::Boolean(c.clean_start));
+            t.insert("session_expiry".into(), int(c.session_expiry.into()));
+            t.insert("keep_alive".into(), int(c.keep_alive.into()));
+            t.insert("queue_size".into(), int(c.queue_size.into()));
+            t.insert("try_private".into(), toml::Value::Boolean(c.try_private));
+            t.insert("reconnect_delay_min_ms".into(), int(c.reconnect_min.as_millis() as u64));
+            t.insert("reconnect_delay_max_ms".into(), int(c.reconnect_max.as_millis() as u64));
+            let topics = c
+                .rules
+                .iter()
+                .map(|r| {
+                    let mut rt = toml::Table::new();
+                    rt.insert("pattern".into(), text(&r.pattern));
+                    let direction = match r.direction {
+                        Direction::In => "in",
+                        Direction::Out => "out",
+                        Direction::Both => "both",
+                    };
+                    rt.insert("direction".into(), text(direction));
+                    rt.insert("qos".into(), int(r.qos as u64));
+                    rt.insert("local_prefix".into(), text(&r.local_prefix));
+                    rt.insert("remote_prefix".into(), text(&r.remote_prefix));
+                    toml::Value::Table(rt)
+                })
+                .collect();
+            t.insert("topics".into(), toml::Value::Array(topics));
+            toml::Value::Table(t)
+        })
+        .collect();
+    toml::Value::Array(list)
+}
+
 fn resolve_topic(i: usize, j: usize, file: &TopicFile, source: &Source<'_>) -> Result<Rule, ConfigError> {
     let key = |k: &str| format!("bridges[{i}].topics[{j}].{k}");
     let pattern = file.pattern.get_ref().clone();
@@ -405,6 +465,12 @@ remote_prefix = "site1/"
         assert!(error(&queue).contains("key `bridges[0].queue_size`: must be 1 to 65535"));
         let unknown = CLOUD.replace("keep_alive = 30", "keepalive = 30");
         assert!(error(&unknown).contains("keepalive"), "{}", error(&unknown));
+        // --check-config prints what parses back to the same bridges (less the password).
+        let printed = from_text(CLOUD).unwrap().to_toml();
+        assert!(!printed.contains("secret"), "{printed}");
+        let mut again = from_text(&printed).unwrap().bridges;
+        again[0].core.password = Some(bytes::Bytes::from("secret"));
+        assert_eq!(again, from_text(CLOUD).unwrap().bridges);
         let twice = format!("{CLOUD}{}", CLOUD.replace("address = \"cloud", "address = \"other"));
         assert!(error(&twice).contains("key `bridges[1].name`: \"cloud\" names another bridge already"));
     }

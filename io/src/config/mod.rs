@@ -641,6 +641,9 @@ impl Settings {
         if let Some(cluster) = &self.cluster {
             root.insert("cluster".into(), toml::Value::Table(cluster.to_toml()));
         }
+        if !self.bridges.is_empty() {
+            root.insert("bridges".into(), bridge::to_toml(&self.bridges));
+        }
         let seed = match self.seed {
             Some(seed) => format!("# seed = {seed} (from --seed; flag only)\n"),
             None => "# seed: from the operating system's randomness (set with --seed)\n".to_string(),
