@@ -1043,6 +1043,10 @@ impl Node {
             // Closed here already (or relayed to another leader since).
             return;
         };
+        if message.seq < relayed.next_in {
+            // A copy of one already taken (a link that duplicates): nothing new.
+            return;
+        }
         if message.seq != relayed.next_in {
             let expected = relayed.next_in;
             self.event(ClusterEvent::RelayGap {
@@ -1123,6 +1127,9 @@ impl Node {
             }
             return;
         };
+        if message.seq < remote.next_in {
+            return;
+        }
         if message.seq != remote.next_in {
             let expected = remote.next_in;
             self.event(ClusterEvent::RelayGap {

@@ -293,10 +293,10 @@ fn clients_on_followers_are_relayed_to_the_leader() {
             nodes[leader].as_ref().map(|n| n.log_text()).unwrap_or_default()
         );
     }
-    let relayed = follower_a.log_text();
     assert!(
-        relayed.contains("relayed to node"),
-        "the follower logs its relayed clients: {relayed}"
+        follower_a.wait_for_log("relayed to node", WAIT),
+        "the follower logs its relayed clients: {}",
+        follower_a.log_text()
     );
 
     // `cluster status`, from any node's configuration: every member, one leader, each follower's lag.
