@@ -54,7 +54,10 @@ fn main() -> ExitCode {
         match sim::planted_bug_named(name) {
             Some(bug) => run.planted_bug = Some(bug),
             None => {
-                eprintln!("unknown planted bug '{name}'; known: {:?}", sim::PLANTED_BUGS);
+                eprintln!(
+                    "unknown planted bug '{name}'; known: {:?}",
+                    sim::PLANTED_BUGS.iter().map(|(n, _)| n).collect::<Vec<_>>()
+                );
                 return ExitCode::from(2);
             }
         }
