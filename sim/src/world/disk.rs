@@ -477,14 +477,16 @@ impl World {
     fn adopt_unseen_admissions(&mut self, recovered: &Image, held: &[PendingPublish], admitted: &[usize]) {
         // A blind RETAIN PUBLISH whose message recovery retains was admitted too, whatever its QoS.
         let retained_now = |p: &PendingPublish| {
+            let restored = recovered.retained.get(&p.publish.topic);
+            let clears = p.publish.payload.is_empty();
             p.blind
                 && p.publish.retain
-                && p.id.is_some()
-                && recovered
-                    .retained
-                    .get(&p.publish.topic)
-                    .map(|m| crate::model::message_id(&m.payload))
-                    == Some(p.id.clone())
+                && match (restored, clears) {
+                    // A clear was admitted if the topic the model still has retained is empty now.
+                    (None, true) => self.model.retained.contains_key(&p.publish.topic),
+                    (Some(m), false) => p.id.is_some() && crate::model::message_id(&m.payload) == p.id,
+                    _ => false,
+                }
         };
         let mut admitted = admitted.to_vec();
         admitted.extend((0..held.len()).filter(|i| retained_now(&held[*i])));
@@ -523,7 +525,11 @@ impl World {
                     self.model.retained.insert(topic.clone(), id);
                 }
                 None if !self.model.retained.contains_key(&topic) => {}
-                _ => continue,
+                _ => {
+                    // Still unsure (a blind one not resolved by recovery): so it stays.
+                    self.model.retained_unsure.insert(topic);
+                    continue;
+                }
             }
             self.model.retained_unsure.remove(&topic);
         }
