@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Draws bench/compare.sh's throughput results as a horizontal bar chart (SVG, no plotting library needed).
 
-Input: tab-separated lines `label<TAB>mqtt-broker msg/s<TAB>Mosquitto msg/s`. Output: SVG on stdout. The scale is
+Usage: plot.py RESULTS.tsv [BROKER NAME...]. Input: tab-separated lines `label<TAB>msg/s<TAB>msg/s...`, one column per
+broker, in the order of the names (default: mqtt-broker, Mosquitto). Output: SVG on stdout. The scale is
 logarithmic: the brokers differ by an order of magnitude on some rows and not at all on the paced ones.
 """
 
@@ -15,24 +16,27 @@ LEFT = 260
 WIDTH = 900
 RIGHT = 40
 TOP = 50
-COLORS = {"mqtt-broker": "#2b6cb0", "Mosquitto": "#c05621"}
+PALETTE = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1"]
 
 
-def read(path):
+def read(path, columns):
     rows = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
-            if len(parts) == 3:
-                rows.append((parts[0], float(parts[1]), float(parts[2])))
+            if len(parts) == columns + 1:
+                rows.append((parts[0], [float(v) for v in parts[1:]]))
     return rows
 
 
 def main():
-    rows = read(sys.argv[1])
+    names = sys.argv[2:] or ["mqtt-broker", "Mosquitto"]
+    colors = dict(zip(names, PALETTE))
+    rows = read(sys.argv[1], len(names))
     if not rows:
         sys.exit("no rows to plot")
-    top = max(max(o, t) for _, o, t in rows)
+    row_height = max(ROW, BAR * len(names) + 10)
+    top = max(max(values) for _, values in rows)
     decades = range(2, max(3, math.ceil(math.log10(top))) + 1)
     lo, hi = 2, decades[-1]
     span = WIDTH - LEFT - RIGHT
@@ -40,7 +44,7 @@ def main():
     def x(value):
         return LEFT + span * (math.log10(max(value, 10**lo)) - lo) / (hi - lo)
 
-    height = TOP + ROW * len(rows) + 40
+    height = TOP + row_height * len(rows) + 40
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" '
         'font-size="12">',
@@ -48,17 +52,17 @@ def main():
         f'<text x="{LEFT}" y="20" font-size="14" font-weight="bold">Messages per second received '
         "(log scale; same machine, same run)</text>",
     ]
-    for i, (name, color) in enumerate(COLORS.items()):
+    for i, (name, color) in enumerate(colors.items()):
         out.append(f'<rect x="{LEFT + i * 140}" y="30" width="12" height="12" fill="{color}"/>')
         out.append(f'<text x="{LEFT + i * 140 + 16}" y="41">{name}</text>')
     for d in decades:
         gx = x(10**d)
         out.append(f'<line x1="{gx:.1f}" y1="{TOP}" x2="{gx:.1f}" y2="{height - 30}" stroke="#ddd"/>')
         out.append(f'<text x="{gx:.1f}" y="{height - 14}" text-anchor="middle">1e{d}</text>')
-    for i, (label, ours, theirs) in enumerate(rows):
-        y = TOP + i * ROW
+    for i, (label, values) in enumerate(rows):
+        y = TOP + i * row_height
         out.append(f'<text x="{LEFT - 8}" y="{y + BAR + 4}" text-anchor="end">{escape(label)}</text>')
-        for j, (value, color) in enumerate(zip((ours, theirs), COLORS.values())):
+        for j, (value, color) in enumerate(zip(values, colors.values())):
             by = y + j * BAR
             out.append(f'<rect x="{LEFT}" y="{by}" width="{x(value) - LEFT:.1f}" height="{BAR - 1}" fill="{color}"/>')
             out.append(f'<text x="{x(value) + 4:.1f}" y="{by + BAR - 2}" font-size="10">{value:,.0f}</text>')

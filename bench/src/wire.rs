@@ -1,4 +1,5 @@
-//! A minimal MQTT 3.1.1 client wire format: just what the load generator sends and reads. Deliberately independent
+//! A minimal MQTT 3.1.1 and 5.0 client wire format: just what the load generator sends and reads (in 5.0 every packet
+//! carries an empty property list, and acknowledgements use the short form that means Success). Deliberately independent
 //! of mqtt-core's codec, so that the tool measures every broker (ours included) through the same third-party eyes.
 
 use std::io::{self, Read, Write};
@@ -29,33 +30,51 @@ fn string(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// CONNECT for MQTT 3.1.1; `clean` is the Clean Session flag (false: a persistent session the broker stores).
-pub fn connect(client_id: &str, keep_alive: u16, clean: bool) -> Vec<u8> {
+/// CONNECT for MQTT 3.1.1 or (`v5`) 5.0; `clean` is the Clean Session / Clean Start flag (false: a persistent
+/// session the broker stores; in 5.0 a Session Expiry Interval of 0 would end it at disconnect, so none is sent
+/// only for a clean one).
+pub fn connect(client_id: &str, keep_alive: u16, clean: bool, v5: bool) -> Vec<u8> {
     let mut body = Vec::new();
     string("MQTT", &mut body);
-    body.push(4);
+    body.push(if v5 { 5 } else { 4 });
     body.push(if clean { 0x02 } else { 0x00 });
     body.extend_from_slice(&keep_alive.to_be_bytes());
+    if v5 {
+        if clean {
+            body.push(0);
+        } else {
+            // Session Expiry Interval (0x11): an hour, so the session outlives the connection like 3.1.1's.
+            body.extend_from_slice(&[5, 0x11, 0, 0, 0x0E, 0x10]);
+        }
+    }
     string(client_id, &mut body);
     packet(0x10, &body)
 }
 
-pub fn subscribe(packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
+pub fn subscribe(packet_id: u16, filter: &str, qos: u8, v5: bool) -> Vec<u8> {
     let mut body = packet_id.to_be_bytes().to_vec();
+    if v5 {
+        body.push(0);
+    }
     string(filter, &mut body);
     body.push(qos);
     packet(0x82, &body)
 }
 
-pub fn publish(topic: &str, qos: u8, packet_id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(topic.len() + payload.len() + 4);
+pub fn publish(topic: &str, qos: u8, packet_id: u16, payload: &[u8], v5: bool) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + payload.len() + 5);
     string(topic, &mut body);
     if qos > 0 {
         body.extend_from_slice(&packet_id.to_be_bytes());
     }
+    if v5 {
+        body.push(0);
+    }
     body.extend_from_slice(payload);
     packet(0x30 | (qos << 1), &body)
 }
+
+pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
 
 pub fn ack(kind: u8, packet_id: u16) -> [u8; 4] {
     let id = packet_id.to_be_bytes();
@@ -79,8 +98,8 @@ impl Frame {
         Some(u16::from_be_bytes([*self.body.first()?, *self.body.get(1)?]))
     }
 
-    /// Topic, packet id and payload of a PUBLISH.
-    pub fn publish(&self) -> Option<(&[u8], u16, &[u8])> {
+    /// Topic, packet id and payload of a PUBLISH (`v5`: a property list precedes the payload).
+    pub fn publish(&self, v5: bool) -> Option<(&[u8], u16, &[u8])> {
         let len = usize::from(u16::from_be_bytes([*self.body.first()?, *self.body.get(1)?]));
         let topic = self.body.get(2..2 + len)?;
         let qos = (self.first >> 1) & 3;
@@ -90,8 +109,25 @@ impl Frame {
             packet_id = u16::from_be_bytes([*self.body.get(rest)?, *self.body.get(rest + 1)?]);
             rest += 2;
         }
+        if v5 {
+            let (header, len) = varint(self.body.get(rest..)?)?;
+            rest += header + len;
+        }
         Some((topic, packet_id, self.body.get(rest..)?))
     }
+}
+
+/// A Variable Byte Integer: (bytes it takes, value).
+fn varint(data: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for i in 0..4 {
+        let byte = *data.get(i)?;
+        value |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((i + 1, value));
+        }
+    }
+    None
 }
 
 /// Reads packets from a buffered stream.
@@ -156,13 +192,21 @@ impl<R: Read> Reader<R> {
     }
 }
 
-/// Connects and waits for CONNACK accepted.
-pub fn handshake<S: Read + Write>(stream: &mut S, client_id: &str, clean: bool) -> io::Result<()> {
-    stream.write_all(&connect(client_id, 600, clean))?;
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack)?;
-    if connack[0] != 0x20 || connack[3] != 0 {
-        return Err(io::Error::other(format!("CONNACK refused: {connack:?}")));
+/// Connects and waits for CONNACK accepted. Reads exactly the CONNACK (a 5.0 one carries properties), nothing after.
+pub fn handshake<S: Read + Write>(stream: &mut S, client_id: &str, clean: bool, v5: bool) -> io::Result<()> {
+    stream.write_all(&connect(client_id, 600, clean, v5))?;
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header)?;
+    let mut len = usize::from(header[1] & 0x7F);
+    if header[1] & 0x80 != 0 {
+        let mut more = [0u8; 1];
+        stream.read_exact(&mut more)?;
+        len |= usize::from(more[0] & 0x7F) << 7;
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    if header[0] != 0x20 || body.get(1) != Some(&0) {
+        return Err(io::Error::other(format!("CONNACK refused: {header:?} {body:?}")));
     }
     Ok(())
 }
@@ -173,17 +217,51 @@ mod tests {
 
     #[test]
     fn publish_round_trips_through_the_reader() {
-        let bytes = publish("a/b", 1, 7, &[9; 300]);
-        let mut reader = Reader::new(&bytes[..]);
-        let frame = reader.next().expect("one frame");
-        assert_eq!(frame.kind(), 3);
-        let (topic, id, payload) = frame.publish().expect("a publish");
-        assert_eq!((topic, id, payload.len()), (&b"a/b"[..], 7, 300));
+        for v5 in [false, true] {
+            let bytes = publish("a/b", 1, 7, &[9; 300], v5);
+            let mut reader = Reader::new(&bytes[..]);
+            let frame = reader.next().expect("one frame");
+            assert_eq!(frame.kind(), 3);
+            let (topic, id, payload) = frame.publish(v5).expect("a publish");
+            assert_eq!((topic, id, payload), (&b"a/b"[..], 7, &[9; 300][..]));
+        }
+    }
+
+    #[test]
+    fn a_v5_publish_skips_the_properties_a_broker_adds() {
+        // QoS 0, topic "t", properties: Subscription Identifier 1 (0x0B 0x01), then payload "hi".
+        let frame = Frame {
+            first: 0x30,
+            body: vec![0, 1, b't', 2, 0x0B, 1, b'h', b'i'],
+        };
+        assert_eq!(frame.publish(true), Some((&b"t"[..], 0, &b"hi"[..])));
+    }
+
+    #[test]
+    fn a_v5_connack_with_properties_is_read_whole() {
+        // CONNACK, session present 0, Success, properties: Receive Maximum 10 (0x21 0x00 0x0A); then one more byte.
+        let mut wire = std::io::Cursor::new(vec![0x20, 6, 0, 0, 3, 0x21, 0, 10, 0xAA]);
+        struct Duplex<'a>(&'a mut std::io::Cursor<Vec<u8>>);
+        impl Read for Duplex<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+        impl Write for Duplex<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        handshake(&mut Duplex(&mut wire), "c", true, true).expect("accepted");
+        assert_eq!(wire.position(), 8, "the byte after the CONNACK is left unread");
     }
 
     #[test]
     fn remaining_length_uses_two_bytes_past_127() {
-        let bytes = publish("t", 0, 0, &[0; 200]);
+        let bytes = publish("t", 0, 0, &[0; 200], false);
         assert_eq!(&bytes[..3], &[0x30, 0xCB, 0x01]);
     }
 }

@@ -34,6 +34,8 @@ pub struct Workload {
     pub inflight: u64,
     /// Subscribers use persistent sessions (Clean Session 0).
     pub persistent: bool,
+    /// Every client speaks MQTT 5.0 (else 3.1.1).
+    pub v5: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -128,8 +130,8 @@ fn subscriber(
     // A persistent subscriber's session is stored by a durable broker: what `--persistent` measures. The process id
     // keeps sessions of earlier runs out of the way.
     let client_id = format!("bench-sub-{id}-{}", std::process::id());
-    wire::handshake(&mut stream, &client_id, !w.persistent)?;
-    stream.write_all(&wire::subscribe(1, filter, w.qos))?;
+    wire::handshake(&mut stream, &client_id, !w.persistent, w.v5)?;
+    stream.write_all(&wire::subscribe(1, filter, w.qos, w.v5))?;
     let mut reader = Reader::new(stream.try_clone()?);
     while reader.next()?.kind() != 9 {}
     ready.wait();
@@ -157,7 +159,7 @@ fn subscriber(
         match frame.kind() {
             3 => {
                 let qos = (frame.first >> 1) & 3;
-                let Some((_, packet_id, payload)) = frame.publish() else {
+                let Some((_, packet_id, payload)) = frame.publish(w.v5) else {
                     continue;
                 };
                 if let Some((sent, publisher, seq)) = read_stamp(payload) {
@@ -216,7 +218,7 @@ fn publisher(
     let stream = TcpStream::connect(w.broker)?;
     stream.set_nodelay(true)?;
     let mut handshake_stream = stream.try_clone()?;
-    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"), true)?;
+    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"), true, w.v5)?;
     let writer = Arc::new(Mutex::new(BufWriter::new(stream.try_clone()?)));
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -247,6 +249,7 @@ fn publisher(
     let mut payload = vec![0u8; w.payload.max(HEADER)];
     let publisher = u16::try_from(id).unwrap_or(u16::MAX);
     let began = Instant::now();
+    let began_ns = now_ns(start);
     let interval = w.rate.map(|r| Duration::from_nanos(1_000_000_000 / r.max(1)));
     let mut seq = 0u64;
     let mut packet_id = 0u16;
@@ -264,18 +267,25 @@ fn publisher(
         }
         seq += 1;
         packet_id = if packet_id == u16::MAX { 1 } else { packet_id + 1 };
-        stamp(&mut payload, now_ns(start), publisher, seq);
-        let bytes = wire::publish(topic, w.qos, packet_id, &payload);
+        // A paced message is stamped with the time it was scheduled, not the time it went out: a broker that stalls
+        // the publisher (a full inflight window, a full socket) is charged the whole delay of every message that
+        // waited behind the stall, so latency is not understated by coordinated omission.
+        let sent_ns = match interval {
+            Some(interval) => {
+                let due = interval * ((seq - 1) as u32);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                began_ns + due.as_nanos() as u64
+            }
+            None => now_ns(start),
+        };
+        stamp(&mut payload, sent_ns, publisher, seq);
+        let bytes = wire::publish(topic, w.qos, packet_id, &payload, w.v5);
         if let Ok(mut guard) = writer.lock() {
             guard.write_all(&bytes)?;
             if seq.is_multiple_of(16) || interval.is_some() {
                 guard.flush()?;
-            }
-        }
-        if let Some(interval) = interval {
-            let due = interval * (seq as u32);
-            if let Some(wait) = due.checked_sub(began.elapsed()) {
-                std::thread::sleep(wait);
             }
         }
     }

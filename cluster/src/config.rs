@@ -4,6 +4,9 @@
 use mqtt_core::broker::Config as BrokerConfig;
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
+/// Default bound of held client output: 64 MiB.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 64 << 20;
+
 /// A node's configuration (build it with [`NodeConfig::new`], then set fields). Membership is static: every node of a cluster must be given the same set of ids.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -33,6 +36,15 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// Largest peer message accepted, header included.
     pub max_peer_message: usize,
+    /// Whether a node that does not lead relays its clients to the leader (see `relay`); without it, such a node
+    /// closes their connections at once and only the leader serves clients.
+    pub relay_clients: bool,
+    /// Bytes of client output the leader may hold waiting for commits; beyond it QoS 0 PUBLISHes are dropped
+    /// (counted in `NodeStatus::held_qos0_dropped`) rather than held (see `release`).
+    pub max_held_bytes: usize,
+    /// Gather the records of every input until `NodeInput::Flush` and propose them as one entry, instead of one
+    /// entry per input: far fewer entries, append messages and acknowledgements under load.
+    pub propose_per_turn: bool,
     /// A known bug to plant (simulator self-test only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::planted::ClusterBug>,
@@ -54,6 +66,9 @@ impl NodeConfig {
             seed: 0,
             snapshot_entries: 10_000,
             max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
+            relay_clients: false,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            propose_per_turn: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

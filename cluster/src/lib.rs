@@ -9,11 +9,14 @@
 //!   `poll_timeout()`. Nothing in it reads a clock, touches a socket or a file, or draws unseeded randomness.
 //! - [`config`]: the node's configuration and the durable state a driver recovers for it.
 //! - [`wire`]: peer messages, entry data and snapshot data as bytes, with typed decode errors.
+//! - [`relay`]: clients on any node, their bytes relayed to the leader's broker over the node-to-node links.
 //! - `storage`: the in-memory Raft log raft-rs reads; `release`: the commit rule for client outputs.
 
 pub mod config;
+pub mod failover;
 pub mod node;
 mod planted;
+pub mod relay;
 mod release;
 mod storage;
 pub mod wire;

@@ -17,6 +17,8 @@
 //! raft-rs's check-quorum) drops its held outputs, closes its clients' connections and its broker.
 
 use crate::config::{NodeConfig, Recovered};
+use crate::failover::Watch;
+use crate::relay::{self, RelayKind, RelayMessage, Relayed, Remote};
 use crate::release::Held;
 use crate::storage::LogStore;
 use crate::wire::{self, DataError, PeerError};
@@ -35,8 +37,9 @@ use std::time::Duration;
 /// An event from the driver.
 #[derive(Debug)]
 pub enum NodeInput<'a> {
-    /// A client transport event, as for a single broker. Clients are served only by the leader; a connection
-    /// opened on any other node is closed at once (`ClusterEvent::ClientRefused`).
+    /// A client transport event, as for a single broker. The leader serves clients; with
+    /// `NodeConfig::relay_clients` any other node that knows the leader relays them to it (see `relay`), else a
+    /// connection opened on a node that does not serve is closed at once (`ClusterEvent::ClientRefused`).
     Client(Input<'a>),
     /// One whole peer message as it came off the wire from node `from` (the transport's framing removed).
     Peer { from: u64, message: &'a [u8] },
@@ -44,6 +47,10 @@ pub enum NodeInput<'a> {
     Tick,
     /// The transport could not reach `peer` (connection refused or dropped); raft-rs then probes it gently.
     PeerUnreachable { peer: u64 },
+    /// With `NodeConfig::propose_per_turn`: propose the records of the inputs since the last `Flush` as one entry.
+    /// A driver sends it once per loop turn, before it writes and syncs (so one entry, one append message per
+    /// follower and one sync carry the whole turn). Without that setting each input's records are proposed at once.
+    Flush,
 }
 
 /// What the driver must do, in order (see the ordering rule in the module documentation).
@@ -55,6 +62,10 @@ pub enum NodeOutput {
     /// Send this message to peer `to`. It is self-contained (header and protobuf body); the transport adds its
     /// own length prefix. It may be dropped: Raft retries.
     Peer { to: u64, message: Bytes },
+    /// Send this message to peer `to` without waiting for the `Persist*` outputs before it: a leader's appends
+    /// and heartbeats, which raft-rs lets leave while the leader writes the same entries (raft thesis 10.2.1), so
+    /// the leader's and the followers' syncs overlap. A driver may also treat it as `Peer` (later is always safe).
+    PeerEarly { to: u64, message: Bytes },
     /// Append these entries to the durable log. The first one's index may be at or below the last stored entry:
     /// everything from that index on is replaced.
     PersistEntries(Vec<Entry>),
@@ -119,6 +130,24 @@ pub enum ClusterEvent {
         conn: ConnectionId,
         leader: Option<u64>,
     },
+    /// A client connected to this node is relayed to the leader `leader` as cluster-wide connection `global`.
+    ClientRelayed {
+        conn: ConnectionId,
+        global: ConnectionId,
+        leader: u64,
+    },
+    /// Relayed connections closed because the leader they were relayed to changed or became unreachable, or
+    /// (on a leader) because the node holding their clients did.
+    RelaysClosed {
+        peer: u64,
+        closed: usize,
+    },
+    /// A relay message arrived out of sequence (the link dropped one): the connection was closed.
+    RelayGap {
+        conn: ConnectionId,
+        expected: u64,
+        got: u64,
+    },
     /// A peer message was refused; nothing of it was applied.
     PeerRefused {
         from: u64,
@@ -161,6 +190,11 @@ pub struct NodeStatus {
     pub serving: bool,
     /// For a leader: each member's highest log index known to be replicated on it.
     pub match_index: BTreeMap<u64, u64>,
+    /// Client outputs waiting for a commit, and the bytes of their transmits.
+    pub held_outputs: usize,
+    pub held_bytes: usize,
+    /// QoS 0 PUBLISH packets dropped because held output reached `NodeConfig::max_held_bytes`, since start.
+    pub held_qos0_dropped: u64,
 }
 
 /// How many Raft ticks one `Tick` input may catch up on after the driver slept long: beyond this the node resumes
@@ -180,8 +214,18 @@ pub struct Node {
     serve_after: Option<u64>,
     broker: Option<Broker>,
     held: Held,
-    /// Client connections the broker knows (opened while serving, not yet closed).
+    /// Records produced since the last proposal (see `NodeConfig::propose_per_turn`).
+    unproposed: Vec<Record>,
+    /// Client connections the broker knows (opened while serving, not yet closed), relayed ones included.
     clients: BTreeSet<ConnectionId>,
+    /// On a node that does not serve: its client connections relayed to the leader, by local id.
+    relayed: BTreeMap<ConnectionId, Relayed>,
+    /// On the leader: the broker's connections whose clients another node holds, by cluster-wide id.
+    remote: BTreeMap<ConnectionId, Remote>,
+    /// The client connections this node holds the sockets of (served or relayed), watched for a failover.
+    watch: BTreeMap<ConnectionId, Watch>,
+    /// Peers whose link broke and that have not been heard from since: no new client is relayed to them.
+    unreachable: BTreeSet<u64>,
     outputs: VecDeque<NodeOutput>,
     role: Role,
     term: u64,
@@ -243,6 +287,7 @@ impl Node {
             .unwrap_or_else(|e| panic!("invalid cluster node configuration: {e}"));
         let rng = ChaCha8Rng::seed_from_u64(config.seed ^ config.node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let term = hs.term;
+        let held = Held::new(config.max_held_bytes);
         let mut node = Node {
             config,
             raft,
@@ -252,8 +297,13 @@ impl Node {
             last_snapshot: snapshot_index,
             serve_after: None,
             broker: None,
-            held: Held::default(),
+            held,
+            unproposed: Vec::new(),
             clients: BTreeSet::new(),
+            relayed: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            watch: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
             outputs: VecDeque::new(),
             role: Role::Follower,
             term,
@@ -278,7 +328,15 @@ impl Node {
             NodeInput::Client(input) => self.handle_client(input),
             NodeInput::Peer { from, message } => self.handle_peer(from, message),
             NodeInput::Tick => self.handle_tick(),
-            NodeInput::PeerUnreachable { peer } => self.raft.report_unreachable(peer),
+            NodeInput::PeerUnreachable { peer } => {
+                self.raft.report_unreachable(peer);
+                if self.unreachable.insert(peer) {
+                    self.hasten_election(peer);
+                }
+                // Relay messages to or from it may have been lost with the connection: the relayed streams end.
+                self.close_relays_via(peer);
+            }
+            NodeInput::Flush => self.propose(),
         }
         self.process_ready();
     }
@@ -329,6 +387,11 @@ impl Node {
         self.applied
     }
 
+    /// QoS 0 PUBLISH packets dropped because held output reached `NodeConfig::max_held_bytes`, since start.
+    pub fn held_qos0_dropped(&self) -> u64 {
+        self.held.dropped_qos0()
+    }
+
     /// Digest of every entry applied (equal on nodes that applied the same entries).
     pub fn applied_digest(&self) -> u64 {
         self.digest
@@ -355,6 +418,9 @@ impl Node {
             applied: self.applied,
             serving: self.broker.is_some(),
             match_index,
+            held_outputs: self.held.len(),
+            held_bytes: self.held.bytes(),
+            held_qos0_dropped: self.held.dropped_qos0(),
         }
     }
 
@@ -386,7 +452,27 @@ impl Node {
         }
     }
 
+    /// A follower whose link to its leader broke (the leader's process died, most likely) runs its election clock
+    /// on to two ticks short of the timeout, instead of waiting a whole election timeout of silence first. Safe
+    /// whatever the cause (an election is always safe in Raft); if the leader lives, its next heartbeat (every
+    /// `heartbeat_tick`, less than two ticks away) resets the clock and nothing happens. Both followers see the
+    /// link break at once, so their leases run out together and the pre-vote of the first is not refused by the
+    /// other's lease: a failover takes about one election timeout less.
+    fn hasten_election(&mut self, peer: u64) {
+        if self.role != Role::Follower || self.leader != Some(peer) {
+            return;
+        }
+        for _ in 0..self.config.election_tick.saturating_sub(2) {
+            self.raft.tick();
+        }
+    }
+
     fn handle_peer(&mut self, from: u64, data: &[u8]) {
+        self.unreachable.remove(&from);
+        if relay::is_relay(data) {
+            self.handle_relay(from, data);
+            return;
+        }
         let result = wire::decode_peer_message(data, self.config.cluster_id, self.config.max_peer_message)
             .and_then(|message| self.check_peer(from, message))
             .and_then(|message| self.raft.step(message).map_err(|e| PeerError::Refused(e.to_string())));
@@ -412,32 +498,58 @@ impl Node {
     }
 
     fn handle_client(&mut self, input: Input<'_>) {
+        match &input {
+            Input::Opened { conn, .. } => {
+                self.watch.insert(*conn, Watch::default());
+            }
+            Input::Received { conn, data } => {
+                if let Some(watch) = self.watch.get_mut(conn) {
+                    watch.upstream(data);
+                }
+            }
+            Input::Closed { conn } => {
+                self.watch.remove(conn);
+            }
+            _ => {}
+        }
+        if let Some(conn) = input_conn(&input) {
+            if self.relayed.contains_key(&conn) {
+                self.relay_input(conn, &input);
+                return;
+            }
+        }
         if let Input::Opened { conn, .. } = input {
+            if self.broker.is_none() && self.start_relay(conn, &input) {
+                return;
+            }
             if self.broker.is_none() {
-                self.outputs.push_back(NodeOutput::Client(Output::Close { conn }));
+                self.hand_to_driver(Output::Close { conn });
                 self.event(ClusterEvent::ClientRefused {
                     conn,
                     leader: self.leader,
                 });
                 return;
             }
+        }
+        self.feed_broker(input);
+    }
+
+    /// A client input for the broker (the leader's own client's, or a relayed one's).
+    fn feed_broker(&mut self, input: Input<'_>) {
+        if let Input::Opened { conn, .. } = input {
+            if self.broker.is_none() {
+                return;
+            }
             self.clients.insert(conn);
         }
-        let conn = match &input {
-            Input::Opened { conn, .. }
-            | Input::Received { conn, .. }
-            | Input::Closed { conn }
-            | Input::WriteBlocked { conn }
-            | Input::Writable { conn }
-            | Input::AuthDecided { conn, .. } => Some(*conn),
-            Input::Tick | Input::Shutdown | Input::StorageWritable(_) => None,
-        };
+        let conn = input_conn(&input);
         // A connection this broker does not know was opened before a leader change and is closed already.
         if conn.is_some_and(|c| !self.clients.contains(&c)) {
             return;
         }
         if let Input::Closed { conn } = input {
             self.clients.remove(&conn);
+            self.remote.remove(&conn);
         }
         let Some(broker) = self.broker.as_mut() else {
             return;
@@ -465,16 +577,31 @@ impl Node {
                 other => after.push(other),
             }
         }
-        if let Some(free) = self.held.queue_behind(before) {
-            self.outputs.extend(free.into_iter().map(NodeOutput::Client));
-        }
+        let free = self.held.pass_or_queue(before);
+        self.emit_clients(free);
         if records.is_empty() {
-            if let Some(free) = self.held.queue_behind(after) {
-                self.outputs.extend(free.into_iter().map(NodeOutput::Client));
-            }
+            let free = self.held.pass_or_queue(after);
+            self.emit_clients(free);
             return;
         }
-        let data = wire::encode_records(&records);
+        self.held.hold(&records, after);
+        self.unproposed.extend(records);
+        if !self.config.propose_per_turn {
+            self.propose();
+        }
+    }
+
+    /// Whether records wait for `NodeInput::Flush` to be proposed (with `NodeConfig::propose_per_turn`).
+    pub fn has_unproposed(&self) -> bool {
+        !self.unproposed.is_empty()
+    }
+
+    /// Proposes the records gathered since the last proposal as one entry; the outputs held for them wait for it.
+    fn propose(&mut self) {
+        if self.unproposed.is_empty() {
+            return;
+        }
+        let data = wire::encode_records(&std::mem::take(&mut self.unproposed));
         if let Err(e) = self.raft.propose(Vec::new(), data) {
             // Only a node that is no longer leader drops a proposal: the broker's state is ahead of the log now.
             self.depose(&format!("proposal dropped: {e}"));
@@ -483,7 +610,8 @@ impl Node {
         let index = self.raft.raft.raft_log.last_index();
         let term = self.raft.raft.term;
         if crate::planted::release_before_commit(&self.config) {
-            self.outputs.extend(after.into_iter().map(NodeOutput::Client));
+            let outputs = self.held.take_open();
+            self.emit_clients(outputs);
             self.event(ClusterEvent::Released {
                 index,
                 term,
@@ -491,7 +619,7 @@ impl Node {
             });
             return;
         }
-        self.held.hold(index, term, after);
+        self.held.seal(index, term);
     }
 
     /// Handles everything raft-rs has ready, in raft-rs's order: messages a leader may send before its own write,
@@ -499,7 +627,9 @@ impl Node {
     fn process_ready(&mut self) {
         while self.raft.has_ready() {
             let mut ready = self.raft.ready();
-            self.send(ready.take_messages());
+            // A leader's appends and heartbeats may leave before its own write of the same entries (raft thesis
+            // 10.2.1; raft-rs hands them out as `messages`, apart from those that must follow the write).
+            self.send_early(ready.take_messages());
             if !ready.snapshot().is_empty() {
                 self.install_snapshot(ready.snapshot().clone());
             }
@@ -538,13 +668,25 @@ impl Node {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
+        self.send_with(messages, false);
+    }
+
+    fn send_early(&mut self, messages: Vec<Message>) {
+        self.send_with(messages, true);
+    }
+
+    fn send_with(&mut self, messages: Vec<Message>, early: bool) {
         for message in messages {
             let to = message.to;
             if message.msg_type == raft::eraftpb::MessageType::MsgSnapshot {
                 self.snapshots_sent.push(to);
             }
             let bytes = wire::encode_peer_message(self.config.cluster_id, &message);
-            self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
+            if early {
+                self.outputs.push_back(NodeOutput::PeerEarly { to, message: bytes });
+            } else {
+                self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
+            }
         }
     }
 
@@ -603,7 +745,7 @@ impl Node {
                 term,
                 outputs: outputs.len(),
             });
-            self.outputs.extend(outputs.into_iter().map(NodeOutput::Client));
+            self.emit_clients(outputs);
         }
     }
 
@@ -623,6 +765,18 @@ impl Node {
         self.event(ClusterEvent::RoleChanged { role, term, leader });
         if was_leader && (role != Role::Leader || new_term) {
             self.depose("stepped down");
+        }
+        // Connections relayed to another leader than the current one lived on a broker that no longer serves.
+        let stale: Vec<u64> = self
+            .relayed
+            .values()
+            .map(|r| r.leader)
+            .filter(|l| Some(*l) != leader)
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        for peer in stale {
+            self.close_relays_via(peer);
         }
         if role == Role::Leader && self.serve_after.is_none() {
             // raft-rs appended this term's first (empty) entry on becoming leader: serving waits for it.
@@ -655,6 +809,7 @@ impl Node {
     /// of the committed log) discarded.
     fn depose(&mut self, _why: &str) {
         self.serve_after = None;
+        self.unproposed.clear();
         if self.broker.take().is_none() && self.held.is_empty() && self.clients.is_empty() {
             return;
         }
@@ -662,8 +817,16 @@ impl Node {
         let clients = std::mem::take(&mut self.clients);
         let closed = clients.len();
         for conn in clients {
-            self.outputs.push_back(NodeOutput::Client(Output::Close { conn }));
+            match self.remote.remove(&conn) {
+                Some(remote) => {
+                    let seq = remote.next_out;
+                    let kind = RelayKind::Failover;
+                    self.send_relay(remote.origin, RelayMessage { conn, seq, kind });
+                }
+                None => self.close_for_failover(conn),
+            }
         }
+        self.remote.clear();
         self.event(ClusterEvent::Deposed {
             term: self.term,
             dropped,
@@ -698,6 +861,312 @@ impl Node {
 
     fn event(&mut self, event: ClusterEvent) {
         self.outputs.push_back(NodeOutput::Event(event));
+    }
+
+    fn emit_clients(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            self.emit_client(output);
+        }
+    }
+
+    /// A broker output on its way out: to the driver, or, for a relayed connection, to the node holding it.
+    fn emit_client(&mut self, output: Output) {
+        let conn = match &output {
+            Output::Transmit { conn, .. } | Output::Close { conn } => Some(*conn),
+            Output::Persist(_) | Output::Event(_) => None,
+        };
+        let Some(remote) = conn.and_then(|c| self.remote.get_mut(&c)) else {
+            self.hand_to_driver(output);
+            return;
+        };
+        let origin = remote.origin;
+        let seq = remote.next_out;
+        remote.next_out += 1;
+        let Some((conn, kind)) = RelayKind::from_output(output) else {
+            return;
+        };
+        if kind == RelayKind::Close {
+            self.remote.remove(&conn);
+        }
+        self.send_relay(origin, RelayMessage { conn, seq, kind });
+    }
+
+    /// A client output for the driver (a connection whose socket this node holds).
+    fn hand_to_driver(&mut self, output: Output) {
+        match &output {
+            Output::Transmit { conn, data } => {
+                if let Some(watch) = self.watch.get_mut(conn) {
+                    watch.downstream(data);
+                }
+            }
+            Output::Close { conn } => {
+                self.watch.remove(conn);
+            }
+            Output::Persist(_) | Output::Event(_) => {}
+        }
+        self.outputs.push_back(NodeOutput::Client(output));
+    }
+
+    /// Closes a client connection whose session state lived on a broker that stopped serving: an MQTT 5 client
+    /// past its CONNACK is told first (DISCONNECT 0x8B, see `failover`), so it reconnects at once.
+    fn close_for_failover(&mut self, conn: ConnectionId) {
+        if let Some(data) = self.watch.get(&conn).and_then(Watch::disconnect) {
+            self.hand_to_driver(Output::Transmit { conn, data });
+        }
+        self.hand_to_driver(Output::Close { conn });
+    }
+
+    fn send_relay(&mut self, to: u64, message: RelayMessage) {
+        let bytes = relay::encode(self.config.cluster_id, &message);
+        self.outputs.push_back(NodeOutput::Peer { to, message: bytes });
+    }
+
+    /// A client connection opened on a node that does not serve: relayed to the leader, if relaying is on and a
+    /// leader is known. False if not (the caller closes it).
+    fn start_relay(&mut self, conn: ConnectionId, input: &Input<'_>) -> bool {
+        let Some(leader) = self.leader.filter(|l| *l != self.config.node_id) else {
+            return false;
+        };
+        if self.unreachable.contains(&leader) {
+            // Its link broke: the client is better off trying again (here or elsewhere) than waiting on it.
+            return false;
+        }
+        if !self.config.relay_clients || self.role == Role::Leader {
+            return false;
+        }
+        self.relayed.insert(
+            conn,
+            Relayed {
+                leader,
+                next_out: 0,
+                next_in: 0,
+            },
+        );
+        self.event(ClusterEvent::ClientRelayed {
+            conn,
+            global: relay::global_id(self.config.node_id, conn),
+            leader,
+        });
+        self.relay_input(conn, input);
+        true
+    }
+
+    /// A relayed client's input, on its way to the leader.
+    fn relay_input(&mut self, conn: ConnectionId, input: &Input<'_>) {
+        let Some(kind) = RelayKind::from_input(input) else {
+            return;
+        };
+        let Some(relayed) = self.relayed.get_mut(&conn) else {
+            return;
+        };
+        let leader = relayed.leader;
+        let seq = relayed.next_out;
+        relayed.next_out += 1;
+        if kind == RelayKind::Closed {
+            self.relayed.remove(&conn);
+        }
+        let global = relay::global_id(self.config.node_id, conn);
+        self.send_relay(
+            leader,
+            RelayMessage {
+                conn: global,
+                seq,
+                kind,
+            },
+        );
+    }
+
+    /// Ends every relayed stream through `peer`: on this side, the client connections relayed to it (closed;
+    /// the leader is told, in case it still listens), or the broker connections of clients it holds (closed in
+    /// the broker, as if their clients had gone: wills follow the spec).
+    fn close_relays_via(&mut self, peer: u64) {
+        let local: Vec<ConnectionId> = self
+            .relayed
+            .iter()
+            .filter(|(_, r)| r.leader == peer)
+            .map(|(c, _)| *c)
+            .collect();
+        let remote: Vec<ConnectionId> = self
+            .remote
+            .iter()
+            .filter(|(_, r)| r.origin == peer)
+            .map(|(c, _)| *c)
+            .collect();
+        if local.is_empty() && remote.is_empty() {
+            return;
+        }
+        for conn in &local {
+            self.relay_input(*conn, &Input::Closed { conn: *conn });
+            self.close_for_failover(*conn);
+        }
+        for conn in &remote {
+            self.remote.remove(conn);
+            self.feed_broker(Input::Closed { conn: *conn });
+        }
+        self.event(ClusterEvent::RelaysClosed {
+            peer,
+            closed: local.len() + remote.len(),
+        });
+    }
+
+    fn handle_relay(&mut self, from: u64, data: &[u8]) {
+        let message = match relay::decode(data, self.config.cluster_id) {
+            Ok(message) => message,
+            Err(error) => {
+                let error = PeerError::Malformed(format!("relay: {error}"));
+                self.event(ClusterEvent::PeerRefused { from, error });
+                return;
+            }
+        };
+        if from == self.config.node_id || !self.config.peers.contains(&from) {
+            let error = PeerError::UnknownSender {
+                claimed: from,
+                connection: from,
+            };
+            self.event(ClusterEvent::PeerRefused { from, error });
+            return;
+        }
+        if message.kind.is_downstream() {
+            self.relay_downstream(from, message);
+        } else {
+            self.relay_upstream(from, message);
+        }
+    }
+
+    /// On the node holding the client: the leader's output for it.
+    fn relay_downstream(&mut self, from: u64, message: RelayMessage) {
+        let (origin, conn) = relay::split_id(message.conn);
+        if origin != self.config.node_id {
+            return;
+        }
+        let Some(relayed) = self.relayed.get_mut(&conn).filter(|r| r.leader == from) else {
+            // Closed here already (or relayed to another leader since).
+            return;
+        };
+        if message.seq < relayed.next_in {
+            // A copy of one already taken (a link that duplicates): nothing new.
+            return;
+        }
+        if message.seq != relayed.next_in {
+            let expected = relayed.next_in;
+            self.event(ClusterEvent::RelayGap {
+                conn,
+                expected,
+                got: message.seq,
+            });
+            self.relay_input(conn, &Input::Closed { conn });
+            self.hand_to_driver(Output::Close { conn });
+            return;
+        }
+        relayed.next_in += 1;
+        match message.kind {
+            RelayKind::Transmit(data) => self.hand_to_driver(Output::Transmit { conn, data }),
+            RelayKind::Failover => {
+                self.relayed.remove(&conn);
+                self.close_for_failover(conn);
+            }
+            _ => {
+                self.relayed.remove(&conn);
+                self.hand_to_driver(Output::Close { conn });
+            }
+        }
+    }
+
+    /// On the leader: a relayed client's input, for the broker.
+    fn relay_upstream(&mut self, from: u64, message: RelayMessage) {
+        let conn = message.conn;
+        if relay::split_id(conn).0 != from {
+            let error = PeerError::UnknownSender {
+                claimed: relay::split_id(conn).0,
+                connection: from,
+            };
+            self.event(ClusterEvent::PeerRefused { from, error });
+            return;
+        }
+        if let RelayKind::Opened { .. } = message.kind {
+            if self.remote.remove(&conn).is_some() {
+                // The id was reused: the node restarted and numbers its connections from the start again.
+                self.feed_broker(Input::Closed { conn });
+            }
+            if self.broker.is_none() || message.seq != 0 {
+                self.send_relay(
+                    from,
+                    RelayMessage {
+                        conn,
+                        seq: 0,
+                        kind: RelayKind::Close,
+                    },
+                );
+                return;
+            }
+            self.remote.insert(
+                conn,
+                Remote {
+                    origin: from,
+                    next_out: 0,
+                    next_in: 1,
+                },
+            );
+            if let Some(input) = message.kind.as_input(conn) {
+                self.feed_broker(input);
+            }
+            return;
+        }
+        let Some(remote) = self.remote.get_mut(&conn) else {
+            // Not this broker's connection (it was opened before a leader change, or closed here already): the
+            // follower is told, unless it is saying goodbye itself.
+            if message.kind != RelayKind::Closed {
+                self.send_relay(
+                    from,
+                    RelayMessage {
+                        conn,
+                        seq: message.seq.max(1),
+                        kind: RelayKind::Close,
+                    },
+                );
+            }
+            return;
+        };
+        if message.seq < remote.next_in {
+            return;
+        }
+        if message.seq != remote.next_in {
+            let expected = remote.next_in;
+            self.event(ClusterEvent::RelayGap {
+                conn,
+                expected,
+                got: message.seq,
+            });
+            self.feed_broker(Input::Closed { conn });
+            if let Some(remote) = self.remote.remove(&conn) {
+                self.send_relay(
+                    from,
+                    RelayMessage {
+                        conn,
+                        seq: remote.next_out,
+                        kind: RelayKind::Close,
+                    },
+                );
+            }
+            return;
+        }
+        remote.next_in += 1;
+        if let Some(input) = message.kind.as_input(conn) {
+            self.feed_broker(input);
+        }
+    }
+}
+
+/// The connection a client input is about.
+fn input_conn(input: &Input<'_>) -> Option<ConnectionId> {
+    match input {
+        Input::Opened { conn, .. }
+        | Input::Received { conn, .. }
+        | Input::Closed { conn }
+        | Input::WriteBlocked { conn }
+        | Input::Writable { conn }
+        | Input::AuthDecided { conn, .. } => Some(*conn),
+        Input::Tick | Input::Shutdown | Input::StorageWritable(_) => None,
     }
 }
 

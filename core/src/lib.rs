@@ -6,6 +6,7 @@
 //! - [`broker`]: the deterministic broker state machine. It never touches a socket, a clock, a thread or a random
 //!   source: time and randomness come in as inputs, bytes and decisions go out as outputs.
 
+pub mod bridge;
 pub mod broker;
 pub mod codec;
 pub mod harness;

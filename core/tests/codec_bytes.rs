@@ -132,7 +132,7 @@ fn v5_publish_with_properties() {
         retain: true,
         topic: "a/b".into(),
         packet_id: 10,
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::from_static(b"hi"),
     };
     publish.properties.payload_format_indicator = Some(1);

@@ -114,9 +114,9 @@ fn publish_header_then_payload_equals_the_whole_encoding() {
                     topic: "sensors/large".into(),
                     packet_id: if qos == QoS::AtMostOnce { 0 } else { 42 },
                     properties: if version.is_v5() {
-                        properties.clone()
+                        properties.clone().into()
                     } else {
-                        Properties::default()
+                        Default::default()
                     },
                     payload: bytes::Bytes::from(vec![0xA5; payload_len]),
                 };

@@ -1,6 +1,7 @@
 //! The I/O side of mqtt-broker: configuration, logging and the mio driver around the sans-IO core.
 
 pub mod auth;
+pub mod bridge;
 pub mod cluster;
 pub mod config;
 pub mod driver;

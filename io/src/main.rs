@@ -7,6 +7,7 @@ use clap::Parser;
 use mqtt_core::broker::Broker;
 use mqtt_io::auth::passwd::{self as pwfile, PasswdError};
 use mqtt_io::auth::{prompt, FileAuthenticator, Verifier};
+use mqtt_io::bridge::{BridgeTrust, Bridged};
 use mqtt_io::config::{self, Cli, Command, Settings, Sync};
 use mqtt_io::driver::Driver;
 use mqtt_io::storage::{Storage, SyncMode};
@@ -58,6 +59,9 @@ fn main() -> ExitCode {
             return ExitCode::from(BAD_CONFIG);
         }
     }
+    if let Some(Command::Cluster { action }) = &cli.command {
+        return cluster_command(&settings, *action);
+    }
     if cli.check_config {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
@@ -92,6 +96,8 @@ enum RunError {
     Verifier(std::io::Error),
     Seed(getrandom::Error),
     Cluster(String),
+    /// A bridge's TLS files could not be used.
+    Bridge(String),
 }
 
 impl std::fmt::Display for RunError {
@@ -102,6 +108,7 @@ impl std::fmt::Display for RunError {
                 write!(f, "cannot create data directory {}: {source}", path.display())
             }
             RunError::Driver(e) => write!(f, "{e}"),
+            RunError::Bridge(e) => write!(f, "{e}"),
             RunError::Storage(e) => write!(f, "cannot recover the data directory: {e}"),
             RunError::Verifier(e) => write!(f, "cannot start the password verifier threads: {e}"),
             RunError::Seed(e) => write!(
@@ -132,8 +139,12 @@ fn run(settings: &Settings, authenticator: FileAuthenticator) -> Result<(), RunE
     let max_wait = Duration::from_millis(settings.limits.connect_timeout_ms);
     let verifier = Verifier::start(Verifier::default_threads(), max_wait).map_err(RunError::Verifier)?;
     let authenticator = authenticator.with_verifier(verifier.queue());
+    // Bridges connect to the broker in memory and are let in by this wrapper (see mqtt_io::bridge).
+    let local_ids = Bridged::<Broker>::local_ids(&settings.bridges);
+    let authenticator = BridgeTrust::new(Box::new(authenticator), local_ids);
     let mut broker = Broker::with_authenticator(settings.limits.clone(), seed, Box::new(authenticator));
     let storage = open_storage(settings, &mut broker)?;
+    let broker = Bridged::new(broker, &settings.bridges, settings.limits.max_packet_size).map_err(RunError::Bridge)?;
     let mut driver = Driver::bind(settings, broker, Some(logger))
         .map_err(RunError::Driver)?
         .reload_auth_from(settings.auth_source())
@@ -200,6 +211,9 @@ fn cluster_unsupported(settings: &Settings) -> Option<&'static str> {
     }
     if settings.acl_file.is_some() {
         return Some("acl_file");
+    }
+    if !settings.bridges.is_empty() {
+        return Some("[[bridges]]");
     }
     if settings.http_listen.is_some() {
         return Some("[http] listen (metrics and health of a cluster node are not served yet)");
@@ -375,4 +389,19 @@ fn edit_password_file(file: &Path, user: &str, password: Option<&str>, delete: b
     let phc = pwfile::hash(password.as_bytes()).map_err(|e| e.to_string())?;
     pwfile::write_private(file, &pwfile::set_user(&text, user, &phc)).map_err(|e| e.to_string())?;
     Ok(format!("set password of user {user:?} in {}", file.display()))
+}
+
+/// `mqtt-broker cluster status`: every member's view, asked over its node-to-node port.
+fn cluster_command(settings: &Settings, action: config::ClusterAction) -> ExitCode {
+    let Some(cluster) = &settings.cluster else {
+        eprintln!("mqtt-broker: the configuration has no [cluster] table (pass the --config of a cluster node)");
+        return ExitCode::from(BAD_CONFIG);
+    };
+    match action {
+        config::ClusterAction::Status => {
+            let members: Vec<_> = cluster.peers.iter().map(|p| (p.id, p.address)).collect();
+            print!("{}", mqtt_io::cluster::status::report(&cluster.cluster_id, &members));
+            ExitCode::SUCCESS
+        }
+    }
 }

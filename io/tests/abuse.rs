@@ -3,6 +3,7 @@
 //! its service. Figures (before, peak, after) are printed for the notes.
 
 mod common;
+mod wire;
 
 use common::{pump5, wait_for, BrokerProcess};
 use rumqttc::v5;
@@ -244,4 +245,357 @@ fn slow_and_silent_connections_end_at_the_connect_timeout() {
         peak < before + 32 * MIB,
         "peak RSS {peak} grew more than 32 MiB over {before}"
     );
+}
+
+// ---------------------------------------------------------------- storms, floods, frames, handshakes
+
+/// Starts the broker from `listeners` (a plain `mqtt` listener first, for the witness) and returns it with the
+/// port of the listener whose log line names `protocol`.
+fn broker_with_listeners(listeners: &str, extra: &[&str], protocol: &str) -> (BrokerProcess, u16) {
+    let config = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"mqtt\"\n{listeners}");
+    let broker = BrokerProcess::start_with_config(&config, extra);
+    let needle = format!("({protocol}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let port = broker.log_text().lines().find_map(|line| {
+            let rest = line.split("listening on ").nth(1)?;
+            let (addr, tail) = rest.split_once(' ')?;
+            tail.starts_with(&needle)
+                .then(|| addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port()))
+                .flatten()
+        });
+        if let Some(port) = port {
+            return (broker, port);
+        }
+        assert!(Instant::now() < deadline, "no {protocol} listener logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A v3.1.1 CONNECT for `client_id`, keep alive 60 s, Clean Session.
+fn connect311(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    packet(0x10, &body)
+}
+
+/// A packet with first byte `first` and `body` (remaining length below 16 KiB).
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    assert!(body.len() < 16384);
+    let mut out = vec![first];
+    if body.len() < 128 {
+        out.push(body.len() as u8);
+    } else {
+        out.push((body.len() % 128) as u8 | 0x80);
+        out.push((body.len() / 128) as u8);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A v3.1.1 SUBSCRIBE of one filter.
+fn subscribe311(pid: u16, filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = pid.to_be_bytes().to_vec();
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(qos);
+    packet(0x82, &body)
+}
+
+/// A v3.1.1 QoS 0 PUBLISH.
+fn publish311(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(payload);
+    packet(0x30, &body)
+}
+
+/// A raw v3.1.1 client that has its CONNACK (0x20 0x02 0x00 0x00).
+fn raw_client(port: u16, client_id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&connect311(client_id)).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0], "{client_id} accepted");
+    s
+}
+
+/// A subscribe storm: 16 clients each send 4000 SUBSCRIBEs with distinct filters as fast as they can, beyond
+/// max_subscriptions_per_client. Each client gets at most the cap granted (the rest refused with 0x80
+/// [MQTT-3.9.3-2]), the broker's memory stays bounded and the witness keeps its service.
+#[test]
+fn a_subscribe_storm_is_capped_per_client_and_memory_stays_bounded() {
+    const CAP: usize = 500;
+    const PER_CLIENT: u16 = 4000;
+    let broker = BrokerProcess::start(&["--max-subscriptions-per-client", &CAP.to_string()]);
+    let witness = Witness::connect(&broker);
+    let before = broker.rss_bytes();
+    let storms: Vec<_> = (0..16)
+        .map(|c| {
+            let mut s = raw_client(broker.port(), &format!("storm{c}"));
+            let mut reader = s.try_clone().unwrap();
+            // SUBACKs of one filter are 5 bytes: 0x90 3 pid pid code.
+            let counter = std::thread::spawn(move || {
+                let (mut granted, mut refused) = (0usize, 0usize);
+                let mut suback = [0u8; 5];
+                while granted + refused < PER_CLIENT as usize && reader.read_exact(&mut suback).is_ok() {
+                    assert_eq!(suback[0], 0x90, "a SUBACK");
+                    if suback[4] == 0x80 {
+                        refused += 1;
+                    } else {
+                        granted += 1;
+                    }
+                }
+                (granted, refused)
+            });
+            let writer = std::thread::spawn(move || {
+                let mut batch = Vec::new();
+                for pid in 1..=PER_CLIENT {
+                    batch.extend(subscribe311(pid, &format!("storm/{c}/{pid}/+/level/#"), 1));
+                    if pid % 200 == 0 {
+                        if s.write_all(&batch).is_err() {
+                            break;
+                        }
+                        batch.clear();
+                    }
+                }
+                s
+            });
+            (writer, counter)
+        })
+        .collect();
+    let mut peak = before;
+    let mut results = Vec::new();
+    for (writer, counter) in storms {
+        while !counter.is_finished() {
+            peak = peak.max(broker.rss_bytes());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stream = writer.join().unwrap();
+        results.push(counter.join().unwrap());
+        drop(stream);
+    }
+    witness.round_trip(1);
+    let after = broker.rss_bytes();
+    report("subscribe storm 16 x 4000", before, peak, after);
+    for (granted, refused) in &results {
+        assert!(*granted <= CAP, "granted {granted} beyond the cap of {CAP}");
+        assert_eq!(granted + refused, PER_CLIENT as usize, "every SUBSCRIBE answered");
+    }
+    assert!(
+        peak < before + 48 * MIB,
+        "peak RSS {peak} grew more than 48 MiB over {before}"
+    );
+}
+
+/// A publish flood towards many slow readers: 40 subscribers that never read, 4 publishers sending 1 KiB QoS 0
+/// messages as fast as they can (about 40 MiB each, 1.6 GiB of deliveries if the broker buffered them). Each
+/// reader's backlog is bounded by max_outbuf_bytes (QoS 0 beyond it is dropped), so memory stays bounded and the
+/// witness keeps its service meanwhile.
+#[test]
+fn a_publish_flood_to_many_slow_readers_stays_within_the_outbuf_budget() {
+    let broker = BrokerProcess::start(&["--max-outbuf-bytes", "262144"]);
+    let witness = Witness::connect(&broker);
+    let readers: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut s = raw_client(broker.port(), &format!("slow{i}"));
+            s.write_all(&subscribe311(1, "flood/#", 1)).unwrap();
+            let mut suback = [0u8; 5];
+            s.read_exact(&mut suback).expect("SUBACK");
+            assert_eq!(suback, [0x90, 3, 0, 1, 1]);
+            s // never read again
+        })
+        .collect();
+    let before = broker.rss_bytes();
+    let payload = vec![b'x'; 1024];
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let mut s = raw_client(broker.port(), &format!("flood{p}"));
+            let one = publish311(&format!("flood/{p}"), &payload);
+            let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 256).collect();
+            std::thread::spawn(move || {
+                let mut sent = 0usize;
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while sent < 40 * MIB as usize && Instant::now() < deadline {
+                    if s.write_all(&batch).is_err() {
+                        break;
+                    }
+                    sent += batch.len();
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut peak = before;
+    let mut n = 0;
+    while publishers.iter().any(|p| !p.is_finished()) {
+        peak = peak.max(broker.rss_bytes());
+        n += 1;
+        // The witness's round trips go through the same broker while the flood lasts.
+        if n % 25 == 0 {
+            witness.round_trip(n);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent: usize = publishers.into_iter().map(|p| p.join().unwrap()).sum();
+    witness.round_trip(0);
+    let after = broker.rss_bytes();
+    report(
+        &format!("publish flood {} MiB to 40 slow readers", sent / MIB as usize),
+        before,
+        peak,
+        after,
+    );
+    assert!(sent > 16 * MIB as usize, "the flood was sent ({sent} bytes)");
+    // 40 readers x (256 KiB outbuf + kernel-side nothing) is 10 MiB; allow the allocator its slack.
+    assert!(
+        peak < before + 48 * MIB,
+        "peak RSS {peak} grew more than 48 MiB over {before}"
+    );
+    drop(readers);
+}
+
+/// A WebSocket upgrade by hand, returning the stream after the 101 response.
+fn ws_upgrade(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("upgrade response");
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    s
+}
+
+/// The header of a masked binary client frame announcing `len` bytes, with the all-zero mask (so the payload
+/// goes as it is).
+fn ws_binary_header(len: u64) -> Vec<u8> {
+    let mut out = vec![0x82, 0x80 | 127];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out
+}
+
+/// Oversized WebSocket frames: 10 connections each announce a 1 TiB binary frame that carries a CONNECT header
+/// announcing 200 MB, then stream zeros inside it. The frame is not buffered (its payload streams into the MQTT
+/// decoder), the CONNECT is refused on its header, and memory stays flat.
+#[test]
+fn oversized_websocket_frames_are_not_buffered_and_memory_stays_flat() {
+    let (broker, ws_port) = broker_with_listeners(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"ws\"\n",
+        &[],
+        "ws",
+    );
+    let witness = Witness::connect(&broker);
+    let before = broker.rss_bytes();
+    let mut streams: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = ws_upgrade(ws_port);
+            s.write_all(&ws_binary_header(1 << 40)).unwrap();
+            s.write_all(&connect_header(200_000_000)).unwrap();
+            s
+        })
+        .collect();
+    let zeros = vec![0u8; 256 * 1024];
+    let mut peak = before;
+    for _round in 0..8 {
+        for s in &mut streams {
+            let _ = s.write_all(&zeros);
+        }
+        peak = peak.max(broker.rss_bytes());
+    }
+    for s in &mut streams {
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        // A binary frame (0x82, length) carrying CONNACK 0x95 [MQTT-3.2.2-8], then the close.
+        let connack = answer.windows(4).any(|w| w[0] == 0x20 && w[2] == 0 && w[3] == 0x95);
+        assert!(connack, "expected CONNACK 0x95 inside a frame, got {answer:?}");
+    }
+    witness.round_trip(1);
+    let after = broker.rss_bytes();
+    report("1 TiB WebSocket frames x10", before, peak, after);
+    assert!(
+        peak < before + 32 * MIB,
+        "peak RSS {peak} grew more than 32 MiB over {before}"
+    );
+}
+
+/// TLS handshakes that stop halfway: 300 connections send the first half of a real ClientHello and 300 a
+/// record header announcing 16 KiB and nothing more. They hold little, are closed by the connect timeout, and the
+/// witness keeps its service.
+#[test]
+fn tls_handshakes_that_stop_halfway_end_at_the_connect_timeout() {
+    let pki = wire::Pki::new();
+    let (broker, tls_port) = broker_with_listeners(
+        &format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"mqtts\"\ncert_file = {:?}\nkey_file = {:?}\n",
+            pki.path("server.pem"),
+            pki.path("server.key")
+        ),
+        &["--connect-timeout-ms", "1500"],
+        "mqtts",
+    );
+    let witness = Witness::connect(&broker);
+    let hello = {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(pki.client_config(None), name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    };
+    assert_eq!(hello[0], 0x16, "a TLS handshake record");
+    let before = broker.rss_bytes();
+    let started = Instant::now();
+    let mut halves: Vec<TcpStream> = (0..600)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", tls_port)).expect("connect");
+            let partial: &[u8] = if i % 2 == 0 {
+                &hello[..hello.len() / 2]
+            } else {
+                &[0x16, 0x03, 0x01, 0x40, 0x00]
+            };
+            s.write_all(partial).unwrap();
+            s
+        })
+        .collect();
+    let peak = broker.rss_bytes();
+    witness.round_trip(1);
+    for s in &mut halves {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        // The broker may answer with an alert before it closes; what matters is that the stream ends (end of
+        // stream or reset), not that the read times out.
+        let mut answer = Vec::new();
+        let ended = match s.read_to_end(&mut answer) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        };
+        assert!(ended, "a stalled handshake is closed (got {} bytes)", answer.len());
+    }
+    let took = started.elapsed();
+    let after = broker.rss_bytes();
+    report("600 TLS handshakes stopped halfway", before, peak, after);
+    assert!(
+        took < Duration::from_secs(8),
+        "closed after {took:?}, not near the 1.5 s connect timeout"
+    );
+    assert!(
+        peak < before + 32 * MIB,
+        "peak RSS {peak} grew more than 32 MiB over {before}"
+    );
+    witness.round_trip(2);
 }

@@ -4,6 +4,7 @@
 //! was eventually kept (in the manner of TigerBeetle's VOPR).
 
 pub mod acl;
+pub mod bridge;
 pub mod client;
 pub mod cluster;
 pub mod coverage;

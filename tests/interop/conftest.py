@@ -31,11 +31,17 @@ def broker_binary() -> str:
     return str(ROOT / "target" / "debug" / "mqtt-broker")
 
 
+def io_args() -> list:
+    """The I/O driver the suite runs against: MQTT_TEST_IO=uring|epoll (default: the broker's own choice)."""
+    io = os.environ.get("MQTT_TEST_IO")
+    return ["--io", io] if io else []
+
+
 class Broker:
     def __init__(self, *extra: str):
         self.data = tempfile.TemporaryDirectory()
         self.proc = subprocess.Popen(
-            [broker_binary(), "--listen", "127.0.0.1:0", "--data-dir", self.data.name, "--sys-interval", "1", *extra],
+            [broker_binary(), "--listen", "127.0.0.1:0", "--data-dir", self.data.name, "--sys-interval", "1", *io_args(), *extra],
             stderr=subprocess.PIPE,
             text=True,
         )

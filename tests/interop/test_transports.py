@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import WAIT, broker_binary
+from conftest import WAIT, broker_binary, io_args
 
 
 def openssl(*args: str, cwd: Path):
@@ -49,7 +49,8 @@ class ConfiguredBroker:
         path = Path(self.dir.name) / "broker.toml"
         path.write_text(config)
         self.proc = subprocess.Popen(
-            [broker_binary(), "--config", str(path), "--data-dir", str(Path(self.dir.name) / "data")],
+            [broker_binary(), "--config", str(path), "--data-dir", str(Path(self.dir.name) / "data"),
+             *io_args()],
             stderr=subprocess.PIPE, text=True)
         self.ports = []
         deadline = time.time() + 20

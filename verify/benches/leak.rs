@@ -128,7 +128,7 @@ impl Driver {
                 retain,
                 topic: format!("leak/{}/x", (i * 7) % TOPICS),
                 packet_id: if qos == QoS::AtMostOnce { 0 } else { 2 },
-                properties: Properties::default(),
+                properties: Default::default(),
                 payload,
             }),
         );
@@ -189,7 +189,7 @@ impl Driver {
                     retain: true,
                     topic,
                     packet_id: 0,
-                    properties: Properties::default(),
+                    properties: Default::default(),
                     payload: Bytes::new(),
                 }),
             );

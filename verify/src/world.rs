@@ -519,7 +519,7 @@ impl<'s> World<'s> {
                 retain: false,
                 topic: TOPIC.to_string(),
                 packet_id: pid,
-                properties: Properties::default(),
+                properties: Default::default(),
                 payload: Bytes::from(vec![msg]),
             }),
             Pkt::PubAck { pid, .. } => Packet::PubAck(response(pid)),

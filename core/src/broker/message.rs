@@ -1,6 +1,6 @@
 //! Application messages as the broker holds them between receipt and delivery.
 
-use crate::packet::{Properties, Publish, QoS};
+use crate::packet::{BoxedProperties, Publish, QoS};
 use crate::time::Time;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -19,8 +19,9 @@ pub struct Message {
     /// The RETAIN flag as published.
     pub retain: bool,
     /// Properties forwarded to subscribers unchanged [MQTT-3.3.2-4], [MQTT-3.3.2-17]; the per-hop ones (Topic Alias,
-    /// Subscription Identifiers) are cleared, and Message Expiry Interval is recomputed from `expires_at`.
-    pub properties: Properties,
+    /// Subscription Identifiers) are cleared, and Message Expiry Interval is recomputed from `expires_at`. Boxed, and
+    /// absent for most messages: a million retained messages do not each hold 344 bytes of empty properties.
+    pub properties: BoxedProperties,
     /// Absolute expiry derived from Message Expiry Interval at receipt.
     pub expires_at: Option<Time>,
 }
@@ -31,8 +32,11 @@ impl Message {
     /// allocation of its own and is kept as it is.
     pub fn from_publish(id: u64, publish: Publish, topic: String, now: Time, shared_payload_min: usize) -> Message {
         let mut properties = publish.properties;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        // Checked before writing: a write allocates the properties of a message that has none.
+        if properties.topic_alias.is_some() || !properties.subscription_identifiers.is_empty() {
+            properties.topic_alias = None;
+            properties.subscription_identifiers.clear();
+        }
         let expires_at = properties
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
@@ -91,9 +95,16 @@ pub struct Delivery {
 impl Delivery {
     /// The PUBLISH for this delivery, before topic aliasing.
     pub fn to_publish(&self, packet_id: u16, dup: bool, now: Time) -> Publish {
+        // Cloning a message without properties clones a null pointer; each write below is made only when it changes
+        // something, so such a delivery allocates nothing for its properties.
         let mut properties = self.message.properties.clone();
-        properties.message_expiry_interval = self.message.remaining_expiry_secs(now);
-        properties.subscription_identifiers = self.subscription_ids.clone();
+        let expiry = self.message.remaining_expiry_secs(now);
+        if properties.message_expiry_interval != expiry {
+            properties.message_expiry_interval = expiry;
+        }
+        if properties.subscription_identifiers != self.subscription_ids {
+            properties.subscription_identifiers = self.subscription_ids.clone();
+        }
         Publish {
             dup,
             qos: self.qos,
@@ -108,8 +119,20 @@ impl Delivery {
 
 #[cfg(test)]
 mod tests {
-    use super::kept_payload;
+    use super::{kept_payload, Message};
+    use crate::packet::Publish;
     use bytes::Bytes;
+
+    /// A `Publish` is moved through the decoder, the router and the inflight window, and a `Message` is kept per
+    /// retained topic: both must stay small (the properties behind one pointer, not 344 bytes inline). Bounds from
+    /// issue #18; a new inline field that breaks them should be boxed too.
+    #[test]
+    fn a_publish_and_a_stored_message_stay_small() {
+        let publish = std::mem::size_of::<Publish>();
+        let message = std::mem::size_of::<Message>();
+        assert!(publish < 160, "size_of::<Publish>() = {publish} bytes, bound 160");
+        assert!(message < 160, "size_of::<Message>() = {message} bytes, bound 160");
+    }
 
     #[test]
     fn large_payloads_are_kept_and_small_ones_copied() {

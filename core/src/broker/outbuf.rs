@@ -109,7 +109,7 @@ impl Outbuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{Properties, Publish, QoS};
+    use crate::packet::{Publish, QoS};
 
     fn publish(payload_len: usize) -> Packet {
         Packet::Publish(Publish {
@@ -118,7 +118,7 @@ mod tests {
             retain: false,
             topic: "t".into(),
             packet_id: 1,
-            properties: Properties::default(),
+            properties: Default::default(),
             payload: Bytes::from(vec![1; payload_len]),
         })
     }

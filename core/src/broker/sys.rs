@@ -3,7 +3,7 @@
 
 use super::message::Message;
 use super::{Broker, Gauges};
-use crate::packet::{Properties, QoS};
+use crate::packet::QoS;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -77,7 +77,7 @@ impl Broker {
                 payload: Bytes::from(value),
                 qos: QoS::AtMostOnce,
                 retain: true,
-                properties: Properties::default(),
+                properties: Default::default(),
                 expires_at: None,
             };
             self.publish_message(Arc::new(message), None);

@@ -33,7 +33,7 @@ impl Broker {
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
-            properties,
+            properties: properties.into(),
             expires_at,
         };
         self.stats.wills_published += 1;

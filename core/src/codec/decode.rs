@@ -256,7 +256,7 @@ fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, Decode
         retain,
         topic,
         packet_id,
-        properties,
+        properties: properties.into(),
         payload,
     })
 }

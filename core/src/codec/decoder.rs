@@ -294,7 +294,7 @@ impl Decoder {
 mod tests {
     use super::*;
     use crate::codec::encode;
-    use crate::packet::{Properties, Publish, QoS};
+    use crate::packet::{Publish, QoS};
 
     fn publish_bytes(payload_len: usize) -> BytesMut {
         let publish = Publish {
@@ -303,7 +303,7 @@ mod tests {
             retain: false,
             topic: "t".into(),
             packet_id: 1,
-            properties: Properties::default(),
+            properties: Default::default(),
             payload: bytes::Bytes::from(vec![3; payload_len]),
         };
         let mut bytes = BytesMut::new();

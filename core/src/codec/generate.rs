@@ -170,7 +170,7 @@ pub fn publish<R: Rng>(rng: &mut R, version: ProtocolVersion) -> Publish {
         retain: rng.gen(),
         topic: topic(rng),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { packet_id(rng) },
-        properties,
+        properties: properties.into(),
         payload: binary(rng, 64),
     }
 }

@@ -7,7 +7,7 @@
 mod properties;
 mod reason;
 
-pub use properties::Properties;
+pub use properties::{BoxedProperties, Properties};
 pub use reason::ReasonCode;
 
 use bytes::Bytes;
@@ -134,7 +134,8 @@ pub struct Publish {
     pub topic: String,
     /// Present on the wire only for QoS 1 and 2; 0 for QoS 0.
     pub packet_id: u16,
-    pub properties: Properties,
+    /// Boxed: most PUBLISHes carry none, and a small `Publish` is cheap to move (see [`BoxedProperties`]).
+    pub properties: BoxedProperties,
     pub payload: Bytes,
 }
 

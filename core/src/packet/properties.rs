@@ -68,3 +68,135 @@ impl Properties {
         *self == Properties::default()
     }
 }
+
+/// Properties that are usually absent, kept behind one pointer: nothing is allocated while they are empty, and the
+/// struct holding them stays small. A `Publish` or a stored message carries one of these instead of the 344 bytes of
+/// [`Properties`] inline, so moving it (through the decoder, the router, the inflight window) copies a pointer, not
+/// every property's slot; most PUBLISHes carry no property at all.
+///
+/// Reads go through `Deref` (an empty set reads as [`Properties::default()`]); a write through `DerefMut` allocates
+/// the box first, so hot paths check before they write.
+#[derive(Clone, Default)]
+pub struct BoxedProperties(Option<Box<Properties>>);
+
+/// What an empty [`BoxedProperties`] reads as.
+static EMPTY: Properties = Properties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    session_expiry_interval: None,
+    assigned_client_identifier: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    authentication_data: None,
+    request_problem_information: None,
+    will_delay_interval: None,
+    request_response_information: None,
+    response_information: None,
+    server_reference: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_subscription_available: None,
+    subscription_identifier_available: None,
+    shared_subscription_available: None,
+};
+
+impl BoxedProperties {
+    /// The properties by value (a default set when none were stored).
+    pub fn into_inner(self) -> Properties {
+        self.0.map(|boxed| *boxed).unwrap_or_default()
+    }
+}
+
+impl From<Properties> for BoxedProperties {
+    fn from(properties: Properties) -> Self {
+        if properties.is_empty() {
+            BoxedProperties(None)
+        } else {
+            BoxedProperties(Some(Box::new(properties)))
+        }
+    }
+}
+
+impl From<BoxedProperties> for Properties {
+    fn from(boxed: BoxedProperties) -> Self {
+        boxed.into_inner()
+    }
+}
+
+impl std::ops::Deref for BoxedProperties {
+    type Target = Properties;
+
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for BoxedProperties {
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+/// Equal when the properties are, whether an empty set is boxed or not.
+impl PartialEq for BoxedProperties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for BoxedProperties {}
+
+impl PartialEq<Properties> for BoxedProperties {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == *other
+    }
+}
+
+impl std::fmt::Debug for BoxedProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BoxedProperties, Properties};
+
+    #[test]
+    fn an_empty_set_is_not_allocated_and_reads_as_the_default() {
+        let boxed = BoxedProperties::from(Properties::default());
+        assert!(boxed.0.is_none());
+        assert_eq!(*boxed, Properties::default());
+        assert!(boxed.is_empty());
+    }
+
+    #[test]
+    fn a_write_allocates_and_equality_ignores_how_an_empty_set_is_kept() {
+        let mut boxed = BoxedProperties::from(Properties::default());
+        assert!(boxed.0.is_none());
+        boxed.topic_alias = Some(3);
+        assert!(boxed.0.is_some());
+        assert_eq!(boxed.topic_alias, Some(3));
+        boxed.topic_alias = None;
+        assert_eq!(
+            boxed,
+            BoxedProperties::default(),
+            "a boxed empty set equals an absent one"
+        );
+        let full = Properties {
+            content_type: Some("text/plain".into()),
+            ..Properties::default()
+        };
+        assert_eq!(BoxedProperties::from(full.clone()).into_inner(), full);
+    }
+}

@@ -70,7 +70,7 @@ pub fn publish_packet(topic: &str, payload: &str, qos: QoS, packet_id: u16) -> P
         retain: false,
         topic: topic.to_string(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { packet_id },
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
     }
 }

@@ -4,4 +4,5 @@
 
 pub mod disk;
 pub mod node;
+pub mod status;
 pub mod transport;

@@ -5,6 +5,12 @@
 //! a group commit: persist outputs are queued on the disk as they come; every other output that follows one is held
 //! in order; once per loop turn (`end_turn`) the disk writes and syncs everything queued, once, and the held outputs
 //! go out: peer messages to the links, client outputs to the driver.
+//!
+//! Two kinds of output need less, and waiting for an unrelated sync would add a disk round trip to every commit:
+//! - `PeerEarly` (a leader's appends) goes at once: the followers write while the leader does.
+//! - A client output depends only on the entries committed so far (the node releases it then): it waits until
+//!   this node's own copy of the log is synced up to the index the node had applied when it handed the output out,
+//!   not for entries appended since. Client outputs keep their order among themselves.
 
 use super::disk::{DiskError, RaftDisk, Recovered};
 use super::transport::{PeerEvent, PeerTransport, TransportConfig};
@@ -19,7 +25,7 @@ use mqtt_core::time::Time;
 use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The cluster id as the node's peer messages carry it: a 64-bit digest (FNV-1a) of the configured name, so the
 /// operator names clusters and the wire carries a fixed-size id. The links' hello carries the name itself.
@@ -44,9 +50,14 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.tick_jitter_ms = (config.tick_ms / 5).max(1);
     config.election_tick = cluster.election_ticks;
     config.heartbeat_tick = cluster.heartbeat_ticks;
+    config.max_held_bytes = cluster.max_held_bytes;
     config.broker = broker;
     config.broker.persistence = true;
     config.seed = seed;
+    // Every node serves clients: one that does not lead relays them to the leader.
+    config.relay_clients = true;
+    // One entry per loop turn (`end_turn` flushes): one append message per follower and one sync carry the turn.
+    config.propose_per_turn = true;
     config
 }
 
@@ -64,6 +75,7 @@ pub fn open(
         entries: recovered.entries.clone(),
     };
     let max_message = config.max_peer_message;
+    let recovered_last = (recovered.entries.last().map_or(0, |e| e.index)).max(recovered.snapshot.get_metadata().index);
     let node = Node::new(config, for_node);
     let transport = TransportConfig {
         node_id: cluster.node_id,
@@ -81,12 +93,16 @@ pub fn open(
         registry: None,
         unsynced: false,
         held: VecDeque::new(),
+        held_clients: VecDeque::new(),
+        appended_index: recovered_last,
+        synced_index: recovered_last,
         ready: VecDeque::new(),
         peer_events: Vec::new(),
         failure: None,
         now: Time::ZERO,
         hard_state: recovered.hard_state.clone(),
         lazy_hard_state: None,
+        qos0_dropped_logged: (0, None),
     };
     Ok((core, recovered))
 }
@@ -103,6 +119,11 @@ pub struct ClusterCore {
     unsynced: bool,
     /// Outputs that came after an unsynced persist, in order.
     held: VecDeque<NodeOutput>,
+    /// Client outputs waiting for the log to be synced through the index paired with each, in order.
+    held_clients: VecDeque<(u64, Output)>,
+    /// The last entry index handed to the disk, and the last one synced.
+    appended_index: u64,
+    synced_index: u64,
     /// Client outputs released, for the driver's `poll_output`.
     ready: VecDeque<Output>,
     peer_events: Vec<PeerEvent>,
@@ -112,6 +133,8 @@ pub struct ClusterCore {
     hard_state: HardState,
     /// A hard state that differs from the last written one only in its commit index: written with the next sync.
     lazy_hard_state: Option<HardState>,
+    /// QoS 0 messages dropped at the held-output bound as last logged, and when (logged at most every 10 s).
+    qos0_dropped_logged: (u64, Option<Instant>),
 }
 
 impl ClusterCore {
@@ -137,6 +160,10 @@ impl ClusterCore {
             match output {
                 NodeOutput::PersistEntries(entries) => {
                     self.disk.append(&entries);
+                    // Later entries replace earlier ones from their index on, so the log now ends here.
+                    if let Some(last) = entries.last() {
+                        self.appended_index = last.index;
+                    }
                     self.unsynced = true;
                 }
                 NodeOutput::PersistHardState(hard_state) => {
@@ -156,8 +183,21 @@ impl ClusterCore {
                 }
                 NodeOutput::PersistSnapshot { snapshot, discard_log } => {
                     // Written and synced at once (with everything queued before it).
-                    if let Err(e) = self.disk.save_snapshot(&snapshot, discard_log) {
-                        self.fail(&e);
+                    if discard_log {
+                        self.appended_index = snapshot.get_metadata().index;
+                    }
+                    match self.disk.save_snapshot(&snapshot, discard_log) {
+                        Ok(()) => self.synced_index = self.appended_index,
+                        Err(e) => self.fail(&e),
+                    }
+                }
+                NodeOutput::PeerEarly { .. } => self.act(output),
+                NodeOutput::Client(output) => {
+                    let needs = self.node.applied();
+                    if self.held_clients.is_empty() && needs <= self.synced_index {
+                        self.ready.push_back(output);
+                    } else {
+                        self.held_clients.push_back((needs, output));
                     }
                 }
                 other if self.unsynced || !self.held.is_empty() => self.held.push_back(other),
@@ -169,7 +209,7 @@ impl ClusterCore {
     fn act(&mut self, output: NodeOutput) {
         match output {
             NodeOutput::Client(output) => self.ready.push_back(output),
-            NodeOutput::Peer { to, message } => {
+            NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
                 if let Some(transport) = self.transport.as_mut() {
                     transport.send(to, &message);
                 }
@@ -203,6 +243,7 @@ impl ClusterCore {
         if self.failure.is_some() {
             // Nothing more may be promised.
             self.held.clear();
+            self.held_clients.clear();
             return;
         }
         if self.unsynced {
@@ -212,9 +253,20 @@ impl ClusterCore {
             if let Err(e) = self.disk.commit() {
                 self.fail(&e);
                 self.held.clear();
+                self.held_clients.clear();
                 return;
             }
             self.unsynced = false;
+            self.synced_index = self.appended_index;
+        }
+        while self
+            .held_clients
+            .front()
+            .is_some_and(|(needs, _)| *needs <= self.synced_index)
+        {
+            if let Some((_, output)) = self.held_clients.pop_front() {
+                self.ready.push_back(output);
+            }
         }
         while let Some(output) = self.held.pop_front() {
             self.act(output);
@@ -224,6 +276,20 @@ impl ClusterCore {
     fn fail(&mut self, error: &DiskError) {
         log::error!("cluster: the Raft log cannot be written ({error}); this node stops");
         self.failure = Some(format!("cluster: the Raft log cannot be written: {error}"));
+    }
+
+    fn log_qos0_drops(&mut self) {
+        let dropped = self.node.held_qos0_dropped();
+        let (logged, at) = self.qos0_dropped_logged;
+        if dropped == logged || at.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        log::warn!(
+            "cluster: {} QoS 0 message(s) dropped (total {dropped}): client output waiting for commits reached \
+             max_held_bytes",
+            dropped - logged
+        );
+        self.qos0_dropped_logged = (dropped, Some(Instant::now()));
     }
 
     /// The messages of this loop turn go out, one write per link.
@@ -241,6 +307,12 @@ impl ClusterCore {
                 match event {
                     PeerEvent::Message { from, data } => self.input(self.now, NodeInput::Peer { from, message: &data }),
                     PeerEvent::Unreachable { peer } => self.input(self.now, NodeInput::PeerUnreachable { peer }),
+                    PeerEvent::StatusRequest { token } => {
+                        let answer = super::status::encode_answer(&self.node.status());
+                        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+                            transport.answer_status(registry, token, &answer);
+                        }
+                    }
                 }
             }
         }
@@ -264,6 +336,16 @@ fn log_event(event: &ClusterEvent) {
         ClusterEvent::ClientRefused { conn, leader } => {
             log::info!("cluster: client conn {} refused: not the leader (leader: {leader:?})", conn.0)
         }
+        ClusterEvent::ClientRelayed { conn, global, leader } => {
+            log::info!("cluster: client conn {} relayed to node {leader} as conn {:#x}", conn.0, global.0)
+        }
+        ClusterEvent::RelaysClosed { peer, closed } => {
+            log::info!("cluster: {closed} relayed connection(s) through node {peer} closed")
+        }
+        ClusterEvent::RelayGap { conn, expected, got } => log::warn!(
+            "cluster: relayed conn {:#x} closed: message {got} arrived where {expected} was due (the link dropped one)",
+            conn.0
+        ),
         ClusterEvent::Released { .. } => log::trace!("cluster: {event:?}"),
         other => log::info!("cluster: {other:?}"),
     }
@@ -332,6 +414,9 @@ impl Core for ClusterCore {
             transport.on_timers(registry, Instant::now(), &mut self.peer_events);
         }
         self.deliver_peer_events();
+        if self.node.has_unproposed() {
+            self.input(self.now, NodeInput::Flush);
+        }
         // What needed no sync leaves before it: the leader's appends then reach the followers while it syncs its own
         // copy, so the two syncs of a commit overlap instead of following each other.
         self.flush_links();
@@ -339,12 +424,18 @@ impl Core for ClusterCore {
         self.flush_links();
         // Sending what the commit released may have failed a link; the node hears of it now.
         self.deliver_peer_events();
+        if self.node.has_unproposed() {
+            self.input(self.now, NodeInput::Flush);
+        }
         self.commit();
         self.flush_links();
+        self.log_qos0_drops();
     }
 
     fn io_deadline(&self) -> Option<Instant> {
-        let pending = self.unsynced || !self.held.is_empty() || !self.peer_events.is_empty();
+        let pending =
+            self.unsynced || !self.held.is_empty() || !self.held_clients.is_empty() || !self.peer_events.is_empty();
+        let pending = pending || self.node.has_unproposed();
         let held = pending.then(Instant::now);
         let links = self.transport.as_ref().and_then(PeerTransport::next_deadline);
         held.into_iter().chain(links).min()

@@ -43,6 +43,9 @@ pub enum PeerEvent {
     Message { from: u64, data: Bytes },
     /// A connection to `peer` failed or broke.
     Unreachable { peer: u64 },
+    /// `mqtt-broker cluster status` asks for this node's status on accepted connection `token`: answer it with
+    /// [`PeerTransport::answer_status`].
+    StatusRequest { token: usize },
 }
 
 /// How the links are set up.
@@ -337,6 +340,10 @@ impl PeerTransport {
                         log::error!("cluster: connection from {} dropped: {why}", conn.peer_addr);
                     }
                 }
+                Drop::Status => {
+                    events.push(PeerEvent::StatusRequest { token });
+                    return;
+                }
             }
             self.drop_inbound(registry, token);
             return;
@@ -356,6 +363,18 @@ impl PeerTransport {
         }
     }
 
+    /// Writes a status answer on accepted connection `token` and drops the connection. The answer is a few hundred
+    /// bytes on a fresh socket: it fits the socket's buffer, so one non-blocking write takes it (a client too slow
+    /// for that gets nothing).
+    pub fn answer_status(&mut self, registry: &Registry, token: usize, answer: &[u8]) {
+        if let Some(conn) = self.inbound.get_mut(&token) {
+            if let Err(e) = conn.stream.write_all(answer) {
+                log::debug!("cluster: status answer to {} failed: {e}", conn.peer_addr);
+            }
+        }
+        self.drop_inbound(registry, token);
+    }
+
     fn drop_inbound(&mut self, registry: &Registry, token: usize) {
         if let Some(mut conn) = self.inbound.remove(&token) {
             let _ = registry.deregister(&mut conn.stream);
@@ -367,6 +386,8 @@ impl PeerTransport {
 enum Drop {
     Closed,
     Refused(String),
+    /// A status request: answered, then dropped.
+    Status,
 }
 
 /// Reads what the socket holds and hands up every whole frame.
@@ -425,6 +446,12 @@ fn take_frames(
         match conn.from {
             Some(from) => events.push(PeerEvent::Message { from, data: body }),
             None => {
+                if let Some(cluster) = super::status::parse_request(&body) {
+                    if cluster != config.cluster_id {
+                        return Err(Drop::Refused(format!("status request for cluster {cluster:?}")));
+                    }
+                    return Err(Drop::Status);
+                }
                 let from = check_hello(&body, config, links).map_err(Drop::Refused)?;
                 log::info!("cluster: node {from} connected from {}", conn.peer_addr);
                 conn.from = Some(from);

@@ -44,6 +44,9 @@ pub struct ClusterFile {
     pub election_ticks: Option<Spanned<u64>>,
     #[serde(default)]
     pub heartbeat_ticks: Option<Spanned<u64>>,
+    /// Bytes of client output the leader holds waiting for commits; beyond it QoS 0 messages are dropped.
+    #[serde(default)]
+    pub max_held_bytes: Option<Spanned<u64>>,
 }
 
 /// One voter.
@@ -65,6 +68,8 @@ pub struct ClusterSettings {
     pub tick: Duration,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
+    /// See `mqtt_cluster::NodeConfig::max_held_bytes`.
+    pub max_held_bytes: usize,
 }
 
 impl ClusterSettings {
@@ -86,6 +91,7 @@ impl ClusterSettings {
         t.insert("tick_ms".into(), int(self.tick.as_millis() as u64));
         t.insert("election_ticks".into(), int(self.election_ticks as u64));
         t.insert("heartbeat_ticks".into(), int(self.heartbeat_ticks as u64));
+        t.insert("max_held_bytes".into(), int(self.max_held_bytes as u64));
         let peers = self
             .peers
             .iter()
@@ -166,6 +172,11 @@ pub fn resolve(file: &ClusterFile, source: &Source<'_>) -> Result<ClusterSetting
     let tick_ms = positive("tick_ms", &file.tick_ms, DEFAULT_TICK_MS)?;
     let election_ticks = positive("election_ticks", &file.election_ticks, DEFAULT_ELECTION_TICKS)?;
     let heartbeat_ticks = positive("heartbeat_ticks", &file.heartbeat_ticks, DEFAULT_HEARTBEAT_TICKS)?;
+    let max_held_bytes = positive(
+        "max_held_bytes",
+        &file.max_held_bytes,
+        mqtt_cluster::config::DEFAULT_MAX_HELD_BYTES as u64,
+    )?;
     // raft-rs refuses a heartbeat that is not shorter than the election timeout: followers would start elections
     // against a live leader.
     if heartbeat_ticks >= election_ticks {
@@ -200,6 +211,7 @@ pub fn resolve(file: &ClusterFile, source: &Source<'_>) -> Result<ClusterSetting
         tick: Duration::from_millis(tick_ms),
         election_ticks: election_ticks as usize,
         heartbeat_ticks: heartbeat_ticks as usize,
+        max_held_bytes: usize::try_from(max_held_bytes).unwrap_or(usize::MAX),
     })
 }
 

@@ -57,6 +57,8 @@ pub enum Problem {
     HeartbeatNotBelowElection { heartbeat: u64, election: u64 },
     /// A cluster node must keep its Raft log on disk.
     ClusterNeedsDisk,
+    /// A `[[bridges]]` value that cannot be used (the reason says why).
+    Bridge(String),
 }
 
 impl fmt::Display for Problem {
@@ -93,6 +95,7 @@ impl fmt::Display for Problem {
                 f,
                 "heartbeat_ticks ({heartbeat}) must be less than election_ticks ({election})"
             ),
+            Problem::Bridge(why) => write!(f, "{why}"),
             Problem::ClusterNeedsDisk => write!(
                 f,
                 "cannot be \"none\" with [cluster]: a node must keep its Raft log on disk to vote and acknowledge"

@@ -3,10 +3,12 @@
 //! Precedence, lowest first: built-in defaults, the file, the flags. Every error names the key and where the bad
 //! value came from (`file:line:col` or the flag).
 
+mod bridge;
 mod cluster;
 mod error;
 mod limits;
 
+pub use bridge::{BridgeFile, BridgeSettings, BridgeTls};
 pub use cluster::{ClusterFile, ClusterSettings, Peer, MAX_CLUSTER_ID_LEN};
 
 pub use error::{ConfigError, Origin, Problem};
@@ -99,6 +101,29 @@ impl Sync {
     }
 }
 
+/// Which I/O driver runs the event loop (see docs/guide/operations.md, "I/O driver").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoDriver {
+    /// io_uring where a probe ring can be created, else epoll.
+    #[default]
+    Auto,
+    /// io_uring; the broker does not start without it.
+    Uring,
+    /// epoll (mio).
+    Epoll,
+}
+
+impl IoDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoDriver::Auto => "auto",
+            IoDriver::Uring => "uring",
+            IoDriver::Epoll => "epoll",
+        }
+    }
+}
+
 /// Default period of `sync = "interval"`.
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1000;
 
@@ -180,6 +205,11 @@ pub struct FileConfig {
     pub cluster: Option<Spanned<ClusterFile>>,
     #[serde(default)]
     pub http: Option<HttpFile>,
+    #[serde(default)]
+    pub io: Option<IoDriver>,
+    /// Connections to other brokers (see `bridge`).
+    #[serde(default)]
+    pub bridges: Vec<BridgeFile>,
 }
 
 /// The `[http]` table: the optional metrics and health listener.
@@ -239,6 +269,9 @@ pub struct Cli {
     pub check_config: bool,
     #[command(flatten)]
     pub limits: LimitFlags,
+    /// I/O driver: uring, epoll, or auto (io_uring where the kernel allows it) [default: auto]
+    #[arg(long, value_name = "DRIVER")]
+    pub io: Option<IoDriver>,
 }
 
 /// Subcommands; without one, the broker runs.
@@ -259,6 +292,18 @@ pub enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// Ask the nodes of the cluster named in the configuration's [cluster] table (over their node-to-node ports)
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// `mqtt-broker cluster ...`
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum ClusterAction {
+    /// Members, their role, term, commit and applied index, the leader and each follower's lag behind it
+    Status,
 }
 
 /// One listener of the effective configuration.
@@ -306,6 +351,10 @@ pub struct Settings {
     pub http_listen: Option<SocketAddr>,
     /// `Some`: this broker is one node of a Raft cluster.
     pub cluster: Option<ClusterSettings>,
+    /// Which I/O driver runs the event loop.
+    pub io: IoDriver,
+    /// Bridges to other brokers.
+    pub bridges: Vec<BridgeSettings>,
 }
 
 /// The file's text and name, for locating errors.
@@ -388,7 +437,12 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         }
         _ => None,
     };
+    let bridges = match source {
+        Some(source) => bridge::resolve(&file.bridges, source)?,
+        None => Vec::new(),
+    };
     Ok(Settings {
+        bridges,
         http_listen,
         sync,
         sync_interval_ms: cli
@@ -410,6 +464,7 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         acl_file: cli.acl_file.clone().or_else(|| file.acl_file.clone()),
         seed: cli.seed,
         cluster,
+        io: cli.io.or(file.io).unwrap_or_default(),
     })
 }
 
@@ -575,6 +630,7 @@ impl Settings {
         if let Some(path) = &self.acl_file {
             root.insert("acl_file".into(), toml::Value::String(path.display().to_string()));
         }
+        root.insert("io".into(), toml::Value::String(self.io.as_str().into()));
         root.insert("listeners".into(), toml::Value::Array(listeners));
         if let Some(address) = self.http_listen {
             let mut http = toml::Table::new();
@@ -584,6 +640,9 @@ impl Settings {
         root.insert("limits".into(), toml::Value::Table(limits::to_table(&self.limits)));
         if let Some(cluster) = &self.cluster {
             root.insert("cluster".into(), toml::Value::Table(cluster.to_toml()));
+        }
+        if !self.bridges.is_empty() {
+            root.insert("bridges".into(), bridge::to_toml(&self.bridges));
         }
         let seed = match self.seed {
             Some(seed) => format!("# seed = {seed} (from --seed; flag only)\n"),

@@ -474,6 +474,20 @@ fn cluster_table_gives_voters_own_listen_address_and_default_timing() {
 }
 
 #[test]
+fn cluster_held_output_bound_defaults_and_refuses_zero() {
+    let c = from_text(CLUSTER, &[]).unwrap().cluster.expect("cluster");
+    assert_eq!(c.max_held_bytes, mqtt_cluster::config::DEFAULT_MAX_HELD_BYTES);
+    let set = format!("{CLUSTER}max_held_bytes = 4096\n");
+    assert_eq!(
+        from_text(&set, &[]).unwrap().cluster.expect("cluster").max_held_bytes,
+        4096
+    );
+    let zero = format!("{CLUSTER}max_held_bytes = 0\n");
+    let err = from_text(&zero, &[]).unwrap_err().to_string();
+    assert!(err.contains("cluster.max_held_bytes"), "{err}");
+}
+
+#[test]
 fn cluster_config_round_trips_through_toml() {
     let settings = from_text(CLUSTER, &[]).unwrap();
     let text = settings.to_toml();

@@ -8,6 +8,7 @@
 use super::outbox::Outbox;
 pub use super::transport::Flush;
 use super::transport::{Scratch, Transport, TransportError};
+use super::uring::WireWriter;
 use bytes::Bytes;
 use mio::net::TcpStream;
 use std::io;
@@ -94,6 +95,21 @@ impl Conn {
     /// Write as much pending output as the socket takes.
     pub fn flush(&mut self) -> io::Result<Flush> {
         self.transport.flush(&mut self.stream, &mut self.pending)
+    }
+
+    /// io_uring: the bytes to send, in order. For TLS, encrypts what rustls takes of the outbox into `wire`
+    /// first (the ring sends `wire` then); plain connections send their outbox itself.
+    pub fn wire<'a>(&'a mut self, wire: &'a mut WireWriter) -> io::Result<&'a mut Outbox> {
+        if self.transport.is_tls() {
+            match self.transport.flush(wire, &mut self.pending) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            Ok(&mut wire.out)
+        } else {
+            Ok(&mut self.pending)
+        }
     }
 
     /// The broker closes: queue the transport's goodbye (a WebSocket close frame) after the core's last bytes.

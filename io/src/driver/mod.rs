@@ -12,10 +12,11 @@ mod events;
 mod identity;
 mod outbox;
 mod transport;
+mod uring;
 mod ws;
 
 use crate::auth::{AuthSource, Verifier};
-use crate::config::{Listener, Settings};
+use crate::config::{IoDriver, Listener, Settings};
 use crate::http::{Health, Shared};
 use crate::log::Logger;
 use crate::metrics::{ListenerLabel, Metrics};
@@ -33,6 +34,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transport::{Scratch, Transport, TransportConfig};
@@ -176,9 +178,19 @@ struct BoundListener {
     transport: TransportConfig,
 }
 
+/// How bytes move between the sockets and the loop: the one thing in which the two drivers differ.
+enum Io {
+    /// Readiness from epoll (mio), then one `read`/`writev` system call per socket.
+    Epoll,
+    /// Completions from io_uring (see `uring`).
+    Uring(Box<uring::Ring>),
+}
+
 /// The event loop and everything it owns.
 pub struct Driver<C: Core = Broker> {
+    /// Under io_uring it still carries the waker, the signal pipe and the core's own sockets (see `uring`).
     poll: Poll,
+    io: Io,
     broker: C,
     clock: Clock,
     listeners: Vec<BoundListener>,
@@ -229,27 +241,38 @@ impl<C: Core> Driver<C> {
             .attach(poll.registry())
             .map_err(|e| DriverError::Core(e.to_string()))?;
         let tls = crate::tls::load_listeners(&settings.listeners).map_err(DriverError::Tls)?;
-        let listeners = settings
+        let mut listeners = settings
             .listeners
             .iter()
             .zip(tls)
-            .enumerate()
-            .map(|(i, (listener, tls))| {
+            .map(|(listener, tls)| {
                 let transport = TransportConfig {
                     tls,
                     ws_path: listener.ws_path.as_deref().map(Arc::from),
                     identity_as_username: listener.tls.as_ref().is_some_and(|t| t.use_identity_as_username),
                     max_packet_size: settings.limits.max_packet_size as usize,
                 };
-                bind_one(&poll, i, listener, transport)
+                bind_one(listener, transport)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let io = choose_io(settings.io, &listeners, &poll)?;
+        if let Io::Epoll = io {
+            for (i, listener) in listeners.iter_mut().enumerate() {
+                poll.registry()
+                    .register(&mut listener.socket, Token(LISTENER_BASE - i), Interest::READABLE)
+                    .map_err(|source| DriverError::Bind {
+                        address: listener.local,
+                        source,
+                    })?;
+            }
+        }
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DriverError::Signals)?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(DriverError::Signals)?;
         Ok(Driver {
             poll,
+            io,
             broker,
             clock: Clock::start(),
             listeners,
@@ -361,52 +384,40 @@ impl<C: Core> Driver<C> {
             } else {
                 Some(Duration::ZERO)
             };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(DriverError::Poll(e)),
-            }
-            for event in events.iter() {
-                match event.token() {
-                    // Verdicts are collected below, after every wake-up.
-                    WAKER_TOKEN => {}
-                    SIGNAL_TOKEN => {
-                        if self.handle_signals() {
-                            log::warn!("second stop signal: exiting without waiting for connections");
-                            return Ok(());
-                        }
+            match &mut self.io {
+                Io::Epoll => {
+                    match self.poll.poll(&mut events, timeout) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(DriverError::Poll(e)),
                     }
-                    Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
-                        self.accept(LISTENER_BASE - t);
-                    }
-                    token if self.broker.owns(token) => {
-                        let now = self.clock.now();
-                        self.broker.io_event(now, event);
-                        self.settle();
-                    }
-                    Token(t) => {
-                        let id = ConnectionId(t as u64);
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.mark_readable(id);
-                        }
-                        if event.is_writable() {
-                            self.mark_dirty(id);
-                            self.flush_dirty_and_settle();
-                        }
+                    if self.dispatch(&events) {
+                        return Ok(());
                     }
                 }
+                Io::Uring(ring) => {
+                    let completions = ring.wait(timeout, &mut self.conns).map_err(DriverError::Poll)?;
+                    for completion in completions {
+                        match completion {
+                            uring::Completion::Acceptable(i) => self.accept(i),
+                            uring::Completion::Readable(id) => self.mark_readable(id),
+                            uring::Completion::Flushable(id) => self.mark_dirty(id),
+                            uring::Completion::Poller => {
+                                match self.poll.poll(&mut events, Some(Duration::ZERO)) {
+                                    Ok(()) => {}
+                                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                    Err(e) => return Err(DriverError::Poll(e)),
+                                }
+                                if self.dispatch(&events) {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                    self.flush_dirty_and_settle();
+                }
             }
-            self.read_turn();
-            self.deliver_verdicts();
-            self.on_timers();
-            let now = self.clock.now();
-            self.broker.end_turn(now);
-            self.settle();
-            if let Some(failure) = self.broker.failure() {
-                return Err(DriverError::Core(failure));
-            }
-            self.commit_and_flush();
-            self.answer_http();
+            self.after_events()?;
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
                     log::info!("shutdown complete");
@@ -421,6 +432,57 @@ impl<C: Core> Driver<C> {
                 }
             }
         }
+    }
+
+    /// Handle the poller's events; true when the process should exit at once (a second stop signal).
+    fn dispatch(&mut self, events: &Events) -> bool {
+        for event in events.iter() {
+            match event.token() {
+                // Verdicts are collected below, after every wake-up.
+                WAKER_TOKEN => {}
+                SIGNAL_TOKEN => {
+                    if self.handle_signals() {
+                        log::warn!("second stop signal: exiting without waiting for connections");
+                        return true;
+                    }
+                }
+                Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
+                    self.accept(LISTENER_BASE - t);
+                }
+                token if self.broker.owns(token) => {
+                    let now = self.clock.now();
+                    self.broker.io_event(now, event);
+                    self.settle();
+                }
+                Token(t) => {
+                    let id = ConnectionId(t as u64);
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.mark_readable(id);
+                    }
+                    if event.is_writable() {
+                        self.mark_dirty(id);
+                        self.flush_dirty_and_settle();
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// The rest of a loop turn, after the I/O events: reads, verdicts, timers, the core's turn, the group commit.
+    fn after_events(&mut self) -> Result<(), DriverError> {
+        self.read_turn();
+        self.deliver_verdicts();
+        self.on_timers();
+        let now = self.clock.now();
+        self.broker.end_turn(now);
+        self.settle();
+        if let Some(failure) = self.broker.failure() {
+            return Err(DriverError::Core(failure));
+        }
+        self.commit_and_flush();
+        self.answer_http();
+        Ok(())
     }
 
     /// The earliest instant anything is due: the core's timer, the accept back-off, a closing deadline, the
@@ -558,8 +620,13 @@ impl<C: Core> Driver<C> {
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         self.shutdown_deadline = Some(deadline);
         // Stop accepting: dropping the listeners closes their sockets, so new clients are refused at once.
-        for mut listener in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener.socket);
+        for (i, mut listener) in self.listeners.drain(..).enumerate() {
+            match &mut self.io {
+                Io::Epoll => {
+                    let _ = self.poll.registry().deregister(&mut listener.socket);
+                }
+                Io::Uring(ring) => ring.close_listener(i),
+            }
         }
         self.accept_paused_until = None;
         self.feed(Input::Shutdown);
@@ -581,7 +648,11 @@ impl<C: Core> Driver<C> {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            match listener.socket.accept() {
+            let accepted = match &mut self.io {
+                Io::Epoll => listener.socket.accept(),
+                Io::Uring(ring) => ring.accept(index),
+            };
+            match accepted {
                 Ok((stream, peer)) => {
                     if self.fd_exhaustion_logged {
                         self.fd_exhaustion_logged = false;
@@ -618,13 +689,18 @@ impl<C: Core> Driver<C> {
         // MQTT is request/response with small packets: Nagle would add latency to every ack.
         let _ = stream.set_nodelay(true);
         limit_unsent(&stream);
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token(id), Interest::READABLE)
-        {
-            log::error!("cannot register connection from {peer}: {e}");
-            return;
+        match &mut self.io {
+            Io::Epoll => {
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .register(&mut stream, token(id), Interest::READABLE)
+                {
+                    log::error!("cannot register connection from {peer}: {e}");
+                    return;
+                }
+            }
+            Io::Uring(ring) => ring.register(id, &stream),
         }
         log::debug!("conn {}: accepted from {peer}", id.0);
         self.conns.insert(id, Box::new(Conn::new(stream, transport)));
@@ -656,7 +732,13 @@ impl<C: Core> Driver<C> {
             let Some(id) = self.readable.pop_front() else {
                 return;
             };
-            if self.read_once(id) {
+            let more = self.read_once(id)
+                && match &self.io {
+                    Io::Epoll => true,
+                    // Completions say exactly what is there: no read that would only learn "nothing more".
+                    Io::Uring(ring) => ring.has_received(id),
+                };
+            if more {
                 self.readable.push_back(id);
             } else if let Some(conn) = self.conns.get_mut(&id) {
                 conn.readable = false;
@@ -670,7 +752,11 @@ impl<C: Core> Driver<C> {
             return false;
         };
         let open = conn.state == State::Open;
-        match conn.stream.read(&mut self.read_buf) {
+        let read = match &mut self.io {
+            Io::Epoll => conn.stream.read(&mut self.read_buf),
+            Io::Uring(ring) => ring.read(id, &mut self.read_buf),
+        };
+        match read {
             Ok(0) => {
                 log::debug!("conn {}: closed by peer", id.0);
                 self.drop_conn(id);
@@ -938,7 +1024,11 @@ impl<C: Core> Driver<C> {
                 // Waiting for the disk (see `suspend_storage`).
                 continue;
             }
-            let result = conn.flush();
+            let result = match &mut self.io {
+                Io::Epoll => conn.flush(),
+                Io::Uring(ring) => ring.flush(id, conn),
+            };
+            let epoll = matches!(self.io, Io::Epoll);
             let open = conn.state == State::Open;
             match result {
                 Ok(Flush::Done) => {
@@ -953,6 +1043,10 @@ impl<C: Core> Driver<C> {
                         set_interest(&self.poll, id, conn, Interest::READABLE);
                     }
                     if let State::Flushing { deadline } = conn.state {
+                        if !epoll {
+                            // The ring's sockets block; the TLS close_notify written directly must not.
+                            set_nonblocking(&conn.stream);
+                        }
                         conn.shutdown_write();
                         conn.state = State::Draining {
                             deadline: deadline.min(Instant::now() + CLOSE_LINGER),
@@ -966,11 +1060,13 @@ impl<C: Core> Driver<C> {
                             follow_ups.push(Input::WriteBlocked { conn: id });
                         }
                     }
-                    if !conn.writable_interest {
+                    if !conn.writable_interest && epoll {
                         conn.writable_interest = true;
                         set_interest(&self.poll, id, conn, Interest::READABLE | Interest::WRITABLE);
                     }
                 }
+                // io_uring: the send is queued or in flight; its completion flushes again.
+                Ok(Flush::Pending) => {}
                 Err(e) => {
                     log::debug!("conn {}: write error: {e}", id.0);
                     self.remove(id);
@@ -996,7 +1092,12 @@ impl<C: Core> Driver<C> {
         }
         match self.conns.remove(&id) {
             Some(mut conn) => {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
+                match &mut self.io {
+                    Io::Epoll => {
+                        let _ = self.poll.registry().deregister(&mut conn.stream);
+                    }
+                    Io::Uring(ring) => ring.deregister(id),
+                }
                 true
             }
             None => false,
@@ -1044,26 +1145,56 @@ fn set_interest(poll: &Poll, id: ConnectionId, conn: &mut Conn, interest: Intere
     }
 }
 
-fn bind_one(
-    poll: &Poll,
-    index: usize,
-    listener: &Listener,
-    transport: TransportConfig,
-) -> Result<BoundListener, DriverError> {
+fn bind_one(listener: &Listener, transport: TransportConfig) -> Result<BoundListener, DriverError> {
     let bind_err = |source| DriverError::Bind {
         address: listener.address,
         source,
     };
-    let mut socket = TcpListener::bind(listener.address).map_err(bind_err)?;
+    let socket = TcpListener::bind(listener.address).map_err(bind_err)?;
     let local = socket.local_addr().map_err(bind_err)?;
-    poll.registry()
-        .register(&mut socket, Token(LISTENER_BASE - index), Interest::READABLE)
-        .map_err(bind_err)?;
     Ok(BoundListener {
         socket,
         local,
         transport,
     })
+}
+
+/// io_uring where asked or where a probe ring works (`auto`), else epoll; one log line says which and why.
+fn choose_io(choice: IoDriver, listeners: &[BoundListener], poll: &Poll) -> Result<Io, DriverError> {
+    if choice == IoDriver::Epoll {
+        log::info!("io driver: epoll (configured)");
+        return Ok(Io::Epoll);
+    }
+    let fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+    match uring::Ring::new(&fds, poll.as_raw_fd()) {
+        Ok(ring) => {
+            let why = match choice {
+                IoDriver::Uring => "configured",
+                _ => "the probe ring works",
+            };
+            log::info!("io driver: io_uring ({why}; multishot accept and receive, provided buffers)");
+            Ok(Io::Uring(Box::new(ring)))
+        }
+        Err(e) if choice == IoDriver::Auto => {
+            log::info!("io driver: epoll (io_uring unavailable: {e})");
+            Ok(Io::Epoll)
+        }
+        Err(e) => Err(DriverError::Poll(io::Error::new(
+            e.kind(),
+            format!("io = \"uring\" but io_uring is unavailable: {e}"),
+        ))),
+    }
+}
+
+fn set_nonblocking(stream: &TcpStream) {
+    let fd = stream.as_raw_fd();
+    // SAFETY: fcntl on a descriptor the stream owns; flags are read, then written back with O_NONBLOCK.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
 }
 
 /// Errors that mean "out of descriptors or kernel memory": they pass as connections close.

@@ -37,6 +37,11 @@ impl Outbox {
         self.chunks.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect()
     }
 
+    /// The chunks in order (io_uring sends point into them).
+    pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.chunks.iter()
+    }
+
     /// Drop `n` written bytes from the front.
     pub fn consume(&mut self, mut n: usize) {
         self.bytes = self.bytes.saturating_sub(n);

@@ -1,5 +1,6 @@
 //! The driver's I/O paths against a scripted echo core: reads reach the core, transmits reach the socket in
 //! order, a full socket produces WriteBlocked then Writable, Close flushes before closing, SIGTERM stops the loop.
+//! Each runs on both I/O drivers.
 
 use super::*;
 use crate::config::{Cli, FileConfig};
@@ -47,11 +48,18 @@ impl Core for Echo {
     }
 }
 
+/// One test for both drivers, one after the other: the SIGTERM it raises reaches every driver in the process.
 #[test]
-fn echo_core_round_trip_backpressure_close_and_sigterm() {
+fn echo_core_round_trip_backpressure_close_and_sigterm_on_epoll_then_uring() {
+    echo_core_round_trip_backpressure_close_and_sigterm(IoDriver::Epoll);
+    echo_core_round_trip_backpressure_close_and_sigterm(IoDriver::Uring);
+}
+
+fn echo_core_round_trip_backpressure_close_and_sigterm(io: IoDriver) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let cli = Cli {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        io: Some(io),
         ..Cli::default()
     };
     let settings = crate::config::resolve(&FileConfig::default(), None, &cli).unwrap();
@@ -129,10 +137,20 @@ impl Core for Recorder {
 }
 
 #[test]
-fn a_client_that_sends_without_pause_does_not_hold_back_the_others() {
+fn a_client_that_sends_without_pause_does_not_hold_back_the_others_epoll() {
+    a_client_that_sends_without_pause_does_not_hold_back_the_others(IoDriver::Epoll);
+}
+
+#[test]
+fn a_client_that_sends_without_pause_does_not_hold_back_the_others_uring() {
+    a_client_that_sends_without_pause_does_not_hold_back_the_others(IoDriver::Uring);
+}
+
+fn a_client_that_sends_without_pause_does_not_hold_back_the_others(io: IoDriver) {
     let received = Arc::new(Mutex::new(Vec::new()));
     let cli = Cli {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        io: Some(io),
         ..Cli::default()
     };
     let settings = crate::config::resolve(&FileConfig::default(), None, &cli).unwrap();

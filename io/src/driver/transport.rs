@@ -72,6 +72,9 @@ pub enum Flush {
     Done,
     /// The socket's send buffer is full; the rest waits for a writable event.
     Blocked,
+    /// io_uring: a send is queued or in flight and the socket is not known to be full; the send's completion
+    /// flushes again.
+    Pending,
 }
 
 /// Buffers shared by all connections for one read: decrypted bytes, unframed bytes, rewritten bytes.
@@ -180,8 +183,14 @@ impl Transport {
         !out.is_empty() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Write as much of `out` as the socket takes.
-    pub fn flush(&mut self, stream: &mut TcpStream, out: &mut Outbox) -> io::Result<Flush> {
+    /// `stream` is the socket (epoll) or the bytes queued for the ring to send (io_uring, TLS only: plain
+    /// connections send their outbox as it is).
+    pub fn flush<W: Write>(&mut self, stream: &mut W, out: &mut Outbox) -> io::Result<Flush> {
         let Some(tls) = self.tls.as_deref_mut() else {
             return flush_plain(stream, out);
         };
@@ -244,7 +253,7 @@ fn decrypt(tls: &mut ServerConnection, mut raw: &[u8], plain: &mut Vec<u8>) -> R
     Ok(peer_closed)
 }
 
-fn flush_plain(stream: &mut TcpStream, out: &mut Outbox) -> io::Result<Flush> {
+fn flush_plain<W: Write>(stream: &mut W, out: &mut Outbox) -> io::Result<Flush> {
     while !out.is_empty() {
         match stream.write_vectored(&out.slices()) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),

@@ -143,3 +143,24 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The client configuration of a bridge's TLS connection: the remote's certificate is verified against the CA
+/// certificates of `ca_file`.
+pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(ca_file)? {
+        roots.add(cert).map_err(|source| TlsError::BadCa {
+            path: ca_file.to_path_buf(),
+            source,
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::BadCa {
+            path: ca_file.to_path_buf(),
+            source,
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

@@ -22,6 +22,11 @@ pub struct BrokerProcess {
     pub data_dir: tempfile::TempDir,
 }
 
+/// The I/O driver the suite runs against (`MQTT_TEST_IO`), if one is asked for.
+pub fn test_io() -> Option<String> {
+    std::env::var("MQTT_TEST_IO").ok().filter(|v| !v.is_empty())
+}
+
 impl BrokerProcess {
     /// Start the broker with `extra` flags added after `--listen 127.0.0.1:0 --data-dir TMP`.
     pub fn start(extra: &[&str]) -> BrokerProcess {
@@ -44,7 +49,14 @@ impl BrokerProcess {
     ) -> BrokerProcess {
         let mut args = vec!["--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        BrokerProcess::spawn(data_dir, path, &args, env)
+        BrokerProcess::spawn(data_dir, path, &args, env, test_io())
+    }
+
+    /// Start on the I/O driver `io` (auto, uring, epoll) whatever `MQTT_TEST_IO` says, with `env` set.
+    pub fn start_on_io(io: &str, env: &[(&str, &str)]) -> BrokerProcess {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let path = data_dir.path().to_path_buf();
+        BrokerProcess::spawn(data_dir, &path, &["--listen", "127.0.0.1:0"], env, Some(io.to_string()))
     }
 
     /// Start with `config` as the configuration file (its listeners, instead of `--listen`), plus `extra` flags.
@@ -56,7 +68,7 @@ impl BrokerProcess {
         let path = data_dir.path().join("data");
         let mut args = vec!["--config", config_path.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
-        BrokerProcess::spawn(data_dir, &path, &args, &[])
+        BrokerProcess::spawn(data_dir, &path, &args, &[], test_io())
     }
 
     fn spawn(
@@ -64,11 +76,14 @@ impl BrokerProcess {
         path: &std::path::Path,
         args: &[&str],
         env: &[(&str, &str)],
+        io: Option<String>,
     ) -> BrokerProcess {
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(path)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.arg("--data-dir").arg(path).args(args);
+        if let Some(io) = &io {
+            command.arg("--io").arg(io);
+        }
+        let mut child = command
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -101,6 +116,15 @@ impl BrokerProcess {
                 panic!("broker did not log its address; stderr: {:?}", log.lock().unwrap());
             }
         };
+        if let Some(io) = io.filter(|io| io != "auto") {
+            let name = if io == "uring" { "io_uring" } else { "epoll" };
+            let said = log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&format!("io driver: {name}")));
+            assert!(said, "broker did not say it runs on {name}: {:?}", log.lock().unwrap());
+        }
         BrokerProcess {
             child,
             addr,

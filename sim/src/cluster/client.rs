@@ -156,7 +156,7 @@ impl Client {
             retain: false,
             topic: format!("v/{}", self.index),
             packet_id: 0,
-            properties: Properties::default(),
+            properties: Default::default(),
             payload,
         };
         self.encode(&[Packet::Publish(publish), Packet::PingReq])
@@ -169,7 +169,7 @@ impl Client {
             retain,
             topic: format!("t/{}", self.index),
             packet_id,
-            properties: Properties::default(),
+            properties: Default::default(),
             payload,
         }
     }

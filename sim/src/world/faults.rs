@@ -119,7 +119,7 @@ impl World {
                 topic: topic.to_string(),
                 packet_id: 1,
                 payload: payload.into(),
-                properties,
+                properties: properties.into(),
                 ..Default::default()
             });
             encoded(&packet, version)

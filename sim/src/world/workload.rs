@@ -98,7 +98,7 @@ impl World {
             retain,
             topic,
             packet_id,
-            properties,
+            properties: properties.into(),
             payload,
         };
         // Room for a Topic Alias property (3 bytes) that `send` may add.

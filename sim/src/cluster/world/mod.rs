@@ -505,6 +505,11 @@ impl World {
                 NodeOutput::PersistSnapshot { snapshot, discard_log } => {
                     Some(Write::Snapshot { snapshot, discard_log })
                 }
+                // A leader's appends need not wait for its own write of the same entries.
+                early @ NodeOutput::PeerEarly { .. } => {
+                    self.act(i, id, early)?;
+                    None
+                }
                 other => {
                     if self.nodes[i].disk.has_unsynced() {
                         if self.nodes[i].sync_at.is_none() && self.write_ahead(i) {
@@ -589,7 +594,7 @@ impl World {
 
     fn act(&mut self, i: usize, id: u64, output: NodeOutput) -> Result<(), String> {
         match output {
-            NodeOutput::Peer { to, message } => {
+            NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
                 let now = self.now;
                 self.net.send(now, id, to, message, &mut self.rng);
             }

@@ -1,0 +1,683 @@
+//! The io_uring half of the event loop: accepts, receives and sends as ring operations, one `io_uring_enter` per
+//! loop turn.
+//!
+//! Only how bytes move differs from epoll; everything else (transports, outboxes, group commit, closing, signals,
+//! accept back-off) is the driver's shared code in `mod.rs`. Each listener has one multishot accept; each
+//! connection one multishot receive that takes its buffers from a provided buffer ring, and at most one send in
+//! flight (a `sendmsg` of up to [`MAX_IOV`] chunks of its outbox). The mio poller stays for what other threads and
+//! the core bring (the waker, the signal pipe, a cluster node's sockets): its epoll descriptor is polled by the
+//! ring, and read without blocking when it fires.
+//!
+//! The ring's completions are turned into what epoll would have said: a connection with received buffers is
+//! "readable" (and read one buffer per turn, like epoll's fair reading), a listener with accepted descriptors is
+//! "acceptable", a send that did not complete within the `io_uring_enter` that issued it found the socket full
+//! (`Flush::Blocked`, so the core hears `WriteBlocked` exactly as under epoll).
+
+use super::conn::Conn;
+use super::outbox::{Outbox, MAX_IOV};
+use super::transport::Flush;
+use bytes::Bytes;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use mqtt_core::broker::ConnectionId;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+/// Submission queue entries (the completion queue has four times as many). Overridden by
+/// `MQTT_BROKER_IO_URING_ENTRIES`; 0 makes ring creation fail, which is how the fallback to epoll is tested.
+const RING_ENTRIES: u32 = 4096;
+pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
+/// Provided receive buffers: how many and how large. A connection holds them from their completions until the
+/// read turn that reads them, so this bounds the input waiting in the driver (8 MiB, resident once used); when
+/// all are taken, receives end with ENOBUFS and are re-armed once buffers come back.
+const RECV_BUFS: u16 = 2048;
+const RECV_BUF_SIZE: usize = 4 * 1024;
+const BUF_GROUP: u16 = 0;
+/// Most TLS records queued for the ring per connection before TLS stops taking plaintext (the rest stays in the
+/// outbox, as it stays there when a socket is full under epoll).
+const WIRE_LIMIT: usize = 256 * 1024;
+
+// What a completion is for: the kind in the top byte of `user_data`, the connection id or listener index below.
+const KIND_SHIFT: u32 = 56;
+const KIND_ACCEPT: u64 = 1;
+const KIND_RECV: u64 = 2;
+const KIND_SEND: u64 = 3;
+const KIND_EPOLL: u64 = 4;
+const KIND_CANCEL: u64 = 5;
+const ID_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+fn user_data(kind: u64, id: u64) -> u64 {
+    (kind << KIND_SHIFT) | (id & ID_MASK)
+}
+
+/// TLS records waiting for the ring: rustls writes into this instead of the socket.
+#[derive(Default)]
+pub struct WireWriter {
+    pub out: Outbox,
+}
+
+impl Write for WireWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.out.len() >= WIRE_LIMIT {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.out.push(Bytes::copy_from_slice(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the ring learned in one turn, in the terms of the shared loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Listener `i` has accepted descriptors (or an error) to hand out.
+    Acceptable(usize),
+    /// A connection has a received buffer, end of file or an error to read.
+    Readable(ConnectionId),
+    /// A send completed (or was found stuck): flush the connection again.
+    Flushable(ConnectionId),
+    /// The mio poller has events.
+    Poller,
+}
+
+enum Received {
+    Data { bid: u16, len: usize },
+    Eof,
+    Error(io::Error),
+}
+
+/// A send the kernel may still be reading from: owns the bytes and the vectors that point into them.
+struct InFlight {
+    _chunks: Vec<Bytes>,
+    _iov: Box<[libc::iovec]>,
+    _msg: Box<libc::msghdr>,
+}
+
+// SAFETY: the raw pointers point into `_chunks` and `_iov`, which move with them; nothing else aliases them.
+unsafe impl Send for InFlight {}
+
+struct RingConn {
+    fd: RawFd,
+    recv_armed: bool,
+    received: VecDeque<Received>,
+    sending: Option<InFlight>,
+    /// The send in flight outlived the `io_uring_enter` that issued it: the socket is full.
+    stalled: bool,
+    /// In `to_send` already.
+    queued: bool,
+    send_error: Option<io::Error>,
+    /// TLS records (unused for plain connections, which send their outbox).
+    wire: WireWriter,
+    /// End of file or an error was received: no more receives.
+    read_done: bool,
+}
+
+struct ListenerSlot {
+    fd: RawFd,
+    armed: bool,
+    open: bool,
+    accepted: VecDeque<io::Result<RawFd>>,
+}
+
+/// Provided buffers for multishot receives, in a ring the kernel takes them from.
+struct BufRing {
+    /// `RECV_BUFS` entries of `io_uring_buf`, page-aligned (mmap); the kernel reads it.
+    entries: *mut types::BufRingEntry,
+    map_len: usize,
+    tail: u16,
+    data: Vec<u8>,
+}
+
+// SAFETY: the mapping is owned by this struct and only touched through `&mut self` (and by the kernel).
+unsafe impl Send for BufRing {}
+
+impl BufRing {
+    fn new(ring: &IoUring) -> io::Result<BufRing> {
+        let map_len = usize::from(RECV_BUFS) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: an anonymous private mapping; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut bufs = BufRing {
+            entries: ptr.cast(),
+            map_len,
+            tail: 0,
+            data: vec![0; usize::from(RECV_BUFS) * RECV_BUF_SIZE],
+        };
+        // SAFETY: the mapping lives as long as `bufs`, which the ring's owner drops after the ring (field order).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(ptr as u64, RECV_BUFS, BUF_GROUP, 0)?;
+        }
+        for bid in 0..RECV_BUFS {
+            bufs.give(bid);
+        }
+        bufs.publish();
+        Ok(bufs)
+    }
+
+    /// Hand buffer `bid` to the kernel (seen once published).
+    fn give(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (RECV_BUFS - 1));
+        let addr = self.data[usize::from(bid) * RECV_BUF_SIZE..].as_ptr() as u64;
+        // SAFETY: `index` < RECV_BUFS, inside the mapping.
+        let entry = unsafe { &mut *self.entries.add(index) };
+        entry.set_addr(addr);
+        entry.set_len(RECV_BUF_SIZE as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // The ring's tail overlays the reserved field of entry 0 (struct io_uring_buf_ring), 14 bytes in.
+        // SAFETY: inside the mapping, 2-aligned; the kernel reads it with acquire semantics.
+        let tail = unsafe { &*(self.entries.cast::<u8>().add(14).cast::<AtomicU16>()) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    fn buf(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * RECV_BUF_SIZE;
+        &self.data[start..start + len.min(RECV_BUF_SIZE)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // Closing the ring's descriptor cancels its receives asynchronously: the kernel may still write into these
+        // buffers after the ring is dropped. They are left to the process's exit (a driver is dropped once, when
+        // the broker stops) rather than freed under the kernel's hands.
+        std::mem::forget(std::mem::take(&mut self.data));
+        let _ = self.map_len;
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // The same for sends in flight: the kernel may still read their bytes.
+        for (_, sending) in self.orphans.drain() {
+            std::mem::forget(sending);
+        }
+        for (_, mut rc) in self.conns.drain() {
+            if let Some(sending) = rc.sending.take() {
+                std::mem::forget(sending);
+            }
+        }
+    }
+}
+
+/// The ring and what it has in flight.
+pub struct Ring {
+    // Dropped before `bufs`: the kernel stops using the buffer ring with the ring.
+    ring: IoUring,
+    bufs: BufRing,
+    conns: HashMap<ConnectionId, RingConn>,
+    listeners: Vec<ListenerSlot>,
+    epoll_fd: RawFd,
+    epoll_armed: bool,
+    /// Connections with bytes to send and no send in flight, sent at the next `wait`.
+    to_send: Vec<ConnectionId>,
+    /// Sends issued in the current `wait`, checked for stalling after it.
+    issued: Vec<ConnectionId>,
+    /// Sends of connections that were closed while the kernel still had them.
+    orphans: HashMap<ConnectionId, InFlight>,
+    /// Connections whose receive must be (re-)armed at the next `wait`.
+    to_arm: Vec<ConnectionId>,
+    completions: Vec<Completion>,
+    bufs_returned: bool,
+}
+
+impl Ring {
+    /// Create the ring (the probe: failure means epoll), its buffer ring and an accept per listener.
+    pub fn new(listeners: &[RawFd], epoll_fd: RawFd) -> io::Result<Ring> {
+        check_kernel()?;
+        let entries = match std::env::var(ENTRIES_ENV) {
+            Ok(v) => v
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{ENTRIES_ENV}={v}")))?,
+            Err(_) => RING_ENTRIES,
+        };
+        let ring = IoUring::builder()
+            .setup_cqsize(entries.saturating_mul(4))
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(entries)?;
+        if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel's io_uring lacks timed waits or lossless completions",
+            ));
+        }
+        let bufs = BufRing::new(&ring)?;
+        let mut ring = Ring {
+            ring,
+            bufs,
+            conns: HashMap::new(),
+            listeners: listeners
+                .iter()
+                .map(|&fd| ListenerSlot {
+                    fd,
+                    armed: false,
+                    open: true,
+                    accepted: VecDeque::new(),
+                })
+                .collect(),
+            epoll_fd,
+            epoll_armed: false,
+            to_send: Vec::new(),
+            issued: Vec::new(),
+            orphans: HashMap::new(),
+            to_arm: Vec::new(),
+            completions: Vec::new(),
+            bufs_returned: false,
+        };
+        for i in 0..ring.listeners.len() {
+            ring.arm_accept(i)?;
+        }
+        Ok(ring)
+    }
+
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every pointer an entry carries (send vectors, message headers) is owned by `InFlight`s that
+            // live until the entry's completion; the other entries carry none.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            // Full: hand what is queued to the kernel (completions are reaped at the turn's `wait`).
+            self.ring.submit()?;
+        }
+    }
+
+    fn arm_accept(&mut self, index: usize) -> io::Result<()> {
+        let slot = &mut self.listeners[index];
+        if slot.armed || !slot.open {
+            return Ok(());
+        }
+        slot.armed = true;
+        let entry = opcode::AcceptMulti::new(types::Fd(slot.fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(KIND_ACCEPT, index as u64));
+        self.push(entry)
+    }
+
+    /// Stop accepting on listener `index` (shutdown): its accept is cancelled before its socket closes.
+    pub fn close_listener(&mut self, index: usize) {
+        if let Some(slot) = self.listeners.get_mut(index) {
+            slot.open = false;
+            for fd in slot.accepted.drain(..).flatten() {
+                // SAFETY: an accepted descriptor nobody else owns.
+                unsafe { libc::close(fd) };
+            }
+            if slot.armed {
+                let entry = opcode::AsyncCancel::new(user_data(KIND_ACCEPT, index as u64))
+                    .build()
+                    .user_data(user_data(KIND_CANCEL, 0));
+                let _ = self.push(entry);
+            }
+        }
+    }
+
+    /// The next connection accepted on listener `index`; `WouldBlock` when there is none (the accept is re-armed
+    /// if it ended, so the shared loop's back-off works as under epoll).
+    pub fn accept(&mut self, index: usize) -> io::Result<(mio::net::TcpStream, std::net::SocketAddr)> {
+        let Some(slot) = self.listeners.get_mut(index) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        match slot.accepted.pop_front() {
+            Some(Ok(fd)) => {
+                // SAFETY: the descriptor the kernel just created for us; the stream owns it from here.
+                let stream = unsafe { mio::net::TcpStream::from_raw_fd(fd) };
+                // No address comes with a multishot accept; a peer gone already fails here and is skipped.
+                let peer = stream
+                    .peer_addr()
+                    .map_err(|_| io::Error::from(io::ErrorKind::ConnectionAborted))?;
+                Ok((stream, peer))
+            }
+            Some(Err(e)) => Err(e),
+            None => {
+                self.arm_accept(index)?;
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+    }
+
+    /// Start receiving on a new connection.
+    pub fn register(&mut self, id: ConnectionId, stream: &mio::net::TcpStream) {
+        self.conns.insert(
+            id,
+            RingConn {
+                fd: stream.as_raw_fd(),
+                recv_armed: false,
+                received: VecDeque::new(),
+                sending: None,
+                stalled: false,
+                queued: false,
+                send_error: None,
+                wire: WireWriter::default(),
+                read_done: false,
+            },
+        );
+        self.to_arm.push(id);
+    }
+
+    /// Forget a connection (its socket closes right after): its receive is cancelled, a send in flight keeps its
+    /// bytes until the kernel is done with them, its unread buffers go back to the kernel.
+    pub fn deregister(&mut self, id: ConnectionId) {
+        let Some(mut rc) = self.conns.remove(&id) else {
+            return;
+        };
+        for received in rc.received.drain(..) {
+            if let Received::Data { bid, .. } = received {
+                self.bufs.give(bid);
+                self.bufs_returned = true;
+            }
+        }
+        if let Some(sending) = rc.sending.take() {
+            self.orphans.insert(id, sending);
+        }
+        if rc.recv_armed {
+            let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
+                .build()
+                .user_data(user_data(KIND_CANCEL, 0));
+            let _ = self.push(entry);
+        }
+    }
+
+    /// What the connection received, up to `buf.len()` (the same one read buffer per connection per turn as
+    /// under epoll, gathered from as many provided buffers as fit): `Ok(0)` at end of file, `WouldBlock` when
+    /// nothing waits.
+    pub fn read(&mut self, id: ConnectionId, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(rc) = self.conns.get_mut(&id) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let mut n = 0;
+        while let Some(Received::Data { bid, len }) = rc.received.front() {
+            let (bid, len) = (*bid, *len);
+            if n + len > buf.len() {
+                break;
+            }
+            buf[n..n + len].copy_from_slice(self.bufs.buf(bid, len));
+            n += len;
+            rc.received.pop_front();
+            self.bufs.give(bid);
+            self.bufs_returned = true;
+        }
+        if n > 0 {
+            return Ok(n);
+        }
+        match rc.received.pop_front() {
+            Some(Received::Eof) => Ok(0),
+            Some(Received::Error(e)) => Err(e),
+            Some(Received::Data { .. }) | None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Whether a read would find something (the shared loop keeps the connection in its read queue then).
+    pub fn has_received(&self, id: ConnectionId) -> bool {
+        self.conns.get(&id).is_some_and(|rc| !rc.received.is_empty())
+    }
+
+    /// Queue the connection's pending bytes for sending at the next `wait` (see the module comment for what the
+    /// result means).
+    pub fn flush(&mut self, id: ConnectionId, conn: &mut Conn) -> io::Result<Flush> {
+        let Some(rc) = self.conns.get_mut(&id) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if let Some(e) = rc.send_error.take() {
+            return Err(e);
+        }
+        let wire_empty = conn.wire(&mut rc.wire)?.is_empty();
+        if rc.sending.is_none() {
+            if wire_empty && !conn.wants_write() {
+                return Ok(Flush::Done);
+            }
+            if !wire_empty && !rc.queued {
+                rc.queued = true;
+                self.to_send.push(id);
+            }
+        }
+        Ok(if rc.stalled { Flush::Blocked } else { Flush::Pending })
+    }
+
+    /// Issue what was queued, wait for at least one completion or `timeout` (`None`: no limit), and collect the
+    /// completions. One `io_uring_enter`, none when nothing is queued and `timeout` is zero.
+    pub fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        conns: &mut HashMap<ConnectionId, Box<Conn>>,
+    ) -> io::Result<Vec<Completion>> {
+        self.prepare(conns)?;
+        let result = match timeout {
+            Some(t) if t.is_zero() => {
+                let sq = self.ring.submission();
+                if sq.is_empty() && !sq.cq_overflow() && !sq.taskrun() {
+                    // Nothing to issue and no wait: the completion queue is read without entering the kernel.
+                    Ok(0)
+                } else {
+                    drop(sq);
+                    self.ring.submit()
+                }
+            }
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap(conns);
+        // A send still in flight after the enter that issued it waits for room in the socket.
+        for id in std::mem::take(&mut self.issued) {
+            if let Some(rc) = self.conns.get_mut(&id) {
+                if rc.sending.is_some() && !rc.stalled {
+                    rc.stalled = true;
+                    self.completions.push(Completion::Flushable(id));
+                }
+            }
+        }
+        Ok(std::mem::take(&mut self.completions))
+    }
+
+    fn prepare(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>) -> io::Result<()> {
+        if self.bufs_returned {
+            self.bufs_returned = false;
+            self.bufs.publish();
+        }
+        if !self.epoll_armed {
+            self.epoll_armed = true;
+            let entry = opcode::PollAdd::new(types::Fd(self.epoll_fd), libc::POLLIN as u32)
+                .build()
+                .user_data(user_data(KIND_EPOLL, 0));
+            self.push(entry)?;
+        }
+        for id in std::mem::take(&mut self.to_arm) {
+            let Some(rc) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if rc.recv_armed || rc.read_done {
+                continue;
+            }
+            rc.recv_armed = true;
+            let entry = opcode::RecvMulti::new(types::Fd(rc.fd), BUF_GROUP)
+                .build()
+                .user_data(user_data(KIND_RECV, id.0));
+            self.push(entry)?;
+        }
+        for id in std::mem::take(&mut self.to_send) {
+            let (Some(rc), Some(conn)) = (self.conns.get_mut(&id), conns.get_mut(&id)) else {
+                continue;
+            };
+            rc.queued = false;
+            if rc.sending.is_some() || conn.durability_hold {
+                // In flight already, or its newest bytes wait for the disk (`suspend_storage`).
+                continue;
+            }
+            let wire = conn.wire(&mut rc.wire)?;
+            if wire.is_empty() {
+                continue;
+            }
+            let chunks: Vec<Bytes> = wire.chunks().take(MAX_IOV).cloned().collect();
+            let mut iov: Box<[libc::iovec]> = chunks
+                .iter()
+                .map(|c| libc::iovec {
+                    iov_base: c.as_ptr() as *mut libc::c_void,
+                    iov_len: c.len(),
+                })
+                .collect();
+            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+            let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
+            let entry = opcode::SendMsg::new(types::Fd(rc.fd), &*msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+                .user_data(user_data(KIND_SEND, id.0));
+            rc.sending = Some(InFlight {
+                _chunks: chunks,
+                _iov: iov,
+                _msg: msg,
+            });
+            self.issued.push(id);
+            self.push(entry)?;
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>) {
+        let cqes: Vec<(u64, i32, u32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        for (data, res, flags) in cqes {
+            let id = data & ID_MASK;
+            match data >> KIND_SHIFT {
+                KIND_ACCEPT => self.on_accept(id as usize, res, flags),
+                KIND_RECV => self.on_recv(ConnectionId(id), res, flags),
+                KIND_SEND => self.on_send(ConnectionId(id), res, conns),
+                KIND_EPOLL => {
+                    self.epoll_armed = false;
+                    self.completions.push(Completion::Poller);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_accept(&mut self, index: usize, res: i32, flags: u32) {
+        let Some(slot) = self.listeners.get_mut(index) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            slot.armed = false;
+        }
+        if res == -libc::ECANCELED {
+            return;
+        }
+        if !slot.open {
+            if res >= 0 {
+                // SAFETY: accepted after the listener closed; nobody owns it.
+                unsafe { libc::close(res) };
+            }
+            return;
+        }
+        slot.accepted.push_back(if res >= 0 {
+            Ok(res)
+        } else {
+            Err(io::Error::from_raw_os_error(-res))
+        });
+        self.completions.push(Completion::Acceptable(index));
+    }
+
+    fn on_recv(&mut self, id: ConnectionId, res: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        let Some(rc) = self.conns.get_mut(&id) else {
+            // Closed meanwhile: give the buffer back.
+            if let Some(bid) = bid {
+                self.bufs.give(bid);
+                self.bufs_returned = true;
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            rc.recv_armed = false;
+        }
+        let received = match (res, bid) {
+            (n, Some(bid)) if n > 0 => Received::Data { bid, len: n as usize },
+            (0, _) => Received::Eof,
+            (e, _) if e == -libc::ENOBUFS => {
+                // Every buffer is waiting to be read: receive again once some are back (next turn).
+                self.to_arm.push(id);
+                return;
+            }
+            (e, _) if e < 0 => Received::Error(io::Error::from_raw_os_error(-e)),
+            _ => return,
+        };
+        if matches!(received, Received::Eof | Received::Error(_)) {
+            rc.read_done = true;
+        } else if !rc.recv_armed {
+            self.to_arm.push(id);
+        }
+        rc.received.push_back(received);
+        self.completions.push(Completion::Readable(id));
+    }
+
+    fn on_send(&mut self, id: ConnectionId, res: i32, conns: &mut HashMap<ConnectionId, Box<Conn>>) {
+        let (Some(rc), Some(conn)) = (self.conns.get_mut(&id), conns.get_mut(&id)) else {
+            self.orphans.remove(&id);
+            return;
+        };
+        rc.sending = None;
+        rc.stalled = false;
+        if res < 0 {
+            rc.send_error = Some(io::Error::from_raw_os_error(-res));
+        } else if let Ok(wire) = conn.wire(&mut rc.wire) {
+            wire.consume(res as usize);
+        }
+        self.completions.push(Completion::Flushable(id));
+    }
+}
+
+/// Multishot receive needs Linux 6.0; older kernels run on epoll.
+fn check_kernel() -> io::Result<()> {
+    // SAFETY: uname fills the struct it is given.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let release: String = name
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if major < 6 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("kernel {release} lacks multishot receive (Linux 6.0)"),
+        ));
+    }
+    Ok(())
+}

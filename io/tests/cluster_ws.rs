@@ -1,0 +1,69 @@
+//! Clients over WebSockets on the followers of a 3-node cluster of real processes: the follower terminates the
+//! WebSocket transport [MQTT-6.0.0-4] and relays the MQTT bytes to the leader, as for TCP.
+
+mod common;
+mod wire;
+
+use common::BrokerProcess;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use wire::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+fn ws_node_config(id: u64, peers: &[SocketAddr]) -> String {
+    let peers: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("  {{ id = {}, address = \"{a}\" }},", i + 1))
+        .collect();
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"ws\"\n\n[cluster]\nnode_id = {id}\n\
+         cluster_id = \"ws\"\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\npeers = [\n{}\n]\n",
+        peers.join("\n")
+    )
+}
+
+#[test]
+fn websocket_clients_on_two_followers_meet_through_the_leader() {
+    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let nodes: Vec<BrokerProcess> = (1..=3)
+        .map(|id| BrokerProcess::start_with_config(&ws_node_config(id, &peers), &[]))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        assert!(Instant::now() < deadline, "no leader elected");
+        if let Some(i) = nodes.iter().position(|n| n.log_text().contains("serving clients")) {
+            break i;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (a, b) = (&nodes[(leader + 1) % 3], &nodes[(leader + 2) % 3]);
+    for f in [a, b] {
+        assert!(
+            f.wait_for_log(&format!("leader Some({})", leader + 1), WAIT),
+            "{}",
+            f.log_text()
+        );
+    }
+    let (mut sub, _) = ws_client(a);
+    let (mut publ, _) = ws_client(b);
+    assert_eq!(
+        sub.connect("ws-relay-sub", None, None),
+        mqtt_core::packet::ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        publ.connect("ws-relay-pub", None, None),
+        mqtt_core::packet::ReasonCode::SUCCESS
+    );
+    round_trip(&mut sub, &mut publ, "ws/relayed");
+    for f in [a, b] {
+        // The log is read on another thread: wait for the line rather than race it.
+        assert!(f.wait_for_log("relayed to node", WAIT), "{}", f.log_text());
+    }
+}

@@ -1,0 +1,113 @@
+//! Choosing the I/O driver: `--io` picks one and the broker says which; `auto` falls back to epoll when no
+//! io_uring ring can be created, and says why; `--io uring` without a ring refuses to start.
+//!
+//! Ring creation is made to fail for real: `MQTT_BROKER_IO_URING_ENTRIES=0` asks io_uring_setup(2) for a ring of
+//! no entries, which the kernel refuses with EINVAL.
+
+mod common;
+
+use common::{BrokerProcess, BIN};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+const NO_RING: (&str, &str) = ("MQTT_BROKER_IO_URING_ENTRIES", "0");
+
+/// A QoS 1 message from one paho-independent client (rumqttc) to another through the broker.
+fn round_trip(broker: &BrokerProcess) {
+    let connect = |id: &str| {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, connection) = Client::new(opts, 16);
+        let events = common::pump4(connection);
+        let ack = common::wait_for(&events, WAIT, |e| match e {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack),
+            _ => None,
+        });
+        assert!(ack.is_some(), "CONNACK for {id}");
+        (client, events)
+    };
+    let (sub, sub_events) = connect("io-sub");
+    sub.subscribe("io/driver", QoS::AtLeastOnce).unwrap();
+    let subscribed = common::wait_for(&sub_events, WAIT, |e| match e {
+        Ok(Event::Incoming(Packet::SubAck(_))) => Some(()),
+        _ => None,
+    });
+    assert!(subscribed.is_some(), "SUBACK");
+    let (publisher, _pub_events) = connect("io-pub");
+    publisher
+        .publish("io/driver", QoS::AtLeastOnce, false, b"ring or not".to_vec())
+        .unwrap();
+    let got = common::wait_for(&sub_events, WAIT, |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
+        _ => None,
+    });
+    assert_eq!(got.expect("message delivered").payload.as_ref(), b"ring or not");
+}
+
+fn said(broker: &BrokerProcess, needle: &str) -> bool {
+    broker.log.lock().unwrap().iter().any(|l| l.contains(needle))
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_no_ring_can_be_created_and_says_why() {
+    let broker = BrokerProcess::start_on_io("auto", &[NO_RING]);
+    assert!(
+        said(&broker, "io driver: epoll (io_uring unavailable:"),
+        "{:?}",
+        broker.log.lock().unwrap()
+    );
+    assert!(!said(&broker, "io driver: io_uring"));
+    round_trip(&broker);
+}
+
+#[test]
+fn auto_runs_io_uring_where_the_probe_ring_works() {
+    let broker = BrokerProcess::start_on_io("auto", &[]);
+    assert!(
+        said(&broker, "io driver: io_uring (the probe ring works"),
+        "{:?}",
+        broker.log.lock().unwrap()
+    );
+    round_trip(&broker);
+}
+
+#[test]
+fn io_flag_selects_each_driver_and_the_broker_says_so() {
+    for (io, line) in [
+        ("epoll", "io driver: epoll (configured)"),
+        ("uring", "io driver: io_uring (configured"),
+    ] {
+        let broker = BrokerProcess::start_on_io(io, &[]);
+        assert!(said(&broker, line), "{io}: {:?}", broker.log.lock().unwrap());
+        round_trip(&broker);
+    }
+}
+
+#[test]
+fn io_uring_asked_for_but_unavailable_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--io", "uring", "--data-dir"])
+        .arg(dir.path())
+        .env(NO_RING.0, NO_RING.1)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("io_uring is unavailable"), "{stderr}");
+}
+
+#[test]
+fn io_key_in_the_config_file_selects_the_driver() {
+    let broker = BrokerProcess::start_with_config("io = \"epoll\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n", &[]);
+    if common::test_io().is_none() {
+        assert!(
+            said(&broker, "io driver: epoll (configured)"),
+            "{:?}",
+            broker.log.lock().unwrap()
+        );
+    }
+    round_trip(&broker);
+}
