@@ -129,7 +129,8 @@ mod tests {
             properties: Properties {
                 message_expiry_interval: Some(expiry),
                 ..Properties::default()
-            },
+            }
+            .into(),
             ..Default::default()
         }
     }
