@@ -745,6 +745,11 @@ impl World {
             }
             Packet::Publish(publish) => {
                 self.republished_into_new_session(client, publish);
+                if publish.qos == QoS::ExactlyOnce && self.model.qos2_unsure.contains(&(client, publish.packet_id)) {
+                    // The broker may not have kept this id (its first PUBLISH acknowledged but maybe dropped): the
+                    // resend may be a new one, routed below as unsure (seed 8512).
+                    self.model.forget_qos2(client, publish.packet_id);
+                }
                 if !self.model.routes_publish(client, publish) {
                     return;
                 }

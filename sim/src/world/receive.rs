@@ -35,7 +35,11 @@ impl World {
                     }
                 }
                 invariants::inbound_publish(client, c, &publish)?;
-                let first_time = c.on_publish(&publish);
+                // A PUBLISH without DUP is a new delivery [MQTT-3.3.1-1] even when the client still holds its QoS 2
+                // packet id from a session it did not see end (the CONNACK saying Session Present 0 was lost with
+                // its connection): the client takes it for a duplicate and drops it, but the broker did deliver it
+                // (seed 19670).
+                let first_time = c.on_publish(&publish) || !publish.dup;
                 invariants::receive_maximum(client, c, self.opts.max_inflight)?;
                 // The session epoch is the model's: a CONNACK lost in a cut leaves the client unaware of a new session.
                 let epoch = self.model.sessions[client].epoch;
