@@ -205,9 +205,6 @@ fn cluster_unsupported(settings: &Settings) -> Option<&'static str> {
     if !settings.bridges.is_empty() {
         return Some("[[bridges]]");
     }
-    if settings.http_listen.is_some() {
-        return Some("[http] listen (metrics and health of a cluster node are not served yet)");
-    }
     None
 }
 
@@ -259,7 +256,11 @@ fn run_cluster(
             String::new()
         }
     );
-    let driver = Driver::bind(settings, core, Some(logger)).map_err(RunError::Driver)?;
+    let mut driver = Driver::bind(settings, core, Some(logger)).map_err(RunError::Driver)?;
+    let http = match settings.http_listen {
+        Some(address) => Some(driver.serve_http(address).map_err(RunError::Driver)?),
+        None => None,
+    };
     let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
         "mqtt-broker {} starting as cluster node {}: listeners [{}], nodes on {}, data dir {}, {}",
@@ -271,6 +272,9 @@ fn run_cluster(
         seed_note(settings.seed)
     );
     log_listeners(settings, &addrs);
+    if let Some(address) = http {
+        log::info!("metrics on http://{address}/metrics, health on http://{address}/health");
+    }
     driver.run().map_err(RunError::Driver)
 }
 

@@ -1,7 +1,8 @@
 //! Authentication and ACLs on a 3-node cluster of real `mqtt-broker` processes: every node has the same password
 //! file, ACL file and listeners (anonymous clients refused). The leader's broker checks every client, its own and
 //! those the followers relay to it, exactly as a single broker does (io/tests/e2e_auth.rs). Independent client:
-//! rumqttc (3.1.1 and 5). Statement ids are MQTT 5.0's.
+//! rumqttc (3.1.1 and 5). Statement ids are MQTT 5.0's. Also each node's `[http]` listener: `/health` names the
+//! node's role and leader and is 503 while it knows none; `/metrics` carries the cluster's own metrics.
 
 mod common;
 
@@ -10,7 +11,8 @@ use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as Rc5, Packet as Packet5, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet};
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ fn add_user(file: &Path, user: &str, password: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn node_config(id: u64, peers: &[SocketAddr], files: &Path) -> String {
+fn node_config(id: u64, peers: &[SocketAddr], files: &Path, http: bool) -> String {
     let peers: Vec<String> = peers
         .iter()
         .enumerate()
@@ -49,11 +51,16 @@ fn node_config(id: u64, peers: &[SocketAddr], files: &Path) -> String {
         .collect();
     format!(
         "password_file = \"{}\"\nacl_file = \"{}\"\n\n\
-         [[listeners]]\naddress = \"127.0.0.1:0\"\nallow_anonymous = false\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nallow_anonymous = false\n\n{}\
          [cluster]\nnode_id = {id}\ncluster_id = \"auth\"\n\
          tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\npeers = [\n{}\n]\n",
         files.join("users.pw").display(),
         files.join("acl").display(),
+        if http {
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n"
+        } else {
+            ""
+        },
         peers.join("\n")
     )
 }
@@ -107,16 +114,65 @@ fn connack5(events: &Events5) -> Option<Rc5> {
     })
 }
 
-#[test]
-fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
+fn auth_files() -> tempfile::TempDir {
     let files = tempfile::tempdir().expect("temp dir");
     add_user(&files.path().join("users.pw"), "alice", "apw");
     add_user(&files.path().join("users.pw"), "bob", "bpw");
     std::fs::write(files.path().join("acl"), ACL).expect("write acl");
+    files
+}
+
+fn start_cluster(files: &tempfile::TempDir, http: bool) -> Vec<BrokerProcess> {
     let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let nodes: Vec<BrokerProcess> = (1..=3)
-        .map(|id| BrokerProcess::start_with_config(&node_config(id, &peers, files.path()), &[]))
-        .collect();
+    (1..=3)
+        .map(|id| BrokerProcess::start_with_config(&node_config(id, &peers, files.path(), http), &[]))
+        .collect()
+}
+
+/// The HTTP address from the start-up line "metrics on http://ADDR/metrics, ...".
+fn http_addr(node: &BrokerProcess) -> SocketAddr {
+    assert!(node.wait_for_log("metrics on http://", WAIT), "{}", node.log_text());
+    let log = node.log_text();
+    let rest = log.split("metrics on http://").nth(1).expect("logged");
+    rest.split('/')
+        .next()
+        .expect("address")
+        .parse()
+        .expect("address parses")
+}
+
+/// GET `path`; the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the http listener");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+/// Polls `path` until its answer satisfies `done` (or `WAIT` passes); the last answer.
+fn poll(addr: SocketAddr, path: &str, done: impl Fn(&(u16, String)) -> bool) -> (u16, String) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = get(addr, path);
+        if done(&got) || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
+    let files = auth_files();
+    let nodes = start_cluster(&files, false);
     let leader = wait_for_leader(&nodes).expect("a leader is elected");
     let follower_a = &nodes[(leader + 1) % 3];
     let follower_b = &nodes[(leader + 2) % 3];
@@ -176,4 +232,47 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
         _ => None,
     });
     assert_eq!(first.as_deref(), Some("public/1"), "{}", nodes[leader].log_text());
+}
+
+#[test]
+fn health_names_the_leader_on_every_node_and_is_503_without_one() {
+    let files = auth_files();
+    let mut nodes = start_cluster(&files, true);
+    let leader = wait_for_leader(&nodes).expect("a leader is elected");
+    let leader_id = leader + 1;
+    let https: Vec<SocketAddr> = nodes.iter().map(http_addr).collect();
+    for (i, http) in https.iter().enumerate() {
+        let named = format!("leader node {leader_id}, applied index ");
+        let (status, body) = poll(*http, "/health", |(s, b)| *s == 200 && b.contains(&named));
+        assert_eq!(status, 200, "node {}: {body}", i + 1);
+        let role = if i == leader { "leader" } else { "follower" };
+        assert!(
+            body.starts_with("ok\n") && body.contains(&format!("cluster node {}: role {role}, ", i + 1)),
+            "node {}: {body}",
+            i + 1
+        );
+        assert!(body.contains(&named), "node {}: {body}", i + 1);
+        let (status, metrics) = get(*http, "/metrics");
+        assert_eq!(status, 200);
+        for line in [
+            "mqtt_cluster_held_qos0_dropped_total 0",
+            &format!("mqtt_cluster_leader {leader_id}"),
+            &format!("mqtt_cluster_is_leader {}", u8::from(i == leader)),
+        ] {
+            assert!(metrics.contains(line), "node {}: {line} in\n{metrics}", i + 1);
+        }
+    }
+
+    // Alone, a node loses its leader (a leader steps down without a quorum, a follower stops hearing it):
+    // unhealthy, and the body says why.
+    let survivor = (leader + 1) % 3;
+    let survivor_http = https[survivor];
+    let survivor_node = nodes.remove(survivor);
+    drop(nodes);
+    let (status, body) = poll(survivor_http, "/health", |(s, _)| *s == 503);
+    assert_eq!(status, 503, "{body}\n{}", survivor_node.log_text());
+    assert!(
+        body.contains("knows no leader") && body.contains("leader none"),
+        "{body}"
+    );
 }

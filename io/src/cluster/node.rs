@@ -18,7 +18,7 @@ use crate::config::ClusterSettings;
 use crate::driver::{Core, CORE_TOKEN_BASE};
 use mio::{Registry, Token};
 use mqtt_cluster::eraftpb::HardState;
-use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError};
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError, Role};
 use mqtt_core::broker::{Config as BrokerConfig, Input, Output};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
@@ -371,6 +371,24 @@ impl Core for ClusterCore {
 
     fn image(&self) -> Image {
         self.node.image().clone()
+    }
+
+    fn cluster_health(&self) -> Option<(crate::http::ClusterHealth, u64)> {
+        let status = self.node.status();
+        let role = match status.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+        };
+        let health = crate::http::ClusterHealth {
+            node_id: status.id,
+            role,
+            term: status.term,
+            leader: status.leader,
+            applied: status.applied,
+        };
+        Some((health, status.held_qos0_dropped))
     }
 
     fn attach(&mut self, registry: &Registry) -> io::Result<()> {

@@ -107,6 +107,11 @@ pub trait Core {
     fn gauges(&self) -> Gauges {
         Gauges::default()
     }
+    /// A cluster node's role, leader and applied index for `/health`, and its held-output drops for `/metrics`;
+    /// `None` for a single broker.
+    fn cluster_health(&self) -> Option<(crate::http::ClusterHealth, u64)> {
+        None
+    }
     /// Replace the authenticator (SIGHUP reload). Cores without one ignore it.
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         let _ = authenticator;
@@ -346,7 +351,10 @@ impl<C: Core> Driver<C> {
                 transport: settings.protocol.as_str(),
             })
             .collect();
-        let metrics = Metrics::new(labels);
+        let mut metrics = Metrics::new(labels);
+        if self.broker.cluster_health().is_some() {
+            metrics = metrics.with_cluster();
+        }
         let shared = Arc::new(Shared::new(self.waker()?));
         let local = crate::http::start(address, metrics.registry(), Arc::clone(&shared))
             .map_err(|source| DriverError::Bind { address, source })?;
@@ -367,7 +375,12 @@ impl<C: Core> Driver<C> {
         if let Some(storage) = &self.storage {
             metrics.set_fsyncs(storage.fsyncs());
         }
+        let cluster = self.broker.cluster_health();
+        if let Some((node, held_qos0_dropped)) = cluster {
+            metrics.refresh_cluster(&node, held_qos0_dropped);
+        }
         http.answer(Health {
+            cluster: cluster.map(|(node, _)| node),
             accepting: self.shutdown_deadline.is_none()
                 && self.accept_paused_until.is_none()
                 && !self.listeners.is_empty(),
