@@ -235,9 +235,14 @@ fn run_cluster(
     }
     let mut config = cluster_node::node_config(cluster, settings.limits.clone(), seed);
     // Every broker this node builds as leader checks the password and ACL files, for its own clients and for those
-    // the followers relay (by the follower's listener index: nodes list their listeners in the same order). No
-    // verifier pool: an uncached password is verified with Argon2 on the loop, so the verdict never has to find
-    // its way back to a broker rebuilt meanwhile.
+    // the followers relay (by the follower's listener index: nodes list their listeners in the same order).
+    // Uncached passwords are verified on the verifier's threads, not on the loop that also keeps the Raft group's
+    // heartbeats: the verdict comes back as `AuthDecided` for the connection id, which the leader's broker knows
+    // whether the client is its own or relayed. A verdict that arrives after a leader change finds the
+    // connection closed (every client is closed at a failover) and is ignored.
+    let max_wait = Duration::from_millis(settings.limits.connect_timeout_ms);
+    let verifier = Verifier::start(Verifier::default_threads(), max_wait).map_err(RunError::Verifier)?;
+    let authenticator = authenticator.with_verifier(verifier.queue());
     config.authenticator = Some(mqtt_cluster::SharedAuthenticator::new(Box::new(authenticator)));
     let (core, recovered) = cluster_node::open(&settings.data_dir, cluster, config, settings.repair)
         .map_err(|e| RunError::Cluster(e.to_string()))?;
@@ -256,7 +261,10 @@ fn run_cluster(
             String::new()
         }
     );
-    let mut driver = Driver::bind(settings, core, Some(logger)).map_err(RunError::Driver)?;
+    let mut driver = Driver::bind(settings, core, Some(logger))
+        .map_err(RunError::Driver)?
+        .with_verifier(verifier)
+        .map_err(RunError::Driver)?;
     let http = match settings.http_listen {
         Some(address) => Some(driver.serve_http(address).map_err(RunError::Driver)?),
         None => None,

@@ -204,6 +204,8 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     // ACLs: alice on one follower subscribes to everything and gets only what she may read; bob on the other
     // follower is refused a publish to alice/ (PUBACK 0x87 [MQTT-3.4.2-1]) and his private/ message is not
     // delivered to her.
+    // Alice's first login: her password is not cached yet, so the leader's verifier threads verify it and the
+    // verdict (`AuthDecided`) reaches the leader's broker for this relayed connection.
     let (alice, alice_events) = client5(follower_a, "acl-alice", Some(("alice", "apw")));
     assert_eq!(connack5(&alice_events), Some(Rc5::Success));
     alice.subscribe("#", QoS5::AtLeastOnce).expect("subscribe");
