@@ -265,6 +265,14 @@ fn health_names_the_leader_on_every_node_and_is_503_without_one() {
         }
     }
 
+    // The broker's own metrics are the leader's broker's: a client connected through a follower counts there.
+    let (_bob, bob_events) = client4(&nodes[(leader + 1) % 3], "metrics-bob", Some(("bob", "bpw")));
+    assert_eq!(connack4(&bob_events), Some(ConnectReturnCode::Success));
+    let (_, metrics) = poll(https[leader], "/metrics", |(_, m)| {
+        m.contains("mqtt_clients_connected 1\n")
+    });
+    assert!(metrics.contains("mqtt_clients_connected 1\n"), "{metrics}");
+
     // Alone, a node loses its leader (a leader steps down without a quorum, a follower stops hearing it):
     // unhealthy, and the body says why.
     let survivor = (leader + 1) % 3;

@@ -19,7 +19,7 @@ use crate::driver::{Core, CORE_TOKEN_BASE};
 use mio::{Registry, Token};
 use mqtt_cluster::eraftpb::HardState;
 use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError, Role};
-use mqtt_core::broker::{Config as BrokerConfig, Input, Output};
+use mqtt_core::broker::{Broker, Config as BrokerConfig, Gauges, Input, Output, Stats};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
 use std::collections::VecDeque;
@@ -371,6 +371,15 @@ impl Core for ClusterCore {
 
     fn image(&self) -> Image {
         self.node.image().clone()
+    }
+
+    /// The counters of the broker this node runs while it leads; zero on a node that does not lead.
+    fn stats(&self) -> Stats {
+        self.node.broker().map(|b| b.stats().clone()).unwrap_or_default()
+    }
+
+    fn gauges(&self) -> Gauges {
+        self.node.broker().map(Broker::gauges).unwrap_or_default()
     }
 
     fn cluster_health(&self) -> Option<(crate::http::ClusterHealth, u64)> {
