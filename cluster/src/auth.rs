@@ -3,28 +3,23 @@
 //! before it, so the node holds one authenticator and hands each broker a handle to it.
 
 use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo};
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::rc::Rc;
 
-type Inner = Box<dyn Authenticator + Send>;
-
-/// A handle to one authenticator, shared by every broker of a node (and by clones of its `NodeConfig`).
+/// A handle to one authenticator, shared by every broker of a node (and by clones of its `NodeConfig`). A node
+/// and its brokers live on one thread (the driver's loop), as a broker's authenticator does.
 #[derive(Clone)]
-pub struct SharedAuthenticator(Arc<Mutex<Inner>>);
+pub struct SharedAuthenticator(Rc<RefCell<Box<dyn Authenticator>>>);
 
 impl SharedAuthenticator {
-    pub fn new(authenticator: Inner) -> SharedAuthenticator {
-        SharedAuthenticator(Arc::new(Mutex::new(authenticator)))
+    pub fn new(authenticator: Box<dyn Authenticator>) -> SharedAuthenticator {
+        SharedAuthenticator(Rc::new(RefCell::new(authenticator)))
     }
 
-    /// Swaps in another authenticator (freshly loaded files) for every broker holding a handle.
-    pub fn replace(&self, authenticator: Inner) {
-        *self.lock() = authenticator;
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // The node runs on one thread; a poisoned lock only means a panic elsewhere, and the value is still whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    /// Swaps in another authenticator (freshly loaded files, on SIGHUP) for every broker holding a handle.
+    pub fn replace(&self, authenticator: Box<dyn Authenticator>) {
+        *self.0.borrow_mut() = authenticator;
     }
 }
 
@@ -34,24 +29,26 @@ impl fmt::Debug for SharedAuthenticator {
     }
 }
 
+// Each call borrows for its own duration only, and an authenticator never calls back into the broker, so the
+// borrows never overlap.
 impl Authenticator for SharedAuthenticator {
     fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision {
-        self.lock().authenticate(info)
+        self.0.borrow_mut().authenticate(info)
     }
 
     fn continue_auth(&mut self, client_id: &str, method: &str, data: Option<&[u8]>) -> AuthDecision {
-        self.lock().continue_auth(client_id, method, data)
+        self.0.borrow_mut().continue_auth(client_id, method, data)
     }
 
     fn authorize_publish(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
-        self.lock().authorize_publish(client, topic)
+        self.0.borrow().authorize_publish(client, topic)
     }
 
     fn authorize_subscribe(&self, client: ClientIdentity<'_>, filter: &str) -> bool {
-        self.lock().authorize_subscribe(client, filter)
+        self.0.borrow().authorize_subscribe(client, filter)
     }
 
     fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
-        self.lock().authorize_read(client, topic)
+        self.0.borrow().authorize_read(client, topic)
     }
 }

@@ -263,6 +263,7 @@ fn run_cluster(
     );
     let mut driver = Driver::bind(settings, core, Some(logger))
         .map_err(RunError::Driver)?
+        .reload_auth_from(settings.auth_source())
         .with_verifier(verifier)
         .map_err(RunError::Driver)?;
     let http = match settings.http_listen {

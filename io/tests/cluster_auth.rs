@@ -234,6 +234,26 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
         _ => None,
     });
     assert_eq!(first.as_deref(), Some("public/1"), "{}", nodes[leader].log_text());
+
+    // SIGHUP reloads the files on a cluster node too: a user added afterwards logs in through a follower.
+    let (_c, events) = client4(follower_b, "carol-before", Some(("carol", "cpw")));
+    assert_eq!(connack4(&events), Some(ConnectReturnCode::BadUserNamePassword));
+    add_user(&files.path().join("users.pw"), "carol", "cpw");
+    for node in &nodes {
+        node.signal(libc::SIGHUP);
+        assert!(
+            node.wait_for_log("password and ACL files reloaded", WAIT),
+            "{}",
+            node.log_text()
+        );
+    }
+    let (_c, events) = client4(follower_b, "carol-after", Some(("carol", "cpw")));
+    assert_eq!(
+        connack4(&events),
+        Some(ConnectReturnCode::Success),
+        "{}",
+        nodes[leader].log_text()
+    );
 }
 
 #[test]
