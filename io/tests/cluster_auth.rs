@@ -66,10 +66,16 @@ fn node_config(id: u64, peers: &[SocketAddr], files: &Path, http: bool) -> Strin
 }
 
 fn wait_for_leader(nodes: &[BrokerProcess]) -> Option<usize> {
+    wait_for_leader_since(nodes, &vec![0; nodes.len()])
+}
+
+/// The node that logs that it serves clients after `since[i]` log lines of node `i`.
+fn wait_for_leader_since(nodes: &[BrokerProcess], since: &[usize]) -> Option<usize> {
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         for (i, node) in nodes.iter().enumerate() {
-            if node.log.lock().unwrap().iter().any(|l| l.contains("serving clients")) {
+            let log = node.log.lock().unwrap();
+            if log.iter().skip(since[i]).any(|l| l.contains("serving clients")) {
                 return Some(i);
             }
         }
@@ -172,7 +178,7 @@ fn poll(addr: SocketAddr, path: &str, done: impl Fn(&(u16, String)) -> bool) -> 
 #[test]
 fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     let files = auth_files();
-    let nodes = start_cluster(&files, false);
+    let mut nodes = start_cluster(&files, false);
     let leader = wait_for_leader(&nodes).expect("a leader is elected");
     let follower_a = &nodes[(leader + 1) % 3];
     let follower_b = &nodes[(leader + 2) % 3];
@@ -254,6 +260,32 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
         "{}",
         nodes[leader].log_text()
     );
+    drop((alice, alice_events, bob, bob_events));
+
+    // The leader is SIGKILLed: the broker the new leader builds checks the same (reloaded) files.
+    drop(nodes.remove(leader).crash());
+    let since: Vec<usize> = nodes.iter().map(|n| n.log.lock().unwrap().len()).collect();
+    let new_leader = &nodes[wait_for_leader_since(&nodes, &since).expect("a new leader is elected")];
+    let (_c, events) = client5(new_leader, "bad5-new-leader", Some(("alice", "nope")));
+    assert_eq!(connack5(&events), Some(Rc5::BadUserNamePassword));
+    let (_c, events) = client4(new_leader, "carol-new-leader", Some(("carol", "cpw")));
+    assert_eq!(
+        connack4(&events),
+        Some(ConnectReturnCode::Success),
+        "{}",
+        new_leader.log_text()
+    );
+    let (alice, alice_events) = client5(new_leader, "acl-alice-2", Some(("alice", "apw")));
+    assert_eq!(connack5(&alice_events), Some(Rc5::Success));
+    // Alice may only read public/ [MQTT-3.4.2-1]: 0x87 Not authorized.
+    alice
+        .publish("public/2", QoS5::AtLeastOnce, false, "not hers")
+        .expect("publish");
+    let ack = wait_for(&alice_events, WAIT, |e| match e {
+        Ok(v5::Event::Incoming(Packet5::PubAck(ack))) => Some(ack.reason),
+        _ => None,
+    });
+    assert_eq!(ack, Some(PubAckReason::NotAuthorized));
 }
 
 #[test]
