@@ -255,14 +255,7 @@ impl<C: Core> Driver<C> {
                 bind_one(listener, transport)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let io = if settings.io == IoDriver::Auto && !settings.bridges.is_empty() {
-            // A bridge test lost one acknowledged message in a Mosquitto restart 2 times in 13 on io_uring, never
-            // on epoll (issue #20's report): bridges stay on epoll unless io_uring is asked for explicitly.
-            log::info!("io driver: epoll (bridges are configured; io = \"uring\" to run them on io_uring)");
-            Io::Epoll
-        } else {
-            choose_io(settings.io, &listeners, &poll)?
-        };
+        let io = choose_io(settings.io, &listeners, &poll)?;
         if let Io::Epoll = io {
             for (i, listener) in listeners.iter_mut().enumerate() {
                 poll.registry()
