@@ -133,6 +133,10 @@ pub trait Core {
     fn end_turn(&mut self, now: Time) {
         let _ = now;
     }
+    /// Everything the core has output so far is as durable as the configured sync promises (a group commit with no
+    /// record left behind, a snapshot after the disk came back, or no disk): what the core held back for that may go
+    /// out. Not called while the disk refuses writes.
+    fn durable(&mut self) {}
     /// When the core's own timers (not its protocol timers, see `poll_timeout`) are next due.
     fn io_deadline(&self) -> Option<Instant> {
         None
@@ -839,6 +843,7 @@ impl<C: Core> Driver<C> {
     /// held back go out. A failed commit (disk full, say) keeps the records and the sends, and is retried.
     fn commit_and_flush(&mut self) {
         let Some(storage) = self.storage.as_mut() else {
+            self.broker.durable();
             return;
         };
         if storage.is_suspended() {
@@ -871,6 +876,9 @@ impl<C: Core> Driver<C> {
         // What the flushes fed back may have produced more records.
         if self.storage.as_ref().is_some_and(Storage::has_pending) {
             self.commit_and_flush();
+        } else {
+            // Every record appended so far is committed, so everything output before it is covered.
+            self.broker.durable();
         }
     }
 
@@ -924,6 +932,8 @@ impl<C: Core> Driver<C> {
         }
         self.storage_retry_at = None;
         log::info!("data directory writable again: state snapshotted, accepting QoS 1/2 messages");
+        // The snapshot holds everything the core accepted, also what the failed commits did not write.
+        self.broker.durable();
         let held: Vec<ConnectionId> = self
             .conns
             .iter_mut()
