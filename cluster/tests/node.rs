@@ -43,8 +43,17 @@ fn config(id: u64) -> NodeConfig {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with(|_| {})
+    }
+
+    fn with(tune: impl Fn(&mut NodeConfig)) -> Cluster {
+        let configs = (1..=3).map(|id| {
+            let mut c = config(id);
+            tune(&mut c);
+            c
+        });
         Cluster {
-            nodes: (1..=3).map(|id| Node::new(config(id), Recovered::default())).collect(),
+            nodes: configs.map(|c| Node::new(c, Recovered::default())).collect(),
             disks: (0..3).map(|_| Disk::default()).collect(),
             now: Time::ZERO,
             network: VecDeque::new(),
@@ -230,6 +239,87 @@ fn a_qos1_puback_waits_for_the_commit_and_every_node_applies_the_message() {
             "node {} lacks the retained message",
             node.node_id()
         );
+    }
+}
+
+/// Opens `conn` on node `i` and sends a CONNECT (durable with a session expiry, else a clean session).
+fn connect(cluster: &mut Cluster, i: usize, conn: ConnectionId, client_id: &str, durable: bool) {
+    let peer = "127.0.0.1:5000".parse().expect("address");
+    cluster.input(
+        i,
+        NodeInput::Client(Input::Opened {
+            conn,
+            peer,
+            listener: ListenerId(0),
+        }),
+    );
+    let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, client_id);
+    if durable {
+        connect.clean_start = false;
+        connect.properties.session_expiry_interval = Some(3600);
+    }
+    let data = encode(&Packet::Connect(Box::new(connect)));
+    cluster.input(i, NodeInput::Client(Input::Received { conn, data: &data }));
+}
+
+#[test]
+fn records_of_a_turn_share_one_entry_and_other_clients_output_does_not_wait_for_it() {
+    let mut cluster = Cluster::with(|c| c.propose_per_turn = true);
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let (clean, a, b) = (ConnectionId(1), ConnectionId(2), ConnectionId(3));
+    connect(&mut cluster, leader, clean, "clean", false);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], clean)[..],
+        [Packet::ConnAck(_)]
+    ));
+    let entries_before = cluster.disks[leader].entries.len();
+    connect(&mut cluster, leader, a, "a", true);
+    connect(&mut cluster, leader, b, "b", true);
+    assert!(
+        cluster.nodes[leader].has_unproposed(),
+        "records wait for the turn's Flush"
+    );
+    assert_eq!(
+        cluster.disks[leader].entries.len(),
+        entries_before,
+        "nothing proposed before Flush"
+    );
+    // A client with nothing held answers at once, though other clients' records are pending.
+    let ping = encode(&Packet::PingReq);
+    cluster.input(
+        leader,
+        NodeInput::Client(Input::Received {
+            conn: clean,
+            data: &ping,
+        }),
+    );
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], clean)[..],
+        [Packet::ConnAck(_), Packet::PingResp]
+    ));
+    assert!(
+        packets(&cluster.client_outputs[leader], a).is_empty(),
+        "CONNACK of a before commit"
+    );
+    cluster.input(leader, NodeInput::Flush);
+    let new: Vec<&Entry> = cluster.disks[leader].entries[entries_before..].iter().collect();
+    assert_eq!(new.len(), 1, "one entry for the turn");
+    let records = wire::decode_records(&new[0].data).expect("records");
+    assert!(
+        records.len() >= 2,
+        "both sessions' records in the one entry: {records:?}"
+    );
+    assert!(
+        packets(&cluster.client_outputs[leader], b).is_empty(),
+        "CONNACK of b before commit"
+    );
+    cluster.run(50);
+    for conn in [a, b] {
+        assert!(matches!(
+            packets(&cluster.client_outputs[leader], conn)[..],
+            [Packet::ConnAck(_)]
+        ));
     }
 }
 

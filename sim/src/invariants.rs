@@ -90,9 +90,22 @@ pub fn message_expiry(client: usize, info: &MessageInfo, publish: &Publish, now_
             publish.topic
         )));
     };
+    // Sent for the first time with no time left, it had expired and must not have been sent at all [MQTT-3.3.2-5]:
+    // the remaining interval is rounded up, so a message sent before its expiry carries at least 1. A resend (DUP)
+    // of one whose onward delivery had begun is owed whatever its expiry [MQTT-4.4.0-1]. QoS 0 is handed to the
+    // connection at once, which is onward delivery begun, even if a slow reader's output waits past the expiry.
+    if got == 0 && !publish.dup && publish.qos != QoS::AtMostOnce {
+        return Err(Violation(format!(
+            "c{client}: {} arrived with a Message Expiry Interval of 0: the broker sent it after it expired \
+             [MQTT-3.3.2-5]",
+            publish.topic
+        )));
+    }
+    // The lower bound, without saturating: once it is below 1, the time the message may have waited in the network
+    // (which the client cannot tell from its time in the broker) leaves nothing more to check.
     let waited_s = now_ms.saturating_sub(info.first_seen_ms).div_ceil(1000);
-    let lowest = u64::from(original).saturating_sub(waited_s + 1);
-    if got > original || u64::from(got) < lowest {
+    let lowest = i64::from(original) - i64::try_from(waited_s).unwrap_or(i64::MAX) - 1;
+    if got > original || i64::from(got) < lowest {
         return Err(Violation(format!(
             "c{client}: {} arrived with Message Expiry Interval {got}s; published with {original}s {waited_s}s ago \
              [MQTT-3.3.2-6]",
@@ -100,4 +113,48 @@ pub fn message_expiry(client: usize, info: &MessageInfo, publish: &Publish, now_
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_core::packet::Properties;
+
+    fn delivered(qos: QoS, dup: bool, expiry: u32) -> Publish {
+        Publish {
+            qos,
+            dup,
+            topic: "a".into(),
+            packet_id: 1,
+            properties: Properties {
+                message_expiry_interval: Some(expiry),
+                ..Properties::default()
+            }
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_expired_message_is_never_sent_first_time_mqtt_3_3_2_5() {
+        let info = MessageInfo {
+            publisher: 0,
+            topic: "a".into(),
+            qos: QoS::AtLeastOnce,
+            expires: true,
+            expiry: Some(5),
+            first_seen_ms: 0,
+            bytes: 4,
+        };
+        // Long after it was published, the lower bound is gone, but 0 left means it was sent expired.
+        assert!(message_expiry(0, &info, &delivered(QoS::AtLeastOnce, false, 0), 60_000).is_err());
+        assert!(message_expiry(0, &info, &delivered(QoS::AtLeastOnce, false, 1), 60_000).is_ok());
+        // A resend of one already on its way, and QoS 0 handed to a slow connection, may carry 0.
+        assert!(message_expiry(0, &info, &delivered(QoS::AtLeastOnce, true, 0), 60_000).is_ok());
+        assert!(message_expiry(0, &info, &delivered(QoS::AtMostOnce, false, 0), 60_000).is_ok());
+        // Never more than published, never much less than published minus the wait [MQTT-3.3.2-6].
+        assert!(message_expiry(0, &info, &delivered(QoS::AtLeastOnce, false, 6), 0).is_err());
+        assert!(message_expiry(0, &info, &delivered(QoS::AtLeastOnce, false, 2), 1_000).is_err());
+        assert!(message_expiry(0, &info, &delivered(QoS::AtLeastOnce, false, 4), 1_000).is_ok());
+    }
 }

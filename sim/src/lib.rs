@@ -187,6 +187,11 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "keep-alive-spin" => Some(Core::KeepAliveRearmsStaleDeadline),
         "disconnect-expiry-ignored" => Some(Core::DisconnectExpiryIgnored),
         "takeover-publishes-delayed-will" => Some(Core::TakeoverPublishesDelayedWill),
+        "queued-dropped-with-room" => Some(Core::QueuedMessageDroppedWithRoom),
+        "expired-delivered" => Some(Core::ExpiredMessageDelivered),
+        "retain-handling-1-ignored" => Some(Core::RetainHandlingIgnoredOnResubscribe),
+        "shared-delivered-twice" => Some(Core::SharedDeliveredTwice),
+        "will-delay-ignored" => Some(Core::WillDelayIgnored),
         _ => None,
     };
     let storage = match name {
@@ -198,16 +203,32 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
     core.map(PlantedBug::Core).or(storage.map(PlantedBug::Storage))
 }
 
-/// Every planted bug's name.
-pub const PLANTED_BUGS: &[&str] = &[
-    "qos2-duplicate",
-    "inflight-dropped",
-    "plus-across-levels",
-    "qos2-receipt-not-persisted",
-    "sync-skipped-before-ack",
-    "snapshot-renamed-before-sync",
-    "recovery-skips-damaged-frame",
-    "keep-alive-spin",
-    "disconnect-expiry-ignored",
-    "takeover-publishes-delayed-will",
+/// Every planted bug: its command-line name and a part of the violation it must be found by (the vopr's
+/// self-test checks that a seed fails with exactly that, not merely with some failure). One entry per line: the
+/// CI counts them.
+pub const PLANTED_BUGS: &[(&str, &str)] = &[
+    ("qos2-duplicate", "twice [MQTT-4.3.3]"),
+    ("inflight-dropped", "was dropped from its queue"),
+    ("plus-across-levels", "that none of its filters matches"),
+    ("qos2-receipt-not-persisted", "incoming QoS 2 ids"),
+    ("queued-dropped-with-room", "although the queue was not full"),
+    ("expired-delivered", "after it expired [MQTT-3.3.2-5]"),
+    ("retain-handling-1-ignored", "that no SUBSCRIBE of it asked for"),
+    ("shared-delivered-twice", "a second member of a group got it"),
+    ("will-delay-ignored", "before its Will Delay Interval ran out"),
+    (
+        "sync-skipped-before-ack",
+        "recovery after a crash restored a state the model does not allow",
+    ),
+    (
+        "snapshot-renamed-before-sync",
+        "but the disk damaged no synced data there",
+    ),
+    ("recovery-skips-damaged-frame", "without noticing the bit flipped"),
+    ("keep-alive-spin", "stalled"),
+    ("disconnect-expiry-ignored", "Session Present"),
+    (
+        "takeover-publishes-delayed-will",
+        "published although its session resumed",
+    ),
 ];

@@ -2,6 +2,7 @@
 //! and collects the failures with the command that reproduces each.
 
 pub mod cluster;
+pub mod known_gaps;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -114,6 +114,17 @@ pub enum PlantedBug {
     DisconnectExpiryIgnored,
     /// A takeover publishes the old connection's will even when the session resumes within its Will Delay.
     TakeoverPublishesDelayedWill,
+    /// A QoS 1/2 message for an offline session is dropped although its queue has room (every third one once the
+    /// queue holds something).
+    QueuedMessageDroppedWithRoom,
+    /// A queued message that has expired is sent anyway (with a Message Expiry Interval of 0).
+    ExpiredMessageDelivered,
+    /// Retain Handling 1 (send only if new) sends the retained messages on a re-subscribe too.
+    RetainHandlingIgnoredOnResubscribe,
+    /// A message for a shared subscription goes to a second member of the group too.
+    SharedDeliveredTwice,
+    /// A will with a Will Delay Interval is published at once when its connection ends.
+    WillDelayIgnored,
 }
 
 impl Default for Config {

@@ -523,6 +523,7 @@ impl Broker {
 
     /// Detaches a session from its closed connection: will per policy, then the session ends or waits to expire.
     pub(super) fn detach_session(&mut self, key: SessionKey, conn: ConnectionId, will_policy: WillPolicy) {
+        let ignore_delay = self.planted(super::planted::PlantedBugKind::WillDelayIgnored);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -537,7 +538,7 @@ impl Broker {
         if let (Some(will), WillPolicy::Publish) = (will, will_policy) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             // The will goes out at the delay or when the session ends, whichever is first [MQTT-3.1.3-9].
-            if delay == 0 || expiry == 0 {
+            if delay == 0 || expiry == 0 || ignore_delay {
                 // The session may end below, before the will goes out: keep its author's identity.
                 publish_now = Some((*will, Arc::clone(&session.client_id), session.username.clone()));
             } else {

@@ -18,6 +18,10 @@ pub(super) enum PlantedBugKind {
     KeepAliveRearmsStaleDeadline,
     DisconnectExpiryIgnored,
     TakeoverPublishesDelayedWill,
+    QueuedMessageDroppedWithRoom,
+    ExpiredMessageDelivered,
+    RetainHandlingIgnoredOnResubscribe,
+    WillDelayIgnored,
 }
 
 impl Broker {
@@ -57,7 +61,59 @@ impl Broker {
                     Some(PlantedBug::TakeoverPublishesDelayedWill),
                     PlantedBugKind::TakeoverPublishesDelayedWill
                 )
+                | (
+                    Some(PlantedBug::QueuedMessageDroppedWithRoom),
+                    PlantedBugKind::QueuedMessageDroppedWithRoom
+                )
+                | (
+                    Some(PlantedBug::ExpiredMessageDelivered),
+                    PlantedBugKind::ExpiredMessageDelivered
+                )
+                | (
+                    Some(PlantedBug::RetainHandlingIgnoredOnResubscribe),
+                    PlantedBugKind::RetainHandlingIgnoredOnResubscribe
+                )
+                | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
         )
+    }
+
+    /// The planted shared-subscription bug: the first shared pick's message also goes to another member of the
+    /// same shared subscription.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant_shared_twice(&self, message: &Arc<Message>, shared: &mut Vec<(SessionKey, Delivery)>) {
+        if self.config.planted_bug != Some(super::config::PlantedBug::SharedDeliveredTwice) {
+            return;
+        }
+        let Some((picked, delivery)) = shared.first() else {
+            return;
+        };
+        let Some(session) = self.sessions.get(picked) else {
+            return;
+        };
+        let inner_matches = |filter: &String| {
+            filter
+                .strip_prefix("$share/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(_, inner)| naive_match(inner, &message.topic))
+        };
+        let Some(filter) = session.subscriptions.keys().find(|f| inner_matches(f)) else {
+            return;
+        };
+        let other = self
+            .sessions
+            .iter()
+            .find(|(key, s)| *key != picked && s.subscriptions.contains_key(filter.as_str()))
+            .map(|(key, _)| *key);
+        if let Some(other) = other {
+            let copy = Delivery {
+                message: Arc::clone(&delivery.message),
+                qos: delivery.qos,
+                retain: delivery.retain,
+                subscription_ids: delivery.subscription_ids.clone(),
+                seq: 0,
+            };
+            shared.push((other, copy));
+        }
     }
 
     /// The planted `+` bug: a filter ending in `+` also matches topics one level deeper than it should.

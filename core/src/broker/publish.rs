@@ -219,6 +219,8 @@ impl Broker {
             merged.subscription_ids.append(&mut later.subscription_ids);
             true
         });
+        #[cfg(feature = "planted-bugs")]
+        self.plant_shared_twice(message, &mut shared);
         plan.append(&mut shared);
         self.match_buffer = matches;
         #[cfg(feature = "planted-bugs")]
@@ -250,6 +252,7 @@ impl Broker {
             return;
         }
         let (limits, over_budget) = (self.queue_limits(), self.over_budget());
+        let plant_drop = self.planted(PlantedBugKind::QueuedMessageDroppedWithRoom);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -268,7 +271,9 @@ impl Broker {
             }
             return;
         }
-        if limits.is_full(session) || (session.connection.is_none() && over_budget) {
+        let planted_drop =
+            session.connection.is_none() && !session.queue().is_empty() && session.next_seq % 3 == 0 && plant_drop;
+        if limits.is_full(session) || (session.connection.is_none() && over_budget) || planted_drop {
             self.stats.dropped(DropCause::QueueFull, 1);
             return;
         }
@@ -294,6 +299,7 @@ impl Broker {
 
     /// One pass of `pump`; returns true when a message was dropped and the window has room again.
     fn pump_once(&mut self, key: SessionKey) -> bool {
+        let send_expired = self.planted(PlantedBugKind::ExpiredMessageDelivered);
         let Some(session) = self.sessions.get_mut(&key) else {
             return false;
         };
@@ -313,7 +319,7 @@ impl Broker {
                 break;
             };
             // [MQTT-3.3.2-5]: an expired message is not sent.
-            if delivery.message.is_expired(self.now) {
+            if delivery.message.is_expired(self.now) && !send_expired {
                 expired_bytes += delivery_bytes(&delivery);
                 expired.push(delivery.seq);
                 continue;

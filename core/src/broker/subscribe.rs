@@ -92,7 +92,9 @@ impl Broker {
     fn send_retained(&mut self, key: SessionKey, filter: &str, subscription: Subscription, is_new: bool) {
         let wanted = match subscription.options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
-            RetainHandling::SendIfNew => is_new,
+            RetainHandling::SendIfNew => {
+                is_new || self.planted(super::planted::PlantedBugKind::RetainHandlingIgnoredOnResubscribe)
+            }
             RetainHandling::DoNotSend => false,
         };
         if !wanted || !self.config.retain_available {

@@ -285,11 +285,20 @@ impl World {
         let mut mismatches = Vec::new();
         let mut chosen = None;
         let last = candidates.len().saturating_sub(1);
+        // A held PUBLISH whose publisher stopped reading may have been admitted (and its QoS 2 id recorded)
+        // without the model seeing the acknowledgement (see `admission`): recovery may show it either way.
+        let admitted_unseen = |p: &PendingPublish| {
+            p.blind
+                && recovered.sessions.values().any(|s| {
+                    s.client_id == self.clients[p.client].client_id && s.incoming_qos2.contains(&p.publish.packet_id)
+                })
+        };
+        let forgotten: Vec<PendingPublish> = held.iter().filter(|p| !admitted_unseen(p)).cloned().collect();
         for (i, mut model) in candidates.into_iter().enumerate() {
             if i == last {
-                forget_held(&mut model, &held);
+                forget_held(&mut model, &forgotten);
             }
-            match self.image_matches_model(&recovered, &model) {
+            match self.image_matches_model(&recovered, &model, &held) {
                 Ok(()) => {
                     chosen = Some(model);
                     break;
@@ -304,6 +313,7 @@ impl World {
             )));
         };
         self.model = model;
+        self.adopt_unseen_admissions(&recovered, &held, &admitted_unseen_ids(&held, &forgotten));
         self.chunk_publishes.clear();
 
         // Every connection dies with the process: what was on its way to the broker is lost; what the broker had
@@ -336,6 +346,7 @@ impl World {
         }
 
         self.dropped_before_restarts += self.broker.stats().messages_dropped;
+        self.model.on_broker_restart();
         let mut broker = new_broker(&self.opts, self.config.clone(), self.rng.gen());
         broker.restore(Time::from_millis(self.now), recovered);
         self.broker = broker;
@@ -445,6 +456,82 @@ impl World {
         }
         if !self.clients[client].persistent {
             self.model.on_session_end(client);
+        }
+    }
+}
+
+/// The held PUBLISHes recovery shows admitted (their QoS 2 id is restored) although the model never saw them
+/// acknowledged: those of `held` not in `forgotten`.
+fn admitted_unseen_ids(held: &[PendingPublish], forgotten: &[PendingPublish]) -> Vec<usize> {
+    let dead: BTreeSet<(usize, u16)> = forgotten.iter().map(|p| (p.client, p.publish.packet_id)).collect();
+    (0..held.len())
+        .filter(|i| !dead.contains(&(held[*i].client, held[*i].publish.packet_id)))
+        .collect()
+}
+
+impl World {
+    /// After a crash the disk says on which side of a blind admission (see `admission`) the broker was: a held
+    /// PUBLISH it admitted unseen is routed in the model now (to the subscribers of its reading or of now, owed to
+    /// none), and each retained topic the model could not pin down is pinned to what recovery restored, which
+    /// `image_matches_model` has just found to be one of the values the model allows there.
+    fn adopt_unseen_admissions(&mut self, recovered: &Image, held: &[PendingPublish], admitted: &[usize]) {
+        // A blind RETAIN PUBLISH whose message recovery retains was admitted too, whatever its QoS.
+        let retained_now = |p: &PendingPublish| {
+            let restored = recovered.retained.get(&p.publish.topic);
+            let clears = p.publish.payload.is_empty();
+            p.blind
+                && p.publish.retain
+                && match (restored, clears) {
+                    // A clear was admitted if the topic the model still has retained is empty now.
+                    (None, true) => self.model.retained.contains_key(&p.publish.topic),
+                    (Some(m), false) => p.id.is_some() && crate::model::message_id(&m.payload) == p.id,
+                    _ => false,
+                }
+        };
+        let mut admitted = admitted.to_vec();
+        admitted.extend((0..held.len()).filter(|i| retained_now(&held[*i])));
+        admitted.sort_unstable();
+        admitted.dedup();
+        for i in admitted {
+            let pending = &held[i];
+            self.log(format!(
+                "c{} {:?}: recovery shows held PUBLISH id={} admitted unseen",
+                pending.client, pending.conn, pending.publish.packet_id
+            ));
+            let mut plan = self
+                .model
+                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+            self.model.unpin(&mut plan);
+            plan.make_optional(pending.plan.clone());
+            self.model.apply_publish(plan);
+        }
+        let mut unsure: Vec<String> = self.model.retained_unsure.iter().cloned().collect();
+        unsure.extend(
+            held.iter()
+                .filter(|p| p.blind && p.publish.retain)
+                .map(|p| p.publish.topic.clone()),
+        );
+        for topic in unsure {
+            // Only to a value the model allows there: a message published with RETAIN on this topic.
+            match recovered
+                .retained
+                .get(&topic)
+                .map(|m| crate::model::message_id(&m.payload))
+            {
+                Some(Some(id))
+                    if self.model.ever_retained.contains(&id)
+                        && self.model.messages.get(&id).is_some_and(|m| m.topic == topic) =>
+                {
+                    self.model.retained.insert(topic.clone(), id);
+                }
+                None if !self.model.retained.contains_key(&topic) => {}
+                _ => {
+                    // Still unsure (a blind one not resolved by recovery): so it stays.
+                    self.model.retained_unsure.insert(topic);
+                    continue;
+                }
+            }
+            self.model.retained_unsure.remove(&topic);
         }
     }
 }

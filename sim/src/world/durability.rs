@@ -8,8 +8,15 @@ use mqtt_core::persist::Image;
 
 impl World {
     /// Whether `image` (what recovery restored) is the committed state as `model` describes it; the first
-    /// difference otherwise.
-    pub(super) fn image_matches_model(&self, image: &Image, model: &Model) -> Result<(), String> {
+    /// difference otherwise. `held`: PUBLISHes the broker held when it crashed; those whose publisher stopped
+    /// reading may have been admitted unseen (see `admission`), so their effects may or may not be there.
+    pub(super) fn image_matches_model(
+        &self,
+        image: &Image,
+        model: &Model,
+        held: &[PendingPublish],
+    ) -> Result<(), String> {
+        let unseen: Vec<&PendingPublish> = held.iter().filter(|p| p.blind).collect();
         if image.orphan_records != 0 {
             return Err(format!(
                 "{} records refer to state that does not exist",
@@ -49,7 +56,23 @@ impl World {
                 ));
             }
             // A resent QoS 2 PUBLISH must still be recognised [MQTT-4.3.3-9].
-            if session.incoming_qos2 != expected.qos2_pending {
+            let unseen_qos2: BTreeSet<u16> = unseen
+                .iter()
+                .filter(|p| p.client == index && p.publish.qos == QoS::ExactlyOnce)
+                .map(|p| p.publish.packet_id)
+                .collect();
+            let unsure = |id: &u16| model.qos2_unsure.contains(&(index, *id));
+            let known = |id: &u16| {
+                expected.qos2_pending.contains(id)
+                    || unseen_qos2.contains(id)
+                    || model.qos2_unsure.contains(&(index, *id))
+            };
+            if !session.incoming_qos2.iter().all(known)
+                || !expected
+                    .qos2_pending
+                    .iter()
+                    .all(|id| session.incoming_qos2.contains(id) || unseen_qos2.contains(id) || unsure(id))
+            {
                 return Err(format!(
                     "{}: incoming QoS 2 ids {:?}, but the model has {:?}",
                     client.client_id, session.incoming_qos2, expected.qos2_pending
@@ -69,6 +92,7 @@ impl World {
                     || model.shared_allowed.contains(&key)
                     || model.optional.contains(&key)
                     || model.ever_retained.contains(id)
+                    || model.unpinned.contains(id)
                     || id.starts_with('w')
             };
             if let Some(id) = held.iter().find(|id| !routed(id)) {
@@ -102,8 +126,16 @@ impl World {
             .iter()
             .map(|(topic, m)| (topic.as_str(), message_id(&m.payload)))
             .collect();
+        // Where the model cannot pin the retained store down (a held or unseen RETAIN PUBLISH), it does not hold
+        // recovery to it either.
+        let unsure = |topic: &str| {
+            model.retained_unsure.contains(topic) || unseen.iter().any(|p| p.publish.retain && p.publish.topic == topic)
+        };
         for (topic, id) in &model.retained {
             let expires = model.messages.get(id).is_some_and(|m| m.expires);
+            if unsure(topic) {
+                continue;
+            }
             match retained.get(topic.as_str()) {
                 Some(Some(found)) if found == id => {}
                 None if expires => {}
@@ -116,7 +148,7 @@ impl World {
         }
         if let Some(topic) = retained
             .keys()
-            .find(|t| !t.starts_with('$') && !model.retained.contains_key(**t))
+            .find(|t| !t.starts_with('$') && !model.retained.contains_key(**t) && !unsure(t))
         {
             return Err(format!("retained message on {topic}, which the model has cleared"));
         }

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod admission;
 mod budget;
 mod connack;
 mod disk;
@@ -70,6 +71,9 @@ struct Link {
     aliases: BTreeMap<u16, String>,
     /// A misbehaving client the broker must disconnect.
     misbehaving: bool,
+    /// Decodes what the broker sends as it sends it, so the model sees its PUBACKs and PUBRECs at once (which tell
+    /// when a held PUBLISH was admitted, see `admission`); `None` for a connection without a simulated client.
+    outbound: Option<Decoder>,
     /// Decodes, for the log, what the broker sent after the client left: a packet may span several transmits (a
     /// shared payload comes apart from its header), so the lost stream is decoded as one.
     lost: Option<Decoder>,
@@ -107,8 +111,6 @@ pub struct Counts {
     pub recovery_refusals: u64,
     pub connects: u64,
     pub steps: u64,
-    /// The liveness check was skipped because the broker legitimately dropped messages (bounded queues).
-    pub liveness_waived: bool,
 }
 
 pub struct World {
@@ -144,7 +146,8 @@ pub struct World {
     /// The armed power cut struck during the current input: its outputs never leave; `true` if its records had
     /// been synced (it struck during the compaction after them).
     power_cut_struck: Option<bool>,
-    /// Messages dropped by brokers that have since crashed (a new broker's counters start at zero).
+    /// Messages dropped by brokers that have since crashed, for the coverage table only (a new broker's
+    /// counters start at zero).
     dropped_before_restarts: u64,
     /// The disk is full until then (ms).
     disk_full_until: Option<u64>,
@@ -165,12 +168,18 @@ pub struct World {
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
+#[derive(Clone)]
 struct PendingPublish {
     conn: ConnectionId,
     client: usize,
     publish: Publish,
     id: Option<MsgId>,
     plan: RoutingPlan,
+    /// Why the broker may hold or refuse it rather than route it at once (`None`: it must route it).
+    uncertain: Option<String>,
+    /// The publisher's connection was write-blocked while the PUBLISH waited, so its acknowledgement may have
+    /// come out later than the admission (see `admission`).
+    blind: bool,
 }
 
 /// A broker with the seed's access rules.
@@ -234,7 +243,13 @@ impl World {
             .persistence
             .then(|| disk::SimDisk::new(&opts, ChaCha8Rng::seed_from_u64(opts.seed ^ 0xd15c_0000_0000_0002)));
         World {
-            model: Model::new(opts.clients, opts.queues_bounded()).with_quotas(opts.quotas),
+            model: Model::new(opts.clients, opts.queues_bounded())
+                .with_quotas(opts.quotas)
+                .with_limits(crate::model::QueueLimits {
+                    messages: opts.max_queued_messages,
+                    bytes: opts.quotas.max_queued_bytes,
+                    total: opts.quotas.max_queued_bytes_total,
+                }),
             broker: new_broker(&opts, config.clone(), broker_seed),
             slow_acks: opts.slow_ack_rate > 0.0,
             opts,
@@ -288,6 +303,8 @@ impl World {
     /// Feeds one input to the broker and routes its outputs into the network. A panic is a failure.
     fn broker_input(&mut self, input: Input<'_>) -> Result<(), Violation> {
         let now = Time::from_millis(self.now);
+        self.model.batch += 1;
+        let storage_was_suspended = self.suspension.is_some();
         let broker = &mut self.broker;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             broker.handle_input(now, input);
@@ -305,16 +322,8 @@ impl World {
                 .unwrap_or_default();
             Violation(format!("broker panicked: {text}"))
         })?;
-        // PUBLISHes refused by a quota (the total queued-bytes budget) were routed nowhere.
-        let refused: BTreeSet<(ConnectionId, u16)> = outputs
-            .iter()
-            .filter_map(|output| match output {
-                Output::Event(mqtt_core::broker::Event::PublishRefused { conn, packet_id, .. }) => {
-                    Some((*conn, *packet_id))
-                }
-                _ => None,
-            })
-            .collect();
+        // What the broker acknowledged in this input tells which held PUBLISHes it admitted or refused.
+        let acks = self.decode_acks(&outputs)?;
         // The quota byte counters are exact on every path that adds or removes a queued message.
         self.broker
             .check_queue_accounting()
@@ -339,7 +348,7 @@ impl World {
             Some(disk) if self.suspension.is_none() => disk.commit(|| broker.image()),
             _ => disk::Commit::Done,
         };
-        self.settle_admissions(&refused);
+        self.settle_admissions(&acks, storage_was_suspended)?;
         match commit {
             disk::Commit::Done => {}
             disk::Commit::Compacted(generation) => self.log(format!("log compacted into snapshot {generation}")),
@@ -369,67 +378,6 @@ impl World {
         Ok(())
     }
 
-    /// After each broker input: the PUBLISHes of the chunk just fed were routed at once unless the broker holds
-    /// them; held ones that are no longer held were routed at the end of this input, to the subscriptions of
-    /// that moment, or dropped unrouted if their connection is gone.
-    fn settle_admissions(&mut self, refused: &BTreeSet<(ConnectionId, u16)>) {
-        for pending in std::mem::take(&mut self.chunk_publishes) {
-            let held = self.broker.held_packet_ids(pending.conn);
-            if held.is_some_and(|ids| ids.contains(&pending.publish.packet_id)) {
-                self.log(format!(
-                    "c{} {:?}: broker holds PUBLISH id={}",
-                    pending.client, pending.conn, pending.publish.packet_id
-                ));
-                self.observe_held_publish();
-                self.awaiting_admission.push(pending);
-            } else if refused.contains(&(pending.conn, pending.publish.packet_id)) {
-                self.forget_refused(&pending);
-            } else {
-                self.model.apply_publish(pending.plan);
-            }
-        }
-        let mut still_waiting = Vec::new();
-        // The broker retries held PUBLISHes connection by connection, in connection id order, each in arrival order.
-        let mut waiting = std::mem::take(&mut self.awaiting_admission);
-        waiting.sort_by_key(|p| p.conn);
-        for pending in waiting {
-            match self.broker.held_packet_ids(pending.conn) {
-                Some(ids) if ids.contains(&pending.publish.packet_id) => still_waiting.push(pending),
-                Some(_) if refused.contains(&(pending.conn, pending.publish.packet_id)) => {
-                    self.forget_refused(&pending);
-                }
-                Some(_) => {
-                    self.log(format!(
-                        "c{} {:?}: broker routes held PUBLISH id={}",
-                        pending.client, pending.conn, pending.publish.packet_id
-                    ));
-                    let plan = self
-                        .model
-                        .plan_publish(Some(pending.client), &pending.publish, pending.id);
-                    self.model.apply_publish(plan);
-                }
-                None => {
-                    if pending.publish.qos == QoS::ExactlyOnce {
-                        self.model.forget_qos2(pending.client, pending.publish.packet_id);
-                    }
-                }
-            }
-        }
-        self.awaiting_admission = still_waiting;
-    }
-
-    /// A PUBLISH the broker refused (quota): routed nowhere, and a QoS 2 packet id is not remembered (the
-    /// PUBREC carried an error).
-    fn forget_refused(&mut self, pending: &PendingPublish) {
-        self.log(format!(
-            "c{} {:?}: broker refuses PUBLISH id={}",
-            pending.client, pending.conn, pending.publish.packet_id
-        ));
-        if pending.publish.qos == QoS::ExactlyOnce {
-            self.model.forget_qos2(pending.client, pending.publish.packet_id);
-        }
-    }
-
     fn route_output(&mut self, output: Output) -> Result<(), Violation> {
         match output {
             Output::Transmit { conn, data } => {
@@ -455,6 +403,7 @@ impl World {
                 link.closed_by_broker = true;
                 let at = (self.now + delay).max(link.last_to_client);
                 let (client, normal) = (link.client, link.saw_disconnect);
+                self.drop_held_of(conn);
                 self.schedule(at, Event::ClientSeesClose { conn });
                 if let Some(client) = client {
                     self.connection_ended(client, conn, normal);
@@ -478,6 +427,7 @@ impl World {
             return;
         }
         let current = self.clients[client].conn == Some(conn) || self.clients[client].conn.is_none();
+        self.model.on_offline(client, conn.0);
         if !current {
             return;
         }
@@ -560,6 +510,7 @@ impl World {
                 blocked: false,
                 aliases: BTreeMap::new(),
                 misbehaving: false,
+                outbound: client.map(|c| Decoder::new(Some(self.clients[c].version), usize::MAX)),
                 lost: None,
                 zombie: false,
                 held: None,
@@ -763,6 +714,7 @@ impl World {
                 self.expiry_on_connect(client, conn, connect);
                 self.takeover_decides_will(client, connect.clean_start);
                 self.model.on_connect(client, connect.clean_start, self.now);
+                self.model.on_attached(client, conn.0);
                 self.model.sessions[client].max_packet_size = connect.properties.maximum_packet_size;
                 if let Some(will) = &connect.will {
                     if let Some(id) = message_id(&will.payload) {
@@ -775,7 +727,10 @@ impl World {
                 for (filter, options) in &subscribe.filters {
                     let refusal = self.model.subscribe_refusal(client, filter);
                     if refusal.is_none() {
+                        let is_new = !self.model.sessions[client].subscriptions.contains_key(filter);
                         self.model.on_subscribe(client, filter, *options);
+                        self.model.on_subscribe_retained(client, filter, *options, is_new);
+                        self.offer_chunk_retained(client, filter, *options, is_new);
                     }
                     predicted.push(refusal);
                 }
@@ -803,6 +758,7 @@ impl World {
                             expires: publish.properties.message_expiry_interval.is_some(),
                             expiry: publish.properties.message_expiry_interval,
                             first_seen_ms: self.now,
+                            bytes: publish.payload.len() as u64,
                         };
                         self.model.messages.insert(id.clone(), info);
                     }
@@ -810,17 +766,29 @@ impl World {
                 if publish.qos == QoS::AtMostOnce {
                     self.model.on_publish(Some(client), publish, id);
                 } else {
-                    let plan = self.model.plan_publish(Some(client), publish, id.clone());
+                    let mut plan = self.model.plan_publish(Some(client), publish, id.clone());
+                    let unsure = self.model.qos2_unsure.remove(&(client, publish.packet_id));
+                    if unsure && publish.qos == QoS::ExactlyOnce {
+                        // The broker may have taken this id unseen (see `admission`): it routes the resend now, or
+                        // routed it then; any matching subscriber of either moment may get it, none is owed it.
+                        self.model.unpin(&mut plan);
+                        plan.make_optional(plan.clone());
+                    }
+                    let uncertain = self.admission_uncertainty(conn, client, publish);
                     self.chunk_publishes.push(PendingPublish {
                         conn,
                         client,
                         publish: publish.clone(),
                         id,
                         plan,
+                        uncertain,
+                        blind: false,
                     });
                 }
             }
             Packet::PubRel(rel) => self.model.on_pubrel(client, rel.packet_id),
+            Packet::PubAck(ack) => self.model.on_client_ack(client, ack.packet_id),
+            Packet::PubComp(comp) => self.model.on_client_ack(client, comp.packet_id),
             Packet::Disconnect(disconnect) => {
                 self.expiry_on_disconnect(client, disconnect);
                 if let Some(link) = self.links.get_mut(&conn) {

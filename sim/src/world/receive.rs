@@ -61,7 +61,8 @@ impl World {
                         invariants::message_expiry(client, info, &publish, self.now)?;
                     }
                 }
-                self.model.on_delivery(client, epoch, &publish, first_time, &filters)?;
+                self.model
+                    .on_delivery(client, epoch, &publish, first_time, &filters, self.now)?;
             }
             Packet::PubAck(ack) => {
                 let c = &mut self.clients[client];

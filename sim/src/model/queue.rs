@@ -1,0 +1,214 @@
+//! The model's own mirror of the broker's bounded per-session queues, predicted from the configuration and the
+//! traffic alone (never from the broker's counters), so that the model can say on its own:
+//! - when a QoS 1/2 PUBLISH must be admitted at once (no online subscriber's queue can be full), and when the
+//!   broker may hold or refuse it instead (see `mqtt_core::broker` flow control and quotas);
+//! - which drops the configuration allows: a message for an offline session whose queue may be full
+//!   (`max_queued_messages`, `max_queued_bytes`), or while the total budget (`max_queued_bytes_total`) may be used
+//!   up; every other message routed to a session is owed to it.
+//!
+//! The model cannot see exactly when the broker moves a message from the queue into the inflight window, so it
+//! keeps an upper bound: every QoS 1/2 delivery routed to a session counts as queued until the client has received
+//! it, and towards the session's bytes until the broker has processed its PUBACK/PUBCOMP. A queue that is within
+//! its bounds by this count is certainly not full. The queue is FIFO [MQTT-4.6.0-6]: once a client first receives a
+//! delivery, every delivery routed to it in an earlier broker input that it has not received was dropped, and that
+//! drop must be one the configuration allows.
+
+use super::MsgId;
+use std::collections::VecDeque;
+
+/// The broker's queue bounds as configured (0 = unbounded for the byte bounds).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueLimits {
+    pub messages: usize,
+    pub bytes: u64,
+    pub total: u64,
+}
+
+/// One QoS 1/2 delivery routed to a session, as the model counts it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: MsgId,
+    pub bytes: u64,
+    /// The broker input that routed it: deliveries of one input may reach the queue in an order the model does
+    /// not pin down, so only earlier inputs' deliveries are inferred dropped when a later one arrives.
+    pub batch: u64,
+    pub received: bool,
+    /// The packet id it was received with (a DUP resend reuses it, and its PUBACK/PUBCOMP names it).
+    pub packet_id: u16,
+    /// Sent because of a SUBSCRIBE, with RETAIN set [MQTT-3.3.1-9]: a delivery without RETAIN is not this one.
+    pub retained_copy: bool,
+    /// The configuration allows the broker to drop it (and why).
+    pub droppable: Option<&'static str>,
+    /// Routed to a shared group this session is a member of: the broker picks one member.
+    pub shared: bool,
+    /// For a shared one, the shared subscription (`$share/{group}/{filter}`: ShareName and filter together name
+    /// it, MQTT 5 section 4.8.2), whose members share the message.
+    pub group: String,
+}
+
+/// A session's deliveries not yet completed, in the order routed.
+#[derive(Debug, Default, Clone)]
+pub struct Backlog {
+    entries: VecDeque<Entry>,
+}
+
+impl Backlog {
+    /// Upper bound of the broker's queue length (messages not yet in the inflight window).
+    pub fn queued_upper(&self) -> usize {
+        self.entries.iter().filter(|e| !e.received).count()
+    }
+
+    /// Upper bound of the payload bytes the broker holds for the session (queued and inflight).
+    pub fn bytes_upper(&self) -> u64 {
+        self.entries.iter().map(|e| e.bytes).sum()
+    }
+
+    /// Whether the queue may be full (`QueueLimits::is_full` in the core), counting `extra` more messages.
+    pub fn may_be_full(&self, limits: QueueLimits, extra: (usize, u64)) -> bool {
+        self.queued_upper() + extra.0 >= limits.messages
+            || (limits.bytes > 0 && self.bytes_upper() + extra.1 >= limits.bytes)
+    }
+
+    pub fn push(&mut self, entry: Entry) {
+        self.entries.push_back(entry);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Marks every delivery not yet received as droppable (the total budget may evict it).
+    pub fn mark_unreceived_droppable(&mut self, why: &'static str) {
+        for entry in self.entries.iter_mut().filter(|e| !e.received && e.droppable.is_none()) {
+            entry.droppable = Some(why);
+        }
+    }
+
+    /// The client received delivery `id` with `packet_id` (0 for QoS 0, which was never queued) for the first
+    /// time. Returns whether the backlog had it, and the deliveries that it overtook: those were dropped.
+    pub fn on_received(&mut self, id: &str, packet_id: u16, dup: bool, retain: bool) -> (Option<Entry>, Vec<Entry>) {
+        // A DUP is the resend of one already sent [MQTT-4.4.0-1], with its packet id: the copy the client already
+        // received, if any.
+        if dup {
+            let resent = |e: &&Entry| e.received && e.id == id && e.packet_id == packet_id;
+            if let Some(entry) = self.entries.iter().find(resent) {
+                return (Some(entry.clone()), Vec::new());
+            }
+        }
+        // RETAIN set: a retained copy sent on SUBSCRIBE first (or a delivery with Retain As Published); RETAIN
+        // clear: never a retained copy [MQTT-3.3.1-9], [MQTT-3.3.1-12].
+        let find = |shared: bool, copy: bool| {
+            let candidate = |e: &Entry| !e.received && e.shared == shared && e.id == id && e.retained_copy == copy;
+            self.entries.iter().position(candidate)
+        };
+        let position = if retain {
+            find(false, true)
+                .or_else(|| find(false, false))
+                .or_else(|| find(true, false))
+        } else {
+            find(false, false).or_else(|| find(true, false))
+        };
+        let Some(position) = position else {
+            return (None, Vec::new());
+        };
+        let batch = self.entries[position].batch;
+        self.entries[position].received = true;
+        self.entries[position].packet_id = packet_id;
+        let found = self.entries[position].clone();
+        // Retained copies sent on SUBSCRIBE are counted but not placed in the order: the model does not pin down
+        // yet where the broker queues them.
+        if found.shared || found.retained_copy {
+            return (Some(found), Vec::new());
+        }
+        let mut skipped = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.entries.len());
+        for (index, entry) in std::mem::take(&mut self.entries).into_iter().enumerate() {
+            if index < position && !entry.received && !entry.shared && !entry.retained_copy && entry.batch < batch {
+                skipped.push(entry);
+            } else {
+                kept.push_back(entry);
+            }
+        }
+        self.entries = kept;
+        (Some(found), skipped)
+    }
+
+    /// A shared delivery went to another member of the group: not this session's to receive.
+    pub fn remove_shared(&mut self, id: &str, group: &str) {
+        let other = |e: &Entry| e.shared && !e.received && e.id == id && e.group == group;
+        if let Some(position) = self.entries.iter().position(other) {
+            self.entries.remove(position);
+        }
+    }
+
+    /// The broker processed the client's PUBACK/PUBCOMP for `packet_id`: that delivery left the session.
+    pub fn complete(&mut self, packet_id: u16) {
+        if let Some(position) = self.entries.iter().position(|e| e.received && e.packet_id == packet_id) {
+            self.entries.remove(position);
+        }
+    }
+
+    /// Deliveries not received (after the liveness phase: never delivered).
+    pub fn unreceived(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| !e.received)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, batch: u64) -> Entry {
+        Entry {
+            id: id.into(),
+            bytes: 10,
+            batch,
+            received: false,
+            packet_id: 0,
+            retained_copy: false,
+            droppable: None,
+            shared: false,
+            group: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_later_delivery_reveals_earlier_drops_but_not_within_one_input() {
+        let mut backlog = Backlog::default();
+        backlog.push(entry("m1:1", 1));
+        backlog.push(entry("m1:2", 2));
+        backlog.push(entry("m1:3", 2));
+        // m1:3 came before m1:2 within one input: not a drop; m1:1 of an earlier input was dropped.
+        let (found, skipped) = backlog.on_received("m1:3", 7, false, false);
+        assert!(found.is_some());
+        assert_eq!(skipped.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["m1:1"]);
+        assert_eq!(backlog.queued_upper(), 1);
+        assert_eq!(backlog.bytes_upper(), 20);
+        backlog.complete(7);
+        assert_eq!(backlog.bytes_upper(), 10);
+    }
+
+    #[test]
+    fn fullness_is_an_upper_bound() {
+        let limits = QueueLimits {
+            messages: 2,
+            bytes: 25,
+            total: 0,
+        };
+        let mut backlog = Backlog::default();
+        backlog.push(entry("m1:1", 1));
+        assert!(!backlog.may_be_full(limits, (0, 0)));
+        assert!(
+            backlog.may_be_full(limits, (1, 0)),
+            "two queued reach max_queued_messages"
+        );
+        assert!(backlog.may_be_full(limits, (0, 15)), "25 bytes reach max_queued_bytes");
+        backlog.on_received("m1:1", 1, false, false);
+        assert_eq!(
+            backlog.queued_upper(),
+            0,
+            "received: in the inflight window, not queued"
+        );
+        assert_eq!(backlog.bytes_upper(), 10, "still held until acknowledged");
+    }
+}

@@ -1,0 +1,288 @@
+//! When the broker routes a client's QoS 1/2 PUBLISH. The broker admits one only when no online subscriber's queue
+//! is full and the total budget has room, and holds or refuses it otherwise (see `mqtt_core::broker` flow control
+//! and quotas). The model predicts on its own which PUBLISHes must be admitted at once (see `model::flow`): a hold
+//! or refusal of one of those is a violation. Where the model cannot tell (a queue may be full), the broker's
+//! PUBACK/PUBREC, as the broker sends it, says when the PUBLISH was admitted: the acknowledgement is the promise
+//! [MQTT-4.3.2-2], [MQTT-4.3.3-2].
+
+use super::*;
+use crate::model::Pending;
+use mqtt_core::packet::ReasonCode;
+
+impl World {
+    /// Why the broker may hold or refuse this PUBLISH of `client` on `conn`, read now, rather than route it at
+    /// once (`None`: it must route it).
+    pub(super) fn admission_uncertainty(
+        &mut self,
+        conn: ConnectionId,
+        client: usize,
+        publish: &Publish,
+    ) -> Option<String> {
+        // The broker evicts for the total budget whenever it tries to admit one.
+        self.model.on_admission_attempt();
+        if self.suspension.is_some() {
+            return Some("storage is suspended (disk full)".into());
+        }
+        // PUBLISHes of one connection are admitted in order: one held makes the later ones wait behind it.
+        let behind = self.awaiting_admission.iter().any(|p| p.conn == conn)
+            || self
+                .chunk_publishes
+                .iter()
+                .any(|p| p.conn == conn && p.uncertain.is_some());
+        if behind {
+            return Some("an earlier PUBLISH of the connection may be held".into());
+        }
+        let mut pending = Pending::new();
+        for earlier in &self.chunk_publishes {
+            crate::model::Model::plan_load(&earlier.plan, &mut pending);
+        }
+        self.model.admission_uncertainty(client, publish, &pending)
+    }
+
+    /// A retained PUBLISH read earlier in the same broker input may be in the store by the time the broker
+    /// processes this SUBSCRIBE: its copy may be sent too.
+    pub(super) fn offer_chunk_retained(
+        &mut self,
+        client: usize,
+        filter: &str,
+        options: mqtt_core::packet::SubscriptionOptions,
+        is_new: bool,
+    ) {
+        let wanted = match options.retain_handling {
+            RetainHandling::SendAtSubscribe => true,
+            RetainHandling::SendIfNew => is_new,
+            RetainHandling::DoNotSend => false,
+        };
+        if !wanted || crate::model::shared_filter(filter).is_some() {
+            return;
+        }
+        let ids: Vec<_> = self
+            .chunk_publishes
+            .iter()
+            .filter(|p| p.publish.retain && crate::model::matches(filter, &p.publish.topic))
+            .filter_map(|p| p.id.clone())
+            .collect();
+        for id in ids {
+            self.model.offer_retained(client, &id);
+        }
+    }
+
+    /// The PUBACKs and PUBRECs the broker sent in one input, by connection and packet id, decoded as they leave.
+    pub(super) fn decode_acks(
+        &mut self,
+        outputs: &[Output],
+    ) -> Result<BTreeMap<(ConnectionId, u16), ReasonCode>, Violation> {
+        let mut acks = BTreeMap::new();
+        for output in outputs {
+            let Output::Transmit { conn, data } = output else {
+                continue;
+            };
+            let Some(decoder) = self.links.get_mut(conn).and_then(|l| l.outbound.as_mut()) else {
+                continue;
+            };
+            decoder.feed(data);
+            loop {
+                match decoder.next_packet() {
+                    Ok(Some(Packet::PubAck(ack) | Packet::PubRec(ack))) => {
+                        acks.insert((*conn, ack.packet_id), ack.reason);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(Violation(format!(
+                            "{conn:?}: the broker sent what cannot be decoded: {e}"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(acks)
+    }
+
+    /// After each broker input: each PUBLISH of the chunk just fed was routed (acknowledged), refused
+    /// (acknowledged with an error) or held (not acknowledged), which the model's prediction must allow; held ones
+    /// acknowledged now were routed at the end of this input, to the subscriptions of that moment, and held ones
+    /// whose connection is gone were dropped unrouted.
+    pub(super) fn settle_admissions(
+        &mut self,
+        acks: &BTreeMap<(ConnectionId, u16), ReasonCode>,
+        storage_was_suspended: bool,
+    ) -> Result<(), Violation> {
+        // Output held while storage is suspended (and lost with a connection closed meanwhile) is not yet
+        // followed by the model's queue order: such a seed is held to the lenient checks (see `Model::lenient`).
+        if storage_was_suspended || self.suspension.is_some() {
+            self.model.holds_seen = true;
+        }
+        for mut pending in std::mem::take(&mut self.chunk_publishes) {
+            let (client, packet_id) = (pending.client, pending.publish.packet_id);
+            let v5 = self.clients[client].version.is_v5();
+            // The publisher does not read: the broker keeps its acknowledgements until it does.
+            let blind = self.links.get(&pending.conn).is_some_and(|l| l.blocked);
+            if blind && pending.uncertain.is_none() {
+                self.model.apply_publish(pending.plan);
+                continue;
+            }
+            if blind {
+                self.make_blind(&mut pending);
+            }
+            match acks.get(&(pending.conn, packet_id)) {
+                Some(reason) if reason.is_error() => {
+                    // MQTT 5 only: a 3.1.1 client cannot be told, so its PUBLISH is held or dropped instead.
+                    let budget = self.opts.quotas.max_queued_bytes_total > 0;
+                    if !v5 || !budget && !storage_was_suspended {
+                        return Err(Violation(format!(
+                            "the broker refused c{client}'s PUBLISH id={packet_id} with {reason:?}, although no \
+                             quota applied (queued-bytes budget not used up, storage writable)"
+                        )));
+                    }
+                    self.forget_refused(&pending);
+                }
+                Some(_) => {
+                    pending.plan.maybe_dropped =
+                        !v5 && (pending.uncertain.is_some() || self.model.budget_may_be_used_up(0));
+                    if pending.plan.maybe_dropped && pending.publish.qos == QoS::ExactlyOnce {
+                        // Dropped, the broker does not keep its packet id (nothing to deliver twice).
+                        self.model.qos2_unsure.insert((client, packet_id));
+                    }
+                    self.model.apply_publish(pending.plan);
+                }
+                None => match pending.uncertain.clone() {
+                    // With bounded queues the model's bounds are upper bounds, loose enough that a hold it calls
+                    // impossible may still be one (see the report of issue 22); without, no queue is ever full.
+                    Some(why) => {
+                        self.log(format!(
+                            "c{client} {:?}: broker holds PUBLISH id={packet_id} ({why})",
+                            pending.conn
+                        ));
+                        self.model.holds_seen = true;
+                        self.observe_held_publish();
+                        self.awaiting_admission.push(pending);
+                    }
+                    None if self.model.bounded_queues => {
+                        self.log(format!(
+                            "c{client} {:?}: broker holds PUBLISH id={packet_id} (bounded queues)",
+                            pending.conn
+                        ));
+                        self.model.holds_seen = true;
+                        self.observe_held_publish();
+                        self.awaiting_admission.push(pending);
+                    }
+                    None => {
+                        return Err(Violation(format!(
+                            "the broker held c{client}'s PUBLISH id={packet_id} ({}) unacknowledged although no \
+                             subscriber's queue could be full, the queued-bytes budget had room and storage was \
+                             writable [MQTT-4.3.2-2], [MQTT-4.3.3-2] (queues {})",
+                            pending.id.as_deref().unwrap_or("-"),
+                            self.model.queue_bounds()
+                        )));
+                    }
+                },
+            }
+        }
+        if self.awaiting_admission.is_empty() {
+            return Ok(());
+        }
+        self.model.on_admission_attempt();
+        let mut still_waiting = Vec::new();
+        // The broker retries held PUBLISHes connection by connection, in connection id order, each in arrival order.
+        let mut waiting = std::mem::take(&mut self.awaiting_admission);
+        waiting.sort_by_key(|p| p.conn);
+        for mut pending in waiting {
+            if self.links.get(&pending.conn).is_some_and(|l| l.blocked) {
+                self.make_blind(&mut pending);
+            }
+            let gone = self.links.get(&pending.conn).is_none_or(|l| l.closed_by_broker);
+            match acks.get(&(pending.conn, pending.publish.packet_id)) {
+                _ if gone => self.drop_held(&pending),
+                None => still_waiting.push(pending),
+                Some(reason) if reason.is_error() => self.forget_refused(&pending),
+                Some(_) => {
+                    self.log(format!(
+                        "c{} {:?}: broker routes held PUBLISH id={}",
+                        pending.client, pending.conn, pending.publish.packet_id
+                    ));
+                    let v5 = self.clients[pending.client].version.is_v5();
+                    let mut plan = self
+                        .model
+                        .plan_publish(Some(pending.client), &pending.publish, pending.id);
+                    plan.maybe_dropped = !v5 && self.model.budget_may_be_used_up(0);
+                    if plan.maybe_dropped && pending.publish.qos == QoS::ExactlyOnce {
+                        self.model
+                            .qos2_unsure
+                            .insert((pending.client, pending.publish.packet_id));
+                    }
+                    // Held for a while: the model cannot pin down the moment it was routed (the acknowledgement
+                    // may leave later), so no subscriber is owed it and any matching one may get it.
+                    self.model.unpin(&mut plan);
+                    if pending.blind {
+                        // Admitted at some point since it was read, while the publisher did not read: the model
+                        // cannot tell when, so it allows the delivery to the subscribers of either moment and owes
+                        // it to none.
+                        plan.make_optional(pending.plan);
+                    }
+                    self.model.apply_publish(plan);
+                }
+            }
+        }
+        self.model.unseen_admissions = still_waiting.iter().any(|p| p.blind);
+        self.awaiting_admission = still_waiting;
+        Ok(())
+    }
+
+    /// The broker closed `conn`: the PUBLISHes it still held for it die unrouted, at once (a resend on the next
+    /// connection, read before another input, is then a new one: seed 1843).
+    pub(super) fn drop_held_of(&mut self, conn: ConnectionId) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_admission)
+            .into_iter()
+            .partition(|p| p.conn == conn);
+        self.awaiting_admission = kept;
+        for mut pending in gone {
+            if self.links.get(&pending.conn).is_some_and(|l| l.blocked) {
+                self.make_blind(&mut pending);
+            }
+            self.drop_held(&pending);
+        }
+        self.model.unseen_admissions = self.awaiting_admission.iter().any(|p| p.blind);
+    }
+
+    /// A held PUBLISH whose connection is gone was dropped unrouted, unless it was admitted unseen (blind).
+    fn drop_held(&mut self, pending: &PendingPublish) {
+        if pending.blind && pending.publish.retain {
+            // Maybe admitted unseen before the connection went: the topic holds it or what it had.
+            self.model.retained_unsure.insert(pending.publish.topic.clone());
+            if let Some(id) = &pending.id {
+                self.model.ever_retained.insert(id.clone());
+            }
+        }
+        if pending.publish.qos == QoS::ExactlyOnce {
+            if pending.blind {
+                self.model
+                    .qos2_unsure
+                    .insert((pending.client, pending.publish.packet_id));
+            }
+            self.model.forget_qos2(pending.client, pending.publish.packet_id);
+        }
+    }
+
+    /// The publisher's connection does not read, so the broker may admit this PUBLISH without the model seeing
+    /// its acknowledgement until later: from now on it may reach any matching subscriber.
+    fn make_blind(&mut self, pending: &mut PendingPublish) {
+        pending.blind = true;
+        self.model.unseen_admissions = true;
+        if let Some(id) = &pending.id {
+            self.model.unpinned.insert(id.clone());
+        }
+    }
+
+    /// A PUBLISH the broker refused (quota): routed nowhere, and a QoS 2 packet id is not remembered (the
+    /// PUBREC carried an error).
+    fn forget_refused(&mut self, pending: &PendingPublish) {
+        self.log(format!(
+            "c{} {:?}: broker refuses PUBLISH id={}",
+            pending.client, pending.conn, pending.publish.packet_id
+        ));
+        if pending.publish.qos == QoS::ExactlyOnce {
+            self.model.forget_qos2(pending.client, pending.publish.packet_id);
+        }
+    }
+}
