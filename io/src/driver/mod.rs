@@ -138,6 +138,10 @@ pub trait Core {
     fn end_turn(&mut self, now: Time) {
         let _ = now;
     }
+    /// Everything the core has output so far is as durable as the configured sync promises (a group commit with no
+    /// record left behind, a snapshot after the disk came back, or no disk): what the core held back for that may go
+    /// out. Not called while the disk refuses writes.
+    fn durable(&mut self) {}
     /// When the core's own timers (not its protocol timers, see `poll_timeout`) are next due.
     fn io_deadline(&self) -> Option<Instant> {
         None
@@ -260,14 +264,7 @@ impl<C: Core> Driver<C> {
                 bind_one(listener, transport)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let io = if settings.io == IoDriver::Auto && !settings.bridges.is_empty() {
-            // A bridge test lost one acknowledged message in a Mosquitto restart 2 times in 13 on io_uring, never
-            // on epoll (issue #20's report): bridges stay on epoll unless io_uring is asked for explicitly.
-            log::info!("io driver: epoll (bridges are configured; io = \"uring\" to run them on io_uring)");
-            Io::Epoll
-        } else {
-            choose_io(settings.io, &listeners, &poll)?
-        };
+        let io = choose_io(settings.io, &listeners, &poll)?;
         if let Io::Epoll = io {
             for (i, listener) in listeners.iter_mut().enumerate() {
                 poll.registry()
@@ -859,6 +856,7 @@ impl<C: Core> Driver<C> {
     /// held back go out. A failed commit (disk full, say) keeps the records and the sends, and is retried.
     fn commit_and_flush(&mut self) {
         let Some(storage) = self.storage.as_mut() else {
+            self.broker.durable();
             return;
         };
         if storage.is_suspended() {
@@ -891,6 +889,9 @@ impl<C: Core> Driver<C> {
         // What the flushes fed back may have produced more records.
         if self.storage.as_ref().is_some_and(Storage::has_pending) {
             self.commit_and_flush();
+        } else {
+            // Every record appended so far is committed, so everything output before it is covered.
+            self.broker.durable();
         }
     }
 
@@ -944,6 +945,8 @@ impl<C: Core> Driver<C> {
         }
         self.storage_retry_at = None;
         log::info!("data directory writable again: state snapshotted, accepting QoS 1/2 messages");
+        // The snapshot holds everything the core accepted, also what the failed commits did not write.
+        self.broker.durable();
         let held: Vec<ConnectionId> = self
             .conns
             .iter_mut()
