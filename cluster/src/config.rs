@@ -1,6 +1,7 @@
 //! What a node is told at start-up: who it is, who its peers are, its timing, the broker's configuration, and the
 //! durable Raft state the driver read back from disk.
 
+use crate::auth::SharedAuthenticator;
 use mqtt_core::broker::Config as BrokerConfig;
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
@@ -45,6 +46,10 @@ pub struct NodeConfig {
     /// Gather the records of every input until `NodeInput::Flush` and propose them as one entry, instead of one
     /// entry per input: far fewer entries, append messages and acknowledgements under load.
     pub propose_per_turn: bool,
+    /// The authenticator of every broker the node builds as leader (password and ACL files); none lets everyone
+    /// in, as `Broker::new` does. Relayed clients are authenticated by the leader's, with the listener index of
+    /// the follower that accepted them.
+    pub authenticator: Option<SharedAuthenticator>,
     /// A known bug to plant (simulator self-test only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::planted::ClusterBug>,
@@ -69,6 +74,7 @@ impl NodeConfig {
             relay_clients: false,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             propose_per_turn: false,
+            authenticator: None,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -12,6 +12,7 @@
 //! - [`relay`]: clients on any node, their bytes relayed to the leader's broker over the node-to-node links.
 //! - `storage`: the in-memory Raft log raft-rs reads; `release`: the commit rule for client outputs.
 
+pub mod auth;
 pub mod config;
 pub mod failover;
 pub mod node;
@@ -21,6 +22,7 @@ mod release;
 mod storage;
 pub mod wire;
 
+pub use auth::SharedAuthenticator;
 pub use config::{NodeConfig, Recovered};
 pub use node::{ClusterEvent, Node, NodeInput, NodeOutput, NodeStatus, Role};
 #[cfg(feature = "planted-bugs")]

@@ -796,7 +796,11 @@ impl Node {
         }
         self.brokers_built += 1;
         let seed = self.config.seed ^ (self.config.node_id << 32) ^ self.brokers_built;
-        let mut broker = Broker::new(self.config.broker.clone(), seed);
+        let config = self.config.broker.clone();
+        let mut broker = match &self.config.authenticator {
+            Some(shared) => Broker::with_authenticator(config, seed, Box::new(shared.clone())),
+            None => Broker::new(config, seed),
+        };
         broker.restore(self.now, self.image.clone());
         self.broker = Some(broker);
         self.event(ClusterEvent::Serving {

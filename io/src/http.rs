@@ -29,6 +29,20 @@ pub struct Health {
     pub accepting: bool,
     /// The data directory takes writes (or none is used).
     pub storage_writable: bool,
+    /// A cluster node's view of its cluster; `None` for a single broker.
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// What `/health` says about a cluster node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterHealth {
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: &'static str,
+    pub term: u64,
+    /// The leader this node knows of, if any: without one it can serve no client.
+    pub leader: Option<u64>,
+    pub applied: u64,
 }
 
 #[derive(Debug, Default)]
@@ -156,10 +170,21 @@ pub fn health_response(health: Option<Health>) -> (u16, String) {
     if !health.storage_writable {
         problems.push("the data directory refuses writes (QoS 1/2 messages are refused)");
     }
+    // A node that knows no leader can neither serve clients itself nor relay them.
+    if health.cluster.is_some_and(|c| c.leader.is_none()) {
+        problems.push("this cluster node knows no leader (election in progress or no quorum)");
+    }
+    let cluster = health.cluster.map_or(String::new(), |c| {
+        let leader = c.leader.map_or("none".to_string(), |l| format!("node {l}"));
+        format!(
+            "cluster node {}: role {}, term {}, leader {leader}, applied index {}\n",
+            c.node_id, c.role, c.term, c.applied
+        )
+    });
     if problems.is_empty() {
-        (200, "ok\n".to_string())
+        (200, format!("ok\n{cluster}"))
     } else {
-        (503, format!("unhealthy: {}\n", problems.join("; ")))
+        (503, format!("unhealthy: {}\n{cluster}", problems.join("; ")))
     }
 }
 
@@ -213,6 +238,7 @@ mod tests {
         let healthy = Health {
             accepting: true,
             storage_writable: true,
+            cluster: None,
         };
         assert_eq!(health_response(Some(healthy)).0, 200);
         assert_eq!(health_response(None).0, 503);
@@ -228,5 +254,41 @@ mod tests {
             ..healthy
         };
         assert_eq!(health_response(Some(closing)).0, 503);
+    }
+
+    #[test]
+    fn a_cluster_node_is_healthy_only_while_it_knows_a_leader_and_says_which() {
+        let node = ClusterHealth {
+            node_id: 2,
+            role: "follower",
+            term: 3,
+            leader: Some(1),
+            applied: 17,
+        };
+        let health = Health {
+            accepting: true,
+            storage_writable: true,
+            cluster: Some(node),
+        };
+        let (status, body) = health_response(Some(health));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("cluster node 2: role follower, term 3, leader node 1, applied index 17"),
+            "{body}"
+        );
+        let lost = Health {
+            cluster: Some(ClusterHealth {
+                role: "candidate",
+                leader: None,
+                ..node
+            }),
+            ..health
+        };
+        let (status, body) = health_response(Some(lost));
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("knows no leader") && body.contains("leader none"),
+            "{body}"
+        );
     }
 }

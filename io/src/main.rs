@@ -52,10 +52,7 @@ fn main() -> ExitCode {
     }
     if settings.cluster.is_some() {
         if let Some(key) = cluster_unsupported(&settings) {
-            eprintln!(
-                "mqtt-broker: configuration error: {key} is not available with [cluster] yet (the replicated broker \
-                 runs without authentication: use loopback listeners with anonymous access)"
-            );
+            eprintln!("mqtt-broker: configuration error: {key} is not available with [cluster] yet");
             return ExitCode::from(BAD_CONFIG);
         }
     }
@@ -67,7 +64,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match &settings.cluster {
-        Some(cluster) => run_cluster(&settings, cluster),
+        Some(cluster) => run_cluster(&settings, cluster, authenticator),
         None => run(&settings, authenticator),
     };
     match result {
@@ -203,30 +200,21 @@ fn log_listeners(settings: &Settings, addrs: &[String]) {
     }
 }
 
-/// The first setting a cluster node cannot honour yet: the node's broker runs without an authenticator, so a
-/// setting that asks for authentication must not be silently ignored.
+/// The first setting a cluster node cannot honour yet, which must not be silently ignored.
 fn cluster_unsupported(settings: &Settings) -> Option<&'static str> {
-    if settings.password_file.is_some() {
-        return Some("password_file");
-    }
-    if settings.acl_file.is_some() {
-        return Some("acl_file");
-    }
     if !settings.bridges.is_empty() {
         return Some("[[bridges]]");
-    }
-    if settings.http_listen.is_some() {
-        return Some("[http] listen (metrics and health of a cluster node are not served yet)");
-    }
-    if settings.listeners.iter().any(|l| !l.allow_anonymous) {
-        return Some("a listener refusing anonymous clients (allow_anonymous = false)");
     }
     None
 }
 
 /// One node of a Raft cluster: the Raft log in the data directory, the links to the other nodes, the broker on the
 /// leader.
-fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result<(), RunError> {
+fn run_cluster(
+    settings: &Settings,
+    cluster: &config::ClusterSettings,
+    authenticator: FileAuthenticator,
+) -> Result<(), RunError> {
     use mqtt_io::cluster::node as cluster_node;
     let logger = mqtt_io::log::init(settings.log_level, settings.log_file.as_deref()).map_err(RunError::Log)?;
     report_open_file_limit(settings.limits.max_connections as u64);
@@ -245,7 +233,17 @@ fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result
             settings.data_dir.display()
         );
     }
-    let config = cluster_node::node_config(cluster, settings.limits.clone(), seed);
+    let mut config = cluster_node::node_config(cluster, settings.limits.clone(), seed);
+    // Every broker this node builds as leader checks the password and ACL files, for its own clients and for those
+    // the followers relay (by the follower's listener index: nodes list their listeners in the same order).
+    // Uncached passwords are verified on the verifier's threads, not on the loop that also keeps the Raft group's
+    // heartbeats: the verdict comes back as `AuthDecided` for the connection id, which the leader's broker knows
+    // whether the client is its own or relayed. A verdict that arrives after a leader change finds the
+    // connection closed (every client is closed at a failover) and is ignored.
+    let max_wait = Duration::from_millis(settings.limits.connect_timeout_ms);
+    let verifier = Verifier::start(Verifier::default_threads(), max_wait).map_err(RunError::Verifier)?;
+    let authenticator = authenticator.with_verifier(verifier.queue());
+    config.authenticator = Some(mqtt_cluster::SharedAuthenticator::new(Box::new(authenticator)));
     let (core, recovered) = cluster_node::open(&settings.data_dir, cluster, config, settings.repair)
         .map_err(|e| RunError::Cluster(e.to_string()))?;
     log::info!(
@@ -263,7 +261,15 @@ fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result
             String::new()
         }
     );
-    let driver = Driver::bind(settings, core, Some(logger)).map_err(RunError::Driver)?;
+    let mut driver = Driver::bind(settings, core, Some(logger))
+        .map_err(RunError::Driver)?
+        .reload_auth_from(settings.auth_source())
+        .with_verifier(verifier)
+        .map_err(RunError::Driver)?;
+    let http = match settings.http_listen {
+        Some(address) => Some(driver.serve_http(address).map_err(RunError::Driver)?),
+        None => None,
+    };
     let addrs: Vec<String> = driver.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
         "mqtt-broker {} starting as cluster node {}: listeners [{}], nodes on {}, data dir {}, {}",
@@ -275,6 +281,9 @@ fn run_cluster(settings: &Settings, cluster: &config::ClusterSettings) -> Result
         seed_note(settings.seed)
     );
     log_listeners(settings, &addrs);
+    if let Some(address) = http {
+        log::info!("metrics on http://{address}/metrics, health on http://{address}/health");
+    }
     driver.run().map_err(RunError::Driver)
 }
 

@@ -70,6 +70,17 @@ pub struct Metrics {
     fsyncs: Counter,
     snapshot_seconds: Histogram,
     storage_writable: Gauge,
+    /// A cluster node's own metrics (`with_cluster`).
+    cluster: Option<ClusterMetrics>,
+}
+
+/// What a cluster node adds: where it stands in the Raft group, and what its commit rule cost.
+struct ClusterMetrics {
+    held_qos0_dropped: Counter,
+    applied_index: Gauge,
+    term: Gauge,
+    leader: Gauge,
+    is_leader: Gauge,
 }
 
 impl Metrics {
@@ -111,6 +122,7 @@ impl Metrics {
             // 1 ms to ~65 s.
             snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             storage_writable: Gauge::default(),
+            cluster: None,
         };
         r.register(
             "connections",
@@ -241,6 +253,53 @@ impl Metrics {
             registry: Arc::new(r),
             ..m
         }
+    }
+
+    /// Adds a cluster node's metrics. Called before [`Metrics::registry`] hands the registry out.
+    pub fn with_cluster(mut self) -> Metrics {
+        let Some(r) = Arc::get_mut(&mut self.registry) else {
+            return self;
+        };
+        let sub = r.sub_registry_with_prefix("cluster");
+        let c = ClusterMetrics {
+            held_qos0_dropped: Counter::default(),
+            applied_index: Gauge::default(),
+            term: Gauge::default(),
+            leader: Gauge::default(),
+            is_leader: Gauge::default(),
+        };
+        sub.register(
+            "held_qos0_dropped",
+            "QoS 0 PUBLISHes dropped because the leader's output held for commits reached max_held_bytes",
+            c.held_qos0_dropped.clone(),
+        );
+        sub.register(
+            "applied_index",
+            "The last Raft log index applied on this node",
+            c.applied_index.clone(),
+        );
+        sub.register("term", "This node's Raft term", c.term.clone());
+        sub.register(
+            "leader",
+            "The node id of the leader this node knows of, 0 for none",
+            c.leader.clone(),
+        );
+        sub.register("is_leader", "1 while this node leads the cluster", c.is_leader.clone());
+        self.cluster = Some(c);
+        self
+    }
+
+    /// Copy a cluster node's view in (called when a scrape asks).
+    pub fn refresh_cluster(&self, node: &crate::http::ClusterHealth, held_qos0_dropped: u64) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        set(&c.held_qos0_dropped, held_qos0_dropped);
+        let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(&c.applied_index, node.applied);
+        gauge(&c.term, node.term);
+        gauge(&c.leader, node.leader.unwrap_or(0));
+        c.is_leader.set(i64::from(node.role == "leader"));
     }
 
     /// The registry, for the HTTP thread.

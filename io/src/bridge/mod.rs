@@ -6,11 +6,15 @@
 //!
 //! Durability: with `sync = "always"` the driver holds a turn's sends until the group commit at the end of that
 //! turn; the broker's acknowledgements to a bridge must wait as long, or the bridge would acknowledge to the remote
-//! a message not yet on the local disk. So what the broker hands out for a bridge is released to it two loop turns
-//! later (`end_turn`), by which time the commit that covers it has run, and `poll_timeout` keeps the loop turning
-//! meanwhile.
+//! a message not yet on the local disk. So what the broker hands out for a bridge is held until the driver reports
+//! that everything output so far is durable ([`Core::durable`], after a group commit with no record left behind),
+//! and released at the next turn's `end_turn`; `poll_timeout` keeps the loop turning for that. A commit that fails
+//! (disk full) reports nothing, so the held output waits for the disk like a client's held sends do. (Counting
+//! loop turns instead would release it after a failed commit.)
 
 mod remote;
+#[cfg(test)]
+mod tests;
 mod trust;
 
 pub use trust::{BridgeTrust, BRIDGE_LISTENER};
@@ -53,10 +57,10 @@ pub struct Bridged<C: Core> {
     ids: Vec<String>,
     now: Time,
     registry: Option<Registry>,
-    /// Loop turns seen (`end_turn` calls).
-    turn: u64,
-    /// The broker's output for a bridge's local connection, with the turn it was handed out in.
-    held: VecDeque<(u64, usize, Output)>,
+    /// The broker's output for a bridge's local connection, with the bridge's index, in the order handed out.
+    held: VecDeque<(usize, Output)>,
+    /// How many of `held`, from the front, the last durability report covers: released at the next `end_turn`.
+    covered: usize,
     next_local: u64,
     read_buf: Vec<u8>,
     /// The bridges start at the first input after `attach`: what they feed the broker must come out through an
@@ -89,8 +93,8 @@ impl<C: Core> Bridged<C> {
             bridges,
             now: Time::ZERO,
             registry: None,
-            turn: 0,
             held: VecDeque::new(),
+            covered: 0,
             next_local: LOCAL_CONN_BASE,
             read_buf: vec![0; 64 * 1024],
             started: false,
@@ -297,10 +301,11 @@ impl<C: Core> Bridged<C> {
         self.read_remote(i);
     }
 
-    /// Hands the bridges what the broker sent them two turns ago or earlier (see the module documentation).
+    /// Hands the bridges what the broker sent them that is on disk now (see the module documentation).
     fn release_held(&mut self) {
-        while self.held.front().is_some_and(|(turn, _, _)| turn + 2 <= self.turn) {
-            let Some((_, i, output)) = self.held.pop_front() else {
+        while self.covered > 0 {
+            self.covered -= 1;
+            let Some((i, output)) = self.held.pop_front() else {
                 break;
             };
             let now = self.now;
@@ -363,15 +368,15 @@ impl<C: Core> Core for Bridged<C> {
                 _ => None,
             };
             match conn.and_then(|conn| self.owner_of(conn)) {
-                Some(i) => self.held.push_back((self.turn, i, output)),
+                Some(i) => self.held.push_back((i, output)),
                 None => return Some(output),
             }
         }
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        // Held output and bridges not yet started want the next turn at once.
-        let held = (!self.held.is_empty() || (!self.started && !self.bridges.is_empty())).then_some(self.now);
+        // Durable held output and bridges not yet started want the next turn at once.
+        let held = (self.covered > 0 || (!self.started && !self.bridges.is_empty())).then_some(self.now);
         let bridges = self.bridges.iter().filter_map(|b| b.bridge.poll_timeout()).min();
         [self.inner.poll_timeout(), bridges, held].into_iter().flatten().min()
     }
@@ -414,12 +419,16 @@ impl<C: Core> Core for Bridged<C> {
     fn end_turn(&mut self, now: Time) {
         self.now = self.now.max(now);
         self.inner.end_turn(now);
-        self.turn += 1;
         self.release_held();
         for i in 0..self.bridges.len() {
             self.read_remote(i);
         }
         self.tick_bridges();
+    }
+
+    fn durable(&mut self) {
+        self.inner.durable();
+        self.covered = self.held.len();
     }
 
     fn io_deadline(&self) -> Option<Instant> {

@@ -18,8 +18,8 @@ use crate::config::ClusterSettings;
 use crate::driver::{Core, CORE_TOKEN_BASE};
 use mio::{Registry, Token};
 use mqtt_cluster::eraftpb::HardState;
-use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError};
-use mqtt_core::broker::{Config as BrokerConfig, Input, Output};
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError, Role, SharedAuthenticator};
+use mqtt_core::broker::{Authenticator, Broker, Config as BrokerConfig, Gauges, Input, Output, Stats};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
 use std::collections::VecDeque;
@@ -75,6 +75,7 @@ pub fn open(
         entries: recovered.entries.clone(),
     };
     let max_message = config.max_peer_message;
+    let authenticator = config.authenticator.clone();
     let recovered_last = (recovered.entries.last().map_or(0, |e| e.index)).max(recovered.snapshot.get_metadata().index);
     let node = Node::new(config, for_node);
     let transport = TransportConfig {
@@ -103,6 +104,7 @@ pub fn open(
         hard_state: recovered.hard_state.clone(),
         lazy_hard_state: None,
         qos0_dropped_logged: (0, None),
+        authenticator,
     };
     Ok((core, recovered))
 }
@@ -135,6 +137,8 @@ pub struct ClusterCore {
     lazy_hard_state: Option<HardState>,
     /// QoS 0 messages dropped at the held-output bound as last logged, and when (logged at most every 10 s).
     qos0_dropped_logged: (u64, Option<Instant>),
+    /// The authenticator every broker of the node shares, for SIGHUP to swap.
+    authenticator: Option<SharedAuthenticator>,
 }
 
 impl ClusterCore {
@@ -371,6 +375,40 @@ impl Core for ClusterCore {
 
     fn image(&self) -> Image {
         self.node.image().clone()
+    }
+
+    /// The counters of the broker this node runs while it leads; zero on a node that does not lead.
+    fn stats(&self) -> Stats {
+        self.node.broker().map(|b| b.stats().clone()).unwrap_or_default()
+    }
+
+    fn gauges(&self) -> Gauges {
+        self.node.broker().map(Broker::gauges).unwrap_or_default()
+    }
+
+    /// SIGHUP: the node's current broker and every broker it builds later check the freshly loaded files.
+    fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        if let Some(shared) = &self.authenticator {
+            shared.replace(authenticator);
+        }
+    }
+
+    fn cluster_health(&self) -> Option<(crate::http::ClusterHealth, u64)> {
+        let status = self.node.status();
+        let role = match status.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+        };
+        let health = crate::http::ClusterHealth {
+            node_id: status.id,
+            role,
+            term: status.term,
+            leader: status.leader,
+            applied: status.applied,
+        };
+        Some((health, status.held_qos0_dropped))
     }
 
     fn attach(&mut self, registry: &Registry) -> io::Result<()> {
