@@ -313,8 +313,14 @@ fn connected_client_stays_responsive_while_uncached_logins_are_verified() {
          (PINGREQ, then a PUBLISH to itself) meanwhile: median {median:?}, max {max:?}",
         round_trips.len()
     );
+    // Verifying on the event loop would stall it for the whole burst (the 8 CONNECTs arrive together: about 8
+    // verifications in a row, 179 ms measured before the verifier pool). On 2 shared cores the scheduler alone
+    // may delay one round trip by about a verification, so the bound is half the burst, not one verification.
+    let stalled = one_verification * (LOGINS as u32 / 2);
     assert!(
-        max < one_verification,
-        "a connected client waited {max:?} for a round trip; one verification takes {one_verification:?}"
+        max < stalled,
+        "a connected client waited {max:?} for a round trip; one verification takes {one_verification:?}, \
+         so the loop was stalled by about {} verifications",
+        max.as_millis() / one_verification.as_millis().max(1)
     );
 }
