@@ -80,8 +80,11 @@ address = "127.0.0.1:0"
 protocol = "wss"
 $tls
 TOML
+# On epoll: memcheck cannot see what the kernel writes through an io_uring ring (received bytes land in provided
+# buffers unseen), and it holds signals while a thread blocks in io_uring_enter, so SIGTERM waits for the ring's
+# timeout. The io_uring driver's own paths are covered by the end-to-end suite, which runs on it by default.
 "${memcheck[@]}" --log-file="$logs/broker.log" ./target/release/mqtt-broker --config "$work/broker.toml" \
-  --data-dir "$work/data" 2>"$work/broker.log" &
+  --data-dir "$work/data" --io epoll 2>"$work/broker.log" &
 broker_pid=$!
 ports=()
 for _ in $(seq 1 600); do
