@@ -200,8 +200,6 @@ pub struct Broker {
     woken: BTreeSet<ConnectionId>,
     /// Durable storage does not take writes (see `Input::StorageWritable`).
     storage_full: bool,
-    /// Connections holding PUBLISHes until storage takes writes again.
-    storage_waiters: BTreeSet<ConnectionId>,
     /// Connections past CONNACK, for the connection limit.
     connected_clients: usize,
     /// Bytes buffered from connections not yet past CONNACK (see `preconnect`).
@@ -245,7 +243,6 @@ impl Broker {
             plan_buffer: Vec::new(),
             woken: BTreeSet::new(),
             storage_full: false,
-            storage_waiters: BTreeSet::new(),
             connected_clients: 0,
             preconnect_bytes: 0,
             auth_throttle: throttle::AuthThrottle::default(),
