@@ -92,7 +92,8 @@ pub enum Input<'a> {
     /// Graceful shutdown: tell MQTT 5 clients "Server shutting down" (0x8B), then close every connection.
     Shutdown,
     /// Durable storage stopped (disk full, I/O error) or resumed taking writes. While it does not, QoS 1/2
-    /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or held unacknowledged (3.1.1); QoS 0 flows on.
+    /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or close their connection (3.1.1/3.1,
+    /// [MQTT-4.8.0-2]); QoS 0 flows on.
     StorageWritable(bool),
     /// The verdict on a CONNECT the authenticator answered [`AuthDecision::Pending`] for (`Allow` or `Deny`).
     /// Ignored if the connection closed or timed out meanwhile.
