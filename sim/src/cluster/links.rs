@@ -221,3 +221,106 @@ impl Links {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn links() -> (Links, ChaCha8Rng) {
+        let timing = LinkTiming {
+            min_delay: 1,
+            max_delay: 20,
+            observe_max: 50,
+        };
+        (Links::new(3, timing), ChaCha8Rng::seed_from_u64(7))
+    }
+
+    fn drain(links: &mut Links, until: u64) -> Vec<(u64, u64, Bytes)> {
+        let mut got = Vec::new();
+        for now in 0..=until {
+            while let Some(m) = links.next_due(now) {
+                got.push(m);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn an_unbroken_stream_delivers_everything_once_in_order() {
+        let (mut l, mut rng) = links();
+        for i in 0..200u32 {
+            l.send(u64::from(i / 10), 1, 2, Bytes::from(i.to_be_bytes().to_vec()), &mut rng);
+        }
+        let got: Vec<u32> = drain(&mut l, 100)
+            .into_iter()
+            .map(|(from, to, m)| {
+                assert_eq!((from, to), (1, 2));
+                u32::from_be_bytes([m[0], m[1], m[2], m[3]])
+            })
+            .collect();
+        assert_eq!(
+            got,
+            (0..200).collect::<Vec<u32>>(),
+            "delays of 1-20 ms must not reorder a stream"
+        );
+    }
+
+    #[test]
+    fn a_break_loses_what_was_in_flight_and_the_sender_learns_then_queues_and_redials() {
+        let (mut l, mut rng) = links();
+        l.send(0, 1, 2, Bytes::from_static(b"in flight"), &mut rng);
+        l.send(0, 2, 1, Bytes::from_static(b"other way"), &mut rng);
+        l.break_pair(0, 1, 2, 50, &mut rng);
+        l.send(0, 1, 2, Bytes::from_static(b"into a dead socket"), &mut rng);
+        let mut learned = Vec::new();
+        let mut now = 0;
+        while learned.len() < 2 {
+            now += 1;
+            assert!(now <= 50, "each sender learns within observe_max");
+            while let Some(seen) = l.next_observation(now) {
+                learned.push(seen);
+            }
+        }
+        learned.sort_unstable();
+        assert_eq!(learned, vec![(1, 2), (2, 1)], "both ends learn of the break");
+        // Known now: queued, and sent on the redialled stream once the peer is reachable.
+        l.send(now, 1, 2, Bytes::from_static(b"queued"), &mut rng);
+        l.redial(now + 500, &mut rng, |_, _| false);
+        assert!(
+            drain(&mut l, now + 1_000).is_empty(),
+            "nothing passes while unreachable"
+        );
+        l.redial(now + 2_000, &mut rng, |_, _| true);
+        let got: Vec<Bytes> = drain(&mut l, now + 3_000).into_iter().map(|(_, _, m)| m).collect();
+        assert_eq!(got, vec![Bytes::from_static(b"queued")]);
+        assert_eq!(l.lost, 3);
+    }
+
+    #[test]
+    fn a_crashed_node_loses_its_queue_and_its_peers_learn_soon() {
+        let (mut l, mut rng) = links();
+        l.break_pair(0, 1, 3, 50, &mut rng);
+        while l.next_observation(60).is_some() {}
+        l.send(60, 1, 3, Bytes::from_static(b"queued for 3"), &mut rng);
+        l.crashed(60, 1, &mut rng);
+        let mut seen = Vec::new();
+        for now in 60..=65 {
+            while let Some(s) = l.next_observation(now) {
+                seen.push(s);
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            vec![(2, 1)],
+            "node 2 learns within a tenth of observe_max; node 1 is gone"
+        );
+        l.started(100, 1);
+        l.redial(100, &mut rng, |_, _| true);
+        assert!(
+            drain(&mut l, 200).is_empty(),
+            "the crashed process's queue died with it"
+        );
+    }
+}

@@ -72,3 +72,36 @@ impl RelayStreams {
         self.streams.remove(&global);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_passes_a_hole_fails() {
+        let conn = ConnectionId(1 << 48 | 5);
+        let mut s = RelayStreams::default();
+        s.leader_sent(conn, b"ab");
+        s.leader_sent(conn, b"cd");
+        s.leader_sent(conn, b"ef");
+        assert!(s.client_received("c0", conn, b"ab").is_ok());
+        let hole = s.client_received("c0", conn, b"ef").unwrap_err();
+        assert!(hole.contains("has a hole") && hole.contains("follow 2 bytes"), "{hole}");
+    }
+
+    #[test]
+    fn the_failover_disconnect_ends_the_stream() {
+        let conn = ConnectionId(2 << 48 | 9);
+        let mut s = RelayStreams::default();
+        s.leader_sent(conn, b"xy");
+        s.leader_sent(conn, b"zz");
+        assert!(s.client_received("c1", conn, b"xy").is_ok());
+        // What the leader sent after "xy" was lost with the stream: the holding node ends it with 0x8B.
+        assert!(s.client_received("c1", conn, &DISCONNECT_SERVER_SHUTTING_DOWN).is_ok());
+        assert_eq!(s.failover_disconnects, 1);
+        assert!(
+            s.client_received("c1", conn, b"zz").is_err(),
+            "nothing after the DISCONNECT"
+        );
+    }
+}
