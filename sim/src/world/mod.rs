@@ -180,6 +180,9 @@ struct PendingPublish {
     /// The publisher's connection was write-blocked while the PUBLISH waited, so its acknowledgement may have
     /// come out later than the admission (see `admission`).
     blind: bool,
+    /// A QoS 2 resend whose id the broker may still hold from a first receipt the model is unsure of: the broker
+    /// may answer it as a duplicate (PUBREC, nothing to store) where a new PUBLISH would need storage.
+    qos2_maybe_held: bool,
 }
 
 /// A broker with the seed's access rules.
@@ -745,7 +748,9 @@ impl World {
             }
             Packet::Publish(publish) => {
                 self.republished_into_new_session(client, publish);
-                if publish.qos == QoS::ExactlyOnce && self.model.qos2_unsure.contains(&(client, publish.packet_id)) {
+                let qos2_maybe_held =
+                    publish.qos == QoS::ExactlyOnce && self.model.qos2_unsure.contains(&(client, publish.packet_id));
+                if qos2_maybe_held {
                     // The broker may not have kept this id (its first PUBLISH acknowledged but maybe dropped): the
                     // resend may be a new one, routed below as unsure (seed 8512).
                     self.model.forget_qos2(client, publish.packet_id);
@@ -788,6 +793,7 @@ impl World {
                         plan,
                         uncertain,
                         blind: false,
+                        qos2_maybe_held,
                     });
                 }
             }
