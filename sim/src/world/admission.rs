@@ -294,6 +294,18 @@ impl World {
 
     /// A held PUBLISH whose connection is gone was dropped unrouted, unless it was admitted unseen (blind).
     fn drop_held(&mut self, pending: &PendingPublish) {
+        if pending.blind {
+            // Maybe admitted unseen, its acknowledgement still in the output buffer when the connection went: its
+            // copies may sit in subscribers' queues, and count towards their bounds (seed 15108), though none is
+            // owed.
+            let mut plan = self
+                .model
+                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+            self.model.unpin(&mut plan);
+            plan.make_optional(pending.plan.clone());
+            plan.maybe_dropped = true;
+            self.model.apply_publish(plan);
+        }
         if pending.blind && pending.publish.retain {
             // Maybe admitted unseen before the connection went: the topic holds it or what it had.
             self.model.retained_unsure.insert(pending.publish.topic.clone());

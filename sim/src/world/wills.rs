@@ -55,6 +55,16 @@ impl World {
             payload: Bytes::from(id.clone()),
             ..Default::default()
         };
+        let info = MessageInfo {
+            publisher: client,
+            topic: will.topic.clone(),
+            qos,
+            expires: false,
+            expiry: None,
+            first_seen_ms: self.now,
+            bytes: will.payload.len() as u64,
+        };
+        self.model.will_messages.insert(id.clone(), info);
         self.model.on_publish(None, &will, Some(id.clone()));
     }
 
