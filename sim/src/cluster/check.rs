@@ -13,6 +13,9 @@
 //!   PUBREC of a message, an entry that stores the message (a `Store` or `Retain` record holding its payload) is
 //!   durable on a majority of the disks. The simulator reads the entries as the nodes write them, so this holds
 //!   whatever path the acknowledgement took (straight from the leader, or relayed by a follower).
+//! - Per-publisher order: each subscriber receives the messages of one publisher (one topic each) at one QoS for
+//!   the first time in the order they were published (an ordered topic, section 4.6 [MQTT-4.6.0-6]; QoS 1
+//!   redeliveries of earlier ones may come between).
 //! - Delivery: every acknowledged QoS 1/2 message reaches every subscriber, QoS 2 exactly once, across any
 //!   sequence of leader changes (checked at the end of the liveness phase; duplicates at once).
 
@@ -45,6 +48,8 @@ pub struct Checker {
     /// Acknowledgements received and not yet checked against the disks: (publisher, payload).
     acks_to_verify: Vec<(usize, Bytes)>,
     pub acks_verified: u64,
+    /// The highest message number of each publisher at each QoS that each subscriber received.
+    last_seen: BTreeMap<(usize, u64, u8), u64>,
 }
 
 impl Checker {
@@ -111,6 +116,24 @@ impl Checker {
         };
         let n = self.delivered.entry((subscriber, payload.clone())).or_insert(0);
         *n += 1;
+        if *n == 1 {
+            // Payloads are "publisher:number", numbered from 1 by each publisher.
+            let parsed = std::str::from_utf8(payload).ok().and_then(|p| {
+                let (publisher, number) = p.split_once(':')?;
+                Some((publisher.parse::<u64>().ok()?, number.parse::<u64>().ok()?))
+            });
+            if let Some((publisher, number)) = parsed {
+                let qos = *published as u8;
+                let last = self.last_seen.entry((subscriber, publisher, qos)).or_insert(0);
+                if number < *last {
+                    return Err(format!(
+                        "c{subscriber} received c{publisher}'s QoS {qos} message {number} after its message {last}: \
+                         out of publisher order [MQTT-4.6.0-6]"
+                    ));
+                }
+                *last = number;
+            }
+        }
         if *published == QoS::ExactlyOnce && *n > 1 {
             return Err(format!(
                 "QoS 2 message {payload:?} delivered {n} times to c{subscriber}"
