@@ -220,3 +220,77 @@ impl Checker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::disk::Write;
+    use mqtt_core::persist::StoredMessage;
+
+    fn entry_storing(index: u64, term: u64, payload: &'static [u8]) -> Entry {
+        let message = StoredMessage {
+            topic: "t/0".into(),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        };
+        let record = Record::Store {
+            id: 1,
+            message: Box::new(message),
+        };
+        Entry {
+            index,
+            term,
+            data: mqtt_cluster::wire::encode_records(&[record]).into(),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn an_acknowledgement_needs_its_entry_durable_on_a_majority() {
+        let mut check = Checker::default();
+        let entry = entry_storing(3, 1, b"0:1");
+        check.entries_written(std::slice::from_ref(&entry));
+        let mut disks: Vec<Disk> = (0..3).map(|_| Disk::default()).collect();
+        disks[0].write(Write::Entries(vec![entry.clone()]));
+        disks[0].sync();
+        disks[1].write(Write::Entries(vec![entry]));
+        check.acknowledged(0, &Bytes::from_static(b"0:1"));
+        let refs: Vec<&Disk> = disks.iter().collect();
+        let err = check.verify_acks(&refs).unwrap_err();
+        assert!(err.contains("an acknowledgement for an uncommitted record"), "{err}");
+        disks[1].sync();
+        check.acknowledged(0, &Bytes::from_static(b"0:1"));
+        let refs: Vec<&Disk> = disks.iter().collect();
+        assert!(check.verify_acks(&refs).is_ok(), "two of three hold it durably");
+        check.acknowledged(0, &Bytes::from_static(b"0:2"));
+        assert!(check.verify_acks(&refs).is_err(), "no entry stores it at all");
+    }
+
+    #[test]
+    fn first_deliveries_follow_each_publishers_order_per_qos() {
+        let mut check = Checker::default();
+        for (payload, qos) in [
+            (&b"1:1"[..], QoS::AtLeastOnce),
+            (b"1:2", QoS::AtLeastOnce),
+            (b"1:3", QoS::ExactlyOnce),
+        ] {
+            check.published(&Bytes::from_static(payload), qos);
+        }
+        assert!(
+            check.delivered(0, &Bytes::from_static(b"1:3")).is_ok(),
+            "another QoS: its own order"
+        );
+        assert!(check.delivered(0, &Bytes::from_static(b"1:1")).is_ok());
+        assert!(check.delivered(0, &Bytes::from_static(b"1:2")).is_ok());
+        assert!(
+            check.delivered(0, &Bytes::from_static(b"1:1")).is_ok(),
+            "a QoS 1 redelivery"
+        );
+        assert!(check.delivered(1, &Bytes::from_static(b"1:2")).is_ok());
+        let err = check.delivered(1, &Bytes::from_static(b"1:1")).unwrap_err();
+        assert!(err.contains("out of publisher order"), "{err}");
+    }
+}
