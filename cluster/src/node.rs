@@ -659,6 +659,16 @@ impl Node {
         }
         let free = self.held.pass_or_queue(before);
         self.emit_clients(free);
+        if crate::planted::relay_before_commit(&self.config) {
+            // Planted: relayed connections' outputs skip the commit rule.
+            let remote = &self.remote;
+            let (early, rest): (Vec<Output>, Vec<Output>) = after.into_iter().partition(|o| match o {
+                Output::Transmit { conn, .. } | Output::Close { conn } => remote.contains_key(conn),
+                _ => false,
+            });
+            after = rest;
+            self.emit_clients(early);
+        }
         if records.is_empty() {
             let free = self.held.pass_or_queue(after);
             self.emit_clients(free);
