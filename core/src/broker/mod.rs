@@ -93,7 +93,8 @@ pub enum Input<'a> {
     /// Graceful shutdown: tell MQTT 5 clients "Server shutting down" (0x8B), then close every connection.
     Shutdown,
     /// Durable storage stopped (disk full, I/O error) or resumed taking writes. While it does not, QoS 1/2
-    /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or held unacknowledged (3.1.1); QoS 0 flows on.
+    /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or close their connection (3.1.1/3.1,
+    /// [MQTT-4.8.0-2]); QoS 0 flows on.
     StorageWritable(bool),
     /// The verdict on a CONNECT the authenticator answered [`AuthDecision::Pending`] for (`Allow` or `Deny`).
     /// Ignored if the connection closed or timed out meanwhile.
@@ -203,8 +204,6 @@ pub struct Broker {
     woken: BTreeSet<ConnectionId>,
     /// Durable storage does not take writes (see `Input::StorageWritable`).
     storage_full: bool,
-    /// Connections holding PUBLISHes until storage takes writes again.
-    storage_waiters: BTreeSet<ConnectionId>,
     /// Connections past CONNACK, for the connection limit.
     connected_clients: usize,
     /// Bytes buffered from connections not yet past CONNACK (see `preconnect`).
@@ -249,7 +248,6 @@ impl Broker {
             plan_buffer: Vec::new(),
             woken: BTreeSet::new(),
             storage_full: false,
-            storage_waiters: BTreeSet::new(),
             connected_clients: 0,
             preconnect_bytes: 0,
             auth_throttle: throttle::AuthThrottle::default(),
