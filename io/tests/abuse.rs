@@ -630,13 +630,16 @@ fn publish_header(topic: &str, payload_len: usize) -> Vec<u8> {
 /// Many authenticated clients each send most of a 1 MiB PUBLISH and stall: 40 x 900 KiB would be 35 MiB held
 /// in the broker. Above max_partial_input_bytes (4 MiB here) the broker stops reading from the clients holding the
 /// most (their bytes wait in the kernel), logs it, and a well-behaved client keeps its QoS 1 round trips. Once the
-/// stallers finish their packets the total drains, every one of them is read again and answers a PINGREQ.
+/// stallers finish their packets the total drains and every one of them is read again and answers a PINGREQ.
+/// Under io_uring, whose receives take what clients send before they can be held back, the held-back input past
+/// half the budget closes the clients holding the most of it instead: each staller is answered or closed.
 #[test]
 fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
     const CLIENTS: usize = 40;
     const PAYLOAD: usize = 1024 * 1024;
     const SENT: usize = 900 * 1024;
     let broker = BrokerProcess::start(&["--max-partial-input-bytes", "4194304"]);
+    let epoll = on_epoll(&broker);
     let witness = Witness::connect(&broker);
     let before = broker.rss_bytes();
     let header = publish_header("stall/x", PAYLOAD);
@@ -648,10 +651,8 @@ fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
             // Each in its own thread: once the broker stops reading, the writes block (and the kernel's buffers
             // hold the rest of the 900 KiB).
             std::thread::spawn(move || {
-                s.write_all(&header).unwrap();
-                s.write_all(&vec![b'p'; SENT])
-                    .expect("the kernel's buffers take 900 KiB");
-                s
+                let sent = s.write_all(&header).and_then(|_| s.write_all(&vec![b'p'; SENT]));
+                (s, sent.is_ok())
             })
         })
         .collect();
@@ -673,14 +674,34 @@ fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
     );
     let during = broker.rss_bytes();
     peak = peak.max(during);
-    // Each staller finishes its packet and pings: every one is read again and answers.
-    let mut streams: Vec<TcpStream> = stallers.into_iter().map(|t| t.join().unwrap()).collect();
-    let finishers: Vec<_> = streams
-        .iter_mut()
-        .map(|s| {
-            let mut s = s.try_clone().unwrap();
+    // Each staller finishes its packet and pings: every one is read again and answers (or, under io_uring, was
+    // closed for what it had sent before it could be held back).
+    let finishers: Vec<_> = stallers
+        .into_iter()
+        .map(|t| {
+            let (mut s, sent) = t.join().unwrap();
             std::thread::spawn(move || {
-                s.write_all(&vec![b'p'; PAYLOAD - SENT]).is_ok() && s.write_all(&[0xC0, 0]).is_ok()
+                let finished =
+                    sent && s.write_all(&vec![b'p'; PAYLOAD - SENT]).is_ok() && s.write_all(&[0xC0, 0]).is_ok();
+                let mut pingresp = [0u8; 2];
+                let answered = finished && s.read_exact(&mut pingresp).is_ok();
+                if answered {
+                    assert_eq!(pingresp, [0xD0, 0], "PINGRESP [MQTT-3.12.4-1]");
+                    return true;
+                }
+                // Not answered: it must have been closed (end of stream or reset), not left hanging.
+                s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                let mut rest = [0u8; 4096];
+                loop {
+                    match s.read(&mut rest) {
+                        Ok(0) => return false,
+                        Ok(_) => {}
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                            panic!("a staller was neither answered nor closed")
+                        }
+                        Err(_) => return false,
+                    }
+                }
             })
         })
         .collect();
@@ -688,40 +709,39 @@ fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
         peak = peak.max(broker.rss_bytes());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        finishers.into_iter().all(|f| f.join().unwrap()),
-        "every staller could send the rest"
-    );
-    for (i, s) in streams.iter_mut().enumerate() {
-        let mut pingresp = [0u8; 2];
-        s.read_exact(&mut pingresp)
-            .unwrap_or_else(|e| panic!("staller {i} is read again once the budget drains: {e}"));
-        assert_eq!(pingresp, [0xD0, 0], "PINGRESP [MQTT-3.12.4-1]");
-    }
+    let answered = finishers
+        .into_iter()
+        .filter(|f| f.is_finished())
+        .map(|f| f.join().unwrap());
+    let answered = answered.filter(|a| *a).count();
     witness.round_trip(1);
     let after = broker.rss_bytes();
     report(
-        &format!("{CLIENTS} stalled 1 MiB PUBLISHes, 4 MiB input budget"),
+        &format!("{CLIENTS} stalled 1 MiB PUBLISHes, 4 MiB input budget ({answered} answered)"),
         before,
         peak,
         after,
     );
+    if epoll {
+        assert_eq!(answered, CLIENTS, "every staller is read again once the budget drains");
+    } else if answered < CLIENTS {
+        assert!(broker.log_text().contains("exceeds half of max_partial_input_bytes"));
+    }
     // Epoll leaves what it does not read in the kernel: the budget (4 MiB), one finisher's packet (1 MiB) and up
     // to 128 KiB per client read over the budget (5 MiB) stay in the broker; unbounded, the stalled bytes alone
-    // are 35 MiB (measured +43 MiB with a 1 GiB budget). io_uring's multishot receives take what the clients send
-    // into the broker before their connection can be parked (copied out of the provided buffers, which must keep
-    // serving everyone else): there the budget bounds what the core holds, not the process (measured +35 to +44
-    // MiB, +55 MiB unbounded), so only its service and the resumption are asserted (a known gap, see `park`).
-    if on_epoll(&broker) {
-        assert!(
-            during < before + 20 * MIB,
-            "RSS {during} while stalled grew more than 20 MiB over {before}"
-        );
-        assert!(
-            peak < before + 24 * MIB,
-            "peak RSS {peak} grew more than 24 MiB over {before}"
-        );
-    }
+    // are 35 MiB (measured +43 MiB with a 1 GiB budget). io_uring adds its receive buffers (8 MiB once used) and
+    // up to half the budget of input received from clients it holds back (measured +55 MiB unbounded).
+    let bound = if epoll { 20 * MIB } else { 28 * MIB };
+    assert!(
+        during < before + bound,
+        "RSS {during} while stalled grew more than {} MiB over {before}",
+        bound / MIB
+    );
+    assert!(
+        peak < before + bound + 4 * MIB,
+        "peak RSS {peak} grew more than {} MiB over {before}",
+        bound / MIB + 4
+    );
 }
 
 /// A masked WebSocket frame from the client (all-zero mask) of `opcode` carrying `payload` (< 126 bytes).
@@ -823,13 +843,15 @@ fn a_websocket_ping_flood_without_reading_stops_being_read_at_the_outbuf_bound()
         peak,
         after,
     );
-    // io_uring copies out what its multishot receive took before the flooder was parked (see the stalled test).
-    if on_epoll(&broker) {
-        assert!(
-            during < before + 16 * MIB,
-            "RSS {during} during the flood grew more than 16 MiB over {before}"
-        );
-    }
+    // io_uring adds its receive buffers (8 MiB once used) and what its multishot receive took before the flooder
+    // was held back (up to half of max_partial_input_bytes, see the stalled test); unbounded, the pongs grow with
+    // everything the flooder sends.
+    let bound = if on_epoll(&broker) { 16 * MIB } else { 28 * MIB };
+    assert!(
+        during < before + bound,
+        "RSS {during} during the flood grew more than {} MiB over {before}",
+        bound / MIB
+    );
 }
 
 /// Whether the broker runs on epoll (its start-up log names the driver).

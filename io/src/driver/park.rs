@@ -16,7 +16,10 @@
 //!
 //! Both drivers park the same way: epoll simply does not read (edge-triggered readiness is remembered by putting
 //! the connection back in the read queue when it is resumed), io_uring also cancels the connection's multishot
-//! receive so that it takes no more provided buffers.
+//! receive so that it takes no more provided buffers. A multishot receive takes what the client sent before the
+//! cancel lands, though, and a parked connection must not keep provided buffers from everyone else: that input is
+//! copied aside (`Ring::pause`), and past half the budget of it the parked connections holding the most are closed
+//! (`enforce_stash_ceiling`), so io_uring stays bounded too, at the price of closing where epoll only waits.
 
 use super::conn::State;
 use super::{Core, Driver, Io};
@@ -46,6 +49,7 @@ pub struct InputBudget {
     finisher: Option<ConnectionId>,
     last_input_log: Option<Instant>,
     last_output_log: Option<Instant>,
+    last_stash_log: Option<Instant>,
 }
 
 impl InputBudget {
@@ -56,6 +60,7 @@ impl InputBudget {
             finisher: None,
             last_input_log: None,
             last_output_log: None,
+            last_stash_log: None,
         }
     }
 
@@ -111,6 +116,7 @@ impl<C: Core> Driver<C> {
         if let Io::Uring(ring) = &mut self.io {
             ring.pause(id);
         }
+        self.enforce_stash_ceiling();
         match why {
             Park::Input => {
                 if due(&mut self.input.last_input_log) {
@@ -135,6 +141,31 @@ impl<C: Core> Driver<C> {
                     );
                 }
             }
+        }
+    }
+
+    /// io_uring only: what parked connections had received before their receive was cancelled is held by the
+    /// driver (see `Ring::pause`), beyond the budget's reach. Past half the budget, the parked connections holding
+    /// the most of it are closed (the finisher excepted), so the process stays bounded under io_uring too.
+    fn enforce_stash_ceiling(&mut self) {
+        let ceiling = self.input.limit / 2;
+        loop {
+            let Io::Uring(ring) = &self.io else {
+                return;
+            };
+            let (total, largest) = ring.stashed(self.input.finisher);
+            let Some(id) = largest.filter(|_| total > ceiling) else {
+                return;
+            };
+            if due(&mut self.input.last_stash_log) {
+                log::warn!(
+                    "conn {}: closed: input received and held back ({total} bytes from clients not being read) \
+                     exceeds half of max_partial_input_bytes ({})",
+                    id.0,
+                    self.input.limit
+                );
+            }
+            self.drop_conn(id);
         }
     }
 

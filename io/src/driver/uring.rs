@@ -266,6 +266,8 @@ pub struct Ring {
     to_arm: Vec<ConnectionId>,
     completions: Vec<Completion>,
     bufs_returned: bool,
+    /// Bytes in every connection's `stashed`.
+    stashed_total: usize,
 }
 
 impl Ring {
@@ -311,6 +313,7 @@ impl Ring {
             to_arm: Vec::new(),
             completions: Vec::new(),
             bufs_returned: false,
+            stashed_total: 0,
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -412,6 +415,7 @@ impl Ring {
         let Some(mut rc) = self.conns.remove(&id) else {
             return;
         };
+        self.stashed_total -= rc.stashed.len();
         for received in rc.received.drain(..) {
             if let Received::Data { bid, .. } = received {
                 self.bufs.give(bid);
@@ -441,6 +445,7 @@ impl Ring {
             match received {
                 Received::Data { bid, len } => {
                     rc.stashed.extend_from_slice(self.bufs.buf(bid, len));
+                    self.stashed_total += len;
                     self.bufs.give(bid);
                     self.bufs_returned = true;
                 }
@@ -461,6 +466,18 @@ impl Ring {
 
     /// Cancel `id`'s receive now, not at the next `wait`: until the kernel has it, every arrival on the socket
     /// still takes provided buffers.
+    /// Bytes received from paused connections and not read yet, and the connection (other than `except`) holding
+    /// the most of them.
+    pub fn stashed(&self, except: Option<ConnectionId>) -> (usize, Option<ConnectionId>) {
+        let largest = self
+            .conns
+            .iter()
+            .filter(|(id, rc)| Some(**id) != except && !rc.stashed.is_empty())
+            .max_by_key(|(id, rc)| (rc.stashed.len(), **id))
+            .map(|(id, _)| *id);
+        (self.stashed_total, largest)
+    }
+
     fn cancel_recv(&mut self, id: ConnectionId) {
         let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
             .build()
@@ -492,6 +509,7 @@ impl Ring {
             let n = rc.stashed.len().min(buf.len());
             buf[..n].copy_from_slice(&rc.stashed[..n]);
             rc.stashed.drain(..n);
+            self.stashed_total -= n;
             if rc.stashed.is_empty() {
                 rc.stashed = Vec::new();
             }
