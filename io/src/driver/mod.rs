@@ -939,8 +939,8 @@ impl<C: Core> Driver<C> {
             "cannot write"
         };
         log::error!(
-            "data directory: {what} ({error}); refusing QoS 1/2 messages (MQTT 5: 0x97 Quota exceeded; 3.1.1: held \
-             unacknowledged) until it can be written again, retrying every {}s",
+            "data directory: {what} ({error}); refusing QoS 1/2 messages (MQTT 5: 0x97 Quota exceeded; 3.1.1: connection \
+             closed) until it can be written again, retrying every {}s",
             STORAGE_RETRY.as_secs()
         );
         if let Some(storage) = self.storage.as_mut() {
