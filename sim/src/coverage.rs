@@ -52,6 +52,7 @@ features! {
     SessionResumed => "a session resumed (Session Present 1)",
     Redelivered => "a message resent with DUP",
     ExpiryDelivered => "a message with an expiry interval delivered",
+    ExpiringOwed => "a QoS 1/2 message with an expiry delivered in the liveness phase",
     ClientTopicAlias => "a client's PUBLISH by Topic Alias",
     SubscribeRefused => "a subscription refused in SUBACK",
     PublishRefused => "a PUBLISH refused in PUBACK/PUBREC",

@@ -142,6 +142,13 @@ fn finds_delayed_will_lost() {
     finds("delayed-will-lost");
 }
 
+/// A queued message with an expiry left in the queue after a PUBACK (a lost wakeup): at the liveness phase's first
+/// quiet moment the model's clock says it had not expired, and it was never sent.
+#[test]
+fn finds_expiring_message_left_queued() {
+    finds("expiring-left-queued");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -134,6 +134,9 @@ pub enum PlantedBug {
     WillDelayIgnored,
     /// A will whose Will Delay Interval ran out with its session still away is forgotten, never published.
     DelayedWillLost,
+    /// A PUBACK or PUBCOMP refills the inflight window only when the message at the head of the queue carries no
+    /// Message Expiry Interval (a lost wakeup): such a message waits for the next unrelated event.
+    ExpiringLeftQueued,
 }
 
 impl Default for Config {

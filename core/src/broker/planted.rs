@@ -23,6 +23,7 @@ pub(super) enum PlantedBugKind {
     RetainHandlingIgnoredOnResubscribe,
     WillDelayIgnored,
     DelayedWillLost,
+    ExpiringLeftQueued,
 }
 
 impl Broker {
@@ -76,6 +77,7 @@ impl Broker {
                 )
                 | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
                 | (Some(PlantedBug::DelayedWillLost), PlantedBugKind::DelayedWillLost)
+                | (Some(PlantedBug::ExpiringLeftQueued), PlantedBugKind::ExpiringLeftQueued)
         )
     }
 

@@ -433,7 +433,9 @@ impl Broker {
         });
         if expected.is_some() {
             self.complete_inflight(key, ack.packet_id);
-            self.pump(key);
+            if !self.expiring_head_left_queued(key) {
+                self.pump(key);
+            }
         }
     }
 
@@ -482,7 +484,9 @@ impl Broker {
         });
         if expected.is_some() {
             self.complete_inflight(key, comp.packet_id);
-            self.pump(key);
+            if !self.expiring_head_left_queued(key) {
+                self.pump(key);
+            }
         }
     }
 
@@ -505,5 +509,17 @@ impl Broker {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         self.send(conn, &Packet::PubComp(PubResponse::new(rel.packet_id, reason)));
+    }
+}
+
+impl Broker {
+    /// The planted lost wakeup (`ExpiringLeftQueued`): the head of the queue carries a Message Expiry Interval.
+    fn expiring_head_left_queued(&self, key: SessionKey) -> bool {
+        self.planted(PlantedBugKind::ExpiringLeftQueued)
+            && self
+                .sessions
+                .get(&key)
+                .and_then(|s| s.queue().front())
+                .is_some_and(|d| d.message.expires_at.is_some())
     }
 }

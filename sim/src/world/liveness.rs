@@ -71,6 +71,7 @@ impl World {
                 }
             }
             if idle {
+                self.check_expiring_sent()?;
                 self.now += 1_000;
                 self.fire_timers()?;
                 // A timer that produced work (a will, say) means the system is not quiet yet.

@@ -22,6 +22,7 @@ mod connack;
 mod delayed_wills;
 mod disk;
 mod durability;
+mod expiring;
 mod expiry;
 mod faults;
 mod liveness;

@@ -26,6 +26,7 @@ impl World {
                 if p.properties.message_expiry_interval.is_some() {
                     self.hit(Feature::ExpiryDelivered);
                 }
+                self.observe_expiring_owed(p);
                 if self.clients[client].shared_only {
                     self.hit(Feature::SharedDelivered);
                 }
