@@ -220,7 +220,7 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("will-delay-ignored", "before its Will Delay Interval ran out"),
     ("delayed-will-lost", "owed once its Will Delay Interval ran out"),
     (
-        "expiring-dropped-early",
+        "expiring-left-queued",
         "was never sent although the connection was idle",
     ),
     (
