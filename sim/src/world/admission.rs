@@ -123,7 +123,8 @@ impl World {
         for mut pending in std::mem::take(&mut self.chunk_publishes) {
             let (client, packet_id) = (pending.client, pending.publish.packet_id);
             let v5 = self.clients[client].version.is_v5();
-            if storage_was_suspended && !v5 {
+            let duplicate_acked = pending.maybe_duplicate && acks.replies.contains_key(&(pending.conn, packet_id));
+            if storage_was_suspended && !v5 && !duplicate_acked {
                 self.expect_transient_error_close(&pending, acks)?;
                 continue;
             }

@@ -180,6 +180,9 @@ struct PendingPublish {
     /// The publisher's connection was write-blocked while the PUBLISH waited, so its acknowledgement may have
     /// come out later than the admission (see `admission`).
     blind: bool,
+    /// A QoS 2 resend whose id the broker may still hold: it may answer PUBREC as for a duplicate, which needs no
+    /// storage (see `admission`).
+    maybe_duplicate: bool,
 }
 
 /// A broker with the seed's access rules.
@@ -788,6 +791,7 @@ impl World {
                         plan,
                         uncertain,
                         blind: false,
+                        maybe_duplicate: unsure && publish.qos == QoS::ExactlyOnce,
                     });
                 }
             }
