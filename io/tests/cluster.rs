@@ -6,7 +6,7 @@
 mod common;
 
 use common::clients::{connect4, count_acks, publish_stream};
-use common::cluster::{cluster_section, free_addr, wait_for_leader_since};
+use common::cluster::{free_addr, node_config, wait_for_leader};
 use common::{wait_for, BrokerProcess, Events4 as Events};
 use rumqttc::{Client, Event, Packet, QoS};
 use std::collections::BTreeMap;
@@ -17,22 +17,14 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Messages per stream: enough that the kill lands mid-stream on a fast machine, few enough for a busy one.
 const N: usize = 300;
 
-fn node_config(id: u64, peers: &[SocketAddr]) -> String {
-    format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n{}",
-        cluster_section(id, "test", peers)
-    )
-}
-
 #[test]
 fn acknowledged_messages_survive_sigkill_of_the_leader() {
     let started = Instant::now();
     let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
         .collect();
-    let leader =
-        wait_for_leader_since(nodes.iter().map(Option::as_ref), &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let node = nodes[leader].as_ref().expect("leader runs");
 
     // A persistent session subscribes (3.1.1 Clean Session 0 [MQTT-3.1.2-4]) and goes offline.
@@ -79,7 +71,7 @@ fn acknowledged_messages_survive_sigkill_of_the_leader() {
     );
     assert!(acked_q1 < N || acked_q2 < N, "the kill happened mid-stream");
 
-    let new_leader = wait_for_leader_since(nodes.iter().map(Option::as_ref), &since, WAIT).unwrap_or_else(|| {
+    let new_leader = wait_for_leader(&nodes, &since, WAIT).unwrap_or_else(|| {
         let logs: Vec<String> = nodes.iter().flatten().map(|n| n.log_text()).collect();
         panic!(
             "no new leader after the kill:\n{}\n---\n{killed_log}",
@@ -169,10 +161,9 @@ fn publish_all(client: &Client, events: &Events, topic: &str, qos: QoS, prefix: 
 fn clients_on_followers_are_relayed_to_the_leader() {
     let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
         .collect();
-    let leader =
-        wait_for_leader_since(nodes.iter().map(Option::as_ref), &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let follower_a = nodes[(leader + 1) % 3].as_ref().expect("runs");
     let follower_b = nodes[(leader + 2) % 3].as_ref().expect("runs");
     // The followers know the leader once they have heard from it.
@@ -272,7 +263,7 @@ fn a_data_directory_of_another_cluster_is_refused_at_start_naming_the_file() {
     drop(mqtt_io::cluster::disk::RaftDisk::open(&data, "other", 1, false).expect("other cluster's directory"));
     let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let config = dir.path().join("node1.toml");
-    std::fs::write(&config, node_config(1, &peers)).expect("config");
+    std::fs::write(&config, node_config(1, &peers, "")).expect("config");
     let output = std::process::Command::new(common::BIN)
         .arg("--config")
         .arg(&config)
@@ -324,10 +315,9 @@ mod failover {
     fn a_persistent_session_resumes_on_another_node_after_the_leader_is_killed() {
         let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-            .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+            .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
             .collect();
-        let leader =
-            wait_for_leader_since(nodes.iter().map(Option::as_ref), &[0, 0, 0], WAIT).expect("a leader is elected");
+        let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
         let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
         for f in [a, b] {
             let node = nodes[f].as_ref().expect("runs");

@@ -8,7 +8,7 @@ mod common;
 
 use common::auth::{add_user, auth_files};
 use common::clients::{client4, client5, connack4, connack5};
-use common::cluster::{cluster_section, free_addr, wait_for_leader_since};
+use common::cluster::{cluster_section, free_addr, wait_for_leader};
 use common::http::{get, http_addr, poll};
 use common::{wait_for, BrokerProcess};
 use rumqttc::v5;
@@ -41,7 +41,7 @@ fn node_config(id: u64, peers: &[SocketAddr], files: &Path, http: bool) -> Strin
         } else {
             ""
         },
-        cluster_section(id, "auth", peers)
+        cluster_section(id, "auth", peers, "")
     )
 }
 
@@ -56,7 +56,7 @@ fn start_cluster(files: &tempfile::TempDir, http: bool) -> Vec<BrokerProcess> {
 fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     let files = auth_files(ACL);
     let mut nodes = start_cluster(&files, false);
-    let leader = wait_for_leader_since(nodes.iter().map(Some), &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let follower_a = &nodes[(leader + 1) % 3];
     let follower_b = &nodes[(leader + 2) % 3];
     for f in [follower_a, follower_b] {
@@ -142,8 +142,7 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     // The leader is SIGKILLed: the broker the new leader builds checks the same (reloaded) files.
     drop(nodes.remove(leader).crash());
     let since: Vec<usize> = nodes.iter().map(|n| n.log.lock().unwrap().len()).collect();
-    let new_leader =
-        &nodes[wait_for_leader_since(nodes.iter().map(Some), &since, WAIT).expect("a new leader is elected")];
+    let new_leader = &nodes[wait_for_leader(&nodes, &since, WAIT).expect("a new leader is elected")];
     let (_c, events) = client5(new_leader, "bad5-new-leader", Some(("alice", "nope")));
     assert_eq!(connack5(&events), Some(Rc5::BadUserNamePassword));
     let (_c, events) = client4(new_leader, "carol-new-leader", Some(("carol", "cpw")));
@@ -170,7 +169,7 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
 fn health_names_the_leader_on_every_node_and_is_503_without_one() {
     let files = auth_files(ACL);
     let mut nodes = start_cluster(&files, true);
-    let leader = wait_for_leader_since(nodes.iter().map(Some), &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let leader_id = leader + 1;
     let https: Vec<SocketAddr> = nodes.iter().map(http_addr).collect();
     for (i, http) in https.iter().enumerate() {

@@ -4,7 +4,7 @@
 mod common;
 mod wire;
 
-use common::cluster::{cluster_section, free_addr, wait_for_leader_since};
+use common::cluster::{cluster_section, free_addr, wait_for_leader};
 use common::BrokerProcess;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(20);
 fn ws_node_config(id: u64, peers: &[SocketAddr]) -> String {
     format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"ws\"\n\n{}",
-        cluster_section(id, "ws", peers)
+        cluster_section(id, "ws", peers, "")
     )
 }
 
@@ -25,7 +25,7 @@ fn websocket_clients_on_two_followers_meet_through_the_leader() {
     let nodes: Vec<BrokerProcess> = (1..=3)
         .map(|id| BrokerProcess::start_with_config(&ws_node_config(id, &peers), &[]))
         .collect();
-    let leader = wait_for_leader_since(nodes.iter().map(Some), &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let (a, b) = (&nodes[(leader + 1) % 3], &nodes[(leader + 2) % 3]);
     for f in [a, b] {
         assert!(

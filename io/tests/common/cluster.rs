@@ -1,18 +1,28 @@
-//! Clusters of real processes on loopback: peer addresses, the `[cluster]` section, and finding the leader.
+//! Cluster helpers shared by the cluster test crates: node-to-node addresses, node configuration files and finding
+//! the leader in the logs.
 
 use super::BrokerProcess;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A loopback address nobody listens on now (the port is released when the probe is dropped).
+/// A loopback address free at the time of asking.
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
 
-/// The `[cluster]` section of node `id` among `peers` (node `i + 1` at `peers[i]`), with timings short enough for
-/// tests: 50 ms ticks, elections after 10, heartbeats every 2.
-pub fn cluster_section(id: u64, cluster_id: &str, peers: &[SocketAddr]) -> String {
+/// The configuration of node `id` of cluster "test", whose members `peers` are numbered from 1, with a client
+/// listener on a free port, 50 ms ticks, and `extra` lines added to `[cluster]`.
+pub fn node_config(id: u64, peers: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n{}",
+        cluster_section(id, "test", peers, extra)
+    )
+}
+
+/// The `[cluster]` section of node `id` of `cluster_id` among `peers` (node `i + 1` at `peers[i]`), with timings
+/// short enough for tests (50 ms ticks, elections after 10, heartbeats every 2) and `extra` lines.
+pub fn cluster_section(id: u64, cluster_id: &str, peers: &[SocketAddr], extra: &str) -> String {
     let peers: Vec<String> = peers
         .iter()
         .enumerate()
@@ -20,24 +30,40 @@ pub fn cluster_section(id: u64, cluster_id: &str, peers: &[SocketAddr]) -> Strin
         .collect();
     format!(
         "[cluster]\nnode_id = {id}\ncluster_id = \"{cluster_id}\"\n\
-         tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\npeers = [\n{}\n]\n",
+         tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n{extra}\npeers = [\n{}\n]\n",
         peers.join("\n")
     )
 }
 
-/// The index of the node that logs that it serves clients after `since[i]` log lines of node `i` (`None` for a
-/// node that is down), or `None` if none does within `timeout`.
-pub fn wait_for_leader_since<'a>(
-    nodes: impl Iterator<Item = Option<&'a BrokerProcess>> + Clone,
-    since: &[usize],
-    timeout: Duration,
-) -> Option<usize> {
+/// A node of a test cluster: one that runs, or (`Option`) one that may have been stopped.
+pub trait NodeSlot {
+    fn running(&self) -> Option<&BrokerProcess>;
+}
+
+impl NodeSlot for BrokerProcess {
+    fn running(&self) -> Option<&BrokerProcess> {
+        Some(self)
+    }
+}
+
+impl NodeSlot for Option<BrokerProcess> {
+    fn running(&self) -> Option<&BrokerProcess> {
+        self.as_ref()
+    }
+}
+
+/// The index of a node that logged that it serves clients after its first `since[i]` log lines.
+pub fn wait_for_leader<N: NodeSlot>(nodes: &[N], since: &[usize], timeout: Duration) -> Option<usize> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        for (i, node) in nodes.clone().enumerate() {
-            let Some(node) = node else { continue };
+        for (i, node) in nodes.iter().enumerate() {
+            let Some(node) = node.running() else { continue };
             let log = node.log.lock().unwrap();
-            if log.iter().skip(since[i]).any(|l| l.contains("serving clients")) {
+            if log
+                .iter()
+                .skip(since.get(i).copied().unwrap_or(0))
+                .any(|l| l.contains("serving clients"))
+            {
                 return Some(i);
             }
         }
