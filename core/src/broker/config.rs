@@ -14,6 +14,9 @@ pub struct Config {
     /// publishers back: their PUBLISH is acknowledged only once it fits (see `flow`), so nothing acknowledged is
     /// dropped. An offline session cannot drain, so what does not fit its queue is dropped and counted.
     pub max_queued_messages: usize,
+    /// Retained messages sent on subscribe are handed to the session in slices: at most this many queued at once,
+    /// the next as the subscriber acknowledges and reads (see `retained_stream`).
+    pub retained_slice: usize,
     /// Bytes of encoded output held for one connection that is not reading; past this QoS 0 messages to it are
     /// dropped and QoS 1/2 messages stay queued in its session.
     pub max_outbuf_bytes: usize,
@@ -134,6 +137,7 @@ impl Default for Config {
             receive_maximum: 1024,
             max_inflight: 1024,
             max_queued_messages: 100_000,
+            retained_slice: 256,
             max_outbuf_bytes: 4 * 1024 * 1024,
             shared_payload_min: 2048,
             max_connections: 100_000,

@@ -20,6 +20,7 @@ mod planted;
 mod preconnect;
 mod publish;
 mod quota;
+mod retained_stream;
 mod session;
 mod stats;
 mod subscribe;
@@ -189,6 +190,8 @@ pub struct Broker {
     last_stored_message: Option<u64>,
     subscriptions: SubscriptionTree<SessionKey>,
     retained: RetainedTree<Arc<Message>>,
+    /// Retained messages still to be sent for wide subscriptions, per session (see `retained_stream`).
+    retained_streams: BTreeMap<SessionKey, Vec<retained_stream::RetainedStream>>,
     timers: Timers,
     outputs: VecDeque<Output>,
     /// Connections with bytes in their `outbuf`, in the order they first got some.
@@ -237,6 +240,7 @@ impl Broker {
             last_stored_message: None,
             subscriptions: SubscriptionTree::new(hash_keys),
             retained: RetainedTree::new(),
+            retained_streams: BTreeMap::new(),
             timers: Timers::default(),
             outputs: VecDeque::new(),
             dirty: Vec::new(),
@@ -624,8 +628,9 @@ impl Broker {
     /// later disconnect re-armed the session's expiry or will at another deadline. Keeps the queue proportional to
     /// live connections and sessions however often clients come and go.
     fn compact_timers(&mut self) {
-        let (connections, sessions) = (&self.connections, &self.sessions);
+        let (connections, sessions, streams) = (&self.connections, &self.sessions, &self.retained_streams);
         self.timers.compact(|deadline, timer| match timer {
+            Timer::RetainedStream(key) => streams.contains_key(&key),
             Timer::Connection(conn) | Timer::Refusal(conn) => connections.contains_key(&conn),
             Timer::SessionExpiry(key) => sessions
                 .get(&key)
@@ -651,6 +656,7 @@ impl Broker {
                 Timer::SessionExpiry(key) => self.check_session_expiry(key),
                 Timer::WillDelay(key) => self.check_will_delay(key),
                 Timer::Refusal(conn) => self.send_held_refusal(conn),
+                Timer::RetainedStream(key) => self.advance_retained(key),
                 Timer::Sys => {
                     self.publish_sys();
                     let next = self.now + std::time::Duration::from_secs(u64::from(self.config.sys_interval));

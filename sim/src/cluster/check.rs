@@ -9,12 +9,18 @@
 //!   leader cut off from its quorum needs to notice (check-quorum).
 //! - Agreement: nodes at the same applied index have the same digest of applied entries (and, at the end, equal
 //!   images).
+//! - No acknowledgement of an uncommitted record, seen by the client: when a publisher receives the PUBACK or
+//!   PUBREC of a message, an entry that stores the message (a `Store` or `Retain` record holding its payload) is
+//!   durable on a majority of the disks. The simulator reads the entries as the nodes write them, so this holds
+//!   whatever path the acknowledgement took (straight from the leader, or relayed by a follower).
 //! - Delivery: every acknowledged QoS 1/2 message reaches every subscriber, QoS 2 exactly once, across any
 //!   sequence of leader changes (checked at the end of the liveness phase; duplicates at once).
 
 use super::disk::Disk;
 use bytes::Bytes;
+use mqtt_cluster::eraftpb::Entry;
 use mqtt_core::packet::QoS;
+use mqtt_core::persist::Record;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Default)]
@@ -32,6 +38,13 @@ pub struct Checker {
     /// The first digest seen at each applied index.
     digests: BTreeMap<u64, (u64, u64)>,
     pub releases_checked: u64,
+    /// Entries (index, term) that store each payload, as written to any disk.
+    stored_in: BTreeMap<Bytes, BTreeSet<(u64, u64)>>,
+    /// Entries already read.
+    entries_read: BTreeSet<(u64, u64)>,
+    /// Acknowledgements received and not yet checked against the disks: (publisher, payload).
+    acks_to_verify: Vec<(usize, Bytes)>,
+    pub acks_verified: u64,
 }
 
 impl Checker {
@@ -39,8 +52,53 @@ impl Checker {
         self.published.insert(payload.clone(), qos);
     }
 
-    pub fn acknowledged(&mut self, payload: &Bytes) {
+    /// Publisher `client` received the acknowledgement of `payload`; checked by `verify_acks`.
+    pub fn acknowledged(&mut self, client: usize, payload: &Bytes) {
         self.acknowledged.insert(payload.clone());
+        self.acks_to_verify.push((client, payload.clone()));
+    }
+
+    /// Entries a node writes (each (index, term) read once): which payloads they store.
+    pub fn entries_written(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            if entry.data.is_empty() || !self.entries_read.insert((entry.index, entry.term)) {
+                continue;
+            }
+            // An entry that does not decode is reported by the node that applies it.
+            let Ok(records) = mqtt_cluster::wire::decode_records(&entry.data) else {
+                continue;
+            };
+            for record in records {
+                if let Record::Store { message, .. } | Record::Retain { message } = record {
+                    self.stored_in
+                        .entry(message.payload.clone())
+                        .or_default()
+                        .insert((entry.index, entry.term));
+                }
+            }
+        }
+    }
+
+    /// Every acknowledgement received since the last call was of a message stored by an entry that a majority of
+    /// the disks hold durably.
+    pub fn verify_acks(&mut self, disks: &[&Disk]) -> Result<(), String> {
+        for (client, payload) in std::mem::take(&mut self.acks_to_verify) {
+            self.acks_verified += 1;
+            let entries = self.stored_in.get(&payload);
+            let committed = entries.is_some_and(|entries| {
+                entries.iter().any(|(index, term)| {
+                    let holding = disks.iter().filter(|d| d.holds(*index, *term)).count();
+                    holding * 2 > disks.len()
+                })
+            });
+            if !committed {
+                return Err(format!(
+                    "c{client} received the acknowledgement of {payload:?} while no entry storing it was durable on a \
+                     majority (entries storing it: {entries:?}): an acknowledgement for an uncommitted record"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn acknowledged_count(&self) -> usize {
