@@ -128,6 +128,9 @@ pub enum PlantedBug {
     SharedDeliveredTwice,
     /// A will with a Will Delay Interval is published at once when its connection ends.
     WillDelayIgnored,
+    /// While storage takes no writes, a 3.1.1 client's QoS 1/2 PUBLISH is refused as for MQTT 5, which 3.1.1
+    /// encodes as a plain PUBACK: acknowledged, and lost, instead of the connection being closed [MQTT-4.8.0-2].
+    V311AcknowledgedOnFullDisk,
 }
 
 impl Default for Config {

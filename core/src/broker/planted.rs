@@ -22,6 +22,7 @@ pub(super) enum PlantedBugKind {
     ExpiredMessageDelivered,
     RetainHandlingIgnoredOnResubscribe,
     WillDelayIgnored,
+    V311AcknowledgedOnFullDisk,
 }
 
 impl Broker {
@@ -74,6 +75,10 @@ impl Broker {
                     PlantedBugKind::RetainHandlingIgnoredOnResubscribe
                 )
                 | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
+                | (
+                    Some(PlantedBug::V311AcknowledgedOnFullDisk),
+                    PlantedBugKind::V311AcknowledgedOnFullDisk
+                )
         )
     }
 
