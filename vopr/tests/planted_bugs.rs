@@ -135,6 +135,13 @@ fn finds_delayed_will_published_early() {
     finds("will-delay-ignored");
 }
 
+/// A will whose delay runs out while its session stays away in the liveness phase is forgotten: its subscribers
+/// are owed it, and the liveness phase finds it missing.
+#[test]
+fn finds_delayed_will_lost() {
+    finds("delayed-will-lost");
+}
+
 #[test]
 fn finds_v311_publish_acknowledged_on_a_full_disk() {
     finds("v311-acknowledged-on-full-disk");

@@ -22,6 +22,7 @@ pub(super) enum PlantedBugKind {
     ExpiredMessageDelivered,
     RetainHandlingIgnoredOnResubscribe,
     WillDelayIgnored,
+    DelayedWillLost,
     V311AcknowledgedOnFullDisk,
 }
 
@@ -75,6 +76,7 @@ impl Broker {
                     PlantedBugKind::RetainHandlingIgnoredOnResubscribe
                 )
                 | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
+                | (Some(PlantedBug::DelayedWillLost), PlantedBugKind::DelayedWillLost)
                 | (
                     Some(PlantedBug::V311AcknowledgedOnFullDisk),
                     PlantedBugKind::V311AcknowledgedOnFullDisk

@@ -1,8 +1,9 @@
-//! Cluster helpers shared by the cluster test crates: node-to-node addresses, node configuration files and finding
-//! the leader in the logs.
+//! Cluster helpers shared by the cluster test crates: node-to-node addresses, node configuration files, finding
+//! the leader in the logs, and running `mqtt-broker cluster ...` against a node's configuration.
 
-use super::BrokerProcess;
+use super::{BrokerProcess, BIN};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A loopback address free at the time of asking.
@@ -70,4 +71,31 @@ pub fn wait_for_leader<N: NodeSlot>(nodes: &[N], since: &[usize], timeout: Durat
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// Log lines so far, per node (0 for a node that does not run), for `wait_for_leader`'s `since`.
+pub fn log_lengths(nodes: &[Option<BrokerProcess>]) -> Vec<usize> {
+    nodes
+        .iter()
+        .map(|n| n.as_ref().map_or(0, |n| n.log.lock().unwrap().len()))
+        .collect()
+}
+
+/// `mqtt-broker --config <node's file> cluster <args>`: whether it succeeded, its stdout and its stderr.
+pub fn cluster_command(node: &BrokerProcess, args: &[&str]) -> (bool, String, String) {
+    let config = node.data_dir.path().join("broker.toml");
+    cluster_command_with(&config, args)
+}
+
+pub fn cluster_command_with(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().expect("utf-8 path"), "cluster"])
+        .args(args)
+        .output()
+        .expect("run mqtt-broker cluster");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
