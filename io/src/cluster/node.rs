@@ -489,6 +489,15 @@ impl Core for ClusterCore {
         self.node.broker().map(Broker::gauges).unwrap_or_default()
     }
 
+    /// The leader's broker decodes its clients' packets; a follower relays them (no budget there yet).
+    fn partial_input(&self, conn: mqtt_core::broker::ConnectionId) -> mqtt_core::broker::PartialInput {
+        self.node.broker().map(|b| b.partial_input(conn)).unwrap_or_default()
+    }
+
+    fn unsent_output(&self, conn: mqtt_core::broker::ConnectionId) -> usize {
+        self.node.broker().map_or(0, |b| b.unsent_output(conn))
+    }
+
     /// SIGHUP: the node's current broker and every broker it builds later check the freshly loaded files.
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         if let Some(shared) = &self.authenticator {

@@ -614,3 +614,21 @@ fn a_joining_node_may_list_any_number_of_members() {
     let alone = "[cluster]\nnode_id = 4\ncluster_id = \"demo\"\njoin = true\npeers = [{ id = 4, address = \"127.0.0.1:7004\" }]\n";
     assert!(from_text(alone, &[]).unwrap_err().to_string().contains("1 voter(s)"));
 }
+
+#[test]
+fn the_partial_input_budget_defaults_to_64_mib_and_refuses_zero_naming_the_key() {
+    let s = from_text("", &[]).unwrap();
+    assert_eq!(s.limits.max_partial_input_bytes, 64 * 1024 * 1024);
+    let s = from_text("[limits]\nmax_partial_input_bytes = 1048576\n", &[]).unwrap();
+    assert_eq!(s.limits.max_partial_input_bytes, 1 << 20);
+    let err = from_text("[limits]\nmax_partial_input_bytes = 0\n", &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.toml:2:27: key `limits.max_partial_input_bytes`: must be greater than 0"
+    );
+    let err = resolve(&FileConfig::default(), None, &cli(&["--max-partial-input-bytes", "0"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "flag --max-partial-input-bytes: key `limits.max_partial_input_bytes`: must be greater than 0"
+    );
+}
