@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         }
     }
     if let Some(Command::Cluster { action }) = &cli.command {
-        return cluster_command(&settings, *action);
+        return cluster_command(&settings, action.clone());
     }
     if cli.check_config {
         print!("{}", settings.to_toml());
@@ -423,6 +423,26 @@ fn cluster_command(settings: &Settings, action: config::ClusterAction) -> ExitCo
             let members: Vec<_> = cluster.peers.iter().map(|p| (p.id, p.address)).collect();
             print!("{}", mqtt_io::cluster::status::report(&cluster.cluster_id, &members));
             ExitCode::SUCCESS
+        }
+        config::ClusterAction::AddNode { id, address } => {
+            let address = address.to_string();
+            member_change(cluster, mqtt_cluster::MemberChange::Add { id, address })
+        }
+        config::ClusterAction::RemoveNode { id } => member_change(cluster, mqtt_cluster::MemberChange::Remove { id }),
+    }
+}
+
+/// `mqtt-broker cluster add-node` / `remove-node`: asks the leader, waits until the change is applied.
+fn member_change(cluster: &config::ClusterSettings, change: mqtt_cluster::MemberChange) -> ExitCode {
+    let members: Vec<_> = cluster.peers.iter().map(|p| (p.id, p.address)).collect();
+    match mqtt_io::cluster::admin::run(&cluster.cluster_id, &members, &change) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("mqtt-broker: cluster membership change failed: {why}");
+            ExitCode::FAILURE
         }
     }
 }

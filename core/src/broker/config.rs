@@ -39,6 +39,10 @@ pub struct Config {
     /// Budget for all bytes buffered from connections not yet past CONNACK; the connection that exceeds it is
     /// closed. 0: no budget.
     pub max_preconnect_bytes: usize,
+    /// Budget for the partial packets held from all connections past CONNACK. The core only reports what each
+    /// holds ([`Broker::partial_input`](super::Broker::partial_input)); the driver enforces it by not reading from
+    /// the connections that hold the most while the total is above it.
+    pub max_partial_input_bytes: usize,
     /// Milliseconds a new connection may take to send CONNECT before it is closed.
     pub connect_timeout_ms: u64,
     /// Whether retained messages are supported (Retain Available).
@@ -128,6 +132,8 @@ pub enum PlantedBug {
     SharedDeliveredTwice,
     /// A will with a Will Delay Interval is published at once when its connection ends.
     WillDelayIgnored,
+    /// A will whose Will Delay Interval ran out with its session still away is forgotten, never published.
+    DelayedWillLost,
 }
 
 impl Default for Config {
@@ -145,6 +151,7 @@ impl Default for Config {
             max_keep_alive: 0,
             max_connect_size: 64 * 1024,
             max_preconnect_bytes: 64 * 1024 * 1024,
+            max_partial_input_bytes: 64 * 1024 * 1024,
             connect_timeout_ms: 10_000,
             retain_available: true,
             max_topic_alias: 64,
