@@ -18,7 +18,7 @@
 //! the connection back in the read queue when it is resumed), io_uring also cancels the connection's multishot
 //! receive so that it takes no more provided buffers. A multishot receive takes what the client sent before the
 //! cancel lands, though, and a parked connection must not keep provided buffers from everyone else: that input is
-//! copied aside (`Ring::pause`), and past half the budget of it the parked connections holding the most are closed
+//! copied aside (`Ring::pause`), and past the budget of it the parked connections holding the most are closed
 //! (`enforce_stash_ceiling`), so io_uring stays bounded too, at the price of closing where epoll only waits.
 
 use super::conn::State;
@@ -145,10 +145,10 @@ impl<C: Core> Driver<C> {
     }
 
     /// io_uring only: what parked connections had received before their receive was cancelled is held by the
-    /// driver (see `Ring::pause`), beyond the budget's reach. Past half the budget, the parked connections holding
+    /// driver (see `Ring::pause`), beyond the budget's reach. Past the budget again, the parked connections holding
     /// the most of it are closed (the finisher excepted), so the process stays bounded under io_uring too.
     fn enforce_stash_ceiling(&mut self) {
-        let ceiling = self.input.limit / 2;
+        let ceiling = self.input.limit;
         loop {
             let Io::Uring(ring) = &self.io else {
                 return;
@@ -160,7 +160,7 @@ impl<C: Core> Driver<C> {
             if due(&mut self.input.last_stash_log) {
                 log::warn!(
                     "conn {}: closed: input received and held back ({total} bytes from clients not being read) \
-                     exceeds half of max_partial_input_bytes ({})",
+                     exceeds max_partial_input_bytes too ({})",
                     id.0,
                     self.input.limit
                 );
