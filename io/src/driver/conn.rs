@@ -46,6 +46,8 @@ pub struct Conn {
     /// The partial packet the core holds from this connection as of its last read: bytes held, bytes missing.
     pub held_input: usize,
     pub missing_input: usize,
+    /// A flush wrote everything queued since it was parked for its output: its client reads.
+    pub drained_since_park: bool,
     transport: Transport,
     pending: Outbox,
 }
@@ -63,6 +65,7 @@ impl Conn {
             parked: None,
             held_input: 0,
             missing_input: 0,
+            drained_since_park: false,
             transport,
             pending: Outbox::default(),
         }

@@ -1093,6 +1093,7 @@ impl<C: Core> Driver<C> {
             let open = conn.state == State::Open;
             match result {
                 Ok(Flush::Done) => {
+                    conn.drained_since_park = true;
                     if conn.write_blocked {
                         conn.write_blocked = false;
                         if open {

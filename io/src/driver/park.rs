@@ -12,7 +12,8 @@
 //! - **Output bound** (`max_outbuf_bytes`): the bytes the driver has not written (the transport's own replies
 //!   included: WebSocket pongs, close frames) plus what the core holds for the connection. A client that sends
 //!   without reading what it is owed (PINGREQ or WebSocket ping floods) stops being read at the bound, instead
-//!   of growing its replies; it is read again once it has read them below the bound.
+//!   of growing its replies; it is read again once it has read them (a slow subscriber that reads keeps having
+//!   its own packets read between the deliveries that refill its output).
 //!
 //! Both drivers park the same way: epoll simply does not read (edge-triggered readiness is remembered by putting
 //! the connection back in the read queue when it is resumed), io_uring also cancels the connection's multishot
@@ -111,6 +112,7 @@ impl<C: Core> Driver<C> {
         };
         conn.parked = Some(why);
         conn.readable = false;
+        conn.drained_since_park = false;
         let unsent = conn.pending_bytes();
         self.parked.insert(id);
         if let Io::Uring(ring) = &mut self.io {
@@ -230,7 +232,13 @@ impl<C: Core> Driver<C> {
             .copied()
             .filter(|id| match self.conns.get(id).and_then(|c| c.parked) {
                 Some(Park::Input) => drained,
-                Some(Park::Output) => self.park_reason(*id) != Some(Park::Output),
+                // Read again once its client has read everything written so far, even if the core refilled its
+                // output at once (a slow subscriber of a flood still has its PINGREQs and PUBACKs read), or once
+                // it is below the bound.
+                Some(Park::Output) => {
+                    self.conns.get(id).is_some_and(|c| c.drained_since_park)
+                        || self.park_reason(*id) != Some(Park::Output)
+                }
                 None => true,
             })
             .collect();
