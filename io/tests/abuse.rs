@@ -902,3 +902,71 @@ fn many_large_publishes_at_once_beyond_the_input_budget_all_complete() {
         "every large PUBLISH completes ({answered} of {CLIENTS})"
     );
 }
+
+/// The output bound must not hold back a client that does read, only slowly: a subscriber on a slow link under a
+/// QoS 0 flood (its output refilled to max_outbuf_bytes as soon as it drains) keeps having its PINGREQs read, so
+/// its keep alive (2 s here) does not end it [MQTT-3.1.2-22], while the flood is dropped beyond the bound.
+#[test]
+fn a_slow_subscriber_under_a_flood_keeps_its_pings_read() {
+    let broker = BrokerProcess::start(&["--max-outbuf-bytes", "65536"]);
+    let mut sub = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+    sub.set_read_timeout(Some(WAIT)).unwrap();
+    sub.set_write_timeout(Some(WAIT)).unwrap();
+    // v3.1.1 CONNECT, keep alive 2 s.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 2];
+    body.extend_from_slice(&4u16.to_be_bytes());
+    body.extend_from_slice(b"slow");
+    sub.write_all(&packet(0x10, &body)).unwrap();
+    let mut connack = [0u8; 4];
+    sub.read_exact(&mut connack).expect("CONNACK");
+    sub.write_all(&subscribe311(1, "flood/#", 0)).unwrap();
+    let mut suback = [0u8; 5];
+    sub.read_exact(&mut suback).expect("SUBACK");
+    let mut publisher = raw_client(broker.port(), "flooder");
+    let one = publish311("flood/x", &[b'f'; 1024]);
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 64).collect();
+    let flood = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(7);
+        while Instant::now() < deadline {
+            if publisher.write_all(&batch).is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    // Read 16 KiB every 50 ms (320 KiB/s, far below the flood) and ping every second, for 6 s.
+    let started = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last_ping = Instant::now();
+    let mut received = 0usize;
+    while started.elapsed() < Duration::from_secs(6) {
+        match sub.read(&mut buf) {
+            Ok(0) => panic!(
+                "the slow subscriber was closed after {:?}: {}",
+                started.elapsed(),
+                broker
+                    .log_text()
+                    .lines()
+                    .filter(|l| l.contains("\"slow\"") || l.contains("conn 1"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            Ok(n) => received += n,
+            Err(e) => panic!("the slow subscriber stopped receiving: {e}"),
+        }
+        if last_ping.elapsed() >= Duration::from_secs(1) {
+            sub.write_all(&[0xC0, 0]).expect("PINGREQ");
+            last_ping = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(flood.join().unwrap(), "the flood was sent");
+    assert!(
+        received > 1024 * 1024,
+        "the subscriber received the flood ({received} bytes)"
+    );
+    assert!(
+        !broker.log_text().contains("keep alive timeout"),
+        "the slow subscriber's PINGREQs were read"
+    );
+}

@@ -46,8 +46,9 @@ pub struct Conn {
     /// The partial packet the core holds from this connection as of its last read: bytes held, bytes missing.
     pub held_input: usize,
     pub missing_input: usize,
-    /// A flush wrote everything queued since it was parked for its output: its client reads.
-    pub drained_since_park: bool,
+    /// A flush wrote everything queued since its last read: its client reads, so its next read is not held back
+    /// for its output (see `park`).
+    pub read_grant: bool,
     transport: Transport,
     pending: Outbox,
 }
@@ -65,7 +66,7 @@ impl Conn {
             parked: None,
             held_input: 0,
             missing_input: 0,
-            drained_since_park: false,
+            read_grant: false,
             transport,
             pending: Outbox::default(),
         }

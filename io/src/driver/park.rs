@@ -98,7 +98,9 @@ impl<C: Core> Driver<C> {
         if conn.state != State::Open {
             return None;
         }
-        if conn.pending_bytes() + self.broker.unsent_output(id) >= self.max_outbuf {
+        // Read again once its client has read everything written so far, even if the core refilled its output
+        // at once (a slow subscriber of a flood still has its PINGREQs and PUBACKs read): one read per drain.
+        if !conn.read_grant && conn.pending_bytes() + self.broker.unsent_output(id) >= self.max_outbuf {
             return Some(Park::Output);
         }
         let largest = conn.held_input >= LARGE_PARTIAL;
@@ -112,7 +114,6 @@ impl<C: Core> Driver<C> {
         };
         conn.parked = Some(why);
         conn.readable = false;
-        conn.drained_since_park = false;
         let unsent = conn.pending_bytes();
         self.parked.insert(id);
         if let Io::Uring(ring) = &mut self.io {
@@ -235,10 +236,7 @@ impl<C: Core> Driver<C> {
                 // Read again once its client has read everything written so far, even if the core refilled its
                 // output at once (a slow subscriber of a flood still has its PINGREQs and PUBACKs read), or once
                 // it is below the bound.
-                Some(Park::Output) => {
-                    self.conns.get(id).is_some_and(|c| c.drained_since_park)
-                        || self.park_reason(*id) != Some(Park::Output)
-                }
+                Some(Park::Output) => self.park_reason(*id) != Some(Park::Output),
                 None => true,
             })
             .collect();
