@@ -561,3 +561,52 @@ fn a_node_joins_and_the_leader_removes_itself_through_configuration_changes() {
     };
     assert!(Node::new(config(id), recovered).is_removed());
 }
+
+/// A node added after the log was compacted catches up from a snapshot, whose configuration makes it a voter.
+#[test]
+fn a_node_added_after_compaction_catches_up_from_a_snapshot() {
+    use mqtt_cluster::MemberChange;
+    let mut cluster = Cluster::with(|c| c.snapshot_entries = 1);
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let mut joining = config(4);
+    joining.joining = true;
+    joining.snapshot_entries = 1;
+    cluster.nodes.push(Node::new(joining, Recovered::default()));
+    cluster.disks.push(Disk::default());
+    cluster.client_outputs.push(Vec::new());
+    let add = MemberChange::Add {
+        id: 4,
+        address: "127.0.0.1:7004".into(),
+    };
+    let now = cluster.now;
+    cluster.nodes[leader].request_member_change(now, add).expect("proposed");
+    cluster.drain(leader);
+    cluster.run(1_000);
+    assert!(
+        cluster
+            .events
+            .iter()
+            .any(|(n, e)| *n == 4 && matches!(e, ClusterEvent::SnapshotInstalled { .. })),
+        "node 4 installed a snapshot"
+    );
+    for node in &cluster.nodes {
+        assert_eq!(node.voters(), vec![1, 2, 3, 4], "node {}", node.node_id());
+    }
+    let four = &cluster.nodes[3];
+    let first = &cluster.nodes[leader];
+    assert_eq!(
+        (four.applied(), four.applied_digest()),
+        (first.applied(), first.applied_digest())
+    );
+    // Its disk alone gives the membership back.
+    let disk = &cluster.disks[3];
+    let recovered = Recovered {
+        hard_state: disk.hs.clone(),
+        snapshot: disk.snapshot.clone(),
+        entries: disk.entries.clone(),
+    };
+    let mut joining = config(4);
+    joining.joining = true;
+    assert_eq!(Node::new(joining, recovered).voters(), vec![1, 2, 3, 4]);
+}

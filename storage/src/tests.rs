@@ -12,7 +12,7 @@ fn retain(topic: &str, payload: &str) -> Record {
             payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
             expires_at: None,
         }),
     }

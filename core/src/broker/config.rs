@@ -132,6 +132,8 @@ pub enum PlantedBug {
     SharedDeliveredTwice,
     /// A will with a Will Delay Interval is published at once when its connection ends.
     WillDelayIgnored,
+    /// A will whose Will Delay Interval ran out with its session still away is forgotten, never published.
+    DelayedWillLost,
 }
 
 impl Default for Config {

@@ -598,6 +598,23 @@ fn example_cluster_files_form_one_cluster() {
     );
 }
 
+/// A node joining a running cluster lists the members as they are now and itself, in any number.
+#[test]
+fn a_joining_node_may_list_any_number_of_members() {
+    let four = CLUSTER
+        .replacen("},\n]", "},\n  { id = 4, address = \"127.0.0.1:7004\" },\n]", 1)
+        .replacen("node_id = 2", "node_id = 4\njoin = true", 1);
+    let settings = from_text(&four, &[]).unwrap().cluster.expect("[cluster]");
+    assert!(settings.join);
+    assert_eq!(settings.voter_ids(), vec![1, 2, 3, 4]);
+    let msg = from_text(&four.replacen("join = true", "join = false", 1), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("4 voter(s)") && msg.contains("join = true"), "{msg}");
+    let alone = "[cluster]\nnode_id = 4\ncluster_id = \"demo\"\njoin = true\npeers = [{ id = 4, address = \"127.0.0.1:7004\" }]\n";
+    assert!(from_text(alone, &[]).unwrap_err().to_string().contains("1 voter(s)"));
+}
+
 #[test]
 fn the_partial_input_budget_defaults_to_64_mib_and_refuses_zero_naming_the_key() {
     let s = from_text("", &[]).unwrap();

@@ -247,6 +247,15 @@ impl World {
     fn expect_transient_error_close(&mut self, pending: &PendingPublish, acks: &Acks) -> Result<(), Violation> {
         let (client, packet_id) = (pending.client, pending.publish.packet_id);
         if let Some(reason) = acks.replies.get(&(pending.conn, packet_id)) {
+            if pending.qos2_maybe_held && !reason.is_error() && !acks.closed.contains(&pending.conn) {
+                // The broker kept the id of the first receipt: the resend is a duplicate, answered with PUBREC and
+                // nothing stored [MQTT-4.3.3-9]; that first receipt's routing is already unsure in the model.
+                self.log(format!(
+                    "c{client} {:?}: broker answers the resend of QoS 2 id={packet_id} as a duplicate (storage suspended)",
+                    pending.conn
+                ));
+                return Ok(());
+            }
             return Err(Violation(format!(
                 "the broker acknowledged ({reason:?}) c{client}'s PUBLISH id={packet_id} although storage was \
                  suspended: a 3.1.1 client's connection must be closed instead [MQTT-4.8.0-2]"
@@ -285,6 +294,18 @@ impl World {
 
     /// A held PUBLISH whose connection is gone was dropped unrouted, unless it was admitted unseen (blind).
     fn drop_held(&mut self, pending: &PendingPublish) {
+        if pending.blind {
+            // Maybe admitted unseen, its acknowledgement still in the output buffer when the connection went: its
+            // copies may sit in subscribers' queues, and count towards their bounds (seed 15108), though none is
+            // owed.
+            let mut plan = self
+                .model
+                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+            self.model.unpin(&mut plan);
+            plan.make_optional(pending.plan.clone());
+            plan.maybe_dropped = true;
+            self.model.apply_publish(plan);
+        }
         if pending.blind && pending.publish.retain {
             // Maybe admitted unseen before the connection went: the topic holds it or what it had.
             self.model.retained_unsure.insert(pending.publish.topic.clone());
