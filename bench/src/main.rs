@@ -2,6 +2,7 @@
 //! with `--json`) on stdout.
 
 mod conn;
+mod retained;
 mod wire;
 mod workload;
 
@@ -16,6 +17,10 @@ enum Kind {
     FanOut,
     Pairs,
     Conn,
+    /// Stores `--messages` retained messages on distinct topics (`site/S/device/D/temp`), QoS 1.
+    RetainedLoad,
+    /// Subscribes to `#` and counts retained messages until `--messages` arrived or none came for 10 s.
+    RetainedCount,
 }
 
 #[derive(Parser)]
@@ -55,6 +60,9 @@ struct Args {
     /// Subscribers use persistent sessions (Clean Session 0), which a durable broker writes to disk
     #[arg(long)]
     persistent: bool,
+    /// Retained messages for `retained-load` and `retained-count`.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +72,7 @@ fn main() -> ExitCode {
         Kind::FanIn => workload::Shape::FanIn,
         Kind::FanOut => workload::Shape::FanOut,
         Kind::Pairs => workload::Shape::Pairs,
+        Kind::RetainedLoad | Kind::RetainedCount => return retained_mode(&args),
         Kind::Conn => {
             conn::report_fd_limit();
             return match conn::run(
@@ -168,5 +177,42 @@ fn main() -> ExitCode {
             eprintln!("mqtt-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `retained-load` and `retained-count`: one JSON object or line with the count, the time and the broker's memory.
+fn retained_mode(args: &Args) -> ExitCode {
+    let v5 = args.protocol == 5;
+    let loading = matches!(args.workload, Kind::RetainedLoad);
+    let outcome = if loading {
+        retained::load(
+            args.broker,
+            args.messages,
+            args.payload as usize,
+            args.inflight.max(1),
+            v5,
+        )
+        .map(|s| (args.messages, s))
+    } else {
+        retained::count(args.broker, args.messages, Duration::from_secs(10), v5)
+    };
+    let (count, seconds) = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mqtt-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rss_kb = args.broker_pid.and_then(conn::rss_kb).unwrap_or(0);
+    let what = if loading { "stored" } else { "received" };
+    if args.json {
+        println!("{{\"workload\":\"retained\",\"{what}\":{count},\"seconds\":{seconds:.2},\"rss_kb\":{rss_kb}}}");
+    } else {
+        println!("retained: {count} messages {what} in {seconds:.2}s, broker resident {rss_kb} kB");
+    }
+    if count == args.messages {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -8,7 +8,7 @@ use raft::eraftpb::{Entry, HardState, Snapshot};
 /// Default bound of held client output: 64 MiB.
 pub const DEFAULT_MAX_HELD_BYTES: usize = 64 << 20;
 
-/// A node's configuration (build it with [`NodeConfig::new`], then set fields). Membership is static: every node of a cluster must be given the same set of ids.
+/// A node's configuration (build it with [`NodeConfig::new`], then set fields). Every node of a cluster must be given the same initial set of ids; `members` changes it at run time.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// This node's id, non-zero, unique in the cluster.
@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// in, as `Broker::new` does. Relayed clients are authenticated by the leader's, with the listener index of
     /// the follower that accepted them.
     pub authenticator: Option<SharedAuthenticator>,
+    /// This node joins a running cluster: `peers` are the current members and this node is not one of them yet. It
+    /// starts without a vote and catches up from the leader; it becomes a voter when the leader's configuration
+    /// change adding it is applied (see `members`). Ignored once its data directory holds a configuration.
+    pub joining: bool,
     /// A known bug to plant (simulator self-test only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::planted::ClusterBug>,
@@ -75,14 +79,23 @@ impl NodeConfig {
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             propose_per_turn: false,
             authenticator: None,
+            joining: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
     }
 
-    /// Every member, this node included, sorted.
+    /// The initial members: every peer and this node (unless it joins), sorted. Membership changes later move on
+    /// from here through the log.
     pub fn voters(&self) -> Vec<u64> {
-        let mut voters: Vec<u64> = self.peers.iter().copied().chain([self.node_id]).collect();
+        let own = (!self.joining).then_some(self.node_id);
+        let mut voters: Vec<u64> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| *p != self.node_id)
+            .chain(own)
+            .collect();
         voters.sort_unstable();
         voters.dedup();
         voters

@@ -9,12 +9,14 @@
 //!   `poll_timeout()`. Nothing in it reads a clock, touches a socket or a file, or draws unseeded randomness.
 //! - [`config`]: the node's configuration and the durable state a driver recovers for it.
 //! - [`wire`]: peer messages, entry data and snapshot data as bytes, with typed decode errors.
+//! - [`members`]: voters added and removed at run time through Raft configuration changes.
 //! - [`relay`]: clients on any node, their bytes relayed to the leader's broker over the node-to-node links.
 //! - `storage`: the in-memory Raft log raft-rs reads; `release`: the commit rule for client outputs.
 
 pub mod auth;
 pub mod config;
 pub mod failover;
+pub mod members;
 pub mod node;
 mod planted;
 pub mod relay;
@@ -24,6 +26,7 @@ pub mod wire;
 
 pub use auth::SharedAuthenticator;
 pub use config::{NodeConfig, Recovered};
+pub use members::{MemberChange, MemberChangeError};
 pub use node::{ClusterEvent, Node, NodeInput, NodeOutput, NodeStatus, Role};
 #[cfg(feature = "planted-bugs")]
 pub use planted::ClusterBug;

@@ -18,6 +18,7 @@
 
 use crate::config::{NodeConfig, Recovered};
 use crate::failover::Watch;
+use crate::members::{self, MemberChange, MemberChangeError};
 use crate::relay::{self, RelayKind, RelayMessage, Relayed, Remote};
 use crate::release::Held;
 use crate::storage::LogStore;
@@ -167,6 +168,21 @@ pub enum ClusterEvent {
     SnapshotInstalled {
         index: u64,
     },
+    /// A configuration change was applied at `index` (or replayed at start-up): `voters` are the members now.
+    MembersChanged {
+        index: u64,
+        change: MemberChange,
+        voters: Vec<u64>,
+    },
+    /// This node was removed from the cluster by the change at `index`: it stops serving and takes no part any more.
+    Removed {
+        index: u64,
+    },
+    /// A committed configuration change could not be applied (not one this version proposes, or refused by raft-rs).
+    ConfChangeRefused {
+        index: u64,
+        why: String,
+    },
     /// A recovered snapshot did not decode; the node started from an empty image (the leader will send another).
     SnapshotUndecodable {
         error: DataError,
@@ -188,6 +204,8 @@ pub struct NodeStatus {
     pub commit: u64,
     pub applied: u64,
     pub serving: bool,
+    /// The voters as this node's applied configuration has them.
+    pub voters: Vec<u64>,
     /// For a leader: each member's highest log index known to be replicated on it.
     pub match_index: BTreeMap<u64, u64>,
     /// Client outputs waiting for a commit, and the bytes of their transmits.
@@ -237,6 +255,8 @@ pub struct Node {
     brokers_built: u64,
     /// Peers sent a snapshot in the current ready (see `process_ready`).
     snapshots_sent: Vec<u64>,
+    /// Set once a configuration change removing this node is applied: it serves nothing any more.
+    removed: bool,
 }
 
 impl Node {
@@ -276,11 +296,24 @@ impl Node {
         // Committed entries found on disk are applied at once, so the image is current before the first tick.
         let mut applied = snapshot_index;
         let replay: Vec<Entry> = recovered_replay(&config, &store, &recovered.entries, hs.commit);
+        // The configuration as of the last applied entry: raft-rs reads it from the store when the node is built.
+        let mut conf = store.conf_state().clone();
+        let mut removed = false;
         for entry in &replay {
             digest = wire::fold_digest(digest, entry.index, entry.term, &entry.data);
             apply_entry_data(&mut image, entry, &mut events);
+            if let Some((_, change)) = members::decode_entry(entry) {
+                members::replay(&mut conf, &change);
+                removed |= change == MemberChange::Remove { id: config.node_id };
+                events.push(ClusterEvent::MembersChanged {
+                    index: entry.index,
+                    change,
+                    voters: conf.voters.clone(),
+                });
+            }
             applied = applied.max(entry.index);
         }
+        store.set_conf_state(conf);
         let raft_config = raft_config(&config, applied);
         // Configuration errors are the caller's (see `# Panics`); nothing from disk or the network reaches here.
         let raft = RawNode::new(&raft_config, store, &slog::Logger::root(slog::Discard, slog::o!()))
@@ -313,6 +346,7 @@ impl Node {
             rng,
             brokers_built: 0,
             snapshots_sent: Vec::new(),
+            removed,
         };
         node.outputs.extend(events.into_iter().map(NodeOutput::Event));
         node
@@ -326,6 +360,8 @@ impl Node {
         }
         match input {
             NodeInput::Client(input) => self.handle_client(input),
+            // A removed node neither votes nor ticks (see `send_with`).
+            NodeInput::Peer { .. } | NodeInput::Tick | NodeInput::PeerUnreachable { .. } if self.removed => {}
             NodeInput::Peer { from, message } => self.handle_peer(from, message),
             NodeInput::Tick => self.handle_tick(),
             NodeInput::PeerUnreachable { peer } => {
@@ -417,11 +453,55 @@ impl Node {
             commit: raft.raft_log.committed,
             applied: self.applied,
             serving: self.broker.is_some(),
+            voters: self.voters(),
             match_index,
             held_outputs: self.held.len(),
             held_bytes: self.held.bytes(),
             held_qos0_dropped: self.held.dropped_qos0(),
         }
+    }
+
+    /// The voters of the applied configuration, sorted.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut voters = self.raft.store().conf_state().voters.clone();
+        voters.sort_unstable();
+        voters
+    }
+
+    /// Whether a configuration change removing this node was applied (it serves nothing; a driver stops it).
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    /// Proposes adding or removing one voter (see `members`); only the leader does, one change at a time. Returns
+    /// the index of the proposed entry: the change takes effect when that entry is applied
+    /// (`ClusterEvent::MembersChanged`). Drain [`Node::poll_output`] afterwards, as after an input.
+    pub fn request_member_change(&mut self, now: Time, change: MemberChange) -> Result<u64, MemberChangeError> {
+        self.now = self.now.max(now);
+        if self.removed || self.role != Role::Leader {
+            return Err(MemberChangeError::NotLeader {
+                leader: self.leader.filter(|l| *l != self.config.node_id),
+            });
+        }
+        change.check(&self.voters())?;
+        // raft-rs would turn a second change into an empty entry while the first is unapplied; refuse it instead.
+        if self.raft.raft.has_pending_conf() {
+            return Err(MemberChangeError::Pending);
+        }
+        let (cc, context) = change.to_conf_change();
+        self.raft
+            .propose_conf_change(context, cc)
+            .map_err(|e| MemberChangeError::Dropped(e.to_string()))?;
+        let index = self.raft.raft.raft_log.last_index();
+        self.process_ready();
+        Ok(index)
+    }
+
+    /// Whether `id` may send this node peer messages: a member of the applied configuration or of the initial one.
+    /// (A node being added is in neither on a lagging follower; raft-rs only needs its leader to hear it.)
+    fn knows(&self, id: u64) -> bool {
+        let conf = self.raft.store().conf_state();
+        conf.voters.contains(&id) || conf.learners.contains(&id) || self.config.peers.contains(&id)
     }
 
     fn tick_length(&mut self) -> Duration {
@@ -482,7 +562,7 @@ impl Node {
     }
 
     fn check_peer(&self, from: u64, message: Message) -> Result<Message, PeerError> {
-        if message.from != from || from == self.config.node_id || !self.config.peers.contains(&from) {
+        if message.from != from || from == self.config.node_id || !self.knows(from) {
             return Err(PeerError::UnknownSender {
                 claimed: message.from,
                 connection: from,
@@ -579,6 +659,16 @@ impl Node {
         }
         let free = self.held.pass_or_queue(before);
         self.emit_clients(free);
+        if crate::planted::relay_before_commit(&self.config) {
+            // Planted: relayed connections' outputs skip the commit rule.
+            let remote = &self.remote;
+            let (early, rest): (Vec<Output>, Vec<Output>) = after.into_iter().partition(|o| match o {
+                Output::Transmit { conn, .. } | Output::Close { conn } => remote.contains_key(conn),
+                _ => false,
+            });
+            after = rest;
+            self.emit_clients(early);
+        }
         if records.is_empty() {
             let free = self.held.pass_or_queue(after);
             self.emit_clients(free);
@@ -676,6 +766,10 @@ impl Node {
     }
 
     fn send_with(&mut self, messages: Vec<Message>, early: bool) {
+        if self.removed {
+            // A removed node takes no part: a removed leader's heartbeats would keep the others from electing one.
+            return;
+        }
         for message in messages {
             let to = message.to;
             if message.msg_type == raft::eraftpb::MessageType::MsgSnapshot {
@@ -727,8 +821,42 @@ impl Node {
             for e in events {
                 self.event(e);
             }
+            if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+                self.apply_conf_change(&entry);
+            }
             self.applied = entry.index;
             self.release(entry.index, entry.term);
+        }
+    }
+
+    /// A committed configuration change takes effect here (raft-rs's rule: on apply, on every node). A node that
+    /// removes itself stops serving: a leader first closes its clients as in a failover, and the others elect a
+    /// leader among the remaining members.
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let index = entry.index;
+        let Some((cc, change)) = members::decode_entry(entry) else {
+            let why = "not a single add or remove of a voter".to_string();
+            self.event(ClusterEvent::ConfChangeRefused { index, why });
+            return;
+        };
+        match self.raft.apply_conf_change(&cc) {
+            Ok(conf) => self.raft.mut_store().set_conf_state(conf),
+            Err(e) => {
+                let why = e.to_string();
+                self.event(ClusterEvent::ConfChangeRefused { index, why });
+                return;
+            }
+        }
+        let removed = change
+            == MemberChange::Remove {
+                id: self.config.node_id,
+            };
+        let voters = self.voters();
+        self.event(ClusterEvent::MembersChanged { index, change, voters });
+        if removed && !self.removed {
+            self.removed = true;
+            self.depose("removed from the cluster");
+            self.event(ClusterEvent::Removed { index });
         }
     }
 
@@ -785,7 +913,7 @@ impl Node {
     }
 
     fn maybe_serve(&mut self) {
-        if self.broker.is_some() || self.role != Role::Leader {
+        if self.broker.is_some() || self.role != Role::Leader || self.removed {
             return;
         }
         let Some(after) = self.serve_after else {
@@ -935,7 +1063,7 @@ impl Node {
             // Its link broke: the client is better off trying again (here or elsewhere) than waiting on it.
             return false;
         }
-        if !self.config.relay_clients || self.role == Role::Leader {
+        if !self.config.relay_clients || self.role == Role::Leader || self.removed {
             return false;
         }
         self.relayed.insert(
@@ -1022,7 +1150,7 @@ impl Node {
                 return;
             }
         };
-        if from == self.config.node_id || !self.config.peers.contains(&from) {
+        if from == self.config.node_id || !self.knows(from) {
             let error = PeerError::UnknownSender {
                 claimed: from,
                 connection: from,

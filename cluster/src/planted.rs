@@ -14,6 +14,9 @@ pub enum ClusterBug {
     ReapplyAfterSnapshot,
     /// check-quorum off: a leader cut off from its quorum keeps leading and serving.
     KeepServingWithoutQuorum,
+    /// The leader hands a relayed connection's outputs to the relay at once, not when the records they follow are
+    /// committed: a relayed publisher gets its PUBACK for a record a failover can still lose.
+    RelayBeforeCommit,
 }
 
 #[cfg(feature = "planted-bugs")]
@@ -34,6 +37,16 @@ pub(crate) fn reapply_after_snapshot(config: &NodeConfig) -> bool {
 #[cfg(feature = "planted-bugs")]
 pub(crate) fn keep_serving_without_quorum(config: &NodeConfig) -> bool {
     planted(config, ClusterBug::KeepServingWithoutQuorum)
+}
+
+#[cfg(feature = "planted-bugs")]
+pub(crate) fn relay_before_commit(config: &NodeConfig) -> bool {
+    planted(config, ClusterBug::RelayBeforeCommit)
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+pub(crate) fn relay_before_commit(_: &NodeConfig) -> bool {
+    false
 }
 
 #[cfg(not(feature = "planted-bugs"))]

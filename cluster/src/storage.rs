@@ -40,6 +40,11 @@ impl LogStore {
         self.hard_state.commit = commit;
     }
 
+    /// The configuration as of the last applied change (kept in every snapshot taken from here on).
+    pub fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
+    }
+
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
     }

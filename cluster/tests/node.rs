@@ -110,7 +110,7 @@ impl Cluster {
                 );
             }
             self.now = Time(self.now.0 + 1);
-            for i in 0..3 {
+            for i in 0..self.nodes.len() {
                 if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
                     self.input(i, NodeInput::Tick);
                 }
@@ -119,7 +119,7 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> = (0..3).filter(|i| self.nodes[*i].is_leader()).collect();
+        let leaders: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].is_leader()).collect();
         assert!(leaders.len() <= 1, "two nodes serve at once: {leaders:?}");
         leaders.first().copied()
     }
@@ -462,4 +462,151 @@ fn bad_peer_messages_are_refused_with_a_typed_error() {
         );
         assert_eq!(cluster.nodes[0].applied(), applied);
     }
+}
+
+/// Voters added and removed at run time: a fourth node joins (catching up on the log) and becomes a voter, the
+/// leader removes itself and stops, another node leads the three left, and a restart recovers the membership.
+#[test]
+fn a_node_joins_and_the_leader_removes_itself_through_configuration_changes() {
+    use mqtt_cluster::{MemberChange, MemberChangeError};
+    let mut cluster = Cluster::new();
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let follower = (leader + 1) % 3;
+    let add = MemberChange::Add {
+        id: 4,
+        address: "127.0.0.1:7004".into(),
+    };
+    // Only the leader proposes.
+    let refused = cluster.nodes[follower].request_member_change(cluster.now, add.clone());
+    assert_eq!(
+        refused,
+        Err(MemberChangeError::NotLeader {
+            leader: Some(leader as u64 + 1)
+        })
+    );
+    // The new node names the current members and joins without a vote.
+    let mut joining = config(4);
+    joining.joining = true;
+    cluster.nodes.push(Node::new(joining, Recovered::default()));
+    cluster.disks.push(Disk::default());
+    cluster.client_outputs.push(Vec::new());
+    let now = cluster.now;
+    cluster.nodes[leader]
+        .request_member_change(now, add.clone())
+        .expect("proposed");
+    cluster.drain(leader);
+    // A second change while the first is not applied is refused.
+    let second = cluster.nodes[leader].request_member_change(now, MemberChange::Remove { id: 2 });
+    assert_eq!(second, Err(MemberChangeError::Pending));
+    cluster.drain(leader);
+    cluster.run(500);
+    for node in &cluster.nodes {
+        assert_eq!(node.voters(), vec![1, 2, 3, 4], "node {}", node.node_id());
+    }
+    let digests: Vec<(u64, u64)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.applied(), n.applied_digest()))
+        .collect();
+    assert!(
+        digests.iter().all(|d| *d == digests[0]),
+        "node 4 caught up: {digests:?}"
+    );
+    let again = cluster.nodes[leader].request_member_change(cluster.now, add);
+    assert_eq!(again, Err(MemberChangeError::AlreadyMember(4)));
+    let unknown = cluster.nodes[leader].request_member_change(cluster.now, MemberChange::Remove { id: 9 });
+    assert!(
+        matches!(unknown, Err(MemberChangeError::NotMember { id: 9, .. })),
+        "{unknown:?}"
+    );
+
+    // The leader removes itself: once applied, it stops serving and falls silent; the others elect a leader.
+    let id = leader as u64 + 1;
+    let now = cluster.now;
+    cluster.nodes[leader]
+        .request_member_change(now, MemberChange::Remove { id })
+        .expect("proposed");
+    cluster.drain(leader);
+    cluster.run(3_000);
+    assert!(cluster.nodes[leader].is_removed() && !cluster.nodes[leader].is_leader());
+    assert!(cluster
+        .events
+        .iter()
+        .any(|(n, e)| *n == id && matches!(e, ClusterEvent::Removed { .. })));
+    let new_leader = cluster.leader().expect("a leader among the three left");
+    assert_ne!(new_leader, leader);
+    let left: Vec<u64> = (1..=4).filter(|n| *n != id).collect();
+    for (i, node) in cluster.nodes.iter().enumerate().filter(|(i, _)| *i != leader) {
+        assert_eq!(node.voters(), left, "node {}", i + 1);
+    }
+
+    // A restart of the new node recovers the membership from its disk alone.
+    let disk = &cluster.disks[3];
+    let recovered = Recovered {
+        hard_state: disk.hs.clone(),
+        snapshot: disk.snapshot.clone(),
+        entries: disk.entries.clone(),
+    };
+    let mut joining = config(4);
+    joining.joining = true;
+    let node = Node::new(joining, recovered);
+    assert_eq!(node.voters(), left);
+    // And a restart of the removed one knows it was removed.
+    let disk = &cluster.disks[leader];
+    let recovered = Recovered {
+        hard_state: disk.hs.clone(),
+        snapshot: disk.snapshot.clone(),
+        entries: disk.entries.clone(),
+    };
+    assert!(Node::new(config(id), recovered).is_removed());
+}
+
+/// A node added after the log was compacted catches up from a snapshot, whose configuration makes it a voter.
+#[test]
+fn a_node_added_after_compaction_catches_up_from_a_snapshot() {
+    use mqtt_cluster::MemberChange;
+    let mut cluster = Cluster::with(|c| c.snapshot_entries = 1);
+    cluster.run(2_000);
+    let leader = cluster.leader().expect("leader");
+    let mut joining = config(4);
+    joining.joining = true;
+    joining.snapshot_entries = 1;
+    cluster.nodes.push(Node::new(joining, Recovered::default()));
+    cluster.disks.push(Disk::default());
+    cluster.client_outputs.push(Vec::new());
+    let add = MemberChange::Add {
+        id: 4,
+        address: "127.0.0.1:7004".into(),
+    };
+    let now = cluster.now;
+    cluster.nodes[leader].request_member_change(now, add).expect("proposed");
+    cluster.drain(leader);
+    cluster.run(1_000);
+    assert!(
+        cluster
+            .events
+            .iter()
+            .any(|(n, e)| *n == 4 && matches!(e, ClusterEvent::SnapshotInstalled { .. })),
+        "node 4 installed a snapshot"
+    );
+    for node in &cluster.nodes {
+        assert_eq!(node.voters(), vec![1, 2, 3, 4], "node {}", node.node_id());
+    }
+    let four = &cluster.nodes[3];
+    let first = &cluster.nodes[leader];
+    assert_eq!(
+        (four.applied(), four.applied_digest()),
+        (first.applied(), first.applied_digest())
+    );
+    // Its disk alone gives the membership back.
+    let disk = &cluster.disks[3];
+    let recovered = Recovered {
+        hard_state: disk.hs.clone(),
+        snapshot: disk.snapshot.clone(),
+        entries: disk.entries.clone(),
+    };
+    let mut joining = config(4);
+    joining.joining = true;
+    assert_eq!(Node::new(joining, recovered).voters(), vec![1, 2, 3, 4]);
 }

@@ -236,24 +236,103 @@ fn while_storage_is_full_qos1_is_refused_with_0x97_and_qos0_flows() {
     assert_eq!(payloads(&publishes(&mut h, sub)), vec!["stored"]);
 }
 
+/// [MQTT-4.8.0-2]: a PUBLISH the broker cannot store is a transient error met while processing an inbound packet;
+/// a 3.1.1 (or 3.1) client cannot be told with a reason code, so its connection is closed. Nothing is acknowledged,
+/// so nothing is lost: the client sends it again once it reconnects and the disk takes writes.
 #[test]
-fn while_storage_is_full_a_v311_publish_waits_unacknowledged() {
-    let mut h = durable_harness();
-    let sub = connected(&mut h, persistent("sub"));
-    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
-    let publisher = connected(&mut h, v311("pub"));
+fn while_storage_is_full_a_v311_or_v31_qos1_publish_closes_the_connection_mqtt_4_8_0_2() {
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V3_1] {
+        let mut h = durable_harness();
+        let sub = connected(&mut h, persistent("sub"));
+        subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+        let publisher = connected(&mut h, mqtt_core::harness::connect_packet(version, "pub"));
+        h.input(mqtt_core::broker::Input::StorageWritable(false));
+        publish(&mut h, publisher, "t", "now", QoS::AtMostOnce, 0);
+        assert!(
+            !h.is_closed(publisher),
+            "{version:?}: QoS 0 needs no storage and keeps flowing"
+        );
+        publish(&mut h, publisher, "t", "later", QoS::AtLeastOnce, 1);
+        assert!(
+            h.is_closed(publisher),
+            "{version:?}: [MQTT-4.8.0-2] the connection is closed"
+        );
+        assert!(
+            !h.recv_all(publisher).iter().any(|p| matches!(p, Packet::PubAck(_))),
+            "{version:?}: nothing acknowledged"
+        );
+        assert_eq!(h.broker.stats().transient_error_closes, 1);
+        assert_eq!(
+            payloads(&publishes(&mut h, sub)),
+            vec!["now"],
+            "{version:?}: the QoS 1 one is not routed"
+        );
+        // The disk takes writes again: the client resends on a new connection and the message goes through once.
+        h.input(mqtt_core::broker::Input::StorageWritable(true));
+        let publisher = connected(&mut h, mqtt_core::harness::connect_packet(version, "pub"));
+        let mut again = publish_packet("t", "later", QoS::AtLeastOnce, 1);
+        again.dup = true;
+        h.send(publisher, Packet::Publish(again));
+        assert_eq!(
+            h.recv(publisher),
+            Some(Packet::PubAck(PubResponse::new(1, ReasonCode::SUCCESS)))
+        );
+        assert_eq!(payloads(&publishes(&mut h, sub)), vec!["later"]);
+    }
+}
+
+/// [MQTT-4.8.0-2] for QoS 2, and for a PUBLISH that arrives while earlier ones of the connection are held for a
+/// full subscriber queue: the error is met processing this packet, so the connection closes at once, the held ones
+/// with it (unacknowledged, so the client still owns them), and the will is published as for any connection the
+/// server closes [MQTT-3.1.2-8].
+#[test]
+fn while_storage_is_full_a_v311_qos2_publish_behind_held_ones_closes_at_once_mqtt_4_8_0_2() {
+    let mut h = Harness::new(Config {
+        persistence: true,
+        max_queued_messages: 1,
+        ..Config::default()
+    });
+    let mut slow = v5("slow");
+    slow.properties.receive_maximum = Some(1);
+    let sub = connected(&mut h, slow);
+    subscribe(&mut h, sub, "t", QoS::ExactlyOnce);
+    let watcher = connected(&mut h, v5("watcher"));
+    subscribe(&mut h, watcher, "will", QoS::AtMostOnce);
+    let mut connect = v311("pub");
+    connect.will = Some(Will {
+        topic: "will".into(),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let publisher = connected(&mut h, connect);
+    // 1 in flight, 2 queued, 3 held (the slow subscriber has no room).
+    for i in 1..=3u16 {
+        publish(&mut h, publisher, "t", &i.to_string(), QoS::ExactlyOnce, i);
+    }
+    let recs: Vec<u16> = h
+        .recv_all(publisher)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubRec(rec) => Some(rec.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recs, vec![1, 2], "3 is held for room");
     h.input(mqtt_core::broker::Input::StorageWritable(false));
-    publish(&mut h, publisher, "t", "later", QoS::AtLeastOnce, 1);
-    publish(&mut h, publisher, "t", "now", QoS::AtMostOnce, 0);
-    // 3.1.1 cannot refuse a PUBLISH: it is held, unacknowledged, while QoS 0 goes through.
-    assert!(h.recv_all(publisher).is_empty());
-    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["now"]);
-    h.input(mqtt_core::broker::Input::StorageWritable(true));
-    assert_eq!(
-        h.recv(publisher),
-        Some(Packet::PubAck(PubResponse::new(1, ReasonCode::SUCCESS)))
+    publish(&mut h, publisher, "t", "4", QoS::ExactlyOnce, 4);
+    assert!(
+        h.is_closed(publisher),
+        "[MQTT-4.8.0-2] closed at once, not queued behind 3"
     );
-    assert_eq!(payloads(&publishes(&mut h, sub)), vec!["later"]);
+    assert!(h.recv_all(publisher).is_empty(), "neither 3 nor 4 acknowledged");
+    assert_eq!(payloads(&publishes(&mut h, watcher)), vec!["gone"], "[MQTT-3.1.2-8]");
+    assert_eq!(
+        payloads(&publishes(&mut h, sub)),
+        vec!["1"],
+        "3 and 4 were never routed"
+    );
 }
 
 #[test]

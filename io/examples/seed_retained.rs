@@ -33,7 +33,7 @@ fn main() {
                 payload: bytes::Bytes::from(vec![b'x'; payload_len]),
                 qos: QoS::AtLeastOnce,
                 retain: true,
-                properties: Properties::default(),
+                properties: Properties::default().into(),
                 expires_at: None,
             }),
         };

@@ -311,3 +311,129 @@ fn full_disk_refuses_qos1_with_0x97_while_qos0_flows_then_recovers() {
         .expect("publish");
     assert_eq!(puback(&second_events, WAIT), Some(PubAckReason::Success));
 }
+
+/// [MQTT-4.8.0-2] on the real binary, with rumqttc speaking 3.1.1: while the disk is full (the fault hook), a QoS 1
+/// PUBLISH the broker cannot store closes the connection instead of being acknowledged. The client reconnects and
+/// sends it again; once the disk takes writes, it is acknowledged, and every acknowledged message survives SIGKILL
+/// of the broker and reaches the persistent subscriber.
+#[test]
+fn full_disk_closes_a_v311_publishers_connection_mqtt_4_8_0_2_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    let broker = BrokerProcess::start_with_env(dir, &path, &[], &[("MQTT_BROKER_FAULT_INJECTION", "1")]);
+    // A persistent subscriber, offline: what it is owed is durable state.
+    let (sub, sub_events) = connect(&broker, "stored-sub", false);
+    sub.subscribe("stored/#", QoS::AtLeastOnce).expect("subscribe");
+    assert!(wait_for(&sub_events, WAIT, |e| matches!(
+        e,
+        Ok(Event::Incoming(Packet::SubAck(_)))
+    )
+    .then_some(()))
+    .is_some());
+    sub.disconnect().expect("disconnect");
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The 3.1.1 publisher's event loop keeps polling after an error, so it reconnects and resends what was not
+    // acknowledged (its session is persistent), as a real client would.
+    let mut opts = MqttOptions::new("v311-pub", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(false);
+    let (publisher, mut connection) = Client::new(opts, 50);
+    let (tx, events) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            let failed = event.is_err();
+            if tx.send(event).is_err() {
+                return;
+            }
+            if failed {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    let puback = |until: Duration| {
+        wait_for(&events, until, |e| match e {
+            Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Ok(ack.pkid)),
+            Err(e) => Some(Err(e.to_string())),
+            _ => None,
+        })
+    };
+    publisher
+        .publish("stored/before", QoS::AtLeastOnce, false, b"before".to_vec())
+        .expect("publish");
+    assert!(matches!(puback(WAIT), Some(Ok(_))), "acknowledged while the disk works");
+
+    // Another client's QoS 1 PUBLISH meets the full disk first: storage is suspended.
+    let (trigger, trigger_events) = connect(&broker, "trigger", true);
+    std::fs::write(path.join("fault-disk-full"), b"").expect("fault file");
+    trigger
+        .publish("stored/trigger", QoS::AtLeastOnce, false, b"trigger".to_vec())
+        .expect("publish");
+    assert!(broker.wait_for_log("the disk is full", WAIT), "{}", broker.log_text());
+
+    publisher
+        .publish("stored/during", QoS::AtLeastOnce, false, b"during".to_vec())
+        .expect("publish");
+    // No PUBACK: the connection is closed [MQTT-4.8.0-2].
+    match puback(WAIT) {
+        Some(Err(_)) => {}
+        other => panic!("expected the connection closed, got {other:?}\n{}", broker.log_text()),
+    }
+    // While the disk stays full, every reconnect that resends it is closed again; nothing is acknowledged.
+    std::thread::sleep(Duration::from_millis(600));
+    let acked_while_full: Vec<_> = events
+        .try_iter()
+        .filter_map(|e| match e {
+            Ok(Event::Incoming(Packet::PubAck(ack))) => Some(ack.pkid),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        acked_while_full.is_empty(),
+        "acknowledged {acked_while_full:?} while the disk was full"
+    );
+
+    std::fs::remove_file(path.join("fault-disk-full")).expect("remove fault file");
+    assert!(broker.wait_for_log("writable again", WAIT), "{}", broker.log_text());
+    // Reconnected, the resent PUBLISH is stored and acknowledged.
+    let deadline = Instant::now() + WAIT;
+    let mut acked = false;
+    while !acked && Instant::now() < deadline {
+        acked = matches!(puback(Duration::from_millis(200)), Some(Ok(_)));
+    }
+    assert!(
+        acked,
+        "the resent PUBLISH is acknowledged once the disk works\n{}",
+        broker.log_text()
+    );
+    assert!(
+        wait_for(&trigger_events, WAIT, |e| matches!(
+            e,
+            Ok(Event::Incoming(Packet::PubAck(_)))
+        )
+        .then_some(()))
+        .is_some(),
+        "the PUBLISH that met the full disk is acknowledged once the snapshot holds it"
+    );
+
+    // Every acknowledged message is durable: kill the broker, restart it, the subscriber gets them all.
+    let dir = broker.crash();
+    let broker = BrokerProcess::restart(dir, &[]);
+    let (_sub, sub_events) = connect(&broker, "stored-sub", false);
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 3 && Instant::now() < deadline {
+        if let Some(payload) = wait_for(&sub_events, Duration::from_millis(200), |e| match e {
+            Ok(Event::Incoming(Packet::Publish(p))) => Some(String::from_utf8_lossy(&p.payload).into_owned()),
+            _ => None,
+        }) {
+            got.insert(payload);
+        }
+    }
+    for payload in ["before", "trigger", "during"] {
+        assert!(
+            got.contains(payload),
+            "{payload} was acknowledged and lost: got {got:?}"
+        );
+    }
+}

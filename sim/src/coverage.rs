@@ -36,6 +36,7 @@ features! {
     WillPublished => "a will published at once",
     WillAfterDelay => "a will published after its delay",
     WillCancelled => "a delayed will cancelled by the session resuming",
+    WillOwedAfterDelay => "a delayed will owed after its delay, its client away",
     WillQos0 => "a will of QoS 0 delivered",
     WillQos2 => "a will of QoS 2 delivered",
     WillRetained => "a will with Retain delivered",

@@ -192,6 +192,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "retain-handling-1-ignored" => Some(Core::RetainHandlingIgnoredOnResubscribe),
         "shared-delivered-twice" => Some(Core::SharedDeliveredTwice),
         "will-delay-ignored" => Some(Core::WillDelayIgnored),
+        "delayed-will-lost" => Some(Core::DelayedWillLost),
         _ => None,
     };
     let storage = match name {
@@ -216,6 +217,7 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("retain-handling-1-ignored", "that no SUBSCRIBE of it asked for"),
     ("shared-delivered-twice", "a second member of a group got it"),
     ("will-delay-ignored", "before its Will Delay Interval ran out"),
+    ("delayed-will-lost", "owed once its Will Delay Interval ran out"),
     (
         "sync-skipped-before-ack",
         "recovery after a crash restored a state the model does not allow",

@@ -130,7 +130,7 @@ fn run_cluster(args: &Args, nodes: usize) -> ExitCode {
             let c = &report.counts;
             println!(
                 "published {} | acknowledged {} | leader terms {} | crashes {} ({} unsynced writes lost) | restarts {} \
-                 | partitions {} | garbage refused {} | client connects {} (refused by non-leaders {}) | snapshots {} \
+                 | partitions {} | garbage refused {} | client connects {} (refused by nodes that knew no reachable leader {}) | snapshots {} \
                  taken, {} installed | releases checked against the disks {} | peer messages {}",
                 c.published,
                 c.acknowledged,
@@ -146,6 +146,23 @@ fn run_cluster(args: &Args, nodes: usize) -> ExitCode {
                 c.snapshots_installed,
                 c.releases_checked,
                 c.peer_messages
+            );
+            println!(
+                "relay: {} connections relayed ({} got their CONNACK), {} closed by a failover or a broken stream, {} \
+                 sequence gaps | {} failover DISCONNECTs (0x8B), {} sessions resumed | streams: {} broken, {} seen \
+                 broken, {} redialled | checked: {} acknowledgements against the disks, {} relayed chunks against \
+                 the leader's stream",
+                c.relayed_connects,
+                c.relayed_connacks,
+                c.relays_closed,
+                c.relay_gaps,
+                c.failover_disconnects,
+                c.sessions_resumed,
+                c.stream_breaks,
+                c.unreachable_reports,
+                c.stream_reconnects,
+                c.acks_verified,
+                c.relayed_chunks_checked
             );
             println!(
                 "simulated {:.1}s in {:.3}s wall ({:.0}x real time); leader {} ms after healing | trace lines {}",

@@ -52,3 +52,38 @@ fn healthy_cluster_seeds_pass_with_faults_injected() {
         "crashes {crashes}, partitions {partitions}"
     );
 }
+
+/// Clients placed on any node are relayed by followers, closed in failovers (MQTT 5: DISCONNECT 0x8B), and resume
+/// their sessions elsewhere; every acknowledgement is checked against the disks and every relayed byte against the
+/// leader's stream, and the seeds pass.
+#[test]
+fn relayed_clients_fail_over_and_resume_their_sessions() {
+    let (mut relayed, mut connacked, mut disconnects, mut resumed, mut closed, mut breaks) = (0, 0, 0, 0, 0, 0);
+    let (mut acknowledged, mut verified, mut chunks) = (0, 0, 0);
+    for seed in 1..=6 {
+        let config = ClusterRunConfig {
+            fault_ms: Some(2_000),
+            ..Default::default()
+        };
+        let report = run_cluster(seed, &config).unwrap_or_else(|failure| panic!("{failure}"));
+        let c = &report.counts;
+        relayed += c.relayed_connects;
+        connacked += c.relayed_connacks;
+        disconnects += c.failover_disconnects;
+        resumed += c.sessions_resumed;
+        closed += c.relays_closed;
+        breaks += c.stream_breaks;
+        acknowledged += c.acknowledged;
+        verified += c.acks_verified;
+        chunks += c.relayed_chunks_checked;
+    }
+    assert!(
+        connacked > 0 && relayed >= connacked && disconnects > 0 && resumed > 0 && closed > 0 && breaks > 0,
+        "relayed {relayed}, connacked {connacked}, failover disconnects {disconnects}, resumed {resumed}, relays \
+         closed {closed}, stream breaks {breaks}"
+    );
+    assert!(
+        verified >= acknowledged && acknowledged > 0 && chunks > 0,
+        "acknowledged {acknowledged}, verified {verified}, relayed chunks {chunks}"
+    );
+}

@@ -16,7 +16,7 @@ fn retain(topic: &str) -> Record {
             payload: bytes::Bytes::from_static(b"payload"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
             expires_at: None,
         }),
     }

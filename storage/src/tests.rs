@@ -12,7 +12,7 @@ fn retain(topic: &str, payload: &str) -> Record {
             payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
             expires_at: None,
         }),
     }
@@ -219,5 +219,55 @@ fn an_entry_whose_message_is_missing_or_an_overflowing_key_stops_start_up() {
         assert!(text.contains(&log.display().to_string()), "{text}");
         assert!(text.contains(&format!("byte {offset}")), "{text}");
         assert!(text.contains(detail), "{text}");
+    }
+}
+
+/// A frame whose checksum holds was written whole, so a record in it that does not decode (or cannot be applied) is
+/// not a write torn by a crash, even as the very last frame of the log: start-up stops naming the file and offset
+/// instead of truncating it away; `--repair` still can.
+#[test]
+fn an_undecodable_record_that_passes_its_checksum_at_the_end_of_the_log_stops_start_up() {
+    let undecodable = {
+        let mut frame = bytes::BytesMut::new();
+        mqtt_core::persist::frame::put(&mut frame, &[0xEE, 0, 1, 2, 3]);
+        frame.to_vec()
+    };
+    let unapplicable = {
+        let mut pending = wal::Pending::default();
+        pending.push(&Record::Enqueue {
+            key: 1,
+            seq: 1,
+            id: 42,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+        });
+        let mut frame = bytes::BytesMut::new();
+        pending.frame(&mut frame);
+        frame.to_vec()
+    };
+    for (last, detail) in [(undecodable, "undecodable record"), (unapplicable, "which is missing")] {
+        let (dir, log, _) = directory_with_log(2);
+        let mut data = std::fs::read(&log).expect("read");
+        let offset = data.len();
+        data.extend_from_slice(&last);
+        std::fs::write(&log, &data).expect("write");
+        let error = match Storage::open(dir.path(), SyncMode::Always, false) {
+            Err(e) => e,
+            Ok(_) => panic!("a whole frame that cannot be replayed must not be truncated as a torn write ({detail})"),
+        };
+        let text = error.to_string();
+        assert!(text.contains(&log.display().to_string()), "{text}");
+        assert!(text.contains(&format!("byte {offset}")), "{text}");
+        assert!(text.contains(detail), "{text}");
+        assert_eq!(
+            std::fs::read(&log).expect("read"),
+            data,
+            "the failed start leaves the log as it was"
+        );
+
+        let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, true).expect("repair");
+        assert_eq!(topics(&image), ["t/0", "t/1"]);
+        assert_eq!(recovery.truncated_bytes, last.len() as u64);
     }
 }

@@ -89,7 +89,9 @@ pub fn replay(data: &[u8], image: &mut Image) -> Replay {
     let mut offset = 0;
     let mut records = 0;
     loop {
-        let detail = match frame::scan(data, offset) {
+        // A frame whose checksum holds was written whole: if its records cannot be decoded or applied, the
+        // writer or the disk is wrong, not a crash, and that is never a torn tail, also at the very end of the log.
+        let (detail, whole_frame) = match frame::scan(data, offset) {
             Scan::End => {
                 return Replay {
                     records,
@@ -107,13 +109,13 @@ pub fn replay(data: &[u8], image: &mut Image) -> Replay {
                         offset = next;
                         continue;
                     }
-                    Err(detail) => detail,
+                    Err(detail) => (detail, true),
                 }
             }
-            Scan::Truncated => "a record cut short".to_string(),
-            Scan::Corrupt => "checksum mismatch".to_string(),
+            Scan::Truncated => ("a record cut short".to_string(), false),
+            Scan::Corrupt => ("checksum mismatch".to_string(), false),
         };
-        let torn_tail = frame::valid_frame_after(data, offset).is_none();
+        let torn_tail = !whole_frame && frame::valid_frame_after(data, offset).is_none();
         return Replay {
             records,
             valid_len: offset,

@@ -26,6 +26,25 @@ pub struct ClusterOutcome {
     pub partitions: u64,
     pub leader_terms: u64,
     pub acknowledged: u64,
+    pub relay: RelayCoverage,
+}
+
+/// How much of the relay and failover paths the passing seeds went through.
+#[derive(Debug, Default, Clone)]
+pub struct RelayCoverage {
+    pub relayed_connects: u64,
+    pub relayed_connacks: u64,
+    pub relays_closed: u64,
+    pub relay_gaps: u64,
+    pub failover_disconnects: u64,
+    pub sessions_resumed: u64,
+    pub stream_breaks: u64,
+    pub acks_verified: u64,
+    pub relayed_chunks_checked: u64,
+    /// Seeds in which a relayed client got its CONNACK and some client got a failover DISCONNECT.
+    pub seeds_relayed_and_failover: u64,
+    /// Seeds whose Raft messages rode the streams (the rest: the datagram network).
+    pub seeds_raft_on_streams: u64,
 }
 
 impl ClusterOutcome {
@@ -60,6 +79,23 @@ pub fn run_cluster(plan: &ClusterPlan) -> ClusterOutcome {
                         o.partitions += report.counts.partitions;
                         o.leader_terms += report.counts.leader_terms;
                         o.acknowledged += report.counts.acknowledged;
+                        let c = &report.counts;
+                        let r = &mut o.relay;
+                        r.relayed_connects += c.relayed_connects;
+                        r.relayed_connacks += c.relayed_connacks;
+                        r.relays_closed += c.relays_closed;
+                        r.relay_gaps += c.relay_gaps;
+                        r.failover_disconnects += c.failover_disconnects;
+                        r.sessions_resumed += c.sessions_resumed;
+                        r.stream_breaks += c.stream_breaks;
+                        r.acks_verified += c.acks_verified;
+                        r.relayed_chunks_checked += c.relayed_chunks_checked;
+                        if c.relayed_connacks > 0 && c.failover_disconnects > 0 {
+                            r.seeds_relayed_and_failover += 1;
+                        }
+                        if report.options.raft_on_links {
+                            r.seeds_raft_on_streams += 1;
+                        }
                     }
                     Err(failure) => {
                         if plan.progress {

@@ -190,6 +190,24 @@ fn run_cluster(args: &Args, seeds: Option<u64>, threads: usize) -> ExitCode {
         outcome.leader_terms,
         outcome.acknowledged
     );
+    let r = &outcome.relay;
+    println!(
+        "relay coverage: {} connections relayed by followers ({} got CONNACK), {} closed by a failover or a broken \
+         stream, {} relay sequence gaps, {} failover DISCONNECTs (0x8B), {} sessions resumed, {} node-to-node streams \
+         broken; {} seeds had a relayed client and a failover; Raft on streams in {} seeds, on datagrams in the rest; \
+         {} acknowledgements checked against the disks, {} relayed chunks against the leader's stream",
+        r.relayed_connects,
+        r.relayed_connacks,
+        r.relays_closed,
+        r.relay_gaps,
+        r.failover_disconnects,
+        r.sessions_resumed,
+        r.stream_breaks,
+        r.seeds_relayed_and_failover,
+        r.seeds_raft_on_streams,
+        r.acks_verified,
+        r.relayed_chunks_checked
+    );
     if outcome.failures.is_empty() {
         ExitCode::SUCCESS
     } else {

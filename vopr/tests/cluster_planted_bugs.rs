@@ -39,3 +39,11 @@ fn finds_cluster_reapply_after_snapshot() {
 fn finds_cluster_leader_serving_without_quorum() {
     finds("serve-without-quorum", "stale leader");
 }
+
+#[test]
+fn finds_cluster_relay_before_commit() {
+    finds(
+        "relay-before-commit",
+        "while no entry storing it was durable on a majority",
+    );
+}

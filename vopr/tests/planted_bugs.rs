@@ -135,6 +135,13 @@ fn finds_delayed_will_published_early() {
     finds("will-delay-ignored");
 }
 
+/// A will whose delay runs out while its session stays away in the liveness phase is forgotten: its subscribers
+/// are owed it, and the liveness phase finds it missing.
+#[test]
+fn finds_delayed_will_lost() {
+    finds("delayed-will-lost");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -14,6 +14,9 @@ pub struct Config {
     /// publishers back: their PUBLISH is acknowledged only once it fits (see `flow`), so nothing acknowledged is
     /// dropped. An offline session cannot drain, so what does not fit its queue is dropped and counted.
     pub max_queued_messages: usize,
+    /// Retained messages sent on subscribe are handed to the session in slices: at most this many queued at once,
+    /// the next as the subscriber acknowledges and reads (see `retained_stream`).
+    pub retained_slice: usize,
     /// Bytes of encoded output held for one connection that is not reading; past this QoS 0 messages to it are
     /// dropped and QoS 1/2 messages stay queued in its session.
     pub max_outbuf_bytes: usize,
@@ -36,6 +39,10 @@ pub struct Config {
     /// Budget for all bytes buffered from connections not yet past CONNACK; the connection that exceeds it is
     /// closed. 0: no budget.
     pub max_preconnect_bytes: usize,
+    /// Budget for the partial packets held from all connections past CONNACK. The core only reports what each
+    /// holds ([`Broker::partial_input`](super::Broker::partial_input)); the driver enforces it by not reading from
+    /// the connections that hold the most while the total is above it.
+    pub max_partial_input_bytes: usize,
     /// Milliseconds a new connection may take to send CONNECT before it is closed.
     pub connect_timeout_ms: u64,
     /// Whether retained messages are supported (Retain Available).
@@ -125,6 +132,8 @@ pub enum PlantedBug {
     SharedDeliveredTwice,
     /// A will with a Will Delay Interval is published at once when its connection ends.
     WillDelayIgnored,
+    /// A will whose Will Delay Interval ran out with its session still away is forgotten, never published.
+    DelayedWillLost,
 }
 
 impl Default for Config {
@@ -134,6 +143,7 @@ impl Default for Config {
             receive_maximum: 1024,
             max_inflight: 1024,
             max_queued_messages: 100_000,
+            retained_slice: 256,
             max_outbuf_bytes: 4 * 1024 * 1024,
             shared_payload_min: 2048,
             max_connections: 100_000,
@@ -141,6 +151,7 @@ impl Default for Config {
             max_keep_alive: 0,
             max_connect_size: 64 * 1024,
             max_preconnect_bytes: 64 * 1024 * 1024,
+            max_partial_input_bytes: 64 * 1024 * 1024,
             connect_timeout_ms: 10_000,
             retain_available: true,
             max_topic_alias: 64,

@@ -600,6 +600,7 @@ impl Broker {
         let Some(session) = self.sessions.remove(&key) else {
             return;
         };
+        self.drop_retained_streams(key);
         if self.sessions_by_client_id.get(&session.client_id) == Some(&key) {
             self.sessions_by_client_id.remove(&session.client_id);
         }

@@ -330,7 +330,7 @@ fn stored_message(m: &Message) -> StoredMessage {
         payload: m.payload.clone(),
         qos: m.qos,
         retain: m.retain,
-        properties: (*m.properties).clone(),
+        properties: m.properties.clone(),
         expires_at: m.expires_at,
     }
 }
@@ -342,7 +342,7 @@ fn message_from(id: u64, m: StoredMessage) -> Message {
         payload: m.payload,
         qos: m.qos,
         retain: m.retain,
-        properties: m.properties.into(),
+        properties: m.properties,
         expires_at: m.expires_at,
     }
 }

@@ -14,7 +14,7 @@ use super::message::Message;
 use super::quota::BudgetCheck;
 use super::session::SessionKey;
 use super::sys::SYS_PREFIX;
-use super::{Broker, ConnectionId};
+use super::{Broker, ConnectionId, WillPolicy};
 use crate::packet::{Packet, PubResponse, QoS, ReasonCode};
 use std::sync::Arc;
 
@@ -35,8 +35,11 @@ pub struct HeldPublish {
 enum Admission {
     /// Routed (or refused, with an error reason); acknowledge with this reason.
     Accepted(ReasonCode),
-    /// Hold the PUBLISH until this online session's queue drains, or (`None`) until storage is writable again.
-    Blocked(Option<SessionKey>),
+    /// Hold the PUBLISH until this online session's queue drains.
+    Blocked(SessionKey),
+    /// A transient error (storage does not take writes) that a 3.1.1/3.1 client cannot be told of: close its
+    /// connection [MQTT-4.8.0-2].
+    Close,
     /// The total queued-bytes budget is used up: hold the PUBLISH until it has room (see `quota`).
     OverBudget,
 }
@@ -46,7 +49,11 @@ impl Broker {
     /// connection are admitted in order: once one is held, later QoS 1/2 ones queue behind it [MQTT-4.6.0-2]-style
     /// ordering per publisher. QoS 0 is never held: it is never queued for subscribers either.
     pub(super) fn receive_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: HeldPublish) {
-        let queued_behind = publish.qos != QoS::AtMostOnce && self.connections.get(&conn).is_some_and(|c| c.has_held());
+        // The transient error is met while processing this very packet, so it closes the connection now rather
+        // than once the PUBLISHes held before it are admitted [MQTT-4.8.0-2].
+        let queued_behind = publish.qos != QoS::AtMostOnce
+            && !self.storage_error_closes(conn)
+            && self.connections.get(&conn).is_some_and(|c| c.has_held());
         if queued_behind {
             self.stats.publishes_held += 1;
             if let Some(connection) = self.connections.get_mut(&conn) {
@@ -59,7 +66,8 @@ impl Broker {
         }
     }
 
-    /// Admits a PUBLISH and acknowledges it, or holds it where its admission says; returns whether it was taken.
+    /// Admits a PUBLISH and acknowledges it, holds it where its admission says, or closes the connection; returns
+    /// whether it is no longer held (taken, or gone with its connection).
     fn offer_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: HeldPublish) -> bool {
         match self.admit_publish(conn, publisher, &publish) {
             Admission::Accepted(reason) => {
@@ -69,6 +77,13 @@ impl Broker {
             Admission::Blocked(full) => {
                 self.hold(conn, full, publish);
                 false
+            }
+            Admission::Close => {
+                // Unacknowledged, so nothing is lost: the client sends it again on its next connection
+                // [MQTT-4.4.0-1], and the will is published as for any connection the server closes [MQTT-3.1.2-8].
+                self.stats.transient_error_closes += 1;
+                self.close_connection(conn, WillPolicy::Publish, "storage not writable (transient error)");
+                true
             }
             Admission::OverBudget => {
                 self.hold_for_budget(conn, publish);
@@ -99,6 +114,12 @@ impl Broker {
 
     fn admit_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
         let message = &publish.message;
+        // Checked first, so the rule is plain: while storage takes no writes, every QoS 1/2 PUBLISH of a 3.1.1/3.1
+        // client closes its connection, refused or denied ones too (a 3.1.1 client cannot tell those apart from
+        // an acceptance anyway).
+        if publish.qos != QoS::AtMostOnce && self.storage_error_closes(conn) {
+            return Admission::Close;
+        }
         if let Some(reason) = publish.refused {
             self.stats.dropped(super::DropCause::Quota, 1);
             self.note_publish_refused(conn, publish.packet_id, reason);
@@ -110,14 +131,12 @@ impl Broker {
         }
         let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
         if publish.qos != QoS::AtMostOnce && self.storage_full {
-            // Nothing acknowledged may be lost, and the disk cannot take it: refuse with Quota exceeded (MQTT 5), or
-            // hold it unacknowledged (3.1.1 has no way to refuse) until the disk can. QoS 0 keeps flowing.
-            if v5 {
-                self.stats.received(publish.qos, message.payload.len());
-                self.note_publish_refused(conn, publish.packet_id, ReasonCode::QUOTA_EXCEEDED);
-                return Admission::Accepted(ReasonCode::QUOTA_EXCEEDED);
-            }
-            return Admission::Blocked(None);
+            // Nothing acknowledged may be lost, and the disk cannot take it. MQTT 5 refuses this one PUBLISH with
+            // Quota exceeded and the connection carries on (MQTT 5.0 section 4.13.2, other errors); 3.1.1 has no
+            // way to refuse, so its connection was closed above [MQTT-4.8.0-2]. QoS 0 keeps flowing.
+            self.stats.received(publish.qos, message.payload.len());
+            self.note_publish_refused(conn, publish.packet_id, ReasonCode::QUOTA_EXCEEDED);
+            return Admission::Accepted(ReasonCode::QUOTA_EXCEEDED);
         }
         let plan = self.plan_route(message, Some(publisher));
         if publish.qos != QoS::AtMostOnce {
@@ -127,7 +146,7 @@ impl Broker {
                 .map(|(key, _)| *key);
             if let Some(full) = full {
                 self.recycle_plan(plan);
-                return Admission::Blocked(Some(full));
+                return Admission::Blocked(full);
             }
             match self.budget_check(conn, &plan) {
                 BudgetCheck::Room => {}
@@ -160,18 +179,19 @@ impl Broker {
             .is_some_and(|s| s.connection.is_some() && self.queue_limits().is_full(s))
     }
 
-    fn hold(&mut self, conn: ConnectionId, waiting_on: Option<SessionKey>, publish: HeldPublish) {
+    /// Whether a QoS 1/2 PUBLISH on this connection now meets the transient error that closes it: storage does
+    /// not take writes and the client (3.1.1/3.1) cannot be told with a reason code [MQTT-4.8.0-2].
+    fn storage_error_closes(&self, conn: ConnectionId) -> bool {
+        self.storage_full && self.connections.get(&conn).is_some_and(|c| !c.is_v5())
+    }
+
+    fn hold(&mut self, conn: ConnectionId, waiting_on: SessionKey, publish: HeldPublish) {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
         connection.extras().held.push_front(publish);
-        match waiting_on.and_then(|key| self.sessions.get_mut(&key)) {
-            Some(session) => {
-                session.waiters_mut().insert(conn);
-            }
-            None => {
-                self.storage_waiters.insert(conn);
-            }
+        if let Some(session) = self.sessions.get_mut(&waiting_on) {
+            session.waiters_mut().insert(conn);
         }
     }
 
@@ -181,13 +201,9 @@ impl Broker {
     }
 
     /// The driver reports whether durable storage takes writes. While it does not, QoS 1/2 PUBLISHes are refused
-    /// or held (see `admit_publish`); when it does again, the held ones are retried.
+    /// (MQTT 5) or close their connection (3.1.1/3.1), see `admit_publish`; none is held waiting for the disk.
     pub(super) fn set_storage_writable(&mut self, writable: bool) {
         self.storage_full = !writable;
-        if writable {
-            let waiters = std::mem::take(&mut self.storage_waiters);
-            self.woken.extend(waiters);
-        }
     }
 
     /// PUBACK, or PUBREC with the id remembered for exactly-once [MQTT-4.3.3-9]; nothing for QoS 0.

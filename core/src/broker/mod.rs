@@ -16,10 +16,12 @@ mod flow;
 mod footprint;
 mod message;
 mod outbuf;
+mod partial;
 mod planted;
 mod preconnect;
 mod publish;
 mod quota;
+mod retained_stream;
 mod session;
 mod shared_publish;
 mod stats;
@@ -35,6 +37,7 @@ pub use config::Config;
 pub use config::PlantedBug;
 pub use footprint::Footprint;
 pub use message::{Delivery, Message};
+pub use partial::PartialInput;
 pub use quota::AccountingMismatch;
 pub use session::SessionKey;
 pub use stats::{DropCause, Gauges, Stats};
@@ -93,7 +96,8 @@ pub enum Input<'a> {
     /// Graceful shutdown: tell MQTT 5 clients "Server shutting down" (0x8B), then close every connection.
     Shutdown,
     /// Durable storage stopped (disk full, I/O error) or resumed taking writes. While it does not, QoS 1/2
-    /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or held unacknowledged (3.1.1); QoS 0 flows on.
+    /// PUBLISHes are refused with 0x97 Quota exceeded (MQTT 5) or close their connection (3.1.1/3.1,
+    /// [MQTT-4.8.0-2]); QoS 0 flows on.
     StorageWritable(bool),
     /// The verdict on a CONNECT the authenticator answered [`AuthDecision::Pending`] for (`Allow` or `Deny`).
     /// Ignored if the connection closed or timed out meanwhile.
@@ -189,6 +193,8 @@ pub struct Broker {
     last_stored_message: Option<u64>,
     subscriptions: SubscriptionTree<SessionKey>,
     retained: RetainedTree<Arc<Message>>,
+    /// Retained messages still to be sent for wide subscriptions, per session (see `retained_stream`).
+    retained_streams: BTreeMap<SessionKey, Vec<retained_stream::RetainedStream>>,
     timers: Timers,
     outputs: VecDeque<Output>,
     /// Connections with bytes in their `outbuf`, in the order they first got some.
@@ -203,8 +209,6 @@ pub struct Broker {
     woken: BTreeSet<ConnectionId>,
     /// Durable storage does not take writes (see `Input::StorageWritable`).
     storage_full: bool,
-    /// Connections holding PUBLISHes until storage takes writes again.
-    storage_waiters: BTreeSet<ConnectionId>,
     /// Connections past CONNACK, for the connection limit.
     connected_clients: usize,
     /// Bytes buffered from connections not yet past CONNACK (see `preconnect`).
@@ -241,6 +245,7 @@ impl Broker {
             last_stored_message: None,
             subscriptions: SubscriptionTree::new(hash_keys),
             retained: RetainedTree::new(),
+            retained_streams: BTreeMap::new(),
             timers: Timers::default(),
             outputs: VecDeque::new(),
             dirty: Vec::new(),
@@ -249,7 +254,6 @@ impl Broker {
             shared_publishes: shared_publish::SharedPublishes::default(),
             woken: BTreeSet::new(),
             storage_full: false,
-            storage_waiters: BTreeSet::new(),
             connected_clients: 0,
             preconnect_bytes: 0,
             auth_throttle: throttle::AuthThrottle::default(),
@@ -630,8 +634,9 @@ impl Broker {
     /// later disconnect re-armed the session's expiry or will at another deadline. Keeps the queue proportional to
     /// live connections and sessions however often clients come and go.
     fn compact_timers(&mut self) {
-        let (connections, sessions) = (&self.connections, &self.sessions);
+        let (connections, sessions, streams) = (&self.connections, &self.sessions, &self.retained_streams);
         self.timers.compact(|deadline, timer| match timer {
+            Timer::RetainedStream(key) => streams.contains_key(&key),
             Timer::Connection(conn) | Timer::Refusal(conn) => connections.contains_key(&conn),
             Timer::SessionExpiry(key) => sessions
                 .get(&key)
@@ -657,6 +662,7 @@ impl Broker {
                 Timer::SessionExpiry(key) => self.check_session_expiry(key),
                 Timer::WillDelay(key) => self.check_will_delay(key),
                 Timer::Refusal(conn) => self.send_held_refusal(conn),
+                Timer::RetainedStream(key) => self.advance_retained(key),
                 Timer::Sys => {
                     self.publish_sys();
                     let next = self.now + std::time::Duration::from_secs(u64::from(self.config.sys_interval));

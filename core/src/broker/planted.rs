@@ -22,6 +22,7 @@ pub(super) enum PlantedBugKind {
     ExpiredMessageDelivered,
     RetainHandlingIgnoredOnResubscribe,
     WillDelayIgnored,
+    DelayedWillLost,
 }
 
 impl Broker {
@@ -74,6 +75,7 @@ impl Broker {
                     PlantedBugKind::RetainHandlingIgnoredOnResubscribe
                 )
                 | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
+                | (Some(PlantedBug::DelayedWillLost), PlantedBugKind::DelayedWillLost)
         )
     }
 

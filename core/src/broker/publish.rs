@@ -298,6 +298,7 @@ impl Broker {
         // a pass sends everything it took (otherwise the rest of the queue would wait for an unrelated event).
         while self.pump_once(key) {}
         self.note_queue_drained(key);
+        self.advance_retained(key);
     }
 
     /// One pass of `pump`; returns true when a message was dropped and the window has room again.

@@ -30,6 +30,8 @@ pub struct Stats {
     pub preconnect_budget_closes: u64,
     /// Connections closed for sending without reading their replies (see `REPLY_SLACK`).
     pub unread_reply_closes: u64,
+    /// 3.1.1/3.1 connections closed because a QoS 1/2 PUBLISH arrived while storage took no writes [MQTT-4.8.0-2].
+    pub transient_error_closes: u64,
     /// CONNECTs, PUBLISHes and SUBSCRIBE filters refused by a quota (see `quota`).
     pub quota_refusals: u64,
     pub wills_published: u64,

@@ -1,12 +1,10 @@
 //! SUBSCRIBE and UNSUBSCRIBE: per-filter checks and reason codes, the subscription tree, and retained messages
 //! sent on subscribe per Retain Handling.
 
-use super::message::Delivery;
 use super::session::SessionKey;
 use super::{Broker, ConnectionId};
 use crate::packet::{Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
 use crate::topic::{parse_shared_subscription, validate_topic_filter, Subscription};
-use std::sync::Arc;
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, conn: ConnectionId, subscribe: Subscribe) {
@@ -100,24 +98,8 @@ impl Broker {
         if !wanted || !self.config.retain_available {
             return;
         }
-        let mut messages = Vec::new();
-        let now = self.now;
-        self.retained.for_each_match(filter, |_, message| {
-            if !message.is_expired(now) {
-                messages.push(Arc::clone(message));
-            }
-        });
-        for message in messages {
-            let delivery = Delivery {
-                qos: message.qos.min(subscription.options.qos),
-                // Retained messages sent because of a subscription keep RETAIN set [MQTT-3.3.1-9].
-                retain: true,
-                subscription_ids: subscription.identifier.into_iter().collect(),
-                message,
-                seq: 0,
-            };
-            self.deliver(key, delivery);
-        }
+        // In slices as the subscriber makes room, never all at once (see `retained_stream`).
+        self.start_retained_stream(key, filter, subscription);
     }
 
     pub(super) fn handle_unsubscribe(&mut self, conn: ConnectionId, unsubscribe: Unsubscribe) {
@@ -138,6 +120,7 @@ impl Broker {
             if removed {
                 // [MQTT-3.10.4-1], [MQTT-3.10.4-2]: the subscription is deleted; no new messages are added.
                 self.remove_from_tree(filter, key);
+                self.stop_retained_stream(key, filter);
                 self.persist_unsubscribe(key, filter);
                 reasons.push(ReasonCode::SUCCESS);
             } else {

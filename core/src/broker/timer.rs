@@ -17,6 +17,8 @@ pub enum Timer {
     /// A held authentication refusal is due.
     Refusal(ConnectionId),
     Sys,
+    /// The next slice of a session's retained messages sent on subscribe (see `retained_stream`).
+    RetainedStream(SessionKey),
 }
 
 /// Below this many entries the queue is never compacted: a few stale entries cost less than a pass.

@@ -51,6 +51,9 @@ impl Broker {
         if let Some(pending) = session.pending_will.take() {
             let (client_id, username) = (Arc::clone(&session.client_id), session.username.clone());
             self.persist_will_done(key);
+            if self.planted(super::planted::PlantedBugKind::DelayedWillLost) {
+                return;
+            }
             self.publish_will(pending.will, &client_id, username.as_deref());
         }
     }

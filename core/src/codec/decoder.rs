@@ -134,6 +134,23 @@ impl Decoder {
         framed.map(BytesMut::len).sum::<usize>() + self.buf.len()
     }
 
+    /// Bytes still to come before the packet being received is whole: 0 when no partial packet is held, 1 while
+    /// its fixed header is incomplete (its length is not known yet). Meaningful once the whole packets before it
+    /// were decoded.
+    pub fn missing(&self) -> usize {
+        if self.own_allocation_len > 0 {
+            return (self.own_allocation_len as usize).saturating_sub(self.buf.len());
+        }
+        let pending = &self.buf[self.scanned.min(self.buf.len())..];
+        if pending.is_empty() {
+            return 0;
+        }
+        match fixed_header(|i| pending.get(i).copied()) {
+            Ok(Some(header)) => header.packet_len().saturating_sub(pending.len()),
+            _ => 1,
+        }
+    }
+
     /// Appends received bytes, packet by packet: a large packet goes to an allocation of its own, the others are
     /// appended to `buf` (one allocation for a whole chunk of small packets).
     pub fn feed(&mut self, mut data: &[u8]) {

@@ -38,7 +38,8 @@ pub fn replay(data: &[u8], image: &mut Image) -> Replay {
     let mut offset = 0;
     let mut records = 0;
     loop {
-        let detail = match frame::scan(data, offset) {
+        // A frame whose checksum holds was written whole: a record in it that does not decode is never a torn tail.
+        let (detail, whole_frame) = match frame::scan(data, offset) {
             Scan::End => {
                 return Replay {
                     records,
@@ -53,12 +54,12 @@ pub fn replay(data: &[u8], image: &mut Image) -> Replay {
                     offset = next;
                     continue;
                 }
-                Err(e) => format!("undecodable record: {e}"),
+                Err(e) => (format!("undecodable record: {e}"), true),
             },
-            Scan::Truncated => "a record cut short".to_string(),
-            Scan::Corrupt => "checksum mismatch".to_string(),
+            Scan::Truncated => ("a record cut short".to_string(), false),
+            Scan::Corrupt => ("checksum mismatch".to_string(), false),
         };
-        let torn_tail = frame::valid_frame_after(data, offset).is_none();
+        let torn_tail = !whole_frame && frame::valid_frame_after(data, offset).is_none();
         return Replay {
             records,
             valid_len: offset,

@@ -3,11 +3,20 @@
 //!
 //! CONTRACT (owned by the topic-tree work): keep these signatures.
 //!
-//! Children live in a BTreeMap so that delivery order is lexicographic by level and identical in every run. Every
-//! walk is iterative: a topic may have tens of thousands of (empty) levels and recursion that deep would overflow
-//! the stack.
+//! Children are kept in level order (a sorted slice for a few, a BTreeMap for many) so that delivery order is
+//! lexicographic by level and identical in every run, and so that a walk can resume after any topic
+//! ([`RetainedTree::for_each_match_after`]): a wide SUBSCRIBE is answered in slices as the subscriber makes room.
+//! Every walk is iterative: a topic may have tens of thousands of (empty) levels and recursion that deep would
+//! overflow the stack.
+//!
+//! Memory (issue #18: a million retained messages): a node is 24 bytes plus its children; a level of up to 22 bytes
+//! is stored inline ([`Level`]); a node with at most `FEW_MAX` children holds them in one exact-size allocation.
 
+mod level;
+
+use level::Level;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 #[cfg(test)]
 mod tests;
@@ -20,19 +29,144 @@ pub struct RetainedTree<V> {
 struct Node<V> {
     /// The retained message whose topic ends at this node. The root never holds one: every topic has a level.
     value: Option<V>,
-    children: BTreeMap<Box<str>, Node<V>>,
+    children: Children<V>,
+}
+
+/// Above this many children a node keeps them in a BTreeMap (logarithmic insertion); below, a sorted slice sized
+/// exactly (most nodes of a fleet-shaped tree, `site/S/device/D/temp`, have one child).
+const FEW_MAX: usize = 8;
+
+enum Children<V> {
+    Few(Box<[(Level, Node<V>)]>),
+    // Boxed on purpose: 8 bytes in every node instead of 24, and only the few wide nodes pay the extra allocation.
+    #[allow(clippy::box_collection)]
+    Many(Box<BTreeMap<Level, Node<V>>>),
 }
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Node {
             value: None,
-            children: BTreeMap::new(),
+            children: Children::Few(Box::default()),
         }
     }
 }
 
-/// What remains of the filter below a node.
+impl<V> Children<V> {
+    fn len(&self) -> usize {
+        match self {
+            Children::Few(few) => few.len(),
+            Children::Many(many) => many.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, level: &str) -> Option<(&Level, &Node<V>)> {
+        match self {
+            Children::Few(few) => few
+                .binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes()))
+                .ok()
+                .map(|i| (&few[i].0, &few[i].1)),
+            Children::Many(many) => many.get_key_value(level.as_bytes()),
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
+        match self {
+            Children::Few(few) => few
+                .binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes()))
+                .ok()
+                .map(|i| &mut few[i].1),
+            Children::Many(many) => many.get_mut(level.as_bytes()),
+        }
+    }
+
+    fn get_or_insert(&mut self, level: &str) -> &mut Node<V> {
+        if let Children::Few(few) = self {
+            if let Err(at) = few.binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes())) {
+                let mut grown: Vec<(Level, Node<V>)> = std::mem::take(few).into_vec();
+                if grown.len() < FEW_MAX {
+                    // Exact size: a slice grows one element at a time, copying at most FEW_MAX entries.
+                    grown.reserve_exact(1);
+                    grown.insert(at, (Level::new(level), Node::default()));
+                    *few = grown.into_boxed_slice();
+                } else {
+                    let mut many: BTreeMap<Level, Node<V>> = grown.into_iter().collect();
+                    many.insert(Level::new(level), Node::default());
+                    *self = Children::Many(Box::new(many));
+                }
+            }
+        }
+        match self {
+            Children::Few(few) => {
+                let at = few
+                    .binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes()))
+                    .unwrap_or_else(|at| at);
+                &mut few[at].1
+            }
+            Children::Many(many) => {
+                if !many.contains_key(level.as_bytes()) {
+                    many.insert(Level::new(level), Node::default());
+                }
+                many.get_mut(level.as_bytes()).expect("inserted above")
+            }
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Few(few) => {
+                if let Ok(at) = few.binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes())) {
+                    let mut shrunk = std::mem::take(few).into_vec();
+                    shrunk.remove(at);
+                    *few = shrunk.into_boxed_slice();
+                }
+            }
+            Children::Many(many) => {
+                many.remove(level.as_bytes());
+                // Back to a slice well below the threshold, so a node hovering around it does not convert each time.
+                if many.len() < FEW_MAX / 2 {
+                    let few: Vec<(Level, Node<V>)> = std::mem::take(&mut **many).into_iter().collect();
+                    *self = Children::Few(few.into_boxed_slice());
+                }
+            }
+        }
+    }
+
+    /// The children whose level sorts after `after` (all of them for `None`), in ascending order.
+    fn after<'a>(&'a self, after: Option<&str>) -> Box<dyn DoubleEndedIterator<Item = (&'a Level, &'a Node<V>)> + 'a> {
+        match self {
+            Children::Few(few) => {
+                let start = after.map_or(0, |a| few.partition_point(|(l, _)| l.as_bytes() <= a.as_bytes()));
+                Box::new(few[start..].iter().map(|(l, n)| (l, n)))
+            }
+            Children::Many(many) => match after {
+                Some(a) => Box::new(many.range::<[u8], _>((Bound::Excluded(a.as_bytes()), Bound::Unbounded))),
+                None => Box::new(many.iter()),
+            },
+        }
+    }
+
+    fn nodes(&self) -> Box<dyn Iterator<Item = &Node<V>> + '_> {
+        match self {
+            Children::Few(few) => Box::new(few.iter().map(|(_, n)| n)),
+            Children::Many(many) => Box::new(many.values()),
+        }
+    }
+
+    /// Moves every child into `work` (for the iterative drop).
+    fn drain_into(&mut self, work: &mut Vec<Node<V>>) {
+        match std::mem::replace(self, Children::Few(Box::default())) {
+            Children::Few(few) => work.extend(few.into_vec().into_iter().map(|(_, n)| n)),
+            Children::Many(many) => work.extend(many.into_values()),
+        }
+    }
+}
+
+/// What remains of the filter once a node's level has been matched.
 #[derive(Clone, Copy)]
 enum Rest<'f> {
     /// Remaining filter levels; `None` once the filter is used up.
@@ -41,36 +175,84 @@ enum Rest<'f> {
     All,
 }
 
-/// One pending node of a depth-first walk: the node, the length of its parent's topic in the shared buffer, its
-/// own level, and what it still has to match.
+impl<'f> Rest<'f> {
+    /// Whether the node this applies to holds a match itself. `#` also matches the parent level: `sport/#` matches
+    /// `sport` (MQTT 5.0 section 4.7.1.2).
+    fn matches_here(self) -> bool {
+        match self {
+            Rest::All | Rest::Filter(None) => true,
+            Rest::Filter(Some(rest)) => rest == "#",
+        }
+    }
+
+    /// How the children of the node this applies to are chosen: `Err(rest)` for every child (a wildcard: `#`, or
+    /// `+`, which matches exactly one level, the empty one included, MQTT 5.0 section 4.7.1.3), each then matched
+    /// against `rest`; `Ok((literal, rest))` for the one child named `literal`; `None` for no child.
+    #[allow(clippy::type_complexity)]
+    fn children(self) -> Option<Result<(&'f str, Rest<'f>), Rest<'f>>> {
+        match self {
+            Rest::All => Some(Err(Rest::All)),
+            Rest::Filter(None) => None,
+            Rest::Filter(Some(rest)) => match next_level(rest) {
+                ("#", None) => Some(Err(Rest::All)),
+                ("+", after) => Some(Err(Rest::Filter(after))),
+                (literal, after) => Some(Ok((literal, Rest::Filter(after)))),
+            },
+        }
+    }
+}
+
+/// One pending node of a depth-first walk: the node, the length of its parent's topic in the shared buffer, whether
+/// it is at the first level, its own level, and what remains of the filter below it.
 struct Frame<'t, 'f, V> {
     node: &'t Node<V>,
     parent_len: usize,
     first: bool,
-    level: &'t str,
+    level: &'t Level,
     rest: Rest<'f>,
 }
 
-/// Schedules every child of `node` (but `$` ones at the first level [MQTT-4.7.2-1]), reversed so that popping
-/// visits them in ascending order.
+/// Schedules the children of `node` that `rest` (what remains of the filter at `node`) selects and that sort after
+/// `after`, reversed so that popping visits them in ascending order. Wildcards at the first level skip `$` levels
+/// [MQTT-4.7.2-1].
 fn push_children<'t, 'f, V>(
     stack: &mut Vec<Frame<'t, 'f, V>>,
     node: &'t Node<V>,
     rest: Rest<'f>,
     first: bool,
     parent_len: usize,
+    after: Option<&str>,
 ) {
-    for (level, child) in node.children.iter().rev() {
-        if first && level.starts_with('$') {
-            continue;
+    match rest.children() {
+        None => {}
+        Some(Ok((literal, below))) => {
+            if after.is_some_and(|a| literal.as_bytes() <= a.as_bytes()) {
+                return;
+            }
+            if let Some((level, child)) = node.children.get(literal) {
+                stack.push(Frame {
+                    node: child,
+                    parent_len,
+                    first,
+                    level,
+                    rest: below,
+                });
+            }
         }
-        stack.push(Frame {
-            node: child,
-            parent_len,
-            first,
-            level,
-            rest,
-        });
+        Some(Err(below)) => {
+            for (level, child) in node.children.after(after).rev() {
+                if first && level.as_bytes().starts_with(b"$") {
+                    continue;
+                }
+                stack.push(Frame {
+                    node: child,
+                    parent_len,
+                    first,
+                    level,
+                    rest: below,
+                });
+            }
+        }
     }
 }
 
@@ -100,7 +282,7 @@ impl<V> RetainedTree<V> {
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
         let mut node = &mut self.root;
         for level in topic.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.children.get_or_insert(level);
         }
         // Only one retained message per topic: a new one replaces the old [MQTT-3.3.1-5].
         let old = node.value.replace(value);
@@ -126,7 +308,7 @@ impl<V> RetainedTree<V> {
     pub fn get(&self, topic: &str) -> Option<&V> {
         let mut node = &self.root;
         for level in topic.split('/') {
-            node = node.children.get(level)?;
+            node = node.children.get(level)?.1;
         }
         node.value.as_ref()
     }
@@ -135,73 +317,82 @@ impl<V> RetainedTree<V> {
     /// honouring the rule that wildcards at the first level do not match `$` topics [MQTT-4.7.2-1].
     /// Order is deterministic (lexicographic by level).
     pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&str, &V)) {
+        self.for_each_match_after(filter, None, |topic, v| {
+            f(topic, v);
+            true
+        });
+    }
+
+    /// Like [`Self::for_each_match`], but only for the matches that come after the topic `after` in that order
+    /// (all of them for `None`; `after` need not be stored any more), and only while `f` returns true. Returns
+    /// whether the walk reached the end (false: `f` stopped it). Resuming costs a descent along `after`, so a
+    /// large answer can be given in slices, each picking up after the last topic of the one before.
+    pub fn for_each_match_after(&self, filter: &str, after: Option<&str>, mut f: impl FnMut(&str, &V) -> bool) -> bool {
         let mut topic = String::new();
         let mut stack: Vec<Frame<'_, '_, V>> = Vec::new();
-        // The root stands for "before the first level": expand it by hand with the `$` rule, which applies to the
-        // first level only (`a/+` does match `a/$x`).
-        let (first, after) = next_level(filter);
-        match first {
-            "#" if after.is_none() => push_children(&mut stack, &self.root, Rest::All, true, 0),
-            "+" => push_children(&mut stack, &self.root, Rest::Filter(after), true, 0),
-            literal => {
-                if let Some((level, child)) = self.root.children.get_key_value(literal) {
-                    stack.push(Frame {
-                        node: child,
-                        parent_len: 0,
-                        first: true,
-                        level,
-                        rest: Rest::Filter(after),
-                    });
-                }
-            }
-        }
+        self.resume(filter, after, &mut stack, &mut topic);
         while let Some(frame) = stack.pop() {
             topic.truncate(frame.parent_len);
             if !frame.first {
                 topic.push('/');
             }
-            topic.push_str(frame.level);
-            let here = topic.len();
-            let node = frame.node;
-            match frame.rest {
-                Rest::All | Rest::Filter(None) => {
-                    if let Some(v) = &node.value {
-                        f(&topic, v);
-                    }
-                    if matches!(frame.rest, Rest::All) {
-                        push_children(&mut stack, node, Rest::All, false, here);
+            topic.push_str(frame.level.as_str());
+            if frame.rest.matches_here() {
+                if let Some(v) = &frame.node.value {
+                    if !f(&topic, v) {
+                        return false;
                     }
                 }
-                Rest::Filter(Some(rest)) => match next_level(rest) {
-                    // `#` also matches the parent level: `sport/#` matches `sport` (MQTT 5.0 section 4.7.1.2).
-                    ("#", None) => {
-                        if let Some(v) = &node.value {
-                            f(&topic, v);
-                        }
-                        push_children(&mut stack, node, Rest::All, false, here);
-                    }
-                    // `+` matches exactly one level, the empty one included (MQTT 5.0 section 4.7.1.3).
-                    ("+", after) => push_children(&mut stack, node, Rest::Filter(after), false, here),
-                    (literal, after) => {
-                        if let Some((level, child)) = node.children.get_key_value(literal) {
-                            stack.push(Frame {
-                                node: child,
-                                parent_len: here,
-                                first: false,
-                                level,
-                                rest: Rest::Filter(after),
-                            });
-                        }
-                    }
-                },
             }
+            let here = topic.len();
+            push_children(&mut stack, frame.node, frame.rest, false, here, None);
         }
+        true
+    }
+
+    /// Prepares the walk of `filter` to continue after the topic `after`: everything that comes after it in
+    /// depth-first order is its own descendants, then at each level above it (deepest first) the siblings that sort
+    /// after its level. Pushed shallowest first, so they pop in walk order. The root stands for "before the first
+    /// level".
+    fn resume<'t, 'f>(
+        &'t self,
+        filter: &'f str,
+        after: Option<&str>,
+        stack: &mut Vec<Frame<'t, 'f, V>>,
+        topic: &mut String,
+    ) {
+        let Some(after) = after else {
+            push_children(stack, &self.root, Rest::Filter(Some(filter)), true, 0, None);
+            return;
+        };
+        let (mut node, mut rest, mut first) = (&self.root, Rest::Filter(Some(filter)), true);
+        for level in after.split('/') {
+            push_children(stack, node, rest, first, topic.len(), Some(level));
+            // Descend to `level` if the walk would have: the filter selects it and it still exists.
+            let below = match rest.children() {
+                None => return,
+                Some(Ok((literal, below))) if literal == level => below,
+                Some(Ok(_)) => return,
+                Some(Err(_)) if first && level.starts_with('$') => return,
+                Some(Err(below)) => below,
+            };
+            let Some((_, child)) = node.children.get(level) else {
+                return;
+            };
+            if !first {
+                topic.push('/');
+            }
+            topic.push_str(level);
+            (node, rest, first) = (child, below, false);
+        }
+        // `after` itself was given already: continue with its descendants.
+        push_children(stack, node, rest, first, topic.len(), None);
     }
 
     /// Keeps only the messages for which `keep` returns true (used to purge expired messages).
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &V) -> bool) {
-        // First decide (read-only walk, reusing the matcher with `#` semantics minus the `$` rule), then remove by
-        // topic so that pruning stays in one place. Purges are periodic, not per message.
+        // First decide (read-only walk), then remove by topic so that pruning stays in one place. Purges are
+        // periodic, not per message.
         let mut doomed: Vec<String> = Vec::new();
         self.for_each_node(|topic, v| {
             if !keep(topic, v) {
@@ -223,7 +414,7 @@ impl<V> RetainedTree<V> {
         let mut stack = vec![&self.root];
         while let Some(node) = stack.pop() {
             count += node.children.len();
-            stack.extend(node.children.values());
+            stack.extend(node.children.nodes());
         }
         count
     }
@@ -240,8 +431,8 @@ impl<V> RetainedTree<V> {
     /// Every stored message, `$` topics included, in lexicographic order.
     fn for_each_node(&self, mut f: impl FnMut(&str, &V)) {
         let mut topic = String::new();
-        let mut stack: Vec<(&Node<V>, usize, bool, &str)> = Vec::new();
-        for (level, child) in self.root.children.iter().rev() {
+        let mut stack: Vec<(&Node<V>, usize, bool, &Level)> = Vec::new();
+        for (level, child) in self.root.children.after(None).rev() {
             stack.push((child, 0, true, level));
         }
         while let Some((node, parent_len, first, level)) = stack.pop() {
@@ -249,12 +440,12 @@ impl<V> RetainedTree<V> {
             if !first {
                 topic.push('/');
             }
-            topic.push_str(level);
+            topic.push_str(level.as_str());
             if let Some(v) = &node.value {
                 f(&topic, v);
             }
             let here = topic.len();
-            for (level, child) in node.children.iter().rev() {
+            for (level, child) in node.children.after(None).rev() {
                 stack.push((child, here, false, level));
             }
         }
@@ -279,7 +470,7 @@ impl<V> RetainedTree<V> {
                     keep = depth;
                 }
                 match node.children.get(level) {
-                    Some(next) => node = next,
+                    Some((_, next)) => node = next,
                     None => return,
                 }
             }
@@ -304,9 +495,10 @@ impl<V> RetainedTree<V> {
 impl<V> Drop for RetainedTree<V> {
     /// Dismantles the tree iteratively: the default recursive drop of a very deep topic would overflow the stack.
     fn drop(&mut self) {
-        let mut work: Vec<Node<V>> = std::mem::take(&mut self.root.children).into_values().collect();
+        let mut work: Vec<Node<V>> = Vec::new();
+        self.root.children.drain_into(&mut work);
         while let Some(mut node) = work.pop() {
-            work.extend(std::mem::take(&mut node.children).into_values());
+            node.children.drain_into(&mut work);
         }
     }
 }

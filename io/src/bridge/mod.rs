@@ -393,6 +393,14 @@ impl<C: Core> Core for Bridged<C> {
         self.inner.gauges()
     }
 
+    fn partial_input(&self, conn: mqtt_core::broker::ConnectionId) -> mqtt_core::broker::PartialInput {
+        self.inner.partial_input(conn)
+    }
+
+    fn unsent_output(&self, conn: mqtt_core::broker::ConnectionId) -> usize {
+        self.inner.unsent_output(conn)
+    }
+
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         self.inner
             .set_authenticator(Box::new(BridgeTrust::new(authenticator, self.ids.clone())));

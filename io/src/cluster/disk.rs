@@ -51,6 +51,12 @@ pub enum DiskError {
         found: String,
         expected: String,
     },
+    /// The recovered configuration no longer has this node among its voters: it was removed at run time.
+    Removed {
+        path: PathBuf,
+        node_id: u64,
+        voters: String,
+    },
 }
 
 impl fmt::Display for DiskError {
@@ -67,6 +73,13 @@ impl fmt::Display for DiskError {
                 f,
                 "{} says this data directory belongs to {found}, but this node is {expected}; refusing to start \
                  (point data_dir at this node's own directory)",
+                path.display()
+            ),
+            DiskError::Removed { path, node_id, voters } => write!(
+                f,
+                "{} says node {node_id} was removed from the cluster (voters now {voters}); refusing to start on it \
+                 (to add this node again, start it on an empty data directory with `join = true` and run \
+                 `mqtt-broker cluster add-node`)",
                 path.display()
             ),
         }

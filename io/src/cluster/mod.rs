@@ -2,6 +2,7 @@
 //! data directory (`disk`), the node-to-node links (`transport`), and the two around `mqtt_cluster::Node` as the
 //! driver's core (`node`).
 
+pub mod admin;
 pub mod disk;
 pub mod node;
 pub mod status;

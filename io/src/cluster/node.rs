@@ -18,7 +18,9 @@ use crate::config::ClusterSettings;
 use crate::driver::{Core, CORE_TOKEN_BASE};
 use mio::{Registry, Token};
 use mqtt_cluster::eraftpb::HardState;
-use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, PeerError, Role, SharedAuthenticator};
+use mqtt_cluster::{
+    ClusterEvent, MemberChange, Node, NodeConfig, NodeInput, NodeOutput, PeerError, Role, SharedAuthenticator,
+};
 use mqtt_core::broker::{Authenticator, Broker, Config as BrokerConfig, Gauges, Input, Output, Stats};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
@@ -58,6 +60,7 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.relay_clients = true;
     // One entry per loop turn (`end_turn` flushes): one append message per follower and one sync carry the turn.
     config.propose_per_turn = true;
+    config.joining = cluster.join;
     config
 }
 
@@ -77,7 +80,16 @@ pub fn open(
     let max_message = config.max_peer_message;
     let authenticator = config.authenticator.clone();
     let recovered_last = (recovered.entries.last().map_or(0, |e| e.index)).max(recovered.snapshot.get_metadata().index);
+    let joining = config.joining;
     let node = Node::new(config, for_node);
+    // A node removed at run time takes no part again on the same data (a joining one is not a voter until added).
+    if node.is_removed() || (!joining && !node.voters().contains(&cluster.node_id)) {
+        return Err(DiskError::Removed {
+            path: dir.to_path_buf(),
+            node_id: cluster.node_id,
+            voters: mqtt_cluster::members::join(&node.voters()),
+        });
+    }
     let transport = TransportConfig {
         node_id: cluster.node_id,
         cluster_id: cluster.cluster_id.clone(),
@@ -105,6 +117,8 @@ pub fn open(
         lazy_hard_state: None,
         qos0_dropped_logged: (0, None),
         authenticator,
+        member_changes: Vec::new(),
+        removed_at: None,
     };
     Ok((core, recovered))
 }
@@ -139,7 +153,15 @@ pub struct ClusterCore {
     qos0_dropped_logged: (u64, Option<Instant>),
     /// The authenticator every broker of the node shares, for SIGHUP to swap.
     authenticator: Option<SharedAuthenticator>,
+    /// Applied membership changes whose links are not set up yet (those replayed before the transport exists).
+    member_changes: Vec<MemberChange>,
+    /// When this node applied its own removal: it stops shortly after (see `REMOVED_GRACE`).
+    removed_at: Option<Instant>,
 }
+
+/// How long a removed node keeps running before it stops: its last messages (the commit of its own removal, the
+/// DISCONNECTs of its clients) leave meanwhile.
+const REMOVED_GRACE: Duration = Duration::from_millis(500);
 
 impl ClusterCore {
     /// The node, for status and tests.
@@ -220,8 +242,16 @@ impl ClusterCore {
             }
             NodeOutput::Event(event) => {
                 log_event(&event);
-                if let ClusterEvent::PeerRefused { from, error } = &event {
-                    self.drop_bad_peer(*from, error);
+                match &event {
+                    ClusterEvent::PeerRefused { from, error } => self.drop_bad_peer(*from, error),
+                    ClusterEvent::MembersChanged { change, .. } => {
+                        self.member_changes.push(change.clone());
+                        self.apply_member_changes();
+                    }
+                    ClusterEvent::Removed { .. } => {
+                        self.removed_at.get_or_insert_with(Instant::now);
+                    }
+                    _ => {}
                 }
             }
             // Handled in `pump`: never held.
@@ -240,6 +270,68 @@ impl ClusterCore {
             log::error!("cluster: dropping the connection of node {from} ({error})");
             transport.drop_peer(registry, from);
         }
+    }
+
+    /// Writes the commit index through what is synced here, before a removed node stops: the commit otherwise rides
+    /// along with the next sync, and a removed node syncs nothing more, so its data directory would not show the
+    /// removal as committed and would start it again as a member.
+    fn persist_commit(&mut self) {
+        let mut hs = self.hard_state.clone();
+        hs.commit = hs.commit.max(self.node.status().commit.min(self.synced_index));
+        self.lazy_hard_state = None;
+        self.disk.set_hard_state(&hs);
+        if let Err(e) = self.disk.commit() {
+            log::error!("cluster: the Raft log cannot be written ({e})");
+        }
+    }
+
+    /// Sets up or drops the links of members added or removed (once the transport exists).
+    fn apply_member_changes(&mut self) {
+        let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) else {
+            return;
+        };
+        for change in std::mem::take(&mut self.member_changes) {
+            match change {
+                MemberChange::Add { id, address } => match address.parse() {
+                    Ok(address) => transport.add_peer(registry, id, address, Instant::now()),
+                    Err(_) => log::error!(
+                        "cluster: member {id} was added with the address {address:?}, which is not an IP address and \
+                         port; this node cannot reach it"
+                    ),
+                },
+                MemberChange::Remove { id } => transport.remove_peer(registry, id),
+            }
+        }
+    }
+
+    /// `cluster add-node` / `remove-node` on this node: proposed if it leads (see `admin`).
+    fn member_request(&mut self, token: usize, change: MemberChange) {
+        log::info!("cluster: membership change requested: {change:?}");
+        let result = self
+            .node
+            .request_member_change(self.now, change)
+            .map_err(|e| e.to_string());
+        match &result {
+            Ok(index) => log::info!("cluster: membership change proposed at index {index}"),
+            Err(why) => log::warn!("cluster: membership change refused: {why}"),
+        }
+        self.pump();
+        let answer = super::admin::encode_answer(&result);
+        if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            transport.answer_status(registry, token, &answer);
+        }
+    }
+
+    /// The node-to-node addresses this node knows, its own included, for status answers.
+    fn addresses(&self) -> Vec<(u64, std::net::SocketAddr)> {
+        let mut all = self
+            .transport
+            .as_ref()
+            .map(PeerTransport::peer_addresses)
+            .unwrap_or_default();
+        all.push((self.node.node_id(), self.transport_config.listen));
+        all.sort_unstable();
+        all
     }
 
     /// The group commit: one write and one sync for everything persisted since the last, then what waited on it.
@@ -311,8 +403,9 @@ impl ClusterCore {
                 match event {
                     PeerEvent::Message { from, data } => self.input(self.now, NodeInput::Peer { from, message: &data }),
                     PeerEvent::Unreachable { peer } => self.input(self.now, NodeInput::PeerUnreachable { peer }),
+                    PeerEvent::MemberRequest { token, change } => self.member_request(token, change),
                     PeerEvent::StatusRequest { token } => {
-                        let answer = super::status::encode_answer(&self.node.status());
+                        let answer = super::status::encode_answer(&self.node.status(), &self.addresses());
                         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
                             transport.answer_status(registry, token, &answer);
                         }
@@ -351,6 +444,13 @@ fn log_event(event: &ClusterEvent) {
             conn.0
         ),
         ClusterEvent::Released { .. } => log::trace!("cluster: {event:?}"),
+        ClusterEvent::MembersChanged { index, change, voters } => log::info!(
+            "cluster: membership change at index {index} applied: {change:?}; voters now {}",
+            mqtt_cluster::members::join(voters)
+        ),
+        ClusterEvent::Removed { index } => log::error!(
+            "cluster: this node was removed from the cluster at index {index}: it serves no clients and stops"
+        ),
         other => log::info!("cluster: {other:?}"),
     }
 }
@@ -384,6 +484,15 @@ impl Core for ClusterCore {
 
     fn gauges(&self) -> Gauges {
         self.node.broker().map(Broker::gauges).unwrap_or_default()
+    }
+
+    /// The leader's broker decodes its clients' packets; a follower relays them (no budget there yet).
+    fn partial_input(&self, conn: mqtt_core::broker::ConnectionId) -> mqtt_core::broker::PartialInput {
+        self.node.broker().map(|b| b.partial_input(conn)).unwrap_or_default()
+    }
+
+    fn unsent_output(&self, conn: mqtt_core::broker::ConnectionId) -> usize {
+        self.node.broker().map_or(0, |b| b.unsent_output(conn))
     }
 
     /// SIGHUP: the node's current broker and every broker it builds later check the freshly loaded files.
@@ -423,6 +532,7 @@ impl Core for ClusterCore {
         })?;
         self.transport = Some(transport);
         self.registry = Some(registry.try_clone()?);
+        self.apply_member_changes();
         Ok(())
     }
 
@@ -476,10 +586,20 @@ impl Core for ClusterCore {
         let pending = pending || self.node.has_unproposed();
         let held = pending.then(Instant::now);
         let links = self.transport.as_ref().and_then(PeerTransport::next_deadline);
-        held.into_iter().chain(links).min()
+        let stop = self.removed_at.map(|at| at + REMOVED_GRACE);
+        held.into_iter().chain(links).chain(stop).min()
     }
 
     fn failure(&mut self) -> Option<String> {
+        if self.failure.is_none() && self.removed_at.is_some_and(|at| at.elapsed() >= REMOVED_GRACE) {
+            self.removed_at = None;
+            self.persist_commit();
+            return Some(format!(
+                "cluster: node {} was removed from the cluster by a configuration change; it stops (its data \
+                 directory will not start it again)",
+                self.node.node_id()
+            ));
+        }
         self.failure.take()
     }
 }

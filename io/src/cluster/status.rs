@@ -42,11 +42,13 @@ pub fn parse_request(body: &[u8]) -> Option<&str> {
     std::str::from_utf8(body.get(6..6 + len)?).ok()
 }
 
-/// The answer: one line of `key=value` pairs.
-pub fn encode_answer(status: &NodeStatus) -> Vec<u8> {
+/// The answer: one line of `key=value` pairs. `addresses` are the node-to-node addresses this node knows (its own
+/// included), so that `cluster status` also finds members added at run time.
+pub fn encode_answer(status: &NodeStatus, addresses: &[(u64, SocketAddr)]) -> Vec<u8> {
     let matched: Vec<String> = status.match_index.iter().map(|(id, m)| format!("{id}:{m}")).collect();
+    let addresses: Vec<String> = addresses.iter().map(|(id, a)| format!("{id}@{a}")).collect();
     let text = format!(
-        "id={} role={:?} term={} leader={} commit={} applied={} serving={} match={}",
+        "id={} role={:?} term={} leader={} commit={} applied={} serving={} voters={} addresses={} match={}",
         status.id,
         status.role,
         status.term,
@@ -54,6 +56,8 @@ pub fn encode_answer(status: &NodeStatus) -> Vec<u8> {
         status.commit,
         status.applied,
         status.serving,
+        mqtt_cluster::members::join(&status.voters),
+        addresses.join(","),
         matched.join(",")
     );
     let mut framed = Vec::with_capacity(4 + text.len());
@@ -90,13 +94,37 @@ pub fn query(address: SocketAddr, cluster_id: &str) -> Result<BTreeMap<String, S
         .collect())
 }
 
-/// The report for every member, as `cluster status` prints it.
+/// The voters an answer names.
+pub fn voters(answer: &BTreeMap<String, String>) -> Vec<u64> {
+    let list = answer.get("voters").map_or("", String::as_str);
+    list.split(',').filter_map(|v| v.parse().ok()).collect()
+}
+
+/// The node-to-node addresses an answer names.
+pub fn addresses(answer: &BTreeMap<String, String>) -> Vec<(u64, SocketAddr)> {
+    let list = answer.get("addresses").map_or("", String::as_str);
+    list.split(',')
+        .filter_map(|pair| pair.split_once('@'))
+        .filter_map(|(id, a)| Some((id.parse().ok()?, a.parse().ok()?)))
+        .collect()
+}
+
+/// The report for every member, as `cluster status` prints it: the configured members first, then any member
+/// their answers name (added at run time); a configured node that is no longer a voter is marked so.
 pub fn report(cluster_id: &str, members: &[(u64, SocketAddr)]) -> String {
-    let mut out = format!("cluster {cluster_id:?}: {} members\n", members.len());
+    let mut known: BTreeMap<u64, SocketAddr> = members.iter().copied().collect();
+    let mut asked = std::collections::BTreeSet::new();
+    let mut lines = Vec::new();
     let mut leader_view: Option<BTreeMap<String, String>> = None;
-    for (id, address) in members {
+    while let Some((id, address)) = known.iter().find(|(id, _)| !asked.contains(*id)).map(|(i, a)| (*i, *a)) {
+        asked.insert(id);
+        let (id, address) = (&id, &address);
+        let mut out = String::new();
         match query(*address, cluster_id) {
             Ok(answer) => {
+                for (peer, address) in addresses(&answer) {
+                    known.entry(peer).or_insert(address);
+                }
                 let get = |k: &str| answer.get(k).map_or("?", String::as_str);
                 out.push_str(&format!(
                     "node {id} at {address}: {} term {} leader {} commit {} applied {}{}\n",
@@ -117,9 +145,13 @@ pub fn report(cluster_id: &str, members: &[(u64, SocketAddr)]) -> String {
             }
             Err(why) => out.push_str(&format!("node {id} at {address}: {why}\n")),
         }
+        lines.push(out);
     }
+    let mut out = format!("cluster {cluster_id:?}: {} nodes asked\n", lines.len());
+    out.extend(lines);
     match leader_view {
         Some(view) => {
+            out.push_str(&format!("voters: {}\n", view.get("voters").map_or("?", String::as_str)));
             let commit: u64 = view.get("commit").and_then(|c| c.parse().ok()).unwrap_or(0);
             out.push_str(&format!(
                 "leader: node {} in term {}\n",

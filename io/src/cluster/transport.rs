@@ -46,6 +46,12 @@ pub enum PeerEvent {
     /// `mqtt-broker cluster status` asks for this node's status on accepted connection `token`: answer it with
     /// [`PeerTransport::answer_status`].
     StatusRequest { token: usize },
+    /// `mqtt-broker cluster add-node` / `remove-node` asks this node to propose a membership change on accepted
+    /// connection `token`: answer it with [`PeerTransport::answer_status`].
+    MemberRequest {
+        token: usize,
+        change: mqtt_cluster::MemberChange,
+    },
 }
 
 /// How the links are set up.
@@ -65,6 +71,8 @@ pub struct TransportConfig {
 /// One outgoing link.
 struct Link {
     peer: u64,
+    /// Its mio token (stable while the link exists; links come and go with membership changes).
+    token: usize,
     address: SocketAddr,
     stream: Option<TcpStream>,
     /// Set once the connect completed (first writable event without a socket error).
@@ -112,22 +120,8 @@ impl PeerTransport {
         let links = config
             .peers
             .iter()
-            .map(|&(peer, address)| {
-                let link = Link {
-                    peer,
-                    address,
-                    stream: None,
-                    connected: false,
-                    queue: VecDeque::new(),
-                    queued_bytes: 0,
-                    written: 0,
-                    retry_at: Some(now),
-                    backoff: BACKOFF_MIN,
-                    dropped: 0,
-                    reported: false,
-                };
-                (peer, link)
-            })
+            .enumerate()
+            .map(|(i, &(peer, address))| (peer, Link::new(peer, config.token_base + 1 + i, address, now)))
             .collect();
         let hello = encode_hello(config.node_id, &config.cluster_id);
         let mut transport = PeerTransport {
@@ -156,8 +150,33 @@ impl PeerTransport {
         token.0 >= self.config.token_base && token.0 < self.config.token_base + (1 << 32)
     }
 
-    fn link_token(&self, index: usize) -> Token {
-        Token(self.config.token_base + 1 + index)
+    /// Starts dialling a member added at run time (a configuration change); a known one whose address changed is
+    /// dialled at the new one.
+    pub fn add_peer(&mut self, registry: &Registry, peer: u64, address: SocketAddr, now: Instant) {
+        if peer == self.config.node_id || self.links.get(&peer).is_some_and(|l| l.address == address) {
+            return;
+        }
+        self.remove_peer(registry, peer);
+        let token = self.next_inbound;
+        self.next_inbound += 1;
+        self.links.insert(peer, Link::new(peer, token, address, now));
+        let mut events = Vec::new();
+        self.on_timers(registry, now, &mut events);
+    }
+
+    /// Forgets a member removed at run time: its link is closed and its accepted connections dropped.
+    pub fn remove_peer(&mut self, registry: &Registry, peer: u64) {
+        if let Some(mut link) = self.links.remove(&peer) {
+            if let Some(mut stream) = link.stream.take() {
+                let _ = registry.deregister(&mut stream);
+            }
+        }
+        self.drop_peer(registry, peer);
+    }
+
+    /// Every member this node has a link to, with its address.
+    pub fn peer_addresses(&self) -> Vec<(u64, SocketAddr)> {
+        self.links.values().map(|l| (l.peer, l.address)).collect()
     }
 
     /// Queues `message` for `to`; false if it was dropped (unknown peer, a full queue, or larger than the bound).
@@ -217,11 +236,7 @@ impl PeerTransport {
             self.accept(registry, now, events);
             return;
         }
-        let index = token.0 - self.config.token_base - 1;
-        if index < self.links.len() {
-            let Some((_, link)) = self.links.iter_mut().nth(index) else {
-                return;
-            };
+        if let Some(link) = self.links.values_mut().find(|l| l.token == token.0) {
             on_link_event(link, &self.hello, registry, readable, writable, now, events);
             return;
         }
@@ -232,10 +247,10 @@ impl PeerTransport {
 
     /// Retries connections whose back-off ended and drops inbound connections that never said hello.
     pub fn on_timers(&mut self, registry: &Registry, now: Instant, events: &mut Vec<PeerEvent>) {
-        let tokens: Vec<Token> = (0..self.links.len()).map(|i| self.link_token(i)).collect();
-        for (link, token) in self.links.values_mut().zip(tokens) {
+        for link in self.links.values_mut() {
             if link.retry_at.is_some_and(|at| at <= now) {
                 link.retry_at = None;
+                let token = Token(link.token);
                 dial(link, registry, token, now, events);
             }
         }
@@ -344,6 +359,10 @@ impl PeerTransport {
                     events.push(PeerEvent::StatusRequest { token });
                     return;
                 }
+                Drop::Member(change) => {
+                    events.push(PeerEvent::MemberRequest { token, change });
+                    return;
+                }
             }
             self.drop_inbound(registry, token);
             return;
@@ -388,6 +407,8 @@ enum Drop {
     Refused(String),
     /// A status request: answered, then dropped.
     Status,
+    /// A membership change request: answered, then dropped.
+    Member(mqtt_cluster::MemberChange),
 }
 
 /// Reads what the socket holds and hands up every whole frame.
@@ -452,6 +473,13 @@ fn take_frames(
                     }
                     return Err(Drop::Status);
                 }
+                if let Some(request) = super::admin::parse_request(&body) {
+                    let (cluster, change) = request.map_err(Drop::Refused)?;
+                    if cluster != config.cluster_id {
+                        return Err(Drop::Refused(format!("membership request for cluster {cluster:?}")));
+                    }
+                    return Err(Drop::Member(change));
+                }
                 let from = check_hello(&body, config, links).map_err(Drop::Refused)?;
                 log::info!("cluster: node {from} connected from {}", conn.peer_addr);
                 conn.from = Some(from);
@@ -501,6 +529,25 @@ fn check_hello(body: &[u8], config: &TransportConfig, links: &BTreeMap<u64, Link
         return Err(format!("node {node} is not a member of this cluster"));
     }
     Ok(node)
+}
+
+impl Link {
+    fn new(peer: u64, token: usize, address: SocketAddr, now: Instant) -> Link {
+        Link {
+            peer,
+            token,
+            address,
+            stream: None,
+            connected: false,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            written: 0,
+            retry_at: Some(now),
+            backoff: BACKOFF_MIN,
+            dropped: 0,
+            reported: false,
+        }
+    }
 }
 
 fn dial(link: &mut Link, registry: &Registry, token: Token, now: Instant, events: &mut Vec<PeerEvent>) {

@@ -1,6 +1,7 @@
 //! The `[cluster]` table: this node's id, the cluster's id, every voter with its node-to-node address, and the Raft
-//! timing. Membership is static (3 or 5 voters); every node's file lists the same `peers`, itself included, so the
-//! files of one cluster differ only in `node_id` (and the node's own listeners and data directory).
+//! timing. A cluster starts with 3 or 5 voters; every node's file lists the same `peers`, itself included, so the
+//! files of one cluster differ only in `node_id` (and the node's own listeners and data directory). Members added
+//! or removed at run time (`cluster add-node`) live in the Raft log, not here; a node that joins says `join = true`.
 //!
 //! Absent `[cluster]`, the broker runs alone exactly as before.
 
@@ -47,6 +48,10 @@ pub struct ClusterFile {
     /// Bytes of client output the leader holds waiting for commits; beyond it QoS 0 messages are dropped.
     #[serde(default)]
     pub max_held_bytes: Option<Spanned<u64>>,
+    /// This node joins a running cluster: `peers` lists the current members and this node (for its address);
+    /// it becomes a voter once `mqtt-broker cluster add-node` adds it.
+    #[serde(default)]
+    pub join: Option<Spanned<bool>>,
 }
 
 /// One voter.
@@ -70,6 +75,8 @@ pub struct ClusterSettings {
     pub heartbeat_ticks: usize,
     /// See `mqtt_cluster::NodeConfig::max_held_bytes`.
     pub max_held_bytes: usize,
+    /// See `mqtt_cluster::NodeConfig::joining`.
+    pub join: bool,
 }
 
 impl ClusterSettings {
@@ -92,6 +99,9 @@ impl ClusterSettings {
         t.insert("election_ticks".into(), int(self.election_ticks as u64));
         t.insert("heartbeat_ticks".into(), int(self.heartbeat_ticks as u64));
         t.insert("max_held_bytes".into(), int(self.max_held_bytes as u64));
+        if self.join {
+            t.insert("join".into(), toml::Value::Boolean(true));
+        }
         let peers = self
             .peers
             .iter()
@@ -152,8 +162,15 @@ pub fn resolve(file: &ClusterFile, source: &Source<'_>) -> Result<ClusterSetting
         }
         peers.push(Peer { id, address });
     }
-    // Static membership of 3 or 5: tolerates 1 or 2 failures; an even count tolerates no more than one fewer.
-    if !matches!(peers.len(), 3 | 5) {
+    // A cluster starts with 3 or 5 voters: tolerates 1 or 2 failures; an even count tolerates no more than one
+    // fewer. A joining node lists the members as they are now (any number, at run time) and itself.
+    let join = file.join.as_ref().is_some_and(|j| *j.get_ref());
+    let count_ok = if join {
+        peers.len() >= 2
+    } else {
+        matches!(peers.len(), 3 | 5)
+    };
+    if !count_ok {
         return Err(invalid("peers", file.peers.span(), Problem::VoterCount(peers.len())));
     }
     let Some(own) = peers.iter().find(|p| p.id == node_id) else {
@@ -212,6 +229,7 @@ pub fn resolve(file: &ClusterFile, source: &Source<'_>) -> Result<ClusterSetting
         election_ticks: election_ticks as usize,
         heartbeat_ticks: heartbeat_ticks as usize,
         max_held_bytes: usize::try_from(max_held_bytes).unwrap_or(usize::MAX),
+        join,
     })
 }
 

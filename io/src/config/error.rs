@@ -89,7 +89,11 @@ impl fmt::Display for Problem {
                 super::cluster::MAX_CLUSTER_ID_LEN
             ),
             Problem::DuplicatePeer(what) => write!(f, "{what} appears twice among the peers"),
-            Problem::VoterCount(n) => write!(f, "lists {n} voter(s); a cluster has 3 or 5 (this node included)"),
+            Problem::VoterCount(n) => write!(
+                f,
+                "lists {n} voter(s); a cluster starts with 3 or 5 (this node included; a node that joins a running \
+                 cluster with `join = true` lists the members and itself)"
+            ),
             Problem::NotAPeer(id) => write!(f, "{id} is not the id of any entry of cluster.peers"),
             Problem::HeartbeatNotBelowElection { heartbeat, election } => write!(
                 f,

@@ -127,6 +127,8 @@ limits! {
     max_connect_size: u32 = Check::NonZero, "--max-connect-size";
     /// Bytes buffered from all connections not yet past CONNACK; the one that exceeds it is closed (0 = unlimited)
     max_preconnect_bytes: usize = Check::Any, "--max-preconnect-bytes";
+    /// Bytes of partial packets held from all connected clients; above it the clients holding the most are not read
+    max_partial_input_bytes: usize = Check::NonZero, "--max-partial-input-bytes";
     /// Milliseconds a new connection has to send CONNECT
     connect_timeout_ms: u64 = Check::NonZero, "--connect-timeout-ms";
     /// Whether retained messages are supported (true|false)

@@ -300,10 +300,25 @@ pub enum Command {
 }
 
 /// `mqtt-broker cluster ...`
-#[derive(Debug, Clone, Copy, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum ClusterAction {
     /// Members, their role, term, commit and applied index, the leader and each follower's lag behind it
     Status,
+    /// Add a voter at run time (a Raft configuration change, through the leader); start the new node first, with
+    /// `join = true` and the current members in its `peers`
+    AddNode {
+        /// The new node's id (its `node_id`)
+        #[arg(long)]
+        id: u64,
+        /// Where the other nodes reach it (its node-to-node address, IP:PORT)
+        #[arg(long)]
+        address: std::net::SocketAddr,
+    },
+    /// Remove a voter at run time (the leader too: another one is elected); the removed node stops
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 /// One listener of the effective configuration.

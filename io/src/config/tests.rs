@@ -597,3 +597,38 @@ fn example_cluster_files_form_one_cluster() {
         "each node its own listener and data directory"
     );
 }
+
+/// A node joining a running cluster lists the members as they are now and itself, in any number.
+#[test]
+fn a_joining_node_may_list_any_number_of_members() {
+    let four = CLUSTER
+        .replacen("},\n]", "},\n  { id = 4, address = \"127.0.0.1:7004\" },\n]", 1)
+        .replacen("node_id = 2", "node_id = 4\njoin = true", 1);
+    let settings = from_text(&four, &[]).unwrap().cluster.expect("[cluster]");
+    assert!(settings.join);
+    assert_eq!(settings.voter_ids(), vec![1, 2, 3, 4]);
+    let msg = from_text(&four.replacen("join = true", "join = false", 1), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("4 voter(s)") && msg.contains("join = true"), "{msg}");
+    let alone = "[cluster]\nnode_id = 4\ncluster_id = \"demo\"\njoin = true\npeers = [{ id = 4, address = \"127.0.0.1:7004\" }]\n";
+    assert!(from_text(alone, &[]).unwrap_err().to_string().contains("1 voter(s)"));
+}
+
+#[test]
+fn the_partial_input_budget_defaults_to_64_mib_and_refuses_zero_naming_the_key() {
+    let s = from_text("", &[]).unwrap();
+    assert_eq!(s.limits.max_partial_input_bytes, 64 * 1024 * 1024);
+    let s = from_text("[limits]\nmax_partial_input_bytes = 1048576\n", &[]).unwrap();
+    assert_eq!(s.limits.max_partial_input_bytes, 1 << 20);
+    let err = from_text("[limits]\nmax_partial_input_bytes = 0\n", &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.toml:2:27: key `limits.max_partial_input_bytes`: must be greater than 0"
+    );
+    let err = resolve(&FileConfig::default(), None, &cli(&["--max-partial-input-bytes", "0"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "flag --max-partial-input-bytes: key `limits.max_partial_input_bytes`: must be greater than 0"
+    );
+}

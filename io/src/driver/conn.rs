@@ -6,6 +6,7 @@
 //! its own per-connection output, the driver adds no buffering of its own.
 
 use super::outbox::Outbox;
+use super::park::Park;
 pub use super::transport::Flush;
 use super::transport::{Scratch, Transport, TransportError};
 use super::uring::WireWriter;
@@ -40,6 +41,11 @@ pub struct Conn {
     pub readable: bool,
     /// Holds output whose records the disk refused: sent only once a snapshot made them durable.
     pub durability_hold: bool,
+    /// Not being read, and why (see `park`).
+    pub parked: Option<Park>,
+    /// The partial packet the core holds from this connection as of its last read: bytes held, bytes missing.
+    pub held_input: usize,
+    pub missing_input: usize,
     transport: Transport,
     pending: Outbox,
 }
@@ -54,6 +60,9 @@ impl Conn {
             dirty: false,
             readable: false,
             durability_hold: false,
+            parked: None,
+            held_input: 0,
+            missing_input: 0,
             transport,
             pending: Outbox::default(),
         }

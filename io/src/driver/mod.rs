@@ -11,6 +11,7 @@ mod conn;
 mod events;
 mod identity;
 mod outbox;
+mod park;
 mod transport;
 mod uring;
 mod ws;
@@ -25,9 +26,10 @@ use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use mqtt_core::broker::{Authenticator, Broker, ConnectionId, Gauges, Input, ListenerId, Output, Stats};
+use mqtt_core::broker::{Authenticator, Broker, ConnectionId, Gauges, Input, ListenerId, Output, PartialInput, Stats};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
+use park::InputBudget;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -112,6 +114,18 @@ pub trait Core {
     fn cluster_health(&self) -> Option<(crate::http::ClusterHealth, u64)> {
         None
     }
+    /// The partial packet a connected client holds, for the input budget (see `park`). Cores without clients of
+    /// their own report none.
+    fn partial_input(&self, conn: ConnectionId) -> PartialInput {
+        let _ = conn;
+        PartialInput::default()
+    }
+    /// Output the core holds for `conn`, not handed out yet (it counts against `max_outbuf_bytes` with the
+    /// driver's own unsent bytes, see `park`).
+    fn unsent_output(&self, conn: ConnectionId) -> usize {
+        let _ = conn;
+        0
+    }
     /// Replace the authenticator (SIGHUP reload). Cores without one ignore it.
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         let _ = authenticator;
@@ -178,6 +192,12 @@ impl Core for Broker {
     fn gauges(&self) -> Gauges {
         Broker::gauges(self)
     }
+    fn partial_input(&self, conn: ConnectionId) -> PartialInput {
+        Broker::partial_input(self, conn)
+    }
+    fn unsent_output(&self, conn: ConnectionId) -> usize {
+        Broker::unsent_output(self, conn)
+    }
 }
 
 struct BoundListener {
@@ -224,6 +244,10 @@ pub struct Driver<C: Core = Broker> {
     readable: VecDeque<ConnectionId>,
     /// Connections in `Flushing` or `Draining`, whose deadlines the loop watches.
     closing: HashSet<ConnectionId>,
+    /// Connections not being read (see `park`), and the budgets that decide it.
+    parked: HashSet<ConnectionId>,
+    input: InputBudget,
+    max_outbuf: usize,
     /// Accepting is paused until then (out of file descriptors).
     accept_paused_until: Option<Instant>,
     /// Whether the current episode of fd exhaustion was logged already.
@@ -297,6 +321,9 @@ impl<C: Core> Driver<C> {
             dirty: Vec::new(),
             readable: VecDeque::new(),
             closing: HashSet::new(),
+            parked: HashSet::new(),
+            input: InputBudget::new(settings.limits.max_partial_input_bytes),
+            max_outbuf: settings.limits.max_outbuf_bytes,
             accept_paused_until: None,
             fd_exhaustion_logged: false,
             shutdown_deadline: None,
@@ -733,7 +760,7 @@ impl<C: Core> Driver<C> {
 
     fn mark_readable(&mut self, id: ConnectionId) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            if !conn.readable {
+            if !conn.readable && conn.parked.is_none() {
                 conn.readable = true;
                 self.readable.push_back(id);
             }
@@ -744,11 +771,17 @@ impl<C: Core> Driver<C> {
     /// queue until a read would block; but reading each one dry in turn would let a client that sends without
     /// pause hold the loop while everyone else's input, and the output it causes, waits (a QoS 0 flood into one
     /// subscriber measured 5 s p99 that way).
+    /// Connections held back by a budget are taken out of the queue first (see `park`).
     fn read_turn(&mut self) {
+        self.review_parked();
         for _ in 0..self.readable.len() {
             let Some(id) = self.readable.pop_front() else {
                 return;
             };
+            if let Some(why) = self.park_reason(id) {
+                self.park(id, why);
+                continue;
+            }
             let more = self.read_once(id)
                 && match &self.io {
                     Io::Epoll => true,
@@ -806,6 +839,7 @@ impl<C: Core> Driver<C> {
                 let now = self.clock.now();
                 self.broker.handle_input(now, Input::Received { conn: id, data });
                 self.settle_read();
+                self.account_input(id);
                 if self.conns.get(&id).is_some_and(|c| c.transport_ended()) {
                     log::debug!("conn {}: WebSocket closed by peer after its last MQTT bytes", id.0);
                     self.end_transport(id);
@@ -865,11 +899,13 @@ impl<C: Core> Driver<C> {
             if self.storage.as_ref().is_some_and(Storage::holds_sends) {
                 return;
             }
-            let conns = &self.conns;
+            // Below the output bound by a margin too, so that unwritten bytes of this turn never hold a connection
+            // back (`park`) that would not have been otherwise.
+            let (conns, flush_now) = (&self.conns, FLUSH_NOW_BYTES.min(self.max_outbuf / 2));
             let (now, later): (Vec<ConnectionId>, Vec<ConnectionId>) = self.dirty.drain(..).partition(|id| {
                 conns
                     .get(id)
-                    .is_none_or(|c| c.state != State::Open || c.pending_bytes() >= FLUSH_NOW_BYTES)
+                    .is_none_or(|c| c.state != State::Open || c.pending_bytes() >= flush_now)
             });
             self.dirty = later;
             let follow_ups = self.flush(now);
@@ -936,8 +972,8 @@ impl<C: Core> Driver<C> {
             "cannot write"
         };
         log::error!(
-            "data directory: {what} ({error}); refusing QoS 1/2 messages (MQTT 5: 0x97 Quota exceeded; 3.1.1: held \
-             unacknowledged) until it can be written again, retrying every {}s",
+            "data directory: {what} ({error}); refusing QoS 1/2 messages (MQTT 5: 0x97 Quota exceeded; 3.1.1: connection \
+             closed) until it can be written again, retrying every {}s",
             STORAGE_RETRY.as_secs()
         );
         if let Some(storage) = self.storage.as_mut() {
@@ -1059,6 +1095,10 @@ impl<C: Core> Driver<C> {
         if let Some(conn) = self.conns.get_mut(&id) {
             if conn.state == State::Open {
                 conn.close_transport();
+                self.unpark_closing(id);
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
                 conn.state = State::Flushing { deadline };
                 self.closing.insert(id);
                 self.mark_dirty(id);
@@ -1152,6 +1192,7 @@ impl<C: Core> Driver<C> {
         }
         match self.conns.remove(&id) {
             Some(mut conn) => {
+                self.forget_input(id, conn.held_input);
                 match &mut self.io {
                     Io::Epoll => {
                         let _ = self.poll.registry().deregister(&mut conn.stream);

@@ -29,6 +29,11 @@ use std::time::Duration;
 /// `MQTT_BROKER_IO_URING_ENTRIES`; 0 makes ring creation fail, which is how the fallback to epoll is tested.
 const RING_ENTRIES: u32 = 4096;
 pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
+/// Most provided buffers one connection may hold unread (one read buffer's worth): past this its receive is
+/// cancelled until it is read, so that a client sending faster than the loop reads does not keep taking the pool
+/// that every other connection receives into. (A multishot receive still takes what arrives before the cancel
+/// reaches the kernel: what the client sent meanwhile, however much the pool has room for.)
+const MAX_HELD_BUFS: usize = 32;
 /// Provided receive buffers: how many and how large. A connection holds them from their completions until the
 /// read turn that reads them, so this bounds the input waiting in the driver (8 MiB, resident once used); when
 /// all are taken, receives end with ENOBUFS and are re-armed once buffers come back. Many and small: thousands
@@ -121,6 +126,22 @@ struct RingConn {
     wire: WireWriter,
     /// End of file or an error was received: no more receives.
     read_done: bool,
+    /// The driver does not read it for now (see `park`): no receive is armed.
+    paused: bool,
+    /// It holds `MAX_HELD_BUFS` buffers unread: no receive is armed until it is read.
+    full: bool,
+    /// What it had received when it was paused, copied out of the provided buffers (which went back to the pool:
+    /// a parked connection must not keep them from everyone else). Read before `received`. Bounded only by what
+    /// the multishot receive took before the pause: the one place where io_uring holds more than epoll, which
+    /// leaves unread bytes in the kernel.
+    stashed: Vec<u8>,
+}
+
+impl RingConn {
+    /// Whether a receive may be armed for it.
+    fn may_receive(&self) -> bool {
+        !self.recv_armed && !self.read_done && !self.paused && !self.full
+    }
 }
 
 struct ListenerSlot {
@@ -245,6 +266,8 @@ pub struct Ring {
     to_arm: Vec<ConnectionId>,
     completions: Vec<Completion>,
     bufs_returned: bool,
+    /// Bytes in every connection's `stashed`.
+    stashed_total: usize,
 }
 
 impl Ring {
@@ -290,6 +313,7 @@ impl Ring {
             to_arm: Vec::new(),
             completions: Vec::new(),
             bufs_returned: false,
+            stashed_total: 0,
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -377,6 +401,9 @@ impl Ring {
                 send_error: None,
                 wire: WireWriter::default(),
                 read_done: false,
+                paused: false,
+                full: false,
+                stashed: Vec::new(),
             },
         );
         self.to_arm.push(id);
@@ -388,6 +415,7 @@ impl Ring {
         let Some(mut rc) = self.conns.remove(&id) else {
             return;
         };
+        self.stashed_total -= rc.stashed.len();
         for received in rc.received.drain(..) {
             if let Received::Data { bid, .. } = received {
                 self.bufs.give(bid);
@@ -405,6 +433,71 @@ impl Ring {
         }
     }
 
+    /// Stop receiving for `id` while the driver does not read it: its multishot receive is cancelled, so what the
+    /// peer sends waits in the socket and takes no provided buffers. What was received already stays queued.
+    pub fn pause(&mut self, id: ConnectionId) {
+        let Some(rc) = self.conns.get_mut(&id) else {
+            return;
+        };
+        rc.paused = true;
+        let mut kept = VecDeque::new();
+        for received in rc.received.drain(..) {
+            match received {
+                Received::Data { bid, len } => {
+                    rc.stashed.extend_from_slice(self.bufs.buf(bid, len));
+                    self.stashed_total += len;
+                    self.bufs.give(bid);
+                    self.bufs_returned = true;
+                }
+                other => kept.push_back(other),
+            }
+        }
+        rc.received = kept;
+        log::debug!(
+            "conn {}: paused with {} bytes received and unread",
+            id.0,
+            rc.stashed.len()
+        );
+        rc.full = false;
+        if rc.recv_armed {
+            self.cancel_recv(id);
+        }
+    }
+
+    /// Cancel `id`'s receive now, not at the next `wait`: until the kernel has it, every arrival on the socket
+    /// still takes provided buffers.
+    /// Bytes received from paused connections and not read yet, and the connection (other than `except`) holding
+    /// the most of them.
+    pub fn stashed(&self, except: Option<ConnectionId>) -> (usize, Option<ConnectionId>) {
+        let largest = self
+            .conns
+            .iter()
+            .filter(|(id, rc)| Some(**id) != except && !rc.stashed.is_empty())
+            .max_by_key(|(id, rc)| (rc.stashed.len(), **id))
+            .map(|(id, _)| *id);
+        (self.stashed_total, largest)
+    }
+
+    fn cancel_recv(&mut self, id: ConnectionId) {
+        let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
+            .build()
+            .user_data(user_data(KIND_CANCEL, 0));
+        if self.push(entry).is_ok() {
+            let _ = self.ring.submit();
+        }
+    }
+
+    /// Receive for `id` again (once its cancelled receive has ended, if it has not yet).
+    pub fn resume(&mut self, id: ConnectionId) {
+        let Some(rc) = self.conns.get_mut(&id) else {
+            return;
+        };
+        rc.paused = false;
+        if rc.may_receive() {
+            self.to_arm.push(id);
+        }
+    }
+
     /// What the connection received, up to `buf.len()` (the same one read buffer per connection per turn as
     /// under epoll, gathered from as many provided buffers as fit): `Ok(0)` at end of file, `WouldBlock` when
     /// nothing waits.
@@ -412,6 +505,16 @@ impl Ring {
         let Some(rc) = self.conns.get_mut(&id) else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
+        if !rc.stashed.is_empty() {
+            let n = rc.stashed.len().min(buf.len());
+            buf[..n].copy_from_slice(&rc.stashed[..n]);
+            rc.stashed.drain(..n);
+            self.stashed_total -= n;
+            if rc.stashed.is_empty() {
+                rc.stashed = Vec::new();
+            }
+            return Ok(n);
+        }
         let mut n = 0;
         while let Some(Received::Data { bid, len }) = rc.received.front() {
             let (bid, len) = (*bid, *len);
@@ -423,6 +526,12 @@ impl Ring {
             rc.received.pop_front();
             self.bufs.give(bid);
             self.bufs_returned = true;
+        }
+        if rc.full && rc.received.len() < MAX_HELD_BUFS / 2 {
+            rc.full = false;
+            if rc.may_receive() {
+                self.to_arm.push(id);
+            }
         }
         if n > 0 {
             return Ok(n);
@@ -436,7 +545,9 @@ impl Ring {
 
     /// Whether a read would find something (the shared loop keeps the connection in its read queue then).
     pub fn has_received(&self, id: ConnectionId) -> bool {
-        self.conns.get(&id).is_some_and(|rc| !rc.received.is_empty())
+        self.conns
+            .get(&id)
+            .is_some_and(|rc| !rc.received.is_empty() || !rc.stashed.is_empty())
     }
 
     /// Queue the connection's pending bytes for sending at the next `wait` (see the module comment for what the
@@ -521,7 +632,7 @@ impl Ring {
             let Some(rc) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if rc.recv_armed || rc.read_done {
+            if !rc.may_receive() {
                 continue;
             }
             rc.recv_armed = true;
@@ -629,23 +740,39 @@ impl Ring {
         if !cqueue::more(flags) {
             rc.recv_armed = false;
         }
+        if res == -libc::ECANCELED {
+            // Paused or full; resumed or read meanwhile, it receives again.
+            if rc.may_receive() {
+                self.to_arm.push(id);
+            }
+            return;
+        }
         let received = match (res, bid) {
             (n, Some(bid)) if n > 0 => Received::Data { bid, len: n as usize },
             (0, _) => Received::Eof,
             (e, _) if e == -libc::ENOBUFS => {
                 // Every buffer is waiting to be read: receive again once some are back (next turn).
-                self.to_arm.push(id);
+                if rc.may_receive() {
+                    self.to_arm.push(id);
+                }
                 return;
             }
             (e, _) if e < 0 => Received::Error(io::Error::from_raw_os_error(-e)),
             _ => return,
         };
-        if matches!(received, Received::Eof | Received::Error(_)) {
+        let data = matches!(received, Received::Data { .. });
+        if !data {
             rc.read_done = true;
-        } else if !rc.recv_armed {
-            self.to_arm.push(id);
         }
         rc.received.push_back(received);
+        if data && rc.received.len() >= MAX_HELD_BUFS && !rc.full {
+            rc.full = true;
+            if rc.recv_armed {
+                self.cancel_recv(id);
+            }
+        } else if data && rc.may_receive() {
+            self.to_arm.push(id);
+        }
         self.completions.push(Completion::Readable(id));
     }
 

@@ -250,3 +250,5 @@ fn forward<T: Send + 'static, E: Send + 'static>(
     });
     rx
 }
+
+pub mod cluster;

@@ -47,6 +47,10 @@ pub struct Client {
     incoming_qos2: BTreeSet<u16>,
     pub inflight_max: usize,
     pub next_seq: u64,
+    /// DISCONNECTs from the server with reason 0x8B Server shutting down (a failover) so far.
+    pub failover_disconnects: u64,
+    /// Connections on which a CONNACK with Session Present 1 came after the client lost one (resumed sessions).
+    pub resumed: u64,
 }
 
 impl Client {
@@ -66,6 +70,8 @@ impl Client {
             incoming_qos2: BTreeSet::new(),
             inflight_max,
             next_seq: 1,
+            failover_disconnects: 0,
+            resumed: 0,
         }
     }
 
@@ -200,6 +206,9 @@ impl Client {
                         self.name()
                     ));
                 }
+                if ack.session_present {
+                    self.resumed += 1;
+                }
                 self.has_session = self.persistent();
                 self.connacked = true;
                 // Unfinished exchanges go on where they stopped [MQTT-4.4.0-1].
@@ -233,7 +242,7 @@ impl Client {
                     if out.qos == QoS::AtLeastOnce {
                         let out = self.outgoing.remove(&ack.packet_id).expect("just found");
                         if ack.reason.0 < 0x80 {
-                            check.acknowledged(&out.payload);
+                            check.acknowledged(self.index, &out.payload);
                         }
                     }
                 }
@@ -244,7 +253,7 @@ impl Client {
                         self.outgoing.remove(&rec.packet_id);
                     } else {
                         if out.stage == Stage::AwaitAck {
-                            check.acknowledged(&out.payload);
+                            check.acknowledged(self.index, &out.payload);
                         }
                         out.stage = Stage::AwaitComp;
                         replies.push(Packet::PubRel(PubResponse::new(rec.packet_id, ReasonCode::SUCCESS)));
@@ -271,7 +280,21 @@ impl Client {
                 self.incoming_qos2.remove(&rel.packet_id);
                 replies.push(Packet::PubComp(PubResponse::new(rel.packet_id, ReasonCode::SUCCESS)));
             }
-            Packet::PingResp | Packet::Disconnect(_) | Packet::UnsubAck(_) => {}
+            // The only reasons a server here has to end a connection: a failover (0x8B, the node holding the socket
+            // says so before closing it [MQTT-3.14.2-1]) or the client's own new connection taking the session over
+            // (0x8E) [MQTT-3.1.4-3].
+            Packet::Disconnect(d) => match d.reason {
+                ReasonCode::SERVER_SHUTTING_DOWN => self.failover_disconnects += 1,
+                ReasonCode::SESSION_TAKEN_OVER => {}
+                other => {
+                    return Err(format!(
+                        "{}: server DISCONNECT with reason {:#04x}, neither a failover nor a takeover",
+                        self.name(),
+                        other.0
+                    ))
+                }
+            },
+            Packet::PingResp | Packet::UnsubAck(_) => {}
             other => return Err(format!("{}: server sent a client-only packet {other:?}", self.name())),
         }
         Ok(())

@@ -1,16 +1,21 @@
 //! The cluster simulation (`sim --nodes 3`): 3 or 5 real cluster nodes (`mqtt_cluster::Node`, each running raft-rs
-//! and, while it leads, the real broker core) in one thread under a virtual clock, a virtual network between them
-//! (loss, delay, reordering, duplication, symmetric and one-way partitions, an isolated leader), crashes at any
-//! point with a disk that loses unsynced writes, restarts, and garbage peer messages. Clients connect to a node that
-//! says it leads; a node that does not closes them. A fault phase is followed by a liveness phase (network healed,
-//! every node up) in which a leader must emerge and every acknowledged message must arrive. See `check` for the
-//! invariants.
+//! and, while it leads, the real broker core) in one thread under a virtual clock, node-to-node streams between them
+//! as the binary has them (`links`: in order, no loss while up; a crash, restart or partition breaks them, and each
+//! sender learns at a seeded moment), optionally a harsher datagram network for Raft alone (`net`: loss, delay,
+//! reordering, duplication, one-way cuts), crashes at any point with a disk that loses unsynced writes, restarts,
+//! and garbage peer messages. Clients connect to any node, seeded: a follower relays them to the leader
+//! (`mqtt_cluster::relay`) exactly as the binary does, and closes them in a failover (MQTT 5: DISCONNECT 0x8B); they
+//! reconnect anywhere and resume their sessions. A fault phase is followed by a liveness phase (network healed,
+//! every node up) in which a leader must emerge and every acknowledged message must arrive. See `check` and
+//! `streams` for the invariants.
 
 mod check;
 mod client;
 mod disk;
+mod links;
 mod net;
 mod options;
+mod streams;
 mod world;
 
 pub use options::ClusterOptions;
@@ -91,6 +96,7 @@ pub fn cluster_bug_named(name: &str) -> Option<mqtt_cluster::ClusterBug> {
         "release-before-commit" => Some(ClusterBug::ReleaseBeforeCommit),
         "reapply-after-snapshot" => Some(ClusterBug::ReapplyAfterSnapshot),
         "serve-without-quorum" => Some(ClusterBug::KeepServingWithoutQuorum),
+        "relay-before-commit" => Some(ClusterBug::RelayBeforeCommit),
         _ => None,
     }
 }
@@ -100,4 +106,5 @@ pub const CLUSTER_BUGS: &[&str] = &[
     "release-before-commit",
     "reapply-after-snapshot",
     "serve-without-quorum",
+    "relay-before-commit",
 ];

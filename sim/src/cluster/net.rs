@@ -1,6 +1,7 @@
-//! The virtual network between nodes: per-message delay (so reordering), loss and duplication, and partitions as
-//! a set of cut directed links (symmetric or one-way). Client connections are not on it: clients speak TCP to one
-//! node and see a connection close when that node crashes or closes it.
+//! The datagram network for Raft messages in seeds without `raft_on_links`: per-message delay (so reordering),
+//! loss and duplication. Partitions live here for both models, as a set of cut directed links (symmetric or
+//! one-way); `links` breaks the streams of every pair cut either way. Client connections are not on it: clients
+//! speak TCP to one node and see a connection close when that node crashes or closes it.
 
 use bytes::Bytes;
 use rand::Rng;
@@ -107,5 +108,12 @@ impl Net {
     /// Messages dropped for a node that crashed (its sockets are gone).
     pub fn drop_to(&mut self, node: u64) {
         self.in_flight.retain(|_, (_, to, _)| *to != node);
+    }
+}
+
+impl Net {
+    /// Whether the directed link `from -> to` is cut by a partition now.
+    pub fn is_cut(&self, from: u64, to: u64) -> bool {
+        self.cut.contains(&(from, to))
     }
 }

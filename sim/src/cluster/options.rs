@@ -35,6 +35,15 @@ pub struct ClusterOptions {
     /// Share of nodes with a slow disk, and how slow at most (ms per sync).
     pub slow_disk_share: f64,
     pub slow_disk_ms: u64,
+    /// Raft messages ride the node-to-node streams with the relay, as in the binary; else a datagram network that
+    /// loses, duplicates and reorders them (harsher than TCP, which Raft must survive anyway). Relay messages are
+    /// always on the streams (see `links`).
+    pub raft_on_links: bool,
+    /// Share of client connections made to any node that is up (a follower relays them to the leader), as behind
+    /// a load balancer; the rest go to a node that says it leads.
+    pub any_node_share: f64,
+    /// How late a node learns that a stream to a peer broke, at most, ms (see `links`).
+    pub link_observe_ms: u64,
 }
 
 impl ClusterOptions {
@@ -71,6 +80,9 @@ impl ClusterOptions {
             snapshot_entries: [8, 32, 256][rng.gen_range(0..3)],
             slow_disk_share: [0.0, 0.3, 1.0][rng.gen_range(0..3)],
             slow_disk_ms: rng.gen_range(1..=20),
+            raft_on_links: rng.gen_bool(0.6),
+            any_node_share: [0.3, 0.7, 1.0][rng.gen_range(0..3)],
+            link_observe_ms: [5, 50, 300][rng.gen_range(0..3)],
         }
     }
 
@@ -95,7 +107,8 @@ impl fmt::Display for ClusterOptions {
             "nodes {} | clients: {} publishers (inflight {}, every ~{} ms, qos2 {:.0}%), {} subscribers, {} volatile, \
              v5 {:.0}% | network: loss {}‰ dup {}‰ delay 1-{} ms | per-ms rates: crash {} partition {} garbage {} \
              client drop {} (mid-output crashes {:.0}%) | fault phase {} ms | ticks {}+0..{} ms, election {} \
-             heartbeat {} | snapshot every {} entries | slow disks {:.0}% (syncs up to {} ms)",
+             heartbeat {} | snapshot every {} entries | slow disks {:.0}% (syncs up to {} ms) | raft on {} | clients \
+             on any node {:.0}% | stream breaks seen within {} ms",
             self.nodes,
             self.publishers,
             self.inflight_max,
@@ -119,7 +132,10 @@ impl fmt::Display for ClusterOptions {
             self.heartbeat_tick,
             self.snapshot_entries,
             self.slow_disk_share * 100.0,
-            self.slow_disk_ms
+            self.slow_disk_ms,
+            if self.raft_on_links { "streams" } else { "datagrams" },
+            self.any_node_share * 100.0,
+            self.link_observe_ms
         )
     }
 }

@@ -148,26 +148,34 @@ impl Model {
         }
         let mut entries = Vec::new();
         let mut offers = Vec::new();
-        for (topic, id) in &self.retained {
-            let Some(info) = self.messages.get(id) else {
+        for (topic, candidates) in self.retained_candidates(filter) {
+            if !self.acl.may_read(client, &topic) {
                 continue;
-            };
-            if matches(filter, topic) && self.acl.may_read(client, topic) {
-                offers.push(id.clone());
             }
-            let qos = info.qos.min(options.qos);
-            if qos != QoS::AtMostOnce && matches(filter, topic) && self.acl.may_read(client, topic) {
-                entries.push(Entry {
-                    id: id.clone(),
-                    bytes: info.bytes,
-                    batch: self.batch,
-                    received: false,
-                    packet_id: 0,
-                    retained_copy: true,
-                    droppable: Some("a retained message sent on subscribe (not checked yet)"),
-                    shared: false,
-                    group: String::new(),
-                });
+            // Where the model does not pin the topic down, the broker's copy is one of the candidates: each is
+            // counted (an upper bound of the queue) until the client receives one (see `Backlog::on_received`).
+            let alternatives = if candidates.len() > 1 {
+                format!("retained:{topic}")
+            } else {
+                String::new()
+            };
+            for (id, info) in candidates {
+                if self.retained.get(&topic) == Some(&id) {
+                    offers.push(id.clone());
+                }
+                if info.qos.min(options.qos) != QoS::AtMostOnce {
+                    entries.push(Entry {
+                        id,
+                        bytes: info.bytes,
+                        batch: self.batch,
+                        received: false,
+                        packet_id: 0,
+                        retained_copy: true,
+                        droppable: Some("a retained message sent on subscribe (not checked yet)"),
+                        shared: false,
+                        group: alternatives.clone(),
+                    });
+                }
             }
         }
         for entry in entries {
@@ -176,6 +184,38 @@ impl Model {
         for id in offers {
             self.offer_retained(client, &id);
         }
+    }
+
+    /// Per retained topic matching `filter`: the messages the broker may hold there. The one the model has, and
+    /// where the model cannot pin the topic down (`retained_unsure`) every message ever retained on it.
+    fn retained_candidates(&self, filter: &str) -> Vec<(String, Vec<(MsgId, super::MessageInfo)>)> {
+        let info = |id: &MsgId| self.messages.get(id).or_else(|| self.will_messages.get(id)).cloned();
+        let topics: std::collections::BTreeSet<&String> = self
+            .retained
+            .keys()
+            .chain(self.retained_unsure.iter())
+            .filter(|topic| matches(filter, topic))
+            .collect();
+        let mut out = Vec::new();
+        for topic in topics {
+            let mut candidates: Vec<(MsgId, super::MessageInfo)> = Vec::new();
+            if let Some(id) = self.retained.get(topic) {
+                candidates.extend(info(id).map(|i| (id.clone(), i)));
+            }
+            if self.retained_unsure.contains(topic) {
+                for id in &self.ever_retained {
+                    if let Some(i) = info(id).filter(|i| &i.topic == topic) {
+                        if !candidates.iter().any(|(c, _)| c == id) {
+                            candidates.push((id.clone(), i));
+                        }
+                    }
+                }
+            }
+            if !candidates.is_empty() {
+                out.push((topic.clone(), candidates));
+            }
+        }
+        out
     }
 
     /// One routing's copy for `key`: owed through a non-shared subscription, or one for the shared subscription

@@ -102,6 +102,10 @@ pub struct Model {
     pub retained: BTreeMap<String, MsgId>,
     pub ever_retained: BTreeSet<MsgId>,
     pub wills: BTreeMap<MsgId, WillState>,
+    /// Each will published, as a message (kept apart from `messages`, which the ordering and duplicate checks of
+    /// client PUBLISHes read): a retained will is sent on SUBSCRIBE like any retained message, so it counts in the
+    /// subscriber's queue bound.
+    pub will_messages: BTreeMap<MsgId, MessageInfo>,
     /// The delayed will of each client, if one is pending.
     pub delayed_wills: BTreeMap<usize, MsgId>,
     pub deliveries: u64,

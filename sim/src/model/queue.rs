@@ -117,6 +117,12 @@ impl Backlog {
         let found = self.entries[position].clone();
         // Retained copies sent on SUBSCRIBE are counted but not placed in the order: the model does not pin down
         // yet where the broker queues them.
+        if found.retained_copy && !found.group.is_empty() {
+            // The other candidates for the same retained topic (see `Model::on_subscribe_retained`) were not sent.
+            let sibling =
+                |e: &Entry| !e.received && e.retained_copy && e.group == found.group && e.batch == found.batch;
+            self.entries.retain(|e| !sibling(e));
+        }
         if found.shared || found.retained_copy {
             return (Some(found), Vec::new());
         }
@@ -186,6 +192,33 @@ mod tests {
         assert_eq!(backlog.bytes_upper(), 20);
         backlog.complete(7);
         assert_eq!(backlog.bytes_upper(), 10);
+    }
+
+    #[test]
+    fn candidates_for_one_retained_topic_count_until_one_arrives() {
+        // The model cannot pin the retained message of a topic down: each candidate counts towards the bound (the
+        // broker's copy may be the largest), and once one arrives the others were never sent.
+        let mut backlog = Backlog::default();
+        for (id, bytes) in [("m1:1", 10), ("m2:4", 1690)] {
+            backlog.push(Entry {
+                bytes,
+                retained_copy: true,
+                group: "retained:a/b".into(),
+                ..entry(id, 3)
+            });
+        }
+        backlog.push(entry("m1:2", 4));
+        assert_eq!(backlog.queued_upper(), 3);
+        assert_eq!(backlog.bytes_upper(), 1710);
+        let (found, skipped) = backlog.on_received("m2:4", 1, false, true);
+        assert!(found.is_some_and(|e| e.retained_copy));
+        assert!(skipped.is_empty());
+        assert_eq!(
+            backlog.queued_upper(),
+            1,
+            "the other candidate is gone, m1:2 still queued"
+        );
+        assert_eq!(backlog.bytes_upper(), 1700);
     }
 
     #[test]

@@ -9,6 +9,14 @@ use super::*;
 use crate::model::Pending;
 use mqtt_core::packet::ReasonCode;
 
+/// What the broker answered in one input: PUBACK/PUBREC reasons by connection and packet id, and the connections
+/// it closed.
+#[derive(Default)]
+pub(super) struct Acks {
+    replies: BTreeMap<(ConnectionId, u16), ReasonCode>,
+    closed: BTreeSet<ConnectionId>,
+}
+
 impl World {
     /// Why the broker may hold or refuse this PUBLISH of `client` on `conn`, read now, rather than route it at
     /// once (`None`: it must route it).
@@ -67,15 +75,18 @@ impl World {
         }
     }
 
-    /// The PUBACKs and PUBRECs the broker sent in one input, by connection and packet id, decoded as they leave.
-    pub(super) fn decode_acks(
-        &mut self,
-        outputs: &[Output],
-    ) -> Result<BTreeMap<(ConnectionId, u16), ReasonCode>, Violation> {
-        let mut acks = BTreeMap::new();
+    /// The PUBACKs and PUBRECs the broker sent in one input, by connection and packet id, decoded as they leave,
+    /// and the connections it closed.
+    pub(super) fn decode_acks(&mut self, outputs: &[Output]) -> Result<Acks, Violation> {
+        let mut acks = Acks::default();
         for output in outputs {
-            let Output::Transmit { conn, data } = output else {
-                continue;
+            let (conn, data) = match output {
+                Output::Transmit { conn, data } => (conn, data),
+                Output::Close { conn } => {
+                    acks.closed.insert(*conn);
+                    continue;
+                }
+                _ => continue,
             };
             let Some(decoder) = self.links.get_mut(conn).and_then(|l| l.outbound.as_mut()) else {
                 continue;
@@ -84,7 +95,7 @@ impl World {
             loop {
                 match decoder.next_packet() {
                     Ok(Some(Packet::PubAck(ack) | Packet::PubRec(ack))) => {
-                        acks.insert((*conn, ack.packet_id), ack.reason);
+                        acks.replies.insert((*conn, ack.packet_id), ack.reason);
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
@@ -103,11 +114,7 @@ impl World {
     /// (acknowledged with an error) or held (not acknowledged), which the model's prediction must allow; held ones
     /// acknowledged now were routed at the end of this input, to the subscriptions of that moment, and held ones
     /// whose connection is gone were dropped unrouted.
-    pub(super) fn settle_admissions(
-        &mut self,
-        acks: &BTreeMap<(ConnectionId, u16), ReasonCode>,
-        storage_was_suspended: bool,
-    ) -> Result<(), Violation> {
+    pub(super) fn settle_admissions(&mut self, acks: &Acks, storage_was_suspended: bool) -> Result<(), Violation> {
         // Output held while storage is suspended (and lost with a connection closed meanwhile) is not yet
         // followed by the model's queue order: such a seed is held to the lenient checks (see `Model::lenient`).
         if storage_was_suspended || self.suspension.is_some() {
@@ -116,6 +123,10 @@ impl World {
         for mut pending in std::mem::take(&mut self.chunk_publishes) {
             let (client, packet_id) = (pending.client, pending.publish.packet_id);
             let v5 = self.clients[client].version.is_v5();
+            if storage_was_suspended && !v5 {
+                self.expect_transient_error_close(&pending, acks)?;
+                continue;
+            }
             // The publisher does not read: the broker keeps its acknowledgements until it does.
             let blind = self.links.get(&pending.conn).is_some_and(|l| l.blocked);
             if blind && pending.uncertain.is_none() {
@@ -125,9 +136,10 @@ impl World {
             if blind {
                 self.make_blind(&mut pending);
             }
-            match acks.get(&(pending.conn, packet_id)) {
+            match acks.replies.get(&(pending.conn, packet_id)) {
                 Some(reason) if reason.is_error() => {
-                    // MQTT 5 only: a 3.1.1 client cannot be told, so its PUBLISH is held or dropped instead.
+                    // MQTT 5 only: a 3.1.1 client cannot be told, so its PUBLISH is held or dropped instead (or,
+                    // storage suspended, its connection closed: above).
                     let budget = self.opts.quotas.max_queued_bytes_total > 0;
                     if !v5 || !budget && !storage_was_suspended {
                         return Err(Violation(format!(
@@ -192,7 +204,7 @@ impl World {
                 self.make_blind(&mut pending);
             }
             let gone = self.links.get(&pending.conn).is_none_or(|l| l.closed_by_broker);
-            match acks.get(&(pending.conn, pending.publish.packet_id)) {
+            match acks.replies.get(&(pending.conn, pending.publish.packet_id)) {
                 _ if gone => self.drop_held(&pending),
                 None => still_waiting.push(pending),
                 Some(reason) if reason.is_error() => self.forget_refused(&pending),
@@ -229,6 +241,41 @@ impl World {
         Ok(())
     }
 
+    /// Storage was suspended when the broker read this QoS 1/2 PUBLISH of a 3.1.1/3.1 client: it cannot store it
+    /// and cannot refuse it with a reason code, so it must close the connection in the same input and acknowledge
+    /// nothing [MQTT-4.8.0-2]. The PUBLISH is routed nowhere; the client still owns it.
+    fn expect_transient_error_close(&mut self, pending: &PendingPublish, acks: &Acks) -> Result<(), Violation> {
+        let (client, packet_id) = (pending.client, pending.publish.packet_id);
+        if let Some(reason) = acks.replies.get(&(pending.conn, packet_id)) {
+            if pending.qos2_maybe_held && !reason.is_error() && !acks.closed.contains(&pending.conn) {
+                // The broker kept the id of the first receipt: the resend is a duplicate, answered with PUBREC and
+                // nothing stored [MQTT-4.3.3-9]; that first receipt's routing is already unsure in the model.
+                self.log(format!(
+                    "c{client} {:?}: broker answers the resend of QoS 2 id={packet_id} as a duplicate (storage suspended)",
+                    pending.conn
+                ));
+                return Ok(());
+            }
+            return Err(Violation(format!(
+                "the broker acknowledged ({reason:?}) c{client}'s PUBLISH id={packet_id} although storage was \
+                 suspended: a 3.1.1 client's connection must be closed instead [MQTT-4.8.0-2]"
+            )));
+        }
+        if !acks.closed.contains(&pending.conn) {
+            return Err(Violation(format!(
+                "the broker kept c{client}'s {:?} open after a PUBLISH id={packet_id} it could not store (storage \
+                 suspended): a transient error must close a 3.1.1 connection [MQTT-4.8.0-2]",
+                pending.conn
+            )));
+        }
+        self.log(format!(
+            "c{client} {:?}: broker closes on PUBLISH id={packet_id} (storage suspended) [MQTT-4.8.0-2]",
+            pending.conn
+        ));
+        self.drop_held(pending);
+        Ok(())
+    }
+
     /// The broker closed `conn`: the PUBLISHes it still held for it die unrouted, at once (a resend on the next
     /// connection, read before another input, is then a new one: seed 1843).
     pub(super) fn drop_held_of(&mut self, conn: ConnectionId) {
@@ -247,6 +294,18 @@ impl World {
 
     /// A held PUBLISH whose connection is gone was dropped unrouted, unless it was admitted unseen (blind).
     fn drop_held(&mut self, pending: &PendingPublish) {
+        if pending.blind {
+            // Maybe admitted unseen, its acknowledgement still in the output buffer when the connection went: its
+            // copies may sit in subscribers' queues, and count towards their bounds (seed 15108), though none is
+            // owed.
+            let mut plan = self
+                .model
+                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+            self.model.unpin(&mut plan);
+            plan.make_optional(pending.plan.clone());
+            plan.maybe_dropped = true;
+            self.model.apply_publish(plan);
+        }
         if pending.blind && pending.publish.retain {
             // Maybe admitted unseen before the connection went: the topic holds it or what it had.
             self.model.retained_unsure.insert(pending.publish.topic.clone());

@@ -504,6 +504,17 @@ impl World {
             self.model.unpin(&mut plan);
             plan.make_optional(pending.plan.clone());
             self.model.apply_publish(plan);
+            // Its QoS 2 id, restored, is the broker's again: a resend is a duplicate [MQTT-4.3.3-9] (the chosen
+            // candidate model may have forgotten it with the other held PUBLISHes: seed 16881).
+            let restored = recovered.sessions.values().any(|s| {
+                s.client_id == self.clients[pending.client].client_id
+                    && s.incoming_qos2.contains(&pending.publish.packet_id)
+            });
+            if pending.publish.qos == QoS::ExactlyOnce && restored {
+                self.model.sessions[pending.client]
+                    .qos2_pending
+                    .insert(pending.publish.packet_id);
+            }
         }
         let mut unsure: Vec<String> = self.model.retained_unsure.iter().cloned().collect();
         unsure.extend(

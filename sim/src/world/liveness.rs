@@ -17,6 +17,7 @@ impl World {
         }
         self.resume_storage_if_due(true)?;
         self.log("--- liveness phase: faults off ---".into());
+        self.choose_absent()?;
         let blocked: Vec<ConnectionId> = self.links.iter().filter(|(_, l)| l.blocked).map(|(c, _)| *c).collect();
         for conn in blocked {
             self.schedule(self.now, Event::Writable { conn });
@@ -49,6 +50,13 @@ impl World {
             }
             let mut idle = true;
             for client in 0..self.clients.len() {
+                if self.rearm(client)? {
+                    idle = false;
+                    continue;
+                }
+                if self.stays_away(client) {
+                    continue;
+                }
                 if self.clients[client].conn.is_none() && !self.previous_open(client) {
                     self.connect(client, false)?;
                     idle = false;
@@ -71,12 +79,20 @@ impl World {
                     .values()
                     .all(|e| matches!(e, Event::ToBroker { data, .. } if data[..] == [0xC0, 0x00]));
                 quiet_rounds = if pings_only { quiet_rounds + 1 } else { 0 };
+                // Clients away for their delayed wills come back once all else is quiet (see `delayed_wills`).
+                if quiet_rounds >= 2 && self.return_absent()? {
+                    quiet_rounds = 0;
+                }
+                if self.someone_away() {
+                    quiet_rounds = quiet_rounds.min(2);
+                }
             } else {
                 quiet_rounds = 0;
             }
         }
         // Every message routed to a session is owed to it, unless the model says the configuration allowed the
         // broker to drop it (bounded queues, see `model::queue`): no waiver for the whole seed.
+        self.check_delayed_wills()?;
         self.model.check_backlogs(self.now)?;
         // With bounded queues, once the broker dropped something, which messages it dropped is its business.
         let dropped = self.broker.stats().messages_dropped + self.dropped_before_restarts;

@@ -19,6 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 mod admission;
 mod budget;
 mod connack;
+mod delayed_wills;
 mod disk;
 mod durability;
 mod expiry;
@@ -165,6 +166,8 @@ pub struct World {
     expiries: expiry::Expiries,
     /// Client identifiers the broker assigned so far (see `connack`).
     assigned_ids: BTreeSet<String>,
+    /// Delayed wills, and the clients that stay away for theirs in the liveness phase (see `delayed_wills`).
+    delayed_wills: delayed_wills::DelayedWills,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -180,6 +183,9 @@ struct PendingPublish {
     /// The publisher's connection was write-blocked while the PUBLISH waited, so its acknowledgement may have
     /// come out later than the admission (see `admission`).
     blind: bool,
+    /// A QoS 2 resend whose id the broker may still hold from a first receipt the model is unsure of: the broker
+    /// may answer it as a duplicate (PUBREC, nothing to store) where a new PUBLISH would need storage.
+    qos2_maybe_held: bool,
 }
 
 /// A broker with the seed's access rules.
@@ -279,6 +285,7 @@ impl World {
             will_options_of: BTreeMap::new(),
             expiries: expiry::Expiries::new(clients_count),
             assigned_ids: BTreeSet::new(),
+            delayed_wills: Default::default(),
         }
     }
 
@@ -443,8 +450,11 @@ impl World {
                 self.model.wills.insert(id, WillState::Discarded);
             } else if delay > 0 && self.clients[client].persistent {
                 let due_at = self.now + delay * 1000;
-                self.model.wills.insert(id.clone(), WillState::Delayed { due_at });
-                self.model.delayed_wills.insert(client, id.clone());
+                let (qos, retain) = (
+                    self.clients[client].armed_will_qos,
+                    self.clients[client].armed_will_retain,
+                );
+                self.will_delayed(client, &id, due_at, qos, retain);
                 self.log(format!(
                     "c{client} {conn:?} ended abnormally: will {id} due at {due_at}ms"
                 ));
@@ -460,6 +470,7 @@ impl World {
     }
 
     fn fire_timers(&mut self) -> Result<(), Violation> {
+        self.publish_delayed_wills_due();
         while self.broker.poll_timeout().is_some_and(|t| t.as_millis() <= self.now) {
             self.spend_tick()?;
             self.broker_input(Input::Tick)?;
@@ -541,12 +552,21 @@ impl World {
         let conn = self.open(Some(client))?;
         self.counts.connects += 1;
         self.clients[client].conn = Some(conn);
-        let will_delay = if with_will && self.opts.will_delay && self.rng.gen_bool(0.5) {
+        // A client coming back in the liveness phase to leave again has a will with a delay (see `delayed_wills`).
+        let forced = self.rearming_delay(client);
+        let with_will = with_will || forced.is_some();
+        let will_delay = if let Some(delay) = forced {
+            delay
+        } else if with_will && self.opts.will_delay && self.rng.gen_bool(0.5) {
             self.rng.gen_range(1..=5)
         } else {
             0
         };
-        let will_options = self.will_options(with_will, will_delay);
+        let mut will_options = self.will_options(with_will, will_delay);
+        if forced.is_some() && will_options.0 == QoS::AtMostOnce {
+            // Owed to its watcher (see `delayed_wills`): a QoS 0 will would be owed to nobody.
+            will_options.0 = QoS::AtLeastOnce;
+        }
         let connect = self.clients[client].connect_packet(with_will, will_delay, will_options);
         self.send(client, Packet::Connect(Box::new(connect)));
         // Clients may send packets right after CONNECT, before CONNACK [MQTT-3.1.4-6]: the broker must not answer
@@ -745,7 +765,9 @@ impl World {
             }
             Packet::Publish(publish) => {
                 self.republished_into_new_session(client, publish);
-                if publish.qos == QoS::ExactlyOnce && self.model.qos2_unsure.contains(&(client, publish.packet_id)) {
+                let qos2_maybe_held =
+                    publish.qos == QoS::ExactlyOnce && self.model.qos2_unsure.contains(&(client, publish.packet_id));
+                if qos2_maybe_held {
                     // The broker may not have kept this id (its first PUBLISH acknowledged but maybe dropped): the
                     // resend may be a new one, routed below as unsure (seed 8512).
                     self.model.forget_qos2(client, publish.packet_id);
@@ -788,6 +810,7 @@ impl World {
                         plan,
                         uncertain,
                         blind: false,
+                        qos2_maybe_held,
                     });
                 }
             }

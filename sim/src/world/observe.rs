@@ -39,7 +39,9 @@ impl World {
                     if self.will_options_of.get(&id).is_some_and(|(_, retain)| *retain) {
                         self.hit(Feature::WillRetained);
                     }
-                    let delayed = matches!(self.model.wills.get(&id), Some(WillState::Delayed { .. }));
+                    self.observe_owed_will(&id);
+                    let delayed = matches!(self.model.wills.get(&id), Some(WillState::Delayed { .. }))
+                        || self.owed_after_delay(&id);
                     self.hit(if delayed {
                         Feature::WillAfterDelay
                     } else {

@@ -45,7 +45,7 @@ impl World {
         self.publish_will(client, id, qos, retain);
     }
 
-    fn publish_will(&mut self, client: usize, id: &MsgId, qos: QoS, retain: bool) {
+    pub(super) fn publish_will(&mut self, client: usize, id: &MsgId, qos: QoS, retain: bool) {
         self.model.wills.insert(id.clone(), WillState::Due);
         self.will_options_of.insert(id.clone(), (qos, retain));
         let will = Publish {
@@ -55,6 +55,16 @@ impl World {
             payload: Bytes::from(id.clone()),
             ..Default::default()
         };
+        let info = MessageInfo {
+            publisher: client,
+            topic: will.topic.clone(),
+            qos,
+            expires: false,
+            expiry: None,
+            first_seen_ms: self.now,
+            bytes: will.payload.len() as u64,
+        };
+        self.model.will_messages.insert(id.clone(), info);
         self.model.on_publish(None, &will, Some(id.clone()));
     }
 
@@ -133,8 +143,7 @@ impl World {
         };
         if delay > 0 && self.clients[client].persistent {
             let due_at = self.now + u64::from(delay) * 1000;
-            self.model.wills.insert(will.id.clone(), WillState::Delayed { due_at });
-            self.model.delayed_wills.insert(client, will.id.clone());
+            self.will_delayed(client, &will.id, due_at, will.qos, will.retain);
             self.log(format!(
                 "abandoned {conn:?} of c{client} closed: will {} due at {due_at}ms",
                 will.id

@@ -140,6 +140,12 @@ impl World {
                 _ => RetainHandling::DoNotSend,
             };
         }
+        self.send_subscribe(client, filter, options, v5);
+    }
+
+    /// Sends a SUBSCRIBE of `filter` with `options`, as the client records it (a subscription identifier
+    /// sometimes, for MQTT 5).
+    pub(super) fn send_subscribe(&mut self, client: usize, filter: String, options: SubscriptionOptions, v5: bool) {
         let c = &mut self.clients[client];
         c.filters.insert(filter.clone(), options);
         c.filters_ever.insert(filter.clone());

@@ -40,6 +40,7 @@ fn settings_of(own: &Peer, peers: &[Peer]) -> ClusterSettings {
         election_ticks: 10,
         heartbeat_ticks: 2,
         max_held_bytes: mqtt_cluster::config::DEFAULT_MAX_HELD_BYTES,
+        join: false,
     }
 }
 

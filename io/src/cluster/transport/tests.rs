@@ -77,7 +77,7 @@ fn messages(n: &Node) -> Vec<(u64, Vec<u8>)> {
         .iter()
         .filter_map(|e| match e {
             PeerEvent::Message { from, data } => Some((*from, data.to_vec())),
-            PeerEvent::Unreachable { .. } | PeerEvent::StatusRequest { .. } => None,
+            PeerEvent::Unreachable { .. } | PeerEvent::StatusRequest { .. } | PeerEvent::MemberRequest { .. } => None,
         })
         .collect()
 }

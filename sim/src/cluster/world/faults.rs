@@ -87,6 +87,7 @@ impl World {
                 format!("split {minority:?} | {majority:?}")
             }
         };
+        self.break_cut_streams();
         let duration = self.rng.gen_range(100..3_000);
         self.partition_until = Some(self.now + duration);
         self.counts.partitions += 1;

@@ -6,8 +6,10 @@ mod faults;
 use super::check::Checker;
 use super::client::{Client, Kind};
 use super::disk::{Disk, Write};
+use super::links::{LinkTiming, Links};
 use super::net::{Net, NetFaults};
 use super::options::ClusterOptions;
+use super::streams::RelayStreams;
 use crate::trace::Trace;
 use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput};
 use mqtt_core::broker::{Config as BrokerConfig, ConnectionId, Input, ListenerId, Output};
@@ -38,6 +40,22 @@ pub struct ClusterCounts {
     pub snapshots: u64,
     pub snapshots_installed: u64,
     pub leaderless_ms_after_heal: u64,
+    /// Client connections a follower relayed to the leader, and how many of them got their CONNACK.
+    pub relayed_connects: u64,
+    pub relayed_connacks: u64,
+    /// DISCONNECT 0x8B received by clients (failovers), and CONNACKs that resumed a session.
+    pub failover_disconnects: u64,
+    pub sessions_resumed: u64,
+    /// Relayed connections closed because their leader changed or its stream broke; relay sequence gaps seen.
+    pub relays_closed: u64,
+    pub relay_gaps: u64,
+    /// Node-to-node streams broken and redialled; breaks the senders learned of (`PeerUnreachable`).
+    pub stream_breaks: u64,
+    pub stream_reconnects: u64,
+    pub unreachable_reports: u64,
+    /// Acknowledgements checked against the disks, relayed chunks checked against the leader's stream.
+    pub acks_verified: u64,
+    pub relayed_chunks_checked: u64,
 }
 
 struct SimNode {
@@ -69,6 +87,11 @@ pub struct World {
     pub now: u64,
     nodes: Vec<SimNode>,
     net: Net,
+    /// The node-to-node streams (relay messages always; Raft messages with `raft_on_links`).
+    links: Links,
+    streams: RelayStreams,
+    /// Client connections a follower relays: local connection -> cluster-wide id.
+    relayed: BTreeMap<ConnectionId, ConnectionId>,
     clients: Vec<Client>,
     /// Open client connections: connection -> (node index, client index).
     conns: BTreeMap<ConnectionId, (usize, usize)>,
@@ -112,6 +135,16 @@ impl World {
         let mut world = World {
             seed,
             net: Net::new(opts.net),
+            links: Links::new(
+                opts.nodes as u64,
+                LinkTiming {
+                    min_delay: opts.net.min_delay,
+                    max_delay: opts.net.max_delay,
+                    observe_max: opts.link_observe_ms,
+                },
+            ),
+            streams: RelayStreams::default(),
+            relayed: BTreeMap::new(),
             nodes: Vec::new(),
             clients,
             conns: BTreeMap::new(),
@@ -157,6 +190,8 @@ impl World {
         config.heartbeat_tick = self.opts.heartbeat_tick;
         config.snapshot_entries = self.opts.snapshot_entries;
         config.seed = self.seed;
+        // As in the binary: a node that does not lead relays its clients to the leader.
+        config.relay_clients = true;
         config.broker = BrokerConfig {
             persistence: true,
             // Offline subscribers keep everything (a bounded queue would drop legitimately).
@@ -184,6 +219,12 @@ impl World {
         let result = self.phases();
         self.counts.acknowledged = self.check.acknowledged_count() as u64;
         self.counts.releases_checked = self.check.releases_checked;
+        self.counts.acks_verified = self.check.acks_verified;
+        self.counts.relayed_chunks_checked = self.streams.chunks_checked;
+        self.counts.failover_disconnects = self.clients.iter().map(|c| c.failover_disconnects).sum();
+        self.counts.sessions_resumed = self.clients.iter().map(|c| c.resumed).sum();
+        self.counts.stream_breaks = self.links.breaks;
+        self.counts.stream_reconnects = self.links.reconnects;
         result.map_err(|v| format!("{v} (at {} ms)", self.now))
     }
 
@@ -324,18 +365,24 @@ impl World {
     /// One virtual millisecond.
     fn step(&mut self) -> Result<(), String> {
         while let Some((from, to, message)) = self.net.next_due(self.now) {
-            let i = to as usize - 1;
+            self.peer_message(from, to, &message)?;
+        }
+        while let Some((from, to, message)) = self.links.next_due(self.now) {
+            self.peer_message(from, to, &message)?;
+        }
+        while let Some((node, peer)) = self.links.next_observation(self.now) {
+            let i = node as usize - 1;
             if self.nodes[i].node.is_some() {
-                self.counts.peer_messages += 1;
-                self.input(
-                    i,
-                    NodeInput::Peer {
-                        from,
-                        message: &message,
-                    },
-                )?;
+                self.counts.unreachable_reports += 1;
+                self.line(format!("n{node} sees its stream to n{peer} broken"));
+                self.input(i, NodeInput::PeerUnreachable { peer })?;
             }
         }
+        let up: Vec<bool> = self.nodes.iter().map(|n| n.node.is_some()).collect();
+        let net = &self.net;
+        self.links.redial(self.now, &mut self.rng, |a, b| {
+            up[a as usize - 1] && up[b as usize - 1] && !net.is_cut(a, b) && !net.is_cut(b, a)
+        });
         self.deliver_client_bytes()?;
         for i in 0..self.nodes.len() {
             let due = self.nodes[i]
@@ -366,6 +413,28 @@ impl World {
         self.check.no_stale_leader(self.now, self.opts.stale_grace_ms())?;
         self.now += 1;
         Ok(())
+    }
+
+    fn peer_message(&mut self, from: u64, to: u64, message: &[u8]) -> Result<(), String> {
+        let i = to as usize - 1;
+        if self.nodes[i].node.is_none() {
+            return Ok(());
+        }
+        self.counts.peer_messages += 1;
+        self.input(i, NodeInput::Peer { from, message })
+    }
+
+    /// Breaks the streams of every pair of nodes a partition cuts in either direction (TCP needs both).
+    fn break_cut_streams(&mut self) {
+        let n = self.nodes.len() as u64;
+        for a in 1..=n {
+            for b in a + 1..=n {
+                if self.net.is_cut(a, b) || self.net.is_cut(b, a) {
+                    self.links
+                        .break_pair(self.now, a, b, self.opts.link_observe_ms, &mut self.rng);
+                }
+            }
+        }
     }
 
     fn deliver_client_bytes(&mut self) -> Result<(), String> {
@@ -412,21 +481,21 @@ impl World {
         }
     }
 
-    /// Connects client `c` to a node that says it leads (any of them, if several do); retries later if none.
+    /// Connects client `c` to any node that is up (`any_node_share` of the time, as behind a load balancer: a
+    /// follower relays it to the leader it knows, or closes it if it knows none) or else to a node that says it
+    /// leads; retries later if no node is up.
     fn connect(&mut self, c: usize) -> Result<(), String> {
         let leaders: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].node.as_ref().is_some_and(|n| n.is_leader()))
             .collect();
-        if leaders.is_empty() {
-            self.clients[c].reconnect_at = self.now + self.rng.gen_range(5..30);
-            return Ok(());
-        }
-        // Now and then a client picks any node that is up, as one behind a load balancer would: a node that does
-        // not lead must close it, and it tries again.
         let up: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].node.is_some())
             .collect();
-        let i = if self.rng.gen_bool(0.1) {
+        if up.is_empty() {
+            self.clients[c].reconnect_at = self.now + self.rng.gen_range(5..30);
+            return Ok(());
+        }
+        let i = if leaders.is_empty() || self.rng.gen_bool(self.opts.any_node_share) {
             up[self.rng.gen_range(0..up.len())]
         } else {
             leaders[self.rng.gen_range(0..leaders.len())]
@@ -458,6 +527,9 @@ impl World {
     }
 
     fn close_client(&mut self, conn: ConnectionId) {
+        if let Some(global) = self.relayed.remove(&conn) {
+            self.streams.forget(global);
+        }
         if let Some((_, c)) = self.conns.remove(&conn) {
             let at = self.now + self.rng.gen_range(1..40);
             self.clients[c].on_closed(at);
@@ -562,6 +634,9 @@ impl World {
     /// One write into node `i`'s volatile disk buffer. A crash planned "in the middle" strikes right after the
     /// node's k-th next write, before its sync; returns whether it did.
     fn write(&mut self, i: usize, write: Write) -> bool {
+        if let Write::Entries(entries) = &write {
+            self.check.entries_written(entries);
+        }
         self.nodes[i].disk.write(write);
         if let Some(left) = self.nodes[i].crash_after_writes.as_mut() {
             if *left == 0 {
@@ -596,11 +671,29 @@ impl World {
         match output {
             NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
                 let now = self.now;
-                self.net.send(now, id, to, message, &mut self.rng);
+                let relay = mqtt_cluster::relay::is_relay(&message);
+                if relay {
+                    self.tap_relay(&message);
+                }
+                if relay || self.opts.raft_on_links {
+                    self.links.send(now, id, to, message, &mut self.rng);
+                } else {
+                    self.net.send(now, id, to, message, &mut self.rng);
+                }
             }
             NodeOutput::Client(Output::Transmit { conn, data }) => {
                 if let Some(&(_, c)) = self.conns.get(&conn) {
+                    if let Some(global) = self.relayed.get(&conn) {
+                        let name = self.clients[c].name();
+                        self.streams.client_received(&name, *global, &data)?;
+                    }
+                    let was_connacked = self.clients[c].connacked;
                     let reply = self.clients[c].on_bytes(&data, &mut self.check)?;
+                    if !was_connacked && self.clients[c].connacked && self.relayed.contains_key(&conn) {
+                        self.counts.relayed_connacks += 1;
+                    }
+                    let disks: Vec<&Disk> = self.nodes.iter().map(|n| &n.disk).collect();
+                    self.check.verify_acks(&disks)?;
                     self.send_from_client(c, reply);
                 }
             }
@@ -619,8 +712,23 @@ impl World {
         Ok(())
     }
 
+    /// The leader's relayed output on its way to the node holding the client: what the client must receive.
+    fn tap_relay(&mut self, message: &[u8]) {
+        if let Ok(relayed) = mqtt_cluster::relay::decode(message, CLUSTER_ID) {
+            if let mqtt_cluster::relay::RelayKind::Transmit(data) = &relayed.kind {
+                self.streams.leader_sent(relayed.conn, data);
+            }
+        }
+    }
+
     fn on_event(&mut self, _i: usize, id: u64, event: ClusterEvent) -> Result<(), String> {
         match &event {
+            ClusterEvent::ClientRelayed { conn, global, .. } => {
+                self.counts.relayed_connects += 1;
+                self.relayed.insert(*conn, *global);
+            }
+            ClusterEvent::RelaysClosed { closed, .. } => self.counts.relays_closed += *closed as u64,
+            ClusterEvent::RelayGap { .. } => self.counts.relay_gaps += 1,
             ClusterEvent::Released { index, term, .. } => {
                 let disks: Vec<&Disk> = self.nodes.iter().map(|n| &n.disk).collect();
                 self.check.released(id, *index, *term, &disks)?;
@@ -654,6 +762,7 @@ impl World {
         let id = self.nodes[i].id;
         let recovered = self.nodes[i].disk.recover();
         let node = Node::new(self.node_config(id), recovered);
+        self.links.started(self.now, id);
         self.line(format!("n{id} starts (applied {})", node.applied()));
         self.nodes[i].node = Some(node);
         self.nodes[i].restart_at = None;
@@ -673,6 +782,7 @@ impl World {
         self.counts.crashes += 1;
         self.counts.writes_lost += lost as u64;
         self.net.drop_to(id);
+        self.links.crashed(self.now, id, &mut self.rng);
         self.check.stopped_serving(id);
         let conns: Vec<ConnectionId> = self
             .conns
