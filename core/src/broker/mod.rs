@@ -23,6 +23,7 @@ mod publish;
 mod quota;
 mod retained_stream;
 mod session;
+mod shared_publish;
 mod stats;
 mod subscribe;
 mod sys;
@@ -204,6 +205,8 @@ pub struct Broker {
     match_buffer: Vec<TopicMatch<SessionKey>>,
     /// Reused buffer for the deliveries of one message.
     plan_buffer: Vec<(SessionKey, Delivery)>,
+    /// PUBLISHes encoded once for the subscribers that get identical bytes (see `shared_publish`).
+    shared_publishes: shared_publish::SharedPublishes,
     /// Connections whose held PUBLISHes may now fit, retried at the end of the current input (see `flow`).
     woken: BTreeSet<ConnectionId>,
     /// Durable storage does not take writes (see `Input::StorageWritable`).
@@ -250,6 +253,7 @@ impl Broker {
             dirty: Vec::new(),
             match_buffer: Vec::new(),
             plan_buffer: Vec::new(),
+            shared_publishes: shared_publish::SharedPublishes::default(),
             woken: BTreeSet::new(),
             storage_full: false,
             connected_clients: 0,
