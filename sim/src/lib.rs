@@ -194,6 +194,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "will-delay-ignored" => Some(Core::WillDelayIgnored),
         "delayed-will-lost" => Some(Core::DelayedWillLost),
         "expiring-left-queued" => Some(Core::ExpiringLeftQueued),
+        "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         _ => None,
     };
     let storage = match name {
@@ -222,6 +223,10 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     (
         "expiring-left-queued",
         "was never sent although the connection was idle",
+    ),
+    (
+        "v311-acknowledged-on-full-disk",
+        "must be closed instead [MQTT-4.8.0-2]",
     ),
     (
         "sync-skipped-before-ack",

@@ -149,6 +149,11 @@ fn finds_expiring_message_left_queued() {
     finds("expiring-left-queued");
 }
 
+#[test]
+fn finds_v311_publish_acknowledged_on_a_full_disk() {
+    finds("v311-acknowledged-on-full-disk");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -24,6 +24,7 @@ pub(super) enum PlantedBugKind {
     WillDelayIgnored,
     DelayedWillLost,
     ExpiringLeftQueued,
+    V311AcknowledgedOnFullDisk,
 }
 
 impl Broker {
@@ -78,6 +79,10 @@ impl Broker {
                 | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
                 | (Some(PlantedBug::DelayedWillLost), PlantedBugKind::DelayedWillLost)
                 | (Some(PlantedBug::ExpiringLeftQueued), PlantedBugKind::ExpiringLeftQueued)
+                | (
+                    Some(PlantedBug::V311AcknowledgedOnFullDisk),
+                    PlantedBugKind::V311AcknowledgedOnFullDisk
+                )
         )
     }
 
