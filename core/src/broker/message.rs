@@ -102,7 +102,9 @@ impl Delivery {
         if properties.message_expiry_interval != expiry {
             properties.message_expiry_interval = expiry;
         }
-        if properties.subscription_identifiers != self.subscription_ids {
+        // Both empty is the common case, and slice equality would still call `memcmp` (a profile's hot spot).
+        let both_empty = properties.subscription_identifiers.is_empty() && self.subscription_ids.is_empty();
+        if !both_empty && properties.subscription_identifiers != self.subscription_ids {
             properties.subscription_identifiers = self.subscription_ids.clone();
         }
         Publish {

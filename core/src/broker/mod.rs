@@ -23,6 +23,7 @@ mod publish;
 mod quota;
 mod retained_stream;
 mod session;
+mod shared_publish;
 mod stats;
 mod subscribe;
 mod sys;
@@ -61,6 +62,8 @@ pub const MAX_BUFFERED_WHILE_VERIFYING: usize = 64 * 1024;
 
 /// How far replies to a client's own packets may take its output buffer past `max_outbuf_bytes` before the client
 /// is disconnected for not reading them (see `close_if_replies_unread`): room for thousands of pipelined replies.
+/// The driver stops reading a client at `max_outbuf_bytes` of unsent bytes (its own and `unsent_output`), so this
+/// is only reached within one read's worth of packets, or by a driver that does not hold clients back.
 pub const REPLY_SLACK: usize = 64 * 1024;
 
 /// The driver's handle for one transport connection. Never reused within one broker's lifetime.
@@ -202,6 +205,8 @@ pub struct Broker {
     match_buffer: Vec<TopicMatch<SessionKey>>,
     /// Reused buffer for the deliveries of one message.
     plan_buffer: Vec<(SessionKey, Delivery)>,
+    /// PUBLISHes encoded once for the subscribers that get identical bytes (see `shared_publish`).
+    shared_publishes: shared_publish::SharedPublishes,
     /// Connections whose held PUBLISHes may now fit, retried at the end of the current input (see `flow`).
     woken: BTreeSet<ConnectionId>,
     /// Durable storage does not take writes (see `Input::StorageWritable`).
@@ -248,6 +253,7 @@ impl Broker {
             dirty: Vec::new(),
             match_buffer: Vec::new(),
             plan_buffer: Vec::new(),
+            shared_publishes: shared_publish::SharedPublishes::default(),
             woken: BTreeSet::new(),
             storage_full: false,
             connected_clients: 0,

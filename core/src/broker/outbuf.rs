@@ -5,6 +5,7 @@
 //! as the message's own `Bytes`, shared by every subscriber, so fan-out to N connections copies it zero times
 //! instead of N.
 
+use super::shared_publish::Encoded;
 use crate::codec::{encode, encode_publish_header};
 use crate::packet::{Packet, ProtocolVersion};
 use bytes::{Bytes, BytesMut};
@@ -14,6 +15,9 @@ use bytes::{Bytes, BytesMut};
 pub(super) fn is_shared(payload: &Bytes, shared_payload_min: usize) -> bool {
     payload.len() >= shared_payload_min.max(1)
 }
+
+/// First allocation of a tail (see `Outbuf::reserve_first`).
+const TAIL_START: usize = 2048;
 
 /// Encoded bytes in order: `chunks` first, then `tail`.
 ///
@@ -61,6 +65,7 @@ impl Outbuf {
         limit: usize,
         shared_payload_min: usize,
     ) -> bool {
+        self.reserve_first();
         let start = self.tail.len();
         let appended = match packet {
             Packet::Publish(publish) if is_shared(&publish.payload, shared_payload_min) => {
@@ -77,6 +82,33 @@ impl Outbuf {
             self.tail.truncate(start);
         }
         appended
+    }
+
+    /// Appends a PUBLISH encoded once for many subscribers (see `shared_publish`) with `packet_id` written in, if
+    /// it is at most `limit` bytes; otherwise appends nothing and returns false, as `encode` does.
+    pub fn append_shared(&mut self, encoded: &Encoded, packet_id: u16, limit: usize) -> bool {
+        if encoded.len() > limit {
+            return false;
+        }
+        self.reserve_first();
+        let start = self.tail.len();
+        self.tail.extend_from_slice(&encoded.head);
+        if let Some(at) = encoded.id_at {
+            self.tail[start + at..start + at + 2].copy_from_slice(&packet_id.to_be_bytes());
+        }
+        if let Some(payload) = &encoded.payload {
+            self.push_chunk(payload.clone());
+        }
+        true
+    }
+
+    /// A tail handed out leaves none behind, and growing a new one from nothing packet by packet reallocates and
+    /// copies it about ten times on the way to a socket buffer's worth; starting at `TAIL_START` skips the first
+    /// half of those. Drained (idle) connections still hold nothing.
+    fn reserve_first(&mut self) {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(TAIL_START);
+        }
     }
 
     /// Appends `chunk` after everything held, closing off the tail first so the order stays.

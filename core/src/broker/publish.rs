@@ -1,13 +1,16 @@
 //! PUBLISH in both directions: receipt (topic aliases, QoS 1/2 receive flows, retain), routing to matching
 //! sessions, queueing and the inflight window towards each client, and the acknowledgements.
 
+use super::connection::Phase;
 use super::flow::HeldPublish;
 use super::message::{Delivery, Message};
 use super::planted::PlantedBugKind;
 use super::quota::{delivery_bytes, PublishQuota};
 use super::session::{Awaiting, Inflight, SessionKey};
+use super::shared_publish::{is_shareable, Form};
 use super::{Broker, ConnectionId, DropCause};
-use crate::packet::{Packet, PubResponse, Publish, QoS, ReasonCode};
+use crate::packet::{Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode};
+use crate::time::Time;
 use crate::topic::TopicMatch;
 use std::sync::Arc;
 
@@ -263,8 +266,8 @@ impl Broker {
                 .is_some_and(|c| c.outbuf.len() < self.config.max_outbuf_bytes);
             match conn {
                 Some(conn) if has_room => {
-                    let publish = delivery.to_publish(0, false, self.now);
-                    self.send_publish(conn, publish);
+                    let outgoing = self.outgoing(conn, &delivery, 0);
+                    self.send_outgoing(conn, outgoing, 0);
                 }
                 Some(_) => self.stats.dropped(DropCause::SlowConsumer, 1),
                 None => self.stats.dropped(DropCause::Offline, 1),
@@ -311,6 +314,7 @@ impl Broker {
             return false;
         };
         let window = usize::from(connection.client_receive_maximum.min(self.config.max_inflight).max(1));
+        let alias_free = connection.client_topic_alias_maximum == 0;
         let mut to_send = Vec::new();
         let mut expired = Vec::new();
         let mut expired_bytes = 0;
@@ -329,8 +333,8 @@ impl Broker {
                 session.queue_mut().push_front(delivery);
                 break;
             };
-            let publish = delivery.to_publish(packet_id, false, self.now);
-            outbuf_len += publish.payload.len() + publish.topic.len();
+            outbuf_len += delivery.message.payload.len() + delivery.message.topic.len();
+            let outgoing = outgoing_of(&delivery, packet_id, alias_free, self.now);
             let state = if delivery.qos == QoS::AtLeastOnce {
                 Awaiting::PubAck
             } else {
@@ -342,7 +346,7 @@ impl Broker {
                 delivery,
                 state,
             });
-            to_send.push((seq, state, publish));
+            to_send.push((seq, state, packet_id, outgoing));
         }
         for seq in expired {
             self.persist_done(key, seq);
@@ -350,19 +354,84 @@ impl Broker {
         if expired_bytes > 0 {
             self.count_dequeued(key, expired_bytes);
         }
-        for (seq, state, publish) in &to_send {
-            self.persist_sent(key, *seq, publish.packet_id, *state);
+        for (seq, state, packet_id, _) in &to_send {
+            self.persist_sent(key, *seq, *packet_id, *state);
         }
         let mut dropped = false;
-        for (_, _, publish) in to_send {
-            let packet_id = publish.packet_id;
-            if !self.send_publish(conn, publish) {
+        for (_, _, packet_id, outgoing) in to_send {
+            if !self.send_outgoing(conn, outgoing, packet_id) {
                 // Too large for the client: behave as if it had been delivered [MQTT-3.1.2-25].
                 self.complete_inflight(key, packet_id);
                 dropped = true;
             }
         }
         dropped
+    }
+
+    /// What to send for `delivery` to `conn`: see `outgoing_of`.
+    fn outgoing(&self, conn: ConnectionId, delivery: &Delivery, packet_id: u16) -> Outgoing {
+        let alias_free = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.client_topic_alias_maximum == 0);
+        outgoing_of(delivery, packet_id, alias_free, self.now)
+    }
+
+    /// Sends a delivery's PUBLISH: the encoding shared with the message's other subscribers where it has one (see
+    /// `shared_publish`), else a packet of its own through `send_publish`. Returns false as `send_publish` does.
+    fn send_outgoing(&mut self, conn: ConnectionId, outgoing: Outgoing, packet_id: u16) -> bool {
+        let (message, qos, retain, fan_out) = match outgoing {
+            Outgoing::Plain(publish) => return self.send_publish(conn, publish),
+            Outgoing::Shared {
+                message,
+                qos,
+                retain,
+                fan_out,
+            } => (message, qos, retain, fan_out),
+        };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return false;
+        };
+        if connection.phase == Phase::Closing {
+            return false;
+        }
+        let version = connection.protocol.unwrap_or(ProtocolVersion::V3_1_1);
+        let form = Form {
+            v5: version.is_v5(),
+            qos,
+            retain,
+        };
+        let (now, shared_payload_min) = (self.now, self.config.shared_payload_min);
+        let Some(encoded) = self
+            .shared_publishes
+            .get(&message, form, fan_out, now, shared_payload_min)
+        else {
+            let delivery = Delivery {
+                message,
+                qos,
+                retain,
+                subscription_ids: Vec::new(),
+                seq: 0,
+            };
+            return self.send_publish(conn, delivery.to_publish(packet_id, false, now));
+        };
+        // Only MQTT 5 clients announce a Maximum Packet Size [MQTT-3.1.2-24]; a PUBLISH has nothing optional to
+        // strip, so one too large is dropped [MQTT-3.1.2-25], as `send` does.
+        let limit = if form.v5 {
+            connection.client_max_packet_size as usize
+        } else {
+            usize::MAX
+        };
+        if !connection.outbuf.append_shared(encoded, packet_id, limit) {
+            self.stats.dropped(DropCause::PacketTooLarge, 1);
+            return false;
+        }
+        if !connection.dirty {
+            connection.dirty = true;
+            self.dirty.push(conn);
+        }
+        self.stats.sent(qos, message.payload.len());
+        true
     }
 
     /// Sends a PUBLISH to a connection, using an outbound topic alias when the client allows them. Returns false
@@ -505,5 +574,35 @@ impl Broker {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         self.send(conn, &Packet::PubComp(PubResponse::new(rel.packet_id, reason)));
+    }
+}
+
+/// A PUBLISH on its way out: the message and form of a shareable one (its bytes may come from the shared
+/// encoding), or a packet built for this subscriber alone.
+enum Outgoing {
+    Shared {
+        message: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        /// Other sessions hold the message too, so an encoding made now will likely be used again.
+        fan_out: bool,
+    },
+    Plain(Publish),
+}
+
+/// Shareable when the delivery itself is (`is_shareable`) and the connection uses no outbound topic aliases,
+/// which make one subscriber's bytes differ from another's [MQTT-3.3.2-12].
+fn outgoing_of(delivery: &Delivery, packet_id: u16, alias_free: bool, now: Time) -> Outgoing {
+    if alias_free && is_shareable(delivery) {
+        Outgoing::Shared {
+            // More than this delivery and one other holder (the PUBLISH being routed, the retained store): worth
+            // encoding once for the others. A one-to-one stream encodes straight into the buffer as before.
+            fan_out: Arc::strong_count(&delivery.message) > 2,
+            message: Arc::clone(&delivery.message),
+            qos: delivery.qos,
+            retain: delivery.retain,
+        }
+    } else {
+        Outgoing::Plain(delivery.to_publish(packet_id, false, now))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::message::Delivery;
 use super::ConnectionId;
-use crate::hash::HashSet;
+use crate::hash::PacketIdSet;
 use crate::packet::{ProtocolVersion, Will};
 use crate::time::Time;
 use crate::topic::Subscription;
@@ -50,7 +50,7 @@ struct Traffic {
     inflight: VecDeque<Inflight>,
     /// The packet ids of `inflight`, so allocating a free id costs O(1) instead of a scan of the window. Changed
     /// only through `push_inflight`, `remove_inflight` and `clear_inflight`.
-    inflight_ids: HashSet<u16>,
+    inflight_ids: PacketIdSet,
     /// Packet identifiers of incoming QoS 2 messages already delivered onwards, waiting for PUBREL: a repeated
     /// PUBLISH with one of these is not delivered again [MQTT-4.3.3-9].
     incoming_qos2: BTreeSet<u16>,

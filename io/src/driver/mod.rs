@@ -813,6 +813,7 @@ impl<C: Core> Driver<C> {
                 false
             }
             Ok(n) if open => {
+                conn.read_grant = false;
                 let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
                     Ok(data) => data,
                     Err(e) => {
@@ -838,7 +839,7 @@ impl<C: Core> Driver<C> {
                 }
                 let now = self.clock.now();
                 self.broker.handle_input(now, Input::Received { conn: id, data });
-                self.settle();
+                self.settle_read();
                 self.account_input(id);
                 if self.conns.get(&id).is_some_and(|c| c.transport_ended()) {
                     log::debug!("conn {}: WebSocket closed by peer after its last MQTT bytes", id.0);
@@ -876,6 +877,39 @@ impl<C: Core> Driver<C> {
                 return;
             }
             let follow_ups = self.flush_dirty();
+            if follow_ups.is_empty() {
+                return;
+            }
+            let now = self.clock.now();
+            for input in follow_ups {
+                self.broker.handle_input(now, input);
+            }
+        }
+    }
+
+    /// `settle` after one read of the read turn, but leaving small writes for the end of the loop turn (the
+    /// `settle` in `after_events`): a connection then gets one write with everything the turn's reads produced for
+    /// it, instead of one per read (a subscriber fed by a publisher's read and then by its own PUBACKs' read got
+    /// two). A connection with `FLUSH_NOW_BYTES` queued is written at once, so the core learns of a full socket
+    /// (WriteBlocked) as early as before and keeps further output in its own bounded buffer.
+    fn settle_read(&mut self) {
+        loop {
+            while let Some(output) = self.broker.poll_output() {
+                self.apply(output);
+            }
+            if self.storage.as_ref().is_some_and(Storage::holds_sends) {
+                return;
+            }
+            // Below the output bound by a margin too, so that unwritten bytes of this turn never hold a connection
+            // back (`park`) that would not have been otherwise.
+            let (conns, flush_now) = (&self.conns, FLUSH_NOW_BYTES.min(self.max_outbuf / 2));
+            let (now, later): (Vec<ConnectionId>, Vec<ConnectionId>) = self.dirty.drain(..).partition(|id| {
+                conns
+                    .get(id)
+                    .is_none_or(|c| c.state != State::Open || c.pending_bytes() >= flush_now)
+            });
+            self.dirty = later;
+            let follow_ups = self.flush(now);
             if follow_ups.is_empty() {
                 return;
             }
@@ -1075,8 +1109,14 @@ impl<C: Core> Driver<C> {
 
     /// Flush every dirty connection once; return the inputs the core must hear about as a result.
     fn flush_dirty(&mut self) -> Vec<Input<'static>> {
+        let dirty = std::mem::take(&mut self.dirty);
+        self.flush(dirty)
+    }
+
+    /// Flush these connections once each (see `flush_dirty`).
+    fn flush(&mut self, ids: Vec<ConnectionId>) -> Vec<Input<'static>> {
         let mut follow_ups = Vec::new();
-        for id in std::mem::take(&mut self.dirty) {
+        for id in ids {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
@@ -1093,6 +1133,7 @@ impl<C: Core> Driver<C> {
             let open = conn.state == State::Open;
             match result {
                 Ok(Flush::Done) => {
+                    conn.read_grant = true;
                     if conn.write_blocked {
                         conn.write_blocked = false;
                         if open {
@@ -1166,6 +1207,10 @@ impl<C: Core> Driver<C> {
         }
     }
 }
+
+/// Queued output at which a connection is written right after the read that produced it rather than at the end of
+/// the loop turn (see `settle_read`): a socket buffer's worth, past which batching saves nothing.
+const FLUSH_NOW_BYTES: usize = 64 * 1024;
 
 /// Bytes a socket may hold that the kernel has not sent yet. Past this the socket reports itself full, so a slow
 /// subscriber's backlog stays in the core, which bounds it (`max_outbuf_bytes`) and drops QoS 0 beyond it, instead
