@@ -1110,7 +1110,7 @@ impl Node {
 
     /// Ends every relayed stream through `peer`: on this side, the client connections relayed to it (closed;
     /// the leader is told, in case it still listens), or the broker connections of clients it holds (closed in
-    /// the broker, as if their clients had gone: wills follow the spec).
+    /// the broker, as if their clients had gone: wills follow the spec; and the holding node told).
     fn close_relays_via(&mut self, peer: u64) {
         let local: Vec<ConnectionId> = self
             .relayed
@@ -1132,7 +1132,13 @@ impl Node {
             self.close_for_failover(*conn);
         }
         for conn in &remote {
-            self.remote.remove(conn);
+            // The holding node is told too (the message waits for the link to come back): it may not see a break
+            // of its own (the two directions are separate connections, and one may break alone), and its client
+            // would otherwise wait forever on a connection this broker no longer knows.
+            if let Some(r) = self.remote.remove(conn) {
+                let (seq, kind) = (r.next_out, RelayKind::Failover);
+                self.send_relay(peer, RelayMessage { conn: *conn, seq, kind });
+            }
             self.feed_broker(Input::Closed { conn: *conn });
         }
         self.event(ClusterEvent::RelaysClosed {

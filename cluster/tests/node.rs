@@ -46,6 +46,18 @@ impl Cluster {
         Cluster::with(|_| {})
     }
 
+    /// A cluster given 2 s of virtual time to elect a leader; the cluster and the leader's index.
+    fn elected() -> (Cluster, usize) {
+        Cluster::elected_with(|_| {})
+    }
+
+    fn elected_with(tune: impl Fn(&mut NodeConfig)) -> (Cluster, usize) {
+        let mut cluster = Cluster::with(tune);
+        cluster.run(2_000);
+        let leader = cluster.leader().expect("a leader within 2 s of virtual time");
+        (cluster, leader)
+    }
+
     fn with(tune: impl Fn(&mut NodeConfig)) -> Cluster {
         let configs = (1..=3).map(|id| {
             let mut c = config(id);
@@ -145,9 +157,7 @@ fn packets(outputs: &[Output], conn: ConnectionId) -> Vec<Packet> {
 
 #[test]
 fn a_leader_is_elected_and_serves_after_its_first_entry_is_applied() {
-    let mut cluster = Cluster::new();
-    cluster.run(2_000);
-    let leader = cluster.leader().expect("a leader within 2 s of virtual time");
+    let (mut cluster, leader) = Cluster::elected();
     let status = cluster.nodes[leader].status();
     assert!(status.serving && status.applied >= 1, "{status:?}");
     assert_eq!(status.match_index.len(), 3);
@@ -163,9 +173,7 @@ fn a_leader_is_elected_and_serves_after_its_first_entry_is_applied() {
 
 #[test]
 fn a_client_of_a_follower_is_closed() {
-    let mut cluster = Cluster::new();
-    cluster.run(2_000);
-    let leader = cluster.leader().expect("leader");
+    let (mut cluster, leader) = Cluster::elected();
     let follower = (leader + 1) % 3;
     let conn = ConnectionId(9);
     let peer = "127.0.0.1:5000".parse().expect("address");
@@ -182,24 +190,9 @@ fn a_client_of_a_follower_is_closed() {
 
 #[test]
 fn a_qos1_puback_waits_for_the_commit_and_every_node_applies_the_message() {
-    let mut cluster = Cluster::new();
-    cluster.run(2_000);
-    let leader = cluster.leader().expect("leader");
+    let (mut cluster, leader) = Cluster::elected();
     let conn = ConnectionId(1);
-    let peer = "127.0.0.1:5000".parse().expect("address");
-    cluster.input(
-        leader,
-        NodeInput::Client(Input::Opened {
-            conn,
-            peer,
-            listener: ListenerId(0),
-        }),
-    );
-    let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, "sub");
-    connect.clean_start = false;
-    connect.properties.session_expiry_interval = Some(3600);
-    let data = encode(&Packet::Connect(Box::new(connect)));
-    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    connect(&mut cluster, leader, conn, "sub", true);
     // The session is durable: its CONNACK waits for the SessionOpen record to commit, which needs the followers.
     assert!(
         packets(&cluster.client_outputs[leader], conn).is_empty(),
@@ -264,9 +257,7 @@ fn connect(cluster: &mut Cluster, i: usize, conn: ConnectionId, client_id: &str,
 
 #[test]
 fn records_of_a_turn_share_one_entry_and_other_clients_output_does_not_wait_for_it() {
-    let mut cluster = Cluster::with(|c| c.propose_per_turn = true);
-    cluster.run(2_000);
-    let leader = cluster.leader().expect("leader");
+    let (mut cluster, leader) = Cluster::elected_with(|c| c.propose_per_turn = true);
     let (clean, a, b) = (ConnectionId(1), ConnectionId(2), ConnectionId(3));
     connect(&mut cluster, leader, clean, "clean", false);
     assert!(matches!(
@@ -325,24 +316,9 @@ fn records_of_a_turn_share_one_entry_and_other_clients_output_does_not_wait_for_
 
 #[test]
 fn a_leader_cut_off_from_its_quorum_drops_held_acknowledgements_and_closes_its_clients() {
-    let mut cluster = Cluster::new();
-    cluster.run(2_000);
-    let leader = cluster.leader().expect("leader");
+    let (mut cluster, leader) = Cluster::elected();
     let conn = ConnectionId(1);
-    let peer = "127.0.0.1:5000".parse().expect("address");
-    cluster.input(
-        leader,
-        NodeInput::Client(Input::Opened {
-            conn,
-            peer,
-            listener: ListenerId(0),
-        }),
-    );
-    let mut connect = mqtt_core::harness::connect_packet(ProtocolVersion::V5, "pub");
-    connect.properties.session_expiry_interval = Some(3600);
-    connect.clean_start = false;
-    let data = encode(&Packet::Connect(Box::new(connect)));
-    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    connect(&mut cluster, leader, conn, "pub", true);
     cluster.run(50);
     cluster.client_outputs[leader].clear();
     cluster.isolated = Some(leader as u64 + 1);
@@ -387,9 +363,7 @@ fn a_leader_cut_off_from_its_quorum_drops_held_acknowledgements_and_closes_its_c
 
 #[test]
 fn a_restarted_node_recovers_its_image_from_its_disk() {
-    let mut cluster = Cluster::new();
-    cluster.run(2_000);
-    let leader = cluster.leader().expect("leader");
+    let (cluster, leader) = Cluster::elected();
     let before = (cluster.nodes[leader].applied(), cluster.nodes[leader].applied_digest());
     let disk = &cluster.disks[leader];
     let recovered = Recovered {
@@ -469,9 +443,7 @@ fn bad_peer_messages_are_refused_with_a_typed_error() {
 #[test]
 fn a_node_joins_and_the_leader_removes_itself_through_configuration_changes() {
     use mqtt_cluster::{MemberChange, MemberChangeError};
-    let mut cluster = Cluster::new();
-    cluster.run(2_000);
-    let leader = cluster.leader().expect("leader");
+    let (mut cluster, leader) = Cluster::elected();
     let follower = (leader + 1) % 3;
     let add = MemberChange::Add {
         id: 4,

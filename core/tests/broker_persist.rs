@@ -360,3 +360,46 @@ fn a_retained_message_queued_after_a_snapshot_is_stored_again() {
     let (second, _) = resume(&mut h, "second");
     assert_eq!(payloads(&publishes(&mut h, second)), vec!["state"]);
 }
+
+/// With `durable_wills` (a cluster node's broker), the will of a connected durable session is recorded too: a broker
+/// rebuilt from the records (a new leader after a failover) publishes it once its delay has passed since the
+/// rebuild [MQTT-3.1.2-8], unless the client resumes its session first [MQTT-3.1.3-9]; a will discarded by a normal
+/// DISCONNECT [MQTT-3.1.2-10] or replaced by a reconnect without one stays gone.
+#[test]
+fn with_durable_wills_a_connected_clients_will_survives_a_restart_and_waits_for_its_delay() {
+    let mut h = Harness::new(Config {
+        persistence: true,
+        durable_wills: true,
+        ..Config::default()
+    });
+    let watcher = connected(&mut h, persistent("watcher"));
+    subscribe(&mut h, watcher, "wills/#", QoS::AtLeastOnce);
+    let with_will = |id: &str| {
+        let mut connect = persistent(id);
+        let mut will = Will {
+            topic: format!("wills/{id}"),
+            payload: bytes::Bytes::from(format!("{id} gone")),
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
+        will.properties.will_delay_interval = Some(30);
+        connect.will = Some(will);
+        connect
+    };
+    connected(&mut h, with_will("absent"));
+    connected(&mut h, with_will("back"));
+    let quiet = connected(&mut h, with_will("quiet"));
+    h.send(quiet, Packet::Disconnect(Disconnect::default()));
+    let replaced = connected(&mut h, with_will("replaced"));
+    h.drop_connection(replaced);
+    connected(&mut h, persistent("replaced"));
+    h.drop_connection(watcher);
+    h.crash_and_restart();
+    h.advance(Duration::from_secs(20));
+    connect_ok(&mut h, with_will("back"));
+    h.advance(Duration::from_secs(9));
+    let (watcher, _) = resume(&mut h, "watcher");
+    assert!(publishes(&mut h, watcher).is_empty(), "nothing before the delay");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(payloads(&publishes(&mut h, watcher)), vec!["absent gone"]);
+}

@@ -5,8 +5,10 @@
 
 mod common;
 
-use common::{pump4, wait_for, BrokerProcess, Events4 as Events};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use common::clients::{connect4, count_acks, publish_stream};
+use common::cluster::{free_addr, node_config, wait_for_leader};
+use common::{wait_for, BrokerProcess, Events4 as Events};
+use rumqttc::{Client, Event, Packet, QoS};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,94 +17,18 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Messages per stream: enough that the kill lands mid-stream on a fast machine, few enough for a busy one.
 const N: usize = 300;
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
-
-fn node_config(id: u64, peers: &[SocketAddr]) -> String {
-    let peers: Vec<String> = peers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("  {{ id = {}, address = \"{a}\" }},", i + 1))
-        .collect();
-    format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[cluster]\nnode_id = {id}\ncluster_id = \"test\"\n\
-         tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\npeers = [\n{}\n]\n",
-        peers.join("\n")
-    )
-}
-
-/// The node that logs that it serves clients (after `since` log lines of each node).
-fn wait_for_leader(nodes: &[Option<BrokerProcess>], since: &[usize], timeout: Duration) -> Option<usize> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        for (i, node) in nodes.iter().enumerate() {
-            let Some(node) = node else { continue };
-            let log = node.log.lock().unwrap();
-            if log.iter().skip(since[i]).any(|l| l.contains("serving clients")) {
-                return Some(i);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-fn connect(node: &BrokerProcess, id: &str, clean: bool) -> (Client, Events) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", node.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_session(clean);
-    opts.set_inflight(50);
-    let (client, connection) = Client::new(opts, 200);
-    let events = pump4(connection);
-    let connected = wait_for(&events, WAIT, |e| match e {
-        Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack.session_present),
-        _ => None,
-    });
-    assert!(connected.is_some(), "{id} connects: {}", node.log_text());
-    (client, events)
-}
-
-fn publish_stream(client: Client, topic: &'static str, qos: QoS, prefix: &'static str) {
-    std::thread::spawn(move || {
-        for i in 0..N {
-            if client
-                .publish(topic, qos, false, format!("{prefix}-{i}").into_bytes())
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-}
-
-/// PUBACKs (QoS 1) or PUBRECs (QoS 2) received; the broker acknowledges in order, so `n` acks cover `0..n`.
-fn count_acks(events: &Events, qos: QoS, until: Instant, stop_at: usize) -> usize {
-    let mut acks = 0;
-    while acks < stop_at && Instant::now() < until {
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) if qos == QoS::AtLeastOnce => acks += 1,
-            Ok(Ok(Event::Incoming(Packet::PubRec(_)))) if qos == QoS::ExactlyOnce => acks += 1,
-            Ok(Err(_)) => break,
-            _ => {}
-        }
-    }
-    acks
-}
-
 #[test]
 fn acknowledged_messages_survive_sigkill_of_the_leader() {
     let started = Instant::now();
     let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
         .collect();
     let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let node = nodes[leader].as_ref().expect("leader runs");
 
     // A persistent session subscribes (3.1.1 Clean Session 0 [MQTT-3.1.2-4]) and goes offline.
-    let (sub, sub_events) = connect(node, "durable-sub", false);
+    let (sub, sub_events) = connect4(node, "durable-sub", false);
     sub.subscribe("crash/#", QoS::ExactlyOnce).expect("subscribe");
     assert!(wait_for(&sub_events, WAIT, |e| matches!(
         e,
@@ -113,10 +39,10 @@ fn acknowledged_messages_survive_sigkill_of_the_leader() {
     sub.disconnect().expect("disconnect");
     drop(sub_events);
 
-    let (q1, q1_events) = connect(node, "pub-q1", true);
-    let (q2, q2_events) = connect(node, "pub-q2", true);
-    publish_stream(q1, "crash/q1", QoS::AtLeastOnce, "q1");
-    publish_stream(q2, "crash/q2", QoS::ExactlyOnce, "q2");
+    let (q1, q1_events) = connect4(node, "pub-q1", true);
+    let (q2, q2_events) = connect4(node, "pub-q2", true);
+    publish_stream(q1, "crash/q1", QoS::AtLeastOnce, "q1", N);
+    publish_stream(q2, "crash/q2", QoS::ExactlyOnce, "q2", N);
     let deadline = Instant::now() + WAIT;
     let mut acked_q1 = count_acks(&q1_events, QoS::AtLeastOnce, deadline, N / 4);
     let mut acked_q2 = count_acks(&q2_events, QoS::ExactlyOnce, deadline, N / 4);
@@ -153,7 +79,7 @@ fn acknowledged_messages_survive_sigkill_of_the_leader() {
         )
     });
     let node = nodes[new_leader].as_ref().expect("new leader runs");
-    let (_sub, sub_events) = connect(node, "durable-sub", false);
+    let (_sub, sub_events) = connect4(node, "durable-sub", false);
     let mut received: BTreeMap<String, usize> = BTreeMap::new();
     while let Some(p) = wait_for(&sub_events, Duration::from_secs(3), |e| match e {
         Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
@@ -235,7 +161,7 @@ fn publish_all(client: &Client, events: &Events, topic: &str, qos: QoS, prefix: 
 fn clients_on_followers_are_relayed_to_the_leader() {
     let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
         .collect();
     let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let follower_a = nodes[(leader + 1) % 3].as_ref().expect("runs");
@@ -250,7 +176,7 @@ fn clients_on_followers_are_relayed_to_the_leader() {
     }
 
     // A persistent QoS 2 subscriber on one follower [MQTT-3.1.2-4].
-    let (sub, sub_events) = connect(follower_a, "relay-sub", false);
+    let (sub, sub_events) = connect4(follower_a, "relay-sub", false);
     sub.subscribe("relay/#", QoS::ExactlyOnce).expect("subscribe");
     assert!(wait_for(&sub_events, WAIT, |e| matches!(
         e,
@@ -261,9 +187,9 @@ fn clients_on_followers_are_relayed_to_the_leader() {
 
     // Publishers on the other follower and on the leader.
     const M: usize = 50;
-    let (p1, p1_events) = connect(follower_b, "relay-pub-q1", true);
-    let (p2, p2_events) = connect(follower_b, "relay-pub-q2", true);
-    let (pl, pl_events) = connect(nodes[leader].as_ref().expect("runs"), "relay-pub-leader", true);
+    let (p1, p1_events) = connect4(follower_b, "relay-pub-q1", true);
+    let (p2, p2_events) = connect4(follower_b, "relay-pub-q2", true);
+    let (pl, pl_events) = connect4(nodes[leader].as_ref().expect("runs"), "relay-pub-leader", true);
     publish_all(&p1, &p1_events, "relay/q1", QoS::AtLeastOnce, "q1", M);
     publish_all(&p2, &p2_events, "relay/q2", QoS::ExactlyOnce, "q2", M);
     publish_all(&pl, &pl_events, "relay/lq2", QoS::ExactlyOnce, "lq2", M);
@@ -337,7 +263,7 @@ fn a_data_directory_of_another_cluster_is_refused_at_start_naming_the_file() {
     drop(mqtt_io::cluster::disk::RaftDisk::open(&data, "other", 1, false).expect("other cluster's directory"));
     let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let config = dir.path().join("node1.toml");
-    std::fs::write(&config, node_config(1, &peers)).expect("config");
+    std::fs::write(&config, node_config(1, &peers, "")).expect("config");
     let output = std::process::Command::new(common::BIN)
         .arg("--config")
         .arg(&config)
@@ -389,7 +315,7 @@ mod failover {
     fn a_persistent_session_resumes_on_another_node_after_the_leader_is_killed() {
         let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-            .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers), &[])))
+            .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
             .collect();
         let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
         let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);

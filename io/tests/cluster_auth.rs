@@ -6,16 +6,18 @@
 
 mod common;
 
-use common::{pump4, pump5, wait_for, BrokerProcess, Events4, Events5, BIN};
+use common::auth::{add_user, auth_files};
+use common::clients::{client4, client5, connack4, connack5};
+use common::cluster::{cluster_section, free_addr, wait_for_leader};
+use common::http::{get, http_addr, poll};
+use common::{wait_for, BrokerProcess};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as Rc5, Packet as Packet5, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use rumqttc::ConnectReturnCode;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -28,32 +30,10 @@ topic readwrite public/#
 topic readwrite private/#
 ";
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
-
-fn add_user(file: &Path, user: &str, password: &str) {
-    let out = Command::new(BIN)
-        .arg("passwd")
-        .arg(file)
-        .args([user, "--password", password])
-        .output()
-        .expect("run passwd");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn node_config(id: u64, peers: &[SocketAddr], files: &Path, http: bool) -> String {
-    let peers: Vec<String> = peers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("  {{ id = {}, address = \"{a}\" }},", i + 1))
-        .collect();
     format!(
         "password_file = \"{}\"\nacl_file = \"{}\"\n\n\
-         [[listeners]]\naddress = \"127.0.0.1:0\"\nallow_anonymous = false\n\n{}\
-         [cluster]\nnode_id = {id}\ncluster_id = \"auth\"\n\
-         tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\npeers = [\n{}\n]\n",
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nallow_anonymous = false\n\n{}{}",
         files.join("users.pw").display(),
         files.join("acl").display(),
         if http {
@@ -61,71 +41,8 @@ fn node_config(id: u64, peers: &[SocketAddr], files: &Path, http: bool) -> Strin
         } else {
             ""
         },
-        peers.join("\n")
+        cluster_section(id, "auth", peers, "")
     )
-}
-
-fn wait_for_leader(nodes: &[BrokerProcess]) -> Option<usize> {
-    wait_for_leader_since(nodes, &vec![0; nodes.len()])
-}
-
-/// The node that logs that it serves clients after `since[i]` log lines of node `i`.
-fn wait_for_leader_since(nodes: &[BrokerProcess], since: &[usize]) -> Option<usize> {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        for (i, node) in nodes.iter().enumerate() {
-            let log = node.log.lock().unwrap();
-            if log.iter().skip(since[i]).any(|l| l.contains("serving clients")) {
-                return Some(i);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-fn client4(node: &BrokerProcess, id: &str, credentials: Option<(&str, &str)>) -> (Client, Events4) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", node.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    if let Some((user, password)) = credentials {
-        opts.set_credentials(user, password);
-    }
-    let (client, connection) = Client::new(opts, 64);
-    (client, pump4(connection))
-}
-
-fn client5(node: &BrokerProcess, id: &str, credentials: Option<(&str, &str)>) -> (v5::Client, Events5) {
-    let mut opts = v5::MqttOptions::new(id, "127.0.0.1", node.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    if let Some((user, password)) = credentials {
-        opts.set_credentials(user, password);
-    }
-    let (client, connection) = v5::Client::new(opts, 64);
-    (client, pump5(connection))
-}
-
-fn connack4(events: &Events4) -> Option<ConnectReturnCode> {
-    wait_for(events, WAIT, |e| match e {
-        Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack.code),
-        Err(ConnectionError::ConnectionRefused(code)) => Some(code),
-        _ => None,
-    })
-}
-
-fn connack5(events: &Events5) -> Option<Rc5> {
-    wait_for(events, WAIT, |e| match e {
-        Ok(v5::Event::Incoming(Packet5::ConnAck(ack))) => Some(ack.code),
-        Err(v5::ConnectionError::ConnectionRefused(code)) => Some(code),
-        _ => None,
-    })
-}
-
-fn auth_files() -> tempfile::TempDir {
-    let files = tempfile::tempdir().expect("temp dir");
-    add_user(&files.path().join("users.pw"), "alice", "apw");
-    add_user(&files.path().join("users.pw"), "bob", "bpw");
-    std::fs::write(files.path().join("acl"), ACL).expect("write acl");
-    files
 }
 
 fn start_cluster(files: &tempfile::TempDir, http: bool) -> Vec<BrokerProcess> {
@@ -135,51 +52,11 @@ fn start_cluster(files: &tempfile::TempDir, http: bool) -> Vec<BrokerProcess> {
         .collect()
 }
 
-/// The HTTP address from the start-up line "metrics on http://ADDR/metrics, ...".
-fn http_addr(node: &BrokerProcess) -> SocketAddr {
-    assert!(node.wait_for_log("metrics on http://", WAIT), "{}", node.log_text());
-    let log = node.log_text();
-    let rest = log.split("metrics on http://").nth(1).expect("logged");
-    rest.split('/')
-        .next()
-        .expect("address")
-        .parse()
-        .expect("address parses")
-}
-
-/// GET `path`; the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the http listener");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
-}
-
-/// Polls `path` until its answer satisfies `done` (or `WAIT` passes); the last answer.
-fn poll(addr: SocketAddr, path: &str, done: impl Fn(&(u16, String)) -> bool) -> (u16, String) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = get(addr, path);
-        if done(&got) || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
-    let files = auth_files();
+    let files = auth_files(ACL);
     let mut nodes = start_cluster(&files, false);
-    let leader = wait_for_leader(&nodes).expect("a leader is elected");
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let follower_a = &nodes[(leader + 1) % 3];
     let follower_b = &nodes[(leader + 2) % 3];
     for f in [follower_a, follower_b] {
@@ -265,7 +142,7 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     // The leader is SIGKILLed: the broker the new leader builds checks the same (reloaded) files.
     drop(nodes.remove(leader).crash());
     let since: Vec<usize> = nodes.iter().map(|n| n.log.lock().unwrap().len()).collect();
-    let new_leader = &nodes[wait_for_leader_since(&nodes, &since).expect("a new leader is elected")];
+    let new_leader = &nodes[wait_for_leader(&nodes, &since, WAIT).expect("a new leader is elected")];
     let (_c, events) = client5(new_leader, "bad5-new-leader", Some(("alice", "nope")));
     assert_eq!(connack5(&events), Some(Rc5::BadUserNamePassword));
     let (_c, events) = client4(new_leader, "carol-new-leader", Some(("carol", "cpw")));
@@ -290,9 +167,9 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
 
 #[test]
 fn health_names_the_leader_on_every_node_and_is_503_without_one() {
-    let files = auth_files();
+    let files = auth_files(ACL);
     let mut nodes = start_cluster(&files, true);
-    let leader = wait_for_leader(&nodes).expect("a leader is elected");
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let leader_id = leader + 1;
     let https: Vec<SocketAddr> = nodes.iter().map(http_addr).collect();
     for (i, http) in https.iter().enumerate() {

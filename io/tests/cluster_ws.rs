@@ -4,28 +4,18 @@
 mod common;
 mod wire;
 
+use common::cluster::{cluster_section, free_addr, wait_for_leader};
 use common::BrokerProcess;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wire::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
-
 fn ws_node_config(id: u64, peers: &[SocketAddr]) -> String {
-    let peers: Vec<String> = peers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("  {{ id = {}, address = \"{a}\" }},", i + 1))
-        .collect();
     format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"ws\"\n\n[cluster]\nnode_id = {id}\n\
-         cluster_id = \"ws\"\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\npeers = [\n{}\n]\n",
-        peers.join("\n")
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"ws\"\n\n{}",
+        cluster_section(id, "ws", peers, "")
     )
 }
 
@@ -35,14 +25,7 @@ fn websocket_clients_on_two_followers_meet_through_the_leader() {
     let nodes: Vec<BrokerProcess> = (1..=3)
         .map(|id| BrokerProcess::start_with_config(&ws_node_config(id, &peers), &[]))
         .collect();
-    let deadline = Instant::now() + WAIT;
-    let leader = loop {
-        assert!(Instant::now() < deadline, "no leader elected");
-        if let Some(i) = nodes.iter().position(|n| n.log_text().contains("serving clients")) {
-            break i;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let (a, b) = (&nodes[(leader + 1) % 3], &nodes[(leader + 2) % 3]);
     for f in [a, b] {
         assert!(

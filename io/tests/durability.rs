@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{pump4, pump5, wait_for, BrokerProcess, Events4 as Events};
+use common::clients::{connect4, count_acks, publish_stream};
+use common::{pump5, wait_for, BrokerProcess};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
@@ -11,56 +12,12 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn connect(broker: &BrokerProcess, id: &str, clean: bool) -> (Client, Events) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_session(clean);
-    opts.set_inflight(50);
-    let (client, connection) = Client::new(opts, 200);
-    let events = pump4(connection);
-    let connected = wait_for(&events, WAIT, |e| match e {
-        Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack.session_present),
-        _ => None,
-    });
-    assert!(connected.is_some(), "{id} connects");
-    (client, events)
-}
-
-/// Publishes `count` messages `{prefix}-{i}` on `topic` as fast as the window allows, on its own thread.
-fn publish_stream(client: Client, topic: &'static str, qos: QoS, prefix: &'static str, count: usize) {
-    std::thread::spawn(move || {
-        for i in 0..count {
-            if client
-                .publish(topic, qos, false, format!("{prefix}-{i}").into_bytes())
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-}
-
-/// Counts acknowledgements: PUBACK for QoS 1, PUBREC for QoS 2 (from then on the broker owns the message). The
-/// broker acknowledges in order, so `n` acks cover messages `0..n`.
-fn count_acks(events: &Events, qos: QoS, until: Instant, stop_at: usize) -> usize {
-    let mut acks = 0;
-    while acks < stop_at && Instant::now() < until {
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) if qos == QoS::AtLeastOnce => acks += 1,
-            Ok(Ok(Event::Incoming(Packet::PubRec(_)))) if qos == QoS::ExactlyOnce => acks += 1,
-            Ok(Err(_)) => break,
-            _ => {}
-        }
-    }
-    acks
-}
-
 #[test]
 fn acknowledged_messages_survive_sigkill_of_the_broker() {
     const N: usize = 400;
     let broker = BrokerProcess::start(&["--sync", "always"]);
     // A persistent session subscribes (3.1.1 Clean Session 0 [MQTT-3.1.2-4]) and goes offline.
-    let (sub, sub_events) = connect(&broker, "durable-sub", false);
+    let (sub, sub_events) = connect4(&broker, "durable-sub", false);
     sub.subscribe("crash/#", QoS::ExactlyOnce).expect("subscribe");
     assert!(wait_for(&sub_events, WAIT, |e| matches!(
         e,
@@ -71,8 +28,8 @@ fn acknowledged_messages_survive_sigkill_of_the_broker() {
     sub.disconnect().expect("disconnect");
     drop(sub_events);
 
-    let (q1, q1_events) = connect(&broker, "pub-q1", true);
-    let (q2, q2_events) = connect(&broker, "pub-q2", true);
+    let (q1, q1_events) = connect4(&broker, "pub-q1", true);
+    let (q2, q2_events) = connect4(&broker, "pub-q2", true);
     publish_stream(q1, "crash/q1", QoS::AtLeastOnce, "q1", N);
     publish_stream(q2, "crash/q2", QoS::ExactlyOnce, "q2", N);
     // Kill the broker mid-stream, once some of each are acknowledged.
@@ -105,7 +62,7 @@ fn acknowledged_messages_survive_sigkill_of_the_broker() {
         "{}",
         broker.log_text()
     );
-    let (_sub, sub_events) = connect(&broker, "durable-sub", false);
+    let (_sub, sub_events) = connect4(&broker, "durable-sub", false);
     let mut received: BTreeMap<String, usize> = BTreeMap::new();
     while let Some(p) = wait_for(&sub_events, Duration::from_secs(2), |e| match e {
         Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
@@ -140,7 +97,7 @@ fn acknowledged_messages_survive_sigkill_of_the_broker() {
 #[test]
 fn retained_messages_and_subscriptions_survive_sigkill() {
     let broker = BrokerProcess::start(&[]);
-    let (client, events) = connect(&broker, "retainer", true);
+    let (client, events) = connect4(&broker, "retainer", true);
     for i in 0..50 {
         client
             .publish(
@@ -154,7 +111,7 @@ fn retained_messages_and_subscriptions_survive_sigkill() {
     assert_eq!(count_acks(&events, QoS::AtLeastOnce, Instant::now() + WAIT, 50), 50);
     let data_dir = broker.crash();
     let broker = BrokerProcess::restart(data_dir, &[]);
-    let (sub, events) = connect(&broker, "reader", true);
+    let (sub, events) = connect4(&broker, "reader", true);
     sub.subscribe("state/#", QoS::AtMostOnce).expect("subscribe");
     let mut got = 0;
     while wait_for(&events, Duration::from_secs(2), |e| match e {
@@ -174,7 +131,7 @@ fn retained_messages_and_subscriptions_survive_sigkill() {
 #[test]
 fn sync_none_keeps_nothing_across_a_restart() {
     let broker = BrokerProcess::start(&["--sync", "none"]);
-    let (client, events) = connect(&broker, "retainer", true);
+    let (client, events) = connect4(&broker, "retainer", true);
     client
         .publish("state/x", QoS::AtLeastOnce, true, b"v".to_vec())
         .expect("publish");
@@ -185,7 +142,7 @@ fn sync_none_keeps_nothing_across_a_restart() {
         "nothing written"
     );
     let broker = BrokerProcess::restart(data_dir, &["--sync", "none"]);
-    let (sub, events) = connect(&broker, "reader", true);
+    let (sub, events) = connect4(&broker, "reader", true);
     sub.subscribe("state/#", QoS::AtMostOnce).expect("subscribe");
     let got = wait_for(&events, Duration::from_secs(1), |e| match e {
         Ok(Event::Incoming(Packet::Publish(_))) => Some(()),
@@ -197,7 +154,7 @@ fn sync_none_keeps_nothing_across_a_restart() {
 #[test]
 fn damaged_log_stops_start_up_with_the_file_and_offset() {
     let broker = BrokerProcess::start(&[]);
-    let (client, events) = connect(&broker, "retainer", true);
+    let (client, events) = connect4(&broker, "retainer", true);
     for i in 0..3 {
         client
             .publish(format!("s/{i}"), QoS::AtLeastOnce, true, vec![b'x'; 100])
@@ -241,7 +198,7 @@ fn full_disk_refuses_qos1_with_0x97_while_qos0_flows_then_recovers() {
     let path = dir.path().to_path_buf();
     let broker = BrokerProcess::start_with_env(dir, &path, &[], &[("MQTT_BROKER_FAULT_INJECTION", "1")]);
     // A persistent subscriber makes QoS 1 messages durable state; another client reads QoS 0 traffic.
-    let (stored_sub, stored_events) = connect(&broker, "stored-sub", false);
+    let (stored_sub, stored_events) = connect4(&broker, "stored-sub", false);
     stored_sub.subscribe("stored/#", QoS::AtLeastOnce).expect("subscribe");
     assert!(wait_for(&stored_events, WAIT, |e| matches!(
         e,
@@ -249,7 +206,7 @@ fn full_disk_refuses_qos1_with_0x97_while_qos0_flows_then_recovers() {
     )
     .then_some(()))
     .is_some());
-    let (flow_sub, flow_events) = connect(&broker, "flow-sub", true);
+    let (flow_sub, flow_events) = connect4(&broker, "flow-sub", true);
     flow_sub.subscribe("flow/#", QoS::AtMostOnce).expect("subscribe");
     assert!(wait_for(&flow_events, WAIT, |e| matches!(
         e,
@@ -322,7 +279,7 @@ fn full_disk_closes_a_v311_publishers_connection_mqtt_4_8_0_2_and_loses_nothing_
     let path = dir.path().to_path_buf();
     let broker = BrokerProcess::start_with_env(dir, &path, &[], &[("MQTT_BROKER_FAULT_INJECTION", "1")]);
     // A persistent subscriber, offline: what it is owed is durable state.
-    let (sub, sub_events) = connect(&broker, "stored-sub", false);
+    let (sub, sub_events) = connect4(&broker, "stored-sub", false);
     sub.subscribe("stored/#", QoS::AtLeastOnce).expect("subscribe");
     assert!(wait_for(&sub_events, WAIT, |e| matches!(
         e,
@@ -364,7 +321,7 @@ fn full_disk_closes_a_v311_publishers_connection_mqtt_4_8_0_2_and_loses_nothing_
     assert!(matches!(puback(WAIT), Some(Ok(_))), "acknowledged while the disk works");
 
     // Another client's QoS 1 PUBLISH meets the full disk first: storage is suspended.
-    let (trigger, trigger_events) = connect(&broker, "trigger", true);
+    let (trigger, trigger_events) = connect4(&broker, "trigger", true);
     std::fs::write(path.join("fault-disk-full"), b"").expect("fault file");
     trigger
         .publish("stored/trigger", QoS::AtLeastOnce, false, b"trigger".to_vec())
@@ -419,7 +376,7 @@ fn full_disk_closes_a_v311_publishers_connection_mqtt_4_8_0_2_and_loses_nothing_
     // Every acknowledged message is durable: kill the broker, restart it, the subscriber gets them all.
     let dir = broker.crash();
     let broker = BrokerProcess::restart(dir, &[]);
-    let (_sub, sub_events) = connect(&broker, "stored-sub", false);
+    let (_sub, sub_events) = connect4(&broker, "stored-sub", false);
     let mut got = std::collections::BTreeSet::new();
     let deadline = Instant::now() + WAIT;
     while got.len() < 3 && Instant::now() < deadline {

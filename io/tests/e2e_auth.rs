@@ -4,37 +4,18 @@
 mod common;
 mod wire;
 
-use common::{pump4, pump5, wait_for, BrokerProcess, Events4, Events5, BIN};
+use common::auth::{add_user, auth_files};
+use common::clients::{client4, client5, connack4, connack5};
+use common::{wait_for, BrokerProcess, Events5};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode as Rc5, Packet as Packet5, PubAckReason, SubscribeReasonCode as SubRc5,
 };
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
-use std::path::Path;
-use std::process::Command;
+use rumqttc::{ConnectReturnCode, Event, Packet, QoS, SubscribeReasonCode};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn add_user(file: &Path, user: &str, password: &str) {
-    let out = Command::new(BIN)
-        .arg("passwd")
-        .arg(file)
-        .args([user, "--password", password])
-        .output()
-        .expect("run passwd");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A temp dir with `users.pw` (alice/apw, bob/bpw) and `acl` holding `acl`.
-fn auth_files(acl: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    add_user(&dir.path().join("users.pw"), "alice", "apw");
-    add_user(&dir.path().join("users.pw"), "bob", "bpw");
-    std::fs::write(dir.path().join("acl"), acl).expect("write acl");
-    dir
-}
 
 fn start(dir: &tempfile::TempDir, extra: &[&str]) -> BrokerProcess {
     let pw = dir.path().join("users.pw");
@@ -43,45 +24,6 @@ fn start(dir: &tempfile::TempDir, extra: &[&str]) -> BrokerProcess {
     args.push(acl.to_str().expect("utf-8 path"));
     args.extend_from_slice(extra);
     BrokerProcess::start(&args)
-}
-
-fn client4(broker: &BrokerProcess, id: &str, credentials: Option<(&str, &str)>) -> (Client, Events4) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    if let Some((user, password)) = credentials {
-        opts.set_credentials(user, password);
-    }
-    let (client, connection) = Client::new(opts, 64);
-    let events = pump4(connection);
-    (client, events)
-}
-
-fn client5(broker: &BrokerProcess, id: &str, credentials: Option<(&str, &str)>) -> (v5::Client, Events5) {
-    let mut opts = v5::MqttOptions::new(id, "127.0.0.1", broker.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    if let Some((user, password)) = credentials {
-        opts.set_credentials(user, password);
-    }
-    let (client, connection) = v5::Client::new(opts, 64);
-    let events = pump5(connection);
-    (client, events)
-}
-
-/// The CONNACK code, whether accepted or refused.
-fn connack4(events: &Events4) -> Option<ConnectReturnCode> {
-    wait_for(events, WAIT, |e| match e {
-        Ok(Event::Incoming(Packet::ConnAck(ack))) => Some(ack.code),
-        Err(ConnectionError::ConnectionRefused(code)) => Some(code),
-        _ => None,
-    })
-}
-
-fn connack5(events: &Events5) -> Option<Rc5> {
-    wait_for(events, WAIT, |e| match e {
-        Ok(v5::Event::Incoming(Packet5::ConnAck(ack))) => Some(ack.code),
-        Err(v5::ConnectionError::ConnectionRefused(code)) => Some(code),
-        _ => None,
-    })
 }
 
 fn suback5(client: &v5::Client, events: &Events5, filter: &str) -> Option<Vec<SubRc5>> {

@@ -4,53 +4,12 @@
 
 mod common;
 
+use common::http::{get, http_addr, poll};
 use common::{pump4, wait_for, BrokerProcess};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The HTTP address from the start-up line "metrics on http://ADDR/metrics, ...".
-fn http_addr(broker: &BrokerProcess) -> SocketAddr {
-    assert!(broker.wait_for_log("metrics on http://", WAIT), "{}", broker.log_text());
-    let log = broker.log_text();
-    let rest = log.split("metrics on http://").nth(1).expect("logged");
-    rest.split('/')
-        .next()
-        .expect("address")
-        .parse()
-        .expect("address parses")
-}
-
-/// GET `path`; the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the http listener");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
-}
-
-/// Polls `path` until it answers `status`.
-fn wait_status(addr: SocketAddr, path: &str, status: u16) -> (u16, String) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = get(addr, path);
-        if got.0 == status || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn connect(broker: &BrokerProcess, id: &str) -> (Client, common::Events4) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
@@ -101,7 +60,7 @@ fn health_follows_the_data_directory_being_writable() {
 
     std::fs::remove_file(path.join("fault-disk-full")).expect("remove fault file");
     assert!(broker.wait_for_log("writable again", WAIT), "{}", broker.log_text());
-    assert_eq!(wait_status(http, "/health", 200), (200, "ok\n".to_string()));
+    assert_eq!(poll(http, "/health", |(s, _)| *s == 200), (200, "ok\n".to_string()));
     let (_, metrics) = get(http, "/metrics");
     assert!(metrics.contains("\nmqtt_storage_writable 1\n"), "{metrics}");
     // Resuming wrote a snapshot; it is timed.

@@ -193,6 +193,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "shared-delivered-twice" => Some(Core::SharedDeliveredTwice),
         "will-delay-ignored" => Some(Core::WillDelayIgnored),
         "delayed-will-lost" => Some(Core::DelayedWillLost),
+        "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         _ => None,
     };
     let storage = match name {
@@ -218,6 +219,10 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("shared-delivered-twice", "a second member of a group got it"),
     ("will-delay-ignored", "before its Will Delay Interval ran out"),
     ("delayed-will-lost", "owed once its Will Delay Interval ran out"),
+    (
+        "v311-acknowledged-on-full-disk",
+        "must be closed instead [MQTT-4.8.0-2]",
+    ),
     (
         "sync-skipped-before-ack",
         "recovery after a crash restored a state the model does not allow",

@@ -87,3 +87,19 @@ fn relayed_clients_fail_over_and_resume_their_sessions() {
         "acknowledged {acknowledged}, verified {verified}, relayed chunks {chunks}"
     );
 }
+
+/// Seeds that found a hang: the leader saw its link to a follower break and closed the follower's relayed
+/// connections in its broker, while the follower, whose own link had broken and come back earlier, kept the client
+/// waiting for a CONNACK that was lost. The leader now tells the follower (a relay Failover queued for the link).
+#[test]
+fn a_relayed_client_is_closed_when_only_the_leader_sees_the_link_break() {
+    for seed in [2747, 3607] {
+        let config = ClusterRunConfig {
+            nodes: Some(3),
+            ..Default::default()
+        };
+        if let Err(failure) = run_cluster(seed, &config) {
+            panic!("{failure}");
+        }
+    }
+}

@@ -9,8 +9,8 @@
 //! not look like valid frames to the torn-tail check.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use mqtt_core::persist::frame::{self, Scan};
-use mqtt_core::persist::log::{Damage, Replay};
+use mqtt_core::persist::frame;
+use mqtt_core::persist::log::{replay_frames, Replay};
 use mqtt_core::persist::{Image, Record};
 
 /// First byte of a batch frame's body; no record's tag.
@@ -84,48 +84,18 @@ pub fn decode(body: &[u8]) -> Result<Vec<Record>, String> {
     Ok(records)
 }
 
-/// Applies every readable commit of `data` to `image`, stopping at the first damage.
+/// Applies every readable commit of `data` to `image`, stopping at the first damage: a commit whose records do not
+/// decode or fail the sanity checks is damage too, and none of its records is applied.
 pub fn replay(data: &[u8], image: &mut Image) -> Replay {
-    let mut offset = 0;
-    let mut records = 0;
-    loop {
-        // A frame whose checksum holds was written whole: if its records cannot be decoded or applied, the
-        // writer or the disk is wrong, not a crash, and that is never a torn tail, also at the very end of the log.
-        let (detail, whole_frame) = match frame::scan(data, offset) {
-            Scan::End => {
-                return Replay {
-                    records,
-                    valid_len: offset,
-                    damage: None,
-                }
-            }
-            Scan::Frame { body, next } => {
-                match decode(body).and_then(|c| crate::sanity::check(image, &c).map(|()| c)) {
-                    Ok(commit) => {
-                        records += commit.len() as u64;
-                        for record in commit {
-                            image.apply(record);
-                        }
-                        offset = next;
-                        continue;
-                    }
-                    Err(detail) => (detail, true),
-                }
-            }
-            Scan::Truncated => ("a record cut short".to_string(), false),
-            Scan::Corrupt => ("checksum mismatch".to_string(), false),
-        };
-        let torn_tail = !whole_frame && frame::valid_frame_after(data, offset).is_none();
-        return Replay {
-            records,
-            valid_len: offset,
-            damage: Some(Damage {
-                offset,
-                detail,
-                torn_tail,
-            }),
-        };
-    }
+    replay_frames(data, |body| {
+        let commit = decode(body)?;
+        crate::sanity::check(image, &commit)?;
+        let applied = commit.len() as u64;
+        for record in commit {
+            image.apply(record);
+        }
+        Ok(applied)
+    })
 }
 
 #[cfg(test)]

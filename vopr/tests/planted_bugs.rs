@@ -142,6 +142,11 @@ fn finds_delayed_will_lost() {
     finds("delayed-will-lost");
 }
 
+#[test]
+fn finds_v311_publish_acknowledged_on_a_full_disk() {
+    finds("v311-acknowledged-on-full-disk");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -60,6 +60,11 @@ pub struct Config {
     /// Whether the broker emits persistence records (`Output::Persist`) for retained messages and sessions with a
     /// non-zero expiry. Off means memory only.
     pub persistence: bool,
+    /// Also record the will of a connected durable session (as armed, `StoredWill::ARMED`), so that a broker
+    /// restored from the records publishes it after its Will Delay Interval unless the client resumes first
+    /// [MQTT-3.1.2-8, MQTT-3.1.3-9]: a cluster node's new leader, whose predecessor's connections were lost in the
+    /// failover. Off: the will of a connected client is memory only (a single broker's documented rule).
+    pub durable_wills: bool,
     /// After a failed authentication, the next failure from the same IP address has its refusing CONNACK held
     /// this many milliseconds, doubling per further failure (0 disables the slow-down).
     pub auth_failure_delay_ms: u64,
@@ -134,6 +139,9 @@ pub enum PlantedBug {
     WillDelayIgnored,
     /// A will whose Will Delay Interval ran out with its session still away is forgotten, never published.
     DelayedWillLost,
+    /// While storage takes no writes, a 3.1.1 client's QoS 1/2 PUBLISH is refused as for MQTT 5, which 3.1.1
+    /// encodes as a plain PUBACK: acknowledged, and lost, instead of the connection being closed [MQTT-4.8.0-2].
+    V311AcknowledgedOnFullDisk,
 }
 
 impl Default for Config {
@@ -161,6 +169,7 @@ impl Default for Config {
             subscription_identifiers: true,
             sys_interval: 10,
             persistence: false,
+            durable_wills: false,
             auth_failure_delay_ms: 500,
             auth_failure_delay_max_ms: 10_000,
             max_connections_per_address: 0,

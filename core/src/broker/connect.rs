@@ -533,6 +533,7 @@ impl Broker {
         session.connection = None;
         session.offline_since = Some(self.now);
         let will = session.will.take();
+        let had_will = will.is_some();
         let expiry = session.expiry_interval;
         let mut publish_now = None;
         if let (Some(will), WillPolicy::Publish) = (will, will_policy) {
@@ -552,6 +553,12 @@ impl Broker {
         }
         self.persist_offline(key);
         self.persist_will_pending(key);
+        // An armed will recorded at CONNECT (`Config::durable_wills`) that is neither pending now nor published
+        // later (discarded by DISCONNECT 0x00, or published at once) is done.
+        let pending = self.sessions.get(&key).is_some_and(|s| s.pending_will.is_some());
+        if self.config.durable_wills && had_will && !pending {
+            self.persist_will_done(key);
+        }
         if expiry == 0 {
             self.end_session(key);
         } else if expiry != u32::MAX {

@@ -55,7 +55,10 @@ impl Broker {
                         id,
                         message: Box::new(message),
                     })
-                    .chain(session_records(key.0, &session_image(session)))
+                    .chain(session_records(
+                        key.0,
+                        &session_image(session, self.config.durable_wills),
+                    ))
                     .collect();
                 for record in records {
                     self.record(record);
@@ -63,9 +66,20 @@ impl Broker {
             }
             (true, true) => {
                 let expiry = session.expiry_interval;
+                let armed = armed_will(session, self.config.durable_wills);
                 self.record(Record::SessionExpiry { key: key.0, expiry });
                 if had_pending_will {
                     self.record(Record::WillDone { key: key.0 });
+                }
+                if self.config.durable_wills {
+                    // The new connection's will replaces whatever the last one left.
+                    self.record(match armed {
+                        Some(will) => Record::WillPending {
+                            key: key.0,
+                            will: Box::new(will),
+                        },
+                        None => Record::WillDone { key: key.0 },
+                    });
                 }
             }
             (true, false) => {
@@ -219,7 +233,9 @@ impl Broker {
         });
         for (key, session) in self.sessions.iter().filter(|(_, s)| s.durable) {
             collect_stored_messages(session, &mut image.messages);
-            image.sessions.insert(key.0, session_image(session));
+            image
+                .sessions
+                .insert(key.0, session_image(session, self.config.durable_wills));
         }
         image
     }
@@ -298,7 +314,14 @@ impl Broker {
             *session.incoming_qos2_mut() = image.incoming_qos2;
         }
         if let Some(will) = image.will {
-            let publish_at = will.publish_at;
+            let publish_at = if will.publish_at == StoredWill::ARMED {
+                // Its connection was open when recorded and is gone now: the delay counts from here, capped by the
+                // session's expiry, as if the connection had just closed [MQTT-3.1.2-8].
+                let delay = will.properties.will_delay_interval.unwrap_or(0).min(image.expiry);
+                self.now + Duration::from_secs(u64::from(delay))
+            } else {
+                will.publish_at
+            };
             session.pending_will = Some(Box::new(PendingWill {
                 will: will_from(will),
                 publish_at,
@@ -368,7 +391,16 @@ fn will_from(w: StoredWill) -> Will {
     }
 }
 
-fn session_image(session: &Session) -> SessionImage {
+/// The will of a connected session, as recorded with `Config::durable_wills`.
+fn armed_will(session: &Session, durable_wills: bool) -> Option<StoredWill> {
+    let will = session
+        .will
+        .as_ref()
+        .filter(|_| durable_wills && session.connection.is_some())?;
+    Some(stored_will(will, StoredWill::ARMED))
+}
+
+fn session_image(session: &Session, durable_wills: bool) -> SessionImage {
     let mut entries = BTreeMap::new();
     for inflight in session.inflight() {
         let d = &inflight.delivery;
@@ -392,7 +424,8 @@ fn session_image(session: &Session) -> SessionImage {
         will: session
             .pending_will
             .as_ref()
-            .map(|p| stored_will(&p.will, p.publish_at)),
+            .map(|p| stored_will(&p.will, p.publish_at))
+            .or_else(|| armed_will(session, durable_wills)),
     }
 }
 

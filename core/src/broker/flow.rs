@@ -11,6 +11,7 @@
 //! `max_queued_messages`).
 
 use super::message::Message;
+use super::planted::PlantedBugKind;
 use super::quota::BudgetCheck;
 use super::session::SessionKey;
 use super::sys::SYS_PREFIX;
@@ -117,7 +118,10 @@ impl Broker {
         // Checked first, so the rule is plain: while storage takes no writes, every QoS 1/2 PUBLISH of a 3.1.1/3.1
         // client closes its connection, refused or denied ones too (a 3.1.1 client cannot tell those apart from
         // an acceptance anyway).
-        if publish.qos != QoS::AtMostOnce && self.storage_error_closes(conn) {
+        if publish.qos != QoS::AtMostOnce
+            && self.storage_error_closes(conn)
+            && !self.planted(PlantedBugKind::V311AcknowledgedOnFullDisk)
+        {
             return Admission::Close;
         }
         if let Some(reason) = publish.refused {

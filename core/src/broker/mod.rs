@@ -62,6 +62,8 @@ pub const MAX_BUFFERED_WHILE_VERIFYING: usize = 64 * 1024;
 
 /// How far replies to a client's own packets may take its output buffer past `max_outbuf_bytes` before the client
 /// is disconnected for not reading them (see `close_if_replies_unread`): room for thousands of pipelined replies.
+/// The driver stops reading a client at `max_outbuf_bytes` of unsent bytes (its own and `unsent_output`), so this
+/// is only reached within one read's worth of packets, or by a driver that does not hold clients back.
 pub const REPLY_SLACK: usize = 64 * 1024;
 
 /// The driver's handle for one transport connection. Never reused within one broker's lifetime.

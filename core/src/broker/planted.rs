@@ -23,6 +23,7 @@ pub(super) enum PlantedBugKind {
     RetainHandlingIgnoredOnResubscribe,
     WillDelayIgnored,
     DelayedWillLost,
+    V311AcknowledgedOnFullDisk,
 }
 
 impl Broker {
@@ -76,6 +77,10 @@ impl Broker {
                 )
                 | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
                 | (Some(PlantedBug::DelayedWillLost), PlantedBugKind::DelayedWillLost)
+                | (
+                    Some(PlantedBug::V311AcknowledgedOnFullDisk),
+                    PlantedBugKind::V311AcknowledgedOnFullDisk
+                )
         )
     }
 

@@ -35,10 +35,23 @@ pub struct Replay {
 
 /// Applies every readable record of `data` to `image`, stopping at the first damage.
 pub fn replay(data: &[u8], image: &mut Image) -> Replay {
+    replay_frames(data, |body| {
+        let record = Record::decode(Bytes::copy_from_slice(body)).map_err(|e| format!("undecodable record: {e}"))?;
+        image.apply(record);
+        Ok(1)
+    })
+}
+
+/// Walks the frames of `data` in order, handing each intact frame's body to `apply`, which applies it and returns
+/// how many records it held, or why the body cannot be applied. Stops at the first damage: a torn or corrupt frame,
+/// or a body `apply` refuses. One walk for every log format built on `frame` (single records here, group commits in
+/// `mqtt-storage`), so that they classify damage alike.
+pub fn replay_frames(data: &[u8], mut apply: impl FnMut(&[u8]) -> Result<u64, String>) -> Replay {
     let mut offset = 0;
     let mut records = 0;
     loop {
-        // A frame whose checksum holds was written whole: a record in it that does not decode is never a torn tail.
+        // A frame whose checksum holds was written whole: if its records cannot be decoded or applied, the writer or
+        // the disk is wrong, not a crash, and that is never a torn tail, also at the very end of the log.
         let (detail, whole_frame) = match frame::scan(data, offset) {
             Scan::End => {
                 return Replay {
@@ -47,14 +60,13 @@ pub fn replay(data: &[u8], image: &mut Image) -> Replay {
                     damage: None,
                 }
             }
-            Scan::Frame { body, next } => match Record::decode(Bytes::copy_from_slice(body)) {
-                Ok(record) => {
-                    image.apply(record);
-                    records += 1;
+            Scan::Frame { body, next } => match apply(body) {
+                Ok(applied) => {
+                    records += applied;
                     offset = next;
                     continue;
                 }
-                Err(e) => (format!("undecodable record: {e}"), true),
+                Err(detail) => (detail, true),
             },
             Scan::Truncated => ("a record cut short".to_string(), false),
             Scan::Corrupt => ("checksum mismatch".to_string(), false),

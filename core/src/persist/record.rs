@@ -40,6 +40,12 @@ pub struct StoredWill {
     pub publish_at: Time,
 }
 
+impl StoredWill {
+    /// `publish_at` of a will whose connection was open when it was recorded (see `Config::durable_wills`): a
+    /// broker restored from it counts the Will Delay Interval from the restore.
+    pub const ARMED: Time = Time(u64::MAX);
+}
+
 /// Which acknowledgement an outgoing QoS 1/2 message waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SentState {

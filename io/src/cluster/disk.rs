@@ -15,6 +15,7 @@
 //! synced, renamed; a new log holding the entries after the snapshot and the hard state, synced; then the old
 //! files removed. Recovery reads the newest snapshot and its log.
 
+use crate::storage::StorageError;
 use bytes::BytesMut;
 use mqtt_core::persist::frame::{self, Scan};
 use protobuf::Message as _;
@@ -35,16 +36,9 @@ const SNAP_CHUNK: usize = 1 << 20;
 /// Why the Raft files could not be read or written.
 #[derive(Debug)]
 pub enum DiskError {
-    Io {
-        path: PathBuf,
-        source: io::Error,
-    },
-    /// Damage with valid data after it, or a file that is not what its name says.
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        detail: String,
-    },
+    /// What the broker's own storage reports too: a read or write that failed, or damage with valid data after
+    /// it (or a file that is not what its name says).
+    Storage(StorageError),
     /// The directory belongs to another cluster or another node.
     Foreign {
         path: PathBuf,
@@ -62,13 +56,7 @@ pub enum DiskError {
 impl fmt::Display for DiskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DiskError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            DiskError::Corrupt { path, offset, detail } => write!(
-                f,
-                "{} is corrupt at byte {offset}: {detail}; valid data follows, so start-up stops rather than drop it \
-                 (start with --repair to truncate the file there)",
-                path.display()
-            ),
+            DiskError::Storage(error) => error.fmt(f),
             DiskError::Foreign { path, found, expected } => write!(
                 f,
                 "{} says this data directory belongs to {found}, but this node is {expected}; refusing to start \
@@ -86,13 +74,30 @@ impl fmt::Display for DiskError {
     }
 }
 
+impl From<StorageError> for DiskError {
+    fn from(error: StorageError) -> DiskError {
+        DiskError::Storage(error)
+    }
+}
+
 impl std::error::Error for DiskError {}
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> DiskError + '_ {
-    move |source| DiskError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        DiskError::Storage(StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
+}
+
+/// `path` is damaged at `offset` (see `StorageError::Corrupt`).
+fn corrupt(path: &Path, offset: u64, detail: impl Into<String>) -> DiskError {
+    DiskError::Storage(StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        detail: detail.into(),
+    })
 }
 
 /// What a data directory held: everything `Node::new` needs to resume where this node stopped.
@@ -136,11 +141,11 @@ impl RaftDisk {
             let path = snap_path(dir, generation);
             recovered.snapshot = read_snapshot(&path)?;
         } else if generation > 0 && !repair {
-            return Err(DiskError::Corrupt {
-                path: log_path(dir, generation),
-                offset: 0,
-                detail: format!("its snapshot raft-{generation:020}.snap is missing"),
-            });
+            return Err(corrupt(
+                &log_path(dir, generation),
+                0,
+                format!("its snapshot raft-{generation:020}.snap is missing"),
+            ));
         }
         let snapshot_index = recovered.snapshot.get_metadata().index;
         let path = log_path(dir, generation);
@@ -333,13 +338,7 @@ fn check_identity(dir: &Path, cluster_id: &str, node_id: u64) -> Result<(), Disk
                 Scan::Frame { body, .. } if body.starts_with(ID_MAGIC) => {
                     String::from_utf8_lossy(&body[ID_MAGIC.len()..]).into_owned()
                 }
-                _ => {
-                    return Err(DiskError::Corrupt {
-                        path,
-                        offset: 0,
-                        detail: "not a cluster identity file".into(),
-                    })
-                }
+                _ => return Err(corrupt(&path, 0, "not a cluster identity file")),
             };
             if found != expected {
                 return Err(DiskError::Foreign { path, found, expected });
@@ -379,11 +378,7 @@ fn replay(path: &Path, snapshot_index: u64, repair: bool, recovered: &mut Recove
     };
     let torn_tail = frame::valid_frame_after(&data, offset).is_none();
     if !torn_tail && !repair {
-        return Err(DiskError::Corrupt {
-            path: path.to_path_buf(),
-            offset: offset as u64,
-            detail: problem,
-        });
+        return Err(corrupt(path, offset as u64, problem));
     }
     let cut = (data.len() - offset) as u64;
     log::warn!(
@@ -451,11 +446,7 @@ fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), DiskError> {
 /// one is not a crash artefact but corruption).
 fn read_snapshot(path: &Path) -> Result<Snapshot, DiskError> {
     let data = std::fs::read(path).map_err(io_err(path))?;
-    let corrupt = |offset: usize, detail: &str| DiskError::Corrupt {
-        path: path.to_path_buf(),
-        offset: offset as u64,
-        detail: detail.to_string(),
-    };
+    let corrupt = |offset: usize, detail: &str| corrupt(path, offset as u64, detail);
     let mut offset = match frame::scan(&data, 0) {
         Scan::Frame { body, next } if body == SNAP_MAGIC => next,
         _ => return Err(corrupt(0, "not a Raft snapshot file (bad header)")),

@@ -55,6 +55,9 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.max_held_bytes = cluster.max_held_bytes;
     config.broker = broker;
     config.broker.persistence = true;
+    // Connections are lost in a failover: their wills must survive it, to go out after their delay unless the
+    // client resumes in time [MQTT-3.1.2-8, MQTT-3.1.3-9].
+    config.broker.durable_wills = true;
     config.seed = seed;
     // Every node serves clients: one that does not lead relays them to the leader.
     config.relay_clients = true;

@@ -167,4 +167,6 @@ limits! {
     max_queued_bytes: u64 = Check::Any, "--max-queued-bytes";
     /// Payload bytes of QoS 1/2 messages held by all sessions together (0 = unlimited)
     max_queued_bytes_total: u64 = Check::Any, "--max-queued-bytes-total";
+    /// Retained messages sent on subscribe queued for one session at a time; the rest follow as it reads
+    retained_slice: usize = Check::NonZero, "--retained-slice";
 }

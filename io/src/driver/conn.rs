@@ -46,6 +46,9 @@ pub struct Conn {
     /// The partial packet the core holds from this connection as of its last read: bytes held, bytes missing.
     pub held_input: usize,
     pub missing_input: usize,
+    /// A flush wrote everything queued since its last read: its client reads, so its next read is not held back
+    /// for its output (see `park`).
+    pub read_grant: bool,
     transport: Transport,
     pending: Outbox,
 }
@@ -63,6 +66,7 @@ impl Conn {
             parked: None,
             held_input: 0,
             missing_input: 0,
+            read_grant: false,
             transport,
             pending: Outbox::default(),
         }

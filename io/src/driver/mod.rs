@@ -813,6 +813,7 @@ impl<C: Core> Driver<C> {
                 false
             }
             Ok(n) if open => {
+                conn.read_grant = false;
                 let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
                     Ok(data) => data,
                     Err(e) => {
@@ -1132,6 +1133,7 @@ impl<C: Core> Driver<C> {
             let open = conn.state == State::Open;
             match result {
                 Ok(Flush::Done) => {
+                    conn.read_grant = true;
                     if conn.write_blocked {
                         conn.write_blocked = false;
                         if open {

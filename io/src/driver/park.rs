@@ -12,13 +12,14 @@
 //! - **Output bound** (`max_outbuf_bytes`): the bytes the driver has not written (the transport's own replies
 //!   included: WebSocket pongs, close frames) plus what the core holds for the connection. A client that sends
 //!   without reading what it is owed (PINGREQ or WebSocket ping floods) stops being read at the bound, instead
-//!   of growing its replies; it is read again once it has read them below the bound.
+//!   of growing its replies; it is read again once it has read them (a slow subscriber that reads keeps having
+//!   its own packets read between the deliveries that refill its output).
 //!
 //! Both drivers park the same way: epoll simply does not read (edge-triggered readiness is remembered by putting
 //! the connection back in the read queue when it is resumed), io_uring also cancels the connection's multishot
 //! receive so that it takes no more provided buffers. A multishot receive takes what the client sent before the
 //! cancel lands, though, and a parked connection must not keep provided buffers from everyone else: that input is
-//! copied aside (`Ring::pause`), and past half the budget of it the parked connections holding the most are closed
+//! copied aside (`Ring::pause`), and past the budget of it the parked connections holding the most are closed
 //! (`enforce_stash_ceiling`), so io_uring stays bounded too, at the price of closing where epoll only waits.
 
 use super::conn::State;
@@ -97,7 +98,9 @@ impl<C: Core> Driver<C> {
         if conn.state != State::Open {
             return None;
         }
-        if conn.pending_bytes() + self.broker.unsent_output(id) >= self.max_outbuf {
+        // Read again once its client has read everything written so far, even if the core refilled its output
+        // at once (a slow subscriber of a flood still has its PINGREQs and PUBACKs read): one read per drain.
+        if !conn.read_grant && conn.pending_bytes() + self.broker.unsent_output(id) >= self.max_outbuf {
             return Some(Park::Output);
         }
         let largest = conn.held_input >= LARGE_PARTIAL;
@@ -145,10 +148,10 @@ impl<C: Core> Driver<C> {
     }
 
     /// io_uring only: what parked connections had received before their receive was cancelled is held by the
-    /// driver (see `Ring::pause`), beyond the budget's reach. Past half the budget, the parked connections holding
+    /// driver (see `Ring::pause`), beyond the budget's reach. Past the budget again, the parked connections holding
     /// the most of it are closed (the finisher excepted), so the process stays bounded under io_uring too.
     fn enforce_stash_ceiling(&mut self) {
-        let ceiling = self.input.limit / 2;
+        let ceiling = self.input.limit;
         loop {
             let Io::Uring(ring) = &self.io else {
                 return;
@@ -160,7 +163,7 @@ impl<C: Core> Driver<C> {
             if due(&mut self.input.last_stash_log) {
                 log::warn!(
                     "conn {}: closed: input received and held back ({total} bytes from clients not being read) \
-                     exceeds half of max_partial_input_bytes ({})",
+                     exceeds max_partial_input_bytes too ({})",
                     id.0,
                     self.input.limit
                 );
@@ -230,6 +233,9 @@ impl<C: Core> Driver<C> {
             .copied()
             .filter(|id| match self.conns.get(id).and_then(|c| c.parked) {
                 Some(Park::Input) => drained,
+                // Read again once its client has read everything written so far, even if the core refilled its
+                // output at once (a slow subscriber of a flood still has its PINGREQs and PUBACKs read), or once
+                // it is below the bound.
                 Some(Park::Output) => self.park_reason(*id) != Some(Park::Output),
                 None => true,
             })

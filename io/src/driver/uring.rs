@@ -29,11 +29,12 @@ use std::time::Duration;
 /// `MQTT_BROKER_IO_URING_ENTRIES`; 0 makes ring creation fail, which is how the fallback to epoll is tested.
 const RING_ENTRIES: u32 = 4096;
 pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
-/// Most provided buffers one connection may hold unread (one read buffer's worth): past this its receive is
-/// cancelled until it is read, so that a client sending faster than the loop reads does not keep taking the pool
-/// that every other connection receives into. (A multishot receive still takes what arrives before the cancel
-/// reaches the kernel: what the client sent meanwhile, however much the pool has room for.)
-const MAX_HELD_BUFS: usize = 32;
+/// Most a connection may hold unread in provided buffers: one read buffer's worth of bytes (what a read turn takes
+/// from it), or this many buffers (many small segments). Past either its receive is cancelled until it is read, so
+/// that a client sending faster than the loop reads does not keep taking the pool that every other connection
+/// receives into. (A multishot receive still takes what arrives before the cancel reaches the kernel.)
+const MAX_HELD_BYTES: usize = 64 * 1024;
+const MAX_HELD_BUFS: usize = 256;
 /// Provided receive buffers: how many and how large. A connection holds them from their completions until the
 /// read turn that reads them, so this bounds the input waiting in the driver (8 MiB, resident once used); when
 /// all are taken, receives end with ENOBUFS and are re-armed once buffers come back. Many and small: thousands
@@ -128,7 +129,7 @@ struct RingConn {
     read_done: bool,
     /// The driver does not read it for now (see `park`): no receive is armed.
     paused: bool,
-    /// It holds `MAX_HELD_BUFS` buffers unread: no receive is armed until it is read.
+    /// It holds `MAX_HELD_BYTES` or `MAX_HELD_BUFS` unread: no receive is armed until it is read.
     full: bool,
     /// What it had received when it was paused, copied out of the provided buffers (which went back to the pool:
     /// a parked connection must not keep them from everyone else). Read before `received`. Bounded only by what
@@ -527,7 +528,7 @@ impl Ring {
             self.bufs.give(bid);
             self.bufs_returned = true;
         }
-        if rc.full && rc.received.len() < MAX_HELD_BUFS / 2 {
+        if rc.full && !holds_too_much(&rc.received, 2) {
             rc.full = false;
             if rc.may_receive() {
                 self.to_arm.push(id);
@@ -765,7 +766,7 @@ impl Ring {
             rc.read_done = true;
         }
         rc.received.push_back(received);
-        if data && rc.received.len() >= MAX_HELD_BUFS && !rc.full {
+        if data && !rc.full && holds_too_much(&rc.received, 1) {
             rc.full = true;
             if rc.recv_armed {
                 self.cancel_recv(id);
@@ -816,6 +817,21 @@ fn send_chunks(wire: &Outbox) -> Vec<Bytes> {
         chunks.push(chunk.clone());
     }
     chunks
+}
+
+/// Whether `received` holds `1 / fraction` of the most a connection may hold unread, or more.
+fn holds_too_much(received: &VecDeque<Received>, fraction: usize) -> bool {
+    if received.len() >= MAX_HELD_BUFS / fraction {
+        return true;
+    }
+    let bytes: usize = received
+        .iter()
+        .map(|r| match r {
+            Received::Data { len, .. } => *len,
+            _ => 0,
+        })
+        .sum();
+    bytes >= MAX_HELD_BYTES / fraction
 }
 
 /// Multishot receive needs Linux 6.0; older kernels run on epoll.

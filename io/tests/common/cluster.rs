@@ -15,24 +15,50 @@ pub fn free_addr() -> SocketAddr {
 /// The configuration of node `id` of cluster "test", whose members `peers` are numbered from 1, with a client
 /// listener on a free port, 50 ms ticks, and `extra` lines added to `[cluster]`.
 pub fn node_config(id: u64, peers: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n{}",
+        cluster_section(id, "test", peers, extra)
+    )
+}
+
+/// The `[cluster]` section of node `id` of `cluster_id` among `peers` (node `i + 1` at `peers[i]`), with timings
+/// short enough for tests (50 ms ticks, elections after 10, heartbeats every 2) and `extra` lines.
+pub fn cluster_section(id: u64, cluster_id: &str, peers: &[SocketAddr], extra: &str) -> String {
     let peers: Vec<String> = peers
         .iter()
         .enumerate()
         .map(|(i, a)| format!("  {{ id = {}, address = \"{a}\" }},", i + 1))
         .collect();
     format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[cluster]\nnode_id = {id}\ncluster_id = \"test\"\n\
+        "[cluster]\nnode_id = {id}\ncluster_id = \"{cluster_id}\"\n\
          tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n{extra}\npeers = [\n{}\n]\n",
         peers.join("\n")
     )
 }
 
+/// A node of a test cluster: one that runs, or (`Option`) one that may have been stopped.
+pub trait NodeSlot {
+    fn running(&self) -> Option<&BrokerProcess>;
+}
+
+impl NodeSlot for BrokerProcess {
+    fn running(&self) -> Option<&BrokerProcess> {
+        Some(self)
+    }
+}
+
+impl NodeSlot for Option<BrokerProcess> {
+    fn running(&self) -> Option<&BrokerProcess> {
+        self.as_ref()
+    }
+}
+
 /// The index of a node that logged that it serves clients after its first `since[i]` log lines.
-pub fn wait_for_leader(nodes: &[Option<BrokerProcess>], since: &[usize], timeout: Duration) -> Option<usize> {
+pub fn wait_for_leader<N: NodeSlot>(nodes: &[N], since: &[usize], timeout: Duration) -> Option<usize> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for (i, node) in nodes.iter().enumerate() {
-            let Some(node) = node else { continue };
+            let Some(node) = node.running() else { continue };
             let log = node.log.lock().unwrap();
             if log
                 .iter()

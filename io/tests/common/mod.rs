@@ -3,6 +3,11 @@
 
 #![allow(dead_code)] // Each test crate uses its own part of the harness.
 
+pub mod auth;
+pub mod clients;
+pub mod cluster;
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -250,5 +255,3 @@ fn forward<T: Send + 'static, E: Send + 'static>(
     });
     rx
 }
-
-pub mod cluster;

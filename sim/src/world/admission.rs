@@ -331,6 +331,14 @@ impl World {
         if let Some(id) = &pending.id {
             self.model.unpinned.insert(id.clone());
         }
+        if pending.publish.retain {
+            // Admitted unseen, it may be the topic's retained message from now on, and be sent on SUBSCRIBE
+            // (seed 132).
+            self.model.retained_unsure.insert(pending.publish.topic.clone());
+            if let Some(id) = pending.id.clone().filter(|_| !pending.publish.payload.is_empty()) {
+                self.model.ever_retained.insert(id);
+            }
+        }
     }
 
     /// A PUBLISH the broker refused (quota): routed nowhere, and a QoS 2 packet id is not remembered (the
