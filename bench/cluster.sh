@@ -54,14 +54,20 @@ leader_pid=${!leader_pid_var}
 leader_port=1889$leader
 
 rows=""
-for spec in "pairs 4" "fan-out 16"; do
+# The other nodes' client ports, for the rows whose clients are spread over all three nodes.
+followers=$(for i in 1 2 3; do [ "$i" = "$leader" ] || printf "127.0.0.1:1889%s," "$i"; done)
+followers=${followers%,}
+for spec in "pairs 4 leader" "fan-out 16 leader" "pairs 6 spread" "fan-out 16 spread"; do
   set -- $spec
-  echo "== cluster vs single: $1 clients=$2 qos=1 persistent" >&2
+  echo "== cluster vs single: $1 clients=$2 qos=1 persistent, cluster clients on the $3" >&2
+  spread=()
+  [ "$3" = spread ] && spread=(--spread "$followers")
   single=$(run 18890 "$single_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent)
-  cluster=$(run "$leader_port" "$leader_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent)
+  cluster=$(run "$leader_port" "$leader_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent "${spread[@]}")
   s=$(field "$single" msgs_per_sec); c=$(field "$cluster" msgs_per_sec)
   ratio=$(python3 -c "print(f'{$c / max($s, 1):.2f}')")
-  rows+="| $1 | $2 | $s | $c | ${ratio}x | $(field "$single" p99_us) | $(field "$cluster" p99_us) | $(field "$single" lost) / $(field "$cluster" lost) |"$'\n'
+  where=$([ "$3" = spread ] && echo "all three nodes" || echo "the leader")
+  rows+="| $1 | $2 | $where | $s | $c | ${ratio}x | $(field "$single" p99_us) | $(field "$cluster" p99_us) | $(field "$single" lost) / $(field "$cluster" lost) |"$'\n'
 done
 
 echo "## Cluster: 3 nodes against one durable node"
@@ -69,10 +75,11 @@ echo
 echo "QoS 1, 64 B payloads, subscribers with persistent sessions (Clean Session 0). One broker with \`sync = \"always\"\`"
 echo "against a 3-node cluster (\`examples/cluster/\`-style configuration, all on this machine and its one disk),"
 echo "measured by \`bench/cluster.sh\` in the same run, ${duration}s each. In the cluster every acknowledgement waits until"
-echo "its record is committed on two of three nodes, each synced; the clients talk to the leader. Load average when"
+echo "its record is committed on two of three nodes, each synced. The clients talk to the leader, or are spread over all"
+echo "three nodes (followers relay them to the leader; each subscriber on another node than its publisher). Load average when"
 echo "measured: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (all three nodes, the single broker and the load"
 echo "generator share them), so the rows vary from run to run; compare the two columns of one row."
 echo
-echo "| workload | clients | single node msg/s | 3-node cluster msg/s | ratio | p99 µs (single) | p99 µs (cluster) | lost (single / cluster) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| workload | clients | cluster clients on | single node msg/s | 3-node cluster msg/s | ratio | p99 µs (single) | p99 µs (cluster) | lost (single / cluster) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 printf "%s" "$rows"

@@ -29,6 +29,10 @@ struct Args {
     /// Broker address (loopback).
     #[arg(long, default_value = "127.0.0.1:1883")]
     broker: SocketAddr,
+    /// Other nodes of the same cluster, comma-separated: clients are spread over them and `--broker` in round
+    /// robin, each subscriber on another node than its publisher.
+    #[arg(long, value_delimiter = ',')]
+    spread: Vec<SocketAddr>,
     #[arg(long, value_enum, default_value = "fan-in")]
     workload: Kind,
     /// Publishers (fan-in, pairs), subscribers (fan-out) or connections (conn).
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
     };
     let w = workload::Workload {
         broker: args.broker,
+        spread: args.spread.clone(),
         shape,
         clients: args.clients,
         qos: args.qos.min(2),

@@ -23,6 +23,9 @@ pub enum Shape {
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub broker: SocketAddr,
+    /// More nodes of the same cluster: clients are spread over `broker` and these, each subscriber on another
+    /// node than the publisher with its index (empty: every client on `broker`).
+    pub spread: Vec<SocketAddr>,
     pub shape: Shape,
     pub clients: usize,
     pub qos: u8,
@@ -59,6 +62,21 @@ impl Results {
     pub fn lost(&self) -> u64 {
         self.expected
             .saturating_sub(self.received.saturating_sub(self.duplicates))
+    }
+}
+
+impl Workload {
+    /// The node a client connects to: client `id` in round robin, subscribers one node further on, so that a
+    /// publisher and the subscriber with its index meet only through the cluster.
+    fn node_for(&self, id: usize, subscriber: bool) -> SocketAddr {
+        if self.spread.is_empty() {
+            return self.broker;
+        }
+        let nodes = self.spread.len() + 1;
+        match (id + usize::from(subscriber)) % nodes {
+            0 => self.broker,
+            i => self.spread[i - 1],
+        }
     }
 }
 
@@ -125,7 +143,7 @@ fn subscriber(
     stop: &AtomicBool,
     start: Instant,
 ) -> io::Result<SubscriberOutcome> {
-    let mut stream = TcpStream::connect(w.broker)?;
+    let mut stream = TcpStream::connect(w.node_for(id, true))?;
     stream.set_nodelay(true)?;
     // A persistent subscriber's session is stored by a durable broker: what `--persistent` measures. The process id
     // keeps sessions of earlier runs out of the way.
@@ -215,7 +233,7 @@ fn publisher(
     start: Instant,
     sent_total: &AtomicU64,
 ) -> io::Result<u64> {
-    let stream = TcpStream::connect(w.broker)?;
+    let stream = TcpStream::connect(w.node_for(id, false))?;
     stream.set_nodelay(true)?;
     let mut handshake_stream = stream.try_clone()?;
     wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"), true, w.v5)?;
