@@ -80,15 +80,9 @@ fn main() -> ExitCode {
         "vopr: seeds from {} ({:?} seeds, budget {:?}s) on {threads} threads",
         plan.first_seed, seeds, args.time_budget
     );
-    let known = match &args.known_gaps {
-        Some(path) => match vopr::known_gaps::read(path) {
-            Ok(known) => known,
-            Err(e) => {
-                eprintln!("vopr: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Default::default(),
+    let known = match known_gaps(&args) {
+        Ok(known) => known,
+        Err(code) => return code,
     };
     let outcome = vopr::run(&plan);
     let verdict = vopr::known_gaps::judge(&known, plan.first_seed, outcome.seeds_run, &outcome.failures);
@@ -137,6 +131,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The seeds listed by `--known-gaps` (none without it); a file that cannot be read ends the run.
+fn known_gaps(args: &Args) -> Result<std::collections::BTreeSet<u64>, ExitCode> {
+    match &args.known_gaps {
+        Some(path) => vopr::known_gaps::read(path).map_err(|e| {
+            eprintln!("vopr: {e}");
+            ExitCode::from(2)
+        }),
+        None => Ok(Default::default()),
+    }
+}
+
 fn run_cluster(args: &Args, seeds: Option<u64>, threads: usize) -> ExitCode {
     #[allow(unused_mut)]
     let mut run = sim::cluster::ClusterRunConfig {
@@ -168,15 +173,9 @@ fn run_cluster(args: &Args, seeds: Option<u64>, threads: usize) -> ExitCode {
         "vopr --cluster: seeds from {} ({:?} seeds, budget {:?}s) on {threads} threads",
         plan.first_seed, seeds, args.time_budget
     );
-    let known = match &args.known_gaps {
-        Some(path) => match vopr::known_gaps::read(path) {
-            Ok(known) => known,
-            Err(e) => {
-                eprintln!("vopr: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Default::default(),
+    let known = match known_gaps(args) {
+        Ok(known) => known,
+        Err(code) => return code,
     };
     let outcome = vopr::cluster::run_cluster(&plan);
     let verdict = vopr::known_gaps::judge(&known, plan.first_seed, outcome.seeds_run, &outcome.failures);

@@ -135,22 +135,9 @@ impl World {
         if self.delayed_wills.away.is_empty() {
             return;
         }
-        let watchers: Vec<usize> = (0..self.clients.len())
-            .filter(|c| {
-                let client = &self.clients[*c];
-                client.conn.is_some() && client.connacked && !client.shared_only && !self.stays_away(*c)
-            })
-            .collect();
-        if watchers.is_empty() {
+        let Some((watcher, qos, v5)) = self.pick_watcher(rng) else {
             return;
-        }
-        let watcher = watchers[rng.gen_range(0..watchers.len())];
-        let qos = if self.opts.qos2 && rng.gen_bool(0.5) {
-            QoS::ExactlyOnce
-        } else {
-            QoS::AtLeastOnce
         };
-        let v5 = self.clients[watcher].version.is_v5();
         let absent: Vec<usize> = self.delayed_wills.away.keys().copied().collect();
         for client in absent {
             self.watch(watcher, client, qos, v5);
@@ -159,6 +146,14 @@ impl World {
 
     /// A client that is online and stays subscribes to the will topic of the absent `client`.
     fn watch_will_of(&mut self, rng: &mut ChaCha8Rng, client: usize) {
+        if let Some((watcher, qos, v5)) = self.pick_watcher(rng) {
+            self.watch(watcher, client, qos, v5);
+        }
+    }
+
+    /// A watcher for absent clients' wills: an online client that stays, with the QoS of its subscription and
+    /// whether it speaks MQTT 5 (`None`: nobody can watch).
+    fn pick_watcher(&self, rng: &mut ChaCha8Rng) -> Option<(usize, QoS, bool)> {
         let watchers: Vec<usize> = (0..self.clients.len())
             .filter(|c| {
                 let w = &self.clients[*c];
@@ -166,7 +161,7 @@ impl World {
             })
             .collect();
         if watchers.is_empty() {
-            return;
+            return None;
         }
         let watcher = watchers[rng.gen_range(0..watchers.len())];
         let qos = if self.opts.qos2 && rng.gen_bool(0.5) {
@@ -174,8 +169,7 @@ impl World {
         } else {
             QoS::AtLeastOnce
         };
-        let v5 = self.clients[watcher].version.is_v5();
-        self.watch(watcher, client, qos, v5);
+        Some((watcher, qos, self.clients[watcher].version.is_v5()))
     }
 
     fn watch(&mut self, watcher: usize, client: usize, qos: QoS, v5: bool) {
