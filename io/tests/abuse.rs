@@ -57,10 +57,8 @@ impl Witness {
     }
 }
 
-/// The start of a v5 CONNECT announcing `remaining` bytes of body (variable-length encoded).
-fn connect_header(remaining: usize) -> Vec<u8> {
-    let mut out = vec![0x10];
-    let mut len = remaining;
+/// Appends a packet's Remaining Length, variable-length encoded (MQTT 5.0 section 1.5.5).
+fn push_remaining_length(out: &mut Vec<u8>, mut len: usize) {
     loop {
         let mut byte = (len % 128) as u8;
         len /= 128;
@@ -72,6 +70,12 @@ fn connect_header(remaining: usize) -> Vec<u8> {
             break;
         }
     }
+}
+
+/// The start of a v5 CONNECT announcing `remaining` bytes of body (variable-length encoded).
+fn connect_header(remaining: usize) -> Vec<u8> {
+    let mut out = vec![0x10];
+    push_remaining_length(&mut out, remaining);
     out.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5]);
     out
 }
@@ -728,18 +732,7 @@ fn wide_subscribes_over_many_retained_messages_are_streamed_within_bounded_memor
 /// The start of a v3.1.1 QoS 0 PUBLISH to `topic` announcing `payload_len` bytes of payload.
 fn publish_header(topic: &str, payload_len: usize) -> Vec<u8> {
     let mut out = vec![0x30];
-    let mut len = 2 + topic.len() + payload_len;
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
+    push_remaining_length(&mut out, 2 + topic.len() + payload_len);
     out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     out.extend_from_slice(topic.as_bytes());
     out
