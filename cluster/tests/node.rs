@@ -398,6 +398,57 @@ fn a_leader_cut_off_from_its_quorum_drops_held_acknowledgements_and_closes_its_c
     assert!(!cluster.nodes[new_leader].image().retained.contains_key("t/2"));
 }
 
+/// A session taken over on a leader that has lost its quorum: the broker closes the old connection, but that Close
+/// waits behind the old connection's held PUBACK. When the leader is deposed the held outputs are dropped; the old
+/// connection must still be closed (cluster simulator seed 870: it stayed open and unserved, its client waiting
+/// for good).
+#[test]
+fn a_close_held_behind_uncommitted_output_still_closes_the_connection_when_the_leader_is_deposed() {
+    let (mut cluster, leader) = Cluster::elected();
+    let old = ConnectionId(1);
+    connect(&mut cluster, leader, old, "s", true);
+    cluster.run(50);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], old)[..],
+        [Packet::ConnAck(_)]
+    ));
+    cluster.isolated = Some(leader as u64 + 1);
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "t/3".into(),
+        packet_id: 3,
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"held"),
+    };
+    let data = encode(&Packet::Publish(publish));
+    cluster.input(leader, NodeInput::Client(Input::Received { conn: old, data: &data }));
+    // The same client id again: the broker takes the session over and closes the old connection [MQTT-3.1.4-3].
+    let new = ConnectionId(2);
+    connect(&mut cluster, leader, new, "s", true);
+    assert!(
+        !cluster.client_outputs[leader].contains(&Output::Close { conn: old }),
+        "the old connection's Close must wait behind its held PUBACK"
+    );
+    cluster.run(1_000);
+    assert!(!cluster.nodes[leader].is_leader());
+    for conn in [old, new] {
+        assert!(
+            cluster.client_outputs[leader].contains(&Output::Close { conn }),
+            "{conn:?} left open by the deposed leader: {:?}",
+            cluster.client_outputs[leader]
+        );
+    }
+    // Neither the PUBACK nor the new CONNACK was ever committed: neither went out.
+    assert!(!packets(&cluster.client_outputs[leader], old)
+        .iter()
+        .any(|p| matches!(p, Packet::PubAck(_))));
+    assert!(!packets(&cluster.client_outputs[leader], new)
+        .iter()
+        .any(|p| matches!(p, Packet::ConnAck(_))));
+}
+
 /// A leader may send its appends before its own write of them is synced, but it must not count that write toward
 /// a commit until it is: with one follower cut off, the other follower's acknowledgement and the leader's unsynced
 /// copy are not a durable majority, and a commit index announced then would survive on the follower after a crash of
