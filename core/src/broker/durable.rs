@@ -225,12 +225,18 @@ impl Broker {
 
     /// The durable state as it stands: what a snapshot writes.
     pub fn image(&self) -> Image {
-        let mut image = Image::default();
+        let mut image = self.image_without_retained();
         self.retained.for_each(|topic, message| {
             if !topic.starts_with(SYS_PREFIX) {
                 image.retained.insert(topic.to_string(), stored_message(message));
             }
         });
+        image
+    }
+
+    /// The durable sessions and the messages their entries refer to (the image but its retained messages).
+    pub(super) fn image_without_retained(&self) -> Image {
+        let mut image = Image::default();
         for (key, session) in self.sessions.iter().filter(|(_, s)| s.durable) {
             collect_stored_messages(session, &mut image.messages);
             image
@@ -347,7 +353,7 @@ fn sent_state(state: Awaiting) -> SentState {
     }
 }
 
-fn stored_message(m: &Message) -> StoredMessage {
+pub(super) fn stored_message(m: &Message) -> StoredMessage {
     StoredMessage {
         topic: m.topic.clone(),
         payload: m.payload.clone(),
