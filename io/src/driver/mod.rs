@@ -792,6 +792,24 @@ impl<C: Core> Driver<C> {
                 self.readable.push_back(id);
             } else if let Some(conn) = self.conns.get_mut(&id) {
                 conn.readable = false;
+                self.receive_more(id);
+            }
+        }
+    }
+
+    /// io_uring: `id` was read dry. Its next receive is armed only if it may be read: one held back by a budget
+    /// is parked now, before the kernel takes more of what its client sends (under epoll those bytes simply stay
+    /// in the socket until the next read turn parks it).
+    fn receive_more(&mut self, id: ConnectionId) {
+        if !matches!(self.io, Io::Uring(_)) {
+            return;
+        }
+        match self.park_reason(id) {
+            Some(why) => self.park(id, why),
+            None => {
+                if let Io::Uring(ring) = &mut self.io {
+                    ring.receive_more(id);
+                }
             }
         }
     }
