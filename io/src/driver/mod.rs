@@ -1297,7 +1297,9 @@ fn choose_io(choice: IoDriver, listeners: &[BoundListener], poll: &Poll) -> Resu
                 IoDriver::Uring => "configured",
                 _ => "the probe ring works",
             };
-            log::info!("io driver: io_uring ({why}; multishot accept and receive, provided buffers)");
+            log::info!(
+                "io driver: io_uring ({why}; multishot accept, receives bounded to 64 KiB into provided buffers)"
+            );
             Ok(Io::Uring(Box::new(ring)))
         }
         Err(e) if choice == IoDriver::Auto => {

@@ -30,15 +30,21 @@ use std::time::Duration;
 /// `MQTT_BROKER_IO_URING_ENTRIES`; 0 makes ring creation fail, which is how the fallback to epoll is tested.
 const RING_ENTRIES: u32 = 4096;
 pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
+/// Set: single bounded receives even where multishot ones can be limited (how both are tested, and compared).
+pub const SINGLE_RECV_ENV: &str = "MQTT_BROKER_IO_URING_SINGLE_RECV";
 /// Most one receive takes: one read buffer (what a read turn takes from a connection, as epoll's `read` does).
 /// Asked of the kernel as this plus one byte: a bound that is not a whole number of provided buffers ends in a
 /// partial buffer, which the kernel drops, and a bundle so cut is not extended by the kernel's retry (Linux 6.10+
 /// appends whatever else the socket holds to a bundle that filled its whole length; measured on 6.18: a receive
 /// of exactly 64 KiB took 190 KiB, one of 64 KiB + 1 took 64 KiB).
 const RECV_MAX: usize = super::READ_BUF;
-/// `IORING_RECVSEND_BUNDLE` (linux/io_uring.h; the crate keeps its copy private): a receive into several provided
-/// buffers.
+/// `IORING_RECVSEND_BUNDLE` and `IORING_RECV_MULTISHOT` (linux/io_uring.h; the crate keeps its copies private): a
+/// receive into several provided buffers, and one that stays armed.
 const RECVSEND_BUNDLE: u16 = 1 << 4;
+const RECV_MULTISHOT: u16 = 1 << 1;
+/// Where `optlen` sits in a submission entry (struct io_uring_sqe): for a multishot receive, the most it takes in
+/// all before it ends (Linux 6.17+; older kernels refuse the entry with EINVAL).
+const SQE_OPTLEN_OFFSET: usize = 44;
 /// Provided receive buffers: how many and how large. A connection holds them from their completion until the
 /// read turn that reads them (at most `RECV_MAX` of them), so this bounds the input waiting in the driver (8 MiB,
 /// resident once used); when all are taken, receives end with ENOBUFS and are re-armed once buffers come back.
@@ -288,6 +294,8 @@ pub struct Ring {
     to_arm: Vec<ConnectionId>,
     completions: Vec<Completion>,
     bufs_returned: bool,
+    /// Receives are multishot, each limited to `RECV_MAX` bytes in all (else single, see `RECV_MAX`).
+    limited_multishot: bool,
 }
 
 impl Ring {
@@ -339,6 +347,7 @@ impl Ring {
             to_arm: Vec::new(),
             completions: Vec::new(),
             bufs_returned: false,
+            limited_multishot: std::env::var(SINGLE_RECV_ENV).is_err(),
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -632,13 +641,17 @@ impl Ring {
                 continue;
             }
             rc.recv_armed = true;
-            // One bundle of provided buffers, bounded (see `RECV_MAX` for the byte more).
-            let entry = opcode::Recv::new(types::Fd(rc.fd), std::ptr::null_mut(), RECV_MAX as u32 + 1)
-                .ioprio(RECVSEND_BUNDLE)
-                .buf_group(BUF_GROUP)
-                .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
-                .user_data(user_data(KIND_RECV, id.0));
+            let entry = if self.limited_multishot {
+                limited_multishot_recv(rc.fd)
+            } else {
+                // One bundle of provided buffers, bounded (see `RECV_MAX` for the byte more).
+                opcode::Recv::new(types::Fd(rc.fd), std::ptr::null_mut(), RECV_MAX as u32 + 1)
+                    .ioprio(RECVSEND_BUNDLE)
+                    .buf_group(BUF_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
+            .user_data(user_data(KIND_RECV, id.0));
             self.push(entry)?;
         }
         for id in std::mem::take(&mut self.to_send) {
@@ -751,6 +764,15 @@ impl Ring {
                 None
             }
             0 => Some(Received::Eof),
+            e if e == -libc::EINVAL && self.limited_multishot => {
+                // A kernel before 6.17: no byte limit on multishot receives. Single bounded receives instead.
+                log::info!("io_uring: multishot receives cannot be limited on this kernel; using single receives");
+                self.limited_multishot = false;
+                if rc.may_receive() {
+                    self.to_arm.push(id);
+                }
+                return;
+            }
             // Cancelled (paused; resumed since, it receives again), or every buffer is waiting to be read (receive
             // again once some are back, next turn).
             e if e == -libc::ECANCELED || e == -libc::ENOBUFS => {
@@ -814,6 +836,22 @@ fn send_chunks(wire: &Outbox) -> Vec<Bytes> {
         chunks.push(chunk.clone());
     }
     chunks
+}
+
+/// A multishot receive of bundles that ends once it has taken `RECV_MAX` bytes in all: a quiet client's many small
+/// packets cost one arming between reads of the driver, not one each, and what a client held back can have sent
+/// into the driver is still one read buffer's worth.
+fn limited_multishot_recv(fd: RawFd) -> squeue::Entry {
+    let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+        .ioprio(RECVSEND_BUNDLE | RECV_MULTISHOT)
+        .buf_group(BUF_GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT);
+    // The crate has no setter for the limit. SAFETY: `Entry` is `repr(C)` over the 64-byte `io_uring_sqe`, plain
+    // data whose `optlen` is the `u32` at byte 44 (a union with `file_index`, which a receive does not use).
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4].copy_from_slice(&(RECV_MAX as u32).to_ne_bytes());
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
 
 /// Copy what `rc` received out of the provided buffers (into `stashed`, read first) and give them back.
