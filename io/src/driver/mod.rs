@@ -808,6 +808,24 @@ impl<C: Core> Driver<C> {
                 self.readable.push_back(id);
             } else if let Some(conn) = self.conns.get_mut(&id) {
                 conn.readable = false;
+                self.receive_more(id);
+            }
+        }
+    }
+
+    /// io_uring: `id` was read dry. Its next receive is armed only if it may be read: one held back by a budget
+    /// is parked now, before the kernel takes more of what its client sends (under epoll those bytes simply stay
+    /// in the socket until the next read turn parks it).
+    fn receive_more(&mut self, id: ConnectionId) {
+        if !matches!(self.io, Io::Uring(_)) {
+            return;
+        }
+        match self.park_reason(id) {
+            Some(why) => self.park(id, why),
+            None => {
+                if let Io::Uring(ring) = &mut self.io {
+                    ring.receive_more(id);
+                }
             }
         }
     }
@@ -1329,7 +1347,9 @@ fn choose_io(choice: IoDriver, listeners: &[BoundListener], poll: &Poll) -> Resu
                 IoDriver::Uring => "configured",
                 _ => "the probe ring works",
             };
-            log::info!("io driver: io_uring ({why}; multishot accept and receive, provided buffers)");
+            log::info!(
+                "io driver: io_uring ({why}; multishot accept, receives bounded to 64 KiB into provided buffers)"
+            );
             Ok(Io::Uring(Box::new(ring)))
         }
         Err(e) if choice == IoDriver::Auto => {
