@@ -68,7 +68,7 @@ fn recovered_image(sites: u32, devices: u32) -> Image {
 
 /// Heap bytes per recovered retained message of the fleet shape. The RSS target of 300 MB for a million also holds
 /// the process itself and the allocator's free space, so this is well under 300 B.
-const BUDGET: usize = 330;
+const BUDGET: usize = 300;
 
 /// The only test in this binary: the allocation counter is global, and another test running beside it would count
 /// into it.
@@ -87,7 +87,8 @@ fn a_recovered_retained_message_costs_under_the_issue_18_budget() {
         "heap per recovered retained message: {per_message} B (the image held {} B per message)",
         (with_image - empty) / n
     );
-    // Before this work: 400 B (a 128 B `Arc<Message>`, a 32 B topic string, an 80 B payload, 165 B of tree).
+    // Before this work: 400 B (a 128 B `Arc<Message>`, a 32 B topic string, an 80 B payload, 165 B of tree); now
+    // 297 B (the topic inline in the message, 89 B of tree).
     assert!(
         per_message <= BUDGET,
         "{per_message} B per retained message, budget {BUDGET} B"
