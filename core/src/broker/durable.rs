@@ -142,7 +142,7 @@ impl Broker {
         }
         if message.payload.is_empty() {
             self.record(Record::RetainClear {
-                topic: message.topic.clone(),
+                topic: message.topic.to_string(),
             });
         } else {
             self.record(Record::Retain {
@@ -260,8 +260,8 @@ impl Broker {
         }
         for (_, stored) in image.retained {
             let id = self.next_message_id();
-            let message = message_from(id, stored);
-            self.retained.insert(&message.topic.clone(), Arc::new(message));
+            let message = Arc::new(message_from(id, stored));
+            self.retained.insert(&message.topic, Arc::clone(&message));
         }
         for (k, s) in image.sessions {
             let key = SessionKey(k);
@@ -355,7 +355,7 @@ fn sent_state(state: Awaiting) -> SentState {
 
 pub(super) fn stored_message(m: &Message) -> StoredMessage {
     StoredMessage {
-        topic: m.topic.clone(),
+        topic: m.topic.to_string(),
         payload: m.payload.clone(),
         qos: m.qos,
         retain: m.retain,
@@ -367,7 +367,7 @@ pub(super) fn stored_message(m: &Message) -> StoredMessage {
 fn message_from(id: u64, m: StoredMessage) -> Message {
     Message {
         id,
-        topic: m.topic,
+        topic: m.topic.into(),
         payload: m.payload,
         qos: m.qos,
         retain: m.retain,

@@ -106,7 +106,7 @@ impl Broker {
             if sent < batch.len() {
                 // Stopped for room: resume after the last one sent (the skipped ones before it are skipped again).
                 if sent > 0 {
-                    stream.after = Some(batch[sent - 1].topic.clone());
+                    stream.after = Some(batch[sent - 1].topic.to_string());
                 }
                 break;
             }
