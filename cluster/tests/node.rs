@@ -45,7 +45,32 @@ fn config(id: u64) -> NodeConfig {
     config
 }
 
+/// The configuration of node `id` that joins the three running members without a vote until it is added.
+fn joining_config(id: u64) -> NodeConfig {
+    let mut config = config(id);
+    config.joining = true;
+    config
+}
+
+impl Disk {
+    /// What a restart of the node finds on this disk.
+    fn recovered(&self) -> Recovered {
+        Recovered {
+            hard_state: self.hs.clone(),
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+        }
+    }
+}
+
 impl Cluster {
+    /// Starts a node with an empty disk that joins the running cluster.
+    fn start_joining(&mut self, config: NodeConfig) {
+        self.nodes.push(Node::new(config, Recovered::default()));
+        self.disks.push(Disk::default());
+        self.client_outputs.push(Vec::new());
+    }
+
     fn new() -> Cluster {
         Cluster::with(|_| {})
     }
@@ -707,13 +732,7 @@ fn a_leader_counts_its_own_write_toward_a_commit_only_once_it_is_synced() {
 fn a_restarted_node_recovers_its_image_from_its_disk() {
     let (cluster, leader) = Cluster::elected();
     let before = (cluster.nodes[leader].applied(), cluster.nodes[leader].applied_digest());
-    let disk = &cluster.disks[leader];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    let node = Node::new(config(leader as u64 + 1), recovered);
+    let node = Node::new(config(leader as u64 + 1), cluster.disks[leader].recovered());
     assert_eq!((node.applied(), node.applied_digest()), before);
 }
 
@@ -800,11 +819,7 @@ fn a_node_joins_and_the_leader_removes_itself_through_configuration_changes() {
         })
     );
     // The new node names the current members and joins without a vote.
-    let mut joining = config(4);
-    joining.joining = true;
-    cluster.nodes.push(Node::new(joining, Recovered::default()));
-    cluster.disks.push(Disk::default());
-    cluster.client_outputs.push(Vec::new());
+    cluster.start_joining(joining_config(4));
     let now = cluster.now;
     cluster.nodes[leader]
         .request_member_change(now, add.clone())
@@ -856,24 +871,10 @@ fn a_node_joins_and_the_leader_removes_itself_through_configuration_changes() {
     }
 
     // A restart of the new node recovers the membership from its disk alone.
-    let disk = &cluster.disks[3];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    let mut joining = config(4);
-    joining.joining = true;
-    let node = Node::new(joining, recovered);
+    let node = Node::new(joining_config(4), cluster.disks[3].recovered());
     assert_eq!(node.voters(), left);
     // And a restart of the removed one knows it was removed.
-    let disk = &cluster.disks[leader];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    assert!(Node::new(config(id), recovered).is_removed());
+    assert!(Node::new(config(id), cluster.disks[leader].recovered()).is_removed());
 }
 
 /// A node added after the log was compacted catches up from a snapshot, whose configuration makes it a voter.
@@ -883,12 +884,9 @@ fn a_node_added_after_compaction_catches_up_from_a_snapshot() {
     let mut cluster = Cluster::with(|c| c.snapshot_entries = 1);
     cluster.run(2_000);
     let leader = cluster.leader().expect("leader");
-    let mut joining = config(4);
-    joining.joining = true;
+    let mut joining = joining_config(4);
     joining.snapshot_entries = 1;
-    cluster.nodes.push(Node::new(joining, Recovered::default()));
-    cluster.disks.push(Disk::default());
-    cluster.client_outputs.push(Vec::new());
+    cluster.start_joining(joining);
     let add = MemberChange::Add {
         id: 4,
         address: "127.0.0.1:7004".into(),
@@ -914,13 +912,8 @@ fn a_node_added_after_compaction_catches_up_from_a_snapshot() {
         (first.applied(), first.applied_digest())
     );
     // Its disk alone gives the membership back.
-    let disk = &cluster.disks[3];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    let mut joining = config(4);
-    joining.joining = true;
-    assert_eq!(Node::new(joining, recovered).voters(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        Node::new(joining_config(4), cluster.disks[3].recovered()).voters(),
+        vec![1, 2, 3, 4]
+    );
 }
