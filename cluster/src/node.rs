@@ -52,6 +52,9 @@ pub enum NodeInput<'a> {
     /// A driver sends it once per loop turn, before it writes and syncs (so one entry, one append message per
     /// follower and one sync carry the whole turn). Without that setting each input's records are proposed at once.
     Flush,
+    /// With `NodeConfig::async_persist`: every `Persist*` output handed out up to [`Node::persist_mark`] `ready`
+    /// (read when they were handed out) is durable now.
+    Persisted { ready: u64 },
 }
 
 /// What the driver must do, in order (see the ordering rule in the module documentation).
@@ -257,6 +260,8 @@ pub struct Node {
     snapshots_sent: Vec<u64>,
     /// Set once a configuration change removing this node is applied: it serves nothing any more.
     removed: bool,
+    /// The number of the last raft-rs `Ready` handled (see `persist_mark`).
+    last_ready: u64,
 }
 
 impl Node {
@@ -347,6 +352,7 @@ impl Node {
             brokers_built: 0,
             snapshots_sent: Vec::new(),
             removed,
+            last_ready: 0,
         };
         node.outputs.extend(events.into_iter().map(NodeOutput::Event));
         node
@@ -373,6 +379,7 @@ impl Node {
                 self.close_relays_via(peer);
             }
             NodeInput::Flush => self.propose(),
+            NodeInput::Persisted { ready } => self.raft.on_persist_ready(ready),
         }
         self.process_ready();
     }
@@ -389,6 +396,12 @@ impl Node {
         let raft = self.next_tick.unwrap_or(Time::ZERO);
         let broker = self.broker.as_ref().and_then(|b| b.poll_timeout());
         Some(broker.map_or(raft, |b| b.min(raft)))
+    }
+
+    /// With `NodeConfig::async_persist`: the mark that `NodeInput::Persisted` reports once every `Persist*` output
+    /// handed out so far is durable.
+    pub fn persist_mark(&self) -> u64 {
+        self.last_ready
     }
 
     /// Whether this node leads and serves clients.
@@ -735,6 +748,16 @@ impl Node {
                 self.outputs.push_back(NodeOutput::PersistHardState(hs.clone()));
             }
             self.send(ready.take_persisted_messages());
+            if self.config.async_persist {
+                // The driver reports the persists of this ready with `NodeInput::Persisted`; commits and the
+                // messages that follow them come in later readies.
+                self.last_ready = ready.number();
+                self.raft.advance_append_async(ready);
+                self.raft.advance_apply_to(self.applied);
+                self.report_snapshots_sent();
+                self.observe_role();
+                continue;
+            }
             let mut light = self.raft.advance(ready);
             if let Some(commit) = light.commit_index() {
                 // The commit index need not be durable (a restarted node learns it again); it is kept in memory.
@@ -744,17 +767,21 @@ impl Node {
             let committed = light.take_committed_entries();
             self.apply(committed);
             self.raft.advance_apply_to(self.applied);
-            // A snapshot travels as one message that may be lost, and raft-rs pauses the follower until told how it
-            // went. Reporting it finished at once resumes probing: if it was lost, the follower rejects the next
-            // append and the leader sends the snapshot again.
-            for to in std::mem::take(&mut self.snapshots_sent) {
-                self.raft.report_snapshot(to, raft::SnapshotStatus::Finish);
-            }
+            self.report_snapshots_sent();
             self.observe_role();
         }
         self.observe_role();
         self.maybe_serve();
         self.maybe_snapshot();
+    }
+
+    /// A snapshot travels as one message that may be lost, and raft-rs pauses the follower until told how it went.
+    /// Reporting it finished at once resumes probing: if it was lost, the follower rejects the next append and the
+    /// leader sends the snapshot again.
+    fn report_snapshots_sent(&mut self) {
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.raft.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
     }
 
     fn send(&mut self, messages: Vec<Message>) {
