@@ -31,6 +31,12 @@ struct Cluster {
     events: Vec<(u64, ClusterEvent)>,
     /// A node cut off from the others: messages from and to it are dropped.
     isolated: Option<u64>,
+    /// With `NodeConfig::async_persist`: nodes whose disk does not finish syncing (their writes stay unreported,
+    /// and by the ordering rule their messages after a persist wait), and those messages.
+    stalled: Vec<bool>,
+    stalled_messages: Vec<Vec<(u64, u64, bytes::Bytes)>>,
+    /// The persist mark each node was last told is durable.
+    reported: Vec<u64>,
 }
 
 fn config(id: u64) -> NodeConfig {
@@ -72,6 +78,9 @@ impl Cluster {
             client_outputs: vec![Vec::new(); 3],
             events: Vec::new(),
             isolated: None,
+            stalled: vec![false; 3],
+            stalled_messages: vec![Vec::new(); 3],
+            reported: vec![0; 3],
         }
     }
 
@@ -82,8 +91,24 @@ impl Cluster {
 
     fn drain(&mut self, i: usize) {
         let id = i as u64 + 1;
+        if self.stalled.len() < self.nodes.len() {
+            self.stalled.resize(self.nodes.len(), false);
+            self.stalled_messages.resize(self.nodes.len(), Vec::new());
+            self.reported.resize(self.nodes.len(), 0);
+        }
+        let mut unsynced = false;
         while let Some(output) = self.nodes[i].poll_output() {
+            unsynced |= matches!(
+                output,
+                NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. }
+            );
             match output {
+                // Held in order behind the first one held, as the ordering rule has it.
+                NodeOutput::Peer { to, message }
+                    if self.stalled[i] && (unsynced || !self.stalled_messages[i].is_empty()) =>
+                {
+                    self.stalled_messages[i].push((id, to, message))
+                }
                 NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
                     self.network.push_back((id, to, message))
                 }
@@ -104,6 +129,21 @@ impl Cluster {
                 NodeOutput::Event(event) => self.events.push((id, event)),
             }
         }
+        // This "disk" syncs at once, unless stalled: everything handed out so far is durable.
+        let ready = self.nodes[i].persist_mark();
+        if ready > self.reported[i] && !self.stalled[i] {
+            self.reported[i] = ready;
+            self.nodes[i].handle_input(self.now, NodeInput::Persisted { ready });
+            self.drain(i);
+        }
+    }
+
+    /// Node `i`'s disk finishes its sync: its held messages go, and the node hears what is durable.
+    fn unstall(&mut self, i: usize) {
+        self.stalled[i] = false;
+        let held = std::mem::take(&mut self.stalled_messages[i]);
+        self.network.extend(held);
+        self.drain(i);
     }
 
     /// Delivers every message in flight, then advances the clock by `ms`, ticking every node.
@@ -233,6 +273,93 @@ fn a_qos1_puback_waits_for_the_commit_and_every_node_applies_the_message() {
             node.node_id()
         );
     }
+}
+
+/// With asynchronous persistence (the io driver's sync thread) a leader counts its own copy of an entry only once its
+/// disk reports it synced: while its sync runs, two followers' synced copies commit the entry (the followers apply
+/// it), but the leader releases nothing until its own copy is synced too (raft-rs applies only what is persisted
+/// locally); one follower alone with the unsynced leader commits nothing.
+#[test]
+fn with_asynchronous_persistence_a_commit_needs_a_synced_majority_that_may_exclude_the_leader() {
+    let (mut cluster, leader) = Cluster::elected_with(|c| c.async_persist = true);
+    let conn = ConnectionId(1);
+    connect(&mut cluster, leader, conn, "pub", true);
+    cluster.run(50);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], conn)[..],
+        [Packet::ConnAck(_)]
+    ));
+    let publish = |packet_id: u16, topic: &str| {
+        encode(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: topic.into(),
+            packet_id,
+            properties: Default::default(),
+            payload: bytes::Bytes::from_static(b"hello"),
+        }))
+    };
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+
+    // The leader's disk stalls: the two followers' syncs commit the entry without it.
+    cluster.stalled[leader] = true;
+    cluster.client_outputs[leader].clear();
+    let commit_before = cluster.nodes[leader].status().commit;
+    let data = publish(5, "t/1");
+    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    cluster.run(50);
+    assert!(
+        cluster.nodes[leader].status().commit > commit_before,
+        "two synced followers did not commit the entry"
+    );
+    for &f in &followers {
+        assert!(
+            cluster.nodes[f].image().retained.contains_key("t/1"),
+            "follower {f} did not apply it"
+        );
+    }
+    assert!(
+        packets(&cluster.client_outputs[leader], conn).is_empty(),
+        "PUBACK released before the leader's own copy was synced"
+    );
+    cluster.unstall(leader);
+    cluster.run(50);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], conn)[..],
+        [Packet::PubAck(_)]
+    ));
+
+    // The leader and one follower stall: the other follower's copy alone is no majority.
+    cluster.stalled[leader] = true;
+    cluster.stalled[followers[0]] = true;
+    cluster.client_outputs[leader].clear();
+    let commit_before = cluster.nodes[leader].status().commit;
+    let data = publish(6, "t/2");
+    cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+    cluster.run(50);
+    assert_eq!(
+        cluster.nodes[leader].status().commit,
+        commit_before,
+        "committed on one synced copy"
+    );
+    assert!(
+        packets(&cluster.client_outputs[leader], conn).is_empty(),
+        "PUBACK before a commit"
+    );
+    cluster.unstall(followers[0]);
+    cluster.run(50);
+    assert!(cluster.nodes[leader].status().commit > commit_before);
+    assert!(
+        packets(&cluster.client_outputs[leader], conn).is_empty(),
+        "PUBACK before the leader synced"
+    );
+    cluster.unstall(leader);
+    cluster.run(50);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], conn)[..],
+        [Packet::PubAck(_)]
+    ));
 }
 
 /// Opens `conn` on node `i` and sends a CONNECT (durable with a session expiry, else a clean session).
