@@ -46,12 +46,6 @@ pub struct NodeConfig {
     /// Gather the records of every input until `NodeInput::Flush` and propose them as one entry, instead of one
     /// entry per input: far fewer entries, append messages and acknowledgements under load.
     pub propose_per_turn: bool,
-    /// The driver syncs the log on its own schedule and reports it with `NodeInput::Persisted` (raft-rs's
-    /// asynchronous `Ready`): this node counts its own copy of an entry towards a commit only once it is synced, so
-    /// a leader's entries commit on any synced majority (two followers without the leader included) while its own
-    /// sync runs. Without it the node counts its copy at once, and the driver must sync before it acts on anything
-    /// that follows a `Persist*` output (the ordering rule) and before it steps the next input.
-    pub async_persist: bool,
     /// The authenticator of every broker the node builds as leader (password and ACL files); none lets everyone
     /// in, as `Broker::new` does. Relayed clients are authenticated by the leader's, with the listener index of
     /// the follower that accepted them.
@@ -84,7 +78,6 @@ impl NodeConfig {
             relay_clients: false,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             propose_per_turn: false,
-            async_persist: false,
             authenticator: None,
             joining: false,
             #[cfg(feature = "planted-bugs")]

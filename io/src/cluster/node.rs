@@ -67,8 +67,6 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.relay_clients = true;
     // One entry per loop turn (`end_turn` flushes): one append message per follower and one sync carry the turn.
     config.propose_per_turn = true;
-    // The log syncs on a thread of its own (`syncer`), reported to the node when done: the loop does not wait for it.
-    config.async_persist = true;
     config.joining = cluster.join;
     config
 }
@@ -118,9 +116,8 @@ pub fn open(
         synced: 0,
         writes: VecDeque::new(),
         syncer: None,
-        persisted_mark: 0,
-        reported_mark: 0,
         held: VecDeque::new(),
+        durable: None,
         held_clients: VecDeque::new(),
         appended_index: recovered_last,
         synced_index: recovered_last,
@@ -151,16 +148,14 @@ pub struct ClusterCore {
     /// Writes of queued persists made so far (a sequence number), and how many of them are synced.
     written: u64,
     synced: u64,
-    /// Writes not yet synced: sequence number, the last entry index the log held after it, and the node's
-    /// `persist_mark` then (every persist handed out before it is in the write).
-    writes: VecDeque<(u64, u64, u64)>,
+    /// Writes not yet synced: sequence number, and the last entry index the log held after it.
+    writes: VecDeque<(u64, u64)>,
     /// The sync thread, once the driver attached the node (before that, syncs happen on the loop).
     syncer: Option<Syncer>,
-    /// The node's persist mark as far as synced, and as far as reported to the node (`NodeInput::Persisted`).
-    persisted_mark: u64,
-    reported_mark: u64,
     /// Outputs that came after a persist not yet synced, in order, each with the write it waits for.
     held: VecDeque<(u64, NodeOutput)>,
+    /// The last `NodeOutput::ConfirmDurable` acted on and not yet handed back to the node.
+    durable: Option<u64>,
     /// Client outputs waiting for the log to be synced through the index paired with each, in order.
     held_clients: VecDeque<(u64, Output)>,
     /// The last entry index handed to the disk, and the last one synced.
@@ -211,6 +206,17 @@ impl ClusterCore {
 
     /// Moves the node's outputs on under the ordering rule.
     fn pump(&mut self) {
+        loop {
+            self.pump_outputs();
+            // The writes before it are synced: the node may count them (see `NodeOutput::ConfirmDurable`).
+            match self.durable.take() {
+                Some(number) => self.node.handle_input(self.now, NodeInput::Durable(number)),
+                None => break,
+            }
+        }
+    }
+
+    fn pump_outputs(&mut self) {
         while let Some(output) = self.node.poll_output() {
             match output {
                 NodeOutput::PersistEntries(entries) => {
@@ -247,11 +253,8 @@ impl ClusterCore {
                             if std::mem::take(&mut self.unsynced) {
                                 self.written += 1;
                             }
-                            self.durable(self.written);
+                            self.synced_through(self.written);
                             self.synced_index = self.appended_index;
-                            // The node hears that the snapshot is durable with the next write's report: one is
-                            // made (and synced) even if nothing else is queued by then.
-                            self.unsynced = true;
                         }
                         Err(e) => self.fail(&e),
                     }
@@ -265,10 +268,13 @@ impl ClusterCore {
                         self.held_clients.push_back((needs, output));
                     }
                 }
+                // After a persist not yet written: wait for the write that will carry it.
                 other if self.unsynced => self.held.push_back((self.written + 1, other)),
-                other if !self.held.is_empty() => {
-                    let after = self.held.back().map_or(self.written, |(w, _)| *w);
-                    self.held.push_back((after, other));
+                // After writes still syncing (or behind held output): wait for them too, as raft-rs's messages
+                // that follow a persist promise every earlier persist durable (a follower's answer to a repeated
+                // append speaks for entries an earlier write carries).
+                other if self.synced < self.written || !self.held.is_empty() => {
+                    self.held.push_back((self.written, other))
                 }
                 other => self.act(other),
             }
@@ -297,6 +303,7 @@ impl ClusterCore {
                     _ => {}
                 }
             }
+            NodeOutput::ConfirmDurable(number) => self.durable = Some(number),
             // Handled in `pump`: never held.
             NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {}
         }
@@ -398,8 +405,7 @@ impl ClusterCore {
             }
             self.unsynced = false;
             self.written += 1;
-            self.writes
-                .push_back((self.written, self.appended_index, self.node.persist_mark()));
+            self.writes.push_back((self.written, self.appended_index));
         }
         self.sync_completed();
     }
@@ -408,7 +414,7 @@ impl ClusterCore {
     fn sync_completed(&mut self) {
         if let Some((seq, result)) = self.syncer.as_mut().and_then(Syncer::completed) {
             match result {
-                Ok(()) => self.durable(seq),
+                Ok(()) => self.synced_through(seq),
                 Err(e) => {
                     let error = self.disk.sync_error(e);
                     self.fail(&error);
@@ -420,24 +426,8 @@ impl ClusterCore {
             self.held_clients.clear();
             return;
         }
-        self.report_persisted();
         self.start_sync();
-        self.report_persisted();
         self.release_durable();
-    }
-
-    /// Tells the node what is durable, so it counts its own copy of those entries (and acts on it).
-    fn report_persisted(&mut self) {
-        if self.persisted_mark <= self.reported_mark || self.failure.is_some() {
-            return;
-        }
-        self.reported_mark = self.persisted_mark;
-        self.input(
-            self.now,
-            NodeInput::Persisted {
-                ready: self.persisted_mark,
-            },
-        );
     }
 
     /// Starts a sync of every write made so far, unless they are synced or a sync is in flight.
@@ -462,20 +452,19 @@ impl ClusterCore {
         }
         // No sync thread (not attached yet, or it is gone): sync on the loop.
         match self.disk.sync() {
-            Ok(()) => self.durable(seq),
+            Ok(()) => self.synced_through(seq),
             Err(e) => self.fail(&e),
         }
     }
 
     /// Writes up to sequence number `seq` are synced.
-    fn durable(&mut self, seq: u64) {
+    fn synced_through(&mut self, seq: u64) {
         self.synced = self.synced.max(seq);
-        while let Some(&(w, index, mark)) = self.writes.front() {
+        while let Some(&(w, index)) = self.writes.front() {
             if w > self.synced {
                 break;
             }
             self.synced_index = index;
-            self.persisted_mark = self.persisted_mark.max(mark);
             self.writes.pop_front();
         }
     }
@@ -495,6 +484,10 @@ impl ClusterCore {
             if let Some((_, output)) = self.held.pop_front() {
                 self.act(output);
             }
+        }
+        // A `ConfirmDurable` among them: the node counts those writes now (and may commit and release on them).
+        if self.durable.is_some() {
+            self.pump();
         }
     }
 
