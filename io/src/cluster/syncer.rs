@@ -97,3 +97,6 @@ impl Syncer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
