@@ -1,6 +1,5 @@
 use super::*;
 use mio::{Events, Poll};
-use std::io::Write as _;
 use std::time::Duration;
 
 /// A sync request completes on the thread and wakes the poller with the syncer's token; the completion names the
