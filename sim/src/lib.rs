@@ -194,6 +194,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "will-delay-ignored" => Some(Core::WillDelayIgnored),
         "delayed-will-lost" => Some(Core::DelayedWillLost),
         "expiring-left-queued" => Some(Core::ExpiringLeftQueued),
+        "expiring-overtaken" => Some(Core::ExpiringOvertaken),
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         _ => None,
     };
