@@ -16,11 +16,11 @@
 //!   its own packets read between the deliveries that refill its output).
 //!
 //! Both drivers park the same way: epoll simply does not read (edge-triggered readiness is remembered by putting
-//! the connection back in the read queue when it is resumed), io_uring also cancels the connection's multishot
-//! receive so that it takes no more provided buffers. A multishot receive takes what the client sent before the
-//! cancel lands, though, and a parked connection must not keep provided buffers from everyone else: that input is
-//! copied aside (`Ring::pause`), and past the budget of it the parked connections holding the most are closed
-//! (`enforce_stash_ceiling`), so io_uring stays bounded too, at the price of closing where epoll only waits.
+//! the connection back in the read queue when it is resumed), io_uring arms no receive for it. Its receives are
+//! bounded (one read buffer each) and armed only after the driver has read what the last one brought and found
+//! the connection free to be read (`Driver::read_turn`), so a parked connection holds at most one receive's worth,
+//! copied aside so that the provided buffers serve everyone else (`Ring::pause`): like epoll's up to two read
+//! buffers per connection read over the budget, and nobody is closed for it.
 
 use super::conn::State;
 use super::{Core, Driver, Io};
@@ -50,7 +50,6 @@ pub struct InputBudget {
     finisher: Option<ConnectionId>,
     last_input_log: Option<Instant>,
     last_output_log: Option<Instant>,
-    last_stash_log: Option<Instant>,
 }
 
 impl InputBudget {
@@ -61,7 +60,6 @@ impl InputBudget {
             finisher: None,
             last_input_log: None,
             last_output_log: None,
-            last_stash_log: None,
         }
     }
 
@@ -119,7 +117,6 @@ impl<C: Core> Driver<C> {
         if let Io::Uring(ring) = &mut self.io {
             ring.pause(id);
         }
-        self.enforce_stash_ceiling();
         match why {
             Park::Input => {
                 if due(&mut self.input.last_input_log) {
@@ -144,31 +141,6 @@ impl<C: Core> Driver<C> {
                     );
                 }
             }
-        }
-    }
-
-    /// io_uring only: what parked connections had received before their receive was cancelled is held by the
-    /// driver (see `Ring::pause`), beyond the budget's reach. Past the budget again, the parked connections holding
-    /// the most of it are closed (the finisher excepted), so the process stays bounded under io_uring too.
-    fn enforce_stash_ceiling(&mut self) {
-        let ceiling = self.input.limit;
-        loop {
-            let Io::Uring(ring) = &self.io else {
-                return;
-            };
-            let (total, largest) = ring.stashed(self.input.finisher);
-            let Some(id) = largest.filter(|_| total > ceiling) else {
-                return;
-            };
-            if due(&mut self.input.last_stash_log) {
-                log::warn!(
-                    "conn {}: closed: input received and held back ({total} bytes from clients not being read) \
-                     exceeds max_partial_input_bytes too ({})",
-                    id.0,
-                    self.input.limit
-                );
-            }
-            self.drop_conn(id);
         }
     }
 

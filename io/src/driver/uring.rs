@@ -3,8 +3,9 @@
 //!
 //! Only how bytes move differs from epoll; everything else (transports, outboxes, group commit, closing, signals,
 //! accept back-off) is the driver's shared code in `mod.rs`. Each listener has one multishot accept; each
-//! connection one multishot receive that takes its buffers from a provided buffer ring, and at most one send in
-//! flight (a `sendmsg` of up to [`MAX_SEND_IOV`] chunks of its outbox). The mio poller stays for what other threads and
+//! connection at most one bounded receive (a bundle of provided buffers, one read buffer's worth at most, armed
+//! again only once the driver has read what the last one brought and may read more: `receive_more`), and at most
+//! one send in flight (a `sendmsg` of up to [`MAX_SEND_IOV`] chunks of its outbox). The mio poller stays for what other threads and
 //! the core bring (the waker, the signal pipe, a cluster node's sockets): its epoll descriptor is polled by the
 //! ring, and read without blocking when it fires.
 //!
@@ -29,16 +30,25 @@ use std::time::Duration;
 /// `MQTT_BROKER_IO_URING_ENTRIES`; 0 makes ring creation fail, which is how the fallback to epoll is tested.
 const RING_ENTRIES: u32 = 4096;
 pub const ENTRIES_ENV: &str = "MQTT_BROKER_IO_URING_ENTRIES";
-/// Most a connection may hold unread in provided buffers: one read buffer's worth of bytes (what a read turn takes
-/// from it), or this many buffers (many small segments). Past either its receive is cancelled until it is read, so
-/// that a client sending faster than the loop reads does not keep taking the pool that every other connection
-/// receives into. (A multishot receive still takes what arrives before the cancel reaches the kernel.)
-const MAX_HELD_BYTES: usize = 64 * 1024;
-const MAX_HELD_BUFS: usize = 256;
-/// Provided receive buffers: how many and how large. A connection holds them from their completions until the
-/// read turn that reads them, so this bounds the input waiting in the driver (8 MiB, resident once used); when
-/// all are taken, receives end with ENOBUFS and are re-armed once buffers come back. Many and small: thousands
-/// of quiet clients each hold one for a PUBLISH of a few dozen bytes, and running out costs re-arming.
+/// Set: single bounded receives even where multishot ones can be limited (how both are tested, and compared).
+pub const SINGLE_RECV_ENV: &str = "MQTT_BROKER_IO_URING_SINGLE_RECV";
+/// Most one receive takes: one read buffer (what a read turn takes from a connection, as epoll's `read` does).
+/// Asked of the kernel as this plus one byte: a bound that is not a whole number of provided buffers ends in a
+/// partial buffer, which the kernel drops, and a bundle so cut is not extended by the kernel's retry (Linux 6.10+
+/// appends whatever else the socket holds to a bundle that filled its whole length; measured on 6.18: a receive
+/// of exactly 64 KiB took 190 KiB, one of 64 KiB + 1 took 64 KiB).
+const RECV_MAX: usize = super::READ_BUF;
+/// `IORING_RECVSEND_BUNDLE` and `IORING_RECV_MULTISHOT` (linux/io_uring.h; the crate keeps its copies private): a
+/// receive into several provided buffers, and one that stays armed.
+const RECVSEND_BUNDLE: u16 = 1 << 4;
+const RECV_MULTISHOT: u16 = 1 << 1;
+/// Where `optlen` sits in a submission entry (struct io_uring_sqe): for a multishot receive, the most it takes in
+/// all before it ends (Linux 6.17+; older kernels refuse the entry with EINVAL).
+const SQE_OPTLEN_OFFSET: usize = 44;
+/// Provided receive buffers: how many and how large. A connection holds them from their completion until the
+/// read turn that reads them (at most `RECV_MAX` of them), so this bounds the input waiting in the driver (8 MiB,
+/// resident once used); when all are taken, receives end with ENOBUFS and are re-armed once buffers come back.
+/// Many and small: thousands of quiet clients each hold one for a PUBLISH of a few dozen bytes.
 const RECV_BUFS: u16 = 4096;
 const RECV_BUF_SIZE: usize = 2 * 1024;
 const BUF_GROUP: u16 = 0;
@@ -129,19 +139,16 @@ struct RingConn {
     read_done: bool,
     /// The driver does not read it for now (see `park`): no receive is armed.
     paused: bool,
-    /// It holds `MAX_HELD_BYTES` or `MAX_HELD_BUFS` unread: no receive is armed until it is read.
-    full: bool,
     /// What it had received when it was paused, copied out of the provided buffers (which went back to the pool:
-    /// a parked connection must not keep them from everyone else). Read before `received`. Bounded only by what
-    /// the multishot receive took before the pause: the one place where io_uring holds more than epoll, which
-    /// leaves unread bytes in the kernel.
+    /// a parked connection must not keep them from everyone else). Read before `received`. At most one receive's
+    /// worth (`RECV_MAX`): a receive is armed only when nothing received is left unread, and not while paused.
     stashed: Vec<u8>,
 }
 
 impl RingConn {
-    /// Whether a receive may be armed for it.
+    /// Whether a receive may be armed for it: none is, it is read, and everything it received was read.
     fn may_receive(&self) -> bool {
-        !self.recv_armed && !self.read_done && !self.paused && !self.full
+        !self.recv_armed && !self.read_done && !self.paused && self.received.is_empty() && self.stashed.is_empty()
     }
 }
 
@@ -152,13 +159,17 @@ struct ListenerSlot {
     accepted: VecDeque<io::Result<RawFd>>,
 }
 
-/// Provided buffers for multishot receives, in a ring the kernel takes them from.
+/// Provided buffers for receives, in a ring the kernel takes them from.
 struct BufRing {
     /// `RECV_BUFS` entries of `io_uring_buf`, page-aligned (mmap); the kernel reads it.
     entries: *mut types::BufRingEntry,
     map_len: usize,
     tail: u16,
     data: Vec<u8>,
+    /// Which buffer each ring entry holds, and where each buffer was last put: a bundle's completion names only
+    /// its first buffer, the others are the entries after it.
+    entry_bid: Vec<u16>,
+    bid_entry: Vec<u16>,
 }
 
 // SAFETY: the mapping is owned by this struct and only touched through `&mut self` (and by the kernel).
@@ -186,6 +197,8 @@ impl BufRing {
             map_len,
             tail: 0,
             data: vec![0; usize::from(RECV_BUFS) * RECV_BUF_SIZE],
+            entry_bid: vec![0; usize::from(RECV_BUFS)],
+            bid_entry: vec![0; usize::from(RECV_BUFS)],
         };
         // SAFETY: the mapping lives as long as `bufs`, which the ring's owner drops after the ring (field order).
         unsafe {
@@ -208,7 +221,21 @@ impl BufRing {
         entry.set_addr(addr);
         entry.set_len(RECV_BUF_SIZE as u32);
         entry.set_bid(bid);
+        self.entry_bid[index] = bid;
+        self.bid_entry[usize::from(bid)] = index as u16;
         self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// The buffers a bundled receive of `len` bytes starting with buffer `first` filled, in order, with how much
+    /// of each: the kernel takes consecutive ring entries and fills each before the next.
+    fn bundle(&self, first: u16, len: usize) -> Vec<(u16, usize)> {
+        let start = self.bid_entry[usize::from(first)];
+        (0..len.div_ceil(RECV_BUF_SIZE))
+            .map(|i| {
+                let index = usize::from(start.wrapping_add(i as u16) & (RECV_BUFS - 1));
+                (self.entry_bid[index], (len - i * RECV_BUF_SIZE).min(RECV_BUF_SIZE))
+            })
+            .collect()
     }
 
     fn publish(&self) {
@@ -267,8 +294,8 @@ pub struct Ring {
     to_arm: Vec<ConnectionId>,
     completions: Vec<Completion>,
     bufs_returned: bool,
-    /// Bytes in every connection's `stashed`.
-    stashed_total: usize,
+    /// Receives are multishot, each limited to `RECV_MAX` bytes in all (else single, see `RECV_MAX`).
+    limited_multishot: bool,
 }
 
 impl Ring {
@@ -290,6 +317,12 @@ impl Ring {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the kernel's io_uring lacks timed waits or lossless completions",
+            ));
+        }
+        if !ring.params().is_feature_recvsend_bundle() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel's io_uring lacks bundled receives (Linux 6.10)",
             ));
         }
         let bufs = BufRing::new(&ring)?;
@@ -314,7 +347,7 @@ impl Ring {
             to_arm: Vec::new(),
             completions: Vec::new(),
             bufs_returned: false,
-            stashed_total: 0,
+            limited_multishot: std::env::var(SINGLE_RECV_ENV).is_err(),
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -403,7 +436,6 @@ impl Ring {
                 wire: WireWriter::default(),
                 read_done: false,
                 paused: false,
-                full: false,
                 stashed: Vec::new(),
             },
         );
@@ -416,7 +448,6 @@ impl Ring {
         let Some(mut rc) = self.conns.remove(&id) else {
             return;
         };
-        self.stashed_total -= rc.stashed.len();
         for received in rc.received.drain(..) {
             if let Received::Data { bid, .. } = received {
                 self.bufs.give(bid);
@@ -434,57 +465,28 @@ impl Ring {
         }
     }
 
-    /// Stop receiving for `id` while the driver does not read it: its multishot receive is cancelled, so what the
-    /// peer sends waits in the socket and takes no provided buffers. What was received already stays queued.
+    /// Stop receiving for `id` while the driver does not read it: no receive is armed for it, so what the peer
+    /// sends waits in the socket. What it received already (at most one receive's worth: none is armed while it
+    /// holds any) is copied aside and its buffers go back to the pool, which every other connection receives into.
     pub fn pause(&mut self, id: ConnectionId) {
         let Some(rc) = self.conns.get_mut(&id) else {
             return;
         };
         rc.paused = true;
-        let mut kept = VecDeque::new();
-        for received in rc.received.drain(..) {
-            match received {
-                Received::Data { bid, len } => {
-                    rc.stashed.extend_from_slice(self.bufs.buf(bid, len));
-                    self.stashed_total += len;
-                    self.bufs.give(bid);
-                    self.bufs_returned = true;
-                }
-                other => kept.push_back(other),
-            }
-        }
-        rc.received = kept;
+        stash(rc, &mut self.bufs);
+        self.bufs_returned = true;
         log::debug!(
             "conn {}: paused with {} bytes received and unread",
             id.0,
             rc.stashed.len()
         );
-        rc.full = false;
         if rc.recv_armed {
-            self.cancel_recv(id);
-        }
-    }
-
-    /// Cancel `id`'s receive now, not at the next `wait`: until the kernel has it, every arrival on the socket
-    /// still takes provided buffers.
-    /// Bytes received from paused connections and not read yet, and the connection (other than `except`) holding
-    /// the most of them.
-    pub fn stashed(&self, except: Option<ConnectionId>) -> (usize, Option<ConnectionId>) {
-        let largest = self
-            .conns
-            .iter()
-            .filter(|(id, rc)| Some(**id) != except && !rc.stashed.is_empty())
-            .max_by_key(|(id, rc)| (rc.stashed.len(), **id))
-            .map(|(id, _)| *id);
-        (self.stashed_total, largest)
-    }
-
-    fn cancel_recv(&mut self, id: ConnectionId) {
-        let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
-            .build()
-            .user_data(user_data(KIND_CANCEL, 0));
-        if self.push(entry).is_ok() {
-            let _ = self.ring.submit();
+            // Armed while it could still be read (an idle connection waiting for its client): whatever it takes
+            // before the cancel lands is stashed too (`on_recv`), one receive at most.
+            let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
+                .build()
+                .user_data(user_data(KIND_CANCEL, 0));
+            let _ = self.push(entry);
         }
     }
 
@@ -510,7 +512,6 @@ impl Ring {
             let n = rc.stashed.len().min(buf.len());
             buf[..n].copy_from_slice(&rc.stashed[..n]);
             rc.stashed.drain(..n);
-            self.stashed_total -= n;
             if rc.stashed.is_empty() {
                 rc.stashed = Vec::new();
             }
@@ -528,12 +529,6 @@ impl Ring {
             self.bufs.give(bid);
             self.bufs_returned = true;
         }
-        if rc.full && !holds_too_much(&rc.received, 2) {
-            rc.full = false;
-            if rc.may_receive() {
-                self.to_arm.push(id);
-            }
-        }
         if n > 0 {
             return Ok(n);
         }
@@ -549,6 +544,15 @@ impl Ring {
         self.conns
             .get(&id)
             .is_some_and(|rc| !rc.received.is_empty() || !rc.stashed.is_empty())
+    }
+
+    /// The driver has read everything `id` received and may read more (it is not held back by a budget): its next
+    /// receive is armed at the next `wait`. Until then what its client sends waits in the socket, as under epoll
+    /// between two reads.
+    pub fn receive_more(&mut self, id: ConnectionId) {
+        if self.conns.get(&id).is_some_and(RingConn::may_receive) {
+            self.to_arm.push(id);
+        }
     }
 
     /// Queue the connection's pending bytes for sending at the next `wait` (see the module comment for what the
@@ -637,9 +641,17 @@ impl Ring {
                 continue;
             }
             rc.recv_armed = true;
-            let entry = opcode::RecvMulti::new(types::Fd(rc.fd), BUF_GROUP)
-                .build()
-                .user_data(user_data(KIND_RECV, id.0));
+            let entry = if self.limited_multishot {
+                limited_multishot_recv(rc.fd)
+            } else {
+                // One bundle of provided buffers, bounded (see `RECV_MAX` for the byte more).
+                opcode::Recv::new(types::Fd(rc.fd), std::ptr::null_mut(), RECV_MAX as u32 + 1)
+                    .ioprio(RECVSEND_BUNDLE)
+                    .buf_group(BUF_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
+            .user_data(user_data(KIND_RECV, id.0));
             self.push(entry)?;
         }
         for id in std::mem::take(&mut self.to_send) {
@@ -729,10 +741,14 @@ impl Ring {
     }
 
     fn on_recv(&mut self, id: ConnectionId, res: i32, flags: u32) {
-        let bid = cqueue::buffer_select(flags);
+        let first = cqueue::buffer_select(flags);
+        let taken = match (res, first) {
+            (n, Some(first)) if n > 0 => self.bufs.bundle(first, n as usize),
+            _ => Vec::new(),
+        };
         let Some(rc) = self.conns.get_mut(&id) else {
-            // Closed meanwhile: give the buffer back.
-            if let Some(bid) = bid {
+            // Closed meanwhile: give the buffers back.
+            for (bid, _) in taken {
                 self.bufs.give(bid);
                 self.bufs_returned = true;
             }
@@ -741,38 +757,41 @@ impl Ring {
         if !cqueue::more(flags) {
             rc.recv_armed = false;
         }
-        if res == -libc::ECANCELED {
-            // Paused or full; resumed or read meanwhile, it receives again.
-            if rc.may_receive() {
-                self.to_arm.push(id);
+        let received = match res {
+            _ if !taken.is_empty() => {
+                rc.received
+                    .extend(taken.into_iter().map(|(bid, len)| Received::Data { bid, len }));
+                None
             }
-            return;
-        }
-        let received = match (res, bid) {
-            (n, Some(bid)) if n > 0 => Received::Data { bid, len: n as usize },
-            (0, _) => Received::Eof,
-            (e, _) if e == -libc::ENOBUFS => {
-                // Every buffer is waiting to be read: receive again once some are back (next turn).
+            0 => Some(Received::Eof),
+            e if e == -libc::EINVAL && self.limited_multishot => {
+                // A kernel before 6.17: no byte limit on multishot receives. Single bounded receives instead.
+                log::info!("io_uring: multishot receives cannot be limited on this kernel; using single receives");
+                self.limited_multishot = false;
                 if rc.may_receive() {
                     self.to_arm.push(id);
                 }
                 return;
             }
-            (e, _) if e < 0 => Received::Error(io::Error::from_raw_os_error(-e)),
+            // Cancelled (paused; resumed since, it receives again), or every buffer is waiting to be read (receive
+            // again once some are back, next turn).
+            e if e == -libc::ECANCELED || e == -libc::ENOBUFS => {
+                if rc.may_receive() {
+                    self.to_arm.push(id);
+                }
+                return;
+            }
+            e if e < 0 => Some(Received::Error(io::Error::from_raw_os_error(-e))),
             _ => return,
         };
-        let data = matches!(received, Received::Data { .. });
-        if !data {
+        if let Some(end) = received {
             rc.read_done = true;
+            rc.received.push_back(end);
         }
-        rc.received.push_back(received);
-        if data && !rc.full && holds_too_much(&rc.received, 1) {
-            rc.full = true;
-            if rc.recv_armed {
-                self.cancel_recv(id);
-            }
-        } else if data && rc.may_receive() {
-            self.to_arm.push(id);
+        if rc.paused {
+            // Taken before its cancel landed: aside, like what it held when paused.
+            stash(rc, &mut self.bufs);
+            self.bufs_returned = true;
         }
         self.completions.push(Completion::Readable(id));
     }
@@ -819,19 +838,36 @@ fn send_chunks(wire: &Outbox) -> Vec<Bytes> {
     chunks
 }
 
-/// Whether `received` holds `1 / fraction` of the most a connection may hold unread, or more.
-fn holds_too_much(received: &VecDeque<Received>, fraction: usize) -> bool {
-    if received.len() >= MAX_HELD_BUFS / fraction {
-        return true;
+/// A multishot receive of bundles that ends once it has taken `RECV_MAX` bytes in all: a quiet client's many small
+/// packets cost one arming between reads of the driver, not one each, and what a client held back can have sent
+/// into the driver is still one read buffer's worth.
+fn limited_multishot_recv(fd: RawFd) -> squeue::Entry {
+    let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+        .ioprio(RECVSEND_BUNDLE | RECV_MULTISHOT)
+        .buf_group(BUF_GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT);
+    // The crate has no setter for the limit. SAFETY: `Entry` is `repr(C)` over the 64-byte `io_uring_sqe`, plain
+    // data whose `optlen` is the `u32` at byte 44 (a union with `file_index`, which a receive does not use).
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4].copy_from_slice(&(RECV_MAX as u32).to_ne_bytes());
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
+
+/// Copy what `rc` received out of the provided buffers (into `stashed`, read first) and give them back.
+fn stash(rc: &mut RingConn, bufs: &mut BufRing) {
+    let mut kept = VecDeque::new();
+    for received in rc.received.drain(..) {
+        match received {
+            Received::Data { bid, len } => {
+                rc.stashed.extend_from_slice(bufs.buf(bid, len));
+                bufs.give(bid);
+            }
+            other => kept.push_back(other),
+        }
     }
-    let bytes: usize = received
-        .iter()
-        .map(|r| match r {
-            Received::Data { len, .. } => *len,
-            _ => 0,
-        })
-        .sum();
-    bytes >= MAX_HELD_BYTES / fraction
+    rc.received = kept;
+    debug_assert!(rc.stashed.len() <= RECV_MAX, "one receive's worth at most");
 }
 
 /// Multishot receive needs Linux 6.0; older kernels run on epoll.
