@@ -27,7 +27,7 @@ pub mod wire;
 pub use auth::SharedAuthenticator;
 pub use config::{NodeConfig, Recovered};
 pub use members::{MemberChange, MemberChangeError};
-pub use node::{ClusterEvent, Node, NodeInput, NodeOutput, NodeStatus, Role};
+pub use node::{ClusterEvent, Node, NodeInput, NodeOutput, NodeStatus, PeerProgress, Role};
 #[cfg(feature = "planted-bugs")]
 pub use planted::ClusterBug;
 pub use wire::PeerError;

@@ -48,6 +48,10 @@ pub enum NodeInput<'a> {
     Tick,
     /// The transport could not reach `peer` (connection refused or dropped); raft-rs then probes it gently.
     PeerUnreachable { peer: u64 },
+    /// The `Persist*` outputs before the `NodeOutput::ConfirmDurable` that carried this number are durable (the
+    /// driver hands it back when it acts on that output). Only then does raft-rs count them: a leader toward a
+    /// commit, any node toward what it may apply.
+    Durable(u64),
     /// With `NodeConfig::propose_per_turn`: propose the records of the inputs since the last `Flush` as one entry.
     /// A driver sends it once per loop turn, before it writes and syncs (so one entry, one append message per
     /// follower and one sync carry the whole turn). Without that setting each input's records are proposed at once.
@@ -76,6 +80,11 @@ pub enum NodeOutput {
     /// (the snapshot came from the leader and replaces a log that disagreed); without it, entries at or below the
     /// snapshot's index may be dropped (log compaction) and later ones must be kept.
     PersistSnapshot { snapshot: Snapshot, discard_log: bool },
+    /// Everything before this output is durable once the driver acts on it (the ordering rule): the driver then
+    /// gives the number back as `NodeInput::Durable`, at once or after other inputs. Until then a leader does not
+    /// count its own copy of these entries toward a commit (a commit counted on an unsynced write, announced to the
+    /// followers, and lost in a crash would be a committed entry lost), and no node applies them.
+    ConfirmDurable(u64),
     /// Something worth logging.
     Event(ClusterEvent),
 }
@@ -213,6 +222,44 @@ pub struct NodeStatus {
     pub held_bytes: usize,
     /// QoS 0 PUBLISH packets dropped because held output reached `NodeConfig::max_held_bytes`, since start.
     pub held_qos0_dropped: u64,
+}
+
+/// A leader's view of one follower's replication (raft-rs's `Progress`), for traces and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    /// `probe`, `replicate` or `snapshot`.
+    pub state: &'static str,
+    pub matched: u64,
+    pub next: u64,
+    /// Whether the leader sends this follower nothing new for now (a probe in flight, a full inflight window, a
+    /// snapshot pending).
+    pub paused: bool,
+    /// Appends sent and not yet acknowledged.
+    pub inflight: usize,
+    pub pending_snapshot: u64,
+    pub recent_active: bool,
+}
+
+impl std::fmt::Display for PeerProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "n{} {} match {} next {} inflight {}{}{}{}",
+            self.id,
+            self.state,
+            self.matched,
+            self.next,
+            self.inflight,
+            if self.paused { " paused" } else { "" },
+            if self.pending_snapshot > 0 {
+                format!(" snapshot {}", self.pending_snapshot)
+            } else {
+                String::new()
+            },
+            if self.recent_active { "" } else { " inactive" },
+        )
+    }
 }
 
 /// How many Raft ticks one `Tick` input may catch up on after the driver slept long: beyond this the node resumes
@@ -373,6 +420,10 @@ impl Node {
                 self.close_relays_via(peer);
             }
             NodeInput::Flush => self.propose(),
+            NodeInput::Durable(number) => {
+                self.raft.on_persist_ready(number);
+                self.report_applied();
+            }
         }
         self.process_ready();
     }
@@ -459,6 +510,35 @@ impl Node {
             held_bytes: self.held.bytes(),
             held_qos0_dropped: self.held.dropped_qos0(),
         }
+    }
+
+    /// For a leader: raft-rs's replication progress for each other member (empty on any other node), to trace a
+    /// follower that does not catch up.
+    pub fn peer_progress(&self) -> Vec<PeerProgress> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let me = self.config.node_id;
+        self.raft
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, p)| PeerProgress {
+                id: *id,
+                state: match p.state {
+                    raft::ProgressState::Probe => "probe",
+                    raft::ProgressState::Replicate => "replicate",
+                    raft::ProgressState::Snapshot => "snapshot",
+                },
+                matched: p.matched,
+                next: p.next_idx,
+                paused: p.is_paused(),
+                inflight: p.ins.count(),
+                pending_snapshot: p.pending_snapshot,
+                recent_active: p.recent_active,
+            })
+            .collect()
     }
 
     /// The voters of the applied configuration, sorted.
@@ -717,6 +797,8 @@ impl Node {
     fn process_ready(&mut self) {
         while self.raft.has_ready() {
             let mut ready = self.raft.ready();
+            let writes = !ready.entries().is_empty() || !ready.snapshot().is_empty();
+            let number = ready.number();
             // A leader's appends and heartbeats may leave before its own write of the same entries (raft thesis
             // 10.2.1; raft-rs hands them out as `messages`, apart from those that must follow the write).
             self.send_early(ready.take_messages());
@@ -735,15 +817,15 @@ impl Node {
                 self.outputs.push_back(NodeOutput::PersistHardState(hs.clone()));
             }
             self.send(ready.take_persisted_messages());
-            let mut light = self.raft.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                // The commit index need not be durable (a restarted node learns it again); it is kept in memory.
-                self.raft.mut_store().set_commit(commit);
+            // raft-rs counts these writes only when the driver confirms them durable (`NodeInput::Durable`): a
+            // leader's own copy must not make up a commit majority while it may still be lost (seed 1725 of the
+            // cluster simulator: a leader committed on its unsynced write and one follower's, told the follower,
+            // crashed, and the entry was replaced under the follower's commit index, which then never moved).
+            self.raft.advance_append_async(ready);
+            if writes {
+                self.outputs.push_back(NodeOutput::ConfirmDurable(number));
             }
-            self.send(light.take_messages());
-            let committed = light.take_committed_entries();
-            self.apply(committed);
-            self.raft.advance_apply_to(self.applied);
+            self.report_applied();
             // A snapshot travels as one message that may be lost, and raft-rs pauses the follower until told how it
             // went. Reporting it finished at once resumes probing: if it was lost, the follower rejects the next
             // append and the leader sends the snapshot again.
@@ -755,6 +837,16 @@ impl Node {
         self.observe_role();
         self.maybe_serve();
         self.maybe_snapshot();
+    }
+
+    /// Tells raft-rs how far this node applied, as far as raft-rs allows: an installed snapshot counts as applied
+    /// here at once but for raft-rs only once it is durable.
+    fn report_applied(&mut self) {
+        let log = &self.raft.raft.raft_log;
+        let applied = self.applied.min(log.persisted).min(log.committed);
+        if applied > log.applied {
+            self.raft.advance_apply_to(applied);
+        }
     }
 
     fn send(&mut self, messages: Vec<Message>) {
@@ -945,8 +1037,12 @@ impl Node {
         if self.broker.take().is_none() && self.held.is_empty() && self.clients.is_empty() {
             return;
         }
-        let dropped = self.held.drop_all();
-        let clients = std::mem::take(&mut self.clients);
+        let (dropped, closes) = self.held.drop_all();
+        let mut clients = std::mem::take(&mut self.clients);
+        // A connection the broker closed behind a held output is closed by the failover instead (seed 870 of the
+        // cluster simulator: a session taken over while the leader lost its quorum kept its old transport open
+        // and its client waiting, unserved, for good).
+        clients.extend(closes);
         let closed = clients.len();
         for conn in clients {
             match self.remote.remove(&conn) {

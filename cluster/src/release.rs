@@ -186,14 +186,25 @@ impl Held {
         self.batches.iter().find(|b| b.index == index).map(|b| b.term)
     }
 
-    /// Drops everything (the node stopped leading: these outputs must never be sent). Returns how many.
-    pub fn drop_all(&mut self) -> usize {
+    /// Drops everything (the node stopped leading: these outputs must never be sent). Returns how many, and the
+    /// connections whose `Close` was among them: the broker counts those closed already, but their transports are
+    /// still open and must be closed all the same (else a client waits forever on a connection no one serves).
+    pub fn drop_all(&mut self) -> (usize, Vec<ConnectionId>) {
         let n = self.len();
+        let closes = self
+            .batches
+            .iter()
+            .flat_map(|b| &b.outputs)
+            .filter_map(|o| match o {
+                Output::Close { conn } => Some(*conn),
+                _ => None,
+            })
+            .collect();
         self.batches.clear();
         self.per_conn.clear();
         self.barriers = 0;
         self.bytes = 0;
-        n
+        (n, closes)
     }
 
     fn count(&mut self, output: &Output) {

@@ -36,10 +36,6 @@ impl LogStore {
         self.hard_state = hs;
     }
 
-    pub fn set_commit(&mut self, commit: u64) {
-        self.hard_state.commit = commit;
-    }
-
     /// The configuration as of the last applied change (kept in every snapshot taken from here on).
     pub fn set_conf_state(&mut self, conf_state: ConfState) {
         self.conf_state = conf_state;

@@ -31,6 +31,9 @@ struct Cluster {
     events: Vec<(u64, ClusterEvent)>,
     /// A node cut off from the others: messages from and to it are dropped.
     isolated: Option<u64>,
+    /// A node whose disk has not synced yet: its writes, and the outputs after them, wait in `unsynced` for `sync`.
+    slow_disk: Option<usize>,
+    unsynced: VecDeque<NodeOutput>,
 }
 
 fn config(id: u64) -> NodeConfig {
@@ -41,7 +44,32 @@ fn config(id: u64) -> NodeConfig {
     config
 }
 
+/// The configuration of node `id` that joins the three running members without a vote until it is added.
+fn joining_config(id: u64) -> NodeConfig {
+    let mut config = config(id);
+    config.joining = true;
+    config
+}
+
+impl Disk {
+    /// What a restart of the node finds on this disk.
+    fn recovered(&self) -> Recovered {
+        Recovered {
+            hard_state: self.hs.clone(),
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+        }
+    }
+}
+
 impl Cluster {
+    /// Starts a node with an empty disk that joins the running cluster.
+    fn start_joining(&mut self, config: NodeConfig) {
+        self.nodes.push(Node::new(config, Recovered::default()));
+        self.disks.push(Disk::default());
+        self.client_outputs.push(Vec::new());
+    }
+
     fn new() -> Cluster {
         Cluster::with(|_| {})
     }
@@ -72,6 +100,8 @@ impl Cluster {
             client_outputs: vec![Vec::new(); 3],
             events: Vec::new(),
             isolated: None,
+            slow_disk: None,
+            unsynced: VecDeque::new(),
         }
     }
 
@@ -81,8 +111,38 @@ impl Cluster {
     }
 
     fn drain(&mut self, i: usize) {
-        let id = i as u64 + 1;
+        let mut durable = None;
         while let Some(output) = self.nodes[i].poll_output() {
+            if self.slow_disk == Some(i) {
+                match output {
+                    // A leader's appends leave while it writes; every write and what follows it waits for `sync`.
+                    NodeOutput::PeerEarly { to, message } => self.network.push_back((i as u64 + 1, to, message)),
+                    output => self.unsynced.push_back(output),
+                }
+                continue;
+            }
+            self.act(i, output, &mut durable);
+        }
+        if let Some(number) = durable {
+            self.input(i, NodeInput::Durable(number));
+        }
+    }
+
+    /// The slow disk's writes become durable: they and the outputs that waited for them are acted on.
+    fn sync(&mut self, i: usize) {
+        let mut durable = None;
+        for output in std::mem::take(&mut self.unsynced) {
+            self.act(i, output, &mut durable);
+        }
+        self.slow_disk = None;
+        if let Some(number) = durable {
+            self.input(i, NodeInput::Durable(number));
+        }
+    }
+
+    fn act(&mut self, i: usize, output: NodeOutput, durable: &mut Option<u64>) {
+        let id = i as u64 + 1;
+        {
             match output {
                 NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
                     self.network.push_back((id, to, message))
@@ -102,6 +162,8 @@ impl Cluster {
                 }
                 NodeOutput::Client(output) => self.client_outputs[i].push(output),
                 NodeOutput::Event(event) => self.events.push((id, event)),
+                // Everything before it is durable here.
+                NodeOutput::ConfirmDurable(number) => *durable = Some(number),
             }
         }
     }
@@ -361,17 +423,114 @@ fn a_leader_cut_off_from_its_quorum_drops_held_acknowledgements_and_closes_its_c
     assert!(!cluster.nodes[new_leader].image().retained.contains_key("t/2"));
 }
 
+/// A session taken over on a leader that has lost its quorum: the broker closes the old connection, but that Close
+/// waits behind the old connection's held PUBACK. When the leader is deposed the held outputs are dropped; the old
+/// connection must still be closed (cluster simulator seed 870: it stayed open and unserved, its client waiting
+/// for good).
+#[test]
+fn a_close_held_behind_uncommitted_output_still_closes_the_connection_when_the_leader_is_deposed() {
+    let (mut cluster, leader) = Cluster::elected();
+    let old = ConnectionId(1);
+    connect(&mut cluster, leader, old, "s", true);
+    cluster.run(50);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], old)[..],
+        [Packet::ConnAck(_)]
+    ));
+    cluster.isolated = Some(leader as u64 + 1);
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "t/3".into(),
+        packet_id: 3,
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"held"),
+    };
+    let data = encode(&Packet::Publish(publish));
+    cluster.input(leader, NodeInput::Client(Input::Received { conn: old, data: &data }));
+    // The same client id again: the broker takes the session over and closes the old connection [MQTT-3.1.4-3].
+    let new = ConnectionId(2);
+    connect(&mut cluster, leader, new, "s", true);
+    assert!(
+        !cluster.client_outputs[leader].contains(&Output::Close { conn: old }),
+        "the old connection's Close must wait behind its held PUBACK"
+    );
+    cluster.run(1_000);
+    assert!(!cluster.nodes[leader].is_leader());
+    for conn in [old, new] {
+        assert!(
+            cluster.client_outputs[leader].contains(&Output::Close { conn }),
+            "{conn:?} left open by the deposed leader: {:?}",
+            cluster.client_outputs[leader]
+        );
+    }
+    // Neither the PUBACK nor the new CONNACK was ever committed: neither went out.
+    assert!(!packets(&cluster.client_outputs[leader], old)
+        .iter()
+        .any(|p| matches!(p, Packet::PubAck(_))));
+    assert!(!packets(&cluster.client_outputs[leader], new)
+        .iter()
+        .any(|p| matches!(p, Packet::ConnAck(_))));
+}
+
+/// A leader may send its appends before its own write of them is synced, but it must not count that write toward
+/// a commit until it is: with one follower cut off, the other follower's acknowledgement and the leader's unsynced
+/// copy are not a durable majority, and a commit index announced then would survive on the follower after a crash of
+/// the leader lost the entry (cluster simulator seed 1725: the follower's commit then pointed at an entry the new
+/// leader's log replaced, and it never caught up again).
+#[test]
+fn a_leader_counts_its_own_write_toward_a_commit_only_once_it_is_synced() {
+    let (mut cluster, leader) = Cluster::elected();
+    cluster.run(100);
+    let follower = (leader + 1) % 3;
+    cluster.isolated = Some((leader as u64 + 2) % 3 + 1);
+    let committed_before = cluster.nodes[leader].status().commit;
+    cluster.slow_disk = Some(leader);
+    let conn = ConnectionId(1);
+    connect(&mut cluster, leader, conn, "sub", true);
+    cluster.run(100);
+    let entry = cluster
+        .unsynced
+        .iter()
+        .filter_map(|o| match o {
+            NodeOutput::PersistEntries(entries) => entries.last().map(|e| e.index),
+            _ => None,
+        })
+        .max()
+        .expect("the session's record waits in the leader's unsynced write");
+    assert!(entry > committed_before);
+    // The follower has it durably (its disk is always synced) and acknowledged it.
+    assert!(cluster.disks[follower].entries.iter().any(|e| e.index == entry));
+    assert_eq!(
+        cluster.nodes[leader].status().match_index.get(&(follower as u64 + 1)),
+        Some(&entry)
+    );
+    for node in &cluster.nodes {
+        let status = node.status();
+        assert!(
+            status.commit < entry,
+            "node {} counts entry {entry} committed while only one disk holds it: {status:?}",
+            status.id
+        );
+    }
+    assert!(packets(&cluster.client_outputs[leader], conn).is_empty());
+    // Synced: now it is committed, and the CONNACK goes out.
+    cluster.sync(leader);
+    cluster.run(50);
+    assert!(cluster.nodes[leader].status().commit >= entry);
+    assert!(cluster.nodes[follower].status().commit >= entry);
+    assert!(matches!(
+        packets(&cluster.client_outputs[leader], conn)[..],
+        [Packet::ConnAck(_)]
+    ));
+}
+
 #[test]
 fn a_restarted_node_recovers_its_image_from_its_disk() {
     let (cluster, leader) = Cluster::elected();
     let before = (cluster.nodes[leader].applied(), cluster.nodes[leader].applied_digest());
-    let disk = &cluster.disks[leader];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    let node = Node::new(config(leader as u64 + 1), recovered);
+    let node = Node::new(config(leader as u64 + 1), cluster.disks[leader].recovered());
     assert_eq!((node.applied(), node.applied_digest()), before);
 }
 
@@ -458,11 +617,7 @@ fn a_node_joins_and_the_leader_removes_itself_through_configuration_changes() {
         })
     );
     // The new node names the current members and joins without a vote.
-    let mut joining = config(4);
-    joining.joining = true;
-    cluster.nodes.push(Node::new(joining, Recovered::default()));
-    cluster.disks.push(Disk::default());
-    cluster.client_outputs.push(Vec::new());
+    cluster.start_joining(joining_config(4));
     let now = cluster.now;
     cluster.nodes[leader]
         .request_member_change(now, add.clone())
@@ -514,24 +669,10 @@ fn a_node_joins_and_the_leader_removes_itself_through_configuration_changes() {
     }
 
     // A restart of the new node recovers the membership from its disk alone.
-    let disk = &cluster.disks[3];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    let mut joining = config(4);
-    joining.joining = true;
-    let node = Node::new(joining, recovered);
+    let node = Node::new(joining_config(4), cluster.disks[3].recovered());
     assert_eq!(node.voters(), left);
     // And a restart of the removed one knows it was removed.
-    let disk = &cluster.disks[leader];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    assert!(Node::new(config(id), recovered).is_removed());
+    assert!(Node::new(config(id), cluster.disks[leader].recovered()).is_removed());
 }
 
 /// A node added after the log was compacted catches up from a snapshot, whose configuration makes it a voter.
@@ -541,12 +682,9 @@ fn a_node_added_after_compaction_catches_up_from_a_snapshot() {
     let mut cluster = Cluster::with(|c| c.snapshot_entries = 1);
     cluster.run(2_000);
     let leader = cluster.leader().expect("leader");
-    let mut joining = config(4);
-    joining.joining = true;
+    let mut joining = joining_config(4);
     joining.snapshot_entries = 1;
-    cluster.nodes.push(Node::new(joining, Recovered::default()));
-    cluster.disks.push(Disk::default());
-    cluster.client_outputs.push(Vec::new());
+    cluster.start_joining(joining);
     let add = MemberChange::Add {
         id: 4,
         address: "127.0.0.1:7004".into(),
@@ -572,13 +710,8 @@ fn a_node_added_after_compaction_catches_up_from_a_snapshot() {
         (first.applied(), first.applied_digest())
     );
     // Its disk alone gives the membership back.
-    let disk = &cluster.disks[3];
-    let recovered = Recovered {
-        hard_state: disk.hs.clone(),
-        snapshot: disk.snapshot.clone(),
-        entries: disk.entries.clone(),
-    };
-    let mut joining = config(4);
-    joining.joining = true;
-    assert_eq!(Node::new(joining, recovered).voters(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        Node::new(joining_config(4), cluster.disks[3].recovered()).voters(),
+        vec![1, 2, 3, 4]
+    );
 }

@@ -403,3 +403,53 @@ fn with_durable_wills_a_connected_clients_will_survives_a_restart_and_waits_for_
     h.advance(Duration::from_secs(2));
     assert_eq!(payloads(&publishes(&mut h, watcher)), vec!["absent gone"]);
 }
+
+/// A snapshot written off the event loop writes the state of the moment it was frozen: the same records as the
+/// image of that moment, whatever the broker changes afterwards (a retained message replaced or cleared, a queued
+/// message acknowledged), while the retained messages are shared with the broker rather than copied.
+#[test]
+fn a_frozen_image_writes_the_state_of_its_freeze_whatever_changes_after() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub"));
+    subscribe(&mut h, sub, "q/#", QoS::AtLeastOnce);
+    h.drop_connection(sub);
+    let publisher = connected(&mut h, v5("pub"));
+    for (topic, payload) in [("r/a", "a1"), ("r/b", "b1"), ("r/c", "c1")] {
+        retain(&mut h, publisher, topic, payload);
+    }
+    publish(&mut h, publisher, "q/1", "queued", QoS::AtLeastOnce, 1);
+    let before = h.broker.image();
+    assert_eq!(before.retained.len(), 3);
+    assert_eq!(before.messages.len(), 1, "the offline session's queued message");
+    let frozen = h.broker.frozen_image();
+    assert_eq!(frozen.retained_len(), 3);
+    let rebuilt = |frozen: &mqtt_core::broker::FrozenImage| {
+        let mut image = Image::default();
+        for record in frozen.to_records() {
+            image.apply(record);
+        }
+        image
+    };
+    assert_eq!(rebuilt(&frozen), before);
+    assert_eq!(frozen.to_image(), before);
+
+    // The broker moves on: a retained value replaced, one cleared, a new one, and the queued message delivered.
+    retain(&mut h, publisher, "r/a", "a2");
+    retain(&mut h, publisher, "r/b", "");
+    retain(&mut h, publisher, "r/d", "d1");
+    let (sub, _) = resume(&mut h, "sub");
+    let got = publishes(&mut h, sub);
+    assert_eq!(payloads(&got), vec!["queued"]);
+    h.send(
+        sub,
+        Packet::PubAck(PubResponse::new(got[0].packet_id, ReasonCode::SUCCESS)),
+    );
+    let after = h.broker.image();
+    assert_ne!(after, before);
+    assert!(after.messages.is_empty());
+    assert_eq!(
+        rebuilt(&frozen),
+        before,
+        "the frozen state did not move with the broker"
+    );
+}

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::clients::{connect4, count_acks, publish_stream};
-use common::cluster::{free_addr, node_config, wait_for_leader};
+use common::clients::{connect4, count_acks, publish_stream, try_connect5};
+use common::cluster::{elected, free_addr, node_config, wait_for_leader};
 use common::{wait_for, BrokerProcess, Events4 as Events};
 use rumqttc::{Client, Event, Packet, QoS};
 use std::collections::BTreeMap;
@@ -163,17 +163,9 @@ fn clients_on_followers_are_relayed_to_the_leader() {
     let nodes: Vec<Option<BrokerProcess>> = (1..=3)
         .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
         .collect();
-    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = elected(&nodes, WAIT);
     let follower_a = nodes[(leader + 1) % 3].as_ref().expect("runs");
     let follower_b = nodes[(leader + 2) % 3].as_ref().expect("runs");
-    // The followers know the leader once they have heard from it.
-    for f in [follower_a, follower_b] {
-        assert!(
-            f.wait_for_log(&format!("leader Some({})", leader + 1), WAIT),
-            "{}",
-            f.log_text()
-        );
-    }
 
     // A persistent QoS 2 subscriber on one follower [MQTT-3.1.2-4].
     let (sub, sub_events) = connect4(follower_a, "relay-sub", false);
@@ -298,40 +290,19 @@ mod failover {
         opts
     }
 
-    /// Connects; `Some(session_present)` on a CONNACK, `None` if the node closed the connection without one.
-    fn try_connect(opts: v5::MqttOptions) -> Option<(v5::Client, common::Events5, bool)> {
-        let (client, connection) = v5::Client::new(opts, 64);
-        let events = common::pump5(connection);
-        let present = wait_for(&events, Duration::from_secs(2), |e| match e {
-            Ok(v5::Event::Incoming(Packet5::ConnAck(ack))) => Some(Some(ack.session_present)),
-            Err(_) => Some(None),
-            _ => None,
-        })
-        .flatten()?;
-        Some((client, events, present))
-    }
-
     #[test]
     fn a_persistent_session_resumes_on_another_node_after_the_leader_is_killed() {
         let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
             .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
             .collect();
-        let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
+        let leader = elected(&nodes, WAIT);
         let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
-        for f in [a, b] {
-            let node = nodes[f].as_ref().expect("runs");
-            assert!(
-                node.wait_for_log(&format!("leader Some({})", leader + 1), WAIT),
-                "{}",
-                node.log_text()
-            );
-        }
 
         // The subscriber on follower a acknowledges nothing: what it got stays owed to its session.
         let mut sub_opts = opts(nodes[a].as_ref().expect("runs"), "fo-sub");
         sub_opts.set_manual_acks(true);
-        let (sub, sub_events, present) = try_connect(sub_opts).expect("the follower relays the CONNECT");
+        let (sub, sub_events, present) = try_connect5(sub_opts).expect("the follower relays the CONNECT");
         assert!(!present);
         sub.subscribe("fo/#", QoS5::ExactlyOnce).expect("subscribe");
         assert!(wait_for(&sub_events, WAIT, |e| matches!(
@@ -343,7 +314,7 @@ mod failover {
 
         const M: usize = 10;
         let (publisher, pub_events, _) =
-            try_connect(opts(nodes[b].as_ref().expect("runs"), "fo-pub")).expect("publisher connects");
+            try_connect5(opts(nodes[b].as_ref().expect("runs"), "fo-pub")).expect("publisher connects");
         for i in 0..M {
             publisher
                 .publish("fo/q1", QoS5::AtLeastOnce, false, format!("a-{i}"))
@@ -406,7 +377,7 @@ mod failover {
             );
             let node = nodes[[a, b][attempt % 2]].as_ref().expect("runs");
             attempt += 1;
-            match try_connect(opts(node, "fo-sub")) {
+            match try_connect5(opts(node, "fo-sub")) {
                 Some((client, events, present)) => {
                     assert!(present, "the session survived the leader's loss");
                     break (client, events);

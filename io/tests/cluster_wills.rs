@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::cluster::{free_addr, node_config, wait_for_leader};
-use common::{pump5, wait_for, BrokerProcess, Events5};
+use common::clients::try_connect5;
+use common::cluster::{elected, free_addr, node_config};
+use common::{wait_for, BrokerProcess, Events5};
 use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Event, MqttOptions};
@@ -46,15 +47,7 @@ fn opts(node: &BrokerProcess, id: &str, will: Option<&str>) -> MqttOptions {
 
 /// Connects; `None` if the node closed the connection without a CONNACK (no leader serves yet).
 fn try_connect(opts: MqttOptions) -> Option<(Client, Events5)> {
-    let (client, connection) = Client::new(opts, 64);
-    let events = pump5(connection);
-    wait_for(&events, Duration::from_secs(2), |e| match e {
-        Ok(Event::Incoming(Packet::ConnAck(_))) => Some(Some(())),
-        Err(_) => Some(None),
-        _ => None,
-    })
-    .flatten()?;
-    Some((client, events))
+    try_connect5(opts).map(|(client, events, _)| (client, events))
 }
 
 /// Connects to the survivors in turn until one serves the session.
@@ -76,16 +69,8 @@ fn wills_of_connections_lost_in_a_failover_wait_for_their_delay_and_a_resumed_se
     let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
         .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
         .collect();
-    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = elected(&nodes, WAIT);
     let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
-    for f in [a, b] {
-        let node = nodes[f].as_ref().expect("runs");
-        assert!(
-            node.wait_for_log(&format!("leader Some({})", leader + 1), WAIT),
-            "{}",
-            node.log_text()
-        );
-    }
     let (node_a, node_b) = (nodes[a].take().expect("runs"), nodes[b].take().expect("runs"));
     let leader_node = nodes[leader].take().expect("runs");
     let (node_a, node_b) = (&node_a, &node_b);

@@ -4,7 +4,7 @@
 mod common;
 mod wire;
 
-use common::cluster::{cluster_section, free_addr, wait_for_leader};
+use common::cluster::{cluster_section, elected, free_addr};
 use common::BrokerProcess;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,15 +25,8 @@ fn websocket_clients_on_two_followers_meet_through_the_leader() {
     let nodes: Vec<BrokerProcess> = (1..=3)
         .map(|id| BrokerProcess::start_with_config(&ws_node_config(id, &peers), &[]))
         .collect();
-    let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
+    let leader = elected(&nodes, WAIT);
     let (a, b) = (&nodes[(leader + 1) % 3], &nodes[(leader + 2) % 3]);
-    for f in [a, b] {
-        assert!(
-            f.wait_for_log(&format!("leader Some({})", leader + 1), WAIT),
-            "{}",
-            f.log_text()
-        );
-    }
     let (mut sub, _) = ws_client(a);
     let (mut publ, _) = ws_client(b);
     assert_eq!(

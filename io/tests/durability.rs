@@ -394,3 +394,91 @@ fn full_disk_closes_a_v311_publishers_connection_mqtt_4_8_0_2_and_loses_nothing_
         );
     }
 }
+
+/// A log grown past the compaction threshold (64 MiB) is replaced by a snapshot written on a thread of its own: the
+/// loop freezes the state and starts the next log, and when the thread is done it wakes the idle loop, which
+/// removes the older generation's files. Then a SIGKILL: everything acknowledged, before and after the snapshot,
+/// is back [MQTT-3.3.1-5].
+#[test]
+fn a_grown_log_is_compacted_by_a_background_snapshot_finished_while_idle() {
+    const BIG: usize = 512 * 1024;
+    let broker = BrokerProcess::start(&["--sync", "always", "--max-packet-size", "1048576"]);
+    let dir = broker.data_dir.path().to_path_buf();
+    let mut opts = rumqttc::MqttOptions::new("compactor", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(2 << 20, 2 << 20);
+    opts.set_inflight(16);
+    let (client, connection) = Client::new(opts, 64);
+    let events = common::pump4(connection);
+    for i in 0..100 {
+        client
+            .publish(
+                format!("state/{i}"),
+                QoS::AtLeastOnce,
+                true,
+                format!("v{i}").into_bytes(),
+            )
+            .expect("publish");
+    }
+    // 140 values of 512 KiB on one topic: the state stays small, the log passes 64 MiB.
+    let big = |i: usize| {
+        let mut payload = vec![b'x'; BIG];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        payload
+    };
+    for i in 0..140 {
+        client.publish("big", QoS::AtLeastOnce, true, big(i)).expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    assert_eq!(count_acks(&events, QoS::AtLeastOnce, deadline, 240), 240);
+    // Idle from here: only the thread's wake-up can finish the snapshot.
+    assert!(
+        broker.wait_for_log("snapshot 2:", Duration::from_secs(30)),
+        "{}",
+        broker.log_text()
+    );
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("data dir")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(),
+        ["snapshot-00000000000000000002.snap", "wal-00000000000000000002.log"],
+        "generation 1 removed once the snapshot was complete"
+    );
+    for i in 0..10 {
+        client
+            .publish(format!("after/{i}"), QoS::AtLeastOnce, true, b"a".to_vec())
+            .expect("publish");
+    }
+    assert_eq!(count_acks(&events, QoS::AtLeastOnce, Instant::now() + WAIT, 10), 10);
+    let data_dir = broker.crash();
+    let broker = BrokerProcess::restart(data_dir, &["--max-packet-size", "1048576"]);
+    let mut opts = rumqttc::MqttOptions::new("reader", "127.0.0.1", broker.port());
+    opts.set_max_packet_size(2 << 20, 2 << 20);
+    let (reader, connection) = Client::new(opts, 64);
+    let events = common::pump4(connection);
+    reader.subscribe("#", QoS::AtMostOnce).expect("subscribe");
+    let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    while let Some(p) = wait_for(&events, Duration::from_secs(3), |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) if p.retain => Some(p),
+        _ => None,
+    }) {
+        got.insert(p.topic.clone(), p.payload.to_vec());
+        if got.len() == 111 {
+            break;
+        }
+    }
+    assert_eq!(
+        got.len(),
+        111,
+        "100 state, 10 after, 1 big: {:?}",
+        got.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(got.get("big"), Some(&big(139)), "the last value of the big topic");
+}

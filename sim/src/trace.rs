@@ -60,6 +60,14 @@ impl Trace {
         self.tail.push_back(line);
     }
 
+    /// A line printed with `--trace` only, neither hashed nor counted: detail too bulky for every run (each Raft
+    /// message), so a run's hash is the same with and without it.
+    pub fn detail(&self, line: impl FnOnce() -> String) {
+        if self.echo {
+            println!("{}", line());
+        }
+    }
+
     /// Hashes `bytes` (sent, received or written) into the trace as they are, and returns their digest for the
     /// line that describes them.
     pub fn absorb(&mut self, bytes: &[u8]) -> Digest {

@@ -5,9 +5,12 @@
 //! - `snapshot-G.snap`: every record needed to rebuild the state as it was when generation G began;
 //! - `wal-G.log`: the records emitted since.
 //!
-//! A new snapshot is written as a temporary file, synced, renamed into place and the directory synced; only then
-//! does the log of the new generation start and are the old files removed. Recovery loads the newest complete
-//! snapshot and replays its log.
+//! A snapshot of generation G+1 freezes the state at one moment: the log of G is synced and the log of G+1 starts
+//! right then, so the broker goes on committing while the snapshot is written, on another thread
+//! ([`Storage::begin_snapshot`], [`SnapshotJob::write`], [`Storage::finish_snapshot`]). It is written as a temporary
+//! file, synced, renamed into place and the directory synced; only then are the old files removed. Recovery loads the
+//! newest complete snapshot and replays the logs from its generation on: snapshot G, log G and log G+1 when the
+//! snapshot of G+1 was not complete at a crash.
 //!
 //! All file access goes through [`FileSystem`]: the binary uses [`StdFs`], the simulator a simulated disk with
 //! faults, so both run this same code.
@@ -24,6 +27,7 @@ pub use fs::{FileSystem, StdFs, WriteFile};
 #[cfg(feature = "planted-bugs")]
 pub use planted::PlantedBug;
 pub use recovery::Recovery;
+pub use snapshot::tmp_path as snapshot_tmp_path;
 
 use bytes::BytesMut;
 use mqtt_core::persist::{Image, Record};
@@ -56,6 +60,16 @@ pub enum StorageError {
         offset: u64,
         detail: String,
     },
+    /// A record could not be encoded, at this offset of the file being written: the write is abandoned.
+    Unencodable {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    /// A snapshot was asked for while the one of this generation is still being written.
+    SnapshotInFlight {
+        generation: u64,
+    },
 }
 
 impl fmt::Display for StorageError {
@@ -68,6 +82,14 @@ impl fmt::Display for StorageError {
                  (start with --repair to truncate the file there)",
                 path.display()
             ),
+            StorageError::Unencodable { path, offset, detail } => write!(
+                f,
+                "{}: cannot encode the record at byte {offset} ({detail}); the write is abandoned",
+                path.display()
+            ),
+            StorageError::SnapshotInFlight { generation } => {
+                write!(f, "the snapshot of generation {generation} is still being written")
+            }
         }
     }
 }
@@ -111,10 +133,9 @@ pub struct Storage<F: FileSystem = StdFs> {
     suspended: bool,
     /// fdatasync calls on the log so far (for metrics).
     fsyncs: u64,
-    /// A generation whose snapshot is in place but whose log could not be started (its directory sync failed, so
-    /// the new snapshot may or may not be durable). Recovery would prefer that snapshot to the current log, so no
-    /// commit goes to the current log: the next one starts this generation's first, or fails.
-    switch_pending: Option<u64>,
+    /// The generation whose snapshot is being written (by a [`SnapshotJob`], maybe on another thread): its log is
+    /// the current one, and the files of older generations stay until the snapshot is complete.
+    in_flight: Option<u64>,
     /// Test hook (`MQTT_BROKER_FAULT_INJECTION=1`): while `fault-disk-full` exists in the data directory, writes
     /// fail as if the disk were full.
     fault_injection: bool,
@@ -170,7 +191,11 @@ impl<F: FileSystem> Storage<F> {
             (recovery.generation, len)
         } else {
             let generation = recovery.generation + 1;
-            (generation, snapshot::write(&fs, dir, generation, &image, planted)?)
+            // Nothing is committed yet, so the snapshot may come before its log: a crash between leaves it alone.
+            (
+                generation,
+                snapshot::write(&fs, dir, generation, image.to_records(), planted)?,
+            )
         };
         let (wal, wal_path) = start_log(&fs, dir, generation)?;
         recovery::remove_older(&fs, dir, generation);
@@ -189,7 +214,7 @@ impl<F: FileSystem> Storage<F> {
             snapshot_len,
             suspended: false,
             fsyncs: 0,
-            switch_pending: None,
+            in_flight: None,
             fault_injection: false,
             min_compact_bytes: MIN_COMPACT_BYTES,
             #[cfg(feature = "planted-bugs")]
@@ -211,6 +236,11 @@ impl<F: FileSystem> Storage<F> {
     /// The generation whose snapshot and log are being written.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The file it writes (once complete).
+    pub fn path(&self) -> PathBuf {
+        snapshot_path(&self.dir, self.generation)
     }
 
     /// Plants a known bug from now on (the vopr's self-test).
@@ -245,7 +275,6 @@ impl<F: FileSystem> Storage<F> {
     pub fn commit(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
             self.injected_fault(&self.wal_path)?;
-            self.finish_switch()?;
             self.pending.frame(&mut self.framed);
             if let Err(e) = self.wal.write_all(&self.framed) {
                 // Cut off whatever part made it, so the retry does not leave a damaged frame in the middle.
@@ -309,41 +338,110 @@ impl<F: FileSystem> Storage<F> {
         }
     }
 
-    /// Whether the log has grown enough that a snapshot should replace it.
+    /// Whether the log has grown enough that a snapshot should replace it (and none is being written).
     pub fn wants_snapshot(&self) -> bool {
-        self.wal_len > self.min_compact_bytes.max(2 * self.snapshot_len)
+        self.in_flight.is_none() && self.wal_len > self.min_compact_bytes.max(2 * self.snapshot_len)
     }
 
-    /// Writes `image` as the snapshot of a new generation and starts its log. Pending records must have been
-    /// committed first (the image already contains their effect).
+    /// The generation whose snapshot is being written, if one is.
+    pub fn snapshot_in_flight(&self) -> Option<u64> {
+        self.in_flight
+    }
+
+    /// Writes `image` as the snapshot of a new generation, here and now: [`Storage::begin_snapshot`], the write,
+    /// [`Storage::finish_snapshot`]. Pending records must have been committed first (the image already contains
+    /// their effect).
     pub fn snapshot(&mut self, image: &Image) -> Result<(), StorageError> {
-        let started = Instant::now();
+        let job = self.begin_snapshot()?;
+        let written = job.write(&self.fs, image.to_records());
+        self.finish_snapshot(job, written)
+    }
+
+    /// Freezes the moment of a snapshot: syncs the current log and starts the log of the next generation, to which
+    /// every later commit goes. The caller takes the state as it is now (its effect is exactly what the logs so far
+    /// hold) and writes it with the returned job, on any thread, while the broker goes on; then hands the result to
+    /// [`Storage::finish_snapshot`]. Pending records must have been committed first. If this fails, nothing changed:
+    /// commits go on to the current log.
+    pub fn begin_snapshot(&mut self) -> Result<SnapshotJob, StorageError> {
+        if let Some(generation) = self.in_flight {
+            return Err(StorageError::SnapshotInFlight { generation });
+        }
+        // Recovery replays the next log only after all of this one, which must not then lose its end to a power cut
+        // (in `interval` mode it may not be synced yet).
+        if self.unsynced {
+            self.wal.sync_data().map_err(|e| StorageError::io(&self.wal_path, e))?;
+            self.fsyncs += 1;
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
         let generation = self.generation + 1;
-        self.snapshot_len = snapshot::write(&self.fs, &self.dir, generation, image, self.planted())?;
-        self.switch_pending = Some(generation);
-        self.finish_switch()?;
-        log::info!(
-            "snapshot {generation}: {} bytes in {} ms",
-            self.snapshot_len,
-            started.elapsed().as_millis()
-        );
-        Ok(())
+        (self.wal, self.wal_path) = start_log(&self.fs, &self.dir, generation)?;
+        self.wal_len = 0;
+        self.generation = generation;
+        self.in_flight = Some(generation);
+        Ok(SnapshotJob {
+            generation,
+            dir: self.dir.clone(),
+            planted: self.planted(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The snapshot of `job` was written (`Ok`: its size) or not. Once it is complete, the files of older
+    /// generations go. A failed one leaves them (recovery needs them), removes its unfinished file and is returned:
+    /// the log keeps growing until a later snapshot succeeds.
+    pub fn finish_snapshot(
+        &mut self,
+        job: SnapshotJob,
+        written: Result<u64, StorageError>,
+    ) -> Result<(), StorageError> {
+        if self.in_flight == Some(job.generation) {
+            self.in_flight = None;
+        }
+        match written {
+            Ok(len) => {
+                self.snapshot_len = len;
+                recovery::remove_older(&self.fs, &self.dir, job.generation);
+                log::info!(
+                    "snapshot {}: {len} bytes in {} ms",
+                    job.generation,
+                    job.started.elapsed().as_millis()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.fs.remove(&snapshot::tmp_path(&self.dir, job.generation));
+                Err(e)
+            }
+        }
     }
 }
 
-impl<F: FileSystem> Storage<F> {
-    /// Starts the log of the generation whose snapshot was put in place, durably, and moves to it.
-    fn finish_switch(&mut self) -> Result<(), StorageError> {
-        let Some(generation) = self.switch_pending else {
-            return Ok(());
-        };
-        (self.wal, self.wal_path) = start_log(&self.fs, &self.dir, generation)?;
-        self.switch_pending = None;
-        self.wal_len = 0;
-        self.unsynced = false;
-        self.generation = generation;
-        recovery::remove_older(&self.fs, &self.dir, generation);
-        Ok(())
+/// A snapshot frozen by [`Storage::begin_snapshot`], to be written (on any thread) and finished by
+/// [`Storage::finish_snapshot`]. A clone writes the same snapshot (one for the thread, one to finish it with).
+#[derive(Debug, Clone)]
+pub struct SnapshotJob {
+    generation: u64,
+    dir: PathBuf,
+    planted: Option<Planted>,
+    started: Instant,
+}
+
+impl SnapshotJob {
+    /// The generation whose snapshot this is.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The file it writes (once complete).
+    pub fn path(&self) -> PathBuf {
+        snapshot_path(&self.dir, self.generation)
+    }
+
+    /// Writes `records` (the state at the moment of the freeze) as the snapshot, atomically and durably; returns
+    /// its size in bytes.
+    pub fn write<F: FileSystem>(&self, fs: &F, records: impl Iterator<Item = Record>) -> Result<u64, StorageError> {
+        snapshot::write(fs, &self.dir, self.generation, records, self.planted)
     }
 }
 

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 /// What recovery found.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Generation of the snapshot and log recovered from (0: none, a fresh data directory).
+    /// Generation of the newest log recovered from (0: none, a fresh data directory).
     pub generation: u64,
+    /// Generation of the snapshot loaded, the first log replayed. Below `generation` after a crash while a snapshot
+    /// was written in the background: the logs from this one to `generation` are replayed in turn.
+    pub first_generation: u64,
     pub snapshot_records: u64,
     pub log_records: u64,
     /// Bytes cut from the end of the log (a torn write, or damage given up with `--repair`).
@@ -23,6 +26,10 @@ pub struct Recovery {
     pub elapsed: Duration,
 }
 
+/// Loads the newest snapshot, then replays the logs from its generation to the newest one. A snapshot is written
+/// after its generation's log has started (see `Storage::begin_snapshot`), so until it is complete the records since
+/// the previous snapshot are in two (or, after failed snapshots, more) consecutive logs: snapshot G, log G, log G+1.
+/// Every log but the last was synced before the next one started, so damage in one of them is never a torn write.
 pub fn recover<F: FileSystem>(
     fs: &F,
     dir: &Path,
@@ -35,40 +42,78 @@ pub fn recover<F: FileSystem>(
     let (snapshots, logs) = generations(fs, dir)?;
     let newest_snapshot = snapshots.iter().max().copied();
     let newest_log = logs.iter().max().copied();
-    match (newest_snapshot, newest_log) {
-        (None, Some(g)) if !repair => {
+    if let (None, Some(g)) = (newest_snapshot, newest_log) {
+        if !repair {
             return Err(StorageError::Corrupt {
                 path: wal_path(dir, g),
                 offset: 0,
                 detail: "its snapshot is missing".into(),
-            })
+            });
         }
-        (Some(s), Some(g)) if g > s && !repair => {
-            return Err(StorageError::Corrupt {
-                path: wal_path(dir, g),
-                offset: 0,
-                detail: format!("no snapshot {g} for it (newest is {s})"),
-            })
-        }
-        _ => {}
     }
     // Without a snapshot (only with --repair, see above), take what the newest log has.
-    if let Some(generation) = newest_snapshot.or(newest_log) {
-        recovery.generation = generation;
+    if let Some(first) = newest_snapshot.or(newest_log) {
+        let last = newest_log.map_or(first, |g| g.max(first));
+        recovery.first_generation = first;
+        recovery.generation = last;
         if newest_snapshot.is_some() {
-            recovery.snapshot_records = load_snapshot(fs, &snapshot_path(dir, generation), repair, &mut image)?;
+            recovery.snapshot_records = load_snapshot(fs, &snapshot_path(dir, first), repair, &mut image)?;
         }
-        let log = wal_path(dir, generation);
-        if fs.exists(&log) {
-            let (records, truncated) = replay_log(fs, &log, repair, &mut image, planted)?;
-            recovery.log_records = records;
-            recovery.truncated_bytes = truncated;
+        for generation in first..=last {
+            let log = wal_path(dir, generation);
+            if !fs.exists(&log) {
+                if first == last {
+                    break; // A snapshot alone: a crash before its log started.
+                }
+                let later = wal_path(dir, last);
+                let detail = format!("it is missing, but the later log {} exists", later.display());
+                if !repair {
+                    return Err(StorageError::Corrupt {
+                        path: log,
+                        offset: 0,
+                        detail,
+                    });
+                }
+                log::warn!("--repair: {}: {detail}; dropping the logs after it", log.display());
+                recovery.truncated_bytes += drop_logs(fs, dir, generation + 1..=last)?;
+                break;
+            }
+            // A log followed by others was synced before the next one started, so its end cannot be torn, unless
+            // nothing was committed after it (a commit whose sync failed, then a snapshot: nothing depends on it).
+            let may_be_torn = (generation + 1..=last).all(|g| fs.len(&wal_path(dir, g)).map_or(true, |len| len == 0));
+            let (records, truncated, damaged) = replay_log(fs, &log, may_be_torn, repair, &mut image, planted)?;
+            recovery.log_records += records;
+            recovery.truncated_bytes += truncated;
+            if damaged && generation < last {
+                log::warn!("--repair: dropping the logs after the damaged {}", log.display());
+                recovery.truncated_bytes += drop_logs(fs, dir, generation + 1..=last)?;
+                break;
+            }
         }
     }
     image.collect_garbage();
     recovery.orphan_records = image.orphan_records;
     recovery.elapsed = started.elapsed();
     Ok((image, recovery))
+}
+
+/// `--repair` gave up a log in the middle of a chain: the later logs hold records that depend on what was lost, so
+/// they are cut to nothing (and kept as files, so the next snapshot's generation stays above them). Returns the
+/// bytes cut.
+fn drop_logs<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    generations: std::ops::RangeInclusive<u64>,
+) -> Result<u64, StorageError> {
+    let mut cut = 0;
+    for generation in generations {
+        let log = wal_path(dir, generation);
+        if fs.exists(&log) {
+            cut += fs.len(&log).map_err(|e| StorageError::io(&log, e))?;
+            fs.truncate(&log, 0).map_err(|e| StorageError::io(&log, e))?;
+        }
+    }
+    Ok(cut)
 }
 
 fn load_snapshot<F: FileSystem>(fs: &F, path: &Path, repair: bool, image: &mut Image) -> Result<u64, StorageError> {
@@ -122,33 +167,45 @@ fn load_snapshot<F: FileSystem>(fs: &F, path: &Path, repair: bool, image: &mut I
     }
 }
 
-/// Replays a log into `image`; returns the records applied and the bytes truncated from its end.
+/// Replays a log into `image`; returns the records applied, the bytes truncated from its end, and whether it was
+/// damaged (and cut, with `--repair`). Only a log that `may_be_torn` (the last of a chain with records) may end in
+/// a torn write: the others were synced before the next one started.
 fn replay_log<F: FileSystem>(
     fs: &F,
     path: &Path,
+    may_be_torn: bool,
     repair: bool,
     image: &mut Image,
     planted: Option<Planted>,
-) -> Result<(u64, u64), StorageError> {
+) -> Result<(u64, u64, bool), StorageError> {
     let data = fs.read(path).map_err(|e| StorageError::io(path, e))?;
     #[cfg(feature = "planted-bugs")]
     if planted == Some(super::PlantedBug::RecoverySkipsDamagedFrame) {
-        return Ok((replay_skipping_damage(&data, image), 0));
+        return Ok((replay_skipping_damage(&data, image), 0, false));
     }
     let _ = planted;
     let replay = super::wal::replay(&data, image);
     let Some(damage) = replay.damage else {
-        return Ok((replay.records, 0));
+        return Ok((replay.records, 0, false));
     };
-    if !damage.torn_tail && !repair {
+    let torn_tail = damage.torn_tail && may_be_torn;
+    if !torn_tail && !repair {
+        let detail = if damage.torn_tail {
+            format!(
+                "{}, in a log that was synced before the next one started",
+                damage.detail
+            )
+        } else {
+            damage.detail
+        };
         return Err(StorageError::Corrupt {
             path: path.to_path_buf(),
             offset: damage.offset as u64,
-            detail: damage.detail,
+            detail,
         });
     }
     let cut = (data.len() - replay.valid_len) as u64;
-    if damage.torn_tail {
+    if torn_tail {
         log::warn!(
             "{}: {} at byte {}, the last write before a crash; truncating {cut} bytes",
             path.display(),
@@ -165,7 +222,7 @@ fn replay_log<F: FileSystem>(
     }
     fs.truncate(path, replay.valid_len as u64)
         .map_err(|e| StorageError::io(path, e))?;
-    Ok((replay.records, cut))
+    Ok((replay.records, cut, true))
 }
 
 /// Planted bug: replays every frame that reads, stepping over damaged ones to the next valid frame.

@@ -4,8 +4,8 @@
 use super::{snapshot_path, FileSystem, Planted, StorageError, WriteFile};
 use bytes::BytesMut;
 use mqtt_core::persist::frame;
-use mqtt_core::persist::Image;
-use std::path::Path;
+use mqtt_core::persist::Record;
+use std::path::{Path, PathBuf};
 
 /// Frames are written in chunks of about this size.
 const CHUNK: usize = 1 << 20;
@@ -13,16 +13,23 @@ const CHUNK: usize = 1 << 20;
 pub const MAGIC: &[u8] = b"mqtt-broker snapshot v1";
 pub const TRAILER: &[u8] = b"end of snapshot";
 
-/// Writes the snapshot of `generation` atomically; returns its size in bytes.
+/// Where the snapshot of `generation` is written before it is complete.
+pub fn tmp_path(dir: &Path, generation: u64) -> PathBuf {
+    snapshot_path(dir, generation).with_extension("snap.tmp")
+}
+
+/// Writes `records` as the snapshot of `generation` atomically and durably (contents synced, renamed into place,
+/// directory synced); returns its size in bytes. A record that cannot be encoded stops the write with the file
+/// and the offset it would have had: a snapshot that silently lacks it would look whole.
 pub fn write<F: FileSystem>(
     fs: &F,
     dir: &Path,
     generation: u64,
-    image: &Image,
+    records: impl Iterator<Item = Record>,
     planted: Option<Planted>,
 ) -> Result<u64, StorageError> {
     let path = snapshot_path(dir, generation);
-    let tmp = path.with_extension("snap.tmp");
+    let tmp = tmp_path(dir, generation);
     let io_err = |e| StorageError::io(&tmp, e);
     let mut out = fs.create(&tmp).map_err(io_err)?;
     let mut frames = BytesMut::new();
@@ -30,11 +37,14 @@ pub fn write<F: FileSystem>(
     frame::put(&mut frames, MAGIC);
     let mut count: u64 = 0;
     let mut size: u64 = 0;
-    for record in image.to_records() {
+    for record in records {
         body.clear();
         if let Err(e) = record.encode(&mut body) {
-            log::error!("snapshot: cannot encode a record: {e:?}");
-            continue;
+            return Err(StorageError::Unencodable {
+                path: tmp.clone(),
+                offset: size + frames.len() as u64,
+                detail: format!("{e:?}"),
+            });
         }
         frame::put(&mut frames, &body);
         count += 1;
@@ -60,5 +70,6 @@ pub fn write<F: FileSystem>(
     let _ = planted;
     out.sync_all().map_err(io_err)?;
     fs.rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
+    fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     Ok(size)
 }

@@ -271,3 +271,200 @@ fn an_undecodable_record_that_passes_its_checksum_at_the_end_of_the_log_stops_st
         assert_eq!(recovery.truncated_bytes, last.len() as u64);
     }
 }
+
+/// Copies every file of `from` into a fresh directory: the disk as a crash at this moment would leave it (StdFs
+/// syncs everything storage relies on before going on).
+fn crash_copy(from: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(from).expect("dir").flatten() {
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+    }
+    copy
+}
+
+/// Where a crash can strike a snapshot written in the background, after its freeze started the next log.
+#[derive(Debug, Clone, Copy)]
+enum CrashPoint {
+    /// Before the thread wrote anything.
+    NotStarted,
+    /// Half of the temporary file written.
+    HalfWritten,
+    /// Complete and renamed into place, the old files not yet removed.
+    Complete,
+    /// Finished: the old files removed.
+    Finished,
+}
+
+/// The design of a snapshot written off the event loop: the freeze starts log G+1, commits go on there while the
+/// thread writes snapshot G+1, and a crash anywhere in that write recovers snapshot G + log G + log G+1, or
+/// snapshot G+1 + log G+1 once it is complete: nothing committed before or during the write is lost.
+#[test]
+fn a_crash_during_a_background_snapshot_loses_nothing_committed_before_or_during_it() {
+    for point in [
+        CrashPoint::NotStarted,
+        CrashPoint::HalfWritten,
+        CrashPoint::Complete,
+        CrashPoint::Finished,
+    ] {
+        let (dir, _, _) = directory_with_log(3);
+        let (mut storage, mut image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+        assert_eq!(storage.generation, 2);
+        for i in 3..6 {
+            let record = retain(&format!("t/{i}"), "before the freeze");
+            image.apply(record.clone());
+            storage.append(&record);
+            storage.commit().expect("commit");
+        }
+        let frozen = image.clone();
+        let job = storage.begin_snapshot().expect("freeze");
+        assert_eq!((job.generation(), storage.generation), (3, 3));
+        assert!(!storage.wants_snapshot(), "one snapshot at a time");
+        assert!(matches!(
+            storage.begin_snapshot(),
+            Err(StorageError::SnapshotInFlight { generation: 3 })
+        ));
+        // Committed while the thread writes: into the new log.
+        for i in 6..8 {
+            storage.append(&retain(&format!("t/{i}"), "during the write"));
+            storage.commit().expect("commit");
+        }
+        match point {
+            CrashPoint::NotStarted => {}
+            CrashPoint::HalfWritten => {
+                // A complete snapshot, written elsewhere, cut in half where the thread would have its temporary file.
+                let elsewhere = tempfile::tempdir().expect("tempdir");
+                let len = snapshot::write(&StdFs, elsewhere.path(), 3, frozen.to_records(), None).expect("write");
+                let data = std::fs::read(snapshot_path(elsewhere.path(), 3)).expect("read");
+                std::fs::write(snapshot_tmp_path(dir.path(), 3), &data[..len as usize / 2]).expect("tmp");
+            }
+            CrashPoint::Complete | CrashPoint::Finished => {
+                let written = job.write(&StdFs, frozen.to_records());
+                assert!(written.is_ok());
+                if matches!(point, CrashPoint::Finished) {
+                    storage.finish_snapshot(job, written).expect("finish");
+                    assert!(!wal_path(dir.path(), 2).exists() && !snapshot_path(dir.path(), 2).exists());
+                }
+            }
+        }
+        let crashed = crash_copy(dir.path());
+        drop(storage);
+        let (_, recovered, recovery) = Storage::open(crashed.path(), SyncMode::Always, false).expect("recover");
+        let expected: Vec<String> = (0..8).map(|i| format!("t/{i}")).collect();
+        assert_eq!(topics(&recovered), expected, "{point:?}");
+        let first = match point {
+            CrashPoint::NotStarted | CrashPoint::HalfWritten => 2,
+            CrashPoint::Complete | CrashPoint::Finished => 3,
+        };
+        assert_eq!(
+            (recovery.first_generation, recovery.generation, recovery.log_records),
+            (first, 3, if first == 2 { 5 } else { 2 }),
+            "{point:?}"
+        );
+        // Recovery compacted it all into generation 4, and the unfinished file went with the old generations.
+        assert!(!snapshot_tmp_path(crashed.path(), 3).exists(), "{point:?}");
+        assert!(!wal_path(crashed.path(), 2).exists() && !wal_path(crashed.path(), 3).exists());
+    }
+}
+
+/// A background snapshot that fails (the disk is full, say) leaves the logs it was to replace, and removes its
+/// unfinished file; the next one freezes a generation later, and recovery replays the whole chain of logs.
+#[test]
+fn failed_background_snapshots_leave_a_chain_of_logs_that_recovery_replays_in_order() {
+    let (dir, _, _) = directory_with_log(2);
+    let (mut storage, _, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    for (i, generation) in [(2, 3), (3, 4)] {
+        storage.append(&retain(&format!("t/{i}"), "x"));
+        storage.commit().expect("commit");
+        let job = storage.begin_snapshot().expect("freeze");
+        assert_eq!(job.generation(), generation);
+        std::fs::write(snapshot_tmp_path(dir.path(), generation), b"unfinished").expect("tmp");
+        let failed = storage.finish_snapshot(job, Err(StorageError::io(dir.path(), io::Error::other("disk full"))));
+        assert!(failed.is_err());
+        assert!(!snapshot_tmp_path(dir.path(), generation).exists());
+        assert_eq!(storage.snapshot_in_flight(), None, "the next one may start");
+    }
+    // Clear one of them in the newest log: replayed after the older logs, so it stays cleared.
+    storage.append(&Record::RetainClear { topic: "t/0".into() });
+    storage.append(&retain("t/4", "y"));
+    storage.commit().expect("commit");
+    drop(storage);
+    let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
+    assert_eq!(topics(&image), ["t/1", "t/2", "t/3", "t/4"]);
+    assert_eq!((recovery.first_generation, recovery.generation), (2, 4));
+}
+
+/// Every log of a chain but the last was synced before the next started, so damage at its end is not a torn write:
+/// start-up stops naming the file and offset; `--repair` cuts it there and drops the later logs (whose records
+/// depend on what was lost). A missing log in the middle of a chain stops start-up too.
+#[test]
+fn damage_or_a_gap_in_the_middle_of_a_chain_of_logs_stops_start_up() {
+    let (dir, _, _) = directory_with_log(3);
+    // Reopened: snapshot 2 holds t/0..t/2, and log 2 starts empty.
+    let (mut storage, _, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    drop(storage.begin_snapshot().expect("freeze: generation 3, never written"));
+    storage.append(&retain("t/later", "in log 3"));
+    storage.commit().expect("commit");
+    drop(storage);
+    // Log 2 as a disk that lost its end would leave it: two commits, the second cut short.
+    let log2 = wal_path(dir.path(), 2);
+    let mut records = Vec::new();
+    for i in 0..2 {
+        let mut pending = wal::Pending::default();
+        pending.push(&retain(&format!("t/x{i}"), "in log 2"));
+        let mut framed = bytes::BytesMut::new();
+        pending.frame(&mut framed);
+        records.extend_from_slice(&framed);
+    }
+    let cut_at = records.len() - 3;
+    std::fs::write(&log2, &records[..cut_at]).expect("write");
+    let error = match Storage::open(dir.path(), SyncMode::Always, false) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a torn end in a log followed by another must not be cut silently"),
+    };
+    assert!(error.contains("wal-00000000000000000002.log"), "{error}");
+    assert!(error.contains("synced before the next one started"), "{error}");
+
+    let repaired = crash_copy(dir.path());
+    let (_, image, recovery) = Storage::open(repaired.path(), SyncMode::Always, true).expect("repair");
+    assert_eq!(
+        topics(&image),
+        ["t/0", "t/1", "t/2", "t/x0"],
+        "log 3 dropped after the damage"
+    );
+    assert!(recovery.truncated_bytes > 0);
+
+    // A gap: log 2 missing while log 3 exists.
+    std::fs::remove_file(&log2).expect("remove");
+    let error = match Storage::open(dir.path(), SyncMode::Always, false) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a missing log in the middle of a chain must stop start-up"),
+    };
+    assert!(
+        error.contains("wal-00000000000000000002.log") && error.contains("missing"),
+        "{error}"
+    );
+}
+
+/// A record that cannot be encoded (a topic longer than a 16-bit length can say) stops the snapshot with the file
+/// and the offset it would have had, instead of a snapshot that looks whole without it.
+#[test]
+fn a_record_that_cannot_be_encoded_stops_the_snapshot_naming_file_and_offset() {
+    let (dir, _, _) = directory_with_log(1);
+    let (mut storage, mut image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    image.apply(retain(&"x".repeat(70_000), "too long a topic"));
+    let error = storage.snapshot(&image).expect_err("unencodable");
+    let text = error.to_string();
+    assert!(matches!(error, StorageError::Unencodable { .. }), "{text}");
+    assert!(text.contains("snapshot-00000000000000000003.snap.tmp"), "{text}");
+    assert!(text.contains("at byte "), "{text}");
+    assert!(
+        !snapshot_tmp_path(dir.path(), 3).exists(),
+        "the unfinished file is removed"
+    );
+    // Nothing committed is lost: generation 2's snapshot and the chain still recover.
+    storage.append(&retain("t/after", "z"));
+    storage.commit().expect("commit");
+    drop(storage);
+    let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
+    assert_eq!(topics(&image), ["t/0", "t/after"]);
+}

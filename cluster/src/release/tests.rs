@@ -158,9 +158,19 @@ fn a_packet_split_over_transmits_is_judged_whole() {
 fn drop_all_forgets_connections_and_bytes() {
     let mut held = Held::new(1 << 20);
     hold(&mut held, 1, 1, &[retain_record()], vec![tx(1, PUBACK)]);
-    assert_eq!(held.drop_all(), 1);
+    assert_eq!(held.drop_all(), (1, Vec::new()));
     assert_eq!(held.bytes(), 0);
     assert_eq!(held.pass_or_queue(vec![tx(1, PUBACK)]).len(), 1);
+}
+
+#[test]
+fn drop_all_names_the_connections_whose_close_it_dropped() {
+    let mut held = Held::new(1 << 20);
+    hold(&mut held, 1, 1, &[retain_record()], vec![tx(1, PUBACK)]);
+    // A free output behind the held batch is queued too (its connection's Close must not overtake the PUBACK).
+    let queued = held.pass_or_queue(vec![tx(2, b"bye"), Output::Close { conn: ConnectionId(2) }]);
+    assert!(queued.is_empty());
+    assert_eq!(held.drop_all(), (3, vec![ConnectionId(2)]));
 }
 
 #[test]

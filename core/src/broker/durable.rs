@@ -142,7 +142,7 @@ impl Broker {
         }
         if message.payload.is_empty() {
             self.record(Record::RetainClear {
-                topic: message.topic.clone(),
+                topic: message.topic.to_string(),
             });
         } else {
             self.record(Record::Retain {
@@ -225,12 +225,18 @@ impl Broker {
 
     /// The durable state as it stands: what a snapshot writes.
     pub fn image(&self) -> Image {
-        let mut image = Image::default();
+        let mut image = self.image_without_retained();
         self.retained.for_each(|topic, message| {
             if !topic.starts_with(SYS_PREFIX) {
                 image.retained.insert(topic.to_string(), stored_message(message));
             }
         });
+        image
+    }
+
+    /// The durable sessions and the messages their entries refer to (the image but its retained messages).
+    pub(super) fn image_without_retained(&self) -> Image {
+        let mut image = Image::default();
         for (key, session) in self.sessions.iter().filter(|(_, s)| s.durable) {
             collect_stored_messages(session, &mut image.messages);
             image
@@ -254,8 +260,8 @@ impl Broker {
         }
         for (_, stored) in image.retained {
             let id = self.next_message_id();
-            let message = message_from(id, stored);
-            self.retained.insert(&message.topic.clone(), Arc::new(message));
+            let message = Arc::new(message_from(id, stored));
+            self.retained.insert(&message.topic, Arc::clone(&message));
         }
         for (k, s) in image.sessions {
             let key = SessionKey(k);
@@ -347,9 +353,9 @@ fn sent_state(state: Awaiting) -> SentState {
     }
 }
 
-fn stored_message(m: &Message) -> StoredMessage {
+pub(super) fn stored_message(m: &Message) -> StoredMessage {
     StoredMessage {
-        topic: m.topic.clone(),
+        topic: m.topic.to_string(),
         payload: m.payload.clone(),
         qos: m.qos,
         retain: m.retain,
@@ -361,7 +367,7 @@ fn stored_message(m: &Message) -> StoredMessage {
 fn message_from(id: u64, m: StoredMessage) -> Message {
     Message {
         id,
-        topic: m.topic,
+        topic: m.topic.into(),
         payload: m.payload,
         qos: m.qos,
         retain: m.retain,

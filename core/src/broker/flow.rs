@@ -93,6 +93,19 @@ impl Broker {
         }
     }
 
+    /// A PUBLISH that waited (held for room) takes its place in the message order when it is offered again, not
+    /// when it arrived: a retained stream sends only messages no newer than its SUBSCRIBE (newer ones reached the
+    /// subscriber by routing), so a held RETAIN PUBLISH routed after a SUBSCRIBE made while it waited would
+    /// otherwise be sent twice to the new subscription, once routed and once as a retained copy, although it was
+    /// not the topic's retained message when the SUBSCRIBE came [MQTT-3.3.1-9].
+    fn restamp(&mut self, publish: &mut HeldPublish) {
+        let id = self.next_message_id();
+        // Nothing else holds a held PUBLISH's message before it is routed.
+        if let Some(message) = Arc::get_mut(&mut publish.message) {
+            message.id = id;
+        }
+    }
+
     /// Packet ids of the PUBLISHes held on a connection, in order; `None` if the broker does not know the
     /// connection (closed). For the simulator's model, which must know when a PUBLISH was really routed.
     pub fn held_packet_ids(&self, conn: ConnectionId) -> Option<Vec<u16>> {
@@ -267,9 +280,10 @@ impl Broker {
             let Some(publisher) = connection.session else {
                 return;
             };
-            let Some(publish) = connection.pop_held() else {
+            let Some(mut publish) = connection.pop_held() else {
                 return;
             };
+            self.restamp(&mut publish);
             if !self.offer_publish(conn, publisher, publish) {
                 return;
             }

@@ -14,6 +14,7 @@ mod connection;
 mod durable;
 mod flow;
 mod footprint;
+mod frozen;
 mod message;
 mod outbuf;
 mod partial;
@@ -36,6 +37,7 @@ pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
 pub use footprint::Footprint;
+pub use frozen::FrozenImage;
 pub use message::{Delivery, Message};
 pub use partial::PartialInput;
 pub use quota::AccountingMismatch;

@@ -106,7 +106,7 @@ impl Broker {
             if sent < batch.len() {
                 // Stopped for room: resume after the last one sent (the skipped ones before it are skipped again).
                 if sent > 0 {
-                    stream.after = Some(batch[sent - 1].topic.clone());
+                    stream.after = Some(batch[sent - 1].topic.to_string());
                 }
                 break;
             }
@@ -309,6 +309,80 @@ mod tests {
         );
         assert_eq!(h.broker.retained_streams_pending(), 0, "a finished stream is dropped");
         assert_eq!(h.broker.stats().messages_dropped, 0);
+    }
+
+    /// A RETAIN PUBLISH held for a full queue while a SUBSCRIBE starts a retained stream reaches the new
+    /// subscription by routing once admitted; the stream must not send it again as a retained copy, since it was
+    /// not the topic's retained message when the SUBSCRIBE came [MQTT-3.3.1-9] (the simulator's seeds 1657, 3837).
+    #[test]
+    fn a_held_retained_publish_routed_after_a_subscribe_is_not_sent_again_by_its_stream() {
+        let config = Config {
+            retained_slice: 1,
+            max_inflight: 1,
+            max_queued_messages: 2,
+            ..Config::default()
+        };
+        let mut h = with_retained(3, config);
+        let late = "site/0/device/9/temp";
+        let (slow, _) = h.connect(connect_packet(ProtocolVersion::V5, "slow"));
+        subscribe(&mut h, slow, late, QoS::AtLeastOnce);
+        h.recv_all(slow);
+        let (publisher, _) = h.connect(connect_packet(ProtocolVersion::V5, "q"));
+        let publish = |packet_id: u16, retain: bool| {
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain,
+                topic: late.into(),
+                packet_id,
+                properties: Default::default(),
+                payload: Bytes::from_static(b"x"),
+            })
+        };
+        // One in slow's window, two in its queue: full, so the RETAIN PUBLISH is held unacknowledged.
+        for packet_id in 1..=3 {
+            h.send(publisher, publish(packet_id, false));
+        }
+        h.send(publisher, publish(4, true));
+        let acked = |packets: Vec<Packet>| {
+            packets
+                .iter()
+                .any(|p| matches!(p, Packet::PubAck(ack) if ack.packet_id == 4))
+        };
+        assert!(!acked(h.recv_all(publisher)), "held while slow's queue is full");
+        let (sub, _) = h.connect(connect_packet(ProtocolVersion::V5, "sub"));
+        subscribe(&mut h, sub, "#", QoS::AtLeastOnce);
+        // slow drains one: the held PUBLISH is admitted, stored as retained and routed to `#` too.
+        for packet in h.recv_all(slow) {
+            if let Packet::Publish(p) = packet {
+                h.send(slow, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
+            }
+        }
+        assert!(acked(h.recv_all(publisher)), "admitted once slow had room");
+        let mut got = Vec::new();
+        loop {
+            let mut acked = 0;
+            for packet in h.recv_all(sub) {
+                if let Packet::Publish(p) = packet {
+                    got.push((p.topic.clone(), p.retain));
+                    h.send(sub, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
+                    acked += 1;
+                }
+            }
+            if acked == 0 {
+                h.advance(Duration::ZERO);
+                if h.client(sub).is_some_and(|c| c.inbox.is_empty()) {
+                    break;
+                }
+            }
+        }
+        let late_copies: Vec<bool> = got.iter().filter(|(t, _)| t == late).map(|(_, r)| *r).collect();
+        assert_eq!(late_copies, [false], "routed once, never as a retained copy: {got:?}");
+        assert_eq!(
+            got.iter().filter(|(_, retain)| *retain).count(),
+            3,
+            "the three retained at SUBSCRIBE"
+        );
     }
 
     /// QoS 0: nothing queues, so the slices are bounded by the output buffer (half of `max_outbuf_bytes`), and

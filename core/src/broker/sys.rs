@@ -1,7 +1,7 @@
 //! `$SYS/broker/...` statistics, published as retained messages under the names Mosquitto uses, so existing
 //! dashboards work.
 
-use super::message::Message;
+use super::message::{Message, MessageTopic};
 use super::{Broker, Gauges};
 use crate::packet::QoS;
 use bytes::Bytes;
@@ -73,7 +73,7 @@ impl Broker {
         for (topic, value) in values {
             let message = Message {
                 id: self.next_message_id(),
-                topic: topic.to_string(),
+                topic: MessageTopic::new(topic),
                 payload: Bytes::from(value),
                 qos: QoS::AtMostOnce,
                 retain: true,

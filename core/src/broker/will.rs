@@ -29,7 +29,7 @@ impl Broker {
             .map(|secs| self.now + std::time::Duration::from_secs(u64::from(secs)));
         let message = Message {
             id: self.next_message_id(),
-            topic: will.topic,
+            topic: will.topic.into(),
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,

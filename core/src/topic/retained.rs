@@ -9,8 +9,9 @@
 //! Every walk is iterative: a topic may have tens of thousands of (empty) levels and recursion that deep would
 //! overflow the stack.
 //!
-//! Memory (issue #18: a million retained messages): a node is 24 bytes plus its children; a level of up to 22 bytes
-//! is stored inline ([`Level`]); a node with at most `FEW_MAX` children holds them in one exact-size allocation.
+//! Memory (issue #18: a million retained messages): a node is 24 bytes plus its children; a level of up to 14 bytes
+//! is stored inline ([`Level`]), so a child costs 40 bytes; a node with at most `FEW_MAX` children holds them in
+//! one exact-size allocation, with at most `SORTED_MAX` in a sorted `Vec`, beyond that in a BTreeMap.
 
 mod level;
 
@@ -32,15 +33,28 @@ struct Node<V> {
     children: Children<V>,
 }
 
-/// Above this many children a node keeps them in a BTreeMap (logarithmic insertion); below, a sorted slice sized
-/// exactly (most nodes of a fleet-shaped tree, `site/S/device/D/temp`, have one child).
+/// Up to this many children a node holds them in one exact-size sorted slice (most nodes of a fleet-shaped tree,
+/// `site/S/device/D/temp`, have one child); an insertion copies them all, which is cheap at this size.
 const FEW_MAX: usize = 8;
 
+/// Up to this many, a sorted `Vec` with spare room: 40 bytes a child against ~100 in a BTreeMap (whose leaves are
+/// half to two-thirds full), at the price of moving up to this many entries on an insertion (tens of
+/// microseconds at most). Above it a BTreeMap keeps insertion logarithmic for flat namespaces of millions.
+const SORTED_MAX: usize = 2048;
+
+/// One child: its level and its node, kept sorted by level.
+type Entry<V> = (Level, Node<V>);
+
 enum Children<V> {
-    Few(Box<[(Level, Node<V>)]>),
-    // Boxed on purpose: 8 bytes in every node instead of 24, and only the few wide nodes pay the extra allocation.
-    #[allow(clippy::box_collection)]
-    Many(Box<BTreeMap<Level, Node<V>>>),
+    Few(Box<[Entry<V>]>),
+    // Boxed on purpose: with one pointer beside the slice the enum stays 16 bytes (the slice pointer's null niche
+    // tells the two apart), and only the few wide nodes pay the extra allocation.
+    Wide(Box<Wide<V>>),
+}
+
+enum Wide<V> {
+    Sorted(Vec<Entry<V>>),
+    Many(BTreeMap<Level, Node<V>>),
 }
 
 impl<V> Default for Node<V> {
@@ -52,11 +66,38 @@ impl<V> Default for Node<V> {
     }
 }
 
+/// Where `level` is (`Ok`) or would go (`Err`) in a sorted run of children.
+fn search<V>(entries: &[Entry<V>], level: &str) -> Result<usize, usize> {
+    entries.binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes()))
+}
+
 impl<V> Children<V> {
-    fn len(&self) -> usize {
+    /// The children as a sorted slice, unless they are in a BTreeMap.
+    fn sorted(&self) -> Option<&[Entry<V>]> {
         match self {
-            Children::Few(few) => few.len(),
-            Children::Many(many) => many.len(),
+            Children::Few(few) => Some(few),
+            Children::Wide(wide) => match &**wide {
+                Wide::Sorted(sorted) => Some(sorted),
+                Wide::Many(_) => None,
+            },
+        }
+    }
+
+    fn many(&self) -> Option<&BTreeMap<Level, Node<V>>> {
+        match self {
+            Children::Wide(wide) => match &**wide {
+                Wide::Many(many) => Some(many),
+                Wide::Sorted(_) => None,
+            },
+            Children::Few(_) => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match (self.sorted(), self.many()) {
+            (Some(entries), _) => entries.len(),
+            (None, Some(many)) => many.len(),
+            (None, None) => 0,
         }
     }
 
@@ -65,95 +106,118 @@ impl<V> Children<V> {
     }
 
     fn get(&self, level: &str) -> Option<(&Level, &Node<V>)> {
-        match self {
-            Children::Few(few) => few
-                .binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes()))
-                .ok()
-                .map(|i| (&few[i].0, &few[i].1)),
-            Children::Many(many) => many.get_key_value(level.as_bytes()),
+        match (self.sorted(), self.many()) {
+            (Some(entries), _) => search(entries, level).ok().map(|i| (&entries[i].0, &entries[i].1)),
+            (None, Some(many)) => many.get_key_value(level.as_bytes()),
+            (None, None) => None,
         }
     }
 
     fn get_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
-        match self {
-            Children::Few(few) => few
-                .binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes()))
-                .ok()
-                .map(|i| &mut few[i].1),
-            Children::Many(many) => many.get_mut(level.as_bytes()),
-        }
+        let entries: &mut [Entry<V>] = match self {
+            Children::Few(few) => few,
+            Children::Wide(wide) => match &mut **wide {
+                Wide::Sorted(sorted) => sorted,
+                Wide::Many(many) => return many.get_mut(level.as_bytes()),
+            },
+        };
+        search(entries, level).ok().map(|i| &mut entries[i].1)
     }
 
     fn get_or_insert(&mut self, level: &str) -> &mut Node<V> {
-        if let Children::Few(few) = self {
-            if let Err(at) = few.binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes())) {
-                let mut grown: Vec<(Level, Node<V>)> = std::mem::take(few).into_vec();
-                if grown.len() < FEW_MAX {
-                    // Exact size: a slice grows one element at a time, copying at most FEW_MAX entries.
-                    grown.reserve_exact(1);
-                    grown.insert(at, (Level::new(level), Node::default()));
-                    *few = grown.into_boxed_slice();
-                } else {
-                    let mut many: BTreeMap<Level, Node<V>> = grown.into_iter().collect();
-                    many.insert(Level::new(level), Node::default());
-                    *self = Children::Many(Box::new(many));
-                }
-            }
+        let missing = match (self.sorted(), self.many()) {
+            (Some(entries), _) => search(entries, level).err(),
+            (None, Some(many)) => (!many.contains_key(level.as_bytes())).then_some(0),
+            (None, None) => None,
+        };
+        if let Some(at) = missing {
+            self.insert_new(at, level);
         }
+        self.get_mut(level).expect("present or inserted above")
+    }
+
+    /// Inserts an empty child for `level`, which is not there; `at` is its place in a sorted run.
+    fn insert_new(&mut self, at: usize, level: &str) {
+        let entry = (Level::new(level), Node::default());
         match self {
+            Children::Few(few) if few.len() < FEW_MAX => {
+                // Exact size: a slice grows one element at a time, copying at most FEW_MAX entries.
+                let mut grown: Vec<Entry<V>> = std::mem::take(few).into_vec();
+                grown.reserve_exact(1);
+                grown.insert(at, entry);
+                *few = grown.into_boxed_slice();
+            }
             Children::Few(few) => {
-                let at = few
-                    .binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes()))
-                    .unwrap_or_else(|at| at);
-                &mut few[at].1
+                let mut sorted: Vec<Entry<V>> = std::mem::take(few).into_vec();
+                sorted.insert(at, entry);
+                *self = Children::Wide(Box::new(Wide::Sorted(sorted)));
             }
-            Children::Many(many) => {
-                if !many.contains_key(level.as_bytes()) {
-                    many.insert(Level::new(level), Node::default());
+            Children::Wide(wide) => match &mut **wide {
+                Wide::Sorted(sorted) if sorted.len() < SORTED_MAX => sorted.insert(at, entry),
+                Wide::Sorted(sorted) => {
+                    let mut many: BTreeMap<Level, Node<V>> = std::mem::take(sorted).into_iter().collect();
+                    many.insert(entry.0, entry.1);
+                    **wide = Wide::Many(many);
                 }
-                many.get_mut(level.as_bytes()).expect("inserted above")
-            }
+                Wide::Many(many) => {
+                    many.insert(entry.0, entry.1);
+                }
+            },
         }
     }
 
     fn remove(&mut self, level: &str) {
         match self {
             Children::Few(few) => {
-                if let Ok(at) = few.binary_search_by(|(l, _)| l.as_bytes().cmp(level.as_bytes())) {
+                if let Ok(at) = search(few, level) {
                     let mut shrunk = std::mem::take(few).into_vec();
                     shrunk.remove(at);
                     *few = shrunk.into_boxed_slice();
                 }
             }
-            Children::Many(many) => {
-                many.remove(level.as_bytes());
-                // Back to a slice well below the threshold, so a node hovering around it does not convert each time.
-                if many.len() < FEW_MAX / 2 {
-                    let few: Vec<(Level, Node<V>)> = std::mem::take(&mut **many).into_iter().collect();
-                    *self = Children::Few(few.into_boxed_slice());
+            Children::Wide(wide) => match &mut **wide {
+                Wide::Sorted(sorted) => {
+                    if let Ok(at) = search(sorted, level) {
+                        sorted.remove(at);
+                    }
+                    // Back to a smaller form well below each threshold, so a node hovering around one does not
+                    // convert each time; the room of a shrinking `Vec` goes back too.
+                    if sorted.len() < FEW_MAX / 2 {
+                        *self = Children::Few(std::mem::take(sorted).into_boxed_slice());
+                    } else if sorted.len() < sorted.capacity() / 4 {
+                        sorted.shrink_to(sorted.len() * 2);
+                    }
                 }
-            }
+                Wide::Many(many) => {
+                    many.remove(level.as_bytes());
+                    if many.len() < SORTED_MAX / 2 {
+                        **wide = Wide::Sorted(std::mem::take(many).into_iter().collect());
+                    }
+                }
+            },
         }
     }
 
     /// The children whose level sorts after `after` (all of them for `None`), in ascending order.
     fn after<'a>(&'a self, after: Option<&str>) -> Box<dyn DoubleEndedIterator<Item = (&'a Level, &'a Node<V>)> + 'a> {
-        match self {
-            Children::Few(few) => {
-                let start = after.map_or(0, |a| few.partition_point(|(l, _)| l.as_bytes() <= a.as_bytes()));
-                Box::new(few[start..].iter().map(|(l, n)| (l, n)))
+        match (self.sorted(), self.many()) {
+            (Some(entries), _) => {
+                let start = after.map_or(0, |a| entries.partition_point(|(l, _)| l.as_bytes() <= a.as_bytes()));
+                Box::new(entries[start..].iter().map(|(l, n)| (l, n)))
             }
-            Children::Many(many) => match after {
+            (None, Some(many)) => match after {
                 Some(a) => Box::new(many.range::<[u8], _>((Bound::Excluded(a.as_bytes()), Bound::Unbounded))),
                 None => Box::new(many.iter()),
             },
+            (None, None) => Box::new(std::iter::empty()),
         }
     }
 
     fn nodes(&self) -> Box<dyn Iterator<Item = &Node<V>> + '_> {
-        match self {
-            Children::Few(few) => Box::new(few.iter().map(|(_, n)| n)),
-            Children::Many(many) => Box::new(many.values()),
+        match (self.sorted(), self.many()) {
+            (Some(entries), _) => Box::new(entries.iter().map(|(_, n)| n)),
+            (None, Some(many)) => Box::new(many.values()),
+            (None, None) => Box::new(std::iter::empty()),
         }
     }
 
@@ -161,7 +225,10 @@ impl<V> Children<V> {
     fn drain_into(&mut self, work: &mut Vec<Node<V>>) {
         match std::mem::replace(self, Children::Few(Box::default())) {
             Children::Few(few) => work.extend(few.into_vec().into_iter().map(|(_, n)| n)),
-            Children::Many(many) => work.extend(many.into_values()),
+            Children::Wide(wide) => match *wide {
+                Wide::Sorted(sorted) => work.extend(sorted.into_iter().map(|(_, n)| n)),
+                Wide::Many(many) => work.extend(many.into_values()),
+            },
         }
     }
 }

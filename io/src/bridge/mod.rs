@@ -385,6 +385,10 @@ impl<C: Core> Core for Bridged<C> {
         self.inner.image()
     }
 
+    fn frozen_image(&self) -> mqtt_core::broker::FrozenImage {
+        self.inner.frozen_image()
+    }
+
     fn stats(&self) -> Stats {
         self.inner.stats()
     }

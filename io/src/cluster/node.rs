@@ -109,6 +109,7 @@ pub fn open(
         registry: None,
         unsynced: false,
         held: VecDeque::new(),
+        durable: None,
         held_clients: VecDeque::new(),
         appended_index: recovered_last,
         synced_index: recovered_last,
@@ -138,6 +139,8 @@ pub struct ClusterCore {
     unsynced: bool,
     /// Outputs that came after an unsynced persist, in order.
     held: VecDeque<NodeOutput>,
+    /// The last `NodeOutput::ConfirmDurable` acted on and not yet handed back to the node.
+    durable: Option<u64>,
     /// Client outputs waiting for the log to be synced through the index paired with each, in order.
     held_clients: VecDeque<(u64, Output)>,
     /// The last entry index handed to the disk, and the last one synced.
@@ -185,6 +188,17 @@ impl ClusterCore {
 
     /// Moves the node's outputs on under the ordering rule.
     fn pump(&mut self) {
+        loop {
+            self.pump_outputs();
+            // The writes before it are synced: the node may count them (see `NodeOutput::ConfirmDurable`).
+            match self.durable.take() {
+                Some(number) => self.node.handle_input(self.now, NodeInput::Durable(number)),
+                None => break,
+            }
+        }
+    }
+
+    fn pump_outputs(&mut self) {
         while let Some(output) = self.node.poll_output() {
             match output {
                 NodeOutput::PersistEntries(entries) => {
@@ -257,6 +271,7 @@ impl ClusterCore {
                     _ => {}
                 }
             }
+            NodeOutput::ConfirmDurable(number) => self.durable = Some(number),
             // Handled in `pump`: never held.
             NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {}
         }
@@ -369,6 +384,9 @@ impl ClusterCore {
         }
         while let Some(output) = self.held.pop_front() {
             self.act(output);
+        }
+        if self.durable.is_some() {
+            self.pump();
         }
     }
 

@@ -12,6 +12,7 @@ mod events;
 mod identity;
 mod outbox;
 mod park;
+mod snapshot;
 mod transport;
 mod uring;
 mod ws;
@@ -26,7 +27,9 @@ use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use mqtt_core::broker::{Authenticator, Broker, ConnectionId, Gauges, Input, ListenerId, Output, PartialInput, Stats};
+use mqtt_core::broker::{
+    Authenticator, Broker, ConnectionId, FrozenImage, Gauges, Input, ListenerId, Output, PartialInput, Stats,
+};
 use mqtt_core::persist::Image;
 use mqtt_core::time::Time;
 use park::InputBudget;
@@ -100,6 +103,11 @@ pub trait Core {
     /// The durable state, for a snapshot.
     fn image(&self) -> Image {
         Image::default()
+    }
+    /// The durable state frozen for a snapshot written on another thread (see `snapshot`); the broker shares its
+    /// retained messages instead of copying them.
+    fn frozen_image(&self) -> FrozenImage {
+        FrozenImage::from_image(self.image())
     }
     /// Counters, for metrics.
     fn stats(&self) -> Stats {
@@ -183,6 +191,9 @@ impl Core for Broker {
     fn image(&self) -> Image {
         Broker::image(self)
     }
+    fn frozen_image(&self) -> FrozenImage {
+        Broker::frozen_image(self)
+    }
     fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         Broker::set_authenticator(self, authenticator);
     }
@@ -262,6 +273,8 @@ pub struct Driver<C: Core = Broker> {
     storage: Option<Storage>,
     /// When a failed commit is retried.
     storage_retry_at: Option<Instant>,
+    /// The thread writing a snapshot, if one is.
+    snapshots: snapshot::SnapshotWriter,
     /// Rung by other threads (verifier, HTTP) that have something for the loop; created when first needed (a
     /// poller has at most one).
     waker: Option<Arc<mio::Waker>>,
@@ -334,6 +347,7 @@ impl<C: Core> Driver<C> {
             shutdown_deadline: None,
             storage: None,
             storage_retry_at: None,
+            snapshots: snapshot::SnapshotWriter::default(),
             waker: None,
             metrics: None,
             http: None,
@@ -469,6 +483,7 @@ impl<C: Core> Driver<C> {
             self.after_events()?;
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
+                    self.finish_snapshot(true);
                     log::info!("shutdown complete");
                     return Ok(());
                 }
@@ -477,6 +492,7 @@ impl<C: Core> Driver<C> {
                         "shutdown: dropping {} connection(s) that did not close in time",
                         self.conns.len()
                     );
+                    self.finish_snapshot(true);
                     return Ok(());
                 }
             }
@@ -956,6 +972,7 @@ impl<C: Core> Driver<C> {
     /// The group commit: one write and one sync cover every record of this loop iteration, then the sends they
     /// held back go out. A failed commit (disk full, say) keeps the records and the sends, and is retried.
     fn commit_and_flush(&mut self) {
+        self.finish_snapshot(false);
         let Some(storage) = self.storage.as_mut() else {
             self.broker.durable();
             return;
@@ -975,16 +992,7 @@ impl<C: Core> Driver<C> {
             metrics.on_commit(started.elapsed());
         }
         if storage.wants_snapshot() {
-            let image = self.broker.image();
-            let started = Instant::now();
-            match storage.snapshot(&image) {
-                Ok(()) => {
-                    if let Some(metrics) = &self.metrics {
-                        metrics.on_snapshot(started.elapsed());
-                    }
-                }
-                Err(e) => log::error!("snapshot failed (the log keeps growing until one succeeds): {e}"),
-            }
+            self.start_snapshot();
         }
         self.flush_dirty_and_settle();
         // What the flushes fed back may have produced more records.
@@ -993,6 +1001,46 @@ impl<C: Core> Driver<C> {
         } else {
             // Every record appended so far is committed, so everything output before it is covered.
             self.broker.durable();
+        }
+    }
+
+    /// Freezes the state and the log for a snapshot written by a thread (see `snapshot`): the loop only pays for
+    /// the freeze.
+    fn start_snapshot(&mut self) {
+        let started = Instant::now();
+        let waker = self.waker().ok();
+        let frozen = self.broker.frozen_image();
+        let Some(storage) = self.storage.as_mut() else {
+            return;
+        };
+        match self.snapshots.start(storage, frozen, waker) {
+            Ok(()) => log::debug!(
+                "snapshot {:?}: state frozen in {} ms, written in the background",
+                storage.snapshot_in_flight(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) => log::error!("snapshot failed (the log keeps growing until one succeeds): {e}"),
+        }
+    }
+
+    /// Finishes the snapshot written in the background once its thread is done (`wait`: waits for it).
+    fn finish_snapshot(&mut self, wait: bool) {
+        let Some(storage) = self.storage.as_mut() else {
+            return;
+        };
+        let finished = if wait {
+            self.snapshots.wait(storage)
+        } else {
+            self.snapshots.poll(storage)
+        };
+        match finished {
+            Some((elapsed, Ok(()))) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.on_snapshot(elapsed);
+                }
+            }
+            Some((_, Err(e))) => log::error!("snapshot failed (the log keeps growing until one succeeds): {e}"),
+            None => {}
         }
     }
 
@@ -1030,6 +1078,8 @@ impl<C: Core> Driver<C> {
         if self.storage_retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
+        // The snapshot that ends the suspension is written here and now, after any in the background.
+        self.finish_snapshot(true);
         let image = self.broker.image();
         let Some(storage) = self.storage.as_mut() else {
             return;

@@ -49,6 +49,20 @@ pub fn client5(broker: &BrokerProcess, id: &str, credentials: Option<(&str, &str
     (client, pump5(connection))
 }
 
+/// Connects with `opts`: the client, its events and Session Present, or `None` if the broker closed the connection
+/// without a CONNACK (in a cluster: no leader serves yet).
+pub fn try_connect5(opts: v5::MqttOptions) -> Option<(v5::Client, Events5, bool)> {
+    let (client, connection) = v5::Client::new(opts, 64);
+    let events = pump5(connection);
+    let present = wait_for(&events, Duration::from_secs(2), |e| match e {
+        Ok(v5::Event::Incoming(Packet5::ConnAck(ack))) => Some(Some(ack.session_present)),
+        Err(_) => Some(None),
+        _ => None,
+    })
+    .flatten()?;
+    Some((client, events, present))
+}
+
 /// The CONNACK code, whether accepted or refused.
 pub fn connack4(events: &Events4) -> Option<ConnectReturnCode> {
     wait_for(events, REPLY_WAIT, |e| match e {

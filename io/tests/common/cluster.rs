@@ -73,6 +73,23 @@ pub fn wait_for_leader<N: NodeSlot>(nodes: &[N], since: &[usize], timeout: Durat
     None
 }
 
+/// The index of the elected leader, once it serves clients and every other running node has logged that it knows
+/// it (a follower relays clients only to a leader it has heard from). Panics with the node's log if that takes
+/// longer than `timeout`.
+pub fn elected<N: NodeSlot>(nodes: &[N], timeout: Duration) -> usize {
+    let leader = wait_for_leader(nodes, &vec![0; nodes.len()], timeout).expect("a leader is elected");
+    let known = format!("leader Some({})", leader + 1);
+    for node in nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .filter_map(|(_, n)| n.running())
+    {
+        assert!(node.wait_for_log(&known, timeout), "{}", node.log_text());
+    }
+    leader
+}
+
 /// Log lines so far, per node (0 for a node that does not run), for `wait_for_leader`'s `since`.
 pub fn log_lengths(nodes: &[Option<BrokerProcess>]) -> Vec<usize> {
     nodes

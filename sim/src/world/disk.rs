@@ -3,7 +3,9 @@
 //!
 //! The broker's records are committed at the end of every broker input, before that input's outputs reach the
 //! network, and the log is compacted into a new snapshot (a generation switch) as the driver does: the group commit
-//! of `sync = "always"`. A crash kills the broker between inputs or, armed on the disk, in the middle of the
+//! of `sync = "always"`. As in the driver, a snapshot freezes the state and starts the next log at one input, and is
+//! written later, while commits go on to the new log: at the end of the same input or of one of the next few, a
+//! moment drawn from the seed (the driver's thread, made deterministic). A crash kills the broker between inputs or, armed on the disk, in the middle of the
 //! storage operations of an input (its commit, or the snapshot and generation switch after it): then that input's
 //! outputs never leave, and what it wrote may be torn anywhere. The restarted broker is rebuilt by the real
 //! recovery, which must either refuse to start, naming a file and offset where the disk really damaged synced data,
@@ -13,7 +15,8 @@ use super::*;
 use crate::simfs::{DiskFaults, SimFs};
 use mqtt_core::persist::frame::{self, Scan};
 use mqtt_core::persist::{Image, Record};
-use mqtt_storage::{snapshot_path, wal_path, Storage, StorageError, SyncMode};
+use mqtt_storage::{snapshot_path, wal_path, SnapshotJob, Storage, StorageError, SyncMode};
+use rand::Rng;
 use std::path::{Path, PathBuf};
 
 /// Where the broker keeps its data on the simulated disk.
@@ -29,6 +32,10 @@ pub(super) struct SimDisk {
     /// A power cut waits for the next compaction, to strike during its `n`-th storage operation.
     cut_in_compaction: Option<u32>,
     compact_bytes: u64,
+    /// A snapshot frozen at an earlier input, written at the end of a later one.
+    deferred: Option<Deferred>,
+    /// Draws the moments deferred snapshots are written (a stream of its own: the disk's faults draw as before).
+    moments: ChaCha8Rng,
     #[cfg(feature = "planted-bugs")]
     planted: Option<mqtt_storage::PlantedBug>,
 }
@@ -45,6 +52,17 @@ pub(super) enum Commit {
         committed: bool,
     },
 }
+
+/// A snapshot whose moment was frozen (its log started), waiting to be written.
+struct Deferred {
+    job: SnapshotJob,
+    image: Image,
+    /// Commits still to go before it is written.
+    after: u32,
+}
+
+/// At most this many inputs pass between a snapshot's freeze and its write.
+const MAX_DEFERRAL: u32 = 4;
 
 /// Where an armed power cut strikes (see `World::power_cut_in`).
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +89,8 @@ impl SimDisk {
             eio_rate: opts.disk.eio_rate,
             max_eio: opts.disk.max_eio,
         };
+        let mut moments = rng.clone();
+        moments.set_stream(0x5eed);
         let fs = SimFs::new(rng, faults);
         fs.set_quiet(true);
         // A fresh directory on a working disk opens.
@@ -84,6 +104,8 @@ impl SimDisk {
             refusals: 0,
             cut_in_compaction: None,
             compact_bytes: opts.disk.compact_bytes,
+            deferred: None,
+            moments,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -124,32 +146,74 @@ impl SimDisk {
                 Commit::Failed(e)
             };
         }
-        let compacted = self.storage.wants_snapshot() && {
-            let cut = self.cut_in_compaction.take();
-            if let Some(ops) = cut {
-                self.fs.arm_power_cut(ops);
+        let mut compacted = None;
+        if self.deferred.is_none() && self.storage.wants_snapshot() {
+            compacted = self.freeze(image);
+        } else if let Some(deferred) = self.deferred.as_mut() {
+            match deferred.after.checked_sub(1) {
+                Some(after) => deferred.after = after,
+                None => compacted = self.write_deferred(),
             }
-            // A failed snapshot is only logged by the driver: the log keeps growing until one succeeds.
-            let done = self.storage.snapshot(&image()).is_ok();
-            if cut.is_some() {
-                // Spent, whether it struck or the compaction had fewer operations.
-                self.fs.disarm_power_cut();
-            }
-            done
-        };
+        }
         // Also where storage ignores the failure (removing the files of older generations).
         if self.fs.crashed() {
             return Commit::PowerCut { committed: true };
         }
-        if compacted {
-            Commit::Compacted(self.storage.generation())
-        } else {
-            Commit::Done
+        compacted.map_or(Commit::Done, Commit::Compacted)
+    }
+
+    /// The freeze of a compaction (the driver's `start_snapshot`): the next log starts now, with `image`, the state
+    /// now, to be written at the end of this input or of one of the next few. Returns the generation if it was
+    /// written at once.
+    fn freeze(&mut self, image: impl FnOnce() -> Image) -> Option<u64> {
+        let cut = self.cut_in_compaction.take();
+        if let Some(ops) = cut {
+            self.fs.arm_power_cut(ops);
+        }
+        let frozen = self.storage.begin_snapshot();
+        if cut.is_some() {
+            // What the freeze left of the cut waits for the write (at this input, or at a later one the world arms
+            // it for again).
+            self.cut_in_compaction = self.fs.disarm_power_cut();
+        }
+        // A failed freeze is only logged by the driver: commits go on to the current log.
+        let job = frozen.ok()?;
+        self.deferred = Some(Deferred {
+            job,
+            image: image(),
+            after: self.moments.gen_range(0..=MAX_DEFERRAL),
+        });
+        match self.deferred.as_ref().map(|d| d.after) {
+            Some(0) => self.write_deferred(),
+            _ => None,
         }
     }
 
-    /// Snapshot the whole state and take records again (the driver's `try_resume_storage`).
+    /// Writes the deferred snapshot (the driver's thread) and finishes it; returns its generation if it succeeded.
+    fn write_deferred(&mut self) -> Option<u64> {
+        let deferred = self.deferred.take()?;
+        if self.fs.crashed() {
+            return None;
+        }
+        let cut = self.cut_in_compaction.take();
+        if let Some(ops) = cut {
+            self.fs.arm_power_cut(ops);
+        }
+        let written = deferred.job.write(&self.fs, deferred.image.to_records());
+        if cut.is_some() {
+            // Spent, whether it struck or the write had fewer operations.
+            self.fs.disarm_power_cut();
+        }
+        let generation = deferred.job.generation();
+        // A failed snapshot is only logged by the driver: the log keeps growing until one succeeds.
+        self.storage.finish_snapshot(deferred.job, written).ok()?;
+        Some(generation)
+    }
+
+    /// Snapshot the whole state and take records again (the driver's `try_resume_storage`, which first waits for
+    /// the snapshot being written in the background).
     fn resume(&mut self, image: &Image) -> Result<(), StorageError> {
+        self.write_deferred();
         self.storage.resume(image)
     }
 
@@ -222,10 +286,10 @@ impl SimDisk {
                 }
             }
         };
-        let read = [
-            snapshot_path(&dir, recovery.generation),
-            wal_path(&dir, recovery.generation),
-        ];
+        // The snapshot and every log of the chain replayed after it.
+        let read: Vec<PathBuf> = std::iter::once(snapshot_path(&dir, recovery.first_generation))
+            .chain((recovery.first_generation..=recovery.generation).map(|g| wal_path(&dir, g)))
+            .collect();
         if let Some(flip) = flips.iter().find(|f| read.contains(&f.path)) {
             return Err(Violation(format!(
                 "recovery restored generation {} without noticing the bit flipped in {} at byte {} [durability]",
@@ -235,14 +299,24 @@ impl SimDisk {
             )));
         }
         log.push(format!(
-            "recovered generation {}: {} snapshot and {} log records, {} torn bytes truncated",
-            recovery.generation, recovery.snapshot_records, recovery.log_records, recovery.truncated_bytes
+            "recovered generation {}{}: {} snapshot and {} log records, {} torn bytes truncated",
+            recovery.generation,
+            if recovery.first_generation < recovery.generation {
+                format!(" (snapshot {} and its logs on)", recovery.first_generation)
+            } else {
+                String::new()
+            },
+            recovery.snapshot_records,
+            recovery.log_records,
+            recovery.truncated_bytes
         ));
         self.fs.set_quiet(false);
         storage.set_min_compact_bytes(self.compact_bytes);
         #[cfg(feature = "planted-bugs")]
         storage.plant(self.planted);
         self.storage = storage;
+        // The thread writing a snapshot died with the process.
+        self.deferred = None;
         Ok(image)
     }
 }

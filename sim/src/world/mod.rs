@@ -356,6 +356,16 @@ impl World {
             Some(disk) if self.suspension.is_none() => disk.commit(|| broker.image()),
             _ => disk::Commit::Done,
         };
+        // The broker retries the PUBLISHes held for room at the end of the input, after the connections it closed
+        // in it are gone: a session whose connection closed is offline by then, so what does not fit its queue is
+        // dropped, not held (seed 47).
+        for output in &rest {
+            if let Output::Close { conn } = output {
+                if let Some(Some(client)) = self.links.get(conn).map(|l| l.client) {
+                    self.model.on_offline(client, conn.0);
+                }
+            }
+        }
         self.settle_admissions(&acks, storage_was_suspended)?;
         match commit {
             disk::Commit::Done => {}

@@ -362,6 +362,16 @@ impl<'s> ClusterWorld<'s> {
                 }
                 NodeOutput::Client(_) => {}
                 NodeOutput::Event(event) => self.event(id, event),
+                // The writes before it are durable (handled above, in order): the node may count them now.
+                NodeOutput::ConfirmDurable(number) => {
+                    let node = &mut self.nodes[i];
+                    node.handle_input(self.clocks[i], NodeInput::Durable(number));
+                    let mut more = Vec::new();
+                    while let Some(output) = node.poll_output() {
+                        more.push(output);
+                    }
+                    self.handle_outputs(id, more);
+                }
             }
         }
         self.view.serving[i] = self.nodes[i].status().serving;
@@ -464,6 +474,7 @@ fn input_kind(input: &NodeInput<'_>) -> u8 {
         NodeInput::Tick => 2,
         NodeInput::PeerUnreachable { .. } => 3,
         NodeInput::Flush => 4,
+        NodeInput::Durable(_) => 5,
     }
 }
 

@@ -1,17 +1,25 @@
 //! One topic level as the retained store keeps it: up to `INLINE_MAX` bytes inside the value itself (most levels
 //! are short: `site`, `1234`, `temp`), longer ones in an allocation of their own. A boxed `str` would cost 16 bytes
 //! plus an allocation (32 bytes with malloc's overhead) for every level of a million topics.
+//!
+//! The value is 16 bytes (a child of the tree, level and node, is then 40): a longer level is behind a thin
+//! pointer to a boxed `str`, one allocation more than a fat pointer would take, paid only by levels over 14 bytes.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 
-/// Longest level kept inline: the value stays 24 bytes, the size of the `String` it replaces.
-const INLINE_MAX: usize = 22;
+/// Longest level kept inline: with the length byte and the tag the value is 16 bytes.
+const INLINE_MAX: usize = 14;
 
 #[derive(Clone)]
 pub(super) enum Level {
-    Inline { len: u8, bytes: [u8; INLINE_MAX] },
-    Heap(Box<str>),
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_MAX],
+    },
+    // A thin pointer: `Box<str>` alone is 16 bytes and would make every level 24.
+    #[allow(clippy::box_collection, clippy::redundant_allocation)]
+    Heap(Box<Box<str>>),
 }
 
 impl Level {
@@ -24,7 +32,7 @@ impl Level {
                 bytes,
             }
         } else {
-            Level::Heap(level.into())
+            Level::Heap(Box::new(level.into()))
         }
     }
 
@@ -78,13 +86,15 @@ mod tests {
 
     #[test]
     fn short_and_long_levels_keep_their_text_and_order() {
-        let long = "c-level-longer-than-twenty-two-bytes";
-        for text in ["", "temp", "exactly-22-bytes-long!", long, "é€"] {
+        let long = "c-level-longer-than-fourteen-bytes";
+        for text in ["", "temp", "exactly-14-byte", "fifteen-bytes-x", long, "é€"] {
             assert_eq!(Level::new(text).as_str(), text);
         }
         assert!(matches!(Level::new(long), Level::Heap(_)));
-        assert!(matches!(Level::new("exactly-22-bytes-long!"), Level::Inline { .. }));
+        assert!(matches!(Level::new("fifteen-bytes-x"), Level::Heap(_)));
+        assert!(matches!(Level::new("exactly-14-byt"), Level::Inline { .. }));
         assert!(Level::new("a") < Level::new("b") && Level::new("b") < Level::new(long));
-        assert_eq!(std::mem::size_of::<Level>(), 24);
+        assert!(Level::new("exactly-14-byt") < Level::new("fifteen-bytes-x"));
+        assert_eq!(std::mem::size_of::<Level>(), 16);
     }
 }

@@ -285,3 +285,60 @@ fn a_walk_resumed_after_each_slice_gives_every_match_once_in_order() {
     }
     assert!(checked > 10_000, "the comparison must not be vacuous: {checked}");
 }
+
+/// One node grown through every form its children take (exact slice, sorted `Vec`, BTreeMap) and shrunk back:
+/// at each size the walk is in level order, a walk resumed after any child continues with the next one, and
+/// lookups find exactly the stored children.
+#[test]
+fn a_node_keeps_order_and_lookups_through_every_children_form() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5EED_1840);
+    let mut t = RetainedTree::new();
+    let mut model = std::collections::BTreeSet::new();
+    let check = |t: &RetainedTree<usize>, model: &std::collections::BTreeSet<String>, rng: &mut ChaCha8Rng| {
+        let got: Vec<String> = matching(t, "wide/+");
+        let want: Vec<String> = model.iter().map(|l| format!("wide/{l}")).collect();
+        assert_eq!(got, want, "{} children", model.len());
+        if let Some(at) = model.iter().nth(rng.gen_range(0..model.len())) {
+            let mut next = None;
+            t.for_each_match_after("wide/+", Some(&format!("wide/{at}")), |topic, _| {
+                next = Some(topic.to_owned());
+                false
+            });
+            let want = model
+                .range::<String, _>((Bound::Excluded(at.clone()), Bound::Unbounded))
+                .next();
+            assert_eq!(next, want.map(|l| format!("wide/{l}")));
+            assert!(t.get(&format!("wide/{at}")).is_some());
+        }
+        assert_eq!(t.get("wide/not-stored"), None);
+    };
+    // Distinct levels in random order, short (inline) and long (behind a pointer).
+    let mut levels: Vec<String> = (0..2600).map(|i| format!("{i}")).collect();
+    levels.extend((0..400).map(|i| format!("a-level-longer-than-fourteen-bytes-{i}")));
+    for i in (1..levels.len()).rev() {
+        levels.swap(i, rng.gen_range(0..=i));
+    }
+    for (i, level) in levels.iter().enumerate() {
+        assert_eq!(t.insert(&format!("wide/{level}"), i), None);
+        model.insert(level.clone());
+        if [1, 8, 9, 100, 2048, 2049, 2999].contains(&model.len()) {
+            check(&t, &model, &mut rng);
+        }
+    }
+    for level in &levels {
+        assert!(t.remove(&format!("wide/{level}")).is_some());
+        model.remove(level);
+        if [2999, 2000, 1023, 1000, 5, 3, 1].contains(&model.len()) {
+            check(&t, &model, &mut rng);
+        }
+    }
+    assert_eq!(node_count(&t), 1, "only the root is left");
+}
+
+/// A child is a level and a node: 40 bytes for a pointer-sized value (issue #18, a million retained messages).
+/// A fourth form of children, or a wider level, that breaks this costs every child of every node.
+#[test]
+fn a_child_of_the_tree_is_forty_bytes() {
+    assert_eq!(std::mem::size_of::<Node<std::sync::Arc<()>>>(), 24);
+    assert_eq!(std::mem::size_of::<Entry<std::sync::Arc<()>>>(), 40);
+}

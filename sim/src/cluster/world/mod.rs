@@ -71,6 +71,8 @@ struct SimNode {
     disk_latency: u64,
     /// When the sync under way completes.
     sync_at: Option<u64>,
+    /// The last `NodeOutput::ConfirmDurable` acted on, to hand back to the node.
+    durable: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +177,7 @@ impl World {
                     0
                 },
                 sync_at: None,
+                durable: None,
             });
             world.start(id as usize - 1);
         }
@@ -267,6 +270,9 @@ impl World {
             if leader_seen && self.now.is_multiple_of(10) && self.converged() {
                 break;
             }
+            if (self.now - healed_at).is_multiple_of(1_000) {
+                self.trace_replication();
+            }
             if self.now > bound {
                 let owed = self.check.all_delivered(&self.subscribers()).err().unwrap_or_default();
                 let busy: Vec<String> = self
@@ -281,8 +287,9 @@ impl World {
                     .map(|n| match &n.node {
                         Some(node) => {
                             let s = node.status();
+                            let progress: Vec<String> = node.peer_progress().iter().map(|p| p.to_string()).collect();
                             format!(
-                                "n{} {:?} term {} commit {} applied {} {:?}",
+                                "n{} {:?} term {} commit {} applied {} {:?} {progress:?}",
                                 s.id, s.role, s.term, s.commit, s.applied, s.match_index
                             )
                         }
@@ -299,6 +306,36 @@ impl World {
         self.compare_images()?;
         self.line("converged".into());
         Ok(())
+    }
+
+    /// One trace line per node: its role and commit, and for a leader how far it knows each follower to be.
+    fn trace_replication(&mut self) {
+        let lines: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .map(|node| {
+                let s = node.status();
+                let progress: Vec<String> = node.peer_progress().iter().map(|p| p.to_string()).collect();
+                format!(
+                    "n{} {:?} term {} commit {} applied {} pending outputs {}{}",
+                    s.id,
+                    s.role,
+                    s.term,
+                    s.commit,
+                    s.applied,
+                    self.nodes[s.id as usize - 1].pending.len(),
+                    if progress.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" | {}", progress.join(", "))
+                    }
+                )
+            })
+            .collect();
+        for line in lines {
+            self.line(line);
+        }
     }
 
     fn subscribers(&self) -> Vec<usize> {
@@ -421,6 +458,25 @@ impl World {
             return Ok(());
         }
         self.counts.peer_messages += 1;
+        let now = self.now;
+        self.trace.detail(|| {
+            let Ok(m) = mqtt_cluster::wire::decode_peer_message(message, CLUSTER_ID, usize::MAX) else {
+                return format!("{now:>7} n{from}->n{to} {} bytes (relay or garbage)", message.len());
+            };
+            let snapshot = m.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+            format!(
+                "{now:>7} n{from}->n{to} {:?} term {} index {} log_term {} entries {} commit {} reject {} hint {} \
+                 snapshot {snapshot}",
+                m.msg_type,
+                m.term,
+                m.index,
+                m.log_term,
+                m.entries.len(),
+                m.commit,
+                m.reject,
+                m.reject_hint,
+            )
+        });
         self.input(i, NodeInput::Peer { from, message })
     }
 
@@ -569,6 +625,18 @@ impl World {
     /// until the disk has synced what came before it (the node's ordering rule), which on a slow disk takes
     /// `disk_latency` ms, while the node takes further inputs.
     fn flush(&mut self, i: usize) -> Result<(), String> {
+        self.flush_outputs(i)?;
+        // Everything before the confirmation is synced: the node may count it now (and act on what that frees).
+        while let Some(number) = self.nodes[i].durable.take() {
+            let (now, id) = (self.now, self.nodes[i].id);
+            self.trace
+                .detail(|| format!("{now:>7} n{id} synced: durable through ready {number}"));
+            self.input(i, NodeInput::Durable(number))?;
+        }
+        Ok(())
+    }
+
+    fn flush_outputs(&mut self, i: usize) -> Result<(), String> {
         let id = self.nodes[i].id;
         while let Some(output) = self.nodes[i].pending.pop_front() {
             let write = match output {
@@ -637,6 +705,25 @@ impl World {
         if let Write::Entries(entries) = &write {
             self.check.entries_written(entries);
         }
+        let (now, id) = (self.now, self.nodes[i].id);
+        self.trace.detail(|| match &write {
+            Write::Entries(entries) => format!(
+                "{now:>7} n{id} writes entries {}..={} (term {}), unsynced",
+                entries.first().map_or(0, |e| e.index),
+                entries.last().map_or(0, |e| e.index),
+                entries.last().map_or(0, |e| e.term),
+            ),
+            Write::HardState(hs) => format!(
+                "{now:>7} n{id} writes hard state term {} vote {} commit {}, unsynced",
+                hs.term, hs.vote, hs.commit
+            ),
+            Write::Snapshot { snapshot, .. } => {
+                format!(
+                    "{now:>7} n{id} writes snapshot {}, unsynced",
+                    snapshot.get_metadata().index
+                )
+            }
+        });
         self.nodes[i].disk.write(write);
         if let Some(left) = self.nodes[i].crash_after_writes.as_mut() {
             if *left == 0 {
@@ -705,6 +792,7 @@ impl World {
                 ))
             }
             NodeOutput::Event(event) => self.on_event(i, id, event)?,
+            NodeOutput::ConfirmDurable(number) => self.nodes[i].durable = Some(number),
             NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {
                 unreachable!("writes are handled by drain")
             }
@@ -778,6 +866,7 @@ impl World {
         self.nodes[i].crash_after_writes = None;
         self.nodes[i].pending.clear();
         self.nodes[i].sync_at = None;
+        self.nodes[i].durable = None;
         let lost = self.nodes[i].disk.crash(&mut self.rng);
         self.counts.crashes += 1;
         self.counts.writes_lost += lost as u64;
