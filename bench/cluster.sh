@@ -13,7 +13,8 @@ broker=${BROKER:-./target/release/mqtt-broker}
 work=$(mktemp -d)
 shm=$(mktemp -d /dev/shm/mqtt-cluster-bench.XXXXXX)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work" "$shm"' EXIT
+# Waits for the brokers to exit, so a run right after finds their ports free.
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait; rm -rf "$work" "$shm"' EXIT
 
 run() { # port pid args...
   local port=$1 pid=$2; shift 2
