@@ -25,6 +25,8 @@ pub(super) enum PlantedBugKind {
     DelayedWillLost,
     ExpiringLeftQueued,
     V311AcknowledgedOnFullDisk,
+    MaximumQosNotApplied,
+    PublishRateRefillWholeSeconds,
 }
 
 impl Broker {
@@ -82,6 +84,14 @@ impl Broker {
                 | (
                     Some(PlantedBug::V311AcknowledgedOnFullDisk),
                     PlantedBugKind::V311AcknowledgedOnFullDisk
+                )
+                | (
+                    Some(PlantedBug::MaximumQosNotApplied),
+                    PlantedBugKind::MaximumQosNotApplied
+                )
+                | (
+                    Some(PlantedBug::PublishRateRefillWholeSeconds),
+                    PlantedBugKind::PublishRateRefillWholeSeconds
                 )
         )
     }

@@ -118,6 +118,7 @@ pub fn open(
         syncer: None,
         held: VecDeque::new(),
         durable: None,
+        relays_dropped: Vec::new(),
         held_clients: VecDeque::new(),
         appended_index: recovered_last,
         synced_index: recovered_last,
@@ -156,6 +157,8 @@ pub struct ClusterCore {
     held: VecDeque<(u64, NodeOutput)>,
     /// The last `NodeOutput::ConfirmDurable` acted on and not yet handed back to the node.
     durable: Option<u64>,
+    /// Relay messages the links could not queue, to hand back to the node (`NodeInput::RelayDropped`).
+    relays_dropped: Vec<(u64, bytes::Bytes)>,
     /// Client outputs waiting for the log to be synced through the index paired with each, in order.
     held_clients: VecDeque<(u64, Output)>,
     /// The last entry index handed to the disk, and the last one synced.
@@ -209,9 +212,20 @@ impl ClusterCore {
         loop {
             self.pump_outputs();
             // The writes before it are synced: the node may count them (see `NodeOutput::ConfirmDurable`).
-            match self.durable.take() {
-                Some(number) => self.node.handle_input(self.now, NodeInput::Durable(number)),
-                None => break,
+            if let Some(number) = self.durable.take() {
+                self.node.handle_input(self.now, NodeInput::Durable(number));
+            } else if !self.relays_dropped.is_empty() {
+                for (peer, message) in std::mem::take(&mut self.relays_dropped) {
+                    self.node.handle_input(
+                        self.now,
+                        NodeInput::RelayDropped {
+                            peer,
+                            message: &message,
+                        },
+                    );
+                }
+            } else {
+                break;
             }
         }
     }
@@ -285,8 +299,18 @@ impl ClusterCore {
         match output {
             NodeOutput::Client(output) => self.ready.push_back(output),
             NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
-                if let Some(transport) = self.transport.as_mut() {
-                    transport.send(to, &message);
+                let Some(transport) = self.transport.as_mut() else {
+                    return;
+                };
+                if transport.send(to, &message) || !mqtt_cluster::relay::is_relay(&message) {
+                    // A Raft message may be dropped: Raft sends it again.
+                    return;
+                }
+                // A relay message may not: the stream would go on with a hole (see `NodeInput::RelayDropped`).
+                if mqtt_cluster::relay::ends_stream(&message) {
+                    transport.send_notice(to, &message);
+                } else {
+                    self.relays_dropped.push((to, message));
                 }
             }
             NodeOutput::Event(event) => {
@@ -486,7 +510,7 @@ impl ClusterCore {
             }
         }
         // A `ConfirmDurable` among them: the node counts those writes now (and may commit and release on them).
-        if self.durable.is_some() {
+        if self.durable.is_some() || !self.relays_dropped.is_empty() {
             self.pump();
         }
     }
@@ -561,6 +585,11 @@ fn log_event(event: &ClusterEvent) {
         ClusterEvent::RelaysClosed { peer, closed } => {
             log::info!("cluster: {closed} relayed connection(s) through node {peer} closed")
         }
+        ClusterEvent::RelayDropped { peer, conn } => log::warn!(
+            "cluster: relayed conn {:#x} closed on both sides: a message for node {peer} could not be queued \
+             (its link's queue is full)",
+            conn.0
+        ),
         ClusterEvent::RelayGap { conn, expected, got } => log::warn!(
             "cluster: relayed conn {:#x} closed: message {got} arrived where {expected} was due (the link dropped one)",
             conn.0
