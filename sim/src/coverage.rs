@@ -53,6 +53,8 @@ features! {
     Redelivered => "a message resent with DUP",
     ExpiryDelivered => "a message with an expiry interval delivered",
     ExpiringOwed => "a QoS 1/2 message with an expiry delivered in the liveness phase",
+    ExpiringInOrder => "a message with an expiry held in order behind an earlier one of its publisher",
+    PublishesCoalesced => "PUBLISHes sent back to back in one segment",
     ClientTopicAlias => "a client's PUBLISH by Topic Alias",
     SubscribeRefused => "a subscription refused in SUBACK",
     PublishRefused => "a PUBLISH refused in PUBACK/PUBREC",

@@ -197,6 +197,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "will-delay-ignored" => Some(Core::WillDelayIgnored),
         "delayed-will-lost" => Some(Core::DelayedWillLost),
         "expiring-left-queued" => Some(Core::ExpiringLeftQueued),
+        "expiring-overtaken" => Some(Core::ExpiringOvertaken),
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),

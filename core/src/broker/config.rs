@@ -150,6 +150,9 @@ pub enum PlantedBug {
     /// The publish-rate buckets refill only for whole seconds elapsed since the last PUBLISH: a client publishing
     /// more often than once a second never gets a token back once its bucket is empty.
     PublishRateRefillWholeSeconds,
+    /// A QoS 1/2 PUBLISH with a Message Expiry Interval is routed after the PUBLISH read right behind it in the
+    /// same input: its subscribers get it after a later message of the same publisher [MQTT-4.6.0-6].
+    ExpiringOvertaken,
 }
 
 impl Default for Config {

@@ -18,6 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod admission;
 mod budget;
+mod coalesce;
 mod connack;
 mod delayed_wills;
 mod disk;
@@ -75,6 +76,8 @@ struct Link {
     aliases: BTreeMap<u16, String>,
     /// A misbehaving client the broker must disconnect.
     misbehaving: bool,
+    /// The last segment of PUBLISHes scheduled to the broker, which the next may join (see `coalesce`).
+    segment: Option<(u64, u64)>,
     /// Decodes what the broker sends as it sends it, so the model sees its PUBACKs and PUBRECs at once (which tell
     /// when a held PUBLISH was admitted, see `admission`); `None` for a connection without a simulated client.
     outbound: Option<Decoder>,
@@ -520,7 +523,7 @@ impl World {
         link.last_to_broker = at;
         let digest = self.trace.absorb(&data);
         self.log(format!("c{client} {conn:?} sends {} {digest}", describe(&packet)));
-        self.schedule(at, Event::ToBroker { conn, data });
+        self.schedule_to_broker(conn, at, data);
     }
 
     fn open(&mut self, client: Option<usize>) -> Result<ConnectionId, Violation> {
@@ -539,6 +542,7 @@ impl World {
                 blocked: false,
                 aliases: BTreeMap::new(),
                 misbehaving: false,
+                segment: None,
                 outbound: client.map(|c| Decoder::new(Some(self.clients[c].version), usize::MAX)),
                 lost: None,
                 zombie: false,

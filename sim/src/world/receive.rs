@@ -67,8 +67,12 @@ impl World {
                         invariants::message_expiry(client, info, &publish, self.now)?;
                     }
                 }
+                let ordered = self.model.expiring_ordered;
                 self.model
                     .on_delivery(client, epoch, &publish, first_time, &filters, self.now)?;
+                if self.model.expiring_ordered > ordered {
+                    self.coverage.hit(crate::coverage::Feature::ExpiringInOrder);
+                }
             }
             Packet::PubAck(ack) => {
                 self.check_rate_ack(client, &ack)?;
