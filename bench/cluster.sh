@@ -13,11 +13,14 @@ broker=${BROKER:-./target/release/mqtt-broker}
 work=$(mktemp -d)
 shm=$(mktemp -d /dev/shm/mqtt-cluster-bench.XXXXXX)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work" "$shm"' EXIT
+# Waits for the brokers to exit, so a run right after finds their ports free.
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait; rm -rf "$work" "$shm"' EXIT
 
 run() { # port pid args...
   local port=$1 pid=$2; shift 2
-  ./target/release/mqtt-bench --broker "127.0.0.1:$port" --broker-pid "$pid" --duration "$duration" --json "$@"
+  # A cell that fails (a leader change under heavy load closes the clients) is shown as failed, not the whole run lost.
+  ./target/release/mqtt-bench --broker "127.0.0.1:$port" --broker-pid "$pid" --duration "$duration" --json "$@" \
+    || echo '{"msgs_per_sec": 0, "p99_us": "-", "lost": "failed"}'
 }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
