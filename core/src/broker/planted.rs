@@ -26,6 +26,8 @@ pub(super) enum PlantedBugKind {
     DelayedWillLost,
     ExpiringLeftQueued,
     V311AcknowledgedOnFullDisk,
+    MaximumQosNotApplied,
+    PublishRateRefillWholeSeconds,
     ExpiringOvertaken,
 }
 
@@ -84,6 +86,14 @@ impl Broker {
                 | (
                     Some(PlantedBug::V311AcknowledgedOnFullDisk),
                     PlantedBugKind::V311AcknowledgedOnFullDisk
+                )
+                | (
+                    Some(PlantedBug::MaximumQosNotApplied),
+                    PlantedBugKind::MaximumQosNotApplied
+                )
+                | (
+                    Some(PlantedBug::PublishRateRefillWholeSeconds),
+                    PlantedBugKind::PublishRateRefillWholeSeconds
                 )
                 | (Some(PlantedBug::ExpiringOvertaken), PlantedBugKind::ExpiringOvertaken)
         )
