@@ -421,8 +421,10 @@ impl Broker {
                         continue;
                     }
                     let behind = matches!(packet, Packet::Publish(_));
-                    if let Some(expiring) = deferred.take().filter(|_| !behind) {
-                        self.handle_packet(conn, expiring);
+                    if !behind {
+                        if let Some(expiring) = deferred.take() {
+                            self.handle_packet(conn, expiring);
+                        }
                     }
                     self.handle_packet(conn, packet);
                     if let Some(expiring) = deferred.take() {

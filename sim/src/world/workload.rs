@@ -17,7 +17,10 @@ impl World {
         }
         let roll = self.rng.gen_range(0..100);
         match roll {
-            0..=34 => self.publish(client),
+            0..=34 => {
+                self.publish(client);
+                self.publish_burst(client);
+            }
             35..=49 => self.subscribe(client),
             50..=56 => self.unsubscribe(client),
             57..=58 => {
