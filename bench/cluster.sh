@@ -6,9 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-5}
+# DIAGNOSTIC=0 skips the diagnostic rows (the same brokers with their data on tmpfs, where a sync costs nothing).
+diagnostic=${DIAGNOSTIC:-1}
+# BROKER=path runs another build of the broker (both the single node and the cluster), to compare builds run by run.
+broker=${BROKER:-./target/release/mqtt-broker}
 work=$(mktemp -d)
+shm=$(mktemp -d /dev/shm/mqtt-cluster-bench.XXXXXX)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work" "$shm"' EXIT
 
 run() { # port pid args...
   local port=$1 pid=$2; shift 2
@@ -16,47 +21,67 @@ run() { # port pid args...
 }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
-./target/release/mqtt-broker --listen 127.0.0.1:18890 --data-dir "$work/single" --sync always --sys-interval 0 \
+"$broker" --listen 127.0.0.1:18890 --data-dir "$work/single" --sync always --sys-interval 0 \
   --log-level warn &
 single_pid=$!
 pids+=("$single_pid")
 
-for i in 1 2 3; do
-  cat > "$work/node$i.toml" <<CONF
-data_dir = "$work/node$i"
+# start_cluster NAME DATA_ROOT FIRST: a 3-node cluster whose nodes take client ports 1889{FIRST..FIRST+2} and peer
+# ports 1790{FIRST..}, data directories under DATA_ROOT; sets NAME_port and NAME_pid (the leader's client port and pid)
+# and NAME_followers (the other nodes' client addresses).
+start_cluster() {
+  local name=$1 root=$2 first=$3 i n leader=""
+  for n in 0 1 2; do
+    i=$((first + n))
+    cat > "$work/$name$i.toml" <<CONF
+data_dir = "$root/$name$i"
 [[listeners]]
 address = "127.0.0.1:1889$i"
 [limits]
 sys_interval = 0
 [cluster]
-node_id = $i
-cluster_id = "bench"
+node_id = $((n + 1))
+cluster_id = "bench-$name"
 peers = [
-  { id = 1, address = "127.0.0.1:17901" },
-  { id = 2, address = "127.0.0.1:17902" },
-  { id = 3, address = "127.0.0.1:17903" },
+  { id = 1, address = "127.0.0.1:1790$first" },
+  { id = 2, address = "127.0.0.1:1790$((first + 1))" },
+  { id = 3, address = "127.0.0.1:1790$((first + 2))" },
 ]
 CONF
-  ./target/release/mqtt-broker --config "$work/node$i.toml" --log-level info 2> "$work/node$i.log" &
-  pids+=("$!")
-  eval "node${i}_pid=$!"
-done
-# The leader is the node that logs that it serves clients.
-leader=""
-for _ in $(seq 1 100); do
-  leader=$(grep -l "serving clients" "$work"/node?.log 2>/dev/null | head -1 | sed 's/.*node\([0-9]\).log/\1/') || true
-  [ -n "$leader" ] && break
-  sleep 0.1
-done
-[ -n "$leader" ] || { echo "no cluster leader elected" >&2; cat "$work"/node?.log >&2; exit 1; }
-leader_pid_var="node${leader}_pid"
-leader_pid=${!leader_pid_var}
-leader_port=1889$leader
+    "$broker" --config "$work/$name$i.toml" --log-level info 2> "$work/$name$i.log" &
+    pids+=("$!")
+    eval "${name}_pid$i=$!"
+  done
+  # The leader is the node that logs that it serves clients.
+  for _ in $(seq 1 100); do
+    leader=$(grep -l "serving clients" "$work/$name"?.log 2>/dev/null | head -1 | sed "s/.*$name\([0-9]\).log/\1/") || true
+    [ -n "$leader" ] && break
+    sleep 0.1
+  done
+  [ -n "$leader" ] || { echo "no cluster leader elected" >&2; cat "$work/$name"?.log >&2; exit 1; }
+  local pid_var="${name}_pid$leader" followers=""
+  eval "${name}_pid=${!pid_var}"
+  eval "${name}_port=1889$leader"
+  for n in 0 1 2; do
+    i=$((first + n))
+    [ "$i" = "$leader" ] || followers+="127.0.0.1:1889$i,"
+  done
+  eval "${name}_followers=${followers%,}"
+}
+
+start_cluster node "$work" 1
+if [ "$diagnostic" = 1 ]; then
+  start_cluster shm "$shm" 4
+  "$broker" --listen 127.0.0.1:18897 --data-dir "$shm/single" --sync always --sys-interval 0 \
+    --log-level warn &
+  shm_single_pid=$!
+  pids+=("$shm_single_pid")
+fi
+leader_pid=$node_pid
+leader_port=$node_port
+followers=$node_followers
 
 rows=""
-# The other nodes' client ports, for the rows whose clients are spread over all three nodes.
-followers=$(for i in 1 2 3; do [ "$i" = "$leader" ] || printf "127.0.0.1:1889%s," "$i"; done)
-followers=${followers%,}
 for spec in "pairs 4 leader" "fan-out 16 leader" "pairs 6 spread" "fan-out 16 spread"; do
   set -- $spec
   echo "== cluster vs single: $1 clients=$2 qos=1 persistent, cluster clients on the $3" >&2
@@ -69,6 +94,21 @@ for spec in "pairs 4 leader" "fan-out 16 leader" "pairs 6 spread" "fan-out 16 sp
   where=$([ "$3" = spread ] && echo "all three nodes" || echo "the leader")
   rows+="| $1 | $2 | $where | $s | $c | ${ratio}x | $(field "$single" p99_us) | $(field "$cluster" p99_us) | $(field "$single" lost) / $(field "$cluster" lost) |"$'\n'
 done
+
+diag_rows=""
+if [ "$diagnostic" = 1 ]; then
+  for spec in "pairs 4" "fan-out 16"; do
+    set -- $spec
+    echo "== diagnostic, data on tmpfs: $1 clients=$2 qos=1 persistent" >&2
+    single=$(run 18890 "$single_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent)
+    cluster=$(run "$shm_port" "$shm_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent)
+    single_shm=$(run 18897 "$shm_single_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent)
+    s=$(field "$single" msgs_per_sec); c=$(field "$cluster" msgs_per_sec); t=$(field "$single_shm" msgs_per_sec)
+    ratio=$(python3 -c "print(f'{$c / max($s, 1):.2f}')")
+    ratio_shm=$(python3 -c "print(f'{$c / max($t, 1):.2f}')")
+    diag_rows+="| $1 | $2 | $s | $c | ${ratio}x | $t | ${ratio_shm}x | $(field "$cluster" p99_us) | $(field "$cluster" lost) |"$'\n'
+  done
+fi
 
 echo "## Cluster: 3 nodes against one durable node"
 echo
@@ -83,3 +123,14 @@ echo
 echo "| workload | clients | cluster clients on | single node msg/s | 3-node cluster msg/s | ratio | p99 µs (single) | p99 µs (cluster) | lost (single / cluster) |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf "%s" "$rows"
+if [ "$diagnostic" = 1 ]; then
+  echo
+  echo "Diagnostic, not a durability setting: the same workloads against a second 3-node cluster whose data directories"
+  echo "are on tmpfs (\`/dev/shm\`, where \`fdatasync\` returns at once and nothing survives a power cut), and against one"
+  echo "broker with \`sync = \"always\"\` on tmpfs, clients on the leader. It separates what the disk's syncs cost from what the"
+  echo "protocol (hops, Raft, relays of a turn) costs. Same run as above."
+  echo
+  echo "| workload | clients | single node msg/s (disk) | cluster msg/s (tmpfs) | ratio | single node msg/s (tmpfs) | ratio (both tmpfs) | p99 µs (cluster, tmpfs) | lost |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf "%s" "$diag_rows"
+fi

@@ -61,8 +61,9 @@ for binary in "${brokers[@]}"; do
     --duration "$DURATION" --json > "$work/paced.json" &
   bench=$!
   sleep $((DURATION / 3))
-  # Grow the log past twice the snapshot: 1 MiB retained values on one topic (the state hardly changes).
-  pushes=$(( (2 * snap_mib) + 16 ))
+  # Grow the log past twice the snapshot: 1 MiB retained values on one topic (the state hardly changes). PUSHES=0
+  # runs the same workload without a snapshot, for the machine's own noise.
+  pushes=${PUSHES:-$(( (2 * snap_mib) + 16 ))}
   for _ in $(seq 1 "$pushes"); do
     mosquitto_pub -p "$PORT" -t big -r -q 1 -f "$work/big.bin"
     grep -q "snapshot [0-9]*:" "$work/broker.log" && break
@@ -71,7 +72,7 @@ for binary in "${brokers[@]}"; do
   sleep 1
   peak=$(mib "$(status "$pid" VmHWM)")
   stop
-  snapshot=$(grep -o "snapshot [0-9]*: [0-9]* bytes in [0-9]* ms" "$work/broker.log" | tail -1 || true)
+  snapshot=$(grep -o "snapshot [0-9]*: [0-9]* bytes in [0-9]* ms" "$work/broker.log" | paste -sd ';' || true)
   json=$(cat "$work/paced.json")
   field() { echo "$json" | sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
   echo "| $binary | $(field p50_us) | $(field p99_us) | $(field p999_us) | $(field max_us) | $(field lost) | $rss_before | $peak | $snapshot |"

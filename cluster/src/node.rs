@@ -48,6 +48,12 @@ pub enum NodeInput<'a> {
     Tick,
     /// The transport could not reach `peer` (connection refused or dropped); raft-rs then probes it gently.
     PeerUnreachable { peer: u64 },
+    /// The driver could not queue this relay message for `peer` (its link's queue is full, or the message is over
+    /// the bound): the relayed connection it belongs to is closed on both sides, loudly
+    /// (`ClusterEvent::RelayDropped`), instead of going on with a hole that, at the end of a stream, no later
+    /// message would reveal. The client reconnects and resumes its session. A message that ends a stream
+    /// (`relay::ends_stream`) is never dropped at a full queue, so the other side always hears of the close.
+    RelayDropped { peer: u64, message: &'a [u8] },
     /// The `Persist*` outputs before the `NodeOutput::ConfirmDurable` that carried this number are durable (the
     /// driver hands it back when it acts on that output). Only then does raft-rs count them: a leader toward a
     /// commit, any node toward what it may apply.
@@ -152,6 +158,12 @@ pub enum ClusterEvent {
         peer: u64,
         closed: usize,
     },
+    /// A relay message for `peer` could not be queued (`NodeInput::RelayDropped`): connection `conn` (as this node
+    /// knows it: local on the node holding the client, cluster-wide on the leader) was closed on both sides.
+    RelayDropped {
+        peer: u64,
+        conn: ConnectionId,
+    },
     /// A relay message arrived out of sequence (the link dropped one): the connection was closed.
     RelayGap {
         conn: ConnectionId,
@@ -222,6 +234,9 @@ pub struct NodeStatus {
     pub held_bytes: usize,
     /// QoS 0 PUBLISH packets dropped because held output reached `NodeConfig::max_held_bytes`, since start.
     pub held_qos0_dropped: u64,
+    /// Relayed connections closed because one of their messages could not be queued (`NodeInput::RelayDropped`),
+    /// since start.
+    pub relays_dropped: u64,
 }
 
 /// A leader's view of one follower's replication (raft-rs's `Progress`), for traces and tests.
@@ -304,6 +319,8 @@ pub struct Node {
     snapshots_sent: Vec<u64>,
     /// Set once a configuration change removing this node is applied: it serves nothing any more.
     removed: bool,
+    /// See `NodeStatus::relays_dropped`.
+    relays_dropped: u64,
 }
 
 impl Node {
@@ -394,6 +411,7 @@ impl Node {
             brokers_built: 0,
             snapshots_sent: Vec::new(),
             removed,
+            relays_dropped: 0,
         };
         node.outputs.extend(events.into_iter().map(NodeOutput::Event));
         node
@@ -420,6 +438,7 @@ impl Node {
                 self.close_relays_via(peer);
             }
             NodeInput::Flush => self.propose(),
+            NodeInput::RelayDropped { peer, message } => self.relay_dropped(peer, message),
             NodeInput::Durable(number) => {
                 self.raft.on_persist_ready(number);
                 self.report_applied();
@@ -509,6 +528,7 @@ impl Node {
             held_outputs: self.held.len(),
             held_bytes: self.held.bytes(),
             held_qos0_dropped: self.held.dropped_qos0(),
+            relays_dropped: self.relays_dropped,
         }
     }
 
@@ -797,7 +817,8 @@ impl Node {
     fn process_ready(&mut self) {
         while self.raft.has_ready() {
             let mut ready = self.raft.ready();
-            let writes = !ready.entries().is_empty() || !ready.snapshot().is_empty();
+            let writes = !ready.entries().is_empty();
+            let snapshot = !ready.snapshot().is_empty();
             let number = ready.number();
             // A leader's appends and heartbeats may leave before its own write of the same entries (raft thesis
             // 10.2.1; raft-rs hands them out as `messages`, apart from those that must follow the write).
@@ -822,7 +843,14 @@ impl Node {
             // cluster simulator: a leader committed on its unsynced write and one follower's, told the follower,
             // crashed, and the entry was replaced under the follower's commit index, which then never moved).
             self.raft.advance_append_async(ready);
-            if writes {
+            if snapshot {
+                // A snapshot from the leader holds committed state only, and raft-rs needs its applied index at
+                // the snapshot as soon as the log behind it is gone from the store (an election meanwhile reads
+                // the entries after the applied index: seed 504). Counted at once; a crash before the write ends
+                // loses it with the rest of this follower's memory. Only a follower installs one, and a follower
+                // counts toward no commit.
+                self.raft.on_persist_ready(number);
+            } else if writes {
                 self.outputs.push_back(NodeOutput::ConfirmDurable(number));
             }
             self.report_applied();
@@ -1241,6 +1269,44 @@ impl Node {
             peer,
             closed: local.len() + remote.len(),
         });
+    }
+
+    /// A relay message to `peer` that the driver could not queue: its connection ends here and the other side is
+    /// told (with a message that ends the stream, which the driver queues whatever the bound).
+    fn relay_dropped(&mut self, peer: u64, data: &[u8]) {
+        let Ok(message) = relay::decode(data, self.config.cluster_id) else {
+            return;
+        };
+        if message.kind.is_downstream() {
+            // On the leader: the broker's connection of a client held by `peer`.
+            let conn = message.conn;
+            if self.remote.get(&conn).is_none_or(|r| r.origin != peer) {
+                return;
+            }
+            self.remote.remove(&conn);
+            // In the dropped message's place, so the holding node takes it in sequence and tells an MQTT 5 client
+            // why (DISCONNECT 0x8B) rather than seeing a gap.
+            let (seq, kind) = (message.seq, RelayKind::Failover);
+            self.send_relay(peer, RelayMessage { conn, seq, kind });
+            self.feed_broker(Input::Closed { conn });
+            self.relays_dropped += 1;
+            self.event(ClusterEvent::RelayDropped { peer, conn });
+        } else {
+            // On the node holding the client: its connection relayed to `peer`.
+            let (origin, conn) = relay::split_id(message.conn);
+            let Some(relayed) = self.relayed.get_mut(&conn).filter(|r| r.leader == peer) else {
+                return;
+            };
+            if origin != self.config.node_id {
+                return;
+            }
+            // The close takes the dropped message's place in the sequence (see above).
+            relayed.next_out = relayed.next_out.min(message.seq);
+            self.relay_input(conn, &Input::Closed { conn });
+            self.close_for_failover(conn);
+            self.relays_dropped += 1;
+            self.event(ClusterEvent::RelayDropped { peer, conn });
+        }
     }
 
     fn handle_relay(&mut self, from: u64, data: &[u8]) {

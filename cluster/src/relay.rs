@@ -44,6 +44,23 @@ pub fn is_relay(data: &[u8]) -> bool {
     data.len() >= 4 && data[..4] == RELAY_MAGIC
 }
 
+/// Whether a relay message ends its connection's stream (`Closed`, `Close`, `Failover`): the one message of a stream
+/// whose loss no later message would reveal as a gap, so a driver must not drop it at a full queue (see
+/// `NodeInput::RelayDropped`). At most one per connection and direction, so what it adds to a queue is bounded by
+/// the connections.
+pub fn ends_stream(data: &[u8]) -> bool {
+    const KIND_AT: usize = 4 + 1 + 8;
+    is_relay(data)
+        && data.get(KIND_AT).is_some_and(|kind| {
+            [
+                RelayKind::Closed.code(),
+                RelayKind::Close.code(),
+                RelayKind::Failover.code(),
+            ]
+            .contains(kind)
+        })
+}
+
 /// What one relay message says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayKind {
@@ -291,6 +308,8 @@ mod tests {
             };
             let bytes = encode(42, &message);
             assert!(is_relay(&bytes));
+            let ends = matches!(message.kind, RelayKind::Closed | RelayKind::Close | RelayKind::Failover);
+            assert_eq!(ends_stream(&bytes), ends, "{:?}", message.kind);
             assert_eq!(decode(&bytes, 42), Ok(message));
         }
     }

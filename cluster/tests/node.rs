@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 use mqtt_cluster::eraftpb::{Entry, HardState, Snapshot};
+use mqtt_cluster::relay::{self, RelayKind};
 use mqtt_cluster::wire::{self, PeerError};
 use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, Recovered};
 use mqtt_core::broker::{ConnectionId, Input, ListenerId, Output};
@@ -190,6 +191,31 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Runs until the first relay message from `from` to `to` that `pick` accepts is about to be delivered, and
+    /// takes it off the network instead (as a link that could not queue it): its bytes.
+    fn intercept_relay(&mut self, from: u64, to: u64, pick: impl Fn(&RelayKind) -> bool) -> bytes::Bytes {
+        for _ in 0..1_000 {
+            while let Some((f, t, message)) = self.network.pop_front() {
+                let wanted = f == from && t == to && relay::decode(&message, CLUSTER).is_ok_and(|m| pick(&m.kind));
+                if wanted {
+                    return message;
+                }
+                if self.isolated == Some(f) || self.isolated == Some(t) {
+                    continue;
+                }
+                self.input(
+                    t as usize - 1,
+                    NodeInput::Peer {
+                        from: f,
+                        message: &message,
+                    },
+                );
+            }
+            self.run(1);
+        }
+        panic!("no such relay message from {from} to {to}");
     }
 
     fn leader(&self) -> Option<usize> {
@@ -472,6 +498,182 @@ fn a_close_held_behind_uncommitted_output_still_closes_the_connection_when_the_l
     assert!(!packets(&cluster.client_outputs[leader], new)
         .iter()
         .any(|p| matches!(p, Packet::ConnAck(_))));
+}
+
+/// A relay message the follower's link to the leader could not queue (a full queue): the relayed connection is
+/// closed on both sides, the client told to reconnect (MQTT 5: DISCONNECT 0x8B), the leader's broker sees the
+/// connection go, and it is counted; nothing after the hole reaches the leader.
+#[test]
+fn an_upstream_relay_message_that_cannot_be_queued_closes_the_connection_on_both_sides() {
+    let (mut cluster, leader) = Cluster::elected_with(|c| c.relay_clients = true);
+    let follower = (leader + 1) % 3;
+    let (l, f) = (leader as u64 + 1, follower as u64 + 1);
+    let conn = ConnectionId(5);
+    connect(&mut cluster, follower, conn, "r", true);
+    cluster.run(100);
+    assert!(matches!(
+        packets(&cluster.client_outputs[follower], conn)[..],
+        [Packet::ConnAck(_)]
+    ));
+    assert_eq!(
+        cluster.nodes[leader].broker().map(|b| b.gauges().clients_connected),
+        Some(1)
+    );
+    cluster.client_outputs[follower].clear();
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "t/4".into(),
+        packet_id: 4,
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"dropped"),
+    };
+    let data = encode(&Packet::Publish(publish));
+    cluster.input(follower, NodeInput::Client(Input::Received { conn, data: &data }));
+    let dropped = cluster.intercept_relay(f, l, |k| matches!(k, RelayKind::Received(_)));
+    cluster.input(
+        follower,
+        NodeInput::RelayDropped {
+            peer: l,
+            message: &dropped,
+        },
+    );
+    let got = packets(&cluster.client_outputs[follower], conn);
+    assert!(
+        matches!(&got[..], [Packet::Disconnect(d)] if d.reason.0 == 0x8B),
+        "{got:?}"
+    );
+    assert!(cluster.client_outputs[follower].contains(&Output::Close { conn }));
+    assert_eq!(cluster.nodes[follower].status().relays_dropped, 1);
+    assert!(cluster.events.iter().any(
+        |(id, e)| *id == f && matches!(e, ClusterEvent::RelayDropped { peer, conn: c } if *peer == l && *c == conn)
+    ));
+    cluster.run(100);
+    // The leader heard the close in sequence (no gap event) and its broker let the connection go.
+    assert_eq!(
+        cluster.nodes[leader].broker().map(|b| b.gauges().clients_connected),
+        Some(0)
+    );
+    assert!(!cluster
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, ClusterEvent::RelayGap { .. })));
+}
+
+/// The same on the leader's side: its output for a relayed client could not be queued. The broker's connection is
+/// closed (the session stays for the client to resume) and the holding node is told in the dropped message's
+/// place, so its client gets DISCONNECT 0x8B and is closed; nothing after the hole reaches the client.
+#[test]
+fn a_downstream_relay_message_that_cannot_be_queued_closes_the_connection_on_both_sides() {
+    let (mut cluster, leader) = Cluster::elected_with(|c| c.relay_clients = true);
+    let follower = (leader + 1) % 3;
+    let (l, f) = (leader as u64 + 1, follower as u64 + 1);
+    let conn = ConnectionId(6);
+    connect(&mut cluster, follower, conn, "d", true);
+    cluster.run(100);
+    assert!(matches!(
+        packets(&cluster.client_outputs[follower], conn)[..],
+        [Packet::ConnAck(_)]
+    ));
+    cluster.client_outputs[follower].clear();
+    let ping = encode(&Packet::PingReq);
+    cluster.input(follower, NodeInput::Client(Input::Received { conn, data: &ping }));
+    let dropped = cluster.intercept_relay(l, f, |k| matches!(k, RelayKind::Transmit(_)));
+    cluster.input(
+        leader,
+        NodeInput::RelayDropped {
+            peer: f,
+            message: &dropped,
+        },
+    );
+    assert_eq!(
+        cluster.nodes[leader].broker().map(|b| b.gauges().clients_connected),
+        Some(0)
+    );
+    assert_eq!(cluster.nodes[leader].status().relays_dropped, 1);
+    cluster.run(100);
+    let got = packets(&cluster.client_outputs[follower], conn);
+    assert!(
+        matches!(&got[..], [Packet::Disconnect(d)] if d.reason.0 == 0x8B),
+        "the PINGRESP was dropped, the client gets the failover DISCONNECT only: {got:?}"
+    );
+    assert!(cluster.client_outputs[follower].contains(&Output::Close { conn }));
+    assert!(!cluster
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, ClusterEvent::RelayGap { .. })));
+}
+
+/// A follower that installs a snapshot from the leader and then, before its disk has synced it, runs out its
+/// election clock (the leader unreachable): raft-rs reads the entries after its applied index when it campaigns,
+/// and those are gone from the store behind the snapshot, so its applied index must reach the snapshot at once
+/// (cluster simulator seed 504 panicked in raft-rs: "unexpected error getting unapplied entries ... Compacted").
+#[test]
+fn a_follower_campaigns_safely_while_an_installed_snapshot_is_still_unsynced() {
+    let (mut cluster, leader) = Cluster::elected_with(|c| c.snapshot_entries = 2);
+    let follower = (leader + 1) % 3;
+    let f = follower as u64 + 1;
+    cluster.isolated = Some(f);
+    let conn = ConnectionId(1);
+    connect(&mut cluster, leader, conn, "p", true);
+    cluster.run(50);
+    for (i, topic) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: (*topic).into(),
+            packet_id: i as u16 + 1,
+            properties: Default::default(),
+            payload: bytes::Bytes::from_static(b"x"),
+        };
+        let data = encode(&Packet::Publish(publish));
+        cluster.input(leader, NodeInput::Client(Input::Received { conn, data: &data }));
+        cluster.run(20);
+    }
+    // The follower comes back and gets the snapshot; its disk turns slow just then, so the snapshot waits unsynced.
+    cluster.isolated = None;
+    'delivery: for _ in 0..1_000 {
+        while let Some((from, to, message)) = cluster.network.pop_front() {
+            let snapshot = to == f
+                && wire::decode_peer_message(&message, CLUSTER, usize::MAX)
+                    .is_ok_and(|m| m.msg_type == mqtt_cluster::eraftpb::MessageType::MsgSnapshot);
+            if snapshot {
+                cluster.slow_disk = Some(follower);
+            }
+            cluster.input(
+                to as usize - 1,
+                NodeInput::Peer {
+                    from,
+                    message: &message,
+                },
+            );
+            if snapshot {
+                break 'delivery;
+            }
+        }
+        cluster.run(1);
+    }
+    assert!(cluster
+        .unsynced
+        .iter()
+        .any(|o| matches!(o, NodeOutput::PersistSnapshot { .. })));
+    // Cut off again, it campaigns (raft-rs checks the entries it has not applied first).
+    cluster.isolated = Some(f);
+    cluster.run(1_000);
+    assert_ne!(
+        cluster.nodes[follower].role(),
+        mqtt_cluster::Role::Follower,
+        "it campaigned"
+    );
+    // Synced and back, it catches up with the others.
+    cluster.sync(follower);
+    cluster.isolated = None;
+    cluster.run(1_000);
+    let leader = cluster.leader().expect("a leader");
+    let (a, b) = (&cluster.nodes[leader], &cluster.nodes[follower]);
+    assert_eq!((b.applied(), b.applied_digest()), (a.applied(), a.applied_digest()));
 }
 
 /// A leader may send its appends before its own write of them is synced, but it must not count that write toward

@@ -104,6 +104,9 @@ fn broker_config(options: &Options) -> Config {
         wildcard_subscriptions: options.wildcards,
         shared_subscriptions: options.shared,
         retain_available: !options.retain_unavailable,
+        maximum_qos: options.maximum_qos,
+        max_publish_rate: options.publish_rate,
+        max_publish_bytes_rate: options.publish_bytes_rate,
         persistence: options.persistence,
         max_queued_bytes: options.quotas.max_queued_bytes,
         max_queued_bytes_total: options.quotas.max_queued_bytes_total,
@@ -194,7 +197,10 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "will-delay-ignored" => Some(Core::WillDelayIgnored),
         "delayed-will-lost" => Some(Core::DelayedWillLost),
         "expiring-left-queued" => Some(Core::ExpiringLeftQueued),
+        "expiring-overtaken" => Some(Core::ExpiringOvertaken),
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
+        "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
+        "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
         _ => None,
     };
     let storage = match name {
@@ -238,6 +244,8 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ),
     ("recovery-skips-damaged-frame", "without noticing the bit flipped"),
     ("keep-alive-spin", "stalled"),
+    ("maximum-qos-not-granted", "so it must grant"),
+    ("publish-rate-whole-seconds", "had room for it in the publish rate"),
     ("disconnect-expiry-ignored", "Session Present"),
     (
         "takeover-publishes-delayed-will",

@@ -154,6 +154,18 @@ fn finds_v311_publish_acknowledged_on_a_full_disk() {
     finds("v311-acknowledged-on-full-disk");
 }
 
+/// A SUBSCRIBE granted above the broker's Maximum QoS: the SUBACK differs from the model's min(asked, Maximum QoS).
+#[test]
+fn finds_maximum_qos_not_granted() {
+    finds("maximum-qos-not-granted");
+}
+
+/// Publish-rate buckets refilled only for whole seconds: a PUBACK 0x97 where the model's buckets had a token.
+#[test]
+fn finds_publish_rate_refilled_in_whole_seconds() {
+    finds("publish-rate-whole-seconds");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

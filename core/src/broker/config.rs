@@ -145,6 +145,14 @@ pub enum PlantedBug {
     /// While storage takes no writes, a 3.1.1 client's QoS 1/2 PUBLISH is refused as for MQTT 5, which 3.1.1
     /// encodes as a plain PUBACK: acknowledged, and lost, instead of the connection being closed [MQTT-4.8.0-2].
     V311AcknowledgedOnFullDisk,
+    /// A SUBSCRIBE is granted the QoS it asks for although that is above the broker's Maximum QoS.
+    MaximumQosNotApplied,
+    /// The publish-rate buckets refill only for whole seconds elapsed since the last PUBLISH: a client publishing
+    /// more often than once a second never gets a token back once its bucket is empty.
+    PublishRateRefillWholeSeconds,
+    /// A QoS 1/2 PUBLISH with a Message Expiry Interval is routed after the PUBLISH read right behind it in the
+    /// same input: its subscribers get it after a later message of the same publisher [MQTT-4.6.0-6].
+    ExpiringOvertaken,
 }
 
 impl Default for Config {

@@ -256,11 +256,11 @@ impl Broker {
         self.next_message_id = self.next_message_id.max(max_id);
         let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
         for (id, stored) in image.messages {
-            messages.insert(id, Arc::new(message_from(id, stored)));
+            messages.insert(id, Arc::new(message_from(id, stored, self.now)));
         }
         for (_, stored) in image.retained {
             let id = self.next_message_id();
-            let message = Arc::new(message_from(id, stored));
+            let message = Arc::new(message_from(id, stored, self.now));
             self.retained.insert(&message.topic, Arc::clone(&message));
         }
         for (k, s) in image.sessions {
@@ -326,7 +326,8 @@ impl Broker {
                 let delay = will.properties.will_delay_interval.unwrap_or(0).min(image.expiry);
                 self.now + Duration::from_secs(u64::from(delay))
             } else {
-                will.publish_at
+                let delay = will.properties.will_delay_interval.unwrap_or(0).min(image.expiry);
+                capped_deadline(will.publish_at, self.now, delay)
             };
             session.pending_will = Some(Box::new(PendingWill {
                 will: will_from(will),
@@ -335,7 +336,11 @@ impl Broker {
             self.timers.arm(publish_at, Timer::WillDelay(key));
         }
         if image.expiry != u32::MAX {
-            let at = offline_since + Duration::from_secs(u64::from(image.expiry));
+            let at = capped_deadline(
+                offline_since + Duration::from_secs(u64::from(image.expiry)),
+                self.now,
+                image.expiry,
+            );
             session.expires_at = Some(at);
             session.expiry_timer_due = Some(at);
             self.timers.arm(at, Timer::SessionExpiry(key));
@@ -364,7 +369,20 @@ pub(super) fn stored_message(m: &Message) -> StoredMessage {
     }
 }
 
-fn message_from(id: u64, m: StoredMessage) -> Message {
+/// The recorded deadline `at` of an interval of `secs` seconds, as a restarted broker at `now` keeps it. The times
+/// in the records are the driver's clock (wall-clock based, see `io`'s `Clock`): if that clock was set back while
+/// the broker was down, `at` lies further ahead than the whole interval, which would stretch the interval by the
+/// jump. It is capped at a full interval from the restart: not lost, not longer than the interval again. A
+/// clock set forward cannot be told from time really passed: what is due is due.
+pub(super) fn capped_deadline(at: Time, now: Time, secs: u32) -> Time {
+    at.min(now + Duration::from_secs(u64::from(secs)))
+}
+
+fn message_from(id: u64, m: StoredMessage, now: Time) -> Message {
+    let expires_at = match (m.expires_at, m.properties.message_expiry_interval) {
+        (Some(at), Some(secs)) => Some(capped_deadline(at, now, secs)),
+        (at, _) => at,
+    };
     Message {
         id,
         topic: m.topic.into(),
@@ -372,7 +390,7 @@ fn message_from(id: u64, m: StoredMessage) -> Message {
         qos: m.qos,
         retain: m.retain,
         properties: m.properties,
-        expires_at: m.expires_at,
+        expires_at,
     }
 }
 

@@ -401,6 +401,8 @@ impl Broker {
     /// once the verdict lets the client in; a client that sends more than `MAX_BUFFERED_WHILE_VERIFYING` meanwhile
     /// is disconnected.
     fn decode_received(&mut self, conn: ConnectionId) {
+        // Only the planted `ExpiringOvertaken` puts a packet aside here.
+        let mut deferred: Option<Packet> = None;
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else {
                 return;
@@ -414,11 +416,31 @@ impl Broker {
             match connection.decoder.next_packet() {
                 Ok(Some(packet)) => {
                     connection.last_activity = self.now;
+                    if deferred.is_none() && self.defers_expiring(&packet) {
+                        deferred = Some(packet);
+                        continue;
+                    }
+                    let behind = matches!(packet, Packet::Publish(_));
+                    if let Some(expiring) = deferred.take().filter(|_| !behind) {
+                        self.handle_packet(conn, expiring);
+                    }
                     self.handle_packet(conn, packet);
+                    if let Some(expiring) = deferred.take() {
+                        self.handle_packet(conn, expiring);
+                    }
                     self.close_if_replies_unread(conn);
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    if let Some(expiring) = deferred.take() {
+                        self.handle_packet(conn, expiring);
+                        self.close_if_replies_unread(conn);
+                    }
+                    return;
+                }
                 Err(error) => {
+                    if let Some(expiring) = deferred.take() {
+                        self.handle_packet(conn, expiring);
+                    }
                     let reason = error.reason_code();
                     self.handle_decode_error(conn, &error, reason);
                     return;

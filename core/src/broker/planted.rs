@@ -4,6 +4,7 @@
 use super::Broker;
 #[cfg(feature = "planted-bugs")]
 use super::{message::Delivery, message::Message, session::SessionKey};
+use crate::packet::{Packet, QoS};
 #[cfg(feature = "planted-bugs")]
 use std::sync::Arc;
 
@@ -25,6 +26,9 @@ pub(super) enum PlantedBugKind {
     DelayedWillLost,
     ExpiringLeftQueued,
     V311AcknowledgedOnFullDisk,
+    MaximumQosNotApplied,
+    PublishRateRefillWholeSeconds,
+    ExpiringOvertaken,
 }
 
 impl Broker {
@@ -83,6 +87,15 @@ impl Broker {
                     Some(PlantedBug::V311AcknowledgedOnFullDisk),
                     PlantedBugKind::V311AcknowledgedOnFullDisk
                 )
+                | (
+                    Some(PlantedBug::MaximumQosNotApplied),
+                    PlantedBugKind::MaximumQosNotApplied
+                )
+                | (
+                    Some(PlantedBug::PublishRateRefillWholeSeconds),
+                    PlantedBugKind::PublishRateRefillWholeSeconds
+                )
+                | (Some(PlantedBug::ExpiringOvertaken), PlantedBugKind::ExpiringOvertaken)
         )
     }
 
@@ -210,4 +223,13 @@ fn naive_match(filter: &str, topic: &str) -> bool {
         }
     }
     topic_levels.next().is_none()
+}
+
+impl Broker {
+    /// The planted `ExpiringOvertaken`: a QoS 1/2 PUBLISH with a Message Expiry Interval is put aside and handled
+    /// after the PUBLISH read right behind it in the same input (see `decode_received`).
+    pub(super) fn defers_expiring(&self, packet: &Packet) -> bool {
+        self.planted(PlantedBugKind::ExpiringOvertaken)
+            && matches!(packet, Packet::Publish(p) if p.qos != QoS::AtMostOnce && p.properties.message_expiry_interval.is_some())
+    }
 }

@@ -131,7 +131,20 @@ enum RateVerdict {
 }
 
 impl PublishLimiter {
+    #[cfg(test)]
     fn check(&mut self, now: Time, message_rate: u64, byte_rate: u64, bytes: usize) -> RateVerdict {
+        self.check_refill(now, message_rate, byte_rate, bytes, false)
+    }
+
+    /// `whole_seconds` is the planted bug `PublishRateRefillWholeSeconds` (always `false` otherwise).
+    fn check_refill(
+        &mut self,
+        now: Time,
+        message_rate: u64,
+        byte_rate: u64,
+        bytes: usize,
+        whole_seconds: bool,
+    ) -> RateVerdict {
         if message_rate == 0 && byte_rate == 0 {
             return RateVerdict::Pass;
         }
@@ -141,7 +154,10 @@ impl PublishLimiter {
                 self.bytes.tokens = i128::from(byte_rate) * MILLI;
             }
             Some(updated) => {
-                let elapsed = i128::from(now.saturating_sub(updated).as_millis().min(u128::from(u64::MAX)) as u64);
+                let mut elapsed = i128::from(now.saturating_sub(updated).as_millis().min(u128::from(u64::MAX)) as u64);
+                if whole_seconds {
+                    elapsed = elapsed / 1000 * 1000;
+                }
                 self.messages.advance(elapsed, message_rate);
                 self.bytes.advance(elapsed, byte_rate);
             }
@@ -373,6 +389,7 @@ impl Broker {
             return PublishQuota::Refuse(ReasonCode::TOPIC_NAME_INVALID);
         }
         let now = self.now;
+        let whole_seconds = self.planted(super::planted::PlantedBugKind::PublishRateRefillWholeSeconds);
         let message_rate = u64::from(self.config.max_publish_rate);
         let byte_rate = self.config.max_publish_bytes_rate;
         if message_rate == 0 && byte_rate == 0 {
@@ -384,7 +401,7 @@ impl Broker {
         match connection
             .extras()
             .publish_limiter
-            .check(now, message_rate, byte_rate, payload_len)
+            .check_refill(now, message_rate, byte_rate, payload_len, whole_seconds)
         {
             RateVerdict::Pass => PublishQuota::Admit,
             RateVerdict::Refuse => {

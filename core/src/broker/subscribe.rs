@@ -59,7 +59,9 @@ impl Broker {
             }
             let mut options = options;
             // The granted QoS may be lower than requested [MQTT-3.8.4-7].
-            options.qos = QoS::from_u8(self.config.maximum_qos).map_or(options.qos, |max| options.qos.min(max));
+            if !self.planted(super::planted::PlantedBugKind::MaximumQosNotApplied) {
+                options.qos = QoS::from_u8(self.config.maximum_qos).map_or(options.qos, |max| options.qos.min(max));
+            }
             let subscription = Subscription { options, identifier };
             // [MQTT-3.8.4-3]: a repeated filter replaces the existing subscription.
             let previous = self.subscriptions.insert(plain, group, key, subscription);

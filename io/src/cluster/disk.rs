@@ -221,15 +221,40 @@ impl RaftDisk {
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.write()?;
+        self.sync()
+    }
+
+    /// Writes everything queued, without syncing it (see `sync`, `sync_handle`): durable only once a sync that
+    /// starts after this returns has completed.
+    pub fn write(&mut self) -> Result<(), DiskError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         if let Err(e) = self.log.write_all(&self.pending) {
             // Cut off whatever part made it, so a retry does not leave a torn frame in the middle of the log.
             let _ = self.log.set_len(self.log_len);
             return Err(io_err(&self.log_path)(e));
         }
-        self.log.sync_data().map_err(io_err(&self.log_path))?;
         self.log_len += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
+    }
+
+    /// Syncs what `write` wrote to the current log.
+    pub fn sync(&mut self) -> Result<(), DiskError> {
+        self.log.sync_data().map_err(io_err(&self.log_path))
+    }
+
+    /// An error of a sync of the current log made elsewhere (see `sync_handle`).
+    pub fn sync_error(&self, source: io::Error) -> DiskError {
+        io_err(&self.log_path)(source)
+    }
+
+    /// A second handle of the current log, for a sync on another thread (`fdatasync` on it covers every write
+    /// made through this one before the sync starts).
+    pub fn sync_handle(&self) -> Result<File, DiskError> {
+        self.log.try_clone().map_err(io_err(&self.log_path))
     }
 
     /// The index of the snapshot the files start from.

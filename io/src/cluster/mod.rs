@@ -6,4 +6,5 @@ pub mod admin;
 pub mod disk;
 pub mod node;
 pub mod status;
+mod syncer;
 pub mod transport;

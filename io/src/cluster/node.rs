@@ -3,8 +3,11 @@
 //!
 //! The ordering rule of the node (a `Persist*` output is durable before anything after it is acted on) is kept by
 //! a group commit: persist outputs are queued on the disk as they come; every other output that follows one is held
-//! in order; once per loop turn (`end_turn`) the disk writes and syncs everything queued, once, and the held outputs
-//! go out: peer messages to the links, client outputs to the driver.
+//! in order, marked with the write that will carry those persists; once per loop turn (`end_turn`) the disk writes
+//! everything queued, once, and a sync thread (`syncer`) syncs it; when that sync completes (the thread wakes the
+//! loop) the outputs held for it go out: peer messages to the links, client outputs to the driver. The loop does
+//! not wait for the sync meanwhile: it takes further input, and writes the next batch while this one syncs (one sync
+//! in flight at a time; the next covers every write since).
 //!
 //! Two kinds of output need less, and waiting for an unrelated sync would add a disk round trip to every commit:
 //! - `PeerEarly` (a leader's appends) goes at once: the followers write while the leader does.
@@ -13,6 +16,7 @@
 //!   not for entries appended since. Client outputs keep their order among themselves.
 
 use super::disk::{DiskError, RaftDisk, Recovered};
+use super::syncer::Syncer;
 use super::transport::{PeerEvent, PeerTransport, TransportConfig};
 use crate::config::ClusterSettings;
 use crate::driver::{Core, CORE_TOKEN_BASE};
@@ -108,8 +112,13 @@ pub fn open(
         transport: None,
         registry: None,
         unsynced: false,
+        written: 0,
+        synced: 0,
+        writes: VecDeque::new(),
+        syncer: None,
         held: VecDeque::new(),
         durable: None,
+        relays_dropped: Vec::new(),
         held_clients: VecDeque::new(),
         appended_index: recovered_last,
         synced_index: recovered_last,
@@ -135,12 +144,21 @@ pub struct ClusterCore {
     /// Bound when the driver attaches its poller.
     transport: Option<PeerTransport>,
     registry: Option<Registry>,
-    /// Persist outputs queued on the disk and not yet synced.
+    /// Persist outputs queued on the disk and not yet written.
     unsynced: bool,
-    /// Outputs that came after an unsynced persist, in order.
-    held: VecDeque<NodeOutput>,
+    /// Writes of queued persists made so far (a sequence number), and how many of them are synced.
+    written: u64,
+    synced: u64,
+    /// Writes not yet synced: sequence number, and the last entry index the log held after it.
+    writes: VecDeque<(u64, u64)>,
+    /// The sync thread, once the driver attached the node (before that, syncs happen on the loop).
+    syncer: Option<Syncer>,
+    /// Outputs that came after a persist not yet synced, in order, each with the write it waits for.
+    held: VecDeque<(u64, NodeOutput)>,
     /// The last `NodeOutput::ConfirmDurable` acted on and not yet handed back to the node.
     durable: Option<u64>,
+    /// Relay messages the links could not queue, to hand back to the node (`NodeInput::RelayDropped`).
+    relays_dropped: Vec<(u64, bytes::Bytes)>,
     /// Client outputs waiting for the log to be synced through the index paired with each, in order.
     held_clients: VecDeque<(u64, Output)>,
     /// The last entry index handed to the disk, and the last one synced.
@@ -164,6 +182,9 @@ pub struct ClusterCore {
     /// When this node applied its own removal: it stops shortly after (see `REMOVED_GRACE`).
     removed_at: Option<Instant>,
 }
+
+/// The token of the sync thread's wake-ups: above the links' tokens (`CORE_TOKEN_BASE` and the 2^32 after it).
+const SYNC_TOKEN: Token = Token(CORE_TOKEN_BASE + (1 << 32));
 
 /// How long a removed node keeps running before it stops: its last messages (the commit of its own removal, the
 /// DISCONNECTs of its clients) leave meanwhile.
@@ -191,9 +212,20 @@ impl ClusterCore {
         loop {
             self.pump_outputs();
             // The writes before it are synced: the node may count them (see `NodeOutput::ConfirmDurable`).
-            match self.durable.take() {
-                Some(number) => self.node.handle_input(self.now, NodeInput::Durable(number)),
-                None => break,
+            if let Some(number) = self.durable.take() {
+                self.node.handle_input(self.now, NodeInput::Durable(number));
+            } else if !self.relays_dropped.is_empty() {
+                for (peer, message) in std::mem::take(&mut self.relays_dropped) {
+                    self.node.handle_input(
+                        self.now,
+                        NodeInput::RelayDropped {
+                            peer,
+                            message: &message,
+                        },
+                    );
+                }
+            } else {
+                break;
             }
         }
     }
@@ -230,7 +262,14 @@ impl ClusterCore {
                         self.appended_index = snapshot.get_metadata().index;
                     }
                     match self.disk.save_snapshot(&snapshot, discard_log) {
-                        Ok(()) => self.synced_index = self.appended_index,
+                        Ok(()) => {
+                            // Everything queued or written before it is synced with it.
+                            if std::mem::take(&mut self.unsynced) {
+                                self.written += 1;
+                            }
+                            self.synced_through(self.written);
+                            self.synced_index = self.appended_index;
+                        }
                         Err(e) => self.fail(&e),
                     }
                 }
@@ -243,7 +282,14 @@ impl ClusterCore {
                         self.held_clients.push_back((needs, output));
                     }
                 }
-                other if self.unsynced || !self.held.is_empty() => self.held.push_back(other),
+                // After a persist not yet written: wait for the write that will carry it.
+                other if self.unsynced => self.held.push_back((self.written + 1, other)),
+                // After writes still syncing (or behind held output): wait for them too, as raft-rs's messages
+                // that follow a persist promise every earlier persist durable (a follower's answer to a repeated
+                // append speaks for entries an earlier write carries).
+                other if self.synced < self.written || !self.held.is_empty() => {
+                    self.held.push_back((self.written, other))
+                }
                 other => self.act(other),
             }
         }
@@ -253,8 +299,18 @@ impl ClusterCore {
         match output {
             NodeOutput::Client(output) => self.ready.push_back(output),
             NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
-                if let Some(transport) = self.transport.as_mut() {
-                    transport.send(to, &message);
+                let Some(transport) = self.transport.as_mut() else {
+                    return;
+                };
+                if transport.send(to, &message) || !mqtt_cluster::relay::is_relay(&message) {
+                    // A Raft message may be dropped: Raft sends it again.
+                    return;
+                }
+                // A relay message may not: the stream would go on with a hole (see `NodeInput::RelayDropped`).
+                if mqtt_cluster::relay::ends_stream(&message) {
+                    transport.send_notice(to, &message);
+                } else {
+                    self.relays_dropped.push((to, message));
                 }
             }
             NodeOutput::Event(event) => {
@@ -352,7 +408,8 @@ impl ClusterCore {
         all
     }
 
-    /// The group commit: one write and one sync for everything persisted since the last, then what waited on it.
+    /// The group commit: one write for everything persisted since the last, a sync of it started (unless one is in
+    /// flight: the next covers it), then what waited on syncs completed so far.
     fn commit(&mut self) {
         if self.failure.is_some() {
             // Nothing more may be promised.
@@ -364,15 +421,80 @@ impl ClusterCore {
             if let Some(hard_state) = self.lazy_hard_state.take() {
                 self.disk.set_hard_state(&hard_state);
             }
-            if let Err(e) = self.disk.commit() {
+            if let Err(e) = self.disk.write() {
                 self.fail(&e);
                 self.held.clear();
                 self.held_clients.clear();
                 return;
             }
             self.unsynced = false;
-            self.synced_index = self.appended_index;
+            self.written += 1;
+            self.writes.push_back((self.written, self.appended_index));
         }
+        self.sync_completed();
+    }
+
+    /// Takes a completed sync (if any), starts the next one if writes wait for it, and releases what is durable.
+    fn sync_completed(&mut self) {
+        if let Some((seq, result)) = self.syncer.as_mut().and_then(Syncer::completed) {
+            match result {
+                Ok(()) => self.synced_through(seq),
+                Err(e) => {
+                    let error = self.disk.sync_error(e);
+                    self.fail(&error);
+                }
+            }
+        }
+        if self.failure.is_some() {
+            self.held.clear();
+            self.held_clients.clear();
+            return;
+        }
+        self.start_sync();
+        self.release_durable();
+    }
+
+    /// Starts a sync of every write made so far, unless they are synced or a sync is in flight.
+    fn start_sync(&mut self) {
+        let in_flight = self.syncer.as_ref().and_then(Syncer::in_flight).is_some();
+        if self.synced == self.written || in_flight {
+            return;
+        }
+        let seq = self.written;
+        if let Some(syncer) = self.syncer.as_mut() {
+            match self.disk.sync_handle() {
+                Ok(file) => {
+                    if syncer.request(seq, file) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    return;
+                }
+            }
+        }
+        // No sync thread (not attached yet, or it is gone): sync on the loop.
+        match self.disk.sync() {
+            Ok(()) => self.synced_through(seq),
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// Writes up to sequence number `seq` are synced.
+    fn synced_through(&mut self, seq: u64) {
+        self.synced = self.synced.max(seq);
+        while let Some(&(w, index)) = self.writes.front() {
+            if w > self.synced {
+                break;
+            }
+            self.synced_index = index;
+            self.writes.pop_front();
+        }
+    }
+
+    /// The held outputs whose persists are synced go out, in order.
+    fn release_durable(&mut self) {
         while self
             .held_clients
             .front()
@@ -382,10 +504,13 @@ impl ClusterCore {
                 self.ready.push_back(output);
             }
         }
-        while let Some(output) = self.held.pop_front() {
-            self.act(output);
+        while self.held.front().is_some_and(|(w, _)| *w <= self.synced) {
+            if let Some((_, output)) = self.held.pop_front() {
+                self.act(output);
+            }
         }
-        if self.durable.is_some() {
+        // A `ConfirmDurable` among them: the node counts those writes now (and may commit and release on them).
+        if self.durable.is_some() || !self.relays_dropped.is_empty() {
             self.pump();
         }
     }
@@ -460,6 +585,11 @@ fn log_event(event: &ClusterEvent) {
         ClusterEvent::RelaysClosed { peer, closed } => {
             log::info!("cluster: {closed} relayed connection(s) through node {peer} closed")
         }
+        ClusterEvent::RelayDropped { peer, conn } => log::warn!(
+            "cluster: relayed conn {:#x} closed on both sides: a message for node {peer} could not be queued \
+             (its link's queue is full)",
+            conn.0
+        ),
         ClusterEvent::RelayGap { conn, expected, got } => log::warn!(
             "cluster: relayed conn {:#x} closed: message {got} arrived where {expected} was due (the link dropped one)",
             conn.0
@@ -552,17 +682,23 @@ impl Core for ClusterCore {
             )
         })?;
         self.transport = Some(transport);
+        self.syncer = Some(Syncer::start(registry, SYNC_TOKEN)?);
         self.registry = Some(registry.try_clone()?);
         self.apply_member_changes();
         Ok(())
     }
 
     fn owns(&self, token: Token) -> bool {
-        self.transport.as_ref().is_some_and(|t| t.owns(token))
+        token == SYNC_TOKEN || self.transport.as_ref().is_some_and(|t| t.owns(token))
     }
 
     fn io_event(&mut self, now: Time, event: &mio::event::Event) {
         self.now = self.now.max(now);
+        if self.syncer.as_ref().is_some_and(|s| s.token() == event.token()) {
+            // A sync completed: what waited for it goes out now, not at the end of the turn.
+            self.sync_completed();
+            return;
+        }
         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
             let readable = event.is_readable() || event.is_read_closed() || event.is_error();
             transport.handle_event(
@@ -602,8 +738,11 @@ impl Core for ClusterCore {
     }
 
     fn io_deadline(&self) -> Option<Instant> {
-        let pending =
-            self.unsynced || !self.held.is_empty() || !self.held_clients.is_empty() || !self.peer_events.is_empty();
+        // Held output waits for the sync in flight, whose completion wakes the loop; with none in flight it goes
+        // at the end of the next turn.
+        let syncing = self.syncer.as_ref().and_then(Syncer::in_flight).is_some();
+        let held = !syncing && (!self.held.is_empty() || !self.held_clients.is_empty());
+        let pending = self.unsynced || held || !self.peer_events.is_empty();
         let pending = pending || self.node.has_unproposed();
         let held = pending.then(Instant::now);
         let links = self.transport.as_ref().and_then(PeerTransport::next_deadline);

@@ -32,6 +32,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued for one peer beyond this many, or this many bytes, are dropped.
 pub const MAX_QUEUED_MESSAGES: usize = 4096;
 pub const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
+/// Messages that end a relayed connection's stream (see [`PeerTransport::send_notice`]) may go this many beyond
+/// `MAX_QUEUED_MESSAGES`: one per relayed connection at most, so this covers far more than a node holds at once.
+pub const NOTICE_RESERVE: usize = 65_536;
 /// Accepted connections held at once (legitimate peers need one each, plus ones being replaced).
 const MAX_INBOUND: usize = 64;
 const READ_CHUNK: usize = 64 * 1024;
@@ -212,6 +215,28 @@ impl PeerTransport {
         framed.put_slice(message);
         link.queue.push_back(framed.freeze());
         link.queued_bytes += framed_len;
+        true
+    }
+
+    /// Queues a message that ends a relayed connection's stream even when the queue is full (up to
+    /// `NOTICE_RESERVE` more): dropped, nothing after it would show the other side a gap, and its client would
+    /// wait on a connection no one serves. False only if even the reserve is full (logged as an error).
+    pub fn send_notice(&mut self, to: u64, message: &[u8]) -> bool {
+        let Some(link) = self.links.get_mut(&to) else {
+            return false;
+        };
+        if link.queue.len() >= MAX_QUEUED_MESSAGES + NOTICE_RESERVE || message.len() > self.config.max_message {
+            link.dropped += 1;
+            log::error!(
+                "cluster: queue to node {to} full beyond its reserve; a relayed connection's close was dropped"
+            );
+            return false;
+        }
+        let mut framed = BytesMut::with_capacity(LEN_PREFIX + message.len());
+        framed.put_u32(message.len() as u32);
+        framed.put_slice(message);
+        link.queued_bytes += framed.len();
+        link.queue.push_back(framed.freeze());
         true
     }
 

@@ -250,6 +250,10 @@ pub struct Driver<C: Core = Broker> {
     scratch: Scratch,
     /// Connections with output queued since they were last flushed.
     dirty: Vec<ConnectionId>,
+    /// Connections given output (or closed) since `settle_read` last looked: the only ones that can have reached
+    /// its flush-now threshold. Looking at every dirty connection after every read instead cost a fifth of the
+    /// broker's time with 2,000 clients (most of them dirty with a PUBACK each turn).
+    touched: Vec<ConnectionId>,
     /// Connections whose sockets may hold unread bytes, read one buffer each per turn in this order (see
     /// `read_turn`).
     readable: VecDeque<ConnectionId>,
@@ -332,6 +336,7 @@ impl<C: Core> Driver<C> {
             read_buf: vec![0; READ_BUF],
             scratch: Scratch::default(),
             dirty: Vec::new(),
+            touched: Vec::new(),
             readable: VecDeque::new(),
             closing: HashSet::new(),
             parked: HashSet::new(),
@@ -866,6 +871,7 @@ impl<C: Core> Driver<C> {
                 if conn.wants_write() && !conn.dirty {
                     conn.dirty = true;
                     self.dirty.push(id);
+                    self.touched.push(id);
                 }
                 if data.is_empty() {
                     self.flush_dirty_and_settle();
@@ -937,12 +943,21 @@ impl<C: Core> Driver<C> {
             // Below the output bound by a margin too, so that unwritten bytes of this turn never hold a connection
             // back (`park`) that would not have been otherwise.
             let (conns, flush_now) = (&self.conns, FLUSH_NOW_BYTES.min(self.max_outbuf / 2));
-            let (now, later): (Vec<ConnectionId>, Vec<ConnectionId>) = self.dirty.drain(..).partition(|id| {
-                conns
-                    .get(id)
-                    .is_none_or(|c| c.state != State::Open || c.pending_bytes() >= flush_now)
-            });
-            self.dirty = later;
+            let mut now: Vec<ConnectionId> = self
+                .touched
+                .drain(..)
+                .filter(|id| {
+                    conns
+                        .get(id)
+                        .is_some_and(|c| c.dirty && (c.state != State::Open || c.pending_bytes() >= flush_now))
+                })
+                .collect();
+            if now.is_empty() {
+                return;
+            }
+            now.sort_unstable();
+            now.dedup();
+            self.dirty.retain(|id| !now.contains(id));
             let follow_ups = self.flush(now);
             if follow_ups.is_empty() {
                 return;
@@ -1147,6 +1162,7 @@ impl<C: Core> Driver<C> {
                 conn.dirty = true;
                 self.dirty.push(id);
             }
+            self.touched.push(id);
         }
     }
 
@@ -1177,6 +1193,7 @@ impl<C: Core> Driver<C> {
 
     /// Flush every dirty connection once; return the inputs the core must hear about as a result.
     fn flush_dirty(&mut self) -> Vec<Input<'static>> {
+        self.touched.clear();
         let dirty = std::mem::take(&mut self.dirty);
         self.flush(dirty)
     }

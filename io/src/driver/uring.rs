@@ -113,14 +113,15 @@ enum Received {
     Error(io::Error),
 }
 
-/// A send the kernel may still be reading from: owns the bytes and the vectors that point into them.
+/// A send the kernel may still be reading from: owns the bytes and, for a `sendmsg`, the vectors that point into
+/// them (a send of one chunk, a quiet client's PUBACK, needs neither).
 struct InFlight {
     _chunks: Vec<Bytes>,
-    _iov: Box<[libc::iovec]>,
-    _msg: Box<libc::msghdr>,
+    _vectors: Option<(Box<[libc::iovec]>, Box<libc::msghdr>)>,
 }
 
-// SAFETY: the raw pointers point into `_chunks` and `_iov`, which move with them; nothing else aliases them.
+// SAFETY: the raw pointers point into `_chunks` and `_vectors`, whose heap data does not move with them; nothing
+// else aliases them.
 unsafe impl Send for InFlight {}
 
 struct RingConn {
@@ -668,25 +669,32 @@ impl Ring {
                 continue;
             }
             let chunks = send_chunks(wire);
-            let mut iov: Box<[libc::iovec]> = chunks
-                .iter()
-                .map(|c| libc::iovec {
-                    iov_base: c.as_ptr() as *mut libc::c_void,
-                    iov_len: c.len(),
-                })
-                .collect();
-            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-            let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len();
-            let entry = opcode::SendMsg::new(types::Fd(rc.fd), &*msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
-                .user_data(user_data(KIND_SEND, id.0));
+            let (entry, vectors) = if let [one] = chunks.as_slice() {
+                let entry = opcode::Send::new(types::Fd(rc.fd), one.as_ptr(), one.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build();
+                (entry, None)
+            } else {
+                let mut iov: Box<[libc::iovec]> = chunks
+                    .iter()
+                    .map(|c| libc::iovec {
+                        iov_base: c.as_ptr() as *mut libc::c_void,
+                        iov_len: c.len(),
+                    })
+                    .collect();
+                // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+                let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iovlen = iov.len();
+                let entry = opcode::SendMsg::new(types::Fd(rc.fd), &*msg)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build();
+                (entry, Some((iov, msg)))
+            };
+            let entry = entry.user_data(user_data(KIND_SEND, id.0));
             rc.sending = Some(InFlight {
                 _chunks: chunks,
-                _iov: iov,
-                _msg: msg,
+                _vectors: vectors,
             });
             self.issued.push(id);
             self.push(entry)?;

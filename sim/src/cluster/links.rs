@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Messages queued for a peer whose stream is down, at most (`transport::MAX_QUEUED_MESSAGES`).
 const MAX_QUEUED: usize = 4096;
+/// How far beyond `MAX_QUEUED` a relayed stream's closing message may go (the transport's reserve).
+const NOTICE_RESERVE: usize = 65_536;
 /// Redial back-off bounds, ms: the transport's 50 ms to 2 s, scaled like the simulator's ticks (10 ms, not 100).
 const BACKOFF_MIN: u64 = 5;
 const BACKOFF_MAX: u64 = 200;
@@ -91,11 +93,29 @@ impl Links {
         }
     }
 
-    pub fn send(&mut self, now: u64, from: u64, to: u64, message: Bytes, rng: &mut ChaCha8Rng) {
+    /// Sends or queues `message`; false if the queue was full and it was dropped (as the transport's `send`).
+    pub fn send(&mut self, now: u64, from: u64, to: u64, message: Bytes, rng: &mut ChaCha8Rng) -> bool {
+        self.send_bounded(now, from, to, message, rng, MAX_QUEUED)
+    }
+
+    /// A message that ends a relayed stream: queued beyond the bound, as the transport's `send_notice` does.
+    pub fn send_notice(&mut self, now: u64, from: u64, to: u64, message: Bytes, rng: &mut ChaCha8Rng) -> bool {
+        self.send_bounded(now, from, to, message, rng, MAX_QUEUED + NOTICE_RESERVE)
+    }
+
+    fn send_bounded(
+        &mut self,
+        now: u64,
+        from: u64,
+        to: u64,
+        message: Bytes,
+        rng: &mut ChaCha8Rng,
+        bound: usize,
+    ) -> bool {
         self.sent += 1;
         let delay = rng.gen_range(self.timing.min_delay..=self.timing.max_delay);
         let Some(link) = self.links.get_mut(&(from, to)) else {
-            return;
+            return false;
         };
         match link.state {
             State::Up => {
@@ -106,9 +126,13 @@ impl Links {
             }
             // Written into a socket that is already dead.
             State::Broken => self.lost += 1,
-            State::Down { .. } if link.queue.len() >= MAX_QUEUED => self.overflowed += 1,
+            State::Down { .. } if link.queue.len() >= bound => {
+                self.overflowed += 1;
+                return false;
+            }
             State::Down { .. } => link.queue.push_back(message),
         }
+        true
     }
 
     /// The next message due at or before `now` on a stream that is still the one it was sent on.

@@ -141,7 +141,15 @@ impl World {
                     // MQTT 5 only: a 3.1.1 client cannot be told, so its PUBLISH is held or dropped instead (or,
                     // storage suspended, its connection closed: above).
                     let budget = self.opts.quotas.max_queued_bytes_total > 0;
-                    if !v5 || !budget && !storage_was_suspended {
+                    let rate = self.rate_may_refuse(pending.conn, packet_id);
+                    if v5 && rate == Some(false) && !budget && !storage_was_suspended {
+                        return Err(Violation(format!(
+                            "the broker refused c{client}'s PUBLISH id={packet_id} with {reason:?}, although the \
+                             model's token buckets had room for it in the publish rate ({}/s, {} B/s)",
+                            self.opts.publish_rate, self.opts.publish_bytes_rate
+                        )));
+                    }
+                    if !v5 || !budget && !storage_was_suspended && rate != Some(true) {
                         return Err(Violation(format!(
                             "the broker refused c{client}'s PUBLISH id={packet_id} with {reason:?}, although no \
                              quota applied (queued-bytes budget not used up, storage writable)"

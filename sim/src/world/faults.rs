@@ -103,6 +103,9 @@ impl World {
         if let Some(link) = self.links.get_mut(&conn) {
             link.misbehaving = true;
         }
+        if let Some(done) = self.misbehave_above_maximum_qos(conn) {
+            return done;
+        }
         let retain_refused = self.opts.retain_unavailable && self.rng.gen_bool(0.3);
         let kind = if retain_refused { 9 } else { self.rng.gen_range(0..9) };
         // Kind 8 needs properties, so MQTT 5.

@@ -18,6 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod admission;
 mod budget;
+mod coalesce;
 mod connack;
 mod delayed_wills;
 mod disk;
@@ -26,7 +27,9 @@ mod expiring;
 mod expiry;
 mod faults;
 mod liveness;
+mod max_qos;
 mod observe;
+mod publish_rate;
 mod receive;
 mod subids;
 mod tracing;
@@ -73,6 +76,8 @@ struct Link {
     aliases: BTreeMap<u16, String>,
     /// A misbehaving client the broker must disconnect.
     misbehaving: bool,
+    /// The last segment of PUBLISHes scheduled to the broker, which the next may join (see `coalesce`).
+    segment: Option<(u64, u64)>,
     /// Decodes what the broker sends as it sends it, so the model sees its PUBACKs and PUBRECs at once (which tell
     /// when a held PUBLISH was admitted, see `admission`); `None` for a connection without a simulated client.
     outbound: Option<Decoder>,
@@ -89,6 +94,8 @@ struct Link {
     /// connection): the broker must close it when the new CONNECT takes the session over [MQTT-3.1.4-3], or at
     /// the latest when keep alive runs out.
     zombie: bool,
+    /// A misbehaving client above the broker's Maximum QoS, and the refusal it must get (see `max_qos`).
+    refusal: Option<max_qos::ExpectedRefusal>,
 }
 
 /// Counters for the summary.
@@ -138,6 +145,8 @@ pub struct World {
     /// PUBLISHes the broker holds for a full subscriber queue (see `mqtt_core::broker` flow control): the model
     /// routes them when the broker does.
     awaiting_admission: Vec<PendingPublish>,
+    /// The model's publish-rate buckets and what they predict (see `publish_rate`).
+    rates: publish_rate::PublishRates,
     /// The broker's configuration, to start a new one after a crash.
     config: Config,
     /// Where the broker's records go (persistence on), see `disk`.
@@ -273,6 +282,7 @@ impl World {
             topics,
             chunk_publishes: Vec::new(),
             awaiting_admission: Vec::new(),
+            rates: Default::default(),
             disk,
             config: config.clone(),
             power_cut_in: None,
@@ -513,7 +523,7 @@ impl World {
         link.last_to_broker = at;
         let digest = self.trace.absorb(&data);
         self.log(format!("c{client} {conn:?} sends {} {digest}", describe(&packet)));
-        self.schedule(at, Event::ToBroker { conn, data });
+        self.schedule_to_broker(conn, at, data);
     }
 
     fn open(&mut self, client: Option<usize>) -> Result<ConnectionId, Violation> {
@@ -532,11 +542,13 @@ impl World {
                 blocked: false,
                 aliases: BTreeMap::new(),
                 misbehaving: false,
+                segment: None,
                 outbound: client.map(|c| Decoder::new(Some(self.clients[c].version), usize::MAX)),
                 lost: None,
                 zombie: false,
                 held: None,
                 verdict_lost: false,
+                refusal: None,
             },
         );
         // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
@@ -739,6 +751,10 @@ impl World {
     }
 
     fn model_processes(&mut self, client: usize, conn: ConnectionId, packet: &Packet) {
+        if self.flooded(conn) {
+            // Closed by the publish rate at an earlier packet: the broker reads nothing more from it.
+            return;
+        }
         self.observe_read(packet);
         match packet {
             Packet::Connect(connect) => {
@@ -756,6 +772,8 @@ impl World {
             Packet::Subscribe(subscribe) => {
                 let mut predicted = Vec::with_capacity(subscribe.filters.len());
                 for (filter, options) in &subscribe.filters {
+                    // The model routes with the QoS the broker must grant, not the one asked for.
+                    let options = &self.granted_options(*options);
                     let refusal = self.model.subscribe_refusal(client, filter);
                     if refusal.is_none() {
                         let is_new = !self.model.sessions[client].subscriptions.contains_key(filter);
@@ -776,6 +794,9 @@ impl World {
             }
             Packet::Publish(publish) => {
                 self.republished_into_new_session(client, publish);
+                let Some(rate_unsure) = self.publish_rate_admits(client, conn, publish) else {
+                    return;
+                };
                 let qos2_maybe_held =
                     publish.qos == QoS::ExactlyOnce && self.model.qos2_unsure.contains(&(client, publish.packet_id));
                 if qos2_maybe_held {
@@ -806,7 +827,7 @@ impl World {
                 } else {
                     let mut plan = self.model.plan_publish(Some(client), publish, id.clone());
                     let unsure = self.model.qos2_unsure.remove(&(client, publish.packet_id));
-                    if unsure && publish.qos == QoS::ExactlyOnce {
+                    if unsure && publish.qos == QoS::ExactlyOnce || rate_unsure {
                         // The broker may have taken this id unseen (see `admission`): it routes the resend now, or
                         // routed it then; any matching subscriber of either moment may get it, none is owed it.
                         self.model.unpin(&mut plan);
@@ -843,7 +864,7 @@ impl World {
             return Ok(());
         };
         let Some(client) = link.client else {
-            return Ok(());
+            return self.misbehaving_receives(conn, &data);
         };
         if link.client_gone || self.clients[client].conn != Some(conn) {
             // A packet whose start the client did read is not decoded here: only whole packets are told.
@@ -871,6 +892,7 @@ impl World {
             self.log(format!("c{client} {conn:?} receives {}", describe(&packet)));
             self.observe_delivery(client, &packet);
             self.check_subscription_ids(client, &packet)?;
+            self.check_rate_delivery(client, &packet)?;
             self.check_connack(client, &packet)?;
             self.forgive_republished(client, &packet);
             self.client_receives(client, packet)?;

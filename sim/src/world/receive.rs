@@ -11,6 +11,7 @@ impl World {
                 if connack.reason.is_error() {
                     return Err(Violation(format!("c{client} refused: {:?}", connack.reason)));
                 }
+                self.check_connack_maximum_qos(client, &connack)?;
                 let expected = self.model.sessions[client].expect_present.take();
                 invariants::session_present(client, expected, connack.session_present)?;
                 let broker_max = connack.properties.receive_maximum.unwrap_or(u16::MAX);
@@ -22,6 +23,7 @@ impl World {
                 }
             }
             Packet::Publish(mut publish) => {
+                self.check_delivery_maximum_qos(client, &publish)?;
                 let c = &mut self.clients[client];
                 if let Some(alias) = publish.properties.topic_alias {
                     if publish.topic.is_empty() {
@@ -65,10 +67,15 @@ impl World {
                         invariants::message_expiry(client, info, &publish, self.now)?;
                     }
                 }
+                let ordered = self.model.expiring_ordered;
                 self.model
                     .on_delivery(client, epoch, &publish, first_time, &filters, self.now)?;
+                if self.model.expiring_ordered > ordered {
+                    self.coverage.hit(crate::coverage::Feature::ExpiringInOrder);
+                }
             }
             Packet::PubAck(ack) => {
+                self.check_rate_ack(client, &ack)?;
                 let c = &mut self.clients[client];
                 if matches!(c.outgoing.get(&ack.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::AtLeastOnce)
                 {
@@ -76,6 +83,7 @@ impl World {
                 }
             }
             Packet::PubRec(rec) => {
+                self.check_rate_ack(client, &rec)?;
                 let c = &mut self.clients[client];
                 let ours = matches!(c.outgoing.get(&rec.packet_id), Some(Outgoing::AwaitingAck(p)) if p.qos == QoS::ExactlyOnce);
                 if ours && rec.reason.is_error() {
@@ -132,6 +140,7 @@ impl World {
                     }
                     let granted = QoS::from_u8(reason.0).unwrap_or(QoS::ExactlyOnce);
                     invariants::granted_qos(client, &filter, asked, granted)?;
+                    self.check_granted_qos(client, &filter, asked, granted)?;
                 }
             }
             // A PINGREQ sent right after CONNECT is processed only once the CONNECT is accepted [MQTT-3.1.4-6].

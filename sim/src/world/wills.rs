@@ -30,7 +30,7 @@ impl World {
         if !with_will {
             return (QoS::AtLeastOnce, false);
         }
-        let max_qos = if self.opts.qos2 { 2 } else { 1 };
+        let max_qos = self.opts.publish_qos_max();
         let qos = QoS::from_u8(self.rng.gen_range(0..=max_qos)).unwrap_or_default();
         let retain = self.opts.retained && will_delay == 0 && self.rng.gen_bool(0.3);
         (qos, retain)

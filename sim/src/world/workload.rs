@@ -55,7 +55,10 @@ impl World {
     }
 
     pub(super) fn publish(&mut self, client: usize) {
-        let max_qos = if self.opts.qos2 { 2 } else { 1 };
+        if self.publish_rate_backs_off(client) {
+            return;
+        }
+        let max_qos = self.opts.publish_qos_max();
         let qos = QoS::from_u8(self.rng.gen_range(0..=max_qos)).unwrap_or_default();
         let c = &self.clients[client];
         if qos != QoS::AtMostOnce && !c.can_publish_qos() {

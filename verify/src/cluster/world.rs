@@ -475,6 +475,7 @@ fn input_kind(input: &NodeInput<'_>) -> u8 {
         NodeInput::PeerUnreachable { .. } => 3,
         NodeInput::Flush => 4,
         NodeInput::Durable(_) => 5,
+        NodeInput::RelayDropped { .. } => 6,
     }
 }
 

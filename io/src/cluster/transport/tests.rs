@@ -224,6 +224,21 @@ fn the_queue_to_a_dead_peer_is_bounded() {
 }
 
 #[test]
+fn a_relayed_connections_close_is_queued_beyond_the_bound() {
+    let members = [(1, free_addr()), (2, free_addr())];
+    let mut n = node(1, members[0].1, "demo", &members[..]);
+    let sent = (0..MAX_QUEUED_MESSAGES + 1).filter(|_| send(&mut n, 2, b"m")).count();
+    assert_eq!(sent, MAX_QUEUED_MESSAGES);
+    assert!(n.transport.send_notice(2, b"close"));
+    assert_eq!(
+        n.transport.dropped(2),
+        1,
+        "only the ordinary message beyond the bound was dropped"
+    );
+    assert!(!n.transport.send_notice(9, b"close"), "not a member");
+}
+
+#[test]
 fn a_restarted_peer_is_redialled_and_its_new_connection_replaces_the_old() {
     let mut nodes = cluster(&[1, 2, 3], "demo");
     run_until(&mut nodes, |n| {

@@ -49,6 +49,8 @@ pub struct ClusterCounts {
     /// Relayed connections closed because their leader changed or its stream broke; relay sequence gaps seen.
     pub relays_closed: u64,
     pub relay_gaps: u64,
+    /// Relay messages the links could not queue (the connection closed on both sides instead).
+    pub relays_dropped: u64,
     /// Node-to-node streams broken and redialled; breaks the senders learned of (`PeerUnreachable`).
     pub stream_breaks: u64,
     pub stream_reconnects: u64,
@@ -73,6 +75,8 @@ struct SimNode {
     sync_at: Option<u64>,
     /// The last `NodeOutput::ConfirmDurable` acted on, to hand back to the node.
     durable: Option<u64>,
+    /// Relay messages the links could not queue, to hand back to the node (`NodeInput::RelayDropped`).
+    relays_dropped: Vec<(u64, bytes::Bytes)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +182,7 @@ impl World {
                 },
                 sync_at: None,
                 durable: None,
+                relays_dropped: Vec::new(),
             });
             world.start(id as usize - 1);
         }
@@ -609,8 +614,8 @@ impl World {
         }
         self.flush(i)?;
         let id = self.nodes[i].id;
-        // Compared only while everything the node wrote is durable: raft-rs counts a leader's own entries as
-        // persisted as soon as they are handed out, so a leader may apply an entry before its own write is synced.
+        // Compared only while everything the node wrote is durable: entries are applied only once durable (see
+        // `NodeOutput::ConfirmDurable`), but an installed snapshot counts as applied before its write is synced.
         // Nothing acts on that before the sync (the ordering rule), and a crash meanwhile discards it with the rest
         // of the node's memory; a node whose writes are all durable has applied only entries a majority holds.
         let settled = self.nodes[i].pending.is_empty() && !self.nodes[i].disk.has_unsynced();
@@ -627,6 +632,16 @@ impl World {
     fn flush(&mut self, i: usize) -> Result<(), String> {
         self.flush_outputs(i)?;
         // Everything before the confirmation is synced: the node may count it now (and act on what that frees).
+        for (peer, message) in std::mem::take(&mut self.nodes[i].relays_dropped) {
+            self.counts.relays_dropped += 1;
+            self.input(
+                i,
+                NodeInput::RelayDropped {
+                    peer,
+                    message: &message,
+                },
+            )?;
+        }
         while let Some(number) = self.nodes[i].durable.take() {
             let (now, id) = (self.now, self.nodes[i].id);
             self.trace
@@ -763,7 +778,15 @@ impl World {
                     self.tap_relay(&message);
                 }
                 if relay || self.opts.raft_on_links {
-                    self.links.send(now, id, to, message, &mut self.rng);
+                    let queued = self.links.send(now, id, to, message.clone(), &mut self.rng);
+                    // A relay message must not vanish at a full queue (see `NodeInput::RelayDropped`).
+                    if !queued && relay {
+                        if mqtt_cluster::relay::ends_stream(&message) {
+                            self.links.send_notice(now, id, to, message, &mut self.rng);
+                        } else {
+                            self.nodes[i].relays_dropped.push((to, message));
+                        }
+                    }
                 } else {
                     self.net.send(now, id, to, message, &mut self.rng);
                 }
@@ -867,6 +890,7 @@ impl World {
         self.nodes[i].pending.clear();
         self.nodes[i].sync_at = None;
         self.nodes[i].durable = None;
+        self.nodes[i].relays_dropped.clear();
         let lost = self.nodes[i].disk.crash(&mut self.rng);
         self.counts.crashes += 1;
         self.counts.writes_lost += lost as u64;
