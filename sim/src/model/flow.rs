@@ -303,14 +303,9 @@ impl Model {
                 _ => false,
             }
         };
-        // Where the model does not pin the retained store down, it does not hold the broker to it. Still relaxed in
-        // lenient seeds: without it, 4 of seeds 1..5000 fail (1657, 3837, 4314, 4428; 1657: a QoS 0 retained copy
-        // sent on the resumed session's new connection, right after CONNACK, for a SUBSCRIBE of the old one, not
-        // traced further); 132, 143 and 11 more of 1..1000 were fixed (every candidate of an unsure topic is offered; a held RETAIN PUBLISH that may be
-        // admitted unseen makes its topic unsure).
-        let unsure = self.lenient()
-            || self.retained_unsure.contains(&publish.topic)
-            || self.messages.get(id).is_none_or(|m| m.expiry.is_some());
+        // Where the model does not pin the retained store down, it does not hold the broker to it.
+        let unsure =
+            self.retained_unsure.contains(&publish.topic) || self.messages.get(id).is_none_or(|m| m.expiry.is_some());
         if offered || unsure {
             return Ok(());
         }
@@ -357,9 +352,9 @@ impl Model {
         overtaken_by: Option<&MsgId>,
     ) -> Result<(), Violation> {
         let expired = self.messages.get(&entry.id).is_some_and(|m| m.expired_by(now));
-        // With bounded queues the model's bounds are not yet tight enough to blame every drop it sees (see the
-        // report of issue 22): such a drop is excused here, and the message must then not be owed elsewhere.
-        if entry.droppable.is_some() || expired || self.lenient() {
+        // Where the model's count is not yet exact (see `Model::drops_unchecked`), such a drop is excused here, and
+        // the message must then not be owed elsewhere.
+        if entry.droppable.is_some() || expired || self.drops_unchecked() {
             self.excused.insert((client, epoch, entry.id.clone()));
             return Ok(());
         }

@@ -141,7 +141,7 @@ pub struct Model {
     pub copies_got: BTreeMap<(usize, u64, MsgId), u32>,
     /// Per message, the copies that went through shared subscriptions.
     pub shared_copies: BTreeMap<MsgId, u32>,
-    /// The broker held some PUBLISH (see `lenient`).
+    /// The broker held some PUBLISH (see `drops_unchecked`).
     pub holds_seen: bool,
     /// Retained topics whose message the model cannot pin down (a held PUBLISH with RETAIN routed at a moment
     /// it could not tell exactly).
@@ -182,11 +182,20 @@ pub struct RoutingPlan {
 }
 
 impl Model {
-    /// Whether the model relaxes what it owes: with bounded queues, or once the broker held a PUBLISH or storage
-    /// was suspended, the moment a held PUBLISH was routed is not always pinned down (see `world::admission`), so
-    /// drops, delivery, order and the retained store are not held to the model's prediction there (a gap left open
-    /// in issue 22).
-    pub fn lenient(&self) -> bool {
+    /// Whether a drop that the model's bound of the queue does not allow is excused all the same: once the broker
+    /// held a PUBLISH or with bounded queues, the bound is not yet tight. Strict, 43 of seeds 1..1000 failed; with the
+    /// copies of a message routed twice told apart (`Backlog::on_received`) and sessions closed in an input offline
+    /// before its held PUBLISHes are routed, 13: 10 with the total budget, whose eviction of offline sessions'
+    /// oldest messages is not mirrored (58, 211, 233, 255, 261, 314, 352, 723, 835, 974), and 548, 695, 857. Held
+    /// strict only for messages routed to an offline session, without the budget and before any broker restart,
+    /// 5 of 1..3900 still fail (2462, 2904, 3030, 3255, 3268; each with connection cuts and slow readers; not traced).
+    pub fn drops_unchecked(&self) -> bool {
+        self.bounded_queues || self.holds_seen
+    }
+
+    /// Whether the check that an unexpired message queued for an idle online session was sent is skipped (see
+    /// `world::expiring`): with bounded queues or held PUBLISHes, seed 190 of 1..2000 fails it (not traced).
+    pub fn expiring_unchecked(&self) -> bool {
         self.bounded_queues || self.holds_seen
     }
 
@@ -572,8 +581,11 @@ impl Model {
         if publish.retain {
             self.check_retained_offer(client, epoch, publish, &id)?;
         }
-        // Relaxed in lenient seeds: restoring integ's check fails seeds 3, 854, 1652, 1856, 2462, 2542.
-        let unpinned = self.lenient() && client_filters.iter().any(|f| matches(plain_filter(f), &publish.topic));
+        // Where drops are excused (see `drops_unchecked`), a held PUBLISH's routing moment is not always pinned
+        // down: the client's matching filter on receipt is what is checked there (strict, seed 2436 of 1..5000
+        // fails after the merge of 2026-12-05 00:45; not traced).
+        let unpinned =
+            self.drops_unchecked() && client_filters.iter().any(|f| matches(plain_filter(f), &publish.topic));
         if expected.is_none() && !shared && !retained_ok && !unpinned {
             return Err(Violation(format!(
                 "client {client} got {id} on '{}' without a matching subscription when it was published \
@@ -615,9 +627,9 @@ impl Model {
             // A message with an expiry is owed in order like any other: it may be skipped (expired), never
             // overtaken and then sent. Only a copy of a message routed again (a QoS 1 resend is a new publication)
             // after the first copy may have expired in the queue legitimately arrives out of order.
-            // Relaxed in lenient seeds: restoring integ's check fails seed 477 (see `lenient`).
+            // Not where drops are excused (see `drops_unchecked`): strict, seeds 4466 and 4591 of 1..5000 fail.
             let resent_after_expiry = expiry::resent_after_expiry(info, self.owed_copies.get(&key).copied(), now);
-            if *count == 1 && !resent_after_expiry && !self.reordered_ok.contains(&key) && !self.lenient() {
+            if *count == 1 && !resent_after_expiry && !self.reordered_ok.contains(&key) && !self.drops_unchecked() {
                 let order_key = (client, epoch, info.publisher, info.topic.clone());
                 let last = self.last_order.get(&order_key).copied();
                 if last.is_some_and(|last| order < last) {

@@ -116,7 +116,7 @@ impl World {
     /// whose connection is gone were dropped unrouted.
     pub(super) fn settle_admissions(&mut self, acks: &Acks, storage_was_suspended: bool) -> Result<(), Violation> {
         // Output held while storage is suspended (and lost with a connection closed meanwhile) is not yet
-        // followed by the model's queue order: such a seed is held to the lenient checks (see `Model::lenient`).
+        // followed by the model's queue order: such a seed's drops are checked less (see `Model::drops_unchecked`).
         if storage_was_suspended || self.suspension.is_some() {
             self.model.holds_seen = true;
         }

@@ -261,9 +261,6 @@ impl World {
 
     /// Every online subscriber owed will `only` (or any delayed will the model published) got it.
     fn check_will_received(&self, only: Option<&MsgId>) -> Result<(), Violation> {
-        if self.model.lenient() {
-            return Ok(());
-        }
         for (client, session) in self.model.sessions.iter().enumerate() {
             if !session.exists || !session.online {
                 continue;

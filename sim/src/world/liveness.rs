@@ -229,8 +229,7 @@ impl World {
         }
         let expiring = |id: &String| self.model.messages.get(id).is_some_and(|m| m.expires);
         for (topic, id) in &self.model.retained {
-            // Relaxed in lenient seeds: integ's comparison fails seeds 1682 and 1953 there.
-            if expiring(id) || self.model.retained_unsure.contains(topic) || self.model.lenient() {
+            if expiring(id) || self.model.retained_unsure.contains(topic) {
                 continue;
             }
             if got.get(topic) != Some(id) {
@@ -241,7 +240,7 @@ impl World {
             }
         }
         for (topic, id) in &got {
-            let unsure = self.model.retained_unsure.contains(topic) || self.model.lenient();
+            let unsure = self.model.retained_unsure.contains(topic);
             if !self.model.retained.contains_key(topic) && !expiring(id) && !unsure {
                 return Err(Violation(format!(
                     "broker retains {id} on '{topic}', the model holds nothing there"
