@@ -229,6 +229,9 @@ sep_cols=$(printf -- "---|%.0s" "${names[@]}")
     echo
   fi
   echo "Reproduce: \`bench/compare.sh\` (about 14 minutes with rumqttd and the I/O drivers; \`--quick\` for a shorter run, \`--runs 3\` for medians)."
-} > BENCHMARKS.md
+} > "$work/generated.md"
+# Sections written by hand (findings, before/after tables) stay, each after the generated section it followed.
+python3 bench/carry_sections.py BENCHMARKS.md "$work/generated.md" > "$work/merged.md"
+mv "$work/merged.md" BENCHMARKS.md
 python3 bench/plot.py "$work/throughput.tsv" "${names[@]}" > bench/throughput.svg
 cat BENCHMARKS.md
