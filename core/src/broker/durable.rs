@@ -255,12 +255,18 @@ impl Broker {
         self.next_session_key = self.next_session_key.max(max_key + 1);
         self.next_message_id = self.next_message_id.max(max_id);
         let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
+        // The planted `RestartDeadlineUncapped` caps nothing: a clock set back stretches every expiry.
+        let cap_from = if self.planted(super::planted::PlantedBugKind::RestartDeadlineUncapped) {
+            Time::from_millis(u64::MAX / 2)
+        } else {
+            self.now
+        };
         for (id, stored) in image.messages {
-            messages.insert(id, Arc::new(message_from(id, stored, self.now)));
+            messages.insert(id, Arc::new(message_from(id, stored, cap_from)));
         }
         for (_, stored) in image.retained {
             let id = self.next_message_id();
-            let message = Arc::new(message_from(id, stored, self.now));
+            let message = Arc::new(message_from(id, stored, cap_from));
             self.retained.insert(&message.topic, Arc::clone(&message));
         }
         for (k, s) in image.sessions {

@@ -422,7 +422,8 @@ impl World {
         self.dropped_before_restarts += self.broker.stats().messages_dropped;
         self.model.on_broker_restart();
         let mut broker = new_broker(&self.opts, self.config.clone(), self.rng.gen());
-        broker.restore(Time::from_millis(self.now), recovered);
+        self.jump_clock_on_restart();
+        broker.restore(self.broker_now(), recovered);
         self.broker = broker;
         Ok(())
     }
