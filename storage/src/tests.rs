@@ -546,3 +546,28 @@ fn a_commit_past_the_frame_limit_is_refused_not_written() {
         assert_eq!(topics(&image), ["t/0"]);
     }
 }
+
+/// A file whose generation number cannot be carried on from (past 64 bits, or the largest, which leaves no room
+/// for the next generation) stops start-up naming it, instead of being skipped as a file that is not storage's.
+#[test]
+fn a_generation_number_that_overflows_stops_start_up_naming_the_file() {
+    for name in [
+        "wal-99999999999999999999.log",
+        "snapshot-18446744073709551616.snap",
+        "wal-18446744073709551615.log",
+    ] {
+        let (dir, _, _) = directory_with_log(1);
+        std::fs::write(dir.path().join(name), b"").expect("write");
+        let text = match Storage::open(dir.path(), SyncMode::Always, false) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{name} must not be skipped"),
+        };
+        assert!(text.contains(name) && text.contains("at byte 0"), "{text}");
+        assert!(text.contains("generation number"), "{text}");
+    }
+    // Other files are not storage's and stay ignored.
+    let (dir, _, _) = directory_with_log(1);
+    std::fs::write(dir.path().join("wal-backup.log"), b"x").expect("write");
+    let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    assert_eq!(topics(&image), ["t/0"]);
+}
