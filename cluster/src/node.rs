@@ -24,7 +24,7 @@ use crate::release::Held;
 use crate::storage::LogStore;
 use crate::wire::{self, DataError, PeerError};
 use bytes::Bytes;
-use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::broker::{Broker, ConnectionId, Input, Output, PartialInput};
 use mqtt_core::persist::{Image, Record};
 use mqtt_core::time::Time;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
@@ -506,6 +506,19 @@ impl Node {
     /// The leader's broker while it serves.
     pub fn broker(&self) -> Option<&Broker> {
         self.broker.as_ref()
+    }
+
+    /// The partial packet a client connection holds, for the driver's input budget: on the leader, in its broker;
+    /// on a follower that relays it, in the leader's broker, as far as this node relayed it (so a follower's
+    /// driver bounds what its clients make the leader hold, as the leader's does for its own).
+    pub fn partial_input(&self, conn: ConnectionId) -> PartialInput {
+        if let Some(relayed) = self.relayed.get(&conn) {
+            return PartialInput {
+                held: relayed.partial.held(),
+                missing: relayed.partial.missing(),
+            };
+        }
+        self.broker.as_ref().map(|b| b.partial_input(conn)).unwrap_or_default()
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -1196,6 +1209,7 @@ impl Node {
                 leader,
                 next_out: 0,
                 next_in: 0,
+                partial: Default::default(),
             },
         );
         self.event(ClusterEvent::ClientRelayed {
@@ -1215,6 +1229,9 @@ impl Node {
         let Some(relayed) = self.relayed.get_mut(&conn) else {
             return;
         };
+        if let Input::Received { data, .. } = input {
+            relayed.partial.feed(data);
+        }
         let leader = relayed.leader;
         let seq = relayed.next_out;
         relayed.next_out += 1;

@@ -254,17 +254,35 @@ fn generations<F: FileSystem>(fs: &F, dir: &Path) -> Result<(Vec<u64>, Vec<u64>)
     let mut logs = Vec::new();
     for name in fs.list(dir).map_err(|e| StorageError::io(dir, e))? {
         let name = name.as_str();
-        if let Some(g) = parse(name, "snapshot-", ".snap") {
+        let corrupt = |detail: &str| StorageError::Corrupt {
+            path: dir.join(name),
+            offset: 0,
+            detail: detail.to_string(),
+        };
+        if let Some(g) = parse(name, "snapshot-", ".snap").map_err(corrupt)? {
             snapshots.push(g);
-        } else if let Some(g) = parse(name, "wal-", ".log") {
+        } else if let Some(g) = parse(name, "wal-", ".log").map_err(corrupt)? {
             logs.push(g);
         }
     }
     Ok((snapshots, logs))
 }
 
-fn parse(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+/// The generation in a file name of this pattern; `None` for other files. A generation too large for the broker
+/// to go on from (it overflows 64 bits, or leaves no room for the next one) is refused: skipping such a file
+/// would start without what it holds.
+fn parse(name: &str, prefix: &str, suffix: &str) -> Result<Option<u64>, &'static str> {
+    let Some(digits) = name.strip_prefix(prefix).and_then(|n| n.strip_suffix(suffix)) else {
+        return Ok(None);
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    match digits.parse::<u64>() {
+        Ok(u64::MAX) => Err("its generation number leaves no room for the next one"),
+        Ok(generation) => Ok(Some(generation)),
+        Err(_) => Err("its generation number overflows a 64-bit integer"),
+    }
 }
 
 /// Removes the files of generations before `generation`, and unfinished snapshot files.

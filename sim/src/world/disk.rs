@@ -98,6 +98,8 @@ impl SimDisk {
             .expect("a fresh simulated data directory opens");
         fs.set_quiet(false);
         storage.set_min_compact_bytes(opts.disk.compact_bytes);
+        // No wall clock here: a failed snapshot is retried at the next commit (still deterministic).
+        storage.set_snapshot_retry(std::time::Duration::ZERO);
         SimDisk {
             fs,
             storage,
@@ -312,6 +314,7 @@ impl SimDisk {
         ));
         self.fs.set_quiet(false);
         storage.set_min_compact_bytes(self.compact_bytes);
+        storage.set_snapshot_retry(std::time::Duration::ZERO);
         #[cfg(feature = "planted-bugs")]
         storage.plant(self.planted);
         self.storage = storage;
