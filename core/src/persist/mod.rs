@@ -7,5 +7,5 @@ mod image;
 pub mod log;
 mod record;
 
-pub use image::{session_records, EntryImage, Image, SessionImage};
+pub use image::{session_records, EntryImage, Image, RetainedSink, SessionImage};
 pub use record::{Record, RecordError, SentState, StoredMessage, StoredWill};
