@@ -118,12 +118,16 @@ fn a_recovered_retained_message_costs_under_the_issue_18_budget() {
     );
     assert_eq!(broker.footprint().retained, n);
     // Before this work: 400 B (a 128 B `Arc<Message>`, a 32 B topic string, an 80 B payload, 165 B of tree); then
-    // 297 B (the topic inline in the message, 89 B of tree).
+    // 297 B (the topic inline in the message, 89 B of tree); 282 B with the payloads in slabs.
     assert!(
         streamed <= BUDGET,
         "{streamed} B per retained message, budget {BUDGET} B"
     );
-    assert_eq!(streamed, via_image, "the same tree either way");
+    // The same tree either way; straight into it, small payloads share slabs (64 B each instead of an 80 B chunk).
+    assert!(
+        streamed + 12 <= via_image,
+        "{streamed} B straight into the tree, {via_image} B through an image"
+    );
     // Straight into the tree, recovery holds little beyond the result: one record at a time.
     assert!(
         streamed_peak < streamed + 32,

@@ -15,6 +15,7 @@ use crate::persist::{
     session_records, EntryImage, Image, Record, RetainedSink, SentState, SessionImage, StoredMessage, StoredWill,
 };
 use crate::time::Time;
+use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,7 +287,10 @@ impl Broker {
     /// `restore` must follow (it numbers them); `now` is the restore's time, which caps their expiry.
     pub fn retained_recovery(&mut self, now: Time) -> RetainedRecovery<'_> {
         self.now = self.now.max(now);
-        RetainedRecovery { broker: self }
+        RetainedRecovery {
+            broker: self,
+            slab: BytesMut::new(),
+        }
     }
 
     fn restore_session(&mut self, key: SessionKey, image: SessionImage, messages: &BTreeMap<u64, Arc<Message>>) {
@@ -401,13 +405,40 @@ pub(super) fn capped_deadline(at: Time, now: Time, secs: u32) -> Time {
 /// The id of a retained message recovered into the tree and not numbered yet: real ids start at 1.
 const UNNUMBERED: u64 = 0;
 
+/// Recovered payloads up to this long are copied into shared slabs of `SLAB_BYTES`: a 64 B payload in an allocation
+/// of its own is an 80 B malloc chunk, in a slab 64 B (a million retained messages: 15 MiB less).
+const SLAB_PAYLOAD_MAX: usize = 256;
+
+/// One slab: big enough that its one bookkeeping allocation does not count, small enough that the payloads still
+/// alive in a slab whose others were replaced pin little. A slab never holds more than recovery put in it, so the
+/// memory it keeps is at most what the recovered payloads took.
+const SLAB_BYTES: usize = 64 * 1024;
+
 /// The broker's retained tree as recovery's [`RetainedSink`] (see [`Broker::retained_recovery`]).
 pub struct RetainedRecovery<'a> {
     broker: &'a mut Broker,
+    /// The free end of the current payload slab.
+    slab: BytesMut,
+}
+
+impl RetainedRecovery<'_> {
+    /// `payload` in the current slab (a new one when it is full), or as it is if it is long or empty.
+    fn in_slab(&mut self, payload: Bytes) -> Bytes {
+        if payload.is_empty() || payload.len() > SLAB_PAYLOAD_MAX {
+            return payload;
+        }
+        if self.slab.capacity() < payload.len() {
+            self.slab = BytesMut::with_capacity(SLAB_BYTES);
+        }
+        self.slab.extend_from_slice(&payload);
+        // Splitting shares the slab's buffer: the payload's bytes stay where they were written.
+        self.slab.split().freeze()
+    }
 }
 
 impl RetainedSink for RetainedRecovery<'_> {
-    fn retain(&mut self, message: StoredMessage) {
+    fn retain(&mut self, mut message: StoredMessage) {
+        message.payload = self.in_slab(std::mem::take(&mut message.payload));
         let message = Arc::new(message_from(UNNUMBERED, message, self.broker.now));
         // Only one retained message per topic: a later record replaces the earlier [MQTT-3.3.1-5].
         self.broker.retained.insert(&message.topic, Arc::clone(&message));
@@ -627,5 +658,10 @@ mod tests {
         });
         assert_eq!(ids.len(), 3);
         assert!(streamed.next_message_id() > *ids.last().expect("three ids"));
+        // Small payloads share a slab: the last two retained ("a2", then "d1") sit side by side in it.
+        let payload = |topic| streamed.retained.get(topic).expect(topic).payload.clone();
+        let (a, d) = (payload("r/a"), payload("r/b/deeper"));
+        assert_eq!((&a[..], &d[..]), (&b"a2"[..], &b"d1"[..]));
+        assert_eq!(a.as_ptr().wrapping_add(a.len()), d.as_ptr());
     }
 }
