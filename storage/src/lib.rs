@@ -30,7 +30,8 @@ pub use recovery::Recovery;
 pub use snapshot::tmp_path as snapshot_tmp_path;
 
 use bytes::BytesMut;
-use mqtt_core::persist::{Image, Record};
+use mqtt_core::persist::{Image, Record, RetainedSink};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -184,6 +185,20 @@ impl Storage<StdFs> {
         opened.0.fault_injection = std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some();
         Ok(opened)
     }
+
+    /// [`Storage::open`], handing each retained message to `retained` as it is read (the broker's start-up passes
+    /// `Broker::retained_recovery`, so the tree is built from the records without an image of them first); the
+    /// returned image's `retained` is empty.
+    pub fn open_into(
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        retained: &mut dyn RetainedSink,
+    ) -> Result<(Storage, Image, Recovery), StorageError> {
+        let mut opened = Storage::open_planted_into(StdFs, dir, mode, repair, None, retained)?;
+        opened.0.fault_injection = std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some();
+        Ok(opened)
+    }
 }
 
 impl<F: FileSystem> Storage<F> {
@@ -211,8 +226,22 @@ impl<F: FileSystem> Storage<F> {
         repair: bool,
         planted: Option<Planted>,
     ) -> Result<(Self, Image, Recovery), StorageError> {
+        let mut retained = BTreeMap::new();
+        let (storage, mut image, recovery) = Self::open_planted_into(fs, dir, mode, repair, planted, &mut retained)?;
+        image.retained = retained;
+        Ok((storage, image, recovery))
+    }
+
+    fn open_planted_into(
+        fs: F,
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        planted: Option<Planted>,
+        retained: &mut dyn RetainedSink,
+    ) -> Result<(Self, Image, Recovery), StorageError> {
         fs.create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-        let (image, recovery) = recovery::recover(&fs, dir, repair, planted)?;
+        let (image, recovery) = recovery::recover(&fs, dir, repair, planted, retained)?;
         // Starting from a snapshot alone (an empty log): carry on with that generation rather than rewrite it, so a
         // restart after a clean shutdown costs only the read.
         let reuse = recovery.generation > 0 && recovery.log_records == 0 && recovery.truncated_bytes == 0;
@@ -225,7 +254,13 @@ impl<F: FileSystem> Storage<F> {
             // Nothing is committed yet, so the snapshot may come before its log: a crash between leaves it alone.
             (
                 generation,
-                snapshot::write(&fs, dir, generation, image.to_records(), planted)?,
+                snapshot::write(
+                    &fs,
+                    dir,
+                    generation,
+                    retained.records().chain(image.to_records()),
+                    planted,
+                )?,
             )
         };
         let (wal, wal_path) = start_log(&fs, dir, generation)?;

@@ -54,6 +54,30 @@ fn committed_records_survive_a_restart() {
     assert!(!wal_path(dir.path(), 1).exists() && !snapshot_path(dir.path(), 1).exists());
 }
 
+/// The broker's start-up hands retained messages to its tree as they are read (`open_into`): none stays in the
+/// image, clears and replacements in the log apply to the sink, and the snapshot written after recovery still holds
+/// them all (the next start finds them there, not in a log).
+#[test]
+fn open_into_hands_retained_messages_to_the_sink_and_snapshots_them() {
+    let (dir, _, _) = directory_with_log(3);
+    {
+        let (mut storage, _, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("reopen");
+        storage.append(&Record::RetainClear { topic: "t/1".into() });
+        storage.append(&retain("t/2", "replaced"));
+        storage.commit().expect("commit");
+    }
+    let mut sink: BTreeMap<String, mqtt_core::persist::StoredMessage> = BTreeMap::new();
+    let (_, image, recovery) = Storage::open_into(dir.path(), SyncMode::Always, false, &mut sink).expect("open_into");
+    assert!(image.retained.is_empty(), "the image holds none of them");
+    assert_eq!(sink.keys().collect::<Vec<_>>(), ["t/0", "t/2"]);
+    assert_eq!(&sink["t/2"].payload[..], b"replaced");
+    assert_eq!((recovery.snapshot_records, recovery.log_records), (3, 2));
+    let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, false).expect("reopen after");
+    assert_eq!(topics(&image), ["t/0", "t/2"]);
+    assert_eq!(&image.retained["t/2"].payload[..], b"replaced");
+    assert_eq!((recovery.snapshot_records, recovery.log_records), (2, 0));
+}
+
 #[test]
 fn torn_tail_is_truncated_with_everything_before_it_kept() {
     let (dir, log, offsets) = directory_with_log(3);
