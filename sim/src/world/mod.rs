@@ -766,7 +766,9 @@ impl World {
                 self.expiry_on_connect(client, conn, connect);
                 self.takeover_decides_will(client, connect.clean_start);
                 self.model.on_connect(client, connect.clean_start, self.now);
-                self.model.on_attached(client, conn.0);
+                let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+                let window = usize::from(receive_maximum.min(self.opts.max_inflight).max(1));
+                self.model.on_attached(client, conn.0, window);
                 self.model.sessions[client].max_packet_size = connect.properties.maximum_packet_size;
                 if let Some(will) = &connect.will {
                     if let Some(id) = message_id(&will.payload) {
