@@ -93,6 +93,9 @@ pub struct Options {
     pub publish_bytes_rate: u64,
     /// Clients back off before their refused PUBLISHes make a flood (otherwise floods end connections).
     pub publish_rate_polite: bool,
+    /// Extra MQTT 5 connections authenticate by an enhanced AUTH exchange, some re-authenticate, some fail (see
+    /// `world::enhanced_auth`).
+    pub enhanced_auth: bool,
 }
 
 /// How the simulated disk under the real storage code misbehaves in a seed (see `simfs`). Drawn from a stream of
@@ -247,12 +250,21 @@ impl Options {
             publish_bytes_rate: 0,
             publish_rate_polite: false,
             coalesce: false,
+            enhanced_auth: false,
         }
         .with_durability(rng)
         .with_many_clients(seed)
         .with_short_expiry(seed)
         .with_qos_and_rate_limits(seed)
         .with_coalescing(seed)
+        .with_enhanced_auth(seed)
+    }
+
+    /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
+    fn with_enhanced_auth(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7f4a_7c15_9e37_79b9);
+        self.enhanced_auth = rng.gen_bool(0.3);
+        self
     }
 
     /// From its own stream, so that the other choices of a seed stay what they were before it existed.
@@ -373,7 +385,7 @@ impl fmt::Display for Options {
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={} short_expiry={} \
-             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={}",
+             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} enhanced_auth={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -431,7 +443,8 @@ impl fmt::Display for Options {
             self.publish_rate,
             self.publish_bytes_rate,
             self.publish_rate_polite,
-            self.coalesce
+            self.coalesce,
+            self.enhanced_auth
         )
     }
 }

@@ -160,6 +160,13 @@ fn finds_maximum_qos_not_granted() {
     finds("maximum-qos-not-granted");
 }
 
+/// A failed re-authentication answered AUTH 0x00 instead of DISCONNECT 0x87: the enhanced-auth connection that
+/// re-authenticates with a wrong answer expects the DISCONNECT.
+#[test]
+fn finds_reauth_failure_accepted() {
+    finds("reauth-failure-accepted");
+}
+
 /// Publish-rate buckets refilled only for whole seconds: a PUBACK 0x97 where the model's buckets had a token.
 #[test]
 fn finds_publish_rate_refilled_in_whole_seconds() {

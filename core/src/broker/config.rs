@@ -155,6 +155,9 @@ pub enum PlantedBug {
     /// per-publisher ordering check only in seeds whose PUBLISHes share segments (first: seed 1934 of
     /// `vopr --planted-bug expiring-overtaken`), beyond the self-test's 200 seeds, so not yet in `sim::PLANTED_BUGS`.
     ExpiringOvertaken,
+    /// A re-authentication the authenticator refuses is answered AUTH 0x00 Success: the connection stays up on
+    /// credentials that failed [MQTT-4.12.1-2].
+    ReauthFailureAccepted,
 }
 
 impl Default for Config {

@@ -23,6 +23,7 @@ mod connack;
 mod delayed_wills;
 mod disk;
 mod durability;
+mod enhanced_auth;
 mod expiring;
 mod expiry;
 mod faults;
@@ -96,6 +97,8 @@ struct Link {
     zombie: bool,
     /// A misbehaving client above the broker's Maximum QoS, and the refusal it must get (see `max_qos`).
     refusal: Option<max_qos::ExpectedRefusal>,
+    /// An enhanced-authentication connection and what it expects next (see `enhanced_auth`).
+    auth: Option<enhanced_auth::AuthProbe>,
 }
 
 /// Counters for the summary.
@@ -178,6 +181,8 @@ pub struct World {
     assigned_ids: BTreeSet<String>,
     /// Delayed wills, and the clients that stay away for theirs in the liveness phase (see `delayed_wills`).
     delayed_wills: delayed_wills::DelayedWills,
+    /// The enhanced-authentication connections' random stream (see `enhanced_auth`).
+    probes: enhanced_auth::Probes,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -225,6 +230,7 @@ impl World {
         let broker_seed = rng.gen();
         let (opts_steps, short_expiry, clients_count) = (opts.steps, opts.short_expiry, opts.clients);
         let assigned_ids = opts.assigned_ids;
+        let opts_seed = opts.seed;
         let clients = (0..opts.clients)
             .map(|i| {
                 let version = if rng.gen_bool(opts.v5_share) {
@@ -297,6 +303,7 @@ impl World {
             expiries: expiry::Expiries::new(clients_count),
             assigned_ids: BTreeSet::new(),
             delayed_wills: Default::default(),
+            probes: enhanced_auth::Probes::new(opts_seed),
         }
     }
 
@@ -549,6 +556,7 @@ impl World {
                 held: None,
                 verdict_lost: false,
                 refusal: None,
+                auth: None,
             },
         );
         // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
@@ -864,6 +872,9 @@ impl World {
             return Ok(());
         };
         let Some(client) = link.client else {
+            if link.auth.is_some() {
+                return self.auth_probe_receives(conn, &data);
+            }
             return self.misbehaving_receives(conn, &data);
         };
         if link.client_gone || self.clients[client].conn != Some(conn) {
@@ -936,6 +947,7 @@ impl World {
         if self.faults {
             self.inject_faults()?;
         }
+        self.maybe_authenticate()?;
         if !self.queue.is_empty() && self.rng.gen_bool(0.6) {
             return self.next_event();
         }
