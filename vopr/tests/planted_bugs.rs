@@ -167,6 +167,12 @@ fn finds_reauth_failure_accepted() {
     finds("reauth-failure-accepted");
 }
 
+/// `$SYS` byte counters swapped: the watcher's batch differs from the world's own byte counts.
+#[test]
+fn finds_sys_bytes_swapped() {
+    finds("sys-bytes-swapped");
+}
+
 /// Publish-rate buckets refilled only for whole seconds: a PUBACK 0x97 where the model's buckets had a token.
 #[test]
 fn finds_publish_rate_refilled_in_whole_seconds() {

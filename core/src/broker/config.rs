@@ -158,6 +158,8 @@ pub enum PlantedBug {
     /// A re-authentication the authenticator refuses is answered AUTH 0x00 Success: the connection stays up on
     /// credentials that failed [MQTT-4.12.1-2].
     ReauthFailureAccepted,
+    /// `$SYS/broker/bytes/received` and `bytes/sent` swapped (a copy-and-paste slip).
+    SysBytesSwapped,
 }
 
 impl Default for Config {

@@ -30,6 +30,7 @@ pub(super) enum PlantedBugKind {
     PublishRateRefillWholeSeconds,
     ExpiringOvertaken,
     ReauthFailureAccepted,
+    SysBytesSwapped,
 }
 
 impl Broker {
@@ -101,6 +102,7 @@ impl Broker {
                     Some(PlantedBug::ReauthFailureAccepted),
                     PlantedBugKind::ReauthFailureAccepted
                 )
+                | (Some(PlantedBug::SysBytesSwapped), PlantedBugKind::SysBytesSwapped)
         )
     }
 

@@ -33,6 +33,7 @@ mod observe;
 mod publish_rate;
 mod receive;
 mod subids;
+mod sys_topics;
 mod tracing;
 mod wills;
 mod workload;
@@ -183,6 +184,8 @@ pub struct World {
     delayed_wills: delayed_wills::DelayedWills,
     /// The enhanced-authentication connections' random stream (see `enhanced_auth`).
     probes: enhanced_auth::Probes,
+    /// The `$SYS` watcher and the world's own counts it is checked against (see `sys_topics`).
+    sys: sys_topics::SysWatch,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -304,6 +307,7 @@ impl World {
             assigned_ids: BTreeSet::new(),
             delayed_wills: Default::default(),
             probes: enhanced_auth::Probes::new(opts_seed),
+            sys: sys_topics::SysWatch::new(opts_seed),
         }
     }
 
@@ -328,6 +332,7 @@ impl World {
     /// Feeds one input to the broker and routes its outputs into the network. A panic is a failure.
     fn broker_input(&mut self, input: Input<'_>) -> Result<(), Violation> {
         let now = Time::from_millis(self.now);
+        let sys_snapshot = self.sys_snapshot(&input);
         self.model.batch += 1;
         let storage_was_suspended = self.suspension.is_some();
         let broker = &mut self.broker;
@@ -347,6 +352,7 @@ impl World {
                 .unwrap_or_default();
             Violation(format!("broker panicked: {text}"))
         })?;
+        self.sys_outputs(sys_snapshot, &outputs)?;
         // What the broker acknowledged in this input tells which held PUBLISHes it admitted or refused.
         let acks = self.decode_acks(&outputs)?;
         // The quota byte counters are exact on every path that adds or removes a queued message.
@@ -663,6 +669,7 @@ impl World {
                 }
                 _ => None,
             };
+            self.sys_publishes_read(&packets);
             if let Some(client) = client {
                 for packet in packets {
                     if self.hold_until_verdict(conn, &packet) {
@@ -948,6 +955,7 @@ impl World {
             self.inject_faults()?;
         }
         self.maybe_authenticate()?;
+        self.maybe_watch_sys()?;
         if !self.queue.is_empty() && self.rng.gen_bool(0.6) {
             return self.next_event();
         }
