@@ -4,6 +4,7 @@
 # them from disk, and reads its resident memory from /proc (VmRSS, and VmHWM: the peak) after the load and after
 # recovery; then a `#` subscriber counts what came back (every message must survive the restart). Usage:
 #   bench/retained_memory.sh [N]            (default 1000000)
+# Ports: free ones are picked at start (other brokers may run on this machine); set OURS_PORT / MOSQ_PORT to choose.
 # Installs Mosquitto from apt if missing. Prints a Markdown table and one SUMMARY line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +14,28 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 cargo build --release --quiet --bin mqtt-broker --bin mqtt-bench
 BENCH=./target/release/mqtt-bench
 
+# A port nothing listens on: connecting to it is refused. Picked at random so that two runs started together (or a
+# test cluster on a fixed port) do not collide; the broker still fails loudly if another process binds it first.
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 40000))
+    [ "$p" = "${1:-}" ] && continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+  done
+  echo "no free port found" >&2
+  return 1
+}
+OURS_PORT=${OURS_PORT:-$(free_port)}
+MOSQ_PORT=${MOSQ_PORT:-$(free_port "$OURS_PORT")}
+echo "== ports: mqtt-broker $OURS_PORT, Mosquitto $MOSQ_PORT" >&2
+
 work=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/ours" "$work/mosq"
 cat > "$work/mosquitto.conf" <<CONF
-listener 18893 127.0.0.1
+listener $MOSQ_PORT 127.0.0.1
 allow_anonymous true
 persistence true
 persistence_location $work/mosq/
@@ -41,12 +58,12 @@ wait_port() {
 }
 start() {
   case $1 in
-    ours) ./target/release/mqtt-broker --listen 127.0.0.1:18892 --data-dir "$work/ours" --sync interval \
+    ours) ./target/release/mqtt-broker --listen "127.0.0.1:$OURS_PORT" --data-dir "$work/ours" --sync interval \
             --sys-interval 0 --log-level error --max-queued-messages 1000 & pid=$! ;;
     mosq) "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/mosq.log" 2>&1 & pid=$! ;;
   esac
 }
-port() { [ "$1" = ours ] && echo 18892 || echo 18893; }
+port() { [ "$1" = ours ] && echo "$OURS_PORT" || echo "$MOSQ_PORT"; }
 stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
 declare -A row

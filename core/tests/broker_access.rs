@@ -47,15 +47,8 @@ fn as_user(mut connect: Connect, user: &str) -> Connect {
     connect
 }
 
-fn will_on(mut connect: Connect, topic: &str) -> Connect {
-    connect.will = Some(Will {
-        topic: topic.into(),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: Properties::default(),
-    });
-    connect
+fn will_on(connect: Connect, topic: &str) -> Connect {
+    with_will(connect, topic, "gone", QoS::AtMostOnce, None)
 }
 
 #[test]

@@ -89,13 +89,7 @@ fn a_will_without_will_retain_is_published_as_a_non_retained_message() {
             ..Default::default()
         },
     );
-    let mut connect = v5("c");
-    connect.will = Some(Will {
-        topic: "wills".into(),
-        payload: bytes::Bytes::from_static(b"gone"),
-        ..Default::default()
-    });
-    let client = connected(&mut h, connect);
+    let client = connected(&mut h, with_will(v5("c"), "wills", "gone", QoS::AtMostOnce, None));
     h.drop_connection(client);
     let got = publishes(&mut h, watcher);
     assert_eq!(payloads(&got), vec!["gone"]);
@@ -214,13 +208,7 @@ fn disconnect_0x00_discards_the_will() {
     let mut h = harness();
     let watcher = connected(&mut h, v5("w"));
     subscribe(&mut h, watcher, "wills", QoS::AtMostOnce);
-    let mut connect = v5("c");
-    connect.will = Some(Will {
-        topic: "wills".into(),
-        payload: bytes::Bytes::from_static(b"gone"),
-        ..Default::default()
-    });
-    let client = connected(&mut h, connect);
+    let client = connected(&mut h, with_will(v5("c"), "wills", "gone", QoS::AtMostOnce, None));
     h.send(client, Packet::Disconnect(Disconnect::default()));
     h.drop_connection(client);
     assert!(publishes(&mut h, watcher).is_empty());

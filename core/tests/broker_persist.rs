@@ -177,15 +177,7 @@ fn delayed_will_is_published_after_a_restart_mqtt_3_1_3_9() {
     let mut h = durable_harness();
     let watcher = connected(&mut h, persistent("watcher"));
     subscribe(&mut h, watcher, "wills/#", QoS::AtLeastOnce);
-    let mut connect = persistent("dying");
-    let mut will = Will {
-        topic: "wills/dying".into(),
-        payload: bytes::Bytes::from_static(b"gone"),
-        qos: QoS::AtLeastOnce,
-        ..Default::default()
-    };
-    will.properties.will_delay_interval = Some(30);
-    connect.will = Some(will);
+    let connect = with_will(persistent("dying"), "wills/dying", "gone", QoS::AtLeastOnce, Some(30));
     let dying = connected(&mut h, connect);
     h.drop_connection(dying);
     h.drop_connection(watcher);
@@ -298,15 +290,7 @@ fn while_storage_is_full_a_v311_qos2_publish_behind_held_ones_closes_at_once_mqt
     subscribe(&mut h, sub, "t", QoS::ExactlyOnce);
     let watcher = connected(&mut h, v5("watcher"));
     subscribe(&mut h, watcher, "will", QoS::AtMostOnce);
-    let mut connect = v311("pub");
-    connect.will = Some(Will {
-        topic: "will".into(),
-        payload: bytes::Bytes::from_static(b"gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: Default::default(),
-    });
-    let publisher = connected(&mut h, connect);
+    let publisher = connected(&mut h, with_will(v311("pub"), "will", "gone", QoS::AtMostOnce, None));
     // 1 in flight, 2 queued, 3 held (the slow subscriber has no room).
     for i in 1..=3u16 {
         publish(&mut h, publisher, "t", &i.to_string(), QoS::ExactlyOnce, i);
@@ -375,16 +359,13 @@ fn with_durable_wills_a_connected_clients_will_survives_a_restart_and_waits_for_
     let watcher = connected(&mut h, persistent("watcher"));
     subscribe(&mut h, watcher, "wills/#", QoS::AtLeastOnce);
     let with_will = |id: &str| {
-        let mut connect = persistent(id);
-        let mut will = Will {
-            topic: format!("wills/{id}"),
-            payload: bytes::Bytes::from(format!("{id} gone")),
-            qos: QoS::AtLeastOnce,
-            ..Default::default()
-        };
-        will.properties.will_delay_interval = Some(30);
-        connect.will = Some(will);
-        connect
+        with_will(
+            persistent(id),
+            &format!("wills/{id}"),
+            &format!("{id} gone"),
+            QoS::AtLeastOnce,
+            Some(30),
+        )
     };
     connected(&mut h, with_will("absent"));
     connected(&mut h, with_will("back"));

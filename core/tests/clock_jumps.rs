@@ -69,15 +69,13 @@ fn a_delayed_will_is_not_held_back_by_a_clock_set_back_across_a_restart_mqtt_3_1
     let mut h = durable_harness();
     let watcher = connected(&mut h, persistent("watcher", 7200));
     subscribe(&mut h, watcher, "wills/#", QoS::AtLeastOnce);
-    let mut connect = persistent("dying", 7200);
-    let mut will = Will {
-        topic: "wills/dying".into(),
-        payload: bytes::Bytes::from_static(b"gone"),
-        qos: QoS::AtLeastOnce,
-        ..Default::default()
-    };
-    will.properties.will_delay_interval = Some(30);
-    connect.will = Some(will);
+    let connect = with_will(
+        persistent("dying", 7200),
+        "wills/dying",
+        "gone",
+        QoS::AtLeastOnce,
+        Some(30),
+    );
     let dying = connected(&mut h, connect);
     h.drop_connection(dying);
     h.drop_connection(watcher);

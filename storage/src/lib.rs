@@ -254,11 +254,24 @@ impl<F: FileSystem> Storage<F> {
         &self.fs
     }
 
+    /// Adds `record` to the next group commit. One that cannot be encoded refuses that commit: [`Storage::commit`]
+    /// then fails with [`StorageError::Unencodable`] (naming the log and the offset the commit would have had)
+    /// and writes none of it, and the sends waiting for it stay held, as for any failed commit.
     pub fn append(&mut self, record: &Record) {
         if self.suspended {
             return;
         }
-        self.pending.push(record);
+        let first = self.pending.refused().is_none();
+        if let Err(refused) = self.pending.push(record) {
+            if first {
+                log::error!(
+                    "{}: the commit at byte {} is refused: {}",
+                    self.wal_path.display(),
+                    self.wal_len,
+                    refused.detail
+                );
+            }
+        }
     }
 
     /// Whether sends must wait for `commit`: records are pending and their acknowledgements must not overtake them.
@@ -273,6 +286,17 @@ impl<F: FileSystem> Storage<F> {
     /// Writes what is pending (one write, one sync: a group commit for everything since the last one). In
     /// `interval` mode the sync happens once the period has passed.
     pub fn commit(&mut self) -> Result<(), StorageError> {
+        if let Some(refused) = self.pending.refused() {
+            // Nothing of it is written: a commit without that record would look whole while lacking it.
+            return Err(StorageError::Unencodable {
+                path: self.wal_path.clone(),
+                offset: self.wal_len,
+                detail: format!(
+                    "record {} of the commit: {}; nothing of the commit is written and nothing waiting for it is sent",
+                    refused.index, refused.detail
+                ),
+            });
+        }
         if !self.pending.is_empty() {
             self.injected_fault(&self.wal_path)?;
             self.pending.frame(&mut self.framed);

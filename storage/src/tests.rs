@@ -234,14 +234,16 @@ fn an_undecodable_record_that_passes_its_checksum_at_the_end_of_the_log_stops_st
     };
     let unapplicable = {
         let mut pending = wal::Pending::default();
-        pending.push(&Record::Enqueue {
-            key: 1,
-            seq: 1,
-            id: 42,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: Vec::new(),
-        });
+        pending
+            .push(&Record::Enqueue {
+                key: 1,
+                seq: 1,
+                id: 42,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+            })
+            .expect("encodable");
         let mut frame = bytes::BytesMut::new();
         pending.frame(&mut frame);
         frame.to_vec()
@@ -410,7 +412,9 @@ fn damage_or_a_gap_in_the_middle_of_a_chain_of_logs_stops_start_up() {
     let mut records = Vec::new();
     for i in 0..2 {
         let mut pending = wal::Pending::default();
-        pending.push(&retain(&format!("t/x{i}"), "in log 2"));
+        pending
+            .push(&retain(&format!("t/x{i}"), "in log 2"))
+            .expect("encodable");
         let mut framed = bytes::BytesMut::new();
         pending.frame(&mut framed);
         records.extend_from_slice(&framed);
@@ -467,4 +471,78 @@ fn a_record_that_cannot_be_encoded_stops_the_snapshot_naming_file_and_offset() {
     drop(storage);
     let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
     assert_eq!(topics(&image), ["t/0", "t/after"]);
+}
+
+/// A record that cannot be encoded (a topic longer than a 16-bit length can say) refuses its whole group commit:
+/// the commit fails naming the log and the offset it would have had, none of it is written (neither the records
+/// before it in the commit nor those after), and the sends waiting for it stay held until the caller gives the
+/// commit up (`suspend`, which the driver does on any failed commit). Never a silent skip.
+#[test]
+fn a_record_that_cannot_be_encoded_refuses_its_commit_naming_file_and_offset() {
+    let (dir, _, _) = directory_with_log(1);
+    let (mut storage, _, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    storage.append(&retain("t/before", "committed"));
+    storage.commit().expect("commit");
+    let (log, offset) = (storage.wal_path.clone(), storage.wal_len);
+    storage.append(&retain("t/same-commit", "before it"));
+    storage.append(&retain(&"x".repeat(70_000), "too long a topic"));
+    storage.append(&retain("t/after", "after it"));
+    assert!(storage.holds_sends(), "its acknowledgements wait for the commit");
+    for attempt in 0..2 {
+        let error = storage.commit().expect_err("unencodable");
+        let text = error.to_string();
+        assert!(matches!(error, StorageError::Unencodable { .. }), "{text}");
+        assert!(text.contains("wal-00000000000000000002.log"), "{text}");
+        assert!(text.contains(&format!("at byte {offset} ")), "{text}");
+        assert!(text.contains("record 1 of the commit"), "{text}");
+        assert!(text.contains("Retain record of topic \"xxx"), "{text}");
+        assert!(text.contains("FieldTooLong"), "{text}");
+        assert_eq!(
+            std::fs::metadata(&log).expect("log").len(),
+            offset,
+            "attempt {attempt}: nothing written"
+        );
+        assert!(
+            storage.holds_sends(),
+            "attempt {attempt}: nothing waiting for it may be sent"
+        );
+    }
+    storage.suspend();
+    assert!(!storage.has_pending() && !storage.holds_sends());
+    drop(storage);
+    let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
+    assert_eq!(topics(&image), ["t/0", "t/before"]);
+}
+
+/// A record (or a commit) whose encoding is past the log frame's limit would be read back as damage and cut as a
+/// torn write: it refuses its commit instead, like any record that cannot be encoded. The limit is lowered here so
+/// the test does not need half a gigabyte.
+#[test]
+fn a_commit_past_the_frame_limit_is_refused_not_written() {
+    let big = "y".repeat(40 * 1024);
+    // One record alone past the limit; two that fit alone but not together.
+    let cases = [
+        (vec![retain("t/huge", &"z".repeat(100 * 1024))], 0),
+        (vec![retain("t/a", &big), retain("t/b", &big)], 1),
+    ];
+    for (records, refused_index) in cases {
+        let (dir, _, _) = directory_with_log(1);
+        let (mut storage, _, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+        storage.pending.set_max_body(64 * 1024);
+        let offset = storage.wal_len;
+        for record in &records {
+            storage.append(record);
+        }
+        let text = storage.commit().expect_err("past the limit").to_string();
+        assert!(text.contains(&format!("at byte {offset} ")), "{text}");
+        assert!(
+            text.contains(&format!("record {refused_index} of the commit")),
+            "{text}"
+        );
+        assert!(text.contains("past the log frame's limit of 65536 bytes"), "{text}");
+        assert_eq!(storage.wal_len, offset);
+        drop(storage);
+        let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
+        assert_eq!(topics(&image), ["t/0"]);
+    }
 }

@@ -259,6 +259,31 @@ mod tests {
             .map_or((0, 0), |s| (s.queue().len(), s.inflight().len()))
     }
 
+    /// Reads and acknowledges every PUBLISH `sub` gets until nothing more comes, even after the Ticks due now;
+    /// `each_round` sees the broker before each read. Returns the PUBLISHes in the order received.
+    fn drain_acking(h: &mut Harness, sub: ConnectionId, mut each_round: impl FnMut(&Harness)) -> Vec<Publish> {
+        let mut got = Vec::new();
+        loop {
+            each_round(h);
+            let mut acked = 0;
+            for packet in h.recv_all(sub) {
+                if let Packet::Publish(p) = packet {
+                    if p.qos != QoS::AtMostOnce {
+                        h.send(sub, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
+                    }
+                    got.push(p);
+                    acked += 1;
+                }
+            }
+            if acked == 0 {
+                h.advance(Duration::ZERO);
+                if h.client(sub).is_some_and(|c| c.inbox.is_empty()) {
+                    return got;
+                }
+            }
+        }
+    }
+
     /// Every topic the `#` subscription should get, in the store's order (lexicographic by level).
     fn expected(n: usize) -> Vec<String> {
         let mut topics: Vec<String> = (0..n).map(topic).collect();
@@ -276,31 +301,20 @@ mod tests {
         let (sub, _) = h.connect(connect_packet(ProtocolVersion::V5, "sub"));
         let key = h.broker.connections[&sub].session.expect("connected");
         subscribe(&mut h, sub, "#", QoS::AtLeastOnce);
-        let mut got = Vec::new();
         let mut peak = (0, 0);
-        loop {
-            let (queued, inflight) = held(&h, key);
+        let got = drain_acking(&mut h, sub, |h| {
+            let (queued, inflight) = held(h, key);
             assert!(
                 queued <= SLICE && inflight <= usize::from(INFLIGHT),
                 "held {queued} queued, {inflight} inflight"
             );
             peak = (peak.0.max(queued), peak.1.max(inflight));
-            let mut acked = 0;
-            for packet in h.recv_all(sub) {
-                if let Packet::Publish(p) = packet {
-                    assert!(p.retain, "sent because of the subscription: RETAIN set [MQTT-3.3.1-9]");
-                    got.push(p.topic.clone());
-                    h.send(sub, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
-                    acked += 1;
-                }
-            }
-            if acked == 0 {
-                h.advance(Duration::ZERO);
-                if h.client(sub).is_some_and(|c| c.inbox.is_empty()) {
-                    break;
-                }
-            }
-        }
+        });
+        assert!(
+            got.iter().all(|p| p.retain),
+            "sent because of the subscription: RETAIN set [MQTT-3.3.1-9]"
+        );
+        let got: Vec<String> = got.into_iter().map(|p| p.topic).collect();
         assert_eq!(got, expected(n));
         assert_eq!(
             peak,
@@ -359,23 +373,10 @@ mod tests {
             }
         }
         assert!(acked(h.recv_all(publisher)), "admitted once slow had room");
-        let mut got = Vec::new();
-        loop {
-            let mut acked = 0;
-            for packet in h.recv_all(sub) {
-                if let Packet::Publish(p) = packet {
-                    got.push((p.topic.clone(), p.retain));
-                    h.send(sub, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
-                    acked += 1;
-                }
-            }
-            if acked == 0 {
-                h.advance(Duration::ZERO);
-                if h.client(sub).is_some_and(|c| c.inbox.is_empty()) {
-                    break;
-                }
-            }
-        }
+        let got: Vec<(String, bool)> = drain_acking(&mut h, sub, |_| {})
+            .into_iter()
+            .map(|p| (p.topic, p.retain))
+            .collect();
         let late_copies: Vec<bool> = got.iter().filter(|(t, _)| t == late).map(|(_, r)| *r).collect();
         assert_eq!(late_copies, [false], "routed once, never as a retained copy: {got:?}");
         assert_eq!(
@@ -508,23 +509,10 @@ mod tests {
             payload: Bytes::from_static(b"new"),
         };
         h.send(p, Packet::Publish(publish));
-        let mut got = Vec::new();
-        loop {
-            let mut any = false;
-            for packet in h.recv_all(sub) {
-                if let Packet::Publish(p) = packet {
-                    any = true;
-                    got.push((p.topic.clone(), p.payload.clone()));
-                    if p.qos != QoS::AtMostOnce {
-                        h.send(sub, Packet::PubAck(PubResponse::new(p.packet_id, ReasonCode::SUCCESS)));
-                    }
-                }
-            }
-            h.advance(Duration::ZERO);
-            if !any && h.client(sub).is_some_and(|c| c.inbox.is_empty()) {
-                break;
-            }
-        }
+        let got: Vec<(String, Bytes)> = drain_acking(&mut h, sub, |_| {})
+            .into_iter()
+            .map(|p| (p.topic, p.payload))
+            .collect();
         assert_eq!(got.len(), n, "every topic once");
         assert_eq!(got.iter().filter(|(t, _)| *t == last).count(), 1);
         assert!(got.contains(&(last, Bytes::from_static(b"new"))));

@@ -112,3 +112,17 @@ pub fn expect_disconnect(h: &mut Harness, conn: ConnectionId, reason: ReasonCode
     assert!(found, "expected DISCONNECT {reason:?}, got {packets:?}");
     assert!(h.is_closed(conn), "connection should be closed");
 }
+
+/// `connect` with a will on `topic`, published `delay_seconds` after the connection ends (None: at once)
+/// [MQTT-3.1.2-8], [MQTT-3.1.3-9].
+pub fn with_will(mut connect: Connect, topic: &str, payload: &str, qos: QoS, delay_seconds: Option<u32>) -> Connect {
+    let mut will = Will {
+        topic: topic.into(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        ..Default::default()
+    };
+    will.properties.will_delay_interval = delay_seconds;
+    connect.will = Some(will);
+    connect
+}
