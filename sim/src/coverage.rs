@@ -74,6 +74,7 @@ features! {
     Reauthenticated => "a re-authentication (AUTH 0x19) ended with AUTH 0x00",
     ReauthRefused => "a failed re-authentication ended with DISCONNECT 0x87",
     SysChecked => "$SYS statistics checked against the world's counts",
+    MaxQos0InConnack => "Maximum QoS 0 in CONNACK",
     FaultCut => "fault: a connection cut mid-packet",
     FaultClientCrash => "fault: a client crash",
     FaultSlowReader => "fault: a client that stops reading",

@@ -200,6 +200,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "expiring-overtaken" => Some(Core::ExpiringOvertaken),
         "reauth-failure-accepted" => Some(Core::ReauthFailureAccepted),
         "sys-bytes-swapped" => Some(Core::SysBytesSwapped),
+        "maximum-qos-0-unlimited" => Some(Core::MaximumQos0Unlimited),
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),

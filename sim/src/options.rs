@@ -262,6 +262,16 @@ impl Options {
         .with_qos_and_rate_limits(seed)
         .with_coalescing(seed)
         .with_enhanced_auth(seed)
+        .with_maximum_qos_0(seed)
+    }
+
+    /// Maximum QoS 0 in some seeds (from a stream of its own, so that the other choices stay what they were).
+    fn with_maximum_qos_0(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0c05_0000_7e57_0b05);
+        if rng.gen_bool(0.08) {
+            self.maximum_qos = 0;
+        }
+        self
     }
 
     /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.

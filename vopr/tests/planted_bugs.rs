@@ -173,6 +173,12 @@ fn finds_sys_bytes_swapped() {
     finds("sys-bytes-swapped");
 }
 
+/// A Maximum QoS of 0 taken for "no limit": SUBACK grants what was asked where the model says QoS 0.
+#[test]
+fn finds_maximum_qos_0_taken_for_unlimited() {
+    finds("maximum-qos-0-unlimited");
+}
+
 /// Publish-rate buckets refilled only for whole seconds: a PUBACK 0x97 where the model's buckets had a token.
 #[test]
 fn finds_publish_rate_refilled_in_whole_seconds() {

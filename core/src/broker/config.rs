@@ -160,6 +160,9 @@ pub enum PlantedBug {
     ReauthFailureAccepted,
     /// `$SYS/broker/bytes/received` and `bytes/sent` swapped (a copy-and-paste slip).
     SysBytesSwapped,
+    /// A Maximum QoS of 0 taken for "no limit", as 0 means for the quotas: subscriptions are granted the QoS they
+    /// ask for [MQTT-3.2.2-10], [MQTT-3.8.4-7].
+    MaximumQos0Unlimited,
 }
 
 impl Default for Config {

@@ -31,6 +31,7 @@ pub(super) enum PlantedBugKind {
     ExpiringOvertaken,
     ReauthFailureAccepted,
     SysBytesSwapped,
+    MaximumQos0Unlimited,
 }
 
 impl Broker {
@@ -103,6 +104,10 @@ impl Broker {
                     PlantedBugKind::ReauthFailureAccepted
                 )
                 | (Some(PlantedBug::SysBytesSwapped), PlantedBugKind::SysBytesSwapped)
+                | (
+                    Some(PlantedBug::MaximumQos0Unlimited),
+                    PlantedBugKind::MaximumQos0Unlimited
+                )
         )
     }
 
