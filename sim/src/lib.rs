@@ -198,6 +198,9 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "delayed-will-lost" => Some(Core::DelayedWillLost),
         "expiring-left-queued" => Some(Core::ExpiringLeftQueued),
         "expiring-overtaken" => Some(Core::ExpiringOvertaken),
+        "reauth-failure-accepted" => Some(Core::ReauthFailureAccepted),
+        "sys-bytes-swapped" => Some(Core::SysBytesSwapped),
+        "maximum-qos-0-unlimited" => Some(Core::MaximumQos0Unlimited),
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
@@ -253,4 +256,5 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
         "takeover-publishes-delayed-will",
         "published although its session resumed",
     ),
+    ("reauth-failure-accepted", "after re-authenticating with a wrong answer"),
 ];

@@ -96,6 +96,12 @@ pub struct Options {
     pub publish_bytes_rate: u64,
     /// Clients back off before their refused PUBLISHes make a flood (otherwise floods end connections).
     pub publish_rate_polite: bool,
+    /// Extra MQTT 5 connections authenticate by an enhanced AUTH exchange, some re-authenticate, some fail (see
+    /// `world::enhanced_auth`).
+    pub enhanced_auth: bool,
+    /// A watcher subscribes to `$SYS/#` and the broker's statistics are checked against the world's own counts
+    /// (see `world::sys_topics`); only without persistence.
+    pub sys_watch: bool,
 }
 
 /// How the simulated disk under the real storage code misbehaves in a seed (see `simfs`). Drawn from a stream of
@@ -251,6 +257,8 @@ impl Options {
             publish_rate_polite: false,
             coalesce: false,
             restart_clock_jumps: false,
+            enhanced_auth: false,
+            sys_watch: false,
         }
         .with_durability(rng)
         .with_many_clients(seed)
@@ -258,12 +266,31 @@ impl Options {
         .with_qos_and_rate_limits(seed)
         .with_coalescing(seed)
         .with_restart_clock_jumps(seed)
+        .with_enhanced_auth(seed)
+        .with_maximum_qos_0(seed)
     }
 
     /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
     fn with_restart_clock_jumps(mut self, seed: u64) -> Options {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1b87_3593_cc9e_2d51);
         self.restart_clock_jumps = self.persistence && rng.gen_bool(0.5);
+        self
+    }
+
+    /// Maximum QoS 0 in some seeds (from a stream of its own, so that the other choices stay what they were).
+    fn with_maximum_qos_0(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0c05_0000_7e57_0b05);
+        if rng.gen_bool(0.08) {
+            self.maximum_qos = 0;
+        }
+        self
+    }
+
+    /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
+    fn with_enhanced_auth(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7f4a_7c15_9e37_79b9);
+        self.enhanced_auth = rng.gen_bool(0.3);
+        self.sys_watch = !self.persistence && rng.gen_bool(0.4);
         self
     }
 
@@ -385,7 +412,7 @@ impl fmt::Display for Options {
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={} short_expiry={} \
-             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={}",
+             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -444,7 +471,9 @@ impl fmt::Display for Options {
             self.publish_bytes_rate,
             self.publish_rate_polite,
             self.coalesce,
-            self.restart_clock_jumps
+            self.restart_clock_jumps,
+            self.enhanced_auth,
+            self.sys_watch
         )
     }
 }

@@ -158,6 +158,14 @@ pub enum PlantedBug {
     /// A restarted broker takes the recorded message expiry deadlines at face value: a clock set back while it was
     /// down stretches each by the whole jump [MQTT-3.3.2-5], [MQTT-3.3.2-6].
     RestartDeadlineUncapped,
+    /// A re-authentication the authenticator refuses is answered AUTH 0x00 Success: the connection stays up on
+    /// credentials that failed [MQTT-4.12.1-2].
+    ReauthFailureAccepted,
+    /// `$SYS/broker/bytes/received` and `bytes/sent` swapped (a copy-and-paste slip).
+    SysBytesSwapped,
+    /// A Maximum QoS of 0 taken for "no limit", as 0 means for the quotas: subscriptions are granted the QoS they
+    /// ask for [MQTT-3.2.2-10], [MQTT-3.8.4-7].
+    MaximumQos0Unlimited,
 }
 
 impl Default for Config {

@@ -30,6 +30,9 @@ pub(super) enum PlantedBugKind {
     PublishRateRefillWholeSeconds,
     ExpiringOvertaken,
     RestartDeadlineUncapped,
+    ReauthFailureAccepted,
+    SysBytesSwapped,
+    MaximumQos0Unlimited,
 }
 
 impl Broker {
@@ -100,6 +103,15 @@ impl Broker {
                 | (
                     Some(PlantedBug::RestartDeadlineUncapped),
                     PlantedBugKind::RestartDeadlineUncapped
+                )
+                | (
+                    Some(PlantedBug::ReauthFailureAccepted),
+                    PlantedBugKind::ReauthFailureAccepted
+                )
+                | (Some(PlantedBug::SysBytesSwapped), PlantedBugKind::SysBytesSwapped)
+                | (
+                    Some(PlantedBug::MaximumQos0Unlimited),
+                    PlantedBugKind::MaximumQos0Unlimited
                 )
         )
     }

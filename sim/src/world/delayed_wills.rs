@@ -64,7 +64,9 @@ impl World {
     /// (from a stream of its own, so that the rest of the seed's choices stay what they were).
     pub(super) fn choose_absent(&mut self) -> Result<(), Violation> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x003a_11d1_e50f_face);
-        if self.opts.wills {
+        // At Maximum QoS 0 a will owed to its watcher (QoS 1, see `connect`) would be refused with 0x9B
+        // [MQTT-3.2.2-12]; a QoS 0 one is owed to nobody: no client comes back to arm one.
+        if self.opts.wills && self.opts.maximum_qos > 0 {
             let eligible: Vec<usize> = (0..self.clients.len())
                 .filter(|c| self.clients[*c].persistent && self.clients[*c].version.is_v5())
                 .collect();

@@ -100,6 +100,7 @@ impl World {
         self.model.check_liveness(self.opts.queues_bounded() && dropped > 0)?;
         self.check_drained()?;
         self.check_retained()?;
+        self.check_auth_probes()?;
         self.check_misbehaving_closed()?;
         // Last: the power goes out once more, and recovery must restore what the model says was committed.
         if self.disk.is_some() {

@@ -24,6 +24,7 @@ mod connack;
 mod delayed_wills;
 mod disk;
 mod durability;
+mod enhanced_auth;
 mod expiring;
 mod expiry;
 mod faults;
@@ -33,6 +34,7 @@ mod observe;
 mod publish_rate;
 mod receive;
 mod subids;
+mod sys_topics;
 mod tracing;
 mod wills;
 mod workload;
@@ -97,6 +99,8 @@ struct Link {
     zombie: bool,
     /// A misbehaving client above the broker's Maximum QoS, and the refusal it must get (see `max_qos`).
     refusal: Option<max_qos::ExpectedRefusal>,
+    /// An enhanced-authentication connection and what it expects next (see `enhanced_auth`).
+    auth: Option<enhanced_auth::AuthProbe>,
 }
 
 /// Counters for the summary.
@@ -181,6 +185,10 @@ pub struct World {
     delayed_wills: delayed_wills::DelayedWills,
     /// The broker's clock: the simulated time plus an offset that may jump at a restart (see `clock`).
     clock: clock::BrokerClock,
+    /// The enhanced-authentication connections' random stream (see `enhanced_auth`).
+    probes: enhanced_auth::Probes,
+    /// The `$SYS` watcher and the world's own counts it is checked against (see `sys_topics`).
+    sys: sys_topics::SysWatch,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -229,6 +237,7 @@ impl World {
         let (opts_steps, short_expiry, clients_count) = (opts.steps, opts.short_expiry, opts.clients);
         let assigned_ids = opts.assigned_ids;
         let clock = clock::BrokerClock::new(opts.restart_clock_jumps);
+        let opts_seed = opts.seed;
         let clients = (0..opts.clients)
             .map(|i| {
                 let version = if rng.gen_bool(opts.v5_share) {
@@ -302,6 +311,8 @@ impl World {
             assigned_ids: BTreeSet::new(),
             delayed_wills: Default::default(),
             clock,
+            probes: enhanced_auth::Probes::new(opts_seed),
+            sys: sys_topics::SysWatch::new(opts_seed),
         }
     }
 
@@ -326,6 +337,7 @@ impl World {
     /// Feeds one input to the broker and routes its outputs into the network. A panic is a failure.
     fn broker_input(&mut self, input: Input<'_>) -> Result<(), Violation> {
         let now = self.broker_now();
+        let sys_snapshot = self.sys_snapshot(&input);
         self.model.batch += 1;
         let storage_was_suspended = self.suspension.is_some();
         let broker = &mut self.broker;
@@ -345,6 +357,7 @@ impl World {
                 .unwrap_or_default();
             Violation(format!("broker panicked: {text}"))
         })?;
+        self.sys_outputs(sys_snapshot, &outputs)?;
         // What the broker acknowledged in this input tells which held PUBLISHes it admitted or refused.
         let acks = self.decode_acks(&outputs)?;
         // The quota byte counters are exact on every path that adds or removes a queued message.
@@ -554,6 +567,7 @@ impl World {
                 held: None,
                 verdict_lost: false,
                 refusal: None,
+                auth: None,
             },
         );
         // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
@@ -660,6 +674,7 @@ impl World {
                 }
                 _ => None,
             };
+            self.sys_publishes_read(&packets);
             if let Some(client) = client {
                 for packet in packets {
                     if self.hold_until_verdict(conn, &packet) {
@@ -875,6 +890,9 @@ impl World {
             return Ok(());
         };
         let Some(client) = link.client else {
+            if link.auth.is_some() {
+                return self.auth_probe_receives(conn, &data);
+            }
             return self.misbehaving_receives(conn, &data);
         };
         if link.client_gone || self.clients[client].conn != Some(conn) {
@@ -947,6 +965,8 @@ impl World {
         if self.faults {
             self.inject_faults()?;
         }
+        self.maybe_authenticate()?;
+        self.maybe_watch_sys()?;
         if !self.queue.is_empty() && self.rng.gen_bool(0.6) {
             return self.next_event();
         }
