@@ -77,6 +77,8 @@ features! {
     FaultBrokerCrash => "fault: a broker crash and restart",
     FaultTornCommit => "fault: a broker crash during a commit",
     FaultDiskFull => "fault: a full disk",
+    RestartClockBack => "fault: the broker restarted on a clock set back",
+    RestartClockForward => "fault: the broker restarted on a clock set forward",
 }
 
 /// The rows a run reached.

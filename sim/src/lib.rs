@@ -201,6 +201,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
+        "restart-deadline-uncapped" => Some(Core::RestartDeadlineUncapped),
         _ => None,
     };
     let storage = match name {
@@ -246,6 +247,7 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("keep-alive-spin", "stalled"),
     ("maximum-qos-not-granted", "so it must grant"),
     ("publish-rate-whole-seconds", "had room for it in the publish rate"),
+    ("restart-deadline-uncapped", "s ago [MQTT-3.3.2-6]"),
     ("disconnect-expiry-ignored", "Session Present"),
     (
         "takeover-publishes-delayed-will",

@@ -76,6 +76,9 @@ pub struct Options {
     /// PUBLISHes a client sends back to back, due at the broker at the same moment, travel in one segment (as TCP
     /// coalesces them), so that the broker reads several in one input (see `world::coalesce`).
     pub coalesce: bool,
+    /// The broker's clock may have been set back or forward while it was down, at every restart (with
+    /// persistence; see `world::clock`).
+    pub restart_clock_jumps: bool,
     /// Some MQTT 5 clients connect with an empty client identifier and get one assigned (only without access
     /// rules, which name clients by identifier).
     pub assigned_ids: bool,
@@ -247,12 +250,21 @@ impl Options {
             publish_bytes_rate: 0,
             publish_rate_polite: false,
             coalesce: false,
+            restart_clock_jumps: false,
         }
         .with_durability(rng)
         .with_many_clients(seed)
         .with_short_expiry(seed)
         .with_qos_and_rate_limits(seed)
         .with_coalescing(seed)
+        .with_restart_clock_jumps(seed)
+    }
+
+    /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
+    fn with_restart_clock_jumps(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1b87_3593_cc9e_2d51);
+        self.restart_clock_jumps = self.persistence && rng.gen_bool(0.5);
+        self
     }
 
     /// From its own stream, so that the other choices of a seed stay what they were before it existed.
@@ -373,7 +385,7 @@ impl fmt::Display for Options {
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={} short_expiry={} \
-             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={}",
+             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -431,7 +443,8 @@ impl fmt::Display for Options {
             self.publish_rate,
             self.publish_bytes_rate,
             self.publish_rate_polite,
-            self.coalesce
+            self.coalesce,
+            self.restart_clock_jumps
         )
     }
 }

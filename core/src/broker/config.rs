@@ -155,6 +155,9 @@ pub enum PlantedBug {
     /// per-publisher ordering check only in seeds whose PUBLISHes share segments (first: seed 1934 of
     /// `vopr --planted-bug expiring-overtaken`), beyond the self-test's 200 seeds, so not yet in `sim::PLANTED_BUGS`.
     ExpiringOvertaken,
+    /// A restarted broker takes the recorded message expiry deadlines at face value: a clock set back while it was
+    /// down stretches each by the whole jump [MQTT-3.3.2-5], [MQTT-3.3.2-6].
+    RestartDeadlineUncapped,
 }
 
 impl Default for Config {

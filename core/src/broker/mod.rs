@@ -36,6 +36,7 @@ pub use auth::{AllowAll, AuthDecision, Authenticator, ClientIdentity, ConnectInf
 pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
+pub use durable::RetainedRecovery;
 pub use footprint::Footprint;
 pub use frozen::FrozenImage;
 pub use message::{Delivery, Message};

@@ -29,6 +29,7 @@ pub(super) enum PlantedBugKind {
     MaximumQosNotApplied,
     PublishRateRefillWholeSeconds,
     ExpiringOvertaken,
+    RestartDeadlineUncapped,
 }
 
 impl Broker {
@@ -96,6 +97,10 @@ impl Broker {
                     PlantedBugKind::PublishRateRefillWholeSeconds
                 )
                 | (Some(PlantedBug::ExpiringOvertaken), PlantedBugKind::ExpiringOvertaken)
+                | (
+                    Some(PlantedBug::RestartDeadlineUncapped),
+                    PlantedBugKind::RestartDeadlineUncapped
+                )
         )
     }
 

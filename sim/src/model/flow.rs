@@ -167,6 +167,7 @@ impl Model {
                         bytes: info.bytes,
                         batch: self.batch,
                         received: false,
+                        in_window: false,
                         packet_id: 0,
                         retained_copy: true,
                         droppable: Some("a retained message sent on subscribe (not checked yet)"),

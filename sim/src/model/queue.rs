@@ -6,10 +6,14 @@
 //!   (`max_queued_messages`, `max_queued_bytes`), or while the total budget (`max_queued_bytes_total`) may be used
 //!   up; every other message routed to a session is owed to it.
 //!
-//! The model cannot see exactly when the broker moves a message from the queue into the inflight window, so it
-//! keeps an upper bound: every QoS 1/2 delivery routed to a session counts as queued until the client has received
-//! it, and towards the session's bytes until the broker has processed its PUBACK/PUBCOMP. A queue that is within
-//! its bounds by this count is certainly not full. The queue is FIFO [MQTT-4.6.0-6]: once a client first receives a
+//! The broker moves a queued message into the inflight window whenever the session is online and the window
+//! (the client's Receive Maximum [MQTT-3.3.4-9], capped by `max_inflight`) has a free slot: on routing, when the
+//! broker processes a PUBACK/PUBCOMP, and when the session's client connects again (see `mqtt_core::broker`
+//! `pump`). The model mirrors that window itself (`Backlog::set_window`, `Entry::in_window`), so a message counts
+//! as queued only while the window is full ahead of it, not until the client happens to read it. What the model
+//! may hold that the broker does not (a copy it dropped, a candidate it did not send) only ever counts more, so the
+//! count stays an upper bound: a queue that is within its bounds by it is certainly not full. Every delivery counts
+//! towards the session's bytes until the broker has processed its PUBACK/PUBCOMP. The queue is FIFO [MQTT-4.6.0-6]: once a client first receives a
 //! delivery, every delivery routed to it in an earlier broker input that it has not received was dropped, and that
 //! drop must be one the configuration allows.
 
@@ -33,6 +37,8 @@ pub struct Entry {
     /// not pin down, so only earlier inputs' deliveries are inferred dropped when a later one arrives.
     pub batch: u64,
     pub received: bool,
+    /// The broker has moved it into the inflight window (as the model mirrors the window; see the module note).
+    pub in_window: bool,
     /// The packet id it was received with (a DUP resend reuses it, and its PUBACK/PUBCOMP names it).
     pub packet_id: u16,
     /// Sent because of a SUBSCRIBE, with RETAIN set [MQTT-3.3.1-9]: a delivery without RETAIN is not this one.
@@ -50,12 +56,41 @@ pub struct Entry {
 #[derive(Debug, Default, Clone)]
 pub struct Backlog {
     entries: VecDeque<Entry>,
+    /// The inflight window of the session's connection: 0 while offline (the broker sends nothing then).
+    window: usize,
 }
 
 impl Backlog {
     /// Upper bound of the broker's queue length (messages not yet in the inflight window).
     pub fn queued_upper(&self) -> usize {
-        self.entries.iter().filter(|e| !e.received).count()
+        self.entries.iter().filter(|e| !e.in_window).count()
+    }
+
+    /// The broker restarted: recovery puts a delivery back in the window only if its `Sent` record survived, so
+    /// any of them, received or not, may be queued again until the window takes it (see `mqtt_core::broker`
+    /// `durable`).
+    pub fn on_broker_restart(&mut self) {
+        for entry in &mut self.entries {
+            entry.in_window = false;
+        }
+        self.window = 0;
+    }
+
+    /// The session's connection is attached with this inflight window (`min(Receive Maximum, max_inflight)`, at
+    /// least 1), or 0: offline. What is already in the window stays there (it is resent on reconnect
+    /// [MQTT-4.4.0-1]); a window smaller than that takes nothing more until it drains.
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window;
+        self.pump();
+    }
+
+    /// Moves queued deliveries into the window, oldest first, while it has a free slot (the broker's `pump`).
+    fn pump(&mut self) {
+        let used = self.entries.iter().filter(|e| e.in_window).count();
+        let free = self.window.saturating_sub(used);
+        for entry in self.entries.iter_mut().filter(|e| !e.in_window).take(free) {
+            entry.in_window = true;
+        }
     }
 
     /// Upper bound of the payload bytes the broker holds for the session (queued and inflight).
@@ -71,6 +106,7 @@ impl Backlog {
 
     pub fn push(&mut self, entry: Entry) {
         self.entries.push_back(entry);
+        self.pump();
     }
 
     pub fn clear(&mut self) {
@@ -97,9 +133,13 @@ impl Backlog {
         }
         // RETAIN set: a retained copy sent on SUBSCRIBE first (or a delivery with Retain As Published); RETAIN
         // clear: never a retained copy [MQTT-3.3.1-9], [MQTT-3.3.1-12].
+        // A DUP never received before is a copy that was in the window when a connection ended, resent first on
+        // the next one [MQTT-4.4.0-1]: the copy in the window if the model has one, and it overtook nothing.
         let find = |shared: bool, copy: bool| {
             let candidate = |e: &Entry| !e.received && e.shared == shared && e.id == id && e.retained_copy == copy;
-            self.entries.iter().position(candidate)
+            let in_window = |e: &&Entry| candidate(e) && e.in_window;
+            let windowed = dup.then(|| self.entries.iter().position(|e| in_window(&e))).flatten();
+            windowed.or_else(|| self.entries.iter().position(candidate))
         };
         let position = if retain {
             find(false, true)
@@ -116,6 +156,7 @@ impl Backlog {
         let ambiguous = self.entries.iter().filter(|e| copy(e)).count() > 1;
         let batch = self.entries[position].batch;
         self.entries[position].received = true;
+        self.entries[position].in_window = true;
         self.entries[position].packet_id = packet_id;
         let found = self.entries[position].clone();
         // Retained copies sent on SUBSCRIBE are counted but not placed in the order: the model does not pin down
@@ -126,9 +167,10 @@ impl Backlog {
                 |e: &Entry| !e.received && e.retained_copy && e.group == found.group && e.batch == found.batch;
             self.entries.retain(|e| !sibling(e));
         }
+        self.pump();
         // With several copies of the message owed, the model cannot tell which one arrived, so not which ones it
         // overtook: what never arrives is still found at the end (`Model::check_backlogs`).
-        if found.shared || found.retained_copy || ambiguous {
+        if found.shared || found.retained_copy || ambiguous || dup {
             return (Some(found), Vec::new());
         }
         let mut skipped = Vec::new();
@@ -141,6 +183,7 @@ impl Backlog {
             }
         }
         self.entries = kept;
+        self.pump();
         (Some(found), skipped)
     }
 
@@ -162,6 +205,7 @@ impl Backlog {
         let other = |e: &Entry| e.shared && !e.received && e.id == id && e.group == group;
         if let Some(position) = self.entries.iter().position(other) {
             self.entries.remove(position);
+            self.pump();
         }
     }
 
@@ -169,6 +213,7 @@ impl Backlog {
     pub fn complete(&mut self, packet_id: u16) {
         if let Some(position) = self.entries.iter().position(|e| e.received && e.packet_id == packet_id) {
             self.entries.remove(position);
+            self.pump();
         }
     }
 
@@ -188,6 +233,7 @@ mod tests {
             bytes: 10,
             batch,
             received: false,
+            in_window: false,
             packet_id: 0,
             retained_copy: false,
             droppable: None,
@@ -258,6 +304,40 @@ mod tests {
         let (_, skipped) = backlog.on_received("m2:2", 2, false, false);
         let why: Vec<(&str, bool)> = skipped.iter().map(|e| (e.id.as_str(), e.droppable.is_some())).collect();
         assert_eq!(why, [("m2:1", false), ("m1:1", true)]);
+    }
+
+    #[test]
+    fn the_window_takes_from_the_queue_as_the_broker_does() {
+        // Window 2 [MQTT-3.3.4-9]: of three deliveries routed while online, two are in flight before the client
+        // reads anything, so one is queued; a PUBACK frees a slot and the third moves in.
+        let mut backlog = Backlog::default();
+        backlog.set_window(2);
+        for (id, batch) in [("m1:1", 1), ("m1:2", 2), ("m1:3", 3)] {
+            backlog.push(entry(id, batch));
+        }
+        assert_eq!(backlog.queued_upper(), 1);
+        backlog.on_received("m1:1", 1, false, false);
+        assert_eq!(
+            backlog.queued_upper(),
+            1,
+            "received, but its slot is not free until the PUBACK"
+        );
+        backlog.complete(1);
+        assert_eq!(backlog.queued_upper(), 0);
+        // Offline: what arrives stays queued, and the window keeps what it had; a client back with Receive
+        // Maximum 1 takes nothing more while two are in flight.
+        backlog.set_window(0);
+        backlog.push(entry("m1:4", 4));
+        backlog.push(entry("m1:5", 5));
+        assert_eq!(backlog.queued_upper(), 2);
+        backlog.set_window(1);
+        assert_eq!(backlog.queued_upper(), 2, "the resent window is still full");
+        backlog.on_received("m1:2", 2, true, false);
+        backlog.complete(2);
+        assert_eq!(backlog.queued_upper(), 2, "one still in flight fills a window of 1");
+        backlog.on_received("m1:3", 3, false, false);
+        backlog.complete(3);
+        assert_eq!(backlog.queued_upper(), 1);
     }
 
     #[test]

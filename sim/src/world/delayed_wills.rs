@@ -34,6 +34,15 @@ pub struct DelayedWills {
     rng: Option<ChaCha8Rng>,
 }
 
+impl DelayedWills {
+    /// The broker's clock was set forward by `jump_ms` across a restart: each delay runs out that much sooner.
+    pub(super) fn clock_set_forward(&mut self, jump_ms: u64) {
+        for pending in self.pending.values_mut() {
+            pending.due_at = pending.due_at.saturating_sub(jump_ms);
+        }
+    }
+}
+
 impl World {
     /// `client`'s will `id` goes out at `due_at` (ms) unless its session resumes first.
     pub(super) fn will_delayed(&mut self, client: usize, id: &MsgId, due_at: u64, qos: QoS, retain: bool) {

@@ -199,7 +199,7 @@ impl World {
             };
             data.extend(encoded(&Packet::Unsubscribe(unsubscribe), ProtocolVersion::V5));
         }
-        let now = Time::from_millis(self.now);
+        let now = self.broker_now();
         let mut decoder = Decoder::new(Some(ProtocolVersion::V5), usize::MAX);
         self.broker.handle_input(now, Input::Received { conn, data: &data });
         while let Some(output) = self.broker.poll_output() {
