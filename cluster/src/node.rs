@@ -164,6 +164,11 @@ pub enum ClusterEvent {
         peer: u64,
         conn: ConnectionId,
     },
+    /// A client relayed to the leader took the bytes of CONNECTs not yet whole over `max_preconnect_bytes`: closed
+    /// here, the newest offender, as the leader's broker closes its own.
+    RelayedPreconnectBudgetExceeded {
+        conn: ConnectionId,
+    },
     /// A relay message arrived out of sequence (the link dropped one): the connection was closed.
     RelayGap {
         conn: ConnectionId,
@@ -1254,7 +1259,19 @@ impl Node {
         };
         if let Input::Received { data, .. } = input {
             relayed.partial.feed(data);
+            if relayed.partial.packets() == 0 && self.preconnect_over_budget() {
+                // The leader's broker would close it too, but only once the bytes crossed the link: closed here
+                // instead of relaying them, the follower neither queues nor relays more than the budget of
+                // connections not yet accepted.
+                self.relay_input(conn, &Input::Closed { conn });
+                self.hand_to_driver(Output::Close { conn });
+                self.event(ClusterEvent::RelayedPreconnectBudgetExceeded { conn });
+                return;
+            }
         }
+        let Some(relayed) = self.relayed.get_mut(&conn) else {
+            return;
+        };
         let leader = relayed.leader;
         let seq = relayed.next_out;
         relayed.next_out += 1;
@@ -1270,6 +1287,19 @@ impl Node {
                 kind,
             },
         );
+    }
+
+    /// Whether the bytes relayed of CONNECTs not yet whole exceed the broker's `max_preconnect_bytes` (the budget
+    /// of connections not yet accepted, as on the leader). Summed only while a connection sends its CONNECT.
+    fn preconnect_over_budget(&self) -> bool {
+        let budget = self.config.broker.max_preconnect_bytes;
+        let held: usize = self
+            .relayed
+            .values()
+            .filter(|r| r.partial.packets() == 0)
+            .map(|r| r.partial.held())
+            .sum();
+        budget > 0 && held > budget
     }
 
     /// Ends every relayed stream through `peer`: on this side, the client connections relayed to it (closed;

@@ -1113,14 +1113,8 @@ fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_bu
     const CLIENTS: usize = 40;
     const PAYLOAD: usize = 1024 * 1024;
     const SENT: usize = 900 * 1024;
-    let peers: Vec<_> = (0..3).map(|_| free_addr()).collect();
-    let nodes: Vec<BrokerProcess> = (1..=3)
-        .map(|id| {
-            BrokerProcess::start_with_config(&node_config(id, &peers, ""), &["--max-partial-input-bytes", "4194304"])
-        })
-        .collect();
-    let leader = elected(&nodes, WAIT);
-    let (leader, follower) = (&nodes[leader], &nodes[(leader + 1) % 3]);
+    let nodes = three_nodes(&["--max-partial-input-bytes", "4194304"]);
+    let (leader, follower) = (&nodes.0[nodes.1], &nodes.0[nodes.2]);
     let witness = Witness::connect(follower);
     witness.round_trip(0);
     let rss = || (leader.rss_bytes(), follower.rss_bytes());
@@ -1199,6 +1193,78 @@ fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_bu
             peak < before + bound + 4 * MIB,
             "{node}: peak RSS {peak} grew more than {} MiB over {before}",
             bound / MIB + 4
+        );
+    }
+}
+
+/// A 3-node cluster whose nodes run with `extra` flags, its leader elected; returns the nodes, the leader's index
+/// and a follower's.
+fn three_nodes(extra: &[&str]) -> (Vec<BrokerProcess>, usize, usize) {
+    let peers: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let nodes: Vec<BrokerProcess> = (1..=3)
+        .map(|id| BrokerProcess::start_with_config(&node_config(id, &peers, ""), extra))
+        .collect();
+    let leader = elected(&nodes, WAIT);
+    (nodes, leader, (leader + 1) % 3)
+}
+
+/// The pre-CONNACK budget on a cluster follower: its clients' CONNECTs are relayed to the leader's broker, which
+/// counts them against max_preconnect_bytes like its own, and the follower counts what it relayed of CONNECTs not
+/// yet whole against the same budget, closing the newest offender instead of relaying its bytes (else it relays
+/// all it is sent). 300 half-sent CONNECTs (60 KiB of a 63 KiB one each, 18 MiB in all) to a follower: those
+/// beyond the 4 MiB budget are closed (and logged), both nodes' memory stays bounded, and a witness on the
+/// follower keeps its service.
+#[test]
+fn half_sent_connects_through_a_cluster_follower_share_the_leaders_budget() {
+    let nodes = three_nodes(&["--max-preconnect-bytes", "4194304"]);
+    let (leader, follower) = (&nodes.0[nodes.1], &nodes.0[nodes.2]);
+    let witness = Witness::connect(follower);
+    let rss = || (leader.rss_bytes(), follower.rss_bytes());
+    let before = rss();
+    let chunk = vec![0u8; 60 * 1024];
+    let mut streams = Vec::new();
+    let mut peak = before;
+    for i in 0..300 {
+        let mut s = TcpStream::connect(("127.0.0.1", follower.port())).expect("connect");
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s
+            .write_all(&connect_header(63 * 1024))
+            .and_then(|_| s.write_all(&chunk));
+        streams.push(s);
+        if i % 20 == 0 {
+            let now = rss();
+            peak = (peak.0.max(now.0), peak.1.max(now.1));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let now = rss();
+    peak = (peak.0.max(now.0), peak.1.max(now.1));
+    witness.round_trip(1);
+    let logged = follower.wait_for_log("exceed max_preconnect_bytes", WAIT);
+    drop(streams);
+    std::thread::sleep(Duration::from_millis(300));
+    witness.round_trip(2);
+    let after = rss();
+    report(
+        "300 half-sent CONNECTs via a follower: leader",
+        before.0,
+        peak.0,
+        after.0,
+    );
+    report(
+        "300 half-sent CONNECTs via a follower: follower",
+        before.1,
+        peak.1,
+        after.1,
+    );
+    assert!(
+        logged,
+        "the follower closes the connections beyond the budget and logs it"
+    );
+    for (node, before, peak) in [("leader", before.0, peak.0), ("follower", before.1, peak.1)] {
+        assert!(
+            peak < before + 16 * MIB,
+            "{node}: peak RSS {peak} grew more than 16 MiB over {before}"
         );
     }
 }

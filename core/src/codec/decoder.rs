@@ -322,6 +322,8 @@ pub struct PacketTracker {
     held: usize,
     /// The stream is malformed (the broker will close it): nothing more is counted.
     broken: bool,
+    /// Whole packets seen so far (a client's first is its CONNECT).
+    packets: u64,
 }
 
 impl PacketTracker {
@@ -350,8 +352,17 @@ impl PacketTracker {
 
     fn finish_if_whole(&mut self) {
         if self.packet_len == Some(self.held) {
-            *self = PacketTracker::default();
+            let packets = self.packets + 1;
+            *self = PacketTracker {
+                packets,
+                ..PacketTracker::default()
+            };
         }
+    }
+
+    /// Whole packets seen so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
     }
 
     /// Bytes of the packet being received so far (0 between packets).
@@ -467,6 +478,10 @@ mod tests {
                     (tracker.held(), tracker.missing()),
                     (held, missing),
                     "chunk {chunk}, fed {fed}"
+                );
+                assert_eq!(
+                    tracker.packets(),
+                    [2, 205].iter().filter(|at| fed >= **at).count() as u64
                 );
             }
         }

@@ -594,6 +594,10 @@ fn log_event(event: &ClusterEvent) {
             "cluster: relayed conn {:#x} closed: message {got} arrived where {expected} was due (the link dropped one)",
             conn.0
         ),
+        ClusterEvent::RelayedPreconnectBudgetExceeded { conn } => log::warn!(
+            "cluster: conn {}: bytes of CONNECTs relayed and not yet whole exceed max_preconnect_bytes: closed",
+            conn.0
+        ),
         ClusterEvent::Released { .. } => log::trace!("cluster: {event:?}"),
         ClusterEvent::MembersChanged { index, change, voters } => log::info!(
             "cluster: membership change at index {index} applied: {change:?}; voters now {}",
