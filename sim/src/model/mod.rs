@@ -455,7 +455,14 @@ impl Model {
     }
 
     pub fn apply_publish(&mut self, plan: RoutingPlan) {
-        if let Some((topic, id)) = plan.retained {
+        self.apply_retained(&plan);
+        self.apply_routing(plan);
+    }
+
+    /// The retained store after the broker processed `plan`'s PUBLISH, if it has RETAIN set [MQTT-3.3.1-5],
+    /// [MQTT-3.3.1-6].
+    pub fn apply_retained(&mut self, plan: &RoutingPlan) {
+        if let Some((topic, id)) = plan.retained.clone() {
             let pinned = !plan.unpinned && plan.id.as_ref().is_none_or(|id| !self.unpinned.contains(id));
             if plan.maybe_dropped {
                 // Acknowledged but maybe dropped (a 3.1.1 PUBLISH while the budget may be used up): the topic
@@ -479,6 +486,9 @@ impl Model {
                 }
             }
         }
+    }
+
+    fn apply_routing(&mut self, plan: RoutingPlan) {
         self.routed += 1;
         let anonymous = plan.id.is_none();
         // With bounded queues, a message routed while some queue bound may be reached is not held to delivery or

@@ -392,6 +392,7 @@ impl World {
         self.model = model;
         self.adopt_unseen_admissions(&recovered, &held, &admitted_unseen_ids(&held, &forgotten));
         self.chunk_publishes.clear();
+        self.chunk_retained_after.clear();
 
         // Every connection dies with the process: what was on its way to the broker is lost; what the broker had
         // already sent still arrives, then the close.

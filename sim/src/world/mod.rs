@@ -147,6 +147,8 @@ pub struct World {
     /// QoS 1/2 PUBLISHes the model saw in the chunk now being fed to the broker, with their routing as of
     /// reading: applied if the broker routed them at once.
     chunk_publishes: Vec<PendingPublish>,
+    /// QoS 0 RETAIN PUBLISHes of the chunk read after a QoS 1/2 one on their topic (see `admission`).
+    chunk_retained_after: Vec<crate::model::RoutingPlan>,
     /// PUBLISHes the broker holds for a full subscriber queue (see `mqtt_core::broker` flow control): the model
     /// routes them when the broker does.
     awaiting_admission: Vec<PendingPublish>,
@@ -294,6 +296,7 @@ impl World {
             counts: Counts::default(),
             topics,
             chunk_publishes: Vec::new(),
+            chunk_retained_after: Vec::new(),
             awaiting_admission: Vec::new(),
             rates: Default::default(),
             disk,
@@ -849,6 +852,7 @@ impl World {
                     // A QoS 0 PUBLISH the rate may have dropped silently: its retained topic holds it or the
                     // message before (seed 19049: unsure QoS 2 resends left the buckets unknown).
                     plan.maybe_dropped = rate_unsure;
+                    self.retain_after_chunk(&plan, publish);
                     self.model.apply_publish(plan);
                 } else {
                     let mut plan = self.model.plan_publish(Some(client), publish, id.clone());
