@@ -32,6 +32,7 @@ pub(super) enum PlantedBugKind {
     ReauthFailureAccepted,
     SysBytesSwapped,
     MaximumQos0Unlimited,
+    ConnectRateShared,
 }
 
 impl Broker {
@@ -108,6 +109,7 @@ impl Broker {
                     Some(PlantedBug::MaximumQos0Unlimited),
                     PlantedBugKind::MaximumQos0Unlimited
                 )
+                | (Some(PlantedBug::ConnectRateShared), PlantedBugKind::ConnectRateShared)
         )
     }
 
