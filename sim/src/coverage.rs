@@ -75,6 +75,7 @@ features! {
     ReauthRefused => "a failed re-authentication ended with DISCONNECT 0x87",
     SysChecked => "$SYS statistics checked against the world's counts",
     MaxQos0InConnack => "Maximum QoS 0 in CONNACK",
+    ConnectRateRefused => "a CONNECT over the connect rate refused with 0x9F",
     FaultCut => "fault: a connection cut mid-packet",
     FaultClientCrash => "fault: a client crash",
     FaultSlowReader => "fault: a client that stops reading",

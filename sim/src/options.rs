@@ -102,6 +102,9 @@ pub struct Options {
     /// A watcher subscribes to `$SYS/#` and the broker's statistics are checked against the world's own counts
     /// (see `world::sys_topics`); only without persistence.
     pub sys_watch: bool,
+    /// The broker's connect rate per address (`Config::max_connects_per_second_per_address`; 0: none), which bursts
+    /// from an address of their own exceed (see `world::connect_rate`).
+    pub connect_rate: u32,
 }
 
 /// How the simulated disk under the real storage code misbehaves in a seed (see `simfs`). Drawn from a stream of
@@ -259,6 +262,7 @@ impl Options {
             restart_clock_jumps: false,
             enhanced_auth: false,
             sys_watch: false,
+            connect_rate: 0,
         }
         .with_durability(rng)
         .with_many_clients(seed)
@@ -283,6 +287,7 @@ impl Options {
         if rng.gen_bool(0.08) {
             self.maximum_qos = 0;
         }
+        self.connect_rate = if rng.gen_bool(0.2) { 100 } else { 0 };
         self
     }
 
@@ -412,7 +417,7 @@ impl fmt::Display for Options {
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={} short_expiry={} \
-             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={}",
+             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={} connect_rate={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -473,7 +478,8 @@ impl fmt::Display for Options {
             self.coalesce,
             self.restart_clock_jumps,
             self.enhanced_auth,
-            self.sys_watch
+            self.sys_watch,
+            self.connect_rate
         )
     }
 }

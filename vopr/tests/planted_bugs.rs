@@ -179,6 +179,13 @@ fn finds_maximum_qos_0_taken_for_unlimited() {
     finds("maximum-qos-0-unlimited");
 }
 
+/// One connect-rate bucket for all addresses: the simulated clients' CONNECTs use up the tokens the world's
+/// bucket for the burst address still has.
+#[test]
+fn finds_connect_rate_shared_between_addresses() {
+    finds("connect-rate-shared");
+}
+
 /// Publish-rate buckets refilled only for whole seconds: a PUBACK 0x97 where the model's buckets had a token.
 #[test]
 fn finds_publish_rate_refilled_in_whole_seconds() {

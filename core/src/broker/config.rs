@@ -166,6 +166,9 @@ pub enum PlantedBug {
     /// A Maximum QoS of 0 taken for "no limit", as 0 means for the quotas: subscriptions are granted the QoS they
     /// ask for [MQTT-3.2.2-10], [MQTT-3.8.4-7].
     MaximumQos0Unlimited,
+    /// One connect-rate bucket for the whole broker instead of one per address: clients from one address use up
+    /// the CONNECTs of every other.
+    ConnectRateShared,
 }
 
 impl Default for Config {

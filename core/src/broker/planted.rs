@@ -33,6 +33,7 @@ pub(super) enum PlantedBugKind {
     ReauthFailureAccepted,
     SysBytesSwapped,
     MaximumQos0Unlimited,
+    ConnectRateShared,
 }
 
 impl Broker {
@@ -113,6 +114,7 @@ impl Broker {
                     Some(PlantedBug::MaximumQos0Unlimited),
                     PlantedBugKind::MaximumQos0Unlimited
                 )
+                | (Some(PlantedBug::ConnectRateShared), PlantedBugKind::ConnectRateShared)
         )
     }
 

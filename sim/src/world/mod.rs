@@ -21,6 +21,7 @@ mod budget;
 mod clock;
 mod coalesce;
 mod connack;
+mod connect_rate;
 mod delayed_wills;
 mod disk;
 mod durability;
@@ -191,6 +192,8 @@ pub struct World {
     probes: enhanced_auth::Probes,
     /// The `$SYS` watcher and the world's own counts it is checked against (see `sys_topics`).
     sys: sys_topics::SysWatch,
+    /// The connect-rate bursts and the world's own bucket for their address (see `connect_rate`).
+    connect_rate: connect_rate::ConnectRate,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -316,6 +319,7 @@ impl World {
             clock,
             probes: enhanced_auth::Probes::new(opts_seed),
             sys: sys_topics::SysWatch::new(opts_seed),
+            connect_rate: connect_rate::ConnectRate::new(opts_seed),
         }
     }
 
@@ -548,6 +552,13 @@ impl World {
     }
 
     fn open(&mut self, client: Option<usize>) -> Result<ConnectionId, Violation> {
+        // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
+        // so that `max_connections_per_address` can be exactly the number of clients.
+        let host = if client.is_some() { 1 } else { 2 };
+        self.open_from(client, host)
+    }
+
+    fn open_from(&mut self, client: Option<usize>, host: u8) -> Result<ConnectionId, Violation> {
         let conn = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.links.insert(
@@ -573,9 +584,6 @@ impl World {
                 auth: None,
             },
         );
-        // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
-        // so that `max_connections_per_address` can be exactly the number of clients.
-        let host = if client.is_some() { 1 } else { 2 };
         let peer = SocketAddr::from(([10, 0, 0, host], (conn.0 % 60_000) as u16 + 1));
         self.broker_input(Input::Opened {
             conn,
@@ -678,6 +686,7 @@ impl World {
                 _ => None,
             };
             self.sys_publishes_read(&packets);
+            self.connect_rate_reads(conn, &packets);
             if let Some(client) = client {
                 for packet in packets {
                     if self.hold_until_verdict(conn, &packet) {
@@ -897,6 +906,9 @@ impl World {
             if link.auth.is_some() {
                 return self.auth_probe_receives(conn, &data);
             }
+            if self.connect_rate.probes.contains_key(&conn) {
+                return self.connect_rate_receives(conn, &data);
+            }
             return self.misbehaving_receives(conn, &data);
         };
         if link.client_gone || self.clients[client].conn != Some(conn) {
@@ -971,6 +983,7 @@ impl World {
         }
         self.maybe_authenticate()?;
         self.maybe_watch_sys()?;
+        self.maybe_connect_burst()?;
         if !self.queue.is_empty() && self.rng.gen_bool(0.6) {
             return self.next_event();
         }
