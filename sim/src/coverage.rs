@@ -32,6 +32,7 @@ features! {
     Qos1Delivered => "a QoS 1 message delivered",
     Qos2Delivered => "a QoS 2 message delivered",
     RetainedOnSubscribe => "a retained message sent on subscribe",
+    RetainedExpiredBeforeSubscribe => "a retained message expired before a SUBSCRIBE matched it",
     SharedDelivered => "a shared subscription delivered",
     WillPublished => "a will published at once",
     WillAfterDelay => "a will published after its delay",

@@ -145,6 +145,9 @@ mod tests {
             expiry: Some(5),
             first_seen_ms: 0,
             earliest_seen_ms: 0,
+            last_read_ms: 0,
+            uncapped_read_ms: 0,
+            latest_read_ms: 0,
             bytes: 4,
         };
         // Long after it was published, the lower bound is gone, but 0 left means it was sent expired.

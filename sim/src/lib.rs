@@ -207,6 +207,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
         "restart-deadline-uncapped" => Some(Core::RestartDeadlineUncapped),
+        "expired-retained-offered" => Some(Core::ExpiredRetainedOffered),
         _ => None,
     };
     let storage = match name {
@@ -253,6 +254,10 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("maximum-qos-not-granted", "so it must grant"),
     ("publish-rate-whole-seconds", "had room for it in the publish rate"),
     ("restart-deadline-uncapped", "s ago [MQTT-3.3.2-6]"),
+    (
+        "expired-retained-offered",
+        "before the broker read the SUBSCRIBE that matched it",
+    ),
     ("disconnect-expiry-ignored", "Session Present"),
     (
         "takeover-publishes-delayed-will",

@@ -192,6 +192,13 @@ fn finds_publish_rate_refilled_in_whole_seconds() {
     finds("publish-rate-whole-seconds");
 }
 
+/// The retained lookup on SUBSCRIBE ignores Message Expiry: a QoS 0 copy of a retained message that expired before
+/// the SUBSCRIBE was read reaches the subscriber [MQTT-3.3.2-5] (found at seed 2).
+#[test]
+fn finds_expired_retained_offered() {
+    finds("expired-retained-offered");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -158,6 +158,10 @@ pub enum PlantedBug {
     /// A restarted broker takes the recorded message expiry deadlines at face value: a clock set back while it was
     /// down stretches each by the whole jump [MQTT-3.3.2-5], [MQTT-3.3.2-6].
     RestartDeadlineUncapped,
+    /// The retained lookup on SUBSCRIBE ignores Message Expiry: a retained message whose interval passed is still
+    /// offered (with an interval of 0) instead of being treated as deleted [MQTT-3.3.2-5]. QoS 1/2 copies are still
+    /// dropped by the queue's own expiry check, so QoS 0 copies are the ones that leave.
+    ExpiredRetainedOffered,
     /// A re-authentication the authenticator refuses is answered AUTH 0x00 Success: the connection stays up on
     /// credentials that failed [MQTT-4.12.1-2].
     ReauthFailureAccepted,

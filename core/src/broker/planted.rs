@@ -30,6 +30,7 @@ pub(super) enum PlantedBugKind {
     PublishRateRefillWholeSeconds,
     ExpiringOvertaken,
     RestartDeadlineUncapped,
+    ExpiredRetainedOffered,
     ReauthFailureAccepted,
     SysBytesSwapped,
     MaximumQos0Unlimited,
@@ -104,6 +105,10 @@ impl Broker {
                 | (
                     Some(PlantedBug::RestartDeadlineUncapped),
                     PlantedBugKind::RestartDeadlineUncapped
+                )
+                | (
+                    Some(PlantedBug::ExpiredRetainedOffered),
+                    PlantedBugKind::ExpiredRetainedOffered
                 )
                 | (
                     Some(PlantedBug::ReauthFailureAccepted),

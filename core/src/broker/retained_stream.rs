@@ -131,13 +131,15 @@ impl Broker {
     /// Up to `limit` messages of `stream` to send now, the last topic walked past, and whether the walk ended.
     fn retained_batch(&self, stream: &RetainedStream, limit: usize) -> (Vec<Arc<Message>>, Option<String>, bool) {
         let (now, newest) = (self.now, stream.newest_id);
+        let ignore_expiry = self.planted(super::planted::PlantedBugKind::ExpiredRetainedOffered);
         let mut batch = Vec::with_capacity(limit);
         let (mut walked, mut last_seen) = (0, None);
         let done = self
             .retained
             .for_each_match_after(&stream.filter, stream.after.as_deref(), |topic, message| {
                 walked += 1;
-                if !message.is_expired(now) && message.id <= newest {
+                // [MQTT-3.3.2-5]: an expired retained message is deleted, never sent.
+                if (!message.is_expired(now) || ignore_expiry) && message.id <= newest {
                     batch.push(Arc::clone(message));
                 }
                 if batch.len() >= limit || walked >= limit * SKIP_FACTOR {

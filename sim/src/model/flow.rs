@@ -136,8 +136,16 @@ impl Model {
     }
 
     /// Retained messages a new subscription may be sent [MQTT-3.3.1-9..11]: counted in the session's queue bound
-    /// (the broker queues them like any delivery) but not owed here.
-    pub fn on_subscribe_retained(&mut self, client: usize, filter: &str, options: SubscriptionOptions, is_new: bool) {
+    /// (the broker queues them like any delivery) but not owed here. One that had expired when the broker read the
+    /// SUBSCRIBE (`now`) is deleted and must not be sent [MQTT-3.3.2-5].
+    pub fn on_subscribe_retained(
+        &mut self,
+        client: usize,
+        filter: &str,
+        options: SubscriptionOptions,
+        is_new: bool,
+        now: u64,
+    ) {
         let wanted = match options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
             RetainHandling::SendIfNew => is_new,
@@ -160,6 +168,18 @@ impl Model {
                 String::new()
             };
             for (id, info) in candidates {
+                // Only a client's PUBLISH is pinned to the moment the broker read it (a will is published by a timer).
+                let expired = self
+                    .messages
+                    .contains_key(&id)
+                    .then(|| info.expired_for_sure(now))
+                    .flatten();
+                if let Some(ago) = expired {
+                    let key = (client, self.sessions[client].epoch, id);
+                    self.retained_withheld.insert(key, ago);
+                    self.retained_expired_withheld += 1;
+                    continue;
+                }
                 offers.push(id.clone());
                 if info.qos.min(options.qos) != QoS::AtMostOnce {
                     entries.push(Entry {
@@ -181,7 +201,7 @@ impl Model {
             self.sessions[client].backlog.push(entry);
         }
         for id in offers {
-            self.offer_retained(client, &id);
+            self.offer_retained(client, &id, now);
         }
     }
 
@@ -276,10 +296,11 @@ impl Model {
         )))
     }
 
-    /// A retained copy of `id` may be sent to `client` because of a SUBSCRIBE it made.
-    pub fn offer_retained(&mut self, client: usize, id: &MsgId) {
+    /// A retained copy of `id` may be sent to `client` because of a SUBSCRIBE it made, read by the broker at `now`.
+    pub fn offer_retained(&mut self, client: usize, id: &MsgId, now: u64) {
         let key = (client, self.sessions[client].epoch, id.clone());
         *self.retained_offers.entry(key.clone()).or_default() += 1;
+        self.retained_offer_ms.entry(key.clone()).or_insert(now);
         self.retained_offered.insert(key);
     }
 
@@ -304,9 +325,9 @@ impl Model {
                 _ => false,
             }
         };
-        // Where the model does not pin the retained store down, it does not hold the broker to it.
-        let unsure =
-            self.retained_unsure.contains(&publish.topic) || self.messages.get(id).is_none_or(|m| m.expiry.is_some());
+        // Where the model does not pin the retained store down, it does not hold the broker to it (nor for a will,
+        // published by a timer). A message with an expiry is held to it too: see `check_retained_expiry`.
+        let unsure = self.retained_unsure.contains(&publish.topic) || !self.messages.contains_key(id);
         if offered || unsure {
             return Ok(());
         }

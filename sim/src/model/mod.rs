@@ -35,6 +35,17 @@ pub struct MessageInfo {
     /// The earliest `first_seen_ms` has been: a restart on a clock set back moves `first_seen_ms` later for the new
     /// broker, but a copy the old broker sent still carries an interval reduced by its own, longer, count.
     pub earliest_seen_ms: u64,
+    /// When the broker last read a PUBLISH of it (ms): a resend is a new publication, retained anew, so the copy the
+    /// broker holds was stamped between `first_seen_ms` and this (after a restart: the latest stamp its deadline
+    /// may stand at, see `world::clock`).
+    pub last_read_ms: u64,
+    /// That last read moved by every clock jump since, uncapped: the broker's records keep the deadline it was
+    /// given, and each restart caps it afresh, at a full interval from that restart (seed 3777: set back, then
+    /// forward, the recorded deadline is capped again at the later restart, not moved from the earlier cap).
+    pub uncapped_read_ms: u64,
+    /// The latest `last_read_ms` has been: a restart on a clock set forward moves `last_read_ms` earlier for the new
+    /// broker, but a copy the old broker sent carries an interval counted to its own, later, deadline.
+    pub latest_read_ms: u64,
     /// Payload bytes, as the broker's queue accounting counts them.
     pub bytes: u64,
 }
@@ -45,6 +56,13 @@ impl MessageInfo {
     pub fn expired_by(&self, now_ms: u64) -> bool {
         self.expiry
             .is_some_and(|secs| now_ms >= self.first_seen_ms + u64::from(secs) * 1000)
+    }
+
+    /// How long ago (ms) every copy the broker may hold had expired by `now_ms`, if they all had [MQTT-3.3.2-5]:
+    /// counted from the last read, no earlier than the broker's stamp of any copy.
+    pub fn expired_for_sure(&self, now_ms: u64) -> Option<u64> {
+        let deadline = self.last_read_ms + u64::from(self.expiry?) * 1000;
+        now_ms.checked_sub(deadline)
     }
 }
 
@@ -135,6 +153,14 @@ pub struct Model {
     /// [MQTT-3.3.1-9..11]; and every one ever offered (a DUP resend of one is not a new copy).
     pub retained_offers: BTreeMap<(usize, u64, MsgId), u32>,
     pub retained_offered: BTreeSet<(usize, u64, MsgId)>,
+    /// (client, epoch, message) → when a SUBSCRIBE of the client was first offered a retained copy of it (ms): a copy
+    /// leaves no earlier, so its Message Expiry Interval is at most what was left then [MQTT-3.3.2-6].
+    pub retained_offer_ms: BTreeMap<(usize, u64, MsgId), u64>,
+    /// (client, epoch, message) → a retained message that had expired (this many ms before) when the broker read a
+    /// SUBSCRIBE of the client that matched it: the broker has deleted it, so no copy is owed or allowed for that
+    /// SUBSCRIBE [MQTT-3.3.2-5]; and how many times that happened (for the coverage table).
+    pub retained_withheld: BTreeMap<(usize, u64, MsgId), u64>,
+    pub retained_expired_withheld: u64,
     /// Per shared subscription (`$share/{group}/{filter}`) and message: how often it was routed to the group, how
     /// many copies its members got, and who the members were [MQTT-4.8.2].
     pub shared_routes: BTreeMap<(String, MsgId), SharedRoute>,

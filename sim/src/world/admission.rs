@@ -71,7 +71,7 @@ impl World {
             .filter_map(|p| p.id.clone())
             .collect();
         for id in ids {
-            self.model.offer_retained(client, &id);
+            self.model.offer_retained(client, &id, self.now);
         }
     }
 
@@ -264,6 +264,27 @@ impl World {
         self.model.unseen_admissions = still_waiting.iter().any(|p| p.blind);
         self.awaiting_admission = still_waiting;
         Ok(())
+    }
+
+    /// Whether the broker closes `conn` at this packet, reading nothing after it in the segment: a QoS 1/2 PUBLISH of
+    /// a 3.1.1/3.1 client while storage is suspended [MQTT-4.8.0-2] (see `expect_transient_error_close`), unless it
+    /// is a QoS 2 resend the broker may answer as a duplicate or a resend of a PUBLISH it holds. Its packet id.
+    pub(super) fn transient_error_closes_at(&self, client: usize, conn: ConnectionId, packet: &Packet) -> Option<u16> {
+        let Packet::Publish(publish) = packet else {
+            return None;
+        };
+        if self.suspension.is_none() || self.clients[client].version.is_v5() || publish.qos == QoS::AtMostOnce {
+            return None;
+        }
+        let id = publish.packet_id;
+        let duplicate = publish.qos == QoS::ExactlyOnce
+            && (self.model.sessions[client].qos2_pending.contains(&id)
+                || self.model.qos2_unsure.contains(&(client, id)));
+        let held = self
+            .awaiting_admission
+            .iter()
+            .any(|p| p.conn == conn && p.publish.packet_id == id);
+        (!duplicate && !held).then_some(id)
     }
 
     /// Storage was suspended when the broker read this QoS 1/2 PUBLISH of a 3.1.1/3.1 client: it cannot store it

@@ -77,14 +77,27 @@ impl World {
             if forward { "forward" } else { "back" }
         ));
         let restart = self.now;
-        for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
-            // The deadline `first_seen + secs` moves with the clock, capped at a full interval from the restart.
-            info.first_seen_ms = if forward {
-                info.first_seen_ms - jump
+        // A deadline `stamp + secs` moves with the clock, capped at a full interval from the restart: the same for
+        // the earliest and the latest stamp the broker may have given a message.
+        let moved = |stamp: u64| {
+            if forward {
+                stamp - jump
             } else {
-                (info.first_seen_ms + jump).min(restart)
-            };
+                (stamp + jump).min(restart)
+            }
+        };
+        for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
+            info.first_seen_ms = moved(info.first_seen_ms);
             info.earliest_seen_ms = info.earliest_seen_ms.min(info.first_seen_ms);
+            // The record's deadline moves with the clock uncapped, and this restart caps it.
+            info.uncapped_read_ms = if forward {
+                info.uncapped_read_ms - jump
+            } else {
+                info.uncapped_read_ms + jump
+            };
+            info.last_read_ms = info.uncapped_read_ms.min(restart);
+            // Copies the old broker sent carry its own, later, deadline (see `latest_read_ms`).
+            info.latest_read_ms = info.latest_read_ms.max(info.last_read_ms);
         }
         if forward {
             for state in self.model.wills.values_mut() {

@@ -688,13 +688,22 @@ impl World {
             self.sys_publishes_read(&packets);
             self.connect_rate_reads(conn, &packets);
             if let Some(client) = client {
+                let mut closed_at = None;
                 for packet in packets {
+                    if let Some(packet_id) = closed_at {
+                        self.log(format!(
+                            "broker never reads c{client} {conn:?}: {} (closed at PUBLISH id={packet_id})",
+                            describe(&packet)
+                        ));
+                        continue;
+                    }
                     if self.hold_until_verdict(conn, &packet) {
                         self.log(format!("broker holds c{client} {conn:?}: {}", describe(&packet)));
                         continue;
                     }
                     // When the broker reads a packet matters as much as when it was sent: this is the model's order.
                     self.log(format!("broker reads c{client} {conn:?}: {}", describe(&packet)));
+                    closed_at = self.transient_error_closes_at(client, conn, &packet);
                     self.model_processes(client, conn, &packet);
                 }
             }
@@ -812,7 +821,13 @@ impl World {
                     if refusal.is_none() {
                         let is_new = !self.model.sessions[client].subscriptions.contains_key(filter);
                         self.model.on_subscribe(client, filter, *options);
-                        self.model.on_subscribe_retained(client, filter, *options, is_new);
+                        let withheld = self.model.retained_expired_withheld;
+                        self.model
+                            .on_subscribe_retained(client, filter, *options, is_new, self.now);
+                        if self.model.retained_expired_withheld > withheld {
+                            self.coverage
+                                .hit(crate::coverage::Feature::RetainedExpiredBeforeSubscribe);
+                        }
                         self.offer_chunk_retained(client, filter, *options, is_new);
                     }
                     predicted.push(refusal);
@@ -828,6 +843,13 @@ impl World {
             }
             Packet::Publish(publish) => {
                 self.republished_into_new_session(client, publish);
+                // A resend is a new publication, stored (and retained) anew with its own expiry stamp: the last read
+                // bounds the stamp of the copy the broker holds, whatever it made of this one.
+                if let Some(info) = message_id(&publish.payload).and_then(|id| self.model.messages.get_mut(&id)) {
+                    info.last_read_ms = self.now;
+                    info.uncapped_read_ms = self.now;
+                    info.latest_read_ms = info.latest_read_ms.max(self.now);
+                }
                 let Some(rate_unsure) = self.publish_rate_admits(client, conn, publish) else {
                     return;
                 };
@@ -852,6 +874,9 @@ impl World {
                             expiry: publish.properties.message_expiry_interval,
                             first_seen_ms: self.now,
                             earliest_seen_ms: self.now,
+                            last_read_ms: self.now,
+                            uncapped_read_ms: self.now,
+                            latest_read_ms: self.now,
                             bytes: publish.payload.len() as u64,
                         };
                         self.model.messages.insert(id.clone(), info);

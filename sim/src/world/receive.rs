@@ -61,6 +61,10 @@ impl World {
                         }
                     }
                 }
+                if publish.retain {
+                    let v5 = self.clients[client].version.is_v5();
+                    self.model.check_retained_expiry(client, epoch, &publish, v5)?;
+                }
                 if self.clients[client].version.is_v5() {
                     let info = message_id(&publish.payload).and_then(|id| self.model.messages.get(&id));
                     if let Some(info) = info {

@@ -63,6 +63,9 @@ impl World {
             expiry: None,
             first_seen_ms: self.now,
             earliest_seen_ms: self.now,
+            last_read_ms: self.now,
+            uncapped_read_ms: self.now,
+            latest_read_ms: self.now,
             bytes: will.payload.len() as u64,
         };
         self.model.will_messages.insert(id.clone(), info);
