@@ -98,6 +98,7 @@ impl World {
                 Output::Transmit { conn, data } => (conn, data),
                 Output::Close { conn } => {
                     acks.closed.insert(*conn);
+                    self.ack_order_closed(*conn);
                     continue;
                 }
                 _ => continue,
@@ -106,10 +107,16 @@ impl World {
                 continue;
             };
             decoder.feed(data);
+            let mut sent = Vec::new();
             loop {
                 match decoder.next_packet() {
-                    Ok(Some(Packet::PubAck(ack) | Packet::PubRec(ack))) => {
+                    Ok(Some(Packet::PubAck(ack))) => {
                         acks.replies.insert((*conn, ack.packet_id), ack.reason);
+                        sent.push((false, ack.packet_id));
+                    }
+                    Ok(Some(Packet::PubRec(ack))) => {
+                        acks.replies.insert((*conn, ack.packet_id), ack.reason);
+                        sent.push((true, ack.packet_id));
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
@@ -119,6 +126,9 @@ impl World {
                         )))
                     }
                 }
+            }
+            for (pubrec, packet_id) in sent {
+                self.ack_order_sent(*conn, pubrec, packet_id)?;
             }
         }
         Ok(acks)

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod ack_order;
 mod admission;
 mod budget;
 mod clock;
@@ -194,6 +195,8 @@ pub struct World {
     sys: sys_topics::SysWatch,
     /// The connect-rate bursts and the world's own bucket for their address (see `connect_rate`).
     connect_rate: connect_rate::ConnectRate,
+    /// The QoS 1/2 PUBLISHes each connection owes an acknowledgement, in reading order (see `ack_order`).
+    ack_order: ack_order::AckOrder,
 }
 
 /// A QoS 1/2 PUBLISH the model has seen but the broker may not have routed yet.
@@ -320,6 +323,7 @@ impl World {
             probes: enhanced_auth::Probes::new(opts_seed),
             sys: sys_topics::SysWatch::new(opts_seed),
             connect_rate: connect_rate::ConnectRate::new(opts_seed),
+            ack_order: Default::default(),
         }
     }
 
@@ -842,6 +846,7 @@ impl World {
                 }
             }
             Packet::Publish(publish) => {
+                self.ack_order_read(conn, publish);
                 self.republished_into_new_session(client, publish);
                 // A resend is a new publication, stored (and retained) anew with its own expiry stamp: the last read
                 // bounds the stamp of the copy the broker holds, whatever it made of this one.
