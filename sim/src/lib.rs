@@ -208,6 +208,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
         "restart-deadline-uncapped" => Some(Core::RestartDeadlineUncapped),
         "expired-retained-offered" => Some(Core::ExpiredRetainedOffered),
+        "retained-expiry-not-lowered" => Some(Core::RetainedExpiryNotLowered),
         _ => None,
     };
     let storage = match name {
@@ -258,6 +259,7 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
         "expired-retained-offered",
         "before the broker read the SUBSCRIBE that matched it",
     ),
+    ("expiring-overtaken", "acknowledgements out of order"),
     ("disconnect-expiry-ignored", "Session Present"),
     (
         "takeover-publishes-delayed-will",

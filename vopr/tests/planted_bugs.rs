@@ -199,6 +199,13 @@ fn finds_expired_retained_offered() {
     finds("expired-retained-offered");
 }
 
+/// An expiring PUBLISH handled after the one read behind it in the same input: its PUBACK/PUBREC leaves after the
+/// later one's [MQTT-4.6.0-2], [MQTT-4.6.0-3] (found at seed 66; the per-publisher delivery order only at 1934).
+#[test]
+fn finds_expiring_overtaken() {
+    finds("expiring-overtaken");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -151,9 +151,9 @@ pub enum PlantedBug {
     /// more often than once a second never gets a token back once its bucket is empty.
     PublishRateRefillWholeSeconds,
     /// A QoS 1/2 PUBLISH with a Message Expiry Interval is routed after the PUBLISH read right behind it in the
-    /// same input: its subscribers get it after a later message of the same publisher [MQTT-4.6.0-6]. Found by the
-    /// per-publisher ordering check only in seeds whose PUBLISHes share segments (first: seed 1934 of
-    /// `vopr --planted-bug expiring-overtaken`), beyond the self-test's 200 seeds, so not yet in `sim::PLANTED_BUGS`.
+    /// same input: its subscribers get it after a later message of the same publisher [MQTT-4.6.0-6], and its
+    /// publisher its acknowledgement after the later one's [MQTT-4.6.0-2]. The per-publisher ordering check finds it
+    /// only at seed 1934; the acknowledgement-order check at seed 66 of `vopr --planted-bug expiring-overtaken`.
     ExpiringOvertaken,
     /// A restarted broker takes the recorded message expiry deadlines at face value: a clock set back while it was
     /// down stretches each by the whole jump [MQTT-3.3.2-5], [MQTT-3.3.2-6].
@@ -162,6 +162,11 @@ pub enum PlantedBug {
     /// offered (with an interval of 0) instead of being treated as deleted [MQTT-3.3.2-5]. QoS 1/2 copies are still
     /// dropped by the queue's own expiry check, so QoS 0 copies are the ones that leave.
     ExpiredRetainedOffered,
+    /// A retained message sent on SUBSCRIBE carries the Message Expiry Interval it was published with, as if received
+    /// just now, instead of the interval lowered by the time it waited in the store [MQTT-3.3.2-6]. Found by the
+    /// retained-copy interval check (`Model::check_retained_expiry`) first at seed 436 of `vopr --planted-bug
+    /// retained-expiry-not-lowered` (28 of 2000): beyond the self-test's 200 seeds, so not yet in `sim::PLANTED_BUGS`.
+    RetainedExpiryNotLowered,
     /// A re-authentication the authenticator refuses is answered AUTH 0x00 Success: the connection stays up on
     /// credentials that failed [MQTT-4.12.1-2].
     ReauthFailureAccepted,

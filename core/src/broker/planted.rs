@@ -31,6 +31,7 @@ pub(super) enum PlantedBugKind {
     ExpiringOvertaken,
     RestartDeadlineUncapped,
     ExpiredRetainedOffered,
+    RetainedExpiryNotLowered,
     ReauthFailureAccepted,
     SysBytesSwapped,
     MaximumQos0Unlimited,
@@ -109,6 +110,10 @@ impl Broker {
                 | (
                     Some(PlantedBug::ExpiredRetainedOffered),
                     PlantedBugKind::ExpiredRetainedOffered
+                )
+                | (
+                    Some(PlantedBug::RetainedExpiryNotLowered),
+                    PlantedBugKind::RetainedExpiryNotLowered
                 )
                 | (
                     Some(PlantedBug::ReauthFailureAccepted),

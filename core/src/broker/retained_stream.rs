@@ -96,7 +96,7 @@ impl Broker {
                     // Retained messages sent because of a subscription keep RETAIN set [MQTT-3.3.1-9].
                     retain: true,
                     subscription_ids: stream.subscription.identifier.into_iter().collect(),
-                    message: Arc::clone(message),
+                    message: self.planted_fresh_expiry(message),
                     seq: 0,
                 };
                 self.deliver(key, delivery);
@@ -175,6 +175,20 @@ impl Broker {
         let conn = self.sessions.get(&key).and_then(|s| s.connection);
         conn.and_then(|c| self.connections.get(&c))
             .is_some_and(|c| !c.write_blocked && c.outbuf.len() < self.config.max_outbuf_bytes / 2)
+    }
+
+    /// The retained message to send: itself, unless the planted `RetainedExpiryNotLowered` restamps its expiry as if
+    /// it had been received now, so its full interval is sent again.
+    fn planted_fresh_expiry(&self, message: &Arc<Message>) -> Arc<Message> {
+        let secs = message.properties.message_expiry_interval;
+        match secs {
+            Some(secs) if self.planted(super::planted::PlantedBugKind::RetainedExpiryNotLowered) => {
+                let mut fresh = Message::clone(message);
+                fresh.expires_at = Some(self.now + std::time::Duration::from_secs(u64::from(secs)));
+                Arc::new(fresh)
+            }
+            _ => Arc::clone(message),
+        }
     }
 
     /// Whether one more delivery at `qos` goes through without being dropped for room.
