@@ -201,6 +201,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
+        "queue-full-one-early" => Some(Core::QueueFullOneEarly),
         _ => None,
     };
     let storage = match name {

@@ -155,6 +155,10 @@ pub enum PlantedBug {
     /// per-publisher ordering check only in seeds whose PUBLISHes share segments (first: seed 1934 of
     /// `vopr --planted-bug expiring-overtaken`), beyond the self-test's 200 seeds, so not yet in `sim::PLANTED_BUGS`.
     ExpiringOvertaken,
+    /// A session's queue counts as full one message early (`max_queued_messages` - 1): an online subscriber's
+    /// publishers are held, and an offline one drops, with one slot still free. Only an exact count of the queue
+    /// (the inflight window mirrored, not every unread delivery counted as queued) tells it from a full queue.
+    QueueFullOneEarly,
 }
 
 impl Default for Config {

@@ -29,6 +29,7 @@ pub(super) enum PlantedBugKind {
     MaximumQosNotApplied,
     PublishRateRefillWholeSeconds,
     ExpiringOvertaken,
+    QueueFullOneEarly,
 }
 
 impl Broker {
@@ -96,6 +97,7 @@ impl Broker {
                     PlantedBugKind::PublishRateRefillWholeSeconds
                 )
                 | (Some(PlantedBug::ExpiringOvertaken), PlantedBugKind::ExpiringOvertaken)
+                | (Some(PlantedBug::QueueFullOneEarly), PlantedBugKind::QueueFullOneEarly)
         )
     }
 
