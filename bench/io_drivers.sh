@@ -43,9 +43,12 @@ grep -q "io driver: io_uring" "$work/uring.log" || { echo "the io_uring broker d
 tick=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+# Every run is bounded (mqtt-bench bounds each setup wait itself; `timeout` bounds the whole run, with room for its
+# draining and 2,000 connections): a slow or stuck peer makes a failed cell, never a hung run.
 bench() { # port pid seconds args...
   local port=$1 pid=$2 secs=$3; shift 3
-  ./target/release/mqtt-bench --broker "127.0.0.1:$port" --broker-pid "$pid" --duration "$secs" --json "$@"
+  timeout -k 5 $((secs + 60)) \
+    ./target/release/mqtt-bench --broker "127.0.0.1:$port" --broker-pid "$pid" --duration "$secs" --json "$@"
 }
 
 # One cell group: "msg/s | p99 µs | CPU s per 10^6 | syscalls/msg" for one broker and workload.
@@ -53,21 +56,33 @@ measure() { # port pid args...
   local port=$1 pid=$2; shift 2
   local before after out received cpu syscalls="n/a"
   before=$(cpu_ticks "$pid")
-  out=$(bench "$port" "$pid" "$duration" "$@")
+  if ! out=$(bench "$port" "$pid" "$duration" "$@"); then
+    echo "== run failed or timed out on port $port" >&2
+    echo "failed | - | - | -"
+    return
+  fi
   after=$(cpu_ticks "$pid")
   received=$(field "$out" received)
   cpu=$(python3 -c "print(f'{($after - $before) / $tick / max($received, 1) * 1e6:.1f}')")
   if command -v strace >/dev/null 2>&1; then
-    strace -c -f -p "$pid" -o "$work/strace.txt" 2>/dev/null &
+    # strace detaches on SIGINT; `timeout` sends it after the longest the traced run may take, so a broker slowed
+    # by tracing cannot hold the script (the traced run itself is bounded by `bench`).
+    rm -f "$work/strace.txt"
+    timeout -s INT $((strace_duration + 70)) strace -c -f -p "$pid" -o "$work/strace.txt" 2>/dev/null &
     local strace_pid=$!
     sleep 0.5
-    local traced
-    traced=$(bench "$port" "$pid" "$strace_duration" "$@")
+    local traced=""
+    traced=$(bench "$port" "$pid" "$strace_duration" "$@") || traced=""
     kill -INT "$strace_pid" 2>/dev/null || true
     wait "$strace_pid" 2>/dev/null || true
     local calls
-    calls=$(awk '$NF == "total" {print $4}' "$work/strace.txt")
-    syscalls=$(python3 -c "print(f'{${calls:-0} / max($(field "$traced" received), 1):.2f}')")
+    calls=$(awk '$NF == "total" {print $4}' "$work/strace.txt" 2>/dev/null || true)
+    if [ -n "$traced" ] && [ -n "$calls" ]; then
+      syscalls=$(python3 -c "print(f'{$calls / max($(field "$traced" received), 1):.2f}')")
+    else
+      echo "== traced run failed or timed out on port $port" >&2
+      syscalls="failed"
+    fi
   fi
   echo "$(field "$out" msgs_per_sec) | $(field "$out" p99_us) | $cpu | $syscalls"
 }

@@ -66,7 +66,9 @@ fn connect_from(source: Ipv4Addr, broker: SocketAddr) -> io::Result<TcpStream> {
     // Ports of an earlier run still in TIME_WAIT must not block binding a new source port.
     socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::from((source, 0)).into())?;
-    socket.connect(&broker.into())?;
+    socket
+        .connect_timeout(&broker.into(), wire::SETUP_TIMEOUT)
+        .map_err(|e| wire::step_failed(e, "TCP connect"))?;
     Ok(socket.into())
 }
 
@@ -85,7 +87,7 @@ pub fn run(
         // source port stays fast and the connect rate measures the broker (50,000 connections need 3,125 each).
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i % 16) as u8);
         let mut stream = connect_from(source, broker)?;
-        wire::handshake(&mut stream, &format!("idle-{i}"), true, v5)?;
+        wire::handshake_bounded(&mut stream, &format!("idle-{i}"), true, v5)?;
         streams.push(stream);
         if (i + 1) % 5_000 == 0 {
             eprintln!("mqtt-bench: {} connections", i + 1);

@@ -5,7 +5,7 @@
 use crate::wire::{self, Reader};
 use std::collections::VecDeque;
 use std::io::{self, BufWriter, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Devices per site: 1M messages are 1,000 sites of 1,000 devices.
@@ -17,9 +17,8 @@ pub fn topic(i: u64) -> String {
 
 /// Publishes `n` retained QoS 1 messages of `payload` bytes, keeping `inflight` unacknowledged; returns seconds.
 pub fn load(broker: SocketAddr, n: u64, payload: usize, inflight: u64, v5: bool) -> io::Result<f64> {
-    let mut stream = TcpStream::connect(broker)?;
+    let stream = wire::open(broker, "retained-load", true, v5)?;
     stream.set_nodelay(true)?;
-    wire::handshake(&mut stream, "retained-load", true, v5)?;
     let mut reader = Reader::new(stream.try_clone()?);
     let mut writer = BufWriter::with_capacity(1 << 16, stream);
     let start = Instant::now();
@@ -55,9 +54,8 @@ pub fn load(broker: SocketAddr, n: u64, payload: usize, inflight: u64, v5: bool)
 /// Subscribes to `#` at QoS 1 (acknowledging each message, so the broker's window and queue pace the flow) and
 /// counts retained messages until `n` arrived or nothing came for `idle`; returns (count, seconds).
 pub fn count(broker: SocketAddr, n: u64, idle: Duration, v5: bool) -> io::Result<(u64, f64)> {
-    let mut stream = TcpStream::connect(broker)?;
+    let mut stream = wire::open(broker, "retained-count", true, v5)?;
     stream.set_nodelay(true)?;
-    wire::handshake(&mut stream, "retained-count", true, v5)?;
     stream.write_all(&wire::subscribe(1, "#", 1, v5))?;
     stream.set_read_timeout(Some(idle))?;
     let mut reader = Reader::new(stream.try_clone()?);

@@ -3,6 +3,15 @@
 //! of mqtt-core's codec, so that the tool measures every broker (ours included) through the same third-party eyes.
 
 use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// How long the tool waits for the broker at each setup step (TCP connect, CONNACK, SUBACK): a broker that is slow
+/// or stuck (or slowed by strace) makes a failed run with an error naming the step, never a hung one.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one write may block during a run: a peer that takes no bytes for this long fails the run.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
     loop {
@@ -192,6 +201,35 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// Connects over TCP and completes the MQTT handshake, each wait bounded by [`SETUP_TIMEOUT`]. The read timeout is
+/// left at [`SETUP_TIMEOUT`] (callers bound their SUBACK wait with it, then set their own); writes stay bounded by
+/// [`WRITE_TIMEOUT`].
+pub fn open(broker: SocketAddr, client_id: &str, clean: bool, v5: bool) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&broker, SETUP_TIMEOUT).map_err(|e| step_failed(e, "TCP connect"))?;
+    handshake_bounded(&mut stream, client_id, clean, v5)?;
+    Ok(stream)
+}
+
+/// [`handshake`] on a connected socket with its waits bounded (see [`open`]).
+pub fn handshake_bounded(stream: &mut TcpStream, client_id: &str, clean: bool, v5: bool) -> io::Result<()> {
+    stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    handshake(stream, client_id, clean, v5).map_err(|e| step_failed(e, "CONNACK"))
+}
+
+/// Names the setup step an error came from; a timeout says how long was waited.
+pub fn step_failed(e: io::Error, step: &str) -> io::Error {
+    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+        let secs = SETUP_TIMEOUT.as_secs();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no {step} from the broker within {secs} s"),
+        )
+    } else {
+        io::Error::new(e.kind(), format!("{step}: {e}"))
+    }
+}
+
 /// Connects and waits for CONNACK accepted. Reads exactly the CONNACK (a 5.0 one carries properties), nothing after.
 pub fn handshake<S: Read + Write>(stream: &mut S, client_id: &str, clean: bool, v5: bool) -> io::Result<()> {
     stream.write_all(&connect(client_id, 600, clean, v5))?;
@@ -257,6 +295,19 @@ mod tests {
         }
         handshake(&mut Duplex(&mut wire), "c", true, true).expect("accepted");
         assert_eq!(wire.position(), 8, "the byte after the CONNACK is left unread");
+    }
+
+    #[test]
+    fn a_broker_that_never_answers_connect_fails_the_handshake_with_a_timeout() {
+        // A listener that accepts (the kernel completes the TCP handshake) but never sends CONNACK.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let started = std::time::Instant::now();
+        let err = open(addr, "c", true, false).expect_err("no CONNACK ever comes");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("no CONNACK"), "{err}");
+        assert!(started.elapsed() < SETUP_TIMEOUT + Duration::from_secs(5));
+        drop(listener);
     }
 
     #[test]

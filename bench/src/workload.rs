@@ -135,6 +135,19 @@ struct SubscriberOutcome {
     last_ns: u64,
 }
 
+/// Connects, subscribes and waits for the SUBACK, every wait bounded by [`wire::SETUP_TIMEOUT`].
+fn subscriber_setup(w: &Workload, id: usize, filter: &str) -> io::Result<(TcpStream, Reader<TcpStream>)> {
+    // A persistent subscriber's session is stored by a durable broker: what `--persistent` measures. The process id
+    // keeps sessions of earlier runs out of the way.
+    let client_id = format!("bench-sub-{id}-{}", std::process::id());
+    let mut stream = wire::open(w.node_for(id, true), &client_id, !w.persistent, w.v5)?;
+    stream.set_nodelay(true)?;
+    stream.write_all(&wire::subscribe(1, filter, w.qos, w.v5))?;
+    let mut reader = Reader::new(stream.try_clone()?);
+    while reader.next().map_err(|e| wire::step_failed(e, "SUBACK"))?.kind() != 9 {}
+    Ok((stream, reader))
+}
+
 fn subscriber(
     w: &Workload,
     id: usize,
@@ -143,16 +156,10 @@ fn subscriber(
     stop: &AtomicBool,
     start: Instant,
 ) -> io::Result<SubscriberOutcome> {
-    let mut stream = TcpStream::connect(w.node_for(id, true))?;
-    stream.set_nodelay(true)?;
-    // A persistent subscriber's session is stored by a durable broker: what `--persistent` measures. The process id
-    // keeps sessions of earlier runs out of the way.
-    let client_id = format!("bench-sub-{id}-{}", std::process::id());
-    wire::handshake(&mut stream, &client_id, !w.persistent, w.v5)?;
-    stream.write_all(&wire::subscribe(1, filter, w.qos, w.v5))?;
-    let mut reader = Reader::new(stream.try_clone()?);
-    while reader.next()?.kind() != 9 {}
+    // Every thread reaches the barrier, failed or not, so one failed setup fails the run instead of hanging it.
+    let setup = subscriber_setup(w, id, filter);
     ready.wait();
+    let (mut stream, mut reader) = setup?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(io::Error::other)?;
     let (mut received, mut duplicates, mut first_ns, mut last_ns) = (0u64, 0u64, 0u64, 0u64);
     let mut last_seq: Vec<u64> = Vec::new();
@@ -233,10 +240,11 @@ fn publisher(
     start: Instant,
     sent_total: &AtomicU64,
 ) -> io::Result<u64> {
-    let stream = TcpStream::connect(w.node_for(id, false))?;
-    stream.set_nodelay(true)?;
-    let mut handshake_stream = stream.try_clone()?;
-    wire::handshake(&mut handshake_stream, &format!("bench-pub-{id}"), true, w.v5)?;
+    let opened = wire::open(w.node_for(id, false), &format!("bench-pub-{id}"), true, w.v5)
+        .and_then(|stream| stream.set_nodelay(true).map(|()| stream));
+    // Every thread reaches the barrier, failed or not, so one failed setup fails the run instead of hanging it.
+    ready.wait();
+    let stream = opened?;
     let writer = Arc::new(Mutex::new(BufWriter::new(stream.try_clone()?)));
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -263,7 +271,6 @@ fn publisher(
             }
         })
     };
-    ready.wait();
     let mut payload = vec![0u8; w.payload.max(HEADER)];
     let publisher = u16::try_from(id).unwrap_or(u16::MAX);
     let began = Instant::now();

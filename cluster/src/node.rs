@@ -24,7 +24,7 @@ use crate::release::Held;
 use crate::storage::LogStore;
 use crate::wire::{self, DataError, PeerError};
 use bytes::Bytes;
-use mqtt_core::broker::{Broker, ConnectionId, Input, Output};
+use mqtt_core::broker::{Broker, ConnectionId, Input, Output, PartialInput};
 use mqtt_core::persist::{Image, Record};
 use mqtt_core::time::Time;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
@@ -164,6 +164,11 @@ pub enum ClusterEvent {
         peer: u64,
         conn: ConnectionId,
     },
+    /// A client relayed to the leader took the bytes of CONNECTs not yet whole over `max_preconnect_bytes`: closed
+    /// here, the newest offender, as the leader's broker closes its own.
+    RelayedPreconnectBudgetExceeded {
+        conn: ConnectionId,
+    },
     /// A relay message arrived out of sequence (the link dropped one): the connection was closed.
     RelayGap {
         conn: ConnectionId,
@@ -296,6 +301,10 @@ pub struct Node {
     held: Held,
     /// Records produced since the last proposal (see `NodeConfig::propose_per_turn`).
     unproposed: Vec<Record>,
+    /// The records of this leader's proposals not yet applied, by entry index and term: applied from here when
+    /// committed rather than decoded back from the entry's bytes (decoding was a fifth of a leader's CPU under
+    /// QoS 1 load). An index and term name one entry's contents (Raft's log matching), so a match is the same data.
+    proposed: VecDeque<(u64, u64, Vec<Record>)>,
     /// Client connections the broker knows (opened while serving, not yet closed), relayed ones included.
     clients: BTreeSet<ConnectionId>,
     /// On a node that does not serve: its client connections relayed to the leader, by local id.
@@ -396,6 +405,7 @@ impl Node {
             broker: None,
             held,
             unproposed: Vec::new(),
+            proposed: VecDeque::new(),
             clients: BTreeSet::new(),
             relayed: BTreeMap::new(),
             remote: BTreeMap::new(),
@@ -506,6 +516,19 @@ impl Node {
     /// The leader's broker while it serves.
     pub fn broker(&self) -> Option<&Broker> {
         self.broker.as_ref()
+    }
+
+    /// The partial packet a client connection holds, for the driver's input budget: on the leader, in its broker;
+    /// on a follower that relays it, in the leader's broker, as far as this node relayed it (so a follower's
+    /// driver bounds what its clients make the leader hold, as the leader's does for its own).
+    pub fn partial_input(&self, conn: ConnectionId) -> PartialInput {
+        if let Some(relayed) = self.relayed.get(&conn) {
+            return PartialInput {
+                held: relayed.partial.held(),
+                missing: relayed.partial.missing(),
+            };
+        }
+        self.broker.as_ref().map(|b| b.partial_input(conn)).unwrap_or_default()
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -791,7 +814,8 @@ impl Node {
         if self.unproposed.is_empty() {
             return;
         }
-        let data = wire::encode_records(&std::mem::take(&mut self.unproposed));
+        let records = std::mem::take(&mut self.unproposed);
+        let data = wire::encode_records(&records);
         if let Err(e) = self.raft.propose(Vec::new(), data) {
             // Only a node that is no longer leader drops a proposal: the broker's state is ahead of the log now.
             self.depose(&format!("proposal dropped: {e}"));
@@ -799,6 +823,7 @@ impl Node {
         }
         let index = self.raft.raft.raft_log.last_index();
         let term = self.raft.raft.term;
+        self.proposed.push_back((index, term, records));
         if crate::planted::release_before_commit(&self.config) {
             let outputs = self.held.take_open();
             self.emit_clients(outputs);
@@ -936,7 +961,10 @@ impl Node {
             self.digest = wire::fold_digest(self.digest, entry.index, entry.term, &entry.data);
             let mut events = Vec::new();
             if entry.get_entry_type() == EntryType::EntryNormal {
-                apply_entry_data(&mut self.image, &entry, &mut events);
+                match self.take_proposed(entry.index, entry.term) {
+                    Some(records) => records.into_iter().for_each(|record| self.image.apply(record)),
+                    None => apply_entry_data(&mut self.image, &entry, &mut events),
+                }
             }
             for e in events {
                 self.event(e);
@@ -946,6 +974,18 @@ impl Node {
             }
             self.applied = entry.index;
             self.release(entry.index, entry.term);
+        }
+    }
+
+    /// The records this leader proposed as the entry at `index` in `term`, if it did; proposals before `index`
+    /// are past (applied, or replaced by another leader's entries) and forgotten.
+    fn take_proposed(&mut self, index: u64, term: u64) -> Option<Vec<Record>> {
+        while self.proposed.front().is_some_and(|(i, _, _)| *i < index) {
+            self.proposed.pop_front();
+        }
+        match self.proposed.front() {
+            Some((i, t, _)) if *i == index && *t == term => self.proposed.pop_front().map(|(_, _, records)| records),
+            _ => None,
         }
     }
 
@@ -1062,6 +1102,7 @@ impl Node {
     fn depose(&mut self, _why: &str) {
         self.serve_after = None;
         self.unproposed.clear();
+        self.proposed.clear();
         if self.broker.take().is_none() && self.held.is_empty() && self.clients.is_empty() {
             return;
         }
@@ -1196,6 +1237,7 @@ impl Node {
                 leader,
                 next_out: 0,
                 next_in: 0,
+                partial: Default::default(),
             },
         );
         self.event(ClusterEvent::ClientRelayed {
@@ -1215,6 +1257,21 @@ impl Node {
         let Some(relayed) = self.relayed.get_mut(&conn) else {
             return;
         };
+        if let Input::Received { data, .. } = input {
+            relayed.partial.feed(data);
+            if relayed.partial.packets() == 0 && self.preconnect_over_budget() {
+                // The leader's broker would close it too, but only once the bytes crossed the link: closed here
+                // instead of relaying them, the follower neither queues nor relays more than the budget of
+                // connections not yet accepted.
+                self.relay_input(conn, &Input::Closed { conn });
+                self.hand_to_driver(Output::Close { conn });
+                self.event(ClusterEvent::RelayedPreconnectBudgetExceeded { conn });
+                return;
+            }
+        }
+        let Some(relayed) = self.relayed.get_mut(&conn) else {
+            return;
+        };
         let leader = relayed.leader;
         let seq = relayed.next_out;
         relayed.next_out += 1;
@@ -1230,6 +1287,19 @@ impl Node {
                 kind,
             },
         );
+    }
+
+    /// Whether the bytes relayed of CONNECTs not yet whole exceed the broker's `max_preconnect_bytes` (the budget
+    /// of connections not yet accepted, as on the leader). Summed only while a connection sends its CONNECT.
+    fn preconnect_over_budget(&self) -> bool {
+        let budget = self.config.broker.max_preconnect_bytes;
+        let held: usize = self
+            .relayed
+            .values()
+            .filter(|r| r.partial.packets() == 0)
+            .map(|r| r.partial.held())
+            .sum();
+        budget > 0 && held > budget
     }
 
     /// Ends every relayed stream through `peer`: on this side, the client connections relayed to it (closed;

@@ -264,13 +264,16 @@ pub fn decode(data: &[u8], cluster_id: u64) -> Result<RelayMessage, RelayError> 
 }
 
 /// A follower's client connection relayed to a leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Relayed {
     /// The leader it is relayed to.
     pub leader: u64,
     /// The next sequence number to send, and to expect from the leader.
     pub next_out: u64,
     pub next_in: u64,
+    /// The packet its client is sending, as far as it was relayed: the leader's broker holds it until it is whole,
+    /// and this node's driver holds the client to the input budget for it (`Node::partial_input`).
+    pub partial: mqtt_core::codec::PacketTracker,
 }
 
 /// A leader's broker connection whose client is held by another node.

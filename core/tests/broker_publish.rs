@@ -598,3 +598,39 @@ fn publish_from_client_with_subscription_identifier_is_protocol_error_mqtt_3_3_4
     expect_disconnect(&mut h, conn, ReasonCode::PROTOCOL_ERROR);
     assert!(publishes(&mut h, sub).is_empty(), "the message is not routed");
 }
+
+/// A fan-out's output is handed to the driver in the order it was made: every subscriber's PUBLISH, in routing
+/// order, before the PUBACK to the publisher (sent once the message is routed). The driver writes in that order, so
+/// the deliveries leave first and the publisher's wake-up does not sit in front of them (a reversed hand-out order
+/// put the PUBACK first).
+#[test]
+fn fan_out_deliveries_are_handed_out_before_the_publishers_puback() {
+    let mut h = harness();
+    let subscribers: Vec<_> = (0..4)
+        .map(|i| {
+            let conn = connected(&mut h, v311(&format!("sub-{i}")));
+            subscribe(&mut h, conn, "fan/out", QoS::AtLeastOnce);
+            conn
+        })
+        .collect();
+    let publisher = connected(&mut h, v311("pub"));
+    h.transmits = Some(Vec::new());
+    publish(&mut h, publisher, "fan/out", "m", QoS::AtLeastOnce, 7);
+    let order: Vec<_> = h
+        .transmits
+        .take()
+        .expect("recording")
+        .into_iter()
+        .map(|(conn, _)| conn)
+        .collect();
+    let mut expected = subscribers.clone();
+    expected.push(publisher);
+    assert_eq!(order, expected, "subscribers in routing order, then the publisher");
+    assert_eq!(
+        h.recv(publisher),
+        Some(Packet::PubAck(PubResponse::new(7, ReasonCode::SUCCESS)))
+    );
+    for conn in subscribers {
+        assert_eq!(payloads(&publishes(&mut h, conn)), vec!["m"]);
+    }
+}

@@ -328,10 +328,19 @@ fn open_storage(settings: &Settings, broker: &mut Broker) -> Result<Option<Stora
         Sync::Always => SyncMode::Always,
         Sync::Interval => SyncMode::Interval(Duration::from_millis(settings.sync_interval_ms)),
     };
-    let (storage, image, recovery) =
-        Storage::open(&settings.data_dir, mode, settings.repair).map_err(RunError::Storage)?;
-    let (sessions, retained) = (image.sessions.len(), image.retained.len());
-    broker.restore(mqtt_io::driver::wall_clock_now(), image);
+    let now = mqtt_io::driver::wall_clock_now();
+    // Retained messages go straight into the broker's tree as they are read (issue #18: a million of them were
+    // held twice, as an image map and the tree built from it, and the freed map left the heap full of holes).
+    let (storage, image, recovery) = Storage::open_into(
+        &settings.data_dir,
+        mode,
+        settings.repair,
+        &mut broker.retained_recovery(now),
+    )
+    .map_err(RunError::Storage)?;
+    let sessions = image.sessions.len();
+    broker.restore(now, image);
+    let retained = broker.footprint().retained;
     release_freed_memory();
     log::info!(
         "recovered {sessions} session(s) and {retained} retained message(s) from {} snapshot and {} log record(s) in {} ms{}",

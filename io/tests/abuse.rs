@@ -5,6 +5,7 @@
 mod common;
 mod wire;
 
+use common::cluster::{elected, free_addr, node_config};
 use common::{pump5, wait_for, BrokerProcess};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
@@ -1099,4 +1100,171 @@ fn a_slow_subscriber_under_a_flood_keeps_its_pings_read() {
         !broker.log_text().contains("keep alive timeout"),
         "the slow subscriber's PINGREQs were read"
     );
+}
+
+/// The input budget on a cluster follower: clients connected to a follower are relayed to the leader, whose broker
+/// holds their partial packets, so the follower's driver counts each relayed packet as far as it relayed it and
+/// stops reading from the clients holding the most above its max_partial_input_bytes (4 MiB here), as a single
+/// node does. 40 clients each send 900 KiB of a 1 MiB PUBLISH to a follower of a 3-node cluster and stall (35 MiB
+/// the leader would hold); the leader's and the follower's memory stay bounded, the witness (on the follower)
+/// keeps its QoS 1 round trips, and once the stallers finish every one is read again and answers a PINGREQ.
+#[test]
+fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_budget() {
+    const CLIENTS: usize = 40;
+    const PAYLOAD: usize = 1024 * 1024;
+    const SENT: usize = 900 * 1024;
+    let nodes = three_nodes(&["--max-partial-input-bytes", "4194304"]);
+    let (leader, follower) = (&nodes.0[nodes.1], &nodes.0[nodes.2]);
+    let witness = Witness::connect(follower);
+    witness.round_trip(0);
+    let rss = || (leader.rss_bytes(), follower.rss_bytes());
+    let before = rss();
+    let header = publish_header("stall/x", PAYLOAD);
+    let stallers: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let mut s = raw_client(follower.port(), &format!("stall{i}"));
+            s.set_write_timeout(Some(3 * WAIT)).unwrap();
+            let header = header.clone();
+            std::thread::spawn(move || {
+                let sent = s.write_all(&header).and_then(|_| s.write_all(&vec![b'p'; SENT]));
+                (s, sent.is_ok())
+            })
+        })
+        .collect();
+    let mut peak = before;
+    let track = |peak: &mut (u64, u64)| {
+        let now = rss();
+        *peak = (peak.0.max(now.0), peak.1.max(now.1));
+        now
+    };
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        track(&mut peak);
+        n += 1;
+        if n % 25 == 0 {
+            witness.round_trip(n);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    witness.round_trip(1);
+    let logged = follower.wait_for_log("exceed max_partial_input_bytes", Duration::from_secs(2));
+    let during = track(&mut peak);
+    let finishers: Vec<_> = stallers
+        .into_iter()
+        .map(|t| {
+            let (mut s, sent) = t.join().unwrap();
+            std::thread::spawn(move || {
+                let finished =
+                    sent && s.write_all(&vec![b'p'; PAYLOAD - SENT]).is_ok() && s.write_all(&[0xC0, 0]).is_ok();
+                let mut pingresp = [0u8; 2];
+                finished && s.read_exact(&mut pingresp).is_ok() && pingresp == [0xD0, 0]
+            })
+        })
+        .collect();
+    while finishers.iter().any(|f| !f.is_finished()) {
+        track(&mut peak);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answered = finishers.into_iter().map(|f| f.join().unwrap()).filter(|a| *a).count();
+    witness.round_trip(2);
+    let after = rss();
+    let what = format!("{CLIENTS} stalled 1 MiB PUBLISHes via a follower, 4 MiB input budget ({answered} answered)");
+    report(&format!("{what}: leader"), before.0, peak.0, after.0);
+    report(&format!("{what}: follower"), before.1, peak.1, after.1);
+    assert!(logged, "the follower logs that it stops reading");
+    assert_eq!(
+        answered, CLIENTS,
+        "every staller is read again once the budget drains (PINGRESP [MQTT-3.12.4-1])"
+    );
+    // Unbounded, the leader would hold the 35 MiB of stalled packets (and the follower its relay copies). Bounded:
+    // the budget (4 MiB), one finisher's packet (1 MiB), read buffers, and io_uring's receive buffers.
+    let bound = if on_epoll(follower) { 20 * MIB } else { 28 * MIB };
+    for (node, before, during, peak) in [
+        ("leader", before.0, during.0, peak.0),
+        ("follower", before.1, during.1, peak.1),
+    ] {
+        assert!(
+            during < before + bound,
+            "{node}: RSS {during} while stalled grew more than {} MiB over {before}",
+            bound / MIB
+        );
+        assert!(
+            peak < before + bound + 4 * MIB,
+            "{node}: peak RSS {peak} grew more than {} MiB over {before}",
+            bound / MIB + 4
+        );
+    }
+}
+
+/// A 3-node cluster whose nodes run with `extra` flags, its leader elected; returns the nodes, the leader's index
+/// and a follower's.
+fn three_nodes(extra: &[&str]) -> (Vec<BrokerProcess>, usize, usize) {
+    let peers: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let nodes: Vec<BrokerProcess> = (1..=3)
+        .map(|id| BrokerProcess::start_with_config(&node_config(id, &peers, ""), extra))
+        .collect();
+    let leader = elected(&nodes, WAIT);
+    (nodes, leader, (leader + 1) % 3)
+}
+
+/// The pre-CONNACK budget on a cluster follower: its clients' CONNECTs are relayed to the leader's broker, which
+/// counts them against max_preconnect_bytes like its own, and the follower counts what it relayed of CONNECTs not
+/// yet whole against the same budget, closing the newest offender instead of relaying its bytes (else it relays
+/// all it is sent). 300 half-sent CONNECTs (60 KiB of a 63 KiB one each, 18 MiB in all) to a follower: those
+/// beyond the 4 MiB budget are closed (and logged), both nodes' memory stays bounded, and a witness on the
+/// follower keeps its service.
+#[test]
+fn half_sent_connects_through_a_cluster_follower_share_the_leaders_budget() {
+    let nodes = three_nodes(&["--max-preconnect-bytes", "4194304"]);
+    let (leader, follower) = (&nodes.0[nodes.1], &nodes.0[nodes.2]);
+    let witness = Witness::connect(follower);
+    let rss = || (leader.rss_bytes(), follower.rss_bytes());
+    let before = rss();
+    let chunk = vec![0u8; 60 * 1024];
+    let mut streams = Vec::new();
+    let mut peak = before;
+    for i in 0..300 {
+        let mut s = TcpStream::connect(("127.0.0.1", follower.port())).expect("connect");
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s
+            .write_all(&connect_header(63 * 1024))
+            .and_then(|_| s.write_all(&chunk));
+        streams.push(s);
+        if i % 20 == 0 {
+            let now = rss();
+            peak = (peak.0.max(now.0), peak.1.max(now.1));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let now = rss();
+    peak = (peak.0.max(now.0), peak.1.max(now.1));
+    witness.round_trip(1);
+    let logged = follower.wait_for_log("exceed max_preconnect_bytes", WAIT);
+    drop(streams);
+    std::thread::sleep(Duration::from_millis(300));
+    witness.round_trip(2);
+    let after = rss();
+    report(
+        "300 half-sent CONNECTs via a follower: leader",
+        before.0,
+        peak.0,
+        after.0,
+    );
+    report(
+        "300 half-sent CONNECTs via a follower: follower",
+        before.1,
+        peak.1,
+        after.1,
+    );
+    assert!(
+        logged,
+        "the follower closes the connections beyond the budget and logs it"
+    );
+    for (node, before, peak) in [("leader", before.0, peak.0), ("follower", before.1, peak.1)] {
+        assert!(
+            peak < before + 16 * MIB,
+            "{node}: peak RSS {peak} grew more than 16 MiB over {before}"
+        );
+    }
 }

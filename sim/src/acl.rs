@@ -5,9 +5,69 @@
 //!
 //! It also answers some CONNECTs `AuthDecision::Pending`, as a password verified off the event loop would be; the
 //! world delivers the verdict a little later (or, as a fault, never: the connect timeout ends the connection).
+//!
+//! And it speaks one enhanced authentication method (MQTT 5.0 section 4.12), [`CHALLENGE_METHOD`]: the client
+//! says hello, the broker answers AUTH 0x18 with a challenge, the client answers it, the broker accepts (CONNACK 0x00,
+//! or AUTH 0x00 when re-authenticating, with its final data) or refuses (0x87). Every step is a pure function of
+//! what the client sent, so the world predicts each answer (see `world::enhanced_auth`). Any other method is
+//! refused with 0x8C Bad authentication method.
 
 use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo, ConnectionId};
 use mqtt_core::packet::ReasonCode;
+
+/// The enhanced authentication method the simulated broker supports.
+pub const CHALLENGE_METHOD: &str = "SIM-CHALLENGE";
+
+/// SplitMix64's finalizer.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn digest(parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|part| part.iter().chain([&0xFF]))
+        .fold(0x5eed, |h, b| mix(h ^ u64::from(*b)))
+}
+
+/// The broker's challenge to `client_id`'s hello (a first AUTH step's data starts with `hello:`).
+pub fn challenge_for(client_id: &str, hello: &[u8]) -> Vec<u8> {
+    format!("challenge:{:016x}", digest(&[client_id.as_bytes(), hello])).into_bytes()
+}
+
+/// The right answer to `challenge`: it names the challenge, so the broker needs no state between the steps.
+pub fn answer_to(challenge: &[u8]) -> Vec<u8> {
+    let mut answer = b"answer:".to_vec();
+    answer.extend_from_slice(challenge);
+    answer.extend(format!(":{:016x}", digest(&[b"answer", challenge])).into_bytes());
+    answer
+}
+
+/// The broker's final Authentication Data on accepting `answer`.
+pub fn final_data(answer: &[u8]) -> Vec<u8> {
+    format!("welcome:{:016x}", digest(&[b"final", answer])).into_bytes()
+}
+
+/// The broker's verdict on one step of a [`CHALLENGE_METHOD`] exchange.
+fn challenge_step(client_id: &str, data: Option<&[u8]>) -> AuthDecision {
+    let data = data.unwrap_or_default();
+    if data.starts_with(b"hello:") {
+        return AuthDecision::Continue {
+            data: Some(challenge_for(client_id, data).into()),
+        };
+    }
+    let challenge = data
+        .strip_prefix(b"answer:".as_slice())
+        .and_then(|rest| rest.get(..rest.len().saturating_sub(17)));
+    match challenge {
+        Some(challenge) if answer_to(challenge) == data => AuthDecision::Allow {
+            data: Some(final_data(data).into()),
+        },
+        _ => AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED),
+    }
+}
 
 /// The rules, switched on per seed.
 #[derive(Debug, Clone, Copy, Default)]
@@ -62,12 +122,26 @@ impl SimAcl {
 
 impl Authenticator for SimAcl {
     fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision {
-        if info.auth_method.is_some() {
+        if info.auth_method == Some(CHALLENGE_METHOD) {
+            // A CONNECT must start the exchange: an answer without a challenge is refused.
+            match info.auth_data {
+                Some(hello) if hello.starts_with(b"hello:") => challenge_step(info.client_id, Some(hello)),
+                _ => AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED),
+            }
+        } else if info.auth_method.is_some() {
             AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD)
         } else if self.defers(info.conn, info.client_id) {
             AuthDecision::Pending
         } else {
             AuthDecision::Allow { data: None }
+        }
+    }
+
+    fn continue_auth(&mut self, client_id: &str, method: &str, data: Option<&[u8]>) -> AuthDecision {
+        if method == CHALLENGE_METHOD {
+            challenge_step(client_id, data)
+        } else {
+            AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD)
         }
     }
 
@@ -81,5 +155,39 @@ impl Authenticator for SimAcl {
 
     fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
         client_number(client.client_id).is_none_or(|n| self.may_read(n, topic))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_challenge_method_accepts_exactly_the_right_answer() {
+        let mut acl = SimAcl::default();
+        let challenge = challenge_for("auth-1", b"hello:7");
+        assert_eq!(
+            acl.continue_auth("auth-1", CHALLENGE_METHOD, Some(b"hello:7")),
+            AuthDecision::Continue {
+                data: Some(challenge.clone().into())
+            }
+        );
+        let answer = answer_to(&challenge);
+        assert_eq!(
+            acl.continue_auth("auth-1", CHALLENGE_METHOD, Some(&answer)),
+            AuthDecision::Allow {
+                data: Some(final_data(&answer).into())
+            }
+        );
+        let mut wrong = answer.clone();
+        *wrong.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            acl.continue_auth("auth-1", CHALLENGE_METHOD, Some(&wrong)),
+            AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED)
+        );
+        assert_eq!(
+            acl.continue_auth("auth-1", "OTHER", Some(&answer)),
+            AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD)
+        );
     }
 }

@@ -68,6 +68,14 @@ features! {
     MaxQosRefused => "a PUBLISH or will above Maximum QoS refused with 0x9B",
     PublishRateRefused => "a PUBLISH over the publish rate refused with 0x97",
     PublishRateFlood => "a publish flood disconnected with 0x96",
+    EnhancedAuth => "a CONNECT completed by an enhanced AUTH exchange",
+    EnhancedAuthRefused => "an enhanced AUTH exchange refused with CONNACK 0x87",
+    EnhancedAuthBadMethod => "an unknown Authentication Method refused with 0x8C",
+    Reauthenticated => "a re-authentication (AUTH 0x19) ended with AUTH 0x00",
+    ReauthRefused => "a failed re-authentication ended with DISCONNECT 0x87",
+    SysChecked => "$SYS statistics checked against the world's counts",
+    MaxQos0InConnack => "Maximum QoS 0 in CONNACK",
+    ConnectRateRefused => "a CONNECT over the connect rate refused with 0x9F",
     FaultCut => "fault: a connection cut mid-packet",
     FaultClientCrash => "fault: a client crash",
     FaultSlowReader => "fault: a client that stops reading",
@@ -77,6 +85,8 @@ features! {
     FaultBrokerCrash => "fault: a broker crash and restart",
     FaultTornCommit => "fault: a broker crash during a commit",
     FaultDiskFull => "fault: a full disk",
+    RestartClockBack => "fault: the broker restarted on a clock set back",
+    RestartClockForward => "fault: the broker restarted on a clock set forward",
 }
 
 /// The rows a run reached.

@@ -76,6 +76,9 @@ pub struct Options {
     /// PUBLISHes a client sends back to back, due at the broker at the same moment, travel in one segment (as TCP
     /// coalesces them), so that the broker reads several in one input (see `world::coalesce`).
     pub coalesce: bool,
+    /// The broker's clock may have been set back or forward while it was down, at every restart (with
+    /// persistence; see `world::clock`).
+    pub restart_clock_jumps: bool,
     /// Some MQTT 5 clients connect with an empty client identifier and get one assigned (only without access
     /// rules, which name clients by identifier).
     pub assigned_ids: bool,
@@ -93,6 +96,15 @@ pub struct Options {
     pub publish_bytes_rate: u64,
     /// Clients back off before their refused PUBLISHes make a flood (otherwise floods end connections).
     pub publish_rate_polite: bool,
+    /// Extra MQTT 5 connections authenticate by an enhanced AUTH exchange, some re-authenticate, some fail (see
+    /// `world::enhanced_auth`).
+    pub enhanced_auth: bool,
+    /// A watcher subscribes to `$SYS/#` and the broker's statistics are checked against the world's own counts
+    /// (see `world::sys_topics`); only without persistence.
+    pub sys_watch: bool,
+    /// The broker's connect rate per address (`Config::max_connects_per_second_per_address`; 0: none), which bursts
+    /// from an address of their own exceed (see `world::connect_rate`).
+    pub connect_rate: u32,
 }
 
 /// How the simulated disk under the real storage code misbehaves in a seed (see `simfs`). Drawn from a stream of
@@ -247,12 +259,44 @@ impl Options {
             publish_bytes_rate: 0,
             publish_rate_polite: false,
             coalesce: false,
+            restart_clock_jumps: false,
+            enhanced_auth: false,
+            sys_watch: false,
+            connect_rate: 0,
         }
         .with_durability(rng)
         .with_many_clients(seed)
         .with_short_expiry(seed)
         .with_qos_and_rate_limits(seed)
         .with_coalescing(seed)
+        .with_restart_clock_jumps(seed)
+        .with_enhanced_auth(seed)
+        .with_maximum_qos_0(seed)
+    }
+
+    /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
+    fn with_restart_clock_jumps(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1b87_3593_cc9e_2d51);
+        self.restart_clock_jumps = self.persistence && rng.gen_bool(0.5);
+        self
+    }
+
+    /// Maximum QoS 0 in some seeds (from a stream of its own, so that the other choices stay what they were).
+    fn with_maximum_qos_0(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0c05_0000_7e57_0b05);
+        if rng.gen_bool(0.08) {
+            self.maximum_qos = 0;
+        }
+        self.connect_rate = if rng.gen_bool(0.2) { 100 } else { 0 };
+        self
+    }
+
+    /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
+    fn with_enhanced_auth(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7f4a_7c15_9e37_79b9);
+        self.enhanced_auth = rng.gen_bool(0.3);
+        self.sys_watch = !self.persistence && rng.gen_bool(0.4);
+        self
     }
 
     /// From its own stream, so that the other choices of a seed stay what they were before it existed.
@@ -284,9 +328,9 @@ impl Options {
     /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
     fn with_coalescing(mut self, seed: u64) -> Options {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
-        // Not yet with persistence or retained messages: there, coalesced segments fail seeds 313, 767 (storage
-        // suspended, durability) and 478 (a retained copy) of 1..1000, not yet told apart as model gaps or broker bugs.
-        self.coalesce = rng.gen_bool(0.5) && !self.persistence && !self.retained;
+        // With persistence and retained messages too: the model stores a QoS 0 RETAIN PUBLISH read behind a QoS 1/2
+        // one on its topic in the same segment after it, as the broker does (seed 767, `retain_after_chunk`).
+        self.coalesce = rng.gen_bool(0.5);
         self
     }
 
@@ -373,7 +417,7 @@ impl fmt::Display for Options {
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={} short_expiry={} \
-             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={}",
+             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={} connect_rate={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -431,7 +475,11 @@ impl fmt::Display for Options {
             self.publish_rate,
             self.publish_bytes_rate,
             self.publish_rate_polite,
-            self.coalesce
+            self.coalesce,
+            self.restart_clock_jumps,
+            self.enhanced_auth,
+            self.sys_watch,
+            self.connect_rate
         )
     }
 }

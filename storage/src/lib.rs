@@ -30,7 +30,8 @@ pub use recovery::Recovery;
 pub use snapshot::tmp_path as snapshot_tmp_path;
 
 use bytes::BytesMut;
-use mqtt_core::persist::{Image, Record};
+use mqtt_core::persist::{Image, Record, RetainedSink};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,14 @@ pub enum StorageError {
     SnapshotInFlight {
         generation: u64,
     },
+    /// Snapshots kept failing, and the logs since the last complete one outgrew their bound: commits stop (the
+    /// driver refuses QoS 1/2 messages as for a full disk) until a snapshot succeeds, so the disk that the logs
+    /// take and the time recovery spends replaying them stay bounded.
+    ChainTooLong {
+        bytes: u64,
+        limit: u64,
+        failures: u32,
+    },
 }
 
 impl fmt::Display for StorageError {
@@ -90,6 +99,11 @@ impl fmt::Display for StorageError {
             StorageError::SnapshotInFlight { generation } => {
                 write!(f, "the snapshot of generation {generation} is still being written")
             }
+            StorageError::ChainTooLong { bytes, limit, failures } => write!(
+                f,
+                "{failures} snapshot(s) in a row failed and the logs since the last complete one hold {bytes} bytes \
+                 (limit {limit}); nothing more is logged until a snapshot succeeds"
+            ),
         }
     }
 }
@@ -112,6 +126,15 @@ impl StorageError {
 
 /// The log grows to at least this before a snapshot replaces it.
 const MIN_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// After a failed snapshot the next is tried this much later, doubling with each failure in a row up to
+/// [`MAX_SNAPSHOT_RETRY`]: a disk that keeps refusing is neither hammered nor given up on.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(1);
+const MAX_SNAPSHOT_RETRY: Duration = Duration::from_secs(64);
+
+/// While snapshots fail, the logs since the last complete one may grow to this many times the size that asks for a
+/// snapshot; beyond it commits stop ([`StorageError::ChainTooLong`]).
+const MAX_CHAIN_FACTOR: u64 = 4;
 
 pub struct Storage<F: FileSystem = StdFs> {
     fs: F,
@@ -141,6 +164,15 @@ pub struct Storage<F: FileSystem = StdFs> {
     fault_injection: bool,
     /// The log grows to at least this before a snapshot replaces it.
     min_compact_bytes: u64,
+    /// Bytes of the logs before the current one that recovery still needs: those since the last complete
+    /// snapshot (one log while a snapshot is written, more after failed ones).
+    chain_bytes: u64,
+    /// Snapshots that failed in a row, and when the next may be tried.
+    snapshot_failures: u32,
+    snapshot_retry_at: Option<Instant>,
+    /// The first wait after a failed snapshot (doubling with each further one); zero in the simulator, which has
+    /// no wall clock to wait on.
+    snapshot_retry: Duration,
     #[cfg(feature = "planted-bugs")]
     planted: Option<PlantedBug>,
 }
@@ -150,6 +182,20 @@ impl Storage<StdFs> {
     /// of the new generation.
     pub fn open(dir: &Path, mode: SyncMode, repair: bool) -> Result<(Storage, Image, Recovery), StorageError> {
         let mut opened = Storage::open_in(StdFs, dir, mode, repair)?;
+        opened.0.fault_injection = std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some();
+        Ok(opened)
+    }
+
+    /// [`Storage::open`], handing each retained message to `retained` as it is read (the broker's start-up passes
+    /// `Broker::retained_recovery`, so the tree is built from the records without an image of them first); the
+    /// returned image's `retained` is empty.
+    pub fn open_into(
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        retained: &mut dyn RetainedSink,
+    ) -> Result<(Storage, Image, Recovery), StorageError> {
+        let mut opened = Storage::open_planted_into(StdFs, dir, mode, repair, None, retained)?;
         opened.0.fault_injection = std::env::var_os("MQTT_BROKER_FAULT_INJECTION").is_some();
         Ok(opened)
     }
@@ -180,8 +226,22 @@ impl<F: FileSystem> Storage<F> {
         repair: bool,
         planted: Option<Planted>,
     ) -> Result<(Self, Image, Recovery), StorageError> {
+        let mut retained = BTreeMap::new();
+        let (storage, mut image, recovery) = Self::open_planted_into(fs, dir, mode, repair, planted, &mut retained)?;
+        image.retained = retained;
+        Ok((storage, image, recovery))
+    }
+
+    fn open_planted_into(
+        fs: F,
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        planted: Option<Planted>,
+        retained: &mut dyn RetainedSink,
+    ) -> Result<(Self, Image, Recovery), StorageError> {
         fs.create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-        let (image, recovery) = recovery::recover(&fs, dir, repair, planted)?;
+        let (image, recovery) = recovery::recover(&fs, dir, repair, planted, retained)?;
         // Starting from a snapshot alone (an empty log): carry on with that generation rather than rewrite it, so a
         // restart after a clean shutdown costs only the read.
         let reuse = recovery.generation > 0 && recovery.log_records == 0 && recovery.truncated_bytes == 0;
@@ -194,7 +254,13 @@ impl<F: FileSystem> Storage<F> {
             // Nothing is committed yet, so the snapshot may come before its log: a crash between leaves it alone.
             (
                 generation,
-                snapshot::write(&fs, dir, generation, image.to_records(), planted)?,
+                snapshot::write(
+                    &fs,
+                    dir,
+                    generation,
+                    retained.records().chain(image.to_records()),
+                    planted,
+                )?,
             )
         };
         let (wal, wal_path) = start_log(&fs, dir, generation)?;
@@ -217,6 +283,10 @@ impl<F: FileSystem> Storage<F> {
             in_flight: None,
             fault_injection: false,
             min_compact_bytes: MIN_COMPACT_BYTES,
+            chain_bytes: 0,
+            snapshot_failures: 0,
+            snapshot_retry_at: None,
+            snapshot_retry: SNAPSHOT_RETRY,
             #[cfg(feature = "planted-bugs")]
             planted,
         };
@@ -231,6 +301,22 @@ impl<F: FileSystem> Storage<F> {
     /// value so that snapshots and generation switches happen, and crash, within a run.
     pub fn set_min_compact_bytes(&mut self, bytes: u64) {
         self.min_compact_bytes = bytes;
+    }
+
+    /// The first wait after a failed snapshot before the next is tried (default 1 s, doubling with each failure in
+    /// a row up to 64 s); the simulator sets zero, as it has no wall clock.
+    pub fn set_snapshot_retry(&mut self, first: Duration) {
+        self.snapshot_retry = first;
+    }
+
+    /// Snapshots that failed in a row (0 once one succeeds).
+    pub fn snapshot_failures(&self) -> u32 {
+        self.snapshot_failures
+    }
+
+    /// Bytes of every log since the last complete snapshot: what recovery would replay.
+    pub fn chain_bytes(&self) -> u64 {
+        self.chain_bytes + self.wal_len
     }
 
     /// The generation whose snapshot and log are being written.
@@ -286,6 +372,13 @@ impl<F: FileSystem> Storage<F> {
     /// Writes what is pending (one write, one sync: a group commit for everything since the last one). In
     /// `interval` mode the sync happens once the period has passed.
     pub fn commit(&mut self) -> Result<(), StorageError> {
+        if self.snapshot_failures > 0 && self.chain_bytes() > self.max_chain_bytes() {
+            return Err(StorageError::ChainTooLong {
+                bytes: self.chain_bytes(),
+                limit: self.max_chain_bytes(),
+                failures: self.snapshot_failures,
+            });
+        }
         if let Some(refused) = self.pending.refused() {
             // Nothing of it is written: a commit without that record would look whole while lacking it.
             return Err(StorageError::Unencodable {
@@ -362,9 +455,41 @@ impl<F: FileSystem> Storage<F> {
         }
     }
 
-    /// Whether the log has grown enough that a snapshot should replace it (and none is being written).
+    /// Whether the logs have grown enough that a snapshot should replace them (and none is being written, and the
+    /// wait after a failed one is over). All the logs since the last complete snapshot count, not only the current
+    /// one: after a failed snapshot the next is tried after the wait, not once the new log has grown as much again.
     pub fn wants_snapshot(&self) -> bool {
-        self.in_flight.is_none() && self.wal_len > self.min_compact_bytes.max(2 * self.snapshot_len)
+        self.in_flight.is_none()
+            && self.snapshot_retry_at.is_none_or(|at| Instant::now() >= at)
+            && self.chain_bytes() > self.compact_bytes()
+    }
+
+    /// The size of the logs that asks for a snapshot.
+    fn compact_bytes(&self) -> u64 {
+        self.min_compact_bytes.max(2 * self.snapshot_len)
+    }
+
+    /// The size the logs may reach while snapshots fail (see [`StorageError::ChainTooLong`]).
+    fn max_chain_bytes(&self) -> u64 {
+        self.compact_bytes().saturating_mul(MAX_CHAIN_FACTOR)
+    }
+
+    /// A snapshot failed: the next waits, doubling with each failure in a row. Logged here, once per failure.
+    fn snapshot_failed(&mut self, generation: u64, error: &StorageError) {
+        self.snapshot_failures = self.snapshot_failures.saturating_add(1);
+        let wait = self
+            .snapshot_retry
+            .saturating_mul(1 << (self.snapshot_failures - 1).min(16))
+            .min(MAX_SNAPSHOT_RETRY.max(self.snapshot_retry));
+        self.snapshot_retry_at = (!wait.is_zero()).then(|| Instant::now() + wait);
+        log::error!(
+            "snapshot {generation} failed ({} in a row): {error}; the logs since the last complete snapshot hold {} \
+             bytes (commits stop beyond {}); next try in {} ms",
+            self.snapshot_failures,
+            self.chain_bytes(),
+            self.max_chain_bytes(),
+            wait.as_millis()
+        );
     }
 
     /// The generation whose snapshot is being written, if one is.
@@ -390,6 +515,29 @@ impl<F: FileSystem> Storage<F> {
         if let Some(generation) = self.in_flight {
             return Err(StorageError::SnapshotInFlight { generation });
         }
+        // A retry after a failed snapshot with nothing logged since freezes the same moment again: no new log.
+        let generation = if self.snapshot_failures > 0 && self.wal_len == 0 {
+            self.generation
+        } else {
+            match self.start_next_log() {
+                Ok(generation) => generation,
+                Err(e) => {
+                    self.snapshot_failed(self.generation + 1, &e);
+                    return Err(e);
+                }
+            }
+        };
+        self.in_flight = Some(generation);
+        Ok(SnapshotJob {
+            generation,
+            dir: self.dir.clone(),
+            planted: self.planted(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Syncs the current log and starts the log of the next generation; returns that generation.
+    fn start_next_log(&mut self) -> Result<u64, StorageError> {
         // Recovery replays the next log only after all of this one, which must not then lose its end to a power cut
         // (in `interval` mode it may not be synced yet).
         if self.unsynced {
@@ -400,15 +548,10 @@ impl<F: FileSystem> Storage<F> {
         }
         let generation = self.generation + 1;
         (self.wal, self.wal_path) = start_log(&self.fs, &self.dir, generation)?;
+        self.chain_bytes += self.wal_len;
         self.wal_len = 0;
         self.generation = generation;
-        self.in_flight = Some(generation);
-        Ok(SnapshotJob {
-            generation,
-            dir: self.dir.clone(),
-            planted: self.planted(),
-            started: Instant::now(),
-        })
+        Ok(generation)
     }
 
     /// The snapshot of `job` was written (`Ok`: its size) or not. Once it is complete, the files of older
@@ -425,6 +568,9 @@ impl<F: FileSystem> Storage<F> {
         match written {
             Ok(len) => {
                 self.snapshot_len = len;
+                self.chain_bytes = 0;
+                self.snapshot_failures = 0;
+                self.snapshot_retry_at = None;
                 recovery::remove_older(&self.fs, &self.dir, job.generation);
                 log::info!(
                     "snapshot {}: {len} bytes in {} ms",
@@ -435,6 +581,7 @@ impl<F: FileSystem> Storage<F> {
             }
             Err(e) => {
                 let _ = self.fs.remove(&snapshot::tmp_path(&self.dir, job.generation));
+                self.snapshot_failed(job.generation, &e);
                 Err(e)
             }
         }

@@ -5,7 +5,7 @@
 use super::snapshot::{MAGIC, TRAILER};
 use super::{snapshot_path, wal_path, FileSystem, Planted, StorageError};
 use mqtt_core::persist::frame::{self, Scan};
-use mqtt_core::persist::{Image, Record};
+use mqtt_core::persist::{Image, Record, RetainedSink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,11 +30,13 @@ pub struct Recovery {
 /// after its generation's log has started (see `Storage::begin_snapshot`), so until it is complete the records since
 /// the previous snapshot are in two (or, after failed snapshots, more) consecutive logs: snapshot G, log G, log G+1.
 /// Every log but the last was synced before the next one started, so damage in one of them is never a torn write.
+/// Retained messages go to `retained`, not into the image (whose `retained` stays empty).
 pub fn recover<F: FileSystem>(
     fs: &F,
     dir: &Path,
     repair: bool,
     planted: Option<Planted>,
+    retained: &mut dyn RetainedSink,
 ) -> Result<(Image, Recovery), StorageError> {
     let started = Instant::now();
     let mut image = Image::default();
@@ -57,7 +59,7 @@ pub fn recover<F: FileSystem>(
         recovery.first_generation = first;
         recovery.generation = last;
         if newest_snapshot.is_some() {
-            recovery.snapshot_records = load_snapshot(fs, &snapshot_path(dir, first), repair, &mut image)?;
+            recovery.snapshot_records = load_snapshot(fs, &snapshot_path(dir, first), repair, &mut image, retained)?;
         }
         for generation in first..=last {
             let log = wal_path(dir, generation);
@@ -81,7 +83,8 @@ pub fn recover<F: FileSystem>(
             // A log followed by others was synced before the next one started, so its end cannot be torn, unless
             // nothing was committed after it (a commit whose sync failed, then a snapshot: nothing depends on it).
             let may_be_torn = (generation + 1..=last).all(|g| fs.len(&wal_path(dir, g)).map_or(true, |len| len == 0));
-            let (records, truncated, damaged) = replay_log(fs, &log, may_be_torn, repair, &mut image, planted)?;
+            let (records, truncated, damaged) =
+                replay_log(fs, &log, may_be_torn, repair, &mut image, retained, planted)?;
             recovery.log_records += records;
             recovery.truncated_bytes += truncated;
             if damaged && generation < last {
@@ -116,7 +119,13 @@ fn drop_logs<F: FileSystem>(
     Ok(cut)
 }
 
-fn load_snapshot<F: FileSystem>(fs: &F, path: &Path, repair: bool, image: &mut Image) -> Result<u64, StorageError> {
+fn load_snapshot<F: FileSystem>(
+    fs: &F,
+    path: &Path,
+    repair: bool,
+    image: &mut Image,
+    retained: &mut dyn RetainedSink,
+) -> Result<u64, StorageError> {
     let data = fs.read(path).map_err(|e| StorageError::io(path, e))?;
     let corrupt = |offset: usize, detail: &str| StorageError::Corrupt {
         path: path.to_path_buf(),
@@ -144,7 +153,7 @@ fn load_snapshot<F: FileSystem>(fs: &F, path: &Path, repair: bool, image: &mut I
             Scan::Frame { body, next } => match Record::decode(bytes::Bytes::copy_from_slice(body)) {
                 Ok(record) => match super::sanity::check(image, std::slice::from_ref(&record)) {
                     Ok(()) => {
-                        image.apply(record);
+                        image.apply_with(record, retained);
                         count += 1;
                         offset = next;
                         continue;
@@ -176,15 +185,16 @@ fn replay_log<F: FileSystem>(
     may_be_torn: bool,
     repair: bool,
     image: &mut Image,
+    retained: &mut dyn RetainedSink,
     planted: Option<Planted>,
 ) -> Result<(u64, u64, bool), StorageError> {
     let data = fs.read(path).map_err(|e| StorageError::io(path, e))?;
     #[cfg(feature = "planted-bugs")]
     if planted == Some(super::PlantedBug::RecoverySkipsDamagedFrame) {
-        return Ok((replay_skipping_damage(&data, image), 0, false));
+        return Ok((replay_skipping_damage(&data, image, retained), 0, false));
     }
     let _ = planted;
-    let replay = super::wal::replay(&data, image);
+    let replay = super::wal::replay(&data, image, retained);
     let Some(damage) = replay.damage else {
         return Ok((replay.records, 0, false));
     };
@@ -227,14 +237,14 @@ fn replay_log<F: FileSystem>(
 
 /// Planted bug: replays every frame that reads, stepping over damaged ones to the next valid frame.
 #[cfg(feature = "planted-bugs")]
-fn replay_skipping_damage(data: &[u8], image: &mut Image) -> u64 {
+fn replay_skipping_damage(data: &[u8], image: &mut Image, retained: &mut dyn RetainedSink) -> u64 {
     let mut offset = 0;
     let mut records = 0;
     loop {
         match frame::scan(data, offset) {
             Scan::Frame { body, next } => {
                 for record in super::wal::decode(body).unwrap_or_default() {
-                    image.apply(record);
+                    image.apply_with(record, retained);
                     records += 1;
                 }
                 offset = next;
@@ -254,17 +264,35 @@ fn generations<F: FileSystem>(fs: &F, dir: &Path) -> Result<(Vec<u64>, Vec<u64>)
     let mut logs = Vec::new();
     for name in fs.list(dir).map_err(|e| StorageError::io(dir, e))? {
         let name = name.as_str();
-        if let Some(g) = parse(name, "snapshot-", ".snap") {
+        let corrupt = |detail: &str| StorageError::Corrupt {
+            path: dir.join(name),
+            offset: 0,
+            detail: detail.to_string(),
+        };
+        if let Some(g) = parse(name, "snapshot-", ".snap").map_err(corrupt)? {
             snapshots.push(g);
-        } else if let Some(g) = parse(name, "wal-", ".log") {
+        } else if let Some(g) = parse(name, "wal-", ".log").map_err(corrupt)? {
             logs.push(g);
         }
     }
     Ok((snapshots, logs))
 }
 
-fn parse(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+/// The generation in a file name of this pattern; `None` for other files. A generation too large for the broker
+/// to go on from (it overflows 64 bits, or leaves no room for the next one) is refused: skipping such a file
+/// would start without what it holds.
+fn parse(name: &str, prefix: &str, suffix: &str) -> Result<Option<u64>, &'static str> {
+    let Some(digits) = name.strip_prefix(prefix).and_then(|n| n.strip_suffix(suffix)) else {
+        return Ok(None);
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    match digits.parse::<u64>() {
+        Ok(u64::MAX) => Err("its generation number leaves no room for the next one"),
+        Ok(generation) => Ok(Some(generation)),
+        Err(_) => Err("its generation number overflows a 64-bit integer"),
+    }
 }
 
 /// Removes the files of generations before `generation`, and unfinished snapshot files.

@@ -54,6 +54,30 @@ fn committed_records_survive_a_restart() {
     assert!(!wal_path(dir.path(), 1).exists() && !snapshot_path(dir.path(), 1).exists());
 }
 
+/// The broker's start-up hands retained messages to its tree as they are read (`open_into`): none stays in the
+/// image, clears and replacements in the log apply to the sink, and the snapshot written after recovery still holds
+/// them all (the next start finds them there, not in a log).
+#[test]
+fn open_into_hands_retained_messages_to_the_sink_and_snapshots_them() {
+    let (dir, _, _) = directory_with_log(3);
+    {
+        let (mut storage, _, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("reopen");
+        storage.append(&Record::RetainClear { topic: "t/1".into() });
+        storage.append(&retain("t/2", "replaced"));
+        storage.commit().expect("commit");
+    }
+    let mut sink: BTreeMap<String, mqtt_core::persist::StoredMessage> = BTreeMap::new();
+    let (_, image, recovery) = Storage::open_into(dir.path(), SyncMode::Always, false, &mut sink).expect("open_into");
+    assert!(image.retained.is_empty(), "the image holds none of them");
+    assert_eq!(sink.keys().collect::<Vec<_>>(), ["t/0", "t/2"]);
+    assert_eq!(&sink["t/2"].payload[..], b"replaced");
+    assert_eq!((recovery.snapshot_records, recovery.log_records), (3, 2));
+    let (_, image, recovery) = Storage::open(dir.path(), SyncMode::Always, false).expect("reopen after");
+    assert_eq!(topics(&image), ["t/0", "t/2"]);
+    assert_eq!(&image.retained["t/2"].payload[..], b"replaced");
+    assert_eq!((recovery.snapshot_records, recovery.log_records), (2, 0));
+}
+
 #[test]
 fn torn_tail_is_truncated_with_everything_before_it_kept() {
     let (dir, log, offsets) = directory_with_log(3);
@@ -545,4 +569,124 @@ fn a_commit_past_the_frame_limit_is_refused_not_written() {
         let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
         assert_eq!(topics(&image), ["t/0"]);
     }
+}
+
+/// A file whose generation number cannot be carried on from (past 64 bits, or the largest, which leaves no room
+/// for the next generation) stops start-up naming it, instead of being skipped as a file that is not storage's.
+#[test]
+fn a_generation_number_that_overflows_stops_start_up_naming_the_file() {
+    for name in [
+        "wal-99999999999999999999.log",
+        "snapshot-18446744073709551616.snap",
+        "wal-18446744073709551615.log",
+    ] {
+        let (dir, _, _) = directory_with_log(1);
+        std::fs::write(dir.path().join(name), b"").expect("write");
+        let text = match Storage::open(dir.path(), SyncMode::Always, false) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{name} must not be skipped"),
+        };
+        assert!(text.contains(name) && text.contains("at byte 0"), "{text}");
+        assert!(text.contains("generation number"), "{text}");
+    }
+    // Other files are not storage's and stay ignored.
+    let (dir, _, _) = directory_with_log(1);
+    std::fs::write(dir.path().join("wal-backup.log"), b"x").expect("write");
+    let (_, image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    assert_eq!(topics(&image), ["t/0"]);
+}
+
+/// Snapshots that keep failing: each failure waits (doubling) before the next try, which comes once the wait is
+/// over however little the new log has grown (the whole chain of logs since the last complete snapshot counts); a
+/// retry with nothing logged since freezes the same generation again (no new file). The chain is bounded: past
+/// four times the compaction size commits stop (`ChainTooLong`, which the driver answers by refusing QoS 1/2 as
+/// for a full disk, and ends with a snapshot). A crash meanwhile recovers every commit from the chain.
+#[test]
+fn failing_snapshots_are_retried_after_a_wait_and_the_chain_of_logs_stays_bounded() {
+    const COMPACT: u64 = 1024;
+    const WAIT: Duration = Duration::from_millis(40);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut storage, mut image, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("open");
+    storage.set_min_compact_bytes(COMPACT);
+    storage.set_snapshot_retry(WAIT);
+    let fail = |storage: &mut Storage| {
+        let job = storage.begin_snapshot().expect("freeze");
+        let generation = job.generation();
+        let injected = StorageError::io(dir.path(), io::Error::other("injected failure"));
+        assert!(storage.finish_snapshot(job, Err(injected)).is_err());
+        generation
+    };
+    let mut committed = 0;
+    let (bytes, limit, failures) = loop {
+        assert!(committed < 1000, "the chain is never refused");
+        let record = retain(&format!("t/{committed:03}"), &"p".repeat(200));
+        let before = storage.wal_len;
+        storage.append(&record);
+        match storage.commit() {
+            Ok(()) => {
+                image.apply(record);
+                committed += 1;
+            }
+            Err(StorageError::ChainTooLong { bytes, limit, failures }) => {
+                assert_eq!(storage.wal_len, before, "the refused commit is not written");
+                break (bytes, limit, failures);
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if !storage.wants_snapshot() {
+            continue;
+        }
+        let failures = storage.snapshot_failures();
+        let generation = fail(&mut storage);
+        assert_eq!(storage.snapshot_failures(), failures + 1);
+        assert!(storage.chain_bytes() > COMPACT);
+        assert!(!storage.wants_snapshot(), "not retried before the wait is over");
+        if failures < 2 {
+            std::thread::sleep(WAIT * (1 << failures));
+            assert!(
+                storage.wants_snapshot(),
+                "retried once the wait is over, the new log still empty"
+            );
+        }
+        if failures == 0 {
+            assert_eq!(
+                fail(&mut storage),
+                generation,
+                "nothing logged since: the same generation again"
+            );
+            std::thread::sleep(WAIT * 2);
+        }
+    };
+    assert!(failures >= 3, "{failures}");
+    assert_eq!(limit, 4 * COMPACT);
+    assert!(
+        bytes > limit && bytes < limit + 300,
+        "bounded to the limit and one commit: {bytes}"
+    );
+    assert!(storage.chain_bytes() < limit + 300);
+
+    // A crash now: recovery replays the whole chain of logs.
+    let crashed = crash_copy(dir.path());
+    let (_, recovered, recovery) = Storage::open(crashed.path(), SyncMode::Always, false).expect("recover");
+    assert_eq!(recovered.retained, image.retained);
+    assert!(
+        recovery.generation - recovery.first_generation >= 2,
+        "a chain of logs: {recovery:?}"
+    );
+
+    // The driver suspends and ends it with a snapshot; then commits go on and the chain is gone.
+    storage.suspend();
+    storage.resume(&image).expect("snapshot");
+    assert_eq!((storage.snapshot_failures(), storage.chain_bytes()), (0, 0));
+    let logs = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .count();
+    assert_eq!(logs, 1, "the older logs are removed");
+    storage.append(&retain("t/after", "x"));
+    storage.commit().expect("commits go on");
+    drop(storage);
+    let (_, recovered, _) = Storage::open(dir.path(), SyncMode::Always, false).expect("recover");
+    assert_eq!(recovered.retained.len(), committed + 1);
 }

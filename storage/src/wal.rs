@@ -11,7 +11,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use mqtt_core::persist::frame;
 use mqtt_core::persist::log::{replay_frames, Replay};
-use mqtt_core::persist::{Image, Record};
+use mqtt_core::persist::{Image, Record, RetainedSink};
 
 /// First byte of a batch frame's body; no record's tag.
 const BATCH: u8 = 0xB7;
@@ -171,13 +171,14 @@ pub fn decode(body: &[u8]) -> Result<Vec<Record>, String> {
 
 /// Applies every readable commit of `data` to `image`, stopping at the first damage: a commit whose records do not
 /// decode or fail the sanity checks is damage too, and none of its records is applied.
-pub fn replay(data: &[u8], image: &mut Image) -> Replay {
+/// Retained messages go to `retained`.
+pub fn replay(data: &[u8], image: &mut Image, retained: &mut dyn RetainedSink) -> Replay {
     replay_frames(data, |body| {
         let commit = decode(body)?;
         crate::sanity::check(image, &commit)?;
         let applied = commit.len() as u64;
         for record in commit {
-            image.apply(record);
+            image.apply_with(record, retained);
         }
         Ok(applied)
     })
@@ -187,6 +188,7 @@ pub fn replay(data: &[u8], image: &mut Image) -> Replay {
 mod tests {
     use super::*;
     use mqtt_core::persist::log::append;
+    use std::collections::BTreeMap;
 
     fn session_end(key: u64) -> Record {
         Record::SessionEnd { key }
@@ -200,11 +202,11 @@ mod tests {
         }
         let mut log = BytesMut::new();
         pending.frame(&mut log);
-        let whole = replay(&log, &mut Image::default());
+        let whole = replay(&log, &mut Image::default(), &mut BTreeMap::new());
         assert_eq!((whole.records, whole.damage), (3, None));
         // Torn anywhere, the commit is a torn tail and none of its records is applied.
         for cut in 1..log.len() {
-            let torn = replay(&log[..cut], &mut Image::default());
+            let torn = replay(&log[..cut], &mut Image::default(), &mut BTreeMap::new());
             assert_eq!(torn.records, 0, "cut at {cut}");
             assert!(
                 torn.damage.is_some_and(|d| d.torn_tail && d.offset == 0),
@@ -222,7 +224,7 @@ mod tests {
         let mut plain = BytesMut::new();
         append(&mut plain, &session_end(7), &mut BytesMut::new());
         assert_eq!(framed, plain);
-        let replayed = replay(&plain, &mut Image::default());
+        let replayed = replay(&plain, &mut Image::default(), &mut BTreeMap::new());
         assert_eq!((replayed.records, replayed.damage), (1, None));
     }
 }

@@ -160,6 +160,32 @@ fn finds_maximum_qos_not_granted() {
     finds("maximum-qos-not-granted");
 }
 
+/// A failed re-authentication answered AUTH 0x00 instead of DISCONNECT 0x87: the enhanced-auth connection that
+/// re-authenticates with a wrong answer expects the DISCONNECT.
+#[test]
+fn finds_reauth_failure_accepted() {
+    finds("reauth-failure-accepted");
+}
+
+/// `$SYS` byte counters swapped: the watcher's batch differs from the world's own byte counts.
+#[test]
+fn finds_sys_bytes_swapped() {
+    finds("sys-bytes-swapped");
+}
+
+/// A Maximum QoS of 0 taken for "no limit": SUBACK grants what was asked where the model says QoS 0.
+#[test]
+fn finds_maximum_qos_0_taken_for_unlimited() {
+    finds("maximum-qos-0-unlimited");
+}
+
+/// One connect-rate bucket for all addresses: the simulated clients' CONNECTs use up the tokens the world's
+/// bucket for the burst address still has.
+#[test]
+fn finds_connect_rate_shared_between_addresses() {
+    finds("connect-rate-shared");
+}
+
 /// Publish-rate buckets refilled only for whole seconds: a PUBACK 0x97 where the model's buckets had a token.
 #[test]
 fn finds_publish_rate_refilled_in_whole_seconds() {

@@ -155,6 +155,20 @@ pub enum PlantedBug {
     /// per-publisher ordering check only in seeds whose PUBLISHes share segments (first: seed 1934 of
     /// `vopr --planted-bug expiring-overtaken`), beyond the self-test's 200 seeds, so not yet in `sim::PLANTED_BUGS`.
     ExpiringOvertaken,
+    /// A restarted broker takes the recorded message expiry deadlines at face value: a clock set back while it was
+    /// down stretches each by the whole jump [MQTT-3.3.2-5], [MQTT-3.3.2-6].
+    RestartDeadlineUncapped,
+    /// A re-authentication the authenticator refuses is answered AUTH 0x00 Success: the connection stays up on
+    /// credentials that failed [MQTT-4.12.1-2].
+    ReauthFailureAccepted,
+    /// `$SYS/broker/bytes/received` and `bytes/sent` swapped (a copy-and-paste slip).
+    SysBytesSwapped,
+    /// A Maximum QoS of 0 taken for "no limit", as 0 means for the quotas: subscriptions are granted the QoS they
+    /// ask for [MQTT-3.2.2-10], [MQTT-3.8.4-7].
+    MaximumQos0Unlimited,
+    /// One connect-rate bucket for the whole broker instead of one per address: clients from one address use up
+    /// the CONNECTs of every other.
+    ConnectRateShared,
     /// A session's queue counts as full one message early (`max_queued_messages` - 1): an online subscriber's
     /// publishers are held, and an offline one drops, with one slot still free. Only an exact count of the queue
     /// (the inflight window mirrored, not every unread delivery counted as queued) tells it from a full queue.

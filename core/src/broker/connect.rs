@@ -279,6 +279,9 @@ impl Broker {
             AuthDecision::Continue { data } => {
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, Some(method), data)
             }
+            AuthDecision::Deny(_) if self.planted(super::planted::PlantedBugKind::ReauthFailureAccepted) => {
+                self.send_auth(conn, ReasonCode::SUCCESS, Some(method), None)
+            }
             AuthDecision::Deny(reason) => self.disconnect_with(conn, reason, "re-authentication failed"),
             // Never: `continue_auth` turns it into a denial.
             AuthDecision::Pending => {}

@@ -11,8 +11,11 @@ use super::sys::SYS_PREFIX;
 use super::timer::Timer;
 use super::{Broker, Output};
 use crate::packet::{QoS, Will};
-use crate::persist::{session_records, EntryImage, Image, Record, SentState, SessionImage, StoredMessage, StoredWill};
+use crate::persist::{
+    session_records, EntryImage, Image, Record, RetainedSink, SentState, SessionImage, StoredMessage, StoredWill,
+};
 use crate::time::Time;
+use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,17 +258,44 @@ impl Broker {
         self.next_session_key = self.next_session_key.max(max_key + 1);
         self.next_message_id = self.next_message_id.max(max_id);
         let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
+        // The planted `RestartDeadlineUncapped` caps nothing: a clock set back stretches every expiry.
+        let cap_from = if self.planted(super::planted::PlantedBugKind::RestartDeadlineUncapped) {
+            Time::from_millis(u64::MAX / 2)
+        } else {
+            self.now
+        };
         for (id, stored) in image.messages {
-            messages.insert(id, Arc::new(message_from(id, stored, self.now)));
+            messages.insert(id, Arc::new(message_from(id, stored, cap_from)));
         }
+        // Messages recovered straight into the tree (`retained_recovery`) get their ids now that the ids in use are
+        // known. Fresh ones, as before: a retained message's id is not persisted.
+        let mut next_id = self.next_message_id;
+        self.retained.for_each_value_mut(|message| {
+            if message.id == UNNUMBERED {
+                next_id += 1;
+                Arc::make_mut(message).id = next_id;
+            }
+        });
+        self.next_message_id = next_id;
         for (_, stored) in image.retained {
             let id = self.next_message_id();
-            let message = Arc::new(message_from(id, stored, self.now));
+            let message = Arc::new(message_from(id, stored, cap_from));
             self.retained.insert(&message.topic, Arc::clone(&message));
         }
         for (k, s) in image.sessions {
             let key = SessionKey(k);
             self.restore_session(key, s, &messages);
+        }
+    }
+
+    /// Where recovery (`mqtt_storage::Storage::open_into`) puts the retained messages it reads: straight into the
+    /// tree, one decoded record at a time, instead of an image map that [`Broker::restore`] would copy from.
+    /// `restore` must follow (it numbers them); `now` is the restore's time, which caps their expiry.
+    pub fn retained_recovery(&mut self, now: Time) -> RetainedRecovery<'_> {
+        self.now = self.now.max(now);
+        RetainedRecovery {
+            broker: self,
+            slab: BytesMut::new(),
         }
     }
 
@@ -378,6 +408,65 @@ pub(super) fn capped_deadline(at: Time, now: Time, secs: u32) -> Time {
     at.min(now + Duration::from_secs(u64::from(secs)))
 }
 
+/// The id of a retained message recovered into the tree and not numbered yet: real ids start at 1.
+const UNNUMBERED: u64 = 0;
+
+/// Recovered payloads up to this long are copied into shared slabs of `SLAB_BYTES`: a 64 B payload in an allocation
+/// of its own is an 80 B malloc chunk, in a slab 64 B (a million retained messages: 15 MiB less).
+const SLAB_PAYLOAD_MAX: usize = 256;
+
+/// One slab: big enough that its one bookkeeping allocation does not count, small enough that the payloads still
+/// alive in a slab whose others were replaced pin little. A slab never holds more than recovery put in it, so the
+/// memory it keeps is at most what the recovered payloads took.
+const SLAB_BYTES: usize = 64 * 1024;
+
+/// The broker's retained tree as recovery's [`RetainedSink`] (see [`Broker::retained_recovery`]).
+pub struct RetainedRecovery<'a> {
+    broker: &'a mut Broker,
+    /// The free end of the current payload slab.
+    slab: BytesMut,
+}
+
+impl RetainedRecovery<'_> {
+    /// `payload` in the current slab (a new one when it is full), or as it is if it is long or empty.
+    fn in_slab(&mut self, payload: Bytes) -> Bytes {
+        if payload.is_empty() || payload.len() > SLAB_PAYLOAD_MAX {
+            return payload;
+        }
+        if self.slab.capacity() < payload.len() {
+            self.slab = BytesMut::with_capacity(SLAB_BYTES);
+        }
+        self.slab.extend_from_slice(&payload);
+        // Splitting shares the slab's buffer: the payload's bytes stay where they were written.
+        self.slab.split().freeze()
+    }
+}
+
+impl RetainedSink for RetainedRecovery<'_> {
+    fn retain(&mut self, mut message: StoredMessage) {
+        message.payload = self.in_slab(std::mem::take(&mut message.payload));
+        let message = Arc::new(message_from(UNNUMBERED, message, self.broker.now));
+        // Only one retained message per topic: a later record replaces the earlier [MQTT-3.3.1-5].
+        self.broker.retained.insert(&message.topic, Arc::clone(&message));
+    }
+
+    fn clear(&mut self, topic: &str) {
+        self.broker.retained.remove(topic);
+    }
+
+    fn records(&self) -> Box<dyn Iterator<Item = Record> + '_> {
+        let mut messages = Vec::with_capacity(self.broker.retained.len());
+        self.broker.retained.for_each(|topic, message| {
+            if !topic.starts_with(SYS_PREFIX) {
+                messages.push(Arc::clone(message));
+            }
+        });
+        Box::new(messages.into_iter().map(|m| Record::Retain {
+            message: Box::new(stored_message(&m)),
+        }))
+    }
+}
+
 fn message_from(id: u64, m: StoredMessage, now: Time) -> Message {
     let expires_at = match (m.expires_at, m.properties.message_expiry_interval) {
         (Some(at), Some(secs)) => Some(capped_deadline(at, now, secs)),
@@ -475,5 +564,110 @@ fn collect_stored_messages(session: &Session, out: &mut BTreeMap<u64, StoredMess
             out.entry(delivery.message.id)
                 .or_insert_with(|| stored_message(&delivery.message));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Broker, Config};
+    use crate::packet::{ProtocolVersion, QoS};
+    use crate::persist::{Image, Record, StoredMessage};
+    use crate::time::Time;
+    use bytes::Bytes;
+    use std::collections::BTreeSet;
+
+    fn stored(topic: &str, payload: &str, expiry: Option<u32>) -> Box<StoredMessage> {
+        let mut message = StoredMessage {
+            topic: topic.into(),
+            payload: Bytes::from(payload.to_owned()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Default::default(),
+            expires_at: expiry.map(|secs| Time::from_millis(1_000 * u64::from(secs) + 500_000)),
+        };
+        if expiry.is_some() {
+            message.properties.message_expiry_interval = expiry;
+        }
+        Box::new(message)
+    }
+
+    /// What a data directory replays: a session with a queued message (id 900), retained messages replaced and
+    /// cleared, one with an expiry that the restore caps.
+    fn records() -> Vec<Record> {
+        let retain = |topic, payload, expiry| Record::Retain {
+            message: stored(topic, payload, expiry),
+        };
+        vec![
+            Record::SessionOpen {
+                key: 3,
+                client_id: "sub".into(),
+                protocol: ProtocolVersion::V5,
+                expiry: 3600,
+            },
+            retain("r/a", "a1", None),
+            Record::Store {
+                id: 900,
+                message: stored("q/1", "queued", None),
+            },
+            Record::Enqueue {
+                key: 3,
+                seq: 1,
+                id: 900,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+            },
+            retain("r/b", "b1", None),
+            retain("r/c", "c1", Some(60)),
+            Record::RetainClear { topic: "r/b".into() },
+            retain("r/a", "a2", None),
+            retain("r/b/deeper", "d1", None),
+        ]
+    }
+
+    fn config() -> Config {
+        Config {
+            persistence: true,
+            ..Config::default()
+        }
+    }
+
+    /// Recovery straight into the tree restores what the image path restores (replacements, clears and capped
+    /// expiry included), and numbers the retained messages after every id in use, each once.
+    #[test]
+    fn retained_recovery_into_the_tree_restores_what_the_image_does() {
+        let now = Time::from_millis(10_000);
+        let mut via_image = Broker::new(config(), 1);
+        let mut image = Image::default();
+        for record in records() {
+            image.apply(record);
+        }
+        via_image.restore(now, image);
+
+        let mut streamed = Broker::new(config(), 1);
+        let mut image = Image::default();
+        {
+            let mut sink = streamed.retained_recovery(now);
+            for record in records() {
+                image.apply_with(record, &mut sink);
+            }
+        }
+        assert!(image.retained.is_empty(), "the sink took every retained message");
+        streamed.restore(now, image);
+
+        assert_eq!(streamed.image(), via_image.image());
+        assert_eq!(streamed.image().retained.len(), 3);
+        let mut ids = BTreeSet::new();
+        streamed.retained.for_each(|_, message| {
+            assert!(message.id > 900, "id {} is at or below one in use", message.id);
+            assert!(ids.insert(message.id), "id {} given twice", message.id);
+        });
+        assert_eq!(ids.len(), 3);
+        assert!(streamed.next_message_id() > *ids.last().expect("three ids"));
+        // Small payloads share a slab: the last two retained ("a2", then "d1") sit side by side in it.
+        let payload = |topic| streamed.retained.get(topic).expect(topic).payload.clone();
+        let (a, d) = (payload("r/a"), payload("r/b/deeper"));
+        assert_eq!((&a[..], &d[..]), (&b"a2"[..], &b"d1"[..]));
+        assert_eq!(a.as_ptr().wrapping_add(a.len()), d.as_ptr());
     }
 }

@@ -36,6 +36,7 @@ pub use auth::{AllowAll, AuthDecision, Authenticator, ClientIdentity, ConnectInf
 pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
+pub use durable::RetainedRecovery;
 pub use footprint::Footprint;
 pub use frozen::FrozenImage;
 pub use message::{Delivery, Message};
@@ -201,8 +202,10 @@ pub struct Broker {
     retained_streams: BTreeMap<SessionKey, Vec<retained_stream::RetainedStream>>,
     timers: Timers,
     outputs: VecDeque<Output>,
-    /// Connections with bytes in their `outbuf`, in the order they first got some.
-    dirty: Vec<ConnectionId>,
+    /// Connections with bytes in their `outbuf`, in the order they first got some, and handed out in that order:
+    /// a fan-out's subscribers before the PUBACK to its publisher (sent after routing), as Mosquitto writes them, so
+    /// the deliveries leave first and the publisher's wake-up does not delay them.
+    dirty: VecDeque<ConnectionId>,
     /// Reused buffer for topic matches, so routing does not allocate per message.
     match_buffer: Vec<TopicMatch<SessionKey>>,
     /// Reused buffer for the deliveries of one message.
@@ -252,7 +255,7 @@ impl Broker {
             retained_streams: BTreeMap::new(),
             timers: Timers::default(),
             outputs: VecDeque::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             match_buffer: Vec::new(),
             plan_buffer: Vec::new(),
             shared_publishes: shared_publish::SharedPublishes::default(),
@@ -319,7 +322,7 @@ impl Broker {
         if let Some(output) = self.outputs.pop_front() {
             return Some(output);
         }
-        while let Some(conn) = self.dirty.pop() {
+        while let Some(conn) = self.dirty.pop_front() {
             let Some(connection) = self.connections.get_mut(&conn) else {
                 continue;
             };
@@ -580,7 +583,7 @@ impl Broker {
         }
         if !connection.dirty {
             connection.dirty = true;
-            self.dirty.push(conn);
+            self.dirty.push_back(conn);
         }
         true
     }
@@ -627,7 +630,7 @@ impl Broker {
         connection.write_blocked = false;
         if !connection.outbuf.is_empty() && !connection.dirty {
             connection.dirty = true;
-            self.dirty.push(conn);
+            self.dirty.push_back(conn);
         }
         if let Some(key) = connection.session {
             self.pump(key);

@@ -29,6 +29,11 @@ pub(super) enum PlantedBugKind {
     MaximumQosNotApplied,
     PublishRateRefillWholeSeconds,
     ExpiringOvertaken,
+    RestartDeadlineUncapped,
+    ReauthFailureAccepted,
+    SysBytesSwapped,
+    MaximumQos0Unlimited,
+    ConnectRateShared,
     QueueFullOneEarly,
 }
 
@@ -97,6 +102,20 @@ impl Broker {
                     PlantedBugKind::PublishRateRefillWholeSeconds
                 )
                 | (Some(PlantedBug::ExpiringOvertaken), PlantedBugKind::ExpiringOvertaken)
+                | (
+                    Some(PlantedBug::RestartDeadlineUncapped),
+                    PlantedBugKind::RestartDeadlineUncapped
+                )
+                | (
+                    Some(PlantedBug::ReauthFailureAccepted),
+                    PlantedBugKind::ReauthFailureAccepted
+                )
+                | (Some(PlantedBug::SysBytesSwapped), PlantedBugKind::SysBytesSwapped)
+                | (
+                    Some(PlantedBug::MaximumQos0Unlimited),
+                    PlantedBugKind::MaximumQos0Unlimited
+                )
+                | (Some(PlantedBug::ConnectRateShared), PlantedBugKind::ConnectRateShared)
                 | (Some(PlantedBug::QueueFullOneEarly), PlantedBugKind::QueueFullOneEarly)
         )
     }

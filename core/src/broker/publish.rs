@@ -428,7 +428,7 @@ impl Broker {
         }
         if !connection.dirty {
             connection.dirty = true;
-            self.dirty.push(conn);
+            self.dirty.push_back(conn);
         }
         self.stats.sent(qos, message.payload.len());
         true

@@ -270,7 +270,12 @@ impl Broker {
     pub(super) fn connect_quota_refusal(&mut self, conn: ConnectionId, connect: &Connect) -> Option<ReasonCode> {
         let ip = self.connections.get(&conn)?.peer.ip();
         let rate = u64::from(self.config.max_connects_per_second_per_address);
-        if rate > 0 && !self.take_connect_token(ip, rate) {
+        let bucket = if self.planted(super::planted::PlantedBugKind::ConnectRateShared) {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            ip
+        };
+        if rate > 0 && !self.take_connect_token(bucket, rate) {
             self.stats.quota_refusals += 1;
             return Some(ReasonCode::CONNECTION_RATE_EXCEEDED);
         }

@@ -59,7 +59,9 @@ impl Broker {
             }
             let mut options = options;
             // The granted QoS may be lower than requested [MQTT-3.8.4-7].
-            if !self.planted(super::planted::PlantedBugKind::MaximumQosNotApplied) {
+            let zero_as_unlimited =
+                self.config.maximum_qos == 0 && self.planted(super::planted::PlantedBugKind::MaximumQos0Unlimited);
+            if !self.planted(super::planted::PlantedBugKind::MaximumQosNotApplied) && !zero_as_unlimited {
                 options.qos = QoS::from_u8(self.config.maximum_qos).map_or(options.qos, |max| options.qos.min(max));
             }
             let subscription = Subscription { options, identifier };

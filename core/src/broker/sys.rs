@@ -45,6 +45,11 @@ impl Broker {
         let stats = &self.stats;
         let disconnected = self.sessions.values().filter(|s| s.connection.is_none()).count();
         let stored: usize = self.sessions.values().map(|s| s.pending_count()).sum();
+        let (bytes_received, bytes_sent) = if self.planted(super::planted::PlantedBugKind::SysBytesSwapped) {
+            (stats.bytes_sent, stats.bytes_received)
+        } else {
+            (stats.bytes_received, stats.bytes_sent)
+        };
         let values: Vec<(&str, String)> = vec![
             (
                 "$SYS/broker/version",
@@ -64,8 +69,8 @@ impl Broker {
                 "$SYS/broker/publish/messages/dropped",
                 stats.messages_dropped.to_string(),
             ),
-            ("$SYS/broker/bytes/received", stats.bytes_received.to_string()),
-            ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
+            ("$SYS/broker/bytes/received", bytes_received.to_string()),
+            ("$SYS/broker/bytes/sent", bytes_sent.to_string()),
             ("$SYS/broker/subscriptions/count", self.subscriptions.len().to_string()),
             ("$SYS/broker/retained messages/count", self.retained.len().to_string()),
             ("$SYS/broker/store/messages/count", stored.to_string()),

@@ -307,6 +307,83 @@ impl Decoder {
     }
 }
 
+/// Follows packet boundaries in a byte stream without keeping its bytes: how much of the packet being received has
+/// come and how much is still to come. For a node that passes a client's bytes on to the broker that decodes them
+/// (a cluster follower relaying to the leader), so that its driver can hold the client to the input budget as if
+/// it held the partial packet itself.
+#[derive(Debug, Default, Clone)]
+pub struct PacketTracker {
+    /// The fixed header of the packet being received, as far as it came (at most 5 bytes).
+    header: [u8; 5],
+    header_len: usize,
+    /// The whole packet's length, once its fixed header is complete.
+    packet_len: Option<usize>,
+    /// Bytes of the packet being received so far.
+    held: usize,
+    /// The stream is malformed (the broker will close it): nothing more is counted.
+    broken: bool,
+    /// Whole packets seen so far (a client's first is its CONNECT).
+    packets: u64,
+}
+
+impl PacketTracker {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.broken {
+            let Some(len) = self.packet_len else {
+                self.header[self.header_len] = data[0];
+                self.header_len += 1;
+                self.held += 1;
+                data = &data[1..];
+                let header = &self.header[..self.header_len];
+                match fixed_header(|i| header.get(i).copied()) {
+                    Ok(Some(header)) => self.packet_len = Some(header.packet_len()),
+                    Ok(None) => {}
+                    Err(_) => self.broken = true,
+                }
+                self.finish_if_whole();
+                continue;
+            };
+            let take = (len - self.held).min(data.len());
+            self.held += take;
+            data = &data[take..];
+            self.finish_if_whole();
+        }
+    }
+
+    fn finish_if_whole(&mut self) {
+        if self.packet_len == Some(self.held) {
+            let packets = self.packets + 1;
+            *self = PacketTracker {
+                packets,
+                ..PacketTracker::default()
+            };
+        }
+    }
+
+    /// Whole packets seen so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Bytes of the packet being received so far (0 between packets).
+    pub fn held(&self) -> usize {
+        if self.broken {
+            0
+        } else {
+            self.held
+        }
+    }
+
+    /// Bytes still to come before it is whole: 0 between packets, 1 while its length is not known yet.
+    pub fn missing(&self) -> usize {
+        match (self.broken, self.held, self.packet_len) {
+            (true, _, _) | (false, 0, _) => 0,
+            (false, held, Some(len)) => len - held,
+            (false, _, None) => 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +450,47 @@ mod tests {
             assert!(held <= 2 * received + MAX_ALLOCATION_AHEAD, "{held} for {received}");
         }
         assert!(matches!(decoder.next_packet(), Ok(Some(Packet::Publish(p))) if p.payload.len() == 1 << 20));
+    }
+
+    /// The tracker agrees with the decoder on what is held and missing, however the stream is chunked.
+    #[test]
+    fn the_packet_tracker_follows_boundaries_in_any_chunking() {
+        // PINGREQ, a PUBLISH with a 200-byte remaining length (2-byte varint), and the start of another.
+        let mut stream = vec![0xC0, 0x00, 0x30, 0xC8, 0x01];
+        stream.extend(std::iter::repeat_n(b'p', 200));
+        stream.extend([0x30, 0x80, 0x80, 0x01, b'x', b'y']);
+        for chunk in [1, 2, 3, 7, 64, stream.len()] {
+            let mut tracker = PacketTracker::default();
+            let mut fed = 0;
+            for piece in stream.chunks(chunk) {
+                tracker.feed(piece);
+                fed += piece.len();
+                let (held, missing) = match fed {
+                    0..=1 => (fed, 1),
+                    2 => (0, 0),
+                    3..=4 => (fed - 2, 1),
+                    5..=204 => (fed - 2, 203 - (fed - 2)),
+                    205 => (0, 0),
+                    206..=208 => (fed - 205, 1),
+                    _ => (fed - 205, 4 + 16384 - (fed - 205)),
+                };
+                assert_eq!(
+                    (tracker.held(), tracker.missing()),
+                    (held, missing),
+                    "chunk {chunk}, fed {fed}"
+                );
+                assert_eq!(
+                    tracker.packets(),
+                    [2, 205].iter().filter(|at| fed >= **at).count() as u64
+                );
+            }
+        }
+        let mut broken = PacketTracker::default();
+        broken.feed(&[0x00, 1, 2, 3]);
+        assert_eq!(
+            (broken.held(), broken.missing()),
+            (0, 0),
+            "reserved type 0: the broker closes it"
+        );
     }
 }

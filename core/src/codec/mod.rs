@@ -14,7 +14,7 @@ pub(crate) mod primitive;
 pub(crate) mod property;
 pub mod selfcheck;
 
-pub use decoder::Decoder;
+pub use decoder::{Decoder, PacketTracker};
 pub use encode::{encode, encode_publish_header, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use primitive::VARINT_MAX;

@@ -46,7 +46,44 @@ pub struct Image {
     pub orphan_records: u64,
 }
 
+/// Where recovery puts the retained messages it reads: an [`Image`]'s own map, or, at the broker's start-up, the
+/// broker's retained tree itself (`Broker::retained_recovery`), so that a million retained messages are never held
+/// twice (a map of them, then the tree built from it) and the freed map does not leave the heap full of holes.
+pub trait RetainedSink {
+    /// A `Retain` record: `message` replaces whatever its topic held.
+    fn retain(&mut self, message: StoredMessage);
+    /// A `RetainClear` record.
+    fn clear(&mut self, topic: &str);
+    /// The `Retain` records that rebuild what it holds: the first part of the snapshot written after recovery.
+    fn records(&self) -> Box<dyn Iterator<Item = Record> + '_>;
+}
+
+impl RetainedSink for BTreeMap<String, StoredMessage> {
+    fn retain(&mut self, message: StoredMessage) {
+        self.insert(message.topic.clone(), message);
+    }
+
+    fn clear(&mut self, topic: &str) {
+        self.remove(topic);
+    }
+
+    fn records(&self) -> Box<dyn Iterator<Item = Record> + '_> {
+        Box::new(self.values().map(|m| Record::Retain {
+            message: Box::new(m.clone()),
+        }))
+    }
+}
+
 impl Image {
+    /// Applies `record`, handing retained messages to `retained` instead of keeping them in `self.retained`.
+    pub fn apply_with(&mut self, record: Record, retained: &mut dyn RetainedSink) {
+        match record {
+            Record::Retain { message } => retained.retain(*message),
+            Record::RetainClear { topic } => retained.clear(&topic),
+            record => self.apply(record),
+        }
+    }
+
     pub fn apply(&mut self, record: Record) {
         let applied = match record {
             Record::SessionOpen {
@@ -174,9 +211,7 @@ impl Image {
 
     /// The records that rebuild this image from nothing: what a snapshot contains.
     pub fn to_records(&self) -> impl Iterator<Item = Record> + '_ {
-        let retained = self.retained.values().map(|m| Record::Retain {
-            message: Box::new(m.clone()),
-        });
+        let retained = self.retained.records();
         let messages = self.messages.iter().map(|(id, m)| Record::Store {
             id: *id,
             message: Box::new(m.clone()),

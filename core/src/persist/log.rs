@@ -33,10 +33,12 @@ pub struct Replay {
     pub damage: Option<Damage>,
 }
 
-/// Applies every readable record of `data` to `image`, stopping at the first damage.
+/// Applies every readable record of `data` to `image`, stopping at the first damage: a record that does not decode
+/// or fails the [`super::sanity`] checks (a number that overflows, an entry whose message is missing) is damage too.
 pub fn replay(data: &[u8], image: &mut Image) -> Replay {
     replay_frames(data, |body| {
         let record = Record::decode(Bytes::copy_from_slice(body)).map_err(|e| format!("undecodable record: {e}"))?;
+        super::sanity::check(image, std::slice::from_ref(&record))?;
         image.apply(record);
         Ok(1)
     })

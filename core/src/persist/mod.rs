@@ -6,6 +6,7 @@ pub mod frame;
 mod image;
 pub mod log;
 mod record;
+pub mod sanity;
 
-pub use image::{session_records, EntryImage, Image, SessionImage};
+pub use image::{session_records, EntryImage, Image, RetainedSink, SessionImage};
 pub use record::{Record, RecordError, SentState, StoredMessage, StoredWill};

@@ -221,6 +221,16 @@ impl<V> Children<V> {
         }
     }
 
+    fn nodes_mut(&mut self) -> Box<dyn Iterator<Item = &mut Node<V>> + '_> {
+        match self {
+            Children::Few(few) => Box::new(few.iter_mut().map(|(_, n)| n)),
+            Children::Wide(wide) => match &mut **wide {
+                Wide::Sorted(sorted) => Box::new(sorted.iter_mut().map(|(_, n)| n)),
+                Wide::Many(many) => Box::new(many.values_mut()),
+            },
+        }
+    }
+
     /// Moves every child into `work` (for the iterative drop).
     fn drain_into(&mut self, work: &mut Vec<Node<V>>) {
         match std::mem::replace(self, Children::Few(Box::default())) {
@@ -488,6 +498,18 @@ impl<V> RetainedTree<V> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every stored value, mutably, in no particular order (recovery renumbers the messages it inserted before it
+    /// knew which ids were free).
+    pub fn for_each_value_mut(&mut self, mut f: impl FnMut(&mut V)) {
+        let mut stack = vec![&mut self.root];
+        while let Some(node) = stack.pop() {
+            if let Some(v) = &mut node.value {
+                f(v);
+            }
+            stack.extend(node.children.nodes_mut());
+        }
     }
 
     /// Every stored message, `$` topics included, in lexicographic order.

@@ -594,6 +594,10 @@ fn log_event(event: &ClusterEvent) {
             "cluster: relayed conn {:#x} closed: message {got} arrived where {expected} was due (the link dropped one)",
             conn.0
         ),
+        ClusterEvent::RelayedPreconnectBudgetExceeded { conn } => log::warn!(
+            "cluster: conn {}: bytes of CONNECTs relayed and not yet whole exceed max_preconnect_bytes: closed",
+            conn.0
+        ),
         ClusterEvent::Released { .. } => log::trace!("cluster: {event:?}"),
         ClusterEvent::MembersChanged { index, change, voters } => log::info!(
             "cluster: membership change at index {index} applied: {change:?}; voters now {}",
@@ -637,9 +641,10 @@ impl Core for ClusterCore {
         self.node.broker().map(Broker::gauges).unwrap_or_default()
     }
 
-    /// The leader's broker decodes its clients' packets; a follower relays them (no budget there yet).
+    /// The leader's broker decodes its clients' packets; a follower relays them, and counts what the leader holds
+    /// of each (so the input budget holds on every node).
     fn partial_input(&self, conn: mqtt_core::broker::ConnectionId) -> mqtt_core::broker::PartialInput {
-        self.node.broker().map(|b| b.partial_input(conn)).unwrap_or_default()
+        self.node.partial_input(conn)
     }
 
     fn unsent_output(&self, conn: mqtt_core::broker::ConnectionId) -> usize {

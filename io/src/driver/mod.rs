@@ -1019,7 +1019,8 @@ impl<C: Core> Driver<C> {
                 storage.snapshot_in_flight(),
                 started.elapsed().as_millis()
             ),
-            Err(e) => log::error!("snapshot failed (the log keeps growing until one succeeds): {e}"),
+            // Storage logged it, once, with the logs' size and when it tries again.
+            Err(e) => log::debug!("snapshot not started: {e}"),
         }
     }
 
@@ -1039,7 +1040,8 @@ impl<C: Core> Driver<C> {
                     metrics.on_snapshot(elapsed);
                 }
             }
-            Some((_, Err(e))) => log::error!("snapshot failed (the log keeps growing until one succeeds): {e}"),
+            // Storage logged it, once, with the logs' size and when it tries again.
+            Some((_, Err(e))) => log::debug!("snapshot failed: {e}"),
             None => {}
         }
     }

@@ -75,6 +75,20 @@ impl World {
         }
     }
 
+    /// A QoS 0 RETAIN PUBLISH read in the same input after a QoS 1/2 RETAIN PUBLISH on its topic: the broker
+    /// stores both in reading order, so the later one is what the topic holds [MQTT-3.3.1-5], but the model applies
+    /// the earlier one's plan only once the input settles; the later one's retained part is applied again then.
+    /// (A held earlier one is routed after it in the broker too, and unpins the topic.)
+    pub(super) fn retain_after_chunk(&mut self, plan: &crate::model::RoutingPlan, publish: &Publish) {
+        let earlier = self
+            .chunk_publishes
+            .iter()
+            .any(|p| p.publish.retain && p.publish.topic == publish.topic);
+        if publish.retain && earlier {
+            self.chunk_retained_after.push(plan.clone());
+        }
+    }
+
     /// The PUBACKs and PUBRECs the broker sent in one input, by connection and packet id, decoded as they leave,
     /// and the connections it closed.
     pub(super) fn decode_acks(&mut self, outputs: &[Output]) -> Result<Acks, Violation> {
@@ -198,6 +212,9 @@ impl World {
                     }
                 },
             }
+        }
+        for plan in std::mem::take(&mut self.chunk_retained_after) {
+            self.model.apply_retained(&plan);
         }
         if self.awaiting_admission.is_empty() {
             return Ok(());

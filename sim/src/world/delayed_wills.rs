@@ -34,6 +34,15 @@ pub struct DelayedWills {
     rng: Option<ChaCha8Rng>,
 }
 
+impl DelayedWills {
+    /// The broker's clock was set forward by `jump_ms` across a restart: each delay runs out that much sooner.
+    pub(super) fn clock_set_forward(&mut self, jump_ms: u64) {
+        for pending in self.pending.values_mut() {
+            pending.due_at = pending.due_at.saturating_sub(jump_ms);
+        }
+    }
+}
+
 impl World {
     /// `client`'s will `id` goes out at `due_at` (ms) unless its session resumes first.
     pub(super) fn will_delayed(&mut self, client: usize, id: &MsgId, due_at: u64, qos: QoS, retain: bool) {
@@ -55,7 +64,9 @@ impl World {
     /// (from a stream of its own, so that the rest of the seed's choices stay what they were).
     pub(super) fn choose_absent(&mut self) -> Result<(), Violation> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x003a_11d1_e50f_face);
-        if self.opts.wills {
+        // At Maximum QoS 0 a will owed to its watcher (QoS 1, see `connect`) would be refused with 0x9B
+        // [MQTT-3.2.2-12]; a QoS 0 one is owed to nobody: no client comes back to arm one.
+        if self.opts.wills && self.opts.maximum_qos > 0 {
             let eligible: Vec<usize> = (0..self.clients.len())
                 .filter(|c| self.clients[*c].persistent && self.clients[*c].version.is_v5())
                 .collect();

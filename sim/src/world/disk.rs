@@ -98,6 +98,8 @@ impl SimDisk {
             .expect("a fresh simulated data directory opens");
         fs.set_quiet(false);
         storage.set_min_compact_bytes(opts.disk.compact_bytes);
+        // No wall clock here: a failed snapshot is retried at the next commit (still deterministic).
+        storage.set_snapshot_retry(std::time::Duration::ZERO);
         SimDisk {
             fs,
             storage,
@@ -312,6 +314,7 @@ impl SimDisk {
         ));
         self.fs.set_quiet(false);
         storage.set_min_compact_bytes(self.compact_bytes);
+        storage.set_snapshot_retry(std::time::Duration::ZERO);
         #[cfg(feature = "planted-bugs")]
         storage.plant(self.planted);
         self.storage = storage;
@@ -389,6 +392,7 @@ impl World {
         self.model = model;
         self.adopt_unseen_admissions(&recovered, &held, &admitted_unseen_ids(&held, &forgotten));
         self.chunk_publishes.clear();
+        self.chunk_retained_after.clear();
 
         // Every connection dies with the process: what was on its way to the broker is lost; what the broker had
         // already sent still arrives, then the close.
@@ -422,7 +426,8 @@ impl World {
         self.dropped_before_restarts += self.broker.stats().messages_dropped;
         self.model.on_broker_restart();
         let mut broker = new_broker(&self.opts, self.config.clone(), self.rng.gen());
-        broker.restore(Time::from_millis(self.now), recovered);
+        self.jump_clock_on_restart();
+        broker.restore(self.broker_now(), recovered);
         self.broker = broker;
         Ok(())
     }

@@ -100,6 +100,7 @@ impl World {
         self.model.check_liveness(self.opts.queues_bounded() && dropped > 0)?;
         self.check_drained()?;
         self.check_retained()?;
+        self.check_auth_probes()?;
         self.check_misbehaving_closed()?;
         // Last: the power goes out once more, and recovery must restore what the model says was committed.
         if self.disk.is_some() {
@@ -199,7 +200,7 @@ impl World {
             };
             data.extend(encoded(&Packet::Unsubscribe(unsubscribe), ProtocolVersion::V5));
         }
-        let now = Time::from_millis(self.now);
+        let now = self.broker_now();
         let mut decoder = Decoder::new(Some(ProtocolVersion::V5), usize::MAX);
         self.broker.handle_input(now, Input::Received { conn, data: &data });
         while let Some(output) = self.broker.poll_output() {

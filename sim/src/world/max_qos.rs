@@ -42,6 +42,9 @@ impl World {
         if expected.is_some() {
             self.coverage.hit(Feature::MaxQosInConnack);
         }
+        if expected == Some(0) {
+            self.coverage.hit(Feature::MaxQos0InConnack);
+        }
         Ok(())
     }
 
@@ -106,8 +109,14 @@ impl World {
         }
         let mut data = encoded(&Packet::Connect(Box::new(connect)), version);
         if !will {
+            // At Maximum QoS 0, QoS 1 is above it too.
+            let qos = if self.opts.maximum_qos == 0 && self.rng.gen_bool(0.5) {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            };
             let publish = Packet::Publish(Publish {
-                qos: QoS::ExactlyOnce,
+                qos,
                 topic: "a".into(),
                 packet_id: 1,
                 payload: Bytes::from_static(b"x"),

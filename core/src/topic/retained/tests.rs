@@ -342,3 +342,23 @@ fn a_child_of_the_tree_is_forty_bytes() {
     assert_eq!(std::mem::size_of::<Node<std::sync::Arc<()>>>(), 24);
     assert_eq!(std::mem::size_of::<Entry<std::sync::Arc<()>>>(), 40);
 }
+
+/// Recovery renumbers every message it inserted: the mutable walk must reach each value once, in every children
+/// form (few, sorted, BTreeMap), and leave the topics where they were.
+#[test]
+fn the_mutable_walk_reaches_every_value_once() {
+    let mut topics: Vec<String> = (0..3_000).map(|i| format!("wide/{i}")).collect();
+    topics.extend((0..100).map(|i| format!("mid/{i}/leaf")));
+    topics.extend(["a", "a/b", "a/b/c", "$SYS/x"].map(String::from));
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut t = store(&refs);
+    let mut visits = 0;
+    t.for_each_value_mut(|v| {
+        *v += 1_000_000;
+        visits += 1;
+    });
+    assert_eq!(visits, topics.len());
+    for (i, topic) in topics.iter().enumerate() {
+        assert_eq!(t.get(topic), Some(&(i + 1_000_000)), "{topic}");
+    }
+}
