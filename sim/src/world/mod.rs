@@ -851,6 +851,7 @@ impl World {
                             expires: publish.properties.message_expiry_interval.is_some(),
                             expiry: publish.properties.message_expiry_interval,
                             first_seen_ms: self.now,
+                            earliest_seen_ms: self.now,
                             bytes: publish.payload.len() as u64,
                         };
                         self.model.messages.insert(id.clone(), info);
