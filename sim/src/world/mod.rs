@@ -820,6 +820,7 @@ impl World {
                 self.model
                     .predicted_subacks
                     .insert((client, subscribe.packet_id), predicted);
+                self.widen_blind_plans();
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in &unsubscribe.filters {
