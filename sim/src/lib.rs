@@ -209,6 +209,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "restart-deadline-uncapped" => Some(Core::RestartDeadlineUncapped),
         "expired-retained-offered" => Some(Core::ExpiredRetainedOffered),
         "retained-expiry-not-lowered" => Some(Core::RetainedExpiryNotLowered),
+        "queue-full-one-early" => Some(Core::QueueFullOneEarly),
         _ => None,
     };
     let storage = match name {

@@ -36,6 +36,7 @@ pub(super) enum PlantedBugKind {
     SysBytesSwapped,
     MaximumQos0Unlimited,
     ConnectRateShared,
+    QueueFullOneEarly,
 }
 
 impl Broker {
@@ -125,6 +126,7 @@ impl Broker {
                     PlantedBugKind::MaximumQos0Unlimited
                 )
                 | (Some(PlantedBug::ConnectRateShared), PlantedBugKind::ConnectRateShared)
+                | (Some(PlantedBug::QueueFullOneEarly), PlantedBugKind::QueueFullOneEarly)
         )
     }
 

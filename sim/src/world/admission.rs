@@ -182,8 +182,11 @@ impl World {
                     self.forget_refused(&pending);
                 }
                 Some(_) => {
+                    // A 3.1.1 acknowledgement carries no reason code: one of a PUBLISH the publish rate may have
+                    // refused says nothing either (see `rate_refused_unseen`).
+                    let rate = !v5 && self.rate_refused_unseen(pending.conn, packet_id);
                     pending.plan.maybe_dropped =
-                        !v5 && (pending.uncertain.is_some() || self.model.budget_may_be_used_up(0));
+                        !v5 && (pending.uncertain.is_some() || rate || self.model.budget_may_be_used_up(0));
                     if pending.plan.maybe_dropped && pending.publish.qos == QoS::ExactlyOnce {
                         // Dropped, the broker does not keep its packet id (nothing to deliver twice).
                         self.model.qos2_unsure.insert((client, packet_id));
@@ -252,7 +255,8 @@ impl World {
                     let mut plan = self
                         .model
                         .plan_publish(Some(pending.client), &pending.publish, pending.id);
-                    plan.maybe_dropped = !v5 && self.model.budget_may_be_used_up(0);
+                    let rate = !v5 && self.rate_refused_unseen(pending.conn, pending.publish.packet_id);
+                    plan.maybe_dropped = !v5 && (rate || self.model.budget_may_be_used_up(0));
                     if plan.maybe_dropped && pending.publish.qos == QoS::ExactlyOnce {
                         self.model
                             .qos2_unsure
@@ -276,37 +280,18 @@ impl World {
         Ok(())
     }
 
-    /// Whether the broker closes `conn` at this packet, reading nothing after it in the segment: a QoS 1/2 PUBLISH of
-    /// a 3.1.1/3.1 client while storage is suspended [MQTT-4.8.0-2] (see `expect_transient_error_close`), unless it
-    /// is a QoS 2 resend the broker may answer as a duplicate or a resend of a PUBLISH it holds. Its packet id.
-    pub(super) fn transient_error_closes_at(&self, client: usize, conn: ConnectionId, packet: &Packet) -> Option<u16> {
-        let Packet::Publish(publish) = packet else {
-            return None;
-        };
-        if self.suspension.is_none() || self.clients[client].version.is_v5() || publish.qos == QoS::AtMostOnce {
-            return None;
-        }
-        let id = publish.packet_id;
-        let duplicate = publish.qos == QoS::ExactlyOnce
-            && (self.model.sessions[client].qos2_pending.contains(&id)
-                || self.model.qos2_unsure.contains(&(client, id)));
-        let held = self
-            .awaiting_admission
-            .iter()
-            .any(|p| p.conn == conn && p.publish.packet_id == id);
-        (!duplicate && !held).then_some(id)
-    }
-
     /// Storage was suspended when the broker read this QoS 1/2 PUBLISH of a 3.1.1/3.1 client: it cannot store it
     /// and cannot refuse it with a reason code, so it must close the connection in the same input and acknowledge
     /// nothing [MQTT-4.8.0-2]. The PUBLISH is routed nowhere; the client still owns it.
     fn expect_transient_error_close(&mut self, pending: &PendingPublish, acks: &Acks) -> Result<(), Violation> {
         let (client, packet_id) = (pending.client, pending.publish.packet_id);
         let reply = acks.replies.get(&(pending.conn, packet_id));
-        if pending.qos2_maybe_held && !acks.closed.contains(&pending.conn) && reply.is_none_or(|r| !r.is_error()) {
+        let closed = acks.closed.contains(&pending.conn);
+        if pending.qos2_maybe_held && reply.map_or(!closed, |r| !r.is_error()) {
             // The broker kept the id of the first receipt: the resend is a duplicate, answered with PUBREC and
             // nothing stored [MQTT-4.3.3-9] — now, or behind output the client has not read yet (seed 19886); that
-            // first receipt's routing is already unsure in the model.
+            // first receipt's routing is already unsure in the model. A new PUBLISH read after it in the same
+            // segment may still close the connection (coalesced, seeds 9182, 9348, 15488): the PUBREC went first.
             self.log(format!(
                 "c{client} {:?}: broker answers the resend of QoS 2 id={packet_id} as a duplicate (storage suspended)",
                 pending.conn
@@ -353,16 +338,9 @@ impl World {
     /// A held PUBLISH whose connection is gone was dropped unrouted, unless it was admitted unseen (blind).
     fn drop_held(&mut self, pending: &PendingPublish) {
         if pending.blind {
-            // Maybe admitted unseen, its acknowledgement still in the output buffer when the connection went: its
-            // copies may sit in subscribers' queues, and count towards their bounds (seed 15108), though none is
-            // owed.
-            let mut plan = self
-                .model
-                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
-            self.model.unpin(&mut plan);
-            plan.make_optional(pending.plan.clone());
-            plan.maybe_dropped = true;
-            self.model.apply_publish(plan);
+            // Maybe admitted unseen, its acknowledgement still in the output buffer when the connection went (seed
+            // 15108).
+            self.route_maybe_admitted(pending);
         }
         if pending.blind && pending.publish.retain {
             // Maybe admitted unseen before the connection went: the topic holds it or what it had.
@@ -381,6 +359,35 @@ impl World {
         }
     }
 
+    /// A held PUBLISH the broker may have admitted unseen (its publisher did not read, so the acknowledgement may
+    /// have stayed in the output buffer) before it went: its copies may sit in subscribers' queues since as early
+    /// as it was read, and count towards their bounds, though none is owed.
+    pub(super) fn route_maybe_admitted(&mut self, pending: &PendingPublish) {
+        let mut plan = self
+            .model
+            .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+        self.model.unpin(&mut plan);
+        plan.make_optional(pending.plan.clone());
+        plan.maybe_dropped = true;
+        self.model.apply_publish(plan);
+    }
+
+    /// A SUBSCRIBE while blind PUBLISHes wait: the broker may admit each at any moment until the model sees it go,
+    /// so its plan takes in the subscribers of every moment since it was read, not just of its reading and of its
+    /// end (seed 1540: c4 subscribed to `a/#` and unsubscribed while c0's m0:6 waited, got the copy admitted in
+    /// between, ahead of m3:2, and the model, with no entry for that copy, took it for a later resend's).
+    pub(super) fn widen_blind_plans(&mut self) {
+        let mut waiting = std::mem::take(&mut self.awaiting_admission);
+        for pending in waiting.iter_mut().filter(|p| p.blind) {
+            let mut now = self
+                .model
+                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+            now.make_optional(pending.plan.clone());
+            pending.plan = now;
+        }
+        self.awaiting_admission = waiting;
+    }
+
     /// The publisher's connection does not read, so the broker may admit this PUBLISH without the model seeing
     /// its acknowledgement until later: from now on it may reach any matching subscriber.
     fn make_blind(&mut self, pending: &mut PendingPublish) {
@@ -397,6 +404,22 @@ impl World {
                 self.model.ever_retained.insert(id);
             }
         }
+    }
+
+    /// Whether the publish rate may have refused this QoS 1/2 PUBLISH of a 3.1.1 client that the broker
+    /// acknowledged: 3.1.1 has no reason codes, so the refusal (0x97 in MQTT 5.0 section 3.4.2.1) goes out as a plain
+    /// PUBACK/PUBREC, and a refused QoS 2 id is not kept. The model must not count on the broker keeping it (seed
+    /// 8984: resends of ids 18 and 22 unsure since an earlier connection, read again when the rate may have been
+    /// used up, held, then acknowledged; recovery restored no incoming QoS 2 ids, the model had {18, 22}).
+    fn rate_refused_unseen(&mut self, conn: ConnectionId, packet_id: u16) -> bool {
+        let unseen = self.rate_may_refuse(conn, packet_id) == Some(true);
+        if unseen {
+            self.log(format!(
+                "{conn:?}: acknowledged PUBLISH id={packet_id}, which the publish rate may have refused (3.1.1: no \
+                 reason code)"
+            ));
+        }
+        unseen
     }
 
     /// A PUBLISH the broker refused (quota): routed nowhere, and a QoS 2 packet id is not remembered (the

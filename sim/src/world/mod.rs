@@ -38,6 +38,7 @@ mod receive;
 mod subids;
 mod sys_topics;
 mod tracing;
+mod transient_close;
 mod wills;
 mod workload;
 
@@ -103,6 +104,8 @@ struct Link {
     refusal: Option<max_qos::ExpectedRefusal>,
     /// An enhanced-authentication connection and what it expects next (see `enhanced_auth`).
     auth: Option<enhanced_auth::AuthProbe>,
+    /// Whether the broker reads the rest of the current input (see `transient_close`).
+    rest_of_input: transient_close::RestOfInput,
 }
 
 /// Counters for the summary.
@@ -521,6 +524,7 @@ impl World {
 
     fn fire_timers(&mut self) -> Result<(), Violation> {
         self.publish_delayed_wills_due();
+        self.count_due_wills();
         while self.broker.poll_timeout().is_some_and(|t| self.broker_due(t)) {
             self.spend_tick()?;
             self.broker_input(Input::Tick)?;
@@ -586,6 +590,7 @@ impl World {
                 verdict_lost: false,
                 refusal: None,
                 auth: None,
+                rest_of_input: Default::default(),
             },
         );
         let peer = SocketAddr::from(([10, 0, 0, host], (conn.0 % 60_000) as u16 + 1));
@@ -691,23 +696,15 @@ impl World {
             };
             self.sys_publishes_read(&packets);
             self.connect_rate_reads(conn, &packets);
+            self.input_starts(conn);
             if let Some(client) = client {
-                let mut closed_at = None;
                 for packet in packets {
-                    if let Some(packet_id) = closed_at {
-                        self.log(format!(
-                            "broker never reads c{client} {conn:?}: {} (closed at PUBLISH id={packet_id})",
-                            describe(&packet)
-                        ));
-                        continue;
-                    }
                     if self.hold_until_verdict(conn, &packet) {
                         self.log(format!("broker holds c{client} {conn:?}: {}", describe(&packet)));
                         continue;
                     }
                     // When the broker reads a packet matters as much as when it was sent: this is the model's order.
                     self.log(format!("broker reads c{client} {conn:?}: {}", describe(&packet)));
-                    closed_at = self.transient_error_closes_at(client, conn, &packet);
                     self.model_processes(client, conn, &packet);
                 }
             }
@@ -776,6 +773,7 @@ impl World {
             .and_then(|link| link.held.take())
             .unwrap_or_default();
         let client = self.links.get(&conn).and_then(|link| link.client);
+        self.input_starts(conn);
         if self.broker.awaiting_verdict(conn) {
             if let Some(client) = client {
                 for packet in &held {
@@ -800,12 +798,24 @@ impl World {
             // Closed by the publish rate at an earlier packet: the broker reads nothing more from it.
             return;
         }
+        let maybe_unread = match self.rest_of_input(conn) {
+            transient_close::RestOfInput::Unread => {
+                self.log(format!(
+                    "c{client} {conn:?}: not processed, the connection closed at an earlier PUBLISH"
+                ));
+                return;
+            }
+            transient_close::RestOfInput::MaybeUnread => true,
+            transient_close::RestOfInput::Read => false,
+        };
         self.observe_read(packet);
         match packet {
             Packet::Connect(connect) => {
                 self.expiry_on_connect(client, conn, connect);
                 self.takeover_decides_will(client, connect.clean_start);
                 self.model.on_connect(client, connect.clean_start, self.now);
+                // Clean Start ends the old session: its delayed will is due now.
+                self.count_due_wills();
                 let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
                 let window = usize::from(receive_maximum.min(self.opts.max_inflight).max(1));
                 self.model.on_attached(client, conn.0, window);
@@ -839,6 +849,7 @@ impl World {
                 self.model
                     .predicted_subacks
                     .insert((client, subscribe.packet_id), predicted);
+                self.widen_blind_plans();
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in &unsubscribe.filters {
@@ -846,7 +857,7 @@ impl World {
                 }
             }
             Packet::Publish(publish) => {
-                self.ack_order_read(conn, publish);
+                self.ack_order_read(client, conn, publish);
                 self.republished_into_new_session(client, publish);
                 // A resend is a new publication, stored (and retained) anew with its own expiry stamp: the last read
                 // bounds the stamp of the copy the broker holds, whatever it made of this one.
@@ -855,6 +866,7 @@ impl World {
                     info.uncapped_read_ms = self.now;
                     info.latest_read_ms = info.latest_read_ms.max(self.now);
                 }
+                self.transient_close_reads(client, conn, publish);
                 let Some(rate_unsure) = self.publish_rate_admits(client, conn, publish) else {
                     return;
                 };
@@ -891,7 +903,8 @@ impl World {
                     let mut plan = self.model.plan_publish(Some(client), publish, id);
                     // A QoS 0 PUBLISH the rate may have dropped silently: its retained topic holds it or the
                     // message before (seed 19049: unsure QoS 2 resends left the buckets unknown).
-                    plan.maybe_dropped = rate_unsure;
+                    // Or one the broker may not have read (see `transient_close`).
+                    plan.maybe_dropped = rate_unsure || maybe_unread;
                     self.retain_after_chunk(&plan, publish);
                     self.model.apply_publish(plan);
                 } else {
