@@ -1139,6 +1139,12 @@ impl Node {
         let Ok(term) = raft::Storage::term(self.raft.store(), index) else {
             return;
         };
+        // A `Done` record ends a queue entry but leaves its message in the image (a message may have more entries),
+        // so without this every message a durable session ever received stays in memory and in each snapshot: 43 MB
+        // after 10,000 entries of a QoS 1 bench, whose synced write stalled all three nodes past the election
+        // timeout. Dropping the messages no entry refers to is safe between entries: every entry that queues a
+        // message carries its `Store` too (the broker stores a message again in each input that queues it).
+        self.image.collect_garbage();
         let mut snapshot = Snapshot {
             data: wire::encode_snapshot_data(self.digest, &self.image),
             ..Snapshot::default()
