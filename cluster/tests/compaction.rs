@@ -1,6 +1,7 @@
-//! Log compaction keeps the replicated image to what durable sessions still hold: a message every queue entry of
-//! which is finished (acknowledged [MQTT-4.3.2-5]) leaves the image and the next snapshot. One voter is enough to
-//! commit and compact, so the node runs alone here, its writes durable at once.
+//! The replicated image keeps what durable sessions still hold: a message every queue entry of which is finished
+//! (acknowledged [MQTT-4.3.2-5]) leaves the image and the next snapshot; and the log is compacted by its bytes as
+//! well as its entries. One voter is enough to commit and compact, so the node runs alone here, its writes durable
+//! at once.
 
 use bytes::{Bytes, BytesMut};
 use mqtt_cluster::{Node, NodeConfig, NodeInput, NodeOutput, Recovered};
@@ -20,12 +21,12 @@ struct Alone {
 }
 
 impl Alone {
-    fn new(snapshot_entries: u64) -> Alone {
+    fn new(tune: impl Fn(&mut NodeConfig)) -> Alone {
         let mut config = NodeConfig::new(1, vec![1], 0xc1);
         config.tick_ms = 10;
         config.broker.persistence = true;
         config.seed = 7;
-        config.snapshot_entries = snapshot_entries;
+        tune(&mut config);
         let mut alone = Alone {
             node: Node::new(config, Recovered::default()),
             now: Time::ZERO,
@@ -86,9 +87,8 @@ impl Alone {
     }
 }
 
-#[test]
-fn a_snapshot_holds_only_the_messages_a_session_still_queues() {
-    let mut alone = Alone::new(20);
+/// A durable subscriber on `t` (conn 2) and a publisher (conn 1) on a fresh session each.
+fn subscribed(alone: &mut Alone) -> (ConnectionId, ConnectionId) {
     let (publisher, subscriber) = (ConnectionId(1), ConnectionId(2));
     alone.connect(publisher, "pub");
     alone.connect(subscriber, "sub");
@@ -104,8 +104,17 @@ fn a_snapshot_holds_only_the_messages_a_session_still_queues() {
             filters: vec![("t".into(), options)],
         }),
     );
+    (publisher, subscriber)
+}
+
+/// Publishes `count` QoS 1 messages of `size` bytes or more, each its own entry; the subscriber acknowledges all
+/// but the last [MQTT-4.3.2-5]. The payload of the last one.
+fn publish_and_acknowledge(alone: &mut Alone, count: u16, size: usize) -> Bytes {
+    let (publisher, subscriber) = subscribed(alone);
     let mut unacknowledged = None;
-    for n in 1..=100u16 {
+    for n in 1..=count {
+        let mut payload = format!("message {n} ").into_bytes();
+        payload.resize(payload.len().max(size), b'.');
         let publish = Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
@@ -113,15 +122,13 @@ fn a_snapshot_holds_only_the_messages_a_session_still_queues() {
             topic: "t".into(),
             packet_id: n,
             properties: Default::default(),
-            payload: Bytes::from(format!("message {n}")),
+            payload: Bytes::from(payload),
         };
         alone.send(publisher, Packet::Publish(publish));
-        // Each proposal is its own entry, so the 100 messages span several compactions.
         alone.input(NodeInput::Flush);
         for packet in alone.take_packets(subscriber) {
             let Packet::Publish(delivered) = packet else { continue };
-            // The last one stays unacknowledged: its message must survive compaction.
-            if n == 100 {
+            if n == count {
                 unacknowledged = Some(delivered.payload.clone());
                 continue;
             }
@@ -132,7 +139,18 @@ fn a_snapshot_holds_only_the_messages_a_session_still_queues() {
             alone.input(NodeInput::Flush);
         }
     }
-    assert_eq!(unacknowledged.as_deref(), Some(&b"message 100"[..]));
+    unacknowledged.expect("the last message was delivered")
+}
+
+/// Whether the node's image still holds a message with this payload.
+fn holds(alone: &Alone, payload: &Bytes) -> bool {
+    alone.node.image().messages.values().any(|m| m.payload == *payload)
+}
+
+#[test]
+fn a_snapshot_holds_only_the_messages_a_session_still_queues() {
+    let mut alone = Alone::new(|c| c.snapshot_entries = 20);
+    let last = publish_and_acknowledge(&mut alone, 100, 0);
     assert!(alone.snapshots.len() >= 5, "{} snapshots", alone.snapshots.len());
     let (_, image) = mqtt_cluster::wire::decode_snapshot_data(alone.snapshots.last().expect("a snapshot"))
         .expect("a readable snapshot");
@@ -142,19 +160,34 @@ fn a_snapshot_holds_only_the_messages_a_session_still_queues() {
         "{} messages in the last snapshot",
         image.messages.len()
     );
-    assert!(
-        alone.node.image().messages.len() <= 2,
-        "{} messages in memory",
-        alone.node.image().messages.len()
-    );
     // What a session still queues is kept: the unacknowledged message must be redelivered after a failover.
+    assert!(holds(&alone, &last), "the unacknowledged message left the image");
+}
+
+#[test]
+fn acknowledged_messages_leave_the_image_between_snapshots_too() {
+    let mut alone = Alone::new(|c| {
+        c.snapshot_entries = u64::MAX;
+        c.snapshot_bytes = u64::MAX;
+    });
+    let last = publish_and_acknowledge(&mut alone, 10_000, 0);
+    assert!(alone.snapshots.is_empty(), "no snapshot taken");
+    let held = alone.node.image().messages.len();
     assert!(
-        alone
-            .node
-            .image()
-            .messages
-            .values()
-            .any(|m| m.payload.as_ref() == b"message 100"),
-        "the unacknowledged message left the image"
+        held <= 4096,
+        "{held} of 10,000 acknowledged messages still in the image"
+    );
+    assert!(holds(&alone, &last), "the unacknowledged message left the image");
+}
+
+#[test]
+fn a_log_of_large_entries_is_compacted_by_its_bytes_before_its_entry_count() {
+    let mut alone = Alone::new(|c| c.snapshot_bytes = 64 << 10);
+    publish_and_acknowledge(&mut alone, 200, 4 << 10);
+    // About 800 KiB of entries: a snapshot every 64 KiB or so, though far fewer than 10,000 entries were applied.
+    assert!(
+        (5..=40).contains(&alone.snapshots.len()),
+        "{} snapshots",
+        alone.snapshots.len()
     );
 }
