@@ -67,3 +67,29 @@ fn a_will_delay_survives_compaction_mqtt_3_1_3_9() {
     h.advance(Duration::from_secs(601));
     assert_eq!(payloads(&publishes(&mut h, watcher)), vec!["gone"]);
 }
+
+#[test]
+fn a_session_that_drops_again_within_its_expiry_still_expires_after_compaction_mqtt_4_1_0_2() {
+    let mut h = harness();
+    // The first drop arms the session's expiry entry for 2 s; the second, half a second later, moves the deadline
+    // to 2.5 s, which that entry (earlier) covers: it re-checks and re-arms when it fires.
+    let first = connected(&mut h, persistent("author", 2));
+    h.drop_connection(first);
+    h.advance(Duration::from_millis(500));
+    let (second, connack) = connect_ok(&mut h, persistent("author", 2));
+    assert!(connack.session_present, "resumed within its expiry [MQTT-3.2.2-2]");
+    h.drop_connection(second);
+    // Many short-lived connections force compactions while the session is offline (seed 3629 of the simulator:
+    // connect-rate bursts).
+    for i in 0..3_000 {
+        let conn = connected(&mut h, v5(&format!("churn{i}")));
+        h.drop_connection(conn);
+    }
+    // The Session Expiry Interval has passed since the last drop: the broker discarded the session [MQTT-4.1.0-2].
+    h.advance(Duration::from_secs(3));
+    let (_, connack) = connect_ok(&mut h, persistent("author", 2));
+    assert!(
+        !connack.session_present,
+        "the session expired 2 s after its last drop [MQTT-3.2.2-2]"
+    );
+}

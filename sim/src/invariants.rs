@@ -103,7 +103,7 @@ pub fn message_expiry(client: usize, info: &MessageInfo, publish: &Publish, now_
     }
     // The lower bound, without saturating: once it is below 1, the time the message may have waited in the network
     // (which the client cannot tell from its time in the broker) leaves nothing more to check.
-    let waited_s = now_ms.saturating_sub(info.first_seen_ms).div_ceil(1000);
+    let waited_s = now_ms.saturating_sub(info.earliest_seen_ms).div_ceil(1000);
     let lowest = i64::from(original) - i64::try_from(waited_s).unwrap_or(i64::MAX) - 1;
     if got > original || i64::from(got) < lowest {
         return Err(Violation(format!(
@@ -144,6 +144,7 @@ mod tests {
             expires: true,
             expiry: Some(5),
             first_seen_ms: 0,
+            earliest_seen_ms: 0,
             bytes: 4,
         };
         // Long after it was published, the lower bound is gone, but 0 left means it was sent expired.

@@ -259,4 +259,7 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
         "published although its session resumed",
     ),
     ("reauth-failure-accepted", "after re-authenticating with a wrong answer"),
+    ("sys-bytes-swapped", "$SYS/broker/bytes/"),
+    ("maximum-qos-0-unlimited", "so it must grant"),
+    ("connect-rate-shared", "connect-rate bucket had a token"),
 ];

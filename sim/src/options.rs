@@ -329,7 +329,9 @@ impl Options {
     fn with_coalescing(mut self, seed: u64) -> Options {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
         // With persistence and retained messages too: the model stores a QoS 0 RETAIN PUBLISH read behind a QoS 1/2
-        // one on its topic in the same segment after it, as the broker does (seed 767, `retain_after_chunk`).
+        // one on its topic in the same segment after it, as the broker does (seed 767, `retain_after_chunk`), and
+        // processes nothing behind a PUBLISH that closes a 3.1.1 connection while storage is suspended (seeds 865,
+        // 4010, ..., `transient_close`).
         self.coalesce = rng.gen_bool(0.5);
         self
     }

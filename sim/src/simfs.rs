@@ -236,7 +236,12 @@ impl SimFs {
         let bit = 1u8 << disk.rng.gen_range(0..8);
         let inode = disk.inodes.get_mut(&id)?;
         inode.data[at] ^= bit;
-        disk.flips.entry(id).or_default().push((at as u64, bit));
+        // A second flip of the same bit undoes the first: the data is whole again there, nothing left to notice.
+        let flips = disk.flips.entry(id).or_default();
+        match flips.iter().position(|&flip| flip == (at as u64, bit)) {
+            Some(undone) => drop(flips.remove(undone)),
+            None => flips.push((at as u64, bit)),
+        }
         disk.counts.flips += 1;
         Some(Flip {
             path,

@@ -186,6 +186,13 @@ fn finds_connect_rate_shared_between_addresses() {
     finds("connect-rate-shared");
 }
 
+/// Recovery without `durable::capped_deadline`: after a restart on a clock set back, a message's expiry deadline is
+/// stretched by the jump, so a copy arrives with more of its interval left than the model allows [MQTT-3.3.2-6].
+#[test]
+fn finds_restart_deadline_uncapped() {
+    finds("restart-deadline-uncapped");
+}
+
 /// Publish-rate buckets refilled only for whole seconds: a PUBACK 0x97 where the model's buckets had a token.
 #[test]
 fn finds_publish_rate_refilled_in_whole_seconds() {

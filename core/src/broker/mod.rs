@@ -669,9 +669,11 @@ impl Broker {
         self.timers.compact(|deadline, timer| match timer {
             Timer::RetainedStream(key) => streams.contains_key(&key),
             Timer::Connection(conn) | Timer::Refusal(conn) => connections.contains_key(&conn),
-            Timer::SessionExpiry(key) => sessions
-                .get(&key)
-                .is_some_and(|s| s.connection.is_none() && s.expires_at == Some(deadline)),
+            // The entry `expiry_timer_due` names stays, whatever the session's state: `arm_expiry_timer` arms no
+            // new one while it is pending, counting on it to re-check and re-arm when it fires. Dropped because a
+            // later drop had moved `expires_at`, it left the session without any entry, never to expire (seed 3629
+            // of the simulator) [MQTT-4.1.0-2]. At most one entry per session is kept.
+            Timer::SessionExpiry(key) => sessions.get(&key).is_some_and(|s| s.expiry_timer_due == Some(deadline)),
             Timer::WillDelay(key) => sessions.get(&key).is_some_and(|s| {
                 s.connection.is_none() && s.pending_will.as_ref().is_some_and(|w| w.publish_at == deadline)
             }),

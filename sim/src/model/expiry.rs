@@ -41,6 +41,7 @@ mod tests {
             expires: true,
             expiry: Some(secs),
             first_seen_ms: 1_000,
+            earliest_seen_ms: 1_000,
             bytes: 5,
         }
     }

@@ -32,6 +32,9 @@ pub struct MessageInfo {
     /// The Message Expiry Interval it was published with (seconds) and when the broker first processed it (ms).
     pub expiry: Option<u32>,
     pub first_seen_ms: u64,
+    /// The earliest `first_seen_ms` has been: a restart on a clock set back moves `first_seen_ms` later for the new
+    /// broker, but a copy the old broker sent still carries an interval reduced by its own, longer, count.
+    pub earliest_seen_ms: u64,
     /// Payload bytes, as the broker's queue accounting counts them.
     pub bytes: u64,
 }

@@ -172,8 +172,11 @@ impl World {
                     self.forget_refused(&pending);
                 }
                 Some(_) => {
+                    // A 3.1.1 acknowledgement carries no reason code: one of a PUBLISH the publish rate may have
+                    // refused says nothing either (see `rate_refused_unseen`).
+                    let rate = !v5 && self.rate_refused_unseen(pending.conn, packet_id);
                     pending.plan.maybe_dropped =
-                        !v5 && (pending.uncertain.is_some() || self.model.budget_may_be_used_up(0));
+                        !v5 && (pending.uncertain.is_some() || rate || self.model.budget_may_be_used_up(0));
                     if pending.plan.maybe_dropped && pending.publish.qos == QoS::ExactlyOnce {
                         // Dropped, the broker does not keep its packet id (nothing to deliver twice).
                         self.model.qos2_unsure.insert((client, packet_id));
@@ -242,7 +245,8 @@ impl World {
                     let mut plan = self
                         .model
                         .plan_publish(Some(pending.client), &pending.publish, pending.id);
-                    plan.maybe_dropped = !v5 && self.model.budget_may_be_used_up(0);
+                    let rate = !v5 && self.rate_refused_unseen(pending.conn, pending.publish.packet_id);
+                    plan.maybe_dropped = !v5 && (rate || self.model.budget_may_be_used_up(0));
                     if plan.maybe_dropped && pending.publish.qos == QoS::ExactlyOnce {
                         self.model
                             .qos2_unsure
@@ -272,10 +276,12 @@ impl World {
     fn expect_transient_error_close(&mut self, pending: &PendingPublish, acks: &Acks) -> Result<(), Violation> {
         let (client, packet_id) = (pending.client, pending.publish.packet_id);
         let reply = acks.replies.get(&(pending.conn, packet_id));
-        if pending.qos2_maybe_held && !acks.closed.contains(&pending.conn) && reply.is_none_or(|r| !r.is_error()) {
+        let closed = acks.closed.contains(&pending.conn);
+        if pending.qos2_maybe_held && reply.map_or(!closed, |r| !r.is_error()) {
             // The broker kept the id of the first receipt: the resend is a duplicate, answered with PUBREC and
             // nothing stored [MQTT-4.3.3-9] — now, or behind output the client has not read yet (seed 19886); that
-            // first receipt's routing is already unsure in the model.
+            // first receipt's routing is already unsure in the model. A new PUBLISH read after it in the same
+            // segment may still close the connection (coalesced, seeds 9182, 9348, 15488): the PUBREC went first.
             self.log(format!(
                 "c{client} {:?}: broker answers the resend of QoS 2 id={packet_id} as a duplicate (storage suspended)",
                 pending.conn
@@ -366,6 +372,22 @@ impl World {
                 self.model.ever_retained.insert(id);
             }
         }
+    }
+
+    /// Whether the publish rate may have refused this QoS 1/2 PUBLISH of a 3.1.1 client that the broker
+    /// acknowledged: 3.1.1 has no reason codes, so the refusal (0x97 in MQTT 5.0 section 3.4.2.1) goes out as a plain
+    /// PUBACK/PUBREC, and a refused QoS 2 id is not kept. The model must not count on the broker keeping it (seed
+    /// 8984: resends of ids 18 and 22 unsure since an earlier connection, read again when the rate may have been
+    /// used up, held, then acknowledged; recovery restored no incoming QoS 2 ids, the model had {18, 22}).
+    fn rate_refused_unseen(&mut self, conn: ConnectionId, packet_id: u16) -> bool {
+        let unseen = self.rate_may_refuse(conn, packet_id) == Some(true);
+        if unseen {
+            self.log(format!(
+                "{conn:?}: acknowledged PUBLISH id={packet_id}, which the publish rate may have refused (3.1.1: no \
+                 reason code)"
+            ));
+        }
+        unseen
     }
 
     /// A PUBLISH the broker refused (quota): routed nowhere, and a QoS 2 packet id is not remembered (the

@@ -84,6 +84,7 @@ impl World {
             } else {
                 (info.first_seen_ms + jump).min(restart)
             };
+            info.earliest_seen_ms = info.earliest_seen_ms.min(info.first_seen_ms);
         }
         if forward {
             for state in self.model.wills.values_mut() {

@@ -37,6 +37,7 @@ mod receive;
 mod subids;
 mod sys_topics;
 mod tracing;
+mod transient_close;
 mod wills;
 mod workload;
 
@@ -102,6 +103,8 @@ struct Link {
     refusal: Option<max_qos::ExpectedRefusal>,
     /// An enhanced-authentication connection and what it expects next (see `enhanced_auth`).
     auth: Option<enhanced_auth::AuthProbe>,
+    /// Whether the broker reads the rest of the current input (see `transient_close`).
+    rest_of_input: transient_close::RestOfInput,
 }
 
 /// Counters for the summary.
@@ -582,6 +585,7 @@ impl World {
                 verdict_lost: false,
                 refusal: None,
                 auth: None,
+                rest_of_input: Default::default(),
             },
         );
         let peer = SocketAddr::from(([10, 0, 0, host], (conn.0 % 60_000) as u16 + 1));
@@ -687,6 +691,7 @@ impl World {
             };
             self.sys_publishes_read(&packets);
             self.connect_rate_reads(conn, &packets);
+            self.input_starts(conn);
             if let Some(client) = client {
                 for packet in packets {
                     if self.hold_until_verdict(conn, &packet) {
@@ -763,6 +768,7 @@ impl World {
             .and_then(|link| link.held.take())
             .unwrap_or_default();
         let client = self.links.get(&conn).and_then(|link| link.client);
+        self.input_starts(conn);
         if self.broker.awaiting_verdict(conn) {
             if let Some(client) = client {
                 for packet in &held {
@@ -787,6 +793,16 @@ impl World {
             // Closed by the publish rate at an earlier packet: the broker reads nothing more from it.
             return;
         }
+        let maybe_unread = match self.rest_of_input(conn) {
+            transient_close::RestOfInput::Unread => {
+                self.log(format!(
+                    "c{client} {conn:?}: not processed, the connection closed at an earlier PUBLISH"
+                ));
+                return;
+            }
+            transient_close::RestOfInput::MaybeUnread => true,
+            transient_close::RestOfInput::Read => false,
+        };
         self.observe_read(packet);
         match packet {
             Packet::Connect(connect) => {
@@ -828,6 +844,7 @@ impl World {
             }
             Packet::Publish(publish) => {
                 self.republished_into_new_session(client, publish);
+                self.transient_close_reads(client, conn, publish);
                 let Some(rate_unsure) = self.publish_rate_admits(client, conn, publish) else {
                     return;
                 };
@@ -851,6 +868,7 @@ impl World {
                             expires: publish.properties.message_expiry_interval.is_some(),
                             expiry: publish.properties.message_expiry_interval,
                             first_seen_ms: self.now,
+                            earliest_seen_ms: self.now,
                             bytes: publish.payload.len() as u64,
                         };
                         self.model.messages.insert(id.clone(), info);
@@ -860,7 +878,8 @@ impl World {
                     let mut plan = self.model.plan_publish(Some(client), publish, id);
                     // A QoS 0 PUBLISH the rate may have dropped silently: its retained topic holds it or the
                     // message before (seed 19049: unsure QoS 2 resends left the buckets unknown).
-                    plan.maybe_dropped = rate_unsure;
+                    // Or one the broker may not have read (see `transient_close`).
+                    plan.maybe_dropped = rate_unsure || maybe_unread;
                     self.retain_after_chunk(&plan, publish);
                     self.model.apply_publish(plan);
                 } else {

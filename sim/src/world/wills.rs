@@ -62,6 +62,7 @@ impl World {
             expires: false,
             expiry: None,
             first_seen_ms: self.now,
+            earliest_seen_ms: self.now,
             bytes: will.payload.len() as u64,
         };
         self.model.will_messages.insert(id.clone(), info);
