@@ -207,6 +207,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
         "restart-deadline-uncapped" => Some(Core::RestartDeadlineUncapped),
+        "queue-full-one-early" => Some(Core::QueueFullOneEarly),
         _ => None,
     };
     let storage = match name {

@@ -169,6 +169,10 @@ pub enum PlantedBug {
     /// One connect-rate bucket for the whole broker instead of one per address: clients from one address use up
     /// the CONNECTs of every other.
     ConnectRateShared,
+    /// A session's queue counts as full one message early (`max_queued_messages` - 1): an online subscriber's
+    /// publishers are held, and an offline one drops, with one slot still free. Only an exact count of the queue
+    /// (the inflight window mirrored, not every unread delivery counted as queued) tells it from a full queue.
+    QueueFullOneEarly,
 }
 
 impl Default for Config {

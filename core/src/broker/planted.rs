@@ -34,6 +34,7 @@ pub(super) enum PlantedBugKind {
     SysBytesSwapped,
     MaximumQos0Unlimited,
     ConnectRateShared,
+    QueueFullOneEarly,
 }
 
 impl Broker {
@@ -115,6 +116,7 @@ impl Broker {
                     PlantedBugKind::MaximumQos0Unlimited
                 )
                 | (Some(PlantedBug::ConnectRateShared), PlantedBugKind::ConnectRateShared)
+                | (Some(PlantedBug::QueueFullOneEarly), PlantedBugKind::QueueFullOneEarly)
         )
     }
 

@@ -213,12 +213,15 @@ pub enum BudgetCheck {
 pub struct QueueLimits {
     messages: usize,
     bytes: u64,
+    /// The planted bug `QueueFullOneEarly`: 1, else 0.
+    planted_early: usize,
 }
 
 impl QueueLimits {
     /// Whether the session's queue can take no further message.
     pub fn is_full(self, session: &Session) -> bool {
-        session.queue().len() >= self.messages || (self.bytes > 0 && session.queued_bytes >= self.bytes)
+        session.queue().len() + self.planted_early >= self.messages
+            || (self.bytes > 0 && session.queued_bytes >= self.bytes)
     }
 
     /// Whether an online session has drained far enough to wake the publishers waiting on it (three quarters of
@@ -445,6 +448,7 @@ impl Broker {
         QueueLimits {
             messages: self.config.max_queued_messages,
             bytes: self.config.max_queued_bytes,
+            planted_early: usize::from(self.planted(super::planted::PlantedBugKind::QueueFullOneEarly)),
         }
     }
 

@@ -182,6 +182,12 @@ pub struct RoutingPlan {
     pub maybe_dropped: bool,
     /// Routed at a moment the model cannot pin down (see `Model::unpin`).
     unpinned: bool,
+    /// The model's `batch` when it was planned (the PUBLISH read in the next input).
+    batch: u64,
+    /// Merged by `make_optional`: the broker may have routed it as early as `batch`, so its deliveries count from
+    /// then and what was routed since is not inferred dropped when a client receives this one first (see
+    /// `queue::Entry::batch`).
+    early: bool,
 }
 
 impl Model {
@@ -226,6 +232,8 @@ impl RoutingPlan {
         }
         self.targets.sort_by(|a, b| a.0.cmp(&b.0));
         self.targets.dedup_by(|a, b| a.0 == b.0);
+        self.batch = self.batch.min(earlier.batch);
+        self.early = true;
     }
 }
 
@@ -411,6 +419,8 @@ impl Model {
             via_admission: publisher.is_some(),
             maybe_dropped: false,
             unpinned: false,
+            batch: self.batch,
+            early: false,
         };
         // A message without an id (an empty one clearing a retained topic) is queued like any other: it counts in
         // the queue bounds under the empty id, but nothing is owed for it.
@@ -519,7 +529,7 @@ impl Model {
                 self.sessions[key.0].backlog.push(Entry {
                     id: key.2.clone(),
                     bytes: plan.bytes,
-                    batch: self.batch,
+                    batch: if plan.early { plan.batch } else { self.batch },
                     received: false,
                     in_window: false,
                     packet_id: 0,

@@ -328,16 +328,9 @@ impl World {
     /// A held PUBLISH whose connection is gone was dropped unrouted, unless it was admitted unseen (blind).
     fn drop_held(&mut self, pending: &PendingPublish) {
         if pending.blind {
-            // Maybe admitted unseen, its acknowledgement still in the output buffer when the connection went: its
-            // copies may sit in subscribers' queues, and count towards their bounds (seed 15108), though none is
-            // owed.
-            let mut plan = self
-                .model
-                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
-            self.model.unpin(&mut plan);
-            plan.make_optional(pending.plan.clone());
-            plan.maybe_dropped = true;
-            self.model.apply_publish(plan);
+            // Maybe admitted unseen, its acknowledgement still in the output buffer when the connection went (seed
+            // 15108).
+            self.route_maybe_admitted(pending);
         }
         if pending.blind && pending.publish.retain {
             // Maybe admitted unseen before the connection went: the topic holds it or what it had.
@@ -354,6 +347,35 @@ impl World {
             }
             self.model.forget_qos2(pending.client, pending.publish.packet_id);
         }
+    }
+
+    /// A held PUBLISH the broker may have admitted unseen (its publisher did not read, so the acknowledgement may
+    /// have stayed in the output buffer) before it went: its copies may sit in subscribers' queues since as early
+    /// as it was read, and count towards their bounds, though none is owed.
+    pub(super) fn route_maybe_admitted(&mut self, pending: &PendingPublish) {
+        let mut plan = self
+            .model
+            .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+        self.model.unpin(&mut plan);
+        plan.make_optional(pending.plan.clone());
+        plan.maybe_dropped = true;
+        self.model.apply_publish(plan);
+    }
+
+    /// A SUBSCRIBE while blind PUBLISHes wait: the broker may admit each at any moment until the model sees it go,
+    /// so its plan takes in the subscribers of every moment since it was read, not just of its reading and of its
+    /// end (seed 1540: c4 subscribed to `a/#` and unsubscribed while c0's m0:6 waited, got the copy admitted in
+    /// between, ahead of m3:2, and the model, with no entry for that copy, took it for a later resend's).
+    pub(super) fn widen_blind_plans(&mut self) {
+        let mut waiting = std::mem::take(&mut self.awaiting_admission);
+        for pending in waiting.iter_mut().filter(|p| p.blind) {
+            let mut now = self
+                .model
+                .plan_publish(Some(pending.client), &pending.publish, pending.id.clone());
+            now.make_optional(pending.plan.clone());
+            pending.plan = now;
+        }
+        self.awaiting_admission = waiting;
     }
 
     /// The publisher's connection does not read, so the broker may admit this PUBLISH without the model seeing

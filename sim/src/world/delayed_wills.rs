@@ -28,6 +28,8 @@ pub struct DelayedWills {
     away: BTreeMap<usize, MsgId>,
     /// Wills the model published at their due Tick: owed to every matching subscriber.
     owed: BTreeSet<MsgId>,
+    /// Fault-phase wills counted in their subscribers' queues once due (see `count_due_wills`).
+    counted: BTreeSet<MsgId>,
     /// Clients that come back with a will with this delay (seconds), to leave again at once.
     rearm: BTreeMap<usize, u32>,
     /// The liveness phase's own random stream for these choices.
@@ -200,6 +202,40 @@ impl World {
     /// Whether some client still stays away (the liveness phase is not quiet until all are back).
     pub(super) fn someone_away(&self) -> bool {
         !self.delayed_wills.away.is_empty() || !self.delayed_wills.rearm.is_empty()
+    }
+
+    /// A fault-phase delayed will whose delay has run out goes out at the broker's next Tick (or has, for a Clean
+    /// Start), to the subscribers of that moment, which the model does not pin down: from now on its copies may
+    /// sit in their queues. They count towards the queue bounds, owed to none and droppable, so the count stays
+    /// an upper bound (seed 2382: will w3:2 filled c1's offline queue to its 30, and the broker rightly dropped
+    /// the resend of m3:17 the model had counted room for).
+    pub(super) fn count_due_wills(&mut self) {
+        let due: Vec<(MsgId, Pending)> = self
+            .delayed_wills
+            .pending
+            .iter()
+            .filter(|(id, p)| {
+                !self.delayed_wills.counted.contains(*id)
+                    && !self.delayed_wills.away.contains_key(&p.client)
+                    && matches!(self.model.wills.get(*id), Some(WillState::Delayed { due_at }) if *due_at <= self.now)
+            })
+            .map(|(id, p)| (id.clone(), p.clone()))
+            .collect();
+        for (id, pending) in due {
+            self.delayed_wills.counted.insert(id.clone());
+            let will = Publish {
+                qos: pending.qos,
+                retain: pending.retain,
+                topic: format!("will/{}", pending.client),
+                payload: Bytes::from(id.clone()),
+                ..Default::default()
+            };
+            let mut plan = self.model.plan_publish(None, &will, Some(id));
+            self.model.unpin(&mut plan);
+            plan.make_optional(plan.clone());
+            plan.maybe_dropped = true;
+            self.model.apply_publish(plan);
+        }
     }
 
     /// Before the broker's timers fire at `now`: a will of a client that stays away is due at its Tick, and the

@@ -520,6 +520,7 @@ impl World {
 
     fn fire_timers(&mut self) -> Result<(), Violation> {
         self.publish_delayed_wills_due();
+        self.count_due_wills();
         while self.broker.poll_timeout().is_some_and(|t| self.broker_due(t)) {
             self.spend_tick()?;
             self.broker_input(Input::Tick)?;
@@ -809,6 +810,8 @@ impl World {
                 self.expiry_on_connect(client, conn, connect);
                 self.takeover_decides_will(client, connect.clean_start);
                 self.model.on_connect(client, connect.clean_start, self.now);
+                // Clean Start ends the old session: its delayed will is due now.
+                self.count_due_wills();
                 let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
                 let window = usize::from(receive_maximum.min(self.opts.max_inflight).max(1));
                 self.model.on_attached(client, conn.0, window);
@@ -836,6 +839,7 @@ impl World {
                 self.model
                     .predicted_subacks
                     .insert((client, subscribe.packet_id), predicted);
+                self.widen_blind_plans();
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in &unsubscribe.filters {
