@@ -35,6 +35,13 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Take a snapshot of the applied image (and compact the log) after this many applied entries.
     pub snapshot_entries: u64,
+    /// Or once the entries applied since the last snapshot carry this many bytes (and four times the last
+    /// snapshot's size, so a large image is not rewritten for a small log). Entries of a busy leader's turns are
+    /// tens of kilobytes: 10,000 of them are hundreds of megabytes per node, in memory and on disk. Not lower by
+    /// default: a snapshot is taken and written on the loop, so with a large image (100,000 messages queued for
+    /// slow subscribers: 14.7 MB, 0.3-0.9 s on a busy machine) more frequent snapshots stalled every node past
+    /// the election timeout (bench/cluster.sh's fan-out row with clients on all nodes, with 32 MiB).
+    pub snapshot_bytes: u64,
     /// Largest peer message accepted, header included.
     pub max_peer_message: usize,
     /// Whether a node that does not lead relays its clients to the leader (see `relay`); without it, such a node
@@ -74,6 +81,7 @@ impl NodeConfig {
             broker: BrokerConfig::default(),
             seed: 0,
             snapshot_entries: 10_000,
+            snapshot_bytes: 256 << 20,
             max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
             relay_clients: false,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,

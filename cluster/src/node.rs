@@ -286,6 +286,9 @@ impl std::fmt::Display for PeerProgress {
 /// from now rather than firing a burst of elections.
 const MAX_CATCH_UP_TICKS: u32 = 64;
 
+/// The image's garbage is collected once it holds at least this many messages (and twice the live ones).
+const COLLECT_MIN_MESSAGES: usize = 4096;
+
 /// A cluster node. See the module documentation for how to drive it.
 pub struct Node {
     config: NodeConfig,
@@ -295,6 +298,11 @@ pub struct Node {
     /// Digest of every entry applied so far (see `wire::fold_digest`).
     digest: u64,
     last_snapshot: u64,
+    /// Bytes of entry data applied since the last snapshot, and the size of that snapshot's data.
+    applied_bytes: u64,
+    last_snapshot_bytes: u64,
+    /// Collect the image's garbage once it holds this many messages (see `collect_garbage`).
+    collect_at: usize,
     /// Set once this node leads: the index of its term's first entry, applied before it may serve.
     serve_after: Option<u64>,
     broker: Option<Broker>,
@@ -401,6 +409,9 @@ impl Node {
             applied,
             digest,
             last_snapshot: snapshot_index,
+            applied_bytes: 0,
+            last_snapshot_bytes: 0,
+            collect_at: COLLECT_MIN_MESSAGES,
             serve_after: None,
             broker: None,
             held,
@@ -937,6 +948,8 @@ impl Node {
                 self.digest = digest;
                 self.applied = index;
                 self.last_snapshot = index;
+                self.applied_bytes = 0;
+                self.last_snapshot_bytes = snapshot.data.len() as u64;
                 self.raft.mut_store().install_snapshot(snapshot.clone());
                 self.outputs.push_back(NodeOutput::PersistSnapshot {
                     snapshot,
@@ -959,6 +972,7 @@ impl Node {
                 continue;
             }
             self.digest = wire::fold_digest(self.digest, entry.index, entry.term, &entry.data);
+            self.applied_bytes += entry.data.len() as u64;
             let mut events = Vec::new();
             if entry.get_entry_type() == EntryType::EntryNormal {
                 match self.take_proposed(entry.index, entry.term) {
@@ -975,6 +989,22 @@ impl Node {
             self.applied = entry.index;
             self.release(entry.index, entry.term);
         }
+        self.collect_garbage();
+    }
+
+    /// Drops the messages no queue entry refers to any more, once they may be as many as the live ones: a `Done`
+    /// record ends a queue entry but leaves its message in the image (another entry may refer to it). Without this
+    /// every message a durable session ever received stays in memory on every node and in each snapshot (43 MB
+    /// after 10,000 entries of a QoS 1 bench); collecting it all at snapshot time took the loop 0.4-1.4 s on a busy
+    /// machine, past the election timeout. Collected this way the cost is amortised over the messages stored
+    /// meanwhile. Safe between entries: an entry that queues a message carries its `Store` too (the broker stores
+    /// a message again in each input that queues it), so no later entry refers to a message collected here.
+    fn collect_garbage(&mut self) {
+        if self.image.messages.len() < self.collect_at {
+            return;
+        }
+        self.image.collect_garbage();
+        self.collect_at = (2 * self.image.messages.len()).max(COLLECT_MIN_MESSAGES);
     }
 
     /// The records this leader proposed as the entry at `index` in `term`, if it did; proposals before `index`
@@ -1132,13 +1162,17 @@ impl Node {
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.applied < self.last_snapshot + self.config.snapshot_entries.max(1) {
+        let bytes_due = self.applied_bytes >= self.config.snapshot_bytes.max(4 * self.last_snapshot_bytes);
+        if self.applied < self.last_snapshot + self.config.snapshot_entries.max(1) && !bytes_due {
             return;
         }
         let index = self.applied;
         let Ok(term) = raft::Storage::term(self.raft.store(), index) else {
             return;
         };
+        // The snapshot holds live messages only (see `collect_garbage`).
+        self.image.collect_garbage();
+        self.collect_at = (2 * self.image.messages.len()).max(COLLECT_MIN_MESSAGES);
         let mut snapshot = Snapshot {
             data: wire::encode_snapshot_data(self.digest, &self.image),
             ..Snapshot::default()
@@ -1149,6 +1183,8 @@ impl Node {
         meta.set_conf_state(self.raft.store().conf_state().clone());
         self.raft.mut_store().compact(snapshot.clone());
         self.last_snapshot = index;
+        self.applied_bytes = 0;
+        self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.outputs.push_back(NodeOutput::PersistSnapshot {
             snapshot,
             discard_log: false,

@@ -454,10 +454,11 @@ impl ClusterCore {
         self.release_durable();
     }
 
-    /// Starts a sync of every write made so far, unless they are synced or a sync is in flight.
+    /// Asks for a sync of every write made so far, unless they are synced or already asked for. The sync thread
+    /// runs one at a time: this one starts when the one in flight returns, without waiting for the loop.
     fn start_sync(&mut self) {
-        let in_flight = self.syncer.as_ref().and_then(Syncer::in_flight).is_some();
-        if self.synced == self.written || in_flight {
+        let requested = self.syncer.as_ref().and_then(Syncer::in_flight).unwrap_or(0);
+        if self.synced == self.written || requested >= self.written {
             return;
         }
         let seq = self.written;

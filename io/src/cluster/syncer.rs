@@ -8,27 +8,39 @@
 //! the loop still acts on an output only once the sync covering the persists before it has completed (see
 //! `ClusterCore::release_durable`).
 //!
-//! One request in flight at a time, each covering everything written before it was made (a later request covers
-//! all writes since): a group commit that pipelines one sync with the writes of the next batch.
+//! One sync in flight at a time, each covering everything written before it started. The loop hands the thread its
+//! newest write as it makes it (a later request replaces one the thread has not taken yet), and the thread starts the
+//! next sync as soon as the previous one returns if a request waits: consecutive syncs do not wait for the loop to be
+//! scheduled, hear of the completion and ask again (on a busy machine each such wake-up can cost a scheduler tick).
 
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 
 /// A sync request's outcome: the write sequence number it covers, and whether the disk took it.
 pub type SyncDone = (u64, io::Result<()>);
 
+/// What the loop hands the thread: the newest write not yet taken (its sequence number and a handle of the log it
+/// went to), and whether the loop is gone.
+#[derive(Default)]
+struct Requests {
+    newest: Option<(u64, File)>,
+    closed: bool,
+}
+
+type Shared = Arc<(Mutex<Requests>, Condvar)>;
+
 /// The sync thread and the loop's ends of its channels.
 pub struct Syncer {
-    requests: mpsc::Sender<(u64, File)>,
+    requests: Shared,
     done: mpsc::Receiver<SyncDone>,
     /// Readable when a sync completed (the thread writes a byte): wakes the loop.
     wake: UnixStream,
     token: Token,
-    /// The write sequence number of the request in flight.
+    /// The newest write sequence number requested and not yet reported synced.
     in_flight: Option<u64>,
 }
 
@@ -37,11 +49,12 @@ impl Syncer {
     pub fn start(registry: &Registry, token: Token) -> io::Result<Syncer> {
         let (mut wake, mut notify) = UnixStream::pair()?;
         registry.register(&mut wake, token, Interest::READABLE)?;
-        let (requests, incoming) = mpsc::channel::<(u64, File)>();
+        let requests: Shared = Arc::default();
+        let theirs = Arc::clone(&requests);
         let (finished, done) = mpsc::channel::<SyncDone>();
         thread::Builder::new().name("raft-sync".to_string()).spawn(move || {
-            // Ends when the loop drops its `Syncer` (the request channel closes).
-            while let Ok((seq, file)) = incoming.recv() {
+            // Ends when the loop drops its `Syncer` (see `Drop`).
+            while let Some((seq, file)) = next_request(&theirs) {
                 let result = file.sync_data();
                 if finished.send((seq, result)).is_err() {
                     return;
@@ -63,38 +76,80 @@ impl Syncer {
         self.token
     }
 
+    /// The newest write sequence number requested and not yet reported synced.
     pub fn in_flight(&self) -> Option<u64> {
         self.in_flight
     }
 
-    /// Asks the thread to sync `file` (a handle of the log) for the writes up to sequence number `seq`. False if
-    /// the thread is gone (the caller syncs on the loop instead).
+    /// Asks the thread to sync `file` (a handle of the log) for the writes up to sequence number `seq`, after the
+    /// sync it is running (if any); replaces a request it has not started, which this one covers. False if the
+    /// thread is gone (the caller syncs on the loop instead).
     pub fn request(&mut self, seq: u64, file: File) -> bool {
-        if self.requests.send((seq, file)).is_err() {
+        let (lock, ready) = &*self.requests;
+        let Ok(mut requests) = lock.lock() else {
+            // The thread panicked holding the lock (it cannot short of an allocation failure).
             return false;
-        }
+        };
+        requests.newest = Some((seq, file));
+        ready.notify_one();
         self.in_flight = Some(seq);
         true
     }
 
-    /// The completed request, if it has completed (after a wake-up, or polled at the end of a turn).
+    /// The newest completed sync, if any completed (after a wake-up, or polled at the end of a turn): every sync
+    /// that completed is drained, and the first failure wins over later successes (nothing after a failed sync may
+    /// be promised).
     pub fn completed(&mut self) -> Option<SyncDone> {
         let mut scratch = [0u8; 64];
         // Edge-triggered: read the wake-up bytes until none are left.
         while matches!(self.wake.read(&mut scratch), Ok(n) if n > 0) {}
-        match self.done.try_recv() {
-            Ok(done) => {
-                self.in_flight = None;
-                Some(done)
-            }
-            Err(mpsc::TryRecvError::Empty) => None,
-            Err(mpsc::TryRecvError::Disconnected) => {
-                // The thread died (it cannot panic short of an allocation failure): whatever was in flight is
-                // unknown, so it is reported as failed and the node stops rather than promise it.
-                let seq = self.in_flight.take()?;
-                Some((seq, Err(io::Error::other("the Raft log's sync thread stopped"))))
+        let mut newest: Option<u64> = None;
+        loop {
+            match self.done.try_recv() {
+                Ok((seq, Ok(()))) => newest = Some(newest.map_or(seq, |n| n.max(seq))),
+                Ok((seq, Err(e))) => {
+                    self.in_flight = None;
+                    return Some((seq, Err(e)));
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // The thread died (it cannot panic short of an allocation failure): whatever was in flight is
+                    // unknown, so it is reported as failed and the node stops rather than promise it.
+                    let seq = self.in_flight.take()?;
+                    return Some((seq, Err(io::Error::other("the Raft log's sync thread stopped"))));
+                }
             }
         }
+        let seq = newest?;
+        if self.in_flight.is_some_and(|requested| requested <= seq) {
+            self.in_flight = None;
+        }
+        Some((seq, Ok(())))
+    }
+}
+
+/// Waits for the next request (`None`: the loop is gone).
+fn next_request(shared: &Shared) -> Option<(u64, File)> {
+    let (lock, ready) = &**shared;
+    let mut requests = lock.lock().ok()?;
+    loop {
+        if let Some(request) = requests.newest.take() {
+            return Some(request);
+        }
+        if requests.closed {
+            return None;
+        }
+        requests = ready.wait(requests).ok()?;
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        let (lock, ready) = &*self.requests;
+        if let Ok(mut requests) = lock.lock() {
+            requests.closed = true;
+        }
+        ready.notify_one();
     }
 }
 
