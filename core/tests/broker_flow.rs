@@ -95,6 +95,41 @@ fn qos2_publish_to_a_full_queue_gets_pubrec_only_when_taken_mqtt_4_3_3() {
     assert_eq!(recs(&mut h), vec![4]);
 }
 
+/// A QoS 2 resend of a PUBLISH already received (its id awaits PUBREL) read behind a held PUBLISH is answered in
+/// its turn: PUBRECs leave in the order the PUBLISHes were received [MQTT-4.6.0-3], [MQTT-4.3.3-9]. Found by the
+/// simulator's acknowledgement-order check (seed 2703: PUBREC 92 overtook the held id 80). The held duplicate does
+/// not count twice against Receive Maximum [MQTT-3.3.4-7].
+#[test]
+fn qos2_duplicate_behind_a_held_publish_is_answered_in_its_turn_mqtt_4_6_0_3() {
+    let (mut h, sub, publisher) = slow_subscriber_setup(5);
+    for i in 1..=4u16 {
+        publish(&mut h, publisher, "t", &i.to_string(), QoS::ExactlyOnce, i);
+    }
+    let recs = |h: &mut Harness| -> Vec<u16> {
+        h.recv_all(publisher)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::PubRec(r) => Some(r.packet_id),
+                Packet::Disconnect(d) => panic!("disconnected: {:?}", d.reason),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(recs(&mut h), vec![1, 2, 3], "4 is held for room");
+    // The publisher missed PUBREC 2 and sends it again: a duplicate, read after 4.
+    let mut again = publish_packet("t", "2", QoS::ExactlyOnce, 2);
+    again.dup = true;
+    h.send(publisher, Packet::Publish(again));
+    assert_eq!(recs(&mut h), Vec::<u16>::new(), "PUBREC 2 must not overtake the held 4");
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        received.extend(ack_all(&mut h, sub));
+    }
+    // Delivered once each: the duplicate is not routed again.
+    assert_eq!(received, vec!["1", "2", "3", "4"]);
+    assert_eq!(recs(&mut h), vec![4, 2]);
+}
+
 #[test]
 fn publisher_keeps_being_served_while_its_publish_is_held() {
     let (mut h, sub, publisher) = slow_subscriber_setup(1024);

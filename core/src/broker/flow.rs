@@ -30,6 +30,9 @@ pub struct HeldPublish {
     pub denied: bool,
     /// Refused by a quota (see `quota`): acknowledged with this reason, routed nowhere.
     pub refused: Option<ReasonCode>,
+    /// A QoS 2 resend of a PUBLISH already received (its id awaits PUBREL): nothing to route, answered PUBREC again
+    /// [MQTT-4.3.3-9], but in its turn behind the PUBLISHes held before it [MQTT-4.6.0-3].
+    pub duplicate: bool,
 }
 
 /// What became of a PUBLISH offered for routing.
@@ -114,9 +117,12 @@ impl Broker {
             .map(|c| c.held().map(|h| h.packet_id).collect())
     }
 
-    /// Number of QoS 1/2 PUBLISHes of this connection held unacknowledged.
+    /// Number of QoS 1/2 PUBLISHes of this connection held unacknowledged, beyond the QoS 2 ids already received
+    /// (a held duplicate's id is counted there).
     pub(super) fn held_count(&self, conn: ConnectionId) -> usize {
-        self.connections.get(&conn).map_or(0, |c| c.held().count())
+        self.connections
+            .get(&conn)
+            .map_or(0, |c| c.held().filter(|h| !h.duplicate).count())
     }
 
     /// Whether a QoS 1/2 PUBLISH with this id is already held on the connection (a retransmission of it).
@@ -128,6 +134,10 @@ impl Broker {
 
     fn admit_publish(&mut self, conn: ConnectionId, publisher: SessionKey, publish: &HeldPublish) -> Admission {
         let message = &publish.message;
+        if publish.duplicate {
+            // Stored already, so neither storage nor the queues have a say.
+            return Admission::Accepted(ReasonCode::SUCCESS);
+        }
         // Checked first, so the rule is plain: while storage takes no writes, every QoS 1/2 PUBLISH of a 3.1.1/3.1
         // client closes its connection, refused or denied ones too (a 3.1.1 client cannot tell those apart from
         // an acceptance anyway).
@@ -238,7 +248,7 @@ impl Broker {
                 self.send(conn, &Packet::PubAck(PubResponse::new(packet_id, reason)));
             }
             QoS::ExactlyOnce => {
-                if !reason.is_error() {
+                if !reason.is_error() && !publish.duplicate {
                     if let Some(session) = self.sessions.get_mut(&publisher) {
                         session.incoming_qos2_mut().insert(packet_id);
                     }

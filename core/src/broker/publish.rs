@@ -84,7 +84,23 @@ impl Broker {
                 && session.incoming_qos2().contains(&packet_id)
                 && !self.planted(PlantedBugKind::Qos2DuplicateDelivered)
             {
-                // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing.
+                // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing. Behind a held
+                // PUBLISH, in its turn: PUBRECs leave in the order the PUBLISHes were received [MQTT-4.6.0-3].
+                if self.connections.get(&conn).is_some_and(|c| c.has_held()) && !self.is_held(conn, packet_id) {
+                    let message = Arc::new(Message::from_publish(0, publish, topic, self.now, 0));
+                    let duplicate = HeldPublish {
+                        packet_id,
+                        qos,
+                        message,
+                        denied: false,
+                        refused: None,
+                        duplicate: true,
+                    };
+                    if let Some(connection) = self.connections.get_mut(&conn) {
+                        connection.extras().held.push_back(duplicate);
+                    }
+                    return;
+                }
                 self.send(conn, &Packet::PubRec(PubResponse::new(packet_id, ReasonCode::SUCCESS)));
                 return;
             }
@@ -130,6 +146,7 @@ impl Broker {
             message,
             denied,
             refused,
+            duplicate: false,
         };
         self.receive_publish(conn, key, held);
     }

@@ -8,8 +8,7 @@
 //!   waits behind it (refused ones too): the order stays;
 //! - a refusal (0x87, 0x90, 0x97, ...) is an acknowledgement like any other, in its turn;
 //! - a QoS 1 resend with DUP is a new PUBLISH, acknowledged in its turn; a QoS 2 resend of an id awaiting PUBREL
-//!   is answered PUBREC again, at once, which the broker does even ahead of held PUBLISHes: not checked yet (see
-//!   `ack_order_read`);
+//!   is answered PUBREC again [MQTT-4.3.3-9], also in its turn (behind PUBLISHes held before it);
 //! - a resend of a PUBLISH the broker still holds on the same connection is not a new one (the held copy is
 //!   acknowledged), so it takes no place of its own;
 //! - a connection closed mid-way acknowledges nothing more, so nothing after the gap can overtake it.
@@ -36,21 +35,10 @@ fn lane(qos: QoS) -> Option<usize> {
 
 impl World {
     /// The broker read a PUBLISH on `conn`: a QoS 1/2 one is owed its acknowledgement after those read before it.
-    pub(super) fn ack_order_read(&mut self, client: usize, conn: ConnectionId, publish: &Publish) {
+    pub(super) fn ack_order_read(&mut self, conn: ConnectionId, publish: &Publish) {
         let Some(lane) = lane(publish.qos) else {
             return;
         };
-        // Not checked: a QoS 2 resend of an id awaiting PUBREL, which the broker answers PUBREC at once, ahead of
-        // PUBLISHes it holds for room (seeds 1214 1953 2151 2703 2746 2803 4381 of 1..5000; seed 2703: PUBREC 92
-        // before the held 80) [MQTT-4.6.0-3]. Holding the duplicate in turn (tried) made seed 3235 restore incoming
-        // QoS 2 ids the model had not, not traced: left for a follow-up.
-        let id = publish.packet_id;
-        let duplicate = publish.qos == QoS::ExactlyOnce
-            && (self.model.sessions[client].qos2_pending.contains(&id)
-                || self.model.qos2_unsure.contains(&(client, id)));
-        if duplicate {
-            return;
-        }
         let ids = &mut self.ack_order.unacked.entry(conn).or_default()[lane];
         // A resend of one still unacknowledged here (held by the broker) is not a new PUBLISH.
         if !ids.contains(&publish.packet_id) {

@@ -636,10 +636,13 @@ impl World {
 }
 
 /// Held PUBLISHes die unrouted with their connections when the broker crashes: a QoS 2 one's packet id is free
-/// again.
+/// again, unless the broker may have held it as a duplicate of an id it kept (see `drop_held`).
 pub(super) fn forget_held(model: &mut Model, held: &[PendingPublish]) {
     for pending in held {
         if pending.publish.qos == QoS::ExactlyOnce {
+            if pending.qos2_maybe_held {
+                model.qos2_unsure.insert((pending.client, pending.publish.packet_id));
+            }
             model.forget_qos2(pending.client, pending.publish.packet_id);
         }
     }

@@ -857,7 +857,7 @@ impl World {
                 }
             }
             Packet::Publish(publish) => {
-                self.ack_order_read(client, conn, publish);
+                self.ack_order_read(conn, publish);
                 self.republished_into_new_session(client, publish);
                 // A resend is a new publication, stored (and retained) anew with its own expiry stamp: the last read
                 // bounds the stamp of the copy the broker holds, whatever it made of this one.
