@@ -739,60 +739,38 @@ fn publish_header(topic: &str, payload_len: usize) -> Vec<u8> {
     out
 }
 
-/// Many authenticated clients each send most of a 1 MiB PUBLISH and stall: 40 x 900 KiB would be 35 MiB held
-/// in the broker. Above max_partial_input_bytes (4 MiB here) the broker stops reading from the clients holding the
-/// most (their bytes wait in the kernel), logs it, and a well-behaved client keeps its QoS 1 round trips. Once the
-/// stallers finish their packets the total drains and every one of them is read again and answers a PINGREQ, on
-/// both drivers: io_uring's receives are bounded and not armed for a client held back, so nobody is closed.
-#[test]
-fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
-    const CLIENTS: usize = 40;
-    const PAYLOAD: usize = 1024 * 1024;
-    const SENT: usize = 900 * 1024;
-    let broker = BrokerProcess::start(&["--max-partial-input-bytes", "4194304"]);
-    let epoll = on_epoll(&broker);
-    let witness = Witness::connect(&broker);
-    let before = broker.rss_bytes();
-    let header = publish_header("stall/x", PAYLOAD);
-    let stallers: Vec<_> = (0..CLIENTS)
+/// A stalled PUBLISH announces a 1 MiB payload and sends 900 KiB of it.
+const STALL_PAYLOAD: usize = 1024 * 1024;
+const STALL_SENT: usize = 900 * 1024;
+
+/// `clients` raw connections to `port`, each sending a stalled PUBLISH from a thread of its own: once the broker
+/// stops reading, the writes block (and the kernel's buffers hold the rest of the 900 KiB).
+fn start_stallers(port: u16, clients: usize) -> Vec<std::thread::JoinHandle<(TcpStream, bool)>> {
+    let header = publish_header("stall/x", STALL_PAYLOAD);
+    (0..clients)
         .map(|i| {
-            let mut s = raw_client(broker.port(), &format!("stall{i}"));
+            let mut s = raw_client(port, &format!("stall{i}"));
             s.set_write_timeout(Some(3 * WAIT)).unwrap();
             let header = header.clone();
-            // Each in its own thread: once the broker stops reading, the writes block (and the kernel's buffers
-            // hold the rest of the 900 KiB).
             std::thread::spawn(move || {
-                let sent = s.write_all(&header).and_then(|_| s.write_all(&vec![b'p'; SENT]));
+                let sent = s.write_all(&header).and_then(|_| s.write_all(&vec![b'p'; STALL_SENT]));
                 (s, sent.is_ok())
             })
         })
-        .collect();
-    let mut peak = before;
-    let started = Instant::now();
-    let mut n = 0;
-    while started.elapsed() < Duration::from_secs(3) {
-        peak = peak.max(broker.rss_bytes());
-        n += 1;
-        if n % 25 == 0 {
-            witness.round_trip(n);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    witness.round_trip(0);
-    assert!(
-        broker.wait_for_log("exceed max_partial_input_bytes", WAIT),
-        "the broker logs that it stops reading"
-    );
-    let during = broker.rss_bytes();
-    peak = peak.max(during);
-    // Each staller finishes its packet and pings: every one is read again and answers.
-    let finishers: Vec<_> = stallers
+        .collect()
+}
+
+/// Each staller finishes its packet and pings, each from a thread of its own: true where PINGRESP came back
+/// [MQTT-3.12.4-1], false where the broker closed the connection; one neither answered nor closed panics.
+fn finish_stallers(stallers: Vec<std::thread::JoinHandle<(TcpStream, bool)>>) -> Vec<std::thread::JoinHandle<bool>> {
+    stallers
         .into_iter()
         .map(|t| {
             let (mut s, sent) = t.join().unwrap();
             std::thread::spawn(move || {
-                let finished =
-                    sent && s.write_all(&vec![b'p'; PAYLOAD - SENT]).is_ok() && s.write_all(&[0xC0, 0]).is_ok();
+                let finished = sent
+                    && s.write_all(&vec![b'p'; STALL_PAYLOAD - STALL_SENT]).is_ok()
+                    && s.write_all(&[0xC0, 0]).is_ok();
                 let mut pingresp = [0u8; 2];
                 let answered = finished && s.read_exact(&mut pingresp).is_ok();
                 if answered {
@@ -814,7 +792,42 @@ fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
                 }
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Many authenticated clients each send most of a 1 MiB PUBLISH and stall: 40 x 900 KiB would be 35 MiB held
+/// in the broker. Above max_partial_input_bytes (4 MiB here) the broker stops reading from the clients holding the
+/// most (their bytes wait in the kernel), logs it, and a well-behaved client keeps its QoS 1 round trips. Once the
+/// stallers finish their packets the total drains and every one of them is read again and answers a PINGREQ, on
+/// both drivers: io_uring's receives are bounded and not armed for a client held back, so nobody is closed.
+#[test]
+fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
+    const CLIENTS: usize = 40;
+    let broker = BrokerProcess::start(&["--max-partial-input-bytes", "4194304"]);
+    let epoll = on_epoll(&broker);
+    let witness = Witness::connect(&broker);
+    let before = broker.rss_bytes();
+    let stallers = start_stallers(broker.port(), CLIENTS);
+    let mut peak = before;
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        peak = peak.max(broker.rss_bytes());
+        n += 1;
+        if n % 25 == 0 {
+            witness.round_trip(n);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    witness.round_trip(0);
+    assert!(
+        broker.wait_for_log("exceed max_partial_input_bytes", WAIT),
+        "the broker logs that it stops reading"
+    );
+    let during = broker.rss_bytes();
+    peak = peak.max(during);
+    // Each staller finishes its packet and pings: every one is read again and answers.
+    let finishers = finish_stallers(stallers);
     while finishers.iter().any(|f| !f.is_finished()) {
         peak = peak.max(broker.rss_bytes());
         std::thread::sleep(Duration::from_millis(20));
@@ -1111,26 +1124,13 @@ fn a_slow_subscriber_under_a_flood_keeps_its_pings_read() {
 #[test]
 fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_budget() {
     const CLIENTS: usize = 40;
-    const PAYLOAD: usize = 1024 * 1024;
-    const SENT: usize = 900 * 1024;
     let nodes = three_nodes(&["--max-partial-input-bytes", "4194304"]);
     let (leader, follower) = (&nodes.0[nodes.1], &nodes.0[nodes.2]);
     let witness = Witness::connect(follower);
     witness.round_trip(0);
     let rss = || (leader.rss_bytes(), follower.rss_bytes());
     let before = rss();
-    let header = publish_header("stall/x", PAYLOAD);
-    let stallers: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let mut s = raw_client(follower.port(), &format!("stall{i}"));
-            s.set_write_timeout(Some(3 * WAIT)).unwrap();
-            let header = header.clone();
-            std::thread::spawn(move || {
-                let sent = s.write_all(&header).and_then(|_| s.write_all(&vec![b'p'; SENT]));
-                (s, sent.is_ok())
-            })
-        })
-        .collect();
+    let stallers = start_stallers(follower.port(), CLIENTS);
     let mut peak = before;
     let track = |peak: &mut (u64, u64)| {
         let now = rss();
@@ -1150,18 +1150,7 @@ fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_bu
     witness.round_trip(1);
     let logged = follower.wait_for_log("exceed max_partial_input_bytes", Duration::from_secs(2));
     let during = track(&mut peak);
-    let finishers: Vec<_> = stallers
-        .into_iter()
-        .map(|t| {
-            let (mut s, sent) = t.join().unwrap();
-            std::thread::spawn(move || {
-                let finished =
-                    sent && s.write_all(&vec![b'p'; PAYLOAD - SENT]).is_ok() && s.write_all(&[0xC0, 0]).is_ok();
-                let mut pingresp = [0u8; 2];
-                finished && s.read_exact(&mut pingresp).is_ok() && pingresp == [0xD0, 0]
-            })
-        })
-        .collect();
+    let finishers = finish_stallers(stallers);
     while finishers.iter().any(|f| !f.is_finished()) {
         track(&mut peak);
         std::thread::sleep(Duration::from_millis(20));
