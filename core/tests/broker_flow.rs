@@ -36,6 +36,18 @@ fn pubacks(h: &mut Harness, conn: ConnectionId) -> Vec<u16> {
         .collect()
 }
 
+/// The ids of the PUBRECs `conn` has received so far; a DISCONNECT among them fails the test.
+fn pubrecs(h: &mut Harness, conn: ConnectionId) -> Vec<u16> {
+    h.recv_all(conn)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubRec(r) => Some(r.packet_id),
+            Packet::Disconnect(d) => panic!("disconnected: {:?}", d.reason),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Acknowledges every PUBLISH the subscriber has received so far; returns their payloads.
 fn ack_all(h: &mut Harness, sub: ConnectionId) -> Vec<String> {
     let got = publishes(h, sub);
@@ -72,27 +84,18 @@ fn qos2_publish_to_a_full_queue_gets_pubrec_only_when_taken_mqtt_4_3_3() {
     for i in 1..=4u16 {
         publish(&mut h, publisher, "t", &i.to_string(), QoS::ExactlyOnce, i);
     }
-    let recs = |h: &mut Harness| -> Vec<u16> {
-        h.recv_all(publisher)
-            .into_iter()
-            .filter_map(|p| match p {
-                Packet::PubRec(r) => Some(r.packet_id),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(recs(&mut h), vec![1, 2, 3]);
+    assert_eq!(pubrecs(&mut h, publisher), vec![1, 2, 3]);
     // A retransmission of the held PUBLISH is not a second message.
     let mut again = publish_packet("t", "4", QoS::ExactlyOnce, 4);
     again.dup = true;
     h.send(publisher, Packet::Publish(again));
-    assert_eq!(recs(&mut h), Vec::<u16>::new());
+    assert_eq!(pubrecs(&mut h, publisher), Vec::<u16>::new());
     let mut received = Vec::new();
     for _ in 0..10 {
         received.extend(ack_all(&mut h, sub));
     }
     assert_eq!(received, vec!["1", "2", "3", "4"]);
-    assert_eq!(recs(&mut h), vec![4]);
+    assert_eq!(pubrecs(&mut h, publisher), vec![4]);
 }
 
 /// A QoS 2 resend of a PUBLISH already received (its id awaits PUBREL) read behind a held PUBLISH is answered in
@@ -105,29 +108,23 @@ fn qos2_duplicate_behind_a_held_publish_is_answered_in_its_turn_mqtt_4_6_0_3() {
     for i in 1..=4u16 {
         publish(&mut h, publisher, "t", &i.to_string(), QoS::ExactlyOnce, i);
     }
-    let recs = |h: &mut Harness| -> Vec<u16> {
-        h.recv_all(publisher)
-            .into_iter()
-            .filter_map(|p| match p {
-                Packet::PubRec(r) => Some(r.packet_id),
-                Packet::Disconnect(d) => panic!("disconnected: {:?}", d.reason),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(recs(&mut h), vec![1, 2, 3], "4 is held for room");
+    assert_eq!(pubrecs(&mut h, publisher), vec![1, 2, 3], "4 is held for room");
     // The publisher missed PUBREC 2 and sends it again: a duplicate, read after 4.
     let mut again = publish_packet("t", "2", QoS::ExactlyOnce, 2);
     again.dup = true;
     h.send(publisher, Packet::Publish(again));
-    assert_eq!(recs(&mut h), Vec::<u16>::new(), "PUBREC 2 must not overtake the held 4");
+    assert_eq!(
+        pubrecs(&mut h, publisher),
+        Vec::<u16>::new(),
+        "PUBREC 2 must not overtake the held 4"
+    );
     let mut received = Vec::new();
     for _ in 0..10 {
         received.extend(ack_all(&mut h, sub));
     }
     // Delivered once each: the duplicate is not routed again.
     assert_eq!(received, vec!["1", "2", "3", "4"]);
-    assert_eq!(recs(&mut h), vec![4, 2]);
+    assert_eq!(pubrecs(&mut h, publisher), vec![4, 2]);
 }
 
 #[test]

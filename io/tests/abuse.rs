@@ -795,6 +795,21 @@ fn finish_stallers(stallers: Vec<std::thread::JoinHandle<(TcpStream, bool)>>) ->
         .collect()
 }
 
+/// While the stallers are held back a broker's RSS stays within `bound` of where it started, and its peak (when
+/// they finish, one packet each in flight) within 4 MiB more.
+fn assert_stalled_rss_within(node: &str, before: u64, during: u64, peak: u64, bound: u64) {
+    assert!(
+        during < before + bound,
+        "{node}: RSS {during} while stalled grew more than {} MiB over {before}",
+        bound / MIB
+    );
+    assert!(
+        peak < before + bound + 4 * MIB,
+        "{node}: peak RSS {peak} grew more than {} MiB over {before}",
+        bound / MIB + 4
+    );
+}
+
 /// Many authenticated clients each send most of a 1 MiB PUBLISH and stall: 40 x 900 KiB would be 35 MiB held
 /// in the broker. Above max_partial_input_bytes (4 MiB here) the broker stops reading from the clients holding the
 /// most (their bytes wait in the kernel), logs it, and a well-behaved client keeps its QoS 1 round trips. Once the
@@ -851,16 +866,7 @@ fn stalled_partial_publishes_beyond_the_input_budget_stop_being_read() {
     // are 35 MiB (measured +43 MiB with a 1 GiB budget). io_uring adds its receive buffers (8 MiB once used) and
     // one bounded receive (64 KiB) per client it holds back (2.5 MiB).
     let bound = if epoll { 20 * MIB } else { 28 * MIB };
-    assert!(
-        during < before + bound,
-        "RSS {during} while stalled grew more than {} MiB over {before}",
-        bound / MIB
-    );
-    assert!(
-        peak < before + bound + 4 * MIB,
-        "peak RSS {peak} grew more than {} MiB over {before}",
-        bound / MIB + 4
-    );
+    assert_stalled_rss_within("broker", before, during, peak, bound);
 }
 
 /// A masked WebSocket frame from the client (all-zero mask) of `opcode` carrying `payload` (< 126 bytes).
@@ -1169,21 +1175,8 @@ fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_bu
     // Unbounded, the leader would hold the 35 MiB of stalled packets (and the follower its relay copies). Bounded:
     // the budget (4 MiB), one finisher's packet (1 MiB), read buffers, and io_uring's receive buffers.
     let bound = if on_epoll(follower) { 20 * MIB } else { 28 * MIB };
-    for (node, before, during, peak) in [
-        ("leader", before.0, during.0, peak.0),
-        ("follower", before.1, during.1, peak.1),
-    ] {
-        assert!(
-            during < before + bound,
-            "{node}: RSS {during} while stalled grew more than {} MiB over {before}",
-            bound / MIB
-        );
-        assert!(
-            peak < before + bound + 4 * MIB,
-            "{node}: peak RSS {peak} grew more than {} MiB over {before}",
-            bound / MIB + 4
-        );
-    }
+    assert_stalled_rss_within("leader", before.0, during.0, peak.0, bound);
+    assert_stalled_rss_within("follower", before.1, during.1, peak.1, bound);
 }
 
 /// A 3-node cluster whose nodes run with `extra` flags, its leader elected; returns the nodes, the leader's index
