@@ -1156,6 +1156,7 @@ fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_bu
     witness.round_trip(1);
     let logged = follower.wait_for_log("exceed max_partial_input_bytes", Duration::from_secs(2));
     let during = track(&mut peak);
+    let finishing = Instant::now();
     let finishers = finish_stallers(stallers);
     while finishers.iter().any(|f| !f.is_finished()) {
         track(&mut peak);
@@ -1164,7 +1165,10 @@ fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_bu
     let answered = finishers.into_iter().map(|f| f.join().unwrap()).filter(|a| *a).count();
     witness.round_trip(2);
     let after = rss();
-    let what = format!("{CLIENTS} stalled 1 MiB PUBLISHes via a follower, 4 MiB input budget ({answered} answered)");
+    let what = format!(
+        "{CLIENTS} stalled 1 MiB PUBLISHes via a follower, 4 MiB input budget ({answered} answered in {} ms)",
+        finishing.elapsed().as_millis()
+    );
     report(&format!("{what}: leader"), before.0, peak.0, after.0);
     report(&format!("{what}: follower"), before.1, peak.1, after.1);
     assert!(logged, "the follower logs that it stops reading");

@@ -723,6 +723,7 @@ impl Core for ClusterCore {
         self.now = self.now.max(now);
         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
             transport.on_timers(registry, Instant::now(), &mut self.peer_events);
+            transport.read_more(registry, &mut self.peer_events);
         }
         self.deliver_peer_events();
         if self.node.has_unproposed() {
@@ -750,6 +751,7 @@ impl Core for ClusterCore {
         let held = !syncing && (!self.held.is_empty() || !self.held_clients.is_empty());
         let pending = self.unsynced || held || !self.peer_events.is_empty();
         let pending = pending || self.node.has_unproposed();
+        let pending = pending || self.transport.as_ref().is_some_and(PeerTransport::has_unfinished_reads);
         let held = pending.then(Instant::now);
         let links = self.transport.as_ref().and_then(PeerTransport::next_deadline);
         let stop = self.removed_at.map(|at| at + REMOVED_GRACE);

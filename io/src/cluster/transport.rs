@@ -38,6 +38,10 @@ pub const NOTICE_RESERVE: usize = 65_536;
 /// Accepted connections held at once (legitimate peers need one each, plus ones being replaced).
 const MAX_INBOUND: usize = 64;
 const READ_CHUNK: usize = 64 * 1024;
+/// What one readiness turn reads from an accepted connection before the node handles it: the frames read are
+/// handed up and consumed in the same turn, so this (plus one frame being assembled) bounds what a fast sender
+/// makes a node hold at once. A connection left readable is read again in the next turn ([`PeerTransport::read_more`]).
+const READ_PER_TURN: usize = 1024 * 1024;
 
 /// What the links report to the node.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,6 +116,9 @@ pub struct PeerTransport {
     next_inbound: usize,
     hello: Bytes,
     read_buf: Vec<u8>,
+    /// Accepted connections whose last turn stopped at `READ_PER_TURN` with more to read: edge-triggered readiness
+    /// will not report them again, so they are read at the next turn.
+    unfinished: Vec<usize>,
 }
 
 impl PeerTransport {
@@ -136,6 +143,7 @@ impl PeerTransport {
             inbound: HashMap::new(),
             hello,
             read_buf: vec![0; READ_CHUNK],
+            unfinished: Vec::new(),
         };
         // Dialling fails only asynchronously here (the events come with the connection's readiness).
         let mut events = Vec::new();
@@ -363,11 +371,28 @@ impl PeerTransport {
         }
     }
 
+    /// Whether an accepted connection has more to read than its last turn took.
+    pub fn has_unfinished_reads(&self) -> bool {
+        !self.unfinished.is_empty()
+    }
+
+    /// Reads on from the accepted connections whose last turn stopped at its bound.
+    pub fn read_more(&mut self, registry: &Registry, events: &mut Vec<PeerEvent>) {
+        for token in std::mem::take(&mut self.unfinished) {
+            self.read_inbound(registry, token, events);
+        }
+    }
+
     fn read_inbound(&mut self, registry: &Registry, token: usize, events: &mut Vec<PeerEvent>) {
         let result = match self.inbound.get_mut(&token) {
             Some(conn) => read_frames(conn, &mut self.read_buf, &self.config, &self.links, events),
             None => return,
         };
+        if let Ok(Turn::More) = result {
+            if !self.unfinished.contains(&token) {
+                self.unfinished.push(token);
+            }
+        }
         if let Err(reason) = result {
             match reason {
                 Drop::Closed => {
@@ -420,6 +445,7 @@ impl PeerTransport {
     }
 
     fn drop_inbound(&mut self, registry: &Registry, token: usize) {
+        self.unfinished.retain(|t| *t != token);
         if let Some(mut conn) = self.inbound.remove(&token) {
             let _ = registry.deregister(&mut conn.stream);
         }
@@ -436,25 +462,39 @@ enum Drop {
     Member(mqtt_cluster::MemberChange),
 }
 
-/// Reads what the socket holds and hands up every whole frame.
+/// How a read turn on an accepted connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    /// The socket is drained until its next readiness event.
+    Drained,
+    /// `READ_PER_TURN` was read and the socket may hold more.
+    More,
+}
+
+/// Reads what the socket holds, up to `READ_PER_TURN`, and hands up every whole frame.
 fn read_frames(
     conn: &mut Inbound,
     read_buf: &mut [u8],
     config: &TransportConfig,
     links: &BTreeMap<u64, Link>,
     events: &mut Vec<PeerEvent>,
-) -> Result<(), Drop> {
+) -> Result<Turn, Drop> {
+    let mut read = 0;
     loop {
+        if read >= READ_PER_TURN {
+            return Ok(Turn::More);
+        }
         match conn.stream.read(read_buf) {
             Ok(0) => {
                 take_frames(conn, config, links, events)?;
                 return Err(Drop::Closed);
             }
             Ok(n) => {
+                read += n;
                 conn.buf.extend_from_slice(&read_buf[..n]);
                 take_frames(conn, config, links, events)?;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Turn::Drained),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Drop::Refused(format!("read error: {e}"))),
         }
