@@ -13,6 +13,12 @@
 //! "readable" (and read one buffer per turn, like epoll's fair reading), a listener with accepted descriptors is
 //! "acceptable", a send that did not complete within the `io_uring_enter` that issued it found the socket full
 //! (`Flush::Blocked`, so the core hears `WriteBlocked` exactly as under epoll).
+//!
+//! A turn's sends wait for the input that arrived while the turn ran (see `wait`): epoll reads each socket when
+//! the read turn reaches it, so its reads also take what came in meanwhile, whereas a ring turn sees only what
+//! the kernel had received when the turn began. Without that, the ring sent about half again as many (smaller)
+//! sends per message as epoll on the QoS 1 rows of `bench/io_drivers.sh`, each one a TCP delivery and a client
+//! wake-up (BENCHMARKS.md, "I/O drivers").
 
 use super::conn::Conn;
 use super::outbox::Outbox;
@@ -297,6 +303,10 @@ pub struct Ring {
     bufs_returned: bool,
     /// Receives are multishot, each limited to `RECV_MAX` bytes in all (else single, see `RECV_MAX`).
     limited_multishot: bool,
+    /// The last `wait` held the turn's sends back to collect input first (see `wait`): this one sends.
+    deferred_sends: bool,
+    /// Connections whose send waits for room in the socket (`RingConn::stalled`).
+    stalled: usize,
 }
 
 impl Ring {
@@ -349,6 +359,8 @@ impl Ring {
             completions: Vec::new(),
             bufs_returned: false,
             limited_multishot: std::env::var(SINGLE_RECV_ENV).is_err(),
+            deferred_sends: false,
+            stalled: 0,
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -457,6 +469,9 @@ impl Ring {
         }
         if let Some(sending) = rc.sending.take() {
             self.orphans.insert(id, sending);
+        }
+        if rc.stalled {
+            self.stalled -= 1;
         }
         if rc.recv_armed {
             let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
@@ -585,7 +600,33 @@ impl Ring {
         timeout: Option<Duration>,
         conns: &mut HashMap<ConnectionId, Box<Conn>>,
     ) -> io::Result<Vec<Completion>> {
-        self.prepare(conns)?;
+        let mut timeout = timeout;
+        // Input arrived while the turn ran (completions, or receives the kernel completes at the next enter): take
+        // it first, without waiting, and hold the turn's sends for the next wait, so that one send per connection
+        // carries the answers to both. The next wait sends whatever has come in by then, so a send is held for one
+        // short turn at most. Not while any socket is full: then the clients are not keeping up, and reading more
+        // before sending only feeds the backlogs (a flood into 40 readers that never read peaked 7 MiB higher in
+        // `io/tests/abuse.rs`).
+        let collect_first =
+            !self.deferred_sends && self.stalled == 0 && !self.to_send.is_empty() && self.input_waiting();
+        self.deferred_sends = collect_first;
+        if collect_first {
+            timeout = Some(Duration::ZERO);
+        }
+        self.prepare(conns, !collect_first)?;
+        self.enter(timeout)?;
+        self.reap(conns);
+        self.note_stalls();
+        Ok(std::mem::take(&mut self.completions))
+    }
+
+    /// Whether completions or task work (receives the kernel has yet to complete) wait for the loop.
+    fn input_waiting(&mut self) -> bool {
+        self.ring.submission().taskrun() || !self.ring.completion().is_empty()
+    }
+
+    /// One `io_uring_enter`: submit what is queued and wait for one completion or `timeout`.
+    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let result = match timeout {
             Some(t) if t.is_zero() => {
                 let sq = self.ring.submission();
@@ -605,24 +646,27 @@ impl Ring {
             None => self.ring.submit_and_wait(1),
         };
         match result {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
         }
-        self.reap(conns);
-        // A send still in flight after the enter that issued it waits for room in the socket.
+    }
+
+    /// A send still in flight after the enter that issued it waits for room in the socket.
+    fn note_stalls(&mut self) {
         for id in std::mem::take(&mut self.issued) {
             if let Some(rc) = self.conns.get_mut(&id) {
                 if rc.sending.is_some() && !rc.stalled {
                     rc.stalled = true;
+                    self.stalled += 1;
                     self.completions.push(Completion::Flushable(id));
                 }
             }
         }
-        Ok(std::mem::take(&mut self.completions))
     }
 
-    fn prepare(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>) -> io::Result<()> {
+    /// Push the turn's receives and (`send`) sends to the submission queue.
+    fn prepare(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>, send: bool) -> io::Result<()> {
         if self.bufs_returned {
             self.bufs_returned = false;
             self.bufs.publish();
@@ -654,6 +698,9 @@ impl Ring {
             }
             .user_data(user_data(KIND_RECV, id.0));
             self.push(entry)?;
+        }
+        if !send {
+            return Ok(());
         }
         for id in std::mem::take(&mut self.to_send) {
             let (Some(rc), Some(conn)) = (self.conns.get_mut(&id), conns.get_mut(&id)) else {
@@ -810,7 +857,9 @@ impl Ring {
             return;
         };
         rc.sending = None;
-        rc.stalled = false;
+        if std::mem::take(&mut rc.stalled) {
+            self.stalled -= 1;
+        }
         if res < 0 {
             rc.send_error = Some(io::Error::from_raw_os_error(-res));
         } else if let Ok(wire) = conn.wire(&mut rc.wire) {
