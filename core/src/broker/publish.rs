@@ -332,7 +332,7 @@ impl Broker {
         };
         let window = usize::from(connection.client_receive_maximum.min(self.config.max_inflight).max(1));
         let alias_free = connection.client_topic_alias_maximum == 0;
-        let mut to_send = Vec::new();
+        let mut to_send = std::mem::take(&mut self.pump_buffer);
         let mut expired = Vec::new();
         let mut expired_bytes = 0;
         let mut outbuf_len = connection.outbuf.len();
@@ -375,13 +375,14 @@ impl Broker {
             self.persist_sent(key, *seq, *packet_id, *state);
         }
         let mut dropped = false;
-        for (_, _, packet_id, outgoing) in to_send {
+        for (_, _, packet_id, outgoing) in to_send.drain(..) {
             if !self.send_outgoing(conn, outgoing, packet_id) {
                 // Too large for the client: behave as if it had been delivered [MQTT-3.1.2-25].
                 self.complete_inflight(key, packet_id);
                 dropped = true;
             }
         }
+        self.pump_buffer = to_send;
         dropped
     }
 
@@ -610,9 +611,12 @@ impl Broker {
     }
 }
 
+/// One delivery a pump sends: its queue sequence number, the acknowledgement awaited, its packet id, the PUBLISH.
+pub(super) type Pumped = (u64, Awaiting, u16, Outgoing);
+
 /// A PUBLISH on its way out: the message and form of a shareable one (its bytes may come from the shared
 /// encoding), or a packet built for this subscriber alone.
-enum Outgoing {
+pub(super) enum Outgoing {
     Shared {
         message: Arc<Message>,
         qos: QoS,
