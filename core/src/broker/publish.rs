@@ -268,7 +268,7 @@ impl Broker {
     /// and the inflight window pulls from there.
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery) {
         // Read access is checked per delivery, so a wide subscription brings only what the client may read.
-        if !self.may_read(key, &delivery.message.topic) {
+        if self.authenticator.restricts_reads() && !self.may_read(key, &delivery.message.topic) {
             return;
         }
         let (limits, over_budget) = (self.queue_limits(), self.over_budget());
@@ -499,6 +499,14 @@ impl Broker {
         let Some(position) = session.inflight_position(packet_id) else {
             return;
         };
+        self.complete_inflight_at(key, position);
+    }
+
+    /// Ends the flow of the inflight entry at `position` of `key`'s window.
+    fn complete_inflight_at(&mut self, key: SessionKey, position: usize) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
         if let Some(entry) = session.remove_inflight(position) {
             self.persist_done(key, entry.delivery.seq);
             self.count_dequeued(key, delivery_bytes(&entry.delivery));
@@ -518,8 +526,8 @@ impl Broker {
             s.inflight_position(ack.packet_id)
                 .filter(|&i| s.inflight()[i].state == Awaiting::PubAck)
         });
-        if expected.is_some() {
-            self.complete_inflight(key, ack.packet_id);
+        if let Some(position) = expected {
+            self.complete_inflight_at(key, position);
             if !self.expiring_head_left_queued(key) {
                 self.pump(key);
             }
