@@ -986,12 +986,14 @@ fn on_epoll(broker: &BrokerProcess) -> bool {
 /// The other side of the input budget: well-behaved clients that each send a whole 1 MiB PUBLISH at the same time,
 /// all halfway through before any finishes (8 MiB of partial packets against a 4 MiB budget). Holding back the clients that hold the most must not make them wait on each
 /// other forever: one at a time finishes its packet, the total drains, and every one is answered, on both
-/// drivers (io_uring closed 7 of 16 before its receives were bounded), within bounded memory.
+/// drivers (io_uring closed 7 of 16 before its receives were bounded), within bounded memory. Without timers
+/// (`--sys-interval 0`) nothing but the driver's own review wakes a parked connection whose input already waits in
+/// the kernel: a loop that slept instead stalled until the next `$SYS` tick (10 s, past the clients' patience).
 #[test]
 fn many_large_publishes_at_once_beyond_the_input_budget_all_complete() {
     const CLIENTS: usize = 16;
     const PAYLOAD: usize = 1024 * 1024;
-    let broker = BrokerProcess::start(&["--max-partial-input-bytes", "4194304"]);
+    let broker = BrokerProcess::start(&["--max-partial-input-bytes", "4194304", "--sys-interval", "0"]);
     let epoll = on_epoll(&broker);
     let witness = Witness::connect(&broker);
     let before = broker.rss_bytes();

@@ -440,6 +440,10 @@ impl<C: Core> Driver<C> {
     pub fn run(mut self) -> Result<(), DriverError> {
         let mut events = Events::with_capacity(1024);
         loop {
+            // A finisher that completed its packet, or a budget that drained, unparks connections whose input
+            // already waits in the kernel: no new event would report it, so review before choosing to sleep (a
+            // burst of large PUBLISHes otherwise stalled until the next timer, the 10 s `$SYS` tick).
+            self.review_parked();
             // Unread input waits for nothing: poll only collects new events then.
             let timeout = if self.readable.is_empty() {
                 self.next_deadline()
