@@ -238,6 +238,7 @@ impl Broker {
         let mut key_rng = ChaCha8Rng::seed_from_u64(seed);
         key_rng.set_stream(1);
         let hash_keys = HashKeys::draw(&mut key_rng);
+        let timers = Timers::new(config.timer_compaction_min);
         Broker {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -253,7 +254,7 @@ impl Broker {
             subscriptions: SubscriptionTree::new(hash_keys),
             retained: RetainedTree::new(),
             retained_streams: BTreeMap::new(),
-            timers: Timers::default(),
+            timers,
             outputs: VecDeque::new(),
             dirty: VecDeque::new(),
             match_buffer: Vec::new(),
@@ -665,6 +666,7 @@ impl Broker {
     /// later disconnect re-armed the session's expiry or will at another deadline. Keeps the queue proportional to
     /// live connections and sessions however often clients come and go.
     fn compact_timers(&mut self) {
+        let expiry_compacted_away = self.planted(planted::PlantedBugKind::SessionExpiryCompactedAway);
         let (connections, sessions, streams) = (&self.connections, &self.sessions, &self.retained_streams);
         self.timers.compact(|deadline, timer| match timer {
             Timer::RetainedStream(key) => streams.contains_key(&key),
@@ -673,6 +675,10 @@ impl Broker {
             // new one while it is pending, counting on it to re-check and re-arm when it fires. Dropped because a
             // later drop had moved `expires_at`, it left the session without any entry, never to expire (seed 3629
             // of the simulator) [MQTT-4.1.0-2]. At most one entry per session is kept.
+            // The planted `SessionExpiryCompactedAway` keeps the old rule, which dropped that entry.
+            Timer::SessionExpiry(key) if expiry_compacted_away => sessions
+                .get(&key)
+                .is_some_and(|s| s.connection.is_none() && s.expires_at == Some(deadline)),
             Timer::SessionExpiry(key) => sessions.get(&key).is_some_and(|s| s.expiry_timer_due == Some(deadline)),
             Timer::WillDelay(key) => sessions.get(&key).is_some_and(|s| {
                 s.connection.is_none() && s.pending_will.as_ref().is_some_and(|w| w.publish_at == deadline)
