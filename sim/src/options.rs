@@ -304,10 +304,10 @@ impl Options {
     }
 
     /// One seed in four (from a stream of its own) is pressed against full queues and the total queued-bytes budget:
-    /// slow subscribers with short queues, mostly 3.1.1 clients (whose PUBLISHes the broker holds, rather than
-    /// refuses, while the budget is used up), QoS 2, persistent sessions, cut connections and takeovers, so that a reconnecting client's resent window meets held PUBLISHes: a QoS 2
-    /// resend of an id awaiting PUBREL read behind a held one must wait its turn [MQTT-4.6.0-3] (the broker's bug of
-    /// seed 2703, otherwise seen in about one seed in 700).
+    /// slow subscribers, mostly 3.1.1 clients (whose PUBLISHes the broker holds, rather than refuses, while the
+    /// budget is used up), QoS 2, persistent sessions, cut connections and takeovers, so that a reconnecting
+    /// client's resent window meets held PUBLISHes: a QoS 2 resend of an id awaiting PUBREL read behind a held one
+    /// must wait its turn [MQTT-4.6.0-3] (the broker's bug of seed 2703, otherwise seen in about one seed in 700).
     fn with_budget_pressure(mut self, seed: u64) -> Options {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0b0d_9e77_4e1d_5eed);
         if rng.gen_bool(0.25) {

@@ -201,6 +201,9 @@ pub struct Broker {
     /// Retained messages still to be sent for wide subscriptions, per session (see `retained_stream`).
     retained_streams: BTreeMap<SessionKey, Vec<retained_stream::RetainedStream>>,
     timers: Timers,
+    /// Topics whose retained message recovery (`retained_recovery`) gave a capped expiry deadline: `restore` records
+    /// them again (see `record_capped`).
+    capped_retained: BTreeSet<String>,
     outputs: VecDeque<Output>,
     /// Connections with bytes in their `outbuf`, in the order they first got some, and handed out in that order:
     /// a fan-out's subscribers before the PUBACK to its publisher (sent after routing), as Mosquitto writes them, so
@@ -255,6 +258,7 @@ impl Broker {
             retained: RetainedTree::new(),
             retained_streams: BTreeMap::new(),
             timers,
+            capped_retained: BTreeSet::new(),
             outputs: VecDeque::new(),
             dirty: VecDeque::new(),
             match_buffer: Vec::new(),
