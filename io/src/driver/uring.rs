@@ -13,6 +13,12 @@
 //! "readable" (and read one buffer per turn, like epoll's fair reading), a listener with accepted descriptors is
 //! "acceptable", a send that did not complete within the `io_uring_enter` that issued it found the socket full
 //! (`Flush::Blocked`, so the core hears `WriteBlocked` exactly as under epoll).
+//!
+//! A turn's sends wait for the input that arrived while the turn ran (see `wait`): epoll reads each socket when
+//! the read turn reaches it, so its reads also take what came in meanwhile, whereas a ring turn sees only what
+//! the kernel had received when the turn began. Without that, the ring sent about half again as many (smaller)
+//! sends per message as epoll on the QoS 1 rows of `bench/io_drivers.sh`, each one a TCP delivery and a client
+//! wake-up (BENCHMARKS.md, "I/O drivers").
 
 use super::conn::Conn;
 use super::outbox::Outbox;
@@ -51,6 +57,11 @@ const SQE_OPTLEN_OFFSET: usize = 44;
 /// Many and small: thousands of quiet clients each hold one for a PUBLISH of a few dozen bytes.
 const RECV_BUFS: u16 = 4096;
 const RECV_BUF_SIZE: usize = 2 * 1024;
+/// How many free buffers the kernel's ring holds at first (512 KiB); doubled, up to all of them, each time a receive
+/// finds it empty. The rest wait in a stack, the most recently returned on top: a ring of every free buffer hands
+/// them out first in, first out, so every receive wrote into memory not touched for 8 MiB (a fan-out of 64 B
+/// messages spent 4 % of the broker's time in the kernel's copy into them, under 1 % for epoll's one read buffer).
+const RING_START: usize = 256;
 const BUF_GROUP: u16 = 0;
 /// Most chunks in one send (Linux's IOV_MAX). Higher than epoll's per-write limit because a connection has one
 /// send per turn here, where epoll's writes loop until the socket is full: a subscriber of many small messages
@@ -171,6 +182,11 @@ struct BufRing {
     /// its first buffer, the others are the entries after it.
     entry_bid: Vec<u16>,
     bid_entry: Vec<u16>,
+    /// Free buffers not in the ring, the most recently returned last.
+    free: Vec<u16>,
+    /// Buffers in the ring (offered, not yet taken by a receive), and how many it may hold (`RING_START`).
+    in_ring: usize,
+    target: usize,
 }
 
 // SAFETY: the mapping is owned by this struct and only touched through `&mut self` (and by the kernel).
@@ -200,21 +216,46 @@ impl BufRing {
             data: vec![0; usize::from(RECV_BUFS) * RECV_BUF_SIZE],
             entry_bid: vec![0; usize::from(RECV_BUFS)],
             bid_entry: vec![0; usize::from(RECV_BUFS)],
+            free: (0..RECV_BUFS).rev().collect(),
+            in_ring: 0,
+            target: RING_START,
         };
         // SAFETY: the mapping lives as long as `bufs`, which the ring's owner drops after the ring (field order).
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(ptr as u64, RECV_BUFS, BUF_GROUP, 0)?;
         }
-        for bid in 0..RECV_BUFS {
-            bufs.give(bid);
-        }
+        bufs.refill();
         bufs.publish();
         Ok(bufs)
     }
 
-    /// Hand buffer `bid` to the kernel (seen once published).
+    /// Buffer `bid` is free again (offered to the kernel by the next `refill`).
     fn give(&mut self, bid: u16) {
+        self.free.push(bid);
+    }
+
+    /// Top the ring up to its target from the most recently freed buffers; whether it took any (then `publish`).
+    fn refill(&mut self) -> bool {
+        let mut offered = false;
+        while self.in_ring < self.target {
+            let Some(bid) = self.free.pop() else {
+                break;
+            };
+            self.offer(bid);
+            offered = true;
+        }
+        offered
+    }
+
+    /// A receive found the ring empty: let it hold more.
+    fn starved(&mut self) {
+        self.target = (self.target * 2).min(usize::from(RECV_BUFS));
+    }
+
+    /// Put buffer `bid` in the ring (seen by the kernel once published).
+    fn offer(&mut self, bid: u16) {
+        self.in_ring += 1;
         let index = usize::from(self.tail & (RECV_BUFS - 1));
         let addr = self.data[usize::from(bid) * RECV_BUF_SIZE..].as_ptr() as u64;
         // SAFETY: `index` < RECV_BUFS, inside the mapping.
@@ -227,11 +268,14 @@ impl BufRing {
         self.tail = self.tail.wrapping_add(1);
     }
 
-    /// The buffers a bundled receive of `len` bytes starting with buffer `first` filled, in order, with how much
-    /// of each: the kernel takes consecutive ring entries and fills each before the next.
-    fn bundle(&self, first: u16, len: usize) -> Vec<(u16, usize)> {
+    /// The buffers a bundled receive of `len` bytes starting with buffer `first` filled (and took out of the
+    /// ring), in order, with how much of each: the kernel takes consecutive ring entries and fills each before the
+    /// next.
+    fn bundle(&mut self, first: u16, len: usize) -> Vec<(u16, usize)> {
         let start = self.bid_entry[usize::from(first)];
-        (0..len.div_ceil(RECV_BUF_SIZE))
+        let count = len.div_ceil(RECV_BUF_SIZE);
+        self.in_ring = self.in_ring.saturating_sub(count);
+        (0..count)
             .map(|i| {
                 let index = usize::from(start.wrapping_add(i as u16) & (RECV_BUFS - 1));
                 (self.entry_bid[index], (len - i * RECV_BUF_SIZE).min(RECV_BUF_SIZE))
@@ -294,9 +338,12 @@ pub struct Ring {
     /// Connections whose receive must be (re-)armed at the next `wait`.
     to_arm: Vec<ConnectionId>,
     completions: Vec<Completion>,
-    bufs_returned: bool,
     /// Receives are multishot, each limited to `RECV_MAX` bytes in all (else single, see `RECV_MAX`).
     limited_multishot: bool,
+    /// The last `wait` held the turn's sends back to collect input first (see `wait`): this one sends.
+    deferred_sends: bool,
+    /// Connections whose send waits for room in the socket (`RingConn::stalled`).
+    stalled: usize,
 }
 
 impl Ring {
@@ -347,8 +394,9 @@ impl Ring {
             orphans: HashMap::new(),
             to_arm: Vec::new(),
             completions: Vec::new(),
-            bufs_returned: false,
             limited_multishot: std::env::var(SINGLE_RECV_ENV).is_err(),
+            deferred_sends: false,
+            stalled: 0,
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -452,11 +500,13 @@ impl Ring {
         for received in rc.received.drain(..) {
             if let Received::Data { bid, .. } = received {
                 self.bufs.give(bid);
-                self.bufs_returned = true;
             }
         }
         if let Some(sending) = rc.sending.take() {
             self.orphans.insert(id, sending);
+        }
+        if rc.stalled {
+            self.stalled -= 1;
         }
         if rc.recv_armed {
             let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
@@ -475,7 +525,6 @@ impl Ring {
         };
         rc.paused = true;
         stash(rc, &mut self.bufs);
-        self.bufs_returned = true;
         log::debug!(
             "conn {}: paused with {} bytes received and unread",
             id.0,
@@ -528,7 +577,6 @@ impl Ring {
             n += len;
             rc.received.pop_front();
             self.bufs.give(bid);
-            self.bufs_returned = true;
         }
         if n > 0 {
             return Ok(n);
@@ -585,7 +633,33 @@ impl Ring {
         timeout: Option<Duration>,
         conns: &mut HashMap<ConnectionId, Box<Conn>>,
     ) -> io::Result<Vec<Completion>> {
-        self.prepare(conns)?;
+        let mut timeout = timeout;
+        // Input arrived while the turn ran (completions, or receives the kernel completes at the next enter): take
+        // it first, without waiting, and hold the turn's sends for the next wait, so that one send per connection
+        // carries the answers to both. The next wait sends whatever has come in by then, so a send is held for one
+        // short turn at most. Not while any socket is full: then the clients are not keeping up, and reading more
+        // before sending only feeds the backlogs (a flood into 40 readers that never read peaked 7 MiB higher in
+        // `io/tests/abuse.rs`).
+        let collect_first =
+            !self.deferred_sends && self.stalled == 0 && !self.to_send.is_empty() && self.input_waiting();
+        self.deferred_sends = collect_first;
+        if collect_first {
+            timeout = Some(Duration::ZERO);
+        }
+        self.prepare(conns, !collect_first)?;
+        self.enter(timeout)?;
+        self.reap(conns);
+        self.note_stalls();
+        Ok(std::mem::take(&mut self.completions))
+    }
+
+    /// Whether completions or task work (receives the kernel has yet to complete) wait for the loop.
+    fn input_waiting(&mut self) -> bool {
+        self.ring.submission().taskrun() || !self.ring.completion().is_empty()
+    }
+
+    /// One `io_uring_enter`: submit what is queued and wait for one completion or `timeout`.
+    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let result = match timeout {
             Some(t) if t.is_zero() => {
                 let sq = self.ring.submission();
@@ -605,26 +679,28 @@ impl Ring {
             None => self.ring.submit_and_wait(1),
         };
         match result {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
         }
-        self.reap(conns);
-        // A send still in flight after the enter that issued it waits for room in the socket.
+    }
+
+    /// A send still in flight after the enter that issued it waits for room in the socket.
+    fn note_stalls(&mut self) {
         for id in std::mem::take(&mut self.issued) {
             if let Some(rc) = self.conns.get_mut(&id) {
                 if rc.sending.is_some() && !rc.stalled {
                     rc.stalled = true;
+                    self.stalled += 1;
                     self.completions.push(Completion::Flushable(id));
                 }
             }
         }
-        Ok(std::mem::take(&mut self.completions))
     }
 
-    fn prepare(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>) -> io::Result<()> {
-        if self.bufs_returned {
-            self.bufs_returned = false;
+    /// Push the turn's receives and (`send`) sends to the submission queue.
+    fn prepare(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>, send: bool) -> io::Result<()> {
+        if self.bufs.refill() {
             self.bufs.publish();
         }
         if !self.epoll_armed {
@@ -654,6 +730,9 @@ impl Ring {
             }
             .user_data(user_data(KIND_RECV, id.0));
             self.push(entry)?;
+        }
+        if !send {
+            return Ok(());
         }
         for id in std::mem::take(&mut self.to_send) {
             let (Some(rc), Some(conn)) = (self.conns.get_mut(&id), conns.get_mut(&id)) else {
@@ -758,7 +837,6 @@ impl Ring {
             // Closed meanwhile: give the buffers back.
             for (bid, _) in taken {
                 self.bufs.give(bid);
-                self.bufs_returned = true;
             }
             return;
         };
@@ -784,6 +862,9 @@ impl Ring {
             // Cancelled (paused; resumed since, it receives again), or every buffer is waiting to be read (receive
             // again once some are back, next turn).
             e if e == -libc::ECANCELED || e == -libc::ENOBUFS => {
+                if e == -libc::ENOBUFS {
+                    self.bufs.starved();
+                }
                 if rc.may_receive() {
                     self.to_arm.push(id);
                 }
@@ -799,7 +880,6 @@ impl Ring {
         if rc.paused {
             // Taken before its cancel landed: aside, like what it held when paused.
             stash(rc, &mut self.bufs);
-            self.bufs_returned = true;
         }
         self.completions.push(Completion::Readable(id));
     }
@@ -810,7 +890,9 @@ impl Ring {
             return;
         };
         rc.sending = None;
-        rc.stalled = false;
+        if std::mem::take(&mut rc.stalled) {
+            self.stalled -= 1;
+        }
         if res < 0 {
             rc.send_error = Some(io::Error::from_raw_os_error(-res));
         } else if let Ok(wire) = conn.wire(&mut rc.wire) {
