@@ -113,3 +113,38 @@ fn message_expiry_is_not_stretched_by_a_clock_set_back_across_a_restart_mqtt_3_3
         "the 600 s message has at most 579 s left, not an hour more: {remaining}"
     );
 }
+
+/// The deadline a restart capped is the message's deadline from then on: a second restart (the clock steady now)
+/// does not cap the recorded one afresh, which would give the message a full interval again and let it outlive its
+/// Message Expiry Interval by the time the broker ran in between [MQTT-3.3.2-5], [MQTT-3.3.2-6].
+#[test]
+fn a_capped_message_expiry_is_not_capped_afresh_by_a_later_restart_mqtt_3_3_2_5() {
+    let mut h = durable_harness();
+    let sub = connected(&mut h, persistent("sub", 7200));
+    subscribe(&mut h, sub, "t", QoS::AtLeastOnce);
+    h.drop_connection(sub);
+    let publisher = connected(&mut h, v5("pub"));
+    for (payload, expiry) in [("short", 100), ("long", 600)] {
+        let mut packet = publish_packet("t", payload, QoS::AtLeastOnce, 1);
+        packet.properties.message_expiry_interval = Some(expiry);
+        h.send(publisher, Packet::Publish(packet));
+        h.recv_all(publisher);
+    }
+    // Capped at a full interval from the first restart; 90 s later the broker restarts again, the clock steady.
+    restart_with_clock_set_back(&mut h);
+    h.advance(Duration::from_secs(90));
+    h.crash_and_restart();
+    h.advance(Duration::from_secs(20));
+    let (sub, _) = connect_ok(&mut h, persistent("sub", 7200));
+    let got = publishes(&mut h, sub);
+    assert_eq!(
+        payloads(&got),
+        vec!["long"],
+        "the 100 s message expired 110 s after the first restart, not 100 s after the second"
+    );
+    let remaining = got[0].properties.message_expiry_interval.unwrap_or(0);
+    assert!(
+        remaining <= 600 - 110,
+        "the 600 s message waited 110 s since the restart that capped it: {remaining} s left"
+    );
+}

@@ -111,6 +111,7 @@ fn broker_config(options: &Options) -> Config {
         persistence: options.persistence,
         max_queued_bytes: options.quotas.max_queued_bytes,
         max_queued_bytes_total: options.quotas.max_queued_bytes_total,
+        timer_compaction_min: options.timer_compaction_min,
         max_subscriptions_per_client: options.quotas.max_subscriptions_per_client,
         max_topic_levels: options.quotas.max_topic_levels,
         max_topic_length: options.quotas.max_topic_length,
@@ -210,6 +211,8 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "expired-retained-offered" => Some(Core::ExpiredRetainedOffered),
         "retained-expiry-not-lowered" => Some(Core::RetainedExpiryNotLowered),
         "queue-full-one-early" => Some(Core::QueueFullOneEarly),
+        "expiry-timer-compacted-away" => Some(Core::SessionExpiryCompactedAway),
+        "qos2-duplicate-overtakes-held" => Some(Core::Qos2DuplicateOvertakesHeld),
         _ => None,
     };
     let storage = match name {
@@ -270,4 +273,10 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("sys-bytes-swapped", "$SYS/broker/bytes/"),
     ("maximum-qos-0-unlimited", "so it must grant"),
     ("connect-rate-shared", "connect-rate bucket had a token"),
+    (
+        "expiry-timer-compacted-away",
+        "got Session Present true but the model expected Some(false)",
+    ),
+    ("qos2-duplicate-overtakes-held", "the PUBREC of QoS 2 PUBLISH"),
+    ("retained-expiry-not-lowered", "lowered by the time the message waited"),
 ];

@@ -105,6 +105,14 @@ pub struct Options {
     /// The broker's connect rate per address (`Config::max_connects_per_second_per_address`; 0: none), which bursts
     /// from an address of their own exceed (see `world::connect_rate`).
     pub connect_rate: u32,
+    /// `Config::timer_compaction_min`: small values make the broker compact its timer queue often (by default
+    /// only bursts of 1024 connections do), so that an entry compaction wrongly drops shows (see
+    /// `with_timer_compaction`).
+    pub timer_compaction_min: usize,
+    /// Shares of the well-behaved PUBLISHes that set RETAIN (with `retained`) and, from MQTT 5 clients, carry a
+    /// Message Expiry Interval (with `expiry`): raised in some seeds (see `with_retained_expiry`).
+    pub retain_share: f64,
+    pub expiry_share: f64,
 }
 
 /// How the simulated disk under the real storage code misbehaves in a seed (see `simfs`). Drawn from a stream of
@@ -263,6 +271,9 @@ impl Options {
             enhanced_auth: false,
             sys_watch: false,
             connect_rate: 0,
+            timer_compaction_min: mqtt_core::broker::Config::default().timer_compaction_min,
+            retain_share: 0.15,
+            expiry_share: 0.2,
         }
         .with_durability(rng)
         .with_many_clients(seed)
@@ -272,6 +283,53 @@ impl Options {
         .with_restart_clock_jumps(seed)
         .with_enhanced_auth(seed)
         .with_maximum_qos_0(seed)
+        .with_timer_compaction(seed)
+        .with_budget_pressure(seed)
+        .with_retained_expiry(seed)
+    }
+
+    /// One seed in four (from a stream of its own) retains and expires much of what it publishes, so that retained
+    /// messages with an expiry often wait in the store before a SUBSCRIBE matches them: the copy sent then carries
+    /// the interval lowered by the wait [MQTT-3.3.2-6] (a broker that stamped the full interval was otherwise found
+    /// first at seed 436).
+    fn with_retained_expiry(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4e7a_12ed_0e59_1a7e);
+        if rng.gen_bool(0.25) {
+            self.expiry = true;
+            self.retained = !self.retain_unavailable;
+            self.retain_share = 0.4;
+            self.expiry_share = 0.6;
+        }
+        self
+    }
+
+    /// One seed in four (from a stream of its own) is pressed against full queues and the total queued-bytes budget:
+    /// slow subscribers, mostly 3.1.1 clients (whose PUBLISHes the broker holds, rather than refuses, while the
+    /// budget is used up), QoS 2, persistent sessions, cut connections and takeovers, so that a reconnecting
+    /// client's resent window meets held PUBLISHes: a QoS 2 resend of an id awaiting PUBREL read behind a held one
+    /// must wait its turn [MQTT-4.6.0-3] (the broker's bug of seed 2703, otherwise seen in about one seed in 700).
+    fn with_budget_pressure(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0b0d_9e77_4e1d_5eed);
+        if rng.gen_bool(0.25) {
+            self.quotas.max_queued_bytes_total = 2_000;
+            self.client_receive_maximum = self.client_receive_maximum.min(20);
+            self.v5_share *= 0.3;
+            self.qos2 = true;
+            self.cut_rate = self.cut_rate.max(rng.gen_range(0.003..0.01));
+            self.takeover_rate = self.takeover_rate.max(rng.gen_range(0.002..0.01));
+            self.slow_ack_rate = self.slow_ack_rate.max(0.2);
+            self.persistent_share = self.persistent_share.max(0.7);
+        }
+        self
+    }
+
+    /// From a stream of its own, so that the rest of a seed's options and workload stay as they were. Two in three
+    /// seeds compact the broker's timer queue as soon as it doubled (the broker's bug of seed 3629, a session's
+    /// expiry entry compacted away, was otherwise found only where connect-rate bursts armed 1024 entries).
+    fn with_timer_compaction(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7153_c0de_a11e_0e57);
+        self.timer_compaction_min = [self.timer_compaction_min, 16, 2][rng.gen_range(0..3)];
+        self
     }
 
     /// From a stream of its own, so that the rest of a seed's options and workload stay as they were.
@@ -419,7 +477,7 @@ impl fmt::Display for Options {
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={} short_expiry={} \
-             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={} connect_rate={}",
+             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={} connect_rate={} timer_compaction_min={} retain_share={} expiry_share={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -481,7 +539,10 @@ impl fmt::Display for Options {
             self.restart_clock_jumps,
             self.enhanced_auth,
             self.sys_watch,
-            self.connect_rate
+            self.connect_rate,
+            self.timer_compaction_min,
+            self.retain_share,
+            self.expiry_share
         )
     }
 }

@@ -213,6 +213,31 @@ fn finds_expiring_overtaken() {
     finds("expiring-overtaken");
 }
 
+/// Timer compaction drops a session's expiry entry after a later disconnect moved its deadline (the broker's bug
+/// fixed in 9f3436a, seed 3629): the session never expires, and a CONNECT after its Session Expiry Interval gets
+/// Session Present 1 where the model says 0 [MQTT-4.1.0-2], [MQTT-3.2.2-2]. Found in seeds that compact the timer
+/// queue often (`Options::timer_compaction_min`; first at seed 12).
+#[test]
+fn finds_session_expiry_entry_compacted_away() {
+    finds("expiry-timer-compacted-away");
+}
+
+/// A QoS 2 resend of an id awaiting PUBREL read behind a held PUBLISH answered at once (the broker's bug fixed in
+/// 2cbb263, seed 2703): its PUBREC overtakes the held one's, which the acknowledgement-order check finds
+/// [MQTT-4.6.0-3]. Found in the seeds pressed against full queues (`Options::with_budget_pressure`; first at 81).
+#[test]
+fn finds_qos2_duplicate_overtaking_a_held_publish() {
+    finds("qos2-duplicate-overtakes-held");
+}
+
+/// A retained copy sent on SUBSCRIBE with the full Message Expiry Interval it was published with, not the interval
+/// lowered by its wait in the store [MQTT-3.3.2-6] (first at seed 2; seeds that retain and expire much of what they
+/// publish, `Options::with_retained_expiry`, find it often).
+#[test]
+fn finds_retained_expiry_not_lowered() {
+    finds("retained-expiry-not-lowered");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -93,6 +93,10 @@ pub struct Config {
     /// Payload bytes of the QoS 1/2 messages all sessions hold together; at the bound QoS 1/2 PUBLISHes are
     /// refused with 0x97 (MQTT 5) or held (3.1.1).
     pub max_queued_bytes_total: u64,
+    /// The timer queue is never compacted below this many entries (stale ones included); above, once it doubled
+    /// since the last pass. Not a user setting: tests and the simulator lower it so that compaction, which must keep
+    /// every entry that still has work to do, happens often rather than only after bursts of 1024 connections.
+    pub timer_compaction_min: usize,
     /// A known bug to plant, so the vopr can prove it finds it. Only with the `planted-bugs` feature.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -164,8 +168,8 @@ pub enum PlantedBug {
     ExpiredRetainedOffered,
     /// A retained message sent on SUBSCRIBE carries the Message Expiry Interval it was published with, as if received
     /// just now, instead of the interval lowered by the time it waited in the store [MQTT-3.3.2-6]. Found by the
-    /// retained-copy interval check (`Model::check_retained_expiry`) first at seed 436 of `vopr --planted-bug
-    /// retained-expiry-not-lowered` (28 of 2000): beyond the self-test's 200 seeds, so not yet in `sim::PLANTED_BUGS`.
+    /// retained-copy interval check (`Model::check_retained_expiry`), often in the seeds that retain and expire much
+    /// of what they publish (first at seed 2 of `vopr --planted-bug retained-expiry-not-lowered`).
     RetainedExpiryNotLowered,
     /// A re-authentication the authenticator refuses is answered AUTH 0x00 Success: the connection stays up on
     /// credentials that failed [MQTT-4.12.1-2].
@@ -182,6 +186,15 @@ pub enum PlantedBug {
     /// publishers are held, and an offline one drops, with one slot still free. Only an exact count of the queue
     /// (the inflight window mirrored, not every unread delivery counted as queued) tells it from a full queue.
     QueueFullOneEarly,
+    /// Timer compaction drops a session's Session Expiry entry once a later disconnect moved `expires_at` past it
+    /// (or while the session is online again), although `expiry_timer_due` still names that entry, so no new one is
+    /// armed: the session never expires [MQTT-4.1.0-2], and a CONNECT after its expiry gets Session Present 1
+    /// [MQTT-3.2.2-2]. The broker's bug fixed in 9f3436a (seeds 3629, 18032 of the simulator).
+    SessionExpiryCompactedAway,
+    /// A QoS 2 resend of an id awaiting PUBREL, read while earlier PUBLISHes of its connection are held for room, is
+    /// answered PUBREC at once: its PUBREC overtakes theirs [MQTT-4.6.0-3]. The broker's bug fixed in 2cbb263
+    /// (seed 2703 of the simulator: PUBREC 92 before the held 80).
+    Qos2DuplicateOvertakesHeld,
 }
 
 impl Default for Config {
@@ -221,6 +234,7 @@ impl Default for Config {
             max_topic_length: 0,
             max_queued_bytes: 0,
             max_queued_bytes_total: 0,
+            timer_compaction_min: super::timer::COMPACT_MIN,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -265,7 +265,13 @@ impl Broker {
             self.now
         };
         for (id, stored) in image.messages {
-            messages.insert(id, Arc::new(message_from(id, stored, cap_from)));
+            let recorded = stored.expires_at;
+            let message = Arc::new(message_from(id, stored, cap_from));
+            self.record_capped(recorded, &message, |m| Record::Store {
+                id,
+                message: Box::new(m),
+            });
+            messages.insert(id, message);
         }
         // Messages recovered straight into the tree (`retained_recovery`) get their ids now that the ids in use are
         // known. Fresh ones, as before: a retained message's id is not persisted.
@@ -277,14 +283,38 @@ impl Broker {
             }
         });
         self.next_message_id = next_id;
+        for topic in std::mem::take(&mut self.capped_retained) {
+            if let Some(message) = self.retained.get(&topic).cloned() {
+                self.record_capped(None, &message, |m| Record::Retain { message: Box::new(m) });
+            }
+        }
         for (_, stored) in image.retained {
             let id = self.next_message_id();
+            let recorded = stored.expires_at;
             let message = Arc::new(message_from(id, stored, cap_from));
+            self.record_capped(recorded, &message, |m| Record::Retain { message: Box::new(m) });
             self.retained.insert(&message.topic, Arc::clone(&message));
         }
         for (k, s) in image.sessions {
             let key = SessionKey(k);
             self.restore_session(key, s, &messages);
+        }
+    }
+
+    /// A recovered message whose recorded expiry deadline `recorded` this restart capped (the clock was set back
+    /// while the broker was down, see `capped_deadline`) is recorded again with the capped deadline: that is its
+    /// deadline from now on. Left at the recorded one, every later restart would cap it afresh, each giving it a
+    /// full interval again, and the message would outlive its Message Expiry Interval by the time the broker ran
+    /// between restarts [MQTT-3.3.2-5]. The driver writes the record with the first input's.
+    fn record_capped(
+        &mut self,
+        recorded: Option<Time>,
+        message: &Message,
+        record: impl FnOnce(StoredMessage) -> Record,
+    ) {
+        let capped = message.expires_at != recorded;
+        if capped && self.config.persistence {
+            self.record(record(stored_message(message)));
         }
     }
 
@@ -445,12 +475,20 @@ impl RetainedRecovery<'_> {
 impl RetainedSink for RetainedRecovery<'_> {
     fn retain(&mut self, mut message: StoredMessage) {
         message.payload = self.in_slab(std::mem::take(&mut message.payload));
+        let recorded = message.expires_at;
         let message = Arc::new(message_from(UNNUMBERED, message, self.broker.now));
+        // Recorded again by `restore`, once the log has no later record for the topic left to replace it.
+        if message.expires_at != recorded {
+            self.broker.capped_retained.insert(message.topic.to_string());
+        } else {
+            self.broker.capped_retained.remove(&*message.topic);
+        }
         // Only one retained message per topic: a later record replaces the earlier [MQTT-3.3.1-5].
         self.broker.retained.insert(&message.topic, Arc::clone(&message));
     }
 
     fn clear(&mut self, topic: &str) {
+        self.broker.capped_retained.remove(topic);
         self.broker.retained.remove(topic);
     }
 

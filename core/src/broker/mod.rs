@@ -201,6 +201,9 @@ pub struct Broker {
     /// Retained messages still to be sent for wide subscriptions, per session (see `retained_stream`).
     retained_streams: BTreeMap<SessionKey, Vec<retained_stream::RetainedStream>>,
     timers: Timers,
+    /// Topics whose retained message recovery (`retained_recovery`) gave a capped expiry deadline: `restore` records
+    /// them again (see `record_capped`).
+    capped_retained: BTreeSet<String>,
     outputs: VecDeque<Output>,
     /// Connections with bytes in their `outbuf`, in the order they first got some, and handed out in that order:
     /// a fan-out's subscribers before the PUBACK to its publisher (sent after routing), as Mosquitto writes them, so
@@ -241,6 +244,7 @@ impl Broker {
         let mut key_rng = ChaCha8Rng::seed_from_u64(seed);
         key_rng.set_stream(1);
         let hash_keys = HashKeys::draw(&mut key_rng);
+        let timers = Timers::new(config.timer_compaction_min);
         Broker {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -256,7 +260,8 @@ impl Broker {
             subscriptions: SubscriptionTree::new(hash_keys),
             retained: RetainedTree::new(),
             retained_streams: BTreeMap::new(),
-            timers: Timers::default(),
+            timers,
+            capped_retained: BTreeSet::new(),
             outputs: VecDeque::new(),
             dirty: VecDeque::new(),
             match_buffer: Vec::new(),
@@ -669,6 +674,7 @@ impl Broker {
     /// later disconnect re-armed the session's expiry or will at another deadline. Keeps the queue proportional to
     /// live connections and sessions however often clients come and go.
     fn compact_timers(&mut self) {
+        let expiry_compacted_away = self.planted(planted::PlantedBugKind::SessionExpiryCompactedAway);
         let (connections, sessions, streams) = (&self.connections, &self.sessions, &self.retained_streams);
         self.timers.compact(|deadline, timer| match timer {
             Timer::RetainedStream(key) => streams.contains_key(&key),
@@ -677,6 +683,10 @@ impl Broker {
             // new one while it is pending, counting on it to re-check and re-arm when it fires. Dropped because a
             // later drop had moved `expires_at`, it left the session without any entry, never to expire (seed 3629
             // of the simulator) [MQTT-4.1.0-2]. At most one entry per session is kept.
+            // The planted `SessionExpiryCompactedAway` keeps the old rule, which dropped that entry.
+            Timer::SessionExpiry(key) if expiry_compacted_away => sessions
+                .get(&key)
+                .is_some_and(|s| s.connection.is_none() && s.expires_at == Some(deadline)),
             Timer::SessionExpiry(key) => sessions.get(&key).is_some_and(|s| s.expiry_timer_due == Some(deadline)),
             Timer::WillDelay(key) => sessions.get(&key).is_some_and(|s| {
                 s.connection.is_none() && s.pending_will.as_ref().is_some_and(|w| w.publish_at == deadline)

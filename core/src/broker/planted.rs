@@ -37,6 +37,8 @@ pub(super) enum PlantedBugKind {
     MaximumQos0Unlimited,
     ConnectRateShared,
     QueueFullOneEarly,
+    SessionExpiryCompactedAway,
+    Qos2DuplicateOvertakesHeld,
 }
 
 impl Broker {
@@ -127,6 +129,14 @@ impl Broker {
                 )
                 | (Some(PlantedBug::ConnectRateShared), PlantedBugKind::ConnectRateShared)
                 | (Some(PlantedBug::QueueFullOneEarly), PlantedBugKind::QueueFullOneEarly)
+                | (
+                    Some(PlantedBug::SessionExpiryCompactedAway),
+                    PlantedBugKind::SessionExpiryCompactedAway
+                )
+                | (
+                    Some(PlantedBug::Qos2DuplicateOvertakesHeld),
+                    PlantedBugKind::Qos2DuplicateOvertakesHeld
+                )
         )
     }
 
@@ -152,17 +162,18 @@ impl Broker {
         let Some(filter) = session.subscriptions.keys().find(|f| inner_matches(f)) else {
             return;
         };
-        let other = self
-            .sessions
-            .iter()
-            .find(|(key, s)| *key != picked && s.subscriptions.contains_key(filter.as_str()))
-            .map(|(key, _)| *key);
-        if let Some(other) = other {
+        // The second member gets its copy as routing would give it one: by its own subscription's QoS and
+        // identifier, so that only the shared-delivery check can tell (not the identifier or granted-QoS checks).
+        let other = self.sessions.iter().find_map(|(key, s)| {
+            let subscription = s.subscriptions.get(filter.as_str()).filter(|_| key != picked)?;
+            Some((*key, subscription.options.qos, subscription.identifier))
+        });
+        if let Some((other, qos, identifier)) = other {
             let copy = Delivery {
                 message: Arc::clone(&delivery.message),
-                qos: delivery.qos,
+                qos: delivery.message.qos.min(qos),
                 retain: delivery.retain,
-                subscription_ids: delivery.subscription_ids.clone(),
+                subscription_ids: identifier.into_iter().collect(),
                 seq: 0,
             };
             shared.push((other, copy));

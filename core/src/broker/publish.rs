@@ -86,7 +86,11 @@ impl Broker {
             {
                 // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing. Behind a held
                 // PUBLISH, in its turn: PUBRECs leave in the order the PUBLISHes were received [MQTT-4.6.0-3].
-                if self.connections.get(&conn).is_some_and(|c| c.has_held()) && !self.is_held(conn, packet_id) {
+                // The planted `Qos2DuplicateOvertakesHeld` answers at once, as before the fix (seed 2703).
+                if self.connections.get(&conn).is_some_and(|c| c.has_held())
+                    && !self.is_held(conn, packet_id)
+                    && !self.planted(PlantedBugKind::Qos2DuplicateOvertakesHeld)
+                {
                     let message = Arc::new(Message::from_publish(0, publish, topic, self.now, 0));
                     let duplicate = HeldPublish {
                         packet_id,

@@ -21,10 +21,10 @@ pub enum Timer {
     RetainedStream(SessionKey),
 }
 
-/// Below this many entries the queue is never compacted: a few stale entries cost less than a pass.
-const COMPACT_MIN: usize = 1024;
+/// Below this many entries the queue is never compacted by default (`Config::timer_compaction_min`): a few stale
+/// entries cost less than a pass.
+pub const COMPACT_MIN: usize = 1024;
 
-#[derive(Default)]
 pub struct Timers {
     /// (deadline, timer): ties fire in the order of `Timer`, deterministically. 24 bytes an entry, and there is
     /// one per connection.
@@ -37,9 +37,27 @@ pub struct Timers {
     /// and again at one instant, which the simulator reports as a stall.
     firing: Option<Time>,
     deferred: Vec<(Time, Timer)>,
+    /// Below this many entries the queue is never compacted (see `COMPACT_MIN`).
+    compact_min: usize,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers::new(COMPACT_MIN)
+    }
 }
 
 impl Timers {
+    pub fn new(compact_min: usize) -> Timers {
+        Timers {
+            heap: BinaryHeap::new(),
+            live_after_compaction: 0,
+            firing: None,
+            deferred: Vec::new(),
+            compact_min,
+        }
+    }
+
     pub fn arm(&mut self, deadline: Time, timer: Timer) {
         match self.firing {
             Some(now) if deadline <= now => self.deferred.push((deadline, timer)),
@@ -74,7 +92,7 @@ impl Timers {
     /// cancelled, and a session that reconnects and disconnects again leaves an expiry entry per disconnect that
     /// may lie far in the future. Doubling keeps the pass amortised O(1) per `arm`.
     pub fn wants_compaction(&self) -> bool {
-        self.heap.len() > COMPACT_MIN.max(2 * self.live_after_compaction)
+        self.heap.len() > self.compact_min.max(2 * self.live_after_compaction)
     }
 
     /// Drops every entry `is_live` says can no longer do anything when it fires, and duplicates (a session that

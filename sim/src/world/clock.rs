@@ -4,7 +4,8 @@
 //!
 //! In seeds with `restart_clock_jumps` the broker reads the simulated time plus an offset that changes at every
 //! restart. The model follows from what it knows, never asking the broker: a recorded deadline of an interval
-//! `secs` stands at `min(deadline - jump, restart + secs)` on the new clock (a clock set back cannot stretch an
+//! `secs` stands at `min(deadline - jump, restart + secs)` on the new clock, and the restart records the capped
+//! deadline, which later restarts start from once that record is durable (a clock set back cannot stretch an
 //! interval beyond a full one from the restart; one set forward cannot be told from time that passed)
 //! [MQTT-3.3.2-5], [MQTT-3.1.3-9]. For messages that is exact; a delayed will only moves earlier on a forward jump
 //! (the model's check is "not before it is due", and a will is owed across a restart by no check).
@@ -21,12 +22,17 @@ const JUMPS_MS: [u64; 4] = [500, 2_000, 5_000, 20_000];
 #[derive(Debug, Default)]
 pub struct BrokerClock {
     offset_ms: u64,
+    /// The records of the capped deadlines the last restart wrote (`Broker::restore` records each message whose
+    /// deadline it capped again, with the first input's records) are durable: a commit or a snapshot succeeded
+    /// since. Until then a crash may leave the recorded deadlines, which the next restart caps afresh.
+    pub(super) caps_recorded: bool,
 }
 
 impl BrokerClock {
     pub fn new(jumps: bool) -> BrokerClock {
         BrokerClock {
             offset_ms: if jumps { START_OFFSET_MS } else { 0 },
+            caps_recorded: false,
         }
     }
 }
@@ -47,6 +53,14 @@ impl World {
     pub(super) fn jump_clock_on_restart(&mut self) {
         if !self.opts.restart_clock_jumps {
             return;
+        }
+        // The deadlines the last restart capped are the recorded ones now, if their records are durable
+        // [MQTT-3.3.2-5]; otherwise the records may still hold the uncapped ones (a later, more lenient deadline).
+        let caps_recorded = std::mem::take(&mut self.clock.caps_recorded);
+        if caps_recorded {
+            for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
+                info.uncapped_read_ms = info.last_read_ms;
+            }
         }
         let size = JUMPS_MS[self.rng.gen_range(0..JUMPS_MS.len())];
         let forward = self.rng.gen_bool(0.5);
@@ -89,7 +103,7 @@ impl World {
         for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
             info.first_seen_ms = moved(info.first_seen_ms);
             info.earliest_seen_ms = info.earliest_seen_ms.min(info.first_seen_ms);
-            // The record's deadline moves with the clock uncapped, and this restart caps it.
+            // The record's deadline moves with the clock, and this restart caps it (and records the capped one).
             info.uncapped_read_ms = if forward {
                 info.uncapped_read_ms - jump
             } else {

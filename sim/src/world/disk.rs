@@ -491,6 +491,8 @@ impl World {
         let Some(suspension) = self.suspension.take() else {
             return Ok(());
         };
+        // The snapshot holds the broker's deadlines, capped ones included.
+        self.clock.caps_recorded = true;
         self.log("=== disk writable again: snapshot written, held output released ===".into());
         for output in suspension.held_outputs {
             let open = match &output {

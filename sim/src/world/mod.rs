@@ -409,6 +409,13 @@ impl World {
             }
         }
         self.settle_admissions(&acks, storage_was_suspended)?;
+        // Written only with a disk that takes writes (a suspended one commits nothing, see above).
+        let written = self.disk.is_some() && self.suspension.is_none();
+        if written && matches!(commit, disk::Commit::Done | disk::Commit::Compacted(_))
+            || matches!(commit, disk::Commit::PowerCut { committed: true })
+        {
+            self.clock.caps_recorded = true;
+        }
         match commit {
             disk::Commit::Done => {}
             disk::Commit::Compacted(generation) => self.log(format!("log compacted into snapshot {generation}")),

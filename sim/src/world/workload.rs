@@ -68,7 +68,7 @@ impl World {
             return;
         }
         let topic = self.topics[self.rng.gen_range(0..self.topics.len())].clone();
-        let retain = self.opts.retained && self.rng.gen_bool(0.15);
+        let retain = self.opts.retained && self.rng.gen_bool(self.opts.retain_share);
         let clear = retain && self.rng.gen_bool(0.1);
         let seq = c.next_seq;
         let payload = if clear {
@@ -85,7 +85,7 @@ impl World {
         };
         let mut properties = Properties::default();
         if c.version.is_v5() {
-            if self.opts.expiry && self.rng.gen_bool(0.2) {
+            if self.opts.expiry && self.rng.gen_bool(self.opts.expiry_share) {
                 properties.message_expiry_interval = Some(self.rng.gen_range(1..10));
             }
             if self.rng.gen_bool(0.2) {
