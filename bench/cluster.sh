@@ -10,6 +10,8 @@ duration=${1:-5}
 diagnostic=${DIAGNOSTIC:-1}
 # BROKER=path runs another build of the broker (both the single node and the cluster), to compare builds run by run.
 broker=${BROKER:-./target/release/mqtt-broker}
+# SNAPSHOT_BYTES=N sets the cluster's [cluster] snapshot_bytes (e.g. 8388608, so snapshots happen within a cell).
+snapshot_bytes=${SNAPSHOT_BYTES:-}
 work=$(mktemp -d)
 shm=$(mktemp -d /dev/shm/mqtt-cluster-bench.XXXXXX)
 pids=()
@@ -51,6 +53,7 @@ peers = [
   { id = 3, address = "127.0.0.1:1790$((first + 2))" },
 ]
 CONF
+    [ -n "$snapshot_bytes" ] && echo "snapshot_bytes = $snapshot_bytes" >> "$work/$name$i.toml"
     "$broker" --config "$work/$name$i.toml" --log-level info 2> "$work/$name$i.log" &
     pids+=("$!")
     eval "${name}_pid$i=$!"

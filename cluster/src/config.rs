@@ -5,6 +5,9 @@ use crate::auth::SharedAuthenticator;
 use mqtt_core::broker::Config as BrokerConfig;
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
+/// Default of `NodeConfig::snapshot_bytes`.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 256 << 20;
+
 /// Default bound of held client output: 64 MiB.
 pub const DEFAULT_MAX_HELD_BYTES: usize = 64 << 20;
 
@@ -81,7 +84,7 @@ impl NodeConfig {
             broker: BrokerConfig::default(),
             seed: 0,
             snapshot_entries: 10_000,
-            snapshot_bytes: 256 << 20,
+            snapshot_bytes: DEFAULT_SNAPSHOT_BYTES,
             max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
             relay_clients: false,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,

@@ -4,7 +4,7 @@
 //! at once.
 
 use bytes::{Bytes, BytesMut};
-use mqtt_cluster::{Node, NodeConfig, NodeInput, NodeOutput, Recovered};
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, Recovered, SnapshotJob};
 use mqtt_core::broker::{ConnectionId, Input, ListenerId, Output};
 use mqtt_core::codec::{self, Decoder};
 use mqtt_core::packet::{
@@ -18,6 +18,11 @@ struct Alone {
     now: Time,
     snapshots: Vec<Bytes>,
     outputs: Vec<Output>,
+    /// Snapshots the node asked for are held here, unwritten, instead of written at once.
+    hold: bool,
+    held: Vec<SnapshotJob>,
+    /// The indexes of `ClusterEvent::SnapshotTaken`.
+    taken: Vec<u64>,
 }
 
 impl Alone {
@@ -32,6 +37,9 @@ impl Alone {
             now: Time::ZERO,
             snapshots: Vec::new(),
             outputs: Vec::new(),
+            hold: false,
+            held: Vec::new(),
+            taken: Vec::new(),
         };
         for _ in 0..300 {
             alone.now = Time(alone.now.0 + 10);
@@ -48,6 +56,13 @@ impl Alone {
             match output {
                 NodeOutput::ConfirmDurable(number) => self.node.handle_input(self.now, NodeInput::Durable(number)),
                 NodeOutput::PersistSnapshot { snapshot, .. } => self.snapshots.push(snapshot.data),
+                NodeOutput::TakeSnapshot(job) if self.hold => self.held.push(*job),
+                NodeOutput::TakeSnapshot(job) => {
+                    let snapshot = job.encode();
+                    self.snapshots.push(snapshot.data.clone());
+                    self.node.handle_input(self.now, NodeInput::SnapshotWritten(snapshot));
+                }
+                NodeOutput::Event(ClusterEvent::SnapshotTaken { index }) => self.taken.push(index),
                 NodeOutput::Client(output) => self.outputs.push(output),
                 _ => {}
             }
@@ -190,4 +205,34 @@ fn a_log_of_large_entries_is_compacted_by_its_bytes_before_its_entry_count() {
         "{} snapshots",
         alone.snapshots.len()
     );
+}
+
+/// The node asks the driver for one snapshot at a time and compacts its log only once it is written: while one is
+/// being written none is taken (compacted) and no other is asked for, however much is applied; once it is handed
+/// back it is taken at its index, and the next is asked for. One handed back twice changes nothing.
+#[test]
+fn the_log_is_compacted_only_once_its_snapshot_is_written() {
+    let mut alone = Alone::new(|c| c.snapshot_entries = 5);
+    alone.hold = true;
+    publish_and_acknowledge(&mut alone, 30, 16);
+    assert_eq!(alone.held.len(), 1, "one snapshot at a time");
+    assert!(
+        alone.taken.is_empty(),
+        "nothing compacted before the snapshot is written"
+    );
+    let job = alone.held.remove(0);
+    let index = job.index();
+    assert_eq!(job.image().sessions.len(), 2, "the frozen image holds both sessions");
+    let snapshot = job.encode();
+    alone.hold = false;
+    alone.input(NodeInput::SnapshotWritten(snapshot.clone()));
+    assert_eq!(
+        alone.taken.first(),
+        Some(&index),
+        "compacted at the snapshot's index once written"
+    );
+    // Far more than 5 entries were applied meanwhile: the next snapshot follows at once, past the first.
+    assert!(alone.taken.len() == 2 && alone.taken[1] > index, "{:?}", alone.taken);
+    alone.input(NodeInput::SnapshotWritten(snapshot));
+    assert_eq!(alone.taken.len(), 2, "an older snapshot handed back again is not taken");
 }
