@@ -16,7 +16,9 @@ work=$(mktemp -d)
 shm=$(mktemp -d /dev/shm/mqtt-cluster-bench.XXXXXX)
 pids=()
 # Waits for the brokers to exit, so a run right after finds their ports free.
-trap 'kill "${pids[@]}" 2>/dev/null || true; wait; rm -rf "$work" "$shm"' EXIT
+# KEEP_LOGS=dir keeps the cluster nodes' logs there (leader changes, snapshot timings).
+keep_logs=${KEEP_LOGS:-}
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait; [ -z "$keep_logs" ] || cp "$work"/*.log "$keep_logs"/ 2>/dev/null; rm -rf "$work" "$shm"' EXIT
 
 run() { # port pid args...
   local port=$1 pid=$2; shift 2

@@ -1175,9 +1175,9 @@ impl Node {
         });
     }
 
-    /// Freezes the applied image for a snapshot once enough was applied since the last (`NodeConfig::snapshot_entries`,
-    /// `snapshot_bytes`): a clone of it, handed to the driver to encode and write (see `snapshot`). The log is
-    /// compacted only when the driver reports the snapshot durable (`snapshot_written`).
+    /// Hands the driver a snapshot of the applied image once enough was applied since the last
+    /// (`NodeConfig::snapshot_entries`, `snapshot_bytes`), to rebuild, encode and write off its loop (see
+    /// `snapshot`). The log is compacted only when the driver reports the snapshot durable (`snapshot_written`).
     fn maybe_snapshot(&mut self) {
         if self.snapshot_in_flight.is_some() {
             return;
@@ -1187,14 +1187,22 @@ impl Node {
             return;
         }
         let index = self.applied;
-        let Ok(term) = raft::Storage::term(self.raft.store(), index) else {
+        let store = self.raft.store();
+        let Ok(term) = raft::Storage::term(store, index) else {
             return;
         };
-        // The snapshot holds live messages only (see `collect_garbage`).
-        self.image.collect_garbage();
-        self.collect_at = (2 * self.image.messages.len()).max(COLLECT_MIN_MESSAGES);
-        let conf_state = self.raft.store().conf_state().clone();
-        let job = SnapshotJob::new(index, term, conf_state, self.digest, self.image.clone());
+        let base = store.snapshot_index();
+        if base >= index {
+            return;
+        }
+        let at = (index, term, store.conf_state().clone());
+        let context = raft::GetEntriesContext::empty(false);
+        // What rebuilds the image at `index` off the loop: the previous snapshot and the entries since, a pointer
+        // each (see `snapshot`). The log reaches back to the previous snapshot unless the node recovered with a gap.
+        let job = match raft::Storage::entries(store, base + 1, index + 1, None, context) {
+            Ok(entries) => SnapshotJob::replay(at, self.digest, store.snapshot_data(), entries),
+            Err(_) => SnapshotJob::copy(at, self.digest, self.image.clone()),
+        };
         self.snapshot_in_flight = Some(index);
         // Counted from here: what is applied while the driver writes belongs to the next snapshot.
         self.last_snapshot = index;

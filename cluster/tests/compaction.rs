@@ -23,6 +23,8 @@ struct Alone {
     held: Vec<SnapshotJob>,
     /// The indexes of `ClusterEvent::SnapshotTaken`.
     taken: Vec<u64>,
+    /// Snapshot jobs checked to rebuild the node's image.
+    rebuilt: usize,
 }
 
 impl Alone {
@@ -40,6 +42,7 @@ impl Alone {
             hold: false,
             held: Vec::new(),
             taken: Vec::new(),
+            rebuilt: 0,
         };
         for _ in 0..300 {
             alone.now = Time(alone.now.0 + 10);
@@ -53,12 +56,27 @@ impl Alone {
         self.node.handle_input(self.now, input);
         // Every write is durable at once: the node hears so, which commits and releases what waited for it.
         while let Some(output) = self.node.poll_output() {
+            if let NodeOutput::TakeSnapshot(job) = &output {
+                // The job rebuilds (from the previous snapshot and the entries since) the image the node holds at
+                // its index, which is now: it is handed out at the end of the input that applied that index.
+                let mut live = self.node.image().clone();
+                live.collect_garbage();
+                live.orphan_records = 0;
+                let mut rebuilt = job.image().expect("the job rebuilds the image");
+                rebuilt.orphan_records = 0;
+                assert!(
+                    rebuilt == live,
+                    "the snapshot at {} is not the node's image",
+                    job.index()
+                );
+                self.rebuilt += 1;
+            }
             match output {
                 NodeOutput::ConfirmDurable(number) => self.node.handle_input(self.now, NodeInput::Durable(number)),
                 NodeOutput::PersistSnapshot { snapshot, .. } => self.snapshots.push(snapshot.data),
                 NodeOutput::TakeSnapshot(job) if self.hold => self.held.push(*job),
                 NodeOutput::TakeSnapshot(job) => {
-                    let snapshot = job.encode();
+                    let snapshot = job.encode().expect("the node's own snapshot encodes");
                     self.snapshots.push(snapshot.data.clone());
                     self.node.handle_input(self.now, NodeInput::SnapshotWritten(snapshot));
                 }
@@ -222,8 +240,13 @@ fn the_log_is_compacted_only_once_its_snapshot_is_written() {
     );
     let job = alone.held.remove(0);
     let index = job.index();
-    assert_eq!(job.image().sessions.len(), 2, "the frozen image holds both sessions");
-    let snapshot = job.encode();
+    let image = job.image().expect("the job rebuilds the image");
+    assert_eq!(
+        image.sessions.len(),
+        2,
+        "the image at the snapshot's index holds both sessions"
+    );
+    let snapshot = job.encode().expect("the node's own snapshot encodes");
     alone.hold = false;
     alone.input(NodeInput::SnapshotWritten(snapshot.clone()));
     assert_eq!(
@@ -231,8 +254,10 @@ fn the_log_is_compacted_only_once_its_snapshot_is_written() {
         Some(&index),
         "compacted at the snapshot's index once written"
     );
-    // Far more than 5 entries were applied meanwhile: the next snapshot follows at once, past the first.
+    // Far more than 5 entries were applied meanwhile: the next snapshot follows at once, past the first, rebuilt
+    // from the first and the entries since.
     assert!(alone.taken.len() == 2 && alone.taken[1] > index, "{:?}", alone.taken);
+    assert_eq!(alone.rebuilt, 2);
     alone.input(NodeInput::SnapshotWritten(snapshot));
     assert_eq!(alone.taken.len(), 2, "an older snapshot handed back again is not taken");
 }

@@ -173,7 +173,7 @@ impl Cluster {
                     disk.snapshot = Some(snapshot);
                 }
                 NodeOutput::TakeSnapshot(job) => {
-                    let snapshot = job.encode();
+                    let snapshot = job.encode().expect("the node's own snapshot encodes");
                     let index = snapshot.get_metadata().index;
                     let disk = &mut self.disks[i];
                     if disk.snapshot.as_ref().is_none_or(|s| s.get_metadata().index < index) {

@@ -340,7 +340,9 @@ impl RaftDisk {
         write_synced(&tmp, &body)?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
-        self.log = open_append(&self.dir, &path)?;
+        // The file is in place and its directory synced just above: no second directory sync (one `fsync` less
+        // on the loop for each snapshot put in place).
+        self.log = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         self.log_path = path;
         self.log_len = body.len() as u64;
         self.generation = generation;

@@ -529,7 +529,8 @@ impl ClusterCore {
                 self.synced_through(self.written);
                 self.synced_index = self.appended_index;
             }
-            Ok(false) => {}
+            // A leader's snapshot replaced it meanwhile: the hard state queued above goes with the next write.
+            Ok(false) => self.unsynced = true,
             Err(e) => return self.fail(&e),
         }
         log::info!(

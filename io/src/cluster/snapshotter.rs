@@ -84,10 +84,12 @@ impl Snapshotter {
                 if let Some(gate) = gate {
                     gate.wait();
                 }
-                let snapshot = job.encode();
-                // The frozen image goes before the loop hears of it.
+                let written = job
+                    .encode()
+                    .map_err(|e| write_error(&for_thread, io::Error::other(e.to_string())))
+                    .and_then(|snapshot| disk::write_snapshot_file(&for_thread, &snapshot).map(|()| snapshot));
+                // What rebuilt the image is released before the loop hears of it.
                 drop(job);
-                let written = disk::write_snapshot_file(&for_thread, &snapshot).map(|()| snapshot);
                 let _ = send.send(written);
                 if let Some(mut notify) = notify {
                     // A full socket already holds a byte that will wake the loop.

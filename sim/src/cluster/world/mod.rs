@@ -824,7 +824,7 @@ impl World {
             }
             NodeOutput::Event(event) => self.on_event(i, id, event)?,
             NodeOutput::ConfirmDurable(number) => self.nodes[i].durable = Some(number),
-            NodeOutput::TakeSnapshot(job) => self.take_snapshot(i, *job),
+            NodeOutput::TakeSnapshot(job) => self.take_snapshot(i, *job)?,
             NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {
                 unreachable!("writes are handled by drain")
             }

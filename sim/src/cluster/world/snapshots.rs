@@ -14,12 +14,16 @@ const SNAPSHOT_WRITE_MAX_MS: u64 = 60;
 
 impl World {
     /// Node `i` froze its image: the write starts, to complete a seeded while later.
-    pub(super) fn take_snapshot(&mut self, i: usize, job: SnapshotJob) {
+    pub(super) fn take_snapshot(&mut self, i: usize, job: SnapshotJob) -> Result<(), String> {
         let took = self.rng.gen_range(0..=SNAPSHOT_WRITE_MAX_MS);
         let id = self.nodes[i].id;
         let index = job.index();
+        let snapshot = job
+            .encode()
+            .map_err(|e| format!("n{id}'s snapshot {index} does not rebuild: {e}"))?;
         self.line(format!("n{id} snapshot {index} frozen, written in {took} ms"));
-        self.nodes[i].snapshot = Some((self.now + took, job.encode()));
+        self.nodes[i].snapshot = Some((self.now + took, snapshot));
+        Ok(())
     }
 
     /// Node `i`'s snapshot write completes if it is due: durable on its disk, then the node is told.
