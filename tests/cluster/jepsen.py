@@ -402,6 +402,9 @@ def main():
     if lost or dup_q2 or out_of_order:
         log(f"node logs kept in {root}")
         sys.exit(1)
+    if os.environ.get("JEPSEN_KEEP_LOGS"):
+        log(f"node logs kept in {root}")
+        return
     subprocess.run(["rm", "-rf", root])
 
 
