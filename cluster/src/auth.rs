@@ -51,4 +51,8 @@ impl Authenticator for SharedAuthenticator {
     fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
         self.0.borrow().authorize_read(client, topic)
     }
+
+    fn restricts_reads(&self) -> bool {
+        self.0.borrow().restricts_reads()
+    }
 }

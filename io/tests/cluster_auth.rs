@@ -52,6 +52,21 @@ fn start_cluster(files: &tempfile::TempDir, http: bool) -> Vec<BrokerProcess> {
         .collect()
 }
 
+/// The last lines of every node's log, for a failure message (a CONNACK missing under load: which node closed
+/// the connection, and was there an election?).
+fn tails(nodes: &[BrokerProcess]) -> String {
+    let tail = |n: &BrokerProcess| {
+        let log = n.log.lock().unwrap();
+        log[log.len().saturating_sub(20)..].join("\n")
+    };
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("--- node {}:\n{}", i + 1, tail(n)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     let files = auth_files(ACL);
@@ -64,17 +79,19 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     // an unknown user, 0x87 / 5 without a user name (the listener refuses anonymous clients), on every node.
     for (name, node) in [("leader", &nodes[leader]), ("follower", follower_a)] {
         let (_c, events) = client5(node, &format!("bad5-{name}"), Some(("alice", "nope")));
-        assert_eq!(connack5(&events), Some(Rc5::BadUserNamePassword), "{name}");
+        let logs = || format!("{name}\n{}", tails(&nodes));
+        assert_eq!(connack5(&events), Some(Rc5::BadUserNamePassword), "{}", logs());
         let (_c, events) = client4(node, &format!("bad4-{name}"), Some(("mallory", "apw")));
         assert_eq!(
             connack4(&events),
             Some(ConnectReturnCode::BadUserNamePassword),
-            "{name}"
+            "{}",
+            logs()
         );
         let (_c, events) = client4(node, &format!("anon4-{name}"), None);
-        assert_eq!(connack4(&events), Some(ConnectReturnCode::NotAuthorized), "{name}");
+        assert_eq!(connack4(&events), Some(ConnectReturnCode::NotAuthorized), "{}", logs());
         let (_c, events) = client4(node, &format!("ok4-{name}"), Some(("bob", "bpw")));
-        assert_eq!(connack4(&events), Some(ConnectReturnCode::Success), "{name}");
+        assert_eq!(connack4(&events), Some(ConnectReturnCode::Success), "{}", logs());
     }
 
     // ACLs: alice on one follower subscribes to everything and gets only what she may read; bob on the other
@@ -83,7 +100,7 @@ fn passwords_and_acls_hold_on_the_leader_and_on_followers() {
     // Alice's first login: her password is not cached yet, so the leader's verifier threads verify it and the
     // verdict (`AuthDecided`) reaches the leader's broker for this relayed connection.
     let (alice, alice_events) = client5(follower_a, "acl-alice", Some(("alice", "apw")));
-    assert_eq!(connack5(&alice_events), Some(Rc5::Success));
+    assert_eq!(connack5(&alice_events), Some(Rc5::Success), "{}", tails(&nodes));
     alice.subscribe("#", QoS5::AtLeastOnce).expect("subscribe");
     assert!(wait_for(&alice_events, WAIT, |e| matches!(
         e,

@@ -199,20 +199,25 @@ fn uncommitted_records_hold_sends_only_when_syncing_always() {
     );
 }
 
+/// A queue entry for message 42, which no record stored: checksum-valid, and never applicable.
+fn enqueue_of_missing_message() -> Record {
+    Record::Enqueue {
+        key: 1,
+        seq: 1,
+        id: 42,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: Vec::new(),
+    }
+}
+
 /// A checksum-valid record that cannot be right: a queue entry whose message is missing, or a session key the
 /// restored broker would overflow. With valid records after it, start-up stops naming the file and the offset;
 /// no panic, no image that silently lacks the entry.
 #[test]
 fn an_entry_whose_message_is_missing_or_an_overflowing_key_stops_start_up() {
     let bad_records = [
-        Record::Enqueue {
-            key: 1,
-            seq: 1,
-            id: 42,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: Vec::new(),
-        },
+        enqueue_of_missing_message(),
         Record::SessionOpen {
             key: u64::MAX,
             client_id: "c".into(),
@@ -258,16 +263,7 @@ fn an_undecodable_record_that_passes_its_checksum_at_the_end_of_the_log_stops_st
     };
     let unapplicable = {
         let mut pending = wal::Pending::default();
-        pending
-            .push(&Record::Enqueue {
-                key: 1,
-                seq: 1,
-                id: 42,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                subscription_ids: Vec::new(),
-            })
-            .expect("encodable");
+        pending.push(&enqueue_of_missing_message()).expect("encodable");
         let mut frame = bytes::BytesMut::new();
         pending.frame(&mut frame);
         frame.to_vec()

@@ -210,6 +210,9 @@ pub struct Broker {
     match_buffer: Vec<TopicMatch<SessionKey>>,
     /// Reused buffer for the deliveries of one message.
     plan_buffer: Vec<(SessionKey, Delivery)>,
+    /// Reused buffer for what one pump of a session's queue sends, so a PUBACK that frees one slot of a
+    /// subscriber's window does not allocate (see `publish::pump_once`).
+    pump_buffer: Vec<publish::Pumped>,
     /// PUBLISHes encoded once for the subscribers that get identical bytes (see `shared_publish`).
     shared_publishes: shared_publish::SharedPublishes,
     /// Connections whose held PUBLISHes may now fit, retried at the end of the current input (see `flow`).
@@ -258,6 +261,7 @@ impl Broker {
             dirty: VecDeque::new(),
             match_buffer: Vec::new(),
             plan_buffer: Vec::new(),
+            pump_buffer: Vec::new(),
             shared_publishes: shared_publish::SharedPublishes::default(),
             woken: BTreeSet::new(),
             storage_full: false,

@@ -268,7 +268,7 @@ impl Broker {
     /// and the inflight window pulls from there.
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery) {
         // Read access is checked per delivery, so a wide subscription brings only what the client may read.
-        if !self.may_read(key, &delivery.message.topic) {
+        if self.authenticator.restricts_reads() && !self.may_read(key, &delivery.message.topic) {
             return;
         }
         let (limits, over_budget) = (self.queue_limits(), self.over_budget());
@@ -332,7 +332,7 @@ impl Broker {
         };
         let window = usize::from(connection.client_receive_maximum.min(self.config.max_inflight).max(1));
         let alias_free = connection.client_topic_alias_maximum == 0;
-        let mut to_send = Vec::new();
+        let mut to_send = std::mem::take(&mut self.pump_buffer);
         let mut expired = Vec::new();
         let mut expired_bytes = 0;
         let mut outbuf_len = connection.outbuf.len();
@@ -375,13 +375,14 @@ impl Broker {
             self.persist_sent(key, *seq, *packet_id, *state);
         }
         let mut dropped = false;
-        for (_, _, packet_id, outgoing) in to_send {
+        for (_, _, packet_id, outgoing) in to_send.drain(..) {
             if !self.send_outgoing(conn, outgoing, packet_id) {
                 // Too large for the client: behave as if it had been delivered [MQTT-3.1.2-25].
                 self.complete_inflight(key, packet_id);
                 dropped = true;
             }
         }
+        self.pump_buffer = to_send;
         dropped
     }
 
@@ -498,6 +499,14 @@ impl Broker {
         let Some(position) = session.inflight_position(packet_id) else {
             return;
         };
+        self.complete_inflight_at(key, position);
+    }
+
+    /// Ends the flow of the inflight entry at `position` of `key`'s window.
+    fn complete_inflight_at(&mut self, key: SessionKey, position: usize) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
         if let Some(entry) = session.remove_inflight(position) {
             self.persist_done(key, entry.delivery.seq);
             self.count_dequeued(key, delivery_bytes(&entry.delivery));
@@ -517,8 +526,8 @@ impl Broker {
             s.inflight_position(ack.packet_id)
                 .filter(|&i| s.inflight()[i].state == Awaiting::PubAck)
         });
-        if expected.is_some() {
-            self.complete_inflight(key, ack.packet_id);
+        if let Some(position) = expected {
+            self.complete_inflight_at(key, position);
             if !self.expiring_head_left_queued(key) {
                 self.pump(key);
             }
@@ -610,9 +619,12 @@ impl Broker {
     }
 }
 
+/// One delivery a pump sends: its queue sequence number, the acknowledgement awaited, its packet id, the PUBLISH.
+pub(super) type Pumped = (u64, Awaiting, u16, Outgoing);
+
 /// A PUBLISH on its way out: the message and form of a shareable one (its bytes may come from the shared
 /// encoding), or a packet built for this subscriber alone.
-enum Outgoing {
+pub(super) enum Outgoing {
     Shared {
         message: Arc<Message>,
         qos: QoS,

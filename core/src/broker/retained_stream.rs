@@ -73,6 +73,10 @@ impl Broker {
     /// Sends the next slice of `key`'s streams, oldest first, while the session has room. Called after anything
     /// that may free room (`pump`: acknowledgements, `Writable`, reconnection) and from its own timer.
     pub(super) fn advance_retained(&mut self, key: SessionKey) {
+        // Every pump asks; nearly always nobody streams.
+        if self.retained_streams.is_empty() {
+            return;
+        }
         // Taken out while sending: `deliver` pumps, and the pump calls back here; the nested call finds nothing.
         let Some(mut streams) = self.retained_streams.remove(&key) else {
             return;

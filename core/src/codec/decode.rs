@@ -45,6 +45,36 @@ pub fn decode_packet(header: u8, body: Bytes, version: Option<ProtocolVersion>) 
     Ok(packet)
 }
 
+/// A publish acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP) whose remaining length is 2, decoded from its two
+/// body bytes: exactly what `decode_packet` gives for it, without taking the bytes out of the receive buffer as a
+/// shared `Bytes` (a subscriber's PUBACKs are most of what a fan-out broker decodes). `None` for any other packet.
+pub fn decode_short_ack(
+    header: u8,
+    body: [u8; 2],
+    version: Option<ProtocolVersion>,
+) -> Option<Result<Packet, DecodeError>> {
+    let packet_type = PacketType::from_nibble(header >> 4)?;
+    let make = match packet_type {
+        PacketType::PubAck => Packet::PubAck,
+        PacketType::PubRec => Packet::PubRec,
+        PacketType::PubRel => Packet::PubRel,
+        PacketType::PubComp => Packet::PubComp,
+        _ => return None,
+    };
+    let decoded = (|| {
+        check_flags(packet_type, header & 0x0F, version)?;
+        if version.is_none() {
+            return Err(DecodeError::FirstPacketNotConnect);
+        }
+        // [MQTT-2.2.1-3]; section 3.4.2.1: a remaining length of 2 means Success with no properties.
+        match u16::from_be_bytes(body) {
+            0 => Err(DecodeError::ZeroPacketId),
+            id => Ok(make(PubResponse::new(id, ReasonCode::SUCCESS))),
+        }
+    })();
+    Some(decoded)
+}
+
 /// Reserved flag bits of the fixed header [MQTT-2.1.3-1]; PUBLISH flags are checked with its fields.
 ///
 /// MQTT 3.1 (protocol level 3) had no reserved bits: PUBREL, SUBSCRIBE and UNSUBSCRIBE carried QoS 1 and set DUP

@@ -188,6 +188,10 @@ impl Authenticator for FileAuthenticator {
     fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
         self.acl.as_ref().is_none_or(|acl| acl.may_read(client, topic))
     }
+
+    fn restricts_reads(&self) -> bool {
+        self.acl.is_some()
+    }
 }
 
 #[cfg(test)]

@@ -197,6 +197,8 @@ fn acl_decides_topics_and_no_acl_allows_all() {
     assert!(ruled.authorize_read(who, "in/1") && !ruled.authorize_publish(who, "in/1"));
     assert!(ruled.authorize_publish(who, "out/1") && !ruled.authorize_read(who, "out/1"));
     assert!(ruled.authorize_subscribe(who, "in/+") && !ruled.authorize_subscribe(who, "out/#"));
+    // Without an ACL the broker need not ask per delivery; with one it must (it refuses "out/1" above).
+    assert!(!open.restricts_reads() && ruled.restricts_reads());
 }
 
 #[test]

@@ -49,4 +49,8 @@ impl Authenticator for BridgeTrust {
     fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {
         self.is_bridge(client.client_id) || self.inner.authorize_read(client, topic)
     }
+
+    fn restricts_reads(&self) -> bool {
+        self.inner.restricts_reads()
+    }
 }

@@ -33,6 +33,18 @@ impl MessageTopic {
         }
     }
 
+    /// Its length in bytes, without the UTF-8 check `as_str` makes of an inline topic.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Inline { len, .. } => usize::from(*len),
+            Repr::Heap(topic) => topic.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // Copied whole from a `str` in `new`, so always valid UTF-8.
