@@ -10,11 +10,15 @@ duration=${1:-5}
 diagnostic=${DIAGNOSTIC:-1}
 # BROKER=path runs another build of the broker (both the single node and the cluster), to compare builds run by run.
 broker=${BROKER:-./target/release/mqtt-broker}
+# SNAPSHOT_BYTES=N sets the cluster's [cluster] snapshot_bytes (e.g. 8388608, so snapshots happen within a cell).
+snapshot_bytes=${SNAPSHOT_BYTES:-}
 work=$(mktemp -d)
 shm=$(mktemp -d /dev/shm/mqtt-cluster-bench.XXXXXX)
 pids=()
 # Waits for the brokers to exit, so a run right after finds their ports free.
-trap 'kill "${pids[@]}" 2>/dev/null || true; wait; rm -rf "$work" "$shm"' EXIT
+# KEEP_LOGS=dir keeps the cluster nodes' logs there (leader changes, snapshot timings).
+keep_logs=${KEEP_LOGS:-}
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait; [ -z "$keep_logs" ] || cp "$work"/*.log "$keep_logs"/ 2>/dev/null; rm -rf "$work" "$shm"' EXIT
 
 run() { # port pid args...
   local port=$1 pid=$2; shift 2
@@ -51,6 +55,7 @@ peers = [
   { id = 3, address = "127.0.0.1:1790$((first + 2))" },
 ]
 CONF
+    [ -n "$snapshot_bytes" ] && echo "snapshot_bytes = $snapshot_bytes" >> "$work/$name$i.toml"
     "$broker" --config "$work/$name$i.toml" --log-level info 2> "$work/$name$i.log" &
     pids+=("$!")
     eval "${name}_pid$i=$!"

@@ -5,6 +5,9 @@ use crate::auth::SharedAuthenticator;
 use mqtt_core::broker::Config as BrokerConfig;
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
+/// Default of `NodeConfig::snapshot_bytes`.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 256 << 20;
+
 /// Default bound of held client output: 64 MiB.
 pub const DEFAULT_MAX_HELD_BYTES: usize = 64 << 20;
 
@@ -37,10 +40,11 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// Or once the entries applied since the last snapshot carry this many bytes (and four times the last
     /// snapshot's size, so a large image is not rewritten for a small log). Entries of a busy leader's turns are
-    /// tens of kilobytes: 10,000 of them are hundreds of megabytes per node, in memory and on disk. Not lower by
-    /// default: a snapshot is taken and written on the loop, so with a large image (100,000 messages queued for
-    /// slow subscribers: 14.7 MB, 0.3-0.9 s on a busy machine) more frequent snapshots stalled every node past
-    /// the election timeout (bench/cluster.sh's fan-out row with clients on all nodes, with 32 MiB).
+    /// tens of kilobytes: 10,000 of them are hundreds of megabytes per node, in memory and on disk. Chosen while
+    /// snapshots were encoded and written on the loop, where with a large image (100,000 messages queued for slow
+    /// subscribers: 14.7 MB, 0.3-0.9 s on a busy machine) more frequent ones stalled every node past the election
+    /// timeout (bench/cluster.sh's fan-out row with clients on all nodes, with 32 MiB). The loop now only freezes
+    /// the image (see `snapshot`); the default stays until a quiet machine shows a lower one costs nothing.
     pub snapshot_bytes: u64,
     /// Largest peer message accepted, header included.
     pub max_peer_message: usize,
@@ -81,7 +85,7 @@ impl NodeConfig {
             broker: BrokerConfig::default(),
             seed: 0,
             snapshot_entries: 10_000,
-            snapshot_bytes: 256 << 20,
+            snapshot_bytes: DEFAULT_SNAPSHOT_BYTES,
             max_peer_message: crate::wire::DEFAULT_MAX_PEER_MESSAGE,
             relay_clients: false,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,

@@ -11,6 +11,7 @@
 //! - [`wire`]: peer messages, entry data and snapshot data as bytes, with typed decode errors.
 //! - [`members`]: voters added and removed at run time through Raft configuration changes.
 //! - [`relay`]: clients on any node, their bytes relayed to the leader's broker over the node-to-node links.
+//! - [`snapshot`]: the node's own snapshots, frozen by the node, encoded and written by the driver off its loop.
 //! - `storage`: the in-memory Raft log raft-rs reads; `release`: the commit rule for client outputs.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod node;
 mod planted;
 pub mod relay;
 mod release;
+pub mod snapshot;
 mod storage;
 pub mod wire;
 
@@ -30,6 +32,7 @@ pub use members::{MemberChange, MemberChangeError};
 pub use node::{ClusterEvent, Node, NodeInput, NodeOutput, NodeStatus, PeerProgress, Role};
 #[cfg(feature = "planted-bugs")]
 pub use planted::ClusterBug;
+pub use snapshot::SnapshotJob;
 pub use wire::PeerError;
 
 /// raft-rs's protobuf types (entries, hard state, snapshots, messages), for drivers that store them.

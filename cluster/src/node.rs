@@ -21,6 +21,7 @@ use crate::failover::Watch;
 use crate::members::{self, MemberChange, MemberChangeError};
 use crate::relay::{self, RelayKind, RelayMessage, Relayed, Remote};
 use crate::release::Held;
+use crate::snapshot::SnapshotJob;
 use crate::storage::LogStore;
 use crate::wire::{self, DataError, PeerError};
 use bytes::Bytes;
@@ -62,6 +63,9 @@ pub enum NodeInput<'a> {
     /// A driver sends it once per loop turn, before it writes and syncs (so one entry, one append message per
     /// follower and one sync carry the whole turn). Without that setting each input's records are proposed at once.
     Flush,
+    /// The snapshot of a `NodeOutput::TakeSnapshot` is durable (written, synced and in place: a restart recovers
+    /// from it): the node compacts its log up to it and serves it to followers that lag behind.
+    SnapshotWritten(Snapshot),
 }
 
 /// What the driver must do, in order (see the ordering rule in the module documentation).
@@ -86,6 +90,12 @@ pub enum NodeOutput {
     /// (the snapshot came from the leader and replaces a log that disagreed); without it, entries at or below the
     /// snapshot's index may be dropped (log compaction) and later ones must be kept.
     PersistSnapshot { snapshot: Snapshot, discard_log: bool },
+    /// Encode this frozen image (`SnapshotJob::encode`) and store it durably as the next snapshot, as
+    /// `PersistSnapshot` without `discard_log` does, then hand it back as `NodeInput::SnapshotWritten`. Not a
+    /// promise: nothing after it waits for it, so the driver does it off its loop, taking as long as it takes (one
+    /// at a time: the node asks for no other meanwhile). Until it is handed back the log keeps every entry, and a
+    /// snapshot the driver never finishes (a crash) costs nothing but the work.
+    TakeSnapshot(Box<SnapshotJob>),
     /// Everything before this output is durable once the driver acts on it (the ordering rule): the driver then
     /// gives the number back as `NodeInput::Durable`, at once or after other inputs. Until then a leader does not
     /// count its own copy of these entries toward a commit (a commit counted on an unsynced write, announced to the
@@ -186,7 +196,7 @@ pub enum ClusterEvent {
         index: u64,
         error: DataError,
     },
-    /// This node snapshotted its image at `index` and compacted its log.
+    /// This node's snapshot of its image at `index` is durable, and its log compacted.
     SnapshotTaken {
         index: u64,
     },
@@ -334,6 +344,8 @@ pub struct Node {
     brokers_built: u64,
     /// Peers sent a snapshot in the current ready (see `process_ready`).
     snapshots_sent: Vec<u64>,
+    /// The index of the snapshot handed to the driver (`NodeOutput::TakeSnapshot`) and not yet written.
+    snapshot_in_flight: Option<u64>,
     /// Set once a configuration change removing this node is applied: it serves nothing any more.
     removed: bool,
     /// See `NodeStatus::relays_dropped`.
@@ -431,6 +443,7 @@ impl Node {
             rng,
             brokers_built: 0,
             snapshots_sent: Vec::new(),
+            snapshot_in_flight: None,
             removed,
             relays_dropped: 0,
         };
@@ -464,6 +477,7 @@ impl Node {
                 self.raft.on_persist_ready(number);
                 self.report_applied();
             }
+            NodeInput::SnapshotWritten(snapshot) => self.snapshot_written(snapshot),
         }
         self.process_ready();
     }
@@ -1161,34 +1175,54 @@ impl Node {
         });
     }
 
+    /// Hands the driver a snapshot of the applied image once enough was applied since the last
+    /// (`NodeConfig::snapshot_entries`, `snapshot_bytes`), to rebuild, encode and write off its loop (see
+    /// `snapshot`). The log is compacted only when the driver reports the snapshot durable (`snapshot_written`).
     fn maybe_snapshot(&mut self) {
+        if self.snapshot_in_flight.is_some() {
+            return;
+        }
         let bytes_due = self.applied_bytes >= self.config.snapshot_bytes.max(4 * self.last_snapshot_bytes);
         if self.applied < self.last_snapshot + self.config.snapshot_entries.max(1) && !bytes_due {
             return;
         }
         let index = self.applied;
-        let Ok(term) = raft::Storage::term(self.raft.store(), index) else {
+        let store = self.raft.store();
+        let Ok(term) = raft::Storage::term(store, index) else {
             return;
         };
-        // The snapshot holds live messages only (see `collect_garbage`).
-        self.image.collect_garbage();
-        self.collect_at = (2 * self.image.messages.len()).max(COLLECT_MIN_MESSAGES);
-        let mut snapshot = Snapshot {
-            data: wire::encode_snapshot_data(self.digest, &self.image),
-            ..Snapshot::default()
+        let base = store.snapshot_index();
+        if base >= index {
+            return;
+        }
+        let at = (index, term, store.conf_state().clone());
+        let context = raft::GetEntriesContext::empty(false);
+        // What rebuilds the image at `index` off the loop: the previous snapshot and the entries since, a pointer
+        // each (see `snapshot`). The log reaches back to the previous snapshot unless the node recovered with a gap.
+        let job = match raft::Storage::entries(store, base + 1, index + 1, None, context) {
+            Ok(entries) => SnapshotJob::replay(at, self.digest, store.snapshot_data(), entries),
+            Err(_) => SnapshotJob::copy(at, self.digest, self.image.clone()),
         };
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.raft.store().conf_state().clone());
-        self.raft.mut_store().compact(snapshot.clone());
+        self.snapshot_in_flight = Some(index);
+        // Counted from here: what is applied while the driver writes belongs to the next snapshot.
         self.last_snapshot = index;
         self.applied_bytes = 0;
+        self.outputs.push_back(NodeOutput::TakeSnapshot(Box::new(job)));
+    }
+
+    /// The driver wrote the snapshot of a `TakeSnapshot`: the log is compacted up to it (in memory; the driver's
+    /// files were when it wrote it), and it is the snapshot a lagging follower is sent. Unless a snapshot from
+    /// the leader at a later index was installed meanwhile: that one stays.
+    fn snapshot_written(&mut self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        if self.snapshot_in_flight == Some(index) {
+            self.snapshot_in_flight = None;
+        }
+        if index <= self.raft.store().snapshot_index() || index > self.applied {
+            return;
+        }
         self.last_snapshot_bytes = snapshot.data.len() as u64;
-        self.outputs.push_back(NodeOutput::PersistSnapshot {
-            snapshot,
-            discard_log: false,
-        });
+        self.raft.mut_store().compact(snapshot);
         self.event(ClusterEvent::SnapshotTaken { index });
     }
 

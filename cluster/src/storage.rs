@@ -28,6 +28,11 @@ impl LogStore {
         self.snapshot.get_metadata().index
     }
 
+    /// The latest snapshot's data (the image at its index; empty: none), shared.
+    pub fn snapshot_data(&self) -> bytes::Bytes {
+        self.snapshot.data.clone()
+    }
+
     fn snapshot_term(&self) -> u64 {
         self.snapshot.get_metadata().term
     }

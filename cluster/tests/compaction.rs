@@ -4,7 +4,7 @@
 //! at once.
 
 use bytes::{Bytes, BytesMut};
-use mqtt_cluster::{Node, NodeConfig, NodeInput, NodeOutput, Recovered};
+use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, Recovered, SnapshotJob};
 use mqtt_core::broker::{ConnectionId, Input, ListenerId, Output};
 use mqtt_core::codec::{self, Decoder};
 use mqtt_core::packet::{
@@ -18,6 +18,13 @@ struct Alone {
     now: Time,
     snapshots: Vec<Bytes>,
     outputs: Vec<Output>,
+    /// Snapshots the node asked for are held here, unwritten, instead of written at once.
+    hold: bool,
+    held: Vec<SnapshotJob>,
+    /// The indexes of `ClusterEvent::SnapshotTaken`.
+    taken: Vec<u64>,
+    /// Snapshot jobs checked to rebuild the node's image.
+    rebuilt: usize,
 }
 
 impl Alone {
@@ -32,6 +39,10 @@ impl Alone {
             now: Time::ZERO,
             snapshots: Vec::new(),
             outputs: Vec::new(),
+            hold: false,
+            held: Vec::new(),
+            taken: Vec::new(),
+            rebuilt: 0,
         };
         for _ in 0..300 {
             alone.now = Time(alone.now.0 + 10);
@@ -45,9 +56,31 @@ impl Alone {
         self.node.handle_input(self.now, input);
         // Every write is durable at once: the node hears so, which commits and releases what waited for it.
         while let Some(output) = self.node.poll_output() {
+            if let NodeOutput::TakeSnapshot(job) = &output {
+                // The job rebuilds (from the previous snapshot and the entries since) the image the node holds at
+                // its index, which is now: it is handed out at the end of the input that applied that index.
+                let mut live = self.node.image().clone();
+                live.collect_garbage();
+                live.orphan_records = 0;
+                let mut rebuilt = job.image().expect("the job rebuilds the image");
+                rebuilt.orphan_records = 0;
+                assert!(
+                    rebuilt == live,
+                    "the snapshot at {} is not the node's image",
+                    job.index()
+                );
+                self.rebuilt += 1;
+            }
             match output {
                 NodeOutput::ConfirmDurable(number) => self.node.handle_input(self.now, NodeInput::Durable(number)),
                 NodeOutput::PersistSnapshot { snapshot, .. } => self.snapshots.push(snapshot.data),
+                NodeOutput::TakeSnapshot(job) if self.hold => self.held.push(*job),
+                NodeOutput::TakeSnapshot(job) => {
+                    let snapshot = job.encode().expect("the node's own snapshot encodes");
+                    self.snapshots.push(snapshot.data.clone());
+                    self.node.handle_input(self.now, NodeInput::SnapshotWritten(snapshot));
+                }
+                NodeOutput::Event(ClusterEvent::SnapshotTaken { index }) => self.taken.push(index),
                 NodeOutput::Client(output) => self.outputs.push(output),
                 _ => {}
             }
@@ -190,4 +223,41 @@ fn a_log_of_large_entries_is_compacted_by_its_bytes_before_its_entry_count() {
         "{} snapshots",
         alone.snapshots.len()
     );
+}
+
+/// The node asks the driver for one snapshot at a time and compacts its log only once it is written: while one is
+/// being written none is taken (compacted) and no other is asked for, however much is applied; once it is handed
+/// back it is taken at its index, and the next is asked for. One handed back twice changes nothing.
+#[test]
+fn the_log_is_compacted_only_once_its_snapshot_is_written() {
+    let mut alone = Alone::new(|c| c.snapshot_entries = 5);
+    alone.hold = true;
+    publish_and_acknowledge(&mut alone, 30, 16);
+    assert_eq!(alone.held.len(), 1, "one snapshot at a time");
+    assert!(
+        alone.taken.is_empty(),
+        "nothing compacted before the snapshot is written"
+    );
+    let job = alone.held.remove(0);
+    let index = job.index();
+    let image = job.image().expect("the job rebuilds the image");
+    assert_eq!(
+        image.sessions.len(),
+        2,
+        "the image at the snapshot's index holds both sessions"
+    );
+    let snapshot = job.encode().expect("the node's own snapshot encodes");
+    alone.hold = false;
+    alone.input(NodeInput::SnapshotWritten(snapshot.clone()));
+    assert_eq!(
+        alone.taken.first(),
+        Some(&index),
+        "compacted at the snapshot's index once written"
+    );
+    // Far more than 5 entries were applied meanwhile: the next snapshot follows at once, past the first, rebuilt
+    // from the first and the entries since.
+    assert!(alone.taken.len() == 2 && alone.taken[1] > index, "{:?}", alone.taken);
+    assert_eq!(alone.rebuilt, 2);
+    alone.input(NodeInput::SnapshotWritten(snapshot));
+    assert_eq!(alone.taken.len(), 2, "an older snapshot handed back again is not taken");
 }

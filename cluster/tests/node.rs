@@ -35,6 +35,8 @@ struct Cluster {
     /// A node whose disk has not synced yet: its writes, and the outputs after them, wait in `unsynced` for `sync`.
     slow_disk: Option<usize>,
     unsynced: VecDeque<NodeOutput>,
+    /// Snapshots written (at once, on an always-synced disk), to hand back to their nodes.
+    written: Vec<(usize, Snapshot)>,
 }
 
 fn config(id: u64) -> NodeConfig {
@@ -103,6 +105,7 @@ impl Cluster {
             isolated: None,
             slow_disk: None,
             unsynced: VecDeque::new(),
+            written: Vec::new(),
         }
     }
 
@@ -127,6 +130,13 @@ impl Cluster {
         if let Some(number) = durable {
             self.input(i, NodeInput::Durable(number));
         }
+        self.hand_back_snapshots();
+    }
+
+    fn hand_back_snapshots(&mut self) {
+        for (i, snapshot) in std::mem::take(&mut self.written) {
+            self.input(i, NodeInput::SnapshotWritten(snapshot));
+        }
     }
 
     /// The slow disk's writes become durable: they and the outputs that waited for them are acted on.
@@ -139,6 +149,7 @@ impl Cluster {
         if let Some(number) = durable {
             self.input(i, NodeInput::Durable(number));
         }
+        self.hand_back_snapshots();
     }
 
     fn act(&mut self, i: usize, output: NodeOutput, durable: &mut Option<u64>) {
@@ -160,6 +171,16 @@ impl Cluster {
                     let disk = &mut self.disks[i];
                     disk.entries.retain(|e| !discard_log && e.index > index);
                     disk.snapshot = Some(snapshot);
+                }
+                NodeOutput::TakeSnapshot(job) => {
+                    let snapshot = job.encode().expect("the node's own snapshot encodes");
+                    let index = snapshot.get_metadata().index;
+                    let disk = &mut self.disks[i];
+                    if disk.snapshot.as_ref().is_none_or(|s| s.get_metadata().index < index) {
+                        disk.entries.retain(|e| e.index > index);
+                        disk.snapshot = Some(snapshot.clone());
+                    }
+                    self.written.push((i, snapshot));
                 }
                 NodeOutput::Client(output) => self.client_outputs[i].push(output),
                 NodeOutput::Event(event) => self.events.push((id, event)),

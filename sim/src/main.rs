@@ -131,7 +131,7 @@ fn run_cluster(args: &Args, nodes: usize) -> ExitCode {
             println!(
                 "published {} | acknowledged {} | leader terms {} | crashes {} ({} unsynced writes lost) | restarts {} \
                  | partitions {} | garbage refused {} | client connects {} (refused by nodes that knew no reachable leader {}) | snapshots {} \
-                 taken, {} installed | releases checked against the disks {} | peer messages {}",
+                 taken, {} installed, {} unwritten at a crash | releases checked against the disks {} | peer messages {}",
                 c.published,
                 c.acknowledged,
                 c.leader_terms,
@@ -144,6 +144,7 @@ fn run_cluster(args: &Args, nodes: usize) -> ExitCode {
                 c.client_refusals,
                 c.snapshots,
                 c.snapshots_installed,
+                c.snapshots_unwritten,
                 c.releases_checked,
                 c.peer_messages
             );

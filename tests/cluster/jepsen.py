@@ -63,7 +63,7 @@ def free_port():
 
 
 class Node:
-    def __init__(self, node_id, root, client_port, peers, tick_ms):
+    def __init__(self, node_id, root, client_port, peers, tick_ms, snapshot_bytes=0):
         self.id = node_id
         self.client_port = client_port
         self.dir = Path(root) / f"node{node_id}"
@@ -71,6 +71,8 @@ class Node:
         self.config = self.dir / "broker.toml"
         peer_lines = "\n".join(f'  {{ id = {i}, address = "127.0.0.1:{p}" }},' for i, p in peers)
         timing = f"tick_ms = {tick_ms}\n" if tick_ms else ""
+        if snapshot_bytes:
+            timing += f"snapshot_bytes = {snapshot_bytes}\n"
         self.config.write_text(
             f'data_dir = "{self.dir / "data"}"\n\n[[listeners]]\naddress = "127.0.0.1:{client_port}"\n\n'
             f'[cluster]\nnode_id = {node_id}\ncluster_id = "jepsen"\n{timing}peers = [\n{peer_lines}\n]\n'
@@ -297,12 +299,18 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--tick-ms", type=int, default=50, help="Raft tick (0: the default)")
     ap.add_argument("--drain", type=float, default=20, help="seconds the subscribers get to catch up at the end")
+    ap.add_argument(
+        "--snapshot-bytes",
+        type=int,
+        default=0,
+        help="[cluster] snapshot_bytes (0: the default), small to have kills land while snapshots are written",
+    )
     args = ap.parse_args()
     rng = random.Random(args.seed)
     log(f"seed {args.seed}, binary {broker_binary()}")
     root = tempfile.mkdtemp(prefix="jepsen-")
     peer_ports = [(i + 1, free_port()) for i in range(NODES)]
-    nodes = [Node(i + 1, root, free_port(), peer_ports, args.tick_ms) for i in range(NODES)]
+    nodes = [Node(i + 1, root, free_port(), peer_ports, args.tick_ms, args.snapshot_bytes) for i in range(NODES)]
     for n in nodes:
         n.start()
     deadline = time.time() + 30
@@ -394,6 +402,9 @@ def main():
     if lost or dup_q2 or out_of_order:
         log(f"node logs kept in {root}")
         sys.exit(1)
+    if os.environ.get("JEPSEN_KEEP_LOGS"):
+        log(f"node logs kept in {root}")
+        return
     subprocess.run(["rm", "-rf", root])
 
 

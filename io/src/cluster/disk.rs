@@ -13,7 +13,10 @@
 //! Appends are buffered and written with one write and one `fdatasync` per [`RaftDisk::commit`]: a group commit,
 //! after which what Raft asked to persist is durable. A snapshot starts a new generation: snapshot file written,
 //! synced, renamed; a new log holding the entries after the snapshot and the hard state, synced; then the old
-//! files removed. Recovery reads the newest snapshot and its log.
+//! files removed. Recovery reads the newest snapshot and its log. The node's own snapshots are written and synced
+//! by a thread (`write_snapshot_file`, to `raft-snapshot.tmp`: a name recovery ignores) while the loop appends to
+//! the current log, then renamed into place as the next generation by the loop (`adopt_snapshot`): a crash before
+//! the rename leaves the previous snapshot and the whole log, as if no snapshot had begun.
 
 use crate::storage::StorageError;
 use bytes::BytesMut;
@@ -272,9 +275,39 @@ impl RaftDisk {
             // Older than what the files already start from: nothing to do.
             return Ok(());
         }
-        let generation = self.generation + 1;
-        let snap = snap_path(&self.dir, generation);
+        let snap = snap_path(&self.dir, self.generation + 1);
         write_snapshot(&snap, snapshot)?;
+        self.start_generation(snapshot, discard_log)
+    }
+
+    /// Where a thread writes the node's own snapshot (`write_snapshot_file`) before `adopt_snapshot` renames it into
+    /// place. Recovery does not read it (it is not a generation's file); the next one overwrites it.
+    pub fn snapshot_scratch_path(&self) -> PathBuf {
+        self.dir.join("raft-snapshot.tmp")
+    }
+
+    /// Makes `snapshot`, written and synced at `written` (`write_snapshot_file`), the start of a new generation, as
+    /// `save_snapshot` without `discard_log` does; the loop's part is a rename and the log's tail rewritten. A
+    /// snapshot not past the one the files start from (a leader's was installed meanwhile) is dropped: false.
+    pub fn adopt_snapshot(&mut self, written: &Path, snapshot: &Snapshot) -> Result<bool, DiskError> {
+        if snapshot.get_metadata().index <= self.snapshot_index {
+            let _ = std::fs::remove_file(written);
+            return Ok(false);
+        }
+        let snap = snap_path(&self.dir, self.generation + 1);
+        std::fs::rename(written, &snap).map_err(io_err(&snap))?;
+        // The new log holds every entry and the hard state queued so far (the rewrite writes what is held, synced):
+        // what waits to be appended is in it already.
+        self.start_generation(snapshot, false)?;
+        self.pending.clear();
+        Ok(true)
+    }
+
+    /// The log of the generation after the current one, starting from `snapshot` (already in place as that
+    /// generation's snapshot file): the entries it covers are dropped, later ones kept if they continue it.
+    fn start_generation(&mut self, snapshot: &Snapshot, discard_log: bool) -> Result<(), DiskError> {
+        let meta = snapshot.get_metadata();
+        let generation = self.generation + 1;
         // Entries past the snapshot survive only if they continue it (same term at its index, or later).
         let continues = !discard_log
             && self
@@ -307,7 +340,9 @@ impl RaftDisk {
         write_synced(&tmp, &body)?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
-        self.log = open_append(&self.dir, &path)?;
+        // The file is in place and its directory synced just above: no second directory sync (one `fsync` less
+        // on the loop for each snapshot put in place).
+        self.log = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         self.log_path = path;
         self.log_len = body.len() as u64;
         self.generation = generation;
@@ -447,6 +482,15 @@ fn apply_frame(body: &[u8], snapshot_index: u64, recovered: &mut Recovered) -> R
 }
 
 fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), DiskError> {
+    let tmp = path.with_extension("snap.tmp");
+    write_snapshot_file(&tmp, snapshot)?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Writes `snapshot` as a snapshot file at `path` and syncs it (no rename: see `RaftDisk::adopt_snapshot`). Any
+/// thread may call it: it touches no file but `path`.
+pub fn write_snapshot_file(path: &Path, snapshot: &Snapshot) -> Result<(), DiskError> {
     let mut out = BytesMut::new();
     let mut scratch = Vec::new();
     frame::put(&mut out, SNAP_MAGIC);
@@ -461,10 +505,7 @@ fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), DiskError> {
     let mut trailer = SNAP_TRAILER.to_vec();
     trailer.extend_from_slice(&(snapshot.get_data().len() as u64).to_be_bytes());
     frame::put(&mut out, &trailer);
-    let tmp = path.with_extension("snap.tmp");
-    write_synced(&tmp, &out)?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    Ok(())
+    write_synced(path, &out)
 }
 
 /// Reads a snapshot file; any damage is an error (a snapshot is written whole and renamed into place, so a torn

@@ -16,6 +16,7 @@
 //!   not for entries appended since. Client outputs keep their order among themselves.
 
 use super::disk::{DiskError, RaftDisk, Recovered};
+use super::snapshotter::Snapshotter;
 use super::syncer::Syncer;
 use super::transport::{PeerEvent, PeerTransport, TransportConfig};
 use crate::config::ClusterSettings;
@@ -57,6 +58,7 @@ pub fn node_config(cluster: &ClusterSettings, broker: BrokerConfig, seed: u64) -
     config.election_tick = cluster.election_ticks;
     config.heartbeat_tick = cluster.heartbeat_ticks;
     config.max_held_bytes = cluster.max_held_bytes;
+    config.snapshot_bytes = cluster.snapshot_bytes;
     config.broker = broker;
     config.broker.persistence = true;
     // Connections are lost in a failover: their wills must survive it, to go out after their delay unless the
@@ -117,6 +119,7 @@ pub fn open(
         writes: VecDeque::new(),
         syncer: None,
         held: VecDeque::new(),
+        snapshots: Snapshotter::default(),
         durable: None,
         relays_dropped: Vec::new(),
         held_clients: VecDeque::new(),
@@ -155,6 +158,8 @@ pub struct ClusterCore {
     syncer: Option<Syncer>,
     /// Outputs that came after a persist not yet synced, in order, each with the write it waits for.
     held: VecDeque<(u64, NodeOutput)>,
+    /// The node's own snapshot being encoded and written on a thread (see `snapshotter`).
+    snapshots: Snapshotter,
     /// The last `NodeOutput::ConfirmDurable` acted on and not yet handed back to the node.
     durable: Option<u64>,
     /// Relay messages the links could not queue, to hand back to the node (`NodeInput::RelayDropped`).
@@ -185,6 +190,8 @@ pub struct ClusterCore {
 
 /// The token of the sync thread's wake-ups: above the links' tokens (`CORE_TOKEN_BASE` and the 2^32 after it).
 const SYNC_TOKEN: Token = Token(CORE_TOKEN_BASE + (1 << 32));
+/// The token of the snapshot thread's wake-ups.
+const SNAPSHOT_TOKEN: Token = Token(CORE_TOKEN_BASE + (1 << 32) + 1);
 
 /// How long a removed node keeps running before it stops: its last messages (the commit of its own removal, the
 /// DISCONNECTs of its clients) leave meanwhile.
@@ -274,6 +281,15 @@ impl ClusterCore {
                     }
                 }
                 NodeOutput::PeerEarly { .. } => self.act(output),
+                // Not a promise (nothing after it waits for it): off to the snapshot thread at once.
+                NodeOutput::TakeSnapshot(job) => {
+                    let index = job.index();
+                    let path = self.disk.snapshot_scratch_path();
+                    match self.snapshots.start(*job, path) {
+                        Ok(()) => log::debug!("cluster: snapshot at index {index} frozen, written in the background"),
+                        Err(e) => self.fail(&e),
+                    }
+                }
                 NodeOutput::Client(output) => {
                     let needs = self.node.applied();
                     if self.held_clients.is_empty() && needs <= self.synced_index {
@@ -329,7 +345,10 @@ impl ClusterCore {
             }
             NodeOutput::ConfirmDurable(number) => self.durable = Some(number),
             // Handled in `pump`: never held.
-            NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {}
+            NodeOutput::PersistEntries(_)
+            | NodeOutput::PersistHardState(_)
+            | NodeOutput::PersistSnapshot { .. }
+            | NodeOutput::TakeSnapshot(_) => {}
         }
     }
 
@@ -689,13 +708,14 @@ impl Core for ClusterCore {
         })?;
         self.transport = Some(transport);
         self.syncer = Some(Syncer::start(registry, SYNC_TOKEN)?);
+        self.snapshots.attach(registry, SNAPSHOT_TOKEN)?;
         self.registry = Some(registry.try_clone()?);
         self.apply_member_changes();
         Ok(())
     }
 
     fn owns(&self, token: Token) -> bool {
-        token == SYNC_TOKEN || self.transport.as_ref().is_some_and(|t| t.owns(token))
+        token == SYNC_TOKEN || token == SNAPSHOT_TOKEN || self.transport.as_ref().is_some_and(|t| t.owns(token))
     }
 
     fn io_event(&mut self, now: Time, event: &mio::event::Event) {
@@ -703,6 +723,10 @@ impl Core for ClusterCore {
         if self.syncer.as_ref().is_some_and(|s| s.token() == event.token()) {
             // A sync completed: what waited for it goes out now, not at the end of the turn.
             self.sync_completed();
+            return;
+        }
+        if event.token() == SNAPSHOT_TOKEN {
+            self.snapshot_completed();
             return;
         }
         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
@@ -721,6 +745,8 @@ impl Core for ClusterCore {
 
     fn end_turn(&mut self, now: Time) {
         self.now = self.now.max(now);
+        // Also here, not only on the thread's wake-up: before the driver attached the node there is none.
+        self.snapshot_completed();
         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
             transport.on_timers(registry, Instant::now(), &mut self.peer_events);
             transport.read_more(registry, &mut self.peer_events);
@@ -772,5 +798,6 @@ impl Core for ClusterCore {
     }
 }
 
+mod snapshot;
 #[cfg(test)]
 mod tests;

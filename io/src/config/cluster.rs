@@ -48,6 +48,9 @@ pub struct ClusterFile {
     /// Bytes of client output the leader holds waiting for commits; beyond it QoS 0 messages are dropped.
     #[serde(default)]
     pub max_held_bytes: Option<Spanned<u64>>,
+    /// Bytes of applied entries after which a node snapshots its image and compacts its log.
+    #[serde(default)]
+    pub snapshot_bytes: Option<Spanned<u64>>,
     /// This node joins a running cluster: `peers` lists the current members and this node (for its address);
     /// it becomes a voter once `mqtt-broker cluster add-node` adds it.
     #[serde(default)]
@@ -75,6 +78,8 @@ pub struct ClusterSettings {
     pub heartbeat_ticks: usize,
     /// See `mqtt_cluster::NodeConfig::max_held_bytes`.
     pub max_held_bytes: usize,
+    /// See `mqtt_cluster::NodeConfig::snapshot_bytes`.
+    pub snapshot_bytes: u64,
     /// See `mqtt_cluster::NodeConfig::joining`.
     pub join: bool,
 }
@@ -99,6 +104,7 @@ impl ClusterSettings {
         t.insert("election_ticks".into(), int(self.election_ticks as u64));
         t.insert("heartbeat_ticks".into(), int(self.heartbeat_ticks as u64));
         t.insert("max_held_bytes".into(), int(self.max_held_bytes as u64));
+        t.insert("snapshot_bytes".into(), int(self.snapshot_bytes));
         if self.join {
             t.insert("join".into(), toml::Value::Boolean(true));
         }
@@ -194,6 +200,11 @@ pub fn resolve(file: &ClusterFile, source: &Source<'_>) -> Result<ClusterSetting
         &file.max_held_bytes,
         mqtt_cluster::config::DEFAULT_MAX_HELD_BYTES as u64,
     )?;
+    let snapshot_bytes = positive(
+        "snapshot_bytes",
+        &file.snapshot_bytes,
+        mqtt_cluster::config::DEFAULT_SNAPSHOT_BYTES,
+    )?;
     // raft-rs refuses a heartbeat that is not shorter than the election timeout: followers would start elections
     // against a live leader.
     if heartbeat_ticks >= election_ticks {
@@ -229,6 +240,7 @@ pub fn resolve(file: &ClusterFile, source: &Source<'_>) -> Result<ClusterSetting
         election_ticks: election_ticks as usize,
         heartbeat_ticks: heartbeat_ticks as usize,
         max_held_bytes: usize::try_from(max_held_bytes).unwrap_or(usize::MAX),
+        snapshot_bytes,
         join,
     })
 }

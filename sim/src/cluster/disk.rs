@@ -67,6 +67,20 @@ impl Disk {
         }
     }
 
+    /// The node's own snapshot, written and synced apart from the log (a file renamed into place): durable at once,
+    /// unless the disk starts from a later snapshot already (a leader's, installed meanwhile). Whether it was kept.
+    pub fn save_own_snapshot(&mut self, snapshot: Snapshot) -> bool {
+        let current = self.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        if snapshot.get_metadata().index <= current {
+            return false;
+        }
+        self.apply(Write::Snapshot {
+            snapshot,
+            discard_log: false,
+        });
+        true
+    }
+
     /// The process dies: unsynced writes are lost, except a random prefix that reached the platter. Returns how
     /// many were lost.
     pub fn crash(&mut self, rng: &mut ChaCha8Rng) -> usize {

@@ -240,6 +240,57 @@ fn crash_between_snapshot_and_new_log_recovers_from_the_previous_log() {
     assert_eq!(open(dir.path()).1, recovered);
 }
 
+/// The node's own snapshot as a thread writes it: to the scratch file while the loop goes on appending. A crash
+/// before it is put in place (the scratch file whole, or torn) leaves the previous state: recovery ignores the file.
+/// Put in place, it starts the next generation with the entries appended meanwhile; one older than what the files
+/// start from (a leader's installed meanwhile) is dropped.
+#[test]
+fn a_snapshot_written_by_a_thread_counts_only_once_put_in_place() {
+    let (dir, _) = directory_with(5);
+    let (mut disk, _) = open(dir.path());
+    let scratch = disk.snapshot_scratch_path();
+    write_snapshot_file(&scratch, &snapshot(3, 1, b"image at 3")).expect("write");
+    disk.append(&[entry(6, 1, "e6")]);
+    disk.commit().expect("commit");
+    drop(disk);
+    // Killed before the snapshot was put in place: whole, then torn, the scratch file changes nothing.
+    for cut in [None, Some(9)] {
+        if let Some(len) = cut {
+            OpenOptions::new()
+                .write(true)
+                .open(&scratch)
+                .and_then(|f| f.set_len(len))
+                .expect("tear");
+        }
+        let (_, recovered) = open(dir.path());
+        assert_eq!(recovered.snapshot.get_metadata().index, 0, "no snapshot");
+        assert_eq!(indexes(&recovered.entries).len(), 6, "the whole log");
+    }
+    let (mut disk, _) = open(dir.path());
+    write_snapshot_file(&scratch, &snapshot(3, 1, b"image at 3")).expect("write");
+    disk.append(&[entry(7, 1, "e7")]);
+    assert!(disk
+        .adopt_snapshot(&scratch, &snapshot(3, 1, b"image at 3"))
+        .expect("adopt"));
+    assert!(!scratch.exists() && !log_path(dir.path(), 0).exists());
+    let (mut disk, recovered) = open(dir.path());
+    assert_eq!(recovered.snapshot.data.as_ref(), b"image at 3");
+    assert_eq!(
+        indexes(&recovered.entries),
+        [(4, 1), (5, 1), (6, 1), (7, 1)],
+        "queued e7 is in the new log"
+    );
+    // A leader's snapshot at 10 is installed while the thread writes one at 4: that one is dropped.
+    write_snapshot_file(&scratch, &snapshot(4, 1, b"image at 4")).expect("write");
+    disk.save_snapshot(&snapshot(10, 2, b"leader's"), true)
+        .expect("install");
+    assert!(!disk
+        .adopt_snapshot(&scratch, &snapshot(4, 1, b"image at 4"))
+        .expect("adopt"));
+    assert!(!scratch.exists());
+    assert_eq!(open(dir.path()).1.snapshot.data.as_ref(), b"leader's");
+}
+
 #[test]
 fn truncated_snapshot_stops_start_up() {
     let (dir, _) = directory_with(2);

@@ -15,6 +15,8 @@ use protobuf::Message as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod snapshot;
+
 struct TestNode {
     poll: Poll,
     core: ClusterCore,
@@ -40,6 +42,7 @@ fn settings_of(own: &Peer, peers: &[Peer]) -> ClusterSettings {
         election_ticks: 10,
         heartbeat_ticks: 2,
         max_held_bytes: mqtt_cluster::config::DEFAULT_MAX_HELD_BYTES,
+        snapshot_bytes: mqtt_cluster::config::DEFAULT_SNAPSHOT_BYTES,
         join: false,
     }
 }
@@ -67,14 +70,17 @@ fn cluster_with(tune: impl Fn(&mut NodeConfig)) -> Vec<TestNode> {
 }
 
 /// One loop turn of every node, as the driver runs it; every client output handed out goes through `check`.
-fn turn(nodes: &mut [TestNode], start: Instant, check: &mut dyn FnMut(usize, &[TestNode], Output)) {
+/// Returns the longest time one node's turn took (its loop's pause for everything else).
+fn turn(nodes: &mut [TestNode], start: Instant, check: &mut dyn FnMut(usize, &[TestNode], Output)) -> Duration {
     let mut events = Events::with_capacity(64);
+    let mut longest = Duration::ZERO;
     for i in 0..nodes.len() {
         let now = Time::from_millis(start.elapsed().as_millis() as u64);
         let node = &mut nodes[i];
         node.poll
             .poll(&mut events, Some(Duration::from_millis(1)))
             .expect("poll");
+        let began = Instant::now();
         for event in events.iter() {
             assert!(node.core.owns(event.token()), "only the core's sockets are registered");
             node.core.io_event(now, event);
@@ -83,10 +89,12 @@ fn turn(nodes: &mut [TestNode], start: Instant, check: &mut dyn FnMut(usize, &[T
             node.core.handle_input(now, Input::Tick);
         }
         node.core.end_turn(now);
+        longest = longest.max(began.elapsed());
         while let Some(output) = nodes[i].core.poll_output() {
             check(i, nodes, output);
         }
     }
+    longest
 }
 
 fn leader(nodes: &[TestNode]) -> Option<usize> {
@@ -281,11 +289,11 @@ fn snapshots_compact_the_log_files_and_a_restarted_node_recovers_its_image_from_
     for (i, client) in clients.iter().enumerate() {
         connect_durable(&mut nodes, start, l, ConnectionId(i as u64 + 1), client);
     }
-    // Let every node apply everything.
+    // Let every node apply everything, and finish the snapshots its threads write.
     let deadline = Instant::now() + Duration::from_secs(10);
     while nodes
         .iter()
-        .any(|n| n.core.node().image().sessions.len() < clients.len())
+        .any(|n| n.core.node().image().sessions.len() < clients.len() || n.core.snapshots.in_flight().is_some())
     {
         assert!(Instant::now() < deadline, "the followers never applied every session");
         turn(&mut nodes, start, &mut |_, _, _| {});

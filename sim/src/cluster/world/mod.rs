@@ -2,6 +2,7 @@
 //! loop that drives them one virtual millisecond at a time.
 
 mod faults;
+mod snapshots;
 
 use super::check::Checker;
 use super::client::{Client, Kind};
@@ -39,6 +40,8 @@ pub struct ClusterCounts {
     pub releases_checked: u64,
     pub snapshots: u64,
     pub snapshots_installed: u64,
+    /// Snapshots a node was writing when it crashed (the write never completed).
+    pub snapshots_unwritten: u64,
     pub leaderless_ms_after_heal: u64,
     /// Client connections a follower relayed to the leader, and how many of them got their CONNACK.
     pub relayed_connects: u64,
@@ -77,6 +80,8 @@ struct SimNode {
     durable: Option<u64>,
     /// Relay messages the links could not queue, to hand back to the node (`NodeInput::RelayDropped`).
     relays_dropped: Vec<(u64, bytes::Bytes)>,
+    /// The node's own snapshot being written, and when the write completes (see `snapshots`).
+    snapshot: Option<(u64, mqtt_cluster::eraftpb::Snapshot)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +188,7 @@ impl World {
                 sync_at: None,
                 durable: None,
                 relays_dropped: Vec::new(),
+                snapshot: None,
             });
             world.start(id as usize - 1);
         }
@@ -441,6 +447,7 @@ impl World {
             if self.nodes[i].sync_at.is_some_and(|t| t <= self.now) {
                 self.flush(i)?;
             }
+            self.snapshot_due(i)?;
             // Background flush: an unsynced write does not stay volatile forever.
             if self.nodes[i].disk.has_unsynced() && self.nodes[i].sync_at.is_none() && self.rng.gen_bool(0.25) {
                 self.nodes[i].disk.sync();
@@ -660,8 +667,9 @@ impl World {
                 NodeOutput::PersistSnapshot { snapshot, discard_log } => {
                     Some(Write::Snapshot { snapshot, discard_log })
                 }
-                // A leader's appends need not wait for its own write of the same entries.
-                early @ NodeOutput::PeerEarly { .. } => {
+                // A leader's appends need not wait for its own write of the same entries, nor does a snapshot (it
+                // promises nothing: the node compacts only once it is written).
+                early @ (NodeOutput::PeerEarly { .. } | NodeOutput::TakeSnapshot(_)) => {
                     self.act(i, id, early)?;
                     None
                 }
@@ -816,6 +824,7 @@ impl World {
             }
             NodeOutput::Event(event) => self.on_event(i, id, event)?,
             NodeOutput::ConfirmDurable(number) => self.nodes[i].durable = Some(number),
+            NodeOutput::TakeSnapshot(job) => self.take_snapshot(i, *job)?,
             NodeOutput::PersistEntries(_) | NodeOutput::PersistHardState(_) | NodeOutput::PersistSnapshot { .. } => {
                 unreachable!("writes are handled by drain")
             }
@@ -891,6 +900,12 @@ impl World {
         self.nodes[i].sync_at = None;
         self.nodes[i].durable = None;
         self.nodes[i].relays_dropped.clear();
+        // The snapshot thread dies with the process: its write never completes.
+        if let Some((_, snapshot)) = self.nodes[i].snapshot.take() {
+            self.counts.snapshots_unwritten += 1;
+            let index = snapshot.get_metadata().index;
+            self.line(format!("n{id} crashes while it writes snapshot {index}"));
+        }
         let lost = self.nodes[i].disk.crash(&mut self.rng);
         self.counts.crashes += 1;
         self.counts.writes_lost += lost as u64;
