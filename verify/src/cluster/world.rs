@@ -353,6 +353,23 @@ impl<'s> ClusterWorld<'s> {
                     }
                     log.insert(meta.index, meta.term);
                 }
+                // The binary writes it on a thread; here at once, durable before what follows, then the node is told
+                // (the simulator covers a write that lags or never completes).
+                NodeOutput::TakeSnapshot(job) => {
+                    let Ok(snapshot) = job.encode() else {
+                        self.tell(format!("        node {id}'s snapshot does not rebuild"));
+                        continue;
+                    };
+                    let meta = snapshot.get_metadata();
+                    self.view.durable[i].insert(meta.index, meta.term);
+                    let node = &mut self.nodes[i];
+                    node.handle_input(self.clocks[i], NodeInput::SnapshotWritten(snapshot));
+                    let mut more = Vec::new();
+                    while let Some(output) = node.poll_output() {
+                        more.push(output);
+                    }
+                    self.handle_outputs(id, more);
+                }
                 NodeOutput::Client(Output::Transmit { conn, data }) => self.transmitted(id, conn, &data),
                 NodeOutput::Client(Output::Close { conn }) => {
                     if self.view.client.conn == Some((id, conn)) {
@@ -476,6 +493,7 @@ fn input_kind(input: &NodeInput<'_>) -> u8 {
         NodeInput::Flush => 4,
         NodeInput::Durable(_) => 5,
         NodeInput::RelayDropped { .. } => 6,
+        NodeInput::SnapshotWritten(_) => 7,
     }
 }
 
