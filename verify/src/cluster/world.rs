@@ -362,13 +362,7 @@ impl<'s> ClusterWorld<'s> {
                     };
                     let meta = snapshot.get_metadata();
                     self.view.durable[i].insert(meta.index, meta.term);
-                    let node = &mut self.nodes[i];
-                    node.handle_input(self.clocks[i], NodeInput::SnapshotWritten(snapshot));
-                    let mut more = Vec::new();
-                    while let Some(output) = node.poll_output() {
-                        more.push(output);
-                    }
-                    self.handle_outputs(id, more);
+                    self.tell_and_act(id, NodeInput::SnapshotWritten(snapshot));
                 }
                 NodeOutput::Client(Output::Transmit { conn, data }) => self.transmitted(id, conn, &data),
                 NodeOutput::Client(Output::Close { conn }) => {
@@ -380,18 +374,22 @@ impl<'s> ClusterWorld<'s> {
                 NodeOutput::Client(_) => {}
                 NodeOutput::Event(event) => self.event(id, event),
                 // The writes before it are durable (handled above, in order): the node may count them now.
-                NodeOutput::ConfirmDurable(number) => {
-                    let node = &mut self.nodes[i];
-                    node.handle_input(self.clocks[i], NodeInput::Durable(number));
-                    let mut more = Vec::new();
-                    while let Some(output) = node.poll_output() {
-                        more.push(output);
-                    }
-                    self.handle_outputs(id, more);
-                }
+                NodeOutput::ConfirmDurable(number) => self.tell_and_act(id, NodeInput::Durable(number)),
             }
         }
         self.view.serving[i] = self.nodes[i].status().serving;
+    }
+
+    /// What the driver tells node `id` while acting on its outputs (a write done), and acting on what it answers.
+    fn tell_and_act(&mut self, id: u64, input: NodeInput<'_>) {
+        let i = idx(id);
+        let node = &mut self.nodes[i];
+        node.handle_input(self.clocks[i], input);
+        let mut more = Vec::new();
+        while let Some(output) = node.poll_output() {
+            more.push(output);
+        }
+        self.handle_outputs(id, more);
     }
 
     fn event(&mut self, id: u64, event: ClusterEvent) {
