@@ -34,6 +34,44 @@ pub struct Outcome {
     pub broker_restarts: u64,
     /// In how many passing seeds each feature and fault happened.
     pub coverage: sim::coverage::Table,
+    /// In how many passing seeds drops went unchecked, by cause (see `sim::model::Model::drops_unchecked`).
+    pub waivers: Waivers,
+}
+
+/// Passing seeds whose drops went unchecked, in all and per cause (a seed may have several), and those where the
+/// waiver excused a drop that nothing else allowed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Waivers {
+    pub unchecked: u64,
+    pub bounded_queues: u64,
+    pub holds_seen: u64,
+    pub suspension_seen: u64,
+    /// Seeds with a cause other than bounded queues.
+    pub beyond_bounds: u64,
+    pub used: u64,
+}
+
+impl Waivers {
+    fn add(&mut self, waiver: sim::model::Waiver) {
+        let causes = [waiver.bounded_queues, waiver.holds_seen, waiver.suspension_seen];
+        self.unchecked += u64::from(causes.iter().any(|c| *c));
+        self.bounded_queues += u64::from(waiver.bounded_queues);
+        self.holds_seen += u64::from(waiver.holds_seen);
+        self.suspension_seen += u64::from(waiver.suspension_seen);
+        self.beyond_bounds += u64::from(waiver.holds_seen || waiver.suspension_seen);
+        self.used += u64::from(waiver.waived_drops > 0);
+    }
+}
+
+impl std::fmt::Display for Waivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "drops unchecked in {} passing seeds (bounded queues {}, held PUBLISHes {}, storage suspended {}; other \
+             than bounded queues {}); a drop excused by that alone in {}",
+            self.unchecked, self.bounded_queues, self.holds_seen, self.suspension_seen, self.beyond_bounds, self.used
+        )
+    }
 }
 
 impl Outcome {
@@ -52,11 +90,13 @@ pub fn run(plan: &Plan) -> Outcome {
     let failed = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let coverage = Mutex::new(sim::coverage::Table::default());
+    let waivers = Mutex::new(Waivers::default());
     let end_seed = plan.seeds.map(|n| plan.first_seed.saturating_add(n));
     std::thread::scope(|scope| {
         for _ in 0..plan.threads.max(1) {
-            let (next, done, simulated, failed, failures, restarts, coverage) =
-                (&next, &done, &simulated, &failed, &failures, &restarts, &coverage);
+            let (next, done, simulated, failed, failures, restarts, coverage, waivers) = (
+                &next, &done, &simulated, &failed, &failures, &restarts, &coverage, &waivers,
+            );
             scope.spawn(move || loop {
                 if plan.budget.is_some_and(|b| started.elapsed() >= b) {
                     return;
@@ -74,6 +114,9 @@ pub fn run(plan: &Plan) -> Outcome {
                         restarts.fetch_add(report.counts.broker_restarts, Ordering::Relaxed);
                         if let Ok(mut table) = coverage.lock() {
                             table.add(report.coverage);
+                        }
+                        if let Ok(mut waivers) = waivers.lock() {
+                            waivers.add(report.waiver);
                         }
                     }
                     Err(failure) => {
@@ -109,5 +152,6 @@ pub fn run(plan: &Plan) -> Outcome {
         simulated_ms: simulated.load(Ordering::Relaxed),
         broker_restarts: restarts.load(Ordering::Relaxed),
         coverage: coverage.into_inner().unwrap_or_default(),
+        waivers: waivers.into_inner().unwrap_or_default(),
     }
 }

@@ -377,6 +377,9 @@ impl Model {
         // Where the model's count is not yet exact (see `Model::drops_unchecked`), such a drop is excused here, and
         // the message must then not be owed elsewhere.
         if entry.droppable.is_some() || expired || self.drops_unchecked() {
+            if entry.droppable.is_none() && !expired {
+                self.waived_drops += 1;
+            }
             self.excused.insert((client, epoch, entry.id.clone()));
             return Ok(());
         }

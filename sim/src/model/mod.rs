@@ -172,6 +172,11 @@ pub struct Model {
     pub shared_copies: BTreeMap<MsgId, u32>,
     /// The broker held some PUBLISH (see `drops_unchecked`).
     pub holds_seen: bool,
+    /// Storage was suspended at some point: output held meanwhile (see `drops_unchecked`).
+    pub suspension_seen: bool,
+    /// Drops of entries the configuration did not allow, excused only by `drops_unchecked` (for the vopr's
+    /// measure of what the waiver still hides).
+    pub waived_drops: u64,
     /// Retained topics whose message the model cannot pin down (a held PUBLISH with RETAIN routed at a moment
     /// it could not tell exactly).
     pub retained_unsure: BTreeSet<String>,
@@ -189,6 +194,15 @@ pub struct Model {
     /// First deliveries of a message with a Message Expiry Interval that the per-publisher ordering check held
     /// against an earlier message of the same publisher and topic (for the coverage table).
     pub expiring_ordered: u64,
+}
+
+/// The causes of `Model::drops_unchecked` in one run, and the drops it excused that nothing else did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Waiver {
+    pub bounded_queues: bool,
+    pub holds_seen: bool,
+    pub suspension_seen: bool,
+    pub waived_drops: u64,
 }
 
 /// What routing one PUBLISH does to the model (see [`Model::plan_publish`]).
@@ -224,13 +238,23 @@ impl Model {
     /// traced) and with the budget 5 of 1..1000 (44, 255, 314, 352, 974: which offline sessions' oldest messages its
     /// eviction takes is not mirrored, nor whether a PUBLISH whose 0x97 its publisher never read was refused).
     pub fn drops_unchecked(&self) -> bool {
-        self.bounded_queues || self.holds_seen
+        self.bounded_queues || self.holds_seen || self.suspension_seen
+    }
+
+    /// Why drops are unchecked at this point of the run (for the vopr's count of seeds per cause).
+    pub fn waiver(&self) -> Waiver {
+        Waiver {
+            bounded_queues: self.bounded_queues,
+            holds_seen: self.holds_seen,
+            suspension_seen: self.suspension_seen,
+            waived_drops: self.waived_drops,
+        }
     }
 
     /// Whether the check that an unexpired message queued for an idle online session was sent is skipped (see
     /// `world::expiring`): with bounded queues or held PUBLISHes, seed 190 of 1..2000 fails it (not traced).
     pub fn expiring_unchecked(&self) -> bool {
-        self.bounded_queues || self.holds_seen
+        self.bounded_queues || self.holds_seen || self.suspension_seen
     }
 
     /// The plan's message was routed at a moment the model cannot pin down: owed to none, allowed to any
@@ -722,20 +746,23 @@ impl Model {
 
     /// Liveness: every QoS 1/2 message promised to a session that still exists was delivered to it.
     /// `waived`: the broker dropped messages from bounded queues, which ones being its business (as on `integ`).
-    pub fn check_liveness(&self, waived: bool) -> Result<(), Violation> {
+    pub fn check_liveness(&mut self, waived: bool) -> Result<(), Violation> {
         for ((client, epoch, id), qos) in &self.expected {
             let session = &self.sessions[*client];
             if *qos == QoS::AtMostOnce || !session.exists || session.epoch != *epoch {
                 continue;
             }
             // With bounded queues, see `on_delivery`: the model does not owe messages there yet.
-            if waived
-                || self.messages.get(id).is_some_and(|m| m.expires)
-                || self.excused.contains(&(*client, *epoch, id.clone()))
+            if self.messages.get(id).is_some_and(|m| m.expires) || self.excused.contains(&(*client, *epoch, id.clone()))
             {
                 continue;
             }
-            if !self.delivered.contains_key(&(*client, *epoch, id.clone())) {
+            let delivered = self.delivered.contains_key(&(*client, *epoch, id.clone()));
+            if waived {
+                self.waived_drops += u64::from(!delivered);
+                continue;
+            }
+            if !delivered {
                 return Err(Violation(format!(
                     "client {client} never got {id} ({qos:?}) although its session survived [MQTT-4.3.2], \
                      [MQTT-4.4.0-1]"

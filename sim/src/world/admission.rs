@@ -142,7 +142,7 @@ impl World {
         // Output held while storage is suspended (and lost with a connection closed meanwhile) is not yet
         // followed by the model's queue order: such a seed's drops are checked less (see `Model::drops_unchecked`).
         if storage_was_suspended || self.suspension.is_some() {
-            self.model.holds_seen = true;
+            self.model.suspension_seen = true;
         }
         for mut pending in std::mem::take(&mut self.chunk_publishes) {
             let (client, packet_id) = (pending.client, pending.publish.packet_id);
