@@ -110,10 +110,18 @@ impl Model {
 
     /// The broker tries to admit a QoS 1/2 PUBLISH: with the total budget used up, it evicts the oldest queued
     /// messages of offline sessions (see `mqtt_core::broker::quota`), any of which the model cannot tell.
-    pub fn on_admission_attempt(&mut self) {
-        if !self.budget_may_be_used_up(0) {
-            return;
+    /// `extra`: bytes that PUBLISHes read earlier in the same input may have added.
+    /// Returns whether it may have evicted.
+    pub fn on_admission_attempt(&mut self, extra: u64) -> bool {
+        if !self.budget_may_be_used_up(extra) {
+            return false;
         }
+        self.evict_offline();
+        true
+    }
+
+    /// The total budget's eviction may have taken any delivery an offline session has not received.
+    pub fn evict_offline(&mut self) {
         for session in self.sessions.iter_mut().filter(|s| !s.online) {
             session
                 .backlog

@@ -95,9 +95,12 @@ impl World {
         // broker to drop it (bounded queues, see `model::queue`): no waiver for the whole seed.
         self.check_delayed_wills()?;
         self.model.check_backlogs(self.now)?;
-        // With bounded queues, once the broker dropped something, which messages it dropped is its business.
+        // Where the model does not follow the broker's queues (held PUBLISHes routed at moments it cannot pin down,
+        // output held while storage was suspended: see `Model::drops_unchecked`), once the broker dropped something,
+        // which messages it dropped is not checked. Bounded queues alone are checked: every drop they allow is
+        // marked on its delivery (seeds 508 and 1260 of 1..3000 need this waiver, both with held PUBLISHes).
         let dropped = self.broker.stats().messages_dropped + self.dropped_before_restarts;
-        self.model.check_liveness(self.opts.queues_bounded() && dropped > 0)?;
+        self.model.check_liveness(self.model.drops_unchecked() && dropped > 0)?;
         self.check_drained()?;
         self.check_retained()?;
         self.check_auth_probes()?;

@@ -154,6 +154,9 @@ pub struct World {
     chunk_publishes: Vec<PendingPublish>,
     /// QoS 0 RETAIN PUBLISHes of the chunk read after a QoS 1/2 one on their topic (see `admission`).
     chunk_retained_after: Vec<crate::model::RoutingPlan>,
+    /// How many of `chunk_publishes` were read before the last one whose admission may have evicted for the total
+    /// budget: their deliveries to offline sessions may have been evicted too (see `admission`).
+    chunk_evicts: usize,
     /// PUBLISHes the broker holds for a full subscriber queue (see `mqtt_core::broker` flow control): the model
     /// routes them when the broker does.
     awaiting_admission: Vec<PendingPublish>,
@@ -306,6 +309,7 @@ impl World {
             topics,
             chunk_publishes: Vec::new(),
             chunk_retained_after: Vec::new(),
+            chunk_evicts: 0,
             awaiting_admission: Vec::new(),
             rates: Default::default(),
             disk,
