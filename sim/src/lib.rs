@@ -282,4 +282,5 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ),
     ("qos2-duplicate-overtakes-held", "the PUBREC of QoS 2 PUBLISH"),
     ("retained-expiry-not-lowered", "lowered by the time the message waited"),
+    ("queue-full-one-early", "although no subscriber's queue could be full"),
 ];

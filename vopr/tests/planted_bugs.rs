@@ -115,6 +115,13 @@ fn finds_queued_message_dropped_with_room() {
     finds("queued-dropped-with-room");
 }
 
+/// A session's queue full one message early: an online subscriber's publishers are held with a slot still free,
+/// which the model's count of the queue (the inflight window mirrored) says cannot be full [MQTT-4.3.2-2].
+#[test]
+fn finds_queue_full_one_early() {
+    finds("queue-full-one-early");
+}
+
 #[test]
 fn finds_expired_message_delivered() {
     finds("expired-delivered");

@@ -494,7 +494,17 @@ impl World {
     /// The broker is done with a client's connection: its will is due unless it disconnected normally, and a
     /// session that ends with the connection is gone.
     fn connection_ended(&mut self, client: usize, conn: ConnectionId, normal: bool) {
+        // Only the connection the broker has attached to the session takes the session with it: a new connection
+        // whose CONNECT the broker never read leaves the session with the abandoned one (seed 545: c4's new
+        // connection was lost unread, its session stayed online behind the half-open one, its queue full).
+        let attached = self.model.sessions[client].attached;
         if self.zombie_ended(client, conn) {
+            if attached == Some(conn.0) {
+                self.model.on_offline(client, conn.0);
+                if !self.clients[client].persistent {
+                    self.model.on_session_end(client);
+                }
+            }
             return;
         }
         let current = self.clients[client].conn == Some(conn) || self.clients[client].conn.is_none();
@@ -527,7 +537,7 @@ impl World {
                 self.log(format!("c{client} {conn:?} ended abnormally: will {id} due"));
             }
         }
-        if !self.clients[client].persistent {
+        if !self.clients[client].persistent && attached.is_none_or(|a| a == conn.0) {
             self.model.on_session_end(client);
         }
         self.expiry_on_end(client, conn);
