@@ -216,6 +216,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "queue-full-one-early" => Some(Core::QueueFullOneEarly),
         "expiry-timer-compacted-away" => Some(Core::SessionExpiryCompactedAway),
         "qos2-duplicate-overtakes-held" => Some(Core::Qos2DuplicateOvertakesHeld),
+        "budget-evicts-online" => Some(Core::BudgetEvictsOnline),
         _ => None,
     };
     let storage = match name {
@@ -283,4 +284,5 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("qos2-duplicate-overtakes-held", "the PUBREC of QoS 2 PUBLISH"),
     ("retained-expiry-not-lowered", "lowered by the time the message waited"),
     ("queue-full-one-early", "although no subscriber's queue could be full"),
+    ("budget-evicts-online", "the queued-bytes budget not used up"),
 ];

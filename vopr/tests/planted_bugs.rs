@@ -122,6 +122,14 @@ fn finds_queue_full_one_early() {
     finds("queue-full-one-early");
 }
 
+/// The total budget's eviction takes online sessions' queued messages too: an online subscriber misses messages
+/// routed to it while its queue had room, which only the model's mirror of the eviction (offline sessions alone)
+/// tells from an allowed drop [MQTT-4.3.2], [MQTT-4.6.0-6].
+#[test]
+fn finds_budget_evicts_online() {
+    finds("budget-evicts-online");
+}
+
 #[test]
 fn finds_expired_message_delivered() {
     finds("expired-delivered");

@@ -195,6 +195,10 @@ pub enum PlantedBug {
     /// answered PUBREC at once: its PUBREC overtakes theirs [MQTT-4.6.0-3]. The broker's bug fixed in 2cbb263
     /// (seed 2703 of the simulator: PUBREC 92 before the held 80).
     Qos2DuplicateOvertakesHeld,
+    /// The total budget's eviction takes the oldest queued messages of every session, online ones too (the filter
+    /// on offline sessions forgotten): an online subscriber loses messages its publishers were told were accepted,
+    /// with its own queue far from full [MQTT-4.3.2], [MQTT-4.6.0-6].
+    BudgetEvictsOnline,
 }
 
 impl Default for Config {

@@ -39,6 +39,7 @@ pub(super) enum PlantedBugKind {
     QueueFullOneEarly,
     SessionExpiryCompactedAway,
     Qos2DuplicateOvertakesHeld,
+    BudgetEvictsOnline,
 }
 
 impl Broker {
@@ -137,6 +138,7 @@ impl Broker {
                     Some(PlantedBug::Qos2DuplicateOvertakesHeld),
                     PlantedBugKind::Qos2DuplicateOvertakesHeld
                 )
+                | (Some(PlantedBug::BudgetEvictsOnline), PlantedBugKind::BudgetEvictsOnline)
         )
     }
 

@@ -494,10 +494,11 @@ impl Broker {
     fn evict_offline_for_budget(&mut self) {
         let max = self.config.max_queued_bytes_total;
         let target = max - max / 4;
+        let online_too = self.planted(super::planted::PlantedBugKind::BudgetEvictsOnline);
         let mut oldest: BinaryHeap<Reverse<(u64, SessionKey)>> = self
             .sessions
             .iter()
-            .filter(|(_, session)| session.connection.is_none())
+            .filter(|(_, session)| session.connection.is_none() || online_too)
             .filter_map(|(key, session)| session.queue().front().map(|d| Reverse((d.message.id, *key))))
             .collect();
         while self.quotas.queued_bytes_total > target {

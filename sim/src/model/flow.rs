@@ -28,15 +28,6 @@ impl Model {
         self.limits.total > 0 && self.total_upper() + extra >= self.limits.total
     }
 
-    /// Whether any session's queue bound or the total budget may be reached now.
-    pub(super) fn bounds_may_be_reached(&self) -> bool {
-        self.budget_may_be_used_up(0)
-            || self
-                .sessions
-                .iter()
-                .any(|s| s.exists && s.backlog.may_be_full(self.limits, (0, 0)))
-    }
-
     /// Why the broker may drop a QoS 1/2 delivery to `client` routed now, if it may. A client's PUBLISH was
     /// admitted only because no online subscriber's queue was full, so it reaches every online one; offline
     /// sessions drop what does not fit, and so does every session for a will (which is not held).

@@ -101,10 +101,20 @@ impl World {
                     client.client_id
                 ));
             }
-            if model.bounded_queues {
-                // Which queued messages the broker dropped is its business.
+            if model.drops_unchecked() {
+                // Where the model does not follow the broker's queues, which queued messages it dropped is not
+                // checked (see `Model::drops_unchecked`).
                 continue;
             }
+            // A drop the configuration allowed (a full offline queue, the total budget's eviction) is marked on
+            // the delivery; any other owed message must still be queued.
+            let droppable = |id: &String| {
+                model.excused.contains(&(index, expected.epoch, id.clone()))
+                    || expected
+                        .backlog
+                        .unreceived()
+                        .any(|e| e.id == *id && e.droppable.is_some())
+            };
             let missing = model.expected.iter().find(|((c, epoch, id), qos)| {
                 *c == index
                     && *epoch == expected.epoch
@@ -113,6 +123,7 @@ impl World {
                     && !model.optional.contains(&(*c, *epoch, id.clone()))
                     && !model.messages.get(id).is_some_and(|m| m.expires)
                     && !held.contains(id)
+                    && !droppable(id)
             });
             if let Some(((_, _, id), _)) = missing {
                 return Err(format!(
