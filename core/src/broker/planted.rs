@@ -40,6 +40,7 @@ pub(super) enum PlantedBugKind {
     SessionExpiryCompactedAway,
     Qos2DuplicateOvertakesHeld,
     BudgetEvictsOnline,
+    BudgetEvictsNewest,
 }
 
 impl Broker {
@@ -139,6 +140,7 @@ impl Broker {
                     PlantedBugKind::Qos2DuplicateOvertakesHeld
                 )
                 | (Some(PlantedBug::BudgetEvictsOnline), PlantedBugKind::BudgetEvictsOnline)
+                | (Some(PlantedBug::BudgetEvictsNewest), PlantedBugKind::BudgetEvictsNewest)
         )
     }
 

@@ -495,6 +495,7 @@ impl Broker {
         let max = self.config.max_queued_bytes_total;
         let target = max - max / 4;
         let online_too = self.planted(super::planted::PlantedBugKind::BudgetEvictsOnline);
+        let newest = self.planted(super::planted::PlantedBugKind::BudgetEvictsNewest);
         let mut oldest: BinaryHeap<Reverse<(u64, SessionKey)>> = self
             .sessions
             .iter()
@@ -508,7 +509,12 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(&key) else {
                 continue;
             };
-            let Some(delivery) = session.pop_queued() else {
+            let popped = if newest {
+                session.pop_queued_newest()
+            } else {
+                session.pop_queued()
+            };
+            let Some(delivery) = popped else {
                 continue;
             };
             if let Some(next) = session.queue().front() {

@@ -169,6 +169,11 @@ impl Session {
         self.traffic.as_mut()?.queue.pop_front()
     }
 
+    /// The last queued message (only the planted bug `BudgetEvictsNewest` takes it).
+    pub fn pop_queued_newest(&mut self) -> Option<Delivery> {
+        self.traffic.as_mut()?.queue.pop_back()
+    }
+
     /// Outgoing QoS 1/2 messages not yet fully acknowledged, in the order first sent.
     pub fn inflight(&self) -> &VecDeque<Inflight> {
         self.traffic.as_ref().map_or(&NO_INFLIGHT, |t| &t.inflight)

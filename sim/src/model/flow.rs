@@ -100,23 +100,28 @@ impl Model {
     }
 
     /// The broker tries to admit a QoS 1/2 PUBLISH: with the total budget used up, it evicts the oldest queued
-    /// messages of offline sessions (see `mqtt_core::broker::quota`), any of which the model cannot tell.
-    /// `extra`: bytes that PUBLISHes read earlier in the same input may have added.
-    /// Returns whether it may have evicted.
-    pub fn on_admission_attempt(&mut self, extra: u64) -> bool {
+    /// messages of offline sessions (see `mqtt_core::broker::quota`) until the total is down to three quarters.
+    /// `extra`: bytes that PUBLISHes read earlier in the same input may have added. Returns how many bytes the
+    /// eviction may have taken (0: none).
+    pub fn on_admission_attempt(&mut self, extra: u64) -> u64 {
         if !self.budget_may_be_used_up(extra) {
-            return false;
+            return 0;
         }
-        self.evict_offline();
-        true
+        let target = self.limits.total - self.limits.total / 4;
+        let need = (self.total_upper() + extra).saturating_sub(target);
+        self.evict_offline(need);
+        need
     }
 
-    /// The total budget's eviction may have taken any delivery an offline session has not received.
-    pub fn evict_offline(&mut self) {
+    /// The total budget's eviction may have taken up to `need` bytes from the front of offline sessions' queues.
+    pub fn evict_offline(&mut self, need: u64) {
+        let unpinned = &self.unpinned;
         for session in self.sessions.iter_mut().filter(|s| !s.online) {
-            session
-                .backlog
-                .mark_unreceived_droppable("evicted from an offline session for the total queued-bytes budget");
+            session.backlog.mark_evictable(
+                need,
+                |id| unpinned.contains(id),
+                "evicted from an offline session for the total queued-bytes budget",
+            );
         }
     }
 

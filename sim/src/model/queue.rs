@@ -58,6 +58,8 @@ pub struct Backlog {
     entries: VecDeque<Entry>,
     /// The inflight window of the session's connection: 0 while offline (the broker sends nothing then).
     window: usize,
+    /// The last window it had online: how many deliveries the broker may hold in flight for it offline.
+    last_window: usize,
 }
 
 impl Backlog {
@@ -81,6 +83,9 @@ impl Backlog {
     /// [MQTT-4.4.0-1]); a window smaller than that takes nothing more until it drains.
     pub fn set_window(&mut self, window: usize) {
         self.window = window;
+        if window > 0 {
+            self.last_window = window;
+        }
         self.pump();
     }
 
@@ -140,10 +145,39 @@ impl Backlog {
         self.entries.clear();
     }
 
-    /// Marks every delivery not yet received as droppable (the total budget may evict it).
-    pub fn mark_unreceived_droppable(&mut self, why: &'static str) {
-        for entry in self.entries.iter_mut().filter(|e| !e.received && e.droppable.is_none()) {
-            entry.droppable = Some(why);
+    /// Marks as droppable what the total budget's eviction of at most `need` bytes may take from this offline
+    /// session (see `mqtt_core::broker::quota`): it evicts queued messages oldest first, so what it takes here is a
+    /// prefix of the queue. The broker's queue order is the model's for deliveries routed at a moment the model
+    /// knows, by broker input (within one input the order is not pinned down, so an input's deliveries go
+    /// together); a delivery whose routing moment is unknown (`unsure`) or that the model has in the inflight window
+    /// may sit anywhere in the broker's queue, so it is marked whatever its place and its bytes do not count. The
+    /// model's count of the rest before an evicted message is at most the bytes evicted before it plus what the
+    /// model counts and the broker does not hold, so below `need` (the model's total, an upper bound, less the
+    /// level the eviction stops at): a delivery beyond that was not evicted.
+    pub fn mark_evictable(&mut self, need: u64, unsure: impl Fn(&str) -> bool, why: &'static str) {
+        // The broker's inflight window (not evicted) may hold deliveries the model counts as queued (seed 1032: c0's
+        // m3:59 and m3:60 sent on a connection its client had left, the model's window holding m0:45 and m3:57): up to
+        // the last window's worth of them, at most the largest ones' bytes, are no evicted bytes.
+        let mut sure: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|e| !e.received && !e.in_window && !unsure(&e.id))
+            .map(|e| e.bytes)
+            .collect();
+        sure.sort_unstable_by(|a, b| b.cmp(a));
+        let need = need + sure.iter().take(self.last_window).sum::<u64>();
+        let mut walked = 0;
+        let mut open_batch = None;
+        for entry in self.entries.iter_mut().filter(|e| !e.received) {
+            let anywhere = entry.in_window || unsure(&entry.id);
+            let in_prefix = walked < need || open_batch == Some(entry.batch);
+            if !anywhere && in_prefix {
+                walked += entry.bytes;
+                open_batch = Some(entry.batch);
+            }
+            if (anywhere || in_prefix) && entry.droppable.is_none() {
+                entry.droppable = Some(why);
+            }
         }
     }
 
@@ -314,6 +348,44 @@ mod tests {
             "the other candidate is gone, m1:2 still queued"
         );
         assert_eq!(backlog.bytes_upper(), 1700);
+    }
+
+    #[test]
+    fn the_budget_evicts_a_prefix_of_an_offline_queue_no_longer_than_needed() {
+        let why = "evicted";
+        let marked = |backlog: &Backlog| -> Vec<String> {
+            backlog
+                .unreceived()
+                .filter(|e| e.droppable.is_some())
+                .map(|e| e.id.clone())
+                .collect()
+        };
+        let mut backlog = Backlog::default();
+        for (id, batch) in [("m1:1", 1), ("m1:2", 2), ("m1:3", 3), ("m1:4", 3)] {
+            backlog.push(entry(id, batch));
+        }
+        // 15 bytes: the oldest two (10 bytes each) may go, the rest stays; m1:4 of m1:3's input goes with it.
+        backlog.mark_evictable(15, |_| false, why);
+        assert_eq!(marked(&backlog), ["m1:1", "m1:2"]);
+        backlog.mark_evictable(25, |_| false, why);
+        assert_eq!(marked(&backlog), ["m1:1", "m1:2", "m1:3", "m1:4"]);
+        // Routed at a moment the model cannot pin down: anywhere in the queue.
+        let mut backlog = Backlog::default();
+        for (id, batch) in [("m1:1", 1), ("m1:2", 2), ("m1:3", 3)] {
+            backlog.push(entry(id, batch));
+        }
+        backlog.mark_evictable(5, |id| id == "m1:3", why);
+        assert_eq!(marked(&backlog), ["m1:1", "m1:3"]);
+        // A session that was online with a window of 1: the broker may hold any one of them in flight, so one
+        // more entry's bytes are no evicted bytes.
+        let mut backlog = Backlog::default();
+        backlog.set_window(1);
+        backlog.set_window(0);
+        for (id, batch) in [("m1:1", 1), ("m1:2", 2), ("m1:3", 3)] {
+            backlog.push(entry(id, batch));
+        }
+        backlog.mark_evictable(5, |_| false, why);
+        assert_eq!(marked(&backlog), ["m1:1", "m1:2"]);
     }
 
     #[test]

@@ -33,11 +33,11 @@ impl World {
         for earlier in &self.chunk_publishes {
             crate::model::Model::plan_load(&earlier.plan, &mut pending);
         }
-        if self
+        let need = self
             .model
-            .on_admission_attempt(pending.values().map(|(_, bytes)| bytes).sum())
-        {
-            self.chunk_evicts = self.chunk_publishes.len();
+            .on_admission_attempt(pending.values().map(|(_, bytes)| bytes).sum());
+        if need > 0 {
+            self.chunk_evicts = (self.chunk_publishes.len(), self.chunk_evicts.1.max(need));
         }
         if self.suspension.is_some() {
             return Some("storage is suspended (disk full)".into());
@@ -151,10 +151,10 @@ impl World {
         if storage_was_suspended || self.suspension.is_some() {
             self.model.suspension_seen = true;
         }
-        let evicts = std::mem::take(&mut self.chunk_evicts);
+        let (evicts, need) = std::mem::take(&mut self.chunk_evicts);
         for (index, mut pending) in std::mem::take(&mut self.chunk_publishes).into_iter().enumerate() {
             if index == evicts && evicts > 0 {
-                self.model.evict_offline();
+                self.model.evict_offline(need);
             }
             let (client, packet_id) = (pending.client, pending.publish.packet_id);
             let v5 = self.clients[client].version.is_v5();

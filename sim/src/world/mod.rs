@@ -155,8 +155,9 @@ pub struct World {
     /// QoS 0 RETAIN PUBLISHes of the chunk read after a QoS 1/2 one on their topic (see `admission`).
     chunk_retained_after: Vec<crate::model::RoutingPlan>,
     /// How many of `chunk_publishes` were read before the last one whose admission may have evicted for the total
-    /// budget: their deliveries to offline sessions may have been evicted too (see `admission`).
-    chunk_evicts: usize,
+    /// budget, and the most bytes an eviction of the input may have taken: their deliveries to offline sessions
+    /// may have been evicted too (see `admission`).
+    chunk_evicts: (usize, u64),
     /// PUBLISHes the broker holds for a full subscriber queue (see `mqtt_core::broker` flow control): the model
     /// routes them when the broker does.
     awaiting_admission: Vec<PendingPublish>,
@@ -309,7 +310,7 @@ impl World {
             topics,
             chunk_publishes: Vec::new(),
             chunk_retained_after: Vec::new(),
-            chunk_evicts: 0,
+            chunk_evicts: (0, 0),
             awaiting_admission: Vec::new(),
             rates: Default::default(),
             disk,
