@@ -195,6 +195,9 @@ pub enum PlantedBug {
     /// answered PUBREC at once: its PUBREC overtakes theirs [MQTT-4.6.0-3]. The broker's bug fixed in 2cbb263
     /// (seed 2703 of the simulator: PUBREC 92 before the held 80).
     Qos2DuplicateOvertakesHeld,
+    /// Recovery straight into the tree (`Broker::retained_recovery`, the binary's start) ignores a clear record:
+    /// a retained message deleted by an empty retained PUBLISH [MQTT-3.3.1-10] comes back after a restart.
+    RetainedRecoveryClearIgnored,
 }
 
 impl Default for Config {

@@ -488,6 +488,12 @@ impl RetainedSink for RetainedRecovery<'_> {
     }
 
     fn clear(&mut self, topic: &str) {
+        if self
+            .broker
+            .planted(super::planted::PlantedBugKind::RetainedRecoveryClearIgnored)
+        {
+            return;
+        }
         self.broker.capped_retained.remove(topic);
         self.broker.retained.remove(topic);
     }

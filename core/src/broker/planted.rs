@@ -39,6 +39,7 @@ pub(super) enum PlantedBugKind {
     QueueFullOneEarly,
     SessionExpiryCompactedAway,
     Qos2DuplicateOvertakesHeld,
+    RetainedRecoveryClearIgnored,
 }
 
 impl Broker {
@@ -136,6 +137,10 @@ impl Broker {
                 | (
                     Some(PlantedBug::Qos2DuplicateOvertakesHeld),
                     PlantedBugKind::Qos2DuplicateOvertakesHeld
+                )
+                | (
+                    Some(PlantedBug::RetainedRecoveryClearIgnored),
+                    PlantedBugKind::RetainedRecoveryClearIgnored
                 )
         )
     }
