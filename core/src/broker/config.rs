@@ -198,6 +198,9 @@ pub enum PlantedBug {
     /// Recovery straight into the tree (`Broker::retained_recovery`, the binary's start) ignores a clear record:
     /// a retained message deleted by an empty retained PUBLISH [MQTT-3.3.1-10] comes back after a restart.
     RetainedRecoveryClearIgnored,
+    /// A restart that caps a message's expiry deadline (its clock was set back) does not record the capped one: the
+    /// next restart caps it afresh from the original deadline, giving it a full interval again [MQTT-3.3.2-5].
+    CappedDeadlineNotRecorded,
 }
 
 impl Default for Config {

@@ -313,7 +313,8 @@ impl Broker {
         record: impl FnOnce(StoredMessage) -> Record,
     ) {
         let capped = message.expires_at != recorded;
-        if capped && self.config.persistence {
+        if capped && self.config.persistence && !self.planted(super::planted::PlantedBugKind::CappedDeadlineNotRecorded)
+        {
             self.record(record(stored_message(message)));
         }
     }

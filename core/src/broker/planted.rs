@@ -40,6 +40,7 @@ pub(super) enum PlantedBugKind {
     SessionExpiryCompactedAway,
     Qos2DuplicateOvertakesHeld,
     RetainedRecoveryClearIgnored,
+    CappedDeadlineNotRecorded,
 }
 
 impl Broker {
@@ -141,6 +142,10 @@ impl Broker {
                 | (
                     Some(PlantedBug::RetainedRecoveryClearIgnored),
                     PlantedBugKind::RetainedRecoveryClearIgnored
+                )
+                | (
+                    Some(PlantedBug::CappedDeadlineNotRecorded),
+                    PlantedBugKind::CappedDeadlineNotRecorded
                 )
         )
     }
