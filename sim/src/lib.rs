@@ -219,6 +219,8 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "budget-evicts-online" => Some(Core::BudgetEvictsOnline),
         // Not in `PLANTED_BUGS` yet: found by seed 2428 of 1..3000 only (recovery's owed-but-not-queued check).
         "budget-evicts-newest" => Some(Core::BudgetEvictsNewest),
+        "retained-recovery-clear-ignored" => Some(Core::RetainedRecoveryClearIgnored),
+        "capped-deadline-not-recorded" => Some(Core::CappedDeadlineNotRecorded),
         _ => None,
     };
     let storage = match name {
@@ -287,4 +289,9 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ("retained-expiry-not-lowered", "lowered by the time the message waited"),
     ("queue-full-one-early", "although no subscriber's queue could be full"),
     ("budget-evicts-online", "the queued-bytes budget not used up"),
+    ("retained-recovery-clear-ignored", "which the model has cleared"),
+    (
+        "capped-deadline-not-recorded",
+        "a retained message is deleted once it expires",
+    ),
 ];

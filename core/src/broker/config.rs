@@ -205,6 +205,12 @@ pub enum PlantedBug {
     /// allowed drop [MQTT-4.3.2], [MQTT-4.6.0-6]. Found rarely so far (seed 2428 of 1..3000, by recovery's check
     /// of what is owed), so not yet in the simulator's self-test.
     BudgetEvictsNewest,
+    /// Recovery straight into the tree (`Broker::retained_recovery`, the binary's start) ignores a clear record:
+    /// a retained message deleted by an empty retained PUBLISH [MQTT-3.3.1-10] comes back after a restart.
+    RetainedRecoveryClearIgnored,
+    /// A restart that caps a message's expiry deadline (its clock was set back) does not record the capped one: the
+    /// next restart caps it afresh from the original deadline, giving it a full interval again [MQTT-3.3.2-5].
+    CappedDeadlineNotRecorded,
 }
 
 impl Default for Config {

@@ -41,6 +41,8 @@ pub(super) enum PlantedBugKind {
     Qos2DuplicateOvertakesHeld,
     BudgetEvictsOnline,
     BudgetEvictsNewest,
+    RetainedRecoveryClearIgnored,
+    CappedDeadlineNotRecorded,
 }
 
 impl Broker {
@@ -141,6 +143,14 @@ impl Broker {
                 )
                 | (Some(PlantedBug::BudgetEvictsOnline), PlantedBugKind::BudgetEvictsOnline)
                 | (Some(PlantedBug::BudgetEvictsNewest), PlantedBugKind::BudgetEvictsNewest)
+                | (
+                    Some(PlantedBug::RetainedRecoveryClearIgnored),
+                    PlantedBugKind::RetainedRecoveryClearIgnored
+                )
+                | (
+                    Some(PlantedBug::CappedDeadlineNotRecorded),
+                    PlantedBugKind::CappedDeadlineNotRecorded
+                )
         )
     }
 

@@ -58,6 +58,14 @@ impl MessageInfo {
             .is_some_and(|secs| now_ms >= self.first_seen_ms + u64::from(secs) * 1000)
     }
 
+    /// Whether the broker may have let it expire by `now_ms` by any clock it has had: a restart on a clock set
+    /// back moves `first_seen_ms` later, but a copy whose record kept the earlier deadline may expire from it
+    /// (seeds 436, 2982 of the restart-storm profile: dropped from the queue after a forward then a backward jump).
+    pub fn may_have_expired_by(&self, now_ms: u64) -> bool {
+        self.expiry
+            .is_some_and(|secs| now_ms >= self.earliest_seen_ms.min(self.first_seen_ms) + u64::from(secs) * 1000)
+    }
+
     /// How long ago (ms) every copy the broker may hold had expired by `now_ms`, if they all had [MQTT-3.3.2-5]:
     /// counted from the last read, no earlier than the broker's stamp of any copy.
     pub fn expired_for_sure(&self, now_ms: u64) -> Option<u64> {
