@@ -119,12 +119,7 @@ impl World {
             }
         };
         for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
-            // A message that had expired before the crash may already be gone for good (the broker drops an expired
-            // message and records it): a clock set back gives one it still holds more time, but need not bring back
-            // one it dropped (seed 6487: m4:17 expired while c1 was offline, then a restart 20 s back).
-            if forward || !info.expired_by(restart) {
-                info.first_seen_ms = moved(info.first_seen_ms);
-            }
+            info.first_seen_ms = moved(info.first_seen_ms);
             info.earliest_seen_ms = info.earliest_seen_ms.min(info.first_seen_ms);
             // The record's deadline moves with the clock, and this restart caps it (and records the capped one).
             info.uncapped_read_ms = if forward {
