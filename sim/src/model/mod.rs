@@ -48,6 +48,10 @@ pub struct MessageInfo {
     pub latest_read_ms: u64,
     /// Payload bytes, as the broker's queue accounting counts them.
     pub bytes: u64,
+    /// It may have expired before a broker crash (by the model's clock then): the broker may have dropped it for
+    /// good and recorded that, so a restart on a clock set back, which gives a copy the broker still holds more time,
+    /// need not bring back one it dropped (seed 6487: m4:17 expired while c1 was offline, then a restart 20 s back).
+    pub expired_before_restart: bool,
 }
 
 impl MessageInfo {
