@@ -11,7 +11,11 @@
 //!   an uncommitted suffix; the last hard state wins.
 //!
 //! Appends are buffered and written with one write and one `fdatasync` per [`RaftDisk::commit`]: a group commit,
-//! after which what Raft asked to persist is durable. A snapshot starts a new generation: snapshot file written,
+//! after which what Raft asked to persist is durable. The log is extended ahead of its end with written zeros
+//! (`PREALLOCATE`), and frames overwrite them in place: a sync of writes that do not change the file's size or
+//! allocation needs no journal commit on ext4 and similar file systems (measured here, three processes syncing
+//! 6 KB each on one disk: 241 µs a sync against 434 µs appending), one fewer kernel thread woken per sync. Recovery
+//! reads frames up to the first byte that is not one and takes an all-zero rest as the log's end. A snapshot starts a new generation: snapshot file written,
 //! synced, renamed; a new log holding the entries after the snapshot and the hard state, synced; then the old
 //! files removed. Recovery reads the newest snapshot and its log. The node's own snapshots are written and synced
 //! by a thread (`write_snapshot_file`, to `raft-snapshot.tmp`: a name recovery ignores) while the loop appends to
@@ -26,6 +30,7 @@ use raft::eraftpb::{Entry, HardState, Snapshot, SnapshotMetadata};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const ID_MAGIC: &[u8] = b"mqtt-broker cluster v1";
@@ -35,6 +40,10 @@ const TAG_ENTRY: u8 = 1;
 const TAG_HARD_STATE: u8 = 2;
 /// Snapshot data is written in frames of at most this, so no single frame approaches the frame size limit.
 const SNAP_CHUNK: usize = 1 << 20;
+/// How far ahead of its data the log is extended with zeros, whenever a write comes within this of the end. At a
+/// few MB/s of entries this costs one journalled sync every fraction of a second instead of every sync.
+const PREALLOCATE: u64 = 2 << 20;
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Why the Raft files could not be read or written.
 #[derive(Debug)]
@@ -121,7 +130,9 @@ pub struct RaftDisk {
     generation: u64,
     log: File,
     log_path: PathBuf,
+    /// Where the log's frames end (the next write goes there), and how long the file is: zeros in between.
     log_len: u64,
+    allocated: u64,
     /// Frames not yet written.
     pending: BytesMut,
     scratch: Vec<u8>,
@@ -172,12 +183,15 @@ impl RaftDisk {
         } else {
             0
         };
+        let log = open_log(dir, &source)?;
+        let allocated = log.metadata().map_err(io_err(&source))?.len().max(log_len);
         let mut disk = RaftDisk {
             dir: dir.to_path_buf(),
             generation,
-            log: open_append(dir, &source)?,
+            log,
             log_path: source.clone(),
             log_len,
+            allocated,
             pending: BytesMut::new(),
             scratch: Vec::new(),
             hard_state: recovered.hard_state.clone(),
@@ -234,12 +248,34 @@ impl RaftDisk {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.log.write_all(&self.pending) {
-            // Cut off whatever part made it, so a retry does not leave a torn frame in the middle of the log.
+        let end = self.log_len + self.pending.len() as u64;
+        let extend = end + PREALLOCATE / 2 > self.allocated;
+        let written = self.log.write_all_at(&self.pending, self.log_len).and_then(|()| {
+            if !extend {
+                return Ok(());
+            }
+            // Zeros past the new end, written (not a hole, not `fallocate`'s unwritten extents, both of which
+            // make the sync that first writes into them commit the journal): the sync covering this write makes
+            // them and the file's new size durable once, and the syncs after it only flush data.
+            let target = end + PREALLOCATE;
+            let mut at = end.max(self.allocated);
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64);
+                self.log.write_all_at(&ZEROS[..n as usize], at)?;
+                at += n;
+            }
+            self.allocated = target;
+            Ok(())
+        });
+        if let Err(e) = written {
+            // Cut off whatever part made it (and the zeros after it), so a retry does not leave a torn frame in
+            // the middle of the log.
             let _ = self.log.set_len(self.log_len);
+            self.allocated = self.log_len;
             return Err(io_err(&self.log_path)(e));
         }
-        self.log_len += self.pending.len() as u64;
+        self.allocated = self.allocated.max(end);
+        self.log_len = end;
         self.pending.clear();
         Ok(())
     }
@@ -342,9 +378,10 @@ impl RaftDisk {
         sync_dir(&self.dir)?;
         // The file is in place and its directory synced just above: no second directory sync (one `fsync` less
         // on the loop for each snapshot put in place).
-        self.log = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+        self.log = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
         self.log_path = path;
         self.log_len = body.len() as u64;
+        self.allocated = self.log_len;
         self.generation = generation;
         let (snapshots, logs) = generations(&self.dir)?;
         let old = snapshots
@@ -426,6 +463,8 @@ fn replay(path: &Path, snapshot_index: u64, repair: bool, recovered: &mut Recove
     let problem = loop {
         match frame::scan(&data, offset) {
             Scan::End => return Ok((offset as u64, 0)),
+            // The zeros the log was extended with (see `PREALLOCATE`): its end, not damage.
+            Scan::Truncated | Scan::Corrupt if data[offset..].iter().all(|b| *b == 0) => return Ok((offset as u64, 0)),
             Scan::Frame { body, next } => {
                 if let Err(detail) = apply_frame(body, snapshot_index, recovered) {
                     break detail;
@@ -557,10 +596,12 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), DiskError> {
         .map_err(io_err(path))
 }
 
-fn open_append(dir: &Path, path: &Path) -> Result<File, DiskError> {
+/// Opens the log for writes at given offsets (not appends: frames overwrite the zeros it was extended with).
+fn open_log(dir: &Path, path: &Path) -> Result<File, DiskError> {
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(path)
         .map_err(io_err(path))?;
     sync_dir(dir)?;

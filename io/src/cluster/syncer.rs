@@ -55,7 +55,9 @@ impl Syncer {
         thread::Builder::new().name("raft-sync".to_string()).spawn(move || {
             // Ends when the loop drops its `Syncer` (see `Drop`).
             while let Some((seq, file)) = next_request(&theirs) {
+                super::timing::step("syncgo", seq, 0);
                 let result = file.sync_data();
+                super::timing::step("syncret", seq, 0);
                 if finished.send((seq, result)).is_err() {
                     return;
                 }

@@ -25,6 +25,15 @@ fn open(dir: &Path) -> (RaftDisk, Recovered) {
     RaftDisk::open(dir, "demo", 1, false).expect("open")
 }
 
+/// Where the frames of a log's bytes end (the zeros it was extended with follow).
+fn data_end(data: &[u8]) -> usize {
+    let mut offset = 0;
+    while let Scan::Frame { next, .. } = frame::scan(data, offset) {
+        offset = next;
+    }
+    offset
+}
+
 fn indexes(entries: &[Entry]) -> Vec<(u64, u64)> {
     entries.iter().map(|e| (e.index, e.term)).collect()
 }
@@ -82,9 +91,9 @@ fn a_new_leaders_entries_replace_the_uncommitted_suffix() {
 fn torn_tail_is_truncated_keeping_every_earlier_commit() {
     let (dir, offsets) = directory_with(3);
     let log = log_path(dir.path(), 0);
-    let len = std::fs::metadata(&log).expect("log").len();
     // Commit 3 wrote two frames: entry 3, then the hard state.
     let data = std::fs::read(&log).expect("read");
+    let len = data_end(&data) as u64;
     let Scan::Frame { next: entry_end, .. } = frame::scan(&data, offsets[2] as usize) else {
         panic!("entry 3's frame")
     };
@@ -114,7 +123,13 @@ fn torn_tail_is_truncated_keeping_every_earlier_commit() {
         };
         assert_eq!(indexes(&recovered.entries), kept, "cut at {cut}");
         assert_eq!(recovered.hard_state, hard_state(1, 1, 2), "cut at {cut}");
-        assert_eq!(recovered.truncated_bytes, cut - valid);
+        // A tail of zeros only (the first bytes of a length) reads as the zeros the log is extended with.
+        let zeros = data[valid as usize..cut as usize].iter().all(|b| *b == 0);
+        assert_eq!(
+            recovered.truncated_bytes,
+            if zeros { 0 } else { cut - valid },
+            "cut at {cut}"
+        );
         // The truncated log takes appends again and reads back whole.
         disk.append(&[entry(3, 2, "again")]);
         disk.commit().expect("commit");
@@ -122,12 +137,57 @@ fn torn_tail_is_truncated_keeping_every_earlier_commit() {
     }
 }
 
+/// The log is extended with zeros ahead of its frames, so a sync of the next frames changes no size or allocation
+/// (no journal commit): the zeros are its end on recovery, not damage, and appends go on right after the frames.
+#[test]
+fn zeros_the_log_was_extended_with_are_its_end() {
+    let (dir, _) = directory_with(3);
+    let log = log_path(dir.path(), 0);
+    let data = std::fs::read(&log).expect("read");
+    let end = data_end(&data);
+    assert!(
+        data.len() >= end + PREALLOCATE as usize / 2,
+        "extended ahead: {} of {end}",
+        data.len()
+    );
+    assert!(data[end..].iter().all(|b| *b == 0));
+    let (mut disk, recovered) = open(dir.path());
+    assert_eq!(recovered.truncated_bytes, 0, "zeros are not a torn tail");
+    assert_eq!(recovered.hard_state, hard_state(1, 1, 3));
+    disk.append(&[entry(4, 1, "e4")]);
+    disk.commit().expect("commit");
+    assert_eq!(
+        std::fs::metadata(&log).expect("log").len(),
+        data.len() as u64,
+        "written in place"
+    );
+    let (_, recovered) = open(dir.path());
+    assert_eq!(indexes(&recovered.entries), [(1, 1), (2, 1), (3, 1), (4, 1)]);
+    // A write torn inside the zeros (its first bytes made it, the rest did not) is cut off, the earlier frames kept.
+    let mut data = std::fs::read(&log).expect("read");
+    let end = data_end(&data);
+    let mut torn = BytesMut::new();
+    frame::put(&mut torn, b"\x01a frame that never finished");
+    data[end..end + 12].copy_from_slice(&torn[..12]);
+    std::fs::write(&log, &data).expect("write");
+    let (mut disk, recovered) = open(dir.path());
+    assert_eq!(indexes(&recovered.entries).len(), 4);
+    assert_eq!(
+        recovered.truncated_bytes,
+        (data.len() - end) as u64,
+        "cut from the torn frame on"
+    );
+    disk.append(&[entry(5, 1, "e5")]);
+    disk.commit().expect("commit");
+    assert_eq!(indexes(&open(dir.path()).1.entries).len(), 5);
+}
+
 #[test]
 fn flipped_bit_in_the_last_frame_is_a_torn_tail() {
     let (dir, _) = directory_with(3);
     let log = log_path(dir.path(), 0);
     let mut data = std::fs::read(&log).expect("read");
-    let last = data.len() - 2;
+    let last = data_end(&data) - 2;
     data[last] ^= 0x10;
     std::fs::write(&log, &data).expect("write");
     let (_, recovered) = open(dir.path());
