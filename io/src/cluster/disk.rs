@@ -18,9 +18,13 @@
 //! reads frames up to the first byte that is not one and takes an all-zero rest as the log's end. A snapshot starts a new generation: snapshot file written,
 //! synced, renamed; a new log holding the entries after the snapshot and the hard state, synced; then the old
 //! files removed. Recovery reads the newest snapshot and its log. The node's own snapshots are written and synced
-//! by a thread (`write_snapshot_file`, to `raft-snapshot.tmp`: a name recovery ignores) while the loop appends to
-//! the current log, then renamed into place as the next generation by the loop (`adopt_snapshot`): a crash before
-//! the rename leaves the previous snapshot and the whole log, as if no snapshot had begun.
+//! by a thread (`write_snapshot_file`, to `raft-snapshot.tmp`: a name recovery ignores). When the node hands one
+//! over (`start_next_log`), the next generation's log starts at once, holding the few entries past the snapshot's
+//! index (and any not yet synced) and the hard state; appends go there while the thread works. When the thread is
+//! done, the loop renames the snapshot into place as that generation's and removes the older files
+//! (`adopt_snapshot`): a rename, no log to rewrite. A crash between leaves the next generation's log without its
+//! snapshot: recovery then reads the previous snapshot, the previous log and that log after it (the two overlap,
+//! and the later copy of an entry wins), and merges them back into the previous generation's log.
 
 use crate::storage::StorageError;
 use bytes::BytesMut;
@@ -140,6 +144,10 @@ pub struct RaftDisk {
     hard_state: HardState,
     entries: Vec<Entry>,
     snapshot_index: u64,
+    /// The generation whose log `start_next_log` started, and the index of the snapshot it waits for.
+    handover: Option<(u64, u64)>,
+    /// The thread syncing the directory after a snapshot was put in place and removing the older files.
+    cleanup: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RaftDisk {
@@ -151,6 +159,14 @@ impl RaftDisk {
         let (snapshots, logs) = generations(dir)?;
         let generation = snapshots.iter().chain(&logs).max().copied().unwrap_or(0);
         let mut recovered = Recovered::default();
+        // A hand-over's log without its snapshot (a crash while the thread wrote it): the previous generation's
+        // snapshot and both logs hold everything (see `start_next_log`).
+        let stale = generation > 0
+            && !snapshots.contains(&generation)
+            && logs.contains(&generation)
+            && logs.contains(&(generation - 1))
+            && (generation == 1 || snapshots.contains(&(generation - 1)));
+        let generation = if stale { generation - 1 } else { generation };
         if snapshots.contains(&generation) {
             let path = snap_path(dir, generation);
             recovered.snapshot = read_snapshot(&path)?;
@@ -183,6 +199,23 @@ impl RaftDisk {
         } else {
             0
         };
+        if stale {
+            let next = log_path(dir, generation + 1);
+            log::warn!(
+                "{} has no snapshot (a crash while it was written): recovering from {} and {}",
+                next.display(),
+                path.display(),
+                next.display()
+            );
+            let (_, cut) = replay(&next, snapshot_index, repair, &mut recovered)?;
+            recovered.truncated_bytes += cut;
+        }
+        // A snapshot holds committed state only; the hard state's commit may lag it when the snapshot was put in
+        // place after the log's last hard state was written (`adopt_snapshot` writes none), and raft-rs refuses a
+        // commit index below its snapshot.
+        if recovered.hard_state.commit < snapshot_index {
+            recovered.hard_state.commit = snapshot_index;
+        }
         let log = open_log(dir, &source)?;
         let allocated = log.metadata().map_err(io_err(&source))?.len().max(log_len);
         let mut disk = RaftDisk {
@@ -197,9 +230,18 @@ impl RaftDisk {
             hard_state: recovered.hard_state.clone(),
             entries: recovered.entries.clone(),
             snapshot_index,
+            handover: None,
+            cleanup: None,
         };
-        if source != path {
+        if source != path || stale {
+            // Both logs merged into this generation's (the newer one removed after the rename: until then the
+            // two still recover the same).
             disk.rewrite(generation)?;
+            if stale {
+                let next = log_path(dir, generation + 1);
+                std::fs::remove_file(&next).map_err(io_err(&next))?;
+                sync_dir(dir)?;
+            }
         }
         Ok((disk, recovered))
     }
@@ -313,7 +355,23 @@ impl RaftDisk {
         }
         let snap = snap_path(&self.dir, self.generation + 1);
         write_snapshot(&snap, snapshot)?;
+        // A hand-over's log is compacted away with the rest: its snapshot, when written, is dropped.
+        self.handover = None;
         self.start_generation(snapshot, discard_log)
+    }
+
+    /// The node handed over its own snapshot at `snapshot_index` (a thread writes it): the next generation's log
+    /// starts now, so that putting the snapshot in place later (`adopt_snapshot`) is a rename, not a rewrite of
+    /// everything appended meanwhile. It holds every entry past the snapshot's index or past `synced_index` (the
+    /// last entry the current log holds synced), whichever is lower, and the hard state, synced: with the previous
+    /// snapshot and the current log it recovers everything should the new snapshot never be written, and with the
+    /// new snapshot alone once it is. Everything queued goes in it: every persist so far is durable on return.
+    pub fn start_next_log(&mut self, snapshot_index: u64, synced_index: u64) -> Result<(), DiskError> {
+        let generation = self.generation + 1;
+        self.install_log(generation, snapshot_index.min(synced_index))?;
+        self.pending.clear();
+        self.handover = Some((generation, snapshot_index));
+        Ok(())
     }
 
     /// Where a thread writes the node's own snapshot (`write_snapshot_file`) before `adopt_snapshot` renames it into
@@ -326,17 +384,52 @@ impl RaftDisk {
     /// `save_snapshot` without `discard_log` does; the loop's part is a rename and the log's tail rewritten. A
     /// snapshot not past the one the files start from (a leader's was installed meanwhile) is dropped: false.
     pub fn adopt_snapshot(&mut self, written: &Path, snapshot: &Snapshot) -> Result<bool, DiskError> {
-        if snapshot.get_metadata().index <= self.snapshot_index {
+        let meta = snapshot.get_metadata();
+        let expected = Some((self.generation, meta.index));
+        if meta.index <= self.snapshot_index || self.handover != expected {
             let _ = std::fs::remove_file(written);
             return Ok(false);
         }
-        let snap = snap_path(&self.dir, self.generation + 1);
+        self.handover = None;
+        let snap = snap_path(&self.dir, self.generation);
         std::fs::rename(written, &snap).map_err(io_err(&snap))?;
-        // The new log holds every entry and the hard state queued so far (the rewrite writes what is held, synced):
-        // what waits to be appended is in it already.
-        self.start_generation(snapshot, false)?;
-        self.pending.clear();
+        // The current log was started for this snapshot (`start_next_log`): only what is held in memory changes.
+        if self
+            .entries
+            .iter()
+            .any(|e| e.index == meta.index && e.term == meta.term)
+        {
+            self.entries.retain(|e| e.index > meta.index);
+        } else {
+            self.entries.clear();
+        }
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.snapshot_index = meta.index;
+        // The directory sync that makes the rename durable, and the older files' removal after it, on a thread: the
+        // loop's part is the rename. Until the sync, a crash may find the snapshot not in place, and then needs the
+        // older files, which are removed only after it.
+        let old = self.older_files(self.generation);
+        let dir = self.dir.clone();
+        // The previous one is long done (snapshots are far apart); waited for, so at most one runs.
+        self.wait_cleanup();
+        let spawned = std::thread::Builder::new()
+            .name("raft-cleanup".into())
+            .spawn(move || match sync_dir(&dir) {
+                Ok(()) => remove_files(old),
+                Err(e) => log::warn!("the Raft files before a snapshot are kept: {e}"),
+            });
+        match spawned {
+            Ok(handle) => self.cleanup = Some(handle),
+            Err(e) => log::warn!("the Raft files before a snapshot are kept (no thread to remove them: {e})"),
+        }
         Ok(true)
+    }
+
+    /// Waits until the files a snapshot put in place made obsolete are removed (see `adopt_snapshot`).
+    pub fn wait_cleanup(&mut self) {
+        if let Some(handle) = self.cleanup.take() {
+            let _ = handle.join();
+        }
     }
 
     /// The log of the generation after the current one, starting from `snapshot` (already in place as that
@@ -365,10 +458,18 @@ impl RaftDisk {
     /// Writes the entries and hard state held as the log of `generation` (a temporary file, synced, renamed into
     /// place), appends there from now on, and removes the files of older generations.
     fn rewrite(&mut self, generation: u64) -> Result<(), DiskError> {
+        self.install_log(generation, 0)?;
+        self.remove_older(generation);
+        Ok(())
+    }
+
+    /// Writes the entries held past index `after` and the hard state as the log of `generation` (a temporary file,
+    /// synced, renamed into place, the directory synced) and appends there from now on.
+    fn install_log(&mut self, generation: u64, after: u64) -> Result<(), DiskError> {
         let path = log_path(&self.dir, generation);
         let mut body = BytesMut::new();
         let mut scratch = Vec::new();
-        for entry in &self.entries {
+        for entry in self.entries.iter().filter(|e| e.index > after) {
             put_message(&mut body, &mut scratch, TAG_ENTRY, entry);
         }
         put_message(&mut body, &mut scratch, TAG_HARD_STATE, &self.hard_state);
@@ -383,8 +484,24 @@ impl RaftDisk {
         self.log_len = body.len() as u64;
         self.allocated = self.log_len;
         self.generation = generation;
-        let (snapshots, logs) = generations(&self.dir)?;
-        let old = snapshots
+        Ok(())
+    }
+
+    /// Removes the files of generations before `generation` (a failure is logged: they are only disk space).
+    fn remove_older(&mut self, generation: u64) {
+        remove_files(self.older_files(generation));
+    }
+
+    /// The files of generations before `generation`.
+    fn older_files(&self, generation: u64) -> Vec<PathBuf> {
+        let (snapshots, logs) = match generations(&self.dir) {
+            Ok(found) => found,
+            Err(e) => {
+                log::warn!("cannot list old Raft files: {e}");
+                return Vec::new();
+            }
+        };
+        snapshots
             .into_iter()
             .filter(|g| *g < generation)
             .map(|g| snap_path(&self.dir, g))
@@ -392,13 +509,19 @@ impl RaftDisk {
                 logs.into_iter()
                     .filter(|g| *g < generation)
                     .map(|g| log_path(&self.dir, g)),
-            );
-        for path in old {
-            if let Err(e) = std::fs::remove_file(&path) {
-                log::warn!("cannot remove old {}: {e}", path.display());
-            }
+            )
+            .collect()
+    }
+}
+
+/// Removes `paths` (one already gone is fine: a later compaction may have removed it first).
+fn remove_files(paths: Vec<PathBuf>) {
+    for path in paths {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot remove old {}: {e}", path.display()),
         }
-        Ok(())
     }
 }
 

@@ -288,6 +288,10 @@ impl ClusterCore {
                 NodeOutput::TakeSnapshot(job) => {
                     let index = job.index();
                     let path = self.disk.snapshot_scratch_path();
+                    if let Err(e) = self.hand_over(index) {
+                        self.fail(&e);
+                        continue;
+                    }
                     match self.snapshots.start(*job, path) {
                         Ok(()) => log::debug!("cluster: snapshot at index {index} frozen, written in the background"),
                         Err(e) => self.fail(&e),
