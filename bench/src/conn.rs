@@ -61,7 +61,7 @@ pub fn report_fd_limit() {
     }
 }
 
-fn connect_from(source: Ipv4Addr, broker: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) fn connect_from(source: Ipv4Addr, broker: SocketAddr) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     // Ports of an earlier run still in TIME_WAIT must not block binding a new source port.
     socket.set_reuse_address(true)?;

@@ -2,6 +2,7 @@
 //! with `--json`) on stdout.
 
 mod conn;
+mod paced;
 mod retained;
 mod wire;
 mod workload;
@@ -126,6 +127,7 @@ fn main() -> ExitCode {
         inflight: args.inflight.max(1),
         persistent: args.persistent,
         v5: args.protocol == 5,
+        broker_pid: args.broker_pid,
     };
     eprintln!(
         "mqtt-bench: {:?} x{} qos{} {}B for {}s against {}",
@@ -136,7 +138,9 @@ fn main() -> ExitCode {
         Ok(r) => {
             let rss_kb = rss().unwrap_or(0);
             // Broker CPU per million deliveries: on 2 shared cores throughput is partly the load generator's, CPU
-            // per delivery is the broker's own cost. Includes connecting and draining, a small share at 64 B rates.
+            // per delivery is the broker's own cost. From the moment publishing began (connecting left out); includes
+            // draining.
+            let cpu_before = r.broker_cpu_at_start.or(cpu_before);
             let cpu_per_m = match (cpu_before, args.broker_pid.and_then(conn::cpu_seconds)) {
                 (Some(before), Some(after)) if r.received > 0 => {
                     format!("{:.3}", (after - before) * 1e6 / r.received as f64)

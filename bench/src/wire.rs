@@ -168,6 +168,11 @@ impl<R: Read> Reader<R> {
         None
     }
 
+    /// The stream read from (to write to it too, without a second descriptor).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// Whether a whole frame is already buffered (so `next` will not block).
     pub fn has_frame(&self) -> bool {
         self.frame_len()

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use std::io::{self, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct Workload {
     pub persistent: bool,
     /// Every client speaks MQTT 5.0 (else 3.1.1).
     pub v5: bool,
+    /// The broker's pid, to read its CPU time when publishing begins.
+    pub broker_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,9 @@ pub struct Results {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// The broker's CPU seconds when publishing began, after every client connected: CPU per delivery counts from
+    /// here, leaving out connecting (most of a many-clients row's CPU otherwise).
+    pub broker_cpu_at_start: Option<f64>,
 }
 
 impl Results {
@@ -85,7 +90,7 @@ impl Workload {
 pub const HEADER: usize = 16;
 
 /// Writes the stamp into the first `HEADER` bytes of `payload`.
-fn stamp(payload: &mut [u8], sent_ns: u64, publisher: u16, seq: u64) {
+pub(crate) fn stamp(payload: &mut [u8], sent_ns: u64, publisher: u16, seq: u64) {
     payload[0..8].copy_from_slice(&sent_ns.to_be_bytes());
     payload[8..10].copy_from_slice(&publisher.to_be_bytes());
     payload[10..16].copy_from_slice(&seq.to_be_bytes()[2..8]);
@@ -239,11 +244,13 @@ fn publisher(
     ready: &Barrier,
     start: Instant,
     sent_total: &AtomicU64,
+    began_cpu: &OnceLock<Option<f64>>,
 ) -> io::Result<u64> {
     let opened = wire::open(w.node_for(id, false), &format!("bench-pub-{id}"), true, w.v5)
         .and_then(|stream| stream.set_nodelay(true).map(|()| stream));
     // Every thread reaches the barrier, failed or not, so one failed setup fails the run instead of hanging it.
     ready.wait();
+    began_cpu.get_or_init(|| w.broker_pid.and_then(crate::conn::cpu_seconds));
     let stream = opened?;
     let writer = Arc::new(Mutex::new(BufWriter::new(stream.try_clone()?)));
     let acked = Arc::new(AtomicU64::new(0));
@@ -335,9 +342,14 @@ fn publisher(
 pub fn run(w: &Workload) -> io::Result<Results> {
     let plan = topics(w.shape, w.clients.max(1));
     let start = Instant::now();
-    let ready = Barrier::new(plan.publish.len() + plan.subscribe.len());
+    // Paced publishers (devices sending a few messages a second) share one event loop; unpaced ones, which are few
+    // and as fast as their window allows, have a thread each.
+    let paced = w.rate.is_some() && plan.publish.len() > 1;
+    let publisher_threads = if paced { 1 } else { plan.publish.len() };
+    let ready = Barrier::new(publisher_threads + plan.subscribe.len());
     let stop = AtomicBool::new(false);
     let sent = AtomicU64::new(0);
+    let began_cpu = OnceLock::new();
     let outcomes = std::thread::scope(|scope| {
         let subs: Vec<_> = plan
             .subscribe
@@ -348,15 +360,19 @@ pub fn run(w: &Workload) -> io::Result<Results> {
                 scope.spawn(move || subscriber(w, i, filter, ready, stop, start))
             })
             .collect();
-        let pubs: Vec<_> = plan
-            .publish
-            .iter()
-            .enumerate()
-            .map(|(i, topic)| {
-                let (ready, sent) = (&ready, &sent);
-                scope.spawn(move || publisher(w, i, topic, ready, start, sent))
-            })
-            .collect();
+        let pubs: Vec<_> = if paced {
+            let (ready, sent, topics, began_cpu) = (&ready, &sent, &plan.publish, &began_cpu);
+            vec![scope.spawn(move || crate::paced::publish(w, topics, ready, start, sent, began_cpu).map(|()| 0))]
+        } else {
+            plan.publish
+                .iter()
+                .enumerate()
+                .map(|(i, topic)| {
+                    let (ready, sent, began_cpu) = (&ready, &sent, &began_cpu);
+                    scope.spawn(move || publisher(w, i, topic, ready, start, sent, began_cpu))
+                })
+                .collect()
+        };
         let mut errors = Vec::new();
         for handle in pubs {
             match handle.join() {
@@ -401,6 +417,7 @@ pub fn run(w: &Workload) -> io::Result<Results> {
         p99_us: histogram.value_at_quantile(0.99),
         p999_us: histogram.value_at_quantile(0.999),
         max_us: histogram.max(),
+        broker_cpu_at_start: began_cpu.get().copied().flatten(),
     })
 }
 

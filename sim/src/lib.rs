@@ -213,6 +213,8 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "queue-full-one-early" => Some(Core::QueueFullOneEarly),
         "expiry-timer-compacted-away" => Some(Core::SessionExpiryCompactedAway),
         "qos2-duplicate-overtakes-held" => Some(Core::Qos2DuplicateOvertakesHeld),
+        "retained-recovery-clear-ignored" => Some(Core::RetainedRecoveryClearIgnored),
+        "capped-deadline-not-recorded" => Some(Core::CappedDeadlineNotRecorded),
         _ => None,
     };
     let storage = match name {
@@ -279,4 +281,9 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ),
     ("qos2-duplicate-overtakes-held", "the PUBREC of QoS 2 PUBLISH"),
     ("retained-expiry-not-lowered", "lowered by the time the message waited"),
+    ("retained-recovery-clear-ignored", "which the model has cleared"),
+    (
+        "capped-deadline-not-recorded",
+        "a retained message is deleted once it expires",
+    ),
 ];

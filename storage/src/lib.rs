@@ -207,6 +207,31 @@ impl<F: FileSystem> Storage<F> {
         Self::open_planted(fs, dir, mode, repair, None)
     }
 
+    /// [`Storage::open_in`], handing each retained message to `retained` as it is read, as the binary does
+    /// ([`Storage::open_into`]): the simulator recovers through the same path.
+    pub fn open_in_into(
+        fs: F,
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        retained: &mut dyn RetainedSink,
+    ) -> Result<(Self, Image, Recovery), StorageError> {
+        Self::open_planted_into(fs, dir, mode, repair, None, retained)
+    }
+
+    /// [`Storage::open_in_into`] with a known bug planted (the vopr's self-test).
+    #[cfg(feature = "planted-bugs")]
+    pub fn open_with_bug_into(
+        fs: F,
+        dir: &Path,
+        mode: SyncMode,
+        repair: bool,
+        bug: Option<PlantedBug>,
+        retained: &mut dyn RetainedSink,
+    ) -> Result<(Self, Image, Recovery), StorageError> {
+        Self::open_planted_into(fs, dir, mode, repair, bug, retained)
+    }
+
     /// [`Storage::open_in`] with a known bug planted (the vopr's self-test).
     #[cfg(feature = "planted-bugs")]
     pub fn open_with_bug(

@@ -238,6 +238,21 @@ fn finds_retained_expiry_not_lowered() {
     finds("retained-expiry-not-lowered");
 }
 
+/// Recovery into the broker's tree (the binary's path, which the simulator's restarts take too) ignores a clear
+/// record: a deleted retained message [MQTT-3.3.1-10] is back after the restart.
+#[test]
+fn finds_retained_recovery_clear_ignored() {
+    finds("retained-recovery-clear-ignored");
+}
+
+/// A restart that caps a deadline (clock set back) does not record the capped one, so the next restart caps it
+/// afresh from the original and the message outlives its interval [MQTT-3.3.2-5] (`Options::with_restart_storm`
+/// makes two restarts inside one interval likely).
+#[test]
+fn finds_capped_deadline_not_recorded() {
+    finds("capped-deadline-not-recorded");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

@@ -195,6 +195,12 @@ pub enum PlantedBug {
     /// answered PUBREC at once: its PUBREC overtakes theirs [MQTT-4.6.0-3]. The broker's bug fixed in 2cbb263
     /// (seed 2703 of the simulator: PUBREC 92 before the held 80).
     Qos2DuplicateOvertakesHeld,
+    /// Recovery straight into the tree (`Broker::retained_recovery`, the binary's start) ignores a clear record:
+    /// a retained message deleted by an empty retained PUBLISH [MQTT-3.3.1-10] comes back after a restart.
+    RetainedRecoveryClearIgnored,
+    /// A restart that caps a message's expiry deadline (its clock was set back) does not record the capped one: the
+    /// next restart caps it afresh from the original deadline, giving it a full interval again [MQTT-3.3.2-5].
+    CappedDeadlineNotRecorded,
 }
 
 impl Default for Config {

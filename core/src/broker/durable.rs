@@ -313,7 +313,8 @@ impl Broker {
         record: impl FnOnce(StoredMessage) -> Record,
     ) {
         let capped = message.expires_at != recorded;
-        if capped && self.config.persistence {
+        if capped && self.config.persistence && !self.planted(super::planted::PlantedBugKind::CappedDeadlineNotRecorded)
+        {
             self.record(record(stored_message(message)));
         }
     }
@@ -488,6 +489,12 @@ impl RetainedSink for RetainedRecovery<'_> {
     }
 
     fn clear(&mut self, topic: &str) {
+        if self
+            .broker
+            .planted(super::planted::PlantedBugKind::RetainedRecoveryClearIgnored)
+        {
+            return;
+        }
         self.broker.capped_retained.remove(topic);
         self.broker.retained.remove(topic);
     }

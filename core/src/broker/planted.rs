@@ -39,6 +39,8 @@ pub(super) enum PlantedBugKind {
     QueueFullOneEarly,
     SessionExpiryCompactedAway,
     Qos2DuplicateOvertakesHeld,
+    RetainedRecoveryClearIgnored,
+    CappedDeadlineNotRecorded,
 }
 
 impl Broker {
@@ -136,6 +138,14 @@ impl Broker {
                 | (
                     Some(PlantedBug::Qos2DuplicateOvertakesHeld),
                     PlantedBugKind::Qos2DuplicateOvertakesHeld
+                )
+                | (
+                    Some(PlantedBug::RetainedRecoveryClearIgnored),
+                    PlantedBugKind::RetainedRecoveryClearIgnored
+                )
+                | (
+                    Some(PlantedBug::CappedDeadlineNotRecorded),
+                    PlantedBugKind::CappedDeadlineNotRecorded
                 )
         )
     }

@@ -5,9 +5,14 @@
 //! one vectored write). Whatever the flushes learn (blocked, writable again, dead) goes back to the core as further
 //! inputs until nothing new happens.
 
+mod accept;
 mod clock;
 pub use clock::wall_clock_now;
+mod commit;
 mod conn;
+mod control;
+mod core_api;
+pub use core_api::{Core, CORE_TOKEN_BASE};
 mod events;
 mod identity;
 mod outbox;
@@ -23,6 +28,7 @@ use crate::http::{Health, Shared};
 use crate::log::Logger;
 use crate::metrics::{ListenerLabel, Metrics};
 use crate::storage::Storage;
+use accept::{bind_one, choose_io, set_nonblocking};
 use clock::Clock;
 use conn::{Conn, Flush, State};
 use mio::net::{TcpListener, TcpStream};
@@ -93,123 +99,6 @@ impl fmt::Display for DriverError {
 }
 
 impl std::error::Error for DriverError {}
-
-/// The sans-IO state machine the driver runs: the broker in production, a scripted stand-in in the driver's own
-/// tests (so the I/O paths can be checked independently of the broker's protocol logic).
-pub trait Core {
-    fn handle_input(&mut self, now: Time, input: Input<'_>);
-    fn poll_output(&mut self) -> Option<Output>;
-    fn poll_timeout(&self) -> Option<Time>;
-    /// The durable state, for a snapshot.
-    fn image(&self) -> Image {
-        Image::default()
-    }
-    /// The durable state frozen for a snapshot written on another thread (see `snapshot`); the broker shares its
-    /// retained messages instead of copying them.
-    fn frozen_image(&self) -> FrozenImage {
-        FrozenImage::from_image(self.image())
-    }
-    /// Counters, for metrics.
-    fn stats(&self) -> Stats {
-        Stats::default()
-    }
-    /// Current sizes, for metrics.
-    fn gauges(&self) -> Gauges {
-        Gauges::default()
-    }
-    /// A cluster node's role, leader and applied index for `/health`, and its held-output drops for `/metrics`;
-    /// `None` for a single broker.
-    fn cluster_health(&self) -> Option<(crate::http::ClusterHealth, u64)> {
-        None
-    }
-    /// The partial packet a connected client holds, for the input budget (see `park`). Cores without clients of
-    /// their own report none.
-    fn partial_input(&self, conn: ConnectionId) -> PartialInput {
-        let _ = conn;
-        PartialInput::default()
-    }
-    /// Output the core holds for `conn`, not handed out yet (it counts against `max_outbuf_bytes` with the
-    /// driver's own unsent bytes, see `park`).
-    fn unsent_output(&self, conn: ConnectionId) -> usize {
-        let _ = conn;
-        0
-    }
-    /// Replace the authenticator (SIGHUP reload). Cores without one ignore it.
-    fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
-        let _ = authenticator;
-    }
-
-    // Sockets and files of the core's own (a cluster node's links and Raft log), driven by the same loop. A
-    // single broker has none.
-
-    /// Register the core's sockets with the loop's poller, with tokens from [`CORE_TOKEN_BASE`] up.
-    fn attach(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        let _ = registry;
-        Ok(())
-    }
-    /// Whether a readiness event is for one of the core's sockets.
-    fn owns(&self, token: Token) -> bool {
-        let _ = token;
-        false
-    }
-    /// A readiness event on one of the core's sockets.
-    fn io_event(&mut self, now: Time, event: &mio::event::Event) {
-        let _ = (now, event);
-    }
-    /// Once per loop turn, after every input of the turn: the core's group commit and its own timers.
-    fn end_turn(&mut self, now: Time) {
-        let _ = now;
-    }
-    /// Everything the core has output so far is as durable as the configured sync promises (a group commit with no
-    /// record left behind, a snapshot after the disk came back, or no disk): what the core held back for that may go
-    /// out. Not called while the disk refuses writes.
-    fn durable(&mut self) {}
-    /// When the core's own timers (not its protocol timers, see `poll_timeout`) are next due.
-    fn io_deadline(&self) -> Option<Instant> {
-        None
-    }
-    /// Why the core cannot go on (its disk failed), if so: the driver stops.
-    fn failure(&mut self) -> Option<String> {
-        None
-    }
-}
-
-/// Tokens from here up belong to the core's own sockets (connection ids count up from 1, listeners and signals
-/// count down from the top: neither comes near).
-pub const CORE_TOKEN_BASE: usize = 1 << 40;
-
-impl Core for Broker {
-    fn handle_input(&mut self, now: Time, input: Input<'_>) {
-        Broker::handle_input(self, now, input);
-    }
-    fn poll_output(&mut self) -> Option<Output> {
-        Broker::poll_output(self)
-    }
-    fn poll_timeout(&self) -> Option<Time> {
-        Broker::poll_timeout(self)
-    }
-    fn image(&self) -> Image {
-        Broker::image(self)
-    }
-    fn frozen_image(&self) -> FrozenImage {
-        Broker::frozen_image(self)
-    }
-    fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
-        Broker::set_authenticator(self, authenticator);
-    }
-    fn stats(&self) -> Stats {
-        Broker::stats(self).clone()
-    }
-    fn gauges(&self) -> Gauges {
-        Broker::gauges(self)
-    }
-    fn partial_input(&self, conn: ConnectionId) -> PartialInput {
-        Broker::partial_input(self, conn)
-    }
-    fn unsent_output(&self, conn: ConnectionId) -> usize {
-        Broker::unsent_output(self, conn)
-    }
-}
 
 struct BoundListener {
     socket: TcpListener,
@@ -381,54 +270,6 @@ impl<C: Core> Driver<C> {
         let waker = Arc::new(mio::Waker::new(self.poll.registry(), WAKER_TOKEN).map_err(DriverError::Poll)?);
         self.waker = Some(Arc::clone(&waker));
         Ok(waker)
-    }
-
-    /// Serve `/metrics` and `/health` on `address` (see `crate::http`); returns the address bound.
-    pub fn serve_http(&mut self, address: SocketAddr) -> Result<SocketAddr, DriverError> {
-        let labels = self
-            .listeners
-            .iter()
-            .zip(&self.listener_settings)
-            .map(|(bound, settings)| ListenerLabel {
-                address: bound.local.to_string(),
-                transport: settings.protocol.as_str(),
-            })
-            .collect();
-        let mut metrics = Metrics::new(labels);
-        if self.broker.cluster_health().is_some() {
-            metrics = metrics.with_cluster();
-        }
-        let shared = Arc::new(Shared::new(self.waker()?));
-        let local = crate::http::start(address, metrics.registry(), Arc::clone(&shared))
-            .map_err(|source| DriverError::Bind { address, source })?;
-        self.metrics = Some(metrics);
-        self.http = Some(shared);
-        Ok(local)
-    }
-
-    /// The HTTP thread waits for fresh values: copy the core's counters in and say how the broker is.
-    fn answer_http(&mut self) {
-        let (Some(http), Some(metrics)) = (&self.http, &self.metrics) else {
-            return;
-        };
-        if !http.is_asked() {
-            return;
-        }
-        metrics.refresh(&self.broker.stats(), &self.broker.gauges());
-        if let Some(storage) = &self.storage {
-            metrics.set_fsyncs(storage.fsyncs());
-        }
-        let cluster = self.broker.cluster_health();
-        if let Some((node, held_qos0_dropped)) = cluster {
-            metrics.refresh_cluster(&node, held_qos0_dropped);
-        }
-        http.answer(Health {
-            cluster: cluster.map(|(node, _)| node),
-            accepting: self.shutdown_deadline.is_none()
-                && self.accept_paused_until.is_none()
-                && !self.listeners.is_empty(),
-            storage_writable: !self.storage.as_ref().is_some_and(Storage::is_suspended),
-        });
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -626,163 +467,6 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    /// Returns true when the process should exit immediately (a second stop signal).
-    fn handle_signals(&mut self) -> bool {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for signal in pending {
-            match signal {
-                SIGHUP => {
-                    match self.logger.map(Logger::reopen) {
-                        Some(Err(e)) => log::error!("SIGHUP: {e}"),
-                        Some(Ok(())) => log::info!("SIGHUP: log file reopened"),
-                        None => {}
-                    }
-                    self.reload_auth();
-                    self.reload_tls();
-                }
-                _ if self.shutdown_deadline.is_some() => return true,
-                _ => self.begin_shutdown(),
-            }
-        }
-        false
-    }
-
-    /// Swaps in freshly loaded password and ACL files; connections stay up. A bad file keeps the old ones.
-    fn reload_auth(&mut self) {
-        let Some(source) = &self.auth_source else {
-            return;
-        };
-        // Jobs still queued against the old files are verified against them: a verdict that is a moment old.
-        let queue = self.verifier.as_ref().map(Verifier::queue);
-        match source.load().map(|a| match queue {
-            Some(queue) => a.with_verifier(queue),
-            None => a,
-        }) {
-            Ok(authenticator) => {
-                self.broker.set_authenticator(Box::new(authenticator));
-                log::info!("SIGHUP: password and ACL files reloaded");
-            }
-            Err(e) => log::error!("SIGHUP: keeping the previous password and ACL files: {e}"),
-        }
-    }
-
-    /// Swaps in freshly read certificates and keys (a renewed certificate, say) for the connections accepted from
-    /// now on; open connections keep the session they negotiated. A file that cannot be used keeps every
-    /// listener's previous configuration.
-    fn reload_tls(&mut self) {
-        if self.listener_settings.iter().all(|l| l.tls.is_none()) {
-            return;
-        }
-        match crate::tls::load_listeners(&self.listener_settings) {
-            Ok(configs) => {
-                for (listener, tls) in self.listeners.iter_mut().zip(configs) {
-                    listener.transport.tls = tls;
-                }
-                log::info!("SIGHUP: TLS certificates and keys reloaded");
-            }
-            Err(e) => log::error!("SIGHUP: keeping the previous TLS certificates: {e}"),
-        }
-    }
-
-    fn begin_shutdown(&mut self) {
-        log::info!("shutting down: {} connection(s) open", self.conns.len());
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-        self.shutdown_deadline = Some(deadline);
-        // Stop accepting: dropping the listeners closes their sockets, so new clients are refused at once.
-        for (i, mut listener) in self.listeners.drain(..).enumerate() {
-            match &mut self.io {
-                Io::Epoll => {
-                    let _ = self.poll.registry().deregister(&mut listener.socket);
-                }
-                Io::Uring(ring) => ring.close_listener(i),
-            }
-        }
-        self.accept_paused_until = None;
-        self.feed(Input::Shutdown);
-        // The core closes every connection it knows; close the rest (not yet CONNECTed) the same way.
-        let open: Vec<ConnectionId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.state == State::Open)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in open {
-            self.start_close(id, deadline);
-        }
-        self.flush_dirty_and_settle();
-    }
-
-    fn accept(&mut self, index: usize) {
-        while self.accept_paused_until.is_none() && self.shutdown_deadline.is_none() {
-            let Some(listener) = self.listeners.get(index) else {
-                return;
-            };
-            let accepted = match &mut self.io {
-                Io::Epoll => listener.socket.accept(),
-                Io::Uring(ring) => ring.accept(index),
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    if self.fd_exhaustion_logged {
-                        self.fd_exhaustion_logged = false;
-                        log::info!("accepting connections again");
-                    }
-                    let transport = Transport::new(&listener.transport);
-                    match transport {
-                        Ok(transport) => self.open(stream, peer, index, transport),
-                        Err(e) => log::error!("cannot start TLS for {peer}: {e}"),
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // The peer gave up between its SYN and our accept: nothing to do but take the next one.
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
-                Err(e) => {
-                    if is_resource_exhaustion(&e) {
-                        if !self.fd_exhaustion_logged {
-                            self.fd_exhaustion_logged = true;
-                            log::warn!("cannot accept connections: {e}; pausing accepts until descriptors free up");
-                        }
-                    } else {
-                        log::error!("accept on {}: {e}", listener.local);
-                    }
-                    // Retrying at once would spin on the same error; the timer resumes accepting.
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                }
-            }
-        }
-    }
-
-    fn open(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: usize, transport: Transport) {
-        let id = ConnectionId(self.next_conn);
-        self.next_conn += 1;
-        // MQTT is request/response with small packets: Nagle would add latency to every ack.
-        let _ = stream.set_nodelay(true);
-        limit_unsent(&stream);
-        match &mut self.io {
-            Io::Epoll => {
-                if let Err(e) = self
-                    .poll
-                    .registry()
-                    .register(&mut stream, token(id), Interest::READABLE)
-                {
-                    log::error!("cannot register connection from {peer}: {e}");
-                    return;
-                }
-            }
-            Io::Uring(ring) => ring.register(id, &stream),
-        }
-        log::debug!("conn {}: accepted from {peer}", id.0);
-        self.conns.insert(id, Box::new(Conn::new(stream, transport)));
-        if let Some(metrics) = &mut self.metrics {
-            metrics.on_open(id, listener);
-        }
-        self.feed(Input::Opened {
-            conn: id,
-            peer,
-            listener: ListenerId(listener),
-        });
-    }
-
     fn mark_readable(&mut self, id: ConnectionId) {
         if let Some(conn) = self.conns.get_mut(&id) {
             if !conn.readable && conn.parked.is_none() {
@@ -973,152 +657,6 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    /// The group commit: one write and one sync cover every record of this loop iteration, then the sends they
-    /// held back go out. A failed commit (disk full, say) keeps the records and the sends, and is retried.
-    fn commit_and_flush(&mut self) {
-        self.finish_snapshot(false);
-        let Some(storage) = self.storage.as_mut() else {
-            self.broker.durable();
-            return;
-        };
-        if storage.is_suspended() {
-            self.try_resume_storage();
-            self.flush_dirty_and_settle();
-            return;
-        }
-        let (wrote, started) = (storage.has_pending(), Instant::now());
-        if let Err(e) = storage.commit() {
-            self.suspend_storage(&e);
-            self.flush_dirty_and_settle();
-            return;
-        }
-        if let Some(metrics) = self.metrics.as_ref().filter(|_| wrote) {
-            metrics.on_commit(started.elapsed());
-        }
-        if storage.wants_snapshot() {
-            self.start_snapshot();
-        }
-        self.flush_dirty_and_settle();
-        // What the flushes fed back may have produced more records.
-        if self.storage.as_ref().is_some_and(Storage::has_pending) {
-            self.commit_and_flush();
-        } else {
-            // Every record appended so far is committed, so everything output before it is covered.
-            self.broker.durable();
-        }
-    }
-
-    /// Freezes the state and the log for a snapshot written by a thread (see `snapshot`): the loop only pays for
-    /// the freeze.
-    fn start_snapshot(&mut self) {
-        let started = Instant::now();
-        let waker = self.waker().ok();
-        let frozen = self.broker.frozen_image();
-        let Some(storage) = self.storage.as_mut() else {
-            return;
-        };
-        match self.snapshots.start(storage, frozen, waker) {
-            Ok(()) => log::debug!(
-                "snapshot {:?}: state frozen in {} ms, written in the background",
-                storage.snapshot_in_flight(),
-                started.elapsed().as_millis()
-            ),
-            // Storage logged it, once, with the logs' size and when it tries again.
-            Err(e) => log::debug!("snapshot not started: {e}"),
-        }
-    }
-
-    /// Finishes the snapshot written in the background once its thread is done (`wait`: waits for it).
-    fn finish_snapshot(&mut self, wait: bool) {
-        let Some(storage) = self.storage.as_mut() else {
-            return;
-        };
-        let finished = if wait {
-            self.snapshots.wait(storage)
-        } else {
-            self.snapshots.poll(storage)
-        };
-        match finished {
-            Some((elapsed, Ok(()))) => {
-                if let Some(metrics) = &self.metrics {
-                    metrics.on_snapshot(elapsed);
-                }
-            }
-            // Storage logged it, once, with the logs' size and when it tries again.
-            Some((_, Err(e))) => log::debug!("snapshot failed: {e}"),
-            None => {}
-        }
-    }
-
-    /// The disk refused a commit. What this loop iteration sent stays held (its acknowledgements are not on disk);
-    /// the core stops accepting QoS 1/2 messages, so from now on nothing sent promises durability, and other
-    /// traffic flows. A snapshot taken once the disk works again makes everything durable at once.
-    fn suspend_storage(&mut self, error: &crate::storage::StorageError) {
-        let what = if error.is_disk_full() {
-            "the disk is full"
-        } else {
-            "cannot write"
-        };
-        log::error!(
-            "data directory: {what} ({error}); refusing QoS 1/2 messages (MQTT 5: 0x97 Quota exceeded; 3.1.1: connection \
-             closed) until it can be written again, retrying every {}s",
-            STORAGE_RETRY.as_secs()
-        );
-        if let Some(storage) = self.storage.as_mut() {
-            storage.suspend();
-        }
-        if let Some(metrics) = &self.metrics {
-            metrics.set_storage_writable(false);
-        }
-        for id in std::mem::take(&mut self.dirty) {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.dirty = false;
-                conn.durability_hold = true;
-            }
-        }
-        self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
-        self.feed(Input::StorageWritable(false));
-    }
-
-    fn try_resume_storage(&mut self) {
-        if self.storage_retry_at.is_some_and(|at| Instant::now() < at) {
-            return;
-        }
-        // The snapshot that ends the suspension is written here and now, after any in the background.
-        self.finish_snapshot(true);
-        let image = self.broker.image();
-        let Some(storage) = self.storage.as_mut() else {
-            return;
-        };
-        let started = Instant::now();
-        if let Err(e) = storage.resume(&image) {
-            log::debug!("data directory still not writable: {e}");
-            self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
-            return;
-        }
-        if let Some(metrics) = &self.metrics {
-            metrics.on_snapshot(started.elapsed());
-            metrics.set_storage_writable(true);
-        }
-        self.storage_retry_at = None;
-        log::info!("data directory writable again: state snapshotted, accepting QoS 1/2 messages");
-        // The snapshot holds everything the core accepted, also what the failed commits did not write.
-        self.broker.durable();
-        let held: Vec<ConnectionId> = self
-            .conns
-            .iter_mut()
-            .filter(|(_, c)| c.durability_hold)
-            .map(|(id, c)| {
-                c.durability_hold = false;
-                *id
-            })
-            .collect();
-        for id in held {
-            self.mark_dirty(id);
-        }
-        self.feed(Input::StorageWritable(true));
-    }
-
     fn flush_dirty_and_settle(&mut self) {
         if self.storage.as_ref().is_some_and(Storage::holds_sends) {
             return;
@@ -1303,34 +841,6 @@ impl<C: Core> Driver<C> {
 /// the loop turn (see `settle_read`): a socket buffer's worth, past which batching saves nothing.
 const FLUSH_NOW_BYTES: usize = 64 * 1024;
 
-/// Bytes a socket may hold that the kernel has not sent yet. Past this the socket reports itself full, so a slow
-/// subscriber's backlog stays in the core, which bounds it (`max_outbuf_bytes`) and drops QoS 0 beyond it, instead
-/// of in a send buffer that autotuning grows to megabytes, where every message waits its turn however stale.
-const MAX_SOCKET_UNSENT: libc::c_int = 256 * 1024;
-
-#[cfg(target_os = "linux")]
-fn limit_unsent(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let value = MAX_SOCKET_UNSENT;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from the pointer to `value`, which lives across the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        // Only latency under overload depends on it.
-        log::debug!("TCP_NOTSENT_LOWAT: {}", io::Error::last_os_error());
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn limit_unsent(_stream: &TcpStream) {}
-
 fn token(id: ConnectionId) -> Token {
     // Connection ids count up from 1 and stay far below the listener and signal tokens on 64-bit targets.
     Token(id.0 as usize)
@@ -1341,68 +851,6 @@ fn set_interest(poll: &Poll, id: ConnectionId, conn: &mut Conn, interest: Intere
         // The socket is unusable if the poller rejects it; a later read or write will report that.
         log::debug!("conn {}: reregister failed: {e}", id.0);
     }
-}
-
-fn bind_one(listener: &Listener, transport: TransportConfig) -> Result<BoundListener, DriverError> {
-    let bind_err = |source| DriverError::Bind {
-        address: listener.address,
-        source,
-    };
-    let socket = TcpListener::bind(listener.address).map_err(bind_err)?;
-    let local = socket.local_addr().map_err(bind_err)?;
-    Ok(BoundListener {
-        socket,
-        local,
-        transport,
-    })
-}
-
-/// io_uring where asked or where a probe ring works (`auto`), else epoll; one log line says which and why.
-fn choose_io(choice: IoDriver, listeners: &[BoundListener], poll: &Poll) -> Result<Io, DriverError> {
-    if choice == IoDriver::Epoll {
-        log::info!("io driver: epoll (configured)");
-        return Ok(Io::Epoll);
-    }
-    let fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
-    match uring::Ring::new(&fds, poll.as_raw_fd()) {
-        Ok(ring) => {
-            let why = match choice {
-                IoDriver::Uring => "configured",
-                _ => "the probe ring works",
-            };
-            log::info!(
-                "io driver: io_uring ({why}; multishot accept, receives bounded to 64 KiB into provided buffers)"
-            );
-            Ok(Io::Uring(Box::new(ring)))
-        }
-        Err(e) if choice == IoDriver::Auto => {
-            log::info!("io driver: epoll (io_uring unavailable: {e})");
-            Ok(Io::Epoll)
-        }
-        Err(e) => Err(DriverError::Poll(io::Error::new(
-            e.kind(),
-            format!("io = \"uring\" but io_uring is unavailable: {e}"),
-        ))),
-    }
-}
-
-fn set_nonblocking(stream: &TcpStream) {
-    let fd = stream.as_raw_fd();
-    // SAFETY: fcntl on a descriptor the stream owns; flags are read, then written back with O_NONBLOCK.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-    }
-}
-
-/// Errors that mean "out of descriptors or kernel memory": they pass as connections close.
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 #[cfg(test)]

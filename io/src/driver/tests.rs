@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::{Cli, FileConfig};
+use accept::{limit_unsent, MAX_SOCKET_UNSENT};
 use std::io::Write;
 use std::sync::{mpsc, Arc, Mutex};
 

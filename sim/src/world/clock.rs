@@ -48,20 +48,14 @@ impl World {
         at.as_millis() <= self.now + self.clock.offset_ms
     }
 
-    /// Before a restarted broker reads its first time: in seeds with jumps, its clock was set back or forward
-    /// while it was down, and the model's deadlines move as the broker's must.
-    pub(super) fn jump_clock_on_restart(&mut self) {
+    /// Before a restarted broker reads its first time (recovery included: it caps retained messages' deadlines as
+    /// it reads them): in seeds with jumps, its clock was set back or forward while it was down. The model's
+    /// deadlines move with it in [`World::apply_restart_jump`], once recovery has chosen the model.
+    pub(super) fn draw_restart_jump(&mut self) -> Option<RestartJump> {
         if !self.opts.restart_clock_jumps {
-            return;
+            return None;
         }
-        // The deadlines the last restart capped are the recorded ones now, if their records are durable
-        // [MQTT-3.3.2-5]; otherwise the records may still hold the uncapped ones (a later, more lenient deadline).
         let caps_recorded = std::mem::take(&mut self.clock.caps_recorded);
-        if caps_recorded {
-            for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
-                info.uncapped_read_ms = info.last_read_ms;
-            }
-        }
         let size = JUMPS_MS[self.rng.gen_range(0..JUMPS_MS.len())];
         let forward = self.rng.gen_bool(0.5);
         // A message first seen at `first_seen_ms` is `size` older on the new clock; the model's times are
@@ -90,6 +84,30 @@ impl World {
             "the broker's clock was set {} {jump}ms while it was down",
             if forward { "forward" } else { "back" }
         ));
+        Some(RestartJump {
+            jump,
+            forward,
+            caps_recorded,
+        })
+    }
+
+    /// The model's deadlines move as the restarted broker's must (see [`World::draw_restart_jump`]).
+    pub(super) fn apply_restart_jump(&mut self, drawn: Option<RestartJump>) {
+        let Some(RestartJump {
+            jump,
+            forward,
+            caps_recorded,
+        }) = drawn
+        else {
+            return;
+        };
+        // The deadlines the last restart capped are the recorded ones now, if their records are durable
+        // [MQTT-3.3.2-5]; otherwise the records may still hold the uncapped ones (a later, more lenient deadline).
+        if caps_recorded {
+            for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
+                info.uncapped_read_ms = info.last_read_ms;
+            }
+        }
         let restart = self.now;
         // A deadline `stamp + secs` moves with the clock, capped at a full interval from the restart: the same for
         // the earliest and the latest stamp the broker may have given a message.
@@ -122,4 +140,11 @@ impl World {
             self.delayed_wills.clock_set_forward(jump);
         }
     }
+}
+
+/// A restart's clock jump: drawn before recovery, applied to the model after it.
+pub(super) struct RestartJump {
+    jump: u64,
+    forward: bool,
+    caps_recorded: bool,
 }

@@ -14,7 +14,7 @@
 use super::*;
 use crate::simfs::{DiskFaults, SimFs};
 use mqtt_core::persist::frame::{self, Scan};
-use mqtt_core::persist::{Image, Record};
+use mqtt_core::persist::{Image, Record, RetainedSink};
 use mqtt_storage::{snapshot_path, wal_path, SnapshotJob, Storage, StorageError, SyncMode};
 use rand::Rng;
 use std::path::{Path, PathBuf};
@@ -240,24 +240,53 @@ impl SimDisk {
         })
     }
 
-    fn open(&self, dir: &Path) -> Result<(Storage<SimFs>, Image, mqtt_storage::Recovery), StorageError> {
+    /// Opens the data directory as the binary does: retained messages go straight into the new broker's tree
+    /// (`retained`) as they are read, and the snapshot the start writes takes them from there.
+    fn open(
+        &self,
+        dir: &Path,
+        retained: &mut dyn RetainedSink,
+    ) -> Result<(Storage<SimFs>, Image, mqtt_storage::Recovery), StorageError> {
         #[cfg(feature = "planted-bugs")]
-        return Storage::open_with_bug(self.fs.clone(), dir, SyncMode::Always, false, self.planted);
+        return Storage::open_with_bug_into(self.fs.clone(), dir, SyncMode::Always, false, self.planted, retained);
         #[cfg(not(feature = "planted-bugs"))]
-        Storage::open_in(self.fs.clone(), dir, SyncMode::Always, false)
+        Storage::open_in_into(self.fs.clone(), dir, SyncMode::Always, false, retained)
     }
 
     /// The real recovery after a power cut. A refusal is legal only where the disk flipped a bit in synced data:
     /// then the operator restores the damaged file (the flips are undone) and starts again. A restore from a file
     /// with a flipped bit in it, which the checksums must catch, is a violation too.
-    fn recover(&mut self, log: &mut Vec<String>) -> Result<Image, Violation> {
+    ///
+    /// Each attempt recovers into a broker of its own (`fresh`, at the restart's time `now`), which is returned
+    /// with the image; the image's `retained` holds what recovery put into that broker's tree (what the start's
+    /// snapshot wrote), for the model to check, and must be emptied before `restore`.
+    fn recover(
+        &mut self,
+        log: &mut Vec<String>,
+        fresh: impl Fn() -> Broker,
+        now: Time,
+    ) -> Result<(Broker, Image), Violation> {
         let dir = PathBuf::from(DATA_DIR);
         self.fs.set_quiet(true);
         let mut healed = false;
-        let (mut storage, image, recovery, flips) = loop {
+        let (mut storage, image, recovery, flips, broker) = loop {
             let flips = self.fs.flips();
-            match self.open(&dir) {
-                Ok((storage, image, recovery)) => break (storage, image, recovery, flips),
+            let mut broker = fresh();
+            let opened = {
+                let mut sink = broker.retained_recovery(now);
+                self.open(&dir, &mut sink).map(|(storage, mut image, recovery)| {
+                    image.retained = sink
+                        .records()
+                        .filter_map(|record| match record {
+                            Record::Retain { message } => Some((message.topic.clone(), *message)),
+                            _ => None,
+                        })
+                        .collect();
+                    (storage, image, recovery)
+                })
+            };
+            match opened {
+                Ok((storage, image, recovery)) => break (storage, image, recovery, flips, broker),
                 Err(StorageError::Corrupt { path, offset, detail }) => {
                     let damaged = flips.iter().find(|f| f.path == path && f.offset >= offset);
                     match damaged {
@@ -320,7 +349,7 @@ impl SimDisk {
         self.storage = storage;
         // The thread writing a snapshot died with the process.
         self.deferred = None;
-        Ok(image)
+        Ok((broker, image))
     }
 }
 
@@ -348,12 +377,16 @@ impl World {
         self.log(format!(
             "=== broker crash (power cut){during}: {lost} unsynced bytes lost or torn ==="
         ));
+        // The new broker exists before recovery, which reads retained messages into its tree at its clock.
+        let seed = self.rng.gen();
+        let jump = self.draw_restart_jump();
+        let now = self.broker_now();
         let mut lines = Vec::new();
-        let recovered = disk.recover(&mut lines);
+        let recovered = disk.recover(&mut lines, || new_broker(&self.opts, self.config.clone(), seed), now);
         for line in lines {
             self.log(line);
         }
-        let recovered = recovered?;
+        let (mut broker, mut recovered) = recovered?;
         self.counts.recovery_refusals = disk.refusals;
         self.counts.disk = disk.fs.counts();
         self.disk = Some(disk);
@@ -425,9 +458,10 @@ impl World {
 
         self.dropped_before_restarts += self.broker.stats().messages_dropped;
         self.model.on_broker_restart();
-        let mut broker = new_broker(&self.opts, self.config.clone(), self.rng.gen());
-        self.jump_clock_on_restart();
-        broker.restore(self.broker_now(), recovered);
+        self.apply_restart_jump(jump);
+        // Recovery put the retained messages straight into the broker's tree, as the binary's does.
+        recovered.retained.clear();
+        broker.restore(now, recovered);
         self.broker = broker;
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! accept back-off) is the driver's shared code in `mod.rs`. Each listener has one multishot accept; each
 //! connection at most one bounded receive (a bundle of provided buffers, one read buffer's worth at most, armed
 //! again only once the driver has read what the last one brought and may read more: `receive_more`), and at most
-//! one send in flight (a `sendmsg` of up to [`MAX_SEND_IOV`] chunks of its outbox). The mio poller stays for what other threads and
+//! one send in flight (a `sendmsg` of up to [`entries::MAX_SEND_IOV`] chunks of its outbox). The mio poller stays for what other threads and
 //! the core bring (the waker, the signal pipe, a cluster node's sockets): its epoll descriptor is polled by the
 //! ring, and read without blocking when it fires.
 //!
@@ -20,16 +20,25 @@
 //! sends per message as epoll on the QoS 1 rows of `bench/io_drivers.sh`, each one a TCP delivery and a client
 //! wake-up (BENCHMARKS.md, "I/O drivers").
 
+mod bufring;
+mod complete;
+mod entries;
+
 use super::conn::Conn;
 use super::outbox::Outbox;
 use super::transport::Flush;
+use bufring::{BufRing, BUF_GROUP};
 use bytes::Bytes;
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use complete::stash;
+use entries::{
+    check_kernel, limited_multishot_recv, send_chunks, send_entry, user_data, SendVectors, KIND_ACCEPT, KIND_CANCEL,
+    KIND_EPOLL, KIND_RECV, KIND_SEND, RECVSEND_BUNDLE,
+};
+use io_uring::{opcode, squeue, types, IoUring};
 use mqtt_core::broker::ConnectionId;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 /// Submission queue entries (the completion queue has four times as many). Overridden by
@@ -44,47 +53,9 @@ pub const SINGLE_RECV_ENV: &str = "MQTT_BROKER_IO_URING_SINGLE_RECV";
 /// appends whatever else the socket holds to a bundle that filled its whole length; measured on 6.18: a receive
 /// of exactly 64 KiB took 190 KiB, one of 64 KiB + 1 took 64 KiB).
 const RECV_MAX: usize = super::READ_BUF;
-/// `IORING_RECVSEND_BUNDLE` and `IORING_RECV_MULTISHOT` (linux/io_uring.h; the crate keeps its copies private): a
-/// receive into several provided buffers, and one that stays armed.
-const RECVSEND_BUNDLE: u16 = 1 << 4;
-const RECV_MULTISHOT: u16 = 1 << 1;
-/// Where `optlen` sits in a submission entry (struct io_uring_sqe): for a multishot receive, the most it takes in
-/// all before it ends (Linux 6.17+; older kernels refuse the entry with EINVAL).
-const SQE_OPTLEN_OFFSET: usize = 44;
-/// Provided receive buffers: how many and how large. A connection holds them from their completion until the
-/// read turn that reads them (at most `RECV_MAX` of them), so this bounds the input waiting in the driver (8 MiB,
-/// resident once used); when all are taken, receives end with ENOBUFS and are re-armed once buffers come back.
-/// Many and small: thousands of quiet clients each hold one for a PUBLISH of a few dozen bytes.
-const RECV_BUFS: u16 = 4096;
-const RECV_BUF_SIZE: usize = 2 * 1024;
-/// How many free buffers the kernel's ring holds at first (512 KiB); doubled, up to all of them, each time a receive
-/// finds it empty. The rest wait in a stack, the most recently returned on top: a ring of every free buffer hands
-/// them out first in, first out, so every receive wrote into memory not touched for 8 MiB (a fan-out of 64 B
-/// messages spent 4 % of the broker's time in the kernel's copy into them, under 1 % for epoll's one read buffer).
-const RING_START: usize = 256;
-const BUF_GROUP: u16 = 0;
-/// Most chunks in one send (Linux's IOV_MAX). Higher than epoll's per-write limit because a connection has one
-/// send per turn here, where epoll's writes loop until the socket is full: a subscriber of many small messages
-/// would otherwise get 64 of them per turn.
-const MAX_SEND_IOV: usize = 1024;
-/// Bytes one send aims for: the socket holds this much unsent (TCP_NOTSENT_LOWAT, `MAX_SOCKET_UNSENT`).
-const SEND_BYTES: usize = 256 * 1024;
 /// Most TLS records queued for the ring per connection before TLS stops taking plaintext (the rest stays in the
 /// outbox, as it stays there when a socket is full under epoll).
 const WIRE_LIMIT: usize = 256 * 1024;
-
-// What a completion is for: the kind in the top byte of `user_data`, the connection id or listener index below.
-const KIND_SHIFT: u32 = 56;
-const KIND_ACCEPT: u64 = 1;
-const KIND_RECV: u64 = 2;
-const KIND_SEND: u64 = 3;
-const KIND_EPOLL: u64 = 4;
-const KIND_CANCEL: u64 = 5;
-const ID_MASK: u64 = (1 << KIND_SHIFT) - 1;
-
-fn user_data(kind: u64, id: u64) -> u64 {
-    (kind << KIND_SHIFT) | (id & ID_MASK)
-}
 
 /// TLS records waiting for the ring: rustls writes into this instead of the socket.
 #[derive(Default)]
@@ -128,7 +99,7 @@ enum Received {
 /// them (a send of one chunk, a quiet client's PUBACK, needs neither).
 struct InFlight {
     _chunks: Vec<Bytes>,
-    _vectors: Option<(Box<[libc::iovec]>, Box<libc::msghdr>)>,
+    _vectors: Option<SendVectors>,
 }
 
 // SAFETY: the raw pointers point into `_chunks` and `_vectors`, whose heap data does not move with them; nothing
@@ -169,141 +140,6 @@ struct ListenerSlot {
     armed: bool,
     open: bool,
     accepted: VecDeque<io::Result<RawFd>>,
-}
-
-/// Provided buffers for receives, in a ring the kernel takes them from.
-struct BufRing {
-    /// `RECV_BUFS` entries of `io_uring_buf`, page-aligned (mmap); the kernel reads it.
-    entries: *mut types::BufRingEntry,
-    map_len: usize,
-    tail: u16,
-    data: Vec<u8>,
-    /// Which buffer each ring entry holds, and where each buffer was last put: a bundle's completion names only
-    /// its first buffer, the others are the entries after it.
-    entry_bid: Vec<u16>,
-    bid_entry: Vec<u16>,
-    /// Free buffers not in the ring, the most recently returned last.
-    free: Vec<u16>,
-    /// Buffers in the ring (offered, not yet taken by a receive), and how many it may hold (`RING_START`).
-    in_ring: usize,
-    target: usize,
-}
-
-// SAFETY: the mapping is owned by this struct and only touched through `&mut self` (and by the kernel).
-unsafe impl Send for BufRing {}
-
-impl BufRing {
-    fn new(ring: &IoUring) -> io::Result<BufRing> {
-        let map_len = usize::from(RECV_BUFS) * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: an anonymous private mapping; checked for failure below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mut bufs = BufRing {
-            entries: ptr.cast(),
-            map_len,
-            tail: 0,
-            data: vec![0; usize::from(RECV_BUFS) * RECV_BUF_SIZE],
-            entry_bid: vec![0; usize::from(RECV_BUFS)],
-            bid_entry: vec![0; usize::from(RECV_BUFS)],
-            free: (0..RECV_BUFS).rev().collect(),
-            in_ring: 0,
-            target: RING_START,
-        };
-        // SAFETY: the mapping lives as long as `bufs`, which the ring's owner drops after the ring (field order).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(ptr as u64, RECV_BUFS, BUF_GROUP, 0)?;
-        }
-        bufs.refill();
-        bufs.publish();
-        Ok(bufs)
-    }
-
-    /// Buffer `bid` is free again (offered to the kernel by the next `refill`).
-    fn give(&mut self, bid: u16) {
-        self.free.push(bid);
-    }
-
-    /// Top the ring up to its target from the most recently freed buffers; whether it took any (then `publish`).
-    fn refill(&mut self) -> bool {
-        let mut offered = false;
-        while self.in_ring < self.target {
-            let Some(bid) = self.free.pop() else {
-                break;
-            };
-            self.offer(bid);
-            offered = true;
-        }
-        offered
-    }
-
-    /// A receive found the ring empty: let it hold more.
-    fn starved(&mut self) {
-        self.target = (self.target * 2).min(usize::from(RECV_BUFS));
-    }
-
-    /// Put buffer `bid` in the ring (seen by the kernel once published).
-    fn offer(&mut self, bid: u16) {
-        self.in_ring += 1;
-        let index = usize::from(self.tail & (RECV_BUFS - 1));
-        let addr = self.data[usize::from(bid) * RECV_BUF_SIZE..].as_ptr() as u64;
-        // SAFETY: `index` < RECV_BUFS, inside the mapping.
-        let entry = unsafe { &mut *self.entries.add(index) };
-        entry.set_addr(addr);
-        entry.set_len(RECV_BUF_SIZE as u32);
-        entry.set_bid(bid);
-        self.entry_bid[index] = bid;
-        self.bid_entry[usize::from(bid)] = index as u16;
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// The buffers a bundled receive of `len` bytes starting with buffer `first` filled (and took out of the
-    /// ring), in order, with how much of each: the kernel takes consecutive ring entries and fills each before the
-    /// next.
-    fn bundle(&mut self, first: u16, len: usize) -> Vec<(u16, usize)> {
-        let start = self.bid_entry[usize::from(first)];
-        let count = len.div_ceil(RECV_BUF_SIZE);
-        self.in_ring = self.in_ring.saturating_sub(count);
-        (0..count)
-            .map(|i| {
-                let index = usize::from(start.wrapping_add(i as u16) & (RECV_BUFS - 1));
-                (self.entry_bid[index], (len - i * RECV_BUF_SIZE).min(RECV_BUF_SIZE))
-            })
-            .collect()
-    }
-
-    fn publish(&self) {
-        // The ring's tail overlays the reserved field of entry 0 (struct io_uring_buf_ring), 14 bytes in.
-        // SAFETY: inside the mapping, 2-aligned; the kernel reads it with acquire semantics.
-        let tail = unsafe { &*(self.entries.cast::<u8>().add(14).cast::<AtomicU16>()) };
-        tail.store(self.tail, Ordering::Release);
-    }
-
-    fn buf(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * RECV_BUF_SIZE;
-        &self.data[start..start + len.min(RECV_BUF_SIZE)]
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // Closing the ring's descriptor cancels its receives asynchronously: the kernel may still write into these
-        // buffers after the ring is dropped. They are left to the process's exit (a driver is dropped once, when
-        // the broker stops) rather than freed under the kernel's hands.
-        std::mem::forget(std::mem::take(&mut self.data));
-        let _ = self.map_len;
-    }
 }
 
 impl Drop for Ring {
@@ -748,28 +584,7 @@ impl Ring {
                 continue;
             }
             let chunks = send_chunks(wire);
-            let (entry, vectors) = if let [one] = chunks.as_slice() {
-                let entry = opcode::Send::new(types::Fd(rc.fd), one.as_ptr(), one.len() as u32)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build();
-                (entry, None)
-            } else {
-                let mut iov: Box<[libc::iovec]> = chunks
-                    .iter()
-                    .map(|c| libc::iovec {
-                        iov_base: c.as_ptr() as *mut libc::c_void,
-                        iov_len: c.len(),
-                    })
-                    .collect();
-                // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-                let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-                msg.msg_iov = iov.as_mut_ptr();
-                msg.msg_iovlen = iov.len();
-                let entry = opcode::SendMsg::new(types::Fd(rc.fd), &*msg)
-                    .flags(libc::MSG_NOSIGNAL as u32)
-                    .build();
-                (entry, Some((iov, msg)))
-            };
+            let (entry, vectors) = send_entry(rc.fd, &chunks);
             let entry = entry.user_data(user_data(KIND_SEND, id.0));
             rc.sending = Some(InFlight {
                 _chunks: chunks,
@@ -780,206 +595,4 @@ impl Ring {
         }
         Ok(())
     }
-
-    fn reap(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>) {
-        let cqes: Vec<(u64, i32, u32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()))
-            .collect();
-        for (data, res, flags) in cqes {
-            let id = data & ID_MASK;
-            match data >> KIND_SHIFT {
-                KIND_ACCEPT => self.on_accept(id as usize, res, flags),
-                KIND_RECV => self.on_recv(ConnectionId(id), res, flags),
-                KIND_SEND => self.on_send(ConnectionId(id), res, conns),
-                KIND_EPOLL => {
-                    self.epoll_armed = false;
-                    self.completions.push(Completion::Poller);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn on_accept(&mut self, index: usize, res: i32, flags: u32) {
-        let Some(slot) = self.listeners.get_mut(index) else {
-            return;
-        };
-        if !cqueue::more(flags) {
-            slot.armed = false;
-        }
-        if res == -libc::ECANCELED {
-            return;
-        }
-        if !slot.open {
-            if res >= 0 {
-                // SAFETY: accepted after the listener closed; nobody owns it.
-                unsafe { libc::close(res) };
-            }
-            return;
-        }
-        slot.accepted.push_back(if res >= 0 {
-            Ok(res)
-        } else {
-            Err(io::Error::from_raw_os_error(-res))
-        });
-        self.completions.push(Completion::Acceptable(index));
-    }
-
-    fn on_recv(&mut self, id: ConnectionId, res: i32, flags: u32) {
-        let first = cqueue::buffer_select(flags);
-        let taken = match (res, first) {
-            (n, Some(first)) if n > 0 => self.bufs.bundle(first, n as usize),
-            _ => Vec::new(),
-        };
-        let Some(rc) = self.conns.get_mut(&id) else {
-            // Closed meanwhile: give the buffers back.
-            for (bid, _) in taken {
-                self.bufs.give(bid);
-            }
-            return;
-        };
-        if !cqueue::more(flags) {
-            rc.recv_armed = false;
-        }
-        let received = match res {
-            _ if !taken.is_empty() => {
-                rc.received
-                    .extend(taken.into_iter().map(|(bid, len)| Received::Data { bid, len }));
-                None
-            }
-            0 => Some(Received::Eof),
-            e if e == -libc::EINVAL && self.limited_multishot => {
-                // A kernel before 6.17: no byte limit on multishot receives. Single bounded receives instead.
-                log::info!("io_uring: multishot receives cannot be limited on this kernel; using single receives");
-                self.limited_multishot = false;
-                if rc.may_receive() {
-                    self.to_arm.push(id);
-                }
-                return;
-            }
-            // Cancelled (paused; resumed since, it receives again), or every buffer is waiting to be read (receive
-            // again once some are back, next turn).
-            e if e == -libc::ECANCELED || e == -libc::ENOBUFS => {
-                if e == -libc::ENOBUFS {
-                    self.bufs.starved();
-                }
-                if rc.may_receive() {
-                    self.to_arm.push(id);
-                }
-                return;
-            }
-            e if e < 0 => Some(Received::Error(io::Error::from_raw_os_error(-e))),
-            _ => return,
-        };
-        if let Some(end) = received {
-            rc.read_done = true;
-            rc.received.push_back(end);
-        }
-        if rc.paused {
-            // Taken before its cancel landed: aside, like what it held when paused.
-            stash(rc, &mut self.bufs);
-        }
-        self.completions.push(Completion::Readable(id));
-    }
-
-    fn on_send(&mut self, id: ConnectionId, res: i32, conns: &mut HashMap<ConnectionId, Box<Conn>>) {
-        let (Some(rc), Some(conn)) = (self.conns.get_mut(&id), conns.get_mut(&id)) else {
-            self.orphans.remove(&id);
-            return;
-        };
-        rc.sending = None;
-        if std::mem::take(&mut rc.stalled) {
-            self.stalled -= 1;
-        }
-        if res < 0 {
-            rc.send_error = Some(io::Error::from_raw_os_error(-res));
-        } else if let Ok(wire) = conn.wire(&mut rc.wire) {
-            wire.consume(res as usize);
-        }
-        self.completions.push(Completion::Flushable(id));
-    }
-}
-
-/// The front of `wire` for one send: its chunks as they are, up to [`SEND_BYTES`], unless that takes more than
-/// [`MAX_SEND_IOV`] of them (thousands of small PUBLISHes or PUBACKs for one subscriber): then they are copied into
-/// one buffer, so that a send carries as much as epoll's write loop would in one turn.
-fn send_chunks(wire: &Outbox) -> Vec<Bytes> {
-    let mut chunks = Vec::new();
-    let mut bytes = 0;
-    for chunk in wire.chunks() {
-        if bytes >= SEND_BYTES {
-            return chunks;
-        }
-        if chunks.len() == MAX_SEND_IOV {
-            let mut joined = Vec::with_capacity(SEND_BYTES + 64 * 1024);
-            for chunk in wire.chunks() {
-                if joined.len() >= SEND_BYTES {
-                    break;
-                }
-                joined.extend_from_slice(chunk);
-            }
-            return vec![Bytes::from(joined)];
-        }
-        bytes += chunk.len();
-        chunks.push(chunk.clone());
-    }
-    chunks
-}
-
-/// A multishot receive of bundles that ends once it has taken `RECV_MAX` bytes in all: a quiet client's many small
-/// packets cost one arming between reads of the driver, not one each, and what a client held back can have sent
-/// into the driver is still one read buffer's worth.
-fn limited_multishot_recv(fd: RawFd) -> squeue::Entry {
-    let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
-        .ioprio(RECVSEND_BUNDLE | RECV_MULTISHOT)
-        .buf_group(BUF_GROUP)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT);
-    // The crate has no setter for the limit. SAFETY: `Entry` is `repr(C)` over the 64-byte `io_uring_sqe`, plain
-    // data whose `optlen` is the `u32` at byte 44 (a union with `file_index`, which a receive does not use).
-    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
-    raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4].copy_from_slice(&(RECV_MAX as u32).to_ne_bytes());
-    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
-}
-
-/// Copy what `rc` received out of the provided buffers (into `stashed`, read first) and give them back.
-fn stash(rc: &mut RingConn, bufs: &mut BufRing) {
-    let mut kept = VecDeque::new();
-    for received in rc.received.drain(..) {
-        match received {
-            Received::Data { bid, len } => {
-                rc.stashed.extend_from_slice(bufs.buf(bid, len));
-                bufs.give(bid);
-            }
-            other => kept.push_back(other),
-        }
-    }
-    rc.received = kept;
-    debug_assert!(rc.stashed.len() <= RECV_MAX, "one receive's worth at most");
-}
-
-/// Multishot receive needs Linux 6.0; older kernels run on epoll.
-fn check_kernel() -> io::Result<()> {
-    // SAFETY: uname fills the struct it is given.
-    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut name) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let release: String = name
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8 as char)
-        .collect();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    if major < 6 {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("kernel {release} lacks multishot receive (Linux 6.0)"),
-        ));
-    }
-    Ok(())
 }
