@@ -345,10 +345,7 @@ impl Ring {
             self.stalled -= 1;
         }
         if rc.recv_armed {
-            let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
-                .build()
-                .user_data(user_data(KIND_CANCEL, 0));
-            let _ = self.push(entry);
+            self.cancel_receive(id);
         }
     }
 
@@ -369,11 +366,18 @@ impl Ring {
         if rc.recv_armed {
             // Armed while it could still be read (an idle connection waiting for its client): whatever it takes
             // before the cancel lands is stashed too (`on_recv`), one receive at most.
-            let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
-                .build()
-                .user_data(user_data(KIND_CANCEL, 0));
-            let _ = self.push(entry);
+            self.cancel_receive(id);
         }
+    }
+
+    /// Ask the kernel to end `id`'s armed receive; its completion (cancelled, or data taken before) comes later.
+    fn cancel_receive(&mut self, id: ConnectionId) {
+        let entry = opcode::AsyncCancel::new(user_data(KIND_RECV, id.0))
+            .build()
+            .user_data(user_data(KIND_CANCEL, 0));
+        // A full submission queue is flushed by `push`; an error there leaves the receive armed, and its data is
+        // then stashed or dropped with the connection as any late completion is.
+        let _ = self.push(entry);
     }
 
     /// Receive for `id` again (once its cancelled receive has ended, if it has not yet).
