@@ -149,6 +149,7 @@ mod tests {
             uncapped_read_ms: 0,
             latest_read_ms: 0,
             bytes: 4,
+            expired_before_restart: false,
         };
         // Long after it was published, the lower bound is gone, but 0 left means it was sent expired.
         assert!(message_expiry(0, &info, &delivered(QoS::AtLeastOnce, false, 0), 60_000).is_err());

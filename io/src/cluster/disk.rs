@@ -11,12 +11,20 @@
 //!   an uncommitted suffix; the last hard state wins.
 //!
 //! Appends are buffered and written with one write and one `fdatasync` per [`RaftDisk::commit`]: a group commit,
-//! after which what Raft asked to persist is durable. A snapshot starts a new generation: snapshot file written,
+//! after which what Raft asked to persist is durable. The log is extended ahead of its end with written zeros
+//! (`PREALLOCATE`), and frames overwrite them in place: a sync of writes that do not change the file's size or
+//! allocation needs no journal commit on ext4 and similar file systems (measured here, three processes syncing
+//! 6 KB each on one disk: 241 µs a sync against 434 µs appending), one fewer kernel thread woken per sync. Recovery
+//! reads frames up to the first byte that is not one and takes an all-zero rest as the log's end. A snapshot starts a new generation: snapshot file written,
 //! synced, renamed; a new log holding the entries after the snapshot and the hard state, synced; then the old
 //! files removed. Recovery reads the newest snapshot and its log. The node's own snapshots are written and synced
-//! by a thread (`write_snapshot_file`, to `raft-snapshot.tmp`: a name recovery ignores) while the loop appends to
-//! the current log, then renamed into place as the next generation by the loop (`adopt_snapshot`): a crash before
-//! the rename leaves the previous snapshot and the whole log, as if no snapshot had begun.
+//! by a thread (`write_snapshot_file`, to `raft-snapshot.tmp`: a name recovery ignores). When the node hands one
+//! over (`start_next_log`), the next generation's log starts at once, holding the few entries past the snapshot's
+//! index (and any not yet synced) and the hard state; appends go there while the thread works. When the thread is
+//! done, the loop renames the snapshot into place as that generation's and removes the older files
+//! (`adopt_snapshot`): a rename, no log to rewrite. A crash between leaves the next generation's log without its
+//! snapshot: recovery then reads the previous snapshot, the previous log and that log after it (the two overlap,
+//! and the later copy of an entry wins), and merges them back into the previous generation's log.
 
 use crate::storage::StorageError;
 use bytes::BytesMut;
@@ -26,6 +34,7 @@ use raft::eraftpb::{Entry, HardState, Snapshot, SnapshotMetadata};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const ID_MAGIC: &[u8] = b"mqtt-broker cluster v1";
@@ -35,6 +44,10 @@ const TAG_ENTRY: u8 = 1;
 const TAG_HARD_STATE: u8 = 2;
 /// Snapshot data is written in frames of at most this, so no single frame approaches the frame size limit.
 const SNAP_CHUNK: usize = 1 << 20;
+/// How far ahead of its data the log is extended with zeros, whenever a write comes within this of the end. At a
+/// few MB/s of entries this costs one journalled sync every fraction of a second instead of every sync.
+const PREALLOCATE: u64 = 2 << 20;
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Why the Raft files could not be read or written.
 #[derive(Debug)]
@@ -121,7 +134,9 @@ pub struct RaftDisk {
     generation: u64,
     log: File,
     log_path: PathBuf,
+    /// Where the log's frames end (the next write goes there), and how long the file is: zeros in between.
     log_len: u64,
+    allocated: u64,
     /// Frames not yet written.
     pending: BytesMut,
     scratch: Vec<u8>,
@@ -129,6 +144,10 @@ pub struct RaftDisk {
     hard_state: HardState,
     entries: Vec<Entry>,
     snapshot_index: u64,
+    /// The generation whose log `start_next_log` started, and the index of the snapshot it waits for.
+    handover: Option<(u64, u64)>,
+    /// The thread syncing the directory after a snapshot was put in place and removing the older files.
+    cleanup: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RaftDisk {
@@ -140,6 +159,14 @@ impl RaftDisk {
         let (snapshots, logs) = generations(dir)?;
         let generation = snapshots.iter().chain(&logs).max().copied().unwrap_or(0);
         let mut recovered = Recovered::default();
+        // A hand-over's log without its snapshot (a crash while the thread wrote it): the previous generation's
+        // snapshot and both logs hold everything (see `start_next_log`).
+        let stale = generation > 0
+            && !snapshots.contains(&generation)
+            && logs.contains(&generation)
+            && logs.contains(&(generation - 1))
+            && (generation == 1 || snapshots.contains(&(generation - 1)));
+        let generation = if stale { generation - 1 } else { generation };
         if snapshots.contains(&generation) {
             let path = snap_path(dir, generation);
             recovered.snapshot = read_snapshot(&path)?;
@@ -172,20 +199,49 @@ impl RaftDisk {
         } else {
             0
         };
+        if stale {
+            let next = log_path(dir, generation + 1);
+            log::warn!(
+                "{} has no snapshot (a crash while it was written): recovering from {} and {}",
+                next.display(),
+                path.display(),
+                next.display()
+            );
+            let (_, cut) = replay(&next, snapshot_index, repair, &mut recovered)?;
+            recovered.truncated_bytes += cut;
+        }
+        // A snapshot holds committed state only; the hard state's commit may lag it when the snapshot was put in
+        // place after the log's last hard state was written (`adopt_snapshot` writes none), and raft-rs refuses a
+        // commit index below its snapshot.
+        if recovered.hard_state.commit < snapshot_index {
+            recovered.hard_state.commit = snapshot_index;
+        }
+        let log = open_log(dir, &source)?;
+        let allocated = log.metadata().map_err(io_err(&source))?.len().max(log_len);
         let mut disk = RaftDisk {
             dir: dir.to_path_buf(),
             generation,
-            log: open_append(dir, &source)?,
+            log,
             log_path: source.clone(),
             log_len,
+            allocated,
             pending: BytesMut::new(),
             scratch: Vec::new(),
             hard_state: recovered.hard_state.clone(),
             entries: recovered.entries.clone(),
             snapshot_index,
+            handover: None,
+            cleanup: None,
         };
-        if source != path {
+        if source != path || stale {
+            // Both logs merged into this generation's (the newer one removed after the rename: until then the
+            // two still recover the same).
             disk.rewrite(generation)?;
+            if stale {
+                let next = log_path(dir, generation + 1);
+                std::fs::remove_file(&next).map_err(io_err(&next))?;
+                sync_dir(dir)?;
+            }
         }
         Ok((disk, recovered))
     }
@@ -234,12 +290,34 @@ impl RaftDisk {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.log.write_all(&self.pending) {
-            // Cut off whatever part made it, so a retry does not leave a torn frame in the middle of the log.
+        let end = self.log_len + self.pending.len() as u64;
+        let extend = end + PREALLOCATE / 2 > self.allocated;
+        let written = self.log.write_all_at(&self.pending, self.log_len).and_then(|()| {
+            if !extend {
+                return Ok(());
+            }
+            // Zeros past the new end, written (not a hole, not `fallocate`'s unwritten extents, both of which
+            // make the sync that first writes into them commit the journal): the sync covering this write makes
+            // them and the file's new size durable once, and the syncs after it only flush data.
+            let target = end + PREALLOCATE;
+            let mut at = end.max(self.allocated);
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64);
+                self.log.write_all_at(&ZEROS[..n as usize], at)?;
+                at += n;
+            }
+            self.allocated = target;
+            Ok(())
+        });
+        if let Err(e) = written {
+            // Cut off whatever part made it (and the zeros after it), so a retry does not leave a torn frame in
+            // the middle of the log.
             let _ = self.log.set_len(self.log_len);
+            self.allocated = self.log_len;
             return Err(io_err(&self.log_path)(e));
         }
-        self.log_len += self.pending.len() as u64;
+        self.allocated = self.allocated.max(end);
+        self.log_len = end;
         self.pending.clear();
         Ok(())
     }
@@ -277,7 +355,23 @@ impl RaftDisk {
         }
         let snap = snap_path(&self.dir, self.generation + 1);
         write_snapshot(&snap, snapshot)?;
+        // A hand-over's log is compacted away with the rest: its snapshot, when written, is dropped.
+        self.handover = None;
         self.start_generation(snapshot, discard_log)
+    }
+
+    /// The node handed over its own snapshot at `snapshot_index` (a thread writes it): the next generation's log
+    /// starts now, so that putting the snapshot in place later (`adopt_snapshot`) is a rename, not a rewrite of
+    /// everything appended meanwhile. It holds every entry past the snapshot's index or past `synced_index` (the
+    /// last entry the current log holds synced), whichever is lower, and the hard state, synced: with the previous
+    /// snapshot and the current log it recovers everything should the new snapshot never be written, and with the
+    /// new snapshot alone once it is. Everything queued goes in it: every persist so far is durable on return.
+    pub fn start_next_log(&mut self, snapshot_index: u64, synced_index: u64) -> Result<(), DiskError> {
+        let generation = self.generation + 1;
+        self.install_log(generation, snapshot_index.min(synced_index))?;
+        self.pending.clear();
+        self.handover = Some((generation, snapshot_index));
+        Ok(())
     }
 
     /// Where a thread writes the node's own snapshot (`write_snapshot_file`) before `adopt_snapshot` renames it into
@@ -290,17 +384,52 @@ impl RaftDisk {
     /// `save_snapshot` without `discard_log` does; the loop's part is a rename and the log's tail rewritten. A
     /// snapshot not past the one the files start from (a leader's was installed meanwhile) is dropped: false.
     pub fn adopt_snapshot(&mut self, written: &Path, snapshot: &Snapshot) -> Result<bool, DiskError> {
-        if snapshot.get_metadata().index <= self.snapshot_index {
+        let meta = snapshot.get_metadata();
+        let expected = Some((self.generation, meta.index));
+        if meta.index <= self.snapshot_index || self.handover != expected {
             let _ = std::fs::remove_file(written);
             return Ok(false);
         }
-        let snap = snap_path(&self.dir, self.generation + 1);
+        self.handover = None;
+        let snap = snap_path(&self.dir, self.generation);
         std::fs::rename(written, &snap).map_err(io_err(&snap))?;
-        // The new log holds every entry and the hard state queued so far (the rewrite writes what is held, synced):
-        // what waits to be appended is in it already.
-        self.start_generation(snapshot, false)?;
-        self.pending.clear();
+        // The current log was started for this snapshot (`start_next_log`): only what is held in memory changes.
+        if self
+            .entries
+            .iter()
+            .any(|e| e.index == meta.index && e.term == meta.term)
+        {
+            self.entries.retain(|e| e.index > meta.index);
+        } else {
+            self.entries.clear();
+        }
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.snapshot_index = meta.index;
+        // The directory sync that makes the rename durable, and the older files' removal after it, on a thread: the
+        // loop's part is the rename. Until the sync, a crash may find the snapshot not in place, and then needs the
+        // older files, which are removed only after it.
+        let old = self.older_files(self.generation);
+        let dir = self.dir.clone();
+        // The previous one is long done (snapshots are far apart); waited for, so at most one runs.
+        self.wait_cleanup();
+        let spawned = std::thread::Builder::new()
+            .name("raft-cleanup".into())
+            .spawn(move || match sync_dir(&dir) {
+                Ok(()) => remove_files(old),
+                Err(e) => log::warn!("the Raft files before a snapshot are kept: {e}"),
+            });
+        match spawned {
+            Ok(handle) => self.cleanup = Some(handle),
+            Err(e) => log::warn!("the Raft files before a snapshot are kept (no thread to remove them: {e})"),
+        }
         Ok(true)
+    }
+
+    /// Waits until the files a snapshot put in place made obsolete are removed (see `adopt_snapshot`).
+    pub fn wait_cleanup(&mut self) {
+        if let Some(handle) = self.cleanup.take() {
+            let _ = handle.join();
+        }
     }
 
     /// The log of the generation after the current one, starting from `snapshot` (already in place as that
@@ -329,10 +458,18 @@ impl RaftDisk {
     /// Writes the entries and hard state held as the log of `generation` (a temporary file, synced, renamed into
     /// place), appends there from now on, and removes the files of older generations.
     fn rewrite(&mut self, generation: u64) -> Result<(), DiskError> {
+        self.install_log(generation, 0)?;
+        self.remove_older(generation);
+        Ok(())
+    }
+
+    /// Writes the entries held past index `after` and the hard state as the log of `generation` (a temporary file,
+    /// synced, renamed into place, the directory synced) and appends there from now on.
+    fn install_log(&mut self, generation: u64, after: u64) -> Result<(), DiskError> {
         let path = log_path(&self.dir, generation);
         let mut body = BytesMut::new();
         let mut scratch = Vec::new();
-        for entry in &self.entries {
+        for entry in self.entries.iter().filter(|e| e.index > after) {
             put_message(&mut body, &mut scratch, TAG_ENTRY, entry);
         }
         put_message(&mut body, &mut scratch, TAG_HARD_STATE, &self.hard_state);
@@ -342,12 +479,29 @@ impl RaftDisk {
         sync_dir(&self.dir)?;
         // The file is in place and its directory synced just above: no second directory sync (one `fsync` less
         // on the loop for each snapshot put in place).
-        self.log = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+        self.log = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
         self.log_path = path;
         self.log_len = body.len() as u64;
+        self.allocated = self.log_len;
         self.generation = generation;
-        let (snapshots, logs) = generations(&self.dir)?;
-        let old = snapshots
+        Ok(())
+    }
+
+    /// Removes the files of generations before `generation` (a failure is logged: they are only disk space).
+    fn remove_older(&mut self, generation: u64) {
+        remove_files(self.older_files(generation));
+    }
+
+    /// The files of generations before `generation`.
+    fn older_files(&self, generation: u64) -> Vec<PathBuf> {
+        let (snapshots, logs) = match generations(&self.dir) {
+            Ok(found) => found,
+            Err(e) => {
+                log::warn!("cannot list old Raft files: {e}");
+                return Vec::new();
+            }
+        };
+        snapshots
             .into_iter()
             .filter(|g| *g < generation)
             .map(|g| snap_path(&self.dir, g))
@@ -355,13 +509,19 @@ impl RaftDisk {
                 logs.into_iter()
                     .filter(|g| *g < generation)
                     .map(|g| log_path(&self.dir, g)),
-            );
-        for path in old {
-            if let Err(e) = std::fs::remove_file(&path) {
-                log::warn!("cannot remove old {}: {e}", path.display());
-            }
+            )
+            .collect()
+    }
+}
+
+/// Removes `paths` (one already gone is fine: a later compaction may have removed it first).
+fn remove_files(paths: Vec<PathBuf>) {
+    for path in paths {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot remove old {}: {e}", path.display()),
         }
-        Ok(())
     }
 }
 
@@ -426,6 +586,8 @@ fn replay(path: &Path, snapshot_index: u64, repair: bool, recovered: &mut Recove
     let problem = loop {
         match frame::scan(&data, offset) {
             Scan::End => return Ok((offset as u64, 0)),
+            // The zeros the log was extended with (see `PREALLOCATE`): its end, not damage.
+            Scan::Truncated | Scan::Corrupt if data[offset..].iter().all(|b| *b == 0) => return Ok((offset as u64, 0)),
             Scan::Frame { body, next } => {
                 if let Err(detail) = apply_frame(body, snapshot_index, recovered) {
                     break detail;
@@ -557,10 +719,12 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), DiskError> {
         .map_err(io_err(path))
 }
 
-fn open_append(dir: &Path, path: &Path) -> Result<File, DiskError> {
+/// Opens the log for writes at given offsets (not appends: frames overwrite the zeros it was extended with).
+fn open_log(dir: &Path, path: &Path) -> Result<File, DiskError> {
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(path)
         .map_err(io_err(path))?;
     sync_dir(dir)?;

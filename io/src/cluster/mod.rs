@@ -8,4 +8,5 @@ pub mod node;
 mod snapshotter;
 pub mod status;
 mod syncer;
+pub mod timing;
 pub mod transport;

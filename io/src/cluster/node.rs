@@ -18,6 +18,7 @@
 use super::disk::{DiskError, RaftDisk, Recovered};
 use super::snapshotter::Snapshotter;
 use super::syncer::Syncer;
+use super::timing;
 use super::transport::{PeerEvent, PeerTransport, TransportConfig};
 use crate::config::ClusterSettings;
 use crate::driver::{Core, CORE_TOKEN_BASE};
@@ -245,6 +246,8 @@ impl ClusterCore {
                     // Later entries replace earlier ones from their index on, so the log now ends here.
                     if let Some(last) = entries.last() {
                         self.appended_index = last.index;
+                        let step = if self.node.is_leader() { "prop" } else { "app" };
+                        timing::step(step, last.index, entries.len() as u64);
                     }
                     self.unsynced = true;
                 }
@@ -285,6 +288,10 @@ impl ClusterCore {
                 NodeOutput::TakeSnapshot(job) => {
                     let index = job.index();
                     let path = self.disk.snapshot_scratch_path();
+                    if let Err(e) = self.hand_over(index) {
+                        self.fail(&e);
+                        continue;
+                    }
                     match self.snapshots.start(*job, path) {
                         Ok(()) => log::debug!("cluster: snapshot at index {index} frozen, written in the background"),
                         Err(e) => self.fail(&e),
@@ -293,6 +300,7 @@ impl ClusterCore {
                 NodeOutput::Client(output) => {
                     let needs = self.node.applied();
                     if self.held_clients.is_empty() && needs <= self.synced_index {
+                        timing::step("rel", needs, 0);
                         self.ready.push_back(output);
                     } else {
                         self.held_clients.push_back((needs, output));
@@ -315,6 +323,7 @@ impl ClusterCore {
         match output {
             NodeOutput::Client(output) => self.ready.push_back(output),
             NodeOutput::Peer { to, message } | NodeOutput::PeerEarly { to, message } => {
+                timing::step("queue", to, message.len() as u64);
                 let Some(transport) = self.transport.as_mut() else {
                     return;
                 };
@@ -449,6 +458,7 @@ impl ClusterCore {
             self.unsynced = false;
             self.written += 1;
             self.writes.push_back((self.written, self.appended_index));
+            timing::step("write", self.appended_index, self.written);
         }
         self.sync_completed();
     }
@@ -511,6 +521,7 @@ impl ClusterCore {
             self.synced_index = index;
             self.writes.pop_front();
         }
+        timing::step("synced", self.synced_index, seq);
     }
 
     /// The held outputs whose persists are synced go out, in order.
@@ -520,7 +531,8 @@ impl ClusterCore {
             .front()
             .is_some_and(|(needs, _)| *needs <= self.synced_index)
         {
-            if let Some((_, output)) = self.held_clients.pop_front() {
+            if let Some((needs, output)) = self.held_clients.pop_front() {
+                timing::step("rel", needs, 1);
                 self.ready.push_back(output);
             }
         }
@@ -557,6 +569,7 @@ impl ClusterCore {
     /// The messages of this loop turn go out, one write per link.
     fn flush_links(&mut self) {
         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {
+            timing::step("flush", self.appended_index, self.synced_index);
             transport.flush(registry, Instant::now(), &mut self.peer_events);
         }
     }
@@ -567,7 +580,11 @@ impl ClusterCore {
             let events = std::mem::take(&mut self.peer_events);
             for event in events {
                 match event {
-                    PeerEvent::Message { from, data } => self.input(self.now, NodeInput::Peer { from, message: &data }),
+                    PeerEvent::Message { from, data } => {
+                        timing::step("recv", from, data.len() as u64);
+                        self.input(self.now, NodeInput::Peer { from, message: &data });
+                        timing::step("applied", self.node.applied(), self.appended_index);
+                    }
                     PeerEvent::Unreachable { peer } => self.input(self.now, NodeInput::PeerUnreachable { peer }),
                     PeerEvent::MemberRequest { token, change } => self.member_request(token, change),
                     PeerEvent::StatusRequest { token } => {
@@ -720,6 +737,7 @@ impl Core for ClusterCore {
 
     fn io_event(&mut self, now: Time, event: &mio::event::Event) {
         self.now = self.now.max(now);
+        timing::step("ev", event.token().0 as u64, 0);
         if self.syncer.as_ref().is_some_and(|s| s.token() == event.token()) {
             // A sync completed: what waited for it goes out now, not at the end of the turn.
             self.sync_completed();
@@ -745,6 +763,7 @@ impl Core for ClusterCore {
 
     fn end_turn(&mut self, now: Time) {
         self.now = self.now.max(now);
+        timing::step("turn", self.node.applied(), self.appended_index);
         // Also here, not only on the thread's wake-up: before the driver attached the node there is none.
         self.snapshot_completed();
         if let (Some(transport), Some(registry)) = (self.transport.as_mut(), self.registry.as_ref()) {

@@ -8,10 +8,16 @@
 //! the loop still acts on an output only once the sync covering the persists before it has completed (see
 //! `ClusterCore::release_durable`).
 //!
-//! One sync in flight at a time, each covering everything written before it started. The loop hands the thread its
-//! newest write as it makes it (a later request replaces one the thread has not taken yet), and the thread starts the
-//! next sync as soon as the previous one returns if a request waits: consecutive syncs do not wait for the loop to be
-//! scheduled, hear of the completion and ask again (on a busy machine each such wake-up can cost a scheduler tick).
+//! Each sync covers everything written before it started. The loop hands the threads its newest write as it makes
+//! it (a later request replaces one no thread has taken yet), and a thread starts the next sync as soon as the
+//! previous one returns if a request waits: consecutive syncs do not wait for the loop to be scheduled, hear of the
+//! completion and ask again (on a busy machine each such wake-up can cost a scheduler tick).
+//!
+//! `THREADS` threads take requests, so a write made while one sync runs starts its own at once instead of waiting
+//! for that one to return (measured: half a sync's time, 0.2-0.36 ms at the median on this machine's disk, was a
+//! write's wait for the sync in flight). A later sync waits in the kernel for the writeback of pages an earlier one
+//! started, so its completion still covers every write before it; completions may arrive out of order, and only one
+//! past every completion reported before is reported.
 
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
@@ -33,7 +39,10 @@ struct Requests {
 
 type Shared = Arc<(Mutex<Requests>, Condvar)>;
 
-/// The sync thread and the loop's ends of its channels.
+/// How many syncs may be in flight at once.
+const THREADS: usize = 2;
+
+/// The sync threads and the loop's ends of their channels.
 pub struct Syncer {
     requests: Shared,
     done: mpsc::Receiver<SyncDone>,
@@ -42,33 +51,43 @@ pub struct Syncer {
     token: Token,
     /// The newest write sequence number requested and not yet reported synced.
     in_flight: Option<u64>,
+    /// The newest write sequence number reported synced (an older completion arriving later says nothing new).
+    reported: u64,
 }
 
 impl Syncer {
     /// Starts the thread; its completions wake `registry`'s poller with `token`.
     pub fn start(registry: &Registry, token: Token) -> io::Result<Syncer> {
-        let (mut wake, mut notify) = UnixStream::pair()?;
+        let (mut wake, notify) = UnixStream::pair()?;
         registry.register(&mut wake, token, Interest::READABLE)?;
         let requests: Shared = Arc::default();
-        let theirs = Arc::clone(&requests);
+        let notify = Arc::new(notify);
         let (finished, done) = mpsc::channel::<SyncDone>();
-        thread::Builder::new().name("raft-sync".to_string()).spawn(move || {
-            // Ends when the loop drops its `Syncer` (see `Drop`).
-            while let Some((seq, file)) = next_request(&theirs) {
-                let result = file.sync_data();
-                if finished.send((seq, result)).is_err() {
-                    return;
+        for _ in 0..THREADS {
+            let theirs = Arc::clone(&requests);
+            let finished = finished.clone();
+            let notify = Arc::clone(&notify);
+            thread::Builder::new().name("raft-sync".to_string()).spawn(move || {
+                // Ends when the loop drops its `Syncer` (see `Drop`).
+                while let Some((seq, file)) = next_request(&theirs) {
+                    super::timing::step("syncgo", seq, 0);
+                    let result = file.sync_data();
+                    super::timing::step("syncret", seq, 0);
+                    if finished.send((seq, result)).is_err() {
+                        return;
+                    }
+                    // A full socket already holds a byte that will wake the loop: nothing lost.
+                    let _ = (&*notify).write(&[1]);
                 }
-                // A full socket already holds a byte that will wake the loop: nothing lost.
-                let _ = notify.write(&[1]);
-            }
-        })?;
+            })?;
+        }
         Ok(Syncer {
             requests,
             done,
             wake,
             token,
             in_flight: None,
+            reported: 0,
         })
     }
 
@@ -120,7 +139,8 @@ impl Syncer {
                 }
             }
         }
-        let seq = newest?;
+        let seq = newest.filter(|seq| *seq > self.reported)?;
+        self.reported = seq;
         if self.in_flight.is_some_and(|requested| requested <= seq) {
             self.in_flight = None;
         }
@@ -149,7 +169,7 @@ impl Drop for Syncer {
         if let Ok(mut requests) = lock.lock() {
             requests.closed = true;
         }
-        ready.notify_one();
+        ready.notify_all();
     }
 }
 

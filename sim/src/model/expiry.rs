@@ -108,6 +108,7 @@ mod tests {
             uncapped_read_ms: 1_000,
             latest_read_ms: 1_000,
             bytes: 5,
+            expired_before_restart: false,
         }
     }
 

@@ -377,7 +377,10 @@ impl Model {
         now: u64,
         overtaken_by: Option<&MsgId>,
     ) -> Result<(), Violation> {
-        let expired = self.messages.get(&entry.id).is_some_and(|m| m.may_have_expired_by(now));
+        let expired = self
+            .messages
+            .get(&entry.id)
+            .is_some_and(|m| m.expired_by(now) || m.expired_before_restart);
         // Where the model's count is not yet exact (see `Model::drops_unchecked`), such a drop is excused here, and
         // the message must then not be owed elsewhere.
         if entry.droppable.is_some() || expired || self.drops_unchecked() {

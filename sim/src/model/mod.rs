@@ -48,6 +48,10 @@ pub struct MessageInfo {
     pub latest_read_ms: u64,
     /// Payload bytes, as the broker's queue accounting counts them.
     pub bytes: u64,
+    /// It may have expired before a broker crash (by the model's clock then): the broker may have dropped it for
+    /// good and recorded that, so a restart on a clock set back, which gives a copy the broker still holds more time,
+    /// need not bring back one it dropped (seed 6487: m4:17 expired while c1 was offline, then a restart 20 s back).
+    pub expired_before_restart: bool,
 }
 
 impl MessageInfo {
@@ -56,14 +60,6 @@ impl MessageInfo {
     pub fn expired_by(&self, now_ms: u64) -> bool {
         self.expiry
             .is_some_and(|secs| now_ms >= self.first_seen_ms + u64::from(secs) * 1000)
-    }
-
-    /// Whether the broker may have let it expire by `now_ms` by any clock it has had: a restart on a clock set
-    /// back moves `first_seen_ms` later, but a copy whose record kept the earlier deadline may expire from it
-    /// (seeds 436, 2982 of the restart-storm profile: dropped from the queue after a forward then a backward jump).
-    pub fn may_have_expired_by(&self, now_ms: u64) -> bool {
-        self.expiry
-            .is_some_and(|secs| now_ms >= self.earliest_seen_ms.min(self.first_seen_ms) + u64::from(secs) * 1000)
     }
 
     /// How long ago (ms) every copy the broker may hold had expired by `now_ms`, if they all had [MQTT-3.3.2-5]:

@@ -119,6 +119,7 @@ impl World {
             }
         };
         for info in self.model.messages.values_mut().filter(|m| m.expiry.is_some()) {
+            info.expired_before_restart |= info.expired_by(restart);
             info.first_seen_ms = moved(info.first_seen_ms);
             info.earliest_seen_ms = info.earliest_seen_ms.min(info.first_seen_ms);
             // The record's deadline moves with the clock, and this restart caps it (and records the capped one).

@@ -917,6 +917,7 @@ impl World {
                             uncapped_read_ms: self.now,
                             latest_read_ms: self.now,
                             bytes: publish.payload.len() as u64,
+                            expired_before_restart: false,
                         };
                         self.model.messages.insert(id.clone(), info);
                     }

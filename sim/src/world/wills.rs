@@ -67,6 +67,7 @@ impl World {
             uncapped_read_ms: self.now,
             latest_read_ms: self.now,
             bytes: will.payload.len() as u64,
+            expired_before_restart: false,
         };
         self.model.will_messages.insert(id.clone(), info);
         self.model.on_publish(None, &will, Some(id.clone()));

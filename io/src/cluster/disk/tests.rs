@@ -25,6 +25,15 @@ fn open(dir: &Path) -> (RaftDisk, Recovered) {
     RaftDisk::open(dir, "demo", 1, false).expect("open")
 }
 
+/// Where the frames of a log's bytes end (the zeros it was extended with follow).
+fn data_end(data: &[u8]) -> usize {
+    let mut offset = 0;
+    while let Scan::Frame { next, .. } = frame::scan(data, offset) {
+        offset = next;
+    }
+    offset
+}
+
 fn indexes(entries: &[Entry]) -> Vec<(u64, u64)> {
     entries.iter().map(|e| (e.index, e.term)).collect()
 }
@@ -82,9 +91,9 @@ fn a_new_leaders_entries_replace_the_uncommitted_suffix() {
 fn torn_tail_is_truncated_keeping_every_earlier_commit() {
     let (dir, offsets) = directory_with(3);
     let log = log_path(dir.path(), 0);
-    let len = std::fs::metadata(&log).expect("log").len();
     // Commit 3 wrote two frames: entry 3, then the hard state.
     let data = std::fs::read(&log).expect("read");
+    let len = data_end(&data) as u64;
     let Scan::Frame { next: entry_end, .. } = frame::scan(&data, offsets[2] as usize) else {
         panic!("entry 3's frame")
     };
@@ -114,7 +123,13 @@ fn torn_tail_is_truncated_keeping_every_earlier_commit() {
         };
         assert_eq!(indexes(&recovered.entries), kept, "cut at {cut}");
         assert_eq!(recovered.hard_state, hard_state(1, 1, 2), "cut at {cut}");
-        assert_eq!(recovered.truncated_bytes, cut - valid);
+        // A tail of zeros only (the first bytes of a length) reads as the zeros the log is extended with.
+        let zeros = data[valid as usize..cut as usize].iter().all(|b| *b == 0);
+        assert_eq!(
+            recovered.truncated_bytes,
+            if zeros { 0 } else { cut - valid },
+            "cut at {cut}"
+        );
         // The truncated log takes appends again and reads back whole.
         disk.append(&[entry(3, 2, "again")]);
         disk.commit().expect("commit");
@@ -122,12 +137,57 @@ fn torn_tail_is_truncated_keeping_every_earlier_commit() {
     }
 }
 
+/// The log is extended with zeros ahead of its frames, so a sync of the next frames changes no size or allocation
+/// (no journal commit): the zeros are its end on recovery, not damage, and appends go on right after the frames.
+#[test]
+fn zeros_the_log_was_extended_with_are_its_end() {
+    let (dir, _) = directory_with(3);
+    let log = log_path(dir.path(), 0);
+    let data = std::fs::read(&log).expect("read");
+    let end = data_end(&data);
+    assert!(
+        data.len() >= end + PREALLOCATE as usize / 2,
+        "extended ahead: {} of {end}",
+        data.len()
+    );
+    assert!(data[end..].iter().all(|b| *b == 0));
+    let (mut disk, recovered) = open(dir.path());
+    assert_eq!(recovered.truncated_bytes, 0, "zeros are not a torn tail");
+    assert_eq!(recovered.hard_state, hard_state(1, 1, 3));
+    disk.append(&[entry(4, 1, "e4")]);
+    disk.commit().expect("commit");
+    assert_eq!(
+        std::fs::metadata(&log).expect("log").len(),
+        data.len() as u64,
+        "written in place"
+    );
+    let (_, recovered) = open(dir.path());
+    assert_eq!(indexes(&recovered.entries), [(1, 1), (2, 1), (3, 1), (4, 1)]);
+    // A write torn inside the zeros (its first bytes made it, the rest did not) is cut off, the earlier frames kept.
+    let mut data = std::fs::read(&log).expect("read");
+    let end = data_end(&data);
+    let mut torn = BytesMut::new();
+    frame::put(&mut torn, b"\x01a frame that never finished");
+    data[end..end + 12].copy_from_slice(&torn[..12]);
+    std::fs::write(&log, &data).expect("write");
+    let (mut disk, recovered) = open(dir.path());
+    assert_eq!(indexes(&recovered.entries).len(), 4);
+    assert_eq!(
+        recovered.truncated_bytes,
+        (data.len() - end) as u64,
+        "cut from the torn frame on"
+    );
+    disk.append(&[entry(5, 1, "e5")]);
+    disk.commit().expect("commit");
+    assert_eq!(indexes(&open(dir.path()).1.entries).len(), 5);
+}
+
 #[test]
 fn flipped_bit_in_the_last_frame_is_a_torn_tail() {
     let (dir, _) = directory_with(3);
     let log = log_path(dir.path(), 0);
     let mut data = std::fs::read(&log).expect("read");
-    let last = data.len() - 2;
+    let last = data_end(&data) - 2;
     data[last] ^= 0x10;
     std::fs::write(&log, &data).expect("write");
     let (_, recovered) = open(dir.path());
@@ -240,18 +300,23 @@ fn crash_between_snapshot_and_new_log_recovers_from_the_previous_log() {
     assert_eq!(open(dir.path()).1, recovered);
 }
 
-/// The node's own snapshot as a thread writes it: to the scratch file while the loop goes on appending. A crash
-/// before it is put in place (the scratch file whole, or torn) leaves the previous state: recovery ignores the file.
-/// Put in place, it starts the next generation with the entries appended meanwhile; one older than what the files
-/// start from (a leader's installed meanwhile) is dropped.
+/// The node's own snapshot as a thread writes it: at the hand-over the next generation's log starts (the entries
+/// past the snapshot's index, the queued ones too) and takes the appends. A crash before the snapshot is put in
+/// place (the scratch file whole, or torn) recovers from the previous snapshot and both logs, merged back into one.
+/// Put in place (a rename), it leaves the older files behind and recovery starts from it; one a leader's snapshot
+/// replaced meanwhile is dropped.
 #[test]
 fn a_snapshot_written_by_a_thread_counts_only_once_put_in_place() {
     let (dir, _) = directory_with(5);
     let (mut disk, _) = open(dir.path());
     let scratch = disk.snapshot_scratch_path();
-    write_snapshot_file(&scratch, &snapshot(3, 1, b"image at 3")).expect("write");
     disk.append(&[entry(6, 1, "e6")]);
+    disk.start_next_log(3, 5).expect("hand over");
+    assert!(!disk.has_pending(), "what was queued is in the new log, synced");
+    assert!(log_path(dir.path(), 0).exists() && log_path(dir.path(), 1).exists());
+    disk.append(&[entry(7, 1, "e7")]);
     disk.commit().expect("commit");
+    write_snapshot_file(&scratch, &snapshot(3, 1, b"image at 3")).expect("write");
     drop(disk);
     // Killed before the snapshot was put in place: whole, then torn, the scratch file changes nothing.
     for cut in [None, Some(9)] {
@@ -264,23 +329,51 @@ fn a_snapshot_written_by_a_thread_counts_only_once_put_in_place() {
         }
         let (_, recovered) = open(dir.path());
         assert_eq!(recovered.snapshot.get_metadata().index, 0, "no snapshot");
-        assert_eq!(indexes(&recovered.entries).len(), 6, "the whole log");
+        assert_eq!(
+            indexes(&recovered.entries),
+            (1..=7).map(|i| (i, 1)).collect::<Vec<_>>(),
+            "both logs"
+        );
+        assert_eq!(recovered.hard_state, hard_state(1, 1, 5));
+        assert!(
+            log_path(dir.path(), 0).exists() && !log_path(dir.path(), 1).exists(),
+            "merged back into the first log"
+        );
     }
     let (mut disk, _) = open(dir.path());
+    disk.append(&[entry(8, 1, "e8")]);
+    disk.start_next_log(3, 7).expect("hand over");
+    disk.append(&[entry(9, 1, "e9")]);
+    disk.commit().expect("commit");
     write_snapshot_file(&scratch, &snapshot(3, 1, b"image at 3")).expect("write");
-    disk.append(&[entry(7, 1, "e7")]);
     assert!(disk
         .adopt_snapshot(&scratch, &snapshot(3, 1, b"image at 3"))
         .expect("adopt"));
-    assert!(!scratch.exists() && !log_path(dir.path(), 0).exists());
+    assert!(!scratch.exists());
+    disk.wait_cleanup();
+    assert!(!log_path(dir.path(), 0).exists(), "removed once the rename is synced");
+    drop(disk);
     let (mut disk, recovered) = open(dir.path());
     assert_eq!(recovered.snapshot.data.as_ref(), b"image at 3");
     assert_eq!(
         indexes(&recovered.entries),
-        [(4, 1), (5, 1), (6, 1), (7, 1)],
-        "queued e7 is in the new log"
+        (4..=9).map(|i| (i, 1)).collect::<Vec<_>>(),
+        "the entries after the snapshot, appended before and after the hand-over"
     );
+    // Killed again between a hand-over and its snapshot, now with a snapshot before it: that snapshot and both logs.
+    disk.start_next_log(6, 9).expect("hand over");
+    disk.append(&[entry(10, 1, "e10")]);
+    disk.commit().expect("commit");
+    drop(disk);
+    let (mut disk, recovered) = open(dir.path());
+    assert_eq!(recovered.snapshot.data.as_ref(), b"image at 3");
+    assert_eq!(
+        indexes(&recovered.entries),
+        (4..=10).map(|i| (i, 1)).collect::<Vec<_>>()
+    );
+    assert!(!log_path(dir.path(), 2).exists(), "merged back into the snapshot's log");
     // A leader's snapshot at 10 is installed while the thread writes one at 4: that one is dropped.
+    disk.start_next_log(4, 10).expect("hand over");
     write_snapshot_file(&scratch, &snapshot(4, 1, b"image at 4")).expect("write");
     disk.save_snapshot(&snapshot(10, 2, b"leader's"), true)
         .expect("install");

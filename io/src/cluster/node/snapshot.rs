@@ -1,11 +1,33 @@
-//! The driver's side of the node's own snapshots (see `super::super::snapshotter`): one the thread finished is put
-//! in place and the node told.
+//! The driver's side of the node's own snapshots (see `super::super::snapshotter`): when one is handed over the
+//! next log starts; one the thread finished is put in place and the node told.
 
 use super::ClusterCore;
+use crate::cluster::disk::DiskError;
 use mqtt_cluster::NodeInput;
 use std::time::Instant;
 
 impl ClusterCore {
+    /// The node handed over its snapshot at `index`: the next generation's log starts now (`start_next_log`), so
+    /// that putting the snapshot in place is a rename. The new log is written synced with every persist queued or
+    /// written so far, so they all count as synced.
+    pub(super) fn hand_over(&mut self, index: u64) -> Result<(), DiskError> {
+        let began = Instant::now();
+        if let Some(hard_state) = self.lazy_hard_state.take() {
+            self.disk.set_hard_state(&hard_state);
+        }
+        self.disk.start_next_log(index, self.synced_index)?;
+        if std::mem::take(&mut self.unsynced) {
+            self.written += 1;
+        }
+        self.synced_through(self.written);
+        self.synced_index = self.appended_index;
+        log::info!(
+            "cluster: snapshot at index {index} handed over, next log started in {} µs",
+            began.elapsed().as_micros()
+        );
+        Ok(())
+    }
+
     /// The snapshot the thread finished, if it did: renamed into place as the next generation, the log rewritten
     /// after it (which syncs everything written or queued so far), then the node told, which compacts its log.
     pub(super) fn snapshot_completed(&mut self) {
@@ -21,22 +43,10 @@ impl ClusterCore {
         };
         let began = Instant::now();
         let snapshot = written.snapshot;
-        // The log's rewrite is synced: the commit index waiting to ride along with the next sync goes with it (it
-        // is never past the entries appended, all of which the rewrite holds).
-        if let Some(hard_state) = self.lazy_hard_state.take() {
-            self.disk.set_hard_state(&hard_state);
-        }
-        match self.disk.adopt_snapshot(&written.path, &snapshot) {
-            Ok(true) => {
-                if std::mem::take(&mut self.unsynced) {
-                    self.written += 1;
-                }
-                self.synced_through(self.written);
-                self.synced_index = self.appended_index;
-            }
-            // A leader's snapshot replaced it meanwhile: the hard state queued above goes with the next write.
-            Ok(false) => self.unsynced = true,
-            Err(e) => return self.fail(&e),
+        // A rename: the log it starts was started at the hand-over (or a leader's snapshot replaced it meanwhile,
+        // and it is dropped).
+        if let Err(e) = self.disk.adopt_snapshot(&written.path, &snapshot) {
+            return self.fail(&e);
         }
         log::info!(
             "cluster: snapshot at index {} ({} bytes) written in {} ms by its thread, put in place in {} ms",

@@ -299,6 +299,8 @@ fn snapshots_compact_the_log_files_and_a_restarted_node_recovers_its_image_from_
         turn(&mut nodes, start, &mut |_, _, _| {});
     }
     let f = (l + 1) % 3;
+    // The older files go once the rename is synced, on a thread.
+    nodes[f].core.disk.wait_cleanup();
     let files: Vec<String> = std::fs::read_dir(nodes[f].dir.path())
         .expect("dir")
         .flatten()

@@ -230,9 +230,10 @@ fn queued(core: &ClusterCore) -> usize {
 }
 
 /// Every node's snapshot thread is held before it writes (a write that never completes). The loops go on serving
-/// meanwhile (a QoS 1 round trip [MQTT-4.3.2-4]), and no log is compacted: the first generation's log is whole and
-/// no snapshot file exists. A follower killed then restarts from that log alone, which holds every entry it had
-/// applied, and catches up. Once the other two threads go on, their snapshots are put in place and their logs
+/// meanwhile (a QoS 1 round trip [MQTT-4.3.2-4]) and append to the next generation's log, started at the hand-over;
+/// no log is compacted: the first generation's log is whole and no snapshot file exists. A follower killed then
+/// restarts from the two logs (no snapshot before them), which together hold every entry it had applied, merged
+/// back into the first, and catches up. Once the other two threads go on, their snapshots are put in place and their logs
 /// compacted.
 #[test]
 fn a_node_killed_while_its_snapshot_is_written_recovers_its_image_from_the_log() {
@@ -261,6 +262,7 @@ fn a_node_killed_while_its_snapshot_is_written_recovers_its_image_from_the_log()
     send(&mut nodes, start, l, pinger, &[publish("ping", 7, b"ping")]);
     answered(&mut nodes, start, l, pinger);
     let first_log = "raft-00000000000000000000.log";
+    let next_log = "raft-00000000000000000001.log";
     for n in &nodes {
         assert_eq!(
             snapshot_files(n.dir.path()),
@@ -270,6 +272,10 @@ fn a_node_killed_while_its_snapshot_is_written_recovers_its_image_from_the_log()
         assert!(
             n.dir.path().join(first_log).exists(),
             "the log is not compacted before the snapshot is written"
+        );
+        assert!(
+            n.dir.path().join(next_log).exists(),
+            "the next log was started at the hand-over"
         );
         assert!(
             n.core.snapshots.in_flight().is_some(),
@@ -308,7 +314,11 @@ fn a_node_killed_while_its_snapshot_is_written_recovers_its_image_from_the_log()
     assert!(
         recovered.entries.first().is_some_and(|e| e.index == 1)
             && recovered.entries.last().is_some_and(|e| e.index >= applied),
-        "the log holds every entry the node applied, from the first"
+        "the logs hold every entry the node applied, from the first"
+    );
+    assert!(
+        !dir.path().join(next_log).exists() && dir.path().join(first_log).exists(),
+        "the two logs merged back into the first"
     );
     let poll = Poll::new().expect("poll");
     core.attach(poll.registry()).expect("attach");
