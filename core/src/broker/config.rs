@@ -102,8 +102,8 @@ pub struct Config {
     pub planted_bug: Option<PlantedBug>,
 }
 
-/// Bugs the simulator must be able to find (see `vopr`'s self-test).
-#[cfg(feature = "planted-bugs")]
+/// Bugs the simulator must be able to find (see `vopr`'s self-test). The type exists without the `planted-bugs`
+/// feature so that the broker's checks (`Broker::planted`) need no `cfg`; only the feature can plant one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlantedBug {
     /// A duplicate QoS 2 PUBLISH (same packet id, before PUBREL) is delivered again.

@@ -279,7 +279,7 @@ impl Broker {
             AuthDecision::Continue { data } => {
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, Some(method), data)
             }
-            AuthDecision::Deny(_) if self.planted(super::planted::PlantedBugKind::ReauthFailureAccepted) => {
+            AuthDecision::Deny(_) if self.planted(super::planted::PlantedBug::ReauthFailureAccepted) => {
                 self.send_auth(conn, ReasonCode::SUCCESS, Some(method), None)
             }
             AuthDecision::Deny(reason) => self.disconnect_with(conn, reason, "re-authentication failed"),
@@ -432,7 +432,7 @@ impl Broker {
             self.arm_connection_timer(conn, self.now + keep_alive_grace(keep_alive));
         }
         if session_present {
-            if self.planted(super::planted::PlantedBugKind::InflightDroppedOnReconnect) {
+            if self.planted(super::planted::PlantedBug::InflightDroppedOnReconnect) {
                 if let Some(session) = self.sessions.get_mut(&key) {
                     let bytes = session
                         .inflight()
@@ -493,7 +493,7 @@ impl Broker {
 
     /// Disconnects whichever connection holds the session, because another CONNECT claims its client id.
     fn take_over(&mut self, key: SessionKey, clean_start: bool) {
-        let always = self.planted(super::planted::PlantedBugKind::TakeoverPublishesDelayedWill);
+        let always = self.planted(super::planted::PlantedBug::TakeoverPublishesDelayedWill);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -512,7 +512,7 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&old) {
             connection.session = None;
         }
-        if self.planted(super::planted::PlantedBugKind::TakeoverWithoutDisconnect) {
+        if self.planted(super::planted::PlantedBug::TakeoverWithoutDisconnect) {
             self.close_connection(old, WillPolicy::Discard, "session taken over");
             return;
         }
@@ -526,7 +526,7 @@ impl Broker {
 
     /// Detaches a session from its closed connection: will per policy, then the session ends or waits to expire.
     pub(super) fn detach_session(&mut self, key: SessionKey, conn: ConnectionId, will_policy: WillPolicy) {
-        let ignore_delay = self.planted(super::planted::PlantedBugKind::WillDelayIgnored);
+        let ignore_delay = self.planted(super::planted::PlantedBug::WillDelayIgnored);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -632,7 +632,7 @@ impl Broker {
             return;
         };
         let requested = disconnect.properties.session_expiry_interval;
-        let requested = requested.filter(|_| !self.planted(super::planted::PlantedBugKind::DisconnectExpiryIgnored));
+        let requested = requested.filter(|_| !self.planted(super::planted::PlantedBug::DisconnectExpiryIgnored));
         if let Some(requested) = requested {
             let current = self.sessions.get(&key).map(|s| s.expiry_interval).unwrap_or(0);
             // [MQTT-3.14.2-2]: a session that was to end with the connection cannot be given an expiry now.

@@ -156,7 +156,7 @@ impl Broker {
 
     /// A QoS 1/2 delivery joined a durable session's queue: its message (once per message) and the entry.
     pub(super) fn record_enqueue(&mut self, key: SessionKey, delivery: &Delivery) {
-        if delivery.qos == QoS::AtMostOnce || self.planted(super::planted::PlantedBugKind::EnqueueNotRecorded) {
+        if delivery.qos == QoS::AtMostOnce || self.planted(super::planted::PlantedBug::EnqueueNotRecorded) {
             return;
         }
         let Some(k) = self.durable_key(key) else {
@@ -198,7 +198,7 @@ impl Broker {
     }
 
     pub(super) fn persist_qos2(&mut self, key: SessionKey, packet_id: u16, received: bool) {
-        if received && self.planted(super::planted::PlantedBugKind::Qos2ReceiptNotPersisted) {
+        if received && self.planted(super::planted::PlantedBug::Qos2ReceiptNotPersisted) {
             return;
         }
         if let Some(k) = self.durable_key(key) {
@@ -259,7 +259,7 @@ impl Broker {
         self.next_message_id = self.next_message_id.max(max_id);
         let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
         // The planted `RestartDeadlineUncapped` caps nothing: a clock set back stretches every expiry.
-        let cap_from = if self.planted(super::planted::PlantedBugKind::RestartDeadlineUncapped) {
+        let cap_from = if self.planted(super::planted::PlantedBug::RestartDeadlineUncapped) {
             Time::from_millis(u64::MAX / 2)
         } else {
             self.now
@@ -313,8 +313,7 @@ impl Broker {
         record: impl FnOnce(StoredMessage) -> Record,
     ) {
         let capped = message.expires_at != recorded;
-        if capped && self.config.persistence && !self.planted(super::planted::PlantedBugKind::CappedDeadlineNotRecorded)
-        {
+        if capped && self.config.persistence && !self.planted(super::planted::PlantedBug::CappedDeadlineNotRecorded) {
             self.record(record(stored_message(message)));
         }
     }
@@ -491,7 +490,7 @@ impl RetainedSink for RetainedRecovery<'_> {
     fn clear(&mut self, topic: &str) {
         if self
             .broker
-            .planted(super::planted::PlantedBugKind::RetainedRecoveryClearIgnored)
+            .planted(super::planted::PlantedBug::RetainedRecoveryClearIgnored)
         {
             return;
         }

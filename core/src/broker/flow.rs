@@ -11,7 +11,7 @@
 //! `max_queued_messages`).
 
 use super::message::Message;
-use super::planted::PlantedBugKind;
+use super::planted::PlantedBug;
 use super::quota::BudgetCheck;
 use super::session::SessionKey;
 use super::sys::SYS_PREFIX;
@@ -143,7 +143,7 @@ impl Broker {
         // an acceptance anyway).
         if publish.qos != QoS::AtMostOnce
             && self.storage_error_closes(conn)
-            && !self.planted(PlantedBugKind::V311AcknowledgedOnFullDisk)
+            && !self.planted(PlantedBug::V311AcknowledgedOnFullDisk)
         {
             return Admission::Close;
         }

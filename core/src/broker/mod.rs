@@ -34,7 +34,6 @@ mod will;
 
 pub use auth::{AllowAll, AuthDecision, Authenticator, ClientIdentity, ConnectInfo};
 pub use config::Config;
-#[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
 pub use durable::RetainedRecovery;
 pub use footprint::Footprint;
@@ -674,7 +673,7 @@ impl Broker {
     /// later disconnect re-armed the session's expiry or will at another deadline. Keeps the queue proportional to
     /// live connections and sessions however often clients come and go.
     fn compact_timers(&mut self) {
-        let expiry_compacted_away = self.planted(planted::PlantedBugKind::SessionExpiryCompactedAway);
+        let expiry_compacted_away = self.planted(planted::PlantedBug::SessionExpiryCompactedAway);
         let (connections, sessions, streams) = (&self.connections, &self.sessions, &self.retained_streams);
         self.timers.compact(|deadline, timer| match timer {
             Timer::RetainedStream(key) => streams.contains_key(&key),
@@ -766,7 +765,7 @@ impl Broker {
         let deadline = connection.last_activity + keep_alive_grace(connection.keep_alive);
         if self.now >= deadline {
             self.disconnect_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
-        } else if self.planted(planted::PlantedBugKind::KeepAliveRearmsStaleDeadline) {
+        } else if self.planted(planted::PlantedBug::KeepAliveRearmsStaleDeadline) {
             let stale = connection.timer_due;
             self.arm_connection_timer(conn, stale);
         } else {

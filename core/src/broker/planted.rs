@@ -8,157 +8,26 @@ use crate::packet::{Packet, QoS};
 #[cfg(feature = "planted-bugs")]
 use std::sync::Arc;
 
-/// Mirrors `config::PlantedBug` but exists without the feature, so call sites need no `cfg`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PlantedBugKind {
-    Qos2DuplicateDelivered,
-    InflightDroppedOnReconnect,
-    Qos2ReceiptNotPersisted,
-    EnqueueNotRecorded,
-    TakeoverWithoutDisconnect,
-    KeepAliveRearmsStaleDeadline,
-    DisconnectExpiryIgnored,
-    TakeoverPublishesDelayedWill,
-    QueuedMessageDroppedWithRoom,
-    ExpiredMessageDelivered,
-    RetainHandlingIgnoredOnResubscribe,
-    WillDelayIgnored,
-    DelayedWillLost,
-    ExpiringLeftQueued,
-    V311AcknowledgedOnFullDisk,
-    MaximumQosNotApplied,
-    PublishRateRefillWholeSeconds,
-    ExpiringOvertaken,
-    RestartDeadlineUncapped,
-    ExpiredRetainedOffered,
-    RetainedExpiryNotLowered,
-    ReauthFailureAccepted,
-    SysBytesSwapped,
-    MaximumQos0Unlimited,
-    ConnectRateShared,
-    QueueFullOneEarly,
-    SessionExpiryCompactedAway,
-    Qos2DuplicateOvertakesHeld,
-    BudgetEvictsOnline,
-    BudgetEvictsNewest,
-    RetainedRecoveryClearIgnored,
-    CappedDeadlineNotRecorded,
-}
+pub(super) use super::config::PlantedBug;
 
 impl Broker {
+    /// Whether `bug` is the one planted (never, without the feature: the check compiles away).
     #[cfg(not(feature = "planted-bugs"))]
-    pub(super) fn planted(&self, _bug: PlantedBugKind) -> bool {
+    pub(super) fn planted(&self, _bug: PlantedBug) -> bool {
         false
     }
 
+    /// Whether `bug` is the one planted.
     #[cfg(feature = "planted-bugs")]
-    pub(super) fn planted(&self, bug: PlantedBugKind) -> bool {
-        use super::config::PlantedBug;
-        matches!(
-            (self.config.planted_bug, bug),
-            (
-                Some(PlantedBug::Qos2DuplicateDelivered),
-                PlantedBugKind::Qos2DuplicateDelivered
-            ) | (
-                Some(PlantedBug::InflightDroppedOnReconnect),
-                PlantedBugKind::InflightDroppedOnReconnect
-            ) | (
-                Some(PlantedBug::Qos2ReceiptNotPersisted),
-                PlantedBugKind::Qos2ReceiptNotPersisted
-            ) | (Some(PlantedBug::EnqueueNotRecorded), PlantedBugKind::EnqueueNotRecorded)
-                | (
-                    Some(PlantedBug::TakeoverWithoutDisconnect),
-                    PlantedBugKind::TakeoverWithoutDisconnect
-                )
-                | (
-                    Some(PlantedBug::KeepAliveRearmsStaleDeadline),
-                    PlantedBugKind::KeepAliveRearmsStaleDeadline
-                )
-                | (
-                    Some(PlantedBug::DisconnectExpiryIgnored),
-                    PlantedBugKind::DisconnectExpiryIgnored
-                )
-                | (
-                    Some(PlantedBug::TakeoverPublishesDelayedWill),
-                    PlantedBugKind::TakeoverPublishesDelayedWill
-                )
-                | (
-                    Some(PlantedBug::QueuedMessageDroppedWithRoom),
-                    PlantedBugKind::QueuedMessageDroppedWithRoom
-                )
-                | (
-                    Some(PlantedBug::ExpiredMessageDelivered),
-                    PlantedBugKind::ExpiredMessageDelivered
-                )
-                | (
-                    Some(PlantedBug::RetainHandlingIgnoredOnResubscribe),
-                    PlantedBugKind::RetainHandlingIgnoredOnResubscribe
-                )
-                | (Some(PlantedBug::WillDelayIgnored), PlantedBugKind::WillDelayIgnored)
-                | (Some(PlantedBug::DelayedWillLost), PlantedBugKind::DelayedWillLost)
-                | (Some(PlantedBug::ExpiringLeftQueued), PlantedBugKind::ExpiringLeftQueued)
-                | (
-                    Some(PlantedBug::V311AcknowledgedOnFullDisk),
-                    PlantedBugKind::V311AcknowledgedOnFullDisk
-                )
-                | (
-                    Some(PlantedBug::MaximumQosNotApplied),
-                    PlantedBugKind::MaximumQosNotApplied
-                )
-                | (
-                    Some(PlantedBug::PublishRateRefillWholeSeconds),
-                    PlantedBugKind::PublishRateRefillWholeSeconds
-                )
-                | (Some(PlantedBug::ExpiringOvertaken), PlantedBugKind::ExpiringOvertaken)
-                | (
-                    Some(PlantedBug::RestartDeadlineUncapped),
-                    PlantedBugKind::RestartDeadlineUncapped
-                )
-                | (
-                    Some(PlantedBug::ExpiredRetainedOffered),
-                    PlantedBugKind::ExpiredRetainedOffered
-                )
-                | (
-                    Some(PlantedBug::RetainedExpiryNotLowered),
-                    PlantedBugKind::RetainedExpiryNotLowered
-                )
-                | (
-                    Some(PlantedBug::ReauthFailureAccepted),
-                    PlantedBugKind::ReauthFailureAccepted
-                )
-                | (Some(PlantedBug::SysBytesSwapped), PlantedBugKind::SysBytesSwapped)
-                | (
-                    Some(PlantedBug::MaximumQos0Unlimited),
-                    PlantedBugKind::MaximumQos0Unlimited
-                )
-                | (Some(PlantedBug::ConnectRateShared), PlantedBugKind::ConnectRateShared)
-                | (Some(PlantedBug::QueueFullOneEarly), PlantedBugKind::QueueFullOneEarly)
-                | (
-                    Some(PlantedBug::SessionExpiryCompactedAway),
-                    PlantedBugKind::SessionExpiryCompactedAway
-                )
-                | (
-                    Some(PlantedBug::Qos2DuplicateOvertakesHeld),
-                    PlantedBugKind::Qos2DuplicateOvertakesHeld
-                )
-                | (Some(PlantedBug::BudgetEvictsOnline), PlantedBugKind::BudgetEvictsOnline)
-                | (Some(PlantedBug::BudgetEvictsNewest), PlantedBugKind::BudgetEvictsNewest)
-                | (
-                    Some(PlantedBug::RetainedRecoveryClearIgnored),
-                    PlantedBugKind::RetainedRecoveryClearIgnored
-                )
-                | (
-                    Some(PlantedBug::CappedDeadlineNotRecorded),
-                    PlantedBugKind::CappedDeadlineNotRecorded
-                )
-        )
+    pub(super) fn planted(&self, bug: PlantedBug) -> bool {
+        self.config.planted_bug == Some(bug)
     }
 
     /// The planted shared-subscription bug: the first shared pick's message also goes to another member of the
     /// same shared subscription.
     #[cfg(feature = "planted-bugs")]
     pub(super) fn plant_shared_twice(&self, message: &Arc<Message>, shared: &mut Vec<(SessionKey, Delivery)>) {
-        if self.config.planted_bug != Some(super::config::PlantedBug::SharedDeliveredTwice) {
+        if !self.planted(PlantedBug::SharedDeliveredTwice) {
             return;
         }
         let Some((picked, delivery)) = shared.first() else {
@@ -202,7 +71,7 @@ impl Broker {
         publisher: Option<SessionKey>,
         plan: &mut Vec<(SessionKey, Delivery)>,
     ) {
-        if self.config.planted_bug != Some(super::config::PlantedBug::PlusMatchesAcrossLevels) {
+        if !self.planted(PlantedBug::PlusMatchesAcrossLevels) {
             return;
         }
         let Some((parent, _)) = message.topic.rsplit_once('/') else {
@@ -240,7 +109,7 @@ impl Broker {
         message: &Arc<Message>,
         plan: &mut Vec<(SessionKey, Delivery)>,
     ) {
-        if self.config.planted_bug != Some(super::config::PlantedBug::SharedToEveryMember) {
+        if !self.planted(PlantedBug::SharedToEveryMember) {
             return;
         }
         for (key, session) in &self.sessions {
@@ -285,7 +154,7 @@ impl Broker {
     /// The planted `ExpiringOvertaken`: a QoS 1/2 PUBLISH with a Message Expiry Interval is put aside and handled
     /// after the PUBLISH read right behind it in the same input (see `decode_received`).
     pub(super) fn defers_expiring(&self, packet: &Packet) -> bool {
-        self.planted(PlantedBugKind::ExpiringOvertaken)
+        self.planted(PlantedBug::ExpiringOvertaken)
             && matches!(packet, Packet::Publish(p) if p.qos != QoS::AtMostOnce && p.properties.message_expiry_interval.is_some())
     }
 }

@@ -4,7 +4,7 @@
 use super::connection::Phase;
 use super::flow::HeldPublish;
 use super::message::{Delivery, Message};
-use super::planted::PlantedBugKind;
+use super::planted::PlantedBug;
 use super::quota::{delivery_bytes, PublishQuota};
 use super::session::{Awaiting, Inflight, SessionKey};
 use super::shared_publish::{is_shareable, Form};
@@ -82,14 +82,14 @@ impl Broker {
             };
             if qos == QoS::ExactlyOnce
                 && session.incoming_qos2().contains(&packet_id)
-                && !self.planted(PlantedBugKind::Qos2DuplicateDelivered)
+                && !self.planted(PlantedBug::Qos2DuplicateDelivered)
             {
                 // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing. Behind a held
                 // PUBLISH, in its turn: PUBRECs leave in the order the PUBLISHes were received [MQTT-4.6.0-3].
                 // The planted `Qos2DuplicateOvertakesHeld` answers at once, as before the fix (seed 2703).
                 if self.connections.get(&conn).is_some_and(|c| c.has_held())
                     && !self.is_held(conn, packet_id)
-                    && !self.planted(PlantedBugKind::Qos2DuplicateOvertakesHeld)
+                    && !self.planted(PlantedBug::Qos2DuplicateOvertakesHeld)
                 {
                     let message = Arc::new(Message::from_publish(0, publish, topic, self.now, 0));
                     let duplicate = HeldPublish {
@@ -276,7 +276,7 @@ impl Broker {
             return;
         }
         let (limits, over_budget) = (self.queue_limits(), self.over_budget());
-        let plant_drop = self.planted(PlantedBugKind::QueuedMessageDroppedWithRoom);
+        let plant_drop = self.planted(PlantedBug::QueuedMessageDroppedWithRoom);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -324,7 +324,7 @@ impl Broker {
 
     /// One pass of `pump`; returns true when a message was dropped and the window has room again.
     fn pump_once(&mut self, key: SessionKey) -> bool {
-        let send_expired = self.planted(PlantedBugKind::ExpiredMessageDelivered);
+        let send_expired = self.planted(PlantedBug::ExpiredMessageDelivered);
         let Some(session) = self.sessions.get_mut(&key) else {
             return false;
         };
@@ -614,7 +614,7 @@ impl Broker {
 impl Broker {
     /// The planted lost wakeup (`ExpiringLeftQueued`): the head of the queue carries a Message Expiry Interval.
     fn expiring_head_left_queued(&self, key: SessionKey) -> bool {
-        self.planted(PlantedBugKind::ExpiringLeftQueued)
+        self.planted(PlantedBug::ExpiringLeftQueued)
             && self
                 .sessions
                 .get(&key)

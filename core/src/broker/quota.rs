@@ -270,7 +270,7 @@ impl Broker {
     pub(super) fn connect_quota_refusal(&mut self, conn: ConnectionId, connect: &Connect) -> Option<ReasonCode> {
         let ip = self.connections.get(&conn)?.peer.ip();
         let rate = u64::from(self.config.max_connects_per_second_per_address);
-        let bucket = if self.planted(super::planted::PlantedBugKind::ConnectRateShared) {
+        let bucket = if self.planted(super::planted::PlantedBug::ConnectRateShared) {
             IpAddr::from([0, 0, 0, 0])
         } else {
             ip
@@ -397,7 +397,7 @@ impl Broker {
             return PublishQuota::Refuse(ReasonCode::TOPIC_NAME_INVALID);
         }
         let now = self.now;
-        let whole_seconds = self.planted(super::planted::PlantedBugKind::PublishRateRefillWholeSeconds);
+        let whole_seconds = self.planted(super::planted::PlantedBug::PublishRateRefillWholeSeconds);
         let message_rate = u64::from(self.config.max_publish_rate);
         let byte_rate = self.config.max_publish_bytes_rate;
         if message_rate == 0 && byte_rate == 0 {
@@ -448,7 +448,7 @@ impl Broker {
         QueueLimits {
             messages: self.config.max_queued_messages,
             bytes: self.config.max_queued_bytes,
-            planted_early: usize::from(self.planted(super::planted::PlantedBugKind::QueueFullOneEarly)),
+            planted_early: usize::from(self.planted(super::planted::PlantedBug::QueueFullOneEarly)),
         }
     }
 
@@ -494,8 +494,8 @@ impl Broker {
     fn evict_offline_for_budget(&mut self) {
         let max = self.config.max_queued_bytes_total;
         let target = max - max / 4;
-        let online_too = self.planted(super::planted::PlantedBugKind::BudgetEvictsOnline);
-        let newest = self.planted(super::planted::PlantedBugKind::BudgetEvictsNewest);
+        let online_too = self.planted(super::planted::PlantedBug::BudgetEvictsOnline);
+        let newest = self.planted(super::planted::PlantedBug::BudgetEvictsNewest);
         let mut oldest: BinaryHeap<Reverse<(u64, SessionKey)>> = self
             .sessions
             .iter()

@@ -135,7 +135,7 @@ impl Broker {
     /// Up to `limit` messages of `stream` to send now, the last topic walked past, and whether the walk ended.
     fn retained_batch(&self, stream: &RetainedStream, limit: usize) -> (Vec<Arc<Message>>, Option<String>, bool) {
         let (now, newest) = (self.now, stream.newest_id);
-        let ignore_expiry = self.planted(super::planted::PlantedBugKind::ExpiredRetainedOffered);
+        let ignore_expiry = self.planted(super::planted::PlantedBug::ExpiredRetainedOffered);
         let mut batch = Vec::with_capacity(limit);
         let (mut walked, mut last_seen) = (0, None);
         let done = self
@@ -186,7 +186,7 @@ impl Broker {
     fn planted_fresh_expiry(&self, message: &Arc<Message>) -> Arc<Message> {
         let secs = message.properties.message_expiry_interval;
         match secs {
-            Some(secs) if self.planted(super::planted::PlantedBugKind::RetainedExpiryNotLowered) => {
+            Some(secs) if self.planted(super::planted::PlantedBug::RetainedExpiryNotLowered) => {
                 let mut fresh = Message::clone(message);
                 fresh.expires_at = Some(self.now + std::time::Duration::from_secs(u64::from(secs)));
                 Arc::new(fresh)

@@ -60,8 +60,8 @@ impl Broker {
             let mut options = options;
             // The granted QoS may be lower than requested [MQTT-3.8.4-7].
             let zero_as_unlimited =
-                self.config.maximum_qos == 0 && self.planted(super::planted::PlantedBugKind::MaximumQos0Unlimited);
-            if !self.planted(super::planted::PlantedBugKind::MaximumQosNotApplied) && !zero_as_unlimited {
+                self.config.maximum_qos == 0 && self.planted(super::planted::PlantedBug::MaximumQos0Unlimited);
+            if !self.planted(super::planted::PlantedBug::MaximumQosNotApplied) && !zero_as_unlimited {
                 options.qos = QoS::from_u8(self.config.maximum_qos).map_or(options.qos, |max| options.qos.min(max));
             }
             let subscription = Subscription { options, identifier };
@@ -95,7 +95,7 @@ impl Broker {
         let wanted = match subscription.options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
             RetainHandling::SendIfNew => {
-                is_new || self.planted(super::planted::PlantedBugKind::RetainHandlingIgnoredOnResubscribe)
+                is_new || self.planted(super::planted::PlantedBug::RetainHandlingIgnoredOnResubscribe)
             }
             RetainHandling::DoNotSend => false,
         };

@@ -45,7 +45,7 @@ impl Broker {
         let stats = &self.stats;
         let disconnected = self.sessions.values().filter(|s| s.connection.is_none()).count();
         let stored: usize = self.sessions.values().map(|s| s.pending_count()).sum();
-        let (bytes_received, bytes_sent) = if self.planted(super::planted::PlantedBugKind::SysBytesSwapped) {
+        let (bytes_received, bytes_sent) = if self.planted(super::planted::PlantedBug::SysBytesSwapped) {
             (stats.bytes_sent, stats.bytes_received)
         } else {
             (stats.bytes_received, stats.bytes_sent)

@@ -51,7 +51,7 @@ impl Broker {
         if let Some(pending) = session.pending_will.take() {
             let (client_id, username) = (Arc::clone(&session.client_id), session.username.clone());
             self.persist_will_done(key);
-            if self.planted(super::planted::PlantedBugKind::DelayedWillLost) {
+            if self.planted(super::planted::PlantedBug::DelayedWillLost) {
                 return;
             }
             self.publish_will(pending.will, &client_id, username.as_deref());
