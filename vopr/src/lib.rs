@@ -51,7 +51,7 @@ pub struct Waivers {
 
 impl Waivers {
     fn add(&mut self, waiver: sim::model::Waiver) {
-        self.unchecked += u64::from(waiver.bounded_queues || waiver.holds_seen || waiver.suspension_seen);
+        self.unchecked += u64::from(waiver.unchecked());
         self.bounded_queues += u64::from(waiver.bounded_queues);
         self.holds_seen += u64::from(waiver.holds_seen);
         self.suspension_seen += u64::from(waiver.suspension_seen);

@@ -209,6 +209,13 @@ pub struct Waiver {
     pub waived_drops: u64,
 }
 
+impl Waiver {
+    /// Whether drops went unchecked (any cause: what `Model::drops_unchecked` says).
+    pub fn unchecked(&self) -> bool {
+        self.bounded_queues || self.holds_seen || self.suspension_seen
+    }
+}
+
 /// What routing one PUBLISH does to the model (see [`Model::plan_publish`]).
 #[derive(Debug, Clone)]
 pub struct RoutingPlan {
@@ -243,7 +250,7 @@ impl Model {
     /// seeds 1..3000 pass, but 14 of 3001..12000 still fail (held although no queue could be full: 8357, 9470,
     /// 9548, 9809, 10209, 10406, 11728, 11755; dropped: 7842, 9093, 11379, 11393; recovery: 7262, 7686; not traced).
     pub fn drops_unchecked(&self) -> bool {
-        self.bounded_queues || self.holds_seen || self.suspension_seen
+        self.waiver().unchecked()
     }
 
     /// Why drops are unchecked at this point of the run (for the vopr's count of seeds per cause).
@@ -259,7 +266,7 @@ impl Model {
     /// Whether the check that an unexpired message queued for an idle online session was sent is skipped (see
     /// `world::expiring`): where drops are unchecked (see `drops_unchecked`).
     pub fn expiring_unchecked(&self) -> bool {
-        self.bounded_queues || self.holds_seen || self.suspension_seen
+        self.drops_unchecked()
     }
 
     /// The plan's message was routed at a moment the model cannot pin down: owed to none, allowed to any
@@ -746,7 +753,8 @@ impl Model {
     }
 
     /// Liveness: every QoS 1/2 message promised to a session that still exists was delivered to it.
-    /// `waived`: the broker dropped messages from bounded queues, which ones being its business (as on `integ`).
+    /// `waived`: drops are unchecked (`drops_unchecked`) and the broker dropped something, so a missing message is
+    /// only counted (`waived_drops`), not a violation.
     pub fn check_liveness(&mut self, waived: bool) -> Result<(), Violation> {
         for ((client, epoch, id), qos) in &self.expected {
             let session = &self.sessions[*client];
