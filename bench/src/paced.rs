@@ -67,17 +67,20 @@ struct Schedule {
 }
 
 impl Schedule {
+    /// When device `k` sends its first message, as an offset from `began`.
+    fn phase(&self, k: usize) -> Duration {
+        self.interval.mul_f64(k as f64 / self.devices as f64)
+    }
+
     /// When device `k` is due to send its message `seq` (from 1), as an offset from `began`.
     fn due(&self, k: usize, seq: u64) -> Duration {
-        let phase = self.interval.mul_f64(k as f64 / self.devices as f64);
-        phase + self.interval * ((seq - 1) as u32)
+        self.phase(k) + self.interval * ((seq - 1) as u32)
     }
 
     /// How many messages device `k` owes by `now` (offset from `began`), at most `last` in all.
     fn owed(&self, k: usize, now: Duration, last: Duration) -> u64 {
         let now = now.min(last);
-        let phase = self.interval.mul_f64(k as f64 / self.devices as f64);
-        match now.checked_sub(phase) {
+        match now.checked_sub(self.phase(k)) {
             None => 0,
             Some(since) => (since.as_nanos() / self.interval.as_nanos().max(1)) as u64 + 1,
         }
@@ -136,8 +139,9 @@ pub fn publish(
             }
         }
         let sending = now < last;
-        let owed = devices.iter().any(|d| !d.closed && d.in_flight() > 0 && w.qos > 0);
-        if !sending && (!owed || now >= last + DRAIN) {
+        // Once sending is over: until every acknowledgement is in, or the drain's time is up. (Looked at only then:
+        // it walks every device.)
+        if !sending && (now >= last + DRAIN || w.qos == 0 || !devices.iter().any(|d| !d.closed && d.in_flight() > 0)) {
             break;
         }
         let next = if sending {
