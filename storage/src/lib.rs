@@ -232,18 +232,6 @@ impl<F: FileSystem> Storage<F> {
         Self::open_planted_into(fs, dir, mode, repair, bug, retained)
     }
 
-    /// [`Storage::open_in`] with a known bug planted (the vopr's self-test).
-    #[cfg(feature = "planted-bugs")]
-    pub fn open_with_bug(
-        fs: F,
-        dir: &Path,
-        mode: SyncMode,
-        repair: bool,
-        bug: Option<PlantedBug>,
-    ) -> Result<(Self, Image, Recovery), StorageError> {
-        Self::open_planted(fs, dir, mode, repair, bug)
-    }
-
     fn open_planted(
         fs: F,
         dir: &Path,

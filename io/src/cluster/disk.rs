@@ -381,8 +381,9 @@ impl RaftDisk {
     }
 
     /// Makes `snapshot`, written and synced at `written` (`write_snapshot_file`), the start of a new generation, as
-    /// `save_snapshot` without `discard_log` does; the loop's part is a rename and the log's tail rewritten. A
-    /// snapshot not past the one the files start from (a leader's was installed meanwhile) is dropped: false.
+    /// `save_snapshot` without `discard_log` does; the loop's part is a rename (its log was started at the
+    /// hand-over, `start_next_log`). A snapshot not past the one the files start from, or not the one handed over
+    /// (a leader's was installed meanwhile), is dropped: false.
     pub fn adopt_snapshot(&mut self, written: &Path, snapshot: &Snapshot) -> Result<bool, DiskError> {
         let meta = snapshot.get_metadata();
         let expected = Some((self.generation, meta.index));

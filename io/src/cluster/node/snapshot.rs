@@ -28,8 +28,8 @@ impl ClusterCore {
         Ok(())
     }
 
-    /// The snapshot the thread finished, if it did: renamed into place as the next generation, the log rewritten
-    /// after it (which syncs everything written or queued so far), then the node told, which compacts its log.
+    /// The snapshot the thread finished, if it did: renamed into place as the generation whose log the hand-over
+    /// started, then the node told, which compacts its log.
     pub(super) fn snapshot_completed(&mut self) {
         let Some(result) = self.snapshots.poll() else {
             return;
