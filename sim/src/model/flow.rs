@@ -31,7 +31,8 @@ impl Model {
     /// Why the broker may drop a QoS 1/2 delivery to `client` routed now, if it may. A client's PUBLISH was
     /// admitted only because no online subscriber's queue was full, so it reaches every online one; offline
     /// sessions drop what does not fit, and so does every session for a will (which is not held).
-    pub(super) fn drop_allowed(&self, client: usize, via_admission: bool) -> Option<&'static str> {
+    /// `extra`: bytes the same routing's other deliveries may have added before this one.
+    pub(super) fn drop_allowed(&self, client: usize, via_admission: bool, extra: u64) -> Option<&'static str> {
         if self.unseen_admissions {
             return Some("a PUBLISH may have been admitted unseen");
         }
@@ -41,7 +42,7 @@ impl Model {
             if full {
                 return Some("the offline session's queue may have been full");
             }
-            if self.budget_may_be_used_up(0) {
+            if self.budget_may_be_used_up(extra) {
                 return Some("the total queued-bytes budget may have been used up");
             }
             return None;
