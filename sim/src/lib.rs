@@ -224,6 +224,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "budget-evicts-newest" => Some(Core::BudgetEvictsNewest),
         "retained-recovery-clear-ignored" => Some(Core::RetainedRecoveryClearIgnored),
         "capped-deadline-not-recorded" => Some(Core::CappedDeadlineNotRecorded),
+        "held-routed-at-arrival" => Some(Core::HeldRoutedAtArrival),
         _ => None,
     };
     let storage = match name {
@@ -295,4 +296,5 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
         "capped-deadline-not-recorded",
         "a retained message is deleted once it expires",
     ),
+    ("held-routed-at-arrival", "but was never routed to it"),
 ];

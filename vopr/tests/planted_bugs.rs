@@ -253,6 +253,14 @@ fn finds_capped_deadline_not_recorded() {
     finds("capped-deadline-not-recorded");
 }
 
+/// A held PUBLISH routed to the subscriptions it had when first held: a session that unsubscribed while it waited
+/// has it queued, which recovery's check of each queue against the model's routing (the PUBLISH routed when its
+/// acknowledgement leaves, to the subscriptions of that moment) finds [MQTT-3.10.4-2], [MQTT-4.7].
+#[test]
+fn finds_held_routed_at_arrival() {
+    finds("held-routed-at-arrival");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

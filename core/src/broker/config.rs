@@ -212,6 +212,10 @@ pub enum PlantedBug {
     /// A restart that caps a message's expiry deadline (its clock was set back) does not record the capped one: the
     /// next restart caps it afresh from the original deadline, giving it a full interval again [MQTT-3.3.2-5].
     CappedDeadlineNotRecorded,
+    /// A PUBLISH held for room is routed, once admitted, to the subscriptions it had when it was first held rather
+    /// than to those of the moment it is admitted: a client that unsubscribed meanwhile gets it [MQTT-3.10.4-2], and
+    /// one that subscribed meanwhile does not. Only a model that pins down when a held PUBLISH is routed can tell.
+    HeldRoutedAtArrival,
 }
 
 impl Default for Config {

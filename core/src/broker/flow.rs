@@ -19,6 +19,11 @@ use super::{Broker, ConnectionId, WillPolicy};
 use crate::packet::{Packet, PubResponse, QoS, ReasonCode};
 use std::sync::Arc;
 
+/// The planted `HeldRoutedAtArrival` only: one delivery routing gave a PUBLISH when it was first held (session,
+/// QoS, RETAIN, subscription identifiers).
+#[cfg(feature = "planted-bugs")]
+pub type ArrivalDelivery = (SessionKey, QoS, bool, Vec<u32>);
+
 /// A received QoS 1/2 PUBLISH waiting for room in a subscriber's queue. Its topic alias is already resolved, so
 /// later alias changes on the connection do not affect it.
 #[derive(Debug)]
@@ -33,6 +38,10 @@ pub struct HeldPublish {
     /// A QoS 2 resend of a PUBLISH already received (its id awaits PUBREL): nothing to route, answered PUBREC again
     /// [MQTT-4.3.3-9], but in its turn behind the PUBLISHes held before it [MQTT-4.6.0-3].
     pub duplicate: bool,
+    /// The planted `HeldRoutedAtArrival` only: whom routing gave it when it was first held (session, QoS, RETAIN,
+    /// subscription identifiers).
+    #[cfg(feature = "planted-bugs")]
+    pub arrival_plan: Option<Vec<ArrivalDelivery>>,
 }
 
 /// What became of a PUBLISH offered for routing.
@@ -79,6 +88,8 @@ impl Broker {
                 true
             }
             Admission::Blocked(full) => {
+                #[cfg(feature = "planted-bugs")]
+                let publish = self.plant_arrival_plan(publisher, publish);
                 self.hold(conn, full, publish);
                 false
             }
@@ -90,6 +101,8 @@ impl Broker {
                 true
             }
             Admission::OverBudget => {
+                #[cfg(feature = "planted-bugs")]
+                let publish = self.plant_arrival_plan(publisher, publish);
                 self.hold_for_budget(conn, publish);
                 false
             }
@@ -166,6 +179,8 @@ impl Broker {
             return Admission::Accepted(ReasonCode::QUOTA_EXCEEDED);
         }
         let plan = self.plan_route(message, Some(publisher));
+        #[cfg(feature = "planted-bugs")]
+        let plan = self.planted_arrival_route(publish, plan);
         if publish.qos != QoS::AtMostOnce {
             let full = plan
                 .iter()

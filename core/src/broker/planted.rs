@@ -11,6 +11,57 @@ use std::sync::Arc;
 pub(super) use super::config::PlantedBug;
 
 impl Broker {
+    /// The planted `HeldRoutedAtArrival`: a PUBLISH about to be held for the first time keeps whom routing gives it
+    /// now.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant_arrival_plan(
+        &mut self,
+        publisher: SessionKey,
+        mut publish: super::flow::HeldPublish,
+    ) -> super::flow::HeldPublish {
+        if self.planted(PlantedBug::HeldRoutedAtArrival) && publish.arrival_plan.is_none() {
+            let plan = self.plan_route(&publish.message, Some(publisher));
+            publish.arrival_plan = Some(
+                plan.iter()
+                    .map(|(key, d)| (*key, d.qos, d.retain, d.subscription_ids.clone()))
+                    .collect(),
+            );
+            self.recycle_plan(plan);
+        }
+        publish
+    }
+
+    /// The planted `HeldRoutedAtArrival`: an admitted held PUBLISH goes to whom routing gave it when it was first
+    /// held, instead of `plan` (routing now).
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn planted_arrival_route(
+        &mut self,
+        publish: &super::flow::HeldPublish,
+        plan: Vec<(SessionKey, Delivery)>,
+    ) -> Vec<(SessionKey, Delivery)> {
+        let Some(arrival) = publish
+            .arrival_plan
+            .as_ref()
+            .filter(|_| self.planted(PlantedBug::HeldRoutedAtArrival))
+        else {
+            return plan;
+        };
+        self.recycle_plan(plan);
+        arrival
+            .iter()
+            .map(|(key, qos, retain, subscription_ids)| {
+                let delivery = Delivery {
+                    message: Arc::clone(&publish.message),
+                    qos: *qos,
+                    retain: *retain,
+                    subscription_ids: subscription_ids.clone(),
+                    seq: 0,
+                };
+                (*key, delivery)
+            })
+            .collect()
+    }
+
     /// Whether `bug` is the one planted (never, without the feature: the check compiles away).
     #[cfg(not(feature = "planted-bugs"))]
     pub(super) fn planted(&self, _bug: PlantedBug) -> bool {

@@ -99,6 +99,8 @@ impl Broker {
                         denied: false,
                         refused: None,
                         duplicate: true,
+                        #[cfg(feature = "planted-bugs")]
+                        arrival_plan: None,
                     };
                     if let Some(connection) = self.connections.get_mut(&conn) {
                         connection.extras().held.push_back(duplicate);
@@ -151,6 +153,8 @@ impl Broker {
             denied,
             refused,
             duplicate: false,
+            #[cfg(feature = "planted-bugs")]
+            arrival_plan: None,
         };
         self.receive_publish(conn, key, held);
     }

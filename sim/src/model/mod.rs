@@ -174,7 +174,8 @@ pub struct Model {
     pub copies_got: BTreeMap<(usize, u64, MsgId), u32>,
     /// Per message, the copies that went through shared subscriptions.
     pub shared_copies: BTreeMap<MsgId, u32>,
-    /// The broker held some PUBLISH (see `drops_unchecked`).
+    /// The broker held some PUBLISH. No longer a cause of `drops_unchecked` (a held PUBLISH is routed when its
+    /// acknowledgement leaves, see `world::admission`); kept so the vopr shows in how many seeds holds happened.
     pub holds_seen: bool,
     /// Storage was suspended at some point: output held meanwhile (see `drops_unchecked`).
     pub suspension_seen: bool,
@@ -210,9 +211,9 @@ pub struct Waiver {
 }
 
 impl Waiver {
-    /// Whether drops went unchecked (any cause: what `Model::drops_unchecked` says).
+    /// Whether drops went unchecked (any cause: what `Model::drops_unchecked` says; `holds_seen` is only counted).
     pub fn unchecked(&self) -> bool {
-        self.bounded_queues || self.holds_seen || self.suspension_seen
+        self.bounded_queues || self.suspension_seen
     }
 }
 
@@ -243,7 +244,9 @@ pub struct RoutingPlan {
 
 impl Model {
     /// Whether a drop that the model's count of the queues does not allow is excused all the same: with bounded
-    /// queues, once the broker held a PUBLISH, or once storage was suspended. The model mirrors the inflight window
+    /// queues, or once storage was suspended. Holds are no cause of their own: every hold needs a queue that may be
+    /// full or a total budget (bounded queues) or a suspended storage. With bounded queues out too, what holds did to
+    /// the model is checked (see `world::admission`): seeds 1..3000 went from 53 failures to 0. The model mirrors the inflight window
     /// (`queue`), a restart's requeueing, DUP resends, and the total budget's eviction (a prefix of each offline
     /// queue, counting the bytes PUBLISHes read earlier in the same input add: seeds 137, 845, 1914, 1032), and a
     /// session stays with the connection the broker attached (seed 545 and 12 more): without `bounded_queues` here
