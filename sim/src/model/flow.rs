@@ -197,6 +197,7 @@ impl Model {
                         droppable: Some("a retained message sent on subscribe (not checked yet)"),
                         shared: false,
                         group: alternatives.clone(),
+                        unplanned: false,
                     });
                 }
             }
@@ -352,10 +353,11 @@ impl Model {
         id: &MsgId,
         now: u64,
     ) -> Result<(), Violation> {
-        let (found, skipped) =
-            self.sessions[client]
-                .backlog
-                .on_received(id, publish.packet_id, publish.dup, publish.retain);
+        let backlog = &mut self.sessions[client].backlog;
+        let (found, skipped) = backlog.on_received(id, publish.packet_id, publish.dup, publish.retain);
+        if found.is_none() {
+            backlog.adopt_unplanned(id, publish.packet_id, publish.payload.len() as u64, publish.retain);
+        }
         if let Some(found) = found.filter(|e| e.shared) {
             for (other, session) in self.sessions.iter_mut().enumerate() {
                 if other != client {

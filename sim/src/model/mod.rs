@@ -286,14 +286,26 @@ impl RoutingPlan {
     /// Every delivery of this plan and of `earlier` (the same PUBLISH routed at another moment) becomes allowed
     /// but not owed: the model cannot tell at which of the two moments the broker routed it.
     pub fn make_optional(&mut self, earlier: RoutingPlan) {
-        self.targets.extend(earlier.targets);
-        for (_, target) in &mut self.targets {
-            if let Target::Owed(qos) = *target {
-                *target = Target::Optional(qos);
-            }
+        // One delivery per client through its non-shared subscriptions, at the higher QoS of the two moments, and
+        // one per shared subscription it was a member of at either (seed 9470: c0's QoS 1 copy of m6:15 through
+        // `$share/g1/a` was lost beside its QoS 0 one through `$share/g0/#` when targets were merged per client).
+        type Delivery = ((usize, u64, MsgId), Option<String>);
+        let mut merged: BTreeMap<Delivery, QoS> = BTreeMap::new();
+        for (key, target) in std::mem::take(&mut self.targets).into_iter().chain(earlier.targets) {
+            let (qos, group) = match target {
+                Target::Owed(qos) | Target::Optional(qos) => (qos, None),
+                Target::Shared(qos, group) => (qos, Some(group)),
+            };
+            let entry = merged.entry((key, group)).or_insert(qos);
+            *entry = (*entry).max(qos);
         }
-        self.targets.sort_by(|a, b| a.0.cmp(&b.0));
-        self.targets.dedup_by(|a, b| a.0 == b.0);
+        self.targets = merged
+            .into_iter()
+            .map(|((key, group), qos)| match group {
+                Some(group) => (key, Target::Shared(qos, group)),
+                None => (key, Target::Optional(qos)),
+            })
+            .collect();
         self.batch = self.batch.min(earlier.batch);
         self.early = true;
     }
@@ -596,6 +608,7 @@ impl Model {
                     droppable,
                     shared: group.is_some(),
                     group: group.unwrap_or_default(),
+                    unplanned: false,
                 });
             }
             if anonymous {
