@@ -189,16 +189,19 @@ impl Backlog {
         }
     }
 
+    /// The copy the client already received that a DUP with `packet_id` resends [MQTT-4.4.0-1], if it is one.
+    pub fn resent(&self, id: &str, packet_id: u16, dup: bool) -> Option<&Entry> {
+        let resent = |e: &&Entry| e.received && e.id == id && e.packet_id == packet_id;
+        self.entries.iter().find(resent).filter(|_| dup)
+    }
+
     /// The client received delivery `id` with `packet_id` (0 for QoS 0, which was never queued) for the first
     /// time. Returns whether the backlog had it, and the deliveries that it overtook: those were dropped.
     pub fn on_received(&mut self, id: &str, packet_id: u16, dup: bool, retain: bool) -> (Option<Entry>, Vec<Entry>) {
         // A DUP is the resend of one already sent [MQTT-4.4.0-1], with its packet id: the copy the client already
         // received, if any.
-        if dup {
-            let resent = |e: &&Entry| e.received && e.id == id && e.packet_id == packet_id;
-            if let Some(entry) = self.entries.iter().find(resent) {
-                return (Some(entry.clone()), Vec::new());
-            }
+        if let Some(entry) = self.resent(id, packet_id, dup) {
+            return (Some(entry.clone()), Vec::new());
         }
         // RETAIN set: a retained copy sent on SUBSCRIBE first (or a delivery with Retain As Published); RETAIN
         // clear: never a retained copy [MQTT-3.3.1-9], [MQTT-3.3.1-12].

@@ -95,10 +95,9 @@ impl World {
         // broker to drop it (bounded queues, see `model::queue`): no waiver for the whole seed.
         self.check_delayed_wills()?;
         self.model.check_backlogs(self.now)?;
-        // Where drops are unchecked (bounded queues, held PUBLISHes routed at moments the model cannot pin down,
-        // output held while storage was suspended: see `Model::drops_unchecked`), once the broker dropped something,
-        // which messages it dropped is not checked. Without bounded queues in that waiver, seeds 508 and 1260 of
-        // 1..3000 need it, both with held PUBLISHes.
+        // Where drops are unchecked (held PUBLISHes routed at moments the model cannot pin down, output held while
+        // storage was suspended: see `Model::drops_unchecked`), once the broker dropped something, which messages it
+        // dropped is not checked. Seeds 508 and 1260 of 1..3000 need it, both with held PUBLISHes.
         let dropped = self.broker.stats().messages_dropped + self.dropped_before_restarts;
         self.model.check_liveness(self.model.drops_unchecked() && dropped > 0)?;
         self.check_drained()?;

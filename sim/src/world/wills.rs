@@ -120,6 +120,13 @@ impl World {
             self.coverage.hit(Feature::TakeoverWithWill);
             if will.delay == 0 || clean_start {
                 self.log(format!("c{client} takes over {conn:?}: its will {} is due", will.id));
+                // The broker takes the session off the old connection before it publishes the will, and attaches
+                // it to the new one after: the session's own copy meets an offline session, dropped while the
+                // total budget is used up (seed 9093: c2's will w2:4 to its own `will/#`, which the model had
+                // owed to a session it still counted online).
+                if let Some(attached) = self.model.sessions[client].attached {
+                    self.model.on_offline(client, attached);
+                }
                 self.publish_will(client, &will.id, will.qos, will.retain);
             } else {
                 self.log(format!(
