@@ -26,6 +26,11 @@ impl Reader {
         self.data.is_empty()
     }
 
+    /// The next byte, not consumed.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.data.first().copied()
+    }
+
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         if self.data.is_empty() {
             return Err(DecodeError::UnexpectedEnd);

@@ -478,7 +478,14 @@ fn get_message(r: &mut Reader) -> Result<StoredMessage, DecodeError> {
     let topic = r.string()?;
     let payload = get_payload(r)?;
     let (qos, retain) = qos_retain(r.u8()?)?;
-    let properties = unpinned(property::decode(r, Context::Publish)?).into();
+    // Most stored messages have no properties (every MQTT 3.1.1 one): an empty block (its length, one zero byte)
+    // is taken as such without building and dropping a full `Properties` (3 % of a follower's CPU).
+    let properties = if r.peek_u8() == Some(0) {
+        r.u8()?;
+        BoxedProperties::default()
+    } else {
+        unpinned(property::decode(r, Context::Publish)?).into()
+    };
     let expires_at = Some(get_u64(r)?).filter(|ms| *ms != 0).map(Time::from_millis);
     Ok(StoredMessage {
         topic,
