@@ -213,12 +213,9 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "restart-deadline-uncapped" => Some(Core::RestartDeadlineUncapped),
         "expired-retained-offered" => Some(Core::ExpiredRetainedOffered),
         "retained-expiry-not-lowered" => Some(Core::RetainedExpiryNotLowered),
-        // Not in `PLANTED_BUGS`: found (seed 3) only with bounded queues no longer excusing holds, which seeds
-        // 1..12000 do not pass yet (see `Model::drops_unchecked`).
         "queue-full-one-early" => Some(Core::QueueFullOneEarly),
         "expiry-timer-compacted-away" => Some(Core::SessionExpiryCompactedAway),
         "qos2-duplicate-overtakes-held" => Some(Core::Qos2DuplicateOvertakesHeld),
-        // Not in `PLANTED_BUGS`: found (seed 23) only with bounded queues no longer excusing drops.
         "budget-evicts-online" => Some(Core::BudgetEvictsOnline),
         // Not in `PLANTED_BUGS` yet: found by seed 2428 of 1..3000 only (recovery's owed-but-not-queued check).
         "budget-evicts-newest" => Some(Core::BudgetEvictsNewest),
@@ -291,6 +288,8 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ),
     ("qos2-duplicate-overtakes-held", "the PUBREC of QoS 2 PUBLISH"),
     ("retained-expiry-not-lowered", "lowered by the time the message waited"),
+    ("queue-full-one-early", "although no subscriber's queue could be full"),
+    ("budget-evicts-online", "the queued-bytes budget not used up"),
     ("retained-recovery-clear-ignored", "which the model has cleared"),
     (
         "capped-deadline-not-recorded",

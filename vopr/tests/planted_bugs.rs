@@ -115,6 +115,21 @@ fn finds_queued_message_dropped_with_room() {
     finds("queued-dropped-with-room");
 }
 
+/// A session's queue full one message early: an online subscriber's publishers are held with a slot still free,
+/// which the model's count of the queue (the inflight window mirrored) says cannot be full [MQTT-4.3.2-2].
+#[test]
+fn finds_queue_full_one_early() {
+    finds("queue-full-one-early");
+}
+
+/// The total budget's eviction takes online sessions' queued messages too: an online subscriber misses messages
+/// routed to it while its queue had room, which only the model's mirror of the eviction (offline sessions alone)
+/// tells from an allowed drop [MQTT-4.3.2], [MQTT-4.6.0-6].
+#[test]
+fn finds_budget_evicts_online() {
+    finds("budget-evicts-online");
+}
+
 #[test]
 fn finds_expired_message_delivered() {
     finds("expired-delivered");

@@ -197,8 +197,7 @@ pub enum PlantedBug {
     Qos2DuplicateOvertakesHeld,
     /// The total budget's eviction takes the oldest queued messages of every session, online ones too (the filter
     /// on offline sessions forgotten): an online subscriber loses messages its publishers were told were accepted,
-    /// with its own queue far from full [MQTT-4.3.2], [MQTT-4.6.0-6]. Found (seed 23) only where bounded queues do
-    /// not excuse drops, which the simulator's seeds 1..12000 do not pass yet: not in its self-test.
+    /// with its own queue far from full [MQTT-4.3.2], [MQTT-4.6.0-6].
     BudgetEvictsOnline,
     /// The total budget's eviction takes each offline session's newest queued message instead of its oldest: a
     /// session that comes back misses recent messages while stale ones it could have lost are delivered, which only

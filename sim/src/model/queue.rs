@@ -50,6 +50,8 @@ pub struct Entry {
     /// For a shared one, the shared subscription (`$share/{group}/{filter}`: ShareName and filter together name
     /// it, MQTT 5 section 4.8.2), whose members share the message.
     pub group: String,
+    /// Received before the model applied any routing that queued it here (see `Backlog::adopt_unplanned`).
+    pub unplanned: bool,
 }
 
 /// A session's deliveries not yet completed, in the order routed.
@@ -137,6 +139,12 @@ impl Backlog {
     }
 
     pub fn push(&mut self, entry: Entry) {
+        // The routing of a copy the client already received (see `adopt_unplanned`): that copy is this one.
+        let unplanned = |e: &Entry| e.unplanned && e.id == entry.id && e.retained_copy == entry.retained_copy;
+        if let Some(received) = self.entries.iter_mut().find(|e| unplanned(e)) {
+            received.unplanned = false;
+            return;
+        }
         self.entries.push_back(entry);
         self.pump();
     }
@@ -181,16 +189,19 @@ impl Backlog {
         }
     }
 
+    /// The copy the client already received that a DUP with `packet_id` resends [MQTT-4.4.0-1], if it is one.
+    pub fn resent(&self, id: &str, packet_id: u16, dup: bool) -> Option<&Entry> {
+        let resent = |e: &&Entry| e.received && e.id == id && e.packet_id == packet_id;
+        self.entries.iter().find(resent).filter(|_| dup)
+    }
+
     /// The client received delivery `id` with `packet_id` (0 for QoS 0, which was never queued) for the first
     /// time. Returns whether the backlog had it, and the deliveries that it overtook: those were dropped.
     pub fn on_received(&mut self, id: &str, packet_id: u16, dup: bool, retain: bool) -> (Option<Entry>, Vec<Entry>) {
         // A DUP is the resend of one already sent [MQTT-4.4.0-1], with its packet id: the copy the client already
         // received, if any.
-        if dup {
-            let resent = |e: &&Entry| e.received && e.id == id && e.packet_id == packet_id;
-            if let Some(entry) = self.entries.iter().find(resent) {
-                return (Some(entry.clone()), Vec::new());
-            }
+        if let Some(entry) = self.resent(id, packet_id, dup) {
+            return (Some(entry.clone()), Vec::new());
         }
         // RETAIN set: a retained copy sent on SUBSCRIBE first (or a delivery with Retain As Published); RETAIN
         // clear: never a retained copy [MQTT-3.3.1-9], [MQTT-3.3.1-12].
@@ -252,6 +263,30 @@ impl Backlog {
         (Some(found), skipped)
     }
 
+    /// The client received a QoS 1/2 delivery the backlog has no entry for: a PUBLISH admitted while the model
+    /// could not see when (its publisher did not read), whose routing the model applies only once it learns of it.
+    /// The broker holds the delivery in the session's inflight window until its PUBACK/PUBCOMP, so it takes a slot
+    /// there, and what the model had in that slot counts as queued again (seed 8357: c0 got m1:35 and m1:36 of c1,
+    /// which did not read, before the model saw them routed; the model had c0's own m0:44 and m0:45 in the window
+    /// the broker had given them, so counted 4 queued where the broker had 5 and held m0:47). The routing, once
+    /// applied, is this copy (`push`).
+    pub fn adopt_unplanned(&mut self, id: &str, packet_id: u16, bytes: u64, retain: bool) {
+        self.entries.push_back(Entry {
+            id: id.into(),
+            bytes,
+            batch: 0,
+            received: true,
+            in_window: true,
+            packet_id,
+            retained_copy: retain,
+            droppable: None,
+            shared: false,
+            group: String::new(),
+            unplanned: true,
+        });
+        self.trim_window();
+    }
+
     /// A message routed to the session more than once (a QoS 1 resend is a new publication) arrives under one
     /// id, so which copy arrived the model cannot tell: if the configuration allowed the broker to drop one of
     /// the copies still owed, the dropped one may be any of them.
@@ -304,6 +339,7 @@ mod tests {
             droppable: None,
             shared: false,
             group: String::new(),
+            unplanned: false,
         }
     }
 
@@ -441,6 +477,28 @@ mod tests {
         backlog.on_received("m1:3", 3, false, false);
         backlog.complete(3);
         assert_eq!(backlog.queued_upper(), 1);
+    }
+
+    #[test]
+    fn a_delivery_received_before_its_routing_was_seen_takes_a_window_slot() {
+        // Window 2 holding m1:1 and m1:2; the client gets m2:1 (admitted while its publisher did not read, so the
+        // model has not applied its routing): the broker had it in the window, so m1:2 counts as queued again
+        // [MQTT-3.3.4-9]. Its routing, applied later, is that copy, not one more queued.
+        let mut backlog = Backlog::default();
+        backlog.set_window(2);
+        backlog.push(entry("m1:1", 1));
+        backlog.push(entry("m1:2", 2));
+        assert_eq!(backlog.queued_upper(), 0);
+        let (found, _) = backlog.on_received("m2:1", 5, false, false);
+        assert!(found.is_none());
+        backlog.adopt_unplanned("m2:1", 5, 10, false);
+        assert_eq!(backlog.queued_upper(), 1, "m1:2 is out of the window");
+        assert_eq!(backlog.bytes_upper(), 30);
+        backlog.push(entry("m2:1", 3));
+        assert_eq!(backlog.queued_upper(), 1, "the routing of m2:1 is the copy received");
+        backlog.complete(5);
+        assert_eq!(backlog.queued_upper(), 0);
+        assert_eq!(backlog.bytes_upper(), 20);
     }
 
     #[test]

@@ -205,22 +205,12 @@ impl World {
                     self.model.apply_publish(pending.plan);
                 }
                 None => match pending.uncertain.clone() {
-                    // The model's bounds are upper bounds: a hold is allowed wherever a queue may be full. With
-                    // bounded queues one it calls impossible is still excused: strict, seeds 1..3000 pass (seed 545
-                    // since a session stays with the connection the broker attached, see `connection_ended`), but
-                    // 8357, 9470, 9548, 9809, 10209, 10406, 11728, 11755 of 3001..12000 fail (not traced).
+                    // The model's bounds are upper bounds: a hold is allowed wherever a queue may be full, and one
+                    // the model calls impossible is a violation, bounded queues or not (see `Model::drops_unchecked`
+                    // for what the count follows).
                     Some(why) => {
                         self.log(format!(
                             "c{client} {:?}: broker holds PUBLISH id={packet_id} ({why})",
-                            pending.conn
-                        ));
-                        self.model.holds_seen = true;
-                        self.observe_held_publish();
-                        self.awaiting_admission.push(pending);
-                    }
-                    None if self.model.bounded_queues => {
-                        self.log(format!(
-                            "c{client} {:?}: broker holds PUBLISH id={packet_id} (bounded queues)",
                             pending.conn
                         ));
                         self.model.holds_seen = true;

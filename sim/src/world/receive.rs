@@ -57,6 +57,13 @@ impl World {
                                     publish.topic
                                 )));
                             }
+                            // Its copy was queued and sits in the inflight window like any delivery, which the
+                            // queue count must follow (seed 10406: c2 got w0:4, published at a restart whose clock
+                            // jump ran its delay out, and then m0:18; w0:4 stayed unreceived, so it was taken for
+                            // dropped and its window slot for free, one short of c2's full queue).
+                            if first_time && publish.qos != QoS::AtMostOnce {
+                                self.model.on_receipt(client, epoch, &publish, &id, self.now)?;
+                            }
                             return Ok(());
                         }
                     }

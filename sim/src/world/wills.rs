@@ -120,11 +120,13 @@ impl World {
             self.coverage.hit(Feature::TakeoverWithWill);
             if will.delay == 0 || clean_start {
                 self.log(format!("c{client} takes over {conn:?}: its will {} is due", will.id));
-                // The broker detaches the session from the old connection before it publishes the will, so a
-                // copy for the client's own session goes to an offline queue, which drops it when full or when
-                // the total budget is used up (`mqtt_core::broker` `take_over`; seed 569 of 1..3000, strict on
-                // holds: w2:12 dropped for c2's own session while the budget was used up).
-                self.model.on_offline(client, conn.0);
+                // The broker takes the session off the old connection before it publishes the will, and attaches
+                // it to the new one after: the session's own copy meets an offline session, dropped while the
+                // total budget is used up (seed 9093: c2's will w2:4 to its own `will/#`, which the model had
+                // owed to a session it still counted online).
+                if let Some(attached) = self.model.sessions[client].attached {
+                    self.model.on_offline(client, attached);
+                }
                 self.publish_will(client, &will.id, will.qos, will.retain);
             } else {
                 self.log(format!(
