@@ -255,7 +255,9 @@ fn publisher(
     let writer = Arc::new(Mutex::new(BufWriter::new(stream.try_clone()?)));
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    // Acknowledgements are read on their own thread so the window refills while we write.
+    // Acknowledgements are read on their own thread so the window refills while we write; each one wakes this
+    // thread if it waits for a free slot (unparking a thread that is not parked costs one atomic swap).
+    let publisher_thread = std::thread::current();
     let ack_thread = {
         let (acked, done, writer) = (Arc::clone(&acked), Arc::clone(&done), Arc::clone(&writer));
         let mut reader = Reader::new(stream.try_clone()?);
@@ -265,7 +267,8 @@ fn publisher(
                 let Ok(frame) = reader.next() else { continue };
                 match frame.kind() {
                     4 | 7 => {
-                        acked.fetch_add(1, Ordering::Relaxed);
+                        acked.fetch_add(1, Ordering::Release);
+                        publisher_thread.unpark();
                     }
                     5 => {
                         if let (Some(id), Ok(mut w)) = (frame.packet_id(), writer.lock()) {
@@ -287,14 +290,20 @@ fn publisher(
     let mut packet_id = 0u16;
     while began.elapsed() < w.duration {
         if w.qos > 0 {
-            while seq - acked.load(Ordering::Relaxed) >= w.inflight {
+            if seq - acked.load(Ordering::Acquire) >= w.inflight {
                 if let Ok(mut guard) = writer.lock() {
                     guard.flush()?;
                 }
+            }
+            // Parked, not spinning, while the window is full: a spinning publisher (`yield_now`) took a whole core
+            // of the two the benchmarked brokers share, the more so the longer the broker's round trip (32 µs of
+            // generator CPU per message against a 3-node cluster, 13.5 against one node), which charged the
+            // slower broker for the generator's own waiting. The timeout bounds a wake-up lost to a closed socket.
+            while seq - acked.load(Ordering::Acquire) >= w.inflight {
                 if began.elapsed() >= w.duration + Duration::from_secs(5) {
                     break;
                 }
-                std::thread::yield_now();
+                std::thread::park_timeout(Duration::from_millis(10));
             }
         }
         seq += 1;

@@ -26,6 +26,11 @@ impl Reader {
         self.data.is_empty()
     }
 
+    /// The next byte, not consumed.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.data.first().copied()
+    }
+
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         if self.data.is_empty() {
             return Err(DecodeError::UnexpectedEnd);
@@ -45,6 +50,25 @@ impl Reader {
             return Err(DecodeError::UnexpectedEnd);
         }
         Ok(self.data.get_u32())
+    }
+
+    /// A big-endian u64 read in place (the persisted records' keys and times; MQTT itself has none).
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        if self.data.len() < 8 {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        Ok(self.data.get_u64())
+    }
+
+    /// `n` bytes copied into a buffer of their own, for what outlives the buffer it is read from (a stored
+    /// message's payload); no shared handle is taken on the way.
+    pub fn copied(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        if self.data.len() < n {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        let out = Bytes::copy_from_slice(&self.data[..n]);
+        self.data.advance(n);
+        Ok(out)
     }
 
     /// A Variable Byte Integer: at most four bytes [MQTT-1.5.5-1].

@@ -406,7 +406,7 @@ impl Record {
                 let topic = r.string()?;
                 let payload = get_payload(&mut r)?;
                 let (qos, retain) = qos_retain(r.u8()?)?;
-                let properties = property::decode(&mut r, Context::Will)?;
+                let properties = unpinned(property::decode(&mut r, Context::Will)?);
                 let publish_at = Time::from_millis(get_u64(&mut r)?);
                 Record::WillPending {
                     key,
@@ -435,10 +435,7 @@ fn put_u64(s: &mut BytesMut, value: u64) {
 }
 
 fn get_u64(r: &mut Reader) -> Result<u64, DecodeError> {
-    let bytes = r.bytes(8)?;
-    let mut array = [0u8; 8];
-    array.copy_from_slice(&bytes);
-    Ok(u64::from_be_bytes(array))
+    r.u64()
 }
 
 fn put_payload(s: &mut BytesMut, payload: &[u8]) -> Result<(), EncodeError> {
@@ -450,8 +447,17 @@ fn put_payload(s: &mut BytesMut, payload: &[u8]) -> Result<(), EncodeError> {
 
 fn get_payload(r: &mut Reader) -> Result<Bytes, DecodeError> {
     let len = r.u32()? as usize;
-    // Copied out so a long-lived message does not pin the whole file buffer it was read from.
-    Ok(Bytes::copy_from_slice(&r.bytes(len)?))
+    // Copied out so a long-lived message does not pin the whole file buffer (or Raft entry) it was read from.
+    r.copied(len)
+}
+
+/// Properties with their binary data copied out, like a payload: the only binary property a PUBLISH or a Will
+/// carries (Correlation Data) would otherwise pin the whole buffer the record was read from.
+fn unpinned(mut properties: Properties) -> Properties {
+    if let Some(data) = properties.correlation_data.as_mut() {
+        *data = Bytes::copy_from_slice(data);
+    }
+    properties
 }
 
 fn qos_retain(byte: u8) -> Result<(QoS, bool), DecodeError> {
@@ -472,7 +478,14 @@ fn get_message(r: &mut Reader) -> Result<StoredMessage, DecodeError> {
     let topic = r.string()?;
     let payload = get_payload(r)?;
     let (qos, retain) = qos_retain(r.u8()?)?;
-    let properties = property::decode(r, Context::Publish)?.into();
+    // Most stored messages have no properties (every MQTT 3.1.1 one): an empty block (its length, one zero byte)
+    // is taken as such without building and dropping a full `Properties` (3 % of a follower's CPU).
+    let properties = if r.peek_u8() == Some(0) {
+        r.u8()?;
+        BoxedProperties::default()
+    } else {
+        unpinned(property::decode(r, Context::Publish)?).into()
+    };
     let expires_at = Some(get_u64(r)?).filter(|ms| *ms != 0).map(Time::from_millis);
     Ok(StoredMessage {
         topic,

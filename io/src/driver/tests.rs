@@ -5,7 +5,7 @@
 use super::*;
 use crate::config::{Cli, FileConfig};
 use accept::{limit_unsent, MAX_SOCKET_UNSENT};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::{mpsc, Arc, Mutex};
 
 /// What the echo core was told, for assertions.
