@@ -176,8 +176,6 @@ pub struct Model {
     pub shared_copies: BTreeMap<MsgId, u32>,
     /// The broker held some PUBLISH (see `drops_unchecked`).
     pub holds_seen: bool,
-    /// Storage was suspended at some point: output held meanwhile (see `drops_unchecked`).
-    pub suspension_seen: bool,
     /// Drops of entries the configuration did not allow, excused only by `drops_unchecked` (for the vopr's
     /// measure of what the waiver still hides).
     pub waived_drops: u64,
@@ -204,14 +202,13 @@ pub struct Model {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Waiver {
     pub holds_seen: bool,
-    pub suspension_seen: bool,
     pub waived_drops: u64,
 }
 
 impl Waiver {
     /// Whether drops went unchecked (any cause: what `Model::drops_unchecked` says).
     pub fn unchecked(&self) -> bool {
-        self.holds_seen || self.suspension_seen
+        self.holds_seen
     }
 }
 
@@ -242,7 +239,8 @@ pub struct RoutingPlan {
 
 impl Model {
     /// Whether a drop that the model's count of the queues does not allow is excused all the same: once the broker
-    /// held a PUBLISH, or once storage was suspended. Bounded queues alone excuse nothing: the model mirrors the
+    /// held a PUBLISH. Bounded queues and storage suspended (output held until the disk takes writes again, a QoS
+    /// 1/2 will routed meanwhile: planted `will-dropped-while-suspended`, seed 7) excuse nothing: the model mirrors the
     /// inflight window (`queue`), a restart's requeueing, DUP resends, the total budget's eviction (a prefix of each
     /// offline queue, counting the bytes PUBLISHes read earlier in the same input add: seeds 137, 845, 1914, 1032)
     /// and the budget a routing's own deliveries use up (seeds 7842, 11379), deliveries received before the model
@@ -257,7 +255,6 @@ impl Model {
     pub fn waiver(&self) -> Waiver {
         Waiver {
             holds_seen: self.holds_seen,
-            suspension_seen: self.suspension_seen,
             waived_drops: self.waived_drops,
         }
     }
