@@ -208,6 +208,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "maximum-qos-0-unlimited" => Some(Core::MaximumQos0Unlimited),
         "connect-rate-shared" => Some(Core::ConnectRateShared),
         "v311-acknowledged-on-full-disk" => Some(Core::V311AcknowledgedOnFullDisk),
+        "will-dropped-while-suspended" => Some(Core::WillDroppedWhileSuspended),
         "maximum-qos-not-granted" => Some(Core::MaximumQosNotApplied),
         "publish-rate-whole-seconds" => Some(Core::PublishRateRefillWholeSeconds),
         "restart-deadline-uncapped" => Some(Core::RestartDeadlineUncapped),
@@ -254,6 +255,10 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     (
         "v311-acknowledged-on-full-disk",
         "must be closed instead [MQTT-4.8.0-2]",
+    ),
+    (
+        "will-dropped-while-suspended",
+        "was dropped from its queue although the queue was not full",
     ),
     (
         "sync-skipped-before-ack",

@@ -44,7 +44,6 @@ pub struct Outcome {
 pub struct Waivers {
     pub unchecked: u64,
     pub holds_seen: u64,
-    pub suspension_seen: u64,
     pub used: u64,
 }
 
@@ -52,7 +51,6 @@ impl Waivers {
     fn add(&mut self, waiver: sim::model::Waiver) {
         self.unchecked += u64::from(waiver.unchecked());
         self.holds_seen += u64::from(waiver.holds_seen);
-        self.suspension_seen += u64::from(waiver.suspension_seen);
         self.used += u64::from(waiver.waived_drops > 0);
     }
 }
@@ -61,9 +59,8 @@ impl std::fmt::Display for Waivers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "drops unchecked in {} passing seeds (held PUBLISHes {}, storage suspended {}); a drop excused by that \
-             alone in {}",
-            self.unchecked, self.holds_seen, self.suspension_seen, self.used
+            "drops unchecked in {} passing seeds (held PUBLISHes {}); a drop excused by that alone in {}",
+            self.unchecked, self.holds_seen, self.used
         )
     }
 }

@@ -169,6 +169,14 @@ fn finds_v311_publish_acknowledged_on_a_full_disk() {
     finds("v311-acknowledged-on-full-disk");
 }
 
+/// A QoS 1/2 will dropped while storage is suspended: its subscribers' queues had room, so the drop check (which
+/// no longer excuses seeds whose storage was suspended) finds it; with that excuse the retained checks found it only
+/// where the will was retained.
+#[test]
+fn finds_will_dropped_while_storage_is_suspended() {
+    finds("will-dropped-while-suspended");
+}
+
 /// A SUBSCRIBE granted above the broker's Maximum QoS: the SUBACK differs from the model's min(asked, Maximum QoS).
 #[test]
 fn finds_maximum_qos_not_granted() {

@@ -149,6 +149,9 @@ pub enum PlantedBug {
     /// While storage takes no writes, a 3.1.1 client's QoS 1/2 PUBLISH is refused as for MQTT 5, which 3.1.1
     /// encodes as a plain PUBACK: acknowledged, and lost, instead of the connection being closed [MQTT-4.8.0-2].
     V311AcknowledgedOnFullDisk,
+    /// A QoS 1/2 will published while storage takes no writes is silently dropped ("the disk cannot take it")
+    /// instead of being routed like any other message: its subscribers never get what they are owed.
+    WillDroppedWhileSuspended,
     /// A SUBSCRIBE is granted the QoS it asks for although that is above the broker's Maximum QoS.
     MaximumQosNotApplied,
     /// The publish-rate buckets refill only for whole seconds elapsed since the last PUBLISH: a client publishing

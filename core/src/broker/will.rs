@@ -36,6 +36,12 @@ impl Broker {
             properties: properties.into(),
             expires_at,
         };
+        if self.storage_full
+            && message.qos != crate::packet::QoS::AtMostOnce
+            && self.planted(super::planted::PlantedBug::WillDroppedWhileSuspended)
+        {
+            return;
+        }
         self.stats.wills_published += 1;
         self.publish_message(Arc::new(message), None);
     }

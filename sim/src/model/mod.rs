@@ -176,8 +176,6 @@ pub struct Model {
     pub shared_copies: BTreeMap<MsgId, u32>,
     /// The broker held some PUBLISH (see `drops_unchecked`).
     pub holds_seen: bool,
-    /// Storage was suspended at some point: output held meanwhile (see `drops_unchecked`).
-    pub suspension_seen: bool,
     /// Drops of entries the configuration did not allow, excused only by `drops_unchecked` (for the vopr's
     /// measure of what the waiver still hides).
     pub waived_drops: u64,
@@ -204,16 +202,15 @@ pub struct Model {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Waiver {
     pub holds_seen: bool,
-    pub suspension_seen: bool,
     pub waived_drops: u64,
 }
 
 impl Waiver {
-    /// Whether drops went unchecked (any cause: what `Model::drops_unchecked` says; `bounded_queues` is only
-    /// counted). Without `holds_seen` here seeds 1..12000 fail 3 (3995, 10417: a drop not allowed; 9805: a delivery
+    /// Whether drops went unchecked (what `Model::drops_unchecked` says). Without `holds_seen` here (bounded queues
+    /// out already) seeds 1..12000 fail 3 (3995, 10417: a drop not allowed; 9805: a delivery
     /// without a matching subscription; not traced).
     pub fn unchecked(&self) -> bool {
-        self.holds_seen || self.suspension_seen
+        self.holds_seen
     }
 }
 
@@ -243,13 +240,14 @@ pub struct RoutingPlan {
 }
 
 impl Model {
-    /// Whether a drop that the model's count of the queues does not allow is excused all the same: once storage was
-    /// suspended, or once the broker held a PUBLISH (3 seeds of 1..12000 still need it, see `Waiver::unchecked`; a
-    /// held PUBLISH is routed at the end of the input whose output acknowledges it, see `world::admission`). Bounded
-    /// queues alone excuse nothing: the model mirrors the inflight window (`queue`), a restart's requeueing, DUP
-    /// resends, the total budget's eviction (a prefix of each offline queue, counting the bytes PUBLISHes read
-    /// earlier in the same input add: seeds 137, 845, 1914, 1032) and the budget a routing's own deliveries use up
-    /// (seeds 7842, 11379), deliveries received before the model saw them routed (seed 8357) or as a delayed will (seed 10406), every shared subscription of a client (seeds
+    /// Whether a drop that the model's count of the queues does not allow is excused all the same: once the broker
+    /// held a PUBLISH (3 seeds of 1..12000 still need it, see `Waiver::unchecked`; a held PUBLISH is routed at the
+    /// end of the input whose output acknowledges it, see `world::admission`). Bounded queues and storage suspended (output held until the disk takes writes again, a QoS
+    /// 1/2 will routed meanwhile: planted `will-dropped-while-suspended`, seed 7) excuse nothing: the model mirrors the
+    /// inflight window (`queue`), a restart's requeueing, DUP resends, the total budget's eviction (a prefix of each
+    /// offline queue, counting the bytes PUBLISHes read earlier in the same input add: seeds 137, 845, 1914, 1032)
+    /// and the budget a routing's own deliveries use up (seeds 7842, 11379), deliveries received before the model
+    /// saw them routed (seed 8357) or as a delayed will (seed 10406), every shared subscription of a client (seeds
     /// 9470, 10209), and the session a takeover's will meets offline (seeds 9093, 11393, 7262, 7686); a session
     /// stays with the connection the broker attached (seed 545 and 12 more).
     pub fn drops_unchecked(&self) -> bool {
@@ -260,7 +258,6 @@ impl Model {
     pub fn waiver(&self) -> Waiver {
         Waiver {
             holds_seen: self.holds_seen,
-            suspension_seen: self.suspension_seen,
             waived_drops: self.waived_drops,
         }
     }

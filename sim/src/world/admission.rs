@@ -146,11 +146,6 @@ impl World {
     /// acknowledged now were routed at the end of this input, to the subscriptions of that moment, and held ones
     /// whose connection is gone were dropped unrouted.
     pub(super) fn settle_admissions(&mut self, acks: &Acks, storage_was_suspended: bool) -> Result<(), Violation> {
-        // Output held while storage is suspended (and lost with a connection closed meanwhile) is not yet
-        // followed by the model's queue order: such a seed's drops are checked less (see `Model::drops_unchecked`).
-        if storage_was_suspended || self.suspension.is_some() {
-            self.model.suspension_seen = true;
-        }
         let (evicts, need) = std::mem::take(&mut self.chunk_evicts);
         for (index, mut pending) in std::mem::take(&mut self.chunk_publishes).into_iter().enumerate() {
             if index == evicts && evicts > 0 {
