@@ -19,11 +19,6 @@ use super::{Broker, ConnectionId, WillPolicy};
 use crate::packet::{Packet, PubResponse, QoS, ReasonCode};
 use std::sync::Arc;
 
-/// The planted `HeldRoutedAtArrival` only: one delivery routing gave a PUBLISH when it was first held (session,
-/// QoS, RETAIN, subscription identifiers).
-#[cfg(feature = "planted-bugs")]
-pub type ArrivalDelivery = (SessionKey, QoS, bool, Vec<u32>);
-
 /// A received QoS 1/2 PUBLISH waiting for room in a subscriber's queue. Its topic alias is already resolved, so
 /// later alias changes on the connection do not affect it.
 #[derive(Debug)]
@@ -38,10 +33,9 @@ pub struct HeldPublish {
     /// A QoS 2 resend of a PUBLISH already received (its id awaits PUBREL): nothing to route, answered PUBREC again
     /// [MQTT-4.3.3-9], but in its turn behind the PUBLISHes held before it [MQTT-4.6.0-3].
     pub duplicate: bool,
-    /// The planted `HeldRoutedAtArrival` only: whom routing gave it when it was first held (session, QoS, RETAIN,
-    /// subscription identifiers).
+    /// The planted `HeldRoutedAtArrival` only: the deliveries routing gave it when it was first held.
     #[cfg(feature = "planted-bugs")]
-    pub arrival_plan: Option<Vec<ArrivalDelivery>>,
+    pub arrival_plan: Option<Vec<(SessionKey, super::message::Delivery)>>,
 }
 
 /// What became of a PUBLISH offered for routing.

@@ -20,13 +20,7 @@ impl Broker {
         mut publish: super::flow::HeldPublish,
     ) -> super::flow::HeldPublish {
         if self.planted(PlantedBug::HeldRoutedAtArrival) && publish.arrival_plan.is_none() {
-            let plan = self.plan_route(&publish.message, Some(publisher));
-            publish.arrival_plan = Some(
-                plan.iter()
-                    .map(|(key, d)| (*key, d.qos, d.retain, d.subscription_ids.clone()))
-                    .collect(),
-            );
-            self.recycle_plan(plan);
+            publish.arrival_plan = Some(self.plan_route(&publish.message, Some(publisher)));
         }
         publish
     }
@@ -46,20 +40,10 @@ impl Broker {
         else {
             return plan;
         };
+        // Not yet queued: their `seq` is still unassigned, as in `plan`.
+        let arrival = arrival.clone();
         self.recycle_plan(plan);
         arrival
-            .iter()
-            .map(|(key, qos, retain, subscription_ids)| {
-                let delivery = Delivery {
-                    message: Arc::clone(&publish.message),
-                    qos: *qos,
-                    retain: *retain,
-                    subscription_ids: subscription_ids.clone(),
-                    seq: 0,
-                };
-                (*key, delivery)
-            })
-            .collect()
     }
 
     /// Whether `bug` is the one planted (never, without the feature: the check compiles away).
