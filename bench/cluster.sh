@@ -113,7 +113,9 @@ done
 
 rows=""
 cpu_rows=""
-for spec in "pairs 4 leader" "fan-out 16 leader" "pairs 6 spread" "fan-out 16 spread"; do
+# ROWS="fan-out 16 leader" runs only the rows named (comma-separated), e.g. to measure one row's CPU per message.
+IFS=, read -ra specs <<< "${ROWS:-pairs 4 leader,fan-out 16 leader,pairs 6 spread,fan-out 16 spread}"
+for spec in "${specs[@]}"; do
   set -- $spec
   echo "== cluster vs single: $1 clients=$2 qos=1 persistent, cluster clients on the $3" >&2
   spread=()
