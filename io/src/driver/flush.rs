@@ -28,6 +28,7 @@ impl<C: Core> Driver<C> {
                 // Waiting for the disk (see `suspend_storage`).
                 continue;
             }
+            self.stats.flushes += 1;
             let result = match &mut self.io {
                 Io::Epoll => conn.flush(),
                 Io::Uring(ring) => ring.flush(id, conn),

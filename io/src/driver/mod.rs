@@ -20,6 +20,7 @@ mod outbox;
 mod park;
 mod read;
 mod snapshot;
+mod stats;
 mod transport;
 mod uring;
 mod ws;
@@ -172,6 +173,8 @@ pub struct Driver<C: Core = Broker> {
     /// The optional HTTP listener's metrics and its line to the loop (see `crate::http`).
     metrics: Option<Metrics>,
     http: Option<Arc<Shared>>,
+    /// What the loop did (see `stats`).
+    stats: stats::LoopStats,
 }
 
 impl<C: Core> Driver<C> {
@@ -242,6 +245,7 @@ impl<C: Core> Driver<C> {
             waker: None,
             metrics: None,
             http: None,
+            stats: stats::LoopStats::default(),
         })
     }
 
@@ -281,6 +285,20 @@ impl<C: Core> Driver<C> {
 
     /// Run until SIGINT/SIGTERM and a graceful shutdown.
     pub fn run(mut self) -> Result<(), DriverError> {
+        let result = self.run_loop();
+        if let Io::Uring(ring) = &self.io {
+            ring.add_stats(&mut self.stats);
+        }
+        let driver = if matches!(self.io, Io::Epoll) {
+            "epoll"
+        } else {
+            "io_uring"
+        };
+        self.stats.report(driver);
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<(), DriverError> {
         let mut events = Events::with_capacity(1024);
         loop {
             // A finisher that completed its packet, or a budget that drained, unparks connections whose input
@@ -294,6 +312,8 @@ impl<C: Core> Driver<C> {
             } else {
                 Some(Duration::ZERO)
             };
+            self.stats.turns += 1;
+            self.stats.zero_waits += u64::from(timeout == Some(Duration::ZERO));
             match &mut self.io {
                 Io::Epoll => {
                     match self.poll.poll(&mut events, timeout) {

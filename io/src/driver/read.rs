@@ -80,6 +80,8 @@ impl<C: Core> Driver<C> {
                 false
             }
             Ok(n) if open => {
+                self.stats.reads += 1;
+                self.stats.read_bytes += n as u64;
                 conn.read_grant = false;
                 let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
                     Ok(data) => data,
