@@ -38,7 +38,7 @@ impl<C: Core> Driver<C> {
                         log::error!("accept on {}: {e}", listener.local);
                     }
                     // Retrying at once would spin on the same error; the timer resumes accepting.
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
                 }
             }
         }

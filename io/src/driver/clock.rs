@@ -20,6 +20,11 @@ impl Clock {
         }
     }
 
+    /// The monotonic clock's now. The driver reads it once per loop turn (`Driver::now`) and decides by that.
+    pub fn instant(self) -> Instant {
+        Instant::now()
+    }
+
     /// Now, in core time. Truncated to the millisecond, so it never runs ahead of the real clock.
     pub fn now(self) -> Time {
         self.time_of(Instant::now())

@@ -107,12 +107,12 @@ impl<C: Core> Driver<C> {
                 conn.durability_hold = true;
             }
         }
-        self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+        self.storage_retry_at = Some(self.now + STORAGE_RETRY);
         self.feed(Input::StorageWritable(false));
     }
 
     pub(super) fn try_resume_storage(&mut self) {
-        if self.storage_retry_at.is_some_and(|at| Instant::now() < at) {
+        if self.storage_retry_at.is_some_and(|at| self.now < at) {
             return;
         }
         // The snapshot that ends the suspension is written here and now, after any in the background.
@@ -124,7 +124,7 @@ impl<C: Core> Driver<C> {
         let started = Instant::now();
         if let Err(e) = storage.resume(&image) {
             log::debug!("data directory still not writable: {e}");
-            self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+            self.storage_retry_at = Some(self.now + STORAGE_RETRY);
             return;
         }
         if let Some(metrics) = &self.metrics {

@@ -112,7 +112,7 @@ impl<C: Core> Driver<C> {
 
     pub(super) fn begin_shutdown(&mut self) {
         log::info!("shutting down: {} connection(s) open", self.conns.len());
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        let deadline = self.now + SHUTDOWN_TIMEOUT;
         self.shutdown_deadline = Some(deadline);
         // Stop accepting: dropping the listeners closes their sockets, so new clients are refused at once.
         for (i, mut listener) in self.listeners.drain(..).enumerate() {

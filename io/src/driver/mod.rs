@@ -125,6 +125,11 @@ pub struct Driver<C: Core = Broker> {
     io: Io,
     broker: C,
     clock: Clock,
+    /// The monotonic clock as read once per loop turn, right after the wait for I/O returns: every decision by
+    /// time in the driver (close deadlines, accept back-off, storage retry, shutdown, the wait's timeout) uses it,
+    /// so one turn sees one time and a deadline cannot pass halfway through it. Only elapsed-time metrics read the
+    /// clock themselves.
+    now: Instant,
     listeners: Vec<BoundListener>,
     /// The listeners as configured: where SIGHUP reloads the TLS certificates and keys from.
     listener_settings: Vec<Listener>,
@@ -214,11 +219,13 @@ impl<C: Core> Driver<C> {
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(DriverError::Signals)?;
+        let clock = Clock::start();
         Ok(Driver {
             poll,
             io,
             broker,
-            clock: Clock::start(),
+            clock,
+            now: clock.instant(),
             listeners,
             listener_settings: settings.listeners.clone(),
             signals,
@@ -300,15 +307,17 @@ impl<C: Core> Driver<C> {
 
     fn run_loop(&mut self) -> Result<(), DriverError> {
         let mut events = Events::with_capacity(1024);
+        // Time passed since `bind`; the first wait's timeout is measured from here.
+        self.now = self.clock.instant();
         loop {
             // A finisher that completed its packet, or a budget that drained, unparks connections whose input
             // already waits in the kernel: no new event would report it, so review before choosing to sleep (a
             // burst of large PUBLISHes otherwise stalled until the next timer, the 10 s `$SYS` tick).
             self.review_parked();
             // Unread input waits for nothing: poll only collects new events then.
+            // Measured from this turn's clock read: the wait may end late by the time the turn itself took.
             let timeout = if self.readable.is_empty() {
-                self.next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
+                self.next_deadline().map(|d| d.saturating_duration_since(self.now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -316,7 +325,9 @@ impl<C: Core> Driver<C> {
             self.stats.zero_waits += u64::from(timeout == Some(Duration::ZERO));
             match &mut self.io {
                 Io::Epoll => {
-                    match self.poll.poll(&mut events, timeout) {
+                    let polled = self.poll.poll(&mut events, timeout);
+                    self.now = self.clock.instant();
+                    match polled {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(DriverError::Poll(e)),
@@ -327,6 +338,7 @@ impl<C: Core> Driver<C> {
                 }
                 Io::Uring(ring) => {
                     let completions = ring.wait(timeout, &mut self.conns).map_err(DriverError::Poll)?;
+                    self.now = self.clock.instant();
                     for completion in completions {
                         match completion {
                             uring::Completion::Acceptable(i) => self.accept(i),
@@ -354,7 +366,7 @@ impl<C: Core> Driver<C> {
                     log::info!("shutdown complete");
                     return Ok(());
                 }
-                if Instant::now() >= deadline {
+                if self.now >= deadline {
                     log::warn!(
                         "shutdown: dropping {} connection(s) that did not close in time",
                         self.conns.len()
@@ -442,7 +454,7 @@ impl<C: Core> Driver<C> {
     }
 
     fn on_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         if let Some(due) = self.broker.poll_timeout() {
             if due <= self.clock.time_of(now) {
                 self.feed(Input::Tick);
@@ -584,7 +596,7 @@ impl<C: Core> Driver<C> {
                 _ => log::trace!("conn {}: dropping {} bytes for a closed connection", id.0, data.len()),
             },
             Output::Close { conn: id } => {
-                let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+                let deadline = self.now + CLOSE_FLUSH_TIMEOUT;
                 let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
                 self.start_close(id, deadline);
             }
@@ -616,7 +628,7 @@ impl<C: Core> Driver<C> {
     /// write what it queued (a close frame, an HTTP error, an alert) and close; the core forgets the connection now
     /// (its later `Closed` from `drop_conn` is ignored).
     fn end_transport(&mut self, id: ConnectionId) {
-        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+        let deadline = self.now + CLOSE_FLUSH_TIMEOUT;
         let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
         self.start_close(id, deadline);
         self.feed(Input::Closed { conn: id });
