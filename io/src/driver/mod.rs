@@ -21,6 +21,7 @@ mod park;
 mod read;
 mod snapshot;
 mod stats;
+mod timers;
 mod transport;
 mod uring;
 mod ws;
@@ -51,6 +52,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timers::Backoff;
 use transport::{Scratch, Transport, TransportConfig};
 
 /// One read buffer for all connections: the core copies what it needs out of each chunk.
@@ -160,16 +162,16 @@ pub struct Driver<C: Core = Broker> {
     parked: HashSet<ConnectionId>,
     input: InputBudget,
     max_outbuf: usize,
-    /// Accepting is paused until then (out of file descriptors).
-    accept_paused_until: Option<Instant>,
+    /// Accepting pauses after a failed accept (out of file descriptors).
+    accept_backoff: Backoff,
     /// Whether the current episode of fd exhaustion was logged already.
     fd_exhaustion_logged: bool,
     /// Set by SIGINT/SIGTERM: the instant the shutdown gives up waiting.
     shutdown_deadline: Option<Instant>,
     /// Where the core's records go; `None` runs from memory only.
     storage: Option<Storage>,
-    /// When a failed commit is retried.
-    storage_retry_at: Option<Instant>,
+    /// When a failed commit (data directory not writable) is retried.
+    storage_retry: Backoff,
     /// The thread writing a snapshot, if one is.
     snapshots: snapshot::SnapshotWriter,
     /// Rung by other threads (verifier, HTTP) that have something for the loop; created when first needed (a
@@ -243,11 +245,11 @@ impl<C: Core> Driver<C> {
             parked: HashSet::new(),
             input: InputBudget::new(settings.limits.max_partial_input_bytes),
             max_outbuf: settings.limits.max_outbuf_bytes,
-            accept_paused_until: None,
+            accept_backoff: Backoff::new(ACCEPT_BACKOFF),
             fd_exhaustion_logged: false,
             shutdown_deadline: None,
             storage: None,
-            storage_retry_at: None,
+            storage_retry: Backoff::new(STORAGE_RETRY),
             snapshots: snapshot::SnapshotWriter::default(),
             waker: None,
             metrics: None,
@@ -317,7 +319,7 @@ impl<C: Core> Driver<C> {
             // Unread input waits for nothing: poll only collects new events then.
             // Measured from this turn's clock read: the wait may end late by the time the turn itself took.
             let timeout = if self.readable.is_empty() {
-                self.next_deadline().map(|d| d.saturating_duration_since(self.now))
+                timers::wait_timeout(self.now, self.deadlines())
             } else {
                 Some(Duration::ZERO)
             };
@@ -429,9 +431,9 @@ impl<C: Core> Driver<C> {
         Ok(())
     }
 
-    /// The earliest instant anything is due: the core's timer, the accept back-off, a closing deadline, the
-    /// shutdown deadline.
-    fn next_deadline(&self) -> Option<Instant> {
+    /// Everything the loop must wake for: the core's timer and its own sockets', the accept back-off, the earliest
+    /// closing deadline, the shutdown deadline, the storage's sync deadline and its retry.
+    fn deadlines(&self) -> [Option<Instant>; 7] {
         let core = self.broker.poll_timeout().map(|t| self.clock.instant_of(t));
         let closing = self
             .closing
@@ -442,15 +444,12 @@ impl<C: Core> Driver<C> {
         [
             core,
             self.broker.io_deadline(),
-            self.accept_paused_until,
+            self.accept_backoff.next_deadline(),
             closing,
             self.shutdown_deadline,
             storage,
-            self.storage_retry_at,
+            self.storage_retry.next_deadline(),
         ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     fn on_timers(&mut self) {
@@ -460,8 +459,7 @@ impl<C: Core> Driver<C> {
                 self.feed(Input::Tick);
             }
         }
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
+        if self.accept_backoff.expire(now) {
             // Edge-triggered listeners report no new event for connections that queued up during the pause.
             for i in 0..self.listeners.len() {
                 self.accept(i);
@@ -596,8 +594,7 @@ impl<C: Core> Driver<C> {
                 _ => log::trace!("conn {}: dropping {} bytes for a closed connection", id.0, data.len()),
             },
             Output::Close { conn: id } => {
-                let deadline = self.now + CLOSE_FLUSH_TIMEOUT;
-                let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
+                let deadline = timers::close_deadline(self.now, CLOSE_FLUSH_TIMEOUT, self.shutdown_deadline);
                 self.start_close(id, deadline);
             }
             Output::Persist(record) => {
@@ -628,8 +625,7 @@ impl<C: Core> Driver<C> {
     /// write what it queued (a close frame, an HTTP error, an alert) and close; the core forgets the connection now
     /// (its later `Closed` from `drop_conn` is ignored).
     fn end_transport(&mut self, id: ConnectionId) {
-        let deadline = self.now + CLOSE_FLUSH_TIMEOUT;
-        let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
+        let deadline = timers::close_deadline(self.now, CLOSE_FLUSH_TIMEOUT, self.shutdown_deadline);
         self.start_close(id, deadline);
         self.feed(Input::Closed { conn: id });
     }
