@@ -396,7 +396,7 @@ impl<C: Core> Driver<C> {
                     self.accept(LISTENER_BASE - t);
                 }
                 token if self.broker.owns(token) => {
-                    let now = self.clock.now();
+                    let now = self.clock.time_of(self.now);
                     self.broker.io_event(now, event);
                     self.settle();
                 }
@@ -420,7 +420,7 @@ impl<C: Core> Driver<C> {
         self.read_turn();
         self.deliver_verdicts();
         self.on_timers();
-        let now = self.clock.now();
+        let now = self.clock.time_of(self.now);
         self.broker.end_turn(now);
         self.settle();
         if let Some(failure) = self.broker.failure() {
@@ -434,7 +434,7 @@ impl<C: Core> Driver<C> {
     /// Everything the loop must wake for: the core's timer and its own sockets', the accept back-off, the earliest
     /// closing deadline, the shutdown deadline, the storage's sync deadline and its retry.
     fn deadlines(&self) -> [Option<Instant>; 7] {
-        let core = self.broker.poll_timeout().map(|t| self.clock.instant_of(t));
+        let core = self.broker.poll_timeout().map(|t| self.clock.instant_of(t, self.now));
         let closing = self
             .closing
             .iter()
@@ -501,7 +501,7 @@ impl<C: Core> Driver<C> {
 
     /// Feed one input and settle its consequences.
     fn feed(&mut self, input: Input<'_>) {
-        let now = self.clock.now();
+        let now = self.clock.time_of(self.now);
         self.broker.handle_input(now, input);
         self.settle();
     }
@@ -520,7 +520,7 @@ impl<C: Core> Driver<C> {
             if follow_ups.is_empty() {
                 return;
             }
-            let now = self.clock.now();
+            let now = self.clock.time_of(self.now);
             for input in follow_ups {
                 self.broker.handle_input(now, input);
             }
@@ -562,7 +562,7 @@ impl<C: Core> Driver<C> {
             if follow_ups.is_empty() {
                 return;
             }
-            let now = self.clock.now();
+            let now = self.clock.time_of(self.now);
             for input in follow_ups {
                 self.broker.handle_input(now, input);
             }
@@ -575,7 +575,7 @@ impl<C: Core> Driver<C> {
         }
         let follow_ups = self.flush_dirty();
         if !follow_ups.is_empty() {
-            let now = self.clock.now();
+            let now = self.clock.time_of(self.now);
             for input in follow_ups {
                 self.broker.handle_input(now, input);
             }
