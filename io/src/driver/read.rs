@@ -107,7 +107,7 @@ impl<C: Core> Driver<C> {
                     self.flush_dirty_and_settle();
                     return true;
                 }
-                let now = self.clock.now();
+                let now = self.clock.time_of(self.now);
                 self.broker.handle_input(now, Input::Received { conn: id, data });
                 self.settle_read();
                 self.account_input(id);
