@@ -8,7 +8,8 @@
 //! from it) and by the checks of tests and the simulator. So it stays at the index it was last brought to, and
 //! is caught up from the log, or from the latest snapshot once the log behind it is compacted, when needed: a new
 //! leader catches up a bounded amount of entry data per input (see `Node::maybe_serve`), so its loop keeps
-//! answering Raft while it does. What is applied, and in what order, is what the eager image applied: the normal
+//! answering Raft while it does. A node that does not serve catches up whenever it is a window
+//! (`REPLAY_WINDOW_BYTES`) behind, so a failover has at most that much to apply; the leader not at all. What is applied, and in what order, is what the eager image applied: the normal
 //! entries' records, committed, in index order, onto the image of the snapshot before them.
 
 use crate::node::ClusterEvent;
