@@ -69,8 +69,6 @@ pub struct Report {
     pub work: u64,
     /// What the run really exercised.
     pub coverage: coverage::Coverage,
-    /// Why drops went unchecked in the run, if they did (see `Model::drops_unchecked`).
-    pub waiver: model::Waiver,
 }
 
 /// A broken invariant, with what is needed to understand and reproduce it.
@@ -163,7 +161,6 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
     match outcome {
         Ok(()) => Ok(Report {
             coverage: world.finish_coverage(),
-            waiver: world.model.waiver(),
             seed,
             options,
             counts: world.counts.clone(),

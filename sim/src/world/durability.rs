@@ -135,11 +135,6 @@ impl World {
                     client.client_id
                 ));
             }
-            if model.drops_unchecked() {
-                // Where the model does not follow the broker's queues, which queued messages it dropped is not
-                // checked (see `Model::drops_unchecked`).
-                continue;
-            }
             // A drop the configuration allowed (a full offline queue, the total budget's eviction) is marked on
             // the delivery; any other owed message must still be queued.
             let droppable = |id: &String| {
