@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod broker;
 pub mod codec;
+#[cfg(any(test, feature = "testing"))]
 pub mod harness;
 pub mod hash;
 pub mod packet;

@@ -31,6 +31,7 @@
 
 mod config;
 mod link;
+#[cfg(any(test, feature = "testing"))]
 pub mod pair;
 mod rules;
 #[cfg(test)]

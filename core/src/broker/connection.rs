@@ -1,8 +1,8 @@
 //! Per-connection state: the decoder, the negotiated limits of both sides, topic aliases, and buffered output.
 
-use super::flow::HeldPublish;
+use super::held::HeldPublish;
 use super::outbuf::Outbuf;
-use super::quota::PublishLimiter;
+use super::rate::PublishLimiter;
 use super::session::SessionKey;
 use super::ListenerId;
 use crate::codec::Decoder;

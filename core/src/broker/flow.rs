@@ -10,7 +10,7 @@
 //! by `max_queued_messages` and what does not fit is dropped and counted (what Mosquitto does with its
 //! `max_queued_messages`).
 
-use super::message::Message;
+use super::held::HeldPublish;
 use super::planted::PlantedBug;
 use super::quota::BudgetCheck;
 use super::session::SessionKey;
@@ -18,25 +18,6 @@ use super::sys::SYS_PREFIX;
 use super::{Broker, ConnectionId, WillPolicy};
 use crate::packet::{Packet, PubResponse, QoS, ReasonCode};
 use std::sync::Arc;
-
-/// A received QoS 1/2 PUBLISH waiting for room in a subscriber's queue. Its topic alias is already resolved, so
-/// later alias changes on the connection do not affect it.
-#[derive(Debug)]
-pub struct HeldPublish {
-    pub packet_id: u16,
-    pub qos: QoS,
-    pub message: Arc<Message>,
-    /// Refused by authorization: acknowledged with 0x87, routed nowhere.
-    pub denied: bool,
-    /// Refused by a quota (see `quota`): acknowledged with this reason, routed nowhere.
-    pub refused: Option<ReasonCode>,
-    /// A QoS 2 resend of a PUBLISH already received (its id awaits PUBREL): nothing to route, answered PUBREC again
-    /// [MQTT-4.3.3-9], but in its turn behind the PUBLISHes held before it [MQTT-4.6.0-3].
-    pub duplicate: bool,
-    /// The planted `HeldRoutedAtArrival` only: the deliveries routing gave it when it was first held.
-    #[cfg(feature = "planted-bugs")]
-    pub arrival_plan: Option<Vec<(SessionKey, super::message::Delivery)>>,
-}
 
 /// What became of a PUBLISH offered for routing.
 enum Admission {

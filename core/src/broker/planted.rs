@@ -17,8 +17,8 @@ impl Broker {
     pub(super) fn plant_arrival_plan(
         &mut self,
         publisher: SessionKey,
-        mut publish: super::flow::HeldPublish,
-    ) -> super::flow::HeldPublish {
+        mut publish: super::held::HeldPublish,
+    ) -> super::held::HeldPublish {
         if self.planted(PlantedBug::HeldRoutedAtArrival) && publish.arrival_plan.is_none() {
             publish.arrival_plan = Some(self.plan_route(&publish.message, Some(publisher)));
         }
@@ -30,7 +30,7 @@ impl Broker {
     #[cfg(feature = "planted-bugs")]
     pub(super) fn planted_arrival_route(
         &mut self,
-        publish: &super::flow::HeldPublish,
+        publish: &super::held::HeldPublish,
         plan: Vec<(SessionKey, Delivery)>,
     ) -> Vec<(SessionKey, Delivery)> {
         let Some(arrival) = publish

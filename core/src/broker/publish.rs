@@ -2,7 +2,7 @@
 //! sessions, queueing and the inflight window towards each client, and the acknowledgements.
 
 use super::connection::Phase;
-use super::flow::HeldPublish;
+use super::held::HeldPublish;
 use super::message::{Delivery, Message};
 use super::planted::PlantedBug;
 use super::quota::{delivery_bytes, PublishQuota};

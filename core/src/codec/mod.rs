@@ -9,9 +9,11 @@ pub(crate) mod decode;
 mod decoder;
 pub(crate) mod encode;
 mod error;
+#[cfg(any(test, feature = "testing"))]
 pub mod generate;
 pub(crate) mod primitive;
 pub(crate) mod property;
+#[cfg(any(test, feature = "testing"))]
 pub mod selfcheck;
 
 pub use decoder::{Decoder, PacketTracker};
