@@ -343,3 +343,77 @@ fn raises_its_open_file_limit_to_the_hard_limit_so_connections_are_not_capped_at
         "{log}"
     );
 }
+
+/// Sets a process's soft open-file limit (prlimit(2); lowering it below what is open only refuses new descriptors),
+/// keeping its hard limit, which an unprivileged process could not raise again.
+fn set_soft_open_file_limit(pid: u32, soft: u64) {
+    let (_, hard) = open_file_limits(pid);
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `new` lives for the duration of the call; the old limits are not asked for (null).
+    let rc = unsafe {
+        libc::prlimit(
+            libc::pid_t::try_from(pid).expect("pid fits"),
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A 3.1.1 CONNECT (clean session, keep-alive 60 s) whose CONNACK tells that the broker accepted the socket.
+fn connect311(client_id: u8) -> Vec<u8> {
+    vec![0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, client_id]
+}
+
+/// Whether `stream` receives a CONNACK accepting its CONNECT [MQTT-3.2.2-4] within `timeout`.
+fn connack_within(stream: &mut std::net::TcpStream, timeout: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(timeout)).expect("read timeout");
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).is_ok() && connack == [0x20, 2, 0, 0]
+}
+
+#[test]
+fn out_of_descriptors_it_pauses_accepting_then_accepts_the_queued_connections_once_descriptors_free_up() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let broker = BrokerProcess::start(&["--sys-interval", "0"]);
+    let open = std::fs::read_dir(format!("/proc/{}/fd", broker.pid()))
+        .expect("read /proc fd")
+        .count() as u64;
+    // Room for two connections; the rest queue in the listener's backlog.
+    let (soft, _) = open_file_limits(broker.pid());
+    set_soft_open_file_limit(broker.pid(), open + 2);
+    let mut clients: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = TcpStream::connect(broker.addr).expect("connect: the kernel completes it into the backlog");
+            s.write_all(&connect311(b'a' + i)).expect("send CONNECT");
+            s
+        })
+        .collect();
+    assert!(
+        broker.wait_for_log("pausing accepts until descriptors free up", Duration::from_secs(10)),
+        "EMFILE on accept is logged and accepting pauses\n{}",
+        broker.log_text()
+    );
+    let last = clients.last_mut().expect("eight clients");
+    assert!(
+        !connack_within(last, Duration::from_millis(500)),
+        "the last client is still in the backlog while descriptors run out\n{}",
+        broker.log_text()
+    );
+    // Descriptors free up. Nothing new happens on the listener (its queue filled before the pause), so only the
+    // back-off's own deadline can resume accepting.
+    set_soft_open_file_limit(broker.pid(), soft);
+    let last = clients.last_mut().expect("eight clients");
+    assert!(
+        connack_within(last, Duration::from_secs(5)),
+        "the queued client is accepted once the back-off ends\n{}",
+        broker.log_text()
+    );
+    assert!(broker.wait_for_log("accepting connections again", Duration::from_secs(5)));
+}

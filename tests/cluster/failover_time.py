@@ -5,6 +5,8 @@ with Session Present = 1. The time from the kill to that CONNACK is one sample. 
 --tick-ms says otherwise. Prints each sample on stderr and a summary line on stdout."""
 
 import argparse
+import os
+import subprocess
 import random
 import statistics
 import sys
@@ -14,7 +16,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from jepsen import Node, free_port, leader, log, session_props
+from jepsen import Node, broker_binary, free_port, leader, log, session_props
 
 
 def connect(port, client_id, timeout=1.0):
@@ -44,12 +46,26 @@ def connect(port, client_id, timeout=1.0):
     return got.get("present"), client
 
 
+def load(node, seconds):
+    """QoS 1 fan-out through `node` for `seconds`: a log of committed entries for the next leader to take over."""
+    bench = os.path.join(os.path.dirname(broker_binary()), "mqtt-bench")
+    started = time.monotonic()
+    out = subprocess.run(
+        [bench, "--broker", f"127.0.0.1:{node.client_port}", "--workload", "fan-out", "--clients", "16", "--qos", "1",
+         "--persistent", "--duration", str(seconds), "--json"],
+        capture_output=True, text=True, check=False)
+    log(f"load: {time.monotonic() - started:.1f} s through node {node.id}: {out.stdout.strip()[:160]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--stop", action="store_true",
                     help="SIGSTOP the leader instead of SIGKILL: a machine that vanishes without closing its links")
     ap.add_argument("--tick-ms", type=int, default=0, help="Raft tick (0: the default, 100 ms)")
+    ap.add_argument("--load-seconds", type=int, default=0,
+                    help="before each kill, this many seconds of QoS 1 fan-out to 16 persistent subscribers through the "
+                         "leader (mqtt-bench), so the new leader takes over a log full of entries since the last snapshot")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="failover-")
     peers = [(i + 1, free_port()) for i in range(3)]
@@ -66,9 +82,18 @@ def main():
         time.sleep(1.5)  # every follower knows the leader
         lead = leader(nodes)
         followers = [n for n in nodes if n is not lead]
-        present, client = connect(followers[0].client_port, f"fo-{k}", timeout=5)
-        if present is None:
+        # A node restarted for the previous sample may still be catching up with the log: try for a while.
+        for _ in range(30):
+            present, client = connect(followers[0].client_port, f"fo-{k}", timeout=5)
+            if present is not None:
+                break
+            if client is not None:
+                client.loop_stop()
+            time.sleep(1)
+        else:
             sys.exit("the session could not be created")
+        if args.load_seconds:
+            load(lead, args.load_seconds)
         killed_at = time.monotonic()
         if args.stop:
             lead.pause()

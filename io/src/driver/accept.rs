@@ -5,7 +5,7 @@ use super::*;
 
 impl<C: Core> Driver<C> {
     pub(super) fn accept(&mut self, index: usize) {
-        while self.accept_paused_until.is_none() && self.shutdown_deadline.is_none() {
+        while self.accept_backoff.ready(self.now) && self.shutdown_deadline.is_none() {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
@@ -38,7 +38,7 @@ impl<C: Core> Driver<C> {
                         log::error!("accept on {}: {e}", listener.local);
                     }
                     // Retrying at once would spin on the same error; the timer resumes accepting.
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    self.accept_backoff.pause(self.now);
                 }
             }
         }

@@ -107,12 +107,12 @@ impl<C: Core> Driver<C> {
                 conn.durability_hold = true;
             }
         }
-        self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+        self.storage_retry.pause(self.now);
         self.feed(Input::StorageWritable(false));
     }
 
     pub(super) fn try_resume_storage(&mut self) {
-        if self.storage_retry_at.is_some_and(|at| Instant::now() < at) {
+        if !self.storage_retry.ready(self.now) {
             return;
         }
         // The snapshot that ends the suspension is written here and now, after any in the background.
@@ -124,14 +124,14 @@ impl<C: Core> Driver<C> {
         let started = Instant::now();
         if let Err(e) = storage.resume(&image) {
             log::debug!("data directory still not writable: {e}");
-            self.storage_retry_at = Some(Instant::now() + STORAGE_RETRY);
+            self.storage_retry.pause(self.now);
             return;
         }
         if let Some(metrics) = &self.metrics {
             metrics.on_snapshot(started.elapsed());
             metrics.set_storage_writable(true);
         }
-        self.storage_retry_at = None;
+        self.storage_retry.clear();
         log::info!("data directory writable again: state snapshotted, accepting QoS 1/2 messages");
         // The snapshot holds everything the core accepted, also what the failed commits did not write.
         self.broker.durable();

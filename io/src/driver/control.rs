@@ -46,7 +46,7 @@ impl<C: Core> Driver<C> {
         http.answer(Health {
             cluster: cluster.map(|(node, _)| node),
             accepting: self.shutdown_deadline.is_none()
-                && self.accept_paused_until.is_none()
+                && self.accept_backoff.ready(self.now)
                 && !self.listeners.is_empty(),
             storage_writable: !self.storage.as_ref().is_some_and(Storage::is_suspended),
         });
@@ -112,7 +112,7 @@ impl<C: Core> Driver<C> {
 
     pub(super) fn begin_shutdown(&mut self) {
         log::info!("shutting down: {} connection(s) open", self.conns.len());
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        let deadline = self.now + SHUTDOWN_TIMEOUT;
         self.shutdown_deadline = Some(deadline);
         // Stop accepting: dropping the listeners closes their sockets, so new clients are refused at once.
         for (i, mut listener) in self.listeners.drain(..).enumerate() {
@@ -123,7 +123,7 @@ impl<C: Core> Driver<C> {
                 Io::Uring(ring) => ring.close_listener(i),
             }
         }
-        self.accept_paused_until = None;
+        self.accept_backoff.clear();
         self.feed(Input::Shutdown);
         // The core closes every connection it knows; close the rest (not yet CONNECTed) the same way.
         let open: Vec<ConnectionId> = self

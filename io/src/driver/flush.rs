@@ -6,7 +6,6 @@ use super::conn::{Flush, State};
 use super::{set_interest, Core, Driver, Io, CLOSE_LINGER};
 use mio::Interest;
 use mqtt_core::broker::{ConnectionId, Input};
-use std::time::Instant;
 
 impl<C: Core> Driver<C> {
     /// Flush every dirty connection once; return the inputs the core must hear about as a result.
@@ -28,6 +27,7 @@ impl<C: Core> Driver<C> {
                 // Waiting for the disk (see `suspend_storage`).
                 continue;
             }
+            self.stats.flushes += 1;
             let result = match &mut self.io {
                 Io::Epoll => conn.flush(),
                 Io::Uring(ring) => ring.flush(id, conn),
@@ -54,7 +54,7 @@ impl<C: Core> Driver<C> {
                         }
                         conn.shutdown_write();
                         conn.state = State::Draining {
-                            deadline: deadline.min(Instant::now() + CLOSE_LINGER),
+                            deadline: deadline.min(self.now + CLOSE_LINGER),
                         };
                     }
                 }

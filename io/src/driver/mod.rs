@@ -20,6 +20,8 @@ mod outbox;
 mod park;
 mod read;
 mod snapshot;
+mod stats;
+mod timers;
 mod transport;
 mod uring;
 mod ws;
@@ -50,6 +52,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timers::Backoff;
 use transport::{Scratch, Transport, TransportConfig};
 
 /// One read buffer for all connections: the core copies what it needs out of each chunk.
@@ -124,6 +127,11 @@ pub struct Driver<C: Core = Broker> {
     io: Io,
     broker: C,
     clock: Clock,
+    /// The monotonic clock as read once per loop turn, right after the wait for I/O returns: every decision by
+    /// time in the driver (close deadlines, accept back-off, storage retry, shutdown, the wait's timeout) uses it,
+    /// so one turn sees one time and a deadline cannot pass halfway through it. Only elapsed-time metrics read the
+    /// clock themselves.
+    now: Instant,
     listeners: Vec<BoundListener>,
     /// The listeners as configured: where SIGHUP reloads the TLS certificates and keys from.
     listener_settings: Vec<Listener>,
@@ -154,16 +162,16 @@ pub struct Driver<C: Core = Broker> {
     parked: HashSet<ConnectionId>,
     input: InputBudget,
     max_outbuf: usize,
-    /// Accepting is paused until then (out of file descriptors).
-    accept_paused_until: Option<Instant>,
+    /// Accepting pauses after a failed accept (out of file descriptors).
+    accept_backoff: Backoff,
     /// Whether the current episode of fd exhaustion was logged already.
     fd_exhaustion_logged: bool,
     /// Set by SIGINT/SIGTERM: the instant the shutdown gives up waiting.
     shutdown_deadline: Option<Instant>,
     /// Where the core's records go; `None` runs from memory only.
     storage: Option<Storage>,
-    /// When a failed commit is retried.
-    storage_retry_at: Option<Instant>,
+    /// When a failed commit (data directory not writable) is retried.
+    storage_retry: Backoff,
     /// The thread writing a snapshot, if one is.
     snapshots: snapshot::SnapshotWriter,
     /// Rung by other threads (verifier, HTTP) that have something for the loop; created when first needed (a
@@ -172,6 +180,8 @@ pub struct Driver<C: Core = Broker> {
     /// The optional HTTP listener's metrics and its line to the loop (see `crate::http`).
     metrics: Option<Metrics>,
     http: Option<Arc<Shared>>,
+    /// What the loop did (see `stats`).
+    stats: stats::LoopStats,
 }
 
 impl<C: Core> Driver<C> {
@@ -211,11 +221,13 @@ impl<C: Core> Driver<C> {
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(DriverError::Signals)?;
+        let clock = Clock::start();
         Ok(Driver {
             poll,
             io,
             broker,
-            clock: Clock::start(),
+            clock,
+            now: clock.instant(),
             listeners,
             listener_settings: settings.listeners.clone(),
             signals,
@@ -233,15 +245,16 @@ impl<C: Core> Driver<C> {
             parked: HashSet::new(),
             input: InputBudget::new(settings.limits.max_partial_input_bytes),
             max_outbuf: settings.limits.max_outbuf_bytes,
-            accept_paused_until: None,
+            accept_backoff: Backoff::new(ACCEPT_BACKOFF),
             fd_exhaustion_logged: false,
             shutdown_deadline: None,
             storage: None,
-            storage_retry_at: None,
+            storage_retry: Backoff::new(STORAGE_RETRY),
             snapshots: snapshot::SnapshotWriter::default(),
             waker: None,
             metrics: None,
             http: None,
+            stats: stats::LoopStats::default(),
         })
     }
 
@@ -281,22 +294,42 @@ impl<C: Core> Driver<C> {
 
     /// Run until SIGINT/SIGTERM and a graceful shutdown.
     pub fn run(mut self) -> Result<(), DriverError> {
+        let result = self.run_loop();
+        if let Io::Uring(ring) = &self.io {
+            ring.add_stats(&mut self.stats);
+        }
+        let driver = if matches!(self.io, Io::Epoll) {
+            "epoll"
+        } else {
+            "io_uring"
+        };
+        self.stats.report(driver);
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<(), DriverError> {
         let mut events = Events::with_capacity(1024);
+        // Time passed since `bind`; the first wait's timeout is measured from here.
+        self.now = self.clock.instant();
         loop {
             // A finisher that completed its packet, or a budget that drained, unparks connections whose input
             // already waits in the kernel: no new event would report it, so review before choosing to sleep (a
             // burst of large PUBLISHes otherwise stalled until the next timer, the 10 s `$SYS` tick).
             self.review_parked();
             // Unread input waits for nothing: poll only collects new events then.
+            // Measured from this turn's clock read: the wait may end late by the time the turn itself took.
             let timeout = if self.readable.is_empty() {
-                self.next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
+                timers::wait_timeout(self.now, self.deadlines())
             } else {
                 Some(Duration::ZERO)
             };
+            self.stats.turns += 1;
+            self.stats.zero_waits += u64::from(timeout == Some(Duration::ZERO));
             match &mut self.io {
                 Io::Epoll => {
-                    match self.poll.poll(&mut events, timeout) {
+                    let polled = self.poll.poll(&mut events, timeout);
+                    self.now = self.clock.instant();
+                    match polled {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(DriverError::Poll(e)),
@@ -307,6 +340,7 @@ impl<C: Core> Driver<C> {
                 }
                 Io::Uring(ring) => {
                     let completions = ring.wait(timeout, &mut self.conns).map_err(DriverError::Poll)?;
+                    self.now = self.clock.instant();
                     for completion in completions {
                         match completion {
                             uring::Completion::Acceptable(i) => self.accept(i),
@@ -334,7 +368,7 @@ impl<C: Core> Driver<C> {
                     log::info!("shutdown complete");
                     return Ok(());
                 }
-                if Instant::now() >= deadline {
+                if self.now >= deadline {
                     log::warn!(
                         "shutdown: dropping {} connection(s) that did not close in time",
                         self.conns.len()
@@ -362,7 +396,7 @@ impl<C: Core> Driver<C> {
                     self.accept(LISTENER_BASE - t);
                 }
                 token if self.broker.owns(token) => {
-                    let now = self.clock.now();
+                    let now = self.clock.time_of(self.now);
                     self.broker.io_event(now, event);
                     self.settle();
                 }
@@ -386,7 +420,7 @@ impl<C: Core> Driver<C> {
         self.read_turn();
         self.deliver_verdicts();
         self.on_timers();
-        let now = self.clock.now();
+        let now = self.clock.time_of(self.now);
         self.broker.end_turn(now);
         self.settle();
         if let Some(failure) = self.broker.failure() {
@@ -397,10 +431,10 @@ impl<C: Core> Driver<C> {
         Ok(())
     }
 
-    /// The earliest instant anything is due: the core's timer, the accept back-off, a closing deadline, the
-    /// shutdown deadline.
-    fn next_deadline(&self) -> Option<Instant> {
-        let core = self.broker.poll_timeout().map(|t| self.clock.instant_of(t));
+    /// Everything the loop must wake for: the core's timer and its own sockets', the accept back-off, the earliest
+    /// closing deadline, the shutdown deadline, the storage's sync deadline and its retry.
+    fn deadlines(&self) -> [Option<Instant>; 7] {
+        let core = self.broker.poll_timeout().map(|t| self.clock.instant_of(t, self.now));
         let closing = self
             .closing
             .iter()
@@ -410,26 +444,22 @@ impl<C: Core> Driver<C> {
         [
             core,
             self.broker.io_deadline(),
-            self.accept_paused_until,
+            self.accept_backoff.next_deadline(),
             closing,
             self.shutdown_deadline,
             storage,
-            self.storage_retry_at,
+            self.storage_retry.next_deadline(),
         ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     fn on_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         if let Some(due) = self.broker.poll_timeout() {
             if due <= self.clock.time_of(now) {
                 self.feed(Input::Tick);
             }
         }
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
+        if self.accept_backoff.expire(now) {
             // Edge-triggered listeners report no new event for connections that queued up during the pause.
             for i in 0..self.listeners.len() {
                 self.accept(i);
@@ -471,7 +501,7 @@ impl<C: Core> Driver<C> {
 
     /// Feed one input and settle its consequences.
     fn feed(&mut self, input: Input<'_>) {
-        let now = self.clock.now();
+        let now = self.clock.time_of(self.now);
         self.broker.handle_input(now, input);
         self.settle();
     }
@@ -490,7 +520,7 @@ impl<C: Core> Driver<C> {
             if follow_ups.is_empty() {
                 return;
             }
-            let now = self.clock.now();
+            let now = self.clock.time_of(self.now);
             for input in follow_ups {
                 self.broker.handle_input(now, input);
             }
@@ -532,7 +562,7 @@ impl<C: Core> Driver<C> {
             if follow_ups.is_empty() {
                 return;
             }
-            let now = self.clock.now();
+            let now = self.clock.time_of(self.now);
             for input in follow_ups {
                 self.broker.handle_input(now, input);
             }
@@ -545,7 +575,7 @@ impl<C: Core> Driver<C> {
         }
         let follow_ups = self.flush_dirty();
         if !follow_ups.is_empty() {
-            let now = self.clock.now();
+            let now = self.clock.time_of(self.now);
             for input in follow_ups {
                 self.broker.handle_input(now, input);
             }
@@ -564,8 +594,7 @@ impl<C: Core> Driver<C> {
                 _ => log::trace!("conn {}: dropping {} bytes for a closed connection", id.0, data.len()),
             },
             Output::Close { conn: id } => {
-                let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
-                let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
+                let deadline = timers::close_deadline(self.now, CLOSE_FLUSH_TIMEOUT, self.shutdown_deadline);
                 self.start_close(id, deadline);
             }
             Output::Persist(record) => {
@@ -596,8 +625,7 @@ impl<C: Core> Driver<C> {
     /// write what it queued (a close frame, an HTTP error, an alert) and close; the core forgets the connection now
     /// (its later `Closed` from `drop_conn` is ignored).
     fn end_transport(&mut self, id: ConnectionId) {
-        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
-        let deadline = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
+        let deadline = timers::close_deadline(self.now, CLOSE_FLUSH_TIMEOUT, self.shutdown_deadline);
         self.start_close(id, deadline);
         self.feed(Input::Closed { conn: id });
     }

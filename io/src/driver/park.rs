@@ -79,9 +79,8 @@ impl InputBudget {
     }
 }
 
-/// Whether a log line is due, and if so, remember that it was written now.
-fn due(last: &mut Option<Instant>) -> bool {
-    let now = Instant::now();
+/// Whether a log line is due at `now`, and if so, remember that it was written then.
+fn due(last: &mut Option<Instant>, now: Instant) -> bool {
     if last.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
         return false;
     }
@@ -119,7 +118,7 @@ impl<C: Core> Driver<C> {
         }
         match why {
             Park::Input => {
-                if due(&mut self.input.last_input_log) {
+                if due(&mut self.input.last_input_log, self.now) {
                     let parked = self.parked_for(Park::Input);
                     log::warn!(
                         "partial packets held from connected clients ({} bytes) exceed max_partial_input_bytes ({}): \
@@ -131,7 +130,7 @@ impl<C: Core> Driver<C> {
             }
             Park::Output => {
                 log::debug!("conn {}: {unsent} bytes unsent: not reading until it reads", id.0);
-                if due(&mut self.input.last_output_log) {
+                if due(&mut self.input.last_output_log, self.now) {
                     log::info!(
                         "conn {}: output unread at max_outbuf_bytes ({}): not reading from it until it reads \
                          ({} client(s) held back so)",
@@ -216,7 +215,7 @@ impl<C: Core> Driver<C> {
         for id in resume {
             self.unpark(id);
         }
-        if resumed_input && due(&mut self.input.last_input_log) {
+        if resumed_input && due(&mut self.input.last_input_log, self.now) {
             log::info!(
                 "partial packets held from connected clients down to {} bytes: reading from every client again",
                 self.input.total

@@ -80,6 +80,8 @@ impl<C: Core> Driver<C> {
                 false
             }
             Ok(n) if open => {
+                self.stats.reads += 1;
+                self.stats.read_bytes += n as u64;
                 conn.read_grant = false;
                 let data = match conn.receive(&self.read_buf[..n], &mut self.scratch) {
                     Ok(data) => data,
@@ -105,7 +107,7 @@ impl<C: Core> Driver<C> {
                     self.flush_dirty_and_settle();
                     return true;
                 }
-                let now = self.clock.now();
+                let now = self.clock.time_of(self.now);
                 self.broker.handle_input(now, Input::Received { conn: id, data });
                 self.settle_read();
                 self.account_input(id);

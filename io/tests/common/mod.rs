@@ -153,6 +153,11 @@ impl BrokerProcess {
         self.addr.port()
     }
 
+    /// The broker's process id, for the tests that look at or change its limits.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: i32) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.

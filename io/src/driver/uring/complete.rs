@@ -16,6 +16,7 @@ impl Ring {
             .completion()
             .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
+        self.stats.cqes += cqes.len() as u64;
         for (data, res, flags) in cqes {
             let id = data & ID_MASK;
             match data >> KIND_SHIFT {
@@ -57,6 +58,8 @@ impl Ring {
     }
 
     fn on_recv(&mut self, id: ConnectionId, res: i32, flags: u32) {
+        self.stats.recv_cqes += 1;
+        self.stats.recv_bytes += res.max(0) as u64;
         let first = cqueue::buffer_select(flags);
         let taken = match (res, first) {
             (n, Some(first)) if n > 0 => self.bufs.bundle(first, n as usize),

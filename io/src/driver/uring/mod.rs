@@ -26,6 +26,7 @@ mod entries;
 
 use super::conn::Conn;
 use super::outbox::Outbox;
+use super::stats::LoopStats;
 use super::transport::Flush;
 use bufring::{BufRing, BUF_GROUP};
 use bytes::Bytes;
@@ -180,6 +181,8 @@ pub struct Ring {
     deferred_sends: bool,
     /// Connections whose send waits for room in the socket (`RingConn::stalled`).
     stalled: usize,
+    /// Enters, completions, receives and sends (see `stats`).
+    stats: LoopStats,
 }
 
 impl Ring {
@@ -233,6 +236,7 @@ impl Ring {
             limited_multishot: std::env::var(SINGLE_RECV_ENV).is_err(),
             deferred_sends: false,
             stalled: 0,
+            stats: LoopStats::default(),
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -483,6 +487,7 @@ impl Ring {
         let collect_first =
             !self.deferred_sends && self.stalled == 0 && !self.to_send.is_empty() && self.input_waiting();
         self.deferred_sends = collect_first;
+        self.stats.collect_first += u64::from(collect_first);
         if collect_first {
             timeout = Some(Duration::ZERO);
         }
@@ -491,6 +496,18 @@ impl Ring {
         self.reap(conns);
         self.note_stalls();
         Ok(std::mem::take(&mut self.completions))
+    }
+
+    /// Add the ring's counters (enters, completions, receives, sends) to the loop's.
+    pub fn add_stats(&self, stats: &mut LoopStats) {
+        let own = &self.stats;
+        stats.enters += own.enters;
+        stats.cqes += own.cqes;
+        stats.recv_cqes += own.recv_cqes;
+        stats.recv_bytes += own.recv_bytes;
+        stats.sends += own.sends;
+        stats.send_bytes += own.send_bytes;
+        stats.collect_first += own.collect_first;
     }
 
     /// Whether completions or task work (receives the kernel has yet to complete) wait for the loop.
@@ -508,15 +525,20 @@ impl Ring {
                     Ok(0)
                 } else {
                     drop(sq);
+                    self.stats.enters += 1;
                     self.ring.submit()
                 }
             }
             Some(t) => {
+                self.stats.enters += 1;
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
             }
-            None => self.ring.submit_and_wait(1),
+            None => {
+                self.stats.enters += 1;
+                self.ring.submit_and_wait(1)
+            }
         };
         match result {
             Ok(_) => Ok(()),
@@ -588,6 +610,8 @@ impl Ring {
                 continue;
             }
             let chunks = send_chunks(wire);
+            self.stats.sends += 1;
+            self.stats.send_bytes += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
             let (entry, vectors) = send_entry(rc.fd, &chunks);
             let entry = entry.user_data(user_data(KIND_SEND, id.0));
             rc.sending = Some(InFlight {
