@@ -34,35 +34,6 @@ pub struct Outcome {
     pub broker_restarts: u64,
     /// In how many passing seeds each feature and fault happened.
     pub coverage: sim::coverage::Table,
-    /// In how many passing seeds drops went unchecked, by cause (see `sim::model::Model::drops_unchecked`).
-    pub waivers: Waivers,
-}
-
-/// Passing seeds whose drops went unchecked, in all and per cause (a seed may have several), and those where the
-/// waiver excused a drop that nothing else allowed.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Waivers {
-    pub unchecked: u64,
-    pub holds_seen: u64,
-    pub used: u64,
-}
-
-impl Waivers {
-    fn add(&mut self, waiver: sim::model::Waiver) {
-        self.unchecked += u64::from(waiver.unchecked());
-        self.holds_seen += u64::from(waiver.holds_seen);
-        self.used += u64::from(waiver.waived_drops > 0);
-    }
-}
-
-impl std::fmt::Display for Waivers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "drops unchecked in {} passing seeds (held PUBLISHes {}); a drop excused by that alone in {}",
-            self.unchecked, self.holds_seen, self.used
-        )
-    }
 }
 
 impl Outcome {
@@ -81,13 +52,11 @@ pub fn run(plan: &Plan) -> Outcome {
     let failed = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let coverage = Mutex::new(sim::coverage::Table::default());
-    let waivers = Mutex::new(Waivers::default());
     let end_seed = plan.seeds.map(|n| plan.first_seed.saturating_add(n));
     std::thread::scope(|scope| {
         for _ in 0..plan.threads.max(1) {
-            let (next, done, simulated, failed, failures, restarts, coverage, waivers) = (
-                &next, &done, &simulated, &failed, &failures, &restarts, &coverage, &waivers,
-            );
+            let (next, done, simulated, failed, failures, restarts, coverage) =
+                (&next, &done, &simulated, &failed, &failures, &restarts, &coverage);
             scope.spawn(move || loop {
                 if plan.budget.is_some_and(|b| started.elapsed() >= b) {
                     return;
@@ -105,9 +74,6 @@ pub fn run(plan: &Plan) -> Outcome {
                         restarts.fetch_add(report.counts.broker_restarts, Ordering::Relaxed);
                         if let Ok(mut table) = coverage.lock() {
                             table.add(report.coverage);
-                        }
-                        if let Ok(mut waivers) = waivers.lock() {
-                            waivers.add(report.waiver);
                         }
                     }
                     Err(failure) => {
@@ -143,6 +109,5 @@ pub fn run(plan: &Plan) -> Outcome {
         simulated_ms: simulated.load(Ordering::Relaxed),
         broker_restarts: restarts.load(Ordering::Relaxed),
         coverage: coverage.into_inner().unwrap_or_default(),
-        waivers: waivers.into_inner().unwrap_or_default(),
     }
 }

@@ -111,7 +111,6 @@ fn main() -> ExitCode {
         outcome.simulated_ms as f64 / 1000.0 / outcome.elapsed.as_secs_f64().max(1e-9),
         outcome.broker_restarts
     );
-    println!("vopr: {}", outcome.waivers);
     print!("{}", outcome.coverage);
     let missing = outcome.coverage.missing();
     if args.require_coverage && !missing.is_empty() {

@@ -205,8 +205,8 @@ pub enum PlantedBug {
     /// The total budget's eviction takes each offline session's newest queued message instead of its oldest: a
     /// session that comes back misses recent messages while stale ones it could have lost are delivered, which only
     /// the model's mirror of the eviction (a prefix of each queue, no more bytes than the budget needs) tells from an
-    /// allowed drop [MQTT-4.3.2], [MQTT-4.6.0-6]. Found rarely so far (seed 2428 of 1..3000, by recovery's check
-    /// of what is owed), so not yet in the simulator's self-test.
+    /// allowed drop [MQTT-4.3.2], [MQTT-4.6.0-6]. Found by seed 538 since held PUBLISHes no longer excuse drops
+    /// (before, only by seed 2428 of 1..3000, recovery's check of what is owed).
     BudgetEvictsNewest,
     /// Recovery straight into the tree (`Broker::retained_recovery`, the binary's start) ignores a clear record:
     /// a retained message deleted by an empty retained PUBLISH [MQTT-3.3.1-10] comes back after a restart.
@@ -218,6 +218,11 @@ pub enum PlantedBug {
     /// than to those of the moment it is admitted: a client that unsubscribed meanwhile gets it [MQTT-3.10.4-2], and
     /// one that subscribed meanwhile does not. Only a model that pins down when a held PUBLISH is routed can tell.
     HeldRoutedAtArrival,
+    /// A PUBLISH held for a subscriber's full queue, once admitted, skips that subscriber (taken as still full, the
+    /// check not made again), while the publisher is acknowledged: the one whose queue made the broker hold it
+    /// silently loses the message [MQTT-4.3.2-2], [MQTT-4.3.3-2]. Only a model that owes a held PUBLISH to the
+    /// subscribers of the moment it is admitted, with no waiver for held PUBLISHes, finds it.
+    HeldCopyDropped,
 }
 
 impl Default for Config {

@@ -65,6 +65,8 @@ impl Broker {
             Admission::Blocked(full) => {
                 #[cfg(feature = "planted-bugs")]
                 let publish = self.plant_arrival_plan(publisher, publish);
+                #[cfg(feature = "planted-bugs")]
+                let publish = self.plant_waited_on(full, publish);
                 self.hold(conn, full, publish);
                 false
             }
@@ -178,6 +180,8 @@ impl Broker {
                 }
             }
         }
+        #[cfg(feature = "planted-bugs")]
+        let plan = self.plant_held_copy_dropped(publish, plan);
         self.stats.received(publish.qos, message.payload.len());
         self.store_retained(message);
         let matched = plan.len();

@@ -24,4 +24,7 @@ pub struct HeldPublish {
     /// The planted `HeldRoutedAtArrival` only: the deliveries routing gave it when it was first held.
     #[cfg(feature = "planted-bugs")]
     pub arrival_plan: Option<Vec<(super::session::SessionKey, super::message::Delivery)>>,
+    /// The planted `HeldCopyDropped` only: the session whose full queue it was held for.
+    #[cfg(feature = "planted-bugs")]
+    pub waited_on: Option<super::session::SessionKey>,
 }

@@ -46,6 +46,33 @@ impl Broker {
         arrival
     }
 
+    /// The planted `HeldCopyDropped`: a PUBLISH about to be held for a full queue remembers that session.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant_waited_on(
+        &self,
+        full: SessionKey,
+        mut publish: super::held::HeldPublish,
+    ) -> super::held::HeldPublish {
+        if self.planted(PlantedBug::HeldCopyDropped) && publish.waited_on.is_none() {
+            publish.waited_on = Some(full);
+        }
+        publish
+    }
+
+    /// The planted `HeldCopyDropped`: an admitted held PUBLISH skips the session it waited on, as if that one were
+    /// still full, while the publisher is acknowledged.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant_held_copy_dropped(
+        &self,
+        publish: &super::held::HeldPublish,
+        mut plan: Vec<(SessionKey, Delivery)>,
+    ) -> Vec<(SessionKey, Delivery)> {
+        if let Some(waited_on) = publish.waited_on.filter(|_| self.planted(PlantedBug::HeldCopyDropped)) {
+            plan.retain(|(key, delivery)| *key != waited_on || delivery.qos == QoS::AtMostOnce);
+        }
+        plan
+    }
+
     /// Whether `bug` is the one planted (never, without the feature: the check compiles away).
     #[cfg(not(feature = "planted-bugs"))]
     pub(super) fn planted(&self, _bug: PlantedBug) -> bool {

@@ -101,6 +101,8 @@ impl Broker {
                         duplicate: true,
                         #[cfg(feature = "planted-bugs")]
                         arrival_plan: None,
+                        #[cfg(feature = "planted-bugs")]
+                        waited_on: None,
                     };
                     if let Some(connection) = self.connections.get_mut(&conn) {
                         connection.extras().held.push_back(duplicate);
@@ -155,6 +157,8 @@ impl Broker {
             duplicate: false,
             #[cfg(feature = "planted-bugs")]
             arrival_plan: None,
+            #[cfg(feature = "planted-bugs")]
+            waited_on: None,
         };
         self.receive_publish(conn, key, held);
     }

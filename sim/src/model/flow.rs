@@ -388,12 +388,8 @@ impl Model {
             .messages
             .get(&entry.id)
             .is_some_and(|m| m.expired_by(now) || m.expired_before_restart);
-        // Where the model's count is not yet exact (see `Model::drops_unchecked`), such a drop is excused here, and
-        // the message must then not be owed elsewhere.
-        if entry.droppable.is_some() || expired || self.drops_unchecked() {
-            if entry.droppable.is_none() && !expired {
-                self.waived_drops += 1;
-            }
+        // An allowed drop: the message must then not be owed elsewhere.
+        if entry.droppable.is_some() || expired {
             self.excused.insert((client, epoch, entry.id.clone()));
             return Ok(());
         }

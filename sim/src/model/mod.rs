@@ -174,11 +174,6 @@ pub struct Model {
     pub copies_got: BTreeMap<(usize, u64, MsgId), u32>,
     /// Per message, the copies that went through shared subscriptions.
     pub shared_copies: BTreeMap<MsgId, u32>,
-    /// The broker held some PUBLISH (see `drops_unchecked`).
-    pub holds_seen: bool,
-    /// Drops of entries the configuration did not allow, excused only by `drops_unchecked` (for the vopr's
-    /// measure of what the waiver still hides).
-    pub waived_drops: u64,
     /// Retained topics whose message the model cannot pin down (a held PUBLISH with RETAIN routed at a moment
     /// it could not tell exactly).
     pub retained_unsure: BTreeSet<String>,
@@ -196,22 +191,6 @@ pub struct Model {
     /// First deliveries of a message with a Message Expiry Interval that the per-publisher ordering check held
     /// against an earlier message of the same publisher and topic (for the coverage table).
     pub expiring_ordered: u64,
-}
-
-/// The causes of `Model::drops_unchecked` in one run, and the drops it excused that nothing else did.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Waiver {
-    pub holds_seen: bool,
-    pub waived_drops: u64,
-}
-
-impl Waiver {
-    /// Whether drops went unchecked (what `Model::drops_unchecked` says). Without `holds_seen` here (bounded queues
-    /// out already) seeds 1..12000 fail 3 (3995, 10417: a drop not allowed; 9805: a delivery
-    /// without a matching subscription; not traced).
-    pub fn unchecked(&self) -> bool {
-        self.holds_seen
-    }
 }
 
 /// What routing one PUBLISH does to the model (see [`Model::plan_publish`]).
@@ -240,34 +219,6 @@ pub struct RoutingPlan {
 }
 
 impl Model {
-    /// Whether a drop that the model's count of the queues does not allow is excused all the same: once the broker
-    /// held a PUBLISH (3 seeds of 1..12000 still need it, see `Waiver::unchecked`; a held PUBLISH is routed at the
-    /// end of the input whose output acknowledges it, see `world::admission`). Bounded queues and storage suspended (output held until the disk takes writes again, a QoS
-    /// 1/2 will routed meanwhile: planted `will-dropped-while-suspended`, seed 7) excuse nothing: the model mirrors the
-    /// inflight window (`queue`), a restart's requeueing, DUP resends, the total budget's eviction (a prefix of each
-    /// offline queue, counting the bytes PUBLISHes read earlier in the same input add: seeds 137, 845, 1914, 1032)
-    /// and the budget a routing's own deliveries use up (seeds 7842, 11379), deliveries received before the model
-    /// saw them routed (seed 8357) or as a delayed will (seed 10406), every shared subscription of a client (seeds
-    /// 9470, 10209), and the session a takeover's will meets offline (seeds 9093, 11393, 7262, 7686); a session
-    /// stays with the connection the broker attached (seed 545 and 12 more).
-    pub fn drops_unchecked(&self) -> bool {
-        self.waiver().unchecked()
-    }
-
-    /// Why drops are unchecked at this point of the run (for the vopr's count of seeds per cause).
-    pub fn waiver(&self) -> Waiver {
-        Waiver {
-            holds_seen: self.holds_seen,
-            waived_drops: self.waived_drops,
-        }
-    }
-
-    /// Whether the check that an unexpired message queued for an idle online session was sent is skipped (see
-    /// `world::expiring`): where drops are unchecked (see `drops_unchecked`).
-    pub fn expiring_unchecked(&self) -> bool {
-        self.drops_unchecked()
-    }
-
     /// The plan's message was routed at a moment the model cannot pin down: owed to none, allowed to any
     /// matching subscriber, and its retained topic unsure.
     pub fn unpin(&mut self, plan: &mut RoutingPlan) {
@@ -554,11 +505,14 @@ impl Model {
     pub fn apply_retained(&mut self, plan: &RoutingPlan) {
         if let Some((topic, id)) = plan.retained.clone() {
             let pinned = !plan.unpinned && plan.id.as_ref().is_none_or(|id| !self.unpinned.contains(id));
-            if plan.maybe_dropped {
+            if plan.maybe_dropped || !pinned {
                 // Acknowledged but maybe dropped (a 3.1.1 PUBLISH while the budget may be used up): the topic
-                // holds this message or the one before.
+                // holds this message or the one before. Likewise one routed at a moment the model cannot pin down,
+                // applied after a pinned one of the same input (seed 9222 of 1..12000, strict: m2:66's resend
+                // pinned 'a/a', then an unsure QoS 2 resend of m2:69 the broker took as a duplicate left the model
+                // sure of m2:69, which the broker never stored again).
                 self.retained_unsure.insert(topic.clone());
-            } else if pinned {
+            } else {
                 // Routed at a moment the model knows: whatever came before on the topic is replaced.
                 self.retained_unsure.remove(&topic);
             }
@@ -694,8 +648,6 @@ impl Model {
         let retained_ok = publish.retain
             && self.ever_retained.contains(&id)
             && client_filters.iter().any(|f| matches(plain_filter(f), &publish.topic));
-        // With bounded queues the moment the broker routed a held PUBLISH is not always pinned down (see
-        // `world::admission`): the client's matching filter, checked on receipt, is what is left to check.
         if first_time && !publish.dup && !publish.retain {
             self.check_shared_copy(client, epoch, &id)?;
         }
@@ -705,12 +657,7 @@ impl Model {
         if publish.retain {
             self.check_retained_offer(client, epoch, publish, &id)?;
         }
-        // Where drops are excused (see `drops_unchecked`), a held PUBLISH's routing moment is not always pinned
-        // down: the client's matching filter on receipt is what is checked there (strict, seed 2436 of 1..5000
-        // fails after the merge of 2026-12-05 00:45; not traced).
-        let unpinned =
-            self.drops_unchecked() && client_filters.iter().any(|f| matches(plain_filter(f), &publish.topic));
-        if expected.is_none() && !shared && !retained_ok && !unpinned {
+        if expected.is_none() && !shared && !retained_ok {
             return Err(Violation(format!(
                 "client {client} got {id} on '{}' without a matching subscription when it was published \
                  [MQTT-4.7], [MQTT-3.10.4-2]",
@@ -751,9 +698,8 @@ impl Model {
             // A message with an expiry is owed in order like any other: it may be skipped (expired), never
             // overtaken and then sent. Only a copy of a message routed again (a QoS 1 resend is a new publication)
             // after the first copy may have expired in the queue legitimately arrives out of order.
-            // Not where drops are excused (see `drops_unchecked`): strict, seeds 4466 and 4591 of 1..5000 fail.
             let resent_after_expiry = expiry::resent_after_expiry(info, self.owed_copies.get(&key).copied(), now);
-            if *count == 1 && !resent_after_expiry && !self.reordered_ok.contains(&key) && !self.drops_unchecked() {
+            if *count == 1 && !resent_after_expiry && !self.reordered_ok.contains(&key) {
                 let order_key = (client, epoch, info.publisher, info.topic.clone());
                 let last = self.last_order.get(&order_key).copied();
                 if last.is_some_and(|last| order < last) {
@@ -790,10 +736,18 @@ impl Model {
         }
     }
 
-    /// Liveness: every QoS 1/2 message promised to a session that still exists was delivered to it.
-    /// `waived`: drops are unchecked (`drops_unchecked`) and the broker dropped something, so a missing message is
-    /// only counted (`waived_drops`), not a violation.
-    pub fn check_liveness(&mut self, waived: bool) -> Result<(), Violation> {
+    /// Liveness: every QoS 1/2 message promised to a session that still exists was delivered to it, message by
+    /// message, in every seed: no waiver excuses a drop. Only the drops the configuration allows are excused
+    /// (`excused`, `Entry::droppable`), which the model decides itself: it mirrors the inflight window (`queue`), a
+    /// restart's requeueing, DUP resends, the total budget's eviction (a prefix of each offline queue, counting the
+    /// bytes PUBLISHes read earlier in the same input add, seeds 137, 845, 1914, 1032, and those held PUBLISHes of a
+    /// publisher that does not read may have added unseen, seeds 3995, 10417) and the budget a routing's own
+    /// deliveries use up (seeds 7842, 11379), deliveries received before the model saw them routed (seed 8357) or as
+    /// a delayed will (seed 10406), every shared subscription of a client (seeds 9470, 10209), the session a
+    /// takeover's will meets offline (seeds 9093, 11393, 7262, 7686), a held PUBLISH routed at the end of the input
+    /// whose output acknowledges it (see `world::admission`), and a session stays with the connection the broker
+    /// attached (seed 545 and 12 more).
+    pub fn check_liveness(&self) -> Result<(), Violation> {
         for ((client, epoch, id), qos) in &self.expected {
             let session = &self.sessions[*client];
             if *qos == QoS::AtMostOnce || !session.exists || session.epoch != *epoch {
@@ -804,12 +758,7 @@ impl Model {
             {
                 continue;
             }
-            let delivered = self.delivered.contains_key(&(*client, *epoch, id.clone()));
-            if waived {
-                self.waived_drops += u64::from(!delivered);
-                continue;
-            }
-            if !delivered {
+            if !self.delivered.contains_key(&(*client, *epoch, id.clone())) {
                 return Err(Violation(format!(
                     "client {client} never got {id} ({qos:?}) although its session survived [MQTT-4.3.2], \
                      [MQTT-4.4.0-1]"

@@ -127,6 +127,11 @@ impl Backlog {
         }
     }
 
+    /// Deliveries of `id` routed to the session and not completed, received or not.
+    pub fn copies(&self, id: &str) -> usize {
+        self.entries.iter().filter(|e| e.id == id).count()
+    }
+
     /// Upper bound of the payload bytes the broker holds for the session (queued and inflight).
     pub fn bytes_upper(&self) -> u64 {
         self.entries.iter().map(|e| e.bytes).sum()

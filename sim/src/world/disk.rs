@@ -404,16 +404,38 @@ impl World {
                 })
         };
         let forgotten: Vec<PendingPublish> = held.iter().filter(|p| !admitted_unseen(p)).cloned().collect();
-        for (i, mut model) in candidates.into_iter().enumerate() {
-            if i == last {
-                forget_held(&mut model, &forgotten);
-            }
-            match self.image_matches_model(&recovered, &model, &held) {
-                Ok(()) => {
-                    chosen = Some(model);
-                    break;
+        let candidates: Vec<Model> = candidates
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut model)| {
+                if i == last {
+                    forget_held(&mut model, &forgotten);
                 }
-                Err(mismatch) => mismatches.push(mismatch),
+                model
+            })
+            .collect();
+        // First by every check, the number of copies of each message in a queue too; then, should no candidate pass
+        // that, without it (see `copies_match`).
+        for exact in [true, false] {
+            for model in &candidates {
+                let matched = self.image_matches_model(&recovered, model, &held).and_then(|()| {
+                    if exact {
+                        self.copies_match(&recovered, model, &held)
+                    } else {
+                        Ok(())
+                    }
+                });
+                match matched {
+                    Ok(()) => {
+                        chosen = Some(model.clone());
+                        break;
+                    }
+                    Err(mismatch) if !exact => mismatches.push(mismatch),
+                    Err(_) => {}
+                }
+            }
+            if chosen.is_some() {
+                break;
             }
         }
         let Some(model) = chosen else {

@@ -12,9 +12,6 @@ impl World {
     /// The model's clock counts the expiry from when the broker first processed the message, which is no later
     /// than when the broker stamped any copy of it, so "not expired" here is not expired at the broker either.
     pub(super) fn check_expiring_sent(&mut self) -> Result<(), Violation> {
-        if self.model.expiring_unchecked() {
-            return Ok(());
-        }
         for (client, session) in self.model.sessions.iter().enumerate() {
             if !session.exists || !session.online {
                 continue;
@@ -26,7 +23,11 @@ impl World {
                 let Some(interval) = info.expiry else {
                     continue;
                 };
-                if entry.shared || entry.droppable.is_some() || info.expired_by(self.now) {
+                // One that expired before a restart (by the model's clock then) the broker may have dropped for
+                // good, whatever time a clock set back gives it now (seed 3143 of 1..12000, strict: m3:23 expired
+                // before the restart at 5120 ms, whose clock went back 5 s, and was checked with 79 ms left).
+                let expired = info.expired_by(self.now) || info.expired_before_restart;
+                if entry.shared || entry.droppable.is_some() || expired {
                     continue;
                 }
                 let left = info.first_seen_ms + u64::from(interval) * 1000 - self.now;
