@@ -27,6 +27,22 @@ run() { # port pid args...
     || echo '{"msgs_per_sec": 0, "p99_us": "-", "lost": "failed"}'
 }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+# CPU ticks (utime + stime, fields 14 and 15 of /proc/PID/stat) of each pid given, space-separated.
+ticks() {
+  local pid
+  for pid in "$@"; do
+    awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0
+  done | paste -sd' '
+}
+# cpu_per_m "BEFORE" "AFTER" RECEIVED: CPU seconds per 10^6 received messages of each pid, then their sum.
+cpu_per_m() {
+  python3 -c "
+import sys
+b, a, n = [int(x) for x in sys.argv[1].split()], [int(x) for x in sys.argv[2].split()], max(int(sys.argv[3]), 1)
+hz = $(getconf CLK_TCK)
+each = [(y - x) / hz / n * 1e6 for x, y in zip(b, a)]
+print(' / '.join(f'{c:.2f}' for c in each) + (f' = {sum(each):.2f}' if len(each) > 1 else ''))" "$1" "$2" "$3"
+}
 
 "$broker" --listen 127.0.0.1:18890 --data-dir "$work/single" --sync always --sys-interval 0 \
   --log-level warn &
@@ -88,19 +104,33 @@ fi
 leader_pid=$node_pid
 leader_port=$node_port
 followers=$node_followers
+# The cluster's pids, the leader first (CPU per message is counted for each node over each cell).
+node_pids="$leader_pid"
+for n in 1 2 3; do
+  v="node_pid$n"
+  [ "${!v}" = "$leader_pid" ] || node_pids+=" ${!v}"
+done
 
 rows=""
-for spec in "pairs 4 leader" "fan-out 16 leader" "pairs 6 spread" "fan-out 16 spread"; do
+cpu_rows=""
+# ROWS="fan-out 16 leader" runs only the rows named (comma-separated), e.g. to measure one row's CPU per message.
+IFS=, read -ra specs <<< "${ROWS:-pairs 4 leader,fan-out 16 leader,pairs 6 spread,fan-out 16 spread}"
+for spec in "${specs[@]}"; do
   set -- $spec
   echo "== cluster vs single: $1 clients=$2 qos=1 persistent, cluster clients on the $3" >&2
   spread=()
   [ "$3" = spread ] && spread=(--spread "$followers")
+  before=$(ticks "$single_pid")
   single=$(run 18890 "$single_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent)
+  single_cpu=$(cpu_per_m "$before" "$(ticks "$single_pid")" "$(field "$single" received 2>/dev/null || echo 0)")
+  before=$(ticks $node_pids)
   cluster=$(run "$leader_port" "$leader_pid" --workload "$1" --clients "$2" --qos 1 --payload 64 --persistent "${spread[@]}")
+  cluster_cpu=$(cpu_per_m "$before" "$(ticks $node_pids)" "$(field "$cluster" received 2>/dev/null || echo 0)")
   s=$(field "$single" msgs_per_sec); c=$(field "$cluster" msgs_per_sec)
   ratio=$(python3 -c "print(f'{$c / max($s, 1):.2f}')")
   where=$([ "$3" = spread ] && echo "all three nodes" || echo "the leader")
   rows+="| $1 | $2 | $where | $s | $c | ${ratio}x | $(field "$single" p99_us) | $(field "$cluster" p99_us) | $(field "$single" lost) / $(field "$cluster" lost) |"$'\n'
+  cpu_rows+="| $1 | $2 | $where | $single_cpu | $cluster_cpu | $(cut -d' ' -f1 /proc/loadavg) |"$'\n'
 done
 
 diag_rows=""
@@ -131,6 +161,12 @@ echo
 echo "| workload | clients | cluster clients on | single node msg/s | 3-node cluster msg/s | ratio | p99 µs (single) | p99 µs (cluster) | lost (single / cluster) |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf "%s" "$rows"
+echo
+echo "CPU seconds per 10^6 received messages of each process over its cell (utime + stime from /proc), same run:"
+echo
+echo "| workload | clients | cluster clients on | single node | leader / follower / follower = 3 nodes | load (1 min) after |"
+echo "|---|---|---|---|---|---|"
+printf "%s" "$cpu_rows"
 if [ "$diagnostic" = 1 ]; then
   echo
   echo "Diagnostic, not a durability setting: the same workloads against a second 3-node cluster whose data directories"

@@ -12,11 +12,13 @@
 //! - [`members`]: voters added and removed at run time through Raft configuration changes.
 //! - [`relay`]: clients on any node, their bytes relayed to the leader's broker over the node-to-node links.
 //! - [`snapshot`]: the node's own snapshots, frozen by the node, encoded and written by the driver off its loop.
-//! - `storage`: the in-memory Raft log raft-rs reads; `release`: the commit rule for client outputs.
+//! - `storage`: the in-memory Raft log raft-rs reads; `release`: the commit rule for client outputs; `image`: the
+//!   applied image, caught up from the log only when needed.
 
 pub mod auth;
 pub mod config;
 pub mod failover;
+mod image;
 pub mod members;
 pub mod node;
 mod planted;

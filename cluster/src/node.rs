@@ -9,15 +9,17 @@
 //! transmit alike. This is what makes a vote or an append acknowledgement a promise, and it is the same rule as
 //! `sync = "always"`. A driver may batch: write several `Persist*` outputs, sync once, then act on what follows.
 //!
-//! Who does what: every node applies committed entries to an [`Image`] (a hot standby). The leader also runs the
-//! broker: once the first entry of its own term is applied (so every earlier entry is too), it rebuilds the broker
-//! with `Broker::restore` from that image and starts serving clients. Each broker input's records become one Raft
+//! Who does what: every node applies committed entries (a standby; the [`Image`] they make is brought up to date
+//! from the log only when needed, see `image`). The leader also runs the broker: once the first entry of its own
+//! term is applied (so every earlier entry is too), it catches the image up, rebuilds the broker with
+//! `Broker::restore` from it and starts serving clients. Each broker input's records become one Raft
 //! entry; the client outputs that follow the first record wait until that entry is committed and applied (see
 //! `release`). A leader that steps down (a higher term, or no word from a quorum within an election timeout:
 //! raft-rs's check-quorum) drops its held outputs, closes its clients' connections and its broker.
 
 use crate::config::{NodeConfig, Recovered};
 use crate::failover::Watch;
+use crate::image::{apply_entry_data, LazyImage, REPLAY_WINDOW_BYTES};
 use crate::members::{self, MemberChange, MemberChangeError};
 use crate::relay::{self, RelayKind, RelayMessage, Relayed, Remote};
 use crate::release::Held;
@@ -296,14 +298,19 @@ impl std::fmt::Display for PeerProgress {
 /// from now rather than firing a burst of elections.
 const MAX_CATCH_UP_TICKS: u32 = 64;
 
-/// The image's garbage is collected once it holds at least this many messages (and twice the live ones).
-const COLLECT_MIN_MESSAGES: usize = 4096;
+/// Entry data a new leader applies to its image per input before it serves (see `maybe_serve`): a few ms of work,
+/// so its loop goes on answering Raft (heartbeats, appends) while it catches up on up to a snapshot's worth.
+const CATCH_UP_BYTES: u64 = 4 << 20;
 
 /// A cluster node. See the module documentation for how to drive it.
 pub struct Node {
     config: NodeConfig,
     raft: RawNode<LogStore>,
-    image: Image,
+    /// The applied state, at `applied` once caught up (see `image`).
+    image: LazyImage,
+    /// Entry data applied since the image was last caught up: a node that does not serve keeps it under
+    /// `REPLAY_WINDOW_BYTES` (see `apply`).
+    image_lag_bytes: u64,
     applied: u64,
     /// Digest of every entry applied so far (see `wire::fold_digest`).
     digest: u64,
@@ -311,18 +318,12 @@ pub struct Node {
     /// Bytes of entry data applied since the last snapshot, and the size of that snapshot's data.
     applied_bytes: u64,
     last_snapshot_bytes: u64,
-    /// Collect the image's garbage once it holds this many messages (see `collect_garbage`).
-    collect_at: usize,
     /// Set once this node leads: the index of its term's first entry, applied before it may serve.
     serve_after: Option<u64>,
     broker: Option<Broker>,
     held: Held,
     /// Records produced since the last proposal (see `NodeConfig::propose_per_turn`).
     unproposed: Vec<Record>,
-    /// The records of this leader's proposals not yet applied, by entry index and term: applied from here when
-    /// committed rather than decoded back from the entry's bytes (decoding was a fifth of a leader's CPU under
-    /// QoS 1 load). An index and term name one entry's contents (Raft's log matching), so a match is the same data.
-    proposed: VecDeque<(u64, u64, Vec<Record>)>,
     /// Client connections the broker knows (opened while serving, not yet closed), relayed ones included.
     clients: BTreeSet<ConnectionId>,
     /// On a node that does not serve: its client connections relayed to the leader, by local id.
@@ -417,18 +418,17 @@ impl Node {
         let mut node = Node {
             config,
             raft,
-            image,
+            image: LazyImage::new(image, applied),
+            image_lag_bytes: 0,
             applied,
             digest,
             last_snapshot: snapshot_index,
             applied_bytes: 0,
             last_snapshot_bytes: 0,
-            collect_at: COLLECT_MIN_MESSAGES,
             serve_after: None,
             broker: None,
             held,
             unproposed: Vec::new(),
-            proposed: VecDeque::new(),
             clients: BTreeSet::new(),
             relayed: BTreeMap::new(),
             remote: BTreeMap::new(),
@@ -488,9 +488,13 @@ impl Node {
         self.outputs.pop_front()
     }
 
-    /// When the node next needs `NodeInput::Tick`. Before its first input: at once.
+    /// When the node next needs `NodeInput::Tick`. Before its first input, or while a new leader catches its image
+    /// up: at once.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
+        if self.catching_up() {
+            return Some(self.now);
+        }
         let raft = self.next_tick.unwrap_or(Time::ZERO);
         let broker = self.broker.as_ref().and_then(|b| b.poll_timeout());
         Some(broker.map_or(raft, |b| b.min(raft)))
@@ -518,9 +522,10 @@ impl Node {
         self.leader
     }
 
-    /// The committed state as applied on this node.
-    pub fn image(&self) -> &Image {
-        &self.image
+    /// The committed state as applied on this node: a copy brought up to the applied index, costly (see `image`),
+    /// for checks.
+    pub fn image(&self) -> Image {
+        self.image.copy_at(self.raft.store(), self.applied)
     }
 
     /// The index of the last applied entry.
@@ -839,8 +844,10 @@ impl Node {
         if self.unproposed.is_empty() {
             return;
         }
-        let records = std::mem::take(&mut self.unproposed);
-        let data = wire::encode_records(&records);
+        let data = wire::encode_records(&self.unproposed);
+        // Kept for the next turn's records (the vector's capacity with it): the entry's bytes are all that is kept
+        // of them, the image is rebuilt from the log (see `image`).
+        self.unproposed.clear();
         if let Err(e) = self.raft.propose(Vec::new(), data) {
             // Only a node that is no longer leader drops a proposal: the broker's state is ahead of the log now.
             self.depose(&format!("proposal dropped: {e}"));
@@ -848,7 +855,6 @@ impl Node {
         }
         let index = self.raft.raft.raft_log.last_index();
         let term = self.raft.raft.term;
-        self.proposed.push_back((index, term, records));
         if crate::planted::release_before_commit(&self.config) {
             let outputs = self.held.take_open();
             self.emit_clients(outputs);
@@ -958,7 +964,7 @@ impl Node {
         let index = snapshot.get_metadata().index;
         match wire::decode_snapshot_data(&snapshot.data) {
             Ok((digest, image)) => {
-                self.image = image;
+                self.image.replace(image, index);
                 self.digest = digest;
                 self.applied = index;
                 self.last_snapshot = index;
@@ -987,49 +993,29 @@ impl Node {
             }
             self.digest = wire::fold_digest(self.digest, entry.index, entry.term, &entry.data);
             self.applied_bytes += entry.data.len() as u64;
-            let mut events = Vec::new();
-            if entry.get_entry_type() == EntryType::EntryNormal {
-                match self.take_proposed(entry.index, entry.term) {
-                    Some(records) => records.into_iter().for_each(|record| self.image.apply(record)),
-                    None => apply_entry_data(&mut self.image, &entry, &mut events),
-                }
-            }
-            for e in events {
-                self.event(e);
-            }
+            self.image_lag_bytes += entry.data.len() as u64;
+            // The records go to the image when it is needed (see `image`): the entry stays in the log until a
+            // snapshot holds it.
             if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
                 self.apply_conf_change(&entry);
             }
             self.applied = entry.index;
             self.release(entry.index, entry.term);
         }
-        self.collect_garbage();
-    }
-
-    /// Drops the messages no queue entry refers to any more, once they may be as many as the live ones: a `Done`
-    /// record ends a queue entry but leaves its message in the image (another entry may refer to it). Without this
-    /// every message a durable session ever received stays in memory on every node and in each snapshot (43 MB
-    /// after 10,000 entries of a QoS 1 bench); collecting it all at snapshot time took the loop 0.4-1.4 s on a busy
-    /// machine, past the election timeout. Collected this way the cost is amortised over the messages stored
-    /// meanwhile. Safe between entries: an entry that queues a message carries its `Store` too (the broker stores
-    /// a message again in each input that queues it), so no later entry refers to a message collected here.
-    fn collect_garbage(&mut self) {
-        if self.image.messages.len() < self.collect_at {
-            return;
-        }
-        self.image.collect_garbage();
-        self.collect_at = (2 * self.image.messages.len()).max(COLLECT_MIN_MESSAGES);
-    }
-
-    /// The records this leader proposed as the entry at `index` in `term`, if it did; proposals before `index`
-    /// are past (applied, or replaced by another leader's entries) and forgotten.
-    fn take_proposed(&mut self, index: u64, term: u64) -> Option<Vec<Record>> {
-        while self.proposed.front().is_some_and(|(i, _, _)| *i < index) {
-            self.proposed.pop_front();
-        }
-        match self.proposed.front() {
-            Some((i, t, _)) if *i == index && *t == term => self.proposed.pop_front().map(|(_, _, records)| records),
-            _ => None,
+        // A node that may have to take over keeps its image a window behind at most, so that a new leader has
+        // little to catch up before it serves (after 5 s of fan-out load, catching up from the last snapshot
+        // took a failover 0.5-1 s longer); a window at a time, its cancelled records skipped (see `Replay`).
+        if self.broker.is_none() && self.image_lag_bytes >= REPLAY_WINDOW_BYTES {
+            let mut events = Vec::new();
+            if self
+                .image
+                .catch_up(self.raft.store(), self.applied, CATCH_UP_BYTES, &mut events)
+            {
+                self.image_lag_bytes = 0;
+            }
+            for e in events {
+                self.event(e);
+            }
         }
     }
 
@@ -1116,6 +1102,15 @@ impl Node {
         }
     }
 
+    /// Whether this node leads, may serve, and is bringing its image up to date first (see `maybe_serve`).
+    fn catching_up(&self) -> bool {
+        self.broker.is_none()
+            && self.role == Role::Leader
+            && !self.removed
+            && self.serve_after.is_some_and(|after| self.applied >= after)
+            && self.image.is_behind(self.applied)
+    }
+
     fn maybe_serve(&mut self) {
         if self.broker.is_some() || self.role != Role::Leader || self.removed {
             return;
@@ -1126,6 +1121,17 @@ impl Node {
         if self.applied < after {
             return;
         }
+        let mut events = Vec::new();
+        let caught_up = self
+            .image
+            .catch_up(self.raft.store(), self.applied, CATCH_UP_BYTES, &mut events);
+        for e in events {
+            self.event(e);
+        }
+        if !caught_up {
+            // The rest on the next input (`poll_timeout` asks for one at once).
+            return;
+        }
         self.brokers_built += 1;
         let seed = self.config.seed ^ (self.config.node_id << 32) ^ self.brokers_built;
         let config = self.config.broker.clone();
@@ -1133,7 +1139,8 @@ impl Node {
             Some(shared) => Broker::with_authenticator(config, seed, Box::new(shared.clone())),
             None => Broker::new(config, seed),
         };
-        broker.restore(self.now, self.image.clone());
+        // The broker holds the state from here on; the image is rebuilt from the log if this node steps down.
+        broker.restore(self.now, self.image.take());
         self.broker = Some(broker);
         self.event(ClusterEvent::Serving {
             term: self.term,
@@ -1146,7 +1153,6 @@ impl Node {
     fn depose(&mut self, _why: &str) {
         self.serve_after = None;
         self.unproposed.clear();
-        self.proposed.clear();
         if self.broker.take().is_none() && self.held.is_empty() && self.clients.is_empty() {
             return;
         }
@@ -1201,7 +1207,13 @@ impl Node {
         // each (see `snapshot`). The log reaches back to the previous snapshot unless the node recovered with a gap.
         let job = match raft::Storage::entries(store, base + 1, index + 1, None, context) {
             Ok(entries) => SnapshotJob::replay(at, self.digest, store.snapshot_data(), entries),
-            Err(_) => SnapshotJob::copy(at, self.digest, self.image.clone()),
+            Err(_) => {
+                let mut events = Vec::new();
+                self.image.catch_up(store, index, u64::MAX, &mut events);
+                let job = SnapshotJob::copy(at, self.digest, self.image.get().clone());
+                self.outputs.extend(events.into_iter().map(NodeOutput::Event));
+                job
+            }
         };
         self.snapshot_in_flight = Some(index);
         // Counted from here: what is applied while the driver writes belongs to the next snapshot.
@@ -1223,6 +1235,7 @@ impl Node {
         }
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.raft.mut_store().compact(snapshot);
+        self.image.compacted(index);
         self.event(ClusterEvent::SnapshotTaken { index });
     }
 
@@ -1636,21 +1649,4 @@ fn recovered_replay(config: &NodeConfig, store: &LogStore, recovered: &[Entry], 
         return recovered.iter().filter(|e| e.index <= commit).cloned().collect();
     }
     store.entries_through(commit).cloned().collect()
-}
-
-fn apply_entry_data(image: &mut Image, entry: &Entry, events: &mut Vec<ClusterEvent>) {
-    if entry.data.is_empty() {
-        return;
-    }
-    match wire::decode_records(&entry.data) {
-        Ok(records) => {
-            for record in records {
-                image.apply(record);
-            }
-        }
-        Err(error) => events.push(ClusterEvent::EntryUndecodable {
-            index: entry.index,
-            error,
-        }),
-    }
 }

@@ -10,10 +10,12 @@
 //! durable every entry it covers stays, in memory and on disk, so a crash mid-write loses nothing (recovery uses
 //! the previous snapshot and the whole log).
 
+use crate::image::{Collector, Replay, REPLAY_WINDOW_BYTES};
+use crate::node::ClusterEvent;
 use crate::wire::{self, DataError};
 use bytes::Bytes;
 use mqtt_core::persist::Image;
-use raft::eraftpb::{ConfState, Entry, EntryType, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, Entry, Snapshot, SnapshotMetadata};
 
 /// The node's applied state at one index, for the driver to rebuild, encode and write (see
 /// `NodeOutput::TakeSnapshot`).
@@ -77,19 +79,26 @@ impl SnapshotJob {
         let mut image = match &self.source {
             Source::Image(image) => image.clone(),
             Source::Replay { base, entries } => {
+                let mut collect = Collector::default();
                 let mut image = if base.is_empty() {
                     Image::default()
                 } else {
                     wire::decode_snapshot_data(base)?.1
                 };
-                // As `Node::apply` does: the records of normal entries; configuration changes live in the metadata.
-                for entry in entries.iter().filter(|e| e.get_entry_type() == EntryType::EntryNormal) {
-                    if entry.data.is_empty() {
-                        continue;
+                // The records of normal entries (configuration changes live in the metadata), a window at a time
+                // (see `Replay`), the garbage collected as the node's image does.
+                let mut events = Vec::new();
+                let mut replay = Replay::default();
+                for entry in entries {
+                    replay.push(entry);
+                    if replay.bytes >= REPLAY_WINDOW_BYTES {
+                        replay.apply(&mut image, &mut events);
+                        collect.garbage(&mut image);
                     }
-                    for record in wire::decode_records(&entry.data)? {
-                        image.apply(record);
-                    }
+                }
+                replay.apply(&mut image, &mut events);
+                if let Some(ClusterEvent::EntryUndecodable { index, error }) = events.into_iter().next() {
+                    return Err(DataError(format!("entry {index}: {error}")));
                 }
                 image
             }

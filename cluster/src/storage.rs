@@ -107,6 +107,12 @@ impl LogStore {
         self.snapshot_index() + self.entries.len() as u64
     }
 
+    /// The entries after `index` (from the snapshot's on, if `index` is below it), in order.
+    pub fn entries_after(&self, index: u64) -> impl Iterator<Item = &Entry> {
+        let skip = index.saturating_sub(self.snapshot_index()) as usize;
+        self.entries.iter().skip(skip)
+    }
+
     /// The entries at or below `commit` and above the snapshot, for applying at start-up.
     pub fn entries_through(&self, commit: u64) -> impl Iterator<Item = &Entry> {
         self.entries.iter().take_while(move |e| e.index <= commit)

@@ -59,7 +59,7 @@ impl Alone {
             if let NodeOutput::TakeSnapshot(job) = &output {
                 // The job rebuilds (from the previous snapshot and the entries since) the image the node holds at
                 // its index, which is now: it is handed out at the end of the input that applied that index.
-                let mut live = self.node.image().clone();
+                let mut live = self.node.image();
                 live.collect_garbage();
                 live.orphan_records = 0;
                 let mut rebuilt = job.image().expect("the job rebuilds the image");

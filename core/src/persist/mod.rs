@@ -9,4 +9,4 @@ mod record;
 pub mod sanity;
 
 pub use image::{session_records, EntryImage, Image, RetainedSink, SessionImage};
-pub use record::{Record, RecordError, SentState, StoredMessage, StoredWill};
+pub use record::{Peek, Record, RecordError, SentState, StoredMessage, StoredWill};

@@ -188,6 +188,52 @@ mod tag {
     pub const WILL_DONE: u8 = 16;
 }
 
+/// What an encoded record says about the queue entry or stored message it concerns, read from its first fields
+/// without decoding the rest (`Record::peek`): for a replay that skips the records a later one cancels (a queue
+/// entry enqueued, sent and finished within the entries it replays) instead of decoding and applying them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    Store {
+        id: u64,
+    },
+    Enqueue {
+        key: u64,
+        seq: u64,
+        id: u64,
+    },
+    Sent {
+        key: u64,
+        seq: u64,
+    },
+    Done {
+        key: u64,
+        seq: u64,
+    },
+    /// Any other record, or bytes too short for the fields above (decoding says what is wrong with them).
+    Other,
+}
+
+impl Peek {
+    /// Peeks at an encoded record (what `Record::encode` wrote).
+    pub fn of(data: &[u8]) -> Peek {
+        let u64_at = |at: usize| -> Option<u64> { data.get(at..at + 8)?.try_into().ok().map(u64::from_be_bytes) };
+        let peeked = match data.first() {
+            Some(&tag::STORE) => u64_at(1).map(|id| Peek::Store { id }),
+            Some(&tag::ENQUEUE) => (|| {
+                Some(Peek::Enqueue {
+                    key: u64_at(1)?,
+                    seq: u64_at(9)?,
+                    id: u64_at(17)?,
+                })
+            })(),
+            Some(&tag::SENT) => u64_at(1).zip(u64_at(9)).map(|(key, seq)| Peek::Sent { key, seq }),
+            Some(&tag::DONE) => u64_at(1).zip(u64_at(9)).map(|(key, seq)| Peek::Done { key, seq }),
+            _ => None,
+        };
+        peeked.unwrap_or(Peek::Other)
+    }
+}
+
 impl Record {
     /// Appends the encoded record to `out`. Fails only for values the MQTT wire format could not carry either.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {

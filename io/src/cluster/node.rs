@@ -666,7 +666,7 @@ impl Core for ClusterCore {
     }
 
     fn image(&self) -> Image {
-        self.node.image().clone()
+        self.node.image()
     }
 
     /// The counters of the broker this node runs while it leads; zero on a node that does not lead.

@@ -312,7 +312,7 @@ fn snapshots_compact_the_log_files_and_a_restarted_node_recovers_its_image_from_
     );
     // The follower restarts from its files alone: snapshot, then the log after it.
     let id = nodes[f].core.node().node_id();
-    let before = nodes[f].core.node().image().clone();
+    let before = nodes[f].core.node().image();
     let TestNode { mut core, dir, .. } = nodes.remove(f);
     // The commit index rides along with the next sync, so the last entries it applied may be committed on disk only
     // once another sync comes (a node that stops before then learns the rest from the leader); this test is about
@@ -329,14 +329,9 @@ fn snapshots_compact_the_log_files_and_a_restarted_node_recovers_its_image_from_
     let config = node_config(&settings, BrokerConfig::default(), 7);
     let (core, recovered) = open(dir.path(), &settings, config, false).expect("reopen");
     assert!(recovered.snapshot.get_metadata().index > 0, "recovered from a snapshot");
-    let mut sessions: Vec<&str> = core
-        .node()
-        .image()
-        .sessions
-        .values()
-        .map(|s| s.client_id.as_str())
-        .collect();
+    let image = core.node().image();
+    let mut sessions: Vec<&str> = image.sessions.values().map(|s| s.client_id.as_str()).collect();
     sessions.sort_unstable();
     assert_eq!(sessions, clients.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(core.node().image().sessions, before.sessions);
+    assert_eq!(image.sessions, before.sessions);
 }

@@ -377,7 +377,7 @@ impl World {
         let mut first: Option<(u64, mqtt_core::persist::Image)> = None;
         for n in &self.nodes {
             let Some(node) = &n.node else { continue };
-            let mut image = node.image().clone();
+            let mut image = node.image();
             image.collect_garbage();
             image.orphan_records = 0;
             match &first {
