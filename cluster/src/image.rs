@@ -9,8 +9,9 @@
 //! is caught up from the log, or from the latest snapshot once the log behind it is compacted, when needed: a new
 //! leader catches up a bounded amount of entry data per input (see `Node::maybe_serve`), so its loop keeps
 //! answering Raft while it does. A node that does not serve catches up whenever it is a window
-//! (`REPLAY_WINDOW_BYTES`) behind, so a failover has at most that much to apply; the leader not at all. What is applied, and in what order, is what the eager image applied: the normal
-//! entries' records, committed, in index order, onto the image of the snapshot before them.
+//! (`REPLAY_WINDOW_BYTES`) behind, so a failover has at most that much to apply; the leader not at all. What is
+//! applied, and in what order, is what the eager image applied: the normal entries' records, committed, in index
+//! order, onto the image of the snapshot before them.
 
 use crate::node::ClusterEvent;
 use crate::storage::LogStore;
@@ -89,22 +90,16 @@ impl LazyImage {
             }
             self.at = base;
         }
-        let mut spent = 0;
-        let mut replay = Replay::default();
-        for entry in store.entries_after(self.at) {
+        let (mut spent, at) = (0, &mut self.at);
+        let entries = store.entries_after(*at).take_while(|entry| {
             if entry.index > through || (spent > 0 && spent >= budget) {
-                break;
+                return false;
             }
             spent += entry.data.len() as u64 + 1;
-            replay.push(entry);
-            self.at = entry.index;
-            if replay.bytes >= REPLAY_WINDOW_BYTES {
-                replay.apply(&mut self.image, events);
-                self.collect.garbage(&mut self.image);
-            }
-        }
-        replay.apply(&mut self.image, events);
-        self.collect.garbage(&mut self.image);
+            *at = entry.index;
+            true
+        });
+        replay_windows(&mut self.image, entries, &mut self.collect, events);
         self.at >= through
     }
 
@@ -256,6 +251,26 @@ impl<'a> Replay<'a> {
             }
         }
     }
+}
+
+/// Applies `entries` to `image` a window (`REPLAY_WINDOW_BYTES`) at a time (see `Replay`), collecting the image's
+/// garbage after each: the node's catch-up and the snapshot thread's rebuild alike.
+pub(crate) fn replay_windows<'a>(
+    image: &mut Image,
+    entries: impl IntoIterator<Item = &'a Entry>,
+    collect: &mut Collector,
+    events: &mut Vec<ClusterEvent>,
+) {
+    let mut replay = Replay::default();
+    for entry in entries {
+        replay.push(entry);
+        if replay.bytes >= REPLAY_WINDOW_BYTES {
+            replay.apply(image, events);
+            collect.garbage(image);
+        }
+    }
+    replay.apply(image, events);
+    collect.garbage(image);
 }
 
 /// The (offset, length) of each record body in an entry's data, each frame's checksum checked.

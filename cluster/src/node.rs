@@ -1102,23 +1102,22 @@ impl Node {
         }
     }
 
-    /// Whether this node leads, may serve, and is bringing its image up to date first (see `maybe_serve`).
-    fn catching_up(&self) -> bool {
+    /// Whether this node leads without serving yet and has applied its term's first entry: it may serve once its
+    /// image is caught up (see `maybe_serve`).
+    fn may_serve(&self) -> bool {
         self.broker.is_none()
             && self.role == Role::Leader
             && !self.removed
             && self.serve_after.is_some_and(|after| self.applied >= after)
-            && self.image.is_behind(self.applied)
+    }
+
+    /// Whether this node may serve and is bringing its image up to date first (see `maybe_serve`).
+    fn catching_up(&self) -> bool {
+        self.may_serve() && self.image.is_behind(self.applied)
     }
 
     fn maybe_serve(&mut self) {
-        if self.broker.is_some() || self.role != Role::Leader || self.removed {
-            return;
-        }
-        let Some(after) = self.serve_after else {
-            return;
-        };
-        if self.applied < after {
+        if !self.may_serve() {
             return;
         }
         let mut events = Vec::new();

@@ -10,7 +10,7 @@
 //! durable every entry it covers stays, in memory and on disk, so a crash mid-write loses nothing (recovery uses
 //! the previous snapshot and the whole log).
 
-use crate::image::{Collector, Replay, REPLAY_WINDOW_BYTES};
+use crate::image::{replay_windows, Collector};
 use crate::node::ClusterEvent;
 use crate::wire::{self, DataError};
 use bytes::Bytes;
@@ -88,15 +88,7 @@ impl SnapshotJob {
                 // The records of normal entries (configuration changes live in the metadata), a window at a time
                 // (see `Replay`), the garbage collected as the node's image does.
                 let mut events = Vec::new();
-                let mut replay = Replay::default();
-                for entry in entries {
-                    replay.push(entry);
-                    if replay.bytes >= REPLAY_WINDOW_BYTES {
-                        replay.apply(&mut image, &mut events);
-                        collect.garbage(&mut image);
-                    }
-                }
-                replay.apply(&mut image, &mut events);
+                replay_windows(&mut image, entries, &mut collect, &mut events);
                 if let Some(ClusterEvent::EntryUndecodable { index, error }) = events.into_iter().next() {
                     return Err(DataError(format!("entry {index}: {error}")));
                 }
