@@ -40,6 +40,11 @@ impl Broker {
             }
         }
 
+        if !self.apply_identity(conn, &mut connect) {
+            self.refuse_authentication(conn, &connect, ReasonCode::NOT_AUTHORIZED);
+            return;
+        }
+
         let info = ConnectInfo {
             conn,
             client_id: &connect.client_id,

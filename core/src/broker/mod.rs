@@ -16,6 +16,7 @@ mod flow;
 mod footprint;
 mod frozen;
 mod held;
+mod identity;
 mod message;
 mod outbuf;
 mod partial;
@@ -88,6 +89,11 @@ pub enum Input<'a> {
         peer: SocketAddr,
         listener: ListenerId,
     },
+    /// The transport verified who the peer is: `identity` is the subject Common Name of the client certificate its
+    /// TLS handshake verified. The handshake ends after `Opened` (the connect timeout runs from there), so this
+    /// comes on its own, once, before the connection's first `Received`. Only listeners in
+    /// `Config::identity_as_username` use it; one arriving after the CONNECT is ignored.
+    Identified { conn: ConnectionId, identity: &'a str },
     /// Bytes arrived on a connection, in any chunking.
     Received { conn: ConnectionId, data: &'a [u8] },
     /// The peer closed the connection, or it failed. The broker forgets it (and may publish its will).
@@ -307,6 +313,7 @@ impl Broker {
         }
         match input {
             Input::Opened { conn, peer, listener } => self.handle_opened(conn, peer, listener),
+            Input::Identified { conn, identity } => self.handle_identified(conn, identity),
             Input::Received { conn, data } => self.handle_received(conn, data),
             Input::Closed { conn } => self.end_connection(conn, WillPolicy::Publish, "connection closed by peer"),
             Input::WriteBlocked { conn } => {

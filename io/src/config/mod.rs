@@ -15,7 +15,7 @@ pub use error::{ConfigError, Origin, Problem};
 pub use limits::{LimitFlags, LimitsFile};
 
 use clap::Parser;
-use mqtt_core::broker::Config;
+use mqtt_core::broker::{Config, ListenerId};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -432,6 +432,13 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
             listener.allow_anonymous = allow;
         }
     }
+    // The core makes a verified certificate's name the user name on these (the driver tells it the name).
+    limits.identity_as_username = listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.tls.as_ref().is_some_and(|t| t.use_identity_as_username))
+        .map(|(i, _)| ListenerId(i))
+        .collect();
     let http_listen = match (
         cli.http_listen,
         file.http.as_ref().and_then(|h| h.listen.as_ref()),

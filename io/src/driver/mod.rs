@@ -15,7 +15,6 @@ mod core_api;
 pub use core_api::{Core, CORE_TOKEN_BASE};
 mod events;
 mod flush;
-mod identity;
 mod outbox;
 mod park;
 mod read;
@@ -201,7 +200,6 @@ impl<C: Core> Driver<C> {
                     tls,
                     ws_path: listener.ws_path.as_deref().map(Arc::from),
                     identity_as_username: listener.tls.as_ref().is_some_and(|t| t.use_identity_as_username),
-                    max_packet_size: settings.limits.max_packet_size as usize,
                 };
                 bind_one(listener, transport)
             })

@@ -38,7 +38,7 @@ impl Core for Echo {
             Input::Writable { .. } => seen.writable += 1,
             Input::Closed { .. } => seen.closed += 1,
             Input::Shutdown => seen.shutdown = true,
-            Input::Tick | Input::StorageWritable(_) | Input::AuthDecided { .. } => {}
+            Input::Tick | Input::StorageWritable(_) | Input::AuthDecided { .. } | Input::Identified { .. } => {}
         }
     }
     fn poll_output(&mut self) -> Option<Output> {
