@@ -13,7 +13,7 @@ impl Broker {
     /// The transport's verified name for `conn`, kept until its CONNECT.
     pub(super) fn handle_identified(&mut self, conn: ConnectionId, identity: &str) {
         // The connection closed (or timed out) after the handshake: nothing left to identify.
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.if_open_mut(conn) else {
             return;
         };
         // Only the CONNECT reads the name. The driver gives it before any MQTT bytes, so one arriving later would
@@ -28,7 +28,7 @@ impl Broker {
     /// `false` if the listener asks for one and the transport verified none (a certificate without a Common Name):
     /// such a client cannot be told apart from any other and must be refused.
     pub(super) fn apply_identity(&mut self, conn: ConnectionId, connect: &mut Connect) -> bool {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return false;
         };
         // Before the CONNECT the extras hold nothing but the name (see `Extras::identity`): dropping them keeps
