@@ -40,6 +40,21 @@ const CLIENTS: usize = 300;
 const INTERVAL: Duration = Duration::from_millis(30);
 const MESSAGE: &[u8] = b"reading\n";
 
+/// Read whatever came back to each client, adding it to its count.
+fn read_echoes(clients: &mut [std::net::TcpStream], echoed: &mut [usize]) {
+    let mut buf = [0u8; 4096];
+    for (client, got) in clients.iter_mut().zip(echoed.iter_mut()) {
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => panic!("the loop closed a client"),
+                Ok(n) => *got += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn many_quiet_clients_are_read_in_batches_and_every_byte_comes_back() {
     let _no_sigterm_meanwhile = super::tests::SIGTERM_WAITS.lock().unwrap_or_else(|e| e.into_inner());
@@ -69,19 +84,6 @@ fn many_quiet_clients_are_read_in_batches_and_every_byte_comes_back() {
         })
         .collect();
     let mut echoed = vec![0usize; CLIENTS];
-    let mut read_echoes = |clients: &mut [std::net::TcpStream], echoed: &mut [usize]| {
-        let mut buf = [0u8; 4096];
-        for (client, got) in clients.iter_mut().zip(echoed.iter_mut()) {
-            loop {
-                match client.read(&mut buf) {
-                    Ok(0) => panic!("the loop closed a client"),
-                    Ok(n) => *got += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("read: {e}"),
-                }
-            }
-        }
-    };
     // Warm up for a few decision periods, then count turns and reads over a second of sending.
     let start = Instant::now();
     let mut sent = 0usize;
