@@ -204,7 +204,7 @@ impl<C: Core> Driver<C> {
                 bind_one(listener, transport)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let io = choose_io(settings.io, &listeners, &poll)?;
+        let io = choose_io(settings.io, settings.io_coalesce, &listeners, &poll)?;
         if let Io::Epoll = io {
             for (i, listener) in listeners.iter_mut().enumerate() {
                 poll.registry()
@@ -337,7 +337,9 @@ impl<C: Core> Driver<C> {
                     }
                 }
                 Io::Uring(ring) => {
-                    let completions = ring.wait(timeout, &mut self.conns).map_err(DriverError::Poll)?;
+                    let completions = ring
+                        .wait(timeout, self.now, &mut self.conns)
+                        .map_err(DriverError::Poll)?;
                     self.now = self.clock.instant();
                     for completion in completions {
                         match completion {
@@ -688,5 +690,7 @@ fn set_interest(poll: &Poll, id: ConnectionId, conn: &mut Conn, interest: Intere
     }
 }
 
+#[cfg(test)]
+mod coalesce_tests;
 #[cfg(test)]
 mod tests;
