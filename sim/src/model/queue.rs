@@ -168,21 +168,29 @@ impl Backlog {
     /// model counts and the broker does not hold, so below `need` (the model's total, an upper bound, less the
     /// level the eviction stops at): a delivery beyond that was not evicted.
     pub fn mark_evictable(&mut self, need: u64, unsure: impl Fn(&str) -> bool, why: &'static str) {
+        // Only an unmarked delivery can change: none left, nothing to walk (the broker retries every held PUBLISH
+        // at every input, each retry an eviction, so most calls find an offline queue already marked).
+        if !self.entries.iter().any(|e| !e.received && e.droppable.is_none()) {
+            return;
+        }
+        // Whether each delivery not received was routed at a moment the model cannot pin down, looked up once.
+        let unsure: Vec<bool> = self.entries.iter().map(|e| !e.received && unsure(&e.id)).collect();
         // The broker's inflight window (not evicted) may hold deliveries the model counts as queued (seed 1032: c0's
         // m3:59 and m3:60 sent on a connection its client had left, the model's window holding m0:45 and m3:57): up to
         // the last window's worth of them, at most the largest ones' bytes, are no evicted bytes.
         let mut sure: Vec<u64> = self
             .entries
             .iter()
-            .filter(|e| !e.received && !e.in_window && !unsure(&e.id))
-            .map(|e| e.bytes)
+            .zip(&unsure)
+            .filter(|(e, unsure)| !e.received && !e.in_window && !**unsure)
+            .map(|(e, _)| e.bytes)
             .collect();
         sure.sort_unstable_by(|a, b| b.cmp(a));
         let need = need + sure.iter().take(self.last_window).sum::<u64>();
         let mut walked = 0;
         let mut open_batch = None;
-        for entry in self.entries.iter_mut().filter(|e| !e.received) {
-            let anywhere = entry.in_window || unsure(&entry.id);
+        for (entry, unsure) in self.entries.iter_mut().zip(unsure).filter(|(e, _)| !e.received) {
+            let anywhere = entry.in_window || unsure;
             let in_prefix = walked < need || open_batch == Some(entry.batch);
             if !anywhere && in_prefix {
                 walked += entry.bytes;
