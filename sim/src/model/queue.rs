@@ -62,6 +62,10 @@ pub struct Backlog {
     window: usize,
     /// The last window it had online: how many deliveries the broker may hold in flight for it offline.
     last_window: usize,
+    /// The sum of the entries' bytes, kept as they come and go: the total budget's checks read every session's at
+    /// every admission attempt, which summing the entries each time made quadratic in seeds that hold many
+    /// PUBLISHes against long offline queues (seed 2069 spent 62% of its time summing).
+    bytes: u64,
 }
 
 impl Backlog {
@@ -134,7 +138,13 @@ impl Backlog {
 
     /// Upper bound of the payload bytes the broker holds for the session (queued and inflight).
     pub fn bytes_upper(&self) -> u64 {
-        self.entries.iter().map(|e| e.bytes).sum()
+        debug_assert_eq!(self.bytes, self.entries.iter().map(|e| e.bytes).sum::<u64>());
+        self.bytes
+    }
+
+    /// Counts the entries' bytes anew, after entries left in bulk.
+    fn recount(&mut self) {
+        self.bytes = self.entries.iter().map(|e| e.bytes).sum();
     }
 
     /// Whether the queue may be full (`QueueLimits::is_full` in the core), counting `extra` more messages.
@@ -150,12 +160,14 @@ impl Backlog {
             received.unplanned = false;
             return;
         }
+        self.bytes += entry.bytes;
         self.entries.push_back(entry);
         self.pump();
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.bytes = 0;
     }
 
     /// Marks as droppable what the total budget's eviction of at most `need` bytes may take from this offline
@@ -255,6 +267,7 @@ impl Backlog {
             let sibling =
                 |e: &Entry| !e.received && e.retained_copy && e.group == found.group && e.batch == found.batch;
             self.entries.retain(|e| !sibling(e));
+            self.recount();
         }
         self.pump();
         // With several copies of the message owed, the model cannot tell which one arrived, so not which ones it
@@ -272,6 +285,7 @@ impl Backlog {
             }
         }
         self.entries = kept;
+        self.recount();
         self.pump();
         (Some(found), skipped)
     }
@@ -284,6 +298,7 @@ impl Backlog {
     /// the broker had given them, so counted 4 queued where the broker had 5 and held m0:47). The routing, once
     /// applied, is this copy (`push`).
     pub fn adopt_unplanned(&mut self, id: &str, packet_id: u16, bytes: u64, retain: bool) {
+        self.bytes += bytes;
         self.entries.push_back(Entry {
             id: id.into(),
             bytes,
@@ -317,6 +332,7 @@ impl Backlog {
     pub fn remove_shared(&mut self, id: &str, group: &str) {
         let other = |e: &Entry| e.shared && !e.received && e.id == id && e.group == group;
         if let Some(position) = self.entries.iter().position(other) {
+            self.bytes -= self.entries[position].bytes;
             self.entries.remove(position);
             self.pump();
         }
@@ -325,6 +341,7 @@ impl Backlog {
     /// The broker processed the client's PUBACK/PUBCOMP for `packet_id`: that delivery left the session.
     pub fn complete(&mut self, packet_id: u16) {
         if let Some(position) = self.entries.iter().position(|e| e.received && e.packet_id == packet_id) {
+            self.bytes -= self.entries[position].bytes;
             self.entries.remove(position);
             self.pump();
         }
