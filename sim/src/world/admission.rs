@@ -235,10 +235,23 @@ impl World {
         let mut waiting = std::mem::take(&mut self.awaiting_admission);
         let mut still_waiting = Vec::with_capacity(waiting.len());
         waiting.sort_by_key(|p| p.conn);
+        // Each connection's link looked up once (the PUBLISHes are sorted by connection, and nothing below changes a
+        // link): whether its client does not read, and whether it is gone (closed by the broker).
+        let mut gone = Vec::with_capacity(waiting.len());
+        let mut last: Option<(ConnectionId, bool, bool)> = None;
         for pending in &mut waiting {
-            if self.links.get(&pending.conn).is_some_and(|l| l.blocked) {
+            let (blocked, closed) = match last {
+                Some((conn, blocked, closed)) if conn == pending.conn => (blocked, closed),
+                _ => {
+                    let link = self.links.get(&pending.conn);
+                    (link.is_some_and(|l| l.blocked), link.is_none_or(|l| l.closed_by_broker))
+                }
+            };
+            last = Some((pending.conn, blocked, closed));
+            if blocked {
                 self.make_blind(pending);
             }
+            gone.push(closed);
         }
         // What each blind one may have queued unseen, summed once: every retry counts all the others' (the sum less
         // its own). Recounting them per retry made an input quadratic in the held PUBLISHes, and each retry cloned
@@ -250,7 +263,7 @@ impl World {
         // by what it marked before), so it is skipped. Most retries leave the PUBLISH held and the model as it was,
         // and a seed holding hundreds of them (2069) spent a quarter of its time repeating one eviction.
         let mut evicted_for = None;
-        for (pending, own) in waiting.into_iter().zip(loads) {
+        for ((pending, own), gone) in waiting.into_iter().zip(loads).zip(gone) {
             // Each retry that reaches the budget check evicts for the total budget anew, counting what the ones
             // released before it in this input added (seed 1601 of 1..3000, strict on holds: five held PUBLISHes
             // of c2 released in one input, the later ones evicted m2:14 from c1, offline since), and what the
@@ -260,7 +273,6 @@ impl World {
                 self.model.on_admission_attempt(unseen);
                 evicted_for = Some(unseen);
             }
-            let gone = self.links.get(&pending.conn).is_none_or(|l| l.closed_by_broker);
             match acks.replies.get(&(pending.conn, pending.publish.packet_id)) {
                 _ if gone => self.drop_held(&pending),
                 None => {
