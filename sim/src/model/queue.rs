@@ -133,7 +133,7 @@ impl Backlog {
 
     /// Deliveries of `id` routed to the session and not completed, received or not.
     pub fn copies(&self, id: &str) -> usize {
-        self.entries.iter().filter(|e| e.id == id).count()
+        self.entries.iter().filter(|e| *e.id == *id).count()
     }
 
     /// Upper bound of the payload bytes the broker holds for the session (queued and inflight).
@@ -216,7 +216,7 @@ impl Backlog {
 
     /// The copy the client already received that a DUP with `packet_id` resends [MQTT-4.4.0-1], if it is one.
     pub fn resent(&self, id: &str, packet_id: u16, dup: bool) -> Option<&Entry> {
-        let resent = |e: &&Entry| e.received && e.id == id && e.packet_id == packet_id;
+        let resent = |e: &&Entry| e.received && *e.id == *id && e.packet_id == packet_id;
         self.entries.iter().find(resent).filter(|_| dup)
     }
 
@@ -233,7 +233,7 @@ impl Backlog {
         // A DUP never received before is a copy that was in the window when a connection ended, resent first on
         // the next one [MQTT-4.4.0-1]: the copy in the window if the model has one, and it overtook nothing.
         let find = |shared: bool, copy: bool| {
-            let candidate = |e: &Entry| !e.received && e.shared == shared && e.id == id && e.retained_copy == copy;
+            let candidate = |e: &Entry| !e.received && e.shared == shared && *e.id == *id && e.retained_copy == copy;
             let in_window = |e: &&Entry| candidate(e) && e.in_window;
             let windowed = dup.then(|| self.entries.iter().position(|e| in_window(&e))).flatten();
             windowed.or_else(|| self.entries.iter().position(candidate))
@@ -249,7 +249,7 @@ impl Backlog {
             return (None, Vec::new());
         };
         self.share_droppable_among_copies(id);
-        let copy = |e: &Entry| !e.received && !e.shared && !e.retained_copy && e.id == id;
+        let copy = |e: &Entry| !e.received && !e.shared && !e.retained_copy && *e.id == *id;
         let ambiguous = self.entries.iter().filter(|e| copy(e)).count() > 1;
         let batch = self.entries[position].batch;
         let was_queued = !self.entries[position].in_window;
@@ -319,7 +319,7 @@ impl Backlog {
     /// id, so which copy arrived the model cannot tell: if the configuration allowed the broker to drop one of
     /// the copies still owed, the dropped one may be any of them.
     fn share_droppable_among_copies(&mut self, id: &str) {
-        let copy = |e: &Entry| !e.received && !e.shared && !e.retained_copy && e.id == id;
+        let copy = |e: &Entry| !e.received && !e.shared && !e.retained_copy && *e.id == *id;
         let Some(why) = self.entries.iter().filter(|e| copy(e)).find_map(|e| e.droppable) else {
             return;
         };
@@ -330,7 +330,7 @@ impl Backlog {
 
     /// A shared delivery went to another member of the group: not this session's to receive.
     pub fn remove_shared(&mut self, id: &str, group: &str) {
-        let other = |e: &Entry| e.shared && !e.received && e.id == id && e.group == group;
+        let other = |e: &Entry| e.shared && !e.received && *e.id == *id && e.group == group;
         if let Some(position) = self.entries.iter().position(other) {
             self.bytes -= self.entries[position].bytes;
             self.entries.remove(position);
@@ -382,7 +382,7 @@ mod tests {
         // m1:3 came before m1:2 within one input: not a drop; m1:1 of an earlier input was dropped.
         let (found, skipped) = backlog.on_received("m1:3", 7, false, false);
         assert!(found.is_some());
-        assert_eq!(skipped.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["m1:1"]);
+        assert_eq!(skipped.iter().map(|e| &*e.id).collect::<Vec<_>>(), ["m1:1"]);
         assert_eq!(backlog.queued_upper(), 1);
         assert_eq!(backlog.bytes_upper(), 20);
         backlog.complete(7);
@@ -423,7 +423,7 @@ mod tests {
             backlog
                 .unreceived()
                 .filter(|e| e.droppable.is_some())
-                .map(|e| e.id.clone())
+                .map(|e| e.id.to_string())
                 .collect()
         };
         let mut backlog = Backlog::default();
@@ -471,7 +471,7 @@ mod tests {
         assert!(found.is_some_and(|e| e.batch == 1));
         assert!(skipped.is_empty());
         let (_, skipped) = backlog.on_received("m2:2", 2, false, false);
-        let why: Vec<(&str, bool)> = skipped.iter().map(|e| (e.id.as_str(), e.droppable.is_some())).collect();
+        let why: Vec<(&str, bool)> = skipped.iter().map(|e| (&*e.id, e.droppable.is_some())).collect();
         assert_eq!(why, [("m2:1", false), ("m1:1", true)]);
     }
 
