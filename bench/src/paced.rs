@@ -12,9 +12,11 @@
 use crate::wire::{self, Reader};
 use crate::workload::{stamp, Workload, HEADER};
 use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
@@ -114,6 +116,9 @@ pub fn publish(
     };
     let mut payload = vec![0u8; w.payload.max(HEADER)];
     let mut events = Events::with_capacity(1024);
+    let mut timer = Timer::new()?;
+    poll.registry()
+        .register(&mut SourceFd(&timer.fd()), TIMER, Interest::READABLE)?;
     // Round robin over the schedule: slot `g` is device `g % n`'s message `g / n + 1`.
     let mut slot = 0u64;
     let n = devices.len() as u64;
@@ -149,9 +154,17 @@ pub fn publish(
         } else {
             Duration::from_millis(50)
         };
-        poll.poll(&mut events, Some(next.min(Duration::from_millis(50))))?;
+        // epoll's own timeout counts whole milliseconds: the next slot is armed on a timer that does not, so a
+        // device sends on time whether or not the broker's answers happen to wake the loop first.
+        let wait = next.min(Duration::from_millis(50));
+        timer.arm(wait)?;
+        poll.poll(&mut events, Some(wait + Duration::from_millis(1)))?;
         let now = schedule.began.elapsed();
         for event in events.iter() {
+            if event.token() == TIMER {
+                timer.clear();
+                continue;
+            }
             let k = event.token().0;
             let device = &mut devices[k];
             if device.closed {
@@ -174,6 +187,52 @@ pub fn publish(
     }
     sent_total.fetch_add(sent, Ordering::Relaxed);
     Ok(())
+}
+
+/// The poll token of the slot timer (devices use their index).
+const TIMER: Token = Token(usize::MAX);
+
+/// A one-shot timer with nanosecond resolution (a `timerfd`), for the next scheduled slot.
+struct Timer(OwnedFd);
+
+impl Timer {
+    fn new() -> io::Result<Timer> {
+        // SAFETY: plain system call; a valid descriptor is owned below.
+        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        Ok(Timer(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Fire once after `after` (at least a nanosecond: zero would disarm it).
+    fn arm(&mut self, after: Duration) -> io::Result<()> {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
+        if unsafe { libc::timerfd_settime(self.fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Read the expiry count so the edge-triggered poll reports the next one.
+    fn clear(&mut self) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `count`; a nonblocking read of an unexpired timer fails harmlessly.
+        let _ = unsafe { libc::read(self.fd(), count.as_mut_ptr().cast(), count.len()) };
+    }
 }
 
 /// Queues every message device `k` owes by `now` that its window allows, each stamped with its scheduled time.

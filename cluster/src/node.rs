@@ -1613,6 +1613,7 @@ impl Node {
 fn input_conn(input: &Input<'_>) -> Option<ConnectionId> {
     match input {
         Input::Opened { conn, .. }
+        | Input::Identified { conn, .. }
         | Input::Received { conn, .. }
         | Input::Closed { conn }
         | Input::WriteBlocked { conn }

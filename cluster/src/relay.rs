@@ -69,6 +69,8 @@ pub enum RelayKind {
         peer: SocketAddr,
         listener: usize,
     },
+    /// Follower to leader: the client's TLS certificate verified this name (`Input::Identified`).
+    Identified(String),
     /// Follower to leader: bytes from the client.
     Received(Bytes),
     /// Follower to leader: the client's connection closed (or the follower gave up on the relay).
@@ -95,6 +97,7 @@ impl RelayKind {
             RelayKind::Transmit(_) => 6,
             RelayKind::Close => 7,
             RelayKind::Failover => 8,
+            RelayKind::Identified(_) => 9,
         }
     }
 
@@ -111,6 +114,7 @@ impl RelayKind {
                 peer: *peer,
                 listener: ListenerId(*listener),
             },
+            RelayKind::Identified(identity) => Input::Identified { conn, identity },
             RelayKind::Received(data) => Input::Received { conn, data },
             RelayKind::Closed => Input::Closed { conn },
             RelayKind::WriteBlocked => Input::WriteBlocked { conn },
@@ -126,6 +130,7 @@ impl RelayKind {
                 peer: *peer,
                 listener: listener.0,
             },
+            Input::Identified { identity, .. } => RelayKind::Identified(identity.to_string()),
             Input::Received { data, .. } => RelayKind::Received(Bytes::copy_from_slice(data)),
             Input::Closed { .. } => RelayKind::Closed,
             Input::WriteBlocked { .. } => RelayKind::WriteBlocked,
@@ -188,6 +193,7 @@ impl std::error::Error for RelayError {}
 pub fn encode(cluster_id: u64, message: &RelayMessage) -> Bytes {
     let payload_len = match &message.kind {
         RelayKind::Received(d) | RelayKind::Transmit(d) => d.len(),
+        RelayKind::Identified(identity) => identity.len(),
         RelayKind::Opened { .. } => 64,
         _ => 0,
     };
@@ -204,6 +210,7 @@ pub fn encode(cluster_id: u64, message: &RelayMessage) -> Bytes {
             out.put_slice(peer.to_string().as_bytes());
         }
         RelayKind::Received(data) | RelayKind::Transmit(data) => out.put_slice(data),
+        RelayKind::Identified(identity) => out.put_slice(identity.as_bytes()),
         _ => {}
     }
     out.freeze()
@@ -251,11 +258,15 @@ pub fn decode(data: &[u8], cluster_id: u64) -> Result<RelayMessage, RelayError> 
         6 => RelayKind::Transmit(Bytes::copy_from_slice(b)),
         7 => RelayKind::Close,
         8 => RelayKind::Failover,
+        9 => {
+            let identity = std::str::from_utf8(b).map_err(|_| RelayError::Malformed("identity not UTF-8"))?;
+            RelayKind::Identified(identity.to_string())
+        }
         other => return Err(RelayError::UnknownKind(other)),
     };
     if !matches!(
         kind,
-        RelayKind::Opened { .. } | RelayKind::Received(_) | RelayKind::Transmit(_)
+        RelayKind::Opened { .. } | RelayKind::Identified(_) | RelayKind::Received(_) | RelayKind::Transmit(_)
     ) && !b.is_empty()
     {
         return Err(RelayError::Malformed("trailing bytes"));
@@ -295,6 +306,7 @@ mod tests {
                 peer: "127.0.0.1:5000".parse().unwrap(),
                 listener: 2,
             },
+            RelayKind::Identified("alice".into()),
             RelayKind::Received(Bytes::from_static(b"\x10\x00")),
             RelayKind::Closed,
             RelayKind::WriteBlocked,

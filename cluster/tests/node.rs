@@ -8,7 +8,7 @@ use mqtt_cluster::wire::{self, PeerError};
 use mqtt_cluster::{ClusterEvent, Node, NodeConfig, NodeInput, NodeOutput, Recovered};
 use mqtt_core::broker::{ConnectionId, Input, ListenerId, Output};
 use mqtt_core::codec::{self, Decoder};
-use mqtt_core::packet::{Packet, ProtocolVersion, Publish, QoS};
+use mqtt_core::packet::{Packet, ProtocolVersion, Publish, QoS, ReasonCode};
 use mqtt_core::time::Time;
 use std::collections::VecDeque;
 
@@ -580,6 +580,48 @@ fn an_upstream_relay_message_that_cannot_be_queued_closes_the_connection_on_both
         .events
         .iter()
         .any(|(_, e)| matches!(e, ClusterEvent::RelayGap { .. })));
+}
+
+/// A follower relays what its TLS handshake verified along with the connection: on a listener that uses the
+/// certificate's name as the user name, the leader's broker admits the client it names and refuses (0x87) one the
+/// follower had no name for, as a single broker would.
+#[test]
+fn a_relayed_client_carries_its_verified_name_to_the_leader() {
+    const CERTIFIED: ListenerId = ListenerId(1);
+    let (mut cluster, leader) = Cluster::elected_with(|c| {
+        c.relay_clients = true;
+        c.broker.identity_as_username = vec![CERTIFIED];
+    });
+    let follower = (leader + 1) % 3;
+    let peer = "127.0.0.1:5000".parse().expect("address");
+    let connect = encode(&Packet::Connect(Box::new(mqtt_core::harness::connect_packet(
+        ProtocolVersion::V5,
+        "c",
+    ))));
+    for (conn, identity) in [(ConnectionId(5), Some("alice")), (ConnectionId(6), None)] {
+        cluster.input(
+            follower,
+            NodeInput::Client(Input::Opened {
+                conn,
+                peer,
+                listener: CERTIFIED,
+            }),
+        );
+        if let Some(identity) = identity {
+            cluster.input(follower, NodeInput::Client(Input::Identified { conn, identity }));
+        }
+        cluster.input(follower, NodeInput::Client(Input::Received { conn, data: &connect }));
+        cluster.run(100);
+        let expected = match identity {
+            Some(_) => ReasonCode::SUCCESS,
+            None => ReasonCode::NOT_AUTHORIZED,
+        };
+        let got = packets(&cluster.client_outputs[follower], conn);
+        assert!(
+            matches!(&got[..], [Packet::ConnAck(c)] if c.reason == expected),
+            "{identity:?}: {got:?}"
+        );
+    }
 }
 
 /// The same on the leader's side: its output for a relayed client could not be queued. The broker's connection is

@@ -102,6 +102,12 @@ impl Harness {
         conn
     }
 
+    /// The transport verified the client's certificate, which names `identity` (as the driver reports it after a
+    /// TLS handshake, before any bytes).
+    pub fn identify(&mut self, conn: ConnectionId, identity: &str) {
+        self.input(Input::Identified { conn, identity });
+    }
+
     /// Opens a connection and sends CONNECT; returns the connection and whatever the broker answered first.
     pub fn connect(&mut self, connect: Connect) -> (ConnectionId, Option<Packet>) {
         let conn = self.open();

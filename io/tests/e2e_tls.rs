@@ -216,6 +216,22 @@ fn the_certificate_common_name_is_the_user_name_for_authentication_and_acls() {
     let stream = tls(&broker, pki.client_config(Some(&alice))).expect("handshake");
     let mut client = Mqtt::new(Stream(stream), ProtocolVersion::V3_1_1);
     assert_eq!(client.connect("c2", None, None), ReasonCode::SUCCESS);
+    // A verified certificate without a Common Name names no one: refused whatever the CONNECT claims, and closed
+    // [MQTT-3.1.4-2]; 3.1.1 gets return code 5, which reads back as 0x87.
+    let nameless = pki.client_without_common_name();
+    for version in [ProtocolVersion::V5, ProtocolVersion::V3_1_1] {
+        let stream = tls(&broker, pki.client_config(Some(&nameless))).expect("handshake");
+        let mut client = Mqtt::new(Stream(stream), version);
+        assert_eq!(
+            client.connect("c3", Some("bob"), Some(b"bpw")),
+            ReasonCode::NOT_AUTHORIZED
+        );
+    }
+    assert!(
+        broker.wait_for_log("client certificate has no subject Common Name", WAIT),
+        "{}",
+        broker.log_text()
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ impl Broker {
     /// The authenticator let the client in: forget the address's failures, check that its will may be published
     /// (refused with Not authorized otherwise, as the will would be a PUBLISH the client may not make), and accept.
     pub(super) fn admit(&mut self, conn: ConnectionId, connect: Box<Connect>, auth_data: Option<Bytes>) {
-        if let Some(peer) = self.connections.get(&conn).map(|c| c.peer) {
+        if let Some(peer) = self.connections.expected(conn).map(|c| c.peer) {
             self.auth_throttle.record_success(peer.ip());
         }
         if let Some(will) = &connect.will {
@@ -36,7 +36,7 @@ impl Broker {
     /// The authenticator refused the client: tell the driver (to log it with the address), then send the failing
     /// CONNACK now or, after recent failures from the same IP address, hold it on a timer [MQTT-3.2.2-7].
     pub(super) fn refuse_authentication(&mut self, conn: ConnectionId, connect: &Connect, reason: ReasonCode) {
-        let Some(peer) = self.connections.get(&conn).map(|c| c.peer) else {
+        let Some(peer) = self.connections.expected(conn).map(|c| c.peer) else {
             return;
         };
         let base = Duration::from_millis(self.config.auth_failure_delay_ms);
@@ -54,7 +54,7 @@ impl Broker {
             self.refuse_connect(conn, reason, "authentication failed");
             return;
         }
-        if let Some(connection) = self.connections.get_mut(&conn) {
+        if let Some(connection) = self.connections.expected_mut(conn) {
             connection.phase = Phase::Refusing;
             connection.client_id = Some(Arc::from(connect.client_id.as_str()));
             connection.extras().pending_refusal = Some((reason, "authentication failed"));
@@ -64,7 +64,7 @@ impl Broker {
 
     /// A held refusal is due: send it and close.
     pub(super) fn send_held_refusal(&mut self, conn: ConnectionId) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.if_open_mut(conn) else {
             return;
         };
         if connection.phase != Phase::Refusing {
@@ -95,7 +95,7 @@ impl Broker {
 
     /// Who is on a connected `conn`: its session's client id and user name (the connection does not keep a copy).
     fn identity_of(&self, conn: ConnectionId) -> Option<ClientIdentity<'_>> {
-        let key = self.connections.get(&conn)?.session?;
+        let key = self.connections.expected(conn)?.session?;
         let session = self.sessions.get(&key)?;
         Some(ClientIdentity {
             client_id: &session.client_id,

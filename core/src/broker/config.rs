@@ -97,6 +97,12 @@ pub struct Config {
     /// since the last pass. Not a user setting: tests and the simulator lower it so that compaction, which must keep
     /// every entry that still has work to do, happens often rather than only after bursts of 1024 connections.
     pub timer_compaction_min: usize,
+    /// Listeners whose clients are who their transport verified them to be (`Input::Identified`: a TLS client
+    /// certificate's Common Name), not who their CONNECT says: the verified name is authenticated as the User Name
+    /// and the CONNECT's own User Name and Password are ignored. A CONNECT on such a listener without a verified
+    /// name is refused with 0x87 Not authorized (3.1.1: return code 5). Not a limit: the io crate fills it from
+    /// the listeners' `use_identity_as_username`.
+    pub identity_as_username: Vec<super::ListenerId>,
     /// A known bug to plant, so the vopr can prove it finds it. Only with the `planted-bugs` feature.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -263,6 +269,7 @@ impl Default for Config {
             max_queued_bytes: 0,
             max_queued_bytes_total: 0,
             timer_compaction_min: super::timer::COMPACT_MIN,
+            identity_as_username: Vec::new(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

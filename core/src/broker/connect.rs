@@ -17,7 +17,7 @@ const MQTT31_MAX_CLIENT_ID: usize = 23;
 
 impl Broker {
     pub(super) fn handle_connect(&mut self, conn: ConnectionId, mut connect: Box<Connect>) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         connection.protocol = Some(connect.protocol);
@@ -35,9 +35,14 @@ impl Broker {
         }
         if connect.client_id.is_empty() {
             connect.client_id = self.assign_client_id();
-            if let Some(connection) = self.connections.get_mut(&conn) {
+            if let Some(connection) = self.connections.expected_mut(conn) {
                 connection.client_id_assigned = true;
             }
+        }
+
+        if !self.apply_identity(conn, &mut connect) {
+            self.refuse_authentication(conn, &connect, ReasonCode::NOT_AUTHORIZED);
+            return;
         }
 
         let info = ConnectInfo {
@@ -45,10 +50,10 @@ impl Broker {
             client_id: &connect.client_id,
             peer: self
                 .connections
-                .get(&conn)
+                .expected(conn)
                 .map(|c| c.peer)
                 .unwrap_or_else(unspecified_addr),
-            listener: self.connections.get(&conn).map(|c| c.listener).unwrap_or_default(),
+            listener: self.connections.expected(conn).map(|c| c.listener).unwrap_or_default(),
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
             auth_method: connect.properties.authentication_method.as_deref(),
@@ -71,7 +76,7 @@ impl Broker {
                     self.refuse_connect(conn, ReasonCode::BAD_AUTHENTICATION_METHOD, "authentication failed");
                     return;
                 }
-                if let Some(connection) = self.connections.get_mut(&conn) {
+                if let Some(connection) = self.connections.expected_mut(conn) {
                     connection.phase = Phase::Authenticating;
                     connection.extras().auth_method = method.clone();
                     connection.client_id = Some(Arc::from(connect.client_id.as_str()));
@@ -81,7 +86,7 @@ impl Broker {
             }
             AuthDecision::Pending => {
                 // Nothing the client sent after the CONNECT is decoded until the verdict (see `handle_received`).
-                if let Some(connection) = self.connections.get_mut(&conn) {
+                if let Some(connection) = self.connections.expected_mut(conn) {
                     connection.phase = Phase::Verifying;
                     connection.client_id = Some(Arc::from(connect.client_id.as_str()));
                     connection.extras().pending_connect = Some(connect);
@@ -92,7 +97,9 @@ impl Broker {
 
     /// Whether the CONNECT on `conn` waits for the authenticator's verdict (`AuthDecision::Pending`).
     pub fn awaiting_verdict(&self, conn: ConnectionId) -> bool {
-        self.connections.get(&conn).is_some_and(|c| c.phase == Phase::Verifying)
+        self.connections
+            .if_open(conn)
+            .is_some_and(|c| c.phase == Phase::Verifying)
     }
 
     /// The verdict on a CONNECT the authenticator answered `Pending`. Ignored unless the connection is still open
@@ -100,7 +107,7 @@ impl Broker {
     /// when the CONNECT was read, so what follows is exactly what an immediate verdict would have caused; then the
     /// bytes the client sent meanwhile are decoded.
     pub(super) fn handle_auth_decided(&mut self, conn: ConnectionId, decision: AuthDecision) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.if_open_mut(conn) else {
             return;
         };
         if connection.phase != Phase::Verifying {
@@ -126,7 +133,12 @@ impl Broker {
             other => other,
         };
         self.follow_decision(conn, connect, decision);
-        if self.connections.get(&conn).is_some_and(|c| c.phase == Phase::Connected) {
+        // The verdict may have refused and closed it.
+        if self
+            .connections
+            .if_open(conn)
+            .is_some_and(|c| c.phase == Phase::Connected)
+        {
             self.decode_received(conn);
         }
     }
@@ -192,7 +204,10 @@ impl Broker {
     /// A CONNECT that failed to decode: answer with a CONNACK where the client told us enough to understand one
     /// [MQTT-3.1.4-1], [MQTT-3.1.2-2]; otherwise just close.
     pub(super) fn reject_connect_on_decode_error(&mut self, conn: ConnectionId, error: &DecodeError, text: &str) {
-        let attempted = self.connections.get(&conn).and_then(|c| c.decoder.attempted_version());
+        let attempted = self
+            .connections
+            .expected(conn)
+            .and_then(|c| c.decoder.attempted_version());
         let answer = match (error, attempted) {
             // An unknown level is answered in 3.1.1 form, return code 1, which every version understands.
             (DecodeError::UnsupportedProtocolVersion(_), _) => Some(ProtocolVersion::V3_1_1),
@@ -201,7 +216,7 @@ impl Broker {
         };
         match answer {
             Some(version) => {
-                if let Some(connection) = self.connections.get_mut(&conn) {
+                if let Some(connection) = self.connections.expected_mut(conn) {
                     connection.protocol = Some(version);
                 }
                 self.refuse_connect(conn, error.reason_code(), text);
@@ -211,7 +226,7 @@ impl Broker {
     }
 
     pub(super) fn handle_auth_during_connect(&mut self, conn: ConnectionId, auth: Auth) {
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(connection) = self.connections.expected(conn) else {
             return;
         };
         let method = connection.auth_method().unwrap_or_default().to_owned();
@@ -227,7 +242,7 @@ impl Broker {
             AuthDecision::Allow { data } => {
                 let pending = self
                     .connections
-                    .get_mut(&conn)
+                    .expected_mut(conn)
                     .and_then(|c| c.extras.as_mut().and_then(|extras| extras.pending_connect.take()));
                 if let Some(connect) = pending {
                     self.admit(conn, connect, data);
@@ -239,7 +254,7 @@ impl Broker {
             AuthDecision::Deny(reason) => {
                 match self
                     .connections
-                    .get_mut(&conn)
+                    .expected_mut(conn)
                     .and_then(|c| c.extras.as_mut().and_then(|extras| extras.pending_connect.take()))
                 {
                     Some(connect) => self.refuse_authentication(conn, &connect, reason),
@@ -253,7 +268,7 @@ impl Broker {
 
     /// Re-authentication on a live connection [MQTT-4.12.1].
     pub(super) fn handle_reauth(&mut self, conn: ConnectionId, auth: Auth) {
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(connection) = self.connections.expected(conn) else {
             return;
         };
         let Some(method) = connection.auth_method().map(str::to_owned) else {
@@ -292,7 +307,7 @@ impl Broker {
     fn continue_auth(&mut self, conn: ConnectionId, method: &str, auth: &Auth) -> AuthDecision {
         let client_id = self
             .connections
-            .get(&conn)
+            .expected(conn)
             .and_then(|c| c.client_id.clone())
             .unwrap_or_default();
         match self
@@ -324,7 +339,7 @@ impl Broker {
     pub(super) fn accept_connect(&mut self, conn: ConnectionId, connect: Box<Connect>, auth_data: Option<Bytes>) {
         let v5 = connect.protocol.is_v5();
         let client_id = connect.client_id.clone();
-        let assigned = self.connections.get(&conn).is_some_and(|c| c.client_id_assigned);
+        let assigned = self.connections.expected(conn).is_some_and(|c| c.client_id_assigned);
 
         // Session expiry: v5 from the property (absent = 0) [MQTT-3.1.2-11]; 3.1.1 Clean Session = 0 keeps the
         // session with the broker's cap as expiry, Clean Session = 1 ends it with the connection.
@@ -342,13 +357,13 @@ impl Broker {
 
         let keep_alive = self.effective_keep_alive(connect.keep_alive, v5);
         let shared_client_id = self.sessions.get(&key).map(|session| Arc::clone(&session.client_id));
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         connection.phase = Phase::Connected;
         self.release_preconnect_bytes(conn);
         self.lift_connect_size_limit(conn);
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         connection.client_id = shared_client_id;
@@ -509,7 +524,7 @@ impl Broker {
                 self.publish_will(*will, &client_id, username.as_deref());
             }
         }
-        if let Some(connection) = self.connections.get_mut(&old) {
+        if let Some(connection) = self.connections.expected_mut(old) {
             connection.session = None;
         }
         if self.planted(super::planted::PlantedBug::TakeoverWithoutDisconnect) {
@@ -628,7 +643,7 @@ impl Broker {
     }
 
     pub(super) fn handle_disconnect(&mut self, conn: ConnectionId, disconnect: Disconnect) {
-        let Some(key) = self.connections.get(&conn).and_then(|c| c.session) else {
+        let Some(key) = self.connections.expected(conn).and_then(|c| c.session) else {
             return;
         };
         let requested = disconnect.properties.session_expiry_interval;

@@ -37,6 +37,9 @@ pub enum Phase {
 /// not each carry it.
 #[derive(Default)]
 pub struct Extras {
+    /// The name the transport verified (`Input::Identified`), until the CONNECT takes it: before that nothing
+    /// else lives here.
+    pub identity: Option<Box<str>>,
     /// Aliases the client set towards us [MQTT-3.3.2-10].
     pub inbound_aliases: HashMap<u16, String>,
     /// Aliases we set towards the client. Keyed by topic names other clients chose, so a B-tree: a hash map with

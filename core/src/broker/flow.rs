@@ -41,10 +41,10 @@ impl Broker {
         // than once the PUBLISHes held before it are admitted [MQTT-4.8.0-2].
         let queued_behind = publish.qos != QoS::AtMostOnce
             && !self.storage_error_closes(conn)
-            && self.connections.get(&conn).is_some_and(|c| c.has_held());
+            && self.connections.expected(conn).is_some_and(|c| c.has_held());
         if queued_behind {
             self.stats.publishes_held += 1;
-            if let Some(connection) = self.connections.get_mut(&conn) {
+            if let Some(connection) = self.connections.expected_mut(conn) {
                 connection.extras().held.push_back(publish);
             }
             return;
@@ -103,7 +103,7 @@ impl Broker {
     /// connection (closed). For the simulator's model, which must know when a PUBLISH was really routed.
     pub fn held_packet_ids(&self, conn: ConnectionId) -> Option<Vec<u16>> {
         self.connections
-            .get(&conn)
+            .if_open(conn)
             .map(|c| c.held().map(|h| h.packet_id).collect())
     }
 
@@ -111,14 +111,14 @@ impl Broker {
     /// (a held duplicate's id is counted there).
     pub(super) fn held_count(&self, conn: ConnectionId) -> usize {
         self.connections
-            .get(&conn)
+            .expected(conn)
             .map_or(0, |c| c.held().filter(|h| !h.duplicate).count())
     }
 
     /// Whether a QoS 1/2 PUBLISH with this id is already held on the connection (a retransmission of it).
     pub(super) fn is_held(&self, conn: ConnectionId, packet_id: u16) -> bool {
         self.connections
-            .get(&conn)
+            .expected(conn)
             .is_some_and(|c| c.held().any(|h| h.packet_id == packet_id))
     }
 
@@ -146,7 +146,7 @@ impl Broker {
             self.stats.received(publish.qos, message.payload.len());
             return Admission::Accepted(ReasonCode::NOT_AUTHORIZED);
         }
-        let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
+        let v5 = self.connections.expected(conn).is_some_and(|c| c.is_v5());
         if publish.qos != QoS::AtMostOnce && self.storage_full {
             // Nothing acknowledged may be lost, and the disk cannot take it. MQTT 5 refuses this one PUBLISH with
             // Quota exceeded and the connection carries on (MQTT 5.0 section 4.13.2, other errors); 3.1.1 has no
@@ -203,11 +203,11 @@ impl Broker {
     /// Whether a QoS 1/2 PUBLISH on this connection now meets the transient error that closes it: storage does
     /// not take writes and the client (3.1.1/3.1) cannot be told with a reason code [MQTT-4.8.0-2].
     fn storage_error_closes(&self, conn: ConnectionId) -> bool {
-        self.storage_full && self.connections.get(&conn).is_some_and(|c| !c.is_v5())
+        self.storage_full && self.connections.expected(conn).is_some_and(|c| !c.is_v5())
     }
 
     fn hold(&mut self, conn: ConnectionId, waiting_on: SessionKey, publish: HeldPublish) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         connection.extras().held.push_front(publish);
@@ -278,7 +278,8 @@ impl Broker {
 
     fn release_held(&mut self, conn: ConnectionId) {
         loop {
-            let Some(connection) = self.connections.get_mut(&conn) else {
+            // Woken ids may be of connections closed since, and an offer may close this one.
+            let Some(connection) = self.connections.if_open_mut(conn) else {
                 return;
             };
             let Some(publisher) = connection.session else {

@@ -11,11 +11,13 @@ mod auth;
 mod config;
 mod connect;
 mod connection;
+mod connections;
 mod durable;
 mod flow;
 mod footprint;
 mod frozen;
 mod held;
+mod identity;
 mod message;
 mod outbuf;
 mod partial;
@@ -88,6 +90,11 @@ pub enum Input<'a> {
         peer: SocketAddr,
         listener: ListenerId,
     },
+    /// The transport verified who the peer is: `identity` is the subject Common Name of the client certificate its
+    /// TLS handshake verified. The handshake ends after `Opened` (the connect timeout runs from there), so this
+    /// comes on its own, once, before the connection's first `Received`. Only listeners in
+    /// `Config::identity_as_username` use it; one arriving after the CONNECT is ignored.
+    Identified { conn: ConnectionId, identity: &'a str },
     /// Bytes arrived on a connection, in any chunking.
     Received { conn: ConnectionId, data: &'a [u8] },
     /// The peer closed the connection, or it failed. The broker forgets it (and may publish its will).
@@ -189,7 +196,7 @@ pub struct Broker {
     authenticator: Box<dyn Authenticator>,
     /// Boxed values: a B-tree node is then a few pointers wide, and its empty slots cost 8 bytes each instead of a
     /// whole connection or session (memory per idle connection).
-    connections: BTreeMap<ConnectionId, Box<Connection>>,
+    connections: connections::Connections,
     sessions: BTreeMap<SessionKey, Box<Session>>,
     sessions_by_client_id: KeyedHashMap<Arc<str>, SessionKey>,
     next_session_key: u64,
@@ -252,7 +259,7 @@ impl Broker {
             now: Time::ZERO,
             started_at: None,
             authenticator,
-            connections: BTreeMap::new(),
+            connections: connections::Connections::default(),
             sessions: BTreeMap::new(),
             sessions_by_client_id: KeyedHashMap::with_hasher(hash_keys),
             next_session_key: 1,
@@ -307,10 +314,11 @@ impl Broker {
         }
         match input {
             Input::Opened { conn, peer, listener } => self.handle_opened(conn, peer, listener),
+            Input::Identified { conn, identity } => self.handle_identified(conn, identity),
             Input::Received { conn, data } => self.handle_received(conn, data),
             Input::Closed { conn } => self.end_connection(conn, WillPolicy::Publish, "connection closed by peer"),
             Input::WriteBlocked { conn } => {
-                if let Some(connection) = self.connections.get_mut(&conn) {
+                if let Some(connection) = self.connections.if_open_mut(conn) {
                     connection.write_blocked = true;
                 }
             }
@@ -333,7 +341,8 @@ impl Broker {
             return Some(output);
         }
         while let Some(conn) = self.dirty.pop_front() {
-            let Some(connection) = self.connections.get_mut(&conn) else {
+            // The list keeps the ids of connections closed since they were marked.
+            let Some(connection) = self.connections.if_open_mut(conn) else {
                 continue;
             };
             connection.dirty = false;
@@ -348,7 +357,7 @@ impl Broker {
 
     /// Moves everything buffered for `conn` to the outputs, as consecutive `Transmit`s in order.
     fn hand_out(&mut self, conn: ConnectionId) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         let (outputs, stats) = (&mut self.outputs, &mut self.stats);
@@ -389,14 +398,14 @@ impl Broker {
             self.config.shared_payload_min,
             self.now,
         );
-        self.connections.insert(conn, Box::new(connection));
+        self.connections.insert(conn, connection);
         self.stats.connections_opened += 1;
         let deadline = self.now + std::time::Duration::from_millis(self.config.connect_timeout_ms);
         self.arm_connection_timer(conn, deadline);
     }
 
     fn handle_received(&mut self, conn: ConnectionId, data: &[u8]) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.if_open_mut(conn) else {
             return;
         };
         if matches!(connection.phase, Phase::Closing | Phase::Refusing) {
@@ -417,7 +426,8 @@ impl Broker {
         // Only the planted `ExpiringOvertaken` puts a packet aside here.
         let mut deferred: Option<Packet> = None;
         loop {
-            let Some(connection) = self.connections.get_mut(&conn) else {
+            // The packet handled last time round may have closed the connection.
+            let Some(connection) = self.connections.if_open_mut(conn) else {
                 return;
             };
             if connection.phase == Phase::Verifying {
@@ -469,7 +479,8 @@ impl Broker {
     /// would grow its buffer without bound, so past the limit plus `REPLY_SLACK` it is disconnected.
     fn close_if_replies_unread(&mut self, conn: ConnectionId) {
         let limit = self.config.max_outbuf_bytes.saturating_add(REPLY_SLACK);
-        if self.connections.get(&conn).is_some_and(|c| c.outbuf.len() > limit) {
+        // The packet just handled may have closed the connection.
+        if self.connections.if_open(conn).is_some_and(|c| c.outbuf.len() > limit) {
             self.stats.unread_reply_closes += 1;
             self.close_connection(
                 conn,
@@ -480,7 +491,8 @@ impl Broker {
     }
 
     fn handle_packet(&mut self, conn: ConnectionId, packet: Packet) {
-        let Some(phase) = self.connections.get(&conn).map(|c| c.phase) else {
+        // A packet handled just before (the planted `ExpiringOvertaken` handles two in a row) may have closed it.
+        let Some(phase) = self.connections.if_open(conn).map(|c| c.phase) else {
             return;
         };
         match (phase, packet) {
@@ -520,7 +532,8 @@ impl Broker {
     }
 
     fn handle_decode_error(&mut self, conn: ConnectionId, error: &crate::codec::DecodeError, reason: ReasonCode) {
-        let Some(connection) = self.connections.get(&conn) else {
+        // As in `handle_packet`: a deferred packet handled just before may have closed it.
+        let Some(connection) = self.connections.if_open(conn) else {
             return;
         };
         let text = format!("decode error: {error:?}");
@@ -541,7 +554,7 @@ impl Broker {
     fn disconnect_with(&mut self, conn: ConnectionId, reason: ReasonCode, text: &str) {
         let is_v5_connected = self
             .connections
-            .get(&conn)
+            .expected(conn)
             .is_some_and(|c| c.is_v5() && matches!(c.phase, Phase::Connected | Phase::Authenticating));
         if is_v5_connected {
             self.send(conn, &Packet::Disconnect(disconnect_packet(reason, text)));
@@ -556,14 +569,14 @@ impl Broker {
     /// Whether `packet` fits the connection's Maximum Packet Size as it stands, before any optional property is
     /// stripped (only MQTT 5 clients announce one).
     fn fits_client(&self, conn: ConnectionId, packet: &Packet) -> bool {
-        self.connections.get(&conn).is_some_and(|connection| {
+        self.connections.expected(conn).is_some_and(|connection| {
             let version = connection.protocol.unwrap_or(ProtocolVersion::V3_1_1);
             !version.is_v5() || crate::codec::encoded_len(packet, version) <= connection.client_max_packet_size as usize
         })
     }
 
     fn send(&mut self, conn: ConnectionId, packet: &Packet) -> bool {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return false;
         };
         if connection.phase == Phase::Closing {
@@ -600,7 +613,7 @@ impl Broker {
 
     /// Flushes what is buffered for the connection, asks the driver to close it, and detaches its session.
     fn close_connection(&mut self, conn: ConnectionId, will: WillPolicy, reason: &str) {
-        if !self.connections.contains_key(&conn) {
+        if !self.connections.contains(conn) {
             return;
         }
         self.hand_out(conn);
@@ -612,7 +625,7 @@ impl Broker {
     /// handled per `will`, and the session ends now or is left to expire [MQTT-3.1.2-23].
     fn end_connection(&mut self, conn: ConnectionId, will: WillPolicy, reason: &str) {
         self.release_preconnect_bytes(conn);
-        let Some(connection) = self.connections.remove(&conn) else {
+        let Some(connection) = self.connections.remove(conn) else {
             return;
         };
         self.stats.connections_closed += 1;
@@ -634,7 +647,7 @@ impl Broker {
     }
 
     fn handle_writable(&mut self, conn: ConnectionId) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.if_open_mut(conn) else {
             return;
         };
         connection.write_blocked = false;
@@ -648,7 +661,7 @@ impl Broker {
     }
 
     fn shutdown(&mut self) {
-        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        let ids = self.connections.ids();
         for conn in ids {
             // [MQTT-4.13.2-1]-style courtesy: MQTT 5 clients learn why they are being disconnected.
             self.disconnect_with_policy(
@@ -661,9 +674,10 @@ impl Broker {
     }
 
     fn disconnect_with_policy(&mut self, conn: ConnectionId, reason: ReasonCode, will: WillPolicy, text: &str) {
+        // `shutdown` walks ids taken before it closed any.
         let is_v5_connected = self
             .connections
-            .get(&conn)
+            .if_open(conn)
             .is_some_and(|c| c.is_v5() && c.phase == Phase::Connected);
         if is_v5_connected {
             self.send(conn, &Packet::Disconnect(disconnect_packet(reason, text)));
@@ -679,7 +693,7 @@ impl Broker {
         let (connections, sessions, streams) = (&self.connections, &self.sessions, &self.retained_streams);
         self.timers.compact(|deadline, timer| match timer {
             Timer::RetainedStream(key) => streams.contains_key(&key),
-            Timer::Connection(conn) | Timer::Refusal(conn) => connections.contains_key(&conn),
+            Timer::Connection(conn) | Timer::Refusal(conn) => connections.contains(conn),
             // The entry `expiry_timer_due` names stays, whatever the session's state: `arm_expiry_timer` arms no
             // new one while it is pending, counting on it to re-check and re-arm when it fires. Dropped because a
             // later drop had moved `expires_at`, it left the session without any entry, never to expire (seed 3629
@@ -724,7 +738,7 @@ impl Broker {
     /// Makes sure a `Timer::Connection` entry fires for `conn` no later than `at`, unless a pending entry fires
     /// earlier (it re-checks and re-arms when it does). Entries are never cancelled; a stale one costs a wake-up.
     fn arm_connection_timer(&mut self, conn: ConnectionId, at: Time) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         if at < connection.timer_due || connection.timer_due <= self.now {
@@ -734,7 +748,7 @@ impl Broker {
     }
 
     fn connection_timer(&mut self, conn: ConnectionId) {
-        let Some(phase) = self.connections.get(&conn).map(|c| c.phase) else {
+        let Some(phase) = self.connections.if_open(conn).map(|c| c.phase) else {
             return;
         };
         match phase {
@@ -745,7 +759,7 @@ impl Broker {
     }
 
     fn connect_timeout(&mut self, conn: ConnectionId) {
-        let waiting = self.connections.get(&conn).is_some_and(|c| {
+        let waiting = self.connections.expected(conn).is_some_and(|c| {
             matches!(
                 c.phase,
                 Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying
@@ -758,7 +772,7 @@ impl Broker {
 
     /// [MQTT-3.1.2-22]: close a connection that sent nothing for one and a half times its keep alive.
     fn check_keep_alive(&mut self, conn: ConnectionId) {
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(connection) = self.connections.expected(conn) else {
             return;
         };
         if connection.keep_alive == 0 || connection.phase != Phase::Connected {
@@ -840,7 +854,7 @@ mod idle_footprint {
         assert_eq!(harness.recv(conns[0]), Some(Packet::PingResp));
         let broker = &harness.broker;
         for conn in &conns {
-            let connection = &broker.connections[conn];
+            let connection = broker.connections.expected(*conn).expect("open");
             assert!(
                 connection.extras.is_none(),
                 "no aliases, auth, held publishes or rate limiter"

@@ -18,7 +18,7 @@ impl Broker {
     /// The partial packet `conn` holds once past CONNACK (before it, `max_preconnect_bytes` bounds what a
     /// connection holds, and this is empty). Call between inputs, when every whole packet has been decoded.
     pub fn partial_input(&self, conn: ConnectionId) -> PartialInput {
-        match self.connections.get(&conn) {
+        match self.connections.if_open(conn) {
             Some(connection) if connection.phase == Phase::Connected => PartialInput {
                 held: connection.decoder.buffered(),
                 missing: connection.decoder.missing(),
@@ -30,7 +30,7 @@ impl Broker {
     /// Bytes encoded for `conn` and not yet handed out (the core holds them while the driver reports the
     /// connection write-blocked).
     pub fn unsent_output(&self, conn: ConnectionId) -> usize {
-        self.connections.get(&conn).map_or(0, |c| c.outbuf.len())
+        self.connections.if_open(conn).map_or(0, |c| c.outbuf.len())
     }
 }
 

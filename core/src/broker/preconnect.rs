@@ -10,7 +10,8 @@ impl Broker {
     /// Brings the pre-CONNACK budget up to date with what `conn`'s decoder holds now, and closes `conn` if it took
     /// the total over `max_preconnect_bytes`. Call after feeding and decoding a connection's bytes.
     pub(super) fn account_preconnect_bytes(&mut self, conn: ConnectionId) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        // Decoding what it sent may have closed it.
+        let Some(connection) = self.connections.if_open_mut(conn) else {
             return;
         };
         if connection.phase == Phase::Connected {
@@ -39,7 +40,8 @@ impl Broker {
 
     /// `conn` was accepted or ended: its bytes no longer count against the pre-CONNACK budget.
     pub(super) fn release_preconnect_bytes(&mut self, conn: ConnectionId) {
-        if let Some(connection) = self.connections.get_mut(&conn) {
+        // `end_connection` calls this for whatever id the driver closes, stale ones included.
+        if let Some(connection) = self.connections.if_open_mut(conn) {
             let held = std::mem::take(&mut connection.preconnect_bytes);
             self.preconnect_bytes -= held as usize;
         }
@@ -48,7 +50,7 @@ impl Broker {
     /// The decoder's limit once the CONNECT is accepted: the full Maximum Packet Size.
     pub(super) fn lift_connect_size_limit(&mut self, conn: ConnectionId) {
         let max_packet_size = self.config.max_packet_size as usize;
-        if let Some(connection) = self.connections.get_mut(&conn) {
+        if let Some(connection) = self.connections.expected_mut(conn) {
             connection.decoder.set_max_packet_size(max_packet_size);
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnectionId, publish: Publish) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         let Some(key) = connection.session else {
@@ -87,7 +87,7 @@ impl Broker {
                 // [MQTT-4.3.3-9]: already delivered onwards; acknowledge again, deliver nothing. Behind a held
                 // PUBLISH, in its turn: PUBRECs leave in the order the PUBLISHes were received [MQTT-4.6.0-3].
                 // The planted `Qos2DuplicateOvertakesHeld` answers at once, as before the fix (seed 2703).
-                if self.connections.get(&conn).is_some_and(|c| c.has_held())
+                if self.connections.expected(conn).is_some_and(|c| c.has_held())
                     && !self.is_held(conn, packet_id)
                     && !self.planted(PlantedBug::Qos2DuplicateOvertakesHeld)
                 {
@@ -104,7 +104,7 @@ impl Broker {
                         #[cfg(feature = "planted-bugs")]
                         waited_on: None,
                     };
-                    if let Some(connection) = self.connections.get_mut(&conn) {
+                    if let Some(connection) = self.connections.expected_mut(conn) {
                         connection.extras().held.push_back(duplicate);
                     }
                     return;
@@ -291,7 +291,7 @@ impl Broker {
         if delivery.qos == QoS::AtMostOnce {
             let conn = session.connection;
             let has_room = conn
-                .and_then(|c| self.connections.get(&c))
+                .and_then(|c| self.connections.expected(c))
                 .is_some_and(|c| c.outbuf.len() < self.config.max_outbuf_bytes);
             match conn {
                 Some(conn) if has_room => {
@@ -339,7 +339,7 @@ impl Broker {
         let Some(conn) = session.connection else {
             return false;
         };
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(connection) = self.connections.expected(conn) else {
             return false;
         };
         let window = usize::from(connection.client_receive_maximum.min(self.config.max_inflight).max(1));
@@ -402,7 +402,7 @@ impl Broker {
     fn outgoing(&self, conn: ConnectionId, delivery: &Delivery, packet_id: u16) -> Outgoing {
         let alias_free = self
             .connections
-            .get(&conn)
+            .expected(conn)
             .is_some_and(|c| c.client_topic_alias_maximum == 0);
         outgoing_of(delivery, packet_id, alias_free, self.now)
     }
@@ -419,7 +419,7 @@ impl Broker {
                 fan_out,
             } => (message, qos, retain, fan_out),
         };
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return false;
         };
         if connection.phase == Phase::Closing {
@@ -469,7 +469,7 @@ impl Broker {
     pub(super) fn send_publish(&mut self, conn: ConnectionId, mut publish: Publish) -> bool {
         let (qos, payload_len) = (publish.qos, publish.payload.len());
         let mut new_alias = None;
-        if let Some(connection) = self.connections.get(&conn) {
+        if let Some(connection) = self.connections.expected(conn) {
             let maximum = connection.client_topic_alias_maximum;
             if maximum > 0 && !publish.topic.is_empty() {
                 let aliases = connection.extras.as_ref().map(|extras| &extras.outbound_aliases);
@@ -497,7 +497,7 @@ impl Broker {
         if sent {
             self.stats.sent(qos, payload_len);
             // Only a PUBLISH that went out establishes its alias: one dropped (too large for the client) did not.
-            if let (Some((topic, alias)), Some(connection)) = (new_alias, self.connections.get_mut(&conn)) {
+            if let (Some((topic, alias)), Some(connection)) = (new_alias, self.connections.expected_mut(conn)) {
                 connection.extras().outbound_aliases.insert(topic, alias);
             }
         }
@@ -526,7 +526,7 @@ impl Broker {
     }
 
     fn session_of(&self, conn: ConnectionId) -> Option<SessionKey> {
-        self.connections.get(&conn).and_then(|c| c.session)
+        self.connections.expected(conn).and_then(|c| c.session)
     }
 
     /// [MQTT-4.3.2-4]-ish: PUBACK ends a QoS 1 flow; an unknown id is ignored.

@@ -163,7 +163,7 @@ impl Broker {
     /// The quota checks of a CONNECT, made before any other: first the connect rate of its address (every
     /// attempt takes a token), then the connections of its address.
     pub(super) fn connect_quota_refusal(&mut self, conn: ConnectionId, connect: &Connect) -> Option<ReasonCode> {
-        let ip = self.connections.get(&conn)?.peer.ip();
+        let ip = self.connections.expected(conn)?.peer.ip();
         let rate = u64::from(self.config.max_connects_per_second_per_address);
         let bucket = if self.planted(super::planted::PlantedBug::ConnectRateShared) {
             IpAddr::from([0, 0, 0, 0])
@@ -200,7 +200,7 @@ impl Broker {
             .get(connect.client_id.as_str())
             .and_then(|key| self.sessions.get(key))
             .and_then(|session| session.connection)
-            .and_then(|old| self.connections.get(&old))
+            .and_then(|old| self.connections.expected(old))
             .is_some_and(|old| old.peer.ip() == ip && !connect.client_id.is_empty());
         connected - usize::from(replaced && connected > 0) >= max
     }
@@ -208,7 +208,7 @@ impl Broker {
     /// The connection-count limits again, for a CONNECT whose verdict came later (others may have connected while
     /// it waited): the address's connections (0x97), then the broker's (0x89).
     pub(super) fn connection_limit_refusal(&mut self, conn: ConnectionId, connect: &Connect) -> Option<ReasonCode> {
-        let ip = self.connections.get(&conn)?.peer.ip();
+        let ip = self.connections.expected(conn)?.peer.ip();
         if self.address_full(ip, connect) {
             self.stats.quota_refusals += 1;
             return Some(ReasonCode::QUOTA_EXCEEDED);
@@ -253,7 +253,7 @@ impl Broker {
 
     /// A connection was accepted (CONNACK success): it counts against its address.
     pub(super) fn quota_connected(&mut self, conn: ConnectionId) {
-        if let Some(connection) = self.connections.get(&conn) {
+        if let Some(connection) = self.connections.expected(conn) {
             *self.quotas.connected_by_ip.entry(connection.peer.ip()).or_insert(0) += 1;
         }
     }
@@ -298,7 +298,7 @@ impl Broker {
         if message_rate == 0 && byte_rate == 0 {
             return PublishQuota::Admit;
         }
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return PublishQuota::Admit;
         };
         match connection
@@ -362,7 +362,7 @@ impl Broker {
         if !self.over_budget() {
             return BudgetCheck::Room;
         }
-        let v5 = self.connections.get(&conn).is_some_and(|c| c.is_v5());
+        let v5 = self.connections.expected(conn).is_some_and(|c| c.is_v5());
         if v5 || self.budget_wait_is_futile() {
             // 3.1.1 cannot be told: a plain acknowledgement for a dropped message, as for ACL denials.
             self.stats.quota_refusals += 1;
@@ -437,7 +437,7 @@ impl Broker {
 
     /// Holds a PUBLISH (at the front: it was first in line) until the total budget has room.
     pub(super) fn hold_for_budget(&mut self, conn: ConnectionId, publish: HeldPublish) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.expected_mut(conn) else {
             return;
         };
         connection.extras().held.push_front(publish);

@@ -169,7 +169,7 @@ impl Broker {
 
     fn connected_and_writable(&self, key: SessionKey) -> bool {
         let conn = self.sessions.get(&key).and_then(|s| s.connection);
-        conn.and_then(|c| self.connections.get(&c))
+        conn.and_then(|c| self.connections.expected(c))
             .is_some_and(|c| !c.write_blocked)
     }
 
@@ -177,7 +177,7 @@ impl Broker {
     /// are dropped past `max_outbuf_bytes`; the stream must never cause that).
     fn output_has_room(&self, key: SessionKey) -> bool {
         let conn = self.sessions.get(&key).and_then(|s| s.connection);
-        conn.and_then(|c| self.connections.get(&c))
+        conn.and_then(|c| self.connections.expected(c))
             .is_some_and(|c| !c.write_blocked && c.outbuf.len() < self.config.max_outbuf_bytes / 2)
     }
 
@@ -319,7 +319,13 @@ mod tests {
         let n = 3000;
         let mut h = with_retained(n, config());
         let (sub, _) = h.connect(connect_packet(ProtocolVersion::V5, "sub"));
-        let key = h.broker.connections[&sub].session.expect("connected");
+        let key = h
+            .broker
+            .connections
+            .expected(sub)
+            .expect("open")
+            .session
+            .expect("connected");
         subscribe(&mut h, sub, "#", QoS::AtLeastOnce);
         let mut peak = (0, 0);
         let got = drain_acking(&mut h, sub, |h| {
@@ -466,7 +472,15 @@ mod tests {
         let mut keys = Vec::new();
         for c in 0..20 {
             let (sub, _) = h.connect(connect_packet(ProtocolVersion::V5, &format!("sub{c}")));
-            keys.push((sub, h.broker.connections[&sub].session.expect("connected")));
+            keys.push((
+                sub,
+                h.broker
+                    .connections
+                    .expected(sub)
+                    .expect("open")
+                    .session
+                    .expect("connected"),
+            ));
             for _ in 0..10 {
                 subscribe(&mut h, sub, "#", QoS::AtLeastOnce);
             }

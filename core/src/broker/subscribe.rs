@@ -8,7 +8,7 @@ use crate::topic::{parse_shared_subscription, validate_topic_filter, Subscriptio
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, conn: ConnectionId, subscribe: Subscribe) {
-        let Some(key) = self.connections.get(&conn).and_then(|c| c.session) else {
+        let Some(key) = self.connections.expected(conn).and_then(|c| c.session) else {
             return;
         };
         let identifier = subscribe.properties.subscription_identifiers.first().copied();
@@ -107,7 +107,7 @@ impl Broker {
     }
 
     pub(super) fn handle_unsubscribe(&mut self, conn: ConnectionId, unsubscribe: Unsubscribe) {
-        let Some(key) = self.connections.get(&conn).and_then(|c| c.session) else {
+        let Some(key) = self.connections.expected(conn).and_then(|c| c.session) else {
             return;
         };
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());

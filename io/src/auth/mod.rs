@@ -47,8 +47,9 @@ pub struct AuthSource {
     pub acl_file: Option<PathBuf>,
     /// Per listener, in the driver's order: may clients without a user name connect?
     pub allow_anonymous: Vec<bool>,
-    /// Per listener: does the transport vouch for the user name (taken from a verified client certificate by the
-    /// driver, which replaces whatever the CONNECT said)? Such user names need no password.
+    /// Per listener: does the transport vouch for the user name (a verified client certificate's name, which the
+    /// core puts in place of whatever the CONNECT said, see `Config::identity_as_username`)? Such user names need
+    /// no password.
     pub trusted_username: Vec<bool>,
 }
 

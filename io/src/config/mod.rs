@@ -15,10 +15,11 @@ pub use error::{ConfigError, Origin, Problem};
 pub use limits::{LimitFlags, LimitsFile};
 
 use clap::Parser;
-use mqtt_core::broker::Config;
+use mqtt_core::broker::{Config, ListenerId};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// Where the broker listens when neither the file nor the flags say.
@@ -124,6 +125,11 @@ impl IoDriver {
     }
 }
 
+/// Default coalescing window of the io_uring driver, and the largest accepted (a window adds up to its length to
+/// a message's latency).
+pub const DEFAULT_IO_COALESCE_US: u64 = 250;
+pub const MAX_IO_COALESCE_US: u64 = 10_000;
+
 /// Default period of `sync = "interval"`.
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1000;
 
@@ -207,6 +213,8 @@ pub struct FileConfig {
     pub http: Option<HttpFile>,
     #[serde(default)]
     pub io: Option<IoDriver>,
+    #[serde(default)]
+    pub io_coalesce_us: Option<Spanned<u64>>,
     /// Connections to other brokers (see `bridge`).
     #[serde(default)]
     pub bridges: Vec<BridgeFile>,
@@ -272,6 +280,10 @@ pub struct Cli {
     /// I/O driver: uring, epoll, or auto (io_uring where the kernel allows it) [default: auto]
     #[arg(long, value_name = "DRIVER")]
     pub io: Option<IoDriver>,
+    /// io_uring only: while many quiet clients send, wait up to this many µs for their packets to gather before a
+    /// loop turn (less CPU per message, up to this much added latency); 0: off [default: 250]
+    #[arg(long, value_name = "US")]
+    pub io_coalesce_us: Option<u64>,
 }
 
 /// Subcommands; without one, the broker runs.
@@ -368,6 +380,8 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// Which I/O driver runs the event loop.
     pub io: IoDriver,
+    /// io_uring's coalescing window (zero: off; see `driver::uring::coalesce`).
+    pub io_coalesce: Duration,
     /// Bridges to other brokers.
     pub bridges: Vec<BridgeSettings>,
 }
@@ -424,6 +438,7 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
             problem: Problem::ClusterNeedsDisk,
         });
     }
+    let io_coalesce = resolve_io_coalesce(cli.io_coalesce_us, file.io_coalesce_us.as_ref(), source)?;
     let mut limits = limits::resolve(&file.limits, source, &cli.limits)?;
     limits.persistence = sync != Sync::None;
     let mut listeners: Vec<Listener> = listeners;
@@ -432,6 +447,13 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
             listener.allow_anonymous = allow;
         }
     }
+    // The core makes a verified certificate's name the user name on these (the driver tells it the name).
+    limits.identity_as_username = listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.tls.as_ref().is_some_and(|t| t.use_identity_as_username))
+        .map(|(i, _)| ListenerId(i))
+        .collect();
     let http_listen = match (
         cli.http_listen,
         file.http.as_ref().and_then(|h| h.listen.as_ref()),
@@ -480,7 +502,32 @@ pub fn resolve(file: &FileConfig, source: Option<&Source<'_>>, cli: &Cli) -> Res
         seed: cli.seed,
         cluster,
         io: cli.io.or(file.io).unwrap_or_default(),
+        io_coalesce,
     })
+}
+
+/// `io_coalesce_us` from the command line or the file, refused above [`MAX_IO_COALESCE_US`] naming where it came
+/// from.
+fn resolve_io_coalesce(
+    flag: Option<u64>,
+    key: Option<&Spanned<u64>>,
+    source: Option<&Source<'_>>,
+) -> Result<Duration, ConfigError> {
+    let (us, origin) = match (flag, key, source) {
+        (Some(us), _, _) => (us, Origin::Flag("--io-coalesce-us")),
+        (None, Some(key), Some(source)) => (*key.get_ref(), error::file_origin(source.path, source.text, key.span())),
+        _ => (DEFAULT_IO_COALESCE_US, Origin::Flag("--io-coalesce-us")),
+    };
+    if us > MAX_IO_COALESCE_US {
+        return Err(ConfigError::Invalid {
+            origin,
+            key: "io_coalesce_us".to_string(),
+            problem: Problem::TooLarge {
+                max: MAX_IO_COALESCE_US,
+            },
+        });
+    }
+    Ok(Duration::from_micros(us))
 }
 
 fn default_listener() -> Listener {
@@ -646,6 +693,10 @@ impl Settings {
             root.insert("acl_file".into(), toml::Value::String(path.display().to_string()));
         }
         root.insert("io".into(), toml::Value::String(self.io.as_str().into()));
+        root.insert(
+            "io_coalesce_us".into(),
+            toml::Value::Integer(i64::try_from(self.io_coalesce.as_micros()).unwrap_or(i64::MAX)),
+        );
         root.insert("listeners".into(), toml::Value::Array(listeners));
         if let Some(address) = self.http_listen {
             let mut http = toml::Table::new();

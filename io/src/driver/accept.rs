@@ -119,20 +119,30 @@ pub(super) fn bind_one(listener: &Listener, transport: TransportConfig) -> Resul
 }
 
 /// io_uring where asked or where a probe ring works (`auto`), else epoll; one log line says which and why.
-pub(super) fn choose_io(choice: IoDriver, listeners: &[BoundListener], poll: &Poll) -> Result<Io, DriverError> {
+pub(super) fn choose_io(
+    choice: IoDriver,
+    coalesce: Duration,
+    listeners: &[BoundListener],
+    poll: &Poll,
+) -> Result<Io, DriverError> {
     if choice == IoDriver::Epoll {
         log::info!("io driver: epoll (configured)");
         return Ok(Io::Epoll);
     }
     let fds: Vec<_> = listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
-    match uring::Ring::new(&fds, poll.as_raw_fd()) {
+    match uring::Ring::new(&fds, poll.as_raw_fd(), coalesce) {
         Ok(ring) => {
             let why = match choice {
                 IoDriver::Uring => "configured",
                 _ => "the probe ring works",
             };
+            let coalescing = match coalesce.as_micros() {
+                0 => "off".to_string(),
+                us => format!("{us} µs windows while many quiet clients send"),
+            };
             log::info!(
-                "io driver: io_uring ({why}; multishot accept, receives bounded to 64 KiB into provided buffers)"
+                "io driver: io_uring ({why}; multishot accept, receives bounded to 64 KiB into provided buffers; \
+                 coalescing {coalescing})"
             );
             Ok(Io::Uring(Box::new(ring)))
         }

@@ -8,7 +8,7 @@
 use super::outbox::Outbox;
 use super::park::Park;
 pub use super::transport::Flush;
-use super::transport::{Scratch, Transport, TransportError};
+use super::transport::{Scratch, Transport, TransportError, Verified};
 use super::uring::WireWriter;
 use bytes::Bytes;
 use mio::net::TcpStream;
@@ -92,6 +92,11 @@ impl Conn {
     /// MQTT bytes for the core out of bytes read from the socket (see [`Transport::receive`]).
     pub fn receive<'a>(&mut self, raw: &'a [u8], scratch: &'a mut Scratch) -> Result<&'a [u8], TransportError> {
         self.transport.receive(raw, scratch, &mut self.pending)
+    }
+
+    /// What the TLS handshake verified of the client, once (see [`Transport::take_verified`]).
+    pub fn take_verified(&mut self) -> Option<Verified> {
+        self.transport.take_verified()
     }
 
     /// The transport ended while the connection was open: the peer's WebSocket close frame came with MQTT bytes

@@ -15,7 +15,6 @@ mod core_api;
 pub use core_api::{Core, CORE_TOKEN_BASE};
 mod events;
 mod flush;
-mod identity;
 mod outbox;
 mod park;
 mod read;
@@ -201,12 +200,11 @@ impl<C: Core> Driver<C> {
                     tls,
                     ws_path: listener.ws_path.as_deref().map(Arc::from),
                     identity_as_username: listener.tls.as_ref().is_some_and(|t| t.use_identity_as_username),
-                    max_packet_size: settings.limits.max_packet_size as usize,
                 };
                 bind_one(listener, transport)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let io = choose_io(settings.io, &listeners, &poll)?;
+        let io = choose_io(settings.io, settings.io_coalesce, &listeners, &poll)?;
         if let Io::Epoll = io {
             for (i, listener) in listeners.iter_mut().enumerate() {
                 poll.registry()
@@ -339,7 +337,9 @@ impl<C: Core> Driver<C> {
                     }
                 }
                 Io::Uring(ring) => {
-                    let completions = ring.wait(timeout, &mut self.conns).map_err(DriverError::Poll)?;
+                    let completions = ring
+                        .wait(timeout, self.now, &mut self.conns)
+                        .map_err(DriverError::Poll)?;
                     self.now = self.clock.instant();
                     for completion in completions {
                         match completion {
@@ -690,5 +690,7 @@ fn set_interest(poll: &Poll, id: ConnectionId, conn: &mut Conn, interest: Intere
     }
 }
 
+#[cfg(test)]
+mod coalesce_tests;
 #[cfg(test)]
 mod tests;

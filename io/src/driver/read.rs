@@ -2,6 +2,7 @@
 //! the next receive armed only once a connection was read dry and may read more).
 
 use super::conn::State;
+use super::transport::Verified;
 use super::{Core, Driver, Io};
 use mqtt_core::broker::{ConnectionId, Input};
 use std::io::{self, Read};
@@ -97,6 +98,31 @@ impl<C: Core> Driver<C> {
                         return true;
                     }
                 };
+                // The handshake that just ended verified who the client is: the core hears it before the client's
+                // first MQTT bytes, which may have come in the same read.
+                if let Some(verified) = conn.take_verified() {
+                    let now = self.clock.time_of(self.now);
+                    match verified {
+                        Verified::Name(identity) => {
+                            log::debug!("conn {}: client certificate names {identity:?}", id.0);
+                            self.broker.handle_input(
+                                now,
+                                Input::Identified {
+                                    conn: id,
+                                    identity: &identity,
+                                },
+                            );
+                        }
+                        Verified::NoCommonName => {
+                            log::info!(
+                                "conn {} ({}): client certificate has no subject Common Name; its CONNECT will be \
+                                 refused",
+                                id.0,
+                                conn.peer()
+                            );
+                        }
+                    }
+                }
                 // Handshake answers and pongs go out through the same flush as the core's output.
                 if conn.wants_write() && !conn.dirty {
                     conn.dirty = true;

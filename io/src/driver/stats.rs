@@ -18,7 +18,8 @@ pub struct LoopStats {
     /// Connection flushes (epoll: one `writev` loop each).
     pub flushes: u64,
     /// io_uring only: `io_uring_enter`s, completions, receive completions and their bytes, sends issued and the
-    /// bytes they carried, waits that held their sends back to collect input first (`Ring::wait`).
+    /// bytes they carried, waits that held their sends back to collect input first (`Ring::wait`), waits that
+    /// let input gather for a coalescing window (`uring::coalesce`).
     pub enters: u64,
     pub cqes: u64,
     pub recv_cqes: u64,
@@ -26,6 +27,7 @@ pub struct LoopStats {
     pub sends: u64,
     pub send_bytes: u64,
     pub collect_first: u64,
+    pub windows: u64,
 }
 
 impl LoopStats {

@@ -38,7 +38,7 @@ impl Core for Echo {
             Input::Writable { .. } => seen.writable += 1,
             Input::Closed { .. } => seen.closed += 1,
             Input::Shutdown => seen.shutdown = true,
-            Input::Tick | Input::StorageWritable(_) | Input::AuthDecided { .. } => {}
+            Input::Tick | Input::StorageWritable(_) | Input::AuthDecided { .. } | Input::Identified { .. } => {}
         }
     }
     fn poll_output(&mut self) -> Option<Output> {
@@ -49,9 +49,14 @@ impl Core for Echo {
     }
 }
 
+/// Held by a test whose driver must keep running until it is done: the SIGTERM of the test below reaches every
+/// driver in the process.
+pub(super) static SIGTERM_WAITS: Mutex<()> = Mutex::new(());
+
 /// One test for both drivers, one after the other: the SIGTERM it raises reaches every driver in the process.
 #[test]
 fn echo_core_round_trip_backpressure_close_and_sigterm_on_epoll_then_uring() {
+    let _running_drivers_done = SIGTERM_WAITS.lock().unwrap_or_else(|e| e.into_inner());
     echo_core_round_trip_backpressure_close_and_sigterm(IoDriver::Epoll);
     echo_core_round_trip_backpressure_close_and_sigterm(IoDriver::Uring);
 }

@@ -1,12 +1,13 @@
 //! What lies between a socket and the core: plain TCP, TLS, WebSockets over TCP, or WebSockets over TLS.
 //!
-//! Reading: raw bytes → TLS records decrypted (if TLS) → WebSocket frames unwrapped (if WebSocket) → the CONNECT's
-//! user name replaced by the certificate's (if `use_identity_as_username`) → MQTT bytes for the core.
+//! Reading: raw bytes → TLS records decrypted (if TLS) → WebSocket frames unwrapped (if WebSocket) → MQTT bytes for
+//! the core. Once the TLS handshake has verified a client certificate, a listener with `use_identity_as_username`
+//! also has its Common Name for the core ([`Transport::take_verified`], fed as `Input::Identified`): the core,
+//! not the transport, makes it the user name.
 //! Writing: MQTT bytes from the core → framed (if WebSocket) → the connection's [`Outbox`] → encrypted (if TLS)
 //! → the socket. Handshake answers, pongs and close frames join the same outbox, so there is one write path and
 //! one flush for every kind of listener, and the driver's group-commit barrier holds for all of them.
 
-use super::identity::{ConnectRewrite, IdentityError};
 use super::outbox::Outbox;
 use super::ws::{WebSocket, WsClose};
 use crate::tls::subject_common_name;
@@ -23,10 +24,8 @@ pub struct TransportConfig {
     pub tls: Option<Arc<ServerConfig>>,
     /// `Some(path)`: WebSocket upgrade on that path.
     pub ws_path: Option<Arc<str>>,
-    /// Replace the CONNECT's user name with the client certificate's Common Name.
+    /// Tell the core the verified client certificate's Common Name (`use_identity_as_username`).
     pub identity_as_username: bool,
-    /// The core's limit, for decoding the CONNECT that gets rewritten.
-    pub max_packet_size: usize,
 }
 
 /// Why a transport gave up on its connection. The connection is closed after its outbox (which may hold an alert,
@@ -40,7 +39,6 @@ pub enum TransportError {
     /// Reading TLS records failed.
     Io(io::Error),
     Ws(WsClose),
-    Identity(IdentityError),
 }
 
 impl TransportError {
@@ -60,7 +58,6 @@ impl std::fmt::Display for TransportError {
             TransportError::TlsClosed => write!(f, "TLS session closed by peer"),
             TransportError::Io(e) => write!(f, "TLS read error: {e}"),
             TransportError::Ws(e) => write!(f, "{e}"),
-            TransportError::Identity(e) => write!(f, "{e}"),
         }
     }
 }
@@ -77,19 +74,36 @@ pub enum Flush {
     Pending,
 }
 
-/// Buffers shared by all connections for one read: decrypted bytes, unframed bytes, rewritten bytes.
+/// Buffers shared by all connections for one read: decrypted bytes, unframed bytes.
 #[derive(Default)]
 pub struct Scratch {
     tls: Vec<u8>,
     ws: Vec<u8>,
-    identity: Vec<u8>,
 }
 
-/// Boxed layers: a plain TCP connection, the common case, pays three pointers for the ones it does not use.
+/// What the TLS handshake verified of the client, for the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// The certificate's subject Common Name.
+    Name(Box<str>),
+    /// A verified certificate without a Common Name: the core refuses the CONNECT, having no name to use.
+    NoCommonName,
+}
+
+/// Where a `use_identity_as_username` connection stands with its client's name.
+enum Identity {
+    /// Not such a listener, or the name was handed out already.
+    Done,
+    /// The handshake has not finished.
+    Awaiting,
+    Known(Verified),
+}
+
+/// Boxed layers: a plain TCP connection, the common case, pays two pointers for the ones it does not use.
 pub struct Transport {
     tls: Option<Box<ServerConnection>>,
     ws: Option<Box<WebSocket>>,
-    identity: Option<Box<ConnectRewrite>>,
+    identity: Identity,
 }
 
 impl Transport {
@@ -106,10 +120,25 @@ impl Transport {
         Ok(Transport {
             tls,
             ws: config.ws_path.clone().map(|path| Box::new(WebSocket::new(path))),
-            identity: config
-                .identity_as_username
-                .then(|| Box::new(ConnectRewrite::new(config.max_packet_size))),
+            identity: if config.identity_as_username && config.tls.is_some() {
+                Identity::Awaiting
+            } else {
+                Identity::Done
+            },
         })
+    }
+
+    /// What the TLS handshake verified of the client, once, as soon as it is known (use_identity_as_username
+    /// listeners only). TLS delivers no application data before the handshake completes, so this is known before
+    /// [`Transport::receive`] returns the first MQTT bytes; the caller gives it to the core before them.
+    pub fn take_verified(&mut self) -> Option<Verified> {
+        match std::mem::replace(&mut self.identity, Identity::Done) {
+            Identity::Known(verified) => Some(verified),
+            other => {
+                self.identity = other;
+                None
+            }
+        }
     }
 
     /// Turn bytes read from the socket into MQTT bytes for the core (a slice of `raw` itself for plain TCP, else of
@@ -124,15 +153,16 @@ impl Transport {
         if let Some(tls) = self.tls.as_deref_mut() {
             scratch.tls.clear();
             let peer_closed = decrypt(tls, raw, &mut scratch.tls)?;
-            if let Some(rewrite) = self.identity.as_mut().filter(|r| !r.has_username()) {
-                if !tls.is_handshaking() {
-                    let name = tls
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .and_then(|cert| subject_common_name(cert));
-                    let name = name.ok_or(TransportError::Identity(IdentityError::NoCommonName))?;
-                    rewrite.set_username(name);
-                }
+            if matches!(self.identity, Identity::Awaiting) && !tls.is_handshaking() {
+                // The listener requires a client certificate, so a finished handshake verified one.
+                let name = tls
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|cert| subject_common_name(cert));
+                self.identity = Identity::Known(match name {
+                    Some(name) => Verified::Name(name.into()),
+                    None => Verified::NoCommonName,
+                });
             }
             if peer_closed && scratch.tls.is_empty() {
                 return Err(TransportError::TlsClosed);
@@ -149,15 +179,6 @@ impl Transport {
                 result => result.map_err(TransportError::Ws)?,
             }
             data = &scratch.ws;
-        }
-        if let Some(rewrite) = self.identity.as_mut() {
-            scratch.identity.clear();
-            if !data.is_empty() {
-                rewrite
-                    .apply(data, &mut scratch.identity)
-                    .map_err(TransportError::Identity)?;
-            }
-            data = &scratch.identity;
         }
         Ok(data)
     }

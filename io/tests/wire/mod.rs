@@ -67,9 +67,23 @@ impl Pki {
 
     /// A client certificate with subject CN `cn`, signed by the CA.
     pub fn client(&self, cn: &str) -> ClientCert {
-        let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        self.sign_client(params)
+    }
+
+    /// A client certificate whose subject names an organization and no Common Name, signed by the CA.
+    pub fn client_without_common_name(&self) -> ClientCert {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "no name given");
+        self.sign_client(params)
+    }
+
+    fn sign_client(&self, params: rcgen::CertificateParams) -> ClientCert {
+        let key = rcgen::KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &rcgen::Issuer::from_params(&self.ca_params, &self.ca_key))
             .expect("client cert");

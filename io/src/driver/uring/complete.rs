@@ -8,20 +8,23 @@ use io_uring::cqueue;
 use mqtt_core::broker::ConnectionId;
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::time::Instant;
 
 impl Ring {
-    pub(super) fn reap(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>) {
+    /// Turn the completions into what the loop acts on; returns how many there were.
+    pub(super) fn reap(&mut self, conns: &mut HashMap<ConnectionId, Box<Conn>>, now: Instant) -> usize {
         let cqes: Vec<(u64, i32, u32)> = self
             .ring
             .completion()
             .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
         self.stats.cqes += cqes.len() as u64;
+        let count = cqes.len();
         for (data, res, flags) in cqes {
             let id = data & ID_MASK;
             match data >> KIND_SHIFT {
                 KIND_ACCEPT => self.on_accept(id as usize, res, flags),
-                KIND_RECV => self.on_recv(ConnectionId(id), res, flags),
+                KIND_RECV => self.on_recv(ConnectionId(id), res, flags, now),
                 KIND_SEND => self.on_send(ConnectionId(id), res, conns),
                 KIND_EPOLL => {
                     self.epoll_armed = false;
@@ -30,6 +33,7 @@ impl Ring {
                 _ => {}
             }
         }
+        count
     }
 
     fn on_accept(&mut self, index: usize, res: i32, flags: u32) {
@@ -57,7 +61,7 @@ impl Ring {
         self.completions.push(Completion::Acceptable(index));
     }
 
-    fn on_recv(&mut self, id: ConnectionId, res: i32, flags: u32) {
+    fn on_recv(&mut self, id: ConnectionId, res: i32, flags: u32, now: Instant) {
         self.stats.recv_cqes += 1;
         self.stats.recv_bytes += res.max(0) as u64;
         let first = cqueue::buffer_select(flags);
@@ -74,6 +78,9 @@ impl Ring {
         };
         if !cqueue::more(flags) {
             rc.recv_armed = false;
+        }
+        if res > 0 {
+            self.coalescer.receive(now, rc.last_recv.replace(now));
         }
         let received = match res {
             _ if !taken.is_empty() => {

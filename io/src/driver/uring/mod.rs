@@ -21,6 +21,7 @@
 //! wake-up (BENCHMARKS.md, "I/O drivers").
 
 mod bufring;
+mod coalesce;
 mod complete;
 mod entries;
 
@@ -30,6 +31,7 @@ use super::stats::LoopStats;
 use super::transport::Flush;
 use bufring::{BufRing, BUF_GROUP};
 use bytes::Bytes;
+use coalesce::Coalescer;
 use complete::stash;
 use entries::{
     check_kernel, limited_multishot_recv, send_chunks, send_entry, user_data, SendVectors, KIND_ACCEPT, KIND_CANCEL,
@@ -40,7 +42,7 @@ use mqtt_core::broker::ConnectionId;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Submission queue entries (the completion queue has four times as many). Overridden by
 /// `MQTT_BROKER_IO_URING_ENTRIES`; 0 makes ring creation fail, which is how the fallback to epoll is tested.
@@ -57,6 +59,9 @@ const RECV_MAX: usize = super::READ_BUF;
 /// Most TLS records queued for the ring per connection before TLS stops taking plaintext (the rest stays in the
 /// outbox, as it stays there when a socket is full under epoll).
 const WIRE_LIMIT: usize = 256 * 1024;
+/// Completions that end a coalescing window early (besides the sends it issues): past a few dozen packets a turn,
+/// waiting longer saves little and only adds latency.
+const WINDOW_COMPLETIONS: usize = 32;
 
 /// TLS records waiting for the ring: rustls writes into this instead of the socket.
 #[derive(Default)]
@@ -127,6 +132,8 @@ struct RingConn {
     /// a parked connection must not keep them from everyone else). Read before `received`. At most one receive's
     /// worth (`RECV_MAX`): a receive is armed only when nothing received is left unread, and not while paused.
     stashed: Vec<u8>,
+    /// The loop turn's time when it last received something (`Coalescer`: cold or hot).
+    last_recv: Option<Instant>,
 }
 
 impl RingConn {
@@ -183,11 +190,18 @@ pub struct Ring {
     stalled: usize,
     /// Enters, completions, receives and sends (see `stats`).
     stats: LoopStats,
+    /// Whether to wait for input to gather before the next turn (see `coalesce`).
+    coalescer: Coalescer,
+    /// The last wait reaped completions (an idle loop blocks until the first one, without a window).
+    busy: bool,
+    /// Created disabled, so that the thread that runs the loop is the ring's one submitter (enabled at the first
+    /// `wait`): the driver may be built on another thread.
+    enabled: bool,
 }
 
 impl Ring {
     /// Create the ring (the probe: failure means epoll), its buffer ring and an accept per listener.
-    pub fn new(listeners: &[RawFd], epoll_fd: RawFd) -> io::Result<Ring> {
+    pub fn new(listeners: &[RawFd], epoll_fd: RawFd, coalesce: Duration) -> io::Result<Ring> {
         check_kernel()?;
         let entries = match std::env::var(ENTRIES_ENV) {
             Ok(v) => v
@@ -195,9 +209,14 @@ impl Ring {
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{ENTRIES_ENV}={v}")))?,
             Err(_) => RING_ENTRIES,
         };
+        // Deferred task work: the kernel completes receives only when the loop enters to collect them, and wakes a
+        // waiting loop only once as many completions as it asked for are in (what lets `coalesce` gather input
+        // without a wake-up per packet). It needs a single submitting thread.
         let ring = IoUring::builder()
             .setup_cqsize(entries.saturating_mul(4))
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
+            .setup_single_issuer()
+            .setup_r_disabled()
             .setup_taskrun_flag()
             .build(entries)?;
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
@@ -237,6 +256,9 @@ impl Ring {
             deferred_sends: false,
             stalled: 0,
             stats: LoopStats::default(),
+            coalescer: Coalescer::new(coalesce),
+            busy: false,
+            enabled: false,
         };
         for i in 0..ring.listeners.len() {
             ring.arm_accept(i)?;
@@ -326,6 +348,7 @@ impl Ring {
                 read_done: false,
                 paused: false,
                 stashed: Vec::new(),
+                last_recv: None,
             },
         );
         self.to_arm.push(id);
@@ -475,25 +498,42 @@ impl Ring {
     pub fn wait(
         &mut self,
         timeout: Option<Duration>,
+        now: Instant,
         conns: &mut HashMap<ConnectionId, Box<Conn>>,
     ) -> io::Result<Vec<Completion>> {
+        if !self.enabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
         let mut timeout = timeout;
+        // While many quiet clients send, wait for their input to gather (`coalesce`); a timer due within the
+        // window ends the wait sooner, as a plain wait.
+        let window = match self.busy {
+            true => self.coalescer.window(now).filter(|w| timeout.is_none_or(|t| t > *w)),
+            false => None,
+        };
         // Input arrived while the turn ran (completions, or receives the kernel completes at the next enter): take
         // it first, without waiting, and hold the turn's sends for the next wait, so that one send per connection
         // carries the answers to both. The next wait sends whatever has come in by then, so a send is held for one
         // short turn at most. Not while any socket is full: then the clients are not keeping up, and reading more
         // before sending only feeds the backlogs (a flood into 40 readers that never read peaked 7 MiB higher in
-        // `io/tests/abuse.rs`).
-        let collect_first =
-            !self.deferred_sends && self.stalled == 0 && !self.to_send.is_empty() && self.input_waiting();
+        // `io/tests/abuse.rs`). Not when coalescing either: the window gathers the input, and the sends go out first.
+        let collect_first = window.is_none()
+            && !self.deferred_sends
+            && self.stalled == 0
+            && !self.to_send.is_empty()
+            && self.input_waiting();
         self.deferred_sends = collect_first;
         self.stats.collect_first += u64::from(collect_first);
         if collect_first {
             timeout = Some(Duration::ZERO);
         }
         self.prepare(conns, !collect_first)?;
-        self.enter(timeout)?;
-        self.reap(conns);
+        match window {
+            Some(window) => self.enter_window(window)?,
+            None => self.enter(timeout)?,
+        }
+        self.busy = self.reap(conns, now) > 0;
         self.note_stalls();
         Ok(std::mem::take(&mut self.completions))
     }
@@ -508,6 +548,7 @@ impl Ring {
         stats.sends += own.sends;
         stats.send_bytes += own.send_bytes;
         stats.collect_first += own.collect_first;
+        stats.windows += own.windows;
     }
 
     /// Whether completions or task work (receives the kernel has yet to complete) wait for the loop.
@@ -541,6 +582,21 @@ impl Ring {
             }
         };
         match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One `io_uring_enter` that submits what is queued and waits out `window` for input to gather: the kernel
+    /// wakes the loop early only if [`WINDOW_COMPLETIONS`] more completions than the sends just issued come in.
+    fn enter_window(&mut self, window: Duration) -> io::Result<()> {
+        self.stats.enters += 1;
+        self.stats.windows += 1;
+        let want = self.ring.submission().len() + WINDOW_COMPLETIONS;
+        let ts = types::Timespec::from(window);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
             Err(e) => Err(e),
