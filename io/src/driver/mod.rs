@@ -18,6 +18,7 @@ mod flush;
 mod outbox;
 mod park;
 mod read;
+mod slice;
 mod snapshot;
 mod stats;
 mod timers;
@@ -306,6 +307,7 @@ impl<C: Core> Driver<C> {
     }
 
     fn run_loop(&mut self) -> Result<(), DriverError> {
+        slice::request_short_slices();
         let mut events = Events::with_capacity(1024);
         // Time passed since `bind`; the first wait's timeout is measured from here.
         self.now = self.clock.instant();
