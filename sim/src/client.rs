@@ -66,7 +66,7 @@ pub struct SimClient {
     pub next_seq: u64,
     pub will_count: u64,
     /// The will id of the current connection.
-    pub armed_will: Option<String>,
+    pub armed_will: Option<crate::model::MsgId>,
     pub last_sent_ms: u64,
 }
 
@@ -146,7 +146,7 @@ impl SimClient {
                     ..Properties::default()
                 },
             });
-            self.armed_will = Some(id);
+            self.armed_will = Some(id.into());
             self.armed_will_delay = if self.version.is_v5() { will_delay } else { 0 };
             (self.armed_will_qos, self.armed_will_retain) = will_options;
         }

@@ -173,7 +173,7 @@ pub fn run(seed: u64, run_config: &RunConfig) -> Result<Report, Failure> {
         Err(violation) => Err(Failure {
             seed,
             violation: violation.0,
-            trace_tail: world.trace.tail().cloned().collect(),
+            trace_tail: world.trace.tail().collect(),
             trace_hash: world.trace.hash(),
         }),
     }

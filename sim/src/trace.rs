@@ -33,7 +33,9 @@ const KEEP: usize = 50;
 pub struct Trace {
     hash: u64,
     lines: u64,
-    tail: VecDeque<String>,
+    /// The last lines, each with the simulated time it was stamped with (see `record_at`), if any: a line is
+    /// formatted whole only when the tail is read (a failure), not for each of the run's thousands of lines.
+    tail: VecDeque<(Option<u64>, String)>,
     /// Print every line as it happens.
     pub echo: bool,
 }
@@ -50,14 +52,27 @@ impl Trace {
 
     pub fn record(&mut self, line: String) {
         self.hash = fnv(fnv(self.hash, line.as_bytes()), b"\n");
+        self.keep(None, line);
+    }
+
+    /// Records `line` stamped with the simulated time `now`, as `record(format!("{now:>9}ms {line}"))` would: the
+    /// same line, the same hash.
+    pub fn record_at(&mut self, now: u64, line: String) {
+        let mut stamp = [b' '; 32];
+        let stamp = stamp_of(now, &mut stamp);
+        self.hash = fnv(fnv(fnv(self.hash, stamp), line.as_bytes()), b"\n");
+        self.keep(Some(now), line);
+    }
+
+    fn keep(&mut self, now: Option<u64>, line: String) {
         self.lines += 1;
         if self.echo {
-            println!("{line}");
+            println!("{}", stamped(now, &line));
         }
         if self.tail.len() == KEEP {
             self.tail.pop_front();
         }
-        self.tail.push_back(line);
+        self.tail.push_back((now, line));
     }
 
     /// A line printed with `--trace` only, neither hashed nor counted: detail too bulky for every run (each Raft
@@ -84,9 +99,40 @@ impl Trace {
         self.lines
     }
 
-    pub fn tail(&self) -> impl Iterator<Item = &String> {
-        self.tail.iter()
+    pub fn tail(&self) -> impl Iterator<Item = String> + '_ {
+        self.tail.iter().map(|(now, line)| stamped(*now, line))
     }
+}
+
+/// A line as `record_at` hashed it.
+fn stamped(now: Option<u64>, line: &str) -> String {
+    match now {
+        Some(now) => format!("{now:>9}ms {line}"),
+        None => line.to_string(),
+    }
+}
+
+/// The bytes of `format!("{now:>9}ms ")`, written into `buf` (without the formatting machinery: it ran for every
+/// line of every run).
+fn stamp_of(now: u64, buf: &mut [u8; 32]) -> &[u8] {
+    let mut digits = [0u8; 20];
+    let mut n = now;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Right-aligned in 9 columns; a longer number takes the room it needs.
+    let width = len.max(9);
+    for (i, digit) in digits[..len].iter().enumerate() {
+        buf[width - 1 - i] = *digit;
+    }
+    buf[width..width + 3].copy_from_slice(b"ms ");
+    &buf[..width + 3]
 }
 
 #[cfg(test)]
@@ -109,5 +155,18 @@ mod tests {
         assert_ne!(hash_a, hash_b);
         assert_eq!(run(b"xyz"), run(b"xyz"));
         assert_eq!(format!("{}", Digest(0xab)), "#000000ab");
+    }
+
+    /// A stamped line hashes and reads back exactly as the line formatted with its stamp, for times of every width.
+    #[test]
+    fn a_stamped_line_is_the_formatted_line() {
+        for now in [0, 7, 42, 999_999_999, 1_000_000_000, 123_456_789_012, u64::MAX] {
+            let mut stamped = Trace::new(false);
+            stamped.record_at(now, "c0 sends PINGREQ".to_string());
+            let mut formatted = Trace::new(false);
+            formatted.record(format!("{now:>9}ms c0 sends PINGREQ"));
+            assert_eq!(stamped.hash(), formatted.hash(), "at {now}");
+            assert_eq!(stamped.tail().collect::<Vec<_>>(), formatted.tail().collect::<Vec<_>>());
+        }
     }
 }

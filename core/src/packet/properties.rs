@@ -65,7 +65,65 @@ pub struct Properties {
 
 impl Properties {
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        // Field by field, as `== Properties::default()` compared them but without building a default and comparing
+        // every slot (every packet encoded and decoded asks this). Naming every field makes a new one a compile
+        // error here until it is added.
+        let Properties {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            subscription_identifiers,
+            session_expiry_interval,
+            assigned_client_identifier,
+            server_keep_alive,
+            authentication_method,
+            authentication_data,
+            request_problem_information,
+            will_delay_interval,
+            request_response_information,
+            response_information,
+            server_reference,
+            reason_string,
+            receive_maximum,
+            topic_alias_maximum,
+            topic_alias,
+            maximum_qos,
+            retain_available,
+            user_properties,
+            maximum_packet_size,
+            wildcard_subscription_available,
+            subscription_identifier_available,
+            shared_subscription_available,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval.is_none()
+            && content_type.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && subscription_identifiers.is_empty()
+            && session_expiry_interval.is_none()
+            && assigned_client_identifier.is_none()
+            && server_keep_alive.is_none()
+            && authentication_method.is_none()
+            && authentication_data.is_none()
+            && request_problem_information.is_none()
+            && will_delay_interval.is_none()
+            && request_response_information.is_none()
+            && response_information.is_none()
+            && server_reference.is_none()
+            && reason_string.is_none()
+            && receive_maximum.is_none()
+            && topic_alias_maximum.is_none()
+            && topic_alias.is_none()
+            && maximum_qos.is_none()
+            && retain_available.is_none()
+            && user_properties.is_empty()
+            && maximum_packet_size.is_none()
+            && wildcard_subscription_available.is_none()
+            && subscription_identifier_available.is_none()
+            && shared_subscription_available.is_none()
     }
 }
 
@@ -198,5 +256,54 @@ mod tests {
             ..Properties::default()
         };
         assert_eq!(BoxedProperties::from(full.clone()).into_inner(), full);
+    }
+
+    /// `is_empty` checks field by field: any one property set, even to an empty value, makes the set non-empty,
+    /// exactly where it differs from the default.
+    #[test]
+    fn any_one_property_makes_the_set_non_empty() {
+        let one: Vec<Properties> = vec![
+            Properties {
+                payload_format_indicator: Some(0),
+                ..Properties::default()
+            },
+            Properties {
+                message_expiry_interval: Some(0),
+                ..Properties::default()
+            },
+            Properties {
+                content_type: Some(String::new()),
+                ..Properties::default()
+            },
+            Properties {
+                correlation_data: Some(Default::default()),
+                ..Properties::default()
+            },
+            Properties {
+                subscription_identifiers: vec![1],
+                ..Properties::default()
+            },
+            Properties {
+                authentication_data: Some(Default::default()),
+                ..Properties::default()
+            },
+            Properties {
+                topic_alias: Some(1),
+                ..Properties::default()
+            },
+            Properties {
+                user_properties: vec![(String::new(), String::new())],
+                ..Properties::default()
+            },
+            Properties {
+                shared_subscription_available: Some(1),
+                ..Properties::default()
+            },
+        ];
+        assert!(Properties::default().is_empty());
+        for properties in one {
+            assert!(!properties.is_empty(), "{properties:?}");
+            assert_ne!(properties, Properties::default());
+        }
     }
 }

@@ -82,7 +82,7 @@ pub fn run_cluster(seed: u64, config: &ClusterRunConfig) -> Result<ClusterReport
         Err(violation) => Err(Failure {
             seed,
             violation,
-            trace_tail: world.trace.tail().cloned().collect(),
+            trace_tail: world.trace.tail().collect(),
             trace_hash: world.trace.hash(),
         }),
     }

@@ -140,6 +140,17 @@ impl Model {
         }
     }
 
+    /// The bytes `plan_load` adds over all clients (its total), without building the per-client map.
+    pub fn plan_bytes(plan: &super::RoutingPlan) -> u64 {
+        let queued = plan.targets.iter().filter(|(_, target)| {
+            let qos = match target {
+                super::Target::Owed(qos) | super::Target::Optional(qos) | super::Target::Shared(qos, _) => *qos,
+            };
+            qos != QoS::AtMostOnce
+        });
+        queued.count() as u64 * plan.bytes
+    }
+
     /// Retained messages a new subscription may be sent [MQTT-3.3.1-9..11]: counted in the session's queue bound
     /// (the broker queues them like any delivery) but not owed here. One that had expired when the broker read the
     /// SUBSCRIBE (`now`) is deleted and must not be sent [MQTT-3.3.2-5].

@@ -16,7 +16,10 @@ pub use queue::{Backlog, Entry, QueueLimits};
 pub use topic::{matches, message_id, plain_filter, shared_filter, SharedFilter};
 
 /// A message's identity, carried at the start of its payload: `m{publisher}:{seq}` or `w{client}:{n}` for wills.
-pub type MsgId = String;
+/// Shared, not owned: the model keys a dozen maps and every queue entry and routing target by it, and copies all of
+/// them for each candidate state (a power cut armed, a restart), so a copy is a count, not an allocation. It
+/// compares, orders and prints exactly as the string does.
+pub type MsgId = std::rc::Rc<str>;
 
 /// A broken promise, with the statement of the spec it breaks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,7 +53,7 @@ pub fn message_id(payload: &[u8]) -> Option<MsgId> {
     let (publisher, seq) = id.get(1..)?.split_once(':')?;
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let tagged = id.starts_with('m') || id.starts_with('w');
-    (tagged && numeric(publisher) && numeric(seq)).then(|| id.to_string())
+    (tagged && numeric(publisher) && numeric(seq)).then(|| MsgId::from(id))
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ fn ack_for(qos: QoS) -> &'static str {
 }
 
 fn describe_id(publish: &Publish) -> String {
-    message_id(&publish.payload).unwrap_or_else(|| format!("on '{}'", publish.topic))
+    message_id(&publish.payload).map_or_else(|| format!("on '{}'", publish.topic), |id| id.to_string())
 }
 
 fn describe_event(event: &Event) -> String {

@@ -227,7 +227,7 @@ impl World {
                 qos: pending.qos,
                 retain: pending.retain,
                 topic: format!("will/{}", pending.client),
-                payload: Bytes::from(id.clone()),
+                payload: Bytes::from(id.to_string()),
                 ..Default::default()
             };
             let mut plan = self.model.plan_publish(None, &will, Some(id));

@@ -17,7 +17,7 @@ impl World {
             let Some(index) = self.clients.iter().position(|c| c.client_id == session.client_id) else {
                 continue;
             };
-            let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+            let mut copies: BTreeMap<MsgId, usize> = BTreeMap::new();
             for entry in session.entries.values() {
                 if let Some(id) = image
                     .messages
@@ -112,7 +112,7 @@ impl World {
                     client.client_id, session.incoming_qos2, expected.qos2_pending
                 ));
             }
-            let held: BTreeSet<String> = session
+            let held: BTreeSet<MsgId> = session
                 .entries
                 .values()
                 .filter_map(|e| image.messages.get(&e.message_id))
@@ -120,7 +120,7 @@ impl World {
                 .collect();
             // Nothing queued that was never routed to it: retained copies and wills are the model's to check
             // when they arrive.
-            let routed = |id: &String| {
+            let routed = |id: &MsgId| {
                 let key = (index, expected.epoch, id.clone());
                 model.expected.contains_key(&key)
                     || model.shared_allowed.contains(&key)
@@ -137,7 +137,7 @@ impl World {
             }
             // A drop the configuration allowed (a full offline queue, the total budget's eviction) is marked on
             // the delivery; any other owed message must still be queued.
-            let droppable = |id: &String| {
+            let droppable = |id: &MsgId| {
                 model.excused.contains(&(index, expected.epoch, id.clone()))
                     || expected
                         .backlog
@@ -161,7 +161,7 @@ impl World {
                 ));
             }
         }
-        let retained: BTreeMap<&str, Option<String>> = image
+        let retained: BTreeMap<&str, Option<MsgId>> = image
             .retained
             .iter()
             .map(|(topic, m)| (topic.as_str(), message_id(&m.payload)))
@@ -196,7 +196,7 @@ impl World {
         // recovery showing one this state has not seen is the state after the input, not before (seed 9805 of
         // 1..12000, strict: m2:41, a QoS 0 RETAIN PUBLISH read in the input a power cut struck, recovered as the
         // retained message of unsure 'a'; the state before matched, and c2's copy of it on SUBSCRIBE had no origin).
-        let known = |topic: &str, id: &String| {
+        let known = |topic: &str, id: &MsgId| {
             let info = model.messages.get(id).or_else(|| model.will_messages.get(id));
             (model.ever_retained.contains(id) && info.is_some_and(|m| m.topic == topic))
                 || unseen

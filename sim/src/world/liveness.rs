@@ -226,7 +226,7 @@ impl World {
                 }
             }
         }
-        let expiring = |id: &String| self.model.messages.get(id).is_some_and(|m| m.expires);
+        let expiring = |id: &MsgId| self.model.messages.get(id).is_some_and(|m| m.expires);
         for (topic, id) in &self.model.retained {
             if expiring(id) || self.model.retained_unsure.contains(topic) {
                 continue;

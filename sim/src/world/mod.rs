@@ -337,8 +337,7 @@ impl World {
     }
 
     fn log(&mut self, line: String) {
-        let stamped = format!("{:>9}ms {line}", self.now);
-        self.trace.record(stamped);
+        self.trace.record_at(self.now, line);
     }
 
     fn schedule(&mut self, at: u64, event: Event) {

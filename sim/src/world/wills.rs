@@ -52,7 +52,7 @@ impl World {
             qos,
             retain,
             topic: format!("will/{client}"),
-            payload: Bytes::from(id.clone()),
+            payload: Bytes::from(id.to_string()),
             ..Default::default()
         };
         let info = MessageInfo {
