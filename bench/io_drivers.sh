@@ -113,7 +113,8 @@ done
 echo "## I/O drivers: epoll and io_uring"
 echo
 echo "The same broker on each driver (\`--io epoll\`, \`--io uring\`) and Mosquitto, measured by \`bench/io_drivers.sh\`."
-echo "Each cell group is msg/s, p99 µs, broker CPU seconds per million delivered messages (utime + stime from /proc),"
+echo "Each cell group is msg/s, p99 µs, broker CPU seconds per million delivered messages (utime + stime from /proc, from when"
+echo "publishing began),"
 echo "and system calls per delivered message (a separate ${strace_duration}s run under \`strace -c -f\`)."
 echo
 echo "| workload | clients | QoS | payload | epoll msg/s | p99 µs | CPU s/10⁶ | syscalls/msg | io_uring msg/s | p99 µs | CPU s/10⁶ | syscalls/msg | Mosquitto msg/s | p99 µs | CPU s/10⁶ | syscalls/msg |"
