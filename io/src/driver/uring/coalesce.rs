@@ -98,6 +98,15 @@ mod tests {
         now
     }
 
+    /// A coalescer that has seen one period of `per_second` cold receives, and the time at its end.
+    fn after_a_period_of(per_second: u32) -> (Coalescer, Instant) {
+        let mut c = Coalescer::new(WINDOW);
+        let t0 = Instant::now();
+        c.window(t0);
+        let t1 = cold_receives(&mut c, t0, per_second, PERIOD);
+        (c, t1)
+    }
+
     #[test]
     fn many_quiet_clients_turn_the_window_on_after_one_period() {
         let mut c = Coalescer::new(WINDOW);
@@ -113,20 +122,14 @@ mod tests {
 
     #[test]
     fn a_few_quiet_clients_never_wait() {
-        let mut c = Coalescer::new(WINDOW);
-        let t0 = Instant::now();
-        c.window(t0);
         // 4,000 a second gather one per window: a wait would add latency and save nothing.
-        let t1 = cold_receives(&mut c, t0, 4_000, PERIOD);
+        let (mut c, t1) = after_a_period_of(4_000);
         assert_eq!(c.window(t1), None);
     }
 
     #[test]
     fn conversations_turn_it_off() {
-        let mut c = Coalescer::new(WINDOW);
-        let t0 = Instant::now();
-        c.window(t0);
-        let t1 = cold_receives(&mut c, t0, 16_000, PERIOD);
+        let (mut c, t1) = after_a_period_of(16_000);
         assert_eq!(c.window(t1), Some(WINDOW));
         // The next period: four connections each answering 50 µs after their last receive.
         let mut now = t1;
@@ -143,10 +146,7 @@ mod tests {
 
     #[test]
     fn a_few_conversations_among_many_devices_keep_it_on() {
-        let mut c = Coalescer::new(WINDOW);
-        let t0 = Instant::now();
-        c.window(t0);
-        let t1 = cold_receives(&mut c, t0, 16_000, PERIOD);
+        let (mut c, t1) = after_a_period_of(16_000);
         for _ in 0..50 {
             c.receive(t1, Some(t1 - Duration::from_micros(50)));
         }
@@ -155,10 +155,7 @@ mod tests {
 
     #[test]
     fn the_decision_lapses_when_the_devices_go_quiet() {
-        let mut c = Coalescer::new(WINDOW);
-        let t0 = Instant::now();
-        c.window(t0);
-        let t1 = cold_receives(&mut c, t0, 16_000, PERIOD);
+        let (mut c, t1) = after_a_period_of(16_000);
         assert_eq!(c.window(t1), Some(WINDOW));
         // A second of silence, then one packet: the rate over that period is far below the threshold.
         let t2 = t1 + Duration::from_secs(1);
