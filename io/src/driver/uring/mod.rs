@@ -531,7 +531,7 @@ impl Ring {
         self.prepare(conns, !collect_first)?;
         match window {
             Some(window) => self.enter_window(window)?,
-            None => self.enter(timeout)?,
+            None => self.enter(1, timeout)?,
         }
         self.busy = self.reap(conns, now) > 0;
         self.note_stalls();
@@ -556,8 +556,9 @@ impl Ring {
         self.ring.submission().taskrun() || !self.ring.completion().is_empty()
     }
 
-    /// One `io_uring_enter`: submit what is queued and wait for one completion or `timeout`.
-    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// One `io_uring_enter`: submit what is queued and wait for `want` completions or `timeout` (a zero timeout
+    /// does not wait).
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         let result = match timeout {
             Some(t) if t.is_zero() => {
                 let sq = self.ring.submission();
@@ -574,11 +575,11 @@ impl Ring {
                 self.stats.enters += 1;
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                self.ring.submitter().submit_with_args(want, &args)
             }
             None => {
                 self.stats.enters += 1;
-                self.ring.submit_and_wait(1)
+                self.ring.submit_and_wait(want)
             }
         };
         match result {
@@ -591,16 +592,9 @@ impl Ring {
     /// One `io_uring_enter` that submits what is queued and waits out `window` for input to gather: the kernel
     /// wakes the loop early only if [`WINDOW_COMPLETIONS`] more completions than the sends just issued come in.
     fn enter_window(&mut self, window: Duration) -> io::Result<()> {
-        self.stats.enters += 1;
         self.stats.windows += 1;
         let want = self.ring.submission().len() + WINDOW_COMPLETIONS;
-        let ts = types::Timespec::from(window);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(want, &args) {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.enter(want, Some(window))
     }
 
     /// A send still in flight after the enter that issued it waits for room in the socket.
