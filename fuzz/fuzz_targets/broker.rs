@@ -1,6 +1,9 @@
 //! The broker core fed an arbitrary sequence of events: connections opening and closing, raw bytes, valid packets
 //! of every kind (so the fuzzer gets past CONNECT), time passing, slow readers. It must never panic, never emit
-//! output for a connection it does not know or has closed, and only ever send decodable bytes.
+//! output for a connection it does not know or has closed, and only ever send decodable bytes. One listener takes
+//! its clients' names from their transport (`Config::identity_as_username`), and the driver's verified names
+//! (`Input::Identified`) arrive for any connection: before or after its CONNECT, twice, after it closed, or for one
+//! never opened.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -19,7 +22,17 @@ use std::net::SocketAddr;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Open,
+    /// On the listener that takes names from the transport, or the plain one.
+    Open {
+        identity_listener: bool,
+    },
+    /// The transport verified `identity`: for an open connection (`conn` picks one), or, with `stale`, for the
+    /// connection id `conn` itself, which may be closed or never opened.
+    Identified {
+        conn: u8,
+        stale: bool,
+        identity: String,
+    },
     Close {
         conn: u8,
     },
@@ -78,6 +91,7 @@ fuzz_target!(|ops: Vec<Op>| {
         max_topic_length: 32,
         max_queued_bytes: 1024,
         max_queued_bytes_total: 4096,
+        identity_as_username: vec![IDENTITY_LISTENER],
         ..Config::default()
     };
     // Access rules on, so authorization of PUBLISH, SUBSCRIBE and each delivery is fuzzed too.
@@ -93,8 +107,9 @@ fuzz_target!(|ops: Vec<Op>| {
     };
     for op in ops.into_iter().take(200) {
         let mut bytes = BytesMut::new();
+        let identified: String;
         let input = match op {
-            Op::Open => {
+            Op::Open { identity_listener } => {
                 next += 1;
                 let conn = ConnectionId(next);
                 let version = ProtocolVersion::V5;
@@ -113,7 +128,26 @@ fuzz_target!(|ops: Vec<Op>| {
                 Input::Opened {
                     conn,
                     peer: SocketAddr::from(([127, 0, 0, host], 1)),
-                    listener: ListenerId(0),
+                    listener: if identity_listener {
+                        IDENTITY_LISTENER
+                    } else {
+                        ListenerId(0)
+                    },
+                }
+            }
+            Op::Identified { conn, stale, identity } => {
+                let conn = if stale {
+                    Some(ConnectionId(u64::from(conn)))
+                } else {
+                    pick(&peers, conn)
+                };
+                let Some(conn) = conn else { continue };
+                // A certificate's Common Name is short; a long one would only slow the fuzzer down.
+                let end = identity.char_indices().nth(16).map_or(identity.len(), |(at, _)| at);
+                identified = identity[..end].to_string();
+                Input::Identified {
+                    conn,
+                    identity: &identified,
                 }
             }
             Op::Close { conn } => match pick(&peers, conn) {
@@ -228,8 +262,11 @@ fn apply(broker: &mut Broker, now: Time, peers: &mut BTreeMap<ConnectionId, Peer
     peers.retain(|_, peer| !peer.closed);
 }
 
+/// The listener whose clients are who their transport says (`Config::identity_as_username`).
+const IDENTITY_LISTENER: ListenerId = ListenerId(1);
+
 /// Fixed access rules: nobody publishes under `d`, subscribes to a filter starting with `c`, or reads under `b`;
-/// user name `bad` is refused at CONNECT.
+/// user name `bad` (from the CONNECT or the transport) is refused at CONNECT.
 struct FuzzAcl;
 
 impl Authenticator for FuzzAcl {

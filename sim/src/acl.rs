@@ -11,12 +11,62 @@
 //! or AUTH 0x00 when re-authenticating, with its final data) or refuses (0x87). Every step is a pure function of
 //! what the client sent, so the world predicts each answer (see `world::enhanced_auth`). Any other method is
 //! refused with 0x8C Bad authentication method.
+//!
+//! And it knows a few users, [`USERS`] of them named `u0`, `u1`, ..., each with a password ([`password_of`]): a
+//! CONNECT with a User Name is admitted if it names one of them with the right password, or names one of them
+//! alone on [`IDENTITY_LISTENER`] (where the broker puts the name the transport verified, a TLS client
+//! certificate's, in place of the CONNECT's: the certificate is the credential, section 5.4.1), and refused with
+//! 0x86 Bad User Name or Password otherwise. A user may subscribe to `h/{user}` (its "home") and to no other
+//! user's (see `world::identity`, which connects as users; the simulated clients connect without a User Name and
+//! never use `h`).
 
-use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo, ConnectionId};
+use mqtt_core::broker::{AuthDecision, Authenticator, ClientIdentity, ConnectInfo, ConnectionId, ListenerId};
 use mqtt_core::packet::ReasonCode;
 
 /// The enhanced authentication method the simulated broker supports.
 pub const CHALLENGE_METHOD: &str = "SIM-CHALLENGE";
+
+/// The users the authenticator knows: `u0` .. `u{USERS - 1}`.
+pub const USERS: usize = 4;
+
+/// The listener whose clients are who their transport verified them to be, in seeds with
+/// `Options::identity_listener` (`Config::identity_as_username`); the simulated clients use listener 0.
+pub const IDENTITY_LISTENER: ListenerId = ListenerId(1);
+
+/// The first level of every user's home filter (`h/{user}`), used by nothing else.
+pub const HOME: &str = "h";
+
+/// User `n`'s name.
+pub fn user_name(n: usize) -> String {
+    format!("u{n}")
+}
+
+/// User `n`'s password.
+pub fn password_of(n: usize) -> Vec<u8> {
+    format!("pw{n}").into_bytes()
+}
+
+/// The number of a known user's name.
+fn user_number(name: &str) -> Option<usize> {
+    name.strip_prefix('u')?.parse().ok().filter(|n| *n < USERS)
+}
+
+/// The verdict on a CONNECT's User Name and Password (`vouched`: the name is the one its transport verified, so no
+/// password comes with it). A pure function, which `world::identity` predicts with.
+pub fn check_user(name: &str, password: Option<&[u8]>, vouched: bool) -> AuthDecision {
+    match user_number(name) {
+        Some(n) if vouched || password == Some(&password_of(n)[..]) => AuthDecision::Allow { data: None },
+        _ => AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+    }
+}
+
+/// May a client with `username` subscribe to `filter`? A home filter only by its own user; anything else by anyone.
+pub fn may_subscribe_home(username: Option<&str>, filter: &str) -> bool {
+    match filter.split_once('/') {
+        Some((HOME, owner)) => username == Some(owner),
+        _ => true,
+    }
+}
 
 /// SplitMix64's finalizer.
 fn mix(mut x: u64) -> u64 {
@@ -77,6 +127,8 @@ pub struct SimAcl {
     pub defer_one_in: u64,
     /// Mixed into the choice, so each seed defers different connections.
     pub salt: u64,
+    /// [`IDENTITY_LISTENER`] takes names from the transport: a user named there needs no password.
+    pub identity_listener: bool,
 }
 
 /// The simulated client's index in `sim-{n}`; other identifiers (probes, misbehaving clients) get no rules.
@@ -130,6 +182,9 @@ impl Authenticator for SimAcl {
             }
         } else if info.auth_method.is_some() {
             AuthDecision::Deny(ReasonCode::BAD_AUTHENTICATION_METHOD)
+        } else if let Some(name) = info.username {
+            let vouched = self.identity_listener && info.listener == IDENTITY_LISTENER;
+            check_user(name, info.password, vouched)
         } else if self.defers(info.conn, info.client_id) {
             AuthDecision::Pending
         } else {
@@ -150,7 +205,8 @@ impl Authenticator for SimAcl {
     }
 
     fn authorize_subscribe(&self, client: ClientIdentity<'_>, filter: &str) -> bool {
-        client_number(client.client_id).is_none_or(|n| self.may_subscribe(n, filter))
+        may_subscribe_home(client.username, filter)
+            && client_number(client.client_id).is_none_or(|n| self.may_subscribe(n, filter))
     }
 
     fn authorize_read(&self, client: ClientIdentity<'_>, topic: &str) -> bool {

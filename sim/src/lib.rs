@@ -120,6 +120,11 @@ fn broker_config(options: &Options) -> Config {
         } else {
             0
         },
+        identity_as_username: if options.identity_listener {
+            vec![acl::IDENTITY_LISTENER]
+        } else {
+            Vec::new()
+        },
         ..Config::default()
     }
 }
@@ -220,6 +225,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "capped-deadline-not-recorded" => Some(Core::CappedDeadlineNotRecorded),
         "held-routed-at-arrival" => Some(Core::HeldRoutedAtArrival),
         "held-copy-dropped" => Some(Core::HeldCopyDropped),
+        "identity-ignored" => Some(Core::IdentityIgnored),
         _ => None,
     };
     let storage = match name {
@@ -303,4 +309,5 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ),
     ("budget-evicts-newest", "although the queue was not full"),
     ("held-copy-dropped", "although the queue was not full"),
+    ("identity-ignored", "identity probe"),
 ];

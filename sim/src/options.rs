@@ -113,6 +113,10 @@ pub struct Options {
     /// Message Expiry Interval (with `expiry`): raised in some seeds (see `with_retained_expiry`).
     pub retain_share: f64,
     pub expiry_share: f64,
+    /// A second listener takes its clients' names from their transport (`Config::identity_as_username`, a TLS
+    /// client certificate's name), and extra connections open on it, with a verified name or without (see
+    /// `world::identity`).
+    pub identity_listener: bool,
 }
 
 /// How the simulated disk under the real storage code misbehaves in a seed (see `simfs`). Drawn from a stream of
@@ -274,6 +278,7 @@ impl Options {
             timer_compaction_min: mqtt_core::broker::Config::default().timer_compaction_min,
             retain_share: 0.15,
             expiry_share: 0.2,
+            identity_listener: false,
         }
         .with_durability(rng)
         .with_many_clients(seed)
@@ -287,6 +292,15 @@ impl Options {
         .with_budget_pressure(seed)
         .with_retained_expiry(seed)
         .with_restart_storm(seed)
+        .with_identity_listener(seed)
+    }
+
+    /// One seed in four (from a stream of its own, so that the others stay what they were) has a listener whose
+    /// clients are authenticated by the name their transport verified.
+    fn with_identity_listener(mut self, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1d3e_7171_7ce4_7001);
+        self.identity_listener = rng.gen_bool(0.25);
+        self
     }
 
     /// Half the seeds whose restarts jump the clock (from a stream of its own) restart the broker often, with
@@ -500,7 +514,7 @@ impl fmt::Display for Options {
              max_queued_bytes={} max_queued_bytes_total={} max_subscriptions={} max_topic_levels={} max_topic_length={} per_address_limit={} acl={} deferred_auth={} \
              persistence={} broker_crash={:.4} disk_full={:.4} disk_eio={:.4}x{} bit_flip={:.4}x{} mid_write_crash={:.1} compaction_cut={:.4} \
              compact_bytes={} shared_payload_min={} short_expiry={} \
-             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={} connect_rate={} timer_compaction_min={} retain_share={} expiry_share={}",
+             retain_unavailable={} assigned_ids={} maximum_qos={} publish_rate={}/s,{}B/s polite={} coalesce={} restart_clock_jumps={} enhanced_auth={} sys_watch={} connect_rate={} timer_compaction_min={} retain_share={} expiry_share={} identity_listener={}",
             self.seed,
             self.clients,
             self.v5_share,
@@ -565,7 +579,8 @@ impl fmt::Display for Options {
             self.connect_rate,
             self.timer_compaction_min,
             self.retain_share,
-            self.expiry_share
+            self.expiry_share,
+            self.identity_listener
         )
     }
 }

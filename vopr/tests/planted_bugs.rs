@@ -309,6 +309,14 @@ fn finds_held_copy_dropped() {
     finds("held-copy-dropped");
 }
 
+/// The name a listener in `identity_as_username` should authenticate dropped for the CONNECT's own credentials: a
+/// connection with a verified name gets the CONNACK or SUBACK of the user its CONNECT claims, one without is admitted
+/// instead of refused with 0x87 [MQTT-3.1.4-2]; the identity connections' predictions find it.
+#[test]
+fn finds_identity_ignored() {
+    finds("identity-ignored");
+}
+
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).
 #[test]
 fn every_planted_bug_is_known_by_name() {

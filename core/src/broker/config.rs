@@ -112,6 +112,10 @@ pub struct Config {
 /// feature so that the broker's checks (`Broker::planted`) need no `cfg`; only the feature can plant one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlantedBug {
+    /// The name the transport verified is dropped on a listener in `identity_as_username`: the CONNECT's own User
+    /// Name and Password are authenticated instead, so a client with a certificate for one user gets in as
+    /// whoever its CONNECT claims, and one without a certificate name is not refused [MQTT-3.1.4-2].
+    IdentityIgnored,
     /// A duplicate QoS 2 PUBLISH (same packet id, before PUBREL) is delivered again.
     Qos2DuplicateDelivered,
     /// Inflight messages are forgotten when a persistent session reconnects.

@@ -99,6 +99,7 @@ impl World {
         self.check_drained()?;
         self.check_retained()?;
         self.check_auth_probes()?;
+        self.check_identity_probes()?;
         self.check_misbehaving_closed()?;
         // Last: the power goes out once more, and recovery must restore what the model says was committed.
         if self.disk.is_some() {

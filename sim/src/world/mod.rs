@@ -30,6 +30,7 @@ mod enhanced_auth;
 mod expiring;
 mod expiry;
 mod faults;
+mod identity;
 mod liveness;
 mod max_qos;
 mod observe;
@@ -105,6 +106,8 @@ struct Link {
     refusal: Option<max_qos::ExpectedRefusal>,
     /// An enhanced-authentication connection and what it expects next (see `enhanced_auth`).
     auth: Option<enhanced_auth::AuthProbe>,
+    /// A connection with a name its transport verified (or none), and what it expects next (see `identity`).
+    identity: Option<identity::IdentityProbe>,
     /// Whether the broker reads the rest of the current input (see `transient_close`).
     rest_of_input: transient_close::RestOfInput,
 }
@@ -199,6 +202,8 @@ pub struct World {
     clock: clock::BrokerClock,
     /// The enhanced-authentication connections' random stream (see `enhanced_auth`).
     probes: enhanced_auth::Probes,
+    /// The random stream of the connections with verified names (see `identity`).
+    identity_probes: identity::IdentityProbes,
     /// The `$SYS` watcher and the world's own counts it is checked against (see `sys_topics`).
     sys: sys_topics::SysWatch,
     /// The connect-rate bursts and the world's own bucket for their address (see `connect_rate`).
@@ -237,6 +242,7 @@ pub(super) fn sim_acl(opts: &Options) -> crate::acl::SimAcl {
         enabled: opts.quotas.acl,
         defer_one_in: opts.quotas.deferred_auth,
         salt: opts.seed,
+        identity_listener: opts.identity_listener,
     }
 }
 
@@ -330,6 +336,7 @@ impl World {
             delayed_wills: Default::default(),
             clock,
             probes: enhanced_auth::Probes::new(opts_seed),
+            identity_probes: identity::IdentityProbes::new(opts_seed),
             sys: sys_topics::SysWatch::new(opts_seed),
             connect_rate: connect_rate::ConnectRate::new(opts_seed),
             ack_order: Default::default(),
@@ -589,6 +596,10 @@ impl World {
     }
 
     fn open_from(&mut self, client: Option<usize>, host: u8) -> Result<ConnectionId, Violation> {
+        self.open_on(client, host, ListenerId(0))
+    }
+
+    fn open_on(&mut self, client: Option<usize>, host: u8, listener: ListenerId) -> Result<ConnectionId, Violation> {
         let conn = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.links.insert(
@@ -612,15 +623,12 @@ impl World {
                 verdict_lost: false,
                 refusal: None,
                 auth: None,
+                identity: None,
                 rest_of_input: Default::default(),
             },
         );
         let peer = SocketAddr::from(([10, 0, 0, host], (conn.0 % 60_000) as u16 + 1));
-        self.broker_input(Input::Opened {
-            conn,
-            peer,
-            listener: ListenerId(0),
-        })?;
+        self.broker_input(Input::Opened { conn, peer, listener })?;
         Ok(conn)
     }
 
@@ -823,6 +831,9 @@ impl World {
             if link.auth.is_some() {
                 return self.auth_probe_receives(conn, &data);
             }
+            if link.identity.is_some() {
+                return self.identity_probe_receives(conn, &data);
+            }
             if self.connect_rate.probes.contains_key(&conn) {
                 return self.connect_rate_receives(conn, &data);
             }
@@ -899,6 +910,7 @@ impl World {
             self.inject_faults()?;
         }
         self.maybe_authenticate()?;
+        self.maybe_identify()?;
         self.maybe_watch_sys()?;
         self.maybe_connect_burst()?;
         if !self.queue.is_empty() && self.rng.gen_bool(0.6) {
