@@ -226,6 +226,7 @@ pub fn planted_bug_named(name: &str) -> Option<PlantedBug> {
         "held-routed-at-arrival" => Some(Core::HeldRoutedAtArrival),
         "held-copy-dropped" => Some(Core::HeldCopyDropped),
         "identity-ignored" => Some(Core::IdentityIgnored),
+        "identity-missing-falls-back" => Some(Core::IdentityMissingFallsBack),
         _ => None,
     };
     let storage = match name {
@@ -309,5 +310,9 @@ pub const PLANTED_BUGS: &[(&str, &str)] = &[
     ),
     ("budget-evicts-newest", "although the queue was not full"),
     ("held-copy-dropped", "although the queue was not full"),
-    ("identity-ignored", "identity probe"),
+    ("identity-ignored", "identity listener"),
+    (
+        "identity-missing-falls-back",
+        "no verified name on a listener that takes names from the transport",
+    ),
 ];

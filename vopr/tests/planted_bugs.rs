@@ -310,11 +310,19 @@ fn finds_held_copy_dropped() {
 }
 
 /// The name a listener in `identity_as_username` should authenticate dropped for the CONNECT's own credentials: a
-/// connection with a verified name gets the CONNACK or SUBACK of the user its CONNECT claims, one without is admitted
-/// instead of refused with 0x87 [MQTT-3.1.4-2]; the identity connections' predictions find it.
+/// certified simulated client claiming a retired user name is refused 0x86 where it must be admitted as its verified
+/// name [MQTT-3.1.4-2] (with the simulated clients on the plain listener, the identity connections' CONNACK and
+/// SUBACK predictions found it, at seeds 1 and 2).
 #[test]
 fn finds_identity_ignored() {
     finds("identity-ignored");
+}
+
+/// A connection without a verified name on an identity listener authenticated by its CONNECT's credentials instead
+/// of refused with 0x87: the identity connections without a name find it [MQTT-3.1.4-2].
+#[test]
+fn finds_identity_missing_falling_back() {
+    finds("identity-missing-falls-back");
 }
 
 /// Every listed bug has a test above (the CI counts the `finds_` tests that pass against this list).

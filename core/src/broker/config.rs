@@ -116,6 +116,10 @@ pub enum PlantedBug {
     /// Name and Password are authenticated instead, so a client with a certificate for one user gets in as
     /// whoever its CONNECT claims, and one without a certificate name is not refused [MQTT-3.1.4-2].
     IdentityIgnored,
+    /// On a listener in `identity_as_username`, a connection whose transport verified no name falls back to the
+    /// CONNECT's own User Name and Password instead of being refused with 0x87 [MQTT-3.1.4-2]: anyone without a
+    /// certificate name gets in with a password, or anonymously.
+    IdentityMissingFallsBack,
     /// A duplicate QoS 2 PUBLISH (same packet id, before PUBREL) is delivered again.
     Qos2DuplicateDelivered,
     /// Inflight messages are forgotten when a persistent session reconnects.

@@ -29,6 +29,7 @@ impl Broker {
     /// such a client cannot be told apart from any other and must be refused.
     pub(super) fn apply_identity(&mut self, conn: ConnectionId, connect: &mut Connect) -> bool {
         let ignored = self.planted(super::planted::PlantedBug::IdentityIgnored);
+        let falls_back = self.planted(super::planted::PlantedBug::IdentityMissingFallsBack);
         let Some(connection) = self.connections.expected_mut(conn) else {
             return false;
         };
@@ -36,6 +37,9 @@ impl Broker {
         // such a connection's footprint that of any other.
         let identity = connection.extras.take().and_then(|extras| extras.identity);
         if !self.config.identity_as_username.contains(&connection.listener) || ignored {
+            return true;
+        }
+        if identity.is_none() && falls_back {
             return true;
         }
         connect.username = identity.map(String::from);

@@ -10,6 +10,7 @@ impl World {
         let Packet::ConnAck(connack) = packet else {
             return Ok(());
         };
+        self.check_certified_connack(client, connack)?;
         if connack.reason.is_error() || !self.clients[client].version.is_v5() {
             return Ok(());
         }

@@ -5,6 +5,11 @@
 //! (a certificate without a Common Name); their CONNECTs claim a user name and password of their own, or none.
 //! A few open on the plain listener with a verified name that listener must ignore.
 //!
+//! The odd simulated clients connect on the identity listener too, each verified as a user and claiming a retired
+//! user name and password in its CONNECT: the broker must admit them as their certificates say (they are
+//! entitled: a refusal fails the run) with everything else the swarm does to them, takeovers, restarts and
+//! deferred verdicts included.
+//!
 //! The prediction comes from the specification and the configuration only (the seed's users, `acl::check_user`),
 //! never from the broker: on the identity listener the verified name is the User Name the server authenticates
 //! [MQTT-3.1.4-2] (section 5.4.1: a server may authenticate a client by its TLS certificate), whatever the CONNECT
@@ -117,7 +122,33 @@ impl IdentityProbes {
     }
 }
 
+/// What a certified simulated client's CONNECT claims: a user name the authenticator no longer knows, with a stale
+/// password, which the broker must not look at (the certificate decides).
+pub(super) fn stale_credentials(connect: &mut Connect) {
+    connect.username = Some("retired".into());
+    connect.password = Some(b"stale".to_vec().into());
+}
+
 impl World {
+    /// The name the transport verifies for `client`'s connections, if it connects on the identity listener: the odd
+    /// clients do, in seeds with one (by index, so that the seed's random choices stay what they were).
+    pub(super) fn certified_client(&self, client: usize) -> Option<String> {
+        (self.opts.identity_listener && client % 2 == 1).then(|| user_name(client % USERS))
+    }
+
+    /// A certified simulated client is entitled: the broker must admit it as the name its transport verified,
+    /// whatever user name its CONNECT claims [MQTT-3.1.4-2].
+    pub(super) fn check_certified_connack(&self, client: usize, connack: &ConnAck) -> Result<(), Violation> {
+        match self.certified_client(client) {
+            Some(name) if connack.reason.is_error() => Err(Violation(format!(
+                "c{client} on the identity listener, verified as {name}, its CONNECT claiming retired/stale, was \
+                 refused with {:?}: it must be authenticated as {name}, a known user [MQTT-3.1.4-2]",
+                connack.reason
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Sometimes opens a new connection with a verified name (main phase only, in seeds with the option).
     pub(super) fn maybe_identify(&mut self) -> Result<(), Violation> {
         if !self.opts.identity_listener || !self.identity_probes.rng.gen_bool(PROBE_RATE) {
@@ -185,7 +216,7 @@ impl World {
         Ok(())
     }
 
-    fn identified(&mut self, conn: ConnectionId, identity: &str) -> Result<(), Violation> {
+    pub(super) fn identified(&mut self, conn: ConnectionId, identity: &str) -> Result<(), Violation> {
         self.trace.absorb(identity.as_bytes());
         self.log(format!("{conn:?}: the transport verified the name {identity}"));
         self.broker_input(Input::Identified { conn, identity })

@@ -641,7 +641,14 @@ impl World {
     }
 
     fn connect(&mut self, client: usize, with_will: bool) -> Result<(), Violation> {
-        let conn = self.open(Some(client))?;
+        let certified = self.certified_client(client);
+        let conn = match &certified {
+            Some(_) => self.open_on(Some(client), 1, crate::acl::IDENTITY_LISTENER)?,
+            None => self.open(Some(client))?,
+        };
+        if let Some(name) = &certified {
+            self.identified(conn, name)?;
+        }
         self.counts.connects += 1;
         self.clients[client].conn = Some(conn);
         // A client coming back in the liveness phase to leave again has a will with a delay (see `delayed_wills`).
@@ -659,7 +666,10 @@ impl World {
             // Owed to its watcher (see `delayed_wills`): a QoS 0 will would be owed to nobody.
             will_options.0 = QoS::AtLeastOnce;
         }
-        let connect = self.clients[client].connect_packet(with_will, will_delay, will_options);
+        let mut connect = self.clients[client].connect_packet(with_will, will_delay, will_options);
+        if certified.is_some() {
+            identity::stale_credentials(&mut connect);
+        }
         self.send(client, Packet::Connect(Box::new(connect)));
         // Clients may send packets right after CONNECT, before CONNACK [MQTT-3.1.4-6]: the broker must not answer
         // this one before its CONNACK, however late the verdict comes (checked in `client_receives`).
