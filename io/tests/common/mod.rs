@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clients;
 pub mod cluster;
 pub mod http;
+#[path = "../../src/test_ports.rs"]
 pub mod ports;
 
 use std::io::{BufRead, BufReader};

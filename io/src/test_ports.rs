@@ -1,5 +1,6 @@
-//! Free loopback ports for the processes a test starts on addresses it must know in advance (cluster nodes, which
-//! name each other in their configuration; Mosquitto), where port 0 cannot be used.
+//! Free loopback ports for tests that must know an address in advance (cluster nodes, which name each other in
+//! their configuration; Mosquitto), where port 0 cannot be used. One file for the library's unit tests and the
+//! integration tests (io/tests/common includes it by path).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
@@ -17,7 +18,7 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// draws the local ports of every outgoing connection from, so a process opening thousands of client sockets can
 /// take it before the node binds it, or while a killed node is down before its restart on the same
 /// address. A port below that range is only ever taken by an explicit bind. What remains (another test run picking
-/// the same port) is what `cluster::start_cluster`'s retry is for.
+/// the same port) is what the integration tests' cluster start retries for (io/tests/common/cluster.rs).
 pub fn free_addr() -> SocketAddr {
     let (low, high) = ephemeral_range();
     // Up to 12,768 ports below the ephemeral range (20000-32767 by default), else above it.
@@ -48,7 +49,7 @@ pub fn free_addr() -> SocketAddr {
 }
 
 /// The kernel's range of automatically chosen local ports (Linux's default if it cannot be read).
-fn ephemeral_range() -> (u16, u16) {
+pub fn ephemeral_range() -> (u16, u16) {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let mut bounds = text.split_whitespace().map(|v| v.parse::<u16>().ok());
     match (bounds.next().flatten(), bounds.next().flatten()) {
