@@ -6,6 +6,13 @@
 # CPU is the broker's utime + stime from /proc from when publishing began (mqtt-bench reads it). System calls
 # come from a second, shorter run of the same workload under `strace -c -f` (which slows the broker, so it is not the run that is timed), divided by
 # the messages delivered in it. io_uring's sends and receives are not system calls: that is the point.
+#
+# Conditions (environment), since on a 2-core VM they move every broker's numbers more than the brokers differ:
+#   PIN=1   brokers on CPU 0, mqtt-bench on CPU 1 at SCHED_FIFO (needs root): the generator's own scheduling
+#           delays are then not what the latency measures, and it does not compete with the broker for a core.
+#   SPIN=1  a SCHED_IDLE spinner on each CPU, run only when nothing else wants it: a halted vCPU can take
+#           milliseconds to wake (a guest with halt polling off), and without it every broker's p99 measures that.
+#           It makes every wake-up a switch from another task, which costs a broker that wakes often more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-5}
@@ -19,6 +26,21 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 work=$(mktemp -d)
 pids=()
+broker_cpu=(); bench_cpu=(); condition="brokers and mqtt-bench share both CPUs"
+if [ "${PIN:-0}" = 1 ]; then
+  broker_cpu=(taskset -c 0)
+  bench_cpu=(taskset -c 1)
+  if chrt -f 1 true 2>/dev/null; then bench_cpu+=(chrt -f 1); fi
+  condition="brokers on CPU 0, mqtt-bench on CPU 1 (${bench_cpu[*]})"
+fi
+if [ "${SPIN:-0}" = 1 ]; then
+  for cpu in $(seq 0 $(( $(nproc) - 1 ))); do
+    chrt -i 0 taskset -c "$cpu" bash -c 'while :; do :; done' &
+    pids+=($!)
+  done
+  condition="$condition; a SCHED_IDLE spinner on every CPU"
+fi
+echo "== condition: $condition" >&2
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/mosquitto.conf" <<CONF
 listener 18887 127.0.0.1
@@ -28,15 +50,15 @@ max_queued_messages 100000
 max_inflight_messages 64
 max_connections -1
 CONF
-./target/release/mqtt-broker --io epoll --listen 127.0.0.1:18885 --data-dir "$work/epoll" --sys-interval 0 \
+"${broker_cpu[@]}" ./target/release/mqtt-broker --io epoll --listen 127.0.0.1:18885 --data-dir "$work/epoll" --sys-interval 0 \
   --log-level warn --max-connections 100000 --max-connections-per-address 0 2>"$work/epoll.log" &
 epoll_pid=$!
-./target/release/mqtt-broker --io uring --listen 127.0.0.1:18886 --data-dir "$work/uring" --sys-interval 0 \
+"${broker_cpu[@]}" ./target/release/mqtt-broker --io uring --listen 127.0.0.1:18886 --data-dir "$work/uring" --sys-interval 0 \
   --log-level info --max-connections 100000 --max-connections-per-address 0 2>"$work/uring.log" &
 uring_pid=$!
-"$MOSQUITTO" -c "$work/mosquitto.conf" >/dev/null 2>&1 &
+"${broker_cpu[@]}" "$MOSQUITTO" -c "$work/mosquitto.conf" >/dev/null 2>&1 &
 mosq_pid=$!
-pids=("$epoll_pid" "$uring_pid" "$mosq_pid")
+pids+=("$epoll_pid" "$uring_pid" "$mosq_pid")
 sleep 1
 grep -q "io driver: io_uring" "$work/uring.log" || { echo "the io_uring broker did not start on io_uring:" >&2; cat "$work/uring.log" >&2; exit 1; }
 
@@ -47,7 +69,7 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 # draining and 2,000 connections): a slow or stuck peer makes a failed cell, never a hung run.
 bench() { # port pid seconds args...
   local port=$1 pid=$2 secs=$3; shift 3
-  timeout -k 5 $((secs + 60)) \
+  timeout -k 5 $((secs + 60)) "${bench_cpu[@]}" \
     ./target/release/mqtt-bench --broker "127.0.0.1:$port" --broker-pid "$pid" --duration "$secs" --json "$@"
 }
 
@@ -115,7 +137,7 @@ echo
 echo "The same broker on each driver (\`--io epoll\`, \`--io uring\`) and Mosquitto, measured by \`bench/io_drivers.sh\`."
 echo "Each cell group is msg/s, p99 µs, broker CPU seconds per million delivered messages (utime + stime from /proc, from when"
 echo "publishing began),"
-echo "and system calls per delivered message (a separate ${strace_duration}s run under \`strace -c -f\`)."
+echo "and system calls per delivered message (a separate ${strace_duration}s run under \`strace -c -f\`). Condition: $condition."
 echo
 echo "| workload | clients | QoS | payload | epoll msg/s | p99 µs | CPU s/10⁶ | syscalls/msg | io_uring msg/s | p99 µs | CPU s/10⁶ | syscalls/msg | Mosquitto msg/s | p99 µs | CPU s/10⁶ | syscalls/msg |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"

@@ -5,7 +5,7 @@
 mod common;
 mod wire;
 
-use common::cluster::{elected, free_addr, node_config};
+use common::cluster::{elected, node_config, start_cluster};
 use common::{pump5, wait_for, BrokerProcess};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
@@ -1188,10 +1188,7 @@ fn stalled_partial_publishes_through_a_cluster_follower_stay_within_its_input_bu
 /// A 3-node cluster whose nodes run with `extra` flags, its leader elected; returns the nodes, the leader's index
 /// and a follower's.
 fn three_nodes(extra: &[&str]) -> (Vec<BrokerProcess>, usize, usize) {
-    let peers: Vec<_> = (0..3).map(|_| free_addr()).collect();
-    let nodes: Vec<BrokerProcess> = (1..=3)
-        .map(|id| BrokerProcess::start_with_config(&node_config(id, &peers, ""), extra))
-        .collect();
+    let nodes = start_cluster(3, 3, extra, |id, peers| node_config(id, peers, "")).nodes;
     let leader = elected(&nodes, WAIT);
     (nodes, leader, (leader + 1) % 3)
 }

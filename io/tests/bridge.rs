@@ -5,10 +5,11 @@
 mod common;
 mod wire;
 
+use common::ports::free_addr;
 use common::{pump4, wait_for, BrokerProcess, Events4 as Events};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,10 +26,7 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start() -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_addr().port();
         let dir = tempfile::tempdir().expect("temp dir");
         Mosquitto::spawn(port, dir, "")
     }
@@ -334,12 +332,7 @@ fn direction_both_does_not_loop_mqttv311_with_the_bridge_bit() {
 #[test]
 fn a_tls_bridge_verifies_mosquittos_certificate_and_carries_messages() {
     let pki = wire::Pki::new();
-    let free = || {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    };
+    let free = || free_addr().port();
     let (tls_port, plain_port) = (free(), free());
     // The bridge takes the TLS listener; the test's clients the plain one.
     let listener = format!(
@@ -378,10 +371,7 @@ fn a_tls_bridge_verifies_mosquittos_certificate_and_carries_messages() {
 #[test]
 fn a_tls_bridge_refuses_a_certificate_from_another_ca() {
     let (pki, other) = (wire::Pki::new(), wire::Pki::new());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_addr().port();
     let listener = format!(
         "certfile {}\nkeyfile {}\n",
         pki.path("server.pem").display(),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::clients::{connect4, count_acks, publish_stream, try_connect5};
-use common::cluster::{elected, free_addr, node_config, wait_for_leader};
+use common::cluster::{elected, free_addr, node_config, start_cluster, start_cluster_on, wait_for_leader};
 use common::{wait_for, BrokerProcess, Events4 as Events};
 use rumqttc::{Client, Event, Packet, QoS};
 use std::collections::BTreeMap;
@@ -20,10 +20,7 @@ const N: usize = 300;
 #[test]
 fn acknowledged_messages_survive_sigkill_of_the_leader() {
     let started = Instant::now();
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
-        .collect();
+    let mut nodes = start_cluster(3, 3, &[], |id, peers| node_config(id, peers, "")).slots();
     let leader = wait_for_leader(&nodes, &[0, 0, 0], WAIT).expect("a leader is elected");
     let node = nodes[leader].as_ref().expect("leader runs");
 
@@ -159,10 +156,7 @@ fn publish_all(client: &Client, events: &Events, topic: &str, qos: QoS, prefix: 
 
 #[test]
 fn clients_on_followers_are_relayed_to_the_leader() {
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
-        .collect();
+    let nodes = start_cluster(3, 3, &[], |id, peers| node_config(id, peers, "")).slots();
     let leader = elected(&nodes, WAIT);
     let follower_a = nodes[(leader + 1) % 3].as_ref().expect("runs");
     let follower_b = nodes[(leader + 2) % 3].as_ref().expect("runs");
@@ -247,6 +241,31 @@ fn clients_on_followers_are_relayed_to_the_leader() {
     eprintln!("{report}");
 }
 
+/// Another process takes a node's cluster port between `free_addr` and the node's bind (it happened under a
+/// process opening thousands of client sockets): the node exits with "Address already in use", and since every
+/// node's configuration names every address, the helper starts the whole cluster again on fresh addresses.
+#[test]
+fn a_cluster_port_taken_before_the_node_binds_it_is_replaced_and_the_cluster_starts() {
+    // The first address handed out is one this test listens on: node 1 cannot bind it.
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = occupied.local_addr().expect("addr");
+    let mut first = true;
+    let addrs = || if std::mem::take(&mut first) { taken } else { free_addr() };
+    let cluster = start_cluster_on(addrs, 3, 3, &[], |id, peers| node_config(id, peers, ""));
+    assert_eq!(
+        cluster.attempts, 2,
+        "the first attempt failed on the taken port, the second started"
+    );
+    assert!(!cluster.peers.contains(&taken), "{:?} replaced", cluster.peers);
+    let nodes = cluster.slots();
+    let leader = elected(&nodes, WAIT);
+    // The cluster works: a client of the leader is served.
+    let (client, events) = connect4(nodes[leader].as_ref().expect("runs"), "after-retry", true);
+    client.disconnect().expect("disconnect");
+    drop(events);
+    drop(occupied);
+}
+
 #[test]
 fn a_data_directory_of_another_cluster_is_refused_at_start_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -292,10 +311,7 @@ mod failover {
 
     #[test]
     fn a_persistent_session_resumes_on_another_node_after_the_leader_is_killed() {
-        let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-        let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-            .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
-            .collect();
+        let mut nodes = start_cluster(3, 3, &[], |id, peers| node_config(id, peers, "")).slots();
         let leader = elected(&nodes, WAIT);
         let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
 

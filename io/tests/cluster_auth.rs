@@ -8,7 +8,7 @@ mod common;
 
 use common::auth::{add_user, auth_files};
 use common::clients::{client4, client5, connack4, connack5};
-use common::cluster::{cluster_section, elected, free_addr, wait_for_leader};
+use common::cluster::{self, cluster_section, elected, wait_for_leader};
 use common::http::{get, http_addr, poll};
 use common::{wait_for, BrokerProcess};
 use rumqttc::v5;
@@ -46,10 +46,7 @@ fn node_config(id: u64, peers: &[SocketAddr], files: &Path, http: bool) -> Strin
 }
 
 fn start_cluster(files: &tempfile::TempDir, http: bool) -> Vec<BrokerProcess> {
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    (1..=3)
-        .map(|id| BrokerProcess::start_with_config(&node_config(id, &peers, files.path(), http), &[]))
-        .collect()
+    cluster::start_cluster(3, 3, &[], |id, peers| node_config(id, peers, files.path(), http)).nodes
 }
 
 /// The last lines of every node's log, for a failure message (a CONNACK missing under load: which node closed

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{cluster_command, elected, free_addr, log_lengths, node_config, wait_for_leader};
+use common::cluster::{cluster_command, elected, log_lengths, node_config, start_cluster, start_node, wait_for_leader};
 use common::{pump4, wait_for, BrokerProcess, Events4 as Events};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeSet;
@@ -90,10 +90,9 @@ fn received(events: &Events, into: &mut BTreeSet<String>) {
 
 #[test]
 fn members_are_added_and_removed_at_run_time_and_nothing_acknowledged_is_lost() {
-    let peers: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
-    let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers[..3], ""), &[])))
-        .collect();
+    let started = start_cluster(3, 3, &[], |id, peers| node_config(id, peers, ""));
+    let peers = started.peers.clone();
+    let mut nodes = started.slots();
     let leader = elected(&nodes, WAIT);
     let leader_id = leader as u64 + 1;
     // The original that survives everything, and the one killed at the end.
@@ -111,10 +110,14 @@ fn members_are_added_and_removed_at_run_time_and_nothing_acknowledged_is_lost() 
     let mut acked = publish_phase(nodes[stays].as_ref().expect("runs"), "a");
 
     // Node 4 starts naming the current members and itself, then is added through the leader.
-    let joining = node_config(4, &peers, "join = true");
-    nodes.push(Some(BrokerProcess::start_with_config(&joining, &[])));
+    // Its own address is only in its configuration and the add-node command: a taken one is replaced.
+    let (four_addr, four) = start_node(&[], |own| {
+        let members: Vec<SocketAddr> = peers.iter().copied().chain([own]).collect();
+        node_config(4, &members, "join = true")
+    });
+    nodes.push(Some(four));
     let stays_node = nodes[stays].as_ref().expect("runs");
-    let address = peers[3].to_string();
+    let address = four_addr.to_string();
     let (ok, out, err) = cluster_command(stays_node, &["add-node", "--id", "4", "--address", &address]);
     assert!(ok, "add-node: {out}{err}");
     assert!(out.contains("node 4 (") && out.contains("voters now 1,2,3,4"), "{out}");

@@ -5,9 +5,8 @@
 mod common;
 mod wire;
 
-use common::cluster::{elected, free_addr, node_config};
+use common::cluster::{elected, node_config, start_cluster};
 use common::BrokerProcess;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wire::*;
@@ -64,22 +63,19 @@ fn tls_clients_on_followers_are_relayed_to_the_leader() {
     let acl = acl_dir.path().join("acl");
     // Anonymous clients (the lines before the first `user`) may use tls/# only: the leader checks relayed clients.
     std::fs::write(&acl, "topic readwrite tls/#\n").expect("acl");
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| {
-            let config = node_config(id, &peers, "").replacen(
-                "[[listeners]]\naddress = \"127.0.0.1:0\"\n",
-                &format!(
-                    "acl_file = {acl:?}\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"mqtts\"\n\
+    let nodes = start_cluster(3, 3, &[], |id, peers| {
+        node_config(id, peers, "").replacen(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+            &format!(
+                "acl_file = {acl:?}\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"mqtts\"\n\
                      cert_file = {:?}\nkey_file = {:?}\n",
-                    pki.path("server.pem"),
-                    pki.path("server.key")
-                ),
-                1,
-            );
-            Some(BrokerProcess::start_with_config(&config, &[]))
-        })
-        .collect();
+                pki.path("server.pem"),
+                pki.path("server.key")
+            ),
+            1,
+        )
+    })
+    .slots();
     let leader = elected(&nodes, WAIT);
     let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
     let node_a = nodes[a].as_ref().expect("runs");

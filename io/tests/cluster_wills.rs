@@ -7,12 +7,11 @@
 mod common;
 
 use common::clients::try_connect5;
-use common::cluster::{elected, free_addr, node_config};
+use common::cluster::{elected, node_config, start_cluster};
 use common::{wait_for, BrokerProcess, Events5};
 use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Event, MqttOptions};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -65,10 +64,7 @@ fn reconnect(survivors: &[&BrokerProcess], id: &str, will: Option<&str>) -> (Cli
 
 #[test]
 fn wills_of_connections_lost_in_a_failover_wait_for_their_delay_and_a_resumed_session_cancels_its_will() {
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let mut nodes: Vec<Option<BrokerProcess>> = (1..=3)
-        .map(|id| Some(BrokerProcess::start_with_config(&node_config(id, &peers, ""), &[])))
-        .collect();
+    let mut nodes = start_cluster(3, 3, &[], |id, peers| node_config(id, peers, "")).slots();
     let leader = elected(&nodes, WAIT);
     let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
     let (node_a, node_b) = (nodes[a].take().expect("runs"), nodes[b].take().expect("runs"));

@@ -4,8 +4,7 @@
 mod common;
 mod wire;
 
-use common::cluster::{cluster_section, elected, free_addr};
-use common::BrokerProcess;
+use common::cluster::{cluster_section, elected, start_cluster};
 use std::net::SocketAddr;
 use std::time::Duration;
 use wire::*;
@@ -21,10 +20,7 @@ fn ws_node_config(id: u64, peers: &[SocketAddr]) -> String {
 
 #[test]
 fn websocket_clients_on_two_followers_meet_through_the_leader() {
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let nodes: Vec<BrokerProcess> = (1..=3)
-        .map(|id| BrokerProcess::start_with_config(&ws_node_config(id, &peers), &[]))
-        .collect();
+    let nodes = start_cluster(3, 3, &[], ws_node_config).nodes;
     let leader = elected(&nodes, WAIT);
     let (a, b) = (&nodes[(leader + 1) % 3], &nodes[(leader + 2) % 3]);
     let (mut sub, _) = ws_client(a);

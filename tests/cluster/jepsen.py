@@ -56,10 +56,42 @@ def broker_binary():
     return str(max(built, key=lambda b: b.stat().st_mtime))
 
 
+_handed_out = set()
+
+
+def ephemeral_range():
+    """The kernel's range of automatically chosen local ports (Linux's default if it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, outside the kernel's ephemeral range, never handed out twice by this process.
+
+    A port from port 0 (the ephemeral range) can become the local port of any outgoing connection, this test's own
+    clients included, before its node binds it or while a SIGKILLed node is down before its restart on the same
+    port (as io/src/test_ports.rs explains). Drawn from the system's randomness, not the seeded `random`, so the
+    run's schedule is what the seed makes it."""
+    low, high = ephemeral_range()
+    lo, hi = (max(1024, low - 12768), low) if low > 2024 else (high + 1, 65536)
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = draw.randrange(lo, hi) if lo < hi else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {lo}-{hi - 1}")
 
 
 class Node:

@@ -46,14 +46,21 @@ class Broker:
             text=True,
         )
         self.port = None
+        # With --http-listen (port 0 included) the bound HTTP address, from its log line after the listeners'.
+        self.http = None
+        wants_http = "--http-listen" in extra
         deadline = time.time() + 20
         assert self.proc.stderr is not None
-        while time.time() < deadline and self.port is None:
+        while time.time() < deadline and (self.port is None or (wants_http and self.http is None)):
             line = self.proc.stderr.readline()
             match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if match:
+            if match and self.port is None:
                 self.port = int(match.group(1))
+            match = re.search(r"metrics on (http://[^/\s]+)/metrics", line)
+            if match:
+                self.http = match.group(1)
         assert self.port, "broker did not report its port"
+        assert self.http or not wants_http, "broker did not report its HTTP address"
         # Keep draining the log so the broker never blocks on a full pipe.
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
 

@@ -13,17 +13,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from conftest import WAIT, Broker, Client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def metered():
-    port = free_port()
-    b = Broker("--http-listen", f"127.0.0.1:{port}")
-    b.http = f"http://127.0.0.1:{port}"
+    # Port 0: the broker binds it and logs the address (a port picked here and freed could be taken meanwhile).
+    b = Broker("--http-listen", "127.0.0.1:0")
     yield b
     b.stop()
 

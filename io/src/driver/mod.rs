@@ -340,9 +340,8 @@ impl<C: Core> Driver<C> {
                 }
                 Io::Uring(ring) => {
                     let completions = ring
-                        .wait(timeout, self.now, &mut self.conns)
+                        .wait(timeout, self.clock, &mut self.now, &mut self.conns)
                         .map_err(DriverError::Poll)?;
-                    self.now = self.clock.instant();
                     for completion in completions {
                         match completion {
                             uring::Completion::Acceptable(i) => self.accept(i),

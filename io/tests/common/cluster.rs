@@ -1,15 +1,98 @@
 //! Cluster helpers shared by the cluster test crates: node-to-node addresses, node configuration files, finding
 //! the leader in the logs, and running `mqtt-broker cluster ...` against a node's configuration.
 
-use super::{BrokerProcess, BIN};
+pub use super::ports::free_addr;
+use super::{BrokerProcess, StartFailure, BIN};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A loopback address free at the time of asking.
-pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+/// How many times a cluster (or a node joining one) is started on fresh addresses when a node's cluster port was
+/// taken between `free_addr` and the node's bind.
+pub const START_ATTEMPTS: usize = 5;
+
+/// A started test cluster: the addresses of its members (node `i + 1` at `peers[i]`), its running nodes (node
+/// `i + 1` is `nodes[i]`), and how many attempts the start took.
+pub struct Cluster {
+    pub peers: Vec<SocketAddr>,
+    pub nodes: Vec<BrokerProcess>,
+    pub attempts: usize,
+}
+
+impl Cluster {
+    /// The nodes as slots a test may empty (to kill a node).
+    pub fn slots(self) -> Vec<Option<BrokerProcess>> {
+        self.nodes.into_iter().map(Some).collect()
+    }
+}
+
+/// Starts nodes `1..=running` of a cluster of `members` addresses, node `id`'s configuration being
+/// `config(id, &peers)`, each with the `extra` flags. The addresses are in every node's configuration, so when one
+/// node cannot bind its own (another process took it after `free_addr` let it go), the whole cluster starts again
+/// on fresh addresses, up to `START_ATTEMPTS` times.
+pub fn start_cluster(
+    members: usize,
+    running: usize,
+    extra: &[&str],
+    config: impl Fn(u64, &[SocketAddr]) -> String,
+) -> Cluster {
+    start_cluster_on(free_addr, members, running, extra, config)
+}
+
+/// `start_cluster` with the addresses drawn from `addr` (a test injects a taken one).
+pub fn start_cluster_on(
+    mut addr: impl FnMut() -> SocketAddr,
+    members: usize,
+    running: usize,
+    extra: &[&str],
+    config: impl Fn(u64, &[SocketAddr]) -> String,
+) -> Cluster {
+    let mut taken = Vec::new();
+    for attempt in 1..=START_ATTEMPTS {
+        let peers: Vec<SocketAddr> = (0..members).map(|_| addr()).collect();
+        let mut nodes = Vec::with_capacity(running);
+        for id in 1..=running as u64 {
+            match BrokerProcess::try_start_with_config(&config(id, &peers), extra) {
+                Ok(node) => nodes.push(node),
+                Err(failure) => {
+                    taken.push(retry_or_panic(failure, peers[id as usize - 1]));
+                    break;
+                }
+            }
+        }
+        if nodes.len() == running {
+            return Cluster {
+                peers,
+                nodes,
+                attempts: attempt,
+            };
+        }
+        // Dropping the nodes that did start kills them: their configuration names the address that was taken.
+    }
+    panic!("no cluster started in {START_ATTEMPTS} attempts: each time a node's cluster port was taken ({taken:?})");
+}
+
+/// Starts one node whose own cluster address only its configuration and the test know (a node that joins a running
+/// cluster): `config(addr)` with a fresh `addr`, again on another one if that was taken, up to `START_ATTEMPTS`.
+pub fn start_node(extra: &[&str], config: impl Fn(SocketAddr) -> String) -> (SocketAddr, BrokerProcess) {
+    let mut taken = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let addr = free_addr();
+        match BrokerProcess::try_start_with_config(&config(addr), extra) {
+            Ok(node) => return (addr, node),
+            Err(failure) => taken.push(retry_or_panic(failure, addr)),
+        }
+    }
+    panic!("the node did not start in {START_ATTEMPTS} attempts: each time its cluster port was taken ({taken:?})");
+}
+
+/// `addr` if the failure is that its port was taken (worth another attempt); any other failure fails the test.
+fn retry_or_panic(failure: StartFailure, addr: SocketAddr) -> SocketAddr {
+    if failure.cluster_port_taken() {
+        eprintln!("cluster port {addr} was taken before the node bound it; starting again on fresh addresses");
+        return addr;
+    }
+    panic!("broker did not log its address; stderr: {:?}", failure.log);
 }
 
 /// The configuration of node `id` of cluster "test", whose members `peers` are numbered from 1, with a client

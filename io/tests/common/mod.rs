@@ -7,6 +7,8 @@ pub mod auth;
 pub mod clients;
 pub mod cluster;
 pub mod http;
+#[path = "../../src/test_ports.rs"]
+pub mod ports;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -25,6 +27,21 @@ pub struct BrokerProcess {
     /// Every stderr line so far, for assertions and for failure messages.
     pub log: Arc<Mutex<Vec<String>>>,
     pub data_dir: tempfile::TempDir,
+}
+
+/// A broker that exited (or hung) before it logged its address: its log, which says why.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub log: Vec<String>,
+}
+
+impl StartFailure {
+    /// Whether it failed because another process held the port it listens on for the other cluster nodes.
+    pub fn cluster_port_taken(&self) -> bool {
+        self.log
+            .iter()
+            .any(|l| l.contains("cannot listen for cluster nodes") && l.contains("Address already in use"))
+    }
 }
 
 /// The I/O driver the suite runs against (`MQTT_TEST_IO`), if one is asked for.
@@ -76,6 +93,18 @@ impl BrokerProcess {
         BrokerProcess::spawn(data_dir, &path, &args, &[], test_io())
     }
 
+    /// Like `start_with_config`, but a broker that exits before it listens is returned as a `StartFailure` (its
+    /// log) instead of failing the test: the cluster helpers retry a node whose cluster port was taken meanwhile.
+    pub fn try_start_with_config(config: &str, extra: &[&str]) -> Result<BrokerProcess, StartFailure> {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config_path = data_dir.path().join("broker.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let path = data_dir.path().join("data");
+        let mut args = vec!["--config", config_path.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        BrokerProcess::try_spawn(data_dir, &path, &args, &[], test_io())
+    }
+
     fn spawn(
         data_dir: tempfile::TempDir,
         path: &std::path::Path,
@@ -83,6 +112,19 @@ impl BrokerProcess {
         env: &[(&str, &str)],
         io: Option<String>,
     ) -> BrokerProcess {
+        match BrokerProcess::try_spawn(data_dir, path, args, env, io) {
+            Ok(broker) => broker,
+            Err(failure) => panic!("broker did not log its address; stderr: {:?}", failure.log),
+        }
+    }
+
+    fn try_spawn(
+        data_dir: tempfile::TempDir,
+        path: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        io: Option<String>,
+    ) -> Result<BrokerProcess, StartFailure> {
         let mut command = Command::new(BIN);
         command.arg("--data-dir").arg(path).args(args);
         if let Some(io) = &io {
@@ -118,7 +160,9 @@ impl BrokerProcess {
             Ok(addr) => addr.parse().expect("bound address parses"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("broker did not log its address; stderr: {:?}", log.lock().unwrap());
+                let _ = child.wait();
+                let log = log.lock().unwrap().clone();
+                return Err(StartFailure { log });
             }
         };
         if let Some(io) = io.filter(|io| io != "auto") {
@@ -130,12 +174,12 @@ impl BrokerProcess {
                 .any(|l| l.contains(&format!("io driver: {name}")));
             assert!(said, "broker did not say it runs on {name}: {:?}", log.lock().unwrap());
         }
-        BrokerProcess {
+        Ok(BrokerProcess {
             child,
             addr,
             log,
             data_dir,
-        }
+        })
     }
 
     /// The broker's resident memory in bytes (VmRSS), for the abuse tests' budgets.

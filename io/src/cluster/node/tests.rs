@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::Peer;
+use crate::test_ports::free_addr;
 use bytes::BytesMut;
 use mio::{Events, Poll};
 use mqtt_core::broker::{ConnectionId, ListenerId};
@@ -12,7 +13,6 @@ use mqtt_core::packet::{Packet, ProtocolVersion};
 use mqtt_core::persist::frame::{self, Scan};
 use mqtt_core::persist::Record;
 use protobuf::Message as _;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 mod snapshot;
@@ -21,11 +21,6 @@ struct TestNode {
     poll: Poll,
     core: ClusterCore,
     dir: tempfile::TempDir,
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }
 
 fn cluster() -> Vec<TestNode> {

@@ -2,6 +2,7 @@
 //! reconnection with back-off, bounded queues.
 
 use super::*;
+use crate::test_ports::{ephemeral_range, free_addr};
 use mio::{Events, Poll};
 
 const MAX: usize = 1 << 20;
@@ -10,11 +11,6 @@ struct Node {
     poll: Poll,
     transport: PeerTransport,
     events: Vec<PeerEvent>,
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }
 
 /// Picks a free port for each node id first, so every node knows every other's address.
@@ -343,4 +339,19 @@ fn a_fast_peer_is_read_at_most_a_bounded_amount_per_turn() {
         "the sender never got ahead of a turn: the bound was not exercised"
     );
     eprintln!("largest turn {largest_turn} bytes; {turns_left_unfinished} turns left more to read");
+}
+
+/// The nodes' addresses are chosen before they bind them: a port from the kernel's ephemeral range could meanwhile
+/// become the local port of any process's outgoing connection (it happened, under a process opening thousands), so
+/// the tests' ports come from outside it, and one test process never hands out the same port twice.
+#[test]
+fn test_ports_are_outside_the_ephemeral_range_and_never_handed_out_twice() {
+    let (low, high) = ephemeral_range();
+    let ports: Vec<u16> = (0..50).map(|_| free_addr().port()).collect();
+    assert!(
+        ports.iter().all(|p| *p < low || *p > high),
+        "{ports:?} against {low}-{high}"
+    );
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len(), "{ports:?}");
 }

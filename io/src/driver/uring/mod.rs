@@ -25,6 +25,7 @@ mod coalesce;
 mod complete;
 mod entries;
 
+use super::clock::Clock;
 use super::conn::Conn;
 use super::outbox::Outbox;
 use super::stats::LoopStats;
@@ -495,10 +496,15 @@ impl Ring {
 
     /// Issue what was queued, wait for at least one completion or `timeout` (`None`: no limit), and collect the
     /// completions. One `io_uring_enter`, none when nothing is queued and `timeout` is zero.
+    ///
+    /// `now` is the driver's clock read of the turn before; this is where the next is taken, right after the wait
+    /// returns, so that the receives it reaps are stamped with the time they were seen (not a wait's length
+    /// earlier: after an idle wait of seconds a client's packet would count as hot).
     pub fn wait(
         &mut self,
         timeout: Option<Duration>,
-        now: Instant,
+        clock: Clock,
+        now: &mut Instant,
         conns: &mut HashMap<ConnectionId, Box<Conn>>,
     ) -> io::Result<Vec<Completion>> {
         if !self.enabled {
@@ -509,7 +515,7 @@ impl Ring {
         // While many quiet clients send, wait for their input to gather (`coalesce`); a timer due within the
         // window ends the wait sooner, as a plain wait.
         let window = match self.busy {
-            true => self.coalescer.window(now).filter(|w| timeout.is_none_or(|t| t > *w)),
+            true => self.coalescer.window(*now).filter(|w| timeout.is_none_or(|t| t > *w)),
             false => None,
         };
         // Input arrived while the turn ran (completions, or receives the kernel completes at the next enter): take
@@ -533,7 +539,8 @@ impl Ring {
             Some(window) => self.enter_window(window)?,
             None => self.enter(1, timeout)?,
         }
-        self.busy = self.reap(conns, now) > 0;
+        *now = clock.instant();
+        self.busy = self.reap(conns, *now) > 0;
         self.note_stalls();
         Ok(std::mem::take(&mut self.completions))
     }
