@@ -84,13 +84,10 @@ impl BrokerProcess {
     /// Start with `config` as the configuration file (its listeners, instead of `--listen`), plus `extra` flags.
     /// `addr` is the first listener's address.
     pub fn start_with_config(config: &str, extra: &[&str]) -> BrokerProcess {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let config_path = data_dir.path().join("broker.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let path = data_dir.path().join("data");
-        let mut args = vec!["--config", config_path.to_str().expect("utf-8 path")];
-        args.extend_from_slice(extra);
-        BrokerProcess::spawn(data_dir, &path, &args, &[], test_io())
+        match BrokerProcess::try_start_with_config(config, extra) {
+            Ok(broker) => broker,
+            Err(failure) => panic!("broker did not log its address; stderr: {:?}", failure.log),
+        }
     }
 
     /// Like `start_with_config`, but a broker that exits before it listens is returned as a `StartFailure` (its

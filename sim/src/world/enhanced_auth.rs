@@ -150,19 +150,7 @@ impl World {
         let Some(probe) = self.links.get_mut(&conn).and_then(|l| l.auth.as_mut()) else {
             return Ok(());
         };
-        probe.decoder.feed(data);
-        let mut packets = Vec::new();
-        loop {
-            match probe.decoder.next_packet() {
-                Ok(Some(packet)) => packets.push(packet),
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(Violation(format!(
-                        "auth probe {conn:?} cannot decode what the broker sent: {e}"
-                    )))
-                }
-            }
-        }
+        let packets = probe::whole_packets(&mut probe.decoder, data, &format!("auth probe {conn:?}"))?;
         for packet in packets {
             self.log(format!("auth probe {conn:?} receives {}", describe(&packet)));
             self.probe_step(conn, &packet)?;

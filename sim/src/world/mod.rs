@@ -34,6 +34,7 @@ mod identity;
 mod liveness;
 mod max_qos;
 mod observe;
+mod probe;
 mod publish_rate;
 mod reads;
 mod receive;
