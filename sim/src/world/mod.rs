@@ -24,6 +24,8 @@ mod coalesce;
 mod connack;
 mod connect_rate;
 mod delayed_wills;
+mod delivery;
+mod describe;
 mod disk;
 mod durability;
 mod enhanced_auth;
@@ -34,6 +36,7 @@ mod identity;
 mod liveness;
 mod max_qos;
 mod observe;
+mod opening;
 mod probe;
 mod publish_rate;
 mod reads;
@@ -43,6 +46,8 @@ mod sys_topics;
 mod tracing;
 mod transient_close;
 mod wills;
+
+pub(super) use describe::describe;
 mod workload;
 
 #[derive(Debug)]
@@ -589,304 +594,6 @@ impl World {
         self.schedule_to_broker(conn, at, data);
     }
 
-    fn open(&mut self, client: Option<usize>) -> Result<ConnectionId, Violation> {
-        // The well-behaved clients share one address, the others (misbehaving ones, the retained probe) another,
-        // so that `max_connections_per_address` can be exactly the number of clients.
-        let host = if client.is_some() { 1 } else { 2 };
-        self.open_from(client, host)
-    }
-
-    fn open_from(&mut self, client: Option<usize>, host: u8) -> Result<ConnectionId, Violation> {
-        self.open_on(client, host, ListenerId(0))
-    }
-
-    fn open_on(&mut self, client: Option<usize>, host: u8, listener: ListenerId) -> Result<ConnectionId, Violation> {
-        let conn = ConnectionId(self.next_conn);
-        self.next_conn += 1;
-        self.links.insert(
-            conn,
-            Link {
-                client,
-                shadow: Decoder::new(None, usize::MAX),
-                last_to_broker: self.now,
-                last_to_client: self.now,
-                closed_by_broker: false,
-                client_gone: false,
-                saw_disconnect: false,
-                blocked: false,
-                aliases: BTreeMap::new(),
-                misbehaving: false,
-                segment: None,
-                outbound: client.map(|c| Decoder::new(Some(self.clients[c].version), usize::MAX)),
-                lost: None,
-                zombie: false,
-                held: None,
-                verdict_lost: false,
-                refusal: None,
-                auth: None,
-                identity: None,
-                rest_of_input: Default::default(),
-            },
-        );
-        let peer = SocketAddr::from(([10, 0, 0, host], (conn.0 % 60_000) as u16 + 1));
-        self.broker_input(Input::Opened { conn, peer, listener })?;
-        Ok(conn)
-    }
-
-    /// Whether an earlier connection of `client` is still open at the broker (a zombie does not count: the new
-    /// CONNECT is what closes it).
-    fn previous_open(&self, client: usize) -> bool {
-        self.links
-            .values()
-            .any(|l| l.client == Some(client) && !l.closed_by_broker && !l.zombie)
-    }
-
-    fn connect(&mut self, client: usize, with_will: bool) -> Result<(), Violation> {
-        let certified = self.certified_client(client);
-        let conn = match &certified {
-            Some(_) => self.open_on(Some(client), 1, crate::acl::IDENTITY_LISTENER)?,
-            None => self.open(Some(client))?,
-        };
-        if let Some(name) = &certified {
-            self.identified(conn, name)?;
-        }
-        self.counts.connects += 1;
-        self.clients[client].conn = Some(conn);
-        // A client coming back in the liveness phase to leave again has a will with a delay (see `delayed_wills`).
-        let forced = self.rearming_delay(client);
-        let with_will = with_will || forced.is_some();
-        let will_delay = if let Some(delay) = forced {
-            delay
-        } else if with_will && self.opts.will_delay && self.rng.gen_bool(0.5) {
-            self.rng.gen_range(1..=5)
-        } else {
-            0
-        };
-        let mut will_options = self.will_options(with_will, will_delay);
-        if forced.is_some() && will_options.0 == QoS::AtMostOnce {
-            // Owed to its watcher (see `delayed_wills`): a QoS 0 will would be owed to nobody.
-            will_options.0 = QoS::AtLeastOnce;
-        }
-        let mut connect = self.clients[client].connect_packet(with_will, will_delay, will_options);
-        if certified.is_some() {
-            identity::stale_credentials(&mut connect);
-        }
-        self.send(client, Packet::Connect(Box::new(connect)));
-        // Clients may send packets right after CONNECT, before CONNACK [MQTT-3.1.4-6]: the broker must not answer
-        // this one before its CONNACK, however late the verdict comes (checked in `client_receives`).
-        if self.opts.quotas.deferred_auth > 0 && self.rng.gen_bool(0.3) {
-            self.send(client, Packet::PingReq);
-        }
-        Ok(())
-    }
-
-    /// Delivers bytes to the broker, in chunks if so chosen, and tells the model about each packet as the broker
-    /// processes it.
-    fn deliver_to_broker(&mut self, conn: ConnectionId, data: Vec<u8>) -> Result<(), Violation> {
-        if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
-            return Ok(());
-        }
-        let mut offset = 0;
-        // Sometimes a whole segment trickles in one byte at a time.
-        let bytewise = self.opts.chunking && self.rng.gen_bool(0.1);
-        while offset < data.len() {
-            let size = if bytewise {
-                1
-            } else if self.opts.chunking {
-                self.rng.gen_range(1..=data.len() - offset)
-            } else {
-                data.len()
-            };
-            let chunk = &data[offset..offset + size];
-            // The bytes are in the hash from their sending (`send`, `misbehave`); how they are cut into inputs is
-            // added here, without a line of its own (there would be more of those than of all others).
-            self.trace.absorb(&(size as u32).to_le_bytes());
-            offset += size;
-            let mut packets = Vec::new();
-            if let Some(link) = self.links.get_mut(&conn) {
-                link.shadow.feed(chunk);
-                while let Ok(Some(mut packet)) = link.shadow.next_packet() {
-                    // Resolve inbound Topic Aliases as the broker must [MQTT-3.3.2-12].
-                    if let Packet::Publish(publish) = &mut packet {
-                        if let Some(alias) = publish.properties.topic_alias {
-                            if publish.topic.is_empty() {
-                                publish.topic = link.aliases.get(&alias).cloned().unwrap_or_default();
-                            } else {
-                                link.aliases.insert(alias, publish.topic.clone());
-                            }
-                        }
-                    }
-                    packets.push(packet);
-                }
-            }
-            // The model first, so that a will published because of this input sees the subscriptions as they are.
-            let client = self.links.get(&conn).and_then(|l| l.client);
-            // An armed power cut may strike during this chunk's storage operations: keep the model from before.
-            let armed = match (self.power_cut_in, self.disk.as_mut()) {
-                (Some(cut), Some(disk)) if self.suspension.is_none() => {
-                    disk.arm(cut);
-                    // A cut in a compaction strikes after the commit: only the state after the input is legal.
-                    let before = matches!(cut, disk::PowerCut::AfterOps(_)).then(|| {
-                        let mut before = self.model.clone();
-                        disk::forget_held(&mut before, &self.awaiting_admission);
-                        before
-                    });
-                    Some(before)
-                }
-                _ => None,
-            };
-            self.sys_publishes_read(&packets);
-            self.connect_rate_reads(conn, &packets);
-            self.input_starts(conn);
-            if let Some(client) = client {
-                for packet in packets {
-                    if self.hold_until_verdict(conn, &packet) {
-                        self.log(format!("broker holds c{client} {conn:?}: {}", describe(&packet)));
-                        continue;
-                    }
-                    // When the broker reads a packet matters as much as when it was sent: this is the model's order.
-                    self.log(format!("broker reads c{client} {conn:?}: {}", describe(&packet)));
-                    self.model_processes(client, conn, &packet);
-                }
-            }
-            self.broker_input(Input::Received { conn, data: chunk })?;
-            if let Some(model_before) = armed {
-                if let Some(committed) = self.power_cut_struck.take() {
-                    self.power_cut_in = None;
-                    // Synced, the input's records must survive; else recovery may restore the state before or
-                    // after it (its outputs never left).
-                    let model_after = self.model.clone();
-                    let (candidates, during) = match model_before {
-                        Some(model_before) if !committed => (vec![model_before, model_after], " during a commit"),
-                        _ => (vec![model_after], " during a compaction"),
-                    };
-                    self.counts.mid_write_crashes += 1;
-                    self.observe_torn_commit();
-                    return self.restart_broker(candidates, during);
-                }
-                self.power_cut_in = match (self.power_cut_in, self.disk.as_mut()) {
-                    (Some(cut), Some(disk)) => disk.disarm(cut),
-                    _ => None,
-                };
-            }
-            if self.links.get(&conn).is_none_or(|l| l.closed_by_broker) {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the broker leaves `packet` unprocessed until a delayed verdict: a CONNECT the authenticator defers
-    /// (whose verdict is then scheduled, or as a fault lost) and whatever follows it meanwhile.
-    fn hold_until_verdict(&mut self, conn: ConnectionId, packet: &Packet) -> bool {
-        let defers = matches!(packet, Packet::Connect(c) if sim_acl(&self.opts).defers(conn, &c.client_id));
-        let Some(link) = self.links.get_mut(&conn) else {
-            return false;
-        };
-        if let Some(held) = link.held.as_mut() {
-            held.push(packet.clone());
-            return true;
-        }
-        if !defers {
-            return false;
-        }
-        link.held = Some(vec![packet.clone()]);
-        // Lost while faults are on: the connect timeout must end the connection.
-        if self.faults && self.rng.gen_bool(0.05) {
-            link.verdict_lost = true;
-            self.log(format!("{conn:?}: the verdict on its CONNECT will never come"));
-        } else {
-            let at = self.now + self.rng.gen_range(1..=300);
-            self.log(format!("{conn:?}: the verdict on its CONNECT comes at {at}ms"));
-            self.schedule(at, Event::AuthVerdict { conn });
-        }
-        self.observe_deferred_verdict();
-        true
-    }
-
-    /// A delayed verdict arrives (always Allow: the simulated clients are entitled). If the broker still waits for
-    /// it, it now processes the CONNECT and what followed, and so does the model; otherwise (closed, timed out,
-    /// broker restarted) the broker must ignore it.
-    fn deliver_verdict(&mut self, conn: ConnectionId) -> Result<(), Violation> {
-        let held = self
-            .links
-            .get_mut(&conn)
-            .and_then(|link| link.held.take())
-            .unwrap_or_default();
-        let client = self.links.get(&conn).and_then(|link| link.client);
-        self.input_starts(conn);
-        if self.broker.awaiting_verdict(conn) {
-            if let Some(client) = client {
-                for packet in &held {
-                    self.log(format!(
-                        "broker reads c{client} {conn:?} after the verdict: {}",
-                        describe(packet)
-                    ));
-                    self.model_processes(client, conn, packet);
-                }
-            }
-        } else {
-            self.log(format!("{conn:?}: verdict for a connection no longer waiting"));
-        }
-        self.broker_input(Input::AuthDecided {
-            conn,
-            decision: mqtt_core::broker::AuthDecision::Allow { data: None },
-        })
-    }
-
-    fn deliver_to_client(&mut self, conn: ConnectionId, data: Bytes) -> Result<(), Violation> {
-        let Some(link) = self.links.get_mut(&conn) else {
-            return Ok(());
-        };
-        let Some(client) = link.client else {
-            if link.auth.is_some() {
-                return self.auth_probe_receives(conn, &data);
-            }
-            if link.identity.is_some() {
-                return self.identity_probe_receives(conn, &data);
-            }
-            if self.connect_rate.probes.contains_key(&conn) {
-                return self.connect_rate_receives(conn, &data);
-            }
-            return self.misbehaving_receives(conn, &data);
-        };
-        if link.client_gone || self.clients[client].conn != Some(conn) {
-            // A packet whose start the client did read is not decoded here: only whole packets are told.
-            let version = self.clients[client].version;
-            let decoder = link.lost.get_or_insert_with(|| Decoder::new(Some(version), usize::MAX));
-            decoder.feed(&data);
-            let mut lost = Vec::new();
-            while let Ok(Some(packet)) = decoder.next_packet() {
-                lost.push(describe(&packet));
-            }
-            self.log(format!(
-                "c{client} {conn:?}: lost, the client left: {} ({} bytes)",
-                lost.join(", "),
-                data.len()
-            ));
-            return Ok(());
-        }
-        self.clients[client].decoder.feed(&data);
-        loop {
-            let packet = match self.clients[client].decoder.next_packet() {
-                Ok(Some(packet)) => packet,
-                Ok(None) => break,
-                Err(e) => return Err(Violation(format!("c{client} cannot decode what the broker sent: {e}"))),
-            };
-            self.log(format!("c{client} {conn:?} receives {}", describe(&packet)));
-            self.observe_delivery(client, &packet);
-            self.check_subscription_ids(client, &packet)?;
-            self.check_rate_delivery(client, &packet)?;
-            self.check_connack(client, &packet)?;
-            self.forgive_republished(client, &packet);
-            self.client_receives(client, packet)?;
-        }
-        if !self.slow_acks || !self.rng.gen_bool(self.opts.slow_ack_rate) {
-            self.flush_acks(client);
-        }
-        Ok(())
-    }
-
     fn handle_event(&mut self, event: Event) -> Result<(), Violation> {
         match event {
             Event::ToBroker { conn, data } => self.deliver_to_broker(conn, data),
@@ -942,46 +649,5 @@ impl World {
         self.now = self.now.max(at);
         self.fire_timers()?;
         self.handle_event(event)
-    }
-}
-
-/// A short description of a packet for the trace.
-pub(super) fn describe(packet: &Packet) -> String {
-    match packet {
-        Packet::Connect(c) => format!("CONNECT {} clean={}", c.client_id, c.clean_start),
-        Packet::ConnAck(c) => format!("CONNACK present={} {:?}", c.session_present, c.reason),
-        Packet::Publish(p) => format!(
-            "PUBLISH {}{} q{} id={} dup={} retain={} {} ({} bytes)",
-            p.topic,
-            p.properties
-                .topic_alias
-                .map(|a| format!(" alias={a}"))
-                .unwrap_or_default(),
-            p.qos as u8,
-            p.packet_id,
-            p.dup,
-            p.retain,
-            String::from_utf8_lossy(&p.payload).split(' ').next().unwrap_or(""),
-            p.payload.len()
-        ),
-        Packet::PubAck(r) => format!("PUBACK {}", r.packet_id),
-        Packet::PubRec(r) => format!("PUBREC {}", r.packet_id),
-        Packet::PubRel(r) => format!("PUBREL {}", r.packet_id),
-        Packet::PubComp(r) => format!("PUBCOMP {}", r.packet_id),
-        Packet::Subscribe(s) => format!(
-            "SUBSCRIBE id={} {:?}",
-            s.packet_id,
-            s.filters
-                .iter()
-                .map(|(f, o)| format!("{f} q{}", o.qos as u8))
-                .collect::<Vec<_>>()
-        ),
-        Packet::SubAck(s) => format!("SUBACK {:?}", s.reasons),
-        Packet::Unsubscribe(u) => format!("UNSUBSCRIBE {:?}", u.filters),
-        Packet::UnsubAck(_) => "UNSUBACK".into(),
-        Packet::PingReq => "PINGREQ".into(),
-        Packet::PingResp => "PINGRESP".into(),
-        Packet::Disconnect(d) => format!("DISCONNECT {:?}", d.reason),
-        Packet::Auth(_) => "AUTH".into(),
     }
 }
