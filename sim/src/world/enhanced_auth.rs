@@ -111,22 +111,7 @@ impl World {
     }
 
     fn probe_sends(&mut self, conn: ConnectionId, packet: &Packet, why: &str) {
-        let data = encoded(packet, ProtocolVersion::V5);
-        let digest = self.trace.absorb(&data);
-        self.log(format!(
-            "auth probe {conn:?} sends {} ({why}) {digest}",
-            describe(packet)
-        ));
-        let at = self.now + self.delay();
-        let at = match self.links.get_mut(&conn) {
-            Some(link) => {
-                let at = at.max(link.last_to_broker);
-                link.last_to_broker = at;
-                at
-            }
-            None => at,
-        };
-        self.schedule(at, Event::ToBroker { conn, data });
+        self.probe_send("auth probe", conn, packet, ProtocolVersion::V5, Some(why));
     }
 
     fn probe_auth(&mut self, conn: ConnectionId, reason: ReasonCode, data: Vec<u8>, why: &str) {
@@ -147,15 +132,13 @@ impl World {
 
     /// What the broker sends an authenticating connection, against what its plan predicts.
     pub(super) fn auth_probe_receives(&mut self, conn: ConnectionId, data: &[u8]) -> Result<(), Violation> {
-        let Some(probe) = self.links.get_mut(&conn).and_then(|l| l.auth.as_mut()) else {
-            return Ok(());
-        };
-        let packets = probe::whole_packets(&mut probe.decoder, data, &format!("auth probe {conn:?}"))?;
-        for packet in packets {
-            self.log(format!("auth probe {conn:?} receives {}", describe(&packet)));
-            self.probe_step(conn, &packet)?;
-        }
-        Ok(())
+        self.probe_receive(
+            "auth probe",
+            conn,
+            data,
+            |link| link.auth.as_mut().map(|p| &mut p.decoder),
+            World::probe_step,
+        )
     }
 
     fn probe_step(&mut self, conn: ConnectionId, packet: &Packet) -> Result<(), Violation> {

@@ -228,32 +228,18 @@ impl World {
             .get(&conn)
             .and_then(|l| l.identity.as_ref())
             .map_or(ProtocolVersion::V5, |p| p.version);
-        let data = encoded(packet, version);
-        let digest = self.trace.absorb(&data);
-        self.log(format!("identity probe {conn:?} sends {} {digest}", describe(packet)));
-        let at = self.now + self.delay();
-        let at = match self.links.get_mut(&conn) {
-            Some(link) => {
-                let at = at.max(link.last_to_broker);
-                link.last_to_broker = at;
-                at
-            }
-            None => at,
-        };
-        self.schedule(at, Event::ToBroker { conn, data });
+        self.probe_send("identity probe", conn, packet, version, None);
     }
 
     /// What the broker sends a connection with a verified name, against the prediction.
     pub(super) fn identity_probe_receives(&mut self, conn: ConnectionId, data: &[u8]) -> Result<(), Violation> {
-        let Some(probe) = self.links.get_mut(&conn).and_then(|l| l.identity.as_mut()) else {
-            return Ok(());
-        };
-        let packets = probe::whole_packets(&mut probe.decoder, data, &format!("identity probe {conn:?}"))?;
-        for packet in packets {
-            self.log(format!("identity probe {conn:?} receives {}", describe(&packet)));
-            self.identity_probe_step(conn, &packet)?;
-        }
-        Ok(())
+        self.probe_receive(
+            "identity probe",
+            conn,
+            data,
+            |link| link.identity.as_mut().map(|p| &mut p.decoder),
+            World::identity_probe_step,
+        )
     }
 
     fn identity_probe_step(&mut self, conn: ConnectionId, packet: &Packet) -> Result<(), Violation> {
